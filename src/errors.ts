@@ -1,0 +1,93 @@
+/**
+ * The error vocabulary every room shares: one class per meaning, so the CLI
+ * maps them to exit codes and the daemon to HTTP statuses in one place each.
+ * A leaf module: it imports nothing, so every room may import it.
+ */
+
+export type ErrorKind = 'bad-input' | 'refused' | 'device' | 'busy' | 'not-found' | 'cancelled' | 'internal';
+
+export abstract class DpsrError extends Error {
+  abstract readonly kind: ErrorKind;
+  /** What the operator can do about it, shown after the message. */
+  readonly hint?: string;
+  constructor(message: string, options?: { hint?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.hint = options?.hint;
+  }
+}
+
+/** Arguments, config, request bodies or frames that are malformed. Nothing was changed. */
+export class BadInputError extends DpsrError {
+  readonly kind = 'bad-input' as const;
+}
+
+/** An operation refused because it could destroy data. Nothing was changed. */
+export class RefusedError extends DpsrError {
+  readonly kind = 'refused' as const;
+}
+
+/** A drive, bridge, relay or bus failed while working. */
+export class DeviceError extends DpsrError {
+  readonly kind = 'device' as const;
+}
+
+/** Something else is already running where exclusive access is needed. */
+export class BusyError extends DpsrError {
+  readonly kind = 'busy' as const;
+}
+
+/** A named drive, job, file or resource does not exist. */
+export class NotFoundError extends DpsrError {
+  readonly kind = 'not-found' as const;
+}
+
+/** The operator or a caller cancelled the work. */
+export class CancelledError extends DpsrError {
+  readonly kind = 'cancelled' as const;
+}
+
+export function isDpsrError(e: unknown): e is DpsrError {
+  return e instanceof DpsrError;
+}
+
+/** Exit codes of the `dpsr` CLI (DESIGN.md): 0 done, 1 failed or differs, 2 bad usage, 3 refused. */
+export function exitCodeFor(e: unknown): 1 | 2 | 3 {
+  if (!isDpsrError(e)) return 1;
+  switch (e.kind) {
+    case 'bad-input':
+    case 'not-found':
+      return 2;
+    case 'refused':
+      return 3;
+    default:
+      return 1;
+  }
+}
+
+/** HTTP statuses of the daemon's API for the same meanings. */
+export function httpStatusFor(e: unknown): number {
+  if (!isDpsrError(e)) return 500;
+  switch (e.kind) {
+    case 'bad-input':
+      return 400;
+    case 'not-found':
+      return 404;
+    case 'refused':
+    case 'busy':
+      return 409;
+    case 'cancelled':
+      return 409;
+    case 'device':
+      return 502;
+    default:
+      return 500;
+  }
+}
+
+/** Text for an operator: the message, then the hint on its own line. */
+export function describeError(e: unknown): string {
+  if (isDpsrError(e)) return e.hint ? `${e.message}\n  ${e.hint}` : e.message;
+  if (e instanceof Error) return e.message;
+  return String(e);
+}

@@ -1,0 +1,49 @@
+/**
+ * The seam between the copy engine and the hardware: a drive is anything that
+ * reads and writes whole logical sectors at byte positions. Image files,
+ * Linux block devices and fault-injecting wrappers all implement it.
+ */
+
+/** Who a drive is, independent of which /dev/sdX it appeared as this time. */
+export interface DriveIdentity {
+  /** Stable key: `wwn:…`, `serial:<model>:<serial>` or `image:<realpath>`. */
+  readonly key: string;
+  readonly kind: 'image' | 'block';
+  readonly model?: string;
+  readonly serial?: string;
+  readonly wwn?: string;
+  readonly sizeBytes: number;
+  readonly logicalSectorSize: number;
+  readonly physicalSectorSize: number;
+  /** USB–SATA bridge the drive hangs off, when it does. */
+  readonly bridge?: { readonly vendorId: string; readonly productId: string; readonly driver?: string; readonly product?: string };
+}
+
+export interface BlockDevice {
+  /** The path it was opened by, for messages. */
+  readonly path: string;
+  readonly identity: DriveIdentity;
+  /** Size in bytes, a multiple of the logical sector size. */
+  readonly size: number;
+  readonly logicalSectorSize: number;
+  readonly physicalSectorSize: number;
+  readonly writable: boolean;
+  /**
+   * Fills `buf` (or its first `length` bytes) from byte `position`. Position and
+   * length are multiples of the logical sector size; reading past the end is
+   * an error. Resolves once all bytes are read.
+   */
+  read(buf: Uint8Array, position: number, length?: number): Promise<void>;
+  /** Writes all of `buf` (or its first `length` bytes) at byte `position`, same alignment rules. */
+  write(buf: Uint8Array, position: number, length?: number): Promise<void>;
+  /** Makes every completed write durable (fsync / cache flush). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Open for writing (O_RDWR). The default is read-only. */
+  readonly write?: boolean;
+  /** Bypass the page cache (O_DIRECT); buffers must come from `allocAligned`. */
+  readonly direct?: boolean;
+}

@@ -1,0 +1,31 @@
+/**
+ * Checks for what a test needs from the machine. In CI (CI=true) a missing
+ * tool or privilege is a failure; elsewhere the test is skipped loudly.
+ */
+import { execFileSync } from 'node:child_process';
+
+export function hasTool(name: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+export const inCI = process.env.CI === 'true';
+
+/**
+ * Returns true when everything is there. When not: throws in CI, prints a
+ * loud SKIP line (counted by the test runner) and returns false elsewhere.
+ */
+export function requireEnv(what: string, needs: { tools?: string[]; root?: boolean }): boolean {
+  const missing = (needs.tools ?? []).filter((t) => !hasTool(t));
+  if (needs.root && !isRoot) missing.push('root privileges');
+  if (missing.length === 0) return true;
+  const message = `${what} needs ${missing.join(', ')}`;
+  if (inCI) throw new Error(`${message} (missing in CI: install it in .ci/run)`);
+  console.log(`SKIP: ${message} — install it (see .ci/run) to run this test`);
+  return false;
+}
