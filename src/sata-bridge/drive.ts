@@ -1,0 +1,212 @@
+/**
+ * Opening a drive by path: an image file or a Linux block device (also through
+ * /dev/disk/by-id links). Never creates anything: a missing node is an error.
+ */
+import { constants, realpathSync, statSync, type Stats } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
+import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
+import { linuxRoots, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
+import { diskUsage, loopDevicesFor, type UsageReport } from './mounts.ts';
+
+/** Where a path leads, before anything is opened. */
+export interface DriveLocation {
+  readonly requested: string;
+  readonly realPath: string;
+  readonly kind: 'image' | 'block';
+  readonly stats: Stats;
+  /** sysfs view of a block device. */
+  readonly node?: BlockNodeInfo;
+}
+
+/** Logical sector size of image files: 512 unless a `.4k` name or an option says 4096. */
+export const DEFAULT_IMAGE_SECTOR = 512;
+
+export function locateDrive(path: string, roots: SysRoots = linuxRoots): DriveLocation {
+  if (typeof path !== 'string' || path.trim() === '') throw new BadInputError('no drive given', { hint: 'name a drive by /dev/disk/by-id/…, a device path or an image file' });
+  let realPath: string;
+  try {
+    realPath = realpathSync(path);
+  } catch {
+    throw new NotFoundError(`no drive at ${path}: the path does not exist`, { hint: 'run `dpsr drives` to list the drives this controller sees' });
+  }
+  const stats = statSync(realPath);
+  if (stats.isFile()) return { requested: path, realPath, kind: 'image', stats };
+  if (stats.isBlockDevice()) {
+    const node = readBlockNode(majorMinorOf(stats.rdev), roots);
+    return { requested: path, realPath, kind: 'block', stats, node };
+  }
+  throw new BadInputError(`${path} is neither an image file nor a block device`, { hint: 'name a drive by /dev/disk/by-id/…, a device path or an image file' });
+}
+
+/**
+ * The storage a location really touches, for "is the target the source?"
+ * checks: an image file and a loop device over it are the same storage, and
+ * a partition belongs to its disk.
+ */
+export function storageKeys(loc: DriveLocation, roots: SysRoots = linuxRoots): Set<string> {
+  const keys = new Set<string>();
+  if (loc.kind === 'image') {
+    keys.add(`file:${loc.stats.dev}:${loc.stats.ino}`);
+    for (const loop of loopDevicesFor(loc.realPath, roots)) keys.add(`disk:${loop}`);
+  } else if (loc.node) {
+    keys.add(`disk:${loc.node.disk}`);
+    if (loc.node.backingFile) {
+      try {
+        const st = statSync(loc.node.backingFile);
+        keys.add(`file:${st.dev}:${st.ino}`);
+      } catch {
+        /* the backing file is gone: only the loop device itself counts */
+      }
+    }
+  } else {
+    keys.add(`rdev:${loc.stats.rdev}`);
+  }
+  return keys;
+}
+
+export function sameStorage(a: DriveLocation, b: DriveLocation, roots: SysRoots = linuxRoots): boolean {
+  const ka = storageKeys(a, roots);
+  for (const k of storageKeys(b, roots)) if (ka.has(k)) return true;
+  return false;
+}
+
+/** Mounts and system-disk status of a location (image files count through their loop devices). */
+export function usageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): UsageReport {
+  const disks = loc.kind === 'image' ? loopDevicesFor(loc.realPath, roots) : loc.node ? [loc.node.disk] : [];
+  const reports = disks.map((d) => diskUsage(d, roots));
+  return {
+    mountPoints: reports.flatMap((r) => r.mountPoints),
+    isSystemDisk: reports.some((r) => r.isSystemDisk),
+    swaps: reports.flatMap((r) => r.swaps),
+  };
+}
+
+export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_SECTOR): DriveIdentity {
+  if (loc.kind === 'image') {
+    return {
+      key: `image:${loc.realPath}`,
+      kind: 'image',
+      model: 'image file',
+      sizeBytes: loc.stats.size,
+      logicalSectorSize: imageSectorSize,
+      physicalSectorSize: Math.max(imageSectorSize, 4096),
+    };
+  }
+  const n = loc.node;
+  if (!n) throw new DeviceError(`${loc.requested}: the kernel's sysfs does not describe this block device`);
+  const key = n.wwn
+    ? `wwn:${n.wwn}`
+    : n.serial
+      ? `serial:${n.model ?? 'unknown'}:${n.serial}`
+      : n.backingFile
+        ? `loop:${n.backingFile}`
+        : `dev:${n.disk}`;
+  return {
+    key: n.isPartition ? `${key}#${n.name}` : key,
+    kind: 'block',
+    model: n.model,
+    serial: n.serial,
+    wwn: n.wwn,
+    sizeBytes: n.sizeBytes,
+    logicalSectorSize: n.logicalSectorSize,
+    physicalSectorSize: n.physicalSectorSize,
+    bridge: n.bridge,
+  };
+}
+
+export interface OpenDriveOptions extends OpenOptions {
+  /** Logical sector size an image file pretends to have (512 or 4096). */
+  readonly imageSectorSize?: number;
+  readonly roots?: SysRoots;
+}
+
+export async function openDrive(path: string, options: OpenDriveOptions = {}): Promise<FileBlockDevice> {
+  const loc = locateDrive(path, options.roots);
+  return openLocated(loc, options);
+}
+
+export async function openLocated(loc: DriveLocation, options: OpenDriveOptions = {}): Promise<FileBlockDevice> {
+  const sector = options.imageSectorSize ?? DEFAULT_IMAGE_SECTOR;
+  if (sector !== 512 && sector !== 4096) throw new BadInputError(`image sector size ${sector} is not supported`, { hint: 'use 512 or 4096' });
+  const identity = identityOf(loc, sector);
+  if (identity.sizeBytes % identity.logicalSectorSize !== 0) {
+    throw new BadInputError(`${loc.requested} is ${identity.sizeBytes} bytes, not a whole number of ${identity.logicalSectorSize}-byte sectors`, {
+      hint: 'an image file must be a multiple of its sector size (truncate -s)',
+    });
+  }
+  let flags = options.write ? constants.O_RDWR : constants.O_RDONLY;
+  // O_EXCL on a block device asks the kernel for exclusive use: it fails while mounted or held.
+  if (options.write && loc.kind === 'block') flags |= constants.O_EXCL;
+  if (options.direct) flags |= constants.O_DIRECT;
+  let handle: FileHandle;
+  try {
+    handle = await open(loc.realPath, flags);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EBUSY') throw new BusyError(`${loc.requested} is in use (mounted or held by another program)`, { hint: 'unmount it and stop whatever holds it', cause: e });
+    if (code === 'EACCES' || code === 'EPERM') throw new DeviceError(`no permission to open ${loc.requested}${options.write ? ' for writing' : ''}`, { hint: 'run as root or add the user to the disk group', cause: e });
+    if (code === 'EINVAL' && options.direct) throw new DeviceError(`${loc.requested} does not support direct I/O (O_DIRECT)`, { hint: 'run without direct I/O on this filesystem (tmpfs has none)', cause: e });
+    if (code === 'EROFS') throw new DeviceError(`${loc.requested} is read-only`, { cause: e });
+    throw new DeviceError(`cannot open ${loc.requested}: ${(e as Error).message}`, { cause: e });
+  }
+  return new FileBlockDevice(loc.requested, identity, handle, !!options.write);
+}
+
+export class FileBlockDevice implements BlockDevice {
+  readonly size: number;
+  readonly logicalSectorSize: number;
+  readonly physicalSectorSize: number;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    readonly identity: DriveIdentity,
+    private readonly handle: FileHandle,
+    readonly writable: boolean,
+  ) {
+    this.size = identity.sizeBytes;
+    this.logicalSectorSize = identity.logicalSectorSize;
+    this.physicalSectorSize = identity.physicalSectorSize;
+  }
+
+  private check(buf: Uint8Array, position: number, length: number, op: string): void {
+    if (this.closed) throw new DeviceError(`${this.path} is closed`);
+    const s = this.logicalSectorSize;
+    if (position % s !== 0 || length % s !== 0 || length > buf.byteLength || position < 0) {
+      throw new RangeError(`${op} of ${length} bytes at ${position} on ${this.path} is not aligned to ${s}-byte sectors`);
+    }
+    if (position + length > this.size) throw new DeviceError(`${op} of ${length} bytes at ${position} runs past the end of ${this.path} (${this.size} bytes)`);
+  }
+
+  async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
+    this.check(buf, position, length, 'read');
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.handle.read(buf, done, length - done, position + done);
+      if (bytesRead === 0) throw new DeviceError(`${this.path} ended early at byte ${position + done} (did the drive shrink or disappear?)`);
+      done += bytesRead;
+    }
+  }
+
+  async write(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
+    if (!this.writable) throw new DeviceError(`${this.path} was opened read-only`);
+    this.check(buf, position, length, 'write');
+    let done = 0;
+    while (done < length) {
+      const { bytesWritten } = await this.handle.write(buf, done, length - done, position + done);
+      if (bytesWritten === 0) throw new DeviceError(`${this.path} accepted no bytes at ${position + done}`);
+      done += bytesWritten;
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.writable) await this.handle.datasync();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close();
+  }
+}

@@ -1,0 +1,18 @@
+export type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
+export { allocAligned } from './aligned-buffer.ts';
+export {
+  openDrive,
+  openLocated,
+  locateDrive,
+  sameStorage,
+  usageOf,
+  identityOf,
+  FileBlockDevice,
+  DEFAULT_IMAGE_SECTOR,
+  type DriveLocation,
+  type OpenDriveOptions,
+} from './drive.ts';
+export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
+export { FaultyDevice, IoError, type FaultPlan } from './fault-injection.ts';
+export { linuxRoots, readBlockNode, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
+export { readMounts, systemDisks, diskUsage } from './mounts.ts';
