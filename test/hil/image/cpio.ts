@@ -33,7 +33,7 @@ export function cpioNewc(entries: CpioEntry[], mtime = 0): Buffer {
   for (const e of entries) {
     const name = e.path.replace(/^\/+/, '');
     let mode: number;
-    let data = Buffer.alloc(0);
+    let data: Buffer = Buffer.alloc(0);
     let rdev: [number, number] = [0, 0];
     switch (e.type) {
       case 'dir':
