@@ -2,3 +2,4 @@
 export { readLayout, type DiskLayout, type Partition, type GptInfo, type MbrInfo, type ReadLayoutOptions } from './layout.ts';
 export { regionsToCopy, partitionAt, type CopyRange } from './selection.ts';
 export { crc32 } from './crc32.ts';
+export { relocateGptBackup, type RelocationResult } from './relocate.ts';
