@@ -1,0 +1,287 @@
+/**
+ * The copy engine: walks byte ranges of a source and a target in large
+ * aligned chunks with a few requests in flight, and per chunk copies it
+ * (clone), writes only the sub-blocks that differ (compare), writes what the
+ * manifest says changed (manifest), or reports what differs (verify).
+ *
+ * Every overwrite of the target goes through the undo journal first when one
+ * is given, and finished chunks go into the sync map when one is given.
+ */
+import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
+import { CancelledError, DeviceError } from '../errors.ts';
+import { chunksOf, normalizeRanges, totalBytes, type ByteRange, type Chunk } from './ranges.ts';
+import { differingRuns, subtractRanges } from './diff.ts';
+import { readRescued } from './rescue.ts';
+import { ProgressTracker, type Phase, type ProgressListener } from './progress.ts';
+import type { UndoJournal } from './undo-journal.ts';
+import type { SyncMap } from './sync-map.ts';
+import { hashBlocks, type Manifest } from './manifest.ts';
+import { BlockHasher } from './hash.ts';
+
+export type CopyMode = 'clone' | 'compare' | 'manifest' | 'verify';
+
+export const DEFAULT_CHUNK = 4 * 1024 * 1024;
+
+export interface EngineOptions {
+  readonly mode: CopyMode;
+  readonly source: BlockDevice;
+  /** Opened for writing unless the mode is verify. */
+  readonly target: BlockDevice;
+  readonly ranges: readonly ByteRange[];
+  readonly chunkSize?: number;
+  /** Smallest piece compared and written (≥ the logical sector size). */
+  readonly subBlock?: number;
+  /** Chunks worked on at once; two keeps a drive busy without thrashing two cores. */
+  readonly inFlight?: number;
+  /** Extra tries of a single unreadable sector. */
+  readonly retries?: number;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: ProgressListener;
+  readonly journal?: UndoJournal;
+  readonly syncMap?: SyncMap;
+  /** How often the sync map is checkpointed (target flushed, map written). */
+  readonly checkpointMs?: number;
+  /** Kept up to date by clone and compare; consulted in manifest mode. */
+  readonly manifest?: Manifest;
+  /** Verify lists at most this many differing ranges (they are all counted). */
+  readonly maxListedDifferences?: number;
+  /** Called after each chunk's writes, for tests that kill at chosen moments. */
+  readonly onChunkDone?: (chunk: Chunk) => void;
+}
+
+export interface EngineResult {
+  readonly mode: CopyMode;
+  readonly bytesTotal: number;
+  /** Bytes of the walk skipped because the sync map had them done. */
+  readonly bytesResumed: number;
+  readonly bytesWritten: number;
+  /** Verify: differing ranges (merged, at most maxListedDifferences). */
+  readonly differences: ByteRange[];
+  readonly differenceCount: number;
+  readonly differingBytes: number;
+  /** Source ranges that could not be read; the target kept its data there. */
+  readonly unreadable: ByteRange[];
+  readonly seconds: number;
+}
+
+interface Slot {
+  readonly src: Buffer;
+  readonly tgt: Buffer;
+}
+
+export async function runEngine(options: EngineOptions): Promise<EngineResult> {
+  const { mode, source, target } = options;
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK;
+  const sector = source.logicalSectorSize;
+  const subBlock = Math.max(options.subBlock ?? 4096, sector);
+  if (chunkSize % subBlock !== 0) throw new RangeError(`chunk size ${chunkSize} is not a multiple of the sub-block ${subBlock}`);
+  const inFlight = Math.max(1, options.inFlight ?? 2);
+  const retries = options.retries ?? 2;
+  const ranges = normalizeRanges(options.ranges);
+  for (const r of ranges) {
+    if (r.start % sector !== 0 || r.length % sector !== 0) throw new RangeError(`range ${r.start}+${r.length} is not sector-aligned`);
+  }
+  const chunks = chunksOf(ranges, chunkSize);
+  const bytesTotal = totalBytes(ranges);
+  const phase: Phase = mode === 'clone' ? 'copying' : mode === 'verify' ? 'verifying' : mode === 'manifest' ? 'hashing' : 'comparing';
+  const progress = new ProgressTracker(phase, bytesTotal, options.onProgress);
+  const started = performance.now();
+  const manifest = options.manifest;
+  const hasher = new BlockHasher();
+
+  let bytesResumed = 0;
+  let bytesWritten = 0;
+  let differenceCount = 0;
+  let differingBytes = 0;
+  const maxListed = options.maxListedDifferences ?? 10_000;
+  const differences: { start: number; length: number }[] = [];
+  const unreadable: { start: number; length: number }[] = [];
+  let nextChunk = 0;
+  let failure: unknown;
+  let lastCheckpoint = performance.now();
+  let checkpointing: Promise<void> | null = null;
+  const checkpointMs = options.checkpointMs ?? 2000;
+
+  const noteDifference = (start: number, length: number) => {
+    differingBytes += length;
+    const last = differences[differences.length - 1];
+    if (last && last.start + last.length === start) {
+      last.length += length;
+      return;
+    }
+    differenceCount++;
+    if (differences.length < maxListed) differences.push({ start, length });
+  };
+
+  const checkpoint = async () => {
+    const map = options.syncMap;
+    if (!map) return;
+    const bits = map.snapshot();
+    await target.flush();
+    map.save(bits);
+  };
+
+  const writeRuns = async (chunk: Chunk, slot: Slot, runs: ByteRange[], haveOld: boolean) => {
+    if (runs.length === 0) return 0;
+    if (options.journal) {
+      for (const run of runs) {
+        if (!haveOld) await target.read(slot.tgt.subarray(run.start, run.start + run.length), chunk.start + run.start, run.length);
+        await options.journal.append(chunk.start + run.start, slot.tgt.subarray(run.start, run.start + run.length));
+      }
+      await options.journal.commit();
+    }
+    let written = 0;
+    for (const run of runs) {
+      try {
+        await target.write(slot.src.subarray(run.start, run.start + run.length), chunk.start + run.start, run.length);
+      } catch (e) {
+        throw new DeviceError(`writing the standby ${target.path} failed at byte ${chunk.start + run.start}: ${(e as Error).message}`, {
+          hint: options.journal ? 'the standby is marked inconsistent; `dpsr recover` rolls it back to the previous backup' : 'the standby is incomplete; replace or check the drive and run the copy again',
+          cause: e,
+        });
+      }
+      written += run.length;
+    }
+    return written;
+  };
+
+  /** Manifest blocks that lie wholly inside the chunk: their index range. */
+  const blockSpan = (chunk: Chunk) => {
+    const bs = manifest!.blockSize;
+    const first = Math.ceil(chunk.start / bs);
+    const end = Math.floor((chunk.start + chunk.length) / bs);
+    return { first, count: Math.max(0, end - first), offset: first * bs - chunk.start };
+  };
+
+  const recordHashes = async (chunk: Chunk, slot: Slot, bad: ByteRange[]) => {
+    if (!manifest || mode === 'verify') return;
+    const span = blockSpan(chunk);
+    if (span.count === 0) return;
+    const bs = manifest.blockSize;
+    const hashes = hashBlocks(hasher, slot.src.subarray(span.offset), span.count * bs, bs);
+    // Where the source was unreadable the standby kept other bytes: their hash is unknown.
+    for (const b of bad) {
+      const lo = Math.floor((b.start - chunk.start - span.offset) / bs);
+      const hi = Math.floor((b.start + b.length - 1 - chunk.start - span.offset) / bs);
+      for (let i = Math.max(0, lo); i <= Math.min(span.count - 1, hi); i++) hashes[i] = 0n;
+    }
+    await manifest.writeHashes(span.first, hashes);
+  };
+
+  const processChunk = async (chunk: Chunk, slot: Slot) => {
+    const len = chunk.length;
+    const needTarget = mode === 'compare' || mode === 'verify';
+    const [rescue] = await Promise.all([
+      readRescued(source, slot.src, chunk.start, len, retries),
+      needTarget ? readTarget(target, slot.tgt, chunk.start, len) : Promise.resolve(),
+    ]);
+    const bad = rescue.unreadable.map((r) => ({ start: r.start - chunk.start, length: r.length }));
+    unreadable.push(...rescue.unreadable);
+    let written = 0;
+    switch (mode) {
+      case 'clone':
+        written = await writeRuns(chunk, slot, subtractRanges([{ start: 0, length: len }], bad), false);
+        break;
+      case 'compare':
+        written = await writeRuns(chunk, slot, subtractRanges(differingRuns(slot.src, slot.tgt, len, subBlock), bad), true);
+        break;
+      case 'verify':
+        for (const run of subtractRanges(differingRuns(slot.src, slot.tgt, len, subBlock), bad)) noteDifference(chunk.start + run.start, run.length);
+        break;
+      case 'manifest': {
+        // Only blocks whose hash changed are read from the standby, then compared exactly.
+        const span = blockSpan(chunk);
+        const bs = manifest!.blockSize;
+        const fresh = hashBlocks(hasher, slot.src.subarray(span.offset), span.count * bs, bs);
+        const stored = await manifest!.readHashes(span.first, span.count);
+        const suspects: { start: number; length: number }[] = [];
+        const pushSuspect = (start: number, length: number) => {
+          const last = suspects[suspects.length - 1];
+          if (last && last.start + last.length === start) last.length += length;
+          else suspects.push({ start, length });
+        };
+        if (span.offset > 0) pushSuspect(0, span.offset);
+        for (let i = 0; i < span.count; i++) if (fresh[i] !== stored[i]) pushSuspect(span.offset + i * bs, bs);
+        const tail = span.offset + span.count * bs;
+        if (tail < len) pushSuspect(tail, len - tail);
+        const runs: ByteRange[] = [];
+        for (const s of suspects) {
+          await readTarget(target, slot.tgt.subarray(s.start, s.start + s.length), chunk.start + s.start, s.length);
+          for (const r of differingRuns(slot.src.subarray(s.start), slot.tgt.subarray(s.start), s.length, subBlock)) runs.push({ start: s.start + r.start, length: r.length });
+        }
+        written = await writeRuns(chunk, slot, subtractRanges(runs, bad), true);
+        break;
+      }
+    }
+    await recordHashes(chunk, slot, bad);
+    bytesWritten += written;
+    options.syncMap?.markDone(chunk.index);
+    progress.advance(len, written);
+    options.onChunkDone?.(chunk);
+  };
+
+  const worker = async () => {
+    const slot: Slot = { src: allocAligned(chunkSize), tgt: allocAligned(chunkSize) };
+    while (failure === undefined) {
+      if (options.signal?.aborted) {
+        failure ??= new CancelledError('cancelled');
+        return;
+      }
+      const chunk = chunks[nextChunk++];
+      if (!chunk) return;
+      if (options.syncMap?.isDone(chunk.index)) {
+        bytesResumed += chunk.length;
+        progress.advance(chunk.length);
+        continue;
+      }
+      try {
+        await processChunk(chunk, slot);
+      } catch (e) {
+        failure ??= e;
+        return;
+      }
+      if (options.syncMap && !checkpointing && performance.now() - lastCheckpoint > checkpointMs) {
+        lastCheckpoint = performance.now();
+        checkpointing = checkpoint().finally(() => {
+          checkpointing = null;
+        });
+      }
+    }
+  };
+
+  if (manifest && mode !== 'verify') await manifest.markDirty();
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  if (checkpointing) await checkpointing;
+  if (failure !== undefined) {
+    // Save what is finished so the same sync resumes from here; a failing flush must not hide the first error.
+    if (options.syncMap && mode !== 'verify') await checkpoint().catch(() => undefined);
+    throw failure;
+  }
+  if (mode !== 'verify') {
+    progress.setPhase('flushing');
+    await target.flush();
+  }
+  progress.setPhase('done');
+  return {
+    mode,
+    bytesTotal,
+    bytesResumed,
+    bytesWritten,
+    differences,
+    differenceCount,
+    differingBytes,
+    unreadable: normalizeRanges(unreadable),
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+async function readTarget(target: BlockDevice, buf: Buffer, position: number, length: number): Promise<void> {
+  try {
+    await target.read(buf, position, length);
+  } catch (e) {
+    throw new DeviceError(`reading the standby ${target.path} failed at byte ${position}: ${(e as Error).message}`, {
+      hint: 'the standby drive may be failing: check its health (`dpsr drives`, SMART) before trusting it',
+      cause: e,
+    });
+  }
+}

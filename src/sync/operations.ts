@@ -1,0 +1,631 @@
+/**
+ * The operations the CLI and the daemon run: clone, sync, verify, recover and
+ * restore. Each checks the rules that protect data before it opens anything
+ * for writing, records what it does in the pair state before the first write,
+ * and leaves the standby either as the previous backup or the new one.
+ */
+import { join } from 'node:path';
+import { statfsSync } from 'node:fs';
+import {
+  locateDrive,
+  openLocated,
+  sameStorage,
+  usageOf,
+  identityOf,
+  type BlockDevice,
+  type DriveLocation,
+  type OpenDriveOptions,
+} from '../sata-bridge/index.ts';
+import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, type DiskLayout } from '../disk-layout/index.ts';
+import { BadInputError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
+import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
+import { normalizeRanges, formatBytes, chunksOf, type ByteRange } from './ranges.ts';
+import { UndoJournal, rollBack, removeJournal, scanJournal } from './undo-journal.ts';
+import { SyncMap } from './sync-map.ts';
+import { Manifest } from './manifest.ts';
+import { JournaledDevice } from './journaled-device.ts';
+import { acquirePairLock, lockOwner } from './pair-lock.ts';
+import { PairStore, descendsFrom, recordCompletedCopy, type PairRecord, type StandbyState } from './pair-state.ts';
+import type { ProgressListener } from './progress.ts';
+
+export type SyncMode = 'compare' | 'manifest';
+
+export interface CommonRequest {
+  readonly stateDir: string;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: ProgressListener;
+  /** Things the operator should know (a fallback, a resumed sync). */
+  readonly onNote?: (note: string) => void;
+  /** Bypass the page cache on both drives. */
+  readonly direct?: boolean;
+  readonly imageSectorSize?: number;
+  readonly chunkSize?: number;
+  readonly retries?: number;
+  /** Opens drives; tests wrap the result to inject faults. */
+  readonly openDevice?: (loc: DriveLocation, options: OpenDriveOptions) => Promise<BlockDevice>;
+  /** Called after each chunk; tests use it to crash at chosen moments. */
+  readonly onChunkDone?: () => void;
+}
+
+export interface CopyRequest extends CommonRequest {
+  readonly source: string;
+  readonly target: string;
+  /** Partition numbers for a partition-selective sync; empty means the whole drive. */
+  readonly partitions?: readonly number[];
+  readonly mode?: SyncMode;
+  /** Allow copying over a target whose data is not an ancestor of the source's (split brain). */
+  readonly forceGeneration?: boolean;
+  /** Clone over a standby that already holds a consistent backup. */
+  readonly forceClone?: boolean;
+  /** Undo journal size limit in bytes. */
+  readonly journalBudget?: number;
+}
+
+export interface UnreadableReport {
+  readonly start: number;
+  readonly length: number;
+  readonly firstLba: number;
+  readonly sectors: number;
+  /** The partition it lies in, `3` or undefined outside every partition. */
+  readonly partition?: number;
+}
+
+export interface CopyReport {
+  readonly kind: 'clone' | 'sync' | 'restore';
+  readonly mode: string;
+  readonly pairId: string;
+  readonly source: string;
+  readonly target: string;
+  readonly bytesTotal: number;
+  readonly bytesWritten: number;
+  readonly bytesResumed: number;
+  readonly seconds: number;
+  readonly generation: number;
+  readonly unreadable: UnreadableReport[];
+  readonly gptRelocated: boolean;
+  readonly notes: string[];
+  readonly result: 'done' | 'done-with-errors';
+}
+
+export interface VerifyReport {
+  readonly source: string;
+  readonly target: string;
+  readonly bytesCompared: number;
+  readonly identical: boolean;
+  readonly differences: ByteRange[];
+  readonly differenceCount: number;
+  readonly differingBytes: number;
+  readonly unreadable: UnreadableReport[];
+  readonly seconds: number;
+  readonly notes: string[];
+}
+
+const defaultOpen = (loc: DriveLocation, options: OpenDriveOptions) => openLocated(loc, options);
+
+/** Space the undo journal may use by default: half the free space of the state directory. */
+function defaultJournalBudget(stateDir: string): number {
+  try {
+    const s = statfsSync(stateDir);
+    return Math.floor((s.bavail * s.bsize) / 2);
+  } catch {
+    return 4 * 1024 ** 3;
+  }
+}
+
+function parsePartitions(partitions: readonly number[] | undefined): number[] {
+  const list = [...(partitions ?? [])];
+  for (const n of list) {
+    if (!Number.isInteger(n) || n < 1) throw new BadInputError(`partition number ${String(n)} is not valid`, { hint: 'partitions are numbered from 1, as `dpsr inspect` lists them' });
+  }
+  return [...new Set(list)].sort((a, b) => a - b);
+}
+
+/** The checks of rule 1 that need no state: same storage, mounted, system disk. */
+function refuseUnsafeTarget(source: DriveLocation, target: DriveLocation): void {
+  if (sameStorage(source, target)) {
+    throw new RefusedError(`the target ${target.requested} is the source ${source.requested} (the same ${target.kind === 'image' ? 'file' : 'disk'} by another path)`, {
+      hint: 'name two different drives',
+    });
+  }
+  const usage = usageOf(target);
+  if (usage.isSystemDisk) throw new RefusedError(`the target ${target.requested} holds the controller's own system and can never be written`, { hint: 'choose the standby drive; `dpsr drives` marks the system disk' });
+  if (usage.mountPoints.length > 0) {
+    throw new RefusedError(`the target ${target.requested} is mounted at ${usage.mountPoints.join(', ')}`, { hint: 'unmount it first: writing under a mounted filesystem corrupts it' });
+  }
+  if (usage.swaps.length > 0) throw new RefusedError(`the target ${target.requested} is in use as swap (${usage.swaps.join(', ')})`, { hint: 'swapoff it first' });
+}
+
+interface OpenedPair {
+  readonly sourceLoc: DriveLocation;
+  readonly targetLoc: DriveLocation;
+  readonly source: BlockDevice;
+  readonly target: BlockDevice;
+  close(): Promise<void>;
+}
+
+async function openBoth(req: CommonRequest & { source: string; target: string }, writeTarget: boolean): Promise<OpenedPair> {
+  const sourceLoc = locateDrive(req.source);
+  const targetLoc = locateDrive(req.target);
+  if (writeTarget) refuseUnsafeTarget(sourceLoc, targetLoc);
+  const sector = req.imageSectorSize;
+  const sourceId = identityOf(sourceLoc, sector);
+  const targetId = identityOf(targetLoc, sector);
+  if (sourceId.logicalSectorSize !== targetId.logicalSectorSize) {
+    throw new RefusedError(
+      `the target ${targetLoc.requested} has ${targetId.logicalSectorSize}-byte sectors, the source ${sourceLoc.requested} ${sourceId.logicalSectorSize}-byte sectors`,
+      { hint: 'a sector copy between different logical sector sizes gives an unreadable partition table; use a standby with the same sector size' },
+    );
+  }
+  const open = req.openDevice ?? defaultOpen;
+  const source = await open(sourceLoc, { write: false, direct: req.direct, imageSectorSize: sector });
+  let target: BlockDevice;
+  try {
+    target = await open(targetLoc, { write: writeTarget, direct: req.direct, imageSectorSize: sector });
+  } catch (e) {
+    await source.close();
+    throw e;
+  }
+  return {
+    sourceLoc,
+    targetLoc,
+    source,
+    target,
+    async close() {
+      await Promise.allSettled([source.close(), target.close()]);
+    },
+  };
+}
+
+interface Selection {
+  readonly ranges: ByteRange[];
+  readonly requiredBytes: number;
+  readonly layout?: DiskLayout;
+  readonly partitions: number[];
+}
+
+async function selectRanges(source: BlockDevice, partitions: number[]): Promise<Selection> {
+  let layout: DiskLayout | undefined;
+  try {
+    layout = await readLayout(source, { sniff: false });
+  } catch {
+    layout = undefined;
+  }
+  if (partitions.length === 0) return { ranges: [{ start: 0, length: source.size }], requiredBytes: source.size, layout, partitions };
+  if (!layout || layout.scheme === 'none') throw new BadInputError(`the source ${source.path} has no partition table, so --partition cannot be used`, { hint: 'sync the whole drive' });
+  const ranges = normalizeRanges(regionsToCopy(layout, partitions, source.size).ranges);
+  // The backup GPT at the source's end travels too, so the target needs the full size.
+  const requiredBytes = Math.max(...ranges.map((r) => r.start + r.length));
+  return { ranges, requiredBytes, layout, partitions };
+}
+
+function refuseTooSmall(source: BlockDevice, target: BlockDevice, requiredBytes: number, partitions: number[]): void {
+  if (target.size < requiredBytes) {
+    const what = partitions.length ? `the end of the selected partitions (${formatBytes(requiredBytes)})` : `the source (${formatBytes(source.size)})`;
+    throw new RefusedError(`the target ${target.path} (${formatBytes(target.size)}) is smaller than ${what}`, { hint: 'use a standby drive at least as large as the source' });
+  }
+}
+
+function reportUnreadable(ranges: readonly ByteRange[], sector: number, layout: DiskLayout | undefined): UnreadableReport[] {
+  return ranges.map((r) => ({
+    start: r.start,
+    length: r.length,
+    firstLba: r.start / sector,
+    sectors: r.length / sector,
+    partition: layout ? partitionAt(layout, r.start)?.number : undefined,
+  }));
+}
+
+/** What the standby of a pair is now, taking a crashed copy into account. */
+export function effectiveStandbyState(store: PairStore, pair: PairRecord): StandbyState {
+  if (pair.standbyState !== 'syncing') return pair.standbyState;
+  return lockOwner(store.pairDir(pair)) !== undefined ? 'syncing' : 'inconsistent';
+}
+
+/** The pair's files: journal, sync map, manifest. */
+function pairFiles(store: PairStore, pair: PairRecord) {
+  const dir = store.pairDir(pair);
+  return { journal: join(dir, 'undo.journal'), syncMap: join(dir, 'sync-map.json'), manifest: join(dir, 'standby.manifest') };
+}
+
+function driveRecordFor(loc: DriveLocation, dev: BlockDevice) {
+  return { key: dev.identity.key, sizeBytes: dev.size, logicalSectorSize: dev.logicalSectorSize, lastPath: loc.requested };
+}
+
+/**
+ * The first full copy. Records the pair (source = active, target = standby).
+ * A clone has no previous backup to return to, so it is not journaled; an
+ * interrupted clone is finished by running it again (the sync map resumes it).
+ */
+export async function clone(req: CopyRequest): Promise<CopyReport> {
+  return copy(req, 'clone');
+}
+
+/** Brings the standby to a byte-identical copy of the active drive, atomically. */
+export async function sync(req: CopyRequest): Promise<CopyReport> {
+  return copy(req, 'sync');
+}
+
+/** Copies the standby back over the active drive: the explicit, journaled reverse of a sync. */
+export async function restore(req: CopyRequest): Promise<CopyReport> {
+  return copy(req, 'restore');
+}
+
+async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promise<CopyReport> {
+  const partitions = parsePartitions(req.partitions);
+  if (kind === 'clone' && partitions.length > 0) throw new BadInputError('a clone copies the whole drive; --partition goes with sync', { hint: 'run `dpsr clone` first, then `dpsr sync --partition N`' });
+  const requestedMode = req.mode ?? 'compare';
+  if (requestedMode !== 'compare' && requestedMode !== 'manifest') throw new BadInputError(`sync mode "${String(requestedMode)}" is not known`, { hint: 'use compare or manifest' });
+  const store = new PairStore(req.stateDir);
+  const notes: string[] = [];
+  const note = (n: string) => {
+    notes.push(n);
+    req.onNote?.(n);
+  };
+
+  const opened = await openBoth(req, true);
+  const { source, target, sourceLoc, targetLoc } = opened;
+  let release: (() => void) | undefined;
+  try {
+    const selection = await selectRanges(source, partitions);
+    refuseTooSmall(source, target, selection.requiredBytes, partitions);
+
+    // Rules 1 to 3: positively the standby of this pair, the right direction, no older generation over a newer one.
+    const sourceKey = source.identity.key;
+    const targetKey = target.identity.key;
+    let pair = store.pairOf(targetKey);
+    const sourcePair = store.pairOf(sourceKey);
+    if (kind === 'clone') {
+      if (sourcePair && sourcePair !== pair) {
+        throw new RefusedError(`the source ${sourceLoc.requested} already belongs to another pair (${sourcePair.id}) with ${sourcePair.drives[sourcePair.activeKey === sourceKey ? sourcePair.standbyKey : sourcePair.activeKey]?.lastPath}`, {
+          hint: `forget that pair first: dpsr forget ${sourcePair.id}`,
+        });
+      }
+      if (pair) {
+        const samePair = pair.activeKey === sourceKey && pair.standbyKey === targetKey;
+        if (!samePair) {
+          throw new RefusedError(
+            pair.activeKey === targetKey
+              ? `the target ${targetLoc.requested} is the ACTIVE drive of pair ${pair.id}: cloning onto it would overwrite the live system with the backup`
+              : `the target ${targetLoc.requested} belongs to another pair (${pair.id})`,
+            { hint: pair.activeKey === targetKey ? 'to copy the backup back on purpose use `dpsr restore`' : `forget that pair first: dpsr forget ${pair.id}` },
+          );
+        }
+        if (effectiveStandbyState(store, pair) === 'consistent' && !req.forceClone) {
+          throw new RefusedError(`the target ${targetLoc.requested} already holds a consistent backup (generation ${pair.drives[targetKey]!.generation}) of this drive`, {
+            hint: 'run `dpsr sync` instead: it writes only what changed and keeps the old backup recoverable until done (or pass --force to copy everything again)',
+          });
+        }
+        if (pair.pendingCopy?.journaled && (await scanJournal(pairFiles(store, pair).journal)).records.length > 0) {
+          throw new RefusedError(`the target ${targetLoc.requested} holds an interrupted sync that can still be rolled back`, {
+            hint: 'run the same `dpsr sync` again to finish it, or `dpsr recover` to roll back first',
+          });
+        }
+      } else {
+        pair = store.create(driveRecordFor(sourceLoc, source), driveRecordFor(targetLoc, target));
+      }
+    } else {
+      if (!pair) {
+        throw new RefusedError(`the target ${targetLoc.requested} is not the standby of any recorded pair`, {
+          hint: sourcePair ? `the source's standby is ${sourcePair.drives[sourcePair.standbyKey]?.lastPath}` : 'pair the drives with `dpsr clone <active> <standby>` first',
+        });
+      }
+      const wantTarget = kind === 'restore' ? pair.activeKey : pair.standbyKey;
+      const wantSource = kind === 'restore' ? pair.standbyKey : pair.activeKey;
+      if (targetKey !== wantTarget || sourceKey !== wantSource) {
+        if (kind === 'sync' && targetKey === pair.activeKey && sourceKey === pair.standbyKey) {
+          throw new RefusedError(`this would copy the backup ${sourceLoc.requested} over the ACTIVE drive ${targetLoc.requested}`, {
+            hint: 'to restore the backup on purpose run `dpsr restore <standby> <active> --i-mean-restore`; to protect the active drive swap the arguments',
+          });
+        }
+        if (kind === 'restore' && targetKey === pair.standbyKey) {
+          throw new RefusedError(`restore copies the standby onto the active drive, but ${targetLoc.requested} is the standby`, { hint: 'for an ordinary backup use `dpsr sync <active> <standby>`' });
+        }
+        throw new RefusedError(`${sourceLoc.requested} and ${targetLoc.requested} are not the two drives of pair ${pair.id}`, { hint: 'run `dpsr status` to see the recorded pairs' });
+      }
+      const state = effectiveStandbyState(store, pair);
+      if (state === 'syncing') throw new RefusedError(`a copy onto ${targetLoc.requested} is running right now`);
+      if (kind === 'restore' && state !== 'consistent') {
+        throw new RefusedError(`the standby ${sourceLoc.requested} is not consistent (${state}): restoring from it would spread a half-written copy`, {
+          hint: 'run `dpsr recover` on it first (or finish its sync)',
+        });
+      }
+      if (kind === 'sync' && pair.pendingCopy?.kind === 'clone') {
+        throw new RefusedError(`the first clone onto ${targetLoc.requested} was interrupted, so there is no backup to sync onto`, { hint: 'run the same `dpsr clone` again to finish it' });
+      }
+      const from = pair.drives[sourceKey]!;
+      const to = pair.drives[targetKey]!;
+      if (kind === 'sync' && !descendsFrom(from, to) && !req.forceGeneration && !pair.pendingCopy) {
+        throw new RefusedError(
+          `the target ${targetLoc.requested} holds generation ${to.generation}, which the source (generation ${from.generation}) does not descend from: both drives changed since their last common sync`,
+          { hint: 'copying would discard changes only the target has; save what you need from it, then pass --force-generation' },
+        );
+      }
+    }
+
+    const files = pairFiles(store, pair);
+    release = acquirePairLock(store.pairDir(pair), `a ${kind}`);
+    // A journal left behind by a completed copy is stale: the state says the target is whole.
+    if (!pair.pendingCopy) {
+      removeJournal(files.journal);
+    }
+    const resumingKind = pair.pendingCopy?.kind;
+    if (resumingKind && resumingKind !== kind) {
+      throw new RefusedError(`an interrupted ${resumingKind} is pending on ${targetLoc.requested}`, { hint: `run the same ${resumingKind} again, or \`dpsr recover\`` });
+    }
+    const journaled = kind !== 'clone';
+
+    // Manifest mode only when the manifest is known to describe the standby.
+    const targetRecord = pair.drives[targetKey]!;
+    const manifestOpen = await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation });
+    let mode: 'clone' | 'compare' | 'manifest' = kind === 'clone' ? 'clone' : 'compare';
+    if (kind !== 'clone' && requestedMode === 'manifest') {
+      if (manifestOpen.usable && manifestOpen.manifest.covers(selection.ranges)) mode = 'manifest';
+      else note(`manifest mode not possible (${manifestOpen.reason ?? 'the manifest does not cover these partitions yet'}): comparing both drives instead; the manifest is rebuilt as it goes`);
+    }
+
+    const chunkSize = req.chunkSize ?? DEFAULT_CHUNK;
+    const mapKey = {
+      sourceKey,
+      targetKey,
+      sourceSize: source.size,
+      targetSize: target.size,
+      chunkSize,
+      ranges: JSON.stringify(selection.ranges),
+      mode: kind,
+    };
+    const chunkCount = chunksOf(selection.ranges, chunkSize).length;
+    const loaded = SyncMap.load(files.syncMap, mapKey, chunkCount);
+    if (loaded.note) note(loaded.note);
+    if (loaded.resumed) note(`resuming the interrupted ${kind}: ${loaded.map.done} finished chunks are not compared again`);
+
+    // Before the first write: the state says the standby is being written.
+    pair.standbyState = 'syncing';
+    pair.pendingCopy ??= { kind, from: sourceKey, to: targetKey, startedAt: new Date().toISOString(), journaled };
+    targetRecord.lastPath = targetLoc.requested;
+    pair.drives[sourceKey]!.lastPath = sourceLoc.requested;
+    store.save();
+
+    const journal = journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir)) : undefined;
+    let result: EngineResult;
+    let gptRelocated = false;
+    try {
+      result = await runEngine({
+        mode,
+        source,
+        target,
+        ranges: selection.ranges,
+        chunkSize,
+        retries: req.retries,
+        signal: req.signal,
+        onProgress: req.onProgress,
+        journal,
+        syncMap: loaded.map,
+        manifest: manifestOpen.manifest,
+        onChunkDone: req.onChunkDone,
+      });
+      if (target.size > source.size && selection.layout?.scheme === 'gpt') {
+        const fix = await relocateGptBackup(journal ? new JournaledDevice(target, journal) : target, source.size);
+        gptRelocated = fix.changed;
+        if (fix.changed) note(`the target is larger: ${fix.summary}`);
+        await target.flush();
+      }
+    } catch (e) {
+      await journal?.close().catch(() => undefined);
+      await manifestOpen.manifest.close().catch(() => undefined);
+      const cancelled = e instanceof CancelledError;
+      pair.lastSync = {
+        at: new Date().toISOString(),
+        kind,
+        mode,
+        result: cancelled ? 'cancelled' : 'failed',
+        from: sourceLoc.requested,
+        to: targetLoc.requested,
+        bytesWritten: 0,
+        seconds: 0,
+        message: isDpsrError(e) || e instanceof Error ? e.message : String(e),
+        partitions,
+      };
+      pair.standbyState = 'inconsistent';
+      store.save();
+      throw explainInterrupted(e, kind, targetLoc.requested);
+    }
+
+    // Done and flushed: record the new generation, then (only then) discard the journal.
+    const generation = recordCompletedCopy(pair, sourceKey, targetKey);
+    if (result.unreadable.length > 0) {
+      // The standby kept its old bytes where the source was unreadable: the manifest cannot vouch for them.
+      await manifestOpen.manifest.markDirty();
+    } else {
+      await manifestOpen.manifest.seal(generation, selection.ranges);
+    }
+    await manifestOpen.manifest.close();
+    const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, selection.layout);
+    pair.standbyState = 'consistent';
+    pair.pendingCopy = undefined;
+    pair.lastSync = {
+      at: new Date().toISOString(),
+      kind,
+      mode,
+      result: unreadable.length ? 'done-with-errors' : 'done',
+      from: sourceLoc.requested,
+      to: targetLoc.requested,
+      bytesWritten: result.bytesWritten,
+      seconds: result.seconds,
+      partitions,
+      message: unreadable.length ? `${unreadable.reduce((n, u) => n + u.sectors, 0)} unreadable sectors on the source were skipped` : undefined,
+    };
+    pair.lastSuccess = pair.lastSync.at;
+    store.save();
+    await journal?.close();
+    removeJournal(files.journal);
+    loaded.map.remove();
+    return {
+      kind,
+      mode,
+      pairId: pair.id,
+      source: sourceLoc.requested,
+      target: targetLoc.requested,
+      bytesTotal: result.bytesTotal,
+      bytesWritten: result.bytesWritten,
+      bytesResumed: result.bytesResumed,
+      seconds: result.seconds,
+      generation,
+      unreadable,
+      gptRelocated,
+      notes,
+      result: unreadable.length ? 'done-with-errors' : 'done',
+    };
+  } finally {
+    release?.();
+    await opened.close();
+  }
+}
+
+function explainInterrupted(e: unknown, kind: string, target: string): unknown {
+  if (!isDpsrError(e) && !(e instanceof Error)) return e;
+  const how =
+    kind === 'clone'
+      ? `the clone onto ${target} is incomplete: run the same clone again to finish it`
+      : `${target} is marked inconsistent: run the same ${kind} again to finish it, or \`dpsr recover ${target}\` to roll back to the previous backup`;
+  if (isDpsrError(e)) {
+    (e as { hint?: string }).hint = e.hint ? `${e.hint}; ${how}` : how;
+    return e;
+  }
+  return Object.assign(e, { message: `${e.message} — ${how}` });
+}
+
+/** Compares two drives and lists every differing range. Opens both read-only. */
+export async function verify(req: CommonRequest & { source: string; target: string; partitions?: readonly number[] }): Promise<VerifyReport> {
+  const partitions = parsePartitions(req.partitions);
+  const opened = await openBoth(req, false);
+  const notes: string[] = [];
+  try {
+    const { source, target } = opened;
+    const selection = await selectRanges(source, partitions);
+    if (target.size < selection.requiredBytes) {
+      throw new RefusedError(`the target ${target.path} (${formatBytes(target.size)}) is smaller than the source's compared area (${formatBytes(selection.requiredBytes)})`, {
+        hint: 'they cannot be copies of each other',
+      });
+    }
+    let ranges = selection.ranges;
+    const g = selection.layout?.gpt;
+    if (target.size > source.size && selection.layout?.scheme === 'gpt' && g) {
+      // A larger copy has its protective MBR and GPT header rewritten and the backup moved: those sectors differ on purpose.
+      const s = source.logicalSectorSize;
+      const tableBytes = Math.ceil((g.entryCount * g.entrySize) / s) * s;
+      const holes = [
+        { start: 0, length: 2 * s },
+        { start: g.backupEntriesLba * s, length: tableBytes + s },
+      ];
+      ranges = subtract(ranges, holes);
+      notes.push('the target is larger: its GPT headers and backup table were moved to its end, so those sectors are not compared');
+    }
+    const result = await runEngine({ mode: 'verify', source, target, ranges, chunkSize: req.chunkSize, retries: req.retries, signal: req.signal, onProgress: req.onProgress });
+    return {
+      source: opened.sourceLoc.requested,
+      target: opened.targetLoc.requested,
+      bytesCompared: result.bytesTotal,
+      identical: result.differenceCount === 0 && result.unreadable.length === 0,
+      differences: result.differences,
+      differenceCount: result.differenceCount,
+      differingBytes: result.differingBytes,
+      unreadable: reportUnreadable(result.unreadable, source.logicalSectorSize, selection.layout),
+      seconds: result.seconds,
+      notes,
+    };
+  } finally {
+    await opened.close();
+  }
+}
+
+function subtract(ranges: readonly ByteRange[], holes: readonly ByteRange[]): ByteRange[] {
+  const out: ByteRange[] = [];
+  for (const r of ranges) {
+    let pieces: ByteRange[] = [r];
+    for (const h of holes) {
+      pieces = pieces.flatMap((p) => {
+        const pe = p.start + p.length;
+        const he = h.start + h.length;
+        if (he <= p.start || h.start >= pe) return [p];
+        const parts: ByteRange[] = [];
+        if (h.start > p.start) parts.push({ start: p.start, length: h.start - p.start });
+        if (he < pe) parts.push({ start: he, length: pe - he });
+        return parts;
+      });
+    }
+    out.push(...pieces);
+  }
+  return out;
+}
+
+export interface RecoverReport {
+  readonly pairId: string;
+  readonly target: string;
+  readonly action: 'rolled-back' | 'nothing-to-do';
+  readonly records: number;
+  readonly bytesRestored: number;
+  readonly generation: number;
+  readonly message: string;
+}
+
+/** Rolls an interrupted sync back: the standby becomes the previous backup again, byte for byte. */
+export async function recover(req: CommonRequest & { target: string }): Promise<RecoverReport> {
+  const store = new PairStore(req.stateDir);
+  const loc = locateDrive(req.target);
+  const key = identityOf(loc, req.imageSectorSize).key;
+  const pair = store.pairOf(key);
+  if (!pair) throw new RefusedError(`${req.target} is not a drive of any recorded pair`, { hint: 'run `dpsr status` to see the recorded pairs' });
+  const files = pairFiles(store, pair);
+  const pending = pair.pendingCopy;
+  const state = effectiveStandbyState(store, pair);
+  if (state === 'syncing') throw new RefusedError(`a copy onto ${req.target} is running right now`, { hint: 'cancel it first' });
+  if (!pending) {
+    return { pairId: pair.id, target: req.target, action: 'nothing-to-do', records: 0, bytesRestored: 0, generation: pair.drives[key]!.generation, message: `${req.target} is consistent: nothing to recover` };
+  }
+  if (pending.to !== key) throw new RefusedError(`the interrupted copy of pair ${pair.id} wrote to the other drive, not ${req.target}`, { hint: `recover ${pair.drives[pending.to]?.lastPath}` });
+  if (!pending.journaled) {
+    throw new RefusedError(`the interrupted copy onto ${req.target} was the first clone: there is no previous backup to roll back to`, { hint: 'run the same `dpsr clone` again to finish it' });
+  }
+  if (usageOf(loc).mountPoints.length) throw new RefusedError(`${req.target} is mounted`, { hint: 'unmount it first' });
+  const release = acquirePairLock(store.pairDir(pair), 'a recovery');
+  try {
+    const open = req.openDevice ?? defaultOpen;
+    const target = await open(loc, { write: true, direct: req.direct, imageSectorSize: req.imageSectorSize });
+    let rolled: { records: number; bytes: number };
+    try {
+      if (target.identity.key !== key) throw new RefusedError(`${req.target} changed identity while opening`);
+      rolled = await rollBack(files.journal, target, (done, total) =>
+        req.onProgress?.({ phase: 'recovering', bytesDone: done, bytesTotal: total, bytesWritten: 0, rate: 0, etaSeconds: null, percent: (done / total) * 100 }),
+      );
+    } finally {
+      await target.close();
+    }
+    pair.standbyState = 'consistent';
+    pair.pendingCopy = undefined;
+    pair.lastSync = {
+      at: new Date().toISOString(),
+      kind: 'recover',
+      mode: 'rollback',
+      result: 'done',
+      from: files.journal,
+      to: req.target,
+      bytesWritten: rolled.bytes,
+      seconds: 0,
+      message: `rolled back ${rolled.records} journal records`,
+    };
+    store.save();
+    removeJournal(files.journal);
+    SyncMap.discard(files.syncMap);
+    return {
+      pairId: pair.id,
+      target: req.target,
+      action: 'rolled-back',
+      records: rolled.records,
+      bytesRestored: rolled.bytes,
+      generation: pair.drives[key]!.generation,
+      message: `${req.target} is the previous backup again (generation ${pair.drives[key]!.generation})`,
+    };
+  } finally {
+    release();
+  }
+}
