@@ -25,7 +25,7 @@ import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, lockOwner } from './pair-lock.ts';
-import { PairStore, descendsFrom, recordCompletedCopy, type PairRecord, type StandbyState } from './pair-state.ts';
+import { PairStore, descendsFrom, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import type { ProgressListener } from './progress.ts';
 
 export type SyncMode = 'compare' | 'manifest';
@@ -628,4 +628,37 @@ export async function recover(req: CommonRequest & { target: string }): Promise<
   } finally {
     release();
   }
+}
+
+export interface RoleSwapReport {
+  readonly pairId: string;
+  readonly active: string;
+  readonly standby: string;
+  readonly generation: number;
+}
+
+/**
+ * A failover in the books: the standby becomes the active drive (with a new
+ * generation, since the host now writes to it) and the old active drive
+ * becomes the standby, so re-protecting is an ordinary sync. Refused when the
+ * standby is not consistent.
+ */
+export function recordFailover(stateDir: string, pairId?: string): RoleSwapReport {
+  const store = new PairStore(stateDir);
+  const pair = pairId ? store.byId(pairId) : store.pairs().length === 1 ? store.pairs()[0] : undefined;
+  if (!pair) {
+    throw new BadInputError(pairId ? `no pair ${pairId} is recorded` : `${store.pairs().length} pairs are recorded: name the one to fail over`, { hint: 'run `dpsr status` for the pair ids' });
+  }
+  const state = effectiveStandbyState(store, pair);
+  if (state !== 'consistent') {
+    throw new RefusedError(`the standby ${pair.drives[pair.standbyKey]?.lastPath} is ${state}: failing over to it would boot a half-written copy`, {
+      hint: state === 'syncing' ? 'wait for the sync to finish or cancel it, then `dpsr recover`' : 'run `dpsr recover` on it first',
+    });
+  }
+  const oldActive = pair.activeKey;
+  pair.activeKey = pair.standbyKey;
+  pair.standbyKey = oldActive;
+  const generation = recordBecameActive(pair, pair.activeKey);
+  store.save();
+  return { pairId: pair.id, active: pair.drives[pair.activeKey]!.lastPath, standby: pair.drives[pair.standbyKey]!.lastPath, generation };
 }
