@@ -126,8 +126,11 @@ export function parseGptHeader(sector: Uint8Array, lba: number, which: 'primary'
   const tableBytes = header.entryCount * header.entrySize;
   if (tableBytes > GPT_MAX_TABLE_BYTES) problems.push(`${label}: a table of ${header.entryCount} × ${header.entrySize} bytes is implausibly large`);
   if (header.firstUsableLba > header.lastUsableLba + 1) problems.push(`${label}: first usable LBA ${header.firstUsableLba} is beyond last usable LBA ${header.lastUsableLba}`);
-  if (header.lastUsableLba >= totalSectors) problems.push(`${label}: last usable LBA ${header.lastUsableLba} is beyond the disk's last LBA ${totalSectors - 1}`);
-  if (header.alternateLba >= totalSectors) problems.push(`${label}: alternate LBA ${header.alternateLba} is beyond the disk's last LBA ${totalSectors - 1}`);
+  // A GPT for a larger disk stays readable: a truncated image, or a USB bridge that caps the size, should still show its partitions.
+  const warnings: string[] = [];
+  if (header.lastUsableLba >= totalSectors || header.alternateLba >= totalSectors) {
+    warnings.push(`${label}: describes a disk of at least ${Math.max(header.lastUsableLba, header.alternateLba) + 1} sectors, but this one has ${totalSectors} (truncated copy, or a USB bridge that misreports the size?)`);
+  }
   if (problems.length === 0) {
     const n = tableSectors(header.entryCount, header.entrySize, sectorSize);
     if (header.entriesLba < 2 || header.entriesLba + n > totalSectors) problems.push(`${label}: entry table at LBA ${header.entriesLba} (${n} sectors) lies outside the disk`);
@@ -135,7 +138,7 @@ export function parseGptHeader(sector: Uint8Array, lba: number, which: 'primary'
     else if (which === 'backup' && header.entriesLba <= header.lastUsableLba) problems.push(`${label}: entry table overlaps the usable area (last usable LBA ${header.lastUsableLba})`);
   }
   if (problems.length) return { signature: true, problems };
-  return { header, signature: true, problems };
+  return { header, signature: true, problems: warnings };
 }
 
 function hex(n: number): string {
@@ -165,10 +168,10 @@ export async function readGptCopy(dev: BlockDevice, lba: number, which: 'primary
       headerSector,
       valid: false,
       table,
-      problems: [`${which} GPT entry table (LBA ${h.entriesLba}): CRC mismatch (stored 0x${hex(h.entriesCrc)}, computed 0x${hex(crc)})`],
+      problems: [...parsed.problems, `${which} GPT entry table (LBA ${h.entriesLba}): CRC mismatch (stored 0x${hex(h.entriesCrc)}, computed 0x${hex(crc)})`],
     };
   }
-  return { which, lba, signature: true, header: h, headerSector, valid: true, table, problems: [] };
+  return { which, lba, signature: true, header: h, headerSector, valid: true, table, problems: parsed.problems };
 }
 
 export function parseEntries(header: GptHeader, table: Uint8Array): GptEntry[] {
@@ -231,6 +234,7 @@ export async function readGpt(dev: BlockDevice): Promise<GptScan> {
     backupProblems.push(...copy.problems);
   }
   if (backup?.valid) {
+    problems.push(...backup.problems);
     if (primary.header && backup.lba !== primary.header.alternateLba) {
       problems.push(`the primary GPT header points to its backup at LBA ${primary.header.alternateLba}, but the valid backup is at LBA ${backup.lba}`);
     }

@@ -3,3 +3,4 @@ export { readLayout, type DiskLayout, type Partition, type GptInfo, type MbrInfo
 export { regionsToCopy, partitionAt, type CopyRange } from './selection.ts';
 export { crc32 } from './crc32.ts';
 export { relocateGptBackup, type RelocationResult } from './relocate.ts';
+export { formatLayout, formatSize } from './format.ts';
