@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { openDrive } from '../../src/sata-bridge/index.ts';
 import { readLayout, relocateGptBackup, type DiskLayout } from '../../src/disk-layout/index.ts';
 import { BadInputError, DeviceError, RefusedError } from '../../src/errors.ts';
-import { requireEnv } from '../support/require.ts';
+import { isRoot, requireEnv } from '../support/require.ts';
 import { MemoryDevice, MiB, sfdisk, sh, sparse, tempDir } from './support/images.ts';
 
 const tmp = tempDir();
@@ -216,6 +216,41 @@ test('4Kn: a 4096-byte-sector GPT relocates onto a larger 4Kn image', async () =
   assert.equal(after.partitions, (await layoutOf(src, 4096)).partitions);
   const listing = sh('fdisk', ['-b', '4096', '-l', dst]);
   assert.not.match(listing, /corrupt|not at the end|differ/i, listing);
+});
+
+/** Attaches an image as a 4Kn loop device so sgdisk sees 4096-byte sectors; undefined when the kernel refuses. */
+function attach4k(path: string): string | undefined {
+  try {
+    return sh('losetup', ['--sector-size', '4096', '-f', '--show', path]).trim();
+  } catch (e) {
+    console.log(`SKIP: 4Kn sgdisk check: losetup failed (${String((e as { stderr?: string }).stderr ?? e).trim()})`);
+    return undefined;
+  }
+}
+
+test('4Kn: sgdisk -v on a 4096-byte loop device finds no problems after relocation', async () => {
+  if (!haveFdisk || !haveTools) return;
+  if (!isRoot) {
+    console.log('SKIP: 4Kn sgdisk check needs root for a loop device');
+    return;
+  }
+  if (!requireEnv('4Kn sgdisk check', { tools: ['losetup'] })) return;
+  const src = tmp.path('src4k-loop.img');
+  sparse(src, 64 * MiB);
+  sh('fdisk', ['-b', '4096', '--wipe', 'never', src], 'g\nn\n\n\n+10M\nn\n\n\n\nw\n');
+  const dst = tmp.path('dst4k-loop.img');
+  copyOntoLarger(src, dst, 96 * MiB);
+  const dev = await openDrive(dst, { write: true, imageSectorSize: 4096 });
+  assert.ok((await relocateGptBackup(dev, 64 * MiB)).changed);
+  await dev.close();
+  const loop = attach4k(dst);
+  if (!loop) return;
+  try {
+    const out = sgdiskVerify(loop);
+    assert.match(out, /No problems found/, out);
+  } finally {
+    sh('losetup', ['-d', loop]);
+  }
 });
 
 test.after(() => tmp.remove());
