@@ -10,12 +10,14 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BadInputError, BusyError, DeviceError } from '../../src/errors.ts';
 
 export type Accel = 'tcg' | 'kvm';
+/** auto: KVM when a probe boot under KVM works on this machine, else TCG. */
+export type AccelSetting = Accel | 'auto';
 
 export interface QemuHostOptions {
   /** Names the host in errors and log files. */
@@ -23,7 +25,7 @@ export interface QemuHostOptions {
   /** Default $DPSR_HIL_QEMU or qemu-system-x86_64. */
   qemu?: string;
   /** Default $DPSR_HIL_ACCEL or tcg. */
-  accel?: Accel;
+  accel?: AccelSetting;
   /** Guest memory; default $DPSR_HIL_MEM_MIB or 256. */
   memoryMiB?: number;
   /** How long a boot may take before it counts as failed; default $DPSR_HIL_BOOT_TIMEOUT_S or 60 s. */
@@ -44,6 +46,8 @@ export interface PowerOnOptions {
   serial?: string;
   /** Image format; default raw. */
   format?: 'raw' | 'qcow2';
+  /** Guest writes go to a throw-away overlay: the disk stays unchanged. */
+  snapshot?: boolean;
 }
 
 export interface SerialLine {
@@ -132,7 +136,8 @@ function qemuValue(s: string): string {
 
 export class QemuHost extends EventEmitter {
   readonly name: string;
-  readonly accel: Accel;
+  /** Resolved at the first power-on when the setting is auto. */
+  accel: AccelSetting;
   readonly memoryMiB: number;
   readonly bootTimeoutMs: number;
   readonly commandTimeoutMs: number;
@@ -157,7 +162,9 @@ export class QemuHost extends EventEmitter {
     this.name = opts.name ?? 'host';
     this.qemu = opts.qemu ?? process.env.DPSR_HIL_QEMU ?? 'qemu-system-x86_64';
     const accel = opts.accel ?? process.env.DPSR_HIL_ACCEL ?? 'tcg';
-    if (accel !== 'tcg' && accel !== 'kvm') throw new BadInputError(`DPSR_HIL_ACCEL must be tcg or kvm, got "${accel}"`);
+    if (accel !== 'tcg' && accel !== 'kvm' && accel !== 'auto') {
+      throw new BadInputError(`DPSR_HIL_ACCEL must be tcg, kvm or auto, got "${accel}"`);
+    }
     this.accel = accel;
     this.memoryMiB = opts.memoryMiB ?? envNumber('DPSR_HIL_MEM_MIB', 256);
     this.bootTimeoutMs = opts.bootTimeoutMs ?? envNumber('DPSR_HIL_BOOT_TIMEOUT_S', 60) * 1000;
@@ -201,6 +208,7 @@ export class QemuHost extends EventEmitter {
       throw new BadInputError(`disk serial must be 1-20 of [A-Za-z0-9._-], got "${serial}"`);
     }
     const format = opts.format ?? 'raw';
+    if (this.accel === 'auto') this.accel = await resolveAccel(disk, this.qemu);
     const args = [
       '-nodefaults',
       '-no-user-config',
@@ -212,7 +220,7 @@ export class QemuHost extends EventEmitter {
       // signal=off: the serial byte stream may contain ^C without killing QEMU.
       '-chardev', 'stdio,id=ser0,signal=off',
       '-serial', 'chardev:ser0',
-      '-drive', `file=${qemuValue(disk)},format=${format},if=none,id=disk0`,
+      '-drive', `file=${qemuValue(disk)},format=${format},if=none,id=disk0${opts.snapshot ? ',snapshot=on' : ''}`,
       '-device', `virtio-blk-pci,drive=disk0${serial ? `,serial=${serial}` : ''}`,
     ];
     this.lines = [];
@@ -500,6 +508,29 @@ export class QemuHost extends EventEmitter {
       // The serial log is a diagnostic; the run goes on without it.
     }
   }
+}
+
+let probed: Promise<Accel> | undefined;
+
+/**
+ * Finds out once per process whether KVM can boot the test OS here: /dev/kvm
+ * may exist and still fail BIOS guests (a paravirtual KVM). The probe boots
+ * `disk` with a throw-away overlay, so the disk is not changed.
+ */
+export function resolveAccel(disk: string, qemu?: string): Promise<Accel> {
+  probed ??= (async () => {
+    if (!existsSync('/dev/kvm')) return 'tcg';
+    const probe = new QemuHost({ name: 'kvm-probe', accel: 'kvm', qemu, bootTimeoutMs: 30_000 });
+    try {
+      await probe.boot(disk, { snapshot: true });
+      return 'kvm';
+    } catch {
+      return 'tcg';
+    } finally {
+      await probe.powerOff();
+    }
+  })();
+  return probed;
 }
 
 function fieldsOf(words: string[]): Record<string, string> {

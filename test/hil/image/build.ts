@@ -43,6 +43,9 @@ const MiB = 1024 * 1024;
 const FS_BLOCK = 4096;
 /** The order matters: each module needs the ones before it (no modprobe/depmod in the initramfs). */
 const VIRTIO_MODULES = ['virtio_ring', 'virtio', 'virtio_pci_modern_dev', 'virtio_pci_legacy_dev', 'virtio_pci', 'virtio_blk'];
+const DEFAULT_ROOT_MIB = 40;
+const DEFAULT_DATA_MIB = 23;
+const DEFAULT_HEARTBEAT_S = 1;
 export const ROOT_LABEL = 'dpsr-root';
 export const DATA_LABEL = 'dpsr-data';
 
@@ -137,28 +140,44 @@ function positiveInt(name: string, value: number, min: number, max: number): num
   return value;
 }
 
-/** The kernel package linux-image-cloud-amd64 currently points at. */
-function resolveKernelPackage(): string {
-  const out = run('apt-cache', ['depends', 'linux-image-cloud-amd64']);
-  const m = /Depends:\s*(linux-image-[^\s]+-cloud-amd64)\b/.exec(out);
-  if (!m) {
-    throw new NotFoundError('cannot resolve the kernel package behind linux-image-cloud-amd64', {
-      hint: 'run apt-get update, or set DPSR_HIL_KERNEL_PKG=linux-image-<version>-cloud-amd64',
-    });
-  }
-  return m[1]!;
-}
+const KERNEL_META = 'linux-image-cloud-amd64';
 
-function candidateVersion(pkg: string): string {
+/**
+ * Candidate versions of the packages, and the kernel package the meta package
+ * points at when none is named, from one apt-cache call (each call loads the
+ * whole package cache, about half a second).
+ */
+function candidateVersions(kernelPackage: string | undefined, others: string[]): { kernel: string; versions: Record<string, string> } {
+  const names = [kernelPackage ?? KERNEL_META, ...others];
   let out: string;
   try {
-    out = run('apt-cache', ['show', '--no-all-versions', pkg]);
+    out = run('apt-cache', ['show', '--no-all-versions', ...names]);
   } catch (e) {
-    throw new NotFoundError(`apt knows no package ${pkg}`, { hint: 'run apt-get update', cause: e });
+    throw new NotFoundError(`apt knows not all of ${names.join(', ')}`, { hint: 'run apt-get update', cause: e });
   }
-  const m = /^Version:\s*(\S+)/m.exec(out);
-  if (!m) throw new NotFoundError(`apt shows no version for ${pkg}`, { hint: 'run apt-get update' });
-  return m[1]!;
+  const stanzas = new Map<string, string>();
+  for (const stanza of out.split(/\n\s*\n/)) {
+    const pkg = /^Package:\s*(\S+)/m.exec(stanza)?.[1];
+    if (pkg && !stanzas.has(pkg)) stanzas.set(pkg, stanza);
+  }
+  const versions: Record<string, string> = {};
+  let kernel = kernelPackage;
+  if (!kernel) {
+    const dep = /^Depends:.*?\b(linux-image-\S+-cloud-amd64) \(= ([^)\s]+)\)/m.exec(stanzas.get(KERNEL_META) ?? '');
+    if (!dep) {
+      throw new NotFoundError(`cannot resolve the kernel package behind ${KERNEL_META}`, {
+        hint: 'run apt-get update, or set DPSR_HIL_KERNEL_PKG=linux-image-<version>-cloud-amd64',
+      });
+    }
+    kernel = dep[1]!;
+    versions[kernel] = dep[2]!;
+  }
+  for (const pkg of kernelPackage ? [kernelPackage, ...others] : others) {
+    const v = /^Version:\s*(\S+)/m.exec(stanzas.get(pkg) ?? '')?.[1];
+    if (!v) throw new NotFoundError(`apt shows no version for ${pkg}`, { hint: 'run apt-get update' });
+    versions[pkg] = v;
+  }
+  return { kernel, versions };
 }
 
 /** Downloads pkg=version into debDir once; returns the .deb path. */
@@ -250,13 +269,12 @@ interface Plan {
 }
 
 function plan(opts: ImageOptions): Plan {
-  const rootMiB = positiveInt('rootMiB', opts.rootMiB ?? 40, 24, 4096);
-  const dataMiB = positiveInt('dataMiB', opts.dataMiB ?? 23, 8, 65536);
-  const heartbeatSeconds = positiveInt('heartbeatSeconds', opts.heartbeatSeconds ?? 1, 1, 60);
-  const kernelPackage = opts.kernelPackage ?? process.env.DPSR_HIL_KERNEL_PKG ?? resolveKernelPackage();
-  if (!/^linux-image-[A-Za-z0-9.+-]+$/.test(kernelPackage)) throw new BadInputError(`not a kernel package name: ${kernelPackage}`);
-  const packages: Record<string, string> = {};
-  for (const pkg of [kernelPackage, 'busybox-static', 'extlinux', 'syslinux-common']) packages[pkg] = candidateVersion(pkg);
+  const rootMiB = positiveInt('rootMiB', opts.rootMiB ?? DEFAULT_ROOT_MIB, 24, 4096);
+  const dataMiB = positiveInt('dataMiB', opts.dataMiB ?? DEFAULT_DATA_MIB, 8, 65536);
+  const heartbeatSeconds = positiveInt('heartbeatSeconds', opts.heartbeatSeconds ?? DEFAULT_HEARTBEAT_S, 1, 60);
+  const named = opts.kernelPackage ?? (process.env.DPSR_HIL_KERNEL_PKG || undefined);
+  if (named !== undefined && !/^linux-image-[A-Za-z0-9.+-]+$/.test(named)) throw new BadInputError(`not a kernel package name: ${named}`);
+  const { kernel: kernelPackage, versions: packages } = candidateVersions(named, ['busybox-static', 'extlinux', 'syslinux-common']);
   const inputs = {
     layout: LAYOUT_VERSION,
     packages,
@@ -288,7 +306,16 @@ function readManifest(dir: string): HilImage | undefined {
 export async function ensureImage(opts: ImageOptions = {}): Promise<EnsuredImage> {
   const started = Date.now();
   const log = opts.log ?? (() => {});
-  const p = plan(opts);
+  let p: Plan;
+  try {
+    p = plan(opts);
+  } catch (e) {
+    // Without apt lists (offline, or lists cleaned) a cached image with the same options still serves.
+    const fallback = e instanceof NotFoundError ? anyCached(opts) : undefined;
+    if (!fallback) throw e;
+    log(`${e instanceof Error ? e.message : String(e)}: using the cached image ${fallback.key}`);
+    return { ...fallback, cached: true, ms: Date.now() - started };
+  }
   const dir = join(p.cacheDir, 'images', p.key);
   const rebuild = opts.rebuild ?? process.env.DPSR_HIL_REBUILD === '1';
   if (!rebuild) {
@@ -304,6 +331,25 @@ export async function ensureImage(opts: ImageOptions = {}): Promise<EnsuredImage
     prune(p);
     return { ...built, cached: false, ms: Date.now() - started };
   });
+}
+
+function anyCached(opts: ImageOptions): HilImage | undefined {
+  const images = join(cacheDirOf(opts), 'images');
+  if (!existsSync(images)) return undefined;
+  for (const key of readdirSync(images)) {
+    const m = readManifest(join(images, key));
+    const kernel = opts.kernelPackage ?? (process.env.DPSR_HIL_KERNEL_PKG || undefined);
+    if (
+      m &&
+      (kernel === undefined || kernel in m.packages) &&
+      m.root.size === (opts.rootMiB ?? DEFAULT_ROOT_MIB) * MiB &&
+      m.data.size === (opts.dataMiB ?? DEFAULT_DATA_MIB) * MiB &&
+      m.heartbeatSeconds === (opts.heartbeatSeconds ?? DEFAULT_HEARTBEAT_S)
+    ) {
+      return m;
+    }
+  }
+  return undefined;
 }
 
 /** Removes images and packages of earlier inputs so the cache does not grow run after run. */
