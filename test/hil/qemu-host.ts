@@ -175,9 +175,17 @@ export class QemuHost extends EventEmitter {
     if (!exitHookInstalled) {
       exitHookInstalled = true;
       // A crashed test must not leave virtual machines running.
-      process.on('exit', () => {
+      const killAll = (): void => {
         for (const c of live) c.kill('SIGKILL');
-      });
+      };
+      process.on('exit', killAll);
+      // QEMU does not exit when its stdin closes: a test killed by a signal would leave it running.
+      for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+        process.once(sig, () => {
+          killAll();
+          process.kill(process.pid, sig);
+        });
+      }
     }
   }
 
