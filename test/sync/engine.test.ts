@@ -1,0 +1,135 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { openDrive } from '../../src/sata-bridge/index.ts';
+import { runEngine } from '../../src/sync/index.ts';
+import { randomImage, scatterWrites, sha256File, tempDir, sparseImage } from '../support/images.ts';
+import { CancelledError } from '../../src/errors.ts';
+import type { Progress } from '../../src/sync/index.ts';
+
+const dir = tempDir();
+const MiB = 1024 * 1024;
+
+async function withDrives<T>(src: string, tgt: string, fn: (s: Awaited<ReturnType<typeof openDrive>>, t: Awaited<ReturnType<typeof openDrive>>) => Promise<T>): Promise<T> {
+  const s = await openDrive(src);
+  const t = await openDrive(tgt, { write: true });
+  try {
+    return await fn(s, t);
+  } finally {
+    await s.close();
+    await t.close();
+  }
+}
+
+test('clone makes a byte-identical copy, also of a size that is not a whole number of chunks', async () => {
+  const src = randomImage(join(dir, 'c-src.img'), 9 * MiB + 512 * 3, 7);
+  const tgt = sparseImage(join(dir, 'c-tgt.img'), 12 * MiB);
+  const result = await withDrives(src, tgt, (s, t) => runEngine({ mode: 'clone', source: s, target: t, ranges: [{ start: 0, length: s.size }] }));
+  assert.is(result.bytesWritten, 9 * MiB + 1536);
+  const { execFileSync } = await import('node:child_process');
+  execFileSync('cmp', ['-n', String(9 * MiB + 1536), src, tgt]);
+});
+
+test('compare writes only the differing 4 KiB sub-blocks and ends byte-identical', async () => {
+  const src = randomImage(join(dir, 's-src.img'), 16 * MiB, 3);
+  const tgt = join(dir, 's-tgt.img');
+  const { copyFileSync } = await import('node:fs');
+  copyFileSync(src, tgt);
+  const offsets = [...new Set(scatterWrites(src, 16 * MiB, 40))];
+  const result = await withDrives(src, tgt, (s, t) => runEngine({ mode: 'compare', source: s, target: t, ranges: [{ start: 0, length: s.size }] }));
+  assert.is(result.bytesWritten, offsets.length * 4096);
+  assert.is(sha256File(src), sha256File(tgt));
+});
+
+test('verify reports every differing range with offset and length', async () => {
+  const src = randomImage(join(dir, 'v-src.img'), 8 * MiB, 5);
+  const tgt = join(dir, 'v-tgt.img');
+  const { copyFileSync, openSync, writeSync, closeSync } = await import('node:fs');
+  copyFileSync(src, tgt);
+  const fd = openSync(tgt, 'r+');
+  writeSync(fd, Buffer.alloc(4096, 0xaa), 0, 4096, 4096 * 10);
+  writeSync(fd, Buffer.alloc(8192, 0xbb), 0, 8192, 5 * MiB);
+  closeSync(fd);
+  const before = sha256File(tgt);
+  const s = await openDrive(src);
+  const t = await openDrive(tgt);
+  const result = await runEngine({ mode: 'verify', source: s, target: t, ranges: [{ start: 0, length: s.size }] });
+  await s.close();
+  await t.close();
+  assert.equal(result.differences, [
+    { start: 40960, length: 4096 },
+    { start: 5 * MiB, length: 8192 },
+  ]);
+  assert.is(result.differenceCount, 2);
+  assert.is(sha256File(tgt), before, 'verify wrote nothing');
+});
+
+test('ranges restrict the walk to the chosen bytes', async () => {
+  const src = randomImage(join(dir, 'r-src.img'), 8 * MiB, 11);
+  const tgt = sparseImage(join(dir, 'r-tgt.img'), 8 * MiB);
+  await withDrives(src, tgt, (s, t) => runEngine({ mode: 'clone', source: s, target: t, ranges: [{ start: MiB, length: MiB }] }));
+  const { readFileSync } = await import('node:fs');
+  const a = readFileSync(src);
+  const b = readFileSync(tgt);
+  assert.ok(a.subarray(MiB, 2 * MiB).equals(b.subarray(MiB, 2 * MiB)));
+  assert.ok(b.subarray(0, MiB).equals(Buffer.alloc(MiB)), 'nothing before the range');
+  assert.ok(b.subarray(2 * MiB).equals(Buffer.alloc(6 * MiB)), 'nothing after the range');
+});
+
+test('progress events carry phase, bytes, rate and ETA, and end at 100 %', async () => {
+  const src = randomImage(join(dir, 'p-src.img'), 8 * MiB, 13);
+  const tgt = sparseImage(join(dir, 'p-tgt.img'), 8 * MiB);
+  const events: Progress[] = [];
+  await withDrives(src, tgt, (s, t) => runEngine({ mode: 'clone', source: s, target: t, ranges: [{ start: 0, length: s.size }], chunkSize: 1 * MiB, onProgress: (p) => events.push(p) }));
+  const last = events[events.length - 1]!;
+  assert.is(last.phase, 'done');
+  assert.is(last.bytesDone, 8 * MiB);
+  assert.is(last.percent, 100);
+  assert.ok(events.some((e) => e.phase === 'copying'));
+  for (const e of events) assert.ok(typeof e.rate === 'number' && e.bytesTotal === 8 * MiB);
+});
+
+test('cancellation stops between chunks with a CancelledError', async () => {
+  const src = randomImage(join(dir, 'x-src.img'), 16 * MiB, 17);
+  const tgt = sparseImage(join(dir, 'x-tgt.img'), 16 * MiB);
+  const controller = new AbortController();
+  let chunks = 0;
+  const err = await withDrives(src, tgt, (s, t) =>
+    runEngine({
+      mode: 'clone',
+      source: s,
+      target: t,
+      ranges: [{ start: 0, length: s.size }],
+      chunkSize: MiB,
+      inFlight: 1,
+      signal: controller.signal,
+      onChunkDone: () => {
+        if (++chunks === 3) controller.abort();
+      },
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    ),
+  );
+  assert.instance(err, CancelledError);
+  assert.is(chunks, 3);
+});
+
+test('direct I/O (O_DIRECT) works with the aligned buffers', async () => {
+  const src = randomImage(join(dir, 'd-src.img'), 4 * MiB, 19);
+  const tgt = sparseImage(join(dir, 'd-tgt.img'), 4 * MiB);
+  let s, t;
+  try {
+    s = await openDrive(src, { direct: true });
+    t = await openDrive(tgt, { write: true, direct: true });
+  } catch (e) {
+    console.log(`SKIP: O_DIRECT is not supported in ${dir} (${(e as Error).message}); set DPSR_TEST_TMP to a disk-backed folder`);
+    return;
+  }
+  await runEngine({ mode: 'clone', source: s, target: t, ranges: [{ start: 0, length: s.size }] });
+  await s.close();
+  await t.close();
+  assert.is(sha256File(src), sha256File(tgt));
+});
+
+test.run();
