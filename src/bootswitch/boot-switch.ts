@@ -1,0 +1,340 @@
+/**
+ * Moving boot to a bay with the interlocked sequence of DESIGN rule 4:
+ * host off (read back from its power LED; ACPI request, hard off only when
+ * asked), drives powered down, break the old mux connection, settle, make
+ * the new one, power up, read back every relay, persist, then power the host
+ * on if asked. Both bays never reach the host together: break is confirmed
+ * before make, and any failed read-back rolls back to the old bay.
+ */
+import { BusyError, DeviceError, RefusedError } from '../errors.ts';
+import type { OutputChannel, InputChannel } from './channel.ts';
+import type { Clock } from './clock.ts';
+import type { Bay, RelayName, TimingConfig } from './config.ts';
+import type { DualStore } from './dual-store.ts';
+import type { BootSwitchEmitter } from './events.ts';
+import type { Logger } from './io.ts';
+import { SWITCH_RELAYS, bayOf, baysOnHost, patternFor, samePattern, type SwitchRelays } from './relay-pattern.ts';
+import { BadInputError } from '../errors.ts';
+
+export interface SwitchRecord {
+  /** The bay the relays select, or null after a fault left them selecting none. */
+  bay: Bay | null;
+  relays: SwitchRelays;
+  /** Set while a move runs: a restart that finds it knows the move was cut short. */
+  pending: { to: Bay; from: Bay | null } | null;
+  fault: string | null;
+}
+
+export function validateSwitchRecord(raw: unknown): SwitchRecord {
+  const r = raw as SwitchRecord;
+  const isBay = (b: unknown) => b === 'A' || b === 'B';
+  if (typeof r !== 'object' || r === null) throw new BadInputError('switch record: not an object');
+  if (!(r.bay === null || isBay(r.bay))) throw new BadInputError(`switch record: bay ${JSON.stringify(r.bay)} is not A, B or null`);
+  if (typeof r.relays !== 'object' || r.relays === null || !SWITCH_RELAYS.every((k) => typeof r.relays[k] === 'boolean')) {
+    throw new BadInputError('switch record: relays must hold booleans muxA, muxB, pwrA, pwrB');
+  }
+  if (baysOnHost(r.relays).length > 1) throw new BadInputError('switch record: relays connect both bays to the host');
+  if (r.pending !== null && (typeof r.pending !== 'object' || !isBay(r.pending.to))) throw new BadInputError('switch record: bad pending move');
+  if (!(r.fault === null || typeof r.fault === 'string')) throw new BadInputError('switch record: fault must be a string or null');
+  return { bay: r.bay, relays: { ...r.relays }, pending: r.pending ? { to: r.pending.to, from: r.pending.from ?? null } : null, fault: r.fault };
+}
+
+export const INITIAL_SWITCH_RECORD: SwitchRecord = { bay: 'A', relays: patternFor('A'), pending: null, fault: null };
+
+export interface SwitchLines {
+  relays: Record<RelayName, OutputChannel>;
+  powerLed: InputChannel;
+  /** Contact sense of the mux relays, when wired: the read-back that catches a welded contact. */
+  sense: { muxA?: InputChannel; muxB?: InputChannel };
+}
+
+export interface MoveOptions {
+  /** Pulse the host's power button once the drive is in place. */
+  powerOn?: boolean;
+  /** If the host ignores the ACPI request, hold power to force it off. */
+  hardOff?: boolean;
+  /** Move even with the host powered: the operator accepts a crashed host and possible damage. */
+  force?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface MoveReport {
+  from: Bay | null;
+  to: Bay;
+  changed: boolean;
+  steps: { step: string; atMs: number; tookMs: number }[];
+  totalMs: number;
+  /** Sum of the configured waits inside the move, so overhead = totalMs - waitedMs. */
+  waitedMs: number;
+}
+
+export class BootSwitch {
+  #record: SwitchRecord;
+  #moving: Bay | null = null;
+
+  constructor(
+    private readonly lines: SwitchLines,
+    private readonly timing: TimingConfig,
+    private readonly store: DualStore<SwitchRecord>,
+    record: SwitchRecord,
+    private readonly clock: Clock,
+    private readonly events: BootSwitchEmitter,
+    private readonly log: Logger,
+  ) {
+    this.#record = record;
+  }
+
+  get record(): Readonly<SwitchRecord> {
+    return this.#record;
+  }
+
+  get bay(): Bay | null {
+    return this.#record.bay;
+  }
+
+  get moving(): boolean {
+    return this.#moving !== null;
+  }
+
+  async hostPowered(): Promise<boolean> {
+    return this.lines.powerLed.value();
+  }
+
+  /** The four switch relays' output latches, read back from the hardware. */
+  async readRelays(): Promise<SwitchRelays> {
+    const r = this.lines.relays;
+    return { muxA: await r.muxA.readBack(), muxB: await r.muxB.readBack(), pwrA: await r.pwrA.readBack(), pwrB: await r.pwrB.readBack() };
+  }
+
+  /** Where the mux contacts really are, from the sense inputs, or the latches where none is wired. */
+  async #muxContacts(latch: SwitchRelays): Promise<Pick<SwitchRelays, 'muxA' | 'muxB'>> {
+    const { sense } = this.lines;
+    return {
+      muxA: sense.muxA ? await sense.muxA.value() : latch.muxA,
+      muxB: sense.muxB ? await sense.muxB.value() : latch.muxB,
+    };
+  }
+
+  /**
+   * Ask the host to shut down and wait for its power LED to go dark.
+   * Returns how it went off; throws RefusedError when it stays on.
+   */
+  async shutdownHost(opts: { hardOff?: boolean; signal?: AbortSignal } = {}): Promise<'was-off' | 'acpi' | 'hard-off'> {
+    if (!(await this.hostPowered())) return 'was-off';
+    const t = this.timing;
+    const bounds = { minMs: t.pulseMinMs, maxMs: t.pulseMaxMs };
+    this.log.info({ pulseMs: t.shutdownPulseMs }, 'host powered: requesting ACPI shutdown');
+    await this.lines.relays.atxPower.pulse(t.shutdownPulseMs, bounds, opts.signal);
+    if (await this.#waitPower(false, t.shutdownTimeoutMs, opts.signal)) return 'acpi';
+    if (!opts.hardOff) {
+      throw new RefusedError(`host still powered ${t.shutdownTimeoutMs} ms after the shutdown request; boot selection not changed`, {
+        hint: 'shut the host down, or repeat with a hard off (may lose unsaved data on the host)',
+      });
+    }
+    this.log.warn({ pulseMs: t.hardOffPulseMs }, 'host ignored shutdown: forcing it off');
+    await this.lines.relays.atxPower.pulse(t.hardOffPulseMs, bounds, opts.signal);
+    if (await this.#waitPower(false, Math.max(2000, t.debounceMs * 4), opts.signal)) return 'hard-off';
+    throw new DeviceError('host power LED still lit after a forced power-off', { hint: 'check the ATX power wiring and the power-LED sense line' });
+  }
+
+  async powerOnHost(signal?: AbortSignal): Promise<void> {
+    if (await this.hostPowered()) return;
+    const t = this.timing;
+    await this.lines.relays.atxPower.pulse(t.powerOnPulseMs, { minMs: t.pulseMinMs, maxMs: t.pulseMaxMs }, signal);
+  }
+
+  async resetHost(signal?: AbortSignal): Promise<void> {
+    const t = this.timing;
+    await this.lines.relays.atxReset.pulse(t.powerOnPulseMs, { minMs: t.pulseMinMs, maxMs: t.pulseMaxMs }, signal);
+  }
+
+  async #waitPower(on: boolean, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+    const started = this.clock.now();
+    const step = Math.max(this.timing.pollMs, 5);
+    while (this.clock.now() - started < timeoutMs) {
+      if ((await this.hostPowered()) === on) return true;
+      await this.clock.sleep(step, signal);
+    }
+    return (await this.hostPowered()) === on;
+  }
+
+  async #apply(relay: keyof SwitchRelays, on: boolean): Promise<void> {
+    const ch = this.lines.relays[relay];
+    await ch.set(on);
+    if ((await ch.readBack()) !== on) throw new DeviceError(`relay ${relay}: latch reads ${!on} after writing ${on}`);
+  }
+
+  async #checkContacts(expect: Pick<SwitchRelays, 'muxA' | 'muxB'>, when: string): Promise<void> {
+    const latch = await this.readRelays();
+    const contacts = await this.#muxContacts(latch);
+    for (const k of ['muxA', 'muxB'] as const) {
+      if (latch[k] !== expect[k]) throw new DeviceError(`relay ${k}: latch reads ${latch[k]} ${when}, expected ${expect[k]}`);
+      if (contacts[k] !== expect[k]) throw new DeviceError(`relay ${k}: contact sense reads ${contacts[k]} ${when}, expected ${expect[k]} (welded or stuck relay?)`, { hint: 'replace the relay module; boot selection was rolled back' });
+    }
+  }
+
+  #persist(rec: SwitchRecord): void {
+    this.store.save(rec);
+    this.#record = rec;
+  }
+
+  /**
+   * Move boot to `to`. Idempotent: when the relays already select it, only
+   * the read-back runs. One move at a time: a second caller gets BusyError.
+   */
+  async moveTo(to: Bay, opts: MoveOptions = {}): Promise<MoveReport> {
+    if (to !== 'A' && to !== 'B') throw new BadInputError(`bay ${JSON.stringify(to)}: allowed are A and B`);
+    if (this.#moving) throw new BusyError(`a move to bay ${this.#moving} is already running`, { hint: 'wait for it to finish' });
+    this.#moving = to;
+    try {
+      return await this.#move(to, opts);
+    } finally {
+      this.#moving = null;
+    }
+  }
+
+  async #move(to: Bay, opts: MoveOptions): Promise<MoveReport> {
+    const t = this.timing;
+    const started = this.clock.now();
+    const steps: MoveReport['steps'] = [];
+    let waited = 0;
+    let stepStart = started;
+    const mark = (step: string) => {
+      const now = this.clock.now();
+      const s = { step, atMs: now - started, tookMs: now - stepStart };
+      stepStart = now;
+      steps.push(s);
+      this.events.emit('switch-step', { to, ...s });
+      this.log.info({ to, ...s }, `switch: ${step}`);
+    };
+    const wait = async (ms: number) => {
+      waited += ms;
+      if (ms > 0) await this.clock.sleep(ms, opts.signal);
+    };
+    const from = this.#record.bay;
+    const target = patternFor(to);
+
+    const current = await this.readRelays();
+    if (from === to && samePattern(current, target)) {
+      await this.#checkContacts(target, 'on an unchanged bay');
+      mark('already selected');
+      if (opts.powerOn) {
+        await this.powerOnHost(opts.signal);
+        mark('host powered on');
+      }
+      const totalMs = this.clock.now() - started;
+      this.events.emit('switched', { from, to, totalMs, changed: false });
+      return { from, to, changed: false, steps, totalMs, waitedMs: waited };
+    }
+
+    if (await this.hostPowered()) {
+      if (opts.force) {
+        this.log.warn({ to }, 'switching with the host powered: forced by the caller');
+        mark('host powered: forced');
+      } else {
+        const how = await this.shutdownHost({ hardOff: opts.hardOff, signal: opts.signal });
+        mark(`host off (${how})`);
+      }
+    } else {
+      mark('host confirmed off');
+    }
+
+    this.#persist({ ...this.#record, relays: current, pending: { to, from } });
+    mark('intent persisted');
+
+    try {
+      await this.#apply('pwrA', true);
+      await this.#apply('pwrB', true);
+      mark('drives powered down');
+      await wait(t.powerOffMs);
+
+      // Break: take every drive off the host port before the new one is connected.
+      await this.#apply('muxA', true);
+      await this.#apply('muxB', false);
+      await wait(t.settleMs);
+      await this.#checkContacts({ muxA: true, muxB: false }, 'after break');
+      mark('old connection broken');
+
+      // Make: connect only the target.
+      if (to === 'A') await this.#apply('muxA', false);
+      else await this.#apply('muxB', true);
+      await wait(t.settleMs);
+      await this.#checkContacts(target, 'after make');
+      mark('new connection made');
+
+      await this.#apply('pwrA', false);
+      await this.#apply('pwrB', false);
+      await wait(t.powerOnMs);
+      mark('drives powered up');
+
+      const read = await this.readRelays();
+      if (!samePattern(read, target)) throw new DeviceError(`read-back after the move: ${JSON.stringify(read)}, expected ${JSON.stringify(target)}`);
+      await this.#checkContacts(target, 'in the final read-back');
+      mark('read back');
+    } catch (e) {
+      await this.#rollBack(from, e);
+      throw e;
+    }
+
+    this.#persist({ bay: to, relays: target, pending: null, fault: null });
+    mark('persisted');
+    if (opts.powerOn) {
+      await this.powerOnHost(opts.signal);
+      mark('host powered on');
+    }
+    const totalMs = this.clock.now() - started;
+    this.events.emit('switched', { from, to, totalMs, changed: true });
+    return { from, to, changed: true, steps, totalMs, waitedMs: waited };
+  }
+
+  /**
+   * After a failed step: drive the relays back to the old bay (break first
+   * again), then persist what the latches really hold, so a restart
+   * restores exactly what is on the wires.
+   */
+  async #rollBack(from: Bay | null, cause: unknown): Promise<void> {
+    const msg = (cause as Error).message;
+    this.log.error({ from, error: msg }, 'switch failed: rolling back');
+    let fault = `move failed: ${msg}`;
+    try {
+      // Away-from-host first, and the other mux only once that contact is confirmed away.
+      const back = patternFor(from ?? 'A');
+      const away = from === 'B' ? 'muxA' : 'muxB';
+      const toward = away === 'muxA' ? 'muxB' : 'muxA';
+      await this.lines.relays[away].set(back[away]);
+      const contacts = await this.#muxContacts(await this.readRelays());
+      if (from !== null && contacts[away] === back[away]) await this.lines.relays[toward].set(back[toward]);
+      else fault += `; ${away} did not release, bay ${from} left disconnected`;
+      await this.lines.relays.pwrA.set(false);
+      await this.lines.relays.pwrB.set(false);
+    } catch (e) {
+      fault += `; roll-back failed: ${(e as Error).message}`;
+    }
+    let relays: SwitchRelays;
+    let contacts: Pick<SwitchRelays, 'muxA' | 'muxB'>;
+    try {
+      relays = await this.readRelays();
+      contacts = await this.#muxContacts(relays);
+    } catch {
+      // The board is gone: record what we last commanded, which is what it will be given again at reconnect.
+      const r = this.lines.relays;
+      relays = { muxA: r.muxA.commanded, muxB: r.muxB.commanded, pwrA: r.pwrA.commanded, pwrB: r.pwrB.commanded };
+      contacts = relays;
+    }
+    const onHost = baysOnHost(contacts);
+    const bay = onHost.length === 1 && samePattern({ ...relays, ...contacts }, patternFor(onHost[0])) ? onHost[0] : null;
+    if (baysOnHost(relays).length > 1) relays = { ...relays, muxA: true, muxB: false };
+    this.#persist({ bay, relays, pending: null, fault });
+    this.events.emit('alert', { level: 'critical', code: 'switch-failed', message: fault });
+  }
+
+  /** Record relays found in another state at start-up (adopted, not moved: the host was running). */
+  adopt(relays: SwitchRelays, why: string): void {
+    this.#persist({ bay: bayOf(relays), relays, pending: null, fault: why });
+  }
+
+  /** Clear a recorded interrupted move after the relays were restored to the recorded state. */
+  clearPending(note: string): void {
+    if (this.#record.pending) this.#persist({ ...this.#record, pending: null, fault: note });
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * A Firmata I/O board (an Arduino running StandardFirmata) through
+ * johnny-five, over a serialport 13 transport. johnny-five's REPL and SIGINT
+ * handler are off: the daemon owns the terminal and its shutdown. Every
+ * claimed pin's mode and level are written explicitly whenever the board
+ * (re)connects, because an Arduino resets to all-inputs on every reset; a
+ * reset is seen as a fresh REPORT_VERSION, a lost port as close/disconnect,
+ * after which the driver reopens it every `reconnectMs`.
+ */
+import { createRequire } from 'node:module';
+import { EventEmitter } from 'node:events';
+import { DeviceError } from '../errors.ts';
+import type { BoardConfig } from './config.ts';
+import type { DigitalInput, DigitalOutput, Driver } from './io.ts';
+
+const require = createRequire(import.meta.url);
+
+/** The parts of a Firmata-compatible IO object (firmata-io, mock-firmata) we use. */
+export interface FirmataIo extends EventEmitter {
+  isReady?: boolean;
+  MODES: { INPUT: number; OUTPUT: number; PULLUP?: number };
+  pins: { mode?: number; value?: number; state?: number }[];
+  pinMode(pin: number, mode: number): void;
+  digitalWrite(pin: number, value: 0 | 1): void;
+  digitalRead(pin: number, cb: (value: number) => void): void;
+  queryPinState(pin: number, cb: () => void): void;
+  reportDigitalPin?(pin: number, on: 0 | 1): void;
+  transport?: { close?(cb?: (e?: Error) => void): void; isOpen?: boolean };
+}
+
+type FirmataCfg = Extract<BoardConfig, { driver: 'firmata' }>;
+
+/** The default IO: Firmata over a serialport 13 port. */
+export async function openSerialFirmata(cfg: FirmataCfg): Promise<FirmataIo> {
+  const { SerialPort } = await import('serialport');
+  const { Firmata } = require('firmata-io') as { Firmata: new (port: unknown, opts: object) => FirmataIo };
+  const port = new SerialPort({ path: cfg.port, baudRate: cfg.baudRate ?? 57600, autoOpen: false });
+  await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(e) : resolve())));
+  // A board that does not auto-reset on open never volunteers its version: ask soon.
+  return new Firmata(port, { reportVersionTimeout: 300 });
+}
+
+export interface FirmataDeps {
+  io?: (cfg: FirmataCfg) => Promise<unknown>;
+  onError?: (e: unknown) => void;
+  readyTimeoutMs?: number;
+  queryTimeoutMs?: number;
+}
+
+interface Claimed {
+  kind: 'out' | 'in';
+  level: boolean;
+}
+
+export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [reason: string]; reset: [] }> implements Driver {
+  readonly kind = 'firmata' as const;
+  #io: FirmataIo | null = null;
+  #claimed = new Map<number, Claimed>();
+  #reconnect: ReturnType<typeof setTimeout> | null = null;
+  #closed = false;
+  #connecting: Promise<void> | null = null;
+
+  private constructor(
+    readonly id: string,
+    readonly cfg: FirmataCfg,
+    private readonly deps: FirmataDeps,
+  ) {
+    super();
+  }
+
+  static async open(id: string, cfg: FirmataCfg, deps: FirmataDeps = {}): Promise<FirmataDriver> {
+    const d = new FirmataDriver(id, cfg, deps);
+    await d.#connect();
+    return d;
+  }
+
+  get connected(): boolean {
+    return this.#io !== null;
+  }
+
+  #connect(): Promise<void> {
+    this.#connecting ??= this.#doConnect().finally(() => (this.#connecting = null));
+    return this.#connecting;
+  }
+
+  async #doConnect(): Promise<void> {
+    let io: FirmataIo;
+    try {
+      io = (await (this.deps.io ?? openSerialFirmata)(this.cfg)) as FirmataIo;
+    } catch (e) {
+      throw new DeviceError(`Firmata board ${this.id} on ${this.cfg.port}: cannot open: ${(e as Error).message}`, { cause: e });
+    }
+    const five = require('johnny-five') as { Board: new (opts: object) => EventEmitter };
+    const board = new five.Board({ io, repl: false, debug: false, sigint: false, timeout: this.deps.readyTimeoutMs ?? 10_000 });
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id} on ${this.cfg.port}: no answer within ${this.deps.readyTimeoutMs ?? 10_000} ms`, { hint: 'is StandardFirmata loaded and the baud rate right?' })), this.deps.readyTimeoutMs ?? 10_000);
+      board.once('ready', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      board.once('error', (e: unknown) => {
+        clearTimeout(t);
+        reject(new DeviceError(`Firmata board ${this.id}: ${(e as Error)?.message ?? e}`));
+      });
+    });
+    this.#io = io;
+    this.#applyAll(io);
+    // After ready, a REPORT_VERSION only arrives when the board restarted and forgot every pin.
+    io.on('reportversion', () => {
+      if (this.#io !== io) return;
+      this.#applyAll(io);
+      this.emit('reset');
+    });
+    const lost = (reason: string) => {
+      if (this.#io !== io) return;
+      this.#io = null;
+      this.emit('disconnected', reason);
+      this.deps.onError?.(new DeviceError(`Firmata board ${this.id} lost: ${reason}; reconnecting`));
+      this.#scheduleReconnect();
+    };
+    io.on('close', () => lost('port closed'));
+    io.on('disconnect', () => lost('disconnected'));
+    io.on('error', (e: unknown) => lost(`error: ${(e as Error)?.message ?? e}`));
+    this.emit('connected');
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#closed || this.#reconnect) return;
+    this.#reconnect = setTimeout(() => {
+      this.#reconnect = null;
+      this.#connect().catch(() => this.#scheduleReconnect());
+    }, this.cfg.reconnectMs ?? 2000);
+  }
+
+  /** Write every claimed pin's mode and level: the board keeps nothing across a reset. */
+  #applyAll(io: FirmataIo): void {
+    for (const [pin, c] of this.#claimed) this.#apply(io, pin, c);
+  }
+
+  #apply(io: FirmataIo, pin: number, c: Claimed): void {
+    if (c.kind === 'out') {
+      io.pinMode(pin, io.MODES.OUTPUT);
+      io.digitalWrite(pin, c.level ? 1 : 0);
+    } else {
+      io.pinMode(pin, io.MODES.PULLUP ?? io.MODES.INPUT);
+      io.digitalRead(pin, (v) => {
+        const cl = this.#claimed.get(pin);
+        if (cl) cl.level = v === 1;
+      });
+    }
+  }
+
+  #live(what: string): FirmataIo {
+    if (!this.#io) throw new DeviceError(`Firmata board ${this.id} not connected (${what})`, { hint: `check the USB cable to ${this.cfg.port}; reconnecting` });
+    return this.#io;
+  }
+
+  /** The board's own record of an output, via a pin-state query. */
+  #query(pin: number): Promise<boolean> {
+    const io = this.#live(`query pin ${pin}`);
+    const ms = this.deps.queryTimeoutMs ?? 1000;
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id}: pin ${pin} state query unanswered after ${ms} ms`)), ms);
+      io.queryPinState(pin, () => {
+        clearTimeout(t);
+        resolve(io.pins[pin]?.state === 1);
+      });
+    });
+  }
+
+  async output(pin: string | number, initial: boolean): Promise<DigitalOutput> {
+    const n = Number(pin);
+    const c: Claimed = { kind: 'out', level: initial };
+    this.#claimed.set(n, c);
+    this.#apply(this.#live(`claim pin ${n}`), n, c);
+    return {
+      name: `firmata:${this.id}:${n}`,
+      write: async (level) => {
+        const io = this.#live(`write pin ${n}`);
+        c.level = level;
+        io.digitalWrite(n, level ? 1 : 0);
+      },
+      read: () => this.#query(n),
+      close: async () => {},
+    };
+  }
+
+  async input(pin: string | number): Promise<DigitalInput> {
+    const n = Number(pin);
+    const c: Claimed = { kind: 'in', level: true };
+    this.#claimed.set(n, c);
+    this.#apply(this.#live(`claim pin ${n}`), n, c);
+    return {
+      name: `firmata:${this.id}:${n}`,
+      read: async () => {
+        this.#live(`read pin ${n}`);
+        return c.level;
+      },
+      close: async () => {},
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#reconnect) clearTimeout(this.#reconnect);
+    const io = this.#io;
+    this.#io = null;
+    await new Promise<void>((resolve) => {
+      const t = io?.transport;
+      if (t?.close && t.isOpen !== false) t.close(() => resolve());
+      else resolve();
+    });
+  }
+}

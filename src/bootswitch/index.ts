@@ -1,0 +1,30 @@
+/** The public surface of src/bootswitch (see README.md). */
+export { openBootSwitch, type OpenOptions, type BootSwitchSystem } from './system.ts';
+export {
+  validateConfig,
+  simConfig,
+  DEFAULT_TIMING,
+  DEFAULT_FAILOVER,
+  BAYS,
+  RELAYS,
+  type Bay,
+  type BootSwitchConfig,
+  type BoardConfig,
+  type ChannelRef,
+  type TimingConfig,
+  type FailoverConfig,
+  type I2cPeripheralsConfig,
+} from './config.ts';
+export { checkAgainstWiring, type Wiring, type WiringBoard, type WiringNet } from './wiring.ts';
+export { Board, type BoardDeps } from './board.ts';
+export { BootSwitch, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
+export { reduce, createReducer, initialFailoverState, validateFailoverState, type FailoverState, type FailoverEvent, type FailoverAction, type Step } from './failover.ts';
+export { FailoverShell, type FailoverInput } from './failover-shell.ts';
+export { ButtonWatcher, type ButtonGesture } from './button.ts';
+export { BootSwitchEmitter, type BootSwitchEvents, type AlertEvent, type SwitchStepEvent } from './events.ts';
+export { SimBoard, SIM_RELAYS, type Violation } from './sim-board.ts';
+export { SimHost, type HostState, type SimHostOptions } from './sim-host.ts';
+export { systemClock, ManualClock, type Clock } from './clock.ts';
+export { DualStore } from './dual-store.ts';
+export { patternFor, baysOnHost, type SwitchRelays } from './relay-pattern.ts';
+export type { DigitalInput, DigitalOutput, Driver, DriverKind, I2cBus, Logger } from './io.ts';

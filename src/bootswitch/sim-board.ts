@@ -1,0 +1,241 @@
+/**
+ * The simulated relay board: a real Driver kept in memory, wired like
+ * hw/schematics/wiring.json (K_MUX_A, K_MUX_B, K_PWR_A, K_PWR_B, K_ATX_PWR,
+ * K_ATX_RST, HOST_PWR_LED, BTN_FAILOVER, SENSE_MUX_*; other pin names are
+ * plain lines). It models relay contacts separately from coils so a relay
+ * can stick, and it watches the contacts for the data-protection rules so
+ * tests and the simulated rig can ask whether one was ever broken.
+ *
+ * Electrical conventions: a relay line high = coil energised; the button
+ * pulls its line low when pressed; the power LED line is high when lit.
+ */
+import { EventEmitter } from 'node:events';
+import { DeviceError, NotFoundError } from '../errors.ts';
+import type { Clock } from './clock.ts';
+import { systemClock } from './clock.ts';
+import type { Bay } from './config.ts';
+import type { DigitalInput, DigitalOutput, Driver } from './io.ts';
+
+export const SIM_RELAYS = ['K_MUX_A', 'K_MUX_B', 'K_PWR_A', 'K_PWR_B', 'K_ATX_PWR', 'K_ATX_RST'] as const;
+export type SimRelay = (typeof SIM_RELAYS)[number];
+
+export interface Violation {
+  at: number;
+  rule: 'both-drives-to-host' | 'switched-while-powered';
+  detail: string;
+}
+
+/** What the host side sees: which drives reach its SATA port, powered or not. */
+export interface HostPort {
+  drivesOnHost(): Bay[];
+  poweredDrivesOnHost(): Bay[];
+}
+
+interface SimBoardEvents {
+  contact: [relay: SimRelay, energised: boolean];
+  line: [pin: string, level: boolean];
+  atx: [line: 'power' | 'reset', pressed: boolean];
+}
+
+export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, HostPort {
+  readonly kind = 'sim' as const;
+  readonly violations: Violation[] = [];
+  /** Set when a switch was explicitly forced with the host powered; the rule checker then tolerates it. */
+  forced = false;
+  #coils = new Map<string, boolean>();
+  #stuck = new Map<string, boolean>();
+  #inputs = new Map<string, boolean>();
+  #dropped = false;
+  #hostPowered = () => this.#inputs.get('HOST_PWR_LED') === true;
+  #buttonTimer: unknown = null;
+  /** How many times each line was claimed: a new controller process claims them again. */
+  readonly claims = new Map<string, number>();
+
+  constructor(readonly clock: Clock = systemClock) {
+    super();
+    this.#inputs.set('BTN_FAILOVER', true); // pulled up, not pressed
+    this.#inputs.set('HOST_PWR_LED', false);
+  }
+
+  // ---- Driver ----
+
+  async output(pin: string | number, initial: boolean): Promise<DigitalOutput> {
+    const name = String(pin);
+    this.#check(name);
+    this.claims.set(name, (this.claims.get(name) ?? 0) + 1);
+    this.#setCoil(name, initial);
+    return {
+      name,
+      write: async (level: boolean) => {
+        this.#check(name);
+        this.#setCoil(name, level);
+      },
+      read: async () => {
+        this.#check(name);
+        return this.#coils.get(name) ?? false;
+      },
+      close: async () => {},
+    };
+  }
+
+  /** The latch before a claim: null for a line never driven since the board powered up. */
+  async peek(pin: string | number): Promise<boolean | null> {
+    const name = String(pin);
+    this.#check(name);
+    return this.#coils.has(name) ? this.#coils.get(name)! : null;
+  }
+
+  async input(pin: string | number): Promise<DigitalInput> {
+    const name = String(pin);
+    this.#check(name);
+    return {
+      name,
+      read: async () => {
+        this.#check(name);
+        return this.level(name);
+      },
+      close: async () => {},
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#buttonTimer !== null) this.clock.clearTimeout(this.#buttonTimer);
+  }
+
+  #check(name: string): void {
+    if (this.#dropped) throw new DeviceError(`simulated board unreachable (line ${name})`);
+  }
+
+  // ---- physics ----
+
+  /** The electrical level of any line as the controller would read it. */
+  level(pin: string): boolean {
+    if (pin === 'SENSE_MUX_A') return this.contact('K_MUX_A');
+    if (pin === 'SENSE_MUX_B') return this.contact('K_MUX_B');
+    if (this.#inputs.has(pin)) return this.#inputs.get(pin)!;
+    return this.#coils.get(pin) ?? false;
+  }
+
+  coil(relay: string): boolean {
+    return this.#coils.get(relay) ?? false;
+  }
+
+  /** Where the contact really is: the coil, unless the relay is stuck. */
+  contact(relay: string): boolean {
+    return this.#stuck.has(relay) ? this.#stuck.get(relay)! : this.coil(relay);
+  }
+
+  #setCoil(name: string, level: boolean): void {
+    const beforeContact = this.contact(name);
+    this.#coils.set(name, level);
+    this.emit('line', name, level);
+    const after = this.contact(name);
+    if ((SIM_RELAYS as readonly string[]).includes(name) && after !== beforeContact) this.#contactMoved(name as SimRelay, after);
+  }
+
+  #contactMoved(relay: SimRelay, energised: boolean): void {
+    const at = this.clock.now();
+    if ((relay === 'K_MUX_A' || relay === 'K_MUX_B') && this.#hostPowered() && !this.forced) {
+      this.violations.push({ at, rule: 'switched-while-powered', detail: `${relay} moved to ${energised ? 'energised' : 'released'} while the host power LED was lit` });
+    }
+    if (this.drivesOnHost().length > 1) {
+      this.violations.push({ at, rule: 'both-drives-to-host', detail: `after ${relay} moved, both bays reach the host port` });
+    }
+    this.emit('contact', relay, energised);
+    if (relay === 'K_ATX_PWR') this.emit('atx', 'power', energised);
+    if (relay === 'K_ATX_RST') this.emit('atx', 'reset', energised);
+  }
+
+  /** De-energised K_MUX_A = bay A to host; energised K_MUX_B = bay B to host (fail-safe wiring). */
+  drivesOnHost(): Bay[] {
+    const bays: Bay[] = [];
+    if (!this.contact('K_MUX_A')) bays.push('A');
+    if (this.contact('K_MUX_B')) bays.push('B');
+    return bays;
+  }
+
+  poweredDrivesOnHost(): Bay[] {
+    return this.drivesOnHost().filter((b) => !this.contact(b === 'A' ? 'K_PWR_A' : 'K_PWR_B'));
+  }
+
+  // ---- test and rig controls ----
+
+  /** Drive the host's power-LED input (normally done by SimHost). */
+  setPowerLed(lit: boolean): void {
+    this.setInput('HOST_PWR_LED', lit);
+  }
+
+  setInput(pin: string, level: boolean): void {
+    if (this.#inputs.get(pin) === level) return;
+    this.#inputs.set(pin, level);
+    this.emit('line', pin, level);
+  }
+
+  pressButton(): void {
+    this.setInput('BTN_FAILOVER', false);
+  }
+
+  releaseButton(): void {
+    if (this.#buttonTimer !== null) this.clock.clearTimeout(this.#buttonTimer);
+    this.#buttonTimer = null;
+    this.setInput('BTN_FAILOVER', true);
+  }
+
+  /** Press now and release after `ms` on the board's clock. */
+  holdButton(ms: number): void {
+    this.pressButton();
+    this.#buttonTimer = this.clock.setTimeout(() => this.releaseButton(), ms);
+  }
+
+  get buttonPressed(): boolean {
+    return this.#inputs.get('BTN_FAILOVER') === false;
+  }
+
+  /** Weld a relay's contact where it is now (or at `energised`): the coil moves, the contact does not. */
+  stick(relay: SimRelay, energised = this.contact(relay)): void {
+    const before = this.contact(relay);
+    this.#stuck.set(relay, energised);
+    if (before !== energised) this.#contactMoved(relay, energised);
+  }
+
+  unstick(relay: SimRelay): void {
+    const before = this.contact(relay);
+    this.#stuck.delete(relay);
+    const after = this.contact(relay);
+    if (before !== after) this.#contactMoved(relay, after);
+  }
+
+  /** The board stops answering (USB unplugged, I2C bus hung): every access throws DeviceError. */
+  drop(): void {
+    this.#dropped = true;
+  }
+
+  reconnect(): void {
+    this.#dropped = false;
+  }
+
+  get dropped(): boolean {
+    return this.#dropped;
+  }
+
+  /**
+   * A controller power loss: every coil drops to de-energised (the
+   * fail-safe state). K_MUX_B drops first: the wiring gives K_MUX_A's coil a
+   * hold-up capacitor so bay A is never connected while bay B still is.
+   */
+  powerLoss(): void {
+    const order = ['K_MUX_B', ...[...this.#coils.keys()].filter((r) => r !== 'K_MUX_B')];
+    for (const relay of order) if (this.#coils.has(relay)) this.#setCoil(relay, false);
+  }
+
+  snapshot(): Record<string, boolean> {
+    const out: Record<string, boolean> = {};
+    for (const r of SIM_RELAYS) out[r] = this.contact(r);
+    return out;
+  }
+
+  linesByName(pin: string): boolean {
+    if (!this.#coils.has(pin) && !this.#inputs.has(pin) && !pin.startsWith('SENSE_')) throw new NotFoundError(`simulated board has no line ${pin}`);
+    return this.level(pin);
+  }
+}

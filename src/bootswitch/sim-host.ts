@@ -1,0 +1,126 @@
+/**
+ * The simulated host PC: it follows the ATX power and reset relays of a
+ * SimBoard, lights the power LED input while powered, boots from whatever
+ * drive reaches its SATA port, and sends heartbeats while its OS runs.
+ * Controls let tests make a drive unbootable, hang the OS, or ignore ACPI.
+ */
+import { EventEmitter } from 'node:events';
+import type { Clock } from './clock.ts';
+import type { Bay } from './config.ts';
+import type { SimBoard } from './sim-board.ts';
+
+export type HostState = 'off' | 'booting' | 'running' | 'hung' | 'shutting-down';
+
+export interface SimHostOptions {
+  bootMs?: number;
+  shutdownMs?: number;
+  heartbeatMs?: number;
+  /** ATX: holding power this long forces the supply off. */
+  forceOffMs?: number;
+}
+
+interface SimHostEvents {
+  heartbeat: [bay: Bay];
+  state: [state: HostState, bay: Bay | null];
+}
+
+export class SimHost extends EventEmitter<SimHostEvents> {
+  #state: HostState = 'off';
+  #bootedFrom: Bay | null = null;
+  #timer: unknown = null;
+  #beat: unknown = null;
+  #forceTimer: unknown = null;
+  #powerPressedAt: number | null = null;
+  readonly bootable: Record<Bay, boolean> = { A: true, B: true };
+  /** A host whose OS ignores the ACPI power button (hung, or configured to). */
+  ignoresAcpi = false;
+  readonly opts: Required<SimHostOptions>;
+
+  constructor(
+    readonly board: SimBoard,
+    readonly clock: Clock,
+    opts: SimHostOptions = {},
+  ) {
+    super();
+    this.opts = { bootMs: 2000, shutdownMs: 3000, heartbeatMs: 1000, forceOffMs: 4000, ...opts };
+    board.on('atx', (line, pressed) => (line === 'power' ? this.#powerButton(pressed) : pressed && this.#reset()));
+  }
+
+  get state(): HostState {
+    return this.#state;
+  }
+
+  get bootedFrom(): Bay | null {
+    return this.#bootedFrom;
+  }
+
+  get powered(): boolean {
+    return this.#state !== 'off';
+  }
+
+  /** Power on as if someone pressed the case button (not through our relay). */
+  powerOn(): void {
+    if (this.#state === 'off') this.#boot();
+  }
+
+  /** Cut power as if the plug were pulled or the PSU forced off. */
+  forceOff(): void {
+    this.#set('off', null);
+  }
+
+  /** The OS stops answering: no heartbeats, no ACPI. */
+  hang(): void {
+    if (this.#state !== 'off') this.#set('hung', this.#bootedFrom);
+  }
+
+  #powerButton(pressed: boolean): void {
+    if (pressed) {
+      this.#powerPressedAt = this.clock.now();
+      if (this.#state !== 'off') this.#forceTimer = this.clock.setTimeout(() => this.forceOff(), this.opts.forceOffMs);
+      return;
+    }
+    if (this.#forceTimer !== null) this.clock.clearTimeout(this.#forceTimer);
+    this.#forceTimer = null;
+    const held = this.#powerPressedAt === null ? 0 : this.clock.now() - this.#powerPressedAt;
+    this.#powerPressedAt = null;
+    if (held >= this.opts.forceOffMs) return; // already forced off while held
+    if (this.#state === 'off') this.#boot();
+    else if (this.#state === 'running' && !this.ignoresAcpi) this.#shutdown();
+  }
+
+  #reset(): void {
+    if (this.#state !== 'off') this.#boot();
+  }
+
+  #boot(): void {
+    this.#set('booting', null);
+    this.#timer = this.clock.setTimeout(() => {
+      const drives = this.board.poweredDrivesOnHost();
+      // Two drives with one disk signature, or none at all: the firmware finds nothing sane to boot.
+      if (drives.length === 1 && this.bootable[drives[0]]) this.#set('running', drives[0]);
+      else this.#set('hung', drives.length === 1 ? drives[0] : null);
+    }, this.opts.bootMs);
+  }
+
+  #shutdown(): void {
+    this.#set('shutting-down', this.#bootedFrom);
+    this.#timer = this.clock.setTimeout(() => this.#set('off', null), this.opts.shutdownMs);
+  }
+
+  #set(state: HostState, bay: Bay | null): void {
+    if (this.#timer !== null) this.clock.clearTimeout(this.#timer);
+    if (this.#beat !== null) this.clock.clearTimeout(this.#beat);
+    this.#timer = this.#beat = null;
+    this.#state = state;
+    this.#bootedFrom = bay;
+    this.board.setPowerLed(state !== 'off');
+    this.emit('state', state, bay);
+    if (state === 'running') this.#heartbeat();
+  }
+
+  #heartbeat(): void {
+    if (this.#state !== 'running' || this.#bootedFrom === null) return;
+    this.emit('heartbeat', this.#bootedFrom);
+    this.#beat = this.clock.setTimeout(() => this.#heartbeat(), this.opts.heartbeatMs);
+  }
+}

@@ -1,0 +1,140 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { DEFAULT_FAILOVER, initialFailoverState, reduce, validateFailoverState, type FailoverEvent, type FailoverState } from '../../src/bootswitch/index.ts';
+
+const cfg = { ...DEFAULT_FAILOVER, bootTries: 2, confirmTimeoutMs: 1000 };
+const base = (): FailoverState => ({ ...initialFailoverState(cfg), consistent: { A: true, B: true } });
+
+function run(state: FailoverState, events: FailoverEvent[]) {
+  const actions: string[] = [];
+  for (const e of events) {
+    const step = reduce(cfg, state, e);
+    state = step.state;
+    for (const a of step.actions) actions.push(a.type === 'alert' ? `alert:${a.code}` : a.type === 'switch' ? `switch:${a.to}${a.hardOff ? ':hard' : ''}` : a.type === 'boot' ? `boot:${a.bay}:${a.status}` : a.type);
+  }
+  return { state, actions };
+}
+
+const on = (at: number): FailoverEvent => ({ type: 'host-power', on: true, at });
+const off = (at: number): FailoverEvent => ({ type: 'host-power', on: false, at });
+const tick = (at: number): FailoverEvent => ({ type: 'tick', at });
+
+test('a confirmed boot restores the tries', () => {
+  const { state, actions } = run(base(), [on(0), { type: 'heartbeat', at: 500 }]);
+  assert.equal(state.triesLeft.A, 2);
+  assert.is(state.pendingBoot, null);
+  assert.equal(actions, ['boot:A:pending', 'boot:A:confirmed']);
+});
+
+test('table: unconfirmed boots use tries, then fail over with a hard off', () => {
+  const rows: [string, FailoverEvent[], Partial<FailoverState>, string[]][] = [
+    ['one timeout retries', [on(0), tick(1000)], { triesLeft: { A: 1, B: 2 } }, ['boot:A:pending', 'boot:A:unconfirmed', 'alert:boot-unconfirmed', 'retry-boot']],
+    ['tick before the deadline does nothing', [on(0), tick(999)], { triesLeft: { A: 1, B: 2 } }, ['boot:A:pending']],
+    ['host off before confirming counts', [on(0), off(10)], { triesLeft: { A: 1, B: 2 } }, ['boot:A:pending', 'boot:A:unconfirmed', 'alert:boot-unconfirmed', 'retry-boot']],
+    ['two timeouts fail over', [on(0), tick(1000), on(2000), tick(3000)], { switching: { from: 'A', to: 'B', reason: 'x', hardOff: true } }, ['boot:A:pending', 'boot:A:unconfirmed', 'alert:boot-unconfirmed', 'retry-boot', 'boot:A:pending', 'boot:A:unconfirmed', 'switch:B:hard', 'alert:failover-started']],
+  ];
+  for (const [name, events, expect, actions] of rows) {
+    const r = run(base(), events);
+    for (const [k, v] of Object.entries(expect)) {
+      if (k === 'switching') assert.equal({ ...r.state.switching!, reason: 'x' }, v, name);
+      else assert.equal((r.state as unknown as Record<string, unknown>)[k], v, name);
+    }
+    assert.equal(r.actions, actions, name);
+  }
+});
+
+test('switch result completes the failover and marks the old bay failed', () => {
+  const r = run(base(), [on(0), tick(1000), on(2000), tick(3000), { type: 'switch-result', at: 4000, to: 'B', ok: true, bay: 'B' }]);
+  assert.is(r.state.active, 'B');
+  assert.is(r.state.standby, 'A');
+  assert.is(r.state.failed.A, true);
+  assert.is(r.state.switching, null);
+  assert.is(r.state.failovers, 1);
+  assert.equal(r.actions.slice(-2), ['failover', 'power-on']);
+});
+
+test('never fails over to an inconsistent standby: halts with an alert', () => {
+  const s = { ...base(), consistent: { A: true, B: false } };
+  const r = run(s, [on(0), tick(1000), on(2000), tick(3000)]);
+  assert.is(r.state.switching, null);
+  assert.ok(r.state.halted);
+  assert.ok(r.actions.includes('alert:standby-inconsistent'));
+  assert.not.ok(r.actions.some((a) => a.startsWith('switch')));
+});
+
+test('both bays failed: stops instead of looping', () => {
+  let r = run(base(), [on(0), tick(1000), on(2000), tick(3000), { type: 'switch-result', at: 4000, to: 'B', ok: true, bay: 'B' }]);
+  r = run(r.state, [on(5000), tick(6000), on(7000), tick(8000), on(9000), tick(10000)]);
+  assert.ok(r.state.halted?.includes('both bays failed'));
+  assert.is(r.state.active, 'B');
+  assert.ok(r.actions.includes('alert:both-bays-failed'));
+  assert.not.ok(r.actions.some((a) => a.startsWith('switch')));
+  // Halted: further boots are not counted and nothing switches.
+  const later = run(r.state, [on(20000), tick(40000), { type: 'failover-request', at: 41000, source: 'button' }]);
+  assert.not.ok(later.actions.some((a) => a.startsWith('switch')));
+});
+
+test('button failover: refused to an inconsistent standby, allowed when consistent, hardOff from config', () => {
+  const refused = run({ ...base(), consistent: { A: true, B: false } }, [{ type: 'failover-request', at: 0, source: 'button' }]);
+  assert.equal(refused.actions, ['alert:failover-refused']);
+  assert.is(refused.state.halted, null);
+  const ok = run(base(), [{ type: 'failover-request', at: 0, source: 'button' }]);
+  assert.equal(ok.actions, ['switch:B', 'alert:failover-started']);
+  const hard = reduce({ ...cfg, hardOffOnButton: true }, base(), { type: 'failover-request', at: 0, source: 'button' });
+  assert.equal(hard.actions[0], { type: 'switch', to: 'B', hardOff: true, reason: 'requested by button' });
+});
+
+test('a refused switch (host would not shut down) is not a failure', () => {
+  const r = run(base(), [{ type: 'failover-request', at: 0, source: 'button' }, { type: 'switch-result', at: 1, to: 'B', ok: false, bay: 'A', refused: true, error: 'host on' }]);
+  assert.is(r.state.active, 'A');
+  assert.is(r.state.halted, null);
+  assert.is(r.state.failed.A, false);
+});
+
+test('a failed switch halts and follows the relays', () => {
+  const r = run(base(), [{ type: 'failover-request', at: 0, source: 'api' }, { type: 'switch-result', at: 1, to: 'B', ok: false, bay: null, error: 'stuck' }]);
+  assert.ok(r.state.halted);
+  assert.ok(r.actions.includes('alert:switch-failed'));
+});
+
+test('startup: recovery gesture clears marks; an ordered switch is resumed or completed', () => {
+  const halted = { ...base(), halted: 'both', failed: { A: true, B: true } };
+  const r = run(halted, [{ type: 'startup', at: 0, buttonHeld: true, relayBay: 'A' }]);
+  assert.is(r.state.halted, null);
+  assert.equal(r.state.failed, { A: false, B: false });
+  assert.ok(r.actions.includes('alert:recovery-gesture'));
+
+  const sw = { ...base(), switching: { from: 'A' as const, to: 'B' as const, reason: 'r', hardOff: false } };
+  assert.equal(run(sw, [{ type: 'startup', at: 0, buttonHeld: false, relayBay: 'A' }]).actions, ['switch:B']);
+  const done = run(sw, [{ type: 'startup', at: 0, buttonHeld: false, relayBay: 'B' }]);
+  assert.is(done.state.active, 'B');
+  assert.is(done.state.switching, null);
+
+  const adopted = run(base(), [{ type: 'startup', at: 0, buttonHeld: false, relayBay: 'B' }]);
+  assert.is(adopted.state.active, 'B');
+  assert.ok(adopted.actions.includes('alert:active-adopted'));
+});
+
+test('the reducer is pure: the input state is not modified', () => {
+  const s = base();
+  const copy = structuredClone(s);
+  reduce(cfg, s, on(0));
+  reduce(cfg, s, { type: 'failover-request', at: 0, source: 'api' });
+  assert.equal(s, copy);
+});
+
+test('short press shows status; drive replacement clears the failed mark and consistency', () => {
+  assert.equal(run(base(), [{ type: 'button-short', at: 0 }]).actions, ['show-status']);
+  const r = run({ ...base(), failed: { A: false, B: true } }, [{ type: 'drive-replaced', at: 0, bay: 'B' }]);
+  assert.equal(r.state.failed.B, false);
+  assert.equal(r.state.consistent.B, false);
+});
+
+test('validateFailoverState rejects damaged records', () => {
+  assert.ok(validateFailoverState(base()));
+  assert.throws(() => validateFailoverState({ ...base(), active: 'B' }), /active/);
+  assert.throws(() => validateFailoverState({ ...base(), triesLeft: { A: 1 } }), /triesLeft.B/);
+  assert.throws(() => validateFailoverState(null), /not an object/);
+});
+
+test.run();
