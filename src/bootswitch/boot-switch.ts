@@ -96,8 +96,15 @@ export class BootSwitch {
     return this.#moving !== null;
   }
 
+  /** Read straight from the line: a debounced level can be tens of milliseconds stale. */
   async hostPowered(): Promise<boolean> {
-    return this.lines.powerLed.value();
+    return this.lines.powerLed.readNow();
+  }
+
+  async #stillOff(when: string, force: boolean | undefined): Promise<void> {
+    if (!force && (await this.hostPowered())) {
+      throw new RefusedError(`host powered on ${when}; switch stopped without connecting another drive`, { hint: 'shut the host down and switch again' });
+    }
   }
 
   /** The four switch relays' output latches, read back from the hardware. */
@@ -247,12 +254,14 @@ export class BootSwitch {
       await this.#apply('pwrB', true);
       mark('drives powered down');
       await wait(t.powerOffMs);
+      await this.#stillOff('while its drives were powered down', opts.force);
 
       // Break: take every drive off the host port before the new one is connected.
       await this.#apply('muxA', true);
       await this.#apply('muxB', false);
       await wait(t.settleMs);
       await this.#checkContacts({ muxA: true, muxB: false }, 'after break');
+      await this.#stillOff('after the old drive was disconnected', opts.force);
       mark('old connection broken');
 
       // Make: connect only the target.
@@ -272,7 +281,7 @@ export class BootSwitch {
       await this.#checkContacts(target, 'in the final read-back');
       mark('read back');
     } catch (e) {
-      await this.#rollBack(from, e);
+      await this.#rollBack(from, e, opts.force === true);
       throw e;
     }
 
@@ -292,11 +301,18 @@ export class BootSwitch {
    * again), then persist what the latches really hold, so a restart
    * restores exactly what is on the wires.
    */
-  async #rollBack(from: Bay | null, cause: unknown): Promise<void> {
+  async #rollBack(from: Bay | null, cause: unknown, force: boolean): Promise<void> {
     const msg = (cause as Error).message;
     this.log.error({ from, error: msg }, 'switch failed: rolling back');
     let fault = `move failed: ${msg}`;
+    let hostOn = false;
     try {
+      hostOn = !force && (await this.hostPowered());
+    } catch {
+      hostOn = true; // cannot tell: behave as if it were running
+    }
+    if (hostOn) fault += '; host powered, relays left where they are';
+    else try {
       // Away-from-host first, and the other mux only once that contact is confirmed away.
       const back = patternFor(from ?? 'A');
       const away = from === 'B' ? 'muxA' : 'muxB';

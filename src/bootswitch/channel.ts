@@ -119,6 +119,11 @@ export class InputChannel {
     return (await this.line.read()) !== this.activeLow;
   }
 
+  /** The line right now, without debounce: for safety checks that must not act on a stale level. */
+  async readNow(): Promise<boolean> {
+    return (await this.line.read()) !== this.activeLow;
+  }
+
   onChange(fn: (on: boolean, at: number) => void): () => void {
     this.#listeners.add(fn);
     return () => this.#listeners.delete(fn);

@@ -1,0 +1,140 @@
+/**
+ * Random operator and fault sequences against the simulated rig: the
+ * data-protection invariants must hold after every step.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import fc from 'fast-check';
+import { readFileSync } from 'node:fs';
+import { makeRig, type Rig } from './support/rig.ts';
+
+type Cmd =
+  | { t: 'button'; ms: number }
+  | { t: 'request' }
+  | { t: 'host-on' }
+  | { t: 'host-off' }
+  | { t: 'hang' }
+  | { t: 'bootable'; bay: 'A' | 'B'; ok: boolean }
+  | { t: 'consistent'; bay: 'A' | 'B'; ok: boolean }
+  | { t: 'stick'; relay: 'K_MUX_A' | 'K_MUX_B' }
+  | { t: 'unstick' }
+  | { t: 'restart' }
+  | { t: 'power-loss' }
+  | { t: 'wait'; ms: number };
+
+const bay = fc.constantFrom<'A' | 'B'>('A', 'B');
+const cmd: fc.Arbitrary<Cmd> = fc.oneof(
+  fc.record({ t: fc.constant('button' as const), ms: fc.integer({ min: 0, max: 6000 }) }),
+  fc.constant({ t: 'request' as const }),
+  fc.constant({ t: 'host-on' as const }),
+  fc.constant({ t: 'host-off' as const }),
+  fc.constant({ t: 'hang' as const }),
+  fc.record({ t: fc.constant('bootable' as const), bay, ok: fc.boolean() }),
+  fc.record({ t: fc.constant('consistent' as const), bay, ok: fc.boolean() }),
+  fc.record({ t: fc.constant('stick' as const), relay: fc.constantFrom<'K_MUX_A' | 'K_MUX_B'>('K_MUX_A', 'K_MUX_B') }),
+  fc.constant({ t: 'unstick' as const }),
+  fc.constant({ t: 'restart' as const }),
+  fc.constant({ t: 'power-loss' as const }),
+  fc.record({ t: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 30_000 }) }),
+);
+
+async function quiesce(rig: Rig) {
+  for (let i = 0; i < 600 && rig.sys.bootSwitch.moving; i++) await rig.clock.advance(100);
+}
+
+function persistedRelays(rig: Rig) {
+  const read = (p: string) => {
+    try {
+      return JSON.parse(readFileSync(p, 'utf8'));
+    } catch {
+      return null;
+    }
+  };
+  const copies = [read(`${rig.dir}/switch.a.json`), read(`${rig.dir}/switch.b.json`)].filter(Boolean);
+  copies.sort((x, y) => y.seq - x.seq);
+  return copies[0].data.relays as { muxA: boolean; muxB: boolean; pwrA: boolean; pwrB: boolean };
+}
+
+test('invariants hold over random event sequences', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(cmd, { minLength: 1, maxLength: 14 }), async (cmds) => {
+      const rig = await makeRig({ failover: { bootTries: 2, confirmTimeoutMs: 8000 } });
+      const badFailovers: string[] = [];
+      let prevSwitching: unknown = null;
+      const watch = () =>
+        rig.sys.events.on('state', (s) => {
+          if (s.switching && !prevSwitching && !s.consistent[s.switching.to]) badFailovers.push(`to inconsistent ${s.switching.to}`);
+          prevSwitching = s.switching;
+        });
+      watch();
+      try {
+        for (const c of cmds) {
+          switch (c.t) {
+            case 'button':
+              rig.sim.holdButton(c.ms);
+              break;
+            case 'request':
+              void rig.sys.failover.dispatch({ type: 'failover-request', source: 'api' });
+              break;
+            case 'host-on':
+              rig.host.powerOn();
+              break;
+            case 'host-off':
+              rig.host.forceOff();
+              break;
+            case 'hang':
+              rig.host.hang();
+              break;
+            case 'bootable':
+              rig.host.bootable[c.bay] = c.ok;
+              break;
+            case 'consistent':
+              await rig.sys.failover.dispatch({ type: 'consistency', bay: c.bay, consistent: c.ok });
+              break;
+            case 'stick':
+              // A contact welds where it is.
+              rig.sim.stick(c.relay);
+              break;
+            case 'unstick':
+              if (!rig.host.powered) {
+                rig.sim.unstick('K_MUX_A');
+                rig.sim.unstick('K_MUX_B');
+              }
+              break;
+            case 'power-loss':
+            case 'restart': {
+              await quiesce(rig);
+              rig.sim.releaseButton();
+              if (c.t === 'power-loss') rig.sim.powerLoss();
+              await rig.restart();
+              prevSwitching = rig.sys.failover.state.switching;
+              watch();
+              await rig.clock.advance(50);
+              const latch = { muxA: rig.sim.coil('K_MUX_A'), muxB: rig.sim.coil('K_MUX_B'), pwrA: rig.sim.coil('K_PWR_A'), pwrB: rig.sim.coil('K_PWR_B') };
+              if (!rig.sys.bootSwitch.moving) assert.equal(persistedRelays(rig), latch, 'persisted state matches the relays after restart');
+              break;
+            }
+            case 'wait':
+              await rig.clock.advance(c.ms);
+              break;
+          }
+          await rig.clock.advance(10);
+          assert.equal(rig.sim.violations, [], 'no relay rule broken');
+          assert.equal(badFailovers, []);
+          assert.ok(rig.sys.failover.state.failovers <= 2, 'fails over at most once per bay');
+        }
+        await rig.clock.advance(60_000);
+        await quiesce(rig);
+        assert.equal(rig.sim.violations, []);
+        assert.equal(badFailovers, []);
+      } finally {
+        rig.sim.releaseButton();
+        await quiesce(rig);
+        await rig.close();
+      }
+    }),
+    { numRuns: Number(process.env.DPSR_PROPERTY_RUNS ?? 60) },
+  );
+});
+
+test.run();
