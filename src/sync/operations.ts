@@ -20,7 +20,7 @@ import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, type DiskLay
 import { BadInputError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
 import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
 import { normalizeRanges, formatBytes, chunksOf, type ByteRange } from './ranges.ts';
-import { UndoJournal, rollBack, removeJournal, scanJournal } from './undo-journal.ts';
+import { UndoJournal, rollBack, removeJournal, scanJournal, JournalFullError } from './undo-journal.ts';
 import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
@@ -344,9 +344,10 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
 
     const files = pairFiles(store, pair);
     release = acquirePairLock(store.pairDir(pair), `a ${kind}`);
-    // A journal left behind by a completed copy is stale: the state says the target is whole.
+    // A journal or sync map left behind by a completed or rolled-back copy is stale: the state says the target is whole.
     if (!pair.pendingCopy) {
       removeJournal(files.journal);
+      SyncMap.discard(files.syncMap);
     }
     const resumingKind = pair.pendingCopy?.kind;
     if (resumingKind && resumingKind !== kind) {
@@ -426,8 +427,13 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
         partitions,
       };
       pair.standbyState = 'inconsistent';
-      store.save();
-      throw explainInterrupted(e, kind, targetLoc.requested);
+      // The state already says a copy is pending; failing to add the details (a full disk) must not hide the cause.
+      try {
+        store.save();
+      } catch {
+        /* the record written before the first overwrite stands */
+      }
+      throw explainInterrupted(stateDirFull(e), kind, targetLoc.requested);
     }
 
     // Done and flushed: record the new generation, then (only then) discard the journal.
@@ -479,6 +485,16 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
     release?.();
     await opened.close();
   }
+}
+
+/** Any write to the state directory that hit a full disk means the same thing to the operator. */
+function stateDirFull(e: unknown): unknown {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (code !== 'ENOSPC' && code !== 'EDQUOT') return e;
+  return new JournalFullError('the state directory is full: the sync stopped before overwriting more of the standby', {
+    hint: 'free space in the state directory, then run the same sync again',
+    cause: e,
+  });
 }
 
 function explainInterrupted(e: unknown, kind: string, target: string): unknown {
@@ -589,6 +605,8 @@ export async function recover(req: CommonRequest & { target: string }): Promise<
   if (usageOf(loc).mountPoints.length) throw new RefusedError(`${req.target} is mounted`, { hint: 'unmount it first' });
   const release = acquirePairLock(store.pairDir(pair), 'a recovery');
   try {
+    // The sync map describes the half-done sync: after a rollback it would make a later sync skip chunks.
+    SyncMap.discard(files.syncMap);
     const open = req.openDevice ?? defaultOpen;
     const target = await open(loc, { write: true, direct: req.direct, imageSectorSize: req.imageSectorSize });
     let rolled: { records: number; bytes: number };
@@ -600,6 +618,9 @@ export async function recover(req: CommonRequest & { target: string }): Promise<
     } finally {
       await target.close();
     }
+    // Rolled back and flushed: the journal has done its work. Removing it before the state update also frees
+    // the space a full state directory needs for that update; a crash in between rolls back nothing the next time.
+    removeJournal(files.journal);
     pair.standbyState = 'consistent';
     pair.pendingCopy = undefined;
     pair.lastSync = {
@@ -614,8 +635,6 @@ export async function recover(req: CommonRequest & { target: string }): Promise<
       message: `rolled back ${rolled.records} journal records`,
     };
     store.save();
-    removeJournal(files.journal);
-    SyncMap.discard(files.syncMap);
     return {
       pairId: pair.id,
       target: req.target,

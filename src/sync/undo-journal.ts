@@ -78,6 +78,8 @@ export class UndoJournal {
       await this.handle.writev([header, data], at);
     } catch (e) {
       this.size = at;
+      // A partial record would hold the space a full disk needs for the state update that follows.
+      await this.handle.truncate(at).catch(() => undefined);
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
         throw new JournalFullError(`the state directory is full: the undo journal cannot hold the standby's old data, so the sync stopped before overwriting it`, {

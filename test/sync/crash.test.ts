@@ -1,0 +1,20 @@
+/** Atomic syncs under SIGKILL: a modest number of trials here; bench/crash-trials.ts runs hundreds. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { crashTrial } from '../support/crash-trials.ts';
+import { tempDir } from '../support/images.ts';
+
+const TRIALS = Number(process.env.DPSR_CRASH_TRIALS ?? 24);
+
+test(`${TRIALS} syncs killed at random moments end as the previous backup or the source, never a mix`, async () => {
+  const dir = tempDir('dpsr-crash-');
+  const outcomes = [];
+  for (let i = 0; i < TRIALS; i++) outcomes.push(await crashTrial(dir, i));
+  const mixed = outcomes.filter((o) => o.result === 'MIXED');
+  const counts = outcomes.reduce<Record<string, number>>((m, o) => ((m[`${o.afterward} → ${o.result}`] = (m[`${o.afterward} → ${o.result}`] ?? 0) + 1), m), {});
+  console.log(`crash trials: ${TRIALS}, killed ${outcomes.filter((o) => o.killed).length}; ${JSON.stringify(counts)}`);
+  assert.equal(mixed, [], `mixed outcomes: ${JSON.stringify(mixed)}`);
+  assert.ok(outcomes.some((o) => o.killed), 'some trials were really killed');
+});
+
+test.run();
