@@ -1,0 +1,72 @@
+/** Shared helpers of the benchmarks: timing, page cache, tables. */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+/** Where benchmark images go: disk-backed (O_DIRECT and honest I/O), never tmpfs. */
+export function benchDir(name: string): string {
+  const dir = join(process.env.DPSR_BENCH_DIR ?? '/var/tmp/dpsr-bench', name);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+let canDrop: boolean | undefined;
+/** Drops the page cache when root allows, so every run reads from the disk. Returns whether it could. */
+export function dropCaches(): boolean {
+  try {
+    execFileSync('sync');
+    writeFileSync('/proc/sys/vm/drop_caches', '3\n');
+    canDrop = true;
+  } catch {
+    canDrop = false;
+  }
+  return canDrop;
+}
+
+export function cachesDropped(): boolean {
+  return canDrop ?? dropCaches();
+}
+
+export async function timed<T>(fn: () => Promise<T> | T): Promise<{ seconds: number; value: T }> {
+  const t = performance.now();
+  const value = await fn();
+  return { seconds: (performance.now() - t) / 1000, value };
+}
+
+export function timedCommand(cmd: string, args: string[], options: { shell?: boolean } = {}): number {
+  const t = performance.now();
+  const r = options.shell ? spawnSync('sh', ['-c', cmd], { stdio: 'ignore' }) : spawnSync(cmd, args, { stdio: 'ignore' });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`);
+  return (performance.now() - t) / 1000;
+}
+
+export function hasCommand(name: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+}
+
+export interface Row {
+  readonly what: string;
+  readonly ours: string;
+  readonly reference: string;
+  readonly referenceName: string;
+  readonly ratio: number | null;
+  readonly target: string;
+  readonly ok: boolean | null;
+}
+
+export function printTable(title: string, rows: Row[]): void {
+  const header = ['measure', 'dpsr', 'reference', 'ref value', 'ratio', 'target', 'met'];
+  const body = rows.map((r) => [r.what, r.ours, r.referenceName, r.reference, r.ratio === null ? '—' : r.ratio.toFixed(2), r.target, r.ok === null ? '—' : r.ok ? 'yes' : 'NO']);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  console.log(`\n### ${title}\n`);
+  console.log(line(header));
+  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+  for (const b of body) console.log(line(b));
+}
+
+export const rate = (bytes: number, seconds: number) => `${(bytes / MiB / seconds).toFixed(0)} MiB/s`;
+export const secs = (s: number) => `${s.toFixed(2)} s`;

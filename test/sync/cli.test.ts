@@ -1,0 +1,73 @@
+/** The `dpsr` CLI end to end: inspect, clone, sync, verify, status, JSON output and Ctrl-C. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { dpsr, DPSR_BIN } from '../support/cli.ts';
+import { partitionedImage, randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
+import { requireEnv } from '../support/require.ts';
+
+const dir = tempDir();
+const MiB = 1024 * 1024;
+const env = { DPSR_STATE_DIR: join(dir, 'state') };
+
+test('inspect shows geometry, identity and partitions, as text and JSON', () => {
+  if (!requireEnv('inspect test', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const img = partitionedImage(dir, 'inspect.img', { scheme: 'gpt', sizeMiB: 32 });
+  const text = dpsr(['inspect', img.path], env);
+  assert.is(text.code, 0, text.stderr);
+  assert.match(text.stdout, /32\.0 MiB/);
+  assert.match(text.stdout, /ext4/);
+  const json = dpsr(['inspect', img.path, '--json'], env).json();
+  assert.is(json.layout.scheme, 'gpt');
+  assert.is(json.layout.partitions.length, 2);
+  assert.is(json.layout.partitions[0].filesystem, 'ext4');
+  assert.is(json.layout.partitions[1].filesystem, 'vfat');
+});
+
+test('clone, sync and verify with --json and their exit codes', () => {
+  const a = randomImage(join(dir, 'a.img'), 16 * MiB, 1);
+  const b = sparseImage(join(dir, 'b.img'), 16 * MiB);
+  const c = dpsr(['clone', a, b, '--yes', '--json'], env);
+  assert.is(c.code, 0, c.stderr);
+  assert.is(c.json().kind, 'clone');
+  scatterWrites(a, 16 * MiB, 10);
+  const v1 = dpsr(['verify', a, b, '--json'], env);
+  assert.is(v1.code, 1, 'differences are exit 1');
+  assert.ok(v1.json().differenceCount >= 1);
+  const s = dpsr(['sync', a, b, '--yes', '--json'], env);
+  assert.is(s.code, 0, s.stderr);
+  assert.ok(s.json().bytesWritten >= 4096);
+  const v2 = dpsr(['verify', a, b], env);
+  assert.is(v2.code, 0);
+  assert.match(v2.stdout, /identical/);
+  assert.is(sha256File(a), sha256File(b));
+  const st = dpsr(['status', '--json'], env).json();
+  assert.is(st.pairs.length, 1);
+  assert.is(st.pairs[0].standbyState, 'consistent');
+});
+
+test('errors come as JSON too under --json', () => {
+  const r = dpsr(['clone', join(dir, 'nope'), join(dir, 'nope2'), '--yes', '--json'], env);
+  assert.is(r.code, 2);
+  assert.is(r.json().error.kind, 'not-found');
+});
+
+test('Ctrl-C stops a clone within a second and says what state the target is in', async () => {
+  const a = sparseImage(join(dir, 'big-a.img'), 2048 * MiB);
+  const b = sparseImage(join(dir, 'big-b.img'), 2048 * MiB);
+  const child = spawn(process.execPath, [DPSR_BIN, 'clone', a, b, '--yes'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  const started = new Promise<void>((resolve) => child.stderr.on('data', (d) => ((stderr += d), /copying/.test(stderr) && resolve())));
+  await started;
+  const t = performance.now();
+  child.kill('SIGINT');
+  const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 128)));
+  const ms = performance.now() - t;
+  assert.ok(ms < 1500, `stopped in ${ms.toFixed(0)} ms`);
+  assert.is(code, 1);
+  assert.match(stderr, /cancelled/);
+  assert.match(stderr, /incomplete: run the same clone again/);
+});
+
+test.run();
