@@ -45,6 +45,10 @@ export interface CommonRequest {
   readonly openDevice?: (loc: DriveLocation, options: OpenDriveOptions) => Promise<BlockDevice>;
   /** Called after each chunk; tests use it to crash at chosen moments. */
   readonly onChunkDone?: () => void;
+  /** How often an interrupted copy's progress is saved (default 2 s). */
+  readonly checkpointMs?: number;
+  /** Old and new data staged per fsync of the undo journal (default 16 MiB). */
+  readonly batchBytes?: number;
 }
 
 export interface CopyRequest extends CommonRequest {
@@ -403,6 +407,8 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
         syncMap: loaded.map,
         manifest: manifestOpen.manifest,
         onChunkDone: req.onChunkDone,
+        checkpointMs: req.checkpointMs,
+        batchBytes: req.batchBytes,
       });
       if (target.size > source.size && selection.layout?.scheme === 'gpt') {
         const fix = await relocateGptBackup(journal ? new JournaledDevice(target, journal) : target, source.size);

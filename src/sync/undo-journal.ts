@@ -34,6 +34,7 @@ export class UndoJournal {
   private readonly hasher = new BlockHasher();
   private syncing: Promise<void> | null = null;
   private dirty = false;
+  private appending: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly path: string,
@@ -58,8 +59,18 @@ export class UndoJournal {
     return this.size;
   }
 
-  /** Appends old content of `position..+data.length`. Not durable until `commit()`. */
-  async append(position: number, data: Uint8Array): Promise<void> {
+  /**
+   * Appends old content of `position..+data.length`. Not durable until `commit()`.
+   * Appends run one at a time, so a failed one can be cut off without taking
+   * a later, already committed record with it.
+   */
+  append(position: number, data: Uint8Array): Promise<void> {
+    const run = this.appending.then(() => this.appendNow(position, data));
+    this.appending = run.catch(() => undefined);
+    return run;
+  }
+
+  private async appendNow(position: number, data: Uint8Array): Promise<void> {
     const need = HEADER_BYTES + data.byteLength;
     if (this.size + need > this.budgetBytes) {
       throw new JournalFullError(

@@ -41,7 +41,8 @@ const openDevice = async (loc: DriveLocation, options: OpenDriveOptions) => {
 
 process.stdout.write('started\n');
 if (command === 'sync') {
-  await sync({ stateDir, source, target, chunkSize, openDevice });
+  // Frequent checkpoints, so resumed syncs really skip chunks the sync map has.
+  await sync({ stateDir, source, target, chunkSize, openDevice, checkpointMs: Number(process.env.DPSR_CHECKPOINT_MS ?? 20), batchBytes: 64 * 1024 });
 } else if (command === 'recover') {
   await recover({ stateDir, target, openDevice });
 }

@@ -19,6 +19,8 @@ export interface TrialOutcome {
   readonly afterward: 'recover' | 'resume';
   readonly result: 'previous-backup' | 'source' | 'MIXED';
   readonly killed: boolean;
+  /** Bytes the sync run afterwards skipped because the sync map had them done. */
+  readonly resumedBytes: number;
 }
 
 function runChild(args: string[], env: Record<string, string>, killAfterMs?: number): Promise<{ killed: boolean; output: string }> {
@@ -81,12 +83,12 @@ export async function crashTrial(dir: string, trial: number, rng: () => number =
     // Whatever recover left, the same sync then brings the source over.
     if (result !== 'MIXED') {
       await sync({ stateDir, source: src, target: tgt, chunkSize: 256 * 1024 });
-      if (sha256File(tgt) !== wanted) return { how, afterward, result: 'MIXED', killed: run.killed };
+      if (sha256File(tgt) !== wanted) return { how, afterward, result: 'MIXED', killed: run.killed, resumedBytes: 0 };
     }
-    return { how, afterward, result, killed: run.killed };
+    return { how, afterward, result, killed: run.killed, resumedBytes: 0 };
   }
-  await sync({ stateDir, source: src, target: tgt, chunkSize: 256 * 1024 });
-  return { how, afterward, result: sha256File(tgt) === wanted ? 'source' : 'MIXED', killed: run.killed };
+  const again = await sync({ stateDir, source: src, target: tgt, chunkSize: 256 * 1024 });
+  return { how, afterward, result: sha256File(tgt) === wanted ? 'source' : 'MIXED', killed: run.killed, resumedBytes: again.bytesResumed };
 }
 
 /** A copy of an image, for trials that reuse a prepared source. */

@@ -12,7 +12,8 @@ test(`${TRIALS} syncs killed at random moments end as the previous backup or the
   for (let i = 0; i < TRIALS; i++) outcomes.push(await crashTrial(dir, i));
   const mixed = outcomes.filter((o) => o.result === 'MIXED');
   const counts = outcomes.reduce<Record<string, number>>((m, o) => ((m[`${o.afterward} → ${o.result}`] = (m[`${o.afterward} → ${o.result}`] ?? 0) + 1), m), {});
-  console.log(`crash trials: ${TRIALS}, killed ${outcomes.filter((o) => o.killed).length}; ${JSON.stringify(counts)}`);
+  const resumed = outcomes.filter((o) => o.resumedBytes > 0).length;
+  console.log(`crash trials: ${TRIALS}, killed ${outcomes.filter((o) => o.killed).length}, resumed from the sync map ${resumed}; ${JSON.stringify(counts)}`);
   assert.equal(mixed, [], `mixed outcomes: ${JSON.stringify(mixed)}`);
   assert.ok(outcomes.some((o) => o.killed), 'some trials were really killed');
 });
