@@ -28,13 +28,13 @@ module.exports = function (RED) {
         refuse('no dpsr controller configured');
         return;
       }
-      const body = isPlainObject(msg.payload) ? { ...msg.payload } : {};
-      if (typeof msg.reason === 'string' && body.reason === undefined) body.reason = msg.reason;
+      // Only the daemon's own failover options go into the body (it rejects unknown keys).
+      const body = isPlainObject(msg.payload) && typeof msg.payload.hardOff === 'boolean' ? { hardOff: msg.payload.hardOff } : {};
       node.status({ fill: 'blue', shape: 'dot', text: 'failing over' });
       try {
         // Power sequencing (shutdown, switch, boot) takes a while; allow for it.
         const res = await controller.client().failover(body, { timeoutMs: Math.max(60_000, (Number(config.timeout) || 0) * 1000) });
-        node.status({ fill: 'green', shape: 'dot', text: `failed over${res?.to ? ` to ${res.to}` : res?.active ? ` to ${res.active}` : ''}` });
+        node.status({ fill: 'green', shape: 'dot', text: `failing over${res?.to ? ` to bay ${res.to}` : ''}` });
         msg.topic = 'failover';
         msg.payload = res ?? {};
         send([msg, null]);

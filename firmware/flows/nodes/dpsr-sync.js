@@ -2,8 +2,8 @@
 const { percentOf, jobBadge, errorBadge, parseList, isPlainObject, delay, TERMINAL } = require('../lib/util');
 
 const ACTIONS = ['sync', 'verify'];
-/** Option keys the node forwards to POST /api/sync or /api/verify; the daemon validates the values. */
-const OPTION_KEYS = ['partitions', 'mode', 'force'];
+/** Option keys the node forwards to POST /api/sync or /api/verify; the daemon validates the values (unknown keys are a 400). */
+const OPTION_KEYS = { sync: ['partitions', 'mode', 'forceGeneration'], verify: ['partitions'] };
 
 module.exports = function (RED) {
   function DpsrSyncNode(config) {
@@ -60,11 +60,11 @@ module.exports = function (RED) {
       // Options: the node's, then msg.payload (when an object), then msg.options.
       const opts = { ...defaults };
       const given = { ...(isPlainObject(msg.payload) ? msg.payload : {}), ...(isPlainObject(msg.options) ? msg.options : {}) };
-      let action = msg.action ?? given.action ?? opts.action;
+      const action = msg.action ?? given.action ?? opts.action;
       const body = {};
       if (opts.partitions) body.partitions = opts.partitions;
-      if (opts.mode) body.mode = opts.mode;
-      for (const k of OPTION_KEYS) if (given[k] !== undefined) body[k] = k === 'partitions' ? parseList(given[k]) ?? given[k] : given[k];
+      if (opts.mode && action === 'sync') body.mode = opts.mode;
+      for (const k of OPTION_KEYS[action] ?? []) if (given[k] !== undefined) body[k] = k === 'partitions' ? parseList(given[k]) ?? given[k] : given[k];
       if (given.whenBusy !== undefined) opts.whenBusy = given.whenBusy === 'wait' ? 'wait' : 'fail';
       if (given.waitIdle !== undefined) opts.waitIdle = given.waitIdle === true;
 
@@ -178,13 +178,20 @@ module.exports = function (RED) {
     });
   }
 
-  /** Why the host is not idle now, from GET /api/status, or null when a sync may start. */
+  /**
+   * Why the appliance is not idle now, from GET /api/status, or null when a
+   * sync may start: no job, no failover or boot-selection move, the host not
+   * in the middle of booting or shutting down. Host I/O is not visible to the
+   * controller in switched mode; a host-side signal belongs in the flow.
+   */
   function busyReason(st) {
     if (!st || typeof st !== 'object') return 'no status';
-    if (st.job) return `a ${st.job.kind ?? ''} job runs`.replace('  ', ' ');
-    const host = st.host ?? {};
-    if (host.idle === false) return 'host busy';
-    if (typeof host.load === 'number' && host.load > 0.5) return `host load ${host.load}`;
+    if (st.job) return `${st.job.kind} job ${st.job.id} runs`;
+    if (st.failover?.switching) return 'a failover is moving the drives';
+    if (st.relays?.moving) return 'the boot selection is moving';
+    const sim = st.host?.simState;
+    if (typeof sim === 'string' && /boot|shutting|starting|stopping/i.test(sim)) return `host is ${sim}`;
+    if (st.host?.idle === false) return 'host busy';
     return null;
   }
 
