@@ -150,13 +150,18 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     batch = { chunks: [], runs: [], bytes: 0 };
     if (mine.chunks.length === 0) return;
     const journal = options.journal!;
-    for (const run of mine.runs) await journal.append(run.position, run.old);
+    await journal.appendMany(mine.runs.map((r) => ({ position: r.position, data: r.old })));
     await journal.commit();
+    // Disjoint ranges, so the writes may run side by side; a few at a time keep the queue full.
+    let next = 0;
     let written = 0;
-    for (const run of mine.runs) {
-      await writeNow(run.position, run.data);
-      written += run.data.byteLength;
-    }
+    const writer = async () => {
+      for (let run = mine.runs[next++]; run; run = mine.runs[next++]) {
+        await writeNow(run.position, run.data);
+        written += run.data.byteLength;
+      }
+    };
+    await Promise.all(Array.from({ length: 4 }, writer));
     bytesWritten += written;
     for (const c of mine.chunks) options.syncMap?.markDone(c.index);
     progress.advance(0, written);
