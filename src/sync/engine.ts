@@ -324,12 +324,15 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     await target.flush();
   }
   progress.setPhase('done');
+  // Two workers finish chunks out of order: sort, and join runs that meet at a chunk boundary.
+  const merged = normalizeRanges(differences);
+  if (differences.length < maxListed) differenceCount = merged.length;
   return {
     mode,
     bytesTotal,
     bytesResumed,
     bytesWritten,
-    differences,
+    differences: merged,
     differenceCount,
     differingBytes,
     unreadable: normalizeRanges(unreadable),
