@@ -1,0 +1,432 @@
+/**
+ * The HTTP API on node:http: a route table (method, path, body schema,
+ * handler) that the server dispatches and the OpenAPI document is built
+ * from. Bearer-token auth on everything but GET /api/health; bodies are
+ * size-limited JSON checked against their schema; errors map to statuses
+ * through httpStatusFor, in one place.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { BadInputError, NotFoundError, httpStatusFor, isDpsrError, DpsrError } from '../../src/errors.ts';
+import type { Bay } from '../../src/bootswitch/index.ts';
+import { array, bool, check, int, obj, oneOf, opt, type Schema } from './schema.ts';
+import { serveEvents, EVENT_TYPES } from './events.ts';
+import { summary } from './jobs.ts';
+import type { Appliance } from './appliance.ts';
+import { buildOpenApi } from './openapi.ts';
+
+export class PayloadTooLargeError extends DpsrError {
+  readonly kind = 'bad-input' as const;
+}
+
+export interface RequestContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: unknown;
+}
+
+export interface Reply {
+  status: number;
+  body: unknown;
+  /** Already written (event stream, metrics text). */
+  raw?: boolean;
+}
+
+export interface Route {
+  method: 'GET' | 'POST';
+  path: string;
+  summary: string;
+  tag: string;
+  /** False only for the health check. */
+  auth?: boolean;
+  /** Only on the simulated rig. */
+  sim?: boolean;
+  body?: Schema<unknown>;
+  query?: Record<string, string>;
+  responses: Record<number, string>;
+  handler(ctx: RequestContext): Promise<Reply> | Reply;
+}
+
+const bayParam = (v: string): Bay => {
+  if (v !== 'A' && v !== 'B') throw new BadInputError(`path parameter bay is ${JSON.stringify(v)}; allowed: "A", "B"`);
+  return v;
+};
+
+const partitions = array(int(1, 128), { maxItems: 128, unique: true, description: 'partition numbers; absent or empty: the whole drive' });
+
+export const bodies = {
+  sync: obj({ partitions: opt(partitions), mode: opt(oneOf(['compare', 'manifest'] as const)), forceGeneration: opt(bool('copy even when the standby holds changes the active drive does not descend from (split brain)')) }),
+  verify: obj({ partitions: opt(partitions) }),
+  clone: obj({ force: opt(bool('clone again over a standby that holds a consistent backup')) }),
+  empty: obj({}),
+  cancel: obj({ rollback: opt(bool('roll the standby back to the previous backup after stopping (default: config recovery.rollbackOnCancel)')) }),
+  failover: obj({ hardOff: opt(bool('force the host off when it ignores the shutdown request')) }),
+  bootselect: obj({ bay: oneOf(['A', 'B'] as const), force: opt(bool('move even with the host powered (it may crash)')), powerOn: opt(bool('power the host on afterwards')) }),
+  heartbeat: obj({ bay: opt(oneOf(['A', 'B'] as const, 'the bay the host believes it booted from')) }),
+  button: obj({ holdMs: int(1, 60_000, 'how long the button is held') }),
+  hostPower: obj({ power: oneOf(['on', 'off'] as const) }),
+  hostWrite: obj({ mib: int(1, 4096, 'MiB of random writes the simulated OS makes to its drive') }),
+  insert: obj({ replacement: opt(bool('insert a new blank drive instead of the pulled one')) }),
+  readErrors: obj({ lbas: array(int(0, Number.MAX_SAFE_INTEGER), { maxItems: 10_000, unique: true, description: 'sectors whose reads fail; an empty list clears them' }) }),
+  smart: obj({
+    temperatureC: opt(int(0, 120)),
+    reallocatedSectors: opt(int(0, 1_000_000)),
+    pendingSectors: opt(int(0, 1_000_000)),
+    overall: opt(oneOf(['passed', 'failed'] as const)),
+  }),
+};
+
+function jobReply(job: ReturnType<Appliance['startSync']>): Reply {
+  return { status: 202, body: { id: job.id, job: summary(job) } };
+}
+
+export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<string> }): Route[] {
+  const sse = app.config.api;
+  const rig = () => {
+    if (!app.rig) throw new NotFoundError('the simulated rig is not running: rig controls exist only with rig "sim"');
+    return app.rig;
+  };
+  const routes: Route[] = [
+    {
+      method: 'GET', path: '/api/health', tag: 'daemon', auth: false, summary: 'Liveness: the daemon answers (no token needed)',
+      responses: { 200: 'the daemon runs' },
+      handler: () => ({ status: 200, body: { ok: true, rig: app.config.rig, uptimeSeconds: Math.round((Date.now() - app.startedAt) / 1000) } }),
+    },
+    {
+      method: 'GET', path: '/api/status', tag: 'daemon', summary: 'Roles, standby state, generations, job, relays, host, health, last sync',
+      responses: { 200: 'the status' },
+      handler: () => ({ status: 200, body: app.status() }),
+    },
+    {
+      method: 'POST', path: '/api/sync', tag: 'jobs', summary: 'Start a sync of the active drive onto the standby', body: bodies.sync,
+      responses: { 202: 'the job started; { id, job }', 409: 'another job runs, a failover moves the drives, or the sync is refused to protect data' },
+      handler: ({ body }) => jobReply(app.startSync(body as { partitions?: number[]; mode?: 'compare' | 'manifest'; forceGeneration?: boolean })),
+    },
+    {
+      method: 'POST', path: '/api/verify', tag: 'jobs', summary: 'Start comparing both drives', body: bodies.verify,
+      responses: { 202: 'the job started', 409: 'another job runs' },
+      handler: ({ body }) => jobReply(app.startVerify(body as { partitions?: number[] })),
+    },
+    {
+      method: 'POST', path: '/api/clone', tag: 'jobs', summary: 'Start the first full copy, which pairs the drives', body: bodies.clone,
+      responses: { 202: 'the job started', 409: 'another job runs, or the standby already holds a consistent backup' },
+      handler: ({ body }) => jobReply(app.startClone(body as { force?: boolean })),
+    },
+    {
+      method: 'POST', path: '/api/recover', tag: 'jobs', summary: 'Roll an interrupted sync back: the standby becomes the previous backup again', body: bodies.empty,
+      responses: { 202: 'the job started', 409: 'another job runs, or nothing can be rolled back' },
+      handler: () => jobReply(app.startRecover()),
+    },
+    {
+      method: 'POST', path: '/api/reprotect', tag: 'jobs', summary: 'Make the drive in the standby bay a backup again (after a failover or a drive replacement)', body: bodies.empty,
+      responses: { 202: 'the job started', 409: 'another job runs, or refused' },
+      handler: () => jobReply(app.startReprotect()),
+    },
+    {
+      method: 'GET', path: '/api/jobs', tag: 'jobs', summary: 'The kept job history, newest first (without logs)',
+      responses: { 200: '{ jobs: [...] }' },
+      handler: () => ({ status: 200, body: { jobs: app.jobs.list().map(summary) } }),
+    },
+    {
+      method: 'GET', path: '/api/jobs/:id', tag: 'jobs', summary: 'One job with its options, progress, result, timings and log',
+      responses: { 200: 'the job', 404: 'no such job' },
+      handler: ({ params }) => ({ status: 200, body: app.jobs.get(params.id!) }),
+    },
+    {
+      method: 'POST', path: '/api/jobs/:id/cancel', tag: 'jobs', summary: 'Cancel the running job', body: bodies.cancel,
+      responses: { 202: 'cancel requested; the job ends as cancelled', 404: 'no such job', 409: 'the job is not running' },
+      handler: ({ params, body }) => {
+        const b = body as { rollback?: boolean };
+        const job = app.jobs.cancel(params.id!, b.rollback ?? app.config.recovery.rollbackOnCancel);
+        return { status: 202, body: { id: job.id, job: summary(job) } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/failover', tag: 'boot', summary: 'Boot the standby: host shut down, boot selection moved, host powered on, roles swapped', body: bodies.failover,
+      responses: { 202: 'the failover started; watch the failover and switched events', 409: 'the standby is not consistent, a job runs, or failover is halted' },
+      handler: async ({ body }) => ({ status: 202, body: await app.failover(body as { hardOff?: boolean }) }),
+    },
+    {
+      method: 'POST', path: '/api/failover/reset', tag: 'boot', summary: 'Clear failed-bay marks and a halt of the failover state machine', body: bodies.empty,
+      responses: { 200: 'cleared' },
+      handler: async () => {
+        await app.resetFailover();
+        return { status: 200, body: { failover: app.bs.failover.state } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/bootselect', tag: 'boot', summary: 'Maintenance: connect a bay to the host (roles unchanged)', body: bodies.bootselect,
+      responses: { 200: 'moved (or already there); the move report', 409: 'the host is powered (and force not set), or a job runs' },
+      handler: async ({ body }) => {
+        const b = body as { bay: Bay; force?: boolean; powerOn?: boolean };
+        return { status: 200, body: await app.bootselect(b.bay, b) };
+      },
+    },
+    {
+      method: 'POST', path: '/api/host/heartbeat', tag: 'boot', summary: "The host's boot-good confirmation", body: bodies.heartbeat,
+      responses: { 200: 'recorded' },
+      handler: async ({ body }) => {
+        await app.heartbeat('api', (body as { bay?: Bay }).bay ?? null);
+        return { status: 200, body: { ok: true } };
+      },
+    },
+    {
+      method: 'GET', path: '/api/events', tag: 'events', summary: 'Server-sent events (Last-Event-ID resumes)',
+      query: { types: 'comma-separated event types or prefixes ending in "." (e.g. job.,alert)', since: 'an event id to resume after (like Last-Event-ID)' },
+      responses: { 200: `text/event-stream; event names: ${Object.keys(EVENT_TYPES).join(', ')}` },
+      handler: ({ req, res, query }) => {
+        const types = query.get('types')?.split(',').map((t) => t.trim()).filter(Boolean);
+        const lastEventId = (req.headers['last-event-id'] as string | undefined) ?? query.get('since') ?? undefined;
+        app.metrics.eventClients.inc();
+        res.on('close', () => app.metrics.eventClients.dec());
+        serveEvents(req, res, app.bus, { heartbeatSeconds: sse.sseHeartbeatSeconds, types, lastEventId });
+        return { status: 200, body: null, raw: true };
+      },
+    },
+    {
+      method: 'GET', path: '/api/events/log', tag: 'events', summary: 'The persisted operator event log, oldest first',
+      query: { limit: 'at most this many entries (default 200, at most 10000)', types: 'comma-separated types or prefixes' },
+      responses: { 200: '{ events: [...] }' },
+      handler: ({ query }) => {
+        const limitText = query.get('limit') ?? '200';
+        const limit = Number(limitText);
+        if (!/^\d+$/.test(limitText) || limit < 1 || limit > 10000) throw new BadInputError(`query limit is ${JSON.stringify(limitText)}; allowed: an integer from 1 to 10000`);
+        const types = query.get('types')?.split(',').map((t) => t.trim()).filter(Boolean);
+        return { status: 200, body: { events: app.bus.readLog(limit, types) } };
+      },
+    },
+    {
+      method: 'GET', path: '/metrics', tag: 'daemon', summary: 'Prometheus metrics (text format), dpsr_ prefixed',
+      responses: { 200: 'text/plain; version=0.0.4' },
+      handler: async ({ res }) => {
+        const text = await opts.metricsText();
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(text);
+        return { status: 200, body: null, raw: true };
+      },
+    },
+    {
+      method: 'GET', path: '/api/openapi.json', tag: 'daemon', summary: 'This description',
+      responses: { 200: 'OpenAPI 3.1 document' },
+      handler: () => ({ status: 200, body: buildOpenApi(routes) }),
+    },
+    // ---- simulated rig ----
+    {
+      method: 'POST', path: '/api/sim/button', tag: 'sim', sim: true, summary: 'Press the failover button for holdMs', body: bodies.button,
+      responses: { 200: 'pressed; released after holdMs', 404: 'not the simulated rig' },
+      handler: ({ body }) => {
+        const ms = (body as { holdMs: number }).holdMs;
+        rig().board.holdButton(ms);
+        return { status: 200, body: { pressed: true, holdMs: ms } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/sim/host/power', tag: 'sim', sim: true, summary: 'Power the simulated host on, or cut its power', body: bodies.hostPower,
+      responses: { 200: 'done', 404: 'not the simulated rig' },
+      handler: ({ body }) => {
+        const r = rig();
+        if ((body as { power: string }).power === 'on') r.host.powerOn();
+        else r.host.forceOff();
+        return { status: 200, body: { state: r.host.state } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/sim/host/crash', tag: 'sim', sim: true, summary: 'The simulated OS hangs: no heartbeats, no ACPI', body: bodies.empty,
+      responses: { 200: 'hung', 404: 'not the simulated rig' },
+      handler: () => {
+        const r = rig();
+        r.host.hang();
+        return { status: 200, body: { state: r.host.state } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/sim/host/write', tag: 'sim', sim: true, summary: 'The simulated OS writes random data to the active drive', body: bodies.hostWrite,
+      responses: { 200: '{ bay, bytes }', 404: 'not the simulated rig', 409: 'the bay is empty' },
+      handler: async ({ body }) => {
+        const bay = app.statusCore().active;
+        const bytes = await rig().hostWrite(bay, (body as { mib: number }).mib * 1024 * 1024);
+        return { status: 200, body: { bay, bytes } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/sim/drive/:bay/pull', tag: 'sim', sim: true, summary: 'Pull the drive out of a bay (running I/O fails)', body: bodies.empty,
+      responses: { 200: 'pulled', 404: 'not the simulated rig', 409: 'the bay is empty' },
+      handler: async ({ params }) => {
+        const bay = bayParam(params.bay!);
+        rig().pull(bay);
+        app.invalidate();
+        app.bus.publish('drive', { bay, action: 'pulled' });
+        void app.health.check();
+        return { status: 200, body: { bay, present: false } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/sim/drive/:bay/insert', tag: 'sim', sim: true, summary: 'Put the pulled drive back, or a new blank one', body: bodies.insert,
+      responses: { 200: 'inserted', 404: 'not the simulated rig', 409: 'the bay holds a drive' },
+      handler: async ({ params, body }) => {
+        const bay = bayParam(params.bay!);
+        const replacement = (body as { replacement?: boolean }).replacement === true;
+        const path = rig().insert(bay, replacement);
+        app.invalidate();
+        app.bus.publish('drive', { bay, action: replacement ? 'replaced' : 'inserted', path });
+        void app.health.check();
+        app.publishStatusChange();
+        return { status: 200, body: { bay, present: true, path, replacement } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/sim/drive/:bay/read-errors', tag: 'sim', sim: true, summary: 'Make sectors of a drive unreadable (an empty list heals it)', body: bodies.readErrors,
+      responses: { 200: 'set', 400: 'an LBA beyond the drive', 404: 'not the simulated rig' },
+      handler: async ({ params, body }) => {
+        const bay = bayParam(params.bay!);
+        const r = rig();
+        const lbas = (body as { lbas: number[] }).lbas;
+        const max = r.sectors(bay);
+        lbas.forEach((l, i) => {
+          if (l >= max) throw new BadInputError(`lbas[${i}] is ${l}; allowed: a sector number below ${max} (the drive's size)`);
+        });
+        r.setReadErrors(bay, lbas);
+        void app.health.check();
+        return { status: 200, body: { bay, lbas: r.readErrors(bay) } };
+      },
+    },
+    {
+      method: 'POST', path: '/api/sim/drive/:bay/smart', tag: 'sim', sim: true, summary: 'Set the simulated SMART values of a drive', body: bodies.smart,
+      responses: { 200: 'set; health re-read', 404: 'not the simulated rig' },
+      handler: async ({ params, body }) => {
+        const bay = bayParam(params.bay!);
+        const r = rig();
+        r.smart.set(r.smartDevice(bay), body as object);
+        await app.health.check();
+        return { status: 200, body: { bay, health: app.health.drives[bay] } };
+      },
+    },
+  ];
+  return routes.filter((r) => !r.sim || app.rig);
+}
+
+interface Compiled {
+  route: Route;
+  re: RegExp;
+  names: string[];
+}
+
+function compile(routes: Route[]): Compiled[] {
+  return routes.map((route) => {
+    const names: string[] = [];
+    const re = new RegExp(`^${route.path.replace(/:([a-z]+)/g, (_m, n: string) => (names.push(n), '([^/]+)'))}$`);
+    return { route, re, names };
+  });
+}
+
+export function tokenMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  if (!m) return false;
+  // Hashing both sides gives equal lengths, which timingSafeEqual needs.
+  const a = createHash('sha256').update(m[1]!).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) {
+      reject(new PayloadTooLargeError(`request body of ${declared} bytes is larger than the limit of ${limit} bytes`));
+      req.resume();
+      return;
+    }
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new PayloadTooLargeError(`request body is larger than the limit of ${limit} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
+  res.end(text);
+}
+
+export function errorBody(e: unknown) {
+  return { error: { kind: isDpsrError(e) ? e.kind : 'internal', message: e instanceof Error ? e.message : String(e), ...(isDpsrError(e) && e.hint ? { hint: e.hint } : {}) } };
+}
+
+export function createApiServer(app: Appliance, routes: Route[], token: string): Server {
+  const compiled = compile(routes);
+  const limit = app.config.api.bodyLimitBytes;
+  return createServer(async (req, res) => {
+    const started = performance.now();
+    let routeName = 'unmatched';
+    let status = 500;
+    try {
+      const url = new URL(req.url ?? '/', 'http://dpsrd');
+      const matching = compiled.filter((c) => c.re.test(url.pathname));
+      const hit = matching.find((c) => c.route.method === req.method);
+      if (!hit) {
+        if (matching.length) {
+          status = 405;
+          send(res, 405, { error: { kind: 'bad-input', message: `${req.method} is not allowed on ${url.pathname}; allowed: ${matching.map((m) => m.route.method).join(', ')}` } }, { allow: matching.map((m) => m.route.method).join(', ') });
+        } else {
+          status = 404;
+          const sim = url.pathname.startsWith('/api/sim/') && !app.rig;
+          send(res, 404, { error: { kind: 'not-found', message: sim ? 'the simulated rig is not running: rig controls exist only with rig "sim"' : `no route ${req.method} ${url.pathname}`, hint: 'GET /api/openapi.json lists the routes' } });
+        }
+        return;
+      }
+      const { route } = hit;
+      routeName = `${route.method} ${route.path}`;
+      if (route.auth !== false && !tokenMatches(req.headers.authorization, token)) {
+        status = 401;
+        req.resume();
+        send(res, 401, { error: { kind: 'unauthorized', message: req.headers.authorization ? 'the bearer token is wrong' : 'this route needs "Authorization: Bearer <token>"', hint: `the token is in ${app.stateDir}/api-token` } }, { 'www-authenticate': 'Bearer realm="dpsr"' });
+        return;
+      }
+      const params: Record<string, string> = {};
+      const m = hit.re.exec(url.pathname)!;
+      hit.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1]!)));
+      let body: unknown = undefined;
+      if (req.method === 'POST') {
+        const text = await readBody(req, limit);
+        const ctype = req.headers['content-type'] ?? '';
+        if (text.trim() === '') body = {};
+        else {
+          if (ctype && !/^application\/json\b/i.test(ctype)) {
+            status = 415;
+            send(res, 415, { error: { kind: 'bad-input', message: `request body has content-type ${ctype}; allowed: application/json` } });
+            return;
+          }
+          try {
+            body = JSON.parse(text);
+          } catch (e) {
+            throw new BadInputError(`request body is not valid JSON: ${(e as Error).message}`, { hint: 'send a JSON object, e.g. {}' });
+          }
+        }
+        if (route.body) body = check(route.body, body, 'request body');
+      }
+      const reply = await route.handler({ req, res, params, query: url.searchParams, body });
+      status = reply.status;
+      if (!reply.raw) send(res, reply.status, reply.body);
+    } catch (e) {
+      status = e instanceof PayloadTooLargeError ? 413 : httpStatusFor(e);
+      if (status === 500) app.log.error({ err: e, url: req.url }, 'request failed');
+      if (!res.headersSent) send(res, status, errorBody(e));
+      else res.end();
+    } finally {
+      app.metrics.httpRequests.inc({ route: routeName, status: String(status) });
+      if (routeName !== 'GET /api/status' && routeName !== 'GET /metrics') app.log.debug({ route: routeName, status, ms: Math.round(performance.now() - started) }, 'request');
+    }
+  });
+}

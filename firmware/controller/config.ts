@@ -1,0 +1,139 @@
+/**
+ * The daemon's one configuration file (YAML or JSON), validated before
+ * anything starts: a bad key or value stops the daemon with a message that
+ * names the key, the value and what is allowed. No file means the simulated
+ * rig with defaults.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { BadInputError, NotFoundError } from '../../src/errors.ts';
+import { validateConfig as validateBootSwitch, simConfig, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
+import { array, bool, check, fail, int, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
+
+const drivePath = str({ pattern: /^\//, patternText: 'an absolute path (/dev/disk/by-id/… or an image file)' });
+
+export const configSchema = obj({
+  rig: opt(oneOf(['sim', 'hardware'] as const, 'sim: image-file drives and the simulated board and host; hardware: real drives and relay board'), 'sim'),
+  listen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, patternText: 'HOST:PORT, e.g. 127.0.0.1:8750' })),
+  drives: opt(obj({ A: drivePath, B: drivePath }, 'the drive in each bay, by a stable path (hardware rig only)')),
+  bootswitch: opt(passThrough('the board configuration of src/bootswitch (boards, channels, timing, failover, i2c); on the sim rig only timing and failover')),
+  sync: opt(
+    obj({
+      mode: opt(oneOf(['compare', 'manifest'] as const), 'compare'),
+      chunkKiB: opt(int(64, 65536, 'copy chunk size in KiB'), 4096),
+      journalBudgetMiB: opt(int(1, 16 * 1024 * 1024, 'most space the undo journal may use; default half the free space of the state directory')),
+      direct: opt(bool('bypass the page cache (O_DIRECT)'), false),
+      retries: opt(int(0, 20), 2),
+    }),
+    { mode: 'compare', chunkKiB: 4096, direct: false, retries: 2 },
+  ),
+  recovery: opt(
+    obj({
+      interrupted: opt(oneOf(['resume', 'rollback'] as const, 'what a restarted daemon does with a sync it finds interrupted'), 'resume'),
+      rollbackOnCancel: opt(bool('a cancelled sync rolls the standby back to the previous backup'), true),
+    }),
+    { interrupted: 'resume', rollbackOnCancel: true },
+  ),
+  jobs: opt(obj({ history: opt(int(1, 1000), 50), logLines: opt(int(10, 10000), 200) }), { history: 50, logLines: 200 }),
+  health: opt(
+    obj({
+      intervalSeconds: opt(int(1, 86400), 300),
+      smartctl: opt(str(), 'smartctl'),
+      temperatureWarnC: opt(int(20, 100), 55),
+      temperatureCriticalC: opt(int(20, 100), 65),
+      reallocatedWarn: opt(int(0, 1_000_000), 1),
+      pendingWarn: opt(int(0, 1_000_000), 1),
+    }),
+    { intervalSeconds: 300, smartctl: 'smartctl', temperatureWarnC: 55, temperatureCriticalC: 65, reallocatedWarn: 1, pendingWarn: 1 },
+  ),
+  api: opt(
+    obj({
+      bodyLimitBytes: opt(int(256, 1024 * 1024), 65536),
+      sseHeartbeatSeconds: opt(int(1, 3600), 15),
+      sseReplay: opt(int(0, 100_000), 1000),
+    }),
+    { bodyLimitBytes: 65536, sseHeartbeatSeconds: 15, sseReplay: 1000 },
+  ),
+  eventLog: opt(obj({ maxBytes: opt(int(4096, 1024 ** 3), 4 * 1024 * 1024) }), { maxBytes: 4 * 1024 * 1024 }),
+  log: opt(obj({ level: opt(oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), 'info') }), { level: 'info' }),
+  sim: opt(
+    obj({
+      driveSizeMiB: opt(int(16, 65536, 'size of each simulated drive (sparse image files)'), 64),
+      bridgeMiBps: opt(int(0, 100000, 'throughput limit of each simulated USB bridge; 0 = unlimited'), 0),
+      hostBootMs: opt(int(10, 600_000), 1500),
+      hostShutdownMs: opt(int(10, 600_000), 500),
+      heartbeatMs: opt(int(50, 600_000), 1000),
+      hostPoweredAtStart: opt(bool('power the simulated host on when the daemon starts'), true),
+      initialClone: opt(bool('clone bay A onto bay B when the rig is created'), true),
+      driveTemperatureC: opt(array(int(0, 120), { maxItems: 2 }), [34, 35]),
+    }),
+    { driveSizeMiB: 64, bridgeMiBps: 0, hostBootMs: 1500, hostShutdownMs: 500, heartbeatMs: 1000, hostPoweredAtStart: true, initialClone: true, driveTemperatureC: [34, 35] },
+  ),
+});
+
+export type RawConfig = Infer<typeof configSchema>;
+
+export interface DaemonConfig extends Omit<RawConfig, 'bootswitch'> {
+  bootswitch: BootSwitchConfig;
+  /** Where the config came from, for the log. */
+  source: string;
+}
+
+/** Faster relay timings for the simulated rig: nothing there needs a real relay's settle time. */
+const SIM_TIMING = { settleMs: 50, powerOffMs: 100, powerOnMs: 100, shutdownTimeoutMs: 10_000, holdMs: 1000 };
+
+export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)'): DaemonConfig {
+  const c = check(configSchema, raw ?? {}, 'config');
+  let bootswitch: BootSwitchConfig;
+  if (c.rig === 'hardware') {
+    if (!c.drives) fail('drives', undefined, 'an object { A, B } naming both drives (required on the hardware rig)', 'config');
+    if (c.bootswitch === undefined) fail('bootswitch', undefined, 'the board configuration (required on the hardware rig)', 'config');
+    bootswitch = prefixed(() => validateBootSwitch(c.bootswitch));
+  } else {
+    if (c.drives) fail('drives', c.drives, 'nothing: the simulated rig keeps its drives in the state directory', 'config');
+    const bs = (c.bootswitch ?? {}) as Record<string, unknown>;
+    if (typeof bs !== 'object' || bs === null || Array.isArray(bs)) fail('bootswitch', bs, 'an object { timing?, failover? }', 'config');
+    for (const k of Object.keys(bs)) if (k !== 'timing' && k !== 'failover') fail(`bootswitch.${k}`, bs[k], 'timing or failover (the simulated rig wires its own board)', 'config');
+    bootswitch = prefixed(() =>
+      simConfig({
+        timing: { ...SIM_TIMING, ...(bs.timing as object) },
+        failover: { confirmTimeoutMs: 30_000, ...(bs.failover as object) },
+      }),
+    );
+  }
+  if (c.health.temperatureWarnC > c.health.temperatureCriticalC) fail('health.temperatureWarnC', c.health.temperatureWarnC, `at most health.temperatureCriticalC (${c.health.temperatureCriticalC})`, 'config');
+  return { ...c, bootswitch, source };
+}
+
+function prefixed<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof BadInputError) throw new BadInputError(e.message.replace(/^bootswitch config: /, 'config: bootswitch.'), { hint: 'fix the configuration file; the daemon did not start' });
+    throw e;
+  }
+}
+
+export function loadConfigFile(path: string): DaemonConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new NotFoundError(`cannot read the config file ${path}: ${(e as Error).message}`, { hint: 'pass an existing file with --config, or none for the simulated rig' });
+  }
+  let raw: unknown;
+  try {
+    raw = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new BadInputError(`the config file ${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`, { hint: 'fix the syntax; the daemon did not start' });
+  }
+  return validateDaemonConfig(raw ?? {}, path);
+}
+
+/** `HOST:PORT` → parts; port 0 asks the OS for a free port (tests). */
+export function parseListen(text: string, key: string): { host: string; port: number } {
+  const m = /^([^\s:]*|\[[0-9a-fA-F:]+\]):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) throw new BadInputError(`${key} is ${JSON.stringify(text)}; allowed: HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:8750`);
+  return { host: (m[1] || '127.0.0.1').replace(/^\[|\]$/g, ''), port };
+}

@@ -1,0 +1,78 @@
+/**
+ * `dpsrd`: the controller daemon. Options win over environment variables,
+ * which win over the config file. Structured logs (pino) go to stdout for
+ * journald; a short human banner with the URL and the token file goes to
+ * stderr.
+ */
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { BadInputError, describeError, exitCodeFor } from '../../src/errors.ts';
+import { defaultStateDir } from '../../src/sync/index.ts';
+import { loadConfigFile } from './config.ts';
+import { startDaemon, DEFAULT_LISTEN } from './daemon.ts';
+
+const USAGE = `Usage: dpsrd [--config FILE] [--state-dir DIR] [--listen HOST:PORT] [--log-level LEVEL]
+
+  --config FILE             YAML or JSON config; without one the simulated rig runs
+  --state-dir DIR           state directory (env DPSR_STATE_DIR; default /var/lib/dpsr as root, else ~/.local/state/dpsr)
+  --default-state-dir DIR   the state directory when neither --state-dir nor DPSR_STATE_DIR is given (npm start uses ./.dpsr-state)
+  --listen HOST:PORT        where the API listens (env DPSR_LISTEN; default ${DEFAULT_LISTEN}; port 0 picks a free one)
+  --log-level LEVEL         fatal, error, warn, info, debug, trace or silent (env DPSR_LOG_LEVEL)`;
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    values = parseArgs({
+      args: process.argv.slice(2),
+      options: {
+        config: { type: 'string' },
+        'state-dir': { type: 'string' },
+        'default-state-dir': { type: 'string' },
+        listen: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (e) {
+    throw new BadInputError((e as Error).message, { hint: 'run `dpsrd --help`' });
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const stateDir = resolve(values['state-dir'] ?? process.env.DPSR_STATE_DIR ?? values['default-state-dir'] ?? defaultStateDir());
+  const config = values.config ? loadConfigFile(values.config) : undefined;
+  const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+  const level = values['log-level'] ?? process.env.DPSR_LOG_LEVEL;
+  if (level !== undefined && !levels.includes(level)) throw new BadInputError(`--log-level is ${JSON.stringify(level)}; allowed: ${levels.join(', ')}`);
+  const daemon = await startDaemon({ stateDir, listen: values.listen ?? process.env.DPSR_LISTEN, config, logLevel: level });
+  process.stderr.write(
+    `dpsrd: ${daemon.app.config.rig === 'sim' ? 'simulated rig' : 'hardware rig'} up at ${daemon.url}\n` +
+      `dpsrd: state in ${daemon.stateDir}; API token in ${daemon.tokenFile}\n` +
+      `dpsrd: try  curl -H "Authorization: Bearer $(cat ${daemon.tokenFile})" ${daemon.url}/api/status\n` +
+      `dpsrd:  or  DPSR_STATE_DIR=${daemon.stateDir} node bin/dpsr.js status --url ${daemon.url}\n`,
+  );
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    daemon.log.info({ signal }, 'stopping');
+    daemon.close().then(
+      () => process.exit(0),
+      (e) => {
+        daemon.log.error({ err: e }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`dpsrd: ${describeError(e)}\n`);
+  if (process.env.DPSR_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+  process.exit(exitCodeFor(e));
+});

@@ -1,0 +1,169 @@
+/**
+ * The daemon's events: one bus that numbers every event, keeps the recent
+ * ones for clients that reconnect (Last-Event-ID), serves them as
+ * server-sent events, and appends the ones an operator cares about to the
+ * persisted event log (progress ticks and relay clicks stay out of it).
+ */
+import { appendFileSync, existsSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+export interface DaemonEvent {
+  /** `<boot>:<seq>`: a client reconnecting after a restart sees the boot changed. */
+  readonly id: string;
+  readonly seq: number;
+  readonly at: string;
+  readonly type: string;
+  readonly data: unknown;
+}
+
+/** Every event type the daemon emits, for the OpenAPI description and for clients. */
+export const EVENT_TYPES = {
+  'daemon.started': 'the daemon is up (also after a restart)',
+  'daemon.stopping': 'the daemon is shutting down',
+  'job.started': 'a storage job started: { job }',
+  'job.progress': 'progress of the running job, a few times a second: { id, kind, progress }',
+  'job.note': 'something the operator should know about the running job: { id, message }',
+  'job.done': 'a job finished: { job }',
+  'job.failed': 'a job failed: { job } (job.error has kind, message, hint)',
+  'job.cancelled': 'a job was cancelled: { job }',
+  'status.changed': 'roles, standby state or generations changed: { active, standby, standbyState }',
+  'failover': 'the standby took over: { from, to, reason, generation }',
+  'failover.state': 'the failover state machine moved: the whole state',
+  'switch.step': 'one step of a boot-selection move: { to, step, atMs, tookMs }',
+  'switched': 'a boot-selection move finished: { from, to, totalMs, changed }',
+  'relay': 'a relay or LED output changed: { channel, on }',
+  'button': 'the failover button: { kind: press|release|short|hold|startup-hold, heldMs }',
+  'host.power': 'the host power LED changed: { power: on|off }',
+  'host.heartbeat': 'the host confirmed it runs: { bay, source }',
+  'boot': 'a boot of the host: { bay, status: pending|confirmed|unconfirmed }',
+  'health': 'drive health changed: { bay, health }',
+  'drive': 'a drive was pulled, inserted or replaced (simulated rig): { bay, action }',
+  'alert': 'something needs attention: { level: info|warning|critical, code, message }',
+} as const;
+
+export type EventType = keyof typeof EVENT_TYPES;
+
+/** Not written to the operator log: frequent, and visible through status and metrics. */
+const NOT_LOGGED = new Set<string>(['job.progress', 'relay', 'switch.step', 'host.heartbeat', 'failover.state']);
+
+type Listener = (e: DaemonEvent) => void;
+
+export class EventBus {
+  readonly boot = randomBytes(4).toString('hex');
+  #seq = 0;
+  #recent: DaemonEvent[] = [];
+  #listeners = new Set<Listener>();
+
+  constructor(
+    private readonly logFile: string | null,
+    private readonly opts: { replay: number; logMaxBytes: number },
+    private readonly onLogError: (e: unknown) => void = () => {},
+  ) {}
+
+  publish(type: EventType, data: unknown): DaemonEvent {
+    const seq = ++this.#seq;
+    const e: DaemonEvent = { id: `${this.boot}:${seq}`, seq, at: new Date().toISOString(), type, data };
+    if (this.opts.replay > 0) {
+      this.#recent.push(e);
+      if (this.#recent.length > this.opts.replay) this.#recent.splice(0, this.#recent.length - this.opts.replay);
+    }
+    if (!NOT_LOGGED.has(type)) this.#append(e);
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.onLogError(err);
+      }
+    }
+    return e;
+  }
+
+  subscribe(l: Listener): () => void {
+    this.#listeners.add(l);
+    return () => this.#listeners.delete(l);
+  }
+
+  get listenerCount(): number {
+    return this.#listeners.size;
+  }
+
+  /** Events after `lastId`; all kept ones when the id is from another boot or unknown. */
+  since(lastId: string | undefined): DaemonEvent[] {
+    if (!lastId) return [];
+    const [boot, seqText] = lastId.split(':');
+    if (boot !== this.boot) return [...this.#recent];
+    const seq = Number(seqText);
+    return this.#recent.filter((e) => e.seq > seq);
+  }
+
+  #append(e: DaemonEvent): void {
+    if (!this.logFile) return;
+    try {
+      const line = JSON.stringify(e) + '\n';
+      if (existsSync(this.logFile) && statSync(this.logFile).size + line.length > this.opts.logMaxBytes) renameSync(this.logFile, `${this.logFile}.1`);
+      appendFileSync(this.logFile, line, { mode: 0o600 });
+    } catch (err) {
+      this.onLogError(err);
+    }
+  }
+
+  /** The persisted operator log, oldest first, at most `limit` entries, optionally only of some types. */
+  readLog(limit: number, types?: string[]): DaemonEvent[] {
+    if (!this.logFile) return [];
+    const out: DaemonEvent[] = [];
+    for (const f of [`${this.logFile}.1`, this.logFile]) {
+      if (!existsSync(f)) continue;
+      for (const line of readFileSync(f, 'utf8').split('\n')) {
+        if (!line) continue;
+        try {
+          const e = JSON.parse(line) as DaemonEvent;
+          if (!types || matches(e.type, types)) out.push(e);
+        } catch {
+          /* a line torn by a power cut: skip it */
+        }
+      }
+    }
+    return out.slice(-limit);
+  }
+}
+
+/** `types` holds exact names or prefixes ending in "." ("job." matches job.done). */
+export function matches(type: string, types: readonly string[]): boolean {
+  return types.some((t) => (t.endsWith('.') ? type.startsWith(t) : type === t));
+}
+
+function frame(e: DaemonEvent): string {
+  return `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify({ seq: e.seq, at: e.at, type: e.type, data: e.data })}\n\n`;
+}
+
+/** Most unsent bytes a slow client may pile up before it is dropped (it reconnects with Last-Event-ID). */
+const MAX_BACKLOG = 4 * 1024 * 1024;
+
+export function serveEvents(req: IncomingMessage, res: ServerResponse, bus: EventBus, opts: { heartbeatSeconds: number; types?: string[]; lastEventId?: string }): void {
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  res.write(`retry: 2000\n: dpsr events, boot ${bus.boot}\n\n`);
+  const want = (e: DaemonEvent) => !opts.types || matches(e.type, opts.types);
+  for (const e of bus.since(opts.lastEventId)) if (want(e)) res.write(frame(e));
+  const unsubscribe = bus.subscribe((e) => {
+    if (!want(e)) return;
+    if (res.writableLength > MAX_BACKLOG) {
+      res.destroy();
+      return;
+    }
+    res.write(frame(e));
+  });
+  const beat = setInterval(() => res.write(': ping\n\n'), opts.heartbeatSeconds * 1000);
+  beat.unref();
+  const done = () => {
+    clearInterval(beat);
+    unsubscribe();
+  };
+  req.on('close', done);
+  res.on('close', done);
+}

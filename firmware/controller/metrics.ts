@@ -1,0 +1,73 @@
+/**
+ * Prometheus metrics, all prefixed dpsr_, on a registry of their own (a test
+ * running two daemons in one process must not share counters).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { JobRecord } from './jobs.ts';
+
+const STANDBY_STATES = ['consistent', 'syncing', 'inconsistent', 'unpaired'] as const;
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly syncBytesWritten = new Counter({ name: 'dpsr_sync_bytes_written_total', help: 'Bytes written to a target by clone, sync and re-protect jobs', labelNames: ['kind'], registers: [this.registry] });
+  readonly syncBytesWalked = new Counter({ name: 'dpsr_sync_bytes_walked_total', help: 'Bytes read and compared by copy and verify jobs', labelNames: ['kind'], registers: [this.registry] });
+  readonly jobDuration = new Histogram({
+    name: 'dpsr_job_duration_seconds',
+    help: 'Duration of finished jobs',
+    labelNames: ['kind', 'state'],
+    buckets: [1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600],
+    registers: [this.registry],
+  });
+  readonly jobsTotal = new Counter({ name: 'dpsr_jobs_total', help: 'Finished jobs by kind and final state', labelNames: ['kind', 'state'], registers: [this.registry] });
+  readonly lastSuccess = new Gauge({ name: 'dpsr_last_sync_success_timestamp_seconds', help: 'Unix time of the last completed sync, clone or re-protect (0: never)', registers: [this.registry] });
+  readonly lastSyncDuration = new Gauge({ name: 'dpsr_last_sync_duration_seconds', help: 'Duration of the last completed sync', registers: [this.registry] });
+  readonly standbyState = new Gauge({ name: 'dpsr_standby_state', help: '1 for the standby drive state the controller reports, 0 for the others', labelNames: ['state'], registers: [this.registry] });
+  readonly jobState = new Gauge({ name: 'dpsr_job_state', help: '1 when a job of this kind runs (state="running"), else 1 on state="idle"', labelNames: ['state', 'kind'], registers: [this.registry] });
+  readonly jobProgress = new Gauge({ name: 'dpsr_job_progress_ratio', help: 'Progress of the running job from 0 to 1', registers: [this.registry] });
+  readonly generation = new Gauge({ name: 'dpsr_generation', help: 'Generation of the data each bay holds', labelNames: ['bay', 'role'], registers: [this.registry] });
+  readonly hostPowered = new Gauge({ name: 'dpsr_host_powered', help: '1 while the host power LED is lit', registers: [this.registry] });
+  readonly bootBay = new Gauge({ name: 'dpsr_boot_bay', help: '1 for the bay the relays connect to the host', labelNames: ['bay'], registers: [this.registry] });
+  readonly failovers = new Counter({ name: 'dpsr_failovers_total', help: 'Failovers since the daemon started', registers: [this.registry] });
+  readonly driveHealthy = new Gauge({ name: 'dpsr_drive_health_ok', help: '1 when the drive in the bay passes its SMART checks and thresholds', labelNames: ['bay'], registers: [this.registry] });
+  readonly driveTemperature = new Gauge({ name: 'dpsr_drive_temperature_celsius', help: 'Drive temperature from SMART', labelNames: ['bay'], registers: [this.registry] });
+  readonly driveReallocated = new Gauge({ name: 'dpsr_drive_reallocated_sectors', help: 'Reallocated sectors from SMART', labelNames: ['bay'], registers: [this.registry] });
+  readonly drivePending = new Gauge({ name: 'dpsr_drive_pending_sectors', help: 'Pending (unreadable) sectors from SMART', labelNames: ['bay'], registers: [this.registry] });
+  readonly eventClients = new Gauge({ name: 'dpsr_event_stream_clients', help: 'Open event-stream connections', registers: [this.registry] });
+  readonly httpRequests = new Counter({ name: 'dpsr_http_requests_total', help: 'API requests by route and status', labelNames: ['route', 'status'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'dpsr_' });
+    this.lastSuccess.set(0);
+    this.setStandbyState('unpaired');
+    this.setJob(null);
+  }
+
+  setStandbyState(state: (typeof STANDBY_STATES)[number]): void {
+    for (const s of STANDBY_STATES) this.standbyState.set({ state: s }, s === state ? 1 : 0);
+  }
+
+  setJob(job: JobRecord | null): void {
+    this.jobState.reset();
+    if (job) this.jobState.set({ state: 'running', kind: job.kind }, 1);
+    else this.jobState.set({ state: 'idle', kind: '' }, 1);
+    this.jobProgress.set(job?.progress ? job.progress.percent / 100 : 0);
+  }
+
+  jobFinished(job: JobRecord): void {
+    this.jobsTotal.inc({ kind: job.kind, state: job.state });
+    if (job.seconds !== null) this.jobDuration.observe({ kind: job.kind, state: job.state }, job.seconds);
+    const r = job.result as { bytesWritten?: number; bytesTotal?: number; bytesCompared?: number } | null;
+    if (r?.bytesWritten) this.syncBytesWritten.inc({ kind: job.kind }, r.bytesWritten);
+    const walked = r?.bytesTotal ?? r?.bytesCompared;
+    if (walked) this.syncBytesWalked.inc({ kind: job.kind }, walked);
+    if (job.state === 'done' && job.kind !== 'verify' && job.kind !== 'recover') {
+      this.lastSuccess.set(Date.parse(job.finishedAt ?? new Date().toISOString()) / 1000);
+      if (job.seconds !== null) this.lastSyncDuration.set(job.seconds);
+    }
+    this.setJob(null);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

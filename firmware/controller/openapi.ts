@@ -1,0 +1,73 @@
+/** The OpenAPI 3.1 document, built from the same route table and body schemas the server uses. */
+import type { Route } from './api.ts';
+import { EVENT_TYPES } from './events.ts';
+
+const errorSchema = {
+  type: 'object',
+  properties: {
+    error: {
+      type: 'object',
+      required: ['kind', 'message'],
+      properties: {
+        kind: { type: 'string', enum: ['bad-input', 'refused', 'device', 'busy', 'not-found', 'cancelled', 'internal', 'unauthorized'] },
+        message: { type: 'string', description: 'what went wrong and why' },
+        hint: { type: 'string', description: 'what to do next' },
+      },
+    },
+  },
+};
+
+export function buildOpenApi(routes: Route[]) {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of routes) {
+    const path = r.path.replace(/:([a-z]+)/g, '{$1}');
+    const params = [...r.path.matchAll(/:([a-z]+)/g)].map((m) => ({
+      name: m[1],
+      in: 'path',
+      required: true,
+      schema: m[1] === 'bay' ? { type: 'string', enum: ['A', 'B'] } : { type: 'string' },
+    }));
+    for (const [name, description] of Object.entries(r.query ?? {})) params.push({ name, in: 'query', required: false, schema: { type: 'string' }, description } as never);
+    const responses: Record<string, unknown> = {};
+    for (const [code, description] of Object.entries(r.responses)) {
+      responses[code] = Number(code) >= 400 ? { description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } : { description };
+    }
+    if (r.body) responses['400'] ??= { description: 'the body is not JSON, or breaks its schema (the message names the key, the value and what is allowed)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+    if (r.auth !== false) responses['401'] = { description: 'no or a wrong bearer token', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+    paths[path] ??= {};
+    paths[path][r.method.toLowerCase()] = {
+      summary: r.summary,
+      tags: [r.tag],
+      operationId: `${r.method.toLowerCase()}${path.replace(/[{}]/g, '').replace(/[^a-zA-Z0-9]+(.)?/g, (_m, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
+      ...(params.length ? { parameters: params } : {}),
+      ...(r.body ? { requestBody: { required: false, content: { 'application/json': { schema: r.body.json } } } } : {}),
+      ...(r.auth === false ? { security: [] } : {}),
+      responses,
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'dpsrd',
+      version: '1',
+      description:
+        'The dpsr controller daemon: one storage job at a time, failover and boot selection, events. ' +
+        `Event names on GET /api/events: ${Object.entries(EVENT_TYPES).map(([k, v]) => `${k} (${v})`).join('; ')}.`,
+    },
+    servers: [{ url: '/' }],
+    security: [{ bearer: [] }],
+    tags: [
+      { name: 'daemon', description: 'status, health, metrics, this document' },
+      { name: 'jobs', description: 'storage jobs: clone, sync, verify, recover, re-protect' },
+      { name: 'boot', description: 'failover, boot selection, host heartbeat' },
+      { name: 'events', description: 'event stream and persisted event log' },
+      { name: 'sim', description: 'simulated rig controls (only when the simulated rig runs)' },
+    ],
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the token in <state-dir>/api-token' } },
+      schemas: { Error: errorSchema },
+    },
+    'x-event-types': EVENT_TYPES,
+    paths,
+  };
+}
