@@ -201,12 +201,12 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     return { first, count: Math.max(0, end - first), offset: first * bs - chunk.start };
   };
 
-  const recordHashes = async (chunk: Chunk, slot: Slot, bad: ByteRange[]) => {
+  const recordHashes = async (chunk: Chunk, slot: Slot, bad: ByteRange[], known?: BigUint64Array) => {
     if (!manifest || mode === 'verify') return;
     const span = blockSpan(chunk);
     if (span.count === 0) return;
     const bs = manifest.blockSize;
-    const hashes = hashBlocks(hasher, slot.src.subarray(span.offset), span.count * bs, bs);
+    const hashes = known ?? hashBlocks(hasher, slot.src.subarray(span.offset), span.count * bs, bs);
     // Where the source was unreadable the standby kept other bytes: their hash is unknown.
     for (const b of bad) {
       const lo = Math.floor((b.start - chunk.start - span.offset) / bs);
@@ -226,6 +226,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     const bad = rescue.unreadable.map((r) => ({ start: r.start - chunk.start, length: r.length }));
     unreadable.push(...rescue.unreadable);
     let written: number | null = 0;
+    let sourceHashes: BigUint64Array | undefined;
     switch (mode) {
       case 'clone':
         written = await writeRuns(chunk, slot, subtractRanges([{ start: 0, length: len }], bad), false);
@@ -241,6 +242,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
         const span = blockSpan(chunk);
         const bs = manifest!.blockSize;
         const fresh = hashBlocks(hasher, slot.src.subarray(span.offset), span.count * bs, bs);
+        sourceHashes = fresh;
         const stored = await manifest!.readHashes(span.first, span.count);
         const suspects: { start: number; length: number }[] = [];
         const pushSuspect = (start: number, length: number) => {
@@ -262,7 +264,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
         break;
       }
     }
-    await recordHashes(chunk, slot, bad);
+    await recordHashes(chunk, slot, bad, sourceHashes);
     if (written === null) {
       // Staged in the batch: done once the batch is written.
       progress.advance(len, 0);
