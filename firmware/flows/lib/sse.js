@@ -92,7 +92,6 @@ function subscribe(client, opts) {
   const stop = new AbortController();
   let lastId = '';
   let attempt = 0;
-  let serverRetry;
   let wake;
 
   const sleep = (ms) =>
@@ -138,7 +137,6 @@ function subscribe(client, opts) {
             // A handler's failure is the handler's; the stream goes on.
           }
         }
-        if (parser.retry !== undefined) serverRetry = parser.retry;
       }
       return 'the stream ended';
     } finally {
@@ -158,7 +156,10 @@ function subscribe(client, opts) {
       }
       if (stop.signal.aborted) break;
       attempt++;
-      const delay = Math.min(maxDelay, Math.max(serverRetry ?? 0, minDelay * 2 ** Math.min(attempt - 1, 16)));
+      // The node's own backoff rules, not the server's retry hint: the hint is
+      // one fixed delay for browsers, while a flow wants to back off from a
+      // daemon that stays down and to come back quickly after a restart.
+      const delay = Math.min(maxDelay, minDelay * 2 ** Math.min(attempt - 1, 16));
       // ±20 % jitter so many flows do not reconnect in lockstep after a daemon restart.
       const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
       onState({ state: 'waiting', attempt, delayMs: jittered, error: why });
