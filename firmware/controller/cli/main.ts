@@ -37,6 +37,7 @@ Commands:
                                   copy the backup back over the active drive (journaled)
   status                          recorded pairs, roles, generations, standby state, last syncs
   forget <pair-id>                drop a recorded pair (the drives are not touched)
+  status|sync|failover --url URL  through a running dpsrd (dpsr --url URL --help for its options)
 
 Options:
   --json                 machine-readable output on stdout
@@ -177,6 +178,8 @@ function printVerify(report: VerifyReport): void {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // With --url the command runs through a daemon instead of on the drives.
+  if (argv.some((a) => a === '--url' || a.startsWith('--url='))) return (await import('./client.ts')).runClient(argv);
   const run = parse(argv);
   const { command, args, values } = run;
   if (command === 'help') {
