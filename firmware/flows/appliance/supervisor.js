@@ -95,29 +95,29 @@ function superviseNodeRed(opts) {
   }
   start();
 
-  return Object.assign(events, {
-    get pid() {
-      return child?.pid;
-    },
-    get restarts() {
-      return restarts;
-    },
+  // defineProperties, not Object.assign: assign would copy the getters' values once.
+  Object.defineProperties(events, {
+    pid: { get: () => child?.pid, enumerable: true },
+    restarts: { get: () => restarts, enumerable: true },
     /** Stops Node-RED for good: SIGTERM, then SIGKILL after `graceMs`. */
-    stop(graceMs = 10_000) {
-      stopping = true;
-      if (restartTimer) clearTimeout(restartTimer);
-      const c = child;
-      if (!c) return Promise.resolve();
-      return new Promise((resolve) => {
-        const kill = setTimeout(() => c.kill('SIGKILL'), graceMs);
-        c.once('exit', () => {
-          clearTimeout(kill);
-          resolve();
+    stop: {
+      value(graceMs = 10_000) {
+        stopping = true;
+        if (restartTimer) clearTimeout(restartTimer);
+        const c = child;
+        if (!c) return Promise.resolve();
+        return new Promise((resolve) => {
+          const kill = setTimeout(() => c.kill('SIGKILL'), graceMs);
+          c.once('exit', () => {
+            clearTimeout(kill);
+            resolve();
+          });
+          c.kill('SIGTERM');
         });
-        c.kill('SIGTERM');
-      });
+      },
     },
   });
+  return events;
 }
 
 module.exports = { superviseNodeRed, SETTINGS };

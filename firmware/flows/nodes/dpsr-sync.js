@@ -71,7 +71,7 @@ module.exports = function (RED) {
       const fail = (error, job) => {
         const m = RED.util.cloneMessage(msg);
         m.topic = 'failed';
-        m.payload = { event: 'failed', action, id: job?.id, kind: job?.kind ?? action, state: job?.state ?? 'failed', percent: percentOf(job), error: job?.error ?? { message: String(error?.message ?? error), status: error?.status } };
+        m.payload = { event: 'failed', action, id: job?.id, kind: job?.kind ?? action, state: job?.state ?? 'failed', percent: percentOf(job), error: job?.error ?? { kind: error?.body?.error?.kind, message: String(error?.message ?? error), status: error?.status, hint: error?.body?.error?.hint } };
         if (job) m.job = job;
         m.error = { message: String(job?.error?.message ?? error?.message ?? error), source: { id: node.id, type: node.type, name: node.name } };
         node.status(job?.state === 'cancelled' ? { fill: 'yellow', shape: 'ring', text: 'cancelled' } : errorBadge(m.error.message));
@@ -104,7 +104,9 @@ module.exports = function (RED) {
             started = await client.start(action, body, { signal: closing.signal });
             break;
           } catch (e) {
-            if (e.status !== 409 || opts.whenBusy !== 'wait') throw e;
+            // 409 is also a refusal to protect data (kind "refused"): only "busy" is worth waiting for.
+            const busy = e.status === 409 && (e.body?.error?.kind ?? 'busy') === 'busy';
+            if (!busy || opts.whenBusy !== 'wait') throw e;
             if (Date.now() > deadline) throw new Error(`gave up waiting for the controller: ${e.message}`);
             node.status({ fill: 'grey', shape: 'ring', text: 'waiting: controller busy' });
             if (!(await delay(Math.max(opts.pollMs, 2000), closing.signal))) return done();
