@@ -1,0 +1,66 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
+
+let d: TestDaemon;
+const root = new URL('../../', import.meta.url).pathname;
+
+function dpsr(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, ['bin/dpsr.js', ...args], { cwd: root, env: { ...process.env, DPSR_STATE_DIR: d.dir, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (x) => (stdout += x));
+    c.stderr.on('data', (x) => (stderr += x));
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test.before(async () => {
+  d = await makeDaemon();
+  await idle(d);
+});
+test.after(async () => d?.stop());
+
+test('dpsr status --url reads the token from the state directory', async () => {
+  const r = await dpsr(['status', '--url', d.url]);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /standby {2}bay B {2}generation \d+ {2}CONSISTENT/);
+  const j = await dpsr(['status', '--url', d.url, '--json']);
+  assert.is(JSON.parse(j.stdout).active, 'A');
+});
+
+test('dpsr sync --url follows the job to the end', async () => {
+  const r = await dpsr(['sync', '--url', d.url, '--json']);
+  assert.is(r.code, 0, r.stderr);
+  const job = JSON.parse(r.stdout);
+  assert.is(job.state, 'done');
+  assert.is(job.kind, 'sync');
+});
+
+test('exit codes keep their meaning through the daemon', async () => {
+  writeFileSync(join(d.dir, 'wrong-token'), 'nope\n');
+  const wrong = await dpsr(['status', '--url', d.url, '--token-file', join(d.dir, 'wrong-token')]);
+  assert.is(wrong.code, 2);
+  assert.match(wrong.stderr, /refused the token/);
+  const noConfirm = await dpsr(['failover', '--url', d.url]);
+  assert.is(noConfirm.code, 2);
+  const badMode = await dpsr(['sync', '--url', d.url, '--mode', 'fast']);
+  assert.is(badMode.code, 2);
+  const noDaemon = await dpsr(['status', '--url', 'http://127.0.0.1:1']);
+  assert.is(noDaemon.code, 1);
+  assert.match(noDaemon.stderr, /no dpsrd answers/);
+  // A refusal by the daemon (nothing paired in the standby bay after a pull) is exit 3.
+  await d.api('POST', '/api/sim/drive/B/pull', {});
+  const refused = await dpsr(['failover', '--url', d.url, '--yes']);
+  assert.is(refused.code, 3, refused.stderr);
+  await d.api('POST', '/api/sim/drive/B/insert', {});
+  const local = await dpsr(['status']);
+  assert.is(local.code, 0, 'the local command still works');
+  assert.match(local.stdout, /pair [0-9a-f]+/);
+});
+
+test.run();

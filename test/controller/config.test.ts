@@ -1,0 +1,99 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { validateDaemonConfig, loadConfigFile, parseListen } from '../../firmware/controller/config.ts';
+import { BadInputError } from '../../src/errors.ts';
+
+const msg = (fn: () => unknown): string => {
+  try {
+    fn();
+  } catch (e) {
+    assert.instance(e, BadInputError);
+    return (e as Error).message;
+  }
+  throw new Error('no error');
+};
+
+test('no config: the simulated rig with defaults', () => {
+  const c = validateDaemonConfig(undefined);
+  assert.is(c.rig, 'sim');
+  assert.is(c.sync.mode, 'compare');
+  assert.is(c.sim.driveSizeMiB, 64);
+  assert.is(c.recovery.interrupted, 'resume');
+  assert.ok(c.bootswitch.channels.muxA);
+});
+
+test('every error names the key, the value and what is allowed; unknown keys are errors', () => {
+  assert.match(msg(() => validateDaemonConfig({ rigg: 'sim' })), /config: rigg is "sim"; allowed: no such key; known keys: rig, listen, drives/);
+  assert.match(msg(() => validateDaemonConfig({ rig: 'real' })), /config: rig is "real"; allowed: "sim", "hardware"/);
+  assert.match(msg(() => validateDaemonConfig({ sync: { chunkKiB: 3 } })), /config: sync.chunkKiB is 3; allowed: an integer from 64 to 65536/);
+  assert.match(msg(() => validateDaemonConfig({ sync: { mode: 'manifest', extra: 1 } })), /sync.extra is 1; allowed: no such key/);
+  assert.match(msg(() => validateDaemonConfig({ sim: { driveSizeMiB: '64' } })), /sim.driveSizeMiB is "64"; allowed: an integer/);
+  assert.match(msg(() => validateDaemonConfig({ listen: 'localhost' })), /listen is "localhost"; allowed: HOST:PORT/);
+  assert.match(msg(() => validateDaemonConfig({ health: { temperatureWarnC: 70, temperatureCriticalC: 60 } })), /health.temperatureWarnC is 70; allowed: at most health.temperatureCriticalC \(60\)/);
+  assert.match(msg(() => validateDaemonConfig({ rig: 'hardware' })), /drives is missing; allowed: an object \{ A, B \}/);
+  assert.match(msg(() => validateDaemonConfig({ rig: 'hardware', drives: { A: 'sda', B: '/dev/sdb' } })), /drives.A is "sda"; allowed: an absolute path/);
+  assert.match(msg(() => validateDaemonConfig({ rig: 'hardware', drives: { A: '/dev/sda', B: '/dev/sdb' } })), /bootswitch is missing/);
+  assert.match(msg(() => validateDaemonConfig({ rig: 'hardware', drives: { A: '/dev/sda', B: '/dev/sdb' }, bootswitch: { boards: {} } })), /config: bootswitch.boards is \{\}; allowed/);
+  assert.match(msg(() => validateDaemonConfig({ bootswitch: { boards: {} } })), /bootswitch.boards is \{\}; allowed: timing or failover/);
+  assert.match(msg(() => validateDaemonConfig({ bootswitch: { timing: { holdMs: 10 } } })), /config: bootswitch.timing.holdMs is 10; allowed: at least 500/);
+  assert.match(msg(() => validateDaemonConfig({ drives: { A: '/a', B: '/b' } })), /drives is .*allowed: nothing: the simulated rig/);
+});
+
+test('a hardware config with a simulated board validates', () => {
+  const c = validateDaemonConfig({
+    rig: 'hardware',
+    drives: { A: '/dev/disk/by-id/wwn-0x1', B: '/dev/disk/by-id/wwn-0x2' },
+    bootswitch: {
+      boards: { io: { driver: 'sim' } },
+      channels: {
+        muxA: { board: 'io', pin: 1 }, muxB: { board: 'io', pin: 2 }, pwrA: { board: 'io', pin: 3 }, pwrB: { board: 'io', pin: 4 },
+        atxPower: { board: 'io', pin: 5 }, atxReset: { board: 'io', pin: 6 }, powerLed: { board: 'io', pin: 7 }, button: { board: 'io', pin: 8 },
+      },
+    },
+  });
+  assert.is(c.rig, 'hardware');
+  assert.is(c.drives!.A, '/dev/disk/by-id/wwn-0x1');
+});
+
+test('YAML and JSON files; syntax errors name the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-cfg-'));
+  try {
+    writeFileSync(join(dir, 'a.yaml'), 'sim:\n  driveSizeMiB: 32\nsync:\n  mode: manifest\n');
+    const c = loadConfigFile(join(dir, 'a.yaml'));
+    assert.is(c.sim.driveSizeMiB, 32);
+    assert.is(c.sync.mode, 'manifest');
+    writeFileSync(join(dir, 'b.json'), '{"jobs": {"history": 5}}');
+    assert.is(loadConfigFile(join(dir, 'b.json')).jobs.history, 5);
+    writeFileSync(join(dir, 'c.yaml'), 'sim: [unclosed\n');
+    assert.match(msg(() => loadConfigFile(join(dir, 'c.yaml'))), /c.yaml is not valid YAML/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('listen addresses', () => {
+  assert.equal(parseListen('127.0.0.1:0', 'x'), { host: '127.0.0.1', port: 0 });
+  assert.equal(parseListen(':8750', 'x'), { host: '127.0.0.1', port: 8750 });
+  assert.equal(parseListen('[::1]:9', 'x'), { host: '::1', port: 9 });
+  assert.throws(() => parseListen('host:99999', '--listen'), /--listen is "host:99999"/);
+});
+
+test('dpsrd does not start on a bad config: exit 2 and the message', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-cfg-'));
+  try {
+    writeFileSync(join(dir, 'bad.yaml'), 'sync:\n  mode: turbo\n');
+    const r = spawnSync(process.execPath, ['bin/dpsrd.js', '--config', join(dir, 'bad.yaml'), '--state-dir', join(dir, 'state')], { encoding: 'utf8', cwd: new URL('../../', import.meta.url).pathname });
+    assert.is(r.status, 2);
+    assert.match(r.stderr, /config: sync.mode is "turbo"; allowed: "compare", "manifest"/);
+    const u = spawnSync(process.execPath, ['bin/dpsrd.js', '--bogus'], { encoding: 'utf8', cwd: new URL('../../', import.meta.url).pathname });
+    assert.is(u.status, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();
