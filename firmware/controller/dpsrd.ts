@@ -10,6 +10,7 @@ import { BadInputError, describeError, exitCodeFor } from '../../src/errors.ts';
 import { defaultStateDir } from '../../src/sync/index.ts';
 import { loadConfigFile } from './config.ts';
 import { startDaemon, DEFAULT_LISTEN } from './daemon.ts';
+import { startNodeRed } from './node-red-runner.ts';
 
 const USAGE = `Usage: dpsrd [--config FILE] [--state-dir DIR] [--listen HOST:PORT] [--log-level LEVEL]
 
@@ -17,7 +18,9 @@ const USAGE = `Usage: dpsrd [--config FILE] [--state-dir DIR] [--listen HOST:POR
   --state-dir DIR           state directory (env DPSR_STATE_DIR; default /var/lib/dpsr as root, else ~/.local/state/dpsr)
   --default-state-dir DIR   the state directory when neither --state-dir nor DPSR_STATE_DIR is given (npm start uses ./.dpsr-state)
   --listen HOST:PORT        where the API listens (env DPSR_LISTEN; default ${DEFAULT_LISTEN}; port 0 picks a free one)
-  --log-level LEVEL         fatal, error, warn, info, debug, trace or silent (env DPSR_LOG_LEVEL)`;
+  --log-level LEVEL         fatal, error, warn, info, debug, trace or silent (env DPSR_LOG_LEVEL)
+  --node-red                also run Node-RED with the appliance flows, as a supervised child process (env DPSR_NODE_RED=1;
+                            editor on DPSR_NODE_RED_LISTEN, default 127.0.0.1:1880)`;
 
 async function main(): Promise<void> {
   let values;
@@ -30,6 +33,7 @@ async function main(): Promise<void> {
         'default-state-dir': { type: 'string' },
         listen: { type: 'string' },
         'log-level': { type: 'string' },
+        'node-red': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -54,12 +58,13 @@ async function main(): Promise<void> {
       `dpsrd: try  curl -H "Authorization: Bearer $(cat ${daemon.tokenFile})" ${daemon.url}/api/status\n` +
       `dpsrd:  or  DPSR_STATE_DIR=${daemon.stateDir} node bin/dpsr.js status --url ${daemon.url}\n`,
   );
+  const nodeRed = values['node-red'] || process.env.DPSR_NODE_RED === '1' ? startNodeRed(daemon, { banner: (line) => process.stderr.write(`dpsrd: ${line}\n`) }) : null;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) process.exit(130);
     stopping = true;
     daemon.log.info({ signal }, 'stopping');
-    daemon.close().then(
+    Promise.all([nodeRed?.stop(), daemon.close()]).then(
       () => process.exit(0),
       (e) => {
         daemon.log.error({ err: e }, 'stop failed');

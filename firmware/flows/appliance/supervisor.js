@@ -52,7 +52,8 @@ function superviseNodeRed(opts) {
 
   function start() {
     const started = Date.now();
-    const c = spawn(process.execPath, [red, '--settings', SETTINGS], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // The IPC channel lets the child notice when this process dies without stopping it (settings.js exits on 'disconnect').
+    const c = spawn(process.execPath, [red, '--settings', SETTINGS], { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     child = c;
     let url;
     const lines = (stream) => {
