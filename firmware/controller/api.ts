@@ -32,6 +32,8 @@ export interface Reply {
   body: unknown;
   /** Already written (event stream, metrics text). */
   raw?: boolean;
+  /** The body already serialized. */
+  json?: string;
 }
 
 export interface Route {
@@ -88,6 +90,13 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
     if (!app.rig) throw new NotFoundError('the simulated rig is not running: rig controls exist only with rig "sim"');
     return app.rig;
   };
+  // Many clients poll the status: it is built once per event (or per second) and served as text to all of them.
+  let cached: { seq: number; at: number; text: string } | null = null;
+  const statusText = () => {
+    const now = performance.now();
+    if (!cached || cached.seq !== app.bus.seq || now - cached.at > 1000) cached = { seq: app.bus.seq, at: now, text: JSON.stringify(app.status()) };
+    return cached.text;
+  };
   const routes: Route[] = [
     {
       method: 'GET', path: '/api/health', tag: 'daemon', auth: false, summary: 'Liveness: the daemon answers (no token needed)',
@@ -97,7 +106,7 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
     {
       method: 'GET', path: '/api/status', tag: 'daemon', summary: 'Roles, standby state, generations, job, relays, host, health, last sync',
       responses: { 200: 'the status' },
-      handler: () => ({ status: 200, body: app.status() }),
+      handler: () => ({ status: 200, body: null, json: statusText() }),
     },
     {
       method: 'POST', path: '/api/sync', tag: 'jobs', summary: 'Start a sync of the active drive onto the standby', body: bodies.sync,
@@ -355,7 +364,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
+  sendText(res, status, JSON.stringify(body), headers);
+}
+
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
   res.end(text);
 }
@@ -418,7 +430,8 @@ export function createApiServer(app: Appliance, routes: Route[], token: string):
       }
       const reply = await route.handler({ req, res, params, query: url.searchParams, body });
       status = reply.status;
-      if (!reply.raw) send(res, reply.status, reply.body);
+      if (reply.json !== undefined) sendText(res, reply.status, reply.json);
+      else if (!reply.raw) send(res, reply.status, reply.body);
     } catch (e) {
       status = e instanceof PayloadTooLargeError ? 413 : httpStatusFor(e);
       if (status === 500) app.log.error({ err: e, url: req.url }, 'request failed');

@@ -84,6 +84,11 @@ export class EventBus {
     return () => this.#listeners.delete(l);
   }
 
+  /** Number of the newest event: anything cached from the state is stale once it moves. */
+  get seq(): number {
+    return this.#seq;
+  }
+
   get listenerCount(): number {
     return this.#listeners.size;
   }
