@@ -51,6 +51,8 @@ export class Inbox {
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; got ${JSON.stringify(this.msgs.map((m) => m.topic))}`)), timeoutMs);
+      // A wait that lost a race (done vs failed) must not hold the process open.
+      t.unref();
       this.#waiters.push({ pred, resolve: (m) => (clearTimeout(t), resolve(m)) });
     });
   }
