@@ -16,3 +16,4 @@ export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
 export { FaultyDevice, IoError, type FaultPlan } from './fault-injection.ts';
 export { linuxRoots, readBlockNode, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
 export { readMounts, systemDisks, diskUsage } from './mounts.ts';
+export * from './smart.ts';

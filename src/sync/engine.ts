@@ -118,6 +118,8 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
   const checkpoint = async () => {
     const map = options.syncMap;
     if (!map) return;
+    // Staged chunks count only once written: write them now, or a slow sync would checkpoint nothing.
+    if (options.journal) await flushBatch();
     const bits = map.snapshot();
     await target.flush();
     map.save(bits);
