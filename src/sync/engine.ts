@@ -300,9 +300,14 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
       }
       if (options.syncMap && !checkpointing && performance.now() - lastCheckpoint > checkpointMs) {
         lastCheckpoint = performance.now();
-        checkpointing = checkpoint().finally(() => {
-          checkpointing = null;
-        });
+        // A failing flush (the standby was pulled) stops the walk like any other error.
+        checkpointing = checkpoint()
+          .catch((e: unknown) => {
+            failure ??= e;
+          })
+          .finally(() => {
+            checkpointing = null;
+          });
       }
     }
   };

@@ -29,4 +29,31 @@ test('a sync whose every chunk changed checkpoints progress, and the same sync r
   assert.is(sha256File(a), sha256File(b));
 });
 
+test('a standby that disappears during a checkpoint ends the sync with an error, not a crash', async () => {
+  const { openLocated, FaultyDevice } = await import('../../src/sata-bridge/index.ts');
+  const stateDir = join(dir, 'state-pull');
+  const a = randomImage(join(dir, 'pa.img'), 16 * MiB, 3);
+  const b = sparseImage(join(dir, 'pb.img'), 16 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  randomImage(a, 16 * MiB, 4);
+  let faulty: InstanceType<typeof FaultyDevice> | undefined;
+  let chunks = 0;
+  const err = await sync({
+    stateDir,
+    source: a,
+    target: b,
+    chunkSize: MiB,
+    checkpointMs: 0,
+    openDevice: async (loc, options) => {
+      const dev = await openLocated(loc, options);
+      if (!options.write) return dev;
+      faulty = new FaultyDevice(dev);
+      return faulty;
+    },
+    onChunkDone: () => ++chunks === 4 && faulty!.pull(),
+  }).catch((e: unknown) => e);
+  assert.instance(err, Error);
+  assert.match((err as Error).message, /gone|pulled/);
+});
+
 test.run();
