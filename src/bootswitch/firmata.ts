@@ -50,12 +50,17 @@ export interface FirmataDeps {
 interface Claimed {
   kind: 'out' | 'in';
   level: boolean;
+  /** Inputs: a report from the board has set `level` (until then it is a placeholder). */
+  seen?: boolean;
+  onSeen?: () => void;
 }
 
 export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [reason: string]; reset: [] }> implements Driver {
   readonly kind = 'firmata' as const;
   #io: FirmataIo | null = null;
   #claimed = new Map<number, Claimed>();
+  /** Input pins whose report listener is on an IO already: re-applying only re-enables reporting. */
+  #listening = new WeakMap<FirmataIo, Set<number>>();
   #reconnect: ReturnType<typeof setTimeout> | null = null;
   #closed = false;
   #connecting: Promise<void> | null = null;
@@ -92,17 +97,36 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
     }
     const five = require('johnny-five') as { Board: new (opts: object) => EventEmitter };
     const board = new five.Board({ io, repl: false, debug: false, sigint: false, timeout: this.deps.readyTimeoutMs ?? 10_000 });
-    await new Promise<void>((resolve, reject) => {
+    // johnny-five re-emits every IO error on the Board after 'ready', and its connect timer can still
+    // fire 'error' after we gave up on a handshake: without a listener either would crash the daemon.
+    // Loss is handled through the IO's own events below.
+    board.on('error', () => {});
+    let early: ((e: unknown) => void) | undefined;
+    const handshake = new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id} on ${this.cfg.port}: no answer within ${this.deps.readyTimeoutMs ?? 10_000} ms`, { hint: 'is StandardFirmata loaded and the baud rate right?' })), this.deps.readyTimeoutMs ?? 10_000);
       board.once('ready', () => {
         clearTimeout(t);
         resolve();
       });
-      board.once('error', (e: unknown) => {
+      early = (e: unknown) => {
         clearTimeout(t);
         reject(new DeviceError(`Firmata board ${this.id}: ${(e as Error)?.message ?? e}`));
-      });
+      };
+      board.once('error', early);
+      io.once('error', early);
+      // firmata-io emits 'connect' only on its transport's 'open'; a port opened before the IO was
+      // built (openSerialFirmata) never shows it, and johnny-five holds 'ready' until 'connect'.
+      if (io.transport?.isOpen && !io.isReady) io.emit('connect');
     });
+    try {
+      await handshake;
+    } catch (e) {
+      // Free the port: the next attempt opens it again and serialport locks it exclusively.
+      await closeTransport(io);
+      throw e;
+    } finally {
+      io.off('error', early!);
+    }
     this.#io = io;
     this.#applyAll(io);
     // After ready, a REPORT_VERSION only arrives when the board restarted and forgot every pin.
@@ -114,6 +138,8 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
     const lost = (reason: string) => {
       if (this.#io !== io) return;
       this.#io = null;
+      // After an error the port may still be open (and locked); the reconnect needs it closed.
+      void closeTransport(io);
       this.emit('disconnected', reason);
       this.deps.onError?.(new DeviceError(`Firmata board ${this.id} lost: ${reason}; reconnecting`));
       this.#scheduleReconnect();
@@ -143,9 +169,17 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
       io.digitalWrite(pin, c.level ? 1 : 0);
     } else {
       io.pinMode(pin, io.MODES.PULLUP ?? io.MODES.INPUT);
+      const listening = this.#listening.get(io) ?? new Set<number>();
+      this.#listening.set(io, listening);
+      // After a board reset the listener is still there; only the board's reporting must be switched on again.
+      if (listening.has(pin) && io.reportDigitalPin) return io.reportDigitalPin(pin, 1);
+      listening.add(pin);
       io.digitalRead(pin, (v) => {
         const cl = this.#claimed.get(pin);
-        if (cl) cl.level = v === 1;
+        if (!cl) return;
+        cl.level = v === 1;
+        cl.seen = true;
+        cl.onSeen?.();
       });
     }
   }
@@ -190,6 +224,19 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
     const c: Claimed = { kind: 'in', level: true };
     this.#claimed.set(n, c);
     this.#apply(this.#live(`claim pin ${n}`), n, c);
+    // Callers read an input right after claiming it (host power at start-up, the button held through
+    // start-up): wait for the board's first report (StandardFirmata sends it when reporting is switched
+    // on) instead of answering with a guess.
+    const ms = this.deps.queryTimeoutMs ?? 1000;
+    await new Promise<void>((resolve, reject) => {
+      if (c.seen) return resolve();
+      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id}: no report for input pin ${n} within ${ms} ms`)), ms);
+      c.onSeen = () => {
+        clearTimeout(t);
+        c.onSeen = undefined;
+        resolve();
+      };
+    });
     return {
       name: `firmata:${this.id}:${n}`,
       read: async () => {
@@ -205,10 +252,14 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
     if (this.#reconnect) clearTimeout(this.#reconnect);
     const io = this.#io;
     this.#io = null;
-    await new Promise<void>((resolve) => {
-      const t = io?.transport;
-      if (t?.close && t.isOpen !== false) t.close(() => resolve());
-      else resolve();
-    });
+    if (io) await closeTransport(io);
   }
+}
+
+function closeTransport(io: FirmataIo): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const t = io.transport;
+    if (t?.close && t.isOpen !== false) t.close(() => resolve());
+    else resolve();
+  });
 }

@@ -23,6 +23,8 @@ function firmware() {
   io.digitalRead = (pin: number, cb: (v: number) => void) => {
     io.readers ??= new Map();
     io.readers.set(pin, cb);
+    // StandardFirmata reports the port at once when reporting is switched on (pull-up: high).
+    setImmediate(() => cb(1));
   };
   /** The board resets: every pin back to an input at 0, then it announces its version. */
   const reset = () => {
