@@ -20,6 +20,7 @@ import { HealthMonitor } from './health.ts';
 import { SimRig } from './sim-rig.ts';
 import { Appliance, type DriveBays } from './appliance.ts';
 import { buildRoutes, createApiServer } from './api.ts';
+import { wirePanel } from './panel-wiring.ts';
 
 export interface DaemonOptions {
   stateDir: string;
@@ -143,6 +144,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   if (rig?.created && config.sim.initialClone && !jobs.current) appliance.startClone({}, 'first-start');
   if (rig && config.sim.hostPoweredAtStart && !rig.host.powered) rig.host.powerOn();
   health.start();
+  // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
+  const panel = await wirePanel({ config, bus, app: appliance, rig, bootSwitchEvents: emitter, powered: (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB'] });
 
   const routes = buildRoutes(appliance, { metricsText: () => metrics.text() });
   const server = createApiServer(appliance, routes, token);
@@ -172,6 +175,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       closed = true;
       bus.publish('daemon.stopping', {});
       health.stop();
+      await panel?.stop();
       const cur = jobs.current;
       // Stopping leaves an interrupted copy to resume at the next start, not a rolled-back one.
       if (cur) jobs.cancel(cur.id, false);

@@ -39,6 +39,7 @@ export const EVENT_TYPES = {
   'boot': 'a boot of the host: { bay, status: pending|confirmed|unconfirmed }',
   'health': 'drive health changed: { bay, health }',
   'drive': 'a drive was pulled, inserted or replaced (simulated rig): { bay, action }',
+  'rail': 'a drive power rail changed state (INA219): { bay, state: off|dead|spinning-up|running, milliamps, volts, expectedOn }',
   'alert': 'something needs attention: { level: info|warning|critical, code, message }',
 } as const;
 

@@ -34,3 +34,4 @@ export { systemClock, ManualClock, type Clock } from './clock.ts';
 export { DualStore } from './dual-store.ts';
 export { patternFor, baysOnHost, type SwitchRelays } from './relay-pattern.ts';
 export type { DigitalInput, DigitalOutput, Driver, DriverKind, I2cBus, Logger } from './io.ts';
+export { defaultOpenI2c } from './board.ts';

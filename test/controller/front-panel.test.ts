@@ -1,0 +1,117 @@
+/** The front panel: the OLED shows the status, the rail monitors catch dead and stuck drives. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { FrontPanel, SimPanelChips, panelParts } from '../../firmware/controller/front-panel.ts';
+import { renderStatus, type StatusScreen, type Bay } from '../../src/bootswitch/index.ts';
+import { makeDaemon } from './support/harness.ts';
+
+function rig(screen: StatusScreen) {
+  const chips = new SimPanelChips();
+  const parts = panelParts(chips.bus, SimPanelChips.OLED, [
+    { bay: 'A', address: SimPanelChips.RAIL.A, shuntOhms: 0.1 },
+    { bay: 'B', address: SimPanelChips.RAIL.B, shuntOhms: 0.1 },
+  ]);
+  const alerts: { code: string }[] = [];
+  const rails: { bay: Bay; state: string }[] = [];
+  const power: Record<Bay, boolean> = { A: true, B: true };
+  const present: Record<Bay, boolean> = { A: true, B: true };
+  let now = 0;
+  const panel = new FrontPanel({
+    ...parts,
+    screen: () => screen,
+    drivePowered: (bay) => {
+      chips.setRail(bay, power[bay], present[bay]);
+      return power[bay];
+    },
+    events: { rail: (e) => rails.push({ bay: e.bay, state: e.state }), alert: (a) => alerts.push(a) },
+    railIntervalMs: 60_000,
+    stuckAfterMs: 10_000,
+    now: () => now,
+  });
+  return { chips, panel, alerts, rails, power, present, tick: (ms: number) => (now += ms) };
+}
+
+test('the OLED shows what renderStatus draws: active bay, last sync, job progress, alert', async () => {
+  const screen: StatusScreen = { activeBay: 'B', lastSync: '24.11 02:00', progress: 42, job: 'sync', alert: 'drive-dead' };
+  const r = rig(screen);
+  await r.panel.start();
+  await r.panel.stop();
+  assert.ok(r.chips.oled.on, 'display switched on');
+  assert.equal([...r.chips.oled.ram], [...renderStatus(screen).bytes]);
+  assert.ok(r.chips.oled.ascii().some((row) => row.includes('#')));
+});
+
+test('rails: running drives are quiet; a powered drive that draws nothing is dead; a cut rail is just off', async () => {
+  const r = rig({ activeBay: 'A', lastSync: null, progress: null });
+  await r.panel.start();
+  assert.equal(r.rails, [
+    { bay: 'A', state: 'running' },
+    { bay: 'B', state: 'running' },
+  ]);
+  assert.equal(r.alerts, []);
+  r.present.B = false;
+  await r.panel.pollRails();
+  assert.is(r.panel.railState('B'), 'dead');
+  assert.equal(r.alerts.map((a) => a.code), ['drive-dead']);
+  r.power.A = false;
+  await r.panel.pollRails();
+  assert.is(r.panel.railState('A'), 'off');
+  assert.equal(r.alerts.map((a) => a.code), ['drive-dead'], 'no alert for a rail its relay cut');
+  await r.panel.stop();
+});
+
+test('a drive that stays at spin-up current is reported stuck, once', async () => {
+  const r = rig({ activeBay: 'A', lastSync: null, progress: null });
+  await r.panel.start();
+  r.chips.rails.A.shuntMv = 150; // 1.5 A through 0.1 Ω
+  const original = r.chips.setRail.bind(r.chips);
+  r.chips.setRail = (bay, powered, present) => (bay === 'A' ? undefined : original(bay, powered, present));
+  await r.panel.pollRails();
+  assert.is(r.panel.railState('A'), 'spinning-up');
+  r.tick(5_000);
+  await r.panel.pollRails();
+  assert.equal(r.alerts, []);
+  r.tick(6_000);
+  await r.panel.pollRails();
+  r.tick(6_000);
+  await r.panel.pollRails();
+  assert.equal(r.alerts.map((a) => a.code), ['drive-stuck']);
+  await r.panel.stop();
+});
+
+test('a display that stops answering raises one panel-fault alert, not one per frame', async () => {
+  const r = rig({ activeBay: 'A', lastSync: null, progress: null });
+  await r.panel.start();
+  r.chips.bus.drop();
+  for (let i = 0; i < 5; i++) {
+    r.panel.refresh();
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  await r.panel.stop();
+  const faults = r.alerts.filter((a) => a.code === 'panel-fault');
+  assert.ok(faults.length >= 1 && faults.length <= 2, `${faults.length} panel-fault alerts`);
+});
+
+test('on the simulated rig the daemon reports rail states and a pulled drive as dead', async () => {
+  const d = await makeDaemon({ sim: { initialClone: false } });
+  try {
+    const log = await d.api('GET', '/api/events/log?types=rail');
+    const states = (log.body.events ?? log.body).map((e: { data: { bay: string; state: string } }) => `${e.data.bay}:${e.data.state}`);
+    assert.ok(states.includes('A:running') && states.includes('B:running'), JSON.stringify(states));
+    assert.is((await d.api('POST', '/api/sim/drive/B/pull')).status < 300, true);
+    await d.app.status();
+    const deadline = Date.now() + 5000;
+    let alerts: string[] = [];
+    while (Date.now() < deadline) {
+      const a = await d.api('GET', '/api/events/log?types=alert');
+      alerts = (a.body.events ?? a.body).map((e: { data: { code: string } }) => e.data.code);
+      if (alerts.includes('drive-dead')) break;
+      await new Promise((res) => setTimeout(res, 200));
+    }
+    assert.ok(alerts.includes('drive-dead'), JSON.stringify(alerts));
+  } finally {
+    await d.stop();
+  }
+});
+
+test.run();
