@@ -13,7 +13,7 @@ import type { Bay, RelayName, TimingConfig } from './config.ts';
 import type { DualStore } from './dual-store.ts';
 import type { BootSwitchEmitter } from './events.ts';
 import type { Logger } from './io.ts';
-import { SWITCH_RELAYS, bayOf, baysOnHost, patternFor, samePattern, type SwitchRelays } from './relay-pattern.ts';
+import { ISOLATED, SWITCH_RELAYS, bayOf, baysOnHost, patternFor, samePattern, type SwitchRelays } from './relay-pattern.ts';
 import { BadInputError } from '../errors.ts';
 
 export interface SwitchRecord {
@@ -294,6 +294,59 @@ export class BootSwitch {
     const totalMs = this.clock.now() - started;
     this.events.emit('switched', { from, to, totalMs, changed: true });
     return { from, to, changed: true, steps, totalMs, waitedMs: waited };
+  }
+
+  /** True while neither bay is connected to the host (a sync window). */
+  get isolated(): boolean {
+    return this.#record.bay === null && this.#record.fault === null && samePattern(this.#record.relays, ISOLATED);
+  }
+
+  /**
+   * Takes both drives off the host and onto the controller's bridges, for a
+   * sync in switched mode. The host is shut down first, exactly as for a
+   * move (never forced: a sync is never worth a crashed host). Idempotent.
+   * `moveTo(bay)` ends the window.
+   */
+  async isolate(opts: { hardOff?: boolean; signal?: AbortSignal } = {}): Promise<{ changed: boolean; host: 'was-off' | 'acpi' | 'hard-off'; totalMs: number }> {
+    if (this.#moving) throw new BusyError(`a move to bay ${this.#moving} is already running`, { hint: 'wait for it to finish' });
+    const from = this.#record.bay;
+    this.#moving = from ?? 'A';
+    const started = this.clock.now();
+    try {
+      const current = await this.readRelays();
+      if (samePattern(current, ISOLATED)) {
+        await this.#checkContacts(ISOLATED, 'while isolated');
+        if (await this.hostPowered()) throw new RefusedError('the host is powered although no drive is connected to it', { hint: 'shut the host down' });
+        return { changed: false, host: 'was-off', totalMs: this.clock.now() - started };
+      }
+      const host = await this.shutdownHost(opts);
+      this.#persist({ ...this.#record, relays: current, pending: from ? { to: from, from } : null });
+      try {
+        await this.#apply('pwrA', true);
+        await this.#apply('pwrB', true);
+        await this.clock.sleep(this.timing.powerOffMs, opts.signal);
+        await this.#stillOff('while its drives were powered down', false);
+        await this.#apply('muxA', true);
+        await this.#apply('muxB', false);
+        await this.clock.sleep(this.timing.settleMs, opts.signal);
+        await this.#checkContacts(ISOLATED, 'after isolating');
+        await this.#apply('pwrA', false);
+        await this.#apply('pwrB', false);
+        await this.clock.sleep(this.timing.powerOnMs, opts.signal);
+        const read = await this.readRelays();
+        if (!samePattern(read, ISOLATED)) throw new DeviceError(`read-back after isolating: ${JSON.stringify(read)}, expected ${JSON.stringify(ISOLATED)}`);
+      } catch (e) {
+        await this.#rollBack(from, e, false);
+        throw e;
+      }
+      this.#persist({ bay: null, relays: { ...ISOLATED }, pending: null, fault: null });
+      const totalMs = this.clock.now() - started;
+      this.log.info({ from, totalMs }, 'switch: both drives on the controller (sync window)');
+      this.events.emit('isolated', { from, totalMs });
+      return { changed: true, host, totalMs };
+    } finally {
+      this.#moving = null;
+    }
   }
 
   /**

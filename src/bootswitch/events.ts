@@ -31,6 +31,8 @@ export interface BootSwitchEvents {
   failover: [{ from: Bay; to: Bay; reason: string }];
   boot: [{ bay: Bay; status: 'pending' | 'confirmed' | 'unconfirmed' }];
   state: [FailoverState];
+  /** Both drives were taken off the host for a sync window. */
+  isolated: [{ from: Bay | null; totalMs: number }];
   alert: [AlertEvent];
   'show-status': [];
   host: [{ powered: boolean }];

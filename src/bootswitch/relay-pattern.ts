@@ -19,6 +19,9 @@ export function patternFor(bay: Bay): SwitchRelays {
   return bay === 'A' ? { muxA: false, muxB: false, pwrA: false, pwrB: false } : { muxA: true, muxB: true, pwrA: false, pwrB: false };
 }
 
+/** Neither bay on the host, both on the controller's bridges: the sync window of switched mode. */
+export const ISOLATED: SwitchRelays = { muxA: true, muxB: false, pwrA: false, pwrB: false };
+
 /** Bays whose drive the relays connect to the host port. */
 export function baysOnHost(r: Pick<SwitchRelays, 'muxA' | 'muxB'>): Bay[] {
   const out: Bay[] = [];

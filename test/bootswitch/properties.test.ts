@@ -20,7 +20,9 @@ type Cmd =
   | { t: 'unstick' }
   | { t: 'restart' }
   | { t: 'power-loss' }
-  | { t: 'wait'; ms: number };
+  | { t: 'wait'; ms: number }
+  | { t: 'isolate' }
+  | { t: 'end-window' };
 
 const bay = fc.constantFrom<'A' | 'B'>('A', 'B');
 const cmd: fc.Arbitrary<Cmd> = fc.oneof(
@@ -36,6 +38,8 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   fc.constant({ t: 'restart' as const }),
   fc.constant({ t: 'power-loss' as const }),
   fc.record({ t: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 30_000 }) }),
+  fc.constant({ t: 'isolate' as const }),
+  fc.constant({ t: 'end-window' as const }),
 );
 
 async function quiesce(rig: Rig) {
@@ -116,6 +120,13 @@ test('invariants hold over random event sequences', async () => {
             }
             case 'wait':
               await rig.clock.advance(c.ms);
+              break;
+            case 'isolate':
+              // A sync window; refusals (host will not stop, busy) are fine, broken rules are not.
+              void rig.sys.bootSwitch.isolate().catch(() => {});
+              break;
+            case 'end-window':
+              void rig.sys.bootSwitch.moveTo(rig.sys.failover.state.active).catch(() => {});
               break;
           }
           await rig.clock.advance(10);
