@@ -44,13 +44,5 @@ export function chunksOf(ranges: readonly ByteRange[], chunkSize: number): Chunk
   return out;
 }
 
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
-}
+/** Byte counts for people: one formatter for the whole project, the one `dpsr inspect` uses. */
+export { formatSize as formatBytes } from '../disk-layout/index.ts';
