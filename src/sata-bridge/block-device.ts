@@ -47,3 +47,42 @@ export interface OpenOptions {
   /** Bypass the page cache (O_DIRECT); buffers must come from `allocAligned`. */
   readonly direct?: boolean;
 }
+
+/**
+ * A drive that passes everything to another one: the base of wrappers that
+ * change one thing (inject faults, journal writes, throttle to a bridge's
+ * speed) and leave the rest alone.
+ */
+export class DeviceWrapper implements BlockDevice {
+  constructor(protected readonly inner: BlockDevice) {}
+  get path(): string {
+    return this.inner.path;
+  }
+  get identity(): DriveIdentity {
+    return this.inner.identity;
+  }
+  get size(): number {
+    return this.inner.size;
+  }
+  get logicalSectorSize(): number {
+    return this.inner.logicalSectorSize;
+  }
+  get physicalSectorSize(): number {
+    return this.inner.physicalSectorSize;
+  }
+  get writable(): boolean {
+    return this.inner.writable;
+  }
+  read(buf: Uint8Array, position: number, length?: number): Promise<void> {
+    return this.inner.read(buf, position, length);
+  }
+  write(buf: Uint8Array, position: number, length?: number): Promise<void> {
+    return this.inner.write(buf, position, length);
+  }
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

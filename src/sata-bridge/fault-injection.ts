@@ -4,7 +4,7 @@
  * it for "bad sectors" and "pulled drive"; tests use it to break the engine.
  */
 import { DeviceError } from '../errors.ts';
-import type { BlockDevice } from './block-device.ts';
+import { DeviceWrapper, type BlockDevice } from './block-device.ts';
 
 export interface FaultPlan {
   /** Logical sector numbers whose reads fail (EIO) every time. */
@@ -23,7 +23,7 @@ export class IoError extends DeviceError {
   readonly code = 'EIO';
 }
 
-export class FaultyDevice implements BlockDevice {
+export class FaultyDevice extends DeviceWrapper {
   readonly badReads: Set<number>;
   readonly badWrites: Set<number>;
   private readonly flaky: Map<number, number>;
@@ -34,20 +34,14 @@ export class FaultyDevice implements BlockDevice {
   readonly readFailures: number[] = [];
 
   constructor(
-    private readonly inner: BlockDevice,
+    inner: BlockDevice,
     private plan: FaultPlan = {},
   ) {
+    super(inner);
     this.badReads = new Set(plan.badReadLbas ?? []);
     this.badWrites = new Set(plan.badWriteLbas ?? []);
     this.flaky = new Map(plan.flakyReadLbas ?? []);
   }
-
-  get path() { return this.inner.path; }
-  get identity() { return this.inner.identity; }
-  get size() { return this.inner.size; }
-  get logicalSectorSize() { return this.inner.logicalSectorSize; }
-  get physicalSectorSize() { return this.inner.physicalSectorSize; }
-  get writable() { return this.inner.writable; }
 
   /** The drive vanishes: every later call fails, as when a bridge drops it. */
   pull(): void { this.gone = true; }
@@ -75,7 +69,7 @@ export class FaultyDevice implements BlockDevice {
     return undefined;
   }
 
-  async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
+  override async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
     if (this.gone) throw new IoError(`${this.path} is gone (drive pulled)`);
     if (this.plan.failReadsAfter !== undefined && this.reads >= this.plan.failReadsAfter) throw new IoError(`${this.path}: read failed (drive stopped answering)`);
     const bad = this.firstHit(this.badReads, position, length);
@@ -95,7 +89,7 @@ export class FaultyDevice implements BlockDevice {
     await this.inner.read(buf, position, length);
   }
 
-  async write(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
+  override async write(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
     if (this.gone) throw new IoError(`${this.path} is gone (drive pulled)`);
     if (this.plan.failWritesAfter !== undefined && this.writes >= this.plan.failWritesAfter) throw new IoError(`${this.path}: write failed (drive stopped accepting data)`);
     const bad = this.firstHit(this.badWrites, position, length);
@@ -104,12 +98,8 @@ export class FaultyDevice implements BlockDevice {
     await this.inner.write(buf, position, length);
   }
 
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     if (this.gone) throw new IoError(`${this.path} is gone (drive pulled)`);
     await this.inner.flush();
-  }
-
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }

@@ -1,4 +1,5 @@
 export type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
+export { DeviceWrapper } from './block-device.ts';
 export { allocAligned } from './aligned-buffer.ts';
 export {
   openDrive,
