@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# The Debian tools the tests and the simulated rig use: partitioning and
-# filesystems for test images, socat for serial tests, QEMU and a bootable
-# Linux's parts for the HIL tier. Run as root (or through sudo).
+# Debian tools dpsr uses. Without arguments: what the daemon and its simulated
+# rig need (partitioning and filesystems for the simulated system drive,
+# smartctl). With --tests: also what the tests need (socat for serial tests,
+# rsync for a benchmark row, QEMU and the parts of a bootable Linux for the
+# HIL tier). Run as root (or through sudo).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+packages=(fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates)
+if [ "${1:-}" = "--tests" ]; then
+  packages+=(rsync socat qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin)
+elif [ -n "${1:-}" ]; then
+  echo "usage: $0 [--tests]" >&2
+  exit 2
+fi
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends \
-  fdisk gdisk e2fsprogs dosfstools mtools util-linux rsync socat smartmontools \
-  qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin \
-  ca-certificates >/dev/null
-echo "test tools installed"
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+echo "installed: ${packages[*]}"
