@@ -5,6 +5,7 @@ import { linuxRoots, listDisks, readBlockNode, type SysRoots } from './sysfs.ts'
 import { diskUsage, readMounts } from './mounts.ts';
 import { identityOf, locateDrive } from './drive.ts';
 import type { DriveIdentity } from './block-device.ts';
+import { quirksFor, type BridgeQuirks } from './bridge-quirks.ts';
 
 export interface DiscoveredDrive {
   readonly name: string;
@@ -18,6 +19,8 @@ export interface DiscoveredDrive {
   /** Holds the controller's own system: never a valid target. */
   readonly isSystemDisk: boolean;
   readonly backingFile?: string;
+  /** What is known of the USB bridge the drive hangs off. */
+  readonly bridgeQuirks?: BridgeQuirks;
 }
 
 /** Virtual devices that are never drives worth listing. */
@@ -66,6 +69,7 @@ export function discoverDrives(options: { roots?: SysRoots; devDir?: string; inc
       mountPoints: usage.mountPoints,
       isSystemDisk: usage.isSystemDisk,
       backingFile: node.backingFile,
+      bridgeQuirks: node.bridge ? quirksFor(node.bridge.vendorId, node.bridge.productId) : undefined,
     });
   }
   return drives;

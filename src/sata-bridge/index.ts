@@ -18,3 +18,4 @@ export { FaultyDevice, IoError, type FaultPlan } from './fault-injection.ts';
 export { linuxRoots, readBlockNode, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
 export { readMounts, systemDisks, diskUsage } from './mounts.ts';
 export * from './smart.ts';
+export { quirksFor, type BridgeQuirks, type SmartDeviceType } from './bridge-quirks.ts';

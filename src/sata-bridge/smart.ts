@@ -6,6 +6,8 @@
  */
 import { execFile } from 'node:child_process';
 import { DeviceError, NotFoundError } from '../errors.ts';
+import { quirksFor, type SmartDeviceType } from './bridge-quirks.ts';
+import { locateDrive } from './drive.ts';
 
 export interface SmartReport {
   readonly device: string;
@@ -75,15 +77,29 @@ export function parseSmartctlJson(text: string, device: string, readAt = new Dat
 
 /** Runs smartctl; its exit status is a bit mask, so a non-zero status with JSON on stdout is still a report. */
 export class SmartctlSource implements SmartSource {
+  /**
+   * `deviceType` 'auto' picks smartctl's -d per drive from the bridge it hangs
+   * off (bridge-quirks.ts): most speak SAT, some only a vendor protocol.
+   */
   constructor(
     private readonly binary = 'smartctl',
-    private readonly deviceType = 'sat',
+    private readonly deviceType: SmartDeviceType | 'auto' = 'auto',
     private readonly timeoutMs = 30_000,
   ) {}
 
+  typeFor(device: string): SmartDeviceType {
+    if (this.deviceType !== 'auto') return this.deviceType;
+    try {
+      const bridge = locateDrive(device).node?.bridge;
+      return bridge ? quirksFor(bridge.vendorId, bridge.productId).smartType : 'sat';
+    } catch {
+      return 'sat';
+    }
+  }
+
   read(device: string): Promise<SmartReport> {
     return new Promise((resolve, reject) => {
-      execFile(this.binary, ['--json', '-a', '-d', this.deviceType, device], { timeout: this.timeoutMs, maxBuffer: 4 * 1024 * 1024 }, (err, stdout) => {
+      execFile(this.binary, ['--json', '-a', '-d', this.typeFor(device), device], { timeout: this.timeoutMs, maxBuffer: 4 * 1024 * 1024 }, (err, stdout) => {
         if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
           reject(new NotFoundError(`${this.binary} is not installed`, { hint: 'install smartmontools for drive health' }));
           return;

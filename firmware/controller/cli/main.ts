@@ -220,6 +220,7 @@ export async function main(argv: string[]): Promise<number> {
             const flags = [d.isSystemDisk ? 'SYSTEM DISK (never a target)' : '', d.mountPoints.length ? `mounted at ${d.mountPoints.join(', ')}` : '', d.readOnly ? 'read-only' : ''].filter(Boolean).join(', ');
             console.log(`${d.devicePath}  ${formatBytes(id.sizeBytes)}  ${id.logicalSectorSize}/${id.physicalSectorSize}-byte sectors  ${id.model ?? ''} ${id.serial ? `serial ${id.serial}` : ''}`.replace(/\s+$/, ''));
             console.log(`    identity ${id.key}${id.bridge ? `  bridge ${id.bridge.vendorId}:${id.bridge.productId} ${id.bridge.driver ?? ''}` : ''}${d.backingFile ? `  file ${d.backingFile}` : ''}`);
+            if (d.bridgeQuirks) console.log(`    bridge ${d.bridgeQuirks.chip}${d.bridgeQuirks.uasUnreliable && id.bridge?.driver === 'uas' ? ' — UAS UNRELIABLE on this chip: force usb-storage (deploy/dpsr-usb-quirks.conf)' : ''}${d.bridgeQuirks.note ? ` (${d.bridgeQuirks.note})` : ''}`);
             if (d.byId[0]) console.log(`    ${d.byId[0]}`);
             if (flags) console.log(`    ${flags}`);
           }
