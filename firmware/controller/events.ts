@@ -139,8 +139,16 @@ export function matches(type: string, types: readonly string[]): boolean {
   return types.some((t) => (t.endsWith('.') ? type.startsWith(t) : type === t));
 }
 
+/** Each event is serialised once, however many streams send it. */
+const frames = new WeakMap<DaemonEvent, string>();
+
 function frame(e: DaemonEvent): string {
-  return `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify({ seq: e.seq, at: e.at, type: e.type, data: e.data })}\n\n`;
+  let text = frames.get(e);
+  if (text === undefined) {
+    text = `id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify({ seq: e.seq, at: e.at, type: e.type, data: e.data })}\n\n`;
+    frames.set(e, text);
+  }
+  return text;
 }
 
 /** Most unsent bytes a slow client may pile up before it is dropped (it reconnects with Last-Event-ID). */
