@@ -7,7 +7,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
-import { BadInputError, NotFoundError, httpStatusFor, isDpsrError, DpsrError } from '../../src/errors.ts';
+import { BadInputError, NotFoundError, RefusedError, httpStatusFor, isDpsrError, DpsrError } from '../../src/errors.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { array, bool, check, int, obj, oneOf, opt, type Schema } from './schema.ts';
 import { serveEvents, EVENT_TYPES } from './events.ts';
@@ -66,6 +66,7 @@ export const bodies = {
   cancel: obj({ rollback: opt(bool('roll the standby back to the previous backup after stopping (default: config recovery.rollbackOnCancel)')) }),
   failover: obj({ hardOff: opt(bool('force the host off when it ignores the shutdown request')) }),
   bootselect: obj({ bay: oneOf(['A', 'B'] as const), force: opt(bool('move even with the host powered (it may crash)')), powerOn: opt(bool('power the host on afterwards')) }),
+  shutdown: obj({ hardOff: opt(bool('hold the power button to force the host off when it ignores the shutdown request')) }),
   heartbeat: obj({ bay: opt(oneOf(['A', 'B'] as const, 'the bay the host believes it booted from')) }),
   button: obj({ holdMs: int(1, 60_000, 'how long the button is held') }),
   hostPower: obj({ power: oneOf(['on', 'off'] as const) }),
@@ -174,6 +175,11 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
       },
     },
     {
+      method: 'POST', path: '/api/host/shutdown', tag: 'boot', summary: 'Shut the host down through the ATX power relay (ACPI request; hardOff forces it off when ignored)', body: bodies.shutdown,
+      responses: { 200: '{ how: was-off|acpi|hard-off }', 409: 'the host stayed on (and hardOff not set), or a failover or move runs' },
+      handler: async ({ body }) => ({ status: 200, body: await app.shutdownHost(body as { hardOff?: boolean }) }),
+    },
+    {
       method: 'POST', path: '/api/host/heartbeat', tag: 'boot', summary: "The host's boot-good confirmation", body: bodies.heartbeat,
       responses: { 200: 'recorded' },
       handler: async ({ body }) => {
@@ -232,20 +238,28 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
       },
     },
     {
-      method: 'POST', path: '/api/sim/host/power', tag: 'sim', sim: true, summary: 'Power the simulated host on, or cut its power', body: bodies.hostPower,
+      method: 'POST', path: '/api/sim/host/power', tag: 'sim', sim: true,
+      summary: 'Power the simulated host on, or cut its power; with an external host (sim.host "external") only its power-LED input is set',
+      body: bodies.hostPower,
       responses: { 200: 'done', 404: 'not the simulated rig' },
       handler: ({ body }) => {
         const r = rig();
-        if ((body as { power: string }).power === 'on') r.host.powerOn();
+        const on = (body as { power: string }).power === 'on';
+        if (!r.host) {
+          r.setHostPowerLed(on);
+          return { status: 200, body: { state: 'external', powerLed: on } };
+        }
+        if (on) r.host.powerOn();
         else r.host.forceOff();
         return { status: 200, body: { state: r.host.state } };
       },
     },
     {
       method: 'POST', path: '/api/sim/host/crash', tag: 'sim', sim: true, summary: 'The simulated OS hangs: no heartbeats, no ACPI', body: bodies.empty,
-      responses: { 200: 'hung', 404: 'not the simulated rig' },
+      responses: { 200: 'hung', 404: 'not the simulated rig', 409: 'the host is external' },
       handler: () => {
         const r = rig();
+        if (!r.host) throw new RefusedError('the host is external: hang it on its side', { hint: 'this route drives the simulated host only (sim.host "simulated")' });
         r.host.hang();
         return { status: 200, body: { state: r.host.state } };
       },

@@ -452,6 +452,13 @@ export class Appliance {
     }
   }
 
+  /** Ask the host to shut down through the ATX power relay (ACPI), or force it off. */
+  async shutdownHost(opts: { hardOff?: boolean }): Promise<{ how: 'was-off' | 'acpi' | 'hard-off' }> {
+    if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives: it shuts the host down itself');
+    if (this.bs.bootSwitch.moving) throw new BusyError('the boot selection is being moved');
+    return { how: await this.bs.bootSwitch.shutdownHost({ hardOff: opts.hardOff }) };
+  }
+
   async heartbeat(source: string, bay: Bay | null = null): Promise<void> {
     this.#lastHeartbeat = { at: new Date().toISOString(), bay, source };
     this.bus.publish('host.heartbeat', { bay, source });
@@ -531,7 +538,7 @@ export class Appliance {
       host: {
         power: this.#hostPowered ? 'on' : 'off',
         lastHeartbeat: this.#lastHeartbeat,
-        ...(this.rig ? { simState: this.rig.host.state, bootedFrom: this.rig.host.bootedFrom } : {}),
+        ...(this.rig ? (this.rig.host ? { simState: this.rig.host.state, bootedFrom: this.rig.host.bootedFrom } : { simState: 'external', bootedFrom: null }) : {}),
       },
       failover: { active: fs.active, standby: fs.standby, triesLeft: fs.triesLeft, failed: fs.failed, consistent: fs.consistent, pendingBoot: fs.pendingBoot, switching: fs.switching, halted: fs.halted, failovers: fs.failovers },
       health: { A: this.health.drives.A.status, B: this.health.drives.B.status },

@@ -4,7 +4,7 @@
  * names the key, the value and what is allowed. No file means the simulated
  * rig with defaults.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { validateConfig as validateBootSwitch, simConfig, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
@@ -63,18 +63,24 @@ export const configSchema = obj({
       hostBootMs: opt(int(10, 600_000), 1500),
       hostShutdownMs: opt(int(10, 600_000), 500),
       heartbeatMs: opt(int(50, 600_000), 1000),
-      hostPoweredAtStart: opt(bool('power the simulated host on when the daemon starts'), true),
+      hostPoweredAtStart: opt(bool('power the simulated host on when the daemon starts (default true; only with host "simulated")')),
       initialClone: opt(bool('clone bay A onto bay B when the rig is created'), true),
       driveTemperatureC: opt(array(int(0, 120), { maxItems: 2 }), [34, 35]),
+      host: opt(
+        oneOf(['simulated', 'external'] as const, 'simulated: the daemon fakes boots and heartbeats (hostBootMs, hostShutdownMs, heartbeatMs); external: another process runs the host (the HIL rig\'s virtual machine) following the relay and ATX events, reports its power LED with POST /api/sim/host/power and its heartbeats with POST /api/host/heartbeat'),
+        'simulated',
+      ),
+      systemImage: opt(str({ pattern: /^\//, patternText: 'an absolute path to a raw disk image', description: 'copied into bay A when the rig is created, instead of the built-in system drive; at most driveSizeMiB' })),
     }),
-    { driveSizeMiB: 64, bridgeMiBps: 0, hostBootMs: 1500, hostShutdownMs: 500, heartbeatMs: 1000, hostPoweredAtStart: true, initialClone: true, driveTemperatureC: [34, 35] },
+    { driveSizeMiB: 64, bridgeMiBps: 0, hostBootMs: 1500, hostShutdownMs: 500, heartbeatMs: 1000, initialClone: true, driveTemperatureC: [34, 35], host: 'simulated' },
   ),
 });
 
 export type RawConfig = Infer<typeof configSchema>;
 
-export interface DaemonConfig extends Omit<RawConfig, 'bootswitch'> {
+export interface DaemonConfig extends Omit<RawConfig, 'bootswitch' | 'sim'> {
   bootswitch: BootSwitchConfig;
+  sim: RawConfig['sim'] & { hostPoweredAtStart: boolean };
   /** Where the config came from, for the log. */
   source: string;
 }
@@ -101,8 +107,26 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
       }),
     );
   }
+  const sim = { ...c.sim, hostPoweredAtStart: c.sim.hostPoweredAtStart ?? c.sim.host === 'simulated' };
+  if (c.sim.host === 'external' && c.sim.hostPoweredAtStart === true) {
+    fail('sim.hostPoweredAtStart', true, 'false or absent with sim.host "external": the external host is powered through the ATX relay (POST /api/bootselect with powerOn)', 'config');
+  }
+  if (c.sim.systemImage !== undefined && c.rig === 'sim') checkSystemImage(c.sim.systemImage, c.sim.driveSizeMiB);
   if (c.health.temperatureWarnC > c.health.temperatureCriticalC) fail('health.temperatureWarnC', c.health.temperatureWarnC, `at most health.temperatureCriticalC (${c.health.temperatureCriticalC})`, 'config');
-  return { ...c, bootswitch, source };
+  return { ...c, sim, bootswitch, source };
+}
+
+/** The image must be there and fit the simulated drive, or the rig would be built half. */
+function checkSystemImage(path: string, driveSizeMiB: number): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    fail('sim.systemImage', path, `an existing raw disk image (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, 'config');
+  }
+  if (!st.isFile()) fail('sim.systemImage', path, 'a regular file holding a raw disk image', 'config');
+  if (st.size === 0 || st.size % 512 !== 0) fail('sim.systemImage', path, `a raw disk image whose size is a non-zero multiple of 512 bytes (it has ${st.size})`, 'config');
+  if (st.size > driveSizeMiB * 1024 * 1024) fail('sim.systemImage', path, `an image of at most sim.driveSizeMiB (${driveSizeMiB} MiB); it has ${(st.size / 1024 / 1024).toFixed(1)} MiB`, 'config');
 }
 
 function prefixed<T>(fn: () => T): T {

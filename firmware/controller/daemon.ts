@@ -92,9 +92,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
           hostShutdownMs: config.sim.hostShutdownMs,
           heartbeatMs: config.sim.heartbeatMs,
           driveTemperatureC: config.sim.driveTemperatureC,
+          host: config.sim.host,
+          systemImage: config.sim.systemImage,
         })
       : null;
-  if (rig?.created) log.info({ dir: rig.dir, sizeMiB: config.sim.driveSizeMiB }, 'simulated rig created: system drive in bay A (GPT, FAT EFI, ext4 root and data), blank drive in bay B');
+  if (rig?.created) {
+    const what = config.sim.systemImage ? `a copy of ${config.sim.systemImage}` : 'system drive (GPT, FAT EFI, ext4 root and data)';
+    log.info({ dir: rig.dir, sizeMiB: config.sim.driveSizeMiB, host: config.sim.host }, `simulated rig created: ${what} in bay A, blank drive in bay B`);
+  }
 
   const bays: DriveBays = rig
     ? { path: (bay) => rig.drivePath(bay), openDevice: rig.openDevice }
@@ -138,11 +143,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   appliance.attachBootSwitch();
   for (const a of early) bus.publish('alert', a);
-  if (rig) rig.host.on('heartbeat', (bay) => void appliance.heartbeat('sim-host', bay).catch(() => {}));
+  if (rig?.host) rig.host.on('heartbeat', (bay) => void appliance.heartbeat('sim-host', bay).catch(() => {}));
 
   await appliance.startup();
   if (rig?.created && config.sim.initialClone && !jobs.current) appliance.startClone({}, 'first-start');
-  if (rig && config.sim.hostPoweredAtStart && !rig.host.powered) rig.host.powerOn();
+  if (rig?.host && config.sim.hostPoweredAtStart && !rig.host.powered) rig.host.powerOn();
   health.start();
   // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
   const panel = await wirePanel({ config, bus, app: appliance, rig, bootSwitchEvents: emitter, powered: (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB'] });

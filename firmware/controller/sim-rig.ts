@@ -1,14 +1,17 @@
 /**
  * The simulated rig: two image-file drives in the state directory (the
  * system drive built on first start with a real GPT, a FAT EFI partition and
- * two ext4 partitions holding files), the simulated board and a simulated
- * host. Drives are opened through FaultyDevice so the rig controls can pull
+ * two ext4 partitions holding files, or copied from a given bootable image),
+ * the simulated board and a simulated host. With an external host (the HIL
+ * rig's virtual machine) the daemon keeps only the board: the other process
+ * follows the relay events, boots the drive file the muxes connect and
+ * reports its power LED and heartbeats through the API. Drives are opened through FaultyDevice so the rig controls can pull
  * a drive or make sectors unreadable under a running job, and through an
  * optional throttle that models a USB bridge's speed.
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeviceError, RefusedError } from '../../src/errors.ts';
@@ -36,6 +39,10 @@ export interface SimRigOptions {
   hostShutdownMs: number;
   heartbeatMs: number;
   driveTemperatureC: number[];
+  /** external: no SimHost; the power LED input is set through setHostPowerLed. */
+  host?: 'simulated' | 'external';
+  /** A raw disk image copied into bay A when the rig is created. */
+  systemImage?: string;
 }
 
 function run(cmd: string, args: string[], input?: string): string {
@@ -115,6 +122,17 @@ export function buildSystemDrive(path: string, sizeMiB: number): void {
   }
 }
 
+/** Bay A from a given bootable image, grown (sparse) to the drive size. */
+function copySystemImage(image: string, path: string, sizeMiB: number): void {
+  copyFileSync(image, path);
+  const fd = openSync(path, 'r+');
+  try {
+    ftruncateSync(fd, sizeMiB * MiB);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function blankDrive(path: string, sizeMiB: number): void {
   const fd = openSync(path, 'w');
   ftruncateSync(fd, sizeMiB * MiB);
@@ -159,7 +177,8 @@ class ThrottledDevice implements BlockDevice {
 
 export class SimRig {
   readonly board: SimBoard;
-  readonly host: SimHost;
+  /** Null with an external host. */
+  readonly host: SimHost | null;
   readonly smart = new SimulatedSmartSource();
   /** True when this start created the drives (the daemon then pairs them). */
   readonly created: boolean;
@@ -180,7 +199,8 @@ export class SimRig {
     } else {
       const a = join(this.dir, 'bay-A.img');
       const b = join(this.dir, 'bay-B.img');
-      buildSystemDrive(a, opts.driveSizeMiB);
+      if (opts.systemImage) copySystemImage(opts.systemImage, a, opts.driveSizeMiB);
+      else buildSystemDrive(a, opts.driveSizeMiB);
       blankDrive(b, opts.driveSizeMiB);
       this.#file = { bays: { A: 'bay-A.img', B: 'bay-B.img' }, replacements: 0, pulled: { A: null, B: null }, bootable: { A: true, B: false } };
       this.#save();
@@ -189,9 +209,9 @@ export class SimRig {
     const rate = opts.bridgeMiBps > 0 ? (opts.bridgeMiBps * MiB) / 1000 : 0;
     this.#throttles = { A: rate ? new Throttle(rate) : null, B: rate ? new Throttle(rate) : null };
     this.board = new SimBoard(systemClock);
-    this.host = new SimHost(this.board, systemClock, { bootMs: opts.hostBootMs, shutdownMs: opts.hostShutdownMs, heartbeatMs: opts.heartbeatMs });
+    this.host = opts.host === 'external' ? null : new SimHost(this.board, systemClock, { bootMs: opts.hostBootMs, shutdownMs: opts.hostShutdownMs, heartbeatMs: opts.heartbeatMs });
     for (const bay of ['A', 'B'] as const) {
-      this.host.bootable[bay] = this.#file.bootable[bay] && this.#file.bays[bay] !== null;
+      if (this.host) this.host.bootable[bay] = this.#file.bootable[bay] && this.#file.bays[bay] !== null;
       this.smart.set(this.#smartKey(bay), { temperatureC: opts.driveTemperatureC[bay === 'A' ? 0 : 1] ?? 35, present: this.#file.bays[bay] !== null });
     }
   }
@@ -271,6 +291,7 @@ export class SimRig {
     this.#file.bays[bay] = null;
     this.#save();
     this.smart.set(this.#smartKey(bay), { present: false });
+    if (!this.host) return; // an external host hears of it from the drive event
     this.host.bootable[bay] = false;
     // The OS loses its disk: it stops answering.
     if (this.host.bootedFrom === bay && this.host.state === 'running') this.host.hang();
@@ -293,7 +314,7 @@ export class SimRig {
     this.#file.pulled[bay] = null;
     this.#save();
     this.smart.set(this.#smartKey(bay), { present: true });
-    this.host.bootable[bay] = this.#file.bootable[bay];
+    if (this.host) this.host.bootable[bay] = this.#file.bootable[bay];
     return join(this.dir, name);
   }
 
@@ -302,7 +323,17 @@ export class SimRig {
     if (this.#file.bootable[bay]) return;
     this.#file.bootable[bay] = true;
     this.#save();
-    this.host.bootable[bay] = this.present(bay);
+    if (this.host) this.host.bootable[bay] = this.present(bay);
+  }
+
+  get externalHost(): boolean {
+    return this.host === null;
+  }
+
+  /** The external host's power LED, as that host reports it; never a boot. */
+  setHostPowerLed(lit: boolean): void {
+    if (this.host) throw new RefusedError('the simulated host drives its own power LED', { hint: 'set sim.host "external" to run the host outside the daemon' });
+    this.board.setPowerLed(lit);
   }
 
   /**
@@ -312,6 +343,7 @@ export class SimRig {
   async hostWrite(bay: Bay, bytes: number): Promise<number> {
     const path = this.drivePath(bay);
     if (!path) throw new RefusedError(`bay ${bay} holds no drive`);
+    if (!this.host) throw new RefusedError('the host is external: random writes under its file systems would damage them', { hint: 'write through the external host (its agent)' });
     const size = this.opts.driveSizeMiB * MiB;
     const block = 64 * 1024;
     const slots = Math.floor((size - 2 * MiB) / block);
@@ -330,8 +362,8 @@ export class SimRig {
   }
 
   async close(): Promise<void> {
-    this.host.forceOff();
-    this.host.removeAllListeners();
+    this.host?.forceOff();
+    this.host?.removeAllListeners();
     await this.board.close();
   }
 }
