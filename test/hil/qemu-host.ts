@@ -284,6 +284,14 @@ export class QemuHost extends EventEmitter {
   }
 
   /**
+   * The guest stops dead, as an OS whose disk vanished does: no more serial
+   * output, no replies, no ACPI; it stays powered until powerOff().
+   */
+  freeze(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  /**
    * Clean shutdown through the agent (sync, unmount, power off). Falls back to
    * a hard power-off when the agent is not up or the VM has not stopped within
    * the timeout; says which happened.
