@@ -14,14 +14,14 @@ import { sleep } from '../controller.ts';
 
 const BRIDGE_MIBPS = 12;
 
-/** Data for the sync to write (a random blob), then a sync killed once it writes. */
+/** Data for the sync to write (a 16 MiB random blob), then a sync killed once it writes. */
 async function killMidSync(rig: Rig, note: ScenarioContext['note']) {
   await rig.transition('booted:A');
   const before = await rig.console.writeRecords(6, 'backup1');
   await rig.sync();
   await rig.transition('booted:A');
   const after = await rig.console.writeRecords(6, 'backup2');
-  const blob = (await rig.console.command('blob', ['big', 12 * 1024], 120_000)).fields.md5!;
+  const blob = (await rig.console.command('blob', ['big', 16 * 1024], 120_000)).fields.md5!;
   await rig.transition('off');
   const { id } = await rig.dpsrd.ok('POST', '/api/sync', {});
   const end = performance.now() + 60_000;
@@ -31,7 +31,7 @@ async function killMidSync(rig: Rig, note: ScenarioContext['note']) {
     if (job.state !== 'running') throw new Error(`the sync ended (${job.state}) before it could be cut short; slow the bridges down`);
     if (job.progress?.bytesWritten > 1024 * 1024 && job.progress.percent > 20) break;
     if (performance.now() > end) throw new Error('the sync did not get under way');
-    await sleep(100);
+    await sleep(50);
   }
   const killedAt = performance.now();
   await rig.dpsrd.kill();

@@ -13,20 +13,23 @@ import { sleep } from '../controller.ts';
 if (rigAvailable('refusals scenario')) {
   test(
     'refusals: failover to an inconsistent standby, boot select with the host powered',
-    scenario('refusals', { bridgeMiBps: 16 }, async ({ rig, note }) => {
-      // A sync cancelled without rollback leaves the standby inconsistent.
-      await rig.transition('booted:A');
-      await rig.console.command('blob', ['big', 8 * 1024], 120_000);
-      await rig.transition('off');
-      const { id } = await rig.dpsrd.ok('POST', '/api/sync', {});
-      for (;;) {
-        const j = await rig.dpsrd.ok('GET', `/api/jobs/${id}`);
-        if (j.progress?.bytesWritten > 0) break;
-        if (j.state !== 'running') throw new Error(`the sync ended (${j.state}) before it could be cancelled`);
-        await sleep(50);
+    scenario('refusals', { bridgeMiBps: 12 }, async ({ rig, note }) => {
+      // A sync cancelled without rollback leaves the standby inconsistent; new data each try, in case a sync wins the race.
+      for (let attempt = 1; ; attempt++) {
+        await rig.transition('booted:A');
+        await rig.console.command('blob', [`big${attempt}`, 16 * 1024], 120_000);
+        await rig.transition('off');
+        const { id } = await rig.dpsrd.ok('POST', '/api/sync', {});
+        let j: any;
+        do {
+          await sleep(50);
+          j = await rig.dpsrd.ok('GET', `/api/jobs/${id}`);
+        } while (j.state === 'running' && !(j.progress?.bytesWritten > 0));
+        const c = await rig.dpsrd.api('POST', `/api/jobs/${id}/cancel`, { rollback: false });
+        await rig.dpsrd.idle();
+        if (c.status === 202) break;
+        if (attempt === 3) throw new Error(`three syncs finished before they could be cancelled: ${JSON.stringify(c.body)}`);
       }
-      await rig.dpsrd.ok('POST', `/api/jobs/${id}/cancel`, { rollback: false });
-      await rig.dpsrd.idle();
       assert.is((await rig.dpsrd.status()).standbyState, 'inconsistent');
       await rig.transition('booted:A');
 

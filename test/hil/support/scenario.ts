@@ -47,7 +47,7 @@ export function rigAvailable(what: string): boolean {
     console.log(`SKIP: ${message}`);
     return false;
   }
-  return requireEnv(`${what} on the simulated rig`, { root: true, tools: ['qemu-system-x86_64', 'apt-get', 'dpkg', 'sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'losetup', 'debugfs', 'mount'] });
+  return requireEnv(`${what} on the simulated rig`, { root: true, tools: ['qemu-system-x86_64', 'apt-get', 'dpkg', 'sfdisk', 'mkfs.ext4', 'losetup', 'debugfs', 'mount'] });
 }
 
 export interface ScenarioContext {

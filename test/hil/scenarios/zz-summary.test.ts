@@ -1,0 +1,33 @@
+/**
+ * The scenario table of this run (the test runner runs files in name order,
+ * so this one comes last): scenario, rig, result, downtime, time. Every
+ * scenario file must have reported when the run included scenarios.
+ */
+import { readdirSync } from 'node:fs';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readResults, resultsFile } from '../support/scenario.ts';
+import { seconds } from '../rig.ts';
+
+test('scenario table', () => {
+  const rigKind = process.env.DPSR_HIL_RIG ?? 'sim';
+  if (rigKind !== 'real') console.log('SKIP: real-rig scenarios: set DPSR_HIL_RIG=real with DPSR_HIL_REAL_CONFIG and DPSR_HIL_SERIAL on a rig (test/hil/README.md)');
+  const results = readResults();
+  if (results.length === 0) {
+    console.log(`no scenario results in this run (${resultsFile()})`);
+    return;
+  }
+  const rows = results.map((r) => [r.scenario, r.rig, r.result, r.downtimeMs === null ? '—' : seconds(r.downtimeMs), r.downtimeWhat ?? '', seconds(r.totalMs)]);
+  const head = ['scenario', 'rig', 'result', 'downtime', 'downtime measured', 'time'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  console.log(`\nHIL scenario table\n${line(head)}\n${line(widths.map((w) => '-'.repeat(w)))}\n${rows.map(line).join('\n')}`);
+  const total = results.reduce((s, r) => s + r.totalMs, 0);
+  console.log(`scenarios took ${seconds(total)} in all`);
+
+  const files = readdirSync(new URL('.', import.meta.url)).filter((f) => f.endsWith('.test.ts') && !f.startsWith('zz-'));
+  const reported = new Set(results.map((r) => r.scenario.replace(/-(resume|rollback)$/, '')));
+  for (const f of files) assert.ok(reported.has(f.replace(/\.test\.ts$/, '')), `scenario file ${f} reported no result in this run`);
+});
+
+test.run();
