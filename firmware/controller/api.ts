@@ -12,7 +12,7 @@ import type { Bay } from '../../src/bootswitch/index.ts';
 import { array, bool, check, int, obj, oneOf, opt, type Schema } from './schema.ts';
 import { serveEvents, EVENT_TYPES } from './events.ts';
 import { summary } from './jobs.ts';
-import type { Appliance } from './appliance.ts';
+import type { Appliance, SyncOptions } from './appliance.ts';
 import { buildOpenApi } from './openapi.ts';
 
 export class PayloadTooLargeError extends DpsrError {
@@ -59,9 +59,10 @@ const bayParam = (v: string): Bay => {
 const partitions = array(int(1, 128), { maxItems: 128, unique: true, description: 'partition numbers; absent or empty: the whole drive' });
 
 export const bodies = {
-  sync: obj({ partitions: opt(partitions), mode: opt(oneOf(['compare', 'manifest'] as const)), forceGeneration: opt(bool('copy even when the standby holds changes the active drive does not descend from (split brain)')) }),
-  verify: obj({ partitions: opt(partitions) }),
-  clone: obj({ force: opt(bool('clone again over a standby that holds a consistent backup')) }),
+  sync: obj({ partitions: opt(partitions), mode: opt(oneOf(['compare', 'manifest'] as const)), forceGeneration: opt(bool('copy even when the standby holds changes the active drive does not descend from (split brain)')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
+  verify: obj({ partitions: opt(partitions), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
+  clone: obj({ force: opt(bool('clone again over a standby that holds a consistent backup')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
+  reprotect: obj({ window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   empty: obj({}),
   cancel: obj({ rollback: opt(bool('roll the standby back to the previous backup after stopping (default: config recovery.rollbackOnCancel)')) }),
   failover: obj({ hardOff: opt(bool('force the host off when it ignores the shutdown request')) }),
@@ -112,17 +113,17 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
     {
       method: 'POST', path: '/api/sync', tag: 'jobs', summary: 'Start a sync of the active drive onto the standby', body: bodies.sync,
       responses: { 202: 'the job started; { id, job }', 409: 'another job runs, a failover moves the drives, or the sync is refused to protect data' },
-      handler: ({ body }) => jobReply(app.startSync(body as { partitions?: number[]; mode?: 'compare' | 'manifest'; forceGeneration?: boolean })),
+      handler: ({ body }) => jobReply(app.startSync(body as SyncOptions)),
     },
     {
       method: 'POST', path: '/api/verify', tag: 'jobs', summary: 'Start comparing both drives', body: bodies.verify,
       responses: { 202: 'the job started', 409: 'another job runs' },
-      handler: ({ body }) => jobReply(app.startVerify(body as { partitions?: number[] })),
+      handler: ({ body }) => jobReply(app.startVerify(body as { partitions?: number[]; window?: boolean })),
     },
     {
       method: 'POST', path: '/api/clone', tag: 'jobs', summary: 'Start the first full copy, which pairs the drives', body: bodies.clone,
       responses: { 202: 'the job started', 409: 'another job runs, or the standby already holds a consistent backup' },
-      handler: ({ body }) => jobReply(app.startClone(body as { force?: boolean })),
+      handler: ({ body }) => jobReply(app.startClone(body as { force?: boolean; window?: boolean })),
     },
     {
       method: 'POST', path: '/api/recover', tag: 'jobs', summary: 'Roll an interrupted sync back: the standby becomes the previous backup again', body: bodies.empty,
@@ -130,9 +131,9 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
       handler: () => jobReply(app.startRecover()),
     },
     {
-      method: 'POST', path: '/api/reprotect', tag: 'jobs', summary: 'Make the drive in the standby bay a backup again (after a failover or a drive replacement)', body: bodies.empty,
+      method: 'POST', path: '/api/reprotect', tag: 'jobs', summary: 'Make the drive in the standby bay a backup again (after a failover or a drive replacement)', body: bodies.reprotect,
       responses: { 202: 'the job started', 409: 'another job runs, or refused' },
-      handler: () => jobReply(app.startReprotect()),
+      handler: ({ body }) => jobReply(app.startReprotect('api', body as { window?: boolean })),
     },
     {
       method: 'GET', path: '/api/jobs', tag: 'jobs', summary: 'The kept job history, newest first (without logs)',

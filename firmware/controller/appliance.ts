@@ -6,7 +6,7 @@
  * recorded in the pair state, and the machine hears from every copy whether
  * the standby is consistent, so neither can fail over to a half-written copy.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { BadInputError, BusyError, CancelledError, RefusedError } from '../../src/errors.ts';
 import { identityOf, locateDrive, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { clone, sync, verify, recover, recordFailover, PairStore, effectiveStandbyState, type PairRecord, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
@@ -18,7 +18,7 @@ import { summary, type JobContext, type JobRecord, type JobRunner } from './jobs
 import type { Metrics } from './metrics.ts';
 import type { SimRig } from './sim-rig.ts';
 import type { Logger } from 'pino';
-import { readJsonTwoCopies, writeJsonTwoCopies } from '../../src/durable-file.ts';
+import { readJsonChecked, readJsonTwoCopies, writeJsonDurably, writeJsonTwoCopies } from '../../src/durable-file.ts';
 import { join } from 'node:path';
 
 export const other = (b: Bay): Bay => (b === 'A' ? 'B' : 'A');
@@ -36,7 +36,12 @@ export interface SyncOptions {
   partitions?: number[];
   mode?: 'compare' | 'manifest';
   forceGeneration?: boolean;
+  /** Run in a sync window (host shut down, both drives on the controller); default from config sync.window. */
+  window?: boolean;
 }
+
+/** How long a drive may take to appear on its bridge after the relays connect and power it. */
+const DRIVE_APPEAR_MS = 30_000;
 
 interface DaemonStateFile {
   sequence: number;
@@ -158,13 +163,83 @@ export class Appliance {
     throw e;
   }
 
+  // ---- sync windows (switched mode) ----
+
+  #windowWanted(requested: boolean | undefined): boolean {
+    if (requested !== undefined) return requested;
+    const w = this.config.sync.window;
+    return w === 'always' || (w === 'auto' && this.config.rig === 'hardware');
+  }
+
+  get #windowFile(): string {
+    return join(this.stateDir, 'sync-window.json');
+  }
+
+  /**
+   * Runs `fn` with both drives on the controller: the host is shut down (a
+   * refusal leaves everything as it was), the relays take the active drive
+   * off the host, and afterwards the active bay goes back to the host, which
+   * is powered on again if it was running. Whether it was is persisted, so a
+   * daemon restarted inside the window still knows.
+   */
+  async #inWindow<T>(ctx: JobContext, use: boolean, fn: () => Promise<T>): Promise<T> {
+    if (!use) return fn();
+    const bsw = this.bs.bootSwitch;
+    let hostWasOn: boolean;
+    const saved = bsw.isolated ? readJsonChecked<{ hostWasOn: boolean }>(this.#windowFile) : undefined;
+    if (saved) hostWasOn = saved.hostWasOn;
+    else {
+      hostWasOn = await bsw.hostPowered();
+      writeJsonDurably(this.#windowFile, { hostWasOn, openedAt: new Date().toISOString() });
+    }
+    ctx.log('info', `sync window: ${hostWasOn ? 'shutting the host down and ' : ''}taking both drives onto the controller`);
+    try {
+      const r = await bsw.isolate({ signal: ctx.signal });
+      if (r.changed) ctx.log('info', `both drives on the controller after ${r.totalMs} ms (host: ${r.host})`);
+    } catch (e) {
+      rmSync(this.#windowFile, { force: true });
+      throw e;
+    }
+    try {
+      return await fn();
+    } finally {
+      await this.#closeWindow(hostWasOn, (m) => ctx.log('info', m));
+    }
+  }
+
+  async #closeWindow(hostWasOn: boolean, note: (m: string) => void): Promise<void> {
+    const { active } = this.roles();
+    try {
+      await this.bs.bootSwitch.moveTo(active, { powerOn: hostWasOn });
+      rmSync(this.#windowFile, { force: true });
+      note(`sync window closed: bay ${active} back on the host${hostWasOn ? ', host powered on' : ''}`);
+    } catch (e) {
+      this.bus.publish('alert', { level: 'critical', code: 'window-not-closed', message: `after the copy the relays could not give bay ${active} back to the host: ${(e as Error).message}`, });
+      throw e;
+    }
+  }
+
+  /** A drive's path once it has appeared on its bridge (after a window connects it). */
+  async #drivePath(bay: Bay, role: string, signal: AbortSignal): Promise<string> {
+    const deadline = Date.now() + DRIVE_APPEAR_MS;
+    for (;;) {
+      const p = this.bays.path(bay);
+      if (p) return p;
+      if (Date.now() > deadline || signal.aborted) return this.#require(bay, role);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
   startSync(opts: SyncOptions, trigger = 'api'): JobRecord {
     this.jobs.checkIdle();
     const { active, standby } = this.roles();
-    const source = this.#require(active, 'active drive');
+    const window = this.#windowWanted(opts.window);
+    // In a window the active drive reaches the controller only once the host is off.
+    if (!window) this.#require(active, 'active drive');
     const target = this.#require(standby, 'standby');
     const mode = opts.mode ?? this.config.sync.mode;
-    return this.#run('sync', { ...opts, mode, source: active, target: standby }, trigger, async (ctx) => {
+    return this.#run('sync', { ...opts, mode, window, source: active, target: standby }, trigger, (ctx) => this.#inWindow(ctx, window, async () => {
+      const source = await this.#drivePath(active, 'active drive', ctx.signal);
       await this.#consistency(standby, false);
       try {
         const report = await sync({
@@ -180,19 +255,21 @@ export class Appliance {
       } catch (e) {
         return this.#onCopyError(ctx, standby, target, e);
       }
-    });
+    }));
   }
 
-  startClone(opts: { force?: boolean }, trigger = 'api'): JobRecord {
+  startClone(opts: { force?: boolean; window?: boolean }, trigger = 'api'): JobRecord {
     this.jobs.checkIdle();
     const { active, standby } = this.roles();
-    const source = this.#require(active, 'active drive');
+    const window = this.#windowWanted(opts.window);
+    if (!window) this.#require(active, 'active drive');
     const target = this.#require(standby, 'standby');
-    return this.#run('clone', { ...opts, source: active, target: standby }, trigger, async (ctx) => {
+    return this.#run('clone', { ...opts, window, source: active, target: standby }, trigger, (ctx) => this.#inWindow(ctx, window, async () => {
+      const source = await this.#drivePath(active, 'active drive', ctx.signal);
       await this.#consistency(standby, false);
       const report = await clone({ ...this.#common(ctx), source, target, forceClone: opts.force });
       return this.#afterCopy(ctx, standby, report);
-    });
+    }));
   }
 
   /**
@@ -200,15 +277,17 @@ export class Appliance {
    * the standby bay a backup of the active one again. A drive the pair does
    * not know (a replacement) is paired anew with a clone.
    */
-  startReprotect(trigger = 'api'): JobRecord {
+  startReprotect(trigger = 'api', opts: { window?: boolean } = {}): JobRecord {
     this.jobs.checkIdle();
     const { active, standby, pair, store } = this.roles();
-    const source = this.#require(active, 'active drive');
+    const window = this.#windowWanted(opts.window);
+    if (!window) this.#require(active, 'active drive');
     const target = this.#require(standby, 'standby');
     const activeKey = this.keyOf(active);
     if (pair && pair.activeKey !== activeKey) throw new RefusedError(`the drive in bay ${active} is not the active drive of pair ${pair.id}`, { hint: 'GET /api/status shows the roles' });
     const newDrive = !pair || pair.standbyKey !== this.keyOf(standby);
-    return this.#run('reprotect', { source: active, target: standby, newDrive }, trigger, async (ctx) => {
+    return this.#run('reprotect', { source: active, target: standby, newDrive, window }, trigger, (ctx) => this.#inWindow(ctx, window, async () => {
+      const source = await this.#drivePath(active, 'active drive', ctx.signal);
       await this.bs.failover.dispatch({ type: 'drive-replaced', bay: standby });
       if (newDrive) {
         if (pair) {
@@ -225,15 +304,17 @@ export class Appliance {
       } catch (e) {
         return this.#onCopyError(ctx, standby, target, e);
       }
-    });
+    }));
   }
 
-  startVerify(opts: { partitions?: number[] }, trigger = 'api'): JobRecord {
+  startVerify(opts: { partitions?: number[]; window?: boolean }, trigger = 'api'): JobRecord {
     this.jobs.checkIdle();
     const { active, standby } = this.roles();
-    const source = this.#require(active, 'active drive');
+    const window = this.#windowWanted(opts.window);
+    if (!window) this.#require(active, 'active drive');
     const target = this.#require(standby, 'standby');
-    return this.#run('verify', { ...opts, source: active, target: standby }, trigger, async (ctx) => {
+    return this.#run('verify', { ...opts, window, source: active, target: standby }, trigger, (ctx) => this.#inWindow(ctx, window, async () => {
+      const source = await this.#drivePath(active, 'active drive', ctx.signal);
       const report: VerifyReport = await verify({ ...this.#common(ctx), source, target, partitions: opts.partitions });
       // A verify report can list many ranges; the job keeps the first ones.
       const kept = { ...report, differences: report.differences.slice(0, 100) };
@@ -241,7 +322,7 @@ export class Appliance {
         this.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify: bay ${standby} differs from bay ${active} in ${report.differenceCount} ranges (${report.differingBytes} bytes)` });
       }
       return kept;
-    });
+    }));
   }
 
   startRecover(trigger = 'api'): JobRecord {
@@ -312,7 +393,14 @@ export class Appliance {
     await this.#consistency(standby, this.standbyState() === 'consistent');
 
     const pair = this.pair();
-    if (pair?.pendingCopy && effectiveStandbyState(new PairStore(this.stateDir), pair) === 'inconsistent') {
+    const interrupted = !!pair?.pendingCopy && effectiveStandbyState(new PairStore(this.stateDir), pair) === 'inconsistent';
+    if (this.bs.bootSwitch.isolated && !interrupted) {
+      // The daemon stopped inside a sync window with no copy left to finish: give the host its drive back.
+      const saved = readJsonChecked<{ hostWasOn: boolean }>(this.#windowFile);
+      this.bus.publish('alert', { level: 'warning', code: 'window-left-open', message: `both drives were on the controller at start-up: giving bay ${active} back to the host` });
+      await this.#closeWindow(saved?.hostWasOn ?? false, (m) => this.log.info(m)).catch(() => {});
+    }
+    if (pair?.pendingCopy && interrupted) {
       const pending = pair.pendingCopy;
       // The newest sync in the history is the one that was cut short: resume it with its options.
       const last = this.jobs.list().find((j) => j.kind === 'sync');

@@ -24,8 +24,12 @@ export const configSchema = obj({
       journalBudgetMiB: opt(int(1, 16 * 1024 * 1024, 'most space the undo journal may use; default half the free space of the state directory')),
       direct: opt(bool('bypass the page cache (O_DIRECT)'), false),
       retries: opt(int(0, 20), 2),
+      window: opt(
+        oneOf(['auto', 'always', 'never'] as const, 'switched mode: shut the host down and take both drives onto the controller for a copy, then boot the host again; auto = on the hardware rig only'),
+        'auto',
+      ),
     }),
-    { mode: 'compare', chunkKiB: 4096, direct: false, retries: 2 },
+    { mode: 'compare', chunkKiB: 4096, direct: false, retries: 2, window: 'auto' },
   ),
   recovery: opt(
     obj({
