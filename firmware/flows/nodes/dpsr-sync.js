@@ -3,7 +3,7 @@ const { percentOf, jobBadge, errorBadge, parseList, isPlainObject, delay, TERMIN
 
 const ACTIONS = ['sync', 'verify'];
 /** Option keys the node forwards to POST /api/sync or /api/verify; the daemon validates the values (unknown keys are a 400). */
-const OPTION_KEYS = { sync: ['partitions', 'mode', 'forceGeneration'], verify: ['partitions'] };
+const OPTION_KEYS = { sync: ['partitions', 'mode', 'forceGeneration', 'window'], verify: ['partitions', 'window'] };
 
 module.exports = function (RED) {
   function DpsrSyncNode(config) {
