@@ -15,7 +15,7 @@ import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, 
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeviceError, RefusedError } from '../../src/errors.ts';
-import { FaultyDevice, openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
+import { DeviceWrapper, FaultyDevice, openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { SimulatedSmartSource } from '../../src/sata-bridge/smart.ts';
 import { SimBoard, SimHost, systemClock, type Bay } from '../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
@@ -152,27 +152,22 @@ class Throttle {
   }
 }
 
-class ThrottledDevice implements BlockDevice {
+/** A drive as slow as a USB bridge of the configured speed. */
+class ThrottledDevice extends DeviceWrapper {
   constructor(
-    private readonly inner: BlockDevice,
+    inner: BlockDevice,
     private readonly throttle: Throttle,
-  ) {}
-  get path() { return this.inner.path; }
-  get identity() { return this.inner.identity; }
-  get size() { return this.inner.size; }
-  get logicalSectorSize() { return this.inner.logicalSectorSize; }
-  get physicalSectorSize() { return this.inner.physicalSectorSize; }
-  get writable() { return this.inner.writable; }
-  async read(buf: Uint8Array, position: number, length = buf.byteLength) {
+  ) {
+    super(inner);
+  }
+  override async read(buf: Uint8Array, position: number, length = buf.byteLength) {
     await this.throttle.take(length);
     return this.inner.read(buf, position, length);
   }
-  async write(buf: Uint8Array, position: number, length = buf.byteLength) {
+  override async write(buf: Uint8Array, position: number, length = buf.byteLength) {
     await this.throttle.take(length);
     return this.inner.write(buf, position, length);
   }
-  flush() { return this.inner.flush(); }
-  close() { return this.inner.close(); }
 }
 
 export class SimRig {

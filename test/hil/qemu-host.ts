@@ -14,6 +14,7 @@ import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BadInputError, BusyError, DeviceError } from '../../src/errors.ts';
+import { cleanLine, commandLine, interpretLine, readRecords, recordStat, ReplyCollector, writeRecords, type SendCommand } from './agent-protocol.ts';
 
 export type Accel = 'tcg' | 'kvm';
 /** auto: KVM when a probe boot under KVM works on this machine, else TCG. */
@@ -117,7 +118,6 @@ interface Waiter {
   fail: (e: Error) => void;
 }
 
-const WORD = /^[A-Za-z0-9._-]{1,32}$/;
 const live = new Set<ChildProcessWithoutNullStreams>();
 let exitHookInstalled = false;
 
@@ -358,60 +358,31 @@ export class QemuHost extends EventEmitter {
 
   /** Sends one agent command and waits for its reply; an ERR reply throws a DeviceError. */
   async command(verb: string, args: Array<string | number> = [], timeoutMs = this.commandTimeoutMs): Promise<CommandReply> {
-    const words = [verb, ...args.map(String)];
-    for (const w of words) {
-      if (!WORD.test(w)) throw new BadInputError(`agent command words must be 1-32 of [A-Za-z0-9._-], got "${w}"`);
-    }
+    const id = `c${this.nextId++}`;
+    const line = commandLine(id, verb, args);
     const child = this.child;
     if (!child) throw new DeviceError(`${this.name} is powered off: cannot send ${verb}`);
-    const id = `c${this.nextId++}`;
-    const reply: CommandReply = { id, fields: {}, words: [], data: [] };
-    let error: string | undefined;
-    const waiting = this.waitFor(
-      (l) => {
-        const m = /^DPSR-(REPLY|DATA) (\S+) ?(.*)$/.exec(l.text);
-        if (!m || m[2] !== id) return false;
-        if (m[1] === 'DATA') {
-          reply.data.push(m[3]!);
-          return false;
-        }
-        const [status, ...rest] = m[3]!.split(' ');
-        if (status === 'OK') {
-          reply.words = rest.filter(Boolean);
-          for (const w of reply.words) {
-            const eq = w.indexOf('=');
-            if (eq > 0) reply.fields[w.slice(0, eq)] = w.slice(eq + 1);
-          }
-        } else error = rest.join(' ') || 'error';
-        return true;
-      },
-      timeoutMs,
-      (ms) => new DeviceError(`${this.name}: no reply to ${verb} within ${(ms / 1000).toFixed(0)} s`),
-    );
-    this.log(`>>> DPSR-CMD ${id} ${words.join(' ')}`);
-    child.stdin.write(`DPSR-CMD ${id} ${words.join(' ')}\n`);
+    const collector = new ReplyCollector(id);
+    const waiting = this.waitFor((l) => collector.offer(l.text), timeoutMs, (ms) => new DeviceError(`${this.name}: no reply to ${verb} within ${(ms / 1000).toFixed(0)} s`));
+    this.log(`>>> ${line}`);
+    child.stdin.write(`${line}\n`);
     await waiting;
-    if (error !== undefined) throw new DeviceError(`${this.name} refused ${verb}: ${error}`);
-    return reply;
+    if (collector.error !== undefined) throw new DeviceError(`${this.name} refused ${verb}: ${collector.error}`);
+    return collector.reply;
   }
 
-  /** Appends `count` records to the data partition; `sync` false leaves them in the guest's page cache. */
-  async writeRecords(count: number, tag = 't', sync = true): Promise<RecordStat> {
-    return toStat((await this.command(sync ? 'write' : 'write-nosync', [count, tag])).fields);
+  private readonly send: SendCommand = (verb, args, timeoutMs) => this.command(verb, args, timeoutMs);
+
+  writeRecords(count: number, tag = 't', sync = true): Promise<RecordStat> {
+    return writeRecords(this.send, count, tag, sync);
   }
 
-  async readRecords(): Promise<RecordStat & { records: DataRecord[] }> {
-    const reply = await this.command('read', [], Math.max(this.commandTimeoutMs, 60_000));
-    const records = reply.data.map((line) => {
-      const m = /^REC (\d+) (\S+)$/.exec(line);
-      if (!m) throw new DeviceError(`${this.name}: malformed record "${line}"`);
-      return { seq: Number(m[1]), tag: m[2]! };
-    });
-    return { ...toStat(reply.fields), records };
+  readRecords(): Promise<RecordStat & { records: DataRecord[] }> {
+    return readRecords(this.send, this.name);
   }
 
-  async recordStat(): Promise<RecordStat> {
-    return toStat((await this.command('stat')).fields);
+  recordStat(): Promise<RecordStat> {
+    return recordStat(this.send);
   }
 
   private waitFor(match: (l: SerialLine) => boolean, timeoutMs: number, onTimeout: (ms: number) => Error): Promise<void> {
@@ -452,44 +423,22 @@ export class QemuHost extends EventEmitter {
   }
 
   private onLine(raw: string): void {
-    // Boot loader and kernel output carry CRs and escape sequences; the protocol is plain ASCII.
-    const text = raw.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/[^\x20-\x7e\t]/g, '').trim();
+    const text = cleanLine(raw);
     if (!text) return;
     const line: SerialLine = { at: performance.now() - this.poweredAt, text };
-    // Only protocol lines start with DPSR-; anything may precede one on a line without a newline.
-    const at = text.indexOf('DPSR-');
-    if (at > 0) line.text = text.slice(at);
     this.lines.push(line);
     this.log(`${(line.at / 1000).toFixed(2).padStart(8)} ${text}`);
     if (this.echo) console.log(`[${this.name} ${(line.at / 1000).toFixed(2)}] ${text}`);
-    this.interpret(line);
+    const meaning = interpretLine(text, line.at);
+    if (meaning.kind === 'boot') {
+      this.bootInfo = meaning.info;
+      this.emit('boot', this.bootInfo);
+    } else if (meaning.kind === 'heartbeat') {
+      this.lastHeartbeat = meaning.heartbeat;
+      this.emit('heartbeat', this.lastHeartbeat);
+    } else if (meaning.kind === 'panic') this.emit('panic', line);
     this.emit('line', line);
     for (const w of [...this.waiters]) w.match(line);
-  }
-
-  private interpret(line: SerialLine): void {
-    const [kind, ...rest] = line.text.split(' ');
-    if (kind === 'DPSR-BOOT') {
-      const f = fieldsOf(rest);
-      this.bootInfo = {
-        bay: f.bay ?? 'unknown',
-        image: f.image ?? 'unknown',
-        kernel: f.kernel ?? 'unknown',
-        root: f.root ?? 'unknown',
-        data: f.data ?? 'none',
-        guestUptime: Number(f.uptime ?? NaN),
-        at: line.at,
-      };
-      this.emit('boot', this.bootInfo);
-    } else if (kind === 'DPSR-HEARTBEAT') {
-      const seq = Number(rest[0]);
-      if (Number.isInteger(seq)) {
-        this.lastHeartbeat = { seq, bay: fieldsOf(rest.slice(1)).bay ?? 'unknown', at: line.at };
-        this.emit('heartbeat', this.lastHeartbeat);
-      }
-    } else if (kind === 'DPSR-PANIC' || /Kernel panic/.test(line.text)) {
-      this.emit('panic', line);
-    }
   }
 
   private onStderr(chunk: string): void {
@@ -547,22 +496,4 @@ export function resolveAccel(disk: string, qemu?: string): Promise<Accel> {
     }
   })();
   return probed;
-}
-
-function fieldsOf(words: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const w of words) {
-    const eq = w.indexOf('=');
-    if (eq > 0) out[w.slice(0, eq)] = w.slice(eq + 1);
-  }
-  return out;
-}
-
-function toStat(f: Record<string, string>): RecordStat {
-  const count = Number(f.count);
-  const last = Number(f.last);
-  if (!Number.isInteger(count) || !Number.isInteger(last) || !f.md5) {
-    throw new DeviceError(`malformed record stat from the agent: ${JSON.stringify(f)}`);
-  }
-  return { count, last, md5: f.md5 };
 }
