@@ -49,6 +49,8 @@ export interface CommonRequest {
   readonly checkpointMs?: number;
   /** Old and new data staged per fsync of the undo journal (default 16 MiB). */
   readonly batchBytes?: number;
+  /** Chunks worked on at once (default 2). */
+  readonly inFlight?: number;
 }
 
 export interface CopyRequest extends CommonRequest {
@@ -409,6 +411,7 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
         onChunkDone: req.onChunkDone,
         checkpointMs: req.checkpointMs,
         batchBytes: req.batchBytes,
+        inFlight: req.inFlight,
       });
       if (target.size > source.size && selection.layout?.scheme === 'gpt') {
         const fix = await relocateGptBackup(journal ? new JournaledDevice(target, journal) : target, source.size);

@@ -42,7 +42,11 @@ const openDevice = async (loc: DriveLocation, options: OpenDriveOptions) => {
 process.stdout.write('started\n');
 if (command === 'sync') {
   // Frequent checkpoints, so resumed syncs really skip chunks the sync map has.
-  await sync({ stateDir, source, target, chunkSize, openDevice, checkpointMs: Number(process.env.DPSR_CHECKPOINT_MS ?? 20), batchBytes: 64 * 1024 });
+  const crashAtPhase = process.env.DPSR_CRASH_AT_PHASE;
+  const onProgress = (p: { phase: string }) => {
+    if (p.phase === crashAtPhase) process.kill(process.pid, 'SIGKILL');
+  };
+  await sync({ stateDir, source, target, chunkSize, openDevice, onProgress, checkpointMs: Number(process.env.DPSR_CHECKPOINT_MS ?? 20), batchBytes: 64 * 1024 });
 } else if (command === 'recover') {
   await recover({ stateDir, target, openDevice });
 }

@@ -50,10 +50,10 @@ export async function crashTrial(dir: string, trial: number, rng: () => number =
   const tgt = sparseImage(join(base, 'tgt.img'), size);
   await clone({ stateDir, source: src, target: tgt });
   const backup = sha256File(tgt);
-  // Changes spread over every chunk, plus one long run, so a sync writes many times.
-  scatterWrites(src, size, 60 + Math.floor(rng() * 60));
+  // Changes spread over every chunk, so a sync writes many times.
+  scatterWrites(src, size, 100 + Math.floor(rng() * 100));
   const wanted = sha256File(src);
-  const expectedWrites = 120;
+  const expectedWrites = 200;
 
   const pick = rng();
   let how: string;
@@ -63,11 +63,16 @@ export async function crashTrial(dir: string, trial: number, rng: () => number =
     const at = Math.floor(rng() * expectedWrites);
     env = { ...env, DPSR_CRASH_AT_WRITE: String(at) };
     how = `SIGKILL before target write ${at}`;
-  } else if (pick < 0.65) {
+  } else if (pick < 0.6) {
     env = { ...env, DPSR_CRASH_AT_FLUSH: '0' };
-    how = 'SIGKILL just before the final flush';
+    how = "SIGKILL at the first flush of the standby (a checkpoint's or the final one)";
+  } else if (pick < 0.7) {
+    // The engine enters its flushing phase right before the final flush: the last moment before completion.
+    env = { ...env, DPSR_CRASH_AT_PHASE: 'flushing' };
+    how = 'SIGKILL just before completion (final flush)';
   } else {
-    killAfter = Math.floor(rng() * 400);
+    // Within the sync itself (it takes tens of milliseconds), so most kills land mid-sync.
+    killAfter = Math.floor(rng() * 150);
     how = `SIGKILL ${killAfter} ms after start`;
   }
   const run = await runChild(['sync', stateDir, src, tgt], env, killAfter);
