@@ -363,11 +363,13 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
 
     // Manifest mode only when the manifest is known to describe the standby.
     const targetRecord = pair.drives[targetKey]!;
-    const manifestOpen = await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation });
+    // The manifest describes the standby; a restore writes the active drive and leaves it as it is.
+    const writesStandby = targetKey === pair.standbyKey;
+    const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation }) : undefined;
     let mode: 'clone' | 'compare' | 'manifest' = kind === 'clone' ? 'clone' : 'compare';
     if (kind !== 'clone' && requestedMode === 'manifest') {
-      if (manifestOpen.usable && manifestOpen.manifest.covers(selection.ranges)) mode = 'manifest';
-      else note(`manifest mode not possible (${manifestOpen.reason ?? 'the manifest does not cover these partitions yet'}): comparing both drives instead; the manifest is rebuilt as it goes`);
+      if (manifestOpen?.usable && manifestOpen.manifest.covers(selection.ranges)) mode = 'manifest';
+      else note(`manifest mode not possible (${manifestOpen?.reason ?? (manifestOpen ? 'the manifest does not cover these partitions yet' : 'a restore reads both drives')}): comparing both drives instead; the manifest is rebuilt as it goes`);
     }
 
     const chunkSize = req.chunkSize ?? DEFAULT_CHUNK;
@@ -385,8 +387,9 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
     if (loaded.note) note(loaded.note);
     if (loaded.resumed) note(`resuming the interrupted ${kind}: ${loaded.map.done} finished chunks are not compared again`);
 
-    // Before the first write: the state says the standby is being written.
-    pair.standbyState = 'syncing';
+    // Before the first write: the state says the standby is being written. A restore writes the active
+    // drive instead and leaves the standby's state alone: the backup stays whole and can still be booted.
+    if (writesStandby) pair.standbyState = 'syncing';
     pair.pendingCopy ??= { kind, from: sourceKey, to: targetKey, startedAt: new Date().toISOString(), journaled };
     targetRecord.lastPath = targetLoc.requested;
     pair.drives[sourceKey]!.lastPath = sourceLoc.requested;
@@ -407,7 +410,7 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
         onProgress: req.onProgress,
         journal,
         syncMap: loaded.map,
-        manifest: manifestOpen.manifest,
+        manifest: manifestOpen?.manifest,
         onChunkDone: req.onChunkDone,
         checkpointMs: req.checkpointMs,
         batchBytes: req.batchBytes,
@@ -421,7 +424,7 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
       }
     } catch (e) {
       await journal?.close().catch(() => undefined);
-      await manifestOpen.manifest.close().catch(() => undefined);
+      await manifestOpen?.manifest.close().catch(() => undefined);
       const cancelled = e instanceof CancelledError;
       pair.lastSync = {
         at: new Date().toISOString(),
@@ -435,7 +438,7 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
         message: isDpsrError(e) || e instanceof Error ? e.message : String(e),
         partitions,
       };
-      pair.standbyState = 'inconsistent';
+      if (writesStandby) pair.standbyState = 'inconsistent';
       // The state already says a copy is pending; failing to add the details (a full disk) must not hide the cause.
       try {
         store.save();
@@ -449,11 +452,11 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
     const generation = recordCompletedCopy(pair, sourceKey, targetKey);
     if (result.unreadable.length > 0) {
       // The standby kept its old bytes where the source was unreadable: the manifest cannot vouch for them.
-      await manifestOpen.manifest.markDirty();
+      await manifestOpen?.manifest.markDirty();
     } else {
-      await manifestOpen.manifest.seal(generation, selection.ranges);
+      await manifestOpen?.manifest.seal(generation, selection.ranges);
     }
-    await manifestOpen.manifest.close();
+    await manifestOpen?.manifest.close();
     const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, selection.layout);
     pair.standbyState = 'consistent';
     pair.pendingCopy = undefined;

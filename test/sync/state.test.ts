@@ -104,6 +104,28 @@ test('restore copies the backup back over the active drive, journaled, and only 
   assert.is(sha256File(a), backup);
 });
 
+test('an interrupted restore leaves the backup consistent (failover still possible) and the active drive recoverable', async () => {
+  const { stateDir, a, b } = await pairUp(16 * MiB);
+  const backup = sha256File(b);
+  scatterWrites(a, 16 * MiB, 400);
+  const activeBefore = sha256File(a);
+  const { restore } = await import('../../src/sync/index.ts');
+  const err = await rejects(restore({ stateDir, source: b, target: a, journalBudget: 128 * 1024 }));
+  assert.instance(err, JournalFullError);
+  assert.is(sha256File(b), backup, 'the backup was only read');
+  const pair = new PairStore(stateDir).pairs()[0]!;
+  assert.is(pair.standbyState, 'consistent', 'the standby is still a whole backup');
+  assert.is(pair.pendingCopy?.kind, 'restore');
+  // A sync over the half-restored active drive's standby is refused until the restore is dealt with.
+  assert.instance(await rejects(sync({ stateDir, source: a, target: b })), RefusedError);
+  await recover({ stateDir, target: a });
+  assert.is(sha256File(a), activeBefore, 'the active drive rolled back byte-exact');
+  assert.is(sha256File(b), backup);
+  // And failing over to the untouched backup is allowed.
+  const swap = recordFailover(stateDir);
+  assert.is(swap.active, b);
+});
+
 test('a torn or edited state file is detected; the other copy is used and the problem reported', async () => {
   const { stateDir } = await pairUp();
   const file = join(stateDir, 'pairs.json');
