@@ -95,6 +95,23 @@ test('restart restores the persisted relays; a power loss with the host off is u
   }
 });
 
+test('a controller power loss under a host running from B drops it to bay A (fail-safe wiring), never both bays', async () => {
+  const rig = await makeRig();
+  try {
+    const p = rig.sys.bootSwitch.moveTo('B');
+    await until(rig, () => !rig.sys.bootSwitch.moving);
+    await p;
+    rig.host.powerOn();
+    await rig.clock.advance(3000);
+    rig.sim.powerLoss();
+    assert.equal(rig.sim.drivesOnHost(), ['A']);
+    assert.equal(rig.sim.violations, [], 'not a controller decision, and never both bays');
+    assert.equal(rig.sim.powerLossMoves.map((m) => m.detail.split(' ')[0]), ['K_MUX_B', 'K_MUX_A'], 'B leaves the host before A returns');
+  } finally {
+    await rig.close();
+  }
+});
+
 test('restart with the host running on other relays adopts them instead of switching under it', async () => {
   const rig = await makeRig();
   try {

@@ -42,6 +42,17 @@ const cmd: fc.Arbitrary<Cmd> = fc.oneof(
   fc.constant({ t: 'end-window' as const }),
 );
 
+/**
+ * Awaits `p` while time passes: a dispatch or a restart may start a relay
+ * move that sleeps on the manual clock, and nothing else would advance it.
+ */
+async function drive<T>(rig: Rig, p: Promise<T>): Promise<T> {
+  let done = false;
+  const settled = p.finally(() => (done = true));
+  for (let i = 0; i < 2000 && !done; i++) await rig.clock.advance(50);
+  return settled;
+}
+
 async function quiesce(rig: Rig) {
   for (let i = 0; i < 600 && rig.sys.bootSwitch.moving; i++) await rig.clock.advance(100);
 }
@@ -93,7 +104,7 @@ test('invariants hold over random event sequences', async () => {
               rig.host.bootable[c.bay] = c.ok;
               break;
             case 'consistent':
-              await rig.sys.failover.dispatch({ type: 'consistency', bay: c.bay, consistent: c.ok });
+              await drive(rig, rig.sys.failover.dispatch({ type: 'consistency', bay: c.bay, consistent: c.ok }));
               break;
             case 'stick':
               // A contact welds where it is.
@@ -110,7 +121,7 @@ test('invariants hold over random event sequences', async () => {
               await quiesce(rig);
               rig.sim.releaseButton();
               if (c.t === 'power-loss') rig.sim.powerLoss();
-              await rig.restart();
+              await drive(rig, rig.restart());
               prevSwitching = rig.sys.failover.state.switching;
               watch();
               await rig.clock.advance(50);
