@@ -5,7 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnDaemon, waitFor, sha, type ChildDaemon } from './support/harness.ts';
@@ -35,6 +35,11 @@ async function idle(d: ChildDaemon) {
   return waitFor(async () => ((await d.api('GET', '/api/status')).body.job === null ? true : undefined), 60_000, 'idle');
 }
 
+function syncMapSaved(dir: string): boolean {
+  const pairs = join(dir, 'pairs');
+  return existsSync(pairs) && readdirSync(pairs).some((id) => existsSync(join(pairs, id, 'sync-map.json')));
+}
+
 async function killMidSync(dir: string, cfg: string) {
   const d1 = await spawnDaemon(dir, cfg);
   await idle(d1);
@@ -46,8 +51,9 @@ async function killMidSync(dir: string, cfg: string) {
   assert.is(r.status, 202);
   await waitFor(async () => {
     const j = (await d1.api('GET', `/api/jobs/${r.body.id}`)).body;
-    return j.progress && j.progress.percent > 40 && j.progress.bytesWritten > 0 ? j : undefined;
-  }, 30_000, 'sync under way');
+    // Killed only once a checkpoint of the sync map exists, so there is something to resume.
+    return j.progress && j.progress.percent > 40 && j.progress.bytesWritten > 0 && syncMapSaved(dir) ? j : undefined;
+  }, 30_000, 'sync under way with a checkpoint saved');
   d1.child.kill('SIGKILL');
   await d1.exited;
   return { s0, backup, source, jobId: r.body.id as string };
