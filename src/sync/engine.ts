@@ -9,8 +9,8 @@
  */
 import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { CancelledError, DeviceError } from '../errors.ts';
-import { chunksOf, normalizeRanges, totalBytes, type ByteRange, type Chunk } from './ranges.ts';
-import { differingRuns, subtractRanges } from './diff.ts';
+import { appendRange, chunksOf, normalizeRanges, subtractRanges, totalBytes, type ByteRange, type Chunk } from './ranges.ts';
+import { differingRuns } from './diff.ts';
 import { readRescued } from './rescue.ts';
 import { ProgressTracker, type Phase, type ProgressListener } from './progress.ts';
 import type { UndoJournal } from './undo-journal.ts';
@@ -247,11 +247,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
         sourceHashes = fresh;
         const stored = await manifest!.readHashes(span.first, span.count);
         const suspects: { start: number; length: number }[] = [];
-        const pushSuspect = (start: number, length: number) => {
-          const last = suspects[suspects.length - 1];
-          if (last && last.start + last.length === start) last.length += length;
-          else suspects.push({ start, length });
-        };
+        const pushSuspect = (start: number, length: number) => appendRange(suspects, start, length);
         if (span.offset > 0) pushSuspect(0, span.offset);
         for (let i = 0; i < span.count; i++) if (fresh[i] !== stored[i]) pushSuspect(span.offset + i * bs, bs);
         const tail = span.offset + span.count * bs;

@@ -19,7 +19,7 @@ import {
 import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, type DiskLayout } from '../disk-layout/index.ts';
 import { BadInputError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
 import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
-import { normalizeRanges, formatBytes, chunksOf, type ByteRange } from './ranges.ts';
+import { normalizeRanges, formatBytes, chunksOf, subtractRanges, type ByteRange } from './ranges.ts';
 import { UndoJournal, rollBack, removeJournal, scanJournal, JournalFullError } from './undo-journal.ts';
 import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
@@ -545,7 +545,7 @@ export async function verify(req: CommonRequest & { source: string; target: stri
         { start: 0, length: 2 * s },
         { start: g.backupEntriesLba * s, length: tableBytes + s },
       ];
-      ranges = subtract(ranges, holes);
+      ranges = subtractRanges(ranges, holes);
       notes.push('the target is larger: its GPT headers and backup table were moved to its end, so those sectors are not compared');
     }
     const result = await runEngine({ mode: 'verify', source, target, ranges, chunkSize: req.chunkSize, retries: req.retries, signal: req.signal, onProgress: req.onProgress });
@@ -564,26 +564,6 @@ export async function verify(req: CommonRequest & { source: string; target: stri
   } finally {
     await opened.close();
   }
-}
-
-function subtract(ranges: readonly ByteRange[], holes: readonly ByteRange[]): ByteRange[] {
-  const out: ByteRange[] = [];
-  for (const r of ranges) {
-    let pieces: ByteRange[] = [r];
-    for (const h of holes) {
-      pieces = pieces.flatMap((p) => {
-        const pe = p.start + p.length;
-        const he = h.start + h.length;
-        if (he <= p.start || h.start >= pe) return [p];
-        const parts: ByteRange[] = [];
-        if (h.start > p.start) parts.push({ start: p.start, length: h.start - p.start });
-        if (he < pe) parts.push({ start: he, length: pe - he });
-        return parts;
-      });
-    }
-    out.push(...pieces);
-  }
-  return out;
 }
 
 export interface RecoverReport {

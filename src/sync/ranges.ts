@@ -25,6 +25,47 @@ export function normalizeRanges(ranges: readonly ByteRange[]): ByteRange[] {
   return out;
 }
 
+/**
+ * Removes the parts of `ranges` that overlap any of `holes` (both relative to
+ * the same origin, in bytes). Keeps the order of `ranges`; neither input needs
+ * to be sorted or merged.
+ */
+export function subtractRanges(ranges: readonly ByteRange[], holes: readonly ByteRange[]): ByteRange[] {
+  if (holes.length === 0) return [...ranges];
+  const out: ByteRange[] = [];
+  for (const r of ranges) {
+    let pieces: ByteRange[] = [r];
+    for (const h of holes) {
+      const hEnd = h.start + h.length;
+      pieces = pieces.flatMap((p) => {
+        const pEnd = p.start + p.length;
+        if (hEnd <= p.start || h.start >= pEnd) return [p];
+        const parts: ByteRange[] = [];
+        if (h.start > p.start) parts.push({ start: p.start, length: h.start - p.start });
+        if (hEnd < pEnd) parts.push({ start: hEnd, length: pEnd - hEnd });
+        return parts;
+      });
+    }
+    out.push(...pieces);
+  }
+  return out;
+}
+
+/**
+ * Appends `[start, start + length)` to `runs`, which are built in ascending
+ * order: a range that starts where the last one ends extends it. Returns true
+ * when a new range was added (false when the last one grew).
+ */
+export function appendRange(runs: { start: number; length: number }[], start: number, length: number): boolean {
+  const last = runs[runs.length - 1];
+  if (last && last.start + last.length === start) {
+    last.length += length;
+    return false;
+  }
+  runs.push({ start, length });
+  return true;
+}
+
 export function totalBytes(ranges: readonly ByteRange[]): number {
   return ranges.reduce((n, r) => n + r.length, 0);
 }

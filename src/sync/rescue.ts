@@ -4,7 +4,7 @@
  * bounded number of times; what stays unreadable is reported, never invented.
  */
 import type { BlockDevice } from '../sata-bridge/index.ts';
-import type { ByteRange } from './ranges.ts';
+import { appendRange, type ByteRange } from './ranges.ts';
 
 export interface RescueResult {
   /** Unreadable byte ranges, relative to the drive. Empty when all was read. */
@@ -34,10 +34,7 @@ export async function readRescued(dev: BlockDevice, buf: Buffer, position: numbe
           retryCount++;
         }
       }
-      const start = position + off;
-      const last = unreadable[unreadable.length - 1];
-      if (last && last.start + last.length === start) last.length += len;
-      else unreadable.push({ start, length: len });
+      appendRange(unreadable, position + off, len);
       buf.fill(0, off, off + len);
       return;
     }
