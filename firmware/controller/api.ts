@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { timingSafeEqual, createHash } from 'node:crypto';
 import { BadInputError, NotFoundError, RefusedError, httpStatusFor, isDpsrError, DpsrError } from '../../src/errors.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
-import { array, bool, check, int, obj, oneOf, opt, type Schema } from './schema.ts';
+import { array, bool, check, int, obj, oneOf, opt, show, type Schema } from './schema.ts';
 import { serveEvents, EVENT_TYPES } from './events.ts';
 import { summary } from './jobs.ts';
 import type { Appliance, SyncOptions } from './appliance.ts';
@@ -205,12 +205,12 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
       method: 'GET', path: '/api/events/log', tag: 'events', summary: 'The persisted operator event log, oldest first',
       query: { limit: 'at most this many entries (default 200, at most 10000)', types: 'comma-separated types or prefixes' },
       responses: { 200: '{ events: [...] }' },
-      handler: ({ query }) => {
+      handler: async ({ query }) => {
         const limitText = query.get('limit') ?? '200';
         const limit = Number(limitText);
         if (!/^\d+$/.test(limitText) || limit < 1 || limit > 10000) throw new BadInputError(`query limit is ${JSON.stringify(limitText)}; allowed: an integer from 1 to 10000`);
         const types = query.get('types')?.split(',').map((t) => t.trim()).filter(Boolean);
-        return { status: 200, body: { events: app.bus.readLog(limit, types) } };
+        return { status: 200, body: { events: await app.bus.readLog(limit, types) } };
       },
     },
     {
@@ -354,21 +354,29 @@ export function tokenMatches(header: string | undefined, token: string): boolean
   return timingSafeEqual(a, b);
 }
 
+/**
+ * The request body as text, at most `limit` bytes. A larger body, declared
+ * (Content-Length) or streamed (chunked), rejects with PayloadTooLargeError;
+ * the rest of it is read and dropped so that the 413 reaches the client.
+ */
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) {
-      reject(new PayloadTooLargeError(`request body of ${declared} bytes is larger than the limit of ${limit} bytes`));
+      reject(new PayloadTooLargeError(`request body of ${declared} bytes is larger than the limit of ${limit} bytes`, { hint: 'send a smaller body; nothing was changed' }));
       req.resume();
       return;
     }
     let size = 0;
+    let over = false;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => {
+      if (over) return;
       size += c.length;
       if (size > limit) {
-        reject(new PayloadTooLargeError(`request body is larger than the limit of ${limit} bytes`));
-        req.destroy();
+        over = true;
+        chunks.length = 0;
+        reject(new PayloadTooLargeError(`request body is larger than the limit of ${limit} bytes`, { hint: 'send a smaller body; nothing was changed' }));
         return;
       }
       chunks.push(c);
@@ -376,6 +384,60 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
+}
+
+/** Deepest nesting a request body may have; ours have two levels. Deeper JSON would overflow the stack of whatever walks it. */
+export const MAX_JSON_DEPTH = 32;
+
+/** Whether JSON text nests arrays and objects deeper than `max` (strings are skipped; the text need not be valid). */
+export function jsonNestsDeeper(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: the next character is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/**
+ * The path and query of a request target: origin-form ("/api/x?y") or
+ * absolute-form ("http://host/api/x", RFC 9112 section 3.2.2). Anything else
+ * (asterisk-form, an unparsable URL) is bad input.
+ */
+export function parseTarget(target: string | undefined): { pathname: string; query: URLSearchParams } {
+  let rest = target ?? '';
+  if (!rest.startsWith('/')) {
+    let u: URL | null = null;
+    try {
+      u = new URL(rest);
+    } catch {
+      /* reported below */
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+      throw new BadInputError(`the request target ${show(rest)} is neither a path nor an http URL`, { hint: 'request a path such as /api/status' });
+    }
+    rest = u.pathname + u.search;
+  }
+  const hash = rest.indexOf('#');
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf('?');
+  return { pathname: q < 0 ? rest : rest.slice(0, q), query: new URLSearchParams(q < 0 ? '' : rest.slice(q + 1)) };
+}
+
+/** A percent-decoded path parameter; a malformed escape is bad input, not a server error. */
+function decodeParam(name: string, raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new BadInputError(`path parameter ${name} is ${show(raw)}, which holds a malformed percent-escape`, { hint: 'encode the value with encodeURIComponent' });
+  }
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -399,31 +461,42 @@ export function createApiServer(app: Appliance, routes: Route[], token: string):
     let routeName = 'unmatched';
     let status = 500;
     try {
-      const url = new URL(req.url ?? '/', 'http://dpsrd');
-      const matching = compiled.filter((c) => c.re.test(url.pathname));
+      let target: ReturnType<typeof parseTarget> | null = null;
+      let targetError: unknown = null;
+      try {
+        target = parseTarget(req.url);
+      } catch (e) {
+        targetError = e;
+      }
+      // Authentication comes first: without the token nothing but the public routes is told apart, not even which routes exist.
+      const isPublic = target !== null && compiled.some((c) => c.route.auth === false && c.route.method === req.method && c.re.test(target.pathname));
+      if (!isPublic && !tokenMatches(req.headers.authorization, token)) {
+        status = 401;
+        req.resume();
+        send(res, 401, { error: { kind: 'unauthorized', message: req.headers.authorization ? 'the bearer token is wrong' : 'this route needs "Authorization: Bearer <token>"', hint: "the token is in the file api-token of the daemon's state directory" } }, { 'www-authenticate': 'Bearer realm="dpsr"' });
+        return;
+      }
+      if (!target) throw targetError;
+      const { pathname, query } = target;
+      const matching = compiled.filter((c) => c.re.test(pathname));
       const hit = matching.find((c) => c.route.method === req.method);
       if (!hit) {
+        req.resume();
         if (matching.length) {
           status = 405;
-          send(res, 405, { error: { kind: 'bad-input', message: `${req.method} is not allowed on ${url.pathname}; allowed: ${matching.map((m) => m.route.method).join(', ')}` } }, { allow: matching.map((m) => m.route.method).join(', ') });
+          send(res, 405, { error: { kind: 'bad-input', message: `${req.method} is not allowed on ${pathname}; allowed: ${matching.map((m) => m.route.method).join(', ')}` } }, { allow: matching.map((m) => m.route.method).join(', ') });
         } else {
           status = 404;
-          const sim = url.pathname.startsWith('/api/sim/') && !app.rig;
-          send(res, 404, { error: { kind: 'not-found', message: sim ? 'the simulated rig is not running: rig controls exist only with rig "sim"' : `no route ${req.method} ${url.pathname}`, hint: 'GET /api/openapi.json lists the routes' } });
+          const sim = pathname.startsWith('/api/sim/') && !app.rig;
+          send(res, 404, { error: { kind: 'not-found', message: sim ? 'the simulated rig is not running: rig controls exist only with rig "sim"' : `no route ${req.method} ${show(pathname)}`, hint: 'GET /api/openapi.json lists the routes' } });
         }
         return;
       }
       const { route } = hit;
       routeName = `${route.method} ${route.path}`;
-      if (route.auth !== false && !tokenMatches(req.headers.authorization, token)) {
-        status = 401;
-        req.resume();
-        send(res, 401, { error: { kind: 'unauthorized', message: req.headers.authorization ? 'the bearer token is wrong' : 'this route needs "Authorization: Bearer <token>"', hint: `the token is in ${app.stateDir}/api-token` } }, { 'www-authenticate': 'Bearer realm="dpsr"' });
-        return;
-      }
       const params: Record<string, string> = {};
-      const m = hit.re.exec(url.pathname)!;
-      hit.names.forEach((n, i) => (params[n] = decodeURIComponent(m[i + 1]!)));
+      const m = hit.re.exec(pathname)!;
+      hit.names.forEach((n, i) => (params[n] = decodeParam(n, m[i + 1]!)));
       let body: unknown = undefined;
       if (req.method === 'POST') {
         const text = await readBody(req, limit);
@@ -432,9 +505,10 @@ export function createApiServer(app: Appliance, routes: Route[], token: string):
         else {
           if (ctype && !/^application\/json\b/i.test(ctype)) {
             status = 415;
-            send(res, 415, { error: { kind: 'bad-input', message: `request body has content-type ${ctype}; allowed: application/json` } });
+            send(res, 415, { error: { kind: 'bad-input', message: `request body has content-type ${show(ctype)}; allowed: application/json` } });
             return;
           }
+          if (jsonNestsDeeper(text, MAX_JSON_DEPTH)) throw new BadInputError(`request body nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels`, { hint: 'send the flat JSON object the route describes (GET /api/openapi.json)' });
           try {
             body = JSON.parse(text);
           } catch (e) {
@@ -443,14 +517,16 @@ export function createApiServer(app: Appliance, routes: Route[], token: string):
         }
         if (route.body) body = check(route.body, body, 'request body');
       }
-      const reply = await route.handler({ req, res, params, query: url.searchParams, body });
+      const reply = await route.handler({ req, res, params, query, body });
       status = reply.status;
       if (reply.json !== undefined) sendText(res, reply.status, reply.json);
       else if (!reply.raw) send(res, reply.status, reply.body);
     } catch (e) {
-      status = e instanceof PayloadTooLargeError ? 413 : httpStatusFor(e);
+      const tooLarge = e instanceof PayloadTooLargeError;
+      status = tooLarge ? 413 : httpStatusFor(e);
       if (status === 500) app.log.error({ err: e, url: req.url }, 'request failed');
-      if (!res.headersSent) send(res, status, errorBody(e));
+      // A body cut short leaves bytes on the connection: the answer closes it.
+      if (!res.headersSent) send(res, status, errorBody(e), tooLarge ? { connection: 'close' } : {});
       else res.end();
     } finally {
       app.metrics.httpRequests.inc({ route: routeName, status: String(status) });

@@ -4,7 +4,8 @@
  * server-sent events, and appends the ones an operator cares about to the
  * persisted event log (progress ticks and relay clicks stay out of it).
  */
-import { appendFileSync, existsSync, readFileSync, renameSync, statSync } from 'node:fs';
+import { appendFileSync, existsSync, renameSync, statSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -114,24 +115,96 @@ export class EventBus {
     }
   }
 
-  /** The persisted operator log, oldest first, at most `limit` entries, optionally only of some types. */
-  readLog(limit: number, types?: string[]): DaemonEvent[] {
+  /**
+   * The persisted operator log, oldest first: the newest `limit` entries
+   * (optionally only of some types), read backwards from the end of the log
+   * and then of its rotated predecessor. Memory stays bounded by one read
+   * chunk, one line and `limit` entries whatever the log's size, and the
+   * reads are asynchronous, so a large log never stalls the daemon.
+   */
+  async readLog(limit: number, types?: string[]): Promise<DaemonEvent[]> {
     if (!this.logFile) return [];
-    const out: DaemonEvent[] = [];
-    for (const f of [`${this.logFile}.1`, this.logFile]) {
-      if (!existsSync(f)) continue;
-      for (const line of readFileSync(f, 'utf8').split('\n')) {
-        if (!line) continue;
-        try {
-          const e = JSON.parse(line) as DaemonEvent;
-          if (!types || matches(e.type, types)) out.push(e);
-        } catch {
-          /* a line torn by a power cut: skip it */
-        }
+    const newestFirst: DaemonEvent[] = [];
+    for (const f of [this.logFile, `${this.logFile}.1`]) {
+      if (newestFirst.length >= limit) break;
+      for await (const line of linesBackwards(f)) {
+        const e = parseLine(line, types);
+        if (!e) continue;
+        newestFirst.push(e);
+        if (newestFirst.length >= limit) break;
       }
     }
-    return out.slice(-limit);
+    return newestFirst.reverse();
   }
+}
+
+/** Bytes read per step when walking a log backwards. */
+const TAIL_CHUNK = 256 * 1024;
+/** Longer lines are not ours (a torn or foreign write): skipped rather than buffered. */
+const MAX_LINE = 1024 * 1024;
+
+/**
+ * The lines of a file from the last to the first, without their newlines.
+ * A missing file has none. Holds at most one chunk plus one line.
+ */
+export async function* linesBackwards(file: string, chunkBytes = TAIL_CHUNK, maxLine = MAX_LINE): AsyncGenerator<string> {
+  let fh: FileHandle;
+  try {
+    fh = await open(file, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  try {
+    let pos = (await fh.stat()).size;
+    // The start of a line whose beginning lies before `pos` (its end was read already).
+    let carry: Buffer = Buffer.alloc(0);
+    // True while walking through a line longer than maxLine: its pieces are dropped.
+    let skipping = false;
+    const buf = Buffer.allocUnsafe(chunkBytes);
+    while (pos > 0) {
+      const n = Math.min(chunkBytes, pos);
+      pos -= n;
+      const { bytesRead } = await fh.read(buf, 0, n, pos);
+      if (bytesRead !== n) throw new Error(`${file} shrank while being read`);
+      const chunk = carry.length ? Buffer.concat([buf.subarray(0, n), carry]) : buf.subarray(0, n);
+      let end = chunk.length;
+      let nl = chunk.lastIndexOf(10, end - 1);
+      while (nl >= 0) {
+        if (skipping) skipping = false;
+        else if (end > nl + 1) yield chunk.toString('utf8', nl + 1, end);
+        end = nl;
+        nl = end > 0 ? chunk.lastIndexOf(10, end - 1) : -1;
+      }
+      // Copied: `buf` is overwritten by the next read.
+      carry = skipping ? Buffer.alloc(0) : Buffer.from(chunk.subarray(0, end));
+      if (carry.length > maxLine) {
+        carry = Buffer.alloc(0);
+        skipping = true;
+      }
+    }
+    if (carry.length && !skipping) yield carry.toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** One log line as an event when it is one (of the wanted types); torn and foreign lines give null. */
+function parseLine(line: string, types: readonly string[] | undefined): DaemonEvent | null {
+  // Our lines name their type early ({"id","seq","at","type",…}): unwanted ones are skipped without parsing.
+  if (types) {
+    const m = /^\{"id":"[^"]*","seq":\d+,"at":"[^"]*","type":"([^"\\]*)"/.exec(line);
+    if (m && !matches(m[1]!, types)) return null;
+  }
+  let e: unknown;
+  try {
+    e = JSON.parse(line);
+  } catch {
+    return null; // a line torn by a power cut
+  }
+  if (typeof e !== 'object' || e === null || typeof (e as DaemonEvent).type !== 'string') return null;
+  if (types && !matches((e as DaemonEvent).type, types)) return null;
+  return e as DaemonEvent;
 }
 
 /** `types` holds exact names or prefixes ending in "." ("job." matches job.done). */

@@ -19,7 +19,13 @@ export type Infer<S> = S extends Schema<infer T> ? T : never;
 
 export function show(value: unknown): string {
   if (value === undefined) return 'missing';
-  const text = JSON.stringify(value);
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    // Too deeply nested (stack overflow) or cyclic: the shape is the message.
+    return Array.isArray(value) ? 'a list nested too deeply to show' : 'a value nested too deeply to show';
+  }
   if (text === undefined) return String(value);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
