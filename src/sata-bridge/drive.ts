@@ -7,7 +7,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
 import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
 import { linuxRoots, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
-import { diskUsage, loopDevicesFor, type UsageReport } from './mounts.ts';
+import { diskUsage, fileKeyOf, loopBackingKey, loopDevicesFor, readMounts, readSwaps, type UsageReport } from './mounts.ts';
 
 /** Where a path leads, before anything is opened. */
 export interface DriveLocation {
@@ -40,28 +40,28 @@ export function locateDrive(path: string, roots: SysRoots = linuxRoots): DriveLo
 }
 
 /**
- * The storage a location really touches, for "is the target the source?"
- * checks: an image file and a loop device over it are the same storage, and
- * a partition belongs to its disk.
+ * The storage a location really touches, by kernel numbers: the file behind it
+ * (st_dev and st_ino, so a hard link, bind mount or symlink is the same file)
+ * and every whole disk that reaches that storage (the loop devices over the
+ * file, whatever path they were attached by; a partition counts as its disk).
  */
-export function storageKeys(loc: DriveLocation, roots: SysRoots = linuxRoots): Set<string> {
-  const keys = new Set<string>();
+export function storageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): { files: string[]; disks: string[] } {
   if (loc.kind === 'image') {
-    keys.add(`file:${loc.stats.dev}:${loc.stats.ino}`);
-    for (const loop of loopDevicesFor(loc.realPath, roots)) keys.add(`disk:${loop}`);
-  } else if (loc.node) {
-    keys.add(`disk:${loc.node.disk}`);
-    if (loc.node.backingFile) {
-      try {
-        const st = statSync(loc.node.backingFile);
-        keys.add(`file:${st.dev}:${st.ino}`);
-      } catch {
-        /* the backing file is gone: only the loop device itself counts */
-      }
-    }
-  } else {
-    keys.add(`rdev:${loc.stats.rdev}`);
+    const key = fileKeyOf(loc.realPath) ?? `file:${majorMinorOf(loc.stats.dev)}:${loc.stats.ino}`;
+    return { files: [key], disks: loopDevicesFor(key, roots) };
   }
+  if (!loc.node) return { files: [], disks: [] };
+  const backing = loc.node.backingFile ? loopBackingKey(loc.node.disk, loc.node.backingFile, roots) : undefined;
+  if (!backing) return { files: [], disks: [loc.node.disk] };
+  // Another loop device over the same file writes the same bytes.
+  return { files: [backing], disks: [...new Set([loc.node.disk, ...loopDevicesFor(backing, roots)])] };
+}
+
+/** Keys for "is the target the source?" checks: two locations share storage when any key is common. */
+export function storageKeys(loc: DriveLocation, roots: SysRoots = linuxRoots): Set<string> {
+  const { files, disks } = storageOf(loc, roots);
+  const keys = new Set<string>([...files, ...disks.map((d) => `disk:${d}`)]);
+  if (keys.size === 0) keys.add(`rdev:${loc.stats.rdev}`);
   return keys;
 }
 
@@ -71,14 +71,22 @@ export function sameStorage(a: DriveLocation, b: DriveLocation, roots: SysRoots 
   return false;
 }
 
-/** Mounts and system-disk status of a location (image files count through their loop devices). */
+/**
+ * Mounts, swaps, holders and system-disk status of everything that reaches a
+ * location's storage: an image file counts through every loop device over it
+ * and as a swap file itself.
+ */
 export function usageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): UsageReport {
-  const disks = loc.kind === 'image' ? loopDevicesFor(loc.realPath, roots) : loc.node ? [loc.node.disk] : [];
-  const reports = disks.map((d) => diskUsage(d, roots));
+  const { files, disks } = storageOf(loc, roots);
+  const mounts = readMounts();
+  const swaps = readSwaps();
+  const reports = disks.map((d) => diskUsage(d, roots, mounts, swaps));
+  const swapFiles = swaps.filter((s) => s.fileKey !== undefined && files.includes(s.fileKey)).map((s) => s.path);
   return {
-    mountPoints: reports.flatMap((r) => r.mountPoints),
+    mountPoints: [...new Set(reports.flatMap((r) => r.mountPoints))],
     isSystemDisk: reports.some((r) => r.isSystemDisk),
-    swaps: reports.flatMap((r) => r.swaps),
+    swaps: [...new Set([...reports.flatMap((r) => r.swaps), ...swapFiles])],
+    holders: [...new Set(reports.flatMap((r) => r.holders))],
   };
 }
 

@@ -6,6 +6,7 @@ export {
   openLocated,
   locateDrive,
   sameStorage,
+  storageOf,
   usageOf,
   identityOf,
   FileBlockDevice,
@@ -15,7 +16,7 @@ export {
 } from './drive.ts';
 export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
 export { FaultyDevice, IoError, type FaultPlan } from './fault-injection.ts';
-export { linuxRoots, readBlockNode, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
-export { readMounts, systemDisks, diskUsage } from './mounts.ts';
+export { linuxRoots, readBlockNode, holdersOf, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
+export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageReport, type SwapEntry } from './mounts.ts';
 export * from './smart.ts';
 export { quirksFor, type BridgeQuirks, type SmartDeviceType } from './bridge-quirks.ts';

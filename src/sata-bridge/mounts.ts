@@ -1,9 +1,13 @@
 /**
- * Which block devices are in use by this machine: mounted, swapped on, or
- * holding the controller's own root filesystem.
+ * Which block devices are in use by this machine: mounted, swapped on, held
+ * (LVM, md, dm), or holding the controller's own root filesystem. Storage is
+ * matched by numbers the kernel gives (st_dev/st_ino of a file, st_rdev and
+ * major:minor of a device), never by path strings: a hard link, a bind mount
+ * or a symlink reaches the same inode under another name.
  */
-import { readFileSync } from 'node:fs';
-import { linuxRoots, readBlockNode, listDisks, listPartitions, type SysRoots } from './sysfs.ts';
+import { readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { holdersOf, linuxRoots, majorMinorOf, readBlockNode, listDisks, listPartitions, type SysRoots } from './sysfs.ts';
 
 export interface MountInfo {
   readonly majorMinor: string;
@@ -33,17 +37,54 @@ function unescapeMount(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
-/** Active swap devices by path, from `/proc/swaps`. */
-function readSwaps(path = '/proc/swaps'): string[] {
+/**
+ * A file's identity, whatever name reaches it: `file:<major:minor of st_dev>:<st_ino>`.
+ * Undefined when the path cannot be stat'ed.
+ */
+export function fileKeyOf(path: string): string | undefined {
   try {
-    return readFileSync(path, 'utf8')
-      .split('\n')
-      .slice(1)
-      .map((l) => l.split(/\s+/)[0]!)
-      .filter(Boolean);
+    const st = statSync(path, { bigint: true });
+    return fileKey(st.dev, st.ino);
+  } catch {
+    return undefined;
+  }
+}
+
+function fileKey(dev: bigint | number, ino: bigint | number | string): string {
+  return `file:${majorMinorOf(Number(dev))}:${String(ino)}`;
+}
+
+export interface SwapEntry {
+  /** As `/proc/swaps` names it. */
+  readonly path: string;
+  /** `major:minor` of a swap partition or device. */
+  readonly majorMinor?: string;
+  /** `fileKeyOf` a swap file. */
+  readonly fileKey?: string;
+}
+
+/** Active swap areas from `/proc/swaps`, each resolved to device or inode numbers. */
+export function readSwaps(path = '/proc/swaps'): SwapEntry[] {
+  let lines: string[];
+  try {
+    lines = readFileSync(path, 'utf8').split('\n').slice(1);
   } catch {
     return [];
   }
+  const out: SwapEntry[] = [];
+  for (const line of lines) {
+    // Fields are separated by runs of blanks; a path with spaces is escaped as \040.
+    const name = line.split(/\s+/)[0];
+    if (!name) continue;
+    const swapPath = name.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8))).replace(/ \(deleted\)$/, '');
+    try {
+      const st = statSync(swapPath, { bigint: true });
+      out.push(st.isBlockDevice() ? { path: swapPath, majorMinor: majorMinorOf(Number(st.rdev)) } : { path: swapPath, fileKey: fileKey(st.dev, st.ino) });
+    } catch {
+      out.push({ path: swapPath });
+    }
+  }
+  return out;
 }
 
 export interface UsageReport {
@@ -51,7 +92,10 @@ export interface UsageReport {
   readonly mountPoints: string[];
   /** The disk carries the controller's own root (or /boot) filesystem. */
   readonly isSystemDisk: boolean;
+  /** Swap areas on the disk, its partitions, or (for an image) the file itself. */
   readonly swaps: string[];
+  /** Device-mapper (LVM, dm-crypt) and md devices built on the disk or its partitions. */
+  readonly holders: string[];
 }
 
 /** The whole disk (by kernel name) that holds `/`, or the disks, if it sits on several. */
@@ -66,23 +110,45 @@ export function systemDisks(roots: SysRoots = linuxRoots, mounts = readMounts())
 }
 
 /** How the disk `diskName` is used: every mount of the disk itself or its partitions. */
-export function diskUsage(diskName: string, roots: SysRoots = linuxRoots, mounts = readMounts()): UsageReport {
+export function diskUsage(diskName: string, roots: SysRoots = linuxRoots, mounts = readMounts(), swaps = readSwaps()): UsageReport {
   const diskDev = listDisks(roots).find((mm) => readBlockNode(mm, roots)?.name === diskName);
   const nodes = new Set<string>(diskDev ? [diskDev, ...listPartitions(diskName, roots)] : []);
-  const names = new Set<string>([...nodes].map((mm) => readBlockNode(mm, roots)?.name).filter((n): n is string => !!n));
   return {
     mountPoints: mounts.filter((m) => nodes.has(m.majorMinor)).map((m) => m.mountPoint),
     isSystemDisk: systemDisks(roots, mounts).has(diskName),
-    swaps: readSwaps().filter((s) => names.has(s.replace(/^\/dev\//, ''))),
+    swaps: swaps.filter((s) => s.majorMinor !== undefined && nodes.has(s.majorMinor)).map((s) => s.path),
+    holders: holdersOf(diskName, roots),
   };
 }
 
-/** Loop devices whose backing file is `realPath` (an image file attached with losetup). */
-export function loopDevicesFor(realPath: string, roots: SysRoots = linuxRoots): string[] {
+/**
+ * The file behind a loop device, by identity. The sysfs path is what the file
+ * was called when attached; when that name is gone (" (deleted)", renamed
+ * away) the kernel's own record of device and inode is asked through losetup.
+ */
+export function loopBackingKey(loopName: string, backingFile: string, roots: SysRoots = linuxRoots): string | undefined {
+  if (!backingFile.endsWith(' (deleted)')) {
+    const key = fileKeyOf(backingFile);
+    if (key) return key;
+  }
+  if (roots !== linuxRoots) return undefined;
+  try {
+    const out = execFileSync('losetup', ['--list', '--json', '--output', 'NAME,BACK-INO,BACK-MAJ:MIN', `/dev/${loopName}`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const dev = (JSON.parse(out) as { loopdevices?: { 'back-ino'?: number | string; 'back-maj:min'?: string }[] }).loopdevices?.[0];
+    const mm = dev?.['back-maj:min']?.trim();
+    if (!dev || dev['back-ino'] === undefined || !mm) return undefined;
+    return `file:${mm}:${String(dev['back-ino'])}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Loop devices whose backing file is the file `key` names (`fileKeyOf`), whatever path they were set up with. */
+export function loopDevicesFor(key: string, roots: SysRoots = linuxRoots): string[] {
   const out: string[] = [];
   for (const mm of listDisks(roots)) {
     const node = readBlockNode(mm, roots);
-    if (node?.backingFile && node.backingFile.replace(/ \(deleted\)$/, '') === realPath) out.push(node.name);
+    if (node?.backingFile && loopBackingKey(node.name, node.backingFile, roots) === key) out.push(node.name);
   }
   return out;
 }

@@ -163,6 +163,48 @@ export function listPartitions(disk: string, roots: SysRoots = linuxRoots): stri
     .filter((d): d is string => d !== undefined);
 }
 
+/**
+ * What holds a block node (`/sys/block/NAME/holders`, or a partition's): device
+ * mapper (LVM, dm-crypt, multipath) and md arrays built on it, each named as an
+ * operator would recognise it.
+ */
+export function holdersOf(name: string, roots: SysRoots = linuxRoots): string[] {
+  const disk = existsSync(join(roots.sys, 'block', name)) ? join(roots.sys, 'block', name) : undefined;
+  const dirs = disk ? [join(disk, 'holders')] : [];
+  if (disk) {
+    let entries: string[] = [];
+    try {
+      entries = readdirSync(disk);
+    } catch {
+      /* no partitions to look at */
+    }
+    for (const n of entries) if (n.startsWith(name) && existsSync(join(disk, n, 'partition'))) dirs.push(join(disk, n, 'holders'));
+  }
+  const out: string[] = [];
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const h of names.sort()) out.push(describeHolder(h, roots));
+  }
+  return [...new Set(out)];
+}
+
+function describeHolder(name: string, roots: SysRoots): string {
+  const base = join(roots.sys, 'block', name);
+  const dmName = readTrim(join(base, 'dm/name'));
+  if (dmName) {
+    const uuid = readTrim(join(base, 'dm/uuid')) ?? '';
+    const what = uuid.startsWith('LVM-') ? 'LVM volume' : uuid.startsWith('CRYPT-') ? 'dm-crypt volume' : uuid.startsWith('mpath-') ? 'multipath device' : 'device-mapper device';
+    return `${name} (${what} ${dmName})`;
+  }
+  if (existsSync(join(base, 'md'))) return `${name} (md RAID array)`;
+  return name;
+}
+
 export function majorMinorOf(rdev: number): string {
   // Linux's encoding of dev_t (glibc's gnu_dev_major / gnu_dev_minor).
   const major = ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);

@@ -139,6 +139,9 @@ function refuseUnsafeTarget(source: DriveLocation, target: DriveLocation): void 
     throw new RefusedError(`the target ${target.requested} is mounted at ${usage.mountPoints.join(', ')}`, { hint: 'unmount it first: writing under a mounted filesystem corrupts it' });
   }
   if (usage.swaps.length > 0) throw new RefusedError(`the target ${target.requested} is in use as swap (${usage.swaps.join(', ')})`, { hint: 'swapoff it first' });
+  if (usage.holders.length > 0) {
+    throw new RefusedError(`the target ${target.requested} is held by ${usage.holders.join(', ')}`, { hint: 'deactivate what is built on it first (vgchange -an, mdadm --stop, dmsetup remove)' });
+  }
 }
 
 interface OpenedPair {

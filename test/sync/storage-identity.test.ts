@@ -1,0 +1,140 @@
+/**
+ * A target in use is refused by device and inode numbers, never by path
+ * strings: the same file mounted through a hard link or a bind-mounted folder,
+ * a loop device over another name of the image, a swap file. Each refusal
+ * exits 3 with the target unchanged. (Holders: test/sata-bridge/usage.test.ts,
+ * on a sysfs tree, since device mapper and md need kernel drivers.)
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { linkSync, mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { dpsr } from '../support/cli.ts';
+import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
+import { requireEnv } from '../support/require.ts';
+import { locateDrive, sameStorage, usageOf } from '../../src/sata-bridge/index.ts';
+
+const dir = tempDir('dpsr-storage-');
+const MiB = 1024 * 1024;
+const env = { DPSR_STATE_DIR: join(dir, 'state') };
+const src = randomImage(join(dir, 'src.img'), 16 * MiB, 1);
+
+function refused(args: string[], target: string, pattern: RegExp): void {
+  const before = sha256File(target);
+  const r = dpsr(args, env);
+  assert.is(r.code, 3, `exit ${r.code}: ${r.stdout}${r.stderr}`);
+  assert.match(r.stderr, pattern);
+  assert.is(sha256File(target), before, 'target unchanged');
+}
+
+/** Runs `body` with a loop device over `path`, detached afterwards whatever happens. */
+function withLoop<T>(path: string, body: (loop: string) => T): T {
+  const loop = execFileSync('losetup', ['--find', '--show', path]).toString().trim();
+  try {
+    return body(loop);
+  } finally {
+    execFileSync('losetup', ['-d', loop]);
+  }
+}
+
+function withMount<T>(device: string, body: (mnt: string) => T): T {
+  const mnt = join(dir, `mnt-${Math.random().toString(36).slice(2)}`);
+  mkdirSync(mnt);
+  execFileSync('mount', [device, mnt]);
+  try {
+    return body(mnt);
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
+}
+
+function ext4Image(name: string): string {
+  const img = sparseImage(join(dir, name), 16 * MiB);
+  execFileSync('mkfs.ext4', ['-q', '-F', img]);
+  return img;
+}
+
+test('a standby mounted through a hard link of its image is refused before anything is written', () => {
+  if (!requireEnv('mounted hard link refusal', { root: true, tools: ['losetup', 'mkfs.ext4', 'mount'] })) return;
+  const img = ext4Image('hard.img');
+  const link = join(dir, 'hard-link.img');
+  linkSync(img, link);
+  withLoop(link, (loop) =>
+    withMount(loop, (mnt) => {
+      assert.equal(usageOf(locateDrive(img)).mountPoints, [mnt]);
+      refused(['clone', src, img, '--yes'], img, /mounted at/);
+    }),
+  );
+});
+
+test('a standby mounted through a bind-mounted folder is refused', () => {
+  if (!requireEnv('bind-mounted folder refusal', { root: true, tools: ['losetup', 'mkfs.ext4', 'mount'] })) return;
+  const real = join(dir, 'real');
+  const bound = join(dir, 'bound');
+  mkdirSync(real);
+  mkdirSync(bound);
+  const img = ext4Image('real/bind.img');
+  execFileSync('mount', ['--bind', real, bound]);
+  try {
+    withLoop(join(bound, 'bind.img'), (loop) =>
+      withMount(loop, () => {
+        refused(['clone', src, img, '--yes'], img, /mounted at/);
+      }),
+    );
+  } finally {
+    execFileSync('umount', [bound]);
+  }
+});
+
+test('a loop device over a hard link of the image is the same storage, and its mount counts for the image', () => {
+  if (!requireEnv('loop device over a hard link', { root: true, tools: ['losetup', 'mkfs.ext4', 'mount'] })) return;
+  const img = ext4Image('loopy.img');
+  const link = join(dir, 'loopy-link.img');
+  linkSync(img, link);
+  withLoop(img, (plain) =>
+    withLoop(link, (viaLink) => {
+      assert.ok(sameStorage(locateDrive(plain), locateDrive(viaLink)), 'two loop devices over one inode are one storage');
+      assert.ok(sameStorage(locateDrive(img), locateDrive(viaLink)));
+      withMount(viaLink, (mnt) => {
+        // Writing the other loop device writes the same bytes under the mount.
+        assert.equal(usageOf(locateDrive(plain)).mountPoints, [mnt]);
+        refused(['clone', src, plain, '--yes'], img, /mounted at/);
+      });
+    }),
+  );
+});
+
+test('a loop device whose attach-time name was deleted is still matched by its inode', () => {
+  if (!requireEnv('deleted backing name', { root: true, tools: ['losetup', 'mkfs.ext4', 'mount'] })) return;
+  const img = ext4Image('gone.img');
+  const link = join(dir, 'gone-link.img');
+  linkSync(img, link);
+  withLoop(link, (loop) => {
+    execFileSync('rm', [link]);
+    withMount(loop, () => refused(['clone', src, img, '--yes'], img, /mounted at/));
+  });
+});
+
+test('an image in use as a swap file, under another name, is refused', () => {
+  if (!requireEnv('swap file refusal', { root: true, tools: ['mkswap', 'swapon', 'swapoff'] })) return;
+  const img = sparseImage(join(dir, 'swap.img'), 16 * MiB);
+  execFileSync('dd', ['if=/dev/zero', `of=${img}`, 'bs=1M', 'count=16', 'conv=notrunc', 'status=none']);
+  execFileSync('chmod', ['600', img]);
+  execFileSync('mkswap', ['-q', img]);
+  const link = join(dir, 'swap-link.img');
+  linkSync(img, link);
+  try {
+    execFileSync('swapon', [link]);
+  } catch {
+    console.log('SKIP: swapon on a file is not allowed here');
+    return;
+  }
+  try {
+    refused(['clone', src, img, '--yes'], img, /in use as swap/);
+  } finally {
+    execFileSync('swapoff', [link]);
+  }
+});
+
+test.run();
