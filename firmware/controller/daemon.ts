@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { openBootSwitch, BootSwitchEmitter, type AlertEvent, type Bay } from '../../src/bootswitch/index.ts';
-import { SmartctlSource } from '../../src/sata-bridge/smart.ts';
+import { SmartctlSource } from '../../src/sata-bridge/index.ts';
 import { writeFileDurably } from '../../src/durable-file.ts';
 import { DeviceError } from '../../src/errors.ts';
 import { validateDaemonConfig, parseListen, type DaemonConfig } from './config.ts';

@@ -4,7 +4,7 @@
  * thresholds. A change of verdict is an event; a worse verdict an alert.
  */
 import type { Bay } from '../../src/bootswitch/index.ts';
-import type { SmartReport, SmartSource } from '../../src/sata-bridge/smart.ts';
+import type { SmartReport, SmartSource } from '../../src/sata-bridge/index.ts';
 import type { EventBus } from './events.ts';
 import type { Metrics } from './metrics.ts';
 import type { DaemonConfig } from './config.ts';

@@ -16,7 +16,7 @@ import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeviceError, RefusedError } from '../../src/errors.ts';
 import { DeviceWrapper, FaultyDevice, openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
-import { SimulatedSmartSource } from '../../src/sata-bridge/smart.ts';
+import { SimulatedSmartSource } from '../../src/sata-bridge/index.ts';
 import { SimBoard, SimHost, systemClock, type Bay } from '../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
 

@@ -4,10 +4,23 @@
  * Usage: npm run schematic
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import type { Wiring } from '../../src/bootswitch/wiring.ts';
+
+/**
+ * The parts of wiring.json the drawing shows. The schematic reads the file as
+ * plain data: the full format, and the check of a configuration against it,
+ * belong to the boot switch (src/bootswitch/wiring.ts), which this folder
+ * does not import.
+ */
+interface DrawnWiring {
+  title: string;
+  revision: string;
+  boards: Record<string, { driver: string; part: string; chip?: string; bus?: number; address?: number; pins: Record<string, string> }>;
+  nets: Record<string, { channel: string; kind: string; activeLow: boolean; description: string }>;
+  i2c?: { bus: number; devices: { part: string; address: number; role: string }[] };
+}
 
 const here = new URL('.', import.meta.url);
-const wiring = JSON.parse(readFileSync(new URL('wiring.json', here), 'utf8')) as Wiring;
+const wiring = JSON.parse(readFileSync(new URL('wiring.json', here), 'utf8')) as DrawnWiring;
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const parts: string[] = [];

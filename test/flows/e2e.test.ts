@@ -1,5 +1,5 @@
 // End to end: dpsrd on the simulated rig, Node-RED as its own process run by
-// the appliance supervisor with the default flows and settings, an MQTT
+// the daemon's Node-RED supervisor with the default flows and settings, an MQTT
 // broker (aedes) in this process. The schedule's inject is fired through the
 // admin API after logging in; the sync is checked on dpsrd and the alerts on
 // the broker. Killing Node-RED leaves dpsrd running, and the supervisor brings
@@ -11,28 +11,15 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Aedes } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
-import { createRequire } from 'node:module';
+import { NodeRedSupervisor } from '../../firmware/controller/node-red-runner.ts';
 import { Rig, until, sleep } from './support/rig.ts';
-
-const require = createRequire(import.meta.url);
-
-interface Supervisor {
-  on(event: 'flows-started' | 'ready' | 'exit' | 'spawn', fn: (info: { pid: number; url?: string }) => void): void;
-  once(event: 'flows-started' | 'ready' | 'exit' | 'spawn', fn: (info: { pid: number; url?: string }) => void): void;
-  readonly pid: number | undefined;
-  readonly restarts: number;
-  stop(graceMs?: number): Promise<void>;
-}
-const { superviseNodeRed } = require('../../firmware/flows/appliance/supervisor.js') as {
-  superviseNodeRed(opts: object): Supervisor;
-};
 
 const rig = new Rig({ bridgeMiBps: 4 });
 let broker: Aedes;
 let brokerServer: Server;
 let brokerPort = 0;
 let sub: MqttClient;
-let nr: Supervisor;
+let nr: NodeRedSupervisor;
 let editor = '';
 let nrLog = '';
 const received: { topic: string; payload: any }[] = [];
@@ -66,11 +53,14 @@ async function inject(id: string, token: string): Promise<number> {
 }
 
 /** The next "flows started" of a Node-RED process other than `notPid`. */
-function waitFlows(notPid?: number): Promise<{ url?: string; pid: number }> {
+function waitFlows(notPid?: number): Promise<{ url?: string; pid?: number }> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`Node-RED did not start its flows within 60 s:\n${nrLog.slice(-3000)}`)), 60_000);
-    const on = (info: { url?: string; pid: number }) => {
-      if (info.pid === notPid) return nr.once('flows-started', on);
+    const on = (info: { url?: string; pid?: number }) => {
+      if (info.pid === notPid) {
+        nr.once('flows-started', on);
+        return;
+      }
       clearTimeout(t);
       resolve(info);
     };
@@ -101,13 +91,13 @@ async function setUp() {
   await rig.start();
   const port = await freePort();
   editor = `http://127.0.0.1:${port}`;
-  nr = superviseNodeRed({
+  nr = new NodeRedSupervisor({
     stateDir: rig.stateDir,
     url: rig.url,
     listen: `127.0.0.1:${port}`,
     env: { DPSR_MQTT_BROKER: '127.0.0.1', DPSR_MQTT_PORT: String(brokerPort) },
     output: (line: string) => (nrLog += line + '\n'),
-    log: (_level: string, message: string) => (nrLog += `[supervisor] ${message}\n`),
+    log: (_level, message) => (nrLog += `[supervisor] ${message}\n`),
     minDelayMs: 200,
   });
   await waitFlows();

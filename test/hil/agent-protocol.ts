@@ -3,7 +3,7 @@
  * consoles that speak it: QEMU's stdio (the simulated rig) and a USB serial
  * adapter (the real rig).
  */
-import { BadInputError, DeviceError } from '../../src/errors.ts';
+import { BadInputError, DeviceError } from './errors.ts';
 import type { BootInfo, CommandReply, DataRecord, Heartbeat, RecordStat } from './qemu-host.ts';
 
 const WORD = /^[A-Za-z0-9._-]{1,32}$/;

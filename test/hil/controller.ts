@@ -10,7 +10,7 @@ import { request as httpRequest, type ClientRequest } from 'node:http';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'node:events';
-import { DeviceError } from '../../src/errors.ts';
+import { DeviceError } from './errors.ts';
 
 const REPO = new URL('../../', import.meta.url).pathname;
 

@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { BadInputError, BusyError, DeviceError } from '../../src/errors.ts';
+import { BadInputError, BusyError, DeviceError } from './errors.ts';
 import { cleanLine, commandLine, interpretLine, readRecords, recordStat, ReplyCollector, writeRecords, type SendCommand } from './agent-protocol.ts';
 
 export type Accel = 'tcg' | 'kvm';

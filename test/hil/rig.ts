@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { EventEmitter } from 'node:events';
-import { BadInputError, DeviceError, RefusedError } from '../../src/errors.ts';
+import { BadInputError, DeviceError, RefusedError } from './errors.ts';
 import { Dpsrd, sleep, type ControllerEvent } from './controller.ts';
 import { corruptFile, ensureImage, type EnsuredImage, type ImageFileName } from './image/build.ts';
 import { QemuHost, type BootInfo, type CommandReply, type DataRecord, type RecordStat } from './qemu-host.ts';

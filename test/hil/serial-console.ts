@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { appendFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { SerialPort, ReadlineParser } from 'serialport';
-import { DeviceError } from '../../src/errors.ts';
+import { DeviceError } from './errors.ts';
 import { cleanLine, commandLine, interpretLine, readRecords, recordStat, ReplyCollector, writeRecords, type SendCommand } from './agent-protocol.ts';
 import type { BootInfo, CommandReply, DataRecord, Heartbeat, RecordStat } from './qemu-host.ts';
 

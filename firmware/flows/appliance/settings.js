@@ -53,7 +53,7 @@ const defaults = {
 // The default flows read these through ${VAR} in node properties.
 for (const [k, v] of Object.entries(defaults)) if (!process.env[k]) process.env[k] = v;
 
-// Started by the supervisor: when it dies (dpsrd killed), go too rather than
+// Started by dpsrd's supervisor: when it dies (dpsrd killed), go too rather than
 // linger with the port held and no one to stop us.
 if (typeof process.send === 'function') process.once('disconnect', () => process.exit(0));
 

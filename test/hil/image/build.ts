@@ -31,7 +31,7 @@ import {
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BadInputError, BusyError, DeviceError, NotFoundError } from '../../../src/errors.ts';
+import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
 import { cpioNewc, type CpioEntry } from './cpio.ts';
 
 /** Bumped when the image layout changes in a way the hashed inputs do not show. */
