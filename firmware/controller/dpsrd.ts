@@ -1,8 +1,10 @@
 /**
  * `dpsrd`: the controller daemon. Options win over environment variables,
- * which win over the config file. Structured logs (pino) go to stdout for
- * journald; a short human banner with the URL and the token file goes to
- * stderr.
+ * which win over the config file. Logs (pino) go to stdout: JSON with
+ * syslog priorities under journald, readable lines on a terminal (see
+ * log-output.ts); a short human banner with the URL and the token file goes
+ * to stderr. Under systemd it reports readiness and feeds the watchdog
+ * (systemd.ts).
  */
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
@@ -11,14 +13,20 @@ import { defaultStateDir } from '../../src/sync/index.ts';
 import { loadConfigFile } from './config.ts';
 import { startDaemon, DEFAULT_LISTEN } from './daemon.ts';
 import { startNodeRed } from './node-red-runner.ts';
+import { logDestination, resolveLogFormat } from './log-output.ts';
+import { serviceNotifier } from './systemd.ts';
 
-const USAGE = `Usage: dpsrd [--config FILE] [--state-dir DIR] [--listen HOST:PORT] [--log-level LEVEL]
+const USAGE = `Usage: dpsrd [--config FILE] [--state-dir DIR] [--listen HOST:PORT] [--log-level LEVEL] [--log-format FORMAT]
+       dpsrd --check-config FILE
 
   --config FILE             YAML or JSON config; without one the simulated rig runs
   --state-dir DIR           state directory (env DPSR_STATE_DIR; default /var/lib/dpsr as root, else ~/.local/state/dpsr)
   --default-state-dir DIR   the state directory when neither --state-dir nor DPSR_STATE_DIR is given (npm start uses ./.dpsr-state)
   --listen HOST:PORT        where the API listens (env DPSR_LISTEN; default ${DEFAULT_LISTEN}; port 0 picks a free one)
   --log-level LEVEL         fatal, error, warn, info, debug, trace or silent (env DPSR_LOG_LEVEL)
+  --log-format FORMAT       auto (default), json, pretty or journal (env DPSR_LOG_FORMAT): auto writes JSON lines with
+                            syslog priority prefixes under systemd, one readable line per entry on a terminal, JSON otherwise
+  --check-config FILE       validate a config file (every key, docs/config.md) and exit: 0 valid, 2 with the error
   --node-red                also run Node-RED with the appliance flows, as a supervised child process (env DPSR_NODE_RED=1;
                             editor on DPSR_NODE_RED_LISTEN, default 127.0.0.1:1880)`;
 
@@ -33,6 +41,8 @@ async function main(): Promise<void> {
         'default-state-dir': { type: 'string' },
         listen: { type: 'string' },
         'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
+        'check-config': { type: 'string' },
         'node-red': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -46,12 +56,19 @@ async function main(): Promise<void> {
     console.log(USAGE);
     return;
   }
+  if (values['check-config'] !== undefined) {
+    const c = loadConfigFile(values['check-config']);
+    process.stdout.write(`${c.source}: valid (rig ${c.rig}${c.rig === 'hardware' ? `, bays A ${c.drives!.A} and B ${c.drives!.B}` : ''})\n`);
+    return;
+  }
+  const logFormat = resolveLogFormat(values['log-format'] ?? process.env.DPSR_LOG_FORMAT);
   const stateDir = resolve(values['state-dir'] ?? process.env.DPSR_STATE_DIR ?? values['default-state-dir'] ?? defaultStateDir());
   const config = values.config ? loadConfigFile(values.config) : undefined;
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   const level = values['log-level'] ?? process.env.DPSR_LOG_LEVEL;
   if (level !== undefined && !levels.includes(level)) throw new BadInputError(`--log-level is ${JSON.stringify(level)}; allowed: ${levels.join(', ')}`);
-  const daemon = await startDaemon({ stateDir, listen: values.listen ?? process.env.DPSR_LISTEN, config, logLevel: level });
+  const daemon = await startDaemon({ stateDir, listen: values.listen ?? process.env.DPSR_LISTEN, config, logLevel: level, logStream: logDestination(logFormat) as unknown as NodeJS.WritableStream });
+  const serviceManager = serviceNotifier({ warn: (message, extra) => daemon.log.warn(extra ?? {}, message) });
   process.stderr.write(
     `dpsrd: ${daemon.app.config.rig === 'sim' ? 'simulated rig' : 'hardware rig'} up at ${daemon.url}\n` +
       `dpsrd: state in ${daemon.stateDir}; API token in ${daemon.tokenFile}\n` +
@@ -59,11 +76,15 @@ async function main(): Promise<void> {
       `dpsrd:  or  DPSR_STATE_DIR=${daemon.stateDir} node bin/dpsr.js status --url ${daemon.url}\n`,
   );
   const nodeRed = values['node-red'] || process.env.DPSR_NODE_RED === '1' ? startNodeRed(daemon, { banner: (line) => process.stderr.write(`dpsrd: ${line}\n`) }) : null;
+  // Ready once the API answers (Type=notify): units ordered after dpsrd can talk to it.
+  serviceManager.ready(`API at ${daemon.url}`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) process.exit(130);
     stopping = true;
     daemon.log.info({ signal }, 'stopping');
+    serviceManager.stopping();
+    serviceManager.close();
     Promise.all([nodeRed?.stop(), daemon.close()]).then(
       () => process.exit(0),
       (e) => {
