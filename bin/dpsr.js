@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-// The CLI is TypeScript run through tsx, so the repository works without a build step.
-import { register } from 'tsx/esm/api';
-register();
-await import('../firmware/controller/cli/main.ts');
+// The compiled CLI when a current build exists, else its TypeScript sources (bin/entry.js).
+import { run } from './entry.js';
+await run('firmware/controller/cli/main');

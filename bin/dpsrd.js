@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-// The daemon is TypeScript run through tsx, like the CLI, so the repository works without a build step.
-import { register } from 'tsx/esm/api';
-register();
-await import('../firmware/controller/dpsrd.ts');
+// The compiled daemon when a current build exists, else its TypeScript sources (bin/entry.js).
+import { run } from './entry.js';
+await run('firmware/controller/dpsrd');
