@@ -1,48 +1,20 @@
 /**
- * `dpsr status|sync|failover --url URL`: the CLI as a client of a running
- * dpsrd. The token comes from --token-file, else DPSR_TOKEN, else
- * <state-dir>/api-token. Errors from the daemon keep their meaning, so the
- * exit codes are the same as for the local commands.
+ * `dpsr <command> --url URL`: the CLI as a client of a running dpsrd. The
+ * token comes from --token-file, else DPSR_TOKEN, else
+ * <state-dir>/api-token. A started job is followed on the daemon's event
+ * stream with the same progress bar as a local copy; Ctrl-C asks whether to
+ * cancel the job on the daemon or to detach from it. Errors from the daemon
+ * keep their meaning, so the exit codes are those of the local commands.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { createParser } from 'eventsource-parser';
 import { BadInputError, BusyError, CancelledError, DeviceError, NotFoundError, RefusedError, type DpsrError } from '../../../src/errors.ts';
+import type { Progress } from '../../../src/sync/index.ts';
 import { defaultStateDir, formatBytes } from '../../../src/sync/index.ts';
-import { confirm, isTerminal, printJson } from './terminal.ts';
-
-const USAGE = `Usage: dpsr <status|sync|failover> --url URL [options]   (talks to a running dpsrd)
-
-  status                        roles, standby state, generations, job, host, health
-  sync [--partition N]... [--mode compare|manifest] [--no-wait]
-                                start a sync and follow it to the end (exit 1 if it fails)
-  failover --yes [--hard-off] [--no-wait]
-                                boot the standby (the host is shut down and powered on again)
-
-  --url URL          the daemon, e.g. http://127.0.0.1:8750
-  --token-file FILE  the API token (default: env DPSR_TOKEN, else <state-dir>/api-token)
-  --state-dir DIR    where the token is (env DPSR_STATE_DIR)
-  --json             machine-readable output`;
-
-const OPTIONS = {
-  url: { type: 'string' },
-  'token-file': { type: 'string' },
-  'state-dir': { type: 'string' },
-  json: { type: 'boolean' },
-  yes: { type: 'boolean', short: 'y' },
-  partition: { type: 'string', short: 'p', multiple: true },
-  mode: { type: 'string' },
-  'hard-off': { type: 'boolean' },
-  'no-wait': { type: 'boolean' },
-  quiet: { type: 'boolean', short: 'q' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-const ACCEPTS: Record<string, string[]> = {
-  status: ['url', 'token-file', 'state-dir', 'json'],
-  sync: ['url', 'token-file', 'state-dir', 'json', 'partition', 'mode', 'no-wait', 'quiet'],
-  failover: ['url', 'token-file', 'state-dir', 'json', 'yes', 'hard-off', 'no-wait', 'quiet'],
-};
+import { choose, confirm, isTerminal, printJson, progressReporter, type ProgressReporter } from './terminal.ts';
+import { parseMode, parsePartitionArgs } from './local.ts';
+import type { Invocation, Opts } from './program.ts';
 
 export class DaemonClient {
   constructor(
@@ -50,12 +22,16 @@ export class DaemonClient {
     private readonly token: string,
   ) {}
 
+  #headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { authorization: `Bearer ${this.token}`, ...extra };
+  }
+
   async request<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
     let res: Response;
     try {
       res = await fetch(new URL(path, this.url), {
         method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: this.#headers(body !== undefined ? { 'content-type': 'application/json' } : {}),
         body: body !== undefined ? JSON.stringify(body) : undefined,
       });
     } catch (e) {
@@ -69,32 +45,75 @@ export class DaemonClient {
       throw new DeviceError(`${this.url} answered ${res.status} with something that is not JSON: is it a dpsrd?`);
     }
     if (res.ok) return data as T;
-    const err = (data as { error?: { kind?: string; message?: string; hint?: string } }).error ?? {};
-    const msg = err.message ?? `HTTP ${res.status}`;
-    const opts = { hint: err.hint };
-    let e: DpsrError;
-    if (res.status === 401) e = new BadInputError(`the daemon refused the token: ${msg}`, { hint: err.hint ?? 'pass --token-file' });
-    else if (err.kind === 'refused') e = new RefusedError(msg, opts);
-    else if (err.kind === 'busy') e = new BusyError(msg, opts);
-    else if (err.kind === 'not-found' || res.status === 404) e = new NotFoundError(msg, opts);
-    else if (err.kind === 'cancelled') e = new CancelledError(msg, opts);
-    else if (res.status === 400 || res.status === 413 || res.status === 415) e = new BadInputError(msg, opts);
-    else e = new DeviceError(msg, opts);
-    throw e;
+    throw errorFrom(res.status, data);
+  }
+
+  /**
+   * Server-sent events of the given types until `signal` aborts or the
+   * stream ends; resolves once the stream is open (the daemon answered 200).
+   */
+  async events(types: string, onEvent: (type: string, data: unknown) => void, signal: AbortSignal): Promise<{ ended: Promise<void> }> {
+    let res: Response;
+    try {
+      res = await fetch(new URL(`/api/events?types=${encodeURIComponent(types)}`, this.url), { headers: this.#headers({ accept: 'text/event-stream' }), signal });
+    } catch (e) {
+      throw new DeviceError(`no dpsrd answers at ${this.url}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}`);
+    }
+    if (!res.ok || !res.body) throw errorFrom(res.status, await res.json().catch(() => ({})));
+    const parser = createParser({
+      onEvent: (e) => {
+        let data: unknown;
+        try {
+          data = JSON.parse(e.data);
+        } catch {
+          return;
+        }
+        onEvent(e.event ?? 'message', data);
+      },
+    });
+    const body = res.body;
+    const ended = (async () => {
+      const decoder = new TextDecoder();
+      try {
+        for await (const chunk of body) parser.feed(decoder.decode(chunk as Uint8Array, { stream: true }));
+      } catch {
+        // aborted, or the daemon went away: the caller polls the job instead
+      }
+    })();
+    return { ended };
   }
 }
 
-function readToken(values: Record<string, unknown>): string {
-  const file = (values['token-file'] as string | undefined) ?? (process.env.DPSR_TOKEN ? undefined : join((values['state-dir'] as string | undefined) ?? defaultStateDir(), 'api-token'));
-  if (!file) return process.env.DPSR_TOKEN!;
+function errorFrom(status: number, data: unknown): DpsrError {
+  const err = (data as { error?: { kind?: string; message?: string; hint?: string } }).error ?? {};
+  const msg = err.message ?? `HTTP ${status}`;
+  const opts = { hint: err.hint };
+  if (status === 401) return new BadInputError(`the daemon refused the token: ${msg}`, { hint: err.hint ?? 'pass --token-file' });
+  if (err.kind === 'refused') return new RefusedError(msg, opts);
+  if (err.kind === 'busy') return new BusyError(msg, opts);
+  if (err.kind === 'not-found' || status === 404) return new NotFoundError(msg, opts);
+  if (err.kind === 'cancelled') return new CancelledError(msg, opts);
+  if (status === 400 || status === 413 || status === 415) return new BadInputError(msg, opts);
+  return new DeviceError(msg, opts);
+}
+
+/** The API token; a file that does not hold one is named, its contents never shown. */
+export function readToken(opts: Opts): string {
+  const file = opts.tokenFile ?? (process.env.DPSR_TOKEN ? undefined : join(opts.stateDir ?? defaultStateDir(), 'api-token'));
+  if (!file) return process.env.DPSR_TOKEN!.trim();
+  const hint = 'pass --token-file FILE (the daemon keeps it in <state-dir>/api-token), or set DPSR_STATE_DIR';
+  let text: string;
   try {
-    return readFileSync(file, 'utf8').trim();
+    if (statSync(file).size > 4096) throw new BadInputError(`${file} is not an API token file: it is larger than 4 KiB`, { hint });
+    text = readFileSync(file, 'utf8').trim();
   } catch (e) {
-    throw new BadInputError(`cannot read the API token from ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { hint: 'pass --token-file FILE (the daemon keeps it in <state-dir>/api-token), or set DPSR_STATE_DIR' });
+    if (e instanceof BadInputError) throw e;
+    throw new BadInputError(`cannot read the API token from ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { hint });
   }
+  // A bearer token is one printable word; anything else would end up in an HTTP header (and its error messages).
+  if (!/^[\x21-\x7e]{1,1024}$/.test(text)) throw new BadInputError(`${file} does not hold an API token (one line of printable characters)`, { hint });
+  return text;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface StatusBody {
   rig: string;
@@ -105,47 +124,77 @@ interface StatusBody {
   pairId: string | null;
   generations: Record<string, number | null>;
   bootBay: string | null;
+  pendingCopy?: unknown;
+  problems?: string[];
   job: { id: string; kind: string; progress: { percent: number; phase: string } | null } | null;
+  drives?: Record<string, { present: boolean; path: string | null; key: string | null; generation: number | null }>;
   host: { power: string; lastHeartbeat: { at: string } | null };
   health: Record<string, string>;
   lastSync: { kind: string; result: string; at: string; message?: string } | null;
-  failover: { switching: unknown; halted: string | null; failovers: number };
+  failover: { switching: unknown; halted: string | null; failovers: number; failed?: Record<string, boolean> };
 }
 
 interface JobBody {
   id: string;
   kind: string;
   state: string;
-  progress: { percent: number; phase: string; bytesDone: number; bytesTotal: number; rate: number } | null;
-  result: { bytesWritten?: number; seconds?: number; generation?: number } | null;
+  trigger?: string;
+  createdAt?: string;
+  seconds?: number | null;
+  progress: Progress | null;
+  result: { bytesWritten?: number; seconds?: number; generation?: number; identical?: boolean; differenceCount?: number; differingBytes?: number; message?: string } | null;
   error: { kind: string; message: string; hint?: string } | null;
 }
 
-export async function runClient(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw new BadInputError((e as Error).message.replace(/\. To specify.*$/s, ''), { hint: 'run `dpsr --url URL --help`' });
-  }
-  const values = parsed.values as Record<string, unknown>;
-  const [command, ...rest] = parsed.positionals;
-  if (values.help || !command) {
-    console.log(USAGE);
-    return values.help ? 0 : 2;
-  }
-  if (!ACCEPTS[command]) throw new BadInputError(`"${command}" does not work against a daemon; allowed with --url: status, sync, failover`, { hint: 'run it without --url for the local command' });
-  if (rest.length) throw new BadInputError(`${command} with --url takes no arguments, got: ${rest.join(' ')}`, { hint: 'the daemon knows its drives' });
-  for (const k of Object.keys(values)) if (!ACCEPTS[command]!.includes(k)) throw new BadInputError(`--${k} does not go with ${command} --url`, { hint: 'run `dpsr --url URL --help`' });
-  const url = values.url as string;
+/** Options each command takes with --url (commander keys); anything else typed is bad usage. */
+const REMOTE_ACCEPTS: Record<string, string[]> = {
+  status: [],
+  jobs: [],
+  cancel: ['rollback'],
+  sync: ['partition', 'mode', 'forceGeneration', 'wait', 'quiet', 'yes'],
+  verify: ['partition', 'wait', 'quiet'],
+  clone: ['force', 'wait', 'quiet', 'yes'],
+  recover: ['wait', 'quiet', 'yes'],
+  reprotect: ['wait', 'quiet', 'yes'],
+  restore: ['iMeanRestore', 'wait', 'quiet', 'yes'],
+  failover: ['yes', 'hardOff', 'wait', 'quiet'],
+};
+const ALWAYS = ['url', 'tokenFile', 'stateDir', 'json'];
+const flag = (key: string) => `--${key === 'wait' ? 'no-wait' : key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/** Whether the daemon's pair needs an operator: `dpsr status --url` exits 1 then. */
+export function daemonNeedsAttention(s: StatusBody): string[] {
+  const why: string[] = [];
+  if (!s.paired) why.push('the drives are not paired');
+  else if (s.standbyState !== 'consistent') why.push(`the standby is ${s.standbyState}`);
+  if (s.pendingCopy) why.push('a copy was interrupted');
+  for (const [bay, h] of Object.entries(s.health ?? {})) if (h !== 'ok' && h !== 'unknown') why.push(`drive ${bay} health is ${h}`);
+  for (const [bay, failed] of Object.entries(s.failover.failed ?? {})) if (failed) why.push(`bay ${bay} is marked failed`);
+  if (s.failover.halted) why.push(`failover halted: ${s.failover.halted}`);
+  if (s.lastSync && s.lastSync.result !== 'done') why.push(`the last ${s.lastSync.kind} ${s.lastSync.result}`);
+  if (s.problems?.length) why.push(`state problems: ${s.problems.join('; ')}`);
+  return why;
+}
+
+export async function runRemote(inv: Invocation): Promise<number> {
+  const { command, args, opts, given } = inv;
+  const accepts = REMOTE_ACCEPTS[command];
+  if (!accepts) throw new BadInputError(`${command} does not work through the daemon`, { hint: 'run it without --url, on the controller' });
+  const takesId = command === 'jobs' || command === 'cancel';
+  if (args.length > (takesId ? 1 : 0)) throw new BadInputError(`${command} with --url takes ${takesId ? 'at most a job id' : 'no arguments'}, got: ${args.join(' ')}`, { hint: 'the daemon knows its drives' });
+  for (const k of given) if (!ALWAYS.includes(k) && !accepts.includes(k)) throw new BadInputError(`${flag(k)} does not go with ${command} --url`, { hint: `run \`dpsr ${command} --help\`` });
+  const url = opts.url!;
   if (!/^https?:\/\/[^\s/]+/.test(url)) throw new BadInputError(`--url is ${JSON.stringify(url)}; allowed: http://HOST:PORT`);
-  const client = new DaemonClient(url, readToken(values));
-  const json = values.json === true;
-  const quiet = values.quiet === true || json;
+  const client = new DaemonClient(url, readToken(opts));
+  const json = opts.json === true;
+  const say = (line: string) => {
+    if (!json && !opts.quiet) process.stderr.write(`${line}\n`);
+  };
 
   switch (command) {
     case 'status': {
       const s = await client.request<StatusBody>('GET', '/api/status');
+      const attention = daemonNeedsAttention(s);
       if (json) printJson(s);
       else {
         console.log(`dpsrd at ${url} (${s.rig} rig)`);
@@ -156,46 +205,44 @@ export async function runClient(argv: string[]): Promise<number> {
         console.log(`  drive health A ${s.health.A}, B ${s.health.B}`);
         if (s.lastSync) console.log(`  last ${s.lastSync.kind}: ${s.lastSync.result} at ${s.lastSync.at}${s.lastSync.message ? ` (${s.lastSync.message})` : ''}`);
         if (s.failover.halted) console.log(`  FAILOVER HALTED: ${s.failover.halted}`);
+        if (attention.length) console.log(`  NEEDS ATTENTION: ${attention.join('; ')}`);
       }
-      return 0;
+      return attention.length ? 1 : 0;
     }
-    case 'sync': {
-      const partitions = ((values.partition as string[] | undefined) ?? []).map((v) => {
-        if (!/^\d+$/.test(v) || Number(v) < 1) throw new BadInputError(`--partition ${v} is not a partition number`);
-        return Number(v);
-      });
-      const mode = values.mode as string | undefined;
-      if (mode !== undefined && mode !== 'compare' && mode !== 'manifest') throw new BadInputError(`--mode ${mode} is not known`, { hint: 'use --mode compare or --mode manifest' });
-      const started = await client.request<{ id: string }>('POST', '/api/sync', { ...(partitions.length ? { partitions } : {}), ...(mode ? { mode } : {}) });
-      if (!quiet) process.stderr.write(`sync job ${started.id} started\n`);
-      if (values['no-wait']) {
-        if (json) printJson(started);
+    case 'jobs': {
+      if (args[0]) {
+        const job = await client.request<JobBody & { log?: { at: string; level: string; message: string }[] }>('GET', `/api/jobs/${encodeURIComponent(args[0])}`);
+        if (json) printJson(job);
+        else {
+          console.log(jobLine(job));
+          if (job.error) console.log(`  ${job.error.message}${job.error.hint ? `\n  ${job.error.hint}` : ''}`);
+          for (const l of job.log ?? []) console.log(`  ${l.at} ${l.level} ${l.message}`);
+        }
         return 0;
       }
-      let job: JobBody;
-      let lastPrint = 0;
-      for (;;) {
-        job = await client.request<JobBody>('GET', `/api/jobs/${started.id}`);
-        if (job.state !== 'running' && job.state !== 'queued') break;
-        if (!quiet && job.progress && Date.now() - lastPrint > 2000) {
-          lastPrint = Date.now();
-          process.stderr.write(`${job.progress.phase} ${job.progress.percent.toFixed(1)} % ${formatBytes(job.progress.bytesDone)}/${formatBytes(job.progress.bytesTotal)} ${formatBytes(job.progress.rate)}/s\n`);
-        }
-        await sleep(500);
-      }
-      if (json) printJson(job);
-      else if (job.state === 'done') console.log(`sync done: ${formatBytes(job.result?.bytesWritten ?? 0)} written in ${(job.result?.seconds ?? 0).toFixed(1)} s, generation ${job.result?.generation}`);
-      else console.log(`sync ${job.state}: ${job.error?.message ?? ''}${job.error?.hint ? `\n  ${job.error.hint}` : ''}`);
-      return job.state === 'done' ? 0 : 1;
+      const { jobs } = await client.request<{ jobs: JobBody[] }>('GET', '/api/jobs');
+      if (json) printJson({ jobs });
+      else if (jobs.length === 0) console.log('no jobs yet');
+      else for (const j of jobs) console.log(jobLine(j));
+      return 0;
+    }
+    case 'cancel': {
+      const id = args[0] ?? (await client.request<StatusBody>('GET', '/api/status')).job?.id;
+      if (!id) throw new NotFoundError('no job runs on the daemon', { hint: `\`dpsr jobs --url ${url}\` lists the past ones` });
+      const body = opts.rollback === undefined ? {} : { rollback: opts.rollback === true };
+      const r = await client.request<{ id: string; job: JobBody }>('POST', `/api/jobs/${encodeURIComponent(id)}/cancel`, body);
+      if (json) printJson(r);
+      else console.log(`cancel requested for ${r.job.kind} job ${r.id}`);
+      return 0;
     }
     case 'failover': {
-      if (!values.yes) {
+      if (!opts.yes) {
         if (!isTerminal()) throw new BadInputError('failover shuts the host down and boots the standby: it needs confirmation', { hint: 'pass --yes' });
         if (!(await confirm('This shuts the host down and boots it from the standby drive.'))) throw new CancelledError('not confirmed: nothing was changed');
       }
-      const r = await client.request<{ from: string; to: string }>('POST', '/api/failover', values['hard-off'] ? { hardOff: true } : {});
-      if (!quiet) process.stderr.write(`failover from bay ${r.from} to bay ${r.to} started\n`);
-      if (values['no-wait']) {
+      const r = await client.request<{ from: string; to: string }>('POST', '/api/failover', opts.hardOff ? { hardOff: true } : {});
+      say(`failover from bay ${r.from} to bay ${r.to} started`);
+      if (opts.wait === false) {
         if (json) printJson(r);
         return 0;
       }
@@ -211,5 +258,153 @@ export async function runClient(argv: string[]): Promise<number> {
       return ok ? 0 : 1;
     }
   }
-  return 2;
+
+  // The storage jobs: start one, then follow it.
+  let path: string;
+  let body: Record<string, unknown> = {};
+  let question: string | null = null;
+  if (command === 'sync') {
+    const partitions = parsePartitionArgs(opts.partition);
+    const mode = parseMode(opts.mode);
+    body = { ...(partitions.length ? { partitions } : {}), ...(mode ? { mode } : {}), ...(opts.forceGeneration ? { forceGeneration: true } : {}) };
+    path = '/api/sync';
+  } else if (command === 'verify') {
+    const partitions = parsePartitionArgs(opts.partition);
+    body = partitions.length ? { partitions } : {};
+    path = '/api/verify';
+  } else if (command === 'clone') {
+    body = opts.force ? { force: true } : {};
+    path = '/api/clone';
+    question = 'This overwrites the whole drive in the STANDBY bay with the active drive.';
+  } else if (command === 'recover') {
+    path = '/api/recover';
+    question = 'This rolls the drive in the standby bay back to its previous backup.';
+  } else if (command === 'reprotect') {
+    path = '/api/reprotect';
+    question = 'This makes the drive in the STANDBY bay a backup of the active drive again (a new drive is cloned whole).';
+  } else {
+    if (!opts.iMeanRestore) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore --url ${url} --i-mean-restore` });
+    body = { iMeanRestore: true };
+    path = '/api/restore';
+    question = 'This OVERWRITES THE ACTIVE DRIVE with the backup on the standby.';
+  }
+  if (question && !opts.yes) {
+    if (!isTerminal()) throw new BadInputError(`${command} writes to a drive and needs confirmation`, { hint: 'pass --yes when running it from a script' });
+    const s = await client.request<StatusBody>('GET', '/api/status');
+    const bay = command === 'restore' ? s.active : s.standby;
+    const d = s.drives?.[bay];
+    process.stderr.write(`${command === 'restore' ? 'ACTIVE' : 'STANDBY'} bay ${bay}: ${d?.path ?? 'empty'}${d?.key ? `  (${d.key})` : ''}  generation ${d?.generation ?? '-'}  health ${s.health[bay] ?? '?'}\n`);
+    if (!(await confirm(question))) throw new CancelledError('not confirmed: nothing was changed');
+  }
+  const started = await client.request<{ id: string; job: JobBody }>('POST', path, body);
+  say(`${command} job ${started.id} started on ${url}`);
+  if (opts.wait === false) {
+    if (json) printJson(started);
+    return 0;
+  }
+  const progress = progressReporter({ json, quiet: opts.quiet });
+  const followed = await follow(client, started.id, progress, url);
+  progress.stop();
+  if (followed === 'detached') return 0;
+  const job = followed;
+  if (json) printJson(job);
+  else if (job.state === 'done') {
+    const r = job.result ?? {};
+    if (command === 'verify') console.log(r.identical ? 'identical: the standby matches the active drive' : `DIFFERENT: ${r.differenceCount} ranges, ${formatBytes(r.differingBytes ?? 0)} differ (\`dpsr jobs ${job.id} --url ${url} --json\` lists them)`);
+    else if (command === 'recover') console.log(r.message ?? 'recover done');
+    else console.log(`${command} done: ${formatBytes(r.bytesWritten ?? 0)} written in ${(r.seconds ?? job.seconds ?? 0).toFixed(1)} s${r.generation !== undefined ? `, generation ${r.generation}` : ''}`);
+  } else console.log(`${command} ${job.state}: ${job.error?.message ?? ''}${job.error?.hint ? `\n  ${job.error.hint}` : ''}`);
+  if (job.state !== 'done') return 1;
+  return command === 'verify' && job.result?.identical === false ? 1 : 0;
+}
+
+function jobLine(j: JobBody): string {
+  const p = j.progress && j.state === 'running' ? ` ${j.progress.phase} ${j.progress.percent.toFixed(1)}%` : '';
+  return `${j.id}  ${j.kind.padEnd(9)} ${j.state.padEnd(9)}${p}  ${j.createdAt ?? ''}${j.trigger ? `  by ${j.trigger}` : ''}${j.error ? `  ${j.error.message}` : ''}`;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const FINISHED = new Set(['done', 'failed', 'cancelled']);
+
+/**
+ * Follows job `id` to its end: progress and notes from the event stream
+ * (polling when the stream is unavailable). Ctrl-C on a terminal asks whether
+ * to cancel the job on the daemon or to detach; elsewhere it detaches.
+ */
+async function follow(client: DaemonClient, id: string, progress: ProgressReporter, url: string): Promise<JobBody | 'detached'> {
+  const stop = new AbortController();
+  // Wakes the loop below early: the job ended on the stream, or the operator detached.
+  let wake = () => {};
+  let woken = false;
+  const finished = () => {
+    woken = true;
+    wake();
+  };
+  let asking = false;
+  let detached = false;
+  const onSigint = async () => {
+    if (asking) return;
+    if (!isTerminal()) {
+      detached = true;
+      finished();
+      return;
+    }
+    asking = true;
+    progress.note('interrupted: the job keeps running on the daemon until you choose');
+    const answer = await choose(`Cancel ${id} on the daemon, detach (it keeps running), or continue watching?`, ['continue', 'cancel', 'detach'] as const);
+    asking = false;
+    if (answer === 'detach') {
+      detached = true;
+      finished();
+    } else if (answer === 'cancel') {
+      try {
+        await client.request('POST', `/api/jobs/${encodeURIComponent(id)}/cancel`, {});
+        progress.note(`cancel requested: waiting for ${id} to stop`);
+      } catch (e) {
+        progress.note(`cancel failed: ${(e as Error).message}`);
+      }
+    }
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    let stream: { ended: Promise<void> } | null = null;
+    try {
+      stream = await client.events(
+        'job.',
+        (type, data) => {
+          const d = data as { id?: string; progress?: Progress; message?: string; job?: { id: string } };
+          if (type === 'job.progress' && d.id === id && d.progress && !asking) progress.update(d.progress);
+          else if (type === 'job.note' && d.id === id && d.message) progress.note(`note: ${d.message}`);
+          else if ((type === 'job.done' || type === 'job.failed' || type === 'job.cancelled') && d.job?.id === id) finished();
+        },
+        stop.signal,
+      );
+    } catch {
+      stream = null; // an older daemon or a proxy without streaming: poll
+    }
+    // The job may have ended before the stream opened; and a stream that ends early falls back to polling.
+    for (;;) {
+      const job = await client.request<JobBody>('GET', `/api/jobs/${encodeURIComponent(id)}`);
+      if (FINISHED.has(job.state)) return job;
+      if (detached) break;
+      if (!stream && job.progress && !asking) progress.update(job.progress);
+      const open = stream;
+      if (!woken) await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, open ? 5000 : 500);
+        open?.ended.then(() => {
+          stream = null;
+          resolve();
+        });
+      });
+      woken = false;
+      if (detached) break;
+    }
+    progress.stop();
+    process.stderr.write(`detached: ${id} keeps running; \`dpsr jobs ${id} --url ${url}\` shows it, \`dpsr cancel ${id} --url ${url}\` stops it\n`);
+    return 'detached';
+  } finally {
+    process.off('SIGINT', onSigint);
+    stop.abort();
+  }
 }
