@@ -10,7 +10,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates)
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(python3 librsvg2-bin prometheus rsync socat qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin)
+  packages+=(python3 systemd librsvg2-bin prometheus rsync socat qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin)
 elif [ -n "${1:-}" ]; then
   echo "usage: $0 [--tests]" >&2
   exit 2

@@ -10,72 +10,72 @@ import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { validateConfig as validateBootSwitch, simConfig, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
 import { array, bool, check, fail, int, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
 
-const drivePath = str({ pattern: /^\//, patternText: 'an absolute path (/dev/disk/by-id/… or an image file)' });
+const drivePath = (bay: string) => str({ pattern: /^\//, patternText: 'an absolute path (/dev/disk/by-id/… or an image file)', description: `the drive in bay ${bay}: a stable path (/dev/dpsr/bay-${bay.toLowerCase()} from the udev rules, /dev/disk/by-id/…) or an image file` });
 
 export const configSchema = obj({
   rig: opt(oneOf(['sim', 'hardware'] as const, 'sim: image-file drives and the simulated board and host; hardware: real drives and relay board'), 'sim'),
-  listen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, patternText: 'HOST:PORT, e.g. 127.0.0.1:8750' })),
-  drives: opt(obj({ A: drivePath, B: drivePath }, 'the drive in each bay, by a stable path (hardware rig only)')),
+  listen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, patternText: 'HOST:PORT, e.g. 127.0.0.1:8750', description: 'where the HTTP API listens, HOST:PORT (default 127.0.0.1:8750); --listen and DPSR_LISTEN win over it' })),
+  drives: opt(obj({ A: drivePath('A'), B: drivePath('B') }, 'the drive in each bay, by a stable path (hardware rig only)')),
   bootswitch: opt(passThrough('the board configuration of src/bootswitch (boards, channels, timing, failover, i2c); on the sim rig only timing and failover')),
   sync: opt(
     obj({
-      mode: opt(oneOf(['compare', 'manifest'] as const), 'compare'),
+      mode: opt(oneOf(['compare', 'manifest'] as const, 'how a sync finds what differs: compare reads both drives; manifest reads only the active drive and uses the hash map kept of the standby'), 'compare'),
       chunkKiB: opt(int(64, 65536, 'copy chunk size in KiB'), 4096),
       journalBudgetMiB: opt(int(1, 16 * 1024 * 1024, 'most space the undo journal may use; default half the free space of the state directory')),
       direct: opt(bool('bypass the page cache (O_DIRECT)'), false),
-      retries: opt(int(0, 20), 2),
+      retries: opt(int(0, 20, 'extra reads of a chunk that failed before it is read in halves down to single sectors (ddrescue-style)'), 2),
       window: opt(
         oneOf(['auto', 'always', 'never'] as const, 'switched mode: shut the host down and take both drives onto the controller for a copy, then boot the host again; auto = on the hardware rig only'),
         'auto',
       ),
-    }),
+    }, 'how copies (clone, sync, re-protect, verify) run'),
     { mode: 'compare', chunkKiB: 4096, direct: false, retries: 2, window: 'auto' },
   ),
   recovery: opt(
     obj({
       interrupted: opt(oneOf(['resume', 'rollback'] as const, 'what a restarted daemon does with a sync it finds interrupted'), 'resume'),
       rollbackOnCancel: opt(bool('a cancelled sync rolls the standby back to the previous backup'), true),
-    }),
+    }, 'what becomes of syncs that were interrupted or cancelled'),
     { interrupted: 'resume', rollbackOnCancel: true },
   ),
-  jobs: opt(obj({ history: opt(int(1, 1000), 50), logLines: opt(int(10, 10000), 200) }), { history: 50, logLines: 200 }),
+  jobs: opt(obj({ history: opt(int(1, 1000, 'finished jobs kept in the history (GET /api/jobs)'), 50), logLines: opt(int(10, 10000, 'log lines kept per job'), 200) }, 'the job history'), { history: 50, logLines: 200 }),
   health: opt(
     obj({
-      intervalSeconds: opt(int(1, 86400), 300),
-      smartctl: opt(str(), 'smartctl'),
-      temperatureWarnC: opt(int(20, 100), 55),
-      temperatureCriticalC: opt(int(20, 100), 65),
-      reallocatedWarn: opt(int(0, 1_000_000), 1),
-      pendingWarn: opt(int(0, 1_000_000), 1),
-    }),
+      intervalSeconds: opt(int(1, 86400, 'seconds between SMART reads of both drives'), 300),
+      smartctl: opt(str({ description: 'the smartctl command (smartmontools), by name or path' }), 'smartctl'),
+      temperatureWarnC: opt(int(20, 100, 'drive temperature in °C from which a warning alert is raised'), 55),
+      temperatureCriticalC: opt(int(20, 100, 'drive temperature in °C from which a critical alert is raised'), 65),
+      reallocatedWarn: opt(int(0, 1_000_000, 'reallocated sectors from which the drive counts as unhealthy (warning alert)'), 1),
+      pendingWarn: opt(int(0, 1_000_000, 'pending (unreadable) sectors from which the drive counts as unhealthy (warning alert)'), 1),
+    }, 'drive health from SMART'),
     { intervalSeconds: 300, smartctl: 'smartctl', temperatureWarnC: 55, temperatureCriticalC: 65, reallocatedWarn: 1, pendingWarn: 1 },
   ),
   api: opt(
     obj({
-      bodyLimitBytes: opt(int(256, 1024 * 1024), 65536),
-      sseHeartbeatSeconds: opt(int(1, 3600), 15),
-      sseReplay: opt(int(0, 100_000), 1000),
-    }),
+      bodyLimitBytes: opt(int(256, 1024 * 1024, 'largest request body in bytes; a larger one gets 413'), 65536),
+      sseHeartbeatSeconds: opt(int(1, 3600, 'seconds between keep-alive comments on an idle event stream'), 15),
+      sseReplay: opt(int(0, 100_000, 'recent events kept for event-stream clients that reconnect with Last-Event-ID'), 1000),
+    }, 'the HTTP API'),
     { bodyLimitBytes: 65536, sseHeartbeatSeconds: 15, sseReplay: 1000 },
   ),
-  eventLog: opt(obj({ maxBytes: opt(int(4096, 1024 ** 3), 4 * 1024 * 1024) }), { maxBytes: 4 * 1024 * 1024 }),
-  log: opt(obj({ level: opt(oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const), 'info') }), { level: 'info' }),
+  eventLog: opt(obj({ maxBytes: opt(int(4096, 1024 ** 3, 'size in bytes at which events.jsonl in the state directory is rotated to events.jsonl.1 (at most twice this is kept)'), 4 * 1024 * 1024) }, 'the persisted operator event log (GET /api/events/log)'), { maxBytes: 4 * 1024 * 1024 }),
+  log: opt(obj({ level: opt(oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'the least severe level logged; --log-level and DPSR_LOG_LEVEL win over it'), 'info') }, 'the daemon\'s log'), { level: 'info' }),
   sim: opt(
     obj({
       driveSizeMiB: opt(int(16, 65536, 'size of each simulated drive (sparse image files)'), 64),
       bridgeMiBps: opt(int(0, 100000, 'throughput limit of each simulated USB bridge; 0 = unlimited'), 0),
-      hostBootMs: opt(int(10, 600_000), 1500),
-      hostShutdownMs: opt(int(10, 600_000), 500),
-      heartbeatMs: opt(int(50, 600_000), 1000),
+      hostBootMs: opt(int(10, 600_000, 'milliseconds the simulated host takes from power-on to its first heartbeat'), 1500),
+      hostShutdownMs: opt(int(10, 600_000, 'milliseconds the simulated host takes to shut down after an ACPI request'), 500),
+      heartbeatMs: opt(int(50, 600_000, 'milliseconds between the simulated host\'s heartbeats'), 1000),
       hostPoweredAtStart: opt(bool('power the simulated host on when the daemon starts (default true; only with host "simulated")')),
       initialClone: opt(bool('clone bay A onto bay B when the rig is created'), true),
-      driveTemperatureC: opt(array(int(0, 120), { maxItems: 2 }), [34, 35]),
+      driveTemperatureC: opt(array(int(0, 120), { maxItems: 2, description: 'SMART temperatures in °C of the simulated drives in bays A and B' }), [34, 35]),
       host: opt(
         oneOf(['simulated', 'external'] as const, 'simulated: the daemon fakes boots and heartbeats (hostBootMs, hostShutdownMs, heartbeatMs); external: another process runs the host (the HIL rig\'s virtual machine) following the relay and ATX events, reports its power LED with POST /api/sim/host/power and its heartbeats with POST /api/host/heartbeat'),
         'simulated',
       ),
       systemImage: opt(str({ pattern: /^\//, patternText: 'an absolute path to a raw disk image', description: 'copied into bay A when the rig is created, instead of the built-in system drive; at most driveSizeMiB' })),
-    }),
+    }, 'the simulated rig (rig "sim"): image-file drives, a simulated board and host'),
     { driveSizeMiB: 64, bridgeMiBps: 0, hostBootMs: 1500, hostShutdownMs: 500, heartbeatMs: 1000, initialClone: true, driveTemperatureC: [34, 35], host: 'simulated' },
   ),
 });

@@ -25,8 +25,22 @@ function shortTime(iso: string | null | undefined): string | null {
   return `${pad(d.getDate())}.${pad(d.getMonth() + 1)} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+/** The fault LED follows the standby: lit while it is inconsistent (not a usable backup), as the front-panel legend says. */
+function wireStandbyFaultLed(bus: EventBus, app: Appliance): () => void {
+  const show = () => {
+    const s = app.statusCore();
+    app.bs.failover.setStandbyFault(s.paired && s.standbyState === 'inconsistent');
+  };
+  show();
+  return bus.subscribe((e) => {
+    if (e.type === 'status.changed' || e.type === 'job.done' || e.type === 'job.failed' || e.type === 'job.cancelled' || e.type === 'drive') show();
+  });
+}
+
 export async function wirePanel(opts: { config: DaemonConfig; bus: EventBus; app: Appliance; rig: SimRig | null; bootSwitchEvents: BootSwitchEmitter; powered: (bay: Bay) => boolean }): Promise<PanelHandle | null> {
   const { config, bus, app, rig } = opts;
+  // The LEDs hang off the relay board, not the I2C bus: this holds with or without a display.
+  const stopFaultLed = wireStandbyFaultLed(bus, app);
   let i2c: I2cBus;
   let sim: SimPanelChips | null = null;
   let oledAddress: number | undefined;
@@ -79,6 +93,7 @@ export async function wirePanel(opts: { config: DaemonConfig; bus: EventBus; app
     panel,
     sim,
     async stop() {
+      stopFaultLed();
       unsubscribe();
       opts.bootSwitchEvents.off('show-status', onShow);
       await panel.stop();

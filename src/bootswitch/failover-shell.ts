@@ -161,10 +161,23 @@ export class FailoverShell {
     }, ms + 1);
   }
 
+  #standbyFault = false;
+
+  /**
+   * The fault LED also lights for what the failover state does not know: a
+   * standby that is not a usable backup (inconsistent after an interrupted
+   * sync), set by the controller, which owns the pair records.
+   */
+  setStandbyFault(fault: boolean): void {
+    if (this.#standbyFault === fault) return;
+    this.#standbyFault = fault;
+    this.#showIndicators();
+  }
+
   #showIndicators(): void {
     const s = this.#state;
     const { ledFault, ledBayA, ledBayB } = this.indicators;
-    ledFault?.set(s.halted !== null || s.failed.A || s.failed.B).catch(() => {});
+    ledFault?.set(s.halted !== null || s.failed.A || s.failed.B || this.#standbyFault).catch(() => {});
     ledBayA?.set(s.active === 'A').catch(() => {});
     ledBayB?.set(s.active === 'B').catch(() => {});
   }

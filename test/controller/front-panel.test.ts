@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FrontPanel, SimPanelChips, panelParts } from '../../firmware/controller/front-panel.ts';
 import { renderStatus, type StatusScreen, type Bay } from '../../src/bootswitch/index.ts';
-import { makeDaemon } from './support/harness.ts';
+import { makeDaemon, idle, waitJob, waitFor } from './support/harness.ts';
 
 function rig(screen: StatusScreen) {
   const chips = new SimPanelChips();
@@ -109,6 +109,28 @@ test('on the simulated rig the daemon reports rail states and a pulled drive as 
       await new Promise((res) => setTimeout(res, 200));
     }
     assert.ok(alerts.includes('drive-dead'), JSON.stringify(alerts));
+  } finally {
+    await d.stop();
+  }
+});
+
+test('the fault LED lights while the standby is inconsistent and goes out once it is recovered', async () => {
+  // A slow simulated bridge keeps the sync running long enough to cut it short.
+  const d = await makeDaemon({ sim: { bridgeMiBps: 24 } });
+  try {
+    await idle(d);
+    const led = async () => (await d.api('GET', '/api/status')).body.leds.fault;
+    assert.is(await led(), false, 'a consistent standby');
+    await d.api('POST', '/api/sim/host/write', { mib: 16 });
+    const sync = await d.api('POST', '/api/sync', {});
+    await new Promise((r) => setTimeout(r, 300));
+    await d.api('POST', `/api/jobs/${sync.body.id}/cancel`, { rollback: false });
+    assert.is((await waitJob(d, sync.body.id)).state, 'cancelled');
+    assert.is((await d.api('GET', '/api/status')).body.standbyState, 'inconsistent');
+    assert.is(await led(), true, 'an inconsistent standby lights the fault LED');
+    const recover = await d.api('POST', '/api/recover', {});
+    assert.is((await waitJob(d, recover.body.id)).state, 'done');
+    await waitFor(async () => (await led()) === false, 5000, 'the fault LED going out');
   } finally {
     await d.stop();
   }
