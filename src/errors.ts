@@ -27,9 +27,38 @@ export class RefusedError extends DpsrError {
   readonly kind = 'refused' as const;
 }
 
-/** A drive, bridge, relay or bus failed while working. */
+/**
+ * Where a device fault lies. `media`: the medium cannot give or take these
+ * sectors (a bad sector); the rest of the drive may still work, so a reader
+ * may retry and split the range. `transport`: the path to the device is gone
+ * (a pulled drive, a bridge that dropped off USB, a relay board or bus that
+ * stopped answering); retrying sector by sector only wastes time.
+ */
+export type DeviceFault = 'media' | 'transport';
+
+/**
+ * A drive, bridge, relay or bus failed while working. `fault` is set by the
+ * code that raises the error, where it knows which kind of fault it saw;
+ * undefined for failures that are neither (a write to a drive opened
+ * read-only, a full filesystem under an image file).
+ */
 export class DeviceError extends DpsrError {
   readonly kind = 'device' as const;
+  readonly fault?: DeviceFault;
+  constructor(message: string, options?: { hint?: string; cause?: unknown; fault?: DeviceFault }) {
+    super(message, options);
+    this.fault = options?.fault;
+  }
+}
+
+/** A bad sector: the one failure worth retrying and narrowing down. */
+export function isMediaError(e: unknown): boolean {
+  return e instanceof DeviceError && e.fault === 'media';
+}
+
+/** The device or the way to it is gone. */
+export function isTransportError(e: unknown): boolean {
+  return e instanceof DeviceError && e.fault === 'transport';
 }
 
 /** Something else is already running where exclusive access is needed. */
@@ -83,6 +112,23 @@ export function httpStatusFor(e: unknown): number {
     default:
       return 500;
   }
+}
+
+/** An error as JSON (API bodies, job records): its meaning, message, hint and, for a device, where the fault lies. */
+export interface ErrorData {
+  kind: ErrorKind;
+  message: string;
+  hint?: string;
+  fault?: DeviceFault;
+}
+
+export function errorData(e: unknown): ErrorData {
+  return {
+    kind: isDpsrError(e) ? e.kind : 'internal',
+    message: e instanceof Error ? e.message : String(e),
+    ...(isDpsrError(e) && e.hint ? { hint: e.hint } : {}),
+    ...(e instanceof DeviceError && e.fault ? { fault: e.fault } : {}),
+  };
 }
 
 /** Text for an operator: the message, then the hint on its own line. */

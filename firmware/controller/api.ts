@@ -7,7 +7,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual, createHash } from 'node:crypto';
-import { BadInputError, NotFoundError, RefusedError, httpStatusFor, isDpsrError, DpsrError } from '../../src/errors.ts';
+import { BadInputError, NotFoundError, RefusedError, errorData, httpStatusFor, isDpsrError, DpsrError } from '../../src/errors.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { array, bool, check, int, obj, oneOf, opt, show, type Schema } from './schema.ts';
 import { serveEvents, EVENT_TYPES } from './events.ts';
@@ -450,7 +450,7 @@ function sendText(res: ServerResponse, status: number, text: string, headers: Re
 }
 
 export function errorBody(e: unknown) {
-  return { error: { kind: isDpsrError(e) ? e.kind : 'internal', message: e instanceof Error ? e.message : String(e), ...(isDpsrError(e) && e.hint ? { hint: e.hint } : {}) } };
+  return { error: errorData(e) };
 }
 
 export function createApiServer(app: Appliance, routes: Route[], token: string): Server {

@@ -5,7 +5,7 @@
  * (and the daemon can resume it with the same options).
  */
 import { join } from 'node:path';
-import { BusyError, CancelledError, NotFoundError, RefusedError, isDpsrError } from '../../src/errors.ts';
+import { BusyError, CancelledError, NotFoundError, RefusedError, errorData, isDpsrError, type ErrorData } from '../../src/errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
 import type { Progress } from '../../src/sync/index.ts';
 import type { EventBus } from './events.ts';
@@ -28,7 +28,8 @@ export interface JobRecord {
   seconds: number | null;
   progress: Progress | null;
   result: unknown;
-  error: { kind: string; message: string; hint?: string } | null;
+  /** `kind` is an error kind, or 'interrupted' for a job the daemon's restart cut short. */
+  error: (Omit<ErrorData, 'kind'> & { kind: string }) | null;
   /** Set when the daemon stopped while the job ran. */
   interrupted?: boolean;
   cancel?: { at: string; rollback: boolean };
@@ -162,7 +163,7 @@ export class JobRunner {
       } catch (e) {
         const cancelled = e instanceof CancelledError || (controller.signal.aborted && !isDpsrError(e));
         job.state = cancelled ? 'cancelled' : 'failed';
-        job.error = { kind: isDpsrError(e) ? e.kind : 'internal', message: e instanceof Error ? e.message : String(e), ...(isDpsrError(e) && e.hint ? { hint: e.hint } : {}) };
+        job.error = errorData(e);
         log(cancelled ? 'warn' : 'error', job.error.message);
       } finally {
         job.finishedAt = new Date().toISOString();

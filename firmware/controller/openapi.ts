@@ -12,6 +12,7 @@ const errorSchema = {
         kind: { type: 'string', enum: ['bad-input', 'refused', 'device', 'busy', 'not-found', 'cancelled', 'internal', 'unauthorized'] },
         message: { type: 'string', description: 'what went wrong and why' },
         hint: { type: 'string', description: 'what to do next' },
+        fault: { type: 'string', enum: ['media', 'transport'], description: 'device errors: a bad sector (media) or a drive, bridge or board that is gone (transport)' },
       },
     },
   },

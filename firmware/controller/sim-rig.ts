@@ -249,7 +249,7 @@ export class SimRig {
   /** The engine's openDevice hook: every handle on a bay's drive goes through its fault plan. */
   openDevice = async (loc: DriveLocation, options: OpenDriveOptions): Promise<BlockDevice> => {
     const bay = this.bayOfPath(loc.realPath);
-    if (bay && !this.present(bay)) throw new DeviceError(`bay ${bay}: no drive (pulled)`, { hint: 'insert the drive again' });
+    if (bay && !this.present(bay)) throw new DeviceError(`bay ${bay}: no drive (pulled)`, { hint: 'insert the drive again', fault: 'transport' });
     let dev: BlockDevice = await openLocated(loc, options);
     if (!bay) return dev;
     const t = this.#throttles[bay];

@@ -2,7 +2,8 @@
  * Opening a drive by path: an image file or a Linux block device (also through
  * /dev/disk/by-id links). Never creates anything: a missing node is an error.
  */
-import { constants, realpathSync, statSync, type Stats } from 'node:fs';
+import { constants, existsSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { join } from 'node:path';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
 import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
@@ -158,8 +159,25 @@ export async function openLocated(loc: DriveLocation, options: OpenDriveOptions 
     if (code === 'EROFS') throw new DeviceError(`${loc.requested} is read-only`, { cause: e });
     throw new DeviceError(`cannot open ${loc.requested}: ${(e as Error).message}`, { cause: e });
   }
-  return new FileBlockDevice(loc.requested, identity, handle, !!options.write);
+  const roots = options.roots ?? linuxRoots;
+  const disk = loc.node?.disk;
+  // A gone USB disk answers EIO like a bad sector does; sysfs tells them apart (the disk is gone or offline).
+  const present = disk ? () => existsSync(join(roots.sys, 'block', disk)) && readState(join(roots.sys, 'block', disk, 'device', 'state')) !== 'offline' : () => true;
+  return new FileBlockDevice(loc.requested, identity, handle, !!options.write, present);
 }
+
+function readState(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** errno codes of a read or write that the medium refused: a bad or unwritable sector. */
+const MEDIA_ERRNO = new Set(['EIO', 'ENODATA', 'EBADMSG', 'EILSEQ']);
+/** errno codes that say the device, or the way to it, is gone. */
+const TRANSPORT_ERRNO = new Set(['ENODEV', 'ENXIO', 'ENOMEDIUM', 'ESHUTDOWN', 'ENOTCONN', 'ETIMEDOUT', 'ENOLINK']);
 
 export class FileBlockDevice implements BlockDevice {
   readonly size: number;
@@ -167,11 +185,16 @@ export class FileBlockDevice implements BlockDevice {
   readonly physicalSectorSize: number;
   private closed = false;
 
+  /**
+   * @param present whether the device is still there (sysfs), asked when an
+   *   I/O error could mean a bad sector or a vanished drive.
+   */
   constructor(
     readonly path: string,
     readonly identity: DriveIdentity,
     private readonly handle: FileHandle,
     readonly writable: boolean,
+    private readonly present: () => boolean = () => true,
   ) {
     this.size = identity.sizeBytes;
     this.logicalSectorSize = identity.logicalSectorSize;
@@ -187,12 +210,27 @@ export class FileBlockDevice implements BlockDevice {
     if (position + length > this.size) throw new DeviceError(`${op} of ${length} bytes at ${position} runs past the end of ${this.path} (${this.size} bytes)`);
   }
 
+  /** The DeviceError for a failed system call, its fault told by errno and by whether the drive is still there. */
+  private ioError(op: string, position: number, length: number, e: unknown): DeviceError {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    const gone = TRANSPORT_ERRNO.has(code) || !this.present();
+    const fault = gone ? 'transport' : MEDIA_ERRNO.has(code) ? 'media' : undefined;
+    const where = op === 'flush' ? `flush of ${this.path}` : `${op} of ${length} bytes at LBA ${Math.floor(position / this.logicalSectorSize)} of ${this.path}`;
+    const what = fault === 'transport' ? 'the drive is gone' : fault === 'media' ? 'the medium refused it' : (e as Error).message;
+    return new DeviceError(`${where} failed: ${what} (${code || 'no errno'})`, { cause: e, fault });
+  }
+
   async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
     this.check(buf, position, length, 'read');
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.handle.read(buf, done, length - done, position + done);
-      if (bytesRead === 0) throw new DeviceError(`${this.path} ended early at byte ${position + done} (did the drive shrink or disappear?)`);
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await this.handle.read(buf, done, length - done, position + done));
+      } catch (e) {
+        throw this.ioError('read', position + done, length - done, e);
+      }
+      if (bytesRead === 0) throw new DeviceError(`${this.path} ended early at byte ${position + done} (did the drive shrink or disappear?)`, { fault: 'transport' });
       done += bytesRead;
     }
   }
@@ -202,14 +240,25 @@ export class FileBlockDevice implements BlockDevice {
     this.check(buf, position, length, 'write');
     let done = 0;
     while (done < length) {
-      const { bytesWritten } = await this.handle.write(buf, done, length - done, position + done);
+      let bytesWritten: number;
+      try {
+        ({ bytesWritten } = await this.handle.write(buf, done, length - done, position + done));
+      } catch (e) {
+        throw this.ioError('write', position + done, length - done, e);
+      }
       if (bytesWritten === 0) throw new DeviceError(`${this.path} accepted no bytes at ${position + done}`);
       done += bytesWritten;
     }
   }
 
   async flush(): Promise<void> {
-    if (this.writable) await this.handle.datasync();
+    if (this.closed) throw new DeviceError(`${this.path} is closed`);
+    if (!this.writable) return;
+    try {
+      await this.handle.datasync();
+    } catch (e) {
+      throw this.ioError('flush', 0, 0, e);
+    }
   }
 
   async close(): Promise<void> {

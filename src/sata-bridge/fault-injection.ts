@@ -19,9 +19,9 @@ export interface FaultPlan {
   readonly failReadsAfter?: number;
 }
 
-export class IoError extends DeviceError {
-  readonly code = 'EIO';
-}
+/** The errors a real drive gives, with their fault set the way FileBlockDevice sets it. */
+const mediaError = (message: string) => new DeviceError(message, { fault: 'media' });
+const transportError = (message: string) => new DeviceError(message, { fault: 'transport' });
 
 export class FaultyDevice extends DeviceWrapper {
   readonly badReads: Set<number>;
@@ -70,19 +70,19 @@ export class FaultyDevice extends DeviceWrapper {
   }
 
   override async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
-    if (this.gone) throw new IoError(`${this.path} is gone (drive pulled)`);
-    if (this.plan.failReadsAfter !== undefined && this.reads >= this.plan.failReadsAfter) throw new IoError(`${this.path}: read failed (drive stopped answering)`);
+    if (this.gone) throw transportError(`${this.path} is gone (drive pulled)`);
+    if (this.plan.failReadsAfter !== undefined && this.reads >= this.plan.failReadsAfter) throw transportError(`${this.path}: read failed (drive stopped answering)`);
     const bad = this.firstHit(this.badReads, position, length);
     if (bad !== undefined) {
       this.readFailures.push(bad);
-      throw new IoError(`${this.path}: unreadable sector ${bad}`);
+      throw mediaError(`${this.path}: unreadable sector ${bad}`);
     }
     for (const [lba, left] of this.flaky) {
       const first = position / this.logicalSectorSize;
       if (lba >= first && lba < first + length / this.logicalSectorSize && left > 0) {
         this.flaky.set(lba, left - 1);
         this.readFailures.push(lba);
-        throw new IoError(`${this.path}: weak sector ${lba}`);
+        throw mediaError(`${this.path}: weak sector ${lba}`);
       }
     }
     this.reads++;
@@ -90,16 +90,16 @@ export class FaultyDevice extends DeviceWrapper {
   }
 
   override async write(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
-    if (this.gone) throw new IoError(`${this.path} is gone (drive pulled)`);
-    if (this.plan.failWritesAfter !== undefined && this.writes >= this.plan.failWritesAfter) throw new IoError(`${this.path}: write failed (drive stopped accepting data)`);
+    if (this.gone) throw transportError(`${this.path} is gone (drive pulled)`);
+    if (this.plan.failWritesAfter !== undefined && this.writes >= this.plan.failWritesAfter) throw transportError(`${this.path}: write failed (drive stopped accepting data)`);
     const bad = this.firstHit(this.badWrites, position, length);
-    if (bad !== undefined) throw new IoError(`${this.path}: sector ${bad} cannot be written`);
+    if (bad !== undefined) throw mediaError(`${this.path}: sector ${bad} cannot be written`);
     this.writes++;
     await this.inner.write(buf, position, length);
   }
 
   override async flush(): Promise<void> {
-    if (this.gone) throw new IoError(`${this.path} is gone (drive pulled)`);
+    if (this.gone) throw transportError(`${this.path} is gone (drive pulled)`);
     await this.inner.flush();
   }
 }

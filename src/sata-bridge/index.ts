@@ -15,7 +15,7 @@ export {
   type OpenDriveOptions,
 } from './drive.ts';
 export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
-export { FaultyDevice, IoError, type FaultPlan } from './fault-injection.ts';
+export { FaultyDevice, type FaultPlan } from './fault-injection.ts';
 export { linuxRoots, readBlockNode, holdersOf, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
 export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageReport, type SwapEntry } from './mounts.ts';
 export * from './smart.ts';

@@ -2,7 +2,10 @@
  * Reading a source that has bad sectors, the ddrescue way: when a large read
  * fails, split it and read the halves, down to single sectors, each retried a
  * bounded number of times; what stays unreadable is reported, never invented.
+ * Only media errors (a DeviceError whose `fault` is 'media') are narrowed
+ * down; a transport error (the drive or its bridge is gone) stops the read.
  */
+import { isMediaError } from '../errors.ts';
 import type { BlockDevice } from '../sata-bridge/index.ts';
 import { appendRange, type ByteRange } from './ranges.ts';
 
@@ -51,16 +54,4 @@ export async function readRescued(dev: BlockDevice, buf: Buffer, position: numbe
 
   await visit(0, length);
   return { unreadable, retries: retryCount };
-}
-
-/**
- * Errors a bad sector gives (EIO, ENODATA, EBADMSG, the fault injector's
- * IoError); anything else (a closed file, a pulled drive's ENODEV) is not
- * retried sector by sector.
- */
-export function isMediaError(e: unknown): boolean {
-  const code = (e as { code?: string } | null)?.code;
-  const message = e instanceof Error ? e.message : '';
-  if (/gone \(drive pulled\)|stopped answering/.test(message)) return false;
-  return code === 'EIO' || code === 'ENODATA' || code === 'EBADMSG' || code === 'EILSEQ';
 }
