@@ -214,9 +214,10 @@ export function buildRoutes(app: Appliance, opts: { metricsText: () => Promise<s
       },
     },
     {
-      method: 'GET', path: '/metrics', tag: 'daemon', summary: 'Prometheus metrics (text format), dpsr_ prefixed',
+      method: 'GET', path: '/metrics', tag: 'daemon', summary: "Prometheus metrics (text format): dpsr's own dpsr_ prefixed, the standard process_* and nodejs_* ones, dpsr_build_info",
       responses: { 200: 'text/plain; version=0.0.4' },
       handler: async ({ res }) => {
+        app.metrics.observeStatus(app.statusCore());
         const text = await opts.metricsText();
         res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
         res.end(text);

@@ -1,9 +1,13 @@
 /**
- * Prometheus metrics, all prefixed dpsr_, on a registry of their own (a test
- * running two daemons in one process must not share counters).
+ * Prometheus metrics on a registry of their own (a test running two daemons
+ * in one process must not share counters). dpsr's own are prefixed dpsr_;
+ * prom-client's default process metrics keep their standard names
+ * (process_*, nodejs_*), so dashboards and rules written for any Node
+ * service work unchanged. dpsr_build_info carries the version as labels.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { JobRecord } from './jobs.ts';
+import { packageVersion } from './cli/version.ts';
 
 const STANDBY_STATES = ['consistent', 'syncing', 'inconsistent', 'unpaired'] as const;
 
@@ -35,8 +39,11 @@ export class Metrics {
   readonly eventClients = new Gauge({ name: 'dpsr_event_stream_clients', help: 'Open event-stream connections', registers: [this.registry] });
   readonly httpRequests = new Counter({ name: 'dpsr_http_requests_total', help: 'API requests by route and status', labelNames: ['route', 'status'], registers: [this.registry] });
 
+  readonly buildInfo = new Gauge({ name: 'dpsr_build_info', help: 'Always 1; the labels name the running dpsr version and Node.js version', labelNames: ['version', 'nodeversion'], registers: [this.registry] });
+
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'dpsr_' });
+    collectDefaultMetrics({ register: this.registry });
+    this.buildInfo.set({ version: packageVersion(), nodeversion: process.version }, 1);
     this.lastSuccess.set(0);
     this.setStandbyState('unpaired');
     this.setJob(null);
@@ -65,6 +72,15 @@ export class Metrics {
       if (job.seconds !== null) this.lastSyncDuration.set(job.seconds);
     }
     this.setJob(null);
+  }
+
+  /**
+   * Values the pair records hold across restarts, refreshed at each scrape:
+   * a restarted daemon reports the last successful sync it recorded, not 0.
+   */
+  observeStatus(s: { lastSuccess: string | null }): void {
+    const at = s.lastSuccess ? Date.parse(s.lastSuccess) / 1000 : 0;
+    if (Number.isFinite(at) && at > 0) this.lastSuccess.set(at);
   }
 
   text(): Promise<string> {

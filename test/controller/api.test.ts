@@ -146,7 +146,7 @@ test('verify reports identical drives', async () => {
   assert.is(job.result.identical, true);
 });
 
-test('metrics are dpsr_ prefixed Prometheus text', async () => {
+test('metrics: dpsr_ prefixed, standard process_* and nodejs_* names, dpsr_build_info', async () => {
   const m = await d.api('GET', '/metrics');
   assert.is(m.status, 200);
   assert.match(String(m.headers['content-type']), /text\/plain/);
@@ -154,8 +154,12 @@ test('metrics are dpsr_ prefixed Prometheus text', async () => {
   for (const name of ['dpsr_sync_bytes_written_total', 'dpsr_job_duration_seconds_bucket', 'dpsr_last_sync_success_timestamp_seconds', 'dpsr_standby_state{state="consistent"} 1', 'dpsr_job_state', 'dpsr_jobs_total{kind="sync",state="done"}', 'dpsr_drive_health_ok{bay="A"} 1']) {
     assert.ok(text.includes(name), `metrics lack ${name}`);
   }
-  const foreign = text.split('\n').filter((l) => l && !l.startsWith('#') && !l.startsWith('dpsr_'));
+  // Default process metrics keep their standard names; everything else is dpsr's own.
+  const foreign = text.split('\n').filter((l) => l && !l.startsWith('#') && !/^(dpsr|process|nodejs)_/.test(l));
   assert.equal(foreign, []);
+  for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) assert.ok(text.includes(`\n${name} `) || text.includes(`\n${name}{`), `metrics lack ${name}`);
+  assert.not.ok(text.includes('dpsr_process_') || text.includes('dpsr_nodejs_'), 'default metrics are not prefixed');
+  assert.match(text, /\ndpsr_build_info\{version="\d+\.\d+\.\d+",nodeversion="v\d+[^"]*"\} 1\n/);
 });
 
 test('the OpenAPI document describes every route', async () => {
