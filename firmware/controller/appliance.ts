@@ -9,7 +9,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { BadInputError, BusyError, CancelledError, RefusedError } from '../../src/errors.ts';
 import { identityOf, locateDrive, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
-import { clone, sync, verify, recover, recordFailover, PairStore, effectiveStandbyState, type PairRecord, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
+import { clone, sync, verify, verifyHeadline, recover, recordFailover, PairStore, effectiveStandbyState, type PairRecord, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
@@ -319,7 +319,7 @@ export class Appliance {
       // A verify report can list many ranges; the job keeps the first ones.
       const kept = { ...report, differences: report.differences.slice(0, 100) };
       if (!report.identical) {
-        this.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify: bay ${standby} differs from bay ${active} in ${report.differenceCount} ranges (${report.differingBytes} bytes)` });
+        this.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify of bay ${standby} against bay ${active}: ${verifyHeadline(report)}` });
       }
       return kept;
     }));

@@ -61,14 +61,12 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
     });
   }
   const h: GptHeader = primary.header;
-  const newLast = total - 1;
-  const ts = tableSectors(h.entryCount, h.entrySize, sector);
-  const newEntriesLba = newLast - ts;
-  const newLastUsable = newEntriesLba - 1;
-  if (newLastUsable < h.lastUsableLba) {
-    throw new RefusedError(`moving the backup GPT to the end of ${target.path} would cut the usable area below LBA ${h.lastUsableLba}`);
-  }
-  const oldBackupLbas = [...new Set([h.alternateLba, sourceSizeBytes / sector - 1])].filter((l) => l > 1 && l < newLast);
+  const plan = relocatedGpt({ lba0, header: h, headerSector: primary.headerSector, table: primary.table }, target.size, sector);
+  const newLast = plan.backupLba;
+  const newEntriesLba = plan.backupEntriesLba;
+  const newLastUsable = plan.lastUsableLba;
+  const ts = plan.backupTable.byteLength / sector;
+  const oldBackupLbas = staleBackupCandidates(h, sourceSizeBytes, target.size, sector);
 
   const needsWrite = (): void => {
     if (!target.writable) throw new DeviceError(`${target.path} was opened read-only; the GPT backup cannot be relocated`);
@@ -76,45 +74,33 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   let wrote = false;
 
   // 1. The backup table and header at the end, unless an identical one is there.
-  const backupSector = Buffer.from(primary.headerSector);
-  patchHeader(backupSector, { myLba: newLast, alternateLba: 1, lastUsableLba: newLastUsable, entriesLba: newEntriesLba });
-  const table = Buffer.alloc(ts * sector);
-  table.set(primary.table);
   const atEnd = Buffer.alloc(sector);
   await target.read(atEnd, newLast * sector, sector);
   const atEndTable = Buffer.alloc(ts * sector);
   if (ts > 0) await target.read(atEndTable, newEntriesLba * sector, ts * sector);
-  if (!sameBytes(atEnd, backupSector) || !sameBytes(atEndTable, table)) {
+  if (!sameBytes(atEnd, plan.backupHeader) || !sameBytes(atEndTable, plan.backupTable)) {
     needsWrite();
-    await target.write(table, newEntriesLba * sector);
-    await target.write(backupSector, newLast * sector);
+    await target.write(plan.backupTable, newEntriesLba * sector);
+    await target.write(plan.backupHeader, newLast * sector);
     await target.flush();
     wrote = true;
   }
 
   // 2. The primary header: AlternateLBA and LastUsableLBA; its table and table CRC stay as they are.
-  const primarySector = Buffer.from(primary.headerSector);
-  patchHeader(primarySector, { myLba: 1, alternateLba: newLast, lastUsableLba: newLastUsable, entriesLba: h.entriesLba });
-  if (!sameBytes(primarySector, primary.headerSector)) {
+  if (!sameBytes(plan.primaryHeader, primary.headerSector)) {
     needsWrite();
-    await target.write(primarySector, sector);
+    await target.write(plan.primaryHeader, sector);
     await target.flush();
     wrote = true;
   }
 
   // 3. A pure protective MBR covers the whole disk (capped at 2^32-1 sectors), as sgdisk -e leaves it.
   let protectiveMbrUpdated = false;
-  const only = mbr.entries.length === 1 ? mbr.entries[0] : undefined;
-  if (only && only.type === GPT_PROTECTIVE_TYPE && only.firstLba === 1) {
-    const want = Math.min(newLast, 0xffffffff);
-    if (only.sectors !== want) {
-      needsWrite();
-      const o = 446 + (only.index - 1) * 16 + 12;
-      new DataView(lba0.buffer, lba0.byteOffset, lba0.byteLength).setUint32(o, want, true);
-      await target.write(lba0, 0, sector);
-      protectiveMbrUpdated = true;
-      wrote = true;
-    }
+  if (!sameBytes(plan.lba0, lba0)) {
+    needsWrite();
+    await target.write(plan.lba0, 0, sector);
+    protectiveMbrUpdated = true;
+    wrote = true;
   }
 
   // 4. Stale backup headers where the source ended: only sectors that really hold a GPT header are zeroed.
@@ -122,10 +108,7 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   const probe = Buffer.alloc(sector);
   for (const lba of oldBackupLbas) {
     await target.read(probe, lba * sector, sector);
-    if (!hasGptSignature(probe)) continue;
-    const parsed = parseGptHeader(probe, lba, 'backup', total, sector);
-    const claimsHere = parsed.header?.myLba === lba || new DataView(probe.buffer, probe.byteOffset).getBigUint64(24, true) === BigInt(lba);
-    if (!claimsHere) continue;
+    if (!isStaleBackupHeader(probe, lba, total, sector)) continue;
     needsWrite();
     await target.write(Buffer.alloc(sector), lba * sector);
     zeroedLbas.push(lba);
@@ -148,4 +131,81 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
     zeroedLbas,
     protectiveMbrUpdated,
   };
+}
+
+/** What the relocation writes, computed from the source's LBA 0, primary GPT header and table. */
+export interface RelocatedGpt {
+  /** LBA 0 afterwards: a pure protective MBR's entry grown to the disk, anything else (boot code, a hybrid MBR) as it was. */
+  readonly lba0: Buffer;
+  /** LBA 1 afterwards: AlternateLBA and LastUsableLBA changed, header CRC recomputed. */
+  readonly primaryHeader: Buffer;
+  readonly backupEntriesLba: number;
+  /** The backup table, whole sectors (the primary's entries, zero-padded). */
+  readonly backupTable: Buffer;
+  /** The target's last LBA. */
+  readonly backupLba: number;
+  readonly backupHeader: Buffer;
+  readonly lastUsableLba: number;
+}
+
+/**
+ * The exact sectors a GPT relocation leaves on a target of `targetSizeBytes`,
+ * from the (valid) primary GPT of the source: what relocation writes and what
+ * verify expects to read (UEFI 2.10 §5.3.2: the backup header at the last LBA,
+ * its table just before it). Pure. Throws RefusedError when the target's end
+ * would cut into the usable area.
+ */
+export function relocatedGpt(
+  parts: { readonly lba0: Uint8Array; readonly header: GptHeader; readonly headerSector: Uint8Array; readonly table: Uint8Array },
+  targetSizeBytes: number,
+  sector: number,
+): RelocatedGpt {
+  const h = parts.header;
+  const total = Math.floor(targetSizeBytes / sector);
+  const newLast = total - 1;
+  const ts = tableSectors(h.entryCount, h.entrySize, sector);
+  const newEntriesLba = newLast - ts;
+  const newLastUsable = newEntriesLba - 1;
+  if (newLastUsable < h.lastUsableLba) {
+    throw new RefusedError(`moving the backup GPT to the end of a ${targetSizeBytes}-byte target would cut the usable area below LBA ${h.lastUsableLba}`);
+  }
+  const backupHeader = Buffer.from(parts.headerSector);
+  patchHeader(backupHeader, { myLba: newLast, alternateLba: 1, lastUsableLba: newLastUsable, entriesLba: newEntriesLba });
+  const backupTable = Buffer.alloc(ts * sector);
+  backupTable.set(parts.table.subarray(0, Math.min(parts.table.byteLength, backupTable.byteLength)));
+  const primaryHeader = Buffer.from(parts.headerSector);
+  patchHeader(primaryHeader, { myLba: 1, alternateLba: newLast, lastUsableLba: newLastUsable, entriesLba: h.entriesLba });
+  const lba0 = Buffer.from(parts.lba0);
+  const mbr = parseMbrSector(lba0);
+  const only = mbr.entries.length === 1 ? mbr.entries[0] : undefined;
+  if (only && only.type === GPT_PROTECTIVE_TYPE && only.firstLba === 1) {
+    const o = 446 + (only.index - 1) * 16 + 12;
+    new DataView(lba0.buffer, lba0.byteOffset, lba0.byteLength).setUint32(o, Math.min(newLast, 0xffffffff), true);
+  }
+  return { lba0, primaryHeader, backupEntriesLba: newEntriesLba, backupTable, backupLba: newLast, backupHeader, lastUsableLba: newLastUsable };
+}
+
+/** LBAs where a backup header may be left behind by a copy onto a larger target: where the primary points, and the source's last LBA. */
+export function staleBackupCandidates(h: GptHeader, sourceSizeBytes: number, targetSizeBytes: number, sector: number): number[] {
+  const newLast = Math.floor(targetSizeBytes / sector) - 1;
+  return [...new Set([h.alternateLba, sourceSizeBytes / sector - 1])].filter((l) => l > 1 && l < newLast);
+}
+
+/** A sector at `lba` that holds a GPT header claiming to be at `lba`: a backup header the relocation zeroes. */
+export function isStaleBackupHeader(sectorBytes: Uint8Array, lba: number, totalSectors: number, sector: number): boolean {
+  if (!hasGptSignature(sectorBytes)) return false;
+  const parsed = parseGptHeader(sectorBytes, lba, 'backup', totalSectors, sector);
+  return parsed.header?.myLba === lba || new DataView(sectorBytes.buffer, sectorBytes.byteOffset).getBigUint64(24, true) === BigInt(lba);
+}
+
+/** LBA 0 and the valid primary GPT of a drive, the input of `relocatedGpt`; undefined when the primary is not valid. */
+export async function readGptForRelocation(dev: BlockDevice): Promise<{ lba0: Buffer; header: GptHeader; headerSector: Uint8Array; table: Uint8Array } | undefined> {
+  const sector = dev.logicalSectorSize;
+  if (Math.floor(dev.size / sector) < 3) return undefined;
+  const gpt = await readGpt(dev);
+  const p = gpt.primary;
+  if (!p.valid || !p.header || !p.headerSector || !p.table) return undefined;
+  const lba0 = Buffer.alloc(sector);
+  await dev.read(lba0, 0, sector);
+  return { lba0, header: p.header, headerSector: p.headerSector, table: p.table };
 }

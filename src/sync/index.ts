@@ -6,3 +6,4 @@ export { ProgressTracker, type Progress, type ProgressListener, type Phase } fro
 export { formatBytes, normalizeRanges, type ByteRange } from './ranges.ts';
 export { UndoJournal, rollBack, scanJournal, JournalFullError } from './undo-journal.ts';
 export { lockOwner } from './pair-lock.ts';
+export { verifyHeadline, formatSectorRange } from './verify-report.ts';

@@ -20,6 +20,7 @@ import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, type DiskLay
 import { BadInputError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
 import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
 import { normalizeRanges, formatBytes, chunksOf, subtractRanges, type ByteRange } from './ranges.ts';
+import { relocatedExpectations, checkExpectations } from './verify-gpt.ts';
 import { UndoJournal, rollBack, removeJournal, scanJournal, JournalFullError } from './undo-journal.ts';
 import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
@@ -96,12 +97,16 @@ export interface CopyReport {
 export interface VerifyReport {
   readonly source: string;
   readonly target: string;
+  /** The logical sector size: differing ranges are whole sectors. */
+  readonly sectorSize: number;
   readonly bytesCompared: number;
   readonly identical: boolean;
   readonly differences: ByteRange[];
   readonly differenceCount: number;
   readonly differingBytes: number;
   readonly unreadable: UnreadableReport[];
+  /** Source sectors that could not be read and so were not compared. */
+  readonly unreadableSectors: number;
   readonly seconds: number;
   readonly notes: string[];
 }
@@ -539,28 +544,29 @@ export async function verify(req: CommonRequest & { source: string; target: stri
       });
     }
     let ranges = selection.ranges;
-    const g = selection.layout?.gpt;
-    if (target.size > source.size && selection.layout?.scheme === 'gpt' && g) {
-      // A larger copy has its protective MBR and GPT header rewritten and the backup moved: those sectors differ on purpose.
-      const s = source.logicalSectorSize;
-      const tableBytes = Math.ceil((g.entryCount * g.entrySize) / s) * s;
-      const holes = [
-        { start: 0, length: 2 * s },
-        { start: g.backupEntriesLba * s, length: tableBytes + s },
-      ];
-      ranges = subtractRanges(ranges, holes);
-      notes.push('the target is larger: its GPT headers and backup table were moved to its end, so those sectors are not compared');
+    const relocated = selection.layout?.scheme === 'gpt' ? await relocatedExpectations(source, target.size) : undefined;
+    if (relocated) {
+      ranges = subtractRanges(ranges, relocated.holes);
+      notes.push('the target is larger: its GPT headers, protective MBR and backup table were compared with what moving the backup GPT to its end leaves there');
     }
-    const result = await runEngine({ mode: 'verify', source, target, ranges, chunkSize: req.chunkSize, retries: req.retries, signal: req.signal, onProgress: req.onProgress });
+    const s = source.logicalSectorSize;
+    const result = await runEngine({ mode: 'verify', source, target, ranges, subBlock: s, chunkSize: req.chunkSize, retries: req.retries, signal: req.signal, onProgress: req.onProgress });
+    const wrong = relocated ? await checkExpectations(target, relocated.sectors) : [];
+    for (const e of wrong) notes.push(`${e.what} is not what the copy leaves there`);
+    const differences = wrong.length ? normalizeRanges([...result.differences, ...wrong.map((e) => ({ start: e.lba * s, length: s }))]) : result.differences;
+    const differenceCount = wrong.length ? result.differenceCount - result.differences.length + differences.length : result.differenceCount;
+    const unreadable = reportUnreadable(result.unreadable, s, selection.layout);
     return {
       source: opened.sourceLoc.requested,
       target: opened.targetLoc.requested,
-      bytesCompared: result.bytesTotal,
-      identical: result.differenceCount === 0 && result.unreadable.length === 0,
-      differences: result.differences,
-      differenceCount: result.differenceCount,
-      differingBytes: result.differingBytes,
-      unreadable: reportUnreadable(result.unreadable, source.logicalSectorSize, selection.layout),
+      sectorSize: s,
+      bytesCompared: result.bytesTotal + (relocated ? relocated.sectors.length * s : 0),
+      identical: differenceCount === 0 && unreadable.length === 0,
+      differences,
+      differenceCount,
+      differingBytes: result.differingBytes + wrong.length * s,
+      unreadable,
+      unreadableSectors: unreadable.reduce((n, u) => n + u.sectors, 0),
       seconds: result.seconds,
       notes,
     };

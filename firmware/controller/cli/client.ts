@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { createParser } from 'eventsource-parser';
 import { BadInputError, BusyError, CancelledError, DeviceError, NotFoundError, RefusedError, type DpsrError } from '../../../src/errors.ts';
 import type { Progress } from '../../../src/sync/index.ts';
-import { defaultStateDir, formatBytes } from '../../../src/sync/index.ts';
+import { defaultStateDir, formatBytes, verifyHeadline, type VerifyReport } from '../../../src/sync/index.ts';
 import { choose, confirm, isTerminal, printJson, progressReporter, type ProgressReporter } from './terminal.ts';
 import { parseMode, parsePartitionArgs } from './local.ts';
 import type { Invocation, Opts } from './program.ts';
@@ -310,7 +310,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
   if (json) printJson(job);
   else if (job.state === 'done') {
     const r = job.result ?? {};
-    if (command === 'verify') console.log(r.identical ? 'identical: the standby matches the active drive' : `DIFFERENT: ${r.differenceCount} ranges, ${formatBytes(r.differingBytes ?? 0)} differ (\`dpsr jobs ${job.id} --url ${url} --json\` lists them)`);
+    if (command === 'verify') console.log(r.identical ? 'identical: the standby matches the active drive' : `${verifyHeadline(r as unknown as VerifyReport)} (\`dpsr jobs ${job.id} --url ${url} --json\` lists them)`);
     else if (command === 'recover') console.log(r.message ?? 'recover done');
     else console.log(`${command} done: ${formatBytes(r.bytesWritten ?? 0)} written in ${(r.seconds ?? job.seconds ?? 0).toFixed(1)} s${r.generation !== undefined ? `, generation ${r.generation}` : ''}`);
   } else console.log(`${command} ${job.state}: ${job.error?.message ?? ''}${job.error?.hint ? `\n  ${job.error.hint}` : ''}`);

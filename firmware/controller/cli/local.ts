@@ -16,6 +16,8 @@ import {
   defaultStateDir,
   effectiveStandbyState,
   formatBytes,
+  verifyHeadline,
+  formatSectorRange,
   type CopyReport,
   type VerifyReport,
 } from '../../../src/sync/index.ts';
@@ -86,12 +88,11 @@ function printCopy(report: CopyReport): void {
 }
 
 function printVerify(report: VerifyReport): void {
-  if (report.identical) console.log(`identical: ${report.source} and ${report.target} (${formatBytes(report.bytesCompared)} compared in ${report.seconds.toFixed(1)} s)`);
-  else {
-    console.log(`DIFFERENT: ${report.differenceCount} ranges, ${formatBytes(report.differingBytes)} differ`);
-    for (const d of report.differences) console.log(`  offset ${d.start} length ${d.length}`);
+  console.log(verifyHeadline(report));
+  if (!report.identical) {
+    for (const d of report.differences) console.log(`  differs: ${formatSectorRange(d, report.sectorSize)}, byte offset ${d.start}`);
     if (report.differences.length < report.differenceCount) console.log(`  … ${report.differenceCount - report.differences.length} more`);
-    for (const u of report.unreadable) console.log(`  unreadable on the source: LBA ${u.firstLba} (+${u.sectors})${u.partition ? ` in partition ${u.partition}` : ''}`);
+    for (const u of report.unreadable) console.log(`  unreadable on the source, not compared: ${formatSectorRange({ start: u.start, length: u.length }, report.sectorSize)}${u.partition ? ` in partition ${u.partition}` : ' outside every partition'}`);
   }
   for (const n of report.notes) console.log(`  note: ${n}`);
 }
