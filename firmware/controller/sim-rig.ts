@@ -15,7 +15,7 @@ import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, 
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DeviceError, RefusedError } from '../../src/errors.ts';
-import { DeviceWrapper, FaultyDevice, openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
+import { FaultyDevice, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { SimulatedSmartSource } from '../../src/sata-bridge/index.ts';
 import { SimBoard, SimHost, systemClock, type Bay } from '../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
@@ -137,37 +137,6 @@ function blankDrive(path: string, sizeMiB: number): void {
   const fd = openSync(path, 'w');
   ftruncateSync(fd, sizeMiB * MiB);
   closeSync(fd);
-}
-
-/** Spaces I/O out to a bridge's throughput; shared by every handle on one bay. */
-class Throttle {
-  #nextFree = 0;
-  constructor(private readonly bytesPerMs: number) {}
-  async take(bytes: number): Promise<void> {
-    const now = performance.now();
-    const start = Math.max(now, this.#nextFree);
-    this.#nextFree = start + bytes / this.bytesPerMs;
-    const wait = this.#nextFree - now;
-    if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
-  }
-}
-
-/** A drive as slow as a USB bridge of the configured speed. */
-class ThrottledDevice extends DeviceWrapper {
-  constructor(
-    inner: BlockDevice,
-    private readonly throttle: Throttle,
-  ) {
-    super(inner);
-  }
-  override async read(buf: Uint8Array, position: number, length = buf.byteLength) {
-    await this.throttle.take(length);
-    return this.inner.read(buf, position, length);
-  }
-  override async write(buf: Uint8Array, position: number, length = buf.byteLength) {
-    await this.throttle.take(length);
-    return this.inner.write(buf, position, length);
-  }
 }
 
 export class SimRig {

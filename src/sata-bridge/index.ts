@@ -16,6 +16,7 @@ export {
 } from './drive.ts';
 export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
 export { FaultyDevice, type FaultPlan } from './fault-injection.ts';
+export { Throttle, ThrottledDevice } from './throttle.ts';
 export { linuxRoots, readBlockNode, holdersOf, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
 export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageReport, type SwapEntry } from './mounts.ts';
 export * from './smart.ts';

@@ -3,6 +3,7 @@
  * outside the engine (the GPT fix-up for a larger standby) so that rolling
  * back undoes them too.
  */
+import { DeviceError } from '../errors.ts';
 import { allocAligned, DeviceWrapper, type BlockDevice } from '../sata-bridge/index.ts';
 import type { UndoJournal } from './undo-journal.ts';
 
@@ -15,6 +16,9 @@ export class JournaledDevice extends DeviceWrapper {
   }
 
   override async write(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
+    // Refuse what the drive below would refuse before a record is made for a write that never happens.
+    if (!this.writable) throw new DeviceError(`${this.path} was opened read-only`);
+    if (!(length > 0) || length > buf.byteLength) throw new RangeError(`write of ${length} bytes from a ${buf.byteLength}-byte buffer on ${this.path}`);
     const old = allocAligned(length);
     await this.inner.read(old, position, length);
     await this.journal.append(position, old.subarray(0, length));
