@@ -41,6 +41,11 @@ export interface SuperviseOptions {
   maxDelayMs?: number;
   /** A child that ran this long was healthy: the next crash starts the back-off over. */
   stableMs?: number;
+  /**
+   * Starts tried again when the editor's port is taken (a Node-RED of the
+   * last run may still be exiting) before the supervisor gives up and says so.
+   */
+  portRetries?: number;
 }
 
 interface SupervisorEvents {
@@ -48,6 +53,8 @@ interface SupervisorEvents {
   ready: [{ url: string; pid: number | undefined }];
   'flows-started': [{ url: string | undefined; pid: number | undefined }];
   exit: [{ code: number | null; signal: NodeJS.Signals | null; pid: number | undefined }];
+  /** Node-RED is left stopped, with the reason in words: reported once, not retried forever. */
+  'gave-up': [{ reason: 'port-in-use'; message: string }];
 }
 
 export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements NodeRedHandle {
@@ -56,6 +63,7 @@ export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements
   #failures = 0;
   #restartTimer: ReturnType<typeof setTimeout> | null = null;
   #restarts = 0;
+  #portFailures = 0;
   readonly #env: NodeJS.ProcessEnv;
   readonly #red: string;
 
@@ -93,6 +101,7 @@ export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements
     const c = spawn(process.execPath, [this.#red, '--settings', NODE_RED_SETTINGS], { env: this.#env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
     this.#child = c;
     let url: string | undefined;
+    let portInUse: string | null = null;
     const output = this.opts.output ?? ((line: string) => process.stdout.write(`[node-red] ${line}\n`));
     const lines = (stream: Readable) => {
       let buf = '';
@@ -103,6 +112,16 @@ export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements
         while ((i = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, i);
           buf = buf.slice(i + 1);
+          // A taken port is reported once, in words, when the child exits; Node-RED's two lines per attempt are not repeated.
+          const taken = /Unable to listen on (\S+)/.exec(line);
+          if (taken) {
+            portInUse = taken[1]!;
+            continue;
+          }
+          if (/Error: port in use/.test(line)) {
+            portInUse ??= this.#env.DPSR_NODE_RED_LISTEN ?? '127.0.0.1:1880';
+            continue;
+          }
           output(line);
           const m = /Server now running at (\S+)/.exec(line);
           if (m) {
@@ -120,9 +139,21 @@ export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements
       this.#child = null;
       this.emit('exit', { code, signal, pid: c.pid });
       if (this.#stopping) return;
+      if (portInUse !== null) {
+        if (this.#portFailures++ >= (this.opts.portRetries ?? 2)) {
+          const listen = this.#env.DPSR_NODE_RED_LISTEN ?? '127.0.0.1:1880';
+          const message =
+            `Node-RED cannot listen on ${listen} (${portInUse}): another program holds that port. ` +
+            'Set DPSR_NODE_RED_LISTEN=HOST:PORT to a free port (under systemd: systemctl edit dpsrd, then ' +
+            '[Service] Environment=DPSR_NODE_RED_LISTEN=127.0.0.1:1881) and restart dpsrd; until then Node-RED stays stopped and dpsrd runs on without it.';
+          this.#log('error', message, { listen });
+          this.emit('gave-up', { reason: 'port-in-use', message });
+          return;
+        }
+      } else this.#portFailures = 0;
       this.#failures = Date.now() - started > (this.opts.stableMs ?? 60_000) ? 1 : this.#failures + 1;
       const delay = Math.min(this.opts.maxDelayMs ?? 60_000, (this.opts.minDelayMs ?? 1000) * 2 ** (this.#failures - 1));
-      this.#log('warn', `Node-RED (pid ${c.pid}) exited with ${signal ?? `code ${code}`}; restarting in ${delay} ms`, { failures: this.#failures });
+      this.#log(portInUse === null ? 'warn' : 'info', `Node-RED (pid ${c.pid}) exited with ${signal ?? `code ${code}`}${portInUse === null ? '' : ' (its port is taken)'}; restarting in ${delay} ms`, { failures: this.#failures });
       this.#restartTimer = setTimeout(() => {
         this.#restartTimer = null;
         this.#restarts++;
@@ -164,6 +195,11 @@ export function startNodeRed(daemon: Daemon, opts: { listen?: string; banner?: (
       const level = /- \[(error|warn)\]/.exec(line)?.[1] as 'error' | 'warn' | undefined;
       log[level ?? 'info']({ child: true }, line);
     },
+  });
+  // Said once, where an operator looks: the event log, the front panel's alert line, the banner.
+  sup.on('gave-up', ({ message }) => {
+    daemon.app.bus.publish('alert', { level: 'warning', code: 'node-red-port-in-use', message });
+    opts.banner?.(message);
   });
   sup.on('ready', ({ url }) =>
     opts.banner?.(`Node-RED editor at ${url} (user admin, password in ${join(daemon.stateDir, 'node-red', 'admin-password')})`),

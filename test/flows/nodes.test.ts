@@ -144,7 +144,7 @@ test('status on input; token from a file; a wrong token is an error with 401', a
   const e = await err.next(undefined, 10_000, 'the 401');
   assert.is(e.payload.error.status, 401);
   assert.is(shown2.at(-1)?.fill, 'red');
-  assert.match(shown2.at(-1)?.text ?? '', /^error: .*401/);
+  assert.match(shown2.at(-1)?.text ?? '', /^error 401: the bearer token is/);
 });
 
 test('status on an interval shows "syncing N %" while a sync runs', async () => {

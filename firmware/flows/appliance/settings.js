@@ -7,7 +7,8 @@
 //   DPSR_URL                the daemon's API (default http://127.0.0.1:8750)
 //   DPSR_TOKEN_FILE         its API token (default <state>/api-token)
 //   DPSR_NODE_RED_LISTEN    HOST:PORT of the editor (default 127.0.0.1:1880; port 0 = any free port)
-//   DPSR_MQTT_BROKER/PORT   where the default flows publish alerts (default localhost:1883)
+//   DPSR_MQTT_BROKER/PORT   where the default flows publish alerts (no broker by default: the
+//                           alerts then show in the debug sidebar only; port default 1883)
 //   DPSR_MQTT_TOPIC         topic prefix of those alerts (default dpsr)
 //
 // Secrets are created on first start, mode 0600, under <state>/node-red/:
@@ -46,12 +47,14 @@ if (!m) throw new Error(`DPSR_NODE_RED_LISTEN is ${JSON.stringify(listen)}; expe
 const defaults = {
   DPSR_URL: 'http://127.0.0.1:8750',
   DPSR_TOKEN_FILE: path.join(path.resolve(stateDir), 'api-token'),
-  DPSR_MQTT_BROKER: 'localhost',
   DPSR_MQTT_PORT: '1883',
   DPSR_MQTT_TOPIC: 'dpsr',
 };
 // The default flows read these through ${VAR} in node properties.
 for (const [k, v] of Object.entries(defaults)) if (!process.env[k]) process.env[k] = v;
+// No broker set: the broker node does not connect at all (it would retry, and log, every 5 s).
+process.env.DPSR_MQTT_BROKER = process.env.DPSR_MQTT_BROKER || '';
+process.env.DPSR_MQTT_AUTOCONNECT = process.env.DPSR_MQTT_BROKER ? 'true' : 'false';
 
 // Started by dpsrd's supervisor: when it dies (dpsrd killed), go too rather than
 // linger with the port held and no one to stop us.

@@ -30,9 +30,25 @@ function jobBadge(kind, percent) {
   return { fill: 'blue', shape: 'dot', text: percent === undefined ? verb : `${verb} ${Math.floor(percent)} %` };
 }
 
+/**
+ * Longest status text, in characters. The editor draws the badge under the
+ * node in one line and lets longer text run over the nodes beside it; the
+ * whole message goes to the debug sidebar and msg.payload anyway.
+ */
+const BADGE_MAX = 32;
+
+/** A status whose text fits the badge: one line, at most BADGE_MAX characters (cut with "…"). */
+function fitBadge(status) {
+  if (!status || typeof status.text !== 'string') return status;
+  const text = status.text.replace(/\s+/g, ' ').trim();
+  return { ...status, text: text.length > BADGE_MAX ? `${text.slice(0, BADGE_MAX - 1).trimEnd()}…` : text };
+}
+
+/** "error 401: the bearer token is wr…": the HTTP status first, so it survives the cut. */
 function errorBadge(err) {
-  const text = String(err?.message ?? err).replace(/\s+/g, ' ');
-  return { fill: 'red', shape: 'ring', text: `error: ${text.length > 60 ? text.slice(0, 57) + '…' : text}` };
+  const daemonMessage = err?.body?.error?.message;
+  const text = err?.status && typeof daemonMessage === 'string' ? `error ${err.status}: ${daemonMessage}` : `error: ${String(err?.message ?? err)}`;
+  return fitBadge({ fill: 'red', shape: 'ring', text });
 }
 
 /** "1, 2,data" → ["1", "2", "data"]; numbers stay numbers so the daemon's schema sees what the user meant. */
@@ -67,4 +83,4 @@ function delay(ms, signal) {
   });
 }
 
-module.exports = { percentOf, jobBadge, errorBadge, parseList, isPlainObject, delay, TERMINAL };
+module.exports = { percentOf, jobBadge, errorBadge, fitBadge, BADGE_MAX, parseList, isPlainObject, delay, TERMINAL };

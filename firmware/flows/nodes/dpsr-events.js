@@ -1,6 +1,6 @@
 'use strict';
 const { subscribe } = require('../lib/sse');
-const { percentOf, jobBadge } = require('../lib/util');
+const { percentOf, jobBadge, fitBadge } = require('../lib/util');
 
 module.exports = function (RED) {
   function DpsrEventsNode(config) {
@@ -18,14 +18,14 @@ module.exports = function (RED) {
     let sub;
 
     if (!controller) {
-      node.status({ fill: 'red', shape: 'ring', text: 'no controller configured' });
+      node.status(fitBadge({ fill: 'red', shape: 'ring', text: 'no controller configured' }));
       return;
     }
     let client;
     try {
       client = controller.client();
     } catch (e) {
-      node.status({ fill: 'red', shape: 'ring', text: e.message });
+      node.status(fitBadge({ fill: 'red', shape: 'ring', text: e.message }));
       return;
     }
 
@@ -37,10 +37,10 @@ module.exports = function (RED) {
       idleTimeoutMs: (Number(config.idleTimeout) > 0 ? Number(config.idleTimeout) : 60) * 1000,
       onState(s) {
         connected = s.state === 'connected';
-        if (s.state === 'connected') node.status({ fill: 'green', shape: 'dot', text: 'connected' });
-        else if (s.state === 'connecting') node.status({ fill: 'yellow', shape: 'ring', text: s.attempt ? `connecting (attempt ${s.attempt + 1})` : 'connecting' });
+        if (s.state === 'connected') node.status(fitBadge({ fill: 'green', shape: 'dot', text: 'connected' }));
+        else if (s.state === 'connecting') node.status(fitBadge({ fill: 'yellow', shape: 'ring', text: s.attempt ? `connecting (attempt ${s.attempt + 1})` : 'connecting' }));
         else if (s.state === 'waiting') {
-          node.status({ fill: 'red', shape: 'ring', text: `disconnected, retry in ${Math.max(1, Math.round(s.delayMs / 1000))} s` });
+          node.status(fitBadge({ fill: 'red', shape: 'ring', text: `disconnected, retry in ${Math.max(1, Math.round(s.delayMs / 1000))} s` }));
           if (s.attempt === 1) node.warn(`event stream lost: ${s.error}`);
         }
         const m = { topic: 'dpsr/connection', payload: { state: s.state, attempt: s.attempt, delayMs: s.delayMs, error: s.error } };
@@ -55,8 +55,8 @@ module.exports = function (RED) {
         }
         const type = body?.type ?? ev.event;
         if (!want(type)) return;
-        if (connected && type === 'job.progress') node.status({ ...jobBadge(body.data?.kind, percentOf(body.data)), text: `connected · ${jobBadge(body.data?.kind, percentOf(body.data)).text}` });
-        else if (connected && /^job\.(done|failed|cancelled)$/.test(type)) node.status({ fill: 'green', shape: 'dot', text: `connected · ${type.slice(4)}` });
+        if (connected && type === 'job.progress') node.status(fitBadge({ ...jobBadge(body.data?.kind, percentOf(body.data)), text: `connected · ${jobBadge(body.data?.kind, percentOf(body.data)).text}` }));
+        else if (connected && /^job\.(done|failed|cancelled)$/.test(type)) node.status(fitBadge({ fill: 'green', shape: 'dot', text: `connected · ${type.slice(4)}` }));
         node.send([{ topic: type, payload: body?.data ?? body, event: { id: ev.id, seq: body?.seq, at: body?.at, type } }, null]);
       },
     });

@@ -1,5 +1,5 @@
 'use strict';
-const { errorBadge, isPlainObject } = require('../lib/util');
+const { errorBadge, isPlainObject, fitBadge } = require('../lib/util');
 
 /** The exact value msg.confirm must carry: a boolean could come from any upstream mistake, this word cannot. */
 const CONFIRM = 'failover';
@@ -9,11 +9,11 @@ module.exports = function (RED) {
     RED.nodes.createNode(this, config);
     const node = this;
     const controller = RED.nodes.getNode(config.controller);
-    node.status(controller ? {} : { fill: 'red', shape: 'ring', text: 'no controller configured' });
+    node.status(fitBadge(controller ? {} : { fill: 'red', shape: 'ring', text: 'no controller configured' }));
 
     node.on('input', async (msg, send, done) => {
       const refuse = (why, status) => {
-        node.status({ fill: 'red', shape: 'ring', text: `refused: ${why.length > 50 ? why.slice(0, 47) + '…' : why}` });
+        node.status(fitBadge({ fill: 'red', shape: 'ring', text: `refused: ${why}` }));
         msg.topic = 'refused';
         msg.payload = { event: 'refused', reason: why, status };
         msg.error = { message: why, source: { id: node.id, type: node.type, name: node.name } };
@@ -30,11 +30,11 @@ module.exports = function (RED) {
       }
       // Only the daemon's own failover options go into the body (it rejects unknown keys).
       const body = isPlainObject(msg.payload) && typeof msg.payload.hardOff === 'boolean' ? { hardOff: msg.payload.hardOff } : {};
-      node.status({ fill: 'blue', shape: 'dot', text: 'failing over' });
+      node.status(fitBadge({ fill: 'blue', shape: 'dot', text: 'failing over' }));
       try {
         // Power sequencing (shutdown, switch, boot) takes a while; allow for it.
         const res = await controller.client().failover(body, { timeoutMs: Math.max(60_000, (Number(config.timeout) || 0) * 1000) });
-        node.status({ fill: 'green', shape: 'dot', text: `failing over${res?.to ? ` to bay ${res.to}` : ''}` });
+        node.status(fitBadge({ fill: 'green', shape: 'dot', text: `failing over${res?.to ? ` to bay ${res.to}` : ''}` }));
         msg.topic = 'failover';
         msg.payload = res ?? {};
         send([msg, null]);
@@ -42,7 +42,7 @@ module.exports = function (RED) {
       } catch (e) {
         if (e.status) refuse(e.message, e.status);
         else {
-          node.status(errorBadge(e));
+          node.status(fitBadge(errorBadge(e)));
           msg.topic = 'failed';
           msg.payload = { event: 'failed', reason: e.message };
           msg.error = { message: e.message, source: { id: node.id, type: node.type, name: node.name } };

@@ -1,5 +1,5 @@
 'use strict';
-const { percentOf, jobBadge, errorBadge } = require('../lib/util');
+const { percentOf, jobBadge, errorBadge, fitBadge } = require('../lib/util');
 
 module.exports = function (RED) {
   function DpsrStatusNode(config) {
@@ -21,7 +21,7 @@ module.exports = function (RED) {
 
     async function poll(msg, send, done) {
       if (!controller) {
-        node.status({ fill: 'red', shape: 'ring', text: 'no controller configured' });
+        node.status(fitBadge({ fill: 'red', shape: 'ring', text: 'no controller configured' }));
         done?.(new Error('no dpsr controller configured'));
         return;
       }
@@ -29,7 +29,7 @@ module.exports = function (RED) {
       inFlight = true;
       try {
         const st = await controller.client().status();
-        node.status(badge(st));
+        node.status(fitBadge(badge(st)));
         // The timestamp-free part decides "changed": a heartbeat alone is not news.
         const key = JSON.stringify({ ...st, host: st.host ? { ...st.host, lastHeartbeat: undefined, lastHeartbeatAt: undefined } : st.host, at: undefined, uptimeSeconds: undefined });
         if (!msg && onlyChanges && key === lastSent) return done?.();
@@ -40,7 +40,7 @@ module.exports = function (RED) {
         send([m, null]);
         done?.();
       } catch (e) {
-        node.status(errorBadge(e));
+        node.status(fitBadge(errorBadge(e)));
         const m = msg ?? {};
         m.topic = m.topic || 'dpsr/status';
         m.payload = { error: { message: e.message, status: e.status } };

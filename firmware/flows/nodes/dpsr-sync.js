@@ -1,5 +1,5 @@
 'use strict';
-const { percentOf, jobBadge, errorBadge, parseList, isPlainObject, delay, TERMINAL } = require('../lib/util');
+const { percentOf, jobBadge, errorBadge, parseList, isPlainObject, delay, TERMINAL, fitBadge } = require('../lib/util');
 
 const ACTIONS = ['sync', 'verify'];
 /** Option keys the node forwards to POST /api/sync or /api/verify; the daemon validates the values (unknown keys are a 400). */
@@ -25,7 +25,7 @@ module.exports = function (RED) {
     const running = new Set();
 
     if (!controller) {
-      node.status({ fill: 'red', shape: 'ring', text: 'no controller configured' });
+      node.status(fitBadge({ fill: 'red', shape: 'ring', text: 'no controller configured' }));
     } else {
       node.status({});
     }
@@ -39,7 +39,7 @@ module.exports = function (RED) {
       try {
         client = controller.client();
       } catch (e) {
-        node.status(errorBadge(e));
+        node.status(fitBadge(errorBadge(e)));
         done(e);
         return;
       }
@@ -48,10 +48,10 @@ module.exports = function (RED) {
         try {
           const ids = msg.jobId ? [String(msg.jobId)] : [...running];
           for (const id of ids) await client.cancel(id);
-          node.status({ fill: 'yellow', shape: 'ring', text: ids.length ? 'cancelling' : 'nothing to cancel' });
+          node.status(fitBadge({ fill: 'yellow', shape: 'ring', text: ids.length ? 'cancelling' : 'nothing to cancel' }));
           done();
         } catch (e) {
-          node.status(errorBadge(e));
+          node.status(fitBadge(errorBadge(e)));
           done(e);
         }
         return;
@@ -74,7 +74,7 @@ module.exports = function (RED) {
         m.payload = { event: 'failed', action, id: job?.id, kind: job?.kind ?? action, state: job?.state ?? 'failed', percent: percentOf(job), error: job?.error ?? { kind: error?.body?.error?.kind, message: String(error?.message ?? error), status: error?.status, hint: error?.body?.error?.hint } };
         if (job) m.job = job;
         m.error = { message: String(job?.error?.message ?? error?.message ?? error), source: { id: node.id, type: node.type, name: node.name } };
-        node.status(job?.state === 'cancelled' ? { fill: 'yellow', shape: 'ring', text: 'cancelled' } : errorBadge(m.error.message));
+        node.status(fitBadge(job?.state === 'cancelled' ? { fill: 'yellow', shape: 'ring', text: 'cancelled' } : errorBadge(m.error.message)));
         send([null, null, m]);
         done();
       };
@@ -87,13 +87,13 @@ module.exports = function (RED) {
 
       try {
         if (opts.waitIdle) {
-          node.status({ fill: 'grey', shape: 'ring', text: 'waiting for idle host' });
+          node.status(fitBadge({ fill: 'grey', shape: 'ring', text: 'waiting for idle host' }));
           for (;;) {
             const st = await client.status({ signal: closing.signal });
             const why = busyReason(st);
             if (!why) break;
             if (Date.now() > deadline) throw new Error(`gave up waiting for an idle host after ${Math.round(opts.waitTimeoutMs / 60_000)} min: ${why}`);
-            node.status({ fill: 'grey', shape: 'ring', text: `waiting: ${why}` });
+            node.status(fitBadge({ fill: 'grey', shape: 'ring', text: `waiting: ${why}` }));
             if (!(await delay(Math.max(opts.pollMs, 2000), closing.signal))) return done();
           }
         }
@@ -108,7 +108,7 @@ module.exports = function (RED) {
             const busy = e.status === 409 && (e.body?.error?.kind ?? 'busy') === 'busy';
             if (!busy || opts.whenBusy !== 'wait') throw e;
             if (Date.now() > deadline) throw new Error(`gave up waiting for the controller: ${e.message}`);
-            node.status({ fill: 'grey', shape: 'ring', text: 'waiting: controller busy' });
+            node.status(fitBadge({ fill: 'grey', shape: 'ring', text: 'waiting: controller busy' }));
             if (!(await delay(Math.max(opts.pollMs, 2000), closing.signal))) return done();
           }
         }
@@ -127,7 +127,7 @@ module.exports = function (RED) {
           return m;
         };
         send([out('start', job), null, null]);
-        node.status(jobBadge(kind, 0));
+        node.status(fitBadge(jobBadge(kind, 0)));
 
         let last = '';
         let lastOk = Date.now();
@@ -143,12 +143,12 @@ module.exports = function (RED) {
               // A daemon restart mid-job is survivable: it resumes or rolls back
               // the sync and keeps the job's record, so keep asking for a while.
               if (e.status === 404 || Date.now() - lastOk > 120_000) throw e;
-              node.status({ fill: 'yellow', shape: 'ring', text: `controller unreachable, retrying` });
+              node.status(fitBadge({ fill: 'yellow', shape: 'ring', text: `controller unreachable, retrying` }));
               continue;
             }
             if (TERMINAL.has(j.state)) {
               if (j.state === 'done') {
-                node.status({ fill: 'green', shape: 'dot', text: `${action} done ${new Date().toLocaleTimeString()}` });
+                node.status(fitBadge({ fill: 'green', shape: 'dot', text: `${action} done ${new Date().toLocaleTimeString()}` }));
                 send([null, out('done', j), null]);
                 done();
               } else {
@@ -160,7 +160,7 @@ module.exports = function (RED) {
             const key = `${j.state}:${j.progress?.phase ?? ''}:${p}`;
             if (key !== last) {
               last = key;
-              node.status(jobBadge(kind, p));
+              node.status(fitBadge(jobBadge(kind, p)));
               if (j.progress) send([out('progress', j), null, null]);
             }
           }
