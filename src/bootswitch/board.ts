@@ -98,9 +98,7 @@ export class Board {
   async peek(name: OutputName): Promise<boolean | null> {
     const ref = this.config.channels[name];
     if (!ref) return null;
-    const d = this.drivers.get(ref.board)! as Driver & { peek?(pin: string | number): Promise<boolean | null> };
-    if (!d.peek) return null;
-    const level = await d.peek(ref.pin).catch(() => null);
+    const level = await this.drivers.get(ref.board)!.peek(ref.pin).catch(() => null);
     return level === null ? null : level !== (ref.activeLow === true);
   }
 

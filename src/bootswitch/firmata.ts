@@ -93,7 +93,7 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
     try {
       io = (await (this.deps.io ?? openSerialFirmata)(this.cfg)) as FirmataIo;
     } catch (e) {
-      throw new DeviceError(`Firmata board ${this.id} on ${this.cfg.port}: cannot open: ${(e as Error).message}`, { cause: e });
+      throw new DeviceError(`Firmata board ${this.id} on ${this.cfg.port}: cannot open: ${(e as Error).message}`, { cause: e, fault: 'transport' });
     }
     const five = require('johnny-five') as { Board: new (opts: object) => EventEmitter };
     const board = new five.Board({ io, repl: false, debug: false, sigint: false, timeout: this.deps.readyTimeoutMs ?? 10_000 });
@@ -103,14 +103,14 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
     board.on('error', () => {});
     let early: ((e: unknown) => void) | undefined;
     const handshake = new Promise<void>((resolve, reject) => {
-      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id} on ${this.cfg.port}: no answer within ${this.deps.readyTimeoutMs ?? 10_000} ms`, { hint: 'is StandardFirmata loaded and the baud rate right?' })), this.deps.readyTimeoutMs ?? 10_000);
+      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id} on ${this.cfg.port}: no answer within ${this.deps.readyTimeoutMs ?? 10_000} ms`, { hint: 'is StandardFirmata loaded and the baud rate right?', fault: 'transport' })), this.deps.readyTimeoutMs ?? 10_000);
       board.once('ready', () => {
         clearTimeout(t);
         resolve();
       });
       early = (e: unknown) => {
         clearTimeout(t);
-        reject(new DeviceError(`Firmata board ${this.id}: ${(e as Error)?.message ?? e}`));
+        reject(new DeviceError(`Firmata board ${this.id}: ${(e as Error)?.message ?? e}`, { fault: 'transport' }));
       };
       board.once('error', early);
       io.once('error', early);
@@ -141,7 +141,7 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
       // After an error the port may still be open (and locked); the reconnect needs it closed.
       void closeTransport(io);
       this.emit('disconnected', reason);
-      this.deps.onError?.(new DeviceError(`Firmata board ${this.id} lost: ${reason}; reconnecting`));
+      this.deps.onError?.(new DeviceError(`Firmata board ${this.id} lost: ${reason}; reconnecting`, { fault: 'transport' }));
       this.#scheduleReconnect();
     };
     io.on('close', () => lost('port closed'));
@@ -185,21 +185,40 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
   }
 
   #live(what: string): FirmataIo {
-    if (!this.#io) throw new DeviceError(`Firmata board ${this.id} not connected (${what})`, { hint: `check the USB cable to ${this.cfg.port}; reconnecting` });
+    if (!this.#io) throw new DeviceError(`Firmata board ${this.id} not connected (${what})`, { hint: `check the USB cable to ${this.cfg.port}; reconnecting`, fault: 'transport' });
     return this.#io;
   }
 
   /** The board's own record of an output, via a pin-state query. */
-  #query(pin: number): Promise<boolean> {
+  async #query(pin: number): Promise<boolean> {
     const io = this.#live(`query pin ${pin}`);
+    await this.#queryState(io, pin);
+    return io.pins[pin]?.state === 1;
+  }
+
+  /** Asks the board for a pin's mode and state; firmata-io puts the answer in `io.pins`. */
+  #queryState(io: FirmataIo, pin: number): Promise<void> {
     const ms = this.deps.queryTimeoutMs ?? 1000;
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id}: pin ${pin} state query unanswered after ${ms} ms`)), ms);
+      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id}: pin ${pin} state query unanswered after ${ms} ms`, { fault: 'transport' })), ms);
       io.queryPinState(pin, () => {
         clearTimeout(t);
-        resolve(io.pins[pin]?.state === 1);
+        resolve();
       });
     });
+  }
+
+  /**
+   * The board's own record of a pin (a pin-state query): its level when the
+   * board has it in OUTPUT mode, null otherwise. A board that kept power
+   * while the controller restarted still drives what it was told; one that
+   * reset has every pin back to an input.
+   */
+  async peek(pin: string | number): Promise<boolean | null> {
+    const n = Number(pin);
+    const io = this.#live(`peek pin ${n}`);
+    await this.#queryState(io, n);
+    return io.pins[n]?.mode === io.MODES.OUTPUT ? io.pins[n]?.state === 1 : null;
   }
 
   async output(pin: string | number, initial: boolean): Promise<DigitalOutput> {
@@ -230,7 +249,7 @@ export class FirmataDriver extends EventEmitter<{ connected: []; disconnected: [
     const ms = this.deps.queryTimeoutMs ?? 1000;
     await new Promise<void>((resolve, reject) => {
       if (c.seen) return resolve();
-      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id}: no report for input pin ${n} within ${ms} ms`)), ms);
+      const t = setTimeout(() => reject(new DeviceError(`Firmata board ${this.id}: no report for input pin ${n} within ${ms} ms`, { fault: 'transport' })), ms);
       c.onSeen = () => {
         clearTimeout(t);
         c.onSeen = undefined;

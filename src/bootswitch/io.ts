@@ -25,6 +25,14 @@ export interface Driver {
   /** `initial` is written explicitly when the line is claimed, never left to chance. */
   output(pin: string | number, initial: boolean): Promise<DigitalOutput>;
   input(pin: string | number): Promise<DigitalInput>;
+  /**
+   * The output latch of `pin` as the hardware holds it, claimed or not: the
+   * electrical level it drives, or null when the line drives nothing the
+   * driver can read (an input, or untouched since power-up on hardware that
+   * starts as inputs). Start-up uses it to see the relays a previous process
+   * left set before claiming them. Changes nothing on the hardware.
+   */
+  peek(pin: string | number): Promise<boolean | null>;
   close(): Promise<void>;
 }
 

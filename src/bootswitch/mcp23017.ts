@@ -42,7 +42,7 @@ export class Mcp23017Driver implements Driver {
     try {
       return await fn();
     } catch (e) {
-      throw new DeviceError(`MCP23017 at 0x${this.address.toString(16)}: ${what}: ${(e as Error).message}`, { cause: e });
+      throw new DeviceError(`MCP23017 at 0x${this.address.toString(16)}: ${what}: ${(e as Error).message}`, { cause: e, fault: 'transport' });
     }
   }
 

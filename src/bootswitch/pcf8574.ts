@@ -33,7 +33,7 @@ export class Pcf8574Driver implements Driver {
     try {
       return new Pcf8574Driver(bus, address, await bus.receiveByte(address));
     } catch (e) {
-      throw new DeviceError(`PCF8574 at 0x${address.toString(16)}: probe: ${(e as Error).message}`, { cause: e });
+      throw new DeviceError(`PCF8574 at 0x${address.toString(16)}: probe: ${(e as Error).message}`, { cause: e, fault: 'transport' });
     }
   }
 
@@ -41,7 +41,7 @@ export class Pcf8574Driver implements Driver {
     try {
       return await fn();
     } catch (e) {
-      throw new DeviceError(`PCF8574 at 0x${this.address.toString(16)}: ${what}: ${(e as Error).message}`, { cause: e });
+      throw new DeviceError(`PCF8574 at 0x${this.address.toString(16)}: ${what}: ${(e as Error).message}`, { cause: e, fault: 'transport' });
     }
   }
 

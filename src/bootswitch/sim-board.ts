@@ -110,7 +110,7 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
   }
 
   #check(name: string): void {
-    if (this.#dropped) throw new DeviceError(`simulated board unreachable (line ${name})`);
+    if (this.#dropped) throw new DeviceError(`simulated board unreachable (line ${name})`, { fault: 'transport' });
   }
 
   // ---- physics ----

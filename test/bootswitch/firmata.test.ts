@@ -1,41 +1,21 @@
 /**
  * Firmata through johnny-five: against mock-firmata, given the firmware's
- * behaviour it lacks (pin state kept and reported back).
+ * behaviour it lacks (support/emulated-firmata.ts).
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createRequire } from 'node:module';
 import { FirmataDriver } from '../../src/bootswitch/firmata.ts';
 import { DeviceError } from '../../src/errors.ts';
+import { emulatedFirmata } from './support/emulated-firmata.ts';
 
 const require = createRequire(import.meta.url);
 const MockFirmata = (require('mock-firmata') as { Firmata: new () => any }).Firmata;
 
 function firmware() {
-  const io = new MockFirmata();
-  const state = new Map<number, { mode: number; value: number }>();
-  io.pinMode = (pin: number, mode: number) => state.set(pin, { mode, value: state.get(pin)?.value ?? 0 });
-  io.digitalWrite = (pin: number, value: number) => state.set(pin, { mode: state.get(pin)?.mode ?? 1, value });
-  io.queryPinState = (pin: number, cb: () => void) => {
-    io.pins[pin].state = state.get(pin)?.value ?? 0;
-    setImmediate(cb);
-  };
-  io.digitalRead = (pin: number, cb: (v: number) => void) => {
-    io.readers ??= new Map();
-    io.readers.set(pin, cb);
-    // StandardFirmata reports the port at once when reporting is switched on (pull-up: high).
-    setImmediate(() => cb(1));
-  };
-  /** The board resets: every pin back to an input at 0, then it announces its version. */
-  const reset = () => {
-    state.clear();
-    io.emit('reportversion');
-  };
-  setImmediate(() => {
-    io.emit('connect');
-    io.emit('ready');
-  });
-  return { io, state, reset };
+  const fw = emulatedFirmata();
+  fw.connect();
+  return fw;
 }
 
 test('pins are written explicitly at connect and read back through pin-state queries', async () => {
@@ -46,7 +26,7 @@ test('pins are written explicitly at connect and read back through pin-state que
   await out.write(false);
   assert.is(await out.read(), false);
   const inp = await d.input(2);
-  fw.io.readers.get(2)(0);
+  fw.drive(2, false);
   assert.is(await inp.read(), false);
   await d.close();
 });

@@ -8,33 +8,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { listChips, resolveLine } from '../../src/bootswitch/index.ts';
 import { NotFoundError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
-
-function fakeTree(root: string, chips: { name: string; label: string; base: number; ngpio: number }[], exported: number[] = []) {
-  for (const c of chips) {
-    mkdirSync(join(root, c.name), { recursive: true });
-    writeFileSync(join(root, c.name, 'label'), `${c.label}\n`);
-    writeFileSync(join(root, c.name, 'base'), `${c.base}\n`);
-    writeFileSync(join(root, c.name, 'ngpio'), `${c.ngpio}\n`);
-  }
-  writeFileSync(join(root, 'export'), '');
-  writeFileSync(join(root, 'unexport'), '');
-  for (const n of exported) {
-    mkdirSync(join(root, `gpio${n}`), { recursive: true });
-    for (const [f, v] of [['value', '0'], ['direction', 'in'], ['active_low', '0'], ['edge', 'none']]) writeFileSync(join(root, `gpio${n}`, f), `${v}\n`);
-  }
-}
-
-const CHIPS = [
-  { name: 'gpiochip512', label: 'pinctrl-bcm2711', base: 512, ngpio: 58 },
-  { name: 'gpiochip570', label: 'raspberrypi-exp-gpio', base: 570, ngpio: 8 },
-];
+import { CHIPS, fakeTree } from './support/fake-sysfs-gpio.ts';
 
 if (process.env.DPSR_GPIO_NS === '1') {
   // Inside the namespace: /sys/class is our tmpfs.

@@ -1,0 +1,118 @@
+/**
+ * Every digital I/O driver against the one contract
+ * (support/driver-contract.ts). onoff hard-codes /sys/class/gpio, so the GPIO
+ * run re-executes this file inside a private mount namespace with a tmpfs
+ * over /sys/class holding a fake tree (root and unshare needed).
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Mcp23017Driver, Pcf8574Driver, SimBoard, SimI2cBus, SimMcp23017, SimPcf8574 } from '../../src/bootswitch/index.ts';
+import { FirmataDriver } from '../../src/bootswitch/firmata.ts';
+import { requireEnv } from '../support/require.ts';
+import { driverContract } from './support/driver-contract.ts';
+import { emulatedFirmata } from './support/emulated-firmata.ts';
+import { CHIPS, fakeTree, kernelGpio } from './support/fake-sysfs-gpio.ts';
+
+if (process.env.DPSR_GPIO_NS === '1') {
+  // Inside the namespace: /sys/class is a tmpfs of our own.
+  const { GpioDriver } = await import('../../src/bootswitch/gpio.ts');
+  const { Gpio } = await import('onoff');
+  const root = '/sys/class/gpio';
+  const KernelGpio = kernelGpio(Gpio);
+  driverContract(
+    'Linux GPIO (onoff) over a fake sysfs tree',
+    async () => {
+      rmSync(root, { recursive: true, force: true });
+      fakeTree(root, CHIPS, [529, 530, 539]); // pinctrl-bcm2711 lines 17, 18, 27
+      return {
+        open: () => GpioDriver.open({ driver: 'gpio', chip: 'pinctrl-bcm2711' }, KernelGpio as never),
+        outputs: [17, 18],
+        input: 27,
+        drive: (level) => writeFileSync(`${root}/gpio539/value`, level ? '1\n' : '0\n'),
+      };
+    },
+    { freshPeek: null },
+  );
+} else {
+  driverContract(
+    'simulated board',
+    async () => {
+      const board = new SimBoard();
+      return {
+        open: async () => board,
+        outputs: ['K_MUX_A', 'K_PWR_B'],
+        input: 'HOST_PWR_LED',
+        drive: (level) => board.setInput('HOST_PWR_LED', level),
+        disconnect: () => board.drop(),
+      };
+    },
+    { freshPeek: null },
+  );
+
+  driverContract(
+    'MCP23017 on the simulated I2C bus',
+    async () => {
+      const bus = new SimI2cBus();
+      const chip = new SimMcp23017();
+      bus.attach(0x20, chip);
+      return {
+        open: () => Mcp23017Driver.open(bus, 0x20),
+        outputs: ['A3', 'B0'],
+        input: 'B7',
+        drive: (level) => (chip.external = level ? chip.external | 0x8000 : chip.external & ~0x8000),
+        disconnect: () => bus.drop(),
+      };
+    },
+    { freshPeek: null },
+  );
+
+  driverContract(
+    'PCF8574 on the simulated I2C bus',
+    async () => {
+      const bus = new SimI2cBus();
+      const chip = new SimPcf8574();
+      bus.attach(0x38, chip);
+      return {
+        open: () => Pcf8574Driver.open(bus, 0x38),
+        outputs: [1, 2],
+        input: 7,
+        drive: (level) => (chip.pulledLow = level ? chip.pulledLow & ~0x80 : chip.pulledLow | 0x80),
+        disconnect: () => bus.drop(),
+      };
+    },
+    { freshPeek: true }, // the port powers up all high
+  );
+
+  driverContract(
+    'Firmata (johnny-five) on mock-firmata',
+    async () => {
+      const fw = emulatedFirmata();
+      return {
+        open: () => FirmataDriver.open('io', { driver: 'firmata', port: '/dev/ttyACM0', reconnectMs: 60_000 }, { io: async () => fw.connect(), readyTimeoutMs: 2000 }),
+        outputs: [7, 8],
+        input: 2,
+        drive: (level) => fw.drive(2, level),
+        disconnect: () => fw.io.emit('close'),
+      };
+    },
+    { freshPeek: null },
+  );
+
+  test('Driver contract: Linux GPIO over a fake sysfs tree (private mount namespace)', () => {
+    if (!requireEnv('the Driver contract on GPIO (fake sysfs)', { tools: ['unshare', 'mount'], root: true })) return;
+    const self = fileURLToPath(import.meta.url);
+    const script = `mount -t tmpfs dpsr-fake-sys /sys/class && mkdir /sys/class/gpio && exec "${process.execPath}" --import tsx "${self}"`;
+    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
+      env: { ...process.env, DPSR_GPIO_NS: '1' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    const out = `${r.stdout}${r.stderr}`;
+    assert.is(r.status, 0, out);
+    assert.match(out, /Passed:\s+8\b/, out);
+  });
+  test.run();
+}
