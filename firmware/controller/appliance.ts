@@ -402,8 +402,6 @@ export class Appliance {
     }
     if (pair?.pendingCopy && interrupted) {
       const pending = pair.pendingCopy;
-      // The newest sync in the history is the one that was cut short: resume it with its options.
-      const last = this.jobs.list().find((j) => j.kind === 'sync');
       const how = pending.kind === 'clone' ? 'resume' : this.config.recovery.interrupted;
       this.bus.publish('alert', {
         level: 'warning',
@@ -415,8 +413,10 @@ export class Appliance {
         else if (pending.kind === 'restore') this.log.warn('an interrupted restore is pending: finish it with `dpsr restore` or roll back with `dpsr recover`');
         else if (how === 'rollback') this.startRecover('restart-rollback');
         else {
-          const o = (last?.options ?? {}) as SyncOptions;
-          this.startSync({ partitions: o.partitions, mode: o.mode, forceGeneration: o.forceGeneration }, 'restart-resume');
+          // The copy's own recorded plan, never the options of another job: only the identical plan resumes it.
+          const plan = pending.plan;
+          if (!plan) throw new RefusedError('it was recorded without its plan, so it cannot be resumed; roll it back with `dpsr recover`');
+          this.startSync({ partitions: [...plan.partitions], mode: plan.mode === 'manifest' ? 'manifest' : 'compare' }, 'restart-resume');
         }
       } catch (e) {
         this.bus.publish('alert', { level: 'critical', code: 'interrupted-copy', message: `could not ${how} the interrupted ${pending.kind}: ${(e as Error).message}` });

@@ -12,6 +12,18 @@ export function formatSize(bytes: number): string {
   return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
+/**
+ * An exact size, for messages where a decision depends on it (rounding would
+ * hide the 88 sectors two "64 MiB" drives differ by): "45,056 bytes (88
+ * sectors)". The sector count is given when `sectorSize` divides the bytes.
+ */
+export function formatExactBytes(bytes: number, sectorSize?: number): string {
+  const exact = `${bytes.toLocaleString('en-US')} bytes`;
+  if (!sectorSize || bytes % sectorSize !== 0) return exact;
+  const sectors = bytes / sectorSize;
+  return `${exact} (${sectors.toLocaleString('en-US')} sector${sectors === 1 ? '' : 's'})`;
+}
+
 function flags(p: Partition, scheme: DiskLayout['scheme']): string {
   const f: string[] = [];
   if (p.bootable) f.push(scheme === 'gpt' ? 'legacy-bios-bootable' : 'boot');

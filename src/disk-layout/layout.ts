@@ -82,6 +82,12 @@ export interface DiskLayout {
   readonly wholeDiskFilesystem?: string;
   /** Everything wrong that was found, GPT problems included. */
   readonly problems: string[];
+  /**
+   * The sector size the GPT was written for, when it is not the one the drive
+   * reports (a 512-byte GPT seen through a bridge that translates to 4096-byte
+   * sectors, or the reverse): the table cannot be read or rewritten this way.
+   */
+  readonly foreignSectorSize?: number;
 }
 
 export interface ReadLayoutOptions {
@@ -115,6 +121,7 @@ export async function readLayout(dev: BlockDevice, options: ReadLayoutOptions = 
   await dev.read(lba0, 0, sector);
   const mbr = parseMbrSector(lba0);
   const problems: string[] = [];
+  let foreignSectorSize: number | undefined;
   const protectiveEntry = mbr.hasSignature ? mbr.entries.find((e) => e.type === GPT_PROTECTIVE_TYPE) : undefined;
 
   let gpt: GptScan | undefined;
@@ -124,16 +131,22 @@ export async function readLayout(dev: BlockDevice, options: ReadLayoutOptions = 
 
   // The same disk seen with the wrong sector size: say so rather than "no partitions".
   if (!gptFound && (protectiveEntry || !mbr.hasSignature)) {
-    if (sector === 4096 && hasGptSignature(lba0, 512)) problems.push('a GPT header sits at byte 512: the disk was partitioned with 512-byte sectors but reports 4096-byte sectors (a USB bridge that translates sector sizes?)');
-    else if (sector === 512 && total > 8) {
+    if (sector === 4096 && hasGptSignature(lba0, 512)) {
+      foreignSectorSize = 512;
+      problems.push('a GPT header sits at byte 512: the disk was partitioned with 512-byte sectors but reports 4096-byte sectors (a USB bridge that translates sector sizes?)');
+    } else if (sector === 512 && total > 8) {
       const probe = Buffer.alloc(512);
       await dev.read(probe, 4096, 512);
-      if (hasGptSignature(probe)) problems.push('a GPT header sits at byte 4096: the disk was partitioned with 4096-byte sectors but reports 512-byte sectors (a USB bridge that translates sector sizes?)');
+      if (hasGptSignature(probe)) {
+        foreignSectorSize = 4096;
+        problems.push('a GPT header sits at byte 4096: the disk was partitioned with 4096-byte sectors but reports 512-byte sectors (a USB bridge that translates sector sizes?)');
+      }
     }
   }
 
+  const foreign = foreignSectorSize ? { foreignSectorSize } : {};
   if (gpt && (protectiveEntry || (gptUsable && !mbr.hasSignature))) {
-    return gptLayout(dev, gpt, mbr.hasSignature ? { diskSignature: mbr.diskSignature, entries: mbr.entries.length, protectiveEntry } : undefined, problems, options);
+    return { ...(await gptLayout(dev, gpt, mbr.hasSignature ? { diskSignature: mbr.diskSignature, entries: mbr.entries.length, protectiveEntry } : undefined, problems, options)), ...foreign };
   }
 
   if (mbr.hasSignature && mbr.entries.length > 0 && !looksLikeBootSector(lba0)) {
@@ -147,7 +160,7 @@ export async function readLayout(dev: BlockDevice, options: ReadLayoutOptions = 
     return { ...base, scheme: 'mbr', diskId: mbrId(mbr.diskSignature), partitions: [], mbr: { diskSignature: mbr.diskSignature, ebrLbas: [], protective: false, hybrid: false }, problems };
   }
   if (gptFound && gpt) problems.push(...gpt.problems);
-  return { ...base, scheme: 'none', diskId: '', partitions: [], ...(whole ? { wholeDiskFilesystem: whole } : {}), problems };
+  return { ...base, scheme: 'none', diskId: '', partitions: [], ...(whole ? { wholeDiskFilesystem: whole } : {}), problems, ...foreign };
 }
 
 /** A FAT/NTFS volume boot record also ends in 0x55AA; its "entries" are code. */

@@ -7,8 +7,81 @@
  */
 import type { BlockDevice } from '../sata-bridge/index.ts';
 import { BadInputError, DeviceError, RefusedError } from '../errors.ts';
-import { hasGptSignature, parseGptHeader, patchHeader, readGpt, tableSectors, type GptHeader } from './gpt.ts';
+import { hasGptSignature, parseGptHeader, patchHeader, readGpt, readGptCopy, tableSectors, type GptCopy, type GptHeader } from './gpt.ts';
 import { GPT_PROTECTIVE_TYPE, parseMbrSector } from './mbr.ts';
+import type { DiskLayout } from './layout.ts';
+import { formatExactBytes } from './format.ts';
+
+/**
+ * The GPT fix-up a whole or partition copy onto a larger drive needs, decided
+ * from the source's layout before anything is written. LBAs are the target's.
+ */
+export interface GptRelocationPlan {
+  readonly type: 'gpt-backup-relocation';
+  /** The source's GPT copy the new backup is built from: its primary, or its backup when the primary is damaged. */
+  readonly from: 'primary' | 'backup';
+  /** Where that copy's header sits on the source, and so on the copy (1, or the source's backup LBA). */
+  readonly fromLba: number;
+  readonly sourceSizeBytes: number;
+  readonly newBackupLba: number;
+  readonly newEntriesLba: number;
+  readonly newLastUsableLba: number;
+}
+
+export interface RelocationRefusal {
+  readonly reason: string;
+  readonly hint: string;
+}
+
+/**
+ * Decides, from the source's layout alone, whether a copy onto a drive of
+ * `targetSizeBytes` needs its backup GPT moved and whether that is possible.
+ * Pure: no I/O. Returns no plan for MBR disks, no table, or equal sizes; a
+ * refusal (about the source) when the source's GPT cannot be the basis of a
+ * backup at the target's end: both copies damaged, written for another
+ * sector size, or describing a disk larger than the source.
+ */
+export function planGptRelocation(layout: DiskLayout, targetSizeBytes: number): { plan?: GptRelocationPlan; refusal?: RelocationRefusal } {
+  const sector = layout.sectorSize;
+  const sourceSize = layout.diskSizeBytes;
+  if (targetSizeBytes <= sourceSize) return {};
+  const exactSource = formatExactBytes(sourceSize, sector);
+  if (layout.foreignSectorSize) {
+    return {
+      refusal: {
+        reason: `the source's GPT was written for ${layout.foreignSectorSize}-byte sectors, but the source now reports ${sector}-byte sectors (a USB bridge that translates sector sizes): its backup GPT cannot be moved to the end of a larger standby through this view`,
+        hint: `connect the source so that it reports ${layout.foreignSectorSize}-byte sectors, as when it was partitioned, or copy onto a standby of exactly its size (${exactSource}), which needs no table rewritten; do not let a partitioning tool "repair" the source through this bridge`,
+      },
+    };
+  }
+  if (layout.scheme !== 'gpt' || !layout.gpt) return {};
+  const g = layout.gpt;
+  if (!g.usedCopy) {
+    return {
+      refusal: {
+        reason: `neither GPT copy on the source is valid (${g.problems.join('; ') || 'no valid header'}), so no backup GPT can be built at the end of the larger standby`,
+        hint: `check the source with \`dpsr inspect\`; a copy onto a standby of exactly its size (${exactSource}) needs no table rewritten`,
+      },
+    };
+  }
+  const total = Math.floor(targetSizeBytes / sector);
+  const sourceTotal = Math.floor(sourceSize / sector);
+  const fromLba = g.usedCopy === 'primary' ? 1 : g.backupLba;
+  if (fromLba === undefined || fromLba >= sourceTotal) return { refusal: { reason: 'the source\'s valid GPT copy lies outside the source', hint: 'check the source with `dpsr inspect`' } };
+  const ts = tableSectors(g.entryCount, g.entrySize, sector);
+  const newBackupLba = total - 1;
+  const newEntriesLba = newBackupLba - ts;
+  const newLastUsableLba = newEntriesLba - 1;
+  if (g.lastUsableLba >= sourceTotal || newLastUsableLba < g.lastUsableLba) {
+    return {
+      refusal: {
+        reason: `the source's GPT has its usable area end at LBA ${g.lastUsableLba}, which does not fit a backup GPT at the end of the standby (last LBA ${newBackupLba})`,
+        hint: 'check the source with `dpsr inspect`',
+      },
+    };
+  }
+  return { plan: { type: 'gpt-backup-relocation', from: g.usedCopy, fromLba, sourceSizeBytes: sourceSize, newBackupLba, newEntriesLba, newLastUsableLba } };
+}
 
 export interface RelocationResult {
   /** Something was written. False for MBR disks, equal sizes, or an already relocated GPT. */
@@ -33,7 +106,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * steps run in an order that leaves a valid GPT after each one, so a power
  * loss in between is harmless and a rerun finishes the job.
  */
-export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: number): Promise<RelocationResult> {
+export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: number, planned?: Pick<GptRelocationPlan, 'from' | 'fromLba'>): Promise<RelocationResult> {
   const sector = target.logicalSectorSize;
   if (!Number.isSafeInteger(sourceSizeBytes) || sourceSizeBytes <= 0 || sourceSizeBytes % sector !== 0) {
     throw new BadInputError(`source size ${sourceSizeBytes} is not a positive whole number of ${sector}-byte sectors`);
@@ -54,19 +127,23 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   if (!isGpt) return none('not a GPT disk: nothing to relocate');
   if (sourceSizeBytes === target.size) return none('source and target are the same size: the backup GPT is already at the end');
 
+  // The copy the new backup is built from: the primary, or (when the plan says the source's primary is damaged) the copied backup.
+  const fromBackup = planned?.from === 'backup';
   const primary = gpt.primary;
-  if (!primary.valid || !primary.header || !primary.headerSector || !primary.table) {
+  const basis: GptCopy = fromBackup ? await readGptCopy(target, planned.fromLba, 'backup') : primary;
+  if (!basis.valid || !basis.header || !basis.headerSector || !basis.table) {
+    if (fromBackup) throw new DeviceError(`the backup GPT copied to LBA ${planned.fromLba} of ${target.path} does not read back as valid (${basis.problems.join('; ')})`);
     throw new RefusedError(`the primary GPT on ${target.path} is damaged (${primary.problems.join('; ')}); refusing to build a backup from it`, {
-      hint: 'repair the source drive\'s partition table (gdisk, sgdisk -e) and copy again',
+      hint: 'a copy plans this from the source\'s layout before writing: run the copy again, which builds the backup from the source\'s valid GPT copy or refuses up front',
     });
   }
-  const h: GptHeader = primary.header;
-  const plan = relocatedGpt({ lba0, header: h, headerSector: primary.headerSector, table: primary.table }, target.size, sector);
+  const h: GptHeader = basis.header;
+  const plan = relocatedGpt({ lba0, header: h, headerSector: basis.headerSector, table: basis.table }, target.size, sector);
   const newLast = plan.backupLba;
   const newEntriesLba = plan.backupEntriesLba;
   const newLastUsable = plan.lastUsableLba;
   const ts = plan.backupTable.byteLength / sector;
-  const oldBackupLbas = staleBackupCandidates(h, sourceSizeBytes, target.size, sector);
+  const oldBackupLbas = [...new Set([...(fromBackup ? [planned.fromLba] : []), ...staleBackupCandidates(h, sourceSizeBytes, target.size, sector)])].filter((l) => l > 1 && l < newLast);
 
   const needsWrite = (): void => {
     if (!target.writable) throw new DeviceError(`${target.path} was opened read-only; the GPT backup cannot be relocated`);
@@ -87,7 +164,8 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   }
 
   // 2. The primary header: AlternateLBA and LastUsableLBA; its table and table CRC stay as they are.
-  if (!sameBytes(plan.primaryHeader, primary.headerSector)) {
+  // A damaged primary stays as the source has it: the valid backup at the end is what firmware and gdisk rebuild it from.
+  if (!fromBackup && !sameBytes(plan.primaryHeader, primary.headerSector!)) {
     needsWrite();
     await target.write(plan.primaryHeader, sector);
     await target.flush();
@@ -117,7 +195,7 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   if (wrote) await target.flush();
 
   const check = await readGpt(target);
-  if (!check.primary.valid || !check.backup?.valid || check.backup.lba !== newLast) {
+  if ((!fromBackup && !check.primary.valid) || !check.backup?.valid || check.backup.lba !== newLast) {
     throw new DeviceError(`the relocated GPT on ${target.path} does not read back as valid: ${check.problems.join('; ')}`);
   }
   return {
@@ -125,7 +203,7 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
     summary: wrote
       ? `moved the backup GPT from LBA ${oldBackupLbas.join(', ') || h.alternateLba} to LBA ${newLast} (last usable LBA now ${newLastUsable})`
       : 'the backup GPT is already at the end of the target',
-    oldBackupLba: h.alternateLba,
+    oldBackupLba: fromBackup ? planned.fromLba : h.alternateLba,
     newBackupLba: newLast,
     lastUsableLba: newLastUsable,
     zeroedLbas,

@@ -5,19 +5,20 @@
  * and leaves the standby either as the previous backup or the new one.
  */
 import { join } from 'node:path';
-import { statfsSync } from 'node:fs';
+import { mkdirSync, statfsSync } from 'node:fs';
 import {
   locateDrive,
   openLocated,
   sameStorage,
   usageOf,
   identityOf,
+  allocAligned,
   type BlockDevice,
   type DriveLocation,
   type OpenDriveOptions,
 } from '../sata-bridge/index.ts';
-import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, type DiskLayout } from '../disk-layout/index.ts';
-import { BadInputError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
+import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, formatExactBytes, type DiskLayout } from '../disk-layout/index.ts';
+import { BadInputError, BusyError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
 import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
 import { normalizeRanges, formatBytes, chunksOf, subtractRanges, type ByteRange } from './ranges.ts';
 import { relocatedExpectations, checkExpectations } from './verify-gpt.ts';
@@ -26,7 +27,8 @@ import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, lockOwner } from './pair-lock.ts';
-import { PairStore, descendsFrom, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
+import { PairStore, pairIdFor, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
+import { planCopy, commandFor, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
 export type SyncMode = 'compare' | 'manifest';
@@ -212,13 +214,6 @@ async function selectRanges(source: BlockDevice, partitions: number[]): Promise<
   return { ranges, requiredBytes, layout, partitions };
 }
 
-function refuseTooSmall(source: BlockDevice, target: BlockDevice, requiredBytes: number, partitions: number[]): void {
-  if (target.size < requiredBytes) {
-    const what = partitions.length ? `the end of the selected partitions (${formatBytes(requiredBytes)})` : `the source (${formatBytes(source.size)})`;
-    throw new RefusedError(`the target ${target.path} (${formatBytes(target.size)}) is smaller than ${what}`, { hint: 'use a standby drive at least as large as the source' });
-  }
-}
-
 function reportUnreadable(ranges: readonly ByteRange[], sector: number, layout: DiskLayout | undefined): UnreadableReport[] {
   return ranges.map((r) => ({
     start: r.start,
@@ -264,119 +259,83 @@ export async function restore(req: CopyRequest): Promise<CopyReport> {
   return copy(req, 'restore');
 }
 
-async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promise<CopyReport> {
+async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyReport> {
   const partitions = parsePartitions(req.partitions);
-  if (kind === 'clone' && partitions.length > 0) throw new BadInputError('a clone copies the whole drive; --partition goes with sync', { hint: 'run `dpsr clone` first, then `dpsr sync --partition N`' });
   const requestedMode = req.mode ?? 'compare';
   if (requestedMode !== 'compare' && requestedMode !== 'manifest') throw new BadInputError(`sync mode "${String(requestedMode)}" is not known`, { hint: 'use compare or manifest' });
-  const store = new PairStore(req.stateDir);
   const notes: string[] = [];
   const note = (n: string) => {
     notes.push(n);
     req.onNote?.(n);
   };
 
-  const opened = await openBoth(req, true);
-  const { source, target, sourceLoc, targetLoc } = opened;
+  const sourceLoc = locateDrive(req.source);
+  const targetLoc = locateDrive(req.target);
+  refuseUnsafeTarget(sourceLoc, targetLoc);
+  const open = req.openDevice ?? defaultOpen;
+  const openOptions = { direct: req.direct, imageSectorSize: req.imageSectorSize };
+  // Rule 7: both drives are looked at read-only while the copy is planned; the target is opened for writing only once it has a plan.
+  const source = await open(sourceLoc, { write: false, ...openOptions });
+  let target: BlockDevice | undefined;
   let release: (() => void) | undefined;
   try {
-    const selection = await selectRanges(source, partitions);
-    refuseTooSmall(source, target, selection.requiredBytes, partitions);
-
-    // Rules 1 to 3: positively the standby of this pair, the right direction, no older generation over a newer one.
-    const sourceKey = source.identity.key;
-    const targetKey = target.identity.key;
-    let pair = store.pairOf(targetKey);
-    const sourcePair = store.pairOf(sourceKey);
-    if (kind === 'clone') {
-      if (sourcePair && sourcePair !== pair) {
-        throw new RefusedError(`the source ${sourceLoc.requested} already belongs to another pair (${sourcePair.id}) with ${sourcePair.drives[sourcePair.activeKey === sourceKey ? sourcePair.standbyKey : sourcePair.activeKey]?.lastPath}`, {
-          hint: `forget that pair first: dpsr forget ${sourcePair.id}`,
-        });
-      }
-      if (pair) {
-        const samePair = pair.activeKey === sourceKey && pair.standbyKey === targetKey;
-        if (!samePair) {
-          throw new RefusedError(
-            pair.activeKey === targetKey
-              ? `the target ${targetLoc.requested} is the ACTIVE drive of pair ${pair.id}: cloning onto it would overwrite the live system with the backup`
-              : `the target ${targetLoc.requested} belongs to another pair (${pair.id})`,
-            { hint: pair.activeKey === targetKey ? 'to copy the backup back on purpose use `dpsr restore`' : `forget that pair first: dpsr forget ${pair.id}` },
-          );
-        }
-        if (effectiveStandbyState(store, pair) === 'consistent' && !req.forceClone) {
-          throw new RefusedError(`the target ${targetLoc.requested} already holds a consistent backup (generation ${pair.drives[targetKey]!.generation}) of this drive`, {
-            hint: 'run `dpsr sync` instead: it writes only what changed and keeps the old backup recoverable until done (or pass --force to copy everything again)',
-          });
-        }
-        if (pair.pendingCopy?.journaled && (await scanJournal(pairFiles(store, pair).journal)).records.length > 0) {
-          throw new RefusedError(`the target ${targetLoc.requested} holds an interrupted sync that can still be rolled back`, {
-            hint: 'run the same `dpsr sync` again to finish it, or `dpsr recover` to roll back first',
-          });
-        }
-      } else {
-        pair = store.create(driveRecordFor(sourceLoc, source), driveRecordFor(targetLoc, target));
-      }
-    } else {
-      if (!pair) {
-        throw new RefusedError(`the target ${targetLoc.requested} is not the standby of any recorded pair`, {
-          hint: sourcePair ? `the source's standby is ${sourcePair.drives[sourcePair.standbyKey]?.lastPath}` : 'pair the drives with `dpsr clone <active> <standby>` first',
-        });
-      }
-      const wantTarget = kind === 'restore' ? pair.activeKey : pair.standbyKey;
-      const wantSource = kind === 'restore' ? pair.standbyKey : pair.activeKey;
-      if (targetKey !== wantTarget || sourceKey !== wantSource) {
-        if (kind === 'sync' && targetKey === pair.activeKey && sourceKey === pair.standbyKey) {
-          throw new RefusedError(`this would copy the backup ${sourceLoc.requested} over the ACTIVE drive ${targetLoc.requested}`, {
-            hint: 'to restore the backup on purpose run `dpsr restore <standby> <active> --i-mean-restore`; to protect the active drive swap the arguments',
-          });
-        }
-        if (kind === 'restore' && targetKey === pair.standbyKey) {
-          throw new RefusedError(`restore copies the standby onto the active drive, but ${targetLoc.requested} is the standby`, { hint: 'for an ordinary backup use `dpsr sync <active> <standby>`' });
-        }
-        throw new RefusedError(`${sourceLoc.requested} and ${targetLoc.requested} are not the two drives of pair ${pair.id}`, { hint: 'run `dpsr status` to see the recorded pairs' });
-      }
-      const state = effectiveStandbyState(store, pair);
-      if (state === 'syncing') throw new RefusedError(`a copy onto ${targetLoc.requested} is running right now`);
-      if (kind === 'restore' && state !== 'consistent') {
-        throw new RefusedError(`the standby ${sourceLoc.requested} is not consistent (${state}): restoring from it would spread a half-written copy`, {
-          hint: 'run `dpsr recover` on it first (or finish its sync)',
-        });
-      }
-      if (kind === 'sync' && pair.pendingCopy?.kind === 'clone') {
-        throw new RefusedError(`the first clone onto ${targetLoc.requested} was interrupted, so there is no backup to sync onto`, { hint: 'run the same `dpsr clone` again to finish it' });
-      }
-      const from = pair.drives[sourceKey]!;
-      const to = pair.drives[targetKey]!;
-      if (kind === 'sync' && !descendsFrom(from, to) && !req.forceGeneration && !pair.pendingCopy) {
-        throw new RefusedError(
-          `the target ${targetLoc.requested} holds generation ${to.generation}, which the source (generation ${from.generation}) does not descend from: both drives changed since their last common sync`,
-          { hint: 'copying would discard changes only the target has; save what you need from it, then pass --force-generation' },
-        );
-      }
+    const look = await open(targetLoc, { write: false, ...openOptions });
+    let decision: CopyDecision;
+    let store: PairStore;
+    let sourceLayout: DiskLayout | undefined;
+    try {
+      const sourceFacts = factsOf(sourceLoc, source);
+      const targetFacts = factsOf(targetLoc, look);
+      const known = new PairStore(req.stateDir).pairOf(targetFacts.key);
+      const lockDir = join(req.stateDir, 'pairs', known?.id ?? pairIdFor(sourceFacts.key, targetFacts.key));
+      mkdirSync(lockDir, { recursive: true, mode: 0o700 });
+      release = acquirePairLock(lockDir, `a ${requestedKind}`);
+      // Read under the pair's lock, so the decision rests on records no other copy is changing.
+      store = new PairStore(req.stateDir);
+      const pending = store.pairOf(targetFacts.key)?.pendingCopy;
+      sourceLayout = await readLayout(source, { sniff: false }).catch(() => undefined);
+      const journalRecords = pending?.journaled ? (await scanJournal(join(lockDir, 'undo.journal'))).records.length : 0;
+      decision = planCopy({
+        request: { kind: requestedKind, partitions, mode: requestedMode, forceGeneration: req.forceGeneration, forceClone: req.forceClone },
+        source: sourceFacts,
+        target: targetFacts,
+        sourceLayout,
+        pairs: store.pairs(),
+        journalRecords,
+        // The tail cleanup field of the plan is filled from here once the target's tail is scanned for old signatures.
+        targetTail: [],
+      });
+    } finally {
+      await look.close();
     }
+    if (decision.verdict === 'refuse') throw refusalError(decision.refusal);
+    const { plan } = decision;
+    const kind = plan.kind;
+    for (const n of decision.notes) note(n);
 
+    target = await open(targetLoc, { write: true, ...openOptions });
+    if (target.identity.key !== plan.target.key || target.size !== plan.target.sizeBytes || target.logicalSectorSize !== plan.target.logicalSectorSize) {
+      throw new RefusedError(`the target ${targetLoc.requested} changed between planning the copy and opening it for writing (now ${formatExactBytes(target.size)} in ${target.logicalSectorSize}-byte sectors)`, {
+        hint: 'nothing was written; run the copy again',
+      });
+    }
+    const sourceKey = plan.source.key;
+    const targetKey = plan.target.key;
+    if (decision.newPair) store.create(driveRecordFor(sourceLoc, source), driveRecordFor(targetLoc, target));
+    const pair = store.byId(plan.pairId)!;
     const files = pairFiles(store, pair);
-    release = acquirePairLock(store.pairDir(pair), `a ${kind}`);
     // A journal or sync map left behind by a completed or rolled-back copy is stale: the state says the target is whole.
-    if (!pair.pendingCopy) {
-      removeJournal(files.journal);
-      SyncMap.discard(files.syncMap);
-    }
-    const resumingKind = pair.pendingCopy?.kind;
-    if (resumingKind && resumingKind !== kind) {
-      throw new RefusedError(`an interrupted ${resumingKind} is pending on ${targetLoc.requested}`, { hint: `run the same ${resumingKind} again, or \`dpsr recover\`` });
-    }
-    const journaled = kind !== 'clone';
+    if (decision.start === 'fresh') removeJournal(files.journal);
+    if (decision.start !== 'resume') SyncMap.discard(files.syncMap);
 
     // Manifest mode only when the manifest is known to describe the standby.
     const targetRecord = pair.drives[targetKey]!;
     // The manifest describes the standby; a restore writes the active drive and leaves it as it is.
-    const writesStandby = targetKey === pair.standbyKey;
+    const writesStandby = plan.writesStandby;
     const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation }) : undefined;
     let mode: 'clone' | 'compare' | 'manifest' = kind === 'clone' ? 'clone' : 'compare';
-    if (kind !== 'clone' && requestedMode === 'manifest') {
-      if (manifestOpen?.usable && manifestOpen.manifest.covers(selection.ranges)) mode = 'manifest';
+    if (kind !== 'clone' && plan.mode === 'manifest') {
+      if (manifestOpen?.usable && manifestOpen.manifest.covers(plan.ranges)) mode = 'manifest';
       else note(`manifest mode not possible (${manifestOpen?.reason ?? (manifestOpen ? 'the manifest does not cover these partitions yet' : 'a restore reads both drives')}): comparing both drives instead; the manifest is rebuilt as it goes`);
     }
 
@@ -387,23 +346,24 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
       sourceSize: source.size,
       targetSize: target.size,
       chunkSize,
-      ranges: JSON.stringify(selection.ranges),
+      ranges: JSON.stringify(plan.ranges),
       mode: kind,
+      plan: plan.digest,
     };
-    const chunkCount = chunksOf(selection.ranges, chunkSize).length;
+    const chunkCount = chunksOf(plan.ranges, chunkSize).length;
     const loaded = SyncMap.load(files.syncMap, mapKey, chunkCount);
     if (loaded.note) note(loaded.note);
-    if (loaded.resumed) note(`resuming the interrupted ${kind}: ${loaded.map.done} finished chunks are not compared again`);
+    if (loaded.resumed) note(`${loaded.map.done} finished chunks of the interrupted ${kind} are not compared again`);
 
-    // Before the first write: the state says the standby is being written. A restore writes the active
-    // drive instead and leaves the standby's state alone: the backup stays whole and can still be booted.
+    // Before the first write: the state says the standby is being written, by this exact plan. A restore writes the
+    // active drive instead and leaves the standby's state alone: the backup stays whole and can still be booted.
     if (writesStandby) pair.standbyState = 'syncing';
-    pair.pendingCopy ??= { kind, from: sourceKey, to: targetKey, startedAt: new Date().toISOString(), journaled };
+    if (decision.start !== 'resume') pair.pendingCopy = { kind, from: sourceKey, to: targetKey, startedAt: new Date().toISOString(), journaled: plan.journaled, plan };
     targetRecord.lastPath = targetLoc.requested;
     pair.drives[sourceKey]!.lastPath = sourceLoc.requested;
     store.save();
 
-    const journal = journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir)) : undefined;
+    const journal = plan.journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir)) : undefined;
     let result: EngineResult;
     let gptRelocated = false;
     try {
@@ -411,7 +371,7 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
         mode,
         source,
         target,
-        ranges: selection.ranges,
+        ranges: plan.ranges,
         chunkSize,
         retries: req.retries,
         signal: req.signal,
@@ -424,12 +384,14 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
         batchBytes: req.batchBytes,
         inFlight: req.inFlight,
       });
-      if (target.size > source.size && selection.layout?.scheme === 'gpt') {
-        const fix = await relocateGptBackup(journal ? new JournaledDevice(target, journal) : target, source.size);
-        gptRelocated = fix.changed;
-        if (fix.changed) note(`the target is larger: ${fix.summary}`);
-        await target.flush();
+      const fixTarget = journal ? new JournaledDevice(target, journal) : target;
+      for (const sig of plan.tailCleanup) await zeroRange(fixTarget, sig);
+      for (const fix of plan.tableFixups) {
+        const done = await relocateGptBackup(fixTarget, fix.sourceSizeBytes, fix);
+        gptRelocated ||= done.changed;
+        if (done.changed) note(`the target is larger: ${done.summary}`);
       }
+      if (plan.tailCleanup.length || plan.tableFixups.length) await target.flush();
     } catch (e) {
       await journal?.close().catch(() => undefined);
       await manifestOpen?.manifest.close().catch(() => undefined);
@@ -453,7 +415,7 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
       } catch {
         /* the record written before the first overwrite stands */
       }
-      throw explainInterrupted(stateDirFull(e), kind, targetLoc.requested);
+      throw explainInterrupted(stateDirFull(e), plan, sourceLoc.requested, targetLoc.requested);
     }
 
     // Done and flushed: record the new generation, then (only then) discard the journal.
@@ -462,10 +424,10 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
       // The standby kept its old bytes where the source was unreadable: the manifest cannot vouch for them.
       await manifestOpen?.manifest.markDirty();
     } else {
-      await manifestOpen?.manifest.seal(generation, selection.ranges);
+      await manifestOpen?.manifest.seal(generation, [...plan.ranges]);
     }
     await manifestOpen?.manifest.close();
-    const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, selection.layout);
+    const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, sourceLayout);
     pair.standbyState = 'consistent';
     pair.pendingCopy = undefined;
     pair.lastSync = {
@@ -503,8 +465,27 @@ async function copy(req: CopyRequest, kind: 'clone' | 'sync' | 'restore'): Promi
     };
   } finally {
     release?.();
-    await opened.close();
+    await Promise.allSettled([source.close(), target?.close()]);
   }
+}
+
+/** A drive as the plan sees it: identity and geometry of the opened device. */
+function factsOf(loc: DriveLocation, dev: BlockDevice): DriveFacts {
+  return { key: dev.identity.key, path: loc.requested, sizeBytes: dev.size, logicalSectorSize: dev.logicalSectorSize };
+}
+
+/** The error class a refusal of the plan is raised as. */
+function refusalError(r: Refusal): Error {
+  const Class = r.error === 'bad-input' ? BadInputError : r.error === 'busy' ? BusyError : RefusedError;
+  return new Class(r.reason, { hint: r.hint });
+}
+
+/** Zeroes an old signature in the target's tail, widened to whole sectors. */
+async function zeroRange(target: BlockDevice, sig: TailSignature): Promise<void> {
+  const s = target.logicalSectorSize;
+  const start = Math.floor(sig.start / s) * s;
+  const end = Math.min(target.size, Math.ceil((sig.start + sig.length) / s) * s);
+  if (end > start) await target.write(allocAligned(end - start), start, end - start);
 }
 
 /** Any write to the state directory that hit a full disk means the same thing to the operator. */
@@ -517,12 +498,13 @@ function stateDirFull(e: unknown): unknown {
   });
 }
 
-function explainInterrupted(e: unknown, kind: string, target: string): unknown {
+function explainInterrupted(e: unknown, plan: CopyPlan, source: string, target: string): unknown {
   if (!isDpsrError(e) && !(e instanceof Error)) return e;
+  const again = `\`${commandFor(plan, source, target)}\``;
   const how =
-    kind === 'clone'
-      ? `the clone onto ${target} is incomplete: run the same clone again to finish it`
-      : `${target} is marked inconsistent: run the same ${kind} again to finish it, or \`dpsr recover ${target}\` to roll back to the previous backup`;
+    plan.kind === 'clone'
+      ? `the clone onto ${target} is incomplete: run the same clone again to finish it (${again})`
+      : `${target} is marked inconsistent: run the same ${plan.kind} again to finish it (${again}), or \`dpsr recover ${target}\` to roll back to the previous ${plan.kind === 'restore' ? 'content' : 'backup'}`;
   if (isDpsrError(e)) {
     (e as { hint?: string }).hint = e.hint ? `${e.hint}; ${how}` : how;
     return e;
@@ -539,7 +521,7 @@ export async function verify(req: CommonRequest & { source: string; target: stri
     const { source, target } = opened;
     const selection = await selectRanges(source, partitions);
     if (target.size < selection.requiredBytes) {
-      throw new RefusedError(`the target ${target.path} (${formatBytes(target.size)}) is smaller than the source's compared area (${formatBytes(selection.requiredBytes)})`, {
+      throw new RefusedError(`the target ${target.path} is smaller than the source's compared area by ${formatExactBytes(selection.requiredBytes - target.size, target.logicalSectorSize)}: it has ${formatExactBytes(target.size)}, the area ${formatExactBytes(selection.requiredBytes)}`, {
         hint: 'they cannot be copies of each other',
       });
     }

@@ -16,6 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { BadInputError, DeviceError } from '../errors.ts';
 import { readJsonTwoCopies, writeJsonTwoCopies } from '../durable-file.ts';
 import { createHash } from 'node:crypto';
+import type { CopyPlan } from './copy-plan.ts';
 
 export type StandbyState = 'consistent' | 'syncing' | 'inconsistent';
 
@@ -53,9 +54,20 @@ export interface PairRecord {
   /** State of the drive that is being (or was last) written by a copy. */
   standbyState: StandbyState;
   /** The copy that left the standby not consistent, while it is not. */
-  pendingCopy?: { kind: 'clone' | 'sync' | 'restore'; from: string; to: string; startedAt: string; journaled: boolean };
+  pendingCopy?: PendingCopy;
   lastSync?: LastSync;
   lastSuccess?: string;
+}
+
+/** A copy that started and has not completed or been rolled back. */
+export interface PendingCopy {
+  kind: 'clone' | 'sync' | 'restore';
+  from: string;
+  to: string;
+  startedAt: string;
+  journaled: boolean;
+  /** Its whole plan, recorded before its first write: only a request with the same plan digest resumes it. */
+  plan?: CopyPlan;
 }
 
 interface StateFile {

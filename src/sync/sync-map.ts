@@ -15,6 +15,8 @@ export interface SyncMapKey {
   /** Normalised ranges of the sync, as text: a different selection is a different sync. */
   readonly ranges: string;
   readonly mode: string;
+  /** Digest of the copy's plan: a map belongs to exactly one plan. */
+  readonly plan: string;
 }
 
 interface SyncMapFile extends SyncMapKey {

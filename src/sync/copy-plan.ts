@@ -1,0 +1,386 @@
+/**
+ * The copy plan: one pure decision per copy. From what is recorded about the
+ * drive pairs, what both drives are now (identity, geometry), the source's
+ * layout, the request and the copy left pending, it returns either a refusal
+ * (its error class, reason and hint) or the whole plan of the copy: the byte
+ * ranges, the partition-table fix-ups, the tail cleanup, whether it is
+ * journaled and whether it resumes the pending copy. The operations carry a
+ * plan out and decide nothing themselves, so every refusal comes before
+ * anything is opened for writing (DESIGN.md, rule 7).
+ *
+ * A copy records its plan and the plan's digest before its first write; only
+ * a request whose plan has the same digest resumes it. Anything else is
+ * refused with the way out: the same command again, or `dpsr recover`.
+ */
+import { createHash } from 'node:crypto';
+import { formatExactBytes, planGptRelocation, regionsToCopy, type DiskLayout, type GptRelocationPlan } from '../disk-layout/index.ts';
+import { descendsFrom, pairIdFor, type PairRecord, type PendingCopy } from './pair-state.ts';
+import { normalizeRanges, type ByteRange } from './ranges.ts';
+
+export type CopyKind = 'clone' | 'sync' | 'restore';
+export type SyncMode = 'compare' | 'manifest';
+
+/** A drive as it shows up now. */
+export interface DriveFacts {
+  readonly key: string;
+  /** As the operator named it, for messages and hints. */
+  readonly path: string;
+  readonly sizeBytes: number;
+  readonly logicalSectorSize: number;
+}
+
+export interface PlanRequest {
+  readonly kind: CopyKind;
+  /** Validated partition numbers, sorted; empty for the whole drive. */
+  readonly partitions: readonly number[];
+  readonly mode: SyncMode;
+  readonly forceGeneration?: boolean;
+  readonly forceClone?: boolean;
+}
+
+/** An end-of-disk signature found on the target (an old backup GPT, a RAID superblock…). */
+export interface TailSignature {
+  /** Byte offset and length on the target. */
+  readonly start: number;
+  readonly length: number;
+  readonly what: string;
+}
+
+export interface PlanInput {
+  readonly request: PlanRequest;
+  readonly source: DriveFacts;
+  readonly target: DriveFacts;
+  /** The source's partition layout; undefined when it could not be read. */
+  readonly sourceLayout?: DiskLayout;
+  /** Every recorded pair. */
+  readonly pairs: readonly PairRecord[];
+  /** Valid records in the pair's undo journal. */
+  readonly journalRecords?: number;
+  /** Another process holds the pair's lock: its copy is running now. */
+  readonly copyRunning?: boolean;
+  /** Signatures found in the target's tail, past the area the copy writes. */
+  readonly targetTail?: readonly TailSignature[];
+}
+
+export interface Refusal {
+  /** The error class it is raised as: refused (exit 3), bad-input (exit 2), busy. */
+  readonly error: 'refused' | 'bad-input' | 'busy';
+  readonly reason: string;
+  readonly hint: string;
+}
+
+/** A drive as the plan saw it: identity, geometry and the generation its data has. */
+export interface PlannedDrive {
+  readonly key: string;
+  readonly sizeBytes: number;
+  readonly logicalSectorSize: number;
+  readonly generation: number;
+}
+
+export interface CopyPlan {
+  readonly version: 1;
+  /** What runs: a clone onto the consistent standby of its own pair runs as a (journaled) sync. */
+  readonly kind: CopyKind;
+  /** `clone` for a clone, else the requested sync mode. */
+  readonly mode: 'clone' | SyncMode;
+  readonly pairId: string;
+  readonly source: PlannedDrive;
+  readonly target: PlannedDrive;
+  /** Partitions of a partition-selective sync; empty for the whole drive. */
+  readonly partitions: readonly number[];
+  /** Byte ranges of the source copied to the same offsets of the target, sorted and merged. */
+  readonly ranges: readonly ByteRange[];
+  /** Old data goes to the undo journal before each overwrite (every copy but the first clone). */
+  readonly journaled: boolean;
+  /** The target is the pair's standby (false for a restore, which writes the active drive). */
+  readonly writesStandby: boolean;
+  /** Partition-table fix-ups after the ranges are copied. */
+  readonly tableFixups: readonly GptRelocationPlan[];
+  /** End-of-disk signatures of the target's previous life to zero after the copy. Not part of the digest: a rerun after a crash finds fewer. */
+  readonly tailCleanup: readonly TailSignature[];
+  /** sha256 of everything above but the tail cleanup. */
+  readonly digest: string;
+}
+
+export type CopyDecision =
+  | { readonly verdict: 'refuse'; readonly refusal: Refusal }
+  | {
+      readonly verdict: 'copy';
+      readonly plan: CopyPlan;
+      /** fresh: nothing pending; resume: the pending copy has this plan; restart: an interrupted clone is started over. */
+      readonly start: 'fresh' | 'resume' | 'restart';
+      /** The pair is recorded by this copy (a first clone). */
+      readonly newPair: boolean;
+      readonly notes: readonly string[];
+    };
+
+const refuse = (reason: string, hint: string, error: Refusal['error'] = 'refused'): CopyDecision => ({ verdict: 'refuse', refusal: { error, reason, hint } });
+
+const exact = formatExactBytes;
+
+function pairHolding(pairs: readonly PairRecord[], key: string): PairRecord | undefined {
+  return pairs.find((p) => p.activeKey === key || p.standbyKey === key);
+}
+
+/** The command that runs a plan, for "run the same command again". */
+export function commandFor(plan: Pick<CopyPlan, 'kind' | 'mode' | 'partitions'>, source: string, target: string): string {
+  if (plan.kind === 'restore') return `dpsr restore ${source} ${target} --i-mean-restore`;
+  const parts = plan.partitions.map((n) => ` --partition ${n}`).join('');
+  return `dpsr ${plan.kind} ${source} ${target}${parts}${plan.mode === 'manifest' ? ' --mode manifest' : ''}`;
+}
+
+/** "sync of partition 2 in compare mode", "whole-drive clone". */
+export function describePlan(plan: Pick<CopyPlan, 'kind' | 'mode' | 'partitions'>): string {
+  const what = plan.partitions.length ? `${plan.kind} of partition${plan.partitions.length > 1 ? 's' : ''} ${plan.partitions.join(', ')}` : `whole-drive ${plan.kind}`;
+  return plan.kind === 'clone' ? what : `${what} in ${plan.mode} mode`;
+}
+
+/** What makes two plans different copies, in words. */
+function planDifferences(was: CopyPlan, now: CopyPlan): string[] {
+  const d: string[] = [];
+  if (was.kind !== now.kind) d.push(`it is a ${was.kind}, this is a ${now.kind}`);
+  if (JSON.stringify(was.partitions) !== JSON.stringify(now.partitions) || JSON.stringify(was.ranges) !== JSON.stringify(now.ranges)) {
+    d.push(`it copies ${was.partitions.length ? `partition${was.partitions.length > 1 ? 's' : ''} ${was.partitions.join(', ')}` : 'the whole drive'}, this request ${now.partitions.length ? `partition${now.partitions.length > 1 ? 's' : ''} ${now.partitions.join(', ')}` : 'the whole drive'}`);
+  }
+  if (was.mode !== now.mode) d.push(`it runs in ${was.mode} mode, this request in ${now.mode} mode`);
+  for (const role of ['source', 'target'] as const) {
+    const a = was[role];
+    const b = now[role];
+    if (a.key !== b.key) d.push(`its ${role} was another drive`);
+    else if (a.sizeBytes !== b.sizeBytes || a.logicalSectorSize !== b.logicalSectorSize) d.push(`its ${role} had ${exact(a.sizeBytes)} in ${a.logicalSectorSize}-byte sectors, now ${exact(b.sizeBytes)} in ${b.logicalSectorSize}-byte sectors`);
+    else if (a.generation !== b.generation) d.push(`its ${role} held generation ${a.generation}, now ${b.generation}`);
+  }
+  if (JSON.stringify(was.tableFixups) !== JSON.stringify(now.tableFixups)) d.push('its partition-table fix-ups differ');
+  return d.length ? d : ['its recorded plan differs'];
+}
+
+export function digestOf(plan: Omit<CopyPlan, 'digest' | 'tailCleanup'>): string {
+  const { version, kind, mode, pairId, source, target, partitions, ranges, journaled, writesStandby, tableFixups } = plan;
+  return createHash('sha256')
+    .update(JSON.stringify({ version, kind, mode, pairId, source, target, partitions, ranges, journaled, writesStandby, tableFixups }))
+    .digest('hex');
+}
+
+/** The sectors the source's partition table describes, when it says more than the drive has. */
+function describedBeyond(layout: DiskLayout): number | undefined {
+  const sector = layout.sectorSize;
+  const total = Math.floor(layout.diskSizeBytes / sector);
+  let last = -1;
+  if (layout.scheme === 'gpt' && layout.gpt?.usedCopy) {
+    const g = layout.gpt;
+    last = Math.max(last, g.lastUsableLba);
+    if (g.usedCopy === 'primary') last = Math.max(last, g.alternateLba);
+  }
+  if (layout.scheme !== 'none') for (const p of layout.partitions) last = Math.max(last, p.lastLba);
+  return last >= total ? last + 1 : undefined;
+}
+
+function geometryRefusal(role: 'active' | 'standby', facts: DriveFacts, recorded: { sizeBytes: number; logicalSectorSize: number }, pairId: string): CopyDecision | undefined {
+  const sizeChanged = facts.sizeBytes !== recorded.sizeBytes;
+  const sectorChanged = facts.logicalSectorSize !== recorded.logicalSectorSize;
+  if (!sizeChanged && !sectorChanged) return undefined;
+  const causes: string[] = [];
+  let change = '';
+  if (sectorChanged) {
+    change = `${facts.logicalSectorSize}-byte logical sectors instead of ${recorded.logicalSectorSize}-byte ones`;
+    causes.push('a USB bridge that translates sector sizes (another bridge or enclosure than at pairing)');
+  } else if (facts.sizeBytes < recorded.sizeBytes) {
+    change = `${exact(recorded.sizeBytes - facts.sizeBytes, facts.logicalSectorSize)} less`;
+    causes.push('a host protected area (HPA) or device configuration overlay (DCO) set on the drive', 'a USB bridge that caps the capacity', 'for an image file, a truncation');
+  } else {
+    change = `${exact(facts.sizeBytes - recorded.sizeBytes, facts.logicalSectorSize)} more`;
+    causes.push('a host protected area that was removed', 'another bridge showing more of the drive', 'for an image file, a resize');
+  }
+  return refuse(
+    `the ${role} drive ${facts.path} now reports ${exact(facts.sizeBytes)} in ${facts.logicalSectorSize}-byte sectors, but had ${exact(recorded.sizeBytes)} in ${recorded.logicalSectorSize}-byte sectors when the pair was made: ${change} (likely causes: ${causes.join('; ')}); a copy now would leave data out or describe another disk`,
+    `make the drive show the geometry it was paired with (remove the HPA, e.g. \`hdparm -N\`; connect it through the bridge it was paired through) and run the copy again; if the change is meant, \`dpsr forget ${pairId}\` and pair the drives anew with \`dpsr clone\`. Nothing was written`,
+  );
+}
+
+/**
+ * Decides one copy. Pure: no I/O, no clock; the same input gives the same
+ * decision. The checks run in the order an operator would want to hear of
+ * them: what is running, the drives' sector sizes, which pair they belong to,
+ * whether either drive changed since pairing, the source's own table, the
+ * target's size, the table fix-ups, the pending copy, the generations.
+ */
+export function planCopy(input: PlanInput): CopyDecision {
+  const { request: req, source, target } = input;
+  const notes: string[] = [];
+  if (req.kind === 'clone' && req.partitions.length > 0) {
+    return refuse('a clone copies the whole drive; --partition goes with sync', 'run `dpsr clone` first, then `dpsr sync --partition N`', 'bad-input');
+  }
+  let pair = pairHolding(input.pairs, target.key);
+  const sourcePair = pairHolding(input.pairs, source.key);
+  if (input.copyRunning && pair) {
+    const running = pair.pendingCopy ? `a ${pair.pendingCopy.plan ? describePlan(pair.pendingCopy.plan) : pair.pendingCopy.kind}, started ${pair.pendingCopy.startedAt}` : 'a copy';
+    return refuse(`a copy onto ${target.path} is running right now (${running})`, 'wait for it to finish, or cancel it (Ctrl-C, or cancel the job in dpsrd)', 'busy');
+  }
+  if (source.logicalSectorSize !== target.logicalSectorSize) {
+    return refuse(
+      `the target ${target.path} has ${target.logicalSectorSize}-byte sectors, the source ${source.path} ${source.logicalSectorSize}-byte sectors`,
+      'a sector copy between different logical sector sizes gives an unreadable partition table; use a standby with the same sector size',
+    );
+  }
+
+  // Rules 1 and 3: positively the standby of this pair, in the right direction.
+  let kind = req.kind;
+  if (kind === 'clone') {
+    if (sourcePair && sourcePair !== pair) {
+      const other = sourcePair.drives[sourcePair.activeKey === source.key ? sourcePair.standbyKey : sourcePair.activeKey]?.lastPath;
+      return refuse(`the source ${source.path} already belongs to another pair (${sourcePair.id}) with ${other}`, `forget that pair first: dpsr forget ${sourcePair.id}`);
+    }
+    if (pair && !(pair.activeKey === source.key && pair.standbyKey === target.key)) {
+      return pair.activeKey === target.key
+        ? refuse(`the target ${target.path} is the ACTIVE drive of pair ${pair.id}: cloning onto it would overwrite the live system with the backup`, 'to copy the backup back on purpose use `dpsr restore`')
+        : refuse(`the target ${target.path} belongs to another pair (${pair.id})`, `forget that pair first: dpsr forget ${pair.id}`);
+    }
+  } else {
+    if (!pair) {
+      return refuse(
+        `the target ${target.path} is not ${kind === 'restore' ? 'a drive' : 'the standby'} of any recorded pair`,
+        sourcePair ? `the source's standby is ${sourcePair.drives[sourcePair.standbyKey]?.lastPath}` : 'pair the drives with `dpsr clone <active> <standby>` first',
+      );
+    }
+    const wantTarget = kind === 'restore' ? pair.activeKey : pair.standbyKey;
+    const wantSource = kind === 'restore' ? pair.standbyKey : pair.activeKey;
+    if (target.key !== wantTarget || source.key !== wantSource) {
+      if (kind === 'sync' && target.key === pair.activeKey && source.key === pair.standbyKey) {
+        return refuse(`this would copy the backup ${source.path} over the ACTIVE drive ${target.path}`, 'to restore the backup on purpose run `dpsr restore <standby> <active> --i-mean-restore`; to protect the active drive swap the arguments');
+      }
+      if (kind === 'restore' && target.key === pair.standbyKey) {
+        return refuse(`restore copies the standby onto the active drive, but ${target.path} is the standby`, 'for an ordinary backup use `dpsr sync <active> <standby>`');
+      }
+      return refuse(`${source.path} and ${target.path} are not the two drives of pair ${pair.id}`, 'run `dpsr status` to see the recorded pairs');
+    }
+  }
+
+  // Rule 8: the geometry recorded at pairing, checked at every copy.
+  if (pair) {
+    for (const facts of [source, target]) {
+      const rec = pair.drives[facts.key];
+      if (!rec) continue;
+      const wrong = geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id);
+      if (wrong) return wrong;
+    }
+  }
+
+  // The source's own table must fit the source: otherwise the drive hides part of what it was partitioned for.
+  const layout = input.sourceLayout;
+  const described = layout ? describedBeyond(layout) : undefined;
+  if (layout && described !== undefined) {
+    const describedBytes = described * layout.sectorSize;
+    return refuse(
+      `the source ${source.path}'s partition table (${layout.scheme.toUpperCase()}) describes a disk of ${exact(describedBytes, layout.sectorSize)}, but the drive reports ${exact(source.sizeBytes, source.logicalSectorSize)}: ${exact(describedBytes - source.sizeBytes, source.logicalSectorSize)} at its end are missing (likely causes: a host protected area (HPA), a USB bridge that caps the capacity, or a truncated image)`,
+      'a copy now would cut off the end of its partitions: make the source show its full size and copy again. Nothing was written',
+    );
+  }
+
+  const pending = pair?.pendingCopy;
+  if (kind === 'clone' && pair && !pending && pair.standbyState === 'consistent' && !req.forceClone) {
+    // A clone would throw the way back away while it runs; a sync writes only what differs and keeps it.
+    kind = 'sync';
+    notes.push(`${target.path} already holds a consistent backup of ${source.path}: syncing instead of cloning, so the previous backup stays recoverable until the copy is done (--force copies everything again)`);
+  }
+  if (kind === 'sync' && pending?.kind === 'clone') {
+    return refuse(`the first clone onto ${target.path} was interrupted, so there is no backup to sync onto`, `run the same clone again to finish it: \`dpsr clone ${source.path} ${target.path}\``);
+  }
+  if (kind === 'restore' && pair!.standbyState !== 'consistent') {
+    return refuse(`the standby ${source.path} is not consistent (${pair!.standbyState}): restoring from it would spread a half-written copy`, `run \`dpsr recover ${source.path}\` on it first, or finish its sync`);
+  }
+
+  // The ranges.
+  let ranges: ByteRange[];
+  if (req.partitions.length === 0) ranges = [{ start: 0, length: source.sizeBytes }];
+  else {
+    if (!layout || layout.scheme === 'none') return refuse(`the source ${source.path} has no partition table, so --partition cannot be used`, 'sync the whole drive', 'bad-input');
+    try {
+      ranges = normalizeRanges(regionsToCopy(layout, [...req.partitions], source.sizeBytes).ranges);
+    } catch (e) {
+      const err = e as Error & { hint?: string };
+      return refuse(err.message, err.hint ?? 'run `dpsr inspect` on the source', 'bad-input');
+    }
+  }
+  const requiredBytes = Math.max(...ranges.map((r) => r.start + r.length));
+  if (target.sizeBytes < requiredBytes) {
+    const what = req.partitions.length ? `the end of the selected partitions` : `the source ${source.path}`;
+    return refuse(
+      `the target ${target.path} is smaller than ${what} by ${exact(requiredBytes - target.sizeBytes, target.logicalSectorSize)}: it has ${exact(target.sizeBytes)}, ${what} needs ${exact(requiredBytes)}`,
+      'use a standby drive at least as large as the source (drives of the same nominal size often differ by a few sectors)',
+    );
+  }
+
+  // Table fix-ups, decided from the source's layout before anything is written.
+  const tableFixups: GptRelocationPlan[] = [];
+  if (layout && target.sizeBytes > source.sizeBytes) {
+    const relocation = planGptRelocation(layout, target.sizeBytes);
+    if (relocation.refusal) return refuse(`${relocation.refusal.reason} (source ${source.path})`, `${relocation.refusal.hint}. Nothing was written`);
+    if (relocation.plan) {
+      tableFixups.push(relocation.plan);
+      if (relocation.plan.from === 'backup') notes.push(`the source's primary GPT is damaged: the backup GPT at the end of ${target.path} is built from the source's valid backup copy`);
+    }
+  }
+  // Signatures past everything the copy writes; the relocated backup GPT overwrites its own place anyway.
+  const copiedEnd = requiredBytes;
+  const tailCleanup = (input.targetTail ?? []).filter((s) => s.start >= copiedEnd && s.start + s.length <= target.sizeBytes);
+
+  const pairId = pair?.id ?? pairIdFor(source.key, target.key);
+  const body = {
+    version: 1 as const,
+    kind,
+    mode: kind === 'clone' ? ('clone' as const) : req.mode,
+    pairId,
+    source: { key: source.key, sizeBytes: source.sizeBytes, logicalSectorSize: source.logicalSectorSize, generation: pair?.drives[source.key]?.generation ?? 1 },
+    target: { key: target.key, sizeBytes: target.sizeBytes, logicalSectorSize: target.logicalSectorSize, generation: pair?.drives[target.key]?.generation ?? 0 },
+    partitions: [...req.partitions],
+    ranges,
+    journaled: kind !== 'clone',
+    writesStandby: pair ? target.key === pair.standbyKey : true,
+    tableFixups,
+  };
+  const plan: CopyPlan = { ...body, tailCleanup, digest: digestOf(body) };
+  const newPair = !pair;
+
+  // Rule 7: only the identical plan resumes a pending copy.
+  if (pending) {
+    if (pending.plan && pending.plan.digest === plan.digest) {
+      notes.push(`resuming the interrupted ${plan.kind}: the same ${describePlan(plan)}, started ${pending.startedAt}`);
+      return { verdict: 'copy', plan, start: 'resume', newPair, notes };
+    }
+    if (pending.kind === 'clone' && kind === 'clone') {
+      // A half-done first clone protects nothing: starting it over loses nothing.
+      notes.push(`the interrupted clone started ${pending.startedAt} is started over${pending.plan ? ` (${planDifferences(pending.plan, plan).join('; ')})` : ''}`);
+      return { verdict: 'copy', plan, start: 'restart', newPair, notes };
+    }
+    return refuse(...pendingMismatch(pending, plan, pair!, input));
+  }
+
+  // Rule 3: no older generation over a newer one.
+  if (kind === 'sync' && pair) {
+    const from = pair.drives[source.key]!;
+    const to = pair.drives[target.key]!;
+    if (!descendsFrom(from, to) && !req.forceGeneration) {
+      return refuse(
+        `the target ${target.path} holds generation ${to.generation}, which the source (generation ${from.generation}) does not descend from: both drives changed since their last common sync`,
+        'copying would discard changes only the target has; save what you need from it, then pass --force-generation',
+      );
+    }
+  }
+  return { verdict: 'copy', plan, start: 'fresh', newPair, notes };
+}
+
+function pendingMismatch(pending: PendingCopy, plan: CopyPlan, pair: PairRecord, input: PlanInput): [string, string] {
+  const pendingTarget = pending.to === input.target.key ? input.target.path : (pair.drives[pending.to]?.lastPath ?? 'its target');
+  const pendingSource = pending.from === input.source.key ? input.source.path : (pair.drives[pending.from]?.lastPath ?? 'its source');
+  const what = pending.plan ? `a ${describePlan(pending.plan)}` : `a ${pending.kind}`;
+  const why = pending.plan
+    ? `this request is a ${describePlan(plan)}, another copy (${planDifferences(pending.plan, plan).join('; ')}); finishing it instead would mark ${pendingTarget} consistent with the rest of the interrupted copy half-written`
+    : 'it was recorded without its plan, so no request can be known to be the same copy';
+  const again = pending.plan ? `run the same command again to finish it: \`${commandFor(pending.plan, pendingSource, pendingTarget)}\`` : '';
+  const hint =
+    pending.kind === 'clone'
+      ? again || `run the clone again: \`dpsr clone ${pendingSource} ${pendingTarget}\``
+      : [again, `\`dpsr recover ${pendingTarget}\` to roll back to the previous backup first`].filter(Boolean).join('; or ');
+  const journal = input.journalRecords ? ` (its undo journal holds ${input.journalRecords} records of the previous backup)` : '';
+  return [`${what} onto ${pendingTarget}, started ${pending.startedAt}, was interrupted${journal}: ${why}`, hint];
+}

@@ -1,0 +1,216 @@
+/**
+ * The copy plan as a table: records, drives, layout and request in, a refusal
+ * or a plan out. No drive is touched; the operations that carry plans out are
+ * tested against images elsewhere.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { planCopy, type CopyDecision, type CopyPlan, type PlanInput } from '../../src/sync/copy-plan.ts';
+import { pairIdFor, type PairRecord } from '../../src/sync/pair-state.ts';
+import type { DiskLayout, GptInfo } from '../../src/disk-layout/index.ts';
+
+const MiB = 1024 * 1024;
+const S = 512;
+
+function gpt(sizeBytes: number, over: Partial<GptInfo> = {}, layoutOver: Partial<DiskLayout> = {}): DiskLayout {
+  const total = sizeBytes / S;
+  const info: GptInfo = {
+    primaryValid: true,
+    backupValid: true,
+    backupAtEnd: true,
+    alternateLba: total - 1,
+    firstUsableLba: 34,
+    lastUsableLba: total - 34,
+    primaryEntriesLba: 2,
+    backupLba: total - 1,
+    backupEntriesLba: total - 33,
+    entryCount: 128,
+    entrySize: 128,
+    usedCopy: 'primary',
+    problems: [],
+    ...over,
+  };
+  const part = (number: number, firstLba: number, lastLba: number) => ({ number, firstLba, lastLba, startByte: firstLba * S, sizeBytes: (lastLba - firstLba + 1) * S, type: 'x', typeName: 'Linux filesystem', bootable: false });
+  return {
+    scheme: 'gpt',
+    sectorSize: S,
+    diskSizeBytes: sizeBytes,
+    diskId: 'disk',
+    partitions: [part(1, 2048, 2048 + (16 * MiB) / S - 1), part(2, 2048 + (16 * MiB) / S, info.lastUsableLba)],
+    gpt: info,
+    problems: [],
+    ...layoutOver,
+  };
+}
+
+const mbr = (sizeBytes: number): DiskLayout => ({
+  scheme: 'mbr',
+  sectorSize: S,
+  diskSizeBytes: sizeBytes,
+  diskId: '0x1',
+  partitions: [{ number: 1, firstLba: 2048, lastLba: sizeBytes / S - 1, startByte: 2048 * S, sizeBytes: sizeBytes - 2048 * S, type: '0x83', typeName: 'Linux', bootable: false }],
+  mbr: { diskSignature: 1, ebrLbas: [], protective: false, hybrid: false },
+  problems: [],
+});
+
+/** A pair A (active) → B (standby) after one completed sync, both 64 MiB. */
+function pair(over: Partial<PairRecord> = {}, sizes: { A?: number; B?: number; sectorB?: number } = {}): PairRecord {
+  return {
+    id: pairIdFor('A', 'B'),
+    createdAt: '2026-01-01T00:00:00Z',
+    activeKey: 'A',
+    standbyKey: 'B',
+    drives: {
+      A: { key: 'A', sizeBytes: sizes.A ?? 64 * MiB, logicalSectorSize: S, lastPath: '/dev/a', generation: 2, lineage: [1, 2] },
+      B: { key: 'B', sizeBytes: sizes.B ?? 64 * MiB, logicalSectorSize: sizes.sectorB ?? S, lastPath: '/dev/b', generation: 2, lineage: [1, 2] },
+    },
+    counter: 2,
+    standbyState: 'consistent',
+    ...over,
+  };
+}
+
+function input(over: Partial<PlanInput> & { kind?: PlanInput['request']['kind']; partitions?: number[]; mode?: 'compare' | 'manifest'; sizeA?: number; sizeB?: number } = {}): PlanInput {
+  const sizeA = over.sizeA ?? 64 * MiB;
+  const sizeB = over.sizeB ?? 64 * MiB;
+  return {
+    request: { kind: over.kind ?? 'sync', partitions: over.partitions ?? [], mode: over.mode ?? 'compare', ...over.request },
+    source: { key: 'A', path: '/dev/a', sizeBytes: sizeA, logicalSectorSize: S },
+    target: { key: 'B', path: '/dev/b', sizeBytes: sizeB, logicalSectorSize: S },
+    sourceLayout: gpt(sizeA),
+    pairs: [pair()],
+    journalRecords: 0,
+    ...over,
+  };
+}
+
+/** A pending copy as the operation records it: the plan of the request that started it. */
+function pendingFrom(request: PlanInput, startedAt = '2026-01-02T00:00:00Z'): PairRecord['pendingCopy'] {
+  const d = planCopy(request);
+  if (d.verdict !== 'copy') throw new Error(`no plan: ${d.refusal.reason}`);
+  return { kind: d.plan.kind, from: d.plan.source.key, to: d.plan.target.key, startedAt, journaled: d.plan.journaled, plan: d.plan };
+}
+
+const interrupted = (request: PlanInput, over: Partial<PairRecord> = {}) => [pair({ standbyState: 'inconsistent', pendingCopy: pendingFrom(request), ...over })];
+
+type Expect =
+  | { verdict: 'refuse'; error: 'refused' | 'bad-input' | 'busy'; reason: RegExp; hint?: RegExp; notHint?: RegExp }
+  | { verdict: 'copy'; start?: 'fresh' | 'resume' | 'restart'; plan?: Partial<CopyPlan> & { fixupFrom?: 'primary' | 'backup' | null } };
+
+function check(name: string, d: CopyDecision, e: Expect) {
+  if (e.verdict === 'refuse') {
+    assert.is(d.verdict, 'refuse', `${name}: expected a refusal, got ${JSON.stringify(d)}`);
+    if (d.verdict !== 'refuse') return;
+    assert.is(d.refusal.error, e.error, `${name}: ${d.refusal.reason}`);
+    assert.match(d.refusal.reason, e.reason, name);
+    if (e.hint) assert.match(d.refusal.hint, e.hint, `${name}: hint ${d.refusal.hint}`);
+    if (e.notHint) assert.not.match(d.refusal.hint, e.notHint, `${name}: hint ${d.refusal.hint}`);
+    return;
+  }
+  assert.is(d.verdict, 'copy', `${name}: ${d.verdict === 'refuse' ? d.refusal.reason : ''}`);
+  if (d.verdict !== 'copy') return;
+  if (e.start) assert.is(d.start, e.start, name);
+  const { fixupFrom, ...fields } = e.plan ?? {};
+  for (const [k, v] of Object.entries(fields)) assert.equal((d.plan as unknown as Record<string, unknown>)[k], v, `${name}: ${k}`);
+  if (fixupFrom !== undefined) assert.is(d.plan.tableFixups[0]?.from ?? null, fixupFrom, `${name}: fix-up`);
+}
+
+const rows: [string, PlanInput, Expect][] = [
+  ['first clone of two new drives', input({ kind: 'clone', pairs: [] }), { verdict: 'copy', start: 'fresh', plan: { kind: 'clone', mode: 'clone', journaled: false, ranges: [{ start: 0, length: 64 * MiB }], fixupFrom: null } }],
+  ['clone onto the consistent standby of its pair runs as a journaled sync', input({ kind: 'clone' }), { verdict: 'copy', start: 'fresh', plan: { kind: 'sync', journaled: true } }],
+  ['clone --force onto the consistent standby copies everything', input({ kind: 'clone', request: { kind: 'clone', partitions: [], mode: 'compare', forceClone: true } }), { verdict: 'copy', plan: { kind: 'clone', journaled: false } }],
+  ['a clone with partitions is bad input', input({ kind: 'clone', partitions: [2] }), { verdict: 'refuse', error: 'bad-input', reason: /clone copies the whole drive/ }],
+  ['another logical sector size', input({ target: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: 4096 } }), { verdict: 'refuse', error: 'refused', reason: /4096-byte sectors, the source \/dev\/a 512-byte/ }],
+  ['the source belongs to another pair', input({ kind: 'clone', pairs: [pair({ id: 'other', standbyKey: 'C', drives: { A: pair().drives.A!, C: { ...pair().drives.B!, key: 'C', lastPath: '/dev/c' } } })] }), { verdict: 'refuse', error: 'refused', reason: /already belongs to another pair \(other\) with \/dev\/c/, hint: /dpsr forget other/ }],
+  ['clone onto the active drive', input({ kind: 'clone', source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S } }), { verdict: 'refuse', error: 'refused', reason: /ACTIVE drive/, hint: /dpsr restore/ }],
+  ['sync onto a drive of no pair', input({ pairs: [] }), { verdict: 'refuse', error: 'refused', reason: /not the standby of any recorded pair/, hint: /dpsr clone/ }],
+  ['sync in the reverse direction', input({ source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S } }), { verdict: 'refuse', error: 'refused', reason: /copy the backup \/dev\/b over the ACTIVE drive/, hint: /restore/ }],
+  // f12: the active drive shows up 8 MiB smaller than at pairing.
+  ['the active drive shrank since pairing', input({ sizeA: 56 * MiB, sourceLayout: gpt(56 * MiB) }), { verdict: 'refuse', error: 'refused', reason: /active drive \/dev\/a now reports 58,720,256 bytes .* had 67,108,864 bytes .*8,388,608 bytes \(16,384 sectors\) less .*host protected area/, hint: /dpsr forget/ }],
+  ['the standby grew since pairing', input({ sizeB: 80 * MiB }), { verdict: 'refuse', error: 'refused', reason: /standby drive \/dev\/b now reports 83,886,080 bytes.*more/ }],
+  ['the standby changed its logical sector size', input({ pairs: [pair({}, { sectorB: 4096 })] }), { verdict: 'refuse', error: 'refused', reason: /512-byte logical sectors instead of 4096-byte .*translates sector sizes/ }],
+  // f11: a GPT made for 96 MiB on a drive that shows 64 MiB.
+  ['the source table describes a larger disk', input({ kind: 'clone', pairs: [], sizeB: 80 * MiB, sourceLayout: gpt(64 * MiB, { alternateLba: 96 * 2048 - 1, lastUsableLba: 96 * 2048 - 34, backupValid: false, backupAtEnd: false }) }), { verdict: 'refuse', error: 'refused', reason: /describes a disk of 100,663,296 bytes \(196,608 sectors\), but the drive reports 67,108,864 bytes .*33,554,432 bytes .*missing/ }],
+  ['an MBR partition past the end of the source', input({ kind: 'clone', pairs: [], sourceLayout: { ...mbr(64 * MiB), partitions: [{ ...mbr(64 * MiB).partitions[0]!, lastLba: 80 * 2048 }] } }), { verdict: 'refuse', error: 'refused', reason: /\(MBR\) describes a disk of/ }],
+  // f06: 88 sectors short.
+  ['a target smaller by 88 sectors', input({ kind: 'clone', pairs: [], sizeB: 64 * MiB - 88 * S }), { verdict: 'refuse', error: 'refused', reason: /smaller than the source \/dev\/a by 45,056 bytes \(88 sectors\): it has 67,063,808 bytes, the source \/dev\/a needs 67,108,864 bytes/ }],
+  ['a larger target gets the backup GPT moved, planned from the primary', input({ kind: 'clone', pairs: [], sizeB: 96 * MiB }), { verdict: 'copy', plan: { fixupFrom: 'primary' } }],
+  // f03: primary damaged, backup valid.
+  ['a damaged primary GPT: the backup is built from the valid backup copy', input({ kind: 'clone', pairs: [], sizeB: 96 * MiB, sourceLayout: gpt(64 * MiB, { primaryValid: false, usedCopy: 'backup' }) }), { verdict: 'copy', plan: { fixupFrom: 'backup' } }],
+  ['a 512-byte GPT seen through a 4K bridge cannot be relocated', input({ kind: 'clone', pairs: [], sizeB: 96 * MiB, sourceLayout: { ...gpt(64 * MiB, { usedCopy: undefined, primaryValid: false, backupValid: false }), foreignSectorSize: 512 } }), { verdict: 'refuse', error: 'refused', reason: /source's GPT was written for 512-byte sectors.*\(source \/dev\/a\)/, hint: /Nothing was written/, notHint: /gdisk|sgdisk/ }],
+  ['both GPT copies damaged onto a larger target', input({ kind: 'clone', pairs: [], sizeB: 96 * MiB, sourceLayout: gpt(64 * MiB, { usedCopy: undefined, primaryValid: false, backupValid: false }) }), { verdict: 'refuse', error: 'refused', reason: /neither GPT copy on the source is valid/, notHint: /gdisk/ }],
+  ['both GPT copies damaged onto a same-size target is a plain copy', input({ kind: 'clone', pairs: [], sourceLayout: gpt(64 * MiB, { usedCopy: undefined, primaryValid: false, backupValid: false }) }), { verdict: 'copy', plan: { fixupFrom: null } }],
+  ['an MBR disk onto a larger target needs no fix-up', input({ kind: 'clone', pairs: [], sizeB: 96 * MiB, sourceLayout: mbr(64 * MiB) }), { verdict: 'copy', plan: { fixupFrom: null } }],
+  ['a partition sync copies the tables and the partition', input({ partitions: [1] }), { verdict: 'copy', plan: { partitions: [1], ranges: [{ start: 0, length: 34 * S }, { start: 2048 * S, length: 16 * MiB }, { start: (128 * 1024 - 33) * S, length: 33 * S }] } }],
+  ['an unknown partition is bad input', input({ partitions: [7] }), { verdict: 'refuse', error: 'bad-input', reason: /no partition 7/ }],
+  ['partitions of a drive without a table', input({ partitions: [1], sourceLayout: { scheme: 'none', sectorSize: S, diskSizeBytes: 64 * MiB, diskId: '', partitions: [], problems: [] } }), { verdict: 'refuse', error: 'bad-input', reason: /no partition table/ }],
+  ['split brain without --force-generation', input({ pairs: [pair({ drives: { A: { ...pair().drives.A!, generation: 4, lineage: [1, 2, 4] }, B: { ...pair().drives.B!, generation: 3, lineage: [1, 2, 3] } } })] }), { verdict: 'refuse', error: 'refused', reason: /generation 3, which the source \(generation 4\) does not descend from/, hint: /--force-generation/ }],
+  ['split brain with --force-generation', input({ request: { kind: 'sync', partitions: [], mode: 'compare', forceGeneration: true }, pairs: [pair({ drives: { A: { ...pair().drives.A!, generation: 4, lineage: [1, 2, 4] }, B: { ...pair().drives.B!, generation: 3, lineage: [1, 2, 3] } } })] }), { verdict: 'copy', start: 'fresh' }],
+  ['restore from an inconsistent standby', input({ kind: 'restore', source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S }, pairs: [pair({ standbyState: 'inconsistent' })] }), { verdict: 'refuse', error: 'refused', reason: /not consistent/, hint: /dpsr recover \/dev\/b/ }],
+  ['a restore writes the active drive, not the standby', input({ kind: 'restore', source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S } }), { verdict: 'copy', plan: { kind: 'restore', journaled: true, writesStandby: false } }],
+  ['a copy is running on the pair', input({ copyRunning: true, pairs: [pair({ standbyState: 'syncing', pendingCopy: pendingFrom(input()) })] }), { verdict: 'refuse', error: 'busy', reason: /is running right now \(a whole-drive sync in compare mode, started/, notHint: /interrupted|recover/ }],
+  // r01: an interrupted whole-drive sync is not finished by a sync of partition 2.
+  ['an interrupted whole-drive sync and a partition sync', input({ partitions: [2], journalRecords: 12, pairs: interrupted(input()) }), { verdict: 'refuse', error: 'refused', reason: /whole-drive sync in compare mode onto \/dev\/b, started .*was interrupted \(its undo journal holds 12 records.*this request is a sync of partition 2/, hint: /`dpsr sync \/dev\/a \/dev\/b`.*`dpsr recover \/dev\/b`/ }],
+  ['an interrupted partition sync and a whole-drive re-protect', input({ pairs: interrupted(input({ partitions: [2] })) }), { verdict: 'refuse', error: 'refused', reason: /sync of partition 2 .*this request is a whole-drive sync/, hint: /--partition 2/ }],
+  ['an interrupted sync resumes with the identical plan', input({ pairs: interrupted(input()) }), { verdict: 'copy', start: 'resume' }],
+  ['an interrupted manifest sync is not resumed in compare mode', input({ pairs: interrupted(input({ mode: 'manifest' })) }), { verdict: 'refuse', error: 'refused', reason: /manifest mode, this request in compare mode/, hint: /--mode manifest/ }],
+  ['an interrupted sync recorded without its plan', input({ pairs: [pair({ standbyState: 'inconsistent', pendingCopy: { kind: 'sync', from: 'A', to: 'B', startedAt: 't', journaled: true } })] }), { verdict: 'refuse', error: 'refused', reason: /recorded without its plan/, hint: /dpsr recover \/dev\/b/ }],
+  ['an interrupted sync and a forced clone', input({ kind: 'clone', request: { kind: 'clone', partitions: [], mode: 'compare', forceClone: true }, pairs: interrupted(input()) }), { verdict: 'refuse', error: 'refused', reason: /it is a sync, this is a clone/, hint: /recover/ }],
+  ['an interrupted restore and a sync', input({ pairs: [pair({ pendingCopy: pendingFrom(input({ kind: 'restore', source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S } })) })] }), { verdict: 'refuse', error: 'refused', reason: /whole-drive restore .* onto \/dev\/a/, hint: /dpsr restore \/dev\/b \/dev\/a --i-mean-restore.*dpsr recover \/dev\/a/ }],
+  ['an interrupted first clone and a sync: no recover in the hint', input({ pairs: [pair({ standbyState: 'inconsistent', pendingCopy: { kind: 'clone', from: 'A', to: 'B', startedAt: 't', journaled: false } })] }), { verdict: 'refuse', error: 'refused', reason: /first clone onto \/dev\/b was interrupted/, hint: /dpsr clone \/dev\/a \/dev\/b/, notHint: /recover/ }],
+  ['an interrupted first clone, cloned again, is started over', input({ kind: 'clone', pairs: [pair({ standbyState: 'inconsistent', pendingCopy: { kind: 'clone', from: 'A', to: 'B', startedAt: 't', journaled: false } })] }), { verdict: 'copy', start: 'restart', plan: { kind: 'clone' } }],
+];
+
+test('table: refusals and plans', () => {
+  for (const [name, i, e] of rows) check(name, planCopy(i), e);
+});
+
+test('a first clone recorded as pending is resumed by the same clone once the pair exists', () => {
+  const first = input({ kind: 'clone', pairs: [] });
+  const d1 = planCopy(first);
+  assert.is(d1.verdict, 'copy');
+  if (d1.verdict !== 'copy') return;
+  assert.ok(d1.newPair);
+  // What the store records for a new pair: the source at generation 1, the target at 0.
+  const recorded = pair({
+    standbyState: 'syncing',
+    counter: 1,
+    drives: { A: { ...pair().drives.A!, generation: 1, lineage: [1] }, B: { ...pair().drives.B!, generation: 0, lineage: [0] } },
+    pendingCopy: { kind: 'clone', from: 'A', to: 'B', startedAt: 't', journaled: false, plan: d1.plan },
+  });
+  const d2 = planCopy({ ...first, pairs: [recorded] });
+  assert.is(d2.verdict, 'copy');
+  if (d2.verdict !== 'copy') return;
+  assert.is(d2.start, 'resume');
+  assert.not.ok(d2.newPair);
+  assert.is(d2.plan.digest, d1.plan.digest);
+});
+
+test('the digest names the copy: ranges, mode, geometry and generations change it; the tail cleanup does not', () => {
+  const base = planCopy(input());
+  const digest = (i: PlanInput) => {
+    const d = planCopy(i);
+    if (d.verdict !== 'copy') throw new Error(d.refusal.reason);
+    return d.plan.digest;
+  };
+  if (base.verdict !== 'copy') throw new Error('no plan');
+  assert.is(digest(input()), base.plan.digest, 'deterministic');
+  assert.is.not(digest(input({ partitions: [2] })), base.plan.digest);
+  assert.is.not(digest(input({ mode: 'manifest' })), base.plan.digest);
+  assert.is.not(digest(input({ pairs: [pair({ drives: { A: { ...pair().drives.A!, generation: 3, lineage: [1, 2, 3] }, B: pair().drives.B! } })] })), base.plan.digest);
+  assert.is.not(digest(input({ kind: 'clone', pairs: [], sizeB: 96 * MiB })), digest(input({ kind: 'clone', pairs: [] })));
+  assert.is(digest(input({ targetTail: [{ start: 70 * MiB, length: S, what: 'x' }] })), base.plan.digest);
+});
+
+test('tail cleanup keeps only signatures past the copied area', () => {
+  const d = planCopy(input({ kind: 'clone', pairs: [], sizeB: 96 * MiB, targetTail: [{ start: 10 * MiB, length: 4096, what: 'inside the copy' }, { start: 96 * MiB - S, length: S, what: 'old backup GPT header' }] }));
+  assert.is(d.verdict, 'copy');
+  if (d.verdict !== 'copy') return;
+  assert.equal(d.plan.tailCleanup.map((s) => s.what), ['old backup GPT header']);
+});
+
+test('a plan is decided from its input alone: the same input, the same decision', () => {
+  for (const [, i] of rows) assert.equal(planCopy(i), planCopy(i));
+});
+
+test.run();
