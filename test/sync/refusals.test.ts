@@ -78,8 +78,11 @@ test('sync onto a drive that is not the recorded standby is refused; so is the r
   // The backup over the active drive: the operator typed the arguments the wrong way round.
   refused(['sync', tgt, src, '--yes'], src, /over the ACTIVE drive/);
   refused(['clone', tgt, src, '--yes'], src, /ACTIVE drive/);
-  // A second clone onto a consistent backup would throw away the way back.
-  refused(['clone', src, tgt, '--yes'], tgt, /already holds a consistent backup/);
+  // A second clone onto a consistent backup would throw away the way back while it runs: it runs as a journaled sync.
+  const again = dpsr(['clone', src, tgt, '--yes', '--json'], env);
+  assert.is(again.code, 0, again.stderr);
+  assert.is(again.json().kind, 'sync');
+  assert.match(again.stderr + JSON.stringify(again.json().notes), /already holds a consistent backup .*syncing instead of cloning/);
   // Restore needs its explicit flag.
   refused(['restore', tgt, src, '--yes'], src, /--i-mean-restore/);
 });

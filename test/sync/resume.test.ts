@@ -2,10 +2,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
-import { clone, sync, PairStore } from '../../src/sync/index.ts';
-import { CancelledError } from '../../src/errors.ts';
+import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { clone, sync, recover, PairStore, JournalFullError } from '../../src/sync/index.ts';
+import { CancelledError, RefusedError } from '../../src/errors.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
+import { requireEnv } from '../support/require.ts';
 
 const dir = tempDir();
 const MiB = 1024 * 1024;
@@ -54,6 +56,53 @@ test('a standby that disappears during a checkpoint ends the sync with an error,
   }).catch((e: unknown) => e);
   assert.instance(err, Error);
   assert.match((err as Error).message, /gone|pulled/);
+});
+
+/** A GPT drive with two 8 MiB partitions full of random data. */
+function twoPartitions(path: string, seed: number): string {
+  randomImage(path, 24 * MiB, seed);
+  execFileSync('sfdisk', ['-q', '--wipe', 'never', path], { input: 'label: gpt\nstart=2048, size=8MiB, name="p1"\nsize=8MiB, name="p2"\n' });
+  return path;
+}
+
+async function interruptedWholeSync(name: string) {
+  const stateDir = join(dir, `${name}-state`);
+  const a = twoPartitions(join(dir, `${name}-a.img`), 11);
+  const b = sparseImage(join(dir, `${name}-b.img`), 24 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  const previous = sha256File(b);
+  // The host changes both partitions completely.
+  const fresh = randomImage(join(dir, `${name}-fresh.img`), 24 * MiB, 12);
+  execFileSync('dd', [`if=${fresh}`, `of=${a}`, 'bs=1M', 'skip=1', 'seek=1', 'count=16', 'conv=notrunc', 'status=none']);
+  // A whole-drive sync stops part-way (journal budget): the standby is half old, half new.
+  const err = await sync({ stateDir, source: a, target: b, chunkSize: MiB, journalBudget: 6 * MiB }).catch((e: unknown) => e);
+  assert.instance(err, JournalFullError);
+  const pair = new PairStore(stateDir).pairs()[0]!;
+  return { stateDir, a, b, previous, journal: join(stateDir, 'pairs', pair.id, 'undo.journal') };
+}
+
+test('an interrupted whole-drive sync is not "resumed" by a sync of other partitions; recover still brings the previous backup back (r01)', async () => {
+  if (!requireEnv('partitioned images', { tools: ['sfdisk'] })) return;
+  const { stateDir, a, b, previous, journal } = await interruptedWholeSync('r01');
+  const half = sha256File(b);
+  const err = await sync({ stateDir, source: a, target: b, partitions: [2] }).catch((e: unknown) => e);
+  assert.instance(err, RefusedError);
+  assert.match((err as Error).message, /whole-drive sync in compare mode .* was interrupted .*this request is a sync of partition 2/);
+  assert.match((err as RefusedError).hint ?? '', /dpsr sync .*r01-a\.img .*r01-b\.img`.*dpsr recover .*r01-b\.img/);
+  assert.is(sha256File(b), half, 'the refusal wrote nothing');
+  assert.ok(existsSync(journal), 'the undo journal is kept');
+  assert.is(new PairStore(stateDir).pairs()[0]!.standbyState, 'inconsistent');
+  await recover({ stateDir, target: b });
+  assert.is(sha256File(b), previous);
+});
+
+test('the same whole-drive sync run again finishes the interrupted one (r01, the other way out)', async () => {
+  if (!requireEnv('partitioned images', { tools: ['sfdisk'] })) return;
+  const { stateDir, a, b } = await interruptedWholeSync('r01b');
+  const r = await sync({ stateDir, source: a, target: b, chunkSize: MiB });
+  assert.ok(r.notes.some((n) => /resuming the interrupted sync/.test(n)), r.notes.join('; '));
+  assert.is(sha256File(b), sha256File(a));
+  assert.is(new PairStore(stateDir).pairs()[0]!.standbyState, 'consistent');
 });
 
 test.run();

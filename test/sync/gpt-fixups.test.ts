@@ -1,0 +1,73 @@
+/**
+ * Partition-table fix-ups planned before the first write: a source whose
+ * primary GPT is damaged but whose backup is valid gets, on a larger standby,
+ * a backup GPT at the standby's end built from that valid copy; the copy runs
+ * again cleanly; nothing is refused after writing.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { openSync, writeSync, closeSync, readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { dpsr } from '../support/cli.ts';
+import { randomImage, sparseImage, tempDir } from '../support/images.ts';
+import { requireEnv } from '../support/require.ts';
+import { openDrive } from '../../src/sata-bridge/index.ts';
+import { readLayout } from '../../src/disk-layout/index.ts';
+
+const dir = tempDir();
+const MiB = 1024 * 1024;
+
+/** What `sgdisk -v` says, from both of its streams (it reports some damage on stderr). */
+function gdiskVerify(path: string): string {
+  const r = spawnSync('sgdisk', ['-v', path], { encoding: 'utf8' });
+  return `${r.stdout}${r.stderr}`;
+}
+
+function damagedPrimary(path: string): string {
+  sparseImage(path, 64 * MiB);
+  execFileSync('sgdisk', ['-n1:2048:+16M', '-t1:ef00', '-n2:0:0', '-t2:8300', path], { stdio: 'pipe' });
+  // Data in the partitions, so the copy has something to carry.
+  const fd = openSync(path, 'r+');
+  writeSync(fd, readFileSync(randomImage(join(dir, 'fill.bin'), 4 * MiB, 5)), 0, 4 * MiB, 2 * MiB);
+  // One byte of the primary header: its CRC no longer matches (the backup stays valid).
+  writeSync(fd, Buffer.from([0xff]), 0, 1, 512 + 16);
+  closeSync(fd);
+  return path;
+}
+
+test('a damaged primary GPT onto a larger standby: the backup is rebuilt at its end from the valid copy, and a rerun succeeds (f03)', async () => {
+  if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
+  const a = damagedPrimary(join(dir, 'f03-a.img'));
+  assert.match(gdiskVerify(a), /invalid main GPT header, but valid backup/);
+  const b = randomImage(join(dir, 'f03-b.img'), 96 * MiB, 9);
+  const env = { DPSR_STATE_DIR: join(dir, 'f03-state') };
+  const r = dpsr(['clone', a, b, '--yes', '--json'], env);
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(r.json().gptRelocated);
+  assert.match(JSON.stringify(r.json().notes), /built from the source's valid backup copy/);
+  const verdict = gdiskVerify(b);
+  assert.not.match(verdict, /Creating new GPT entries/);
+  // The copy's GPT is found: the backup at its last LBA, the same partitions as the source.
+  const dev = await openDrive(b);
+  const src = await openDrive(a);
+  try {
+    const layout = await readLayout(dev, { sniff: false });
+    const source = await readLayout(src, { sniff: false });
+    assert.is(layout.gpt?.backupValid, true);
+    assert.is(layout.gpt?.backupAtEnd, true);
+    assert.equal(
+      layout.partitions.map((p) => [p.number, p.firstLba, p.lastLba]),
+      source.partitions.map((p) => [p.number, p.firstLba, p.lastLba]),
+    );
+  } finally {
+    await dev.close();
+    await src.close();
+  }
+  // The same clone again, as an operator would: it runs (as a sync onto the consistent backup) and succeeds.
+  const again = dpsr(['clone', a, b, '--yes', '--quiet'], env);
+  assert.is(again.code, 0, again.stderr);
+  assert.not.match(gdiskVerify(b), /Creating new GPT entries/);
+});
+
+test.run();
