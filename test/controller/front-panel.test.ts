@@ -2,7 +2,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FrontPanel, SimPanelChips, panelParts } from '../../firmware/controller/front-panel.ts';
-import { renderStatus, type StatusScreen, type Bay } from '../../src/bootswitch/index.ts';
+import { renderStatus, OPTIONAL_OUTPUTS, DEFAULT_TIMING, type StatusScreen, type Bay } from '../../src/bootswitch/index.ts';
+import { readFileSync } from 'node:fs';
 import { makeDaemon, idle, waitJob, waitFor } from './support/harness.ts';
 
 function rig(screen: StatusScreen) {
@@ -134,6 +135,18 @@ test('the fault LED lights while the standby is inconsistent and goes out once i
   } finally {
     await d.stop();
   }
+});
+
+test('docs/front-panel.md describes every LED, the screen and the button as the code drives them', () => {
+  const doc = readFileSync(new URL('../../docs/front-panel.md', import.meta.url), 'utf8');
+  for (const led of OPTIONAL_OUTPUTS) assert.ok(doc.includes(`(\`${led}\`)`), `the legend has a row for ${led}`);
+  assert.ok(doc.includes(`default ${DEFAULT_TIMING.holdMs / 1000} s`), 'the hold time is the default one');
+  const screen = readFileSync(new URL('../../src/bootswitch/ssd1306.ts', import.meta.url), 'utf8');
+  for (const line of ['ACTIVE BAY ', 'SYNC ', "'NEVER'", '! ']) assert.ok(screen.includes(line), `renderStatus draws ${line}`);
+  for (const line of ['ACTIVE BAY A', 'SYNC 24.11 02:00', 'NEVER', '! DRIVE-HEALTH']) assert.ok(doc.includes(line), `the legend shows ${line}`);
+  // Every gesture the button watcher reports that changes something is explained.
+  for (const g of ['short press', 'hold for `holdMs`', 'held while the controller starts']) assert.ok(doc.includes(g), g);
+  assert.match(doc, /fault \(`ledFault`\) \| red \| the standby is \*\*inconsistent\*\*/);
 });
 
 test.run();
