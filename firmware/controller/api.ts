@@ -383,7 +383,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       chunks.push(c);
     });
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
+    // The client went away mid-body: its request is incomplete, not our failure.
+    req.on('error', (e) => reject(new BadInputError(`the request body was cut short: ${e.message}`, { hint: 'send the whole body; nothing was changed' })));
   });
 }
 

@@ -162,24 +162,30 @@ export async function* linesBackwards(file: string, chunkBytes = TAIL_CHUNK, max
     // True while walking through a line longer than maxLine: its pieces are dropped.
     let skipping = false;
     const buf = Buffer.allocUnsafe(chunkBytes);
+    const empty = Buffer.alloc(0);
     while (pos > 0) {
       const n = Math.min(chunkBytes, pos);
       pos -= n;
       const { bytesRead } = await fh.read(buf, 0, n, pos);
       if (bytesRead !== n) throw new Error(`${file} shrank while being read`);
       const chunk = carry.length ? Buffer.concat([buf.subarray(0, n), carry]) : buf.subarray(0, n);
-      let end = chunk.length;
-      let nl = chunk.lastIndexOf(10, end - 1);
-      while (nl >= 0) {
-        if (skipping) skipping = false;
-        else if (end > nl + 1) yield chunk.toString('utf8', nl + 1, end);
-        end = nl;
-        nl = end > 0 ? chunk.lastIndexOf(10, end - 1) : -1;
+      const first = chunk.indexOf(10);
+      if (first < 0) {
+        // No line starts in this chunk: all of it belongs to the line that ends further on.
+        carry = skipping ? empty : Buffer.from(chunk);
+      } else {
+        // A newline is a character boundary: everything after the first one decodes as whole lines, in one go.
+        const lines = chunk.toString('utf8', first + 1).split('\n');
+        if (skipping) {
+          lines.pop(); // the start of the over-long line
+          skipping = false;
+        }
+        for (let i = lines.length - 1; i >= 0; i--) if (lines[i]) yield lines[i]!;
+        // Copied: `buf` is overwritten by the next read.
+        carry = Buffer.from(chunk.subarray(0, first));
       }
-      // Copied: `buf` is overwritten by the next read.
-      carry = skipping ? Buffer.alloc(0) : Buffer.from(chunk.subarray(0, end));
       if (carry.length > maxLine) {
-        carry = Buffer.alloc(0);
+        carry = empty;
         skipping = true;
       }
     }
