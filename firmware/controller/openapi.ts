@@ -1,5 +1,5 @@
 /** The OpenAPI 3.1 document, built from the same route table and body schemas the server uses. */
-import type { Route } from './api.ts';
+import type { Route } from './http-server.ts';
 import { EVENT_TYPES } from './events.ts';
 
 const errorSchema = {

@@ -13,7 +13,7 @@ import { connect } from 'node:net';
 import { request } from 'node:http';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
 import { linesBackwards } from '../../firmware/controller/events.ts';
-import { jsonNestsDeeper, parseTarget } from '../../firmware/controller/api.ts';
+import { jsonNestsDeeper, parseTarget } from '../../firmware/controller/http-server.ts';
 
 let d: TestDaemon;
 

@@ -196,13 +196,15 @@ test('unreadable sectors on the active drive: the sync finishes with errors and 
   }
 });
 
-test('sim controls are 404 on a daemon without the simulated rig (route table)', async () => {
+test('sim controls come from the simulated rig: the hardware rig adds none to the route table', async () => {
   const { buildRoutes } = await import('../../firmware/controller/api.ts');
+  const { HardwareRig } = await import('../../firmware/controller/hardware-rig.ts');
   const d = await makeDaemon();
   try {
-    const fake = Object.create(d.app);
-    Object.defineProperty(fake, 'rig', { value: null });
-    const routes = buildRoutes(fake, { metricsText: async () => '' });
+    assert.ok(buildRoutes(d.app, { metricsText: async () => '' }).some((r) => r.path === '/api/sim/drive/:bay/pull'));
+    const onHardware = Object.create(d.app);
+    Object.defineProperty(onHardware, 'rig', { value: new HardwareRig({ ...d.app.config, rig: 'hardware', drives: { A: '/dev/null-a', B: '/dev/null-b' } }) });
+    const routes = buildRoutes(onHardware, { metricsText: async () => '' });
     assert.not.ok(routes.some((r) => r.path.startsWith('/api/sim/')));
     assert.ok(routes.some((r) => r.path === '/api/failover'));
   } finally {

@@ -1,24 +1,30 @@
 /**
  * The simulated rig: two image-file drives in the state directory (the
- * system drive built on first start with a real GPT, a FAT EFI partition and
- * two ext4 partitions holding files, or copied from a given bootable image),
- * the simulated board and a simulated host. With an external host (the HIL
- * rig's virtual machine) the daemon keeps only the board: the other process
- * follows the relay events, boots the drive file the muxes connect and
- * reports its power LED and heartbeats through the API. Drives are opened through FaultyDevice so the rig controls can pull
- * a drive or make sectors unreadable under a running job, and through an
- * optional throttle that models a USB bridge's speed.
+ * system drive built on first start, see system-drive.ts), the simulated
+ * board, panel chips and host. With an external host (the HIL rig's virtual
+ * machine) the daemon keeps only the board: the other process follows the
+ * relay events, boots the drive file the muxes connect and reports its power
+ * LED and heartbeats through the API. Drives are opened through FaultyDevice
+ * so the rig controls (routes.ts) can pull a drive or make sectors
+ * unreadable under a running job, and through an optional throttle that
+ * models a USB bridge's speed.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DeviceError, RefusedError } from '../../src/errors.ts';
-import { FaultyDevice, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
-import { SimulatedSmartSource } from '../../src/sata-bridge/index.ts';
-import { SimBoard, SimHost, systemClock, type Bay } from '../../src/bootswitch/index.ts';
-import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
+import { DeviceError, RefusedError } from '../../../src/errors.ts';
+import { FaultyDevice, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../../src/sata-bridge/index.ts';
+import { SimulatedSmartSource } from '../../../src/sata-bridge/index.ts';
+import { SimBoard, SimHost, systemClock, type Bay } from '../../../src/bootswitch/index.ts';
+import { readJsonChecked, writeJsonDurably } from '../../../src/durable-file.ts';
+import { SimPanelChips } from '../front-panel.ts';
+import type { Controller } from '../controller.ts';
+import type { PanelChips, Rig } from '../rig.ts';
+import type { DriveBays } from '../roles.ts';
+import type { Route } from '../http-server.ts';
+import { simRoutes } from './routes.ts';
+import { blankDrive, buildSystemDrive, copySystemImage } from './system-drive.ts';
 
 const MiB = 1024 * 1024;
 
@@ -43,103 +49,13 @@ export interface SimRigOptions {
   host?: 'simulated' | 'external';
   /** A raw disk image copied into bay A when the rig is created. */
   systemImage?: string;
+  /** Clone bay A onto bay B once the controller runs, when this start created the drives. */
+  initialClone?: boolean;
+  /** Power the simulated host on once the controller runs. */
+  hostPoweredAtStart?: boolean;
 }
 
-function run(cmd: string, args: string[], input?: string): string {
-  try {
-    return execFileSync(cmd, args, { input, stdio: ['pipe', 'pipe', 'pipe'], encoding: 'utf8' });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') throw new DeviceError(`${cmd} is not installed: the simulated rig needs it to build its system drive`, { hint: 'install fdisk, e2fsprogs, dosfstools and mtools' });
-    throw new DeviceError(`${cmd} ${args.join(' ')} failed: ${err.stderr?.trim() || err.message}`);
-  }
-}
-
-/** Copies a file into an image at a byte offset. */
-function copyInto(image: string, offset: number, file: string): void {
-  const data = readFileSync(file);
-  const fd = openSync(image, 'r+');
-  try {
-    let done = 0;
-    while (done < data.length) done += writeSync(fd, data, done, data.length - done, offset + done);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * Builds the simulated system drive: GPT with an EFI system partition (FAT),
- * a root and a data partition (ext4), each holding a few files.
- */
-export function buildSystemDrive(path: string, sizeMiB: number): void {
-  const work = mkdtempSync(join(path, '..', '.build-'));
-  try {
-    const fd = openSync(path, 'w');
-    ftruncateSync(fd, sizeMiB * MiB);
-    closeSync(fd);
-    const efiMiB = Math.max(4, Math.floor(sizeMiB / 8));
-    const rootMiB = Math.max(8, Math.floor((sizeMiB - efiMiB - 2) / 2));
-    run('sfdisk', ['--quiet', '--no-reread', '--no-tell-kernel', path], [
-      'label: gpt',
-      `start=2048, size=${efiMiB}MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name="EFI"`,
-      `size=${rootMiB}MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="root"`,
-      'type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="data"',
-      '',
-    ].join('\n'));
-    const table = JSON.parse(run('sfdisk', ['--json', path])) as { partitiontable: { sectorsize?: number; partitions: { start: number; size: number }[] } };
-    const sector = table.partitiontable.sectorsize ?? 512;
-    const [p1, p2, p3] = table.partitiontable.partitions;
-    if (!p1 || !p2 || !p3) throw new DeviceError(`sfdisk did not create three partitions on ${path}`);
-
-    const efi = join(work, 'efi.img');
-    run('mkfs.vfat', ['-C', '-n', 'EFI', efi, String((p1.size * sector) / 1024)]);
-    const efiFiles = join(work, 'efi-files');
-    mkdirSync(join(efiFiles, 'EFI/BOOT'), { recursive: true });
-    writeFileSync(join(efiFiles, 'EFI/BOOT/README.TXT'), 'dpsr simulated EFI system partition\r\n');
-    writeFileSync(join(efiFiles, 'EFI/BOOT/DPSR.CFG'), 'timeout=3\r\ndefault=linux\r\n');
-    run('mcopy', ['-s', '-i', efi, join(efiFiles, 'EFI'), '::/']);
-    copyInto(path, p1.start * sector, efi);
-
-    const root = join(work, 'root');
-    mkdirSync(join(root, 'etc'), { recursive: true });
-    mkdirSync(join(root, 'home/operator'), { recursive: true });
-    writeFileSync(join(root, 'etc/hostname'), 'dpsr-sim-host\n');
-    writeFileSync(join(root, 'etc/os-release'), 'NAME="dpsr simulated host"\nID=dpsr-sim\n');
-    writeFileSync(join(root, 'home/operator/notes.txt'), 'The simulated host keeps its notes here.\n');
-    const rootImg = join(work, 'root.img');
-    run('mkfs.ext4', ['-q', '-F', '-L', 'root', '-E', 'root_owner=0:0', '-d', root, rootImg, `${(p2.size * sector) / 1024}k`]);
-    copyInto(path, p2.start * sector, rootImg);
-
-    const data = join(work, 'data');
-    mkdirSync(join(data, 'reports'), { recursive: true });
-    writeFileSync(join(data, 'reports/2024-q1.csv'), 'month,units\njan,120\nfeb,98\nmar,143\n');
-    writeFileSync(join(data, 'payload.bin'), randomBytes(256 * 1024));
-    const dataImg = join(work, 'data.img');
-    run('mkfs.ext4', ['-q', '-F', '-L', 'data', '-E', 'root_owner=0:0', '-d', data, dataImg, `${(p3.size * sector) / 1024}k`]);
-    copyInto(path, p3.start * sector, dataImg);
-  } finally {
-    rmSync(work, { recursive: true, force: true });
-  }
-}
-
-/** Bay A from a given bootable image, grown (sparse) to the drive size. */
-function copySystemImage(image: string, path: string, sizeMiB: number): void {
-  copyFileSync(image, path);
-  const fd = openSync(path, 'r+');
-  try {
-    ftruncateSync(fd, sizeMiB * MiB);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function blankDrive(path: string, sizeMiB: number): void {
-  const fd = openSync(path, 'w');
-  ftruncateSync(fd, sizeMiB * MiB);
-  closeSync(fd);
-}
-
-export class SimRig {
+export class SimRig implements Rig {
   readonly board: SimBoard;
   /** Null with an external host. */
   readonly host: SimHost | null;
@@ -151,6 +67,9 @@ export class SimRig {
   #badReads: Record<Bay, number[]> = { A: [], B: [] };
   #live: Record<Bay, Set<FaultyDevice>> = { A: new Set(), B: new Set() };
   #throttles: Record<Bay, Throttle | null>;
+  #panel: SimPanelChips | null = null;
+  #onHeartbeat: ((bay: Bay) => void) | null = null;
+  readonly bays: DriveBays = { path: (bay) => this.drivePath(bay), openDevice: (loc, options) => this.openDevice(loc, options) };
 
   constructor(private readonly opts: SimRigOptions) {
     this.dir = join(opts.stateDir, 'sim');
@@ -194,17 +113,61 @@ export class SimRig {
     return f ? join(this.dir, f) : null;
   }
 
-  /** Stable path of a bay's drive even while it is pulled (the file stays). */
-  lastDrivePath(bay: Bay): string {
-    return this.drivePath(bay) ?? join(this.dir, this.#file.pulled[bay] ?? `bay-${bay}.img`);
-  }
-
   present(bay: Bay): boolean {
     return this.#file.bays[bay] !== null;
   }
 
-  smartDevice(bay: Bay): string {
-    return this.#smartKey(bay);
+  smartDevice(bay: Bay): string | null {
+    return this.present(bay) ? this.#smartKey(bay) : null;
+  }
+
+  /** Sets simulated SMART values of a bay's drive (also of a pulled one). */
+  setSmart(bay: Bay, values: Parameters<SimulatedSmartSource['set']>[1]): void {
+    this.smart.set(this.#smartKey(bay), values);
+  }
+
+  get banner(): string | null {
+    if (!this.created) return null;
+    const what = this.opts.systemImage ? `a copy of ${this.opts.systemImage}` : 'system drive (GPT, FAT EFI, ext4 root and data)';
+    return `simulated rig created in ${this.dir}: ${what} in bay A, blank drive in bay B (${this.opts.driveSizeMiB} MiB each, host ${this.opts.host ?? 'simulated'})`;
+  }
+
+  /** Simulated OLED and rail monitors; the rails follow the drive power relays and the drives present. */
+  async panelChips(): Promise<PanelChips> {
+    const sim = (this.#panel ??= new SimPanelChips());
+    return {
+      i2c: sim.bus,
+      oledAddress: SimPanelChips.OLED,
+      rails: (['A', 'B'] as const).map((bay) => ({ bay, address: SimPanelChips.RAIL[bay], shuntOhms: 0.1 })),
+      drivePower: (bay, on) => sim.setRail(bay, on, this.present(bay)),
+    };
+  }
+
+  /** The simulated board records a move under a powered host as a rule violation unless it was forced on purpose. */
+  async forcedMove<T>(move: () => Promise<T>): Promise<T> {
+    this.board.forced = true;
+    try {
+      return await move();
+    } finally {
+      this.board.forced = false;
+    }
+  }
+
+  hostStatus(): Record<string, unknown> {
+    return this.host ? { simState: this.host.state, bootedFrom: this.host.bootedFrom } : { simState: 'external', bootedFrom: null };
+  }
+
+  routes(ctl: Controller): Route[] {
+    return simRoutes(this, ctl);
+  }
+
+  async start(ctl: Controller): Promise<void> {
+    if (this.host) {
+      this.#onHeartbeat = (bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {});
+      this.host.on('heartbeat', this.#onHeartbeat);
+    }
+    if (this.created && this.opts.initialClone && !ctl.jobs.current) ctl.copies.start('clone', {}, 'first-start');
+    if (this.host && this.opts.hostPoweredAtStart && !this.host.powered) this.host.powerOn();
   }
 
   bayOfPath(realPath: string): Bay | undefined {
@@ -290,10 +253,6 @@ export class SimRig {
     if (this.host) this.host.bootable[bay] = this.present(bay);
   }
 
-  get externalHost(): boolean {
-    return this.host === null;
-  }
-
   /** The external host's power LED, as that host reports it; never a boot. */
   setHostPowerLed(lit: boolean): void {
     if (this.host) throw new RefusedError('the simulated host drives its own power LED', { hint: 'set sim.host "external" to run the host outside the daemon' });
@@ -325,7 +284,8 @@ export class SimRig {
     return written;
   }
 
-  async close(): Promise<void> {
+  async stop(): Promise<void> {
+    if (this.#onHeartbeat) this.host?.off('heartbeat', this.#onHeartbeat);
     this.host?.forceOff();
     this.host?.removeAllListeners();
     await this.board.close();

@@ -1,0 +1,84 @@
+/**
+ * The operator's boot commands: fail over to the standby, reset the failover
+ * machine, select a boot bay for maintenance, shut the host down. Each
+ * refuses while a job writes the drives or the drives are moving, and a
+ * failover refuses anything but a consistent standby of the pair.
+ */
+import { BusyError, RefusedError } from '../../src/errors.ts';
+import type { Bay, BootSwitchSystem, MoveReport } from '../../src/bootswitch/index.ts';
+import type { JobRunner } from './jobs.ts';
+import type { Rig } from './rig.ts';
+import type { Roles } from './roles.ts';
+
+export class BootControl {
+  constructor(
+    private readonly bs: BootSwitchSystem,
+    private readonly roles: Roles,
+    private readonly jobs: JobRunner,
+    private readonly rig: Rig,
+  ) {}
+
+  /** Why no storage job may start now, or null. */
+  blockedBy(): string | null {
+    const s = this.bs.failover.state.switching;
+    if (s) return `a failover from bay ${s.from} to bay ${s.to} is moving the drives`;
+    if (this.bs.bootSwitch.moving) return 'the boot selection is being moved';
+    return null;
+  }
+
+  /** Starts a failover to the standby; resolves once the machine has accepted it. */
+  async failover(opts: { hardOff?: boolean }): Promise<{ from: Bay; to: Bay; accepted: true }> {
+    const job = this.jobs.current;
+    if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is running: failing over now would boot a half-written standby`, { hint: `wait for it, or cancel it: POST /api/jobs/${job.id}/cancel` });
+    const fs = this.bs.failover.state;
+    if (fs.switching) throw new BusyError(`a failover from bay ${fs.switching.from} to bay ${fs.switching.to} is already running`);
+    if (this.bs.bootSwitch.moving) throw new BusyError('the boot selection is being moved');
+    const view = this.roles.current();
+    const { active, standby, pair } = view;
+    if (!pair) throw new RefusedError('the drives are not paired: there is no backup to fail over to', { hint: 'POST /api/clone first' });
+    const state = this.roles.standbyState(view);
+    if (state !== 'consistent') {
+      throw new RefusedError(`the standby in bay ${standby} is ${state}: failing over to it would boot a half-written copy`, {
+        hint: state === 'syncing' ? 'wait for the sync to finish' : 'POST /api/recover to roll it back to the previous backup, or POST /api/sync to finish it',
+      });
+    }
+    if (!this.roles.bays.path(standby)) throw new RefusedError(`bay ${standby} holds no drive`);
+    if (fs.active !== active) throw new RefusedError(`the failover state machine has bay ${fs.active} active but the pair state bay ${active}`, { hint: 'select the active bay again with POST /api/bootselect, then fail over' });
+    if (fs.halted) throw new RefusedError(`automatic and manual failover are halted: ${fs.halted}`, { hint: 'POST /api/failover/reset after repairing, then try again' });
+    if (fs.failed[standby]) throw new RefusedError(`bay ${standby} failed before and is marked failed`, { hint: 'POST /api/reprotect (after replacing or re-syncing the drive) or POST /api/failover/reset clears it' });
+    await this.roles.markConsistent(standby, true);
+    const alerts: string[] = [];
+    const onAlert = (a: { code: string; message: string }) => alerts.push(a.message);
+    this.bs.events.on('alert', onAlert);
+    try {
+      await this.bs.failover.dispatch({ type: 'failover-request', source: 'api', hardOff: opts.hardOff });
+    } finally {
+      this.bs.events.off('alert', onAlert);
+    }
+    if (!this.bs.failover.state.switching) throw new RefusedError(alerts.join('; ') || 'the failover state machine did not start a failover');
+    return { from: active, to: standby, accepted: true };
+  }
+
+  async resetFailover(): Promise<void> {
+    await this.bs.failover.dispatch({ type: 'reset' });
+  }
+
+  /** Maintenance: connect `bay` to the host; roles are unchanged. */
+  async bootselect(bay: Bay, opts: { force?: boolean; powerOn?: boolean }): Promise<MoveReport> {
+    const job = this.jobs.current;
+    if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is running on the drives`, { hint: 'wait for it or cancel it' });
+    if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives');
+    if (!opts.force && (await this.bs.bootSwitch.hostPowered())) {
+      throw new RefusedError(`the host is powered: moving its boot drive would pull the disk from under a running system`, { hint: 'shut the host down first, or pass "force": true (the host may crash)' });
+    }
+    const move = () => this.bs.bootSwitch.moveTo(bay, { force: opts.force, powerOn: opts.powerOn });
+    return opts.force ? this.rig.forcedMove(move) : move();
+  }
+
+  /** Ask the host to shut down through the ATX power relay (ACPI), or force it off. */
+  async shutdownHost(opts: { hardOff?: boolean }): Promise<{ how: 'was-off' | 'acpi' | 'hard-off' }> {
+    if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives: it shuts the host down itself');
+    if (this.bs.bootSwitch.moving) throw new BusyError('the boot selection is being moved');
+    return { how: await this.bs.bootSwitch.shutdownHost({ hardOff: opts.hardOff }) };
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * The boot switch's events onto the daemon's bus: relay clicks, button
+ * gestures, moves, boots and alerts are republished; a failover is recorded
+ * as a role swap in the pair state, counted, and published with the new
+ * generation.
+ */
+import type { BootSwitchEvents, BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { EventBus } from './events.ts';
+import type { FailoverLedger } from './failover-ledger.ts';
+import type { Metrics } from './metrics.ts';
+import type { Roles } from './roles.ts';
+import type { StatusView } from './status-view.ts';
+
+type Handlers = { [K in keyof BootSwitchEvents]?: (...args: BootSwitchEvents[K]) => void };
+
+export class BootSwitchEventsFeature {
+  readonly #handlers: Handlers;
+
+  constructor(
+    private readonly bs: BootSwitchSystem,
+    bus: EventBus,
+    metrics: Metrics,
+    roles: Roles,
+    ledger: FailoverLedger,
+    status: StatusView,
+  ) {
+    this.#handlers = {
+      relay: (r) => bus.publish('relay', r),
+      button: (b) => bus.publish('button', b),
+      'switch-step': (s) => bus.publish('switch.step', s),
+      switched: (s) => {
+        bus.publish('switched', s);
+        this.#updateBootBay(metrics);
+      },
+      state: (s) => bus.publish('failover.state', s),
+      boot: (b) => bus.publish('boot', b),
+      alert: (a) => bus.publish('alert', a),
+      failover: (f) => {
+        const generation = roles.recordSwap(f.to, f.reason);
+        ledger.save(bs.failover.state.failovers);
+        metrics.failovers.inc();
+        bus.publish('failover', { ...f, generation });
+        status.publishChange();
+      },
+    };
+    this.#updateBootBay(metrics);
+  }
+
+  start(): void {
+    for (const [name, fn] of Object.entries(this.#handlers)) this.bs.events.on(name as keyof BootSwitchEvents, fn as never);
+  }
+
+  stop(): void {
+    for (const [name, fn] of Object.entries(this.#handlers)) this.bs.events.off(name as keyof BootSwitchEvents, fn as never);
+  }
+
+  #updateBootBay(metrics: Metrics): void {
+    const bay = this.bs.bootSwitch.bay;
+    for (const b of ['A', 'B'] as const) metrics.bootBay.set({ bay: b }, bay === b ? 1 : 0);
+  }
+}

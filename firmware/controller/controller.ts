@@ -1,0 +1,141 @@
+/**
+ * The composition root: builds the rig (config `rig` picks the hardware or
+ * the simulated one), the boot switch on it, and the controller's parts —
+ * roles, sync window, copy jobs, boot commands, host watch, status — and
+ * starts and stops its features, each a small class that listens on the
+ * event bus or the boot switch's events. Nothing here or in the parts
+ * branches on which rig runs.
+ */
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { openBootSwitch, BootSwitchEmitter, type AlertEvent, type BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { DaemonConfig } from './config.ts';
+import type { EventBus } from './events.ts';
+import type { Metrics } from './metrics.ts';
+import { JobRunner } from './jobs.ts';
+import { HealthMonitor } from './health.ts';
+import { HardwareRig } from './hardware-rig.ts';
+import { SimRig } from './sim/rig.ts';
+import type { Rig } from './rig.ts';
+import { Roles } from './roles.ts';
+import { SyncWindow } from './sync-window.ts';
+import { CopyJobs } from './copy-jobs.ts';
+import { BootControl } from './boot-control.ts';
+import { HostWatch } from './host-watch.ts';
+import { StatusView } from './status-view.ts';
+import { FailoverLedger } from './failover-ledger.ts';
+import { BootSwitchEventsFeature } from './bootswitch-events.ts';
+import { StartupRecovery } from './startup-recovery.ts';
+import { JobEvents } from './job-events.ts';
+import { PanelFeature } from './panel-wiring.ts';
+import { StandbyFaultLed } from './standby-fault-led.ts';
+
+/** A part with a lifetime: started in order, stopped in reverse. */
+interface Feature {
+  start(): void | Promise<void>;
+  stop?(): void | Promise<void>;
+}
+
+export function createRig(config: DaemonConfig, stateDir: string): Rig {
+  return config.rig === 'sim' ? new SimRig({ stateDir, ...config.sim }) : new HardwareRig(config);
+}
+
+export class Controller {
+  readonly jobs: JobRunner;
+  readonly health: HealthMonitor;
+  readonly roles: Roles;
+  readonly window: SyncWindow;
+  readonly copies: CopyJobs;
+  readonly boot: BootControl;
+  readonly host: HostWatch;
+  readonly status: StatusView;
+  readonly panel: PanelFeature;
+  readonly #features: Feature[];
+  #early: AlertEvent[];
+
+  /** Opens the rig's boot switch and builds the controller on it; `start()` sets it going. */
+  static async open(config: DaemonConfig, stateDir: string, bus: EventBus, metrics: Metrics, log: Logger): Promise<Controller> {
+    const rig = createRig(config, stateDir);
+    if (rig.banner) log.info(rig.banner);
+    // Alerts raised while the boot switch starts (adopted relays, an interrupted move) reach the bus once it is wired.
+    const emitter = new BootSwitchEmitter();
+    const early: AlertEvent[] = [];
+    const onEarly = (a: AlertEvent) => early.push(a);
+    emitter.on('alert', onEarly);
+    try {
+      const bs = await openBootSwitch({ config: config.bootswitch, stateDir: join(stateDir, 'bootswitch'), sim: rig.board, logger: log.child({ room: 'bootswitch' }), events: emitter });
+      return new Controller(config, stateDir, bus, metrics, log, rig, bs, early);
+    } catch (e) {
+      await rig.stop();
+      throw e;
+    } finally {
+      emitter.off('alert', onEarly);
+    }
+  }
+
+  private constructor(
+    readonly config: DaemonConfig,
+    readonly stateDir: string,
+    readonly bus: EventBus,
+    readonly metrics: Metrics,
+    readonly log: Logger,
+    readonly rig: Rig,
+    readonly bs: BootSwitchSystem,
+    early: AlertEvent[],
+  ) {
+    this.#early = early;
+    this.health = new HealthMonitor(rig.smart, (bay) => rig.smartDevice(bay), config.health, bus, metrics);
+    this.jobs = new JobRunner(stateDir, config.jobs, bus, () => this.boot.blockedBy());
+    this.roles = new Roles(stateDir, rig.bays, bs, bus, log);
+    this.window = new SyncWindow(config, stateDir, bs, this.roles, bus);
+    this.copies = new CopyJobs(config, stateDir, this.roles, this.window, this.jobs, bus, metrics, (bay) => rig.markBootable(bay));
+    this.boot = new BootControl(bs, this.roles, this.jobs, rig);
+    this.host = new HostWatch(bs, bus, metrics);
+    this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics);
+    const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
+    // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
+    this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);
+    this.#features = [
+      new JobEvents(bus, this.jobs, metrics, this.status, log),
+      new BootSwitchEventsFeature(bs, bus, metrics, this.roles, ledger, this.status),
+      this.host,
+      { start: () => this.#publishEarlyAlerts() },
+      new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log),
+      { start: () => rig.start(this) },
+      this.health,
+      new StandbyFaultLed(bus, this.status, bs),
+      this.panel,
+      // Stopping leaves an interrupted copy to resume at the next start, not a rolled-back one.
+      { start: () => {}, stop: () => this.#stopJob() },
+    ];
+  }
+
+  #publishEarlyAlerts(): void {
+    for (const a of this.#early) this.bus.publish('alert', a);
+    this.#early = [];
+  }
+
+  async #stopJob(): Promise<void> {
+    const cur = this.jobs.current;
+    if (cur) this.jobs.cancel(cur.id, false);
+    await this.jobs.idle();
+  }
+
+  async start(): Promise<void> {
+    for (const f of this.#features) await f.start();
+  }
+
+  /**
+   * Stops the features in reverse order (the running job is cancelled
+   * without rollback, so the next start resumes it), runs `beforeHardware`
+   * (the daemon closes its server there), then closes the boot switch and
+   * only then the rig, so a simulated host losing power is no event the
+   * failover machine records.
+   */
+  async stop(beforeHardware: () => Promise<void> = async () => {}): Promise<void> {
+    for (const f of [...this.#features].reverse()) await f.stop?.();
+    await beforeHardware();
+    await this.bs.close();
+    await this.rig.stop();
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * The storage jobs on the drive pair (clone, sync, re-protect, verify,
+ * recover), started by one starter from a table: each kind says whether it
+ * reads the active drive (and so may run in a sync window), what it records
+ * as the job's options, and what it does with the source and target paths.
+ * Every refusal comes before the job starts.
+ */
+import { CancelledError, RefusedError } from '../../src/errors.ts';
+import { clone, sync, verify, verifyHeadline, recover, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
+import type { Bay } from '../../src/bootswitch/index.ts';
+import type { DaemonConfig } from './config.ts';
+import type { EventBus } from './events.ts';
+import type { JobContext, JobRecord, JobRunner } from './jobs.ts';
+import type { Metrics } from './metrics.ts';
+import type { Roles, RoleView } from './roles.ts';
+import type { SyncWindow } from './sync-window.ts';
+
+export interface SyncOptions {
+  partitions?: number[];
+  mode?: 'compare' | 'manifest';
+  forceGeneration?: boolean;
+  /** Run in a sync window (host shut down, both drives on the controller); default from config sync.window. */
+  window?: boolean;
+}
+
+/** The options each kind takes (the API's request bodies). */
+export interface CopyJobOptions {
+  sync: SyncOptions;
+  clone: { force?: boolean; window?: boolean };
+  reprotect: { window?: boolean };
+  verify: { partitions?: number[]; window?: boolean };
+  recover: Record<string, never>;
+}
+
+export type CopyJobKind = keyof CopyJobOptions;
+
+/** What a kind knows when it is started: roles, paths, and the job's helpers. */
+interface Start<O> {
+  opts: O;
+  view: RoleView;
+  /** Path of the standby's drive. */
+  target: string;
+  window: boolean;
+  jobs: CopyJobs;
+}
+
+interface Plan {
+  /** Recorded with the job (a restart resumes a sync with them). */
+  options: Record<string, unknown>;
+  /** `source` is the active drive's path ('' for kinds that do not read it). */
+  run(ctx: JobContext, source: string): Promise<unknown>;
+}
+
+interface KindSpec<O> {
+  /** Reads the active drive, so it may run in a sync window. */
+  readsActive: boolean;
+  /** Checks that depend on the kind (throwing refuses the job) and the plan. */
+  plan(s: Start<O>): Plan;
+}
+
+const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
+  sync: {
+    readsActive: true,
+    plan({ opts, view: { active, standby }, target, window, jobs }) {
+      const mode = opts.mode ?? jobs.config.sync.mode;
+      const budget = jobs.config.sync.journalBudgetMiB;
+      return {
+        options: { ...opts, mode, window, source: active, target: standby },
+        run: (ctx, source) =>
+          jobs.write(ctx, standby, target, true, () =>
+            sync({ ...jobs.common(ctx), source, target, partitions: opts.partitions, mode, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
+          ),
+      };
+    },
+  },
+  clone: {
+    readsActive: true,
+    plan({ opts, view: { active, standby }, target, window, jobs }) {
+      return {
+        options: { ...opts, window, source: active, target: standby },
+        run: (ctx, source) => jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target, forceClone: opts.force })),
+      };
+    },
+  },
+  /**
+   * Re-protect: after a failover or a drive replacement, make the drive in
+   * the standby bay a backup of the active one again. A drive the pair does
+   * not know (a replacement) is paired anew with a clone.
+   */
+  reprotect: {
+    readsActive: true,
+    plan({ view: { active, standby, pair, store }, target, window, jobs }) {
+      const roles = jobs.roles;
+      if (pair && pair.activeKey !== roles.keyOf(active)) throw new RefusedError(`the drive in bay ${active} is not the active drive of pair ${pair.id}`, { hint: 'GET /api/status shows the roles' });
+      const newDrive = !pair || pair.standbyKey !== roles.keyOf(standby);
+      return {
+        options: { source: active, target: standby, newDrive, window },
+        run: async (ctx, source) => {
+          await roles.bs.failover.dispatch({ type: 'drive-replaced', bay: standby });
+          if (!newDrive) return jobs.write(ctx, standby, target, true, () => sync({ ...jobs.common(ctx), source, target, mode: jobs.config.sync.mode }), false);
+          if (pair) {
+            ctx.log('info', `bay ${standby} holds a new drive: pair ${pair.id} with the old drive is forgotten and the new one cloned`);
+            store.remove(pair.id);
+            store.save();
+          }
+          return jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target }), false);
+        },
+      };
+    },
+  },
+  verify: {
+    readsActive: true,
+    plan({ opts, view: { active, standby }, target, window, jobs }) {
+      return {
+        options: { ...opts, window, source: active, target: standby },
+        run: async (ctx, source) => {
+          const report: VerifyReport = await verify({ ...jobs.common(ctx), source, target, partitions: opts.partitions });
+          if (!report.identical) {
+            jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify of bay ${standby} against bay ${active}: ${verifyHeadline(report)}` });
+          }
+          // A verify report can list many ranges; the job keeps the first ones.
+          return { ...report, differences: report.differences.slice(0, 100) };
+        },
+      };
+    },
+  },
+  recover: {
+    readsActive: false,
+    plan({ view: { standby }, target, jobs }) {
+      return {
+        options: { target: standby },
+        run: async (ctx) => {
+          const r = await recover({ ...jobs.common(ctx), target });
+          await jobs.roles.markConsistent(standby, true);
+          ctx.log('info', r.message);
+          return r;
+        },
+      };
+    },
+  },
+};
+
+export class CopyJobs {
+  constructor(
+    readonly config: DaemonConfig,
+    readonly stateDir: string,
+    readonly roles: Roles,
+    readonly window: SyncWindow,
+    readonly jobs: JobRunner,
+    readonly bus: EventBus,
+    readonly metrics: Metrics,
+    /** A completed copy made this bay's drive a bootable system (the rig may care). */
+    private readonly onCopied: (bay: Bay) => void,
+  ) {}
+
+  /**
+   * Starts a job of `kind` and returns its record at once. Throws BusyError
+   * while another job runs or the drives are moving, RefusedError when a
+   * drive is missing or the kind refuses.
+   */
+  start<K extends CopyJobKind>(kind: K, opts: CopyJobOptions[K], trigger = 'api'): JobRecord {
+    this.jobs.checkIdle();
+    const spec = KINDS[kind] as KindSpec<CopyJobOptions[K]>;
+    const view = this.roles.current();
+    const window = spec.readsActive && this.window.wanted((opts as { window?: boolean }).window);
+    // In a window the active drive reaches the controller only once the host is off.
+    if (spec.readsActive && !window) this.roles.require(view.active, 'active drive');
+    const target = this.roles.require(view.standby, 'standby');
+    const plan = spec.plan({ opts, view, target, window, jobs: this });
+    const job = this.jobs.start(kind, plan.options, trigger, (ctx) =>
+      this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : '')),
+    );
+    this.metrics.setJob(job);
+    return job;
+  }
+
+  /** The options every engine call shares. */
+  common(ctx: JobContext) {
+    const s = this.config.sync;
+    return {
+      stateDir: this.stateDir,
+      signal: ctx.signal,
+      onProgress: ctx.progress,
+      onNote: ctx.note,
+      openDevice: this.roles.bays.openDevice,
+      chunkSize: s.chunkKiB * 1024,
+      direct: s.direct,
+      retries: s.retries,
+    };
+  }
+
+  /**
+   * A copy onto the standby in `bay`: the failover machine hears it is not
+   * consistent while written (unless the kind told it already), and
+   * consistent once done. A cancelled sync with rollback asked for is
+   * rolled back to the previous backup (`journaled`: a clone has no journal).
+   */
+  async write(ctx: JobContext, bay: Bay, targetPath: string, journaled: boolean, copy: () => Promise<CopyReport>, markFirst = true): Promise<CopyReport> {
+    if (markFirst) await this.roles.markConsistent(bay, false);
+    let report: CopyReport;
+    try {
+      report = await copy();
+    } catch (e) {
+      if (journaled && e instanceof CancelledError && ctx.job.cancel?.rollback) await this.#rollBack(ctx, bay, targetPath);
+      throw e;
+    }
+    await this.roles.markConsistent(bay, true);
+    this.onCopied(bay);
+    ctx.log('info', `standby bay ${bay} now holds generation ${report.generation}`);
+    return report;
+  }
+
+  async #rollBack(ctx: JobContext, bay: Bay, targetPath: string): Promise<void> {
+    try {
+      const r = await recover({ ...this.common({ ...ctx, signal: new AbortController().signal }), target: targetPath });
+      ctx.log('warn', `cancelled: ${r.message}`);
+      await this.roles.markConsistent(bay, true);
+      ctx.job.result = { rolledBack: true, recover: r };
+    } catch (re) {
+      ctx.log('error', `cancelled, and the rollback failed: ${(re as Error).message}; POST /api/recover to try again`);
+    }
+  }
+}

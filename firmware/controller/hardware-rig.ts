@@ -1,0 +1,57 @@
+/**
+ * The hardware rig: the drives of config `drives` (by a stable path that
+ * names the bay), smartctl for their health, and the panel chips on the I2C
+ * bus of config `bootswitch.i2c`. The relay board itself is the boot
+ * switch's (config `bootswitch`).
+ */
+import { existsSync } from 'node:fs';
+import { defaultOpenI2c, type Bay } from '../../src/bootswitch/index.ts';
+import { SmartctlSource } from '../../src/sata-bridge/index.ts';
+import type { DaemonConfig } from './config.ts';
+import type { PanelChips, Rig } from './rig.ts';
+import type { DriveBays } from './roles.ts';
+
+export class HardwareRig implements Rig {
+  readonly bays: DriveBays;
+  readonly smart: SmartctlSource;
+  readonly banner = null;
+
+  constructor(private readonly config: DaemonConfig) {
+    const drives = config.drives!;
+    this.bays = { path: (bay) => (existsSync(drives[bay]) ? drives[bay] : null) };
+    this.smart = new SmartctlSource(config.health.smartctl);
+  }
+
+  smartDevice(bay: Bay): string | null {
+    return this.bays.path(bay);
+  }
+
+  async panelChips(): Promise<PanelChips | null> {
+    const c = this.config.bootswitch.i2c;
+    if (!c || (!c.oled && !(c.ina219 ?? []).length)) return null;
+    return {
+      i2c: await defaultOpenI2c(c.bus),
+      oledAddress: c.oled?.address,
+      rails: (c.ina219 ?? []).map((r) => ({ bay: r.bay, address: r.address, shuntOhms: r.shuntOhms })),
+    };
+  }
+
+  /** A real drive needs no mark: it boots or it does not. */
+  markBootable(): void {}
+
+  forcedMove<T>(move: () => Promise<T>): Promise<T> {
+    return move();
+  }
+
+  hostStatus(): Record<string, unknown> {
+    return {};
+  }
+
+  routes(): [] {
+    return [];
+  }
+
+  async start(): Promise<void> {}
+
+  async stop(): Promise<void> {}
+}

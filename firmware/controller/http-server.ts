@@ -1,0 +1,261 @@
+/**
+ * The HTTP server on node:http: it dispatches a route table (method, path,
+ * body schema, handler), which the OpenAPI document is also built from.
+ * Bearer-token auth on everything but routes marked `auth: false`; bodies
+ * are size-limited JSON checked against their schema; errors map to statuses
+ * through httpStatusFor, in one place.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { Logger } from 'pino';
+import { BadInputError, errorData, httpStatusFor, DpsrError } from '../../src/errors.ts';
+import { check, show, type Schema } from './schema.ts';
+import type { Metrics } from './metrics.ts';
+
+export class PayloadTooLargeError extends DpsrError {
+  readonly kind = 'bad-input' as const;
+}
+
+export interface RequestContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  body: unknown;
+}
+
+export interface Reply {
+  status: number;
+  body: unknown;
+  /** Already written (event stream, metrics text). */
+  raw?: boolean;
+  /** The body already serialized. */
+  json?: string;
+}
+
+export interface Route {
+  method: 'GET' | 'POST';
+  path: string;
+  summary: string;
+  tag: string;
+  /** False only for the health check. */
+  auth?: boolean;
+  body?: Schema<unknown>;
+  query?: Record<string, string>;
+  responses: Record<number, string>;
+  handler(ctx: RequestContext): Promise<Reply> | Reply;
+}
+
+interface Compiled {
+  route: Route;
+  re: RegExp;
+  names: string[];
+}
+
+function compile(routes: Route[]): Compiled[] {
+  return routes.map((route) => {
+    const names: string[] = [];
+    const re = new RegExp(`^${route.path.replace(/:([a-z]+)/g, (_m, n: string) => (names.push(n), '([^/]+)'))}$`);
+    return { route, re, names };
+  });
+}
+
+export function tokenMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  if (!m) return false;
+  // Hashing both sides gives equal lengths, which timingSafeEqual needs.
+  const a = createHash('sha256').update(m[1]!).digest();
+  const b = createHash('sha256').update(token).digest();
+  return timingSafeEqual(a, b);
+}
+
+/**
+ * The request body as text, at most `limit` bytes. A larger body, declared
+ * (Content-Length) or streamed (chunked), rejects with PayloadTooLargeError;
+ * the rest of it is read and dropped so that the 413 reaches the client.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) {
+      reject(new PayloadTooLargeError(`request body of ${declared} bytes is larger than the limit of ${limit} bytes`, { hint: 'send a smaller body; nothing was changed' }));
+      req.resume();
+      return;
+    }
+    let size = 0;
+    let over = false;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => {
+      if (over) return;
+      size += c.length;
+      if (size > limit) {
+        over = true;
+        chunks.length = 0;
+        reject(new PayloadTooLargeError(`request body is larger than the limit of ${limit} bytes`, { hint: 'send a smaller body; nothing was changed' }));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    // The client went away mid-body: its request is incomplete, not our failure.
+    req.on('error', (e) => reject(new BadInputError(`the request body was cut short: ${e.message}`, { hint: 'send the whole body; nothing was changed' })));
+  });
+}
+
+/** Deepest nesting a request body may have; ours have two levels. Deeper JSON would overflow the stack of whatever walks it. */
+export const MAX_JSON_DEPTH = 32;
+
+/** Whether JSON text nests arrays and objects deeper than `max` (strings are skipped; the text need not be valid). */
+export function jsonNestsDeeper(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: the next character is escaped
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}
+
+/**
+ * The path and query of a request target: origin-form ("/api/x?y") or
+ * absolute-form ("http://host/api/x", RFC 9112 section 3.2.2). Anything else
+ * (asterisk-form, an unparsable URL) is bad input.
+ */
+export function parseTarget(target: string | undefined): { pathname: string; query: URLSearchParams } {
+  let rest = target ?? '';
+  if (!rest.startsWith('/')) {
+    let u: URL | null = null;
+    try {
+      u = new URL(rest);
+    } catch {
+      /* reported below */
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+      throw new BadInputError(`the request target ${show(rest)} is neither a path nor an http URL`, { hint: 'request a path such as /api/status' });
+    }
+    rest = u.pathname + u.search;
+  }
+  const hash = rest.indexOf('#');
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf('?');
+  return { pathname: q < 0 ? rest : rest.slice(0, q), query: new URLSearchParams(q < 0 ? '' : rest.slice(q + 1)) };
+}
+
+/** A percent-decoded path parameter; a malformed escape is bad input, not a server error. */
+function decodeParam(name: string, raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new BadInputError(`path parameter ${name} is ${show(raw)}, which holds a malformed percent-escape`, { hint: 'encode the value with encodeURIComponent' });
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendText(res, status, JSON.stringify(body), headers);
+}
+
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
+  res.end(text);
+}
+
+export function errorBody(e: unknown) {
+  return { error: errorData(e) };
+}
+
+export interface ServerOptions {
+  token: string;
+  bodyLimitBytes: number;
+  /** Says why a path has no route when it knows better than "no route" (the simulator's controls on hardware). */
+  missing?: (path: string) => string | null;
+  metrics: Metrics;
+  log: Logger;
+}
+
+export function createApiServer(routes: Route[], opts: ServerOptions): Server {
+  const { token, metrics, log } = opts;
+  const compiled = compile(routes);
+  const limit = opts.bodyLimitBytes;
+  return createServer(async (req, res) => {
+    const started = performance.now();
+    let routeName = 'unmatched';
+    let status = 500;
+    try {
+      let target: ReturnType<typeof parseTarget> | null = null;
+      let targetError: unknown = null;
+      try {
+        target = parseTarget(req.url);
+      } catch (e) {
+        targetError = e;
+      }
+      // Authentication comes first: without the token nothing but the public routes is told apart, not even which routes exist.
+      const isPublic = target !== null && compiled.some((c) => c.route.auth === false && c.route.method === req.method && c.re.test(target.pathname));
+      if (!isPublic && !tokenMatches(req.headers.authorization, token)) {
+        status = 401;
+        req.resume();
+        send(res, 401, { error: { kind: 'unauthorized', message: req.headers.authorization ? 'the bearer token is wrong' : 'this route needs "Authorization: Bearer <token>"', hint: "the token is in the file api-token of the daemon's state directory" } }, { 'www-authenticate': 'Bearer realm="dpsr"' });
+        return;
+      }
+      if (!target) throw targetError;
+      const { pathname, query } = target;
+      const matching = compiled.filter((c) => c.re.test(pathname));
+      const hit = matching.find((c) => c.route.method === req.method);
+      if (!hit) {
+        req.resume();
+        if (matching.length) {
+          status = 405;
+          send(res, 405, { error: { kind: 'bad-input', message: `${req.method} is not allowed on ${pathname}; allowed: ${matching.map((m) => m.route.method).join(', ')}` } }, { allow: matching.map((m) => m.route.method).join(', ') });
+        } else {
+          status = 404;
+          send(res, 404, { error: { kind: 'not-found', message: opts.missing?.(pathname) ?? `no route ${req.method} ${show(pathname)}`, hint: 'GET /api/openapi.json lists the routes' } });
+        }
+        return;
+      }
+      const { route } = hit;
+      routeName = `${route.method} ${route.path}`;
+      const params: Record<string, string> = {};
+      const m = hit.re.exec(pathname)!;
+      hit.names.forEach((n, i) => (params[n] = decodeParam(n, m[i + 1]!)));
+      let body: unknown = undefined;
+      if (req.method === 'POST') {
+        const text = await readBody(req, limit);
+        const ctype = req.headers['content-type'] ?? '';
+        if (text.trim() === '') body = {};
+        else {
+          if (ctype && !/^application\/json\b/i.test(ctype)) {
+            status = 415;
+            send(res, 415, { error: { kind: 'bad-input', message: `request body has content-type ${show(ctype)}; allowed: application/json` } });
+            return;
+          }
+          if (jsonNestsDeeper(text, MAX_JSON_DEPTH)) throw new BadInputError(`request body nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels`, { hint: 'send the flat JSON object the route describes (GET /api/openapi.json)' });
+          try {
+            body = JSON.parse(text);
+          } catch (e) {
+            throw new BadInputError(`request body is not valid JSON: ${(e as Error).message}`, { hint: 'send a JSON object, e.g. {}' });
+          }
+        }
+        if (route.body) body = check(route.body, body, 'request body');
+      }
+      const reply = await route.handler({ req, res, params, query, body });
+      status = reply.status;
+      if (reply.json !== undefined) sendText(res, reply.status, reply.json);
+      else if (!reply.raw) send(res, reply.status, reply.body);
+    } catch (e) {
+      const tooLarge = e instanceof PayloadTooLargeError;
+      status = tooLarge ? 413 : httpStatusFor(e);
+      if (status === 500) log.error({ err: e, url: req.url }, 'request failed');
+      // A body cut short leaves bytes on the connection: the answer closes it.
+      if (!res.headersSent) send(res, status, errorBody(e), tooLarge ? { connection: 'close' } : {});
+      else res.end();
+    } finally {
+      metrics.httpRequests.inc({ route: routeName, status: String(status) });
+      if (routeName !== 'GET /api/status' && routeName !== 'GET /metrics') log.debug({ route: routeName, status, ms: Math.round(performance.now() - started) }, 'request');
+    }
+  });
+}

@@ -1,0 +1,37 @@
+/**
+ * The fault LED follows the standby: lit while it is inconsistent (not a
+ * usable backup), as the front-panel legend says. The LEDs hang off the
+ * relay board, not the I2C bus: this holds with or without a display.
+ */
+import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { EventBus } from './events.ts';
+import type { StatusView } from './status-view.ts';
+
+const SHOW_ON = new Set(['status.changed', 'job.done', 'job.failed', 'job.cancelled', 'drive']);
+
+export class StandbyFaultLed {
+  #unsubscribe: (() => void) | null = null;
+
+  constructor(
+    private readonly bus: EventBus,
+    private readonly status: StatusView,
+    private readonly bs: BootSwitchSystem,
+  ) {}
+
+  start(): void {
+    this.#show();
+    this.#unsubscribe = this.bus.subscribe((e) => {
+      if (SHOW_ON.has(e.type)) this.#show();
+    });
+  }
+
+  stop(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+  }
+
+  #show(): void {
+    const s = this.status.core();
+    this.bs.failover.setStandbyFault(s.paired && s.standbyState === 'inconsistent');
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The status the API, the front panel and the CLI show: roles, standby
+ * state, generations, the job, relays, LEDs, host and health. The parts that
+ * change with state (not with progress) are cached briefly, since reading the
+ * pair state is two checksummed files and many clients poll; a change of
+ * them is published as `status.changed`.
+ */
+import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { DaemonConfig } from './config.ts';
+import type { EventBus } from './events.ts';
+import type { HealthMonitor } from './health.ts';
+import type { HostWatch } from './host-watch.ts';
+import type { JobRunner } from './jobs.ts';
+import type { Metrics } from './metrics.ts';
+import type { Rig } from './rig.ts';
+import type { Roles } from './roles.ts';
+
+export class StatusView {
+  #core: { at: number; value: ReturnType<StatusView['computeCore']> } | null = null;
+  #lastKey = '';
+  readonly startedAt = Date.now();
+
+  constructor(
+    private readonly config: DaemonConfig,
+    private readonly roles: Roles,
+    private readonly bs: BootSwitchSystem,
+    private readonly jobs: JobRunner,
+    private readonly health: HealthMonitor,
+    private readonly host: HostWatch,
+    private readonly rig: Rig,
+    private readonly bus: EventBus,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** Forget the cached status: something changed roles, drives or the pair state. */
+  invalidate(): void {
+    this.#core = null;
+  }
+
+  /** The state-dependent part of the status, cached for up to a second. */
+  core(): ReturnType<StatusView['computeCore']> {
+    const now = performance.now();
+    if (!this.#core || now - this.#core.at > 1000) this.#core = { at: now, value: this.computeCore() };
+    return this.#core.value;
+  }
+
+  computeCore() {
+    const view = this.roles.current();
+    const { active, standby, pair, store } = view;
+    return {
+      active,
+      standby,
+      standbyState: this.roles.standbyState(view),
+      paired: !!pair,
+      pairId: pair?.id ?? null,
+      generations: { A: this.roles.generation('A', pair), B: this.roles.generation('B', pair) },
+      pendingCopy: pair?.pendingCopy ?? null,
+      lastSync: pair?.lastSync ?? null,
+      lastSuccess: pair?.lastSuccess ?? null,
+      problems: store.problems,
+    };
+  }
+
+  /** Re-reads the state; sets the metrics and publishes `status.changed` when roles, states or generations moved. */
+  publishChange(): void {
+    this.invalidate();
+    const s = this.core();
+    const key = JSON.stringify([s.active, s.standby, s.standbyState, s.generations]);
+    this.metrics.setStandbyState(s.paired ? s.standbyState : 'unpaired');
+    for (const bay of ['A', 'B'] as const) {
+      const g = s.generations[bay];
+      if (g !== null) this.metrics.generation.set({ bay, role: bay === s.active ? 'active' : 'standby' }, g);
+    }
+    if (key !== this.#lastKey) {
+      this.#lastKey = key;
+      this.bus.publish('status.changed', { active: s.active, standby: s.standby, standbyState: s.standbyState, generations: s.generations });
+    }
+  }
+
+  status() {
+    const core = this.core();
+    const fs = this.bs.failover.state;
+    const rec = this.bs.bootSwitch.record;
+    const job = this.jobs.current;
+    const out = this.bs.board.outputs;
+    const drive = (bay: Bay) => ({
+      present: this.roles.bays.path(bay) !== null,
+      path: this.roles.bays.path(bay),
+      key: this.roles.keyOf(bay),
+      role: bay === core.active ? 'active' : 'standby',
+      generation: core.generations[bay],
+      health: this.health.drives[bay],
+    });
+    return {
+      rig: this.config.rig,
+      ...core,
+      bootBay: rec.bay,
+      job: job ? { id: job.id, kind: job.kind, state: job.state, trigger: job.trigger, startedAt: job.startedAt, progress: job.progress, options: job.options } : null,
+      drives: { A: drive('A'), B: drive('B') },
+      relays: {
+        ...rec.relays,
+        atxPower: out.atxPower?.commanded ?? false,
+        atxReset: out.atxReset?.commanded ?? false,
+        moving: this.bs.bootSwitch.moving,
+        pending: rec.pending,
+        fault: rec.fault,
+      },
+      leds: { status: out.ledStatus?.commanded ?? null, fault: out.ledFault?.commanded ?? null, bayA: out.ledBayA?.commanded ?? null, bayB: out.ledBayB?.commanded ?? null },
+      host: {
+        power: this.host.powered ? 'on' : 'off',
+        lastHeartbeat: this.host.lastHeartbeat,
+        ...this.rig.hostStatus(),
+      },
+      failover: { active: fs.active, standby: fs.standby, triesLeft: fs.triesLeft, failed: fs.failed, consistent: fs.consistent, pendingBoot: fs.pendingBoot, switching: fs.switching, halted: fs.halted, failovers: fs.failovers },
+      health: { A: this.health.drives.A.status, B: this.health.drives.B.status },
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+    };
+  }
+}
+
+export type Status = ReturnType<StatusView['status']>;
