@@ -80,7 +80,7 @@ export function isDpsrError(e: unknown): e is DpsrError {
   return e instanceof DpsrError;
 }
 
-/** Exit codes of the `dpsr` CLI (DESIGN.md): 0 done, 1 failed or differs, 2 bad usage, 3 refused. */
+/** Exit codes of the `dpsr` CLI (docs/architecture.md): 0 done, 1 failed or differs, 2 bad usage, 3 refused. */
 export function exitCodeFor(e: unknown): 1 | 2 | 3 {
   if (!isDpsrError(e)) return 1;
   switch (e.kind) {
