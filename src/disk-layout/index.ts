@@ -4,3 +4,4 @@ export { regionsToCopy, partitionAt, type CopyRange } from './selection.ts';
 export { crc32 } from './crc32.ts';
 export { relocateGptBackup, relocatedGpt, readGptForRelocation, staleBackupCandidates, isStaleBackupHeader, planGptRelocation, type RelocationResult, type RelocatedGpt, type GptRelocationPlan } from './relocate.ts';
 export { formatLayout, formatSize, formatExactBytes } from './format.ts';
+export { findEndSignatures, planTailCleanup, planCopyTail, endAnchoredMetadata, type EndSignature, type TailCleanup, type CopyTail } from './tail-signatures.ts';

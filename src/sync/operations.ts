@@ -17,7 +17,7 @@ import {
   type DriveLocation,
   type OpenDriveOptions,
 } from '../sata-bridge/index.ts';
-import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, formatExactBytes, type DiskLayout } from '../disk-layout/index.ts';
+import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, formatExactBytes, planCopyTail, type CopyTail, type DiskLayout } from '../disk-layout/index.ts';
 import { BadInputError, BusyError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
 import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
 import { normalizeRanges, formatBytes, chunksOf, subtractRanges, type ByteRange } from './ranges.ts';
@@ -283,6 +283,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     let decision: CopyDecision;
     let store: PairStore;
     let sourceLayout: DiskLayout | undefined;
+    let tail: CopyTail | undefined;
     try {
       const sourceFacts = factsOf(sourceLoc, source);
       const targetFacts = factsOf(targetLoc, look);
@@ -295,6 +296,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       const pending = store.pairOf(targetFacts.key)?.pendingCopy;
       sourceLayout = await readLayout(source, { sniff: false }).catch(() => undefined);
       const journalRecords = pending?.journaled ? (await scanJournal(join(lockDir, 'undo.journal'))).records.length : 0;
+      // The copy never writes past the source's size, so the target's tail can be read now: what its previous life left there.
+      tail = await planCopyTail(source, look, sourceLayout);
       decision = planCopy({
         request: { kind: requestedKind, partitions, mode: requestedMode, forceGeneration: req.forceGeneration, forceClone: req.forceClone },
         source: sourceFacts,
@@ -302,8 +305,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
         sourceLayout,
         pairs: store.pairs(),
         journalRecords,
-        // The tail cleanup field of the plan is filled from here once the target's tail is scanned for old signatures.
-        targetTail: [],
+        targetTail: tail.cleanup.signatures,
       });
     } finally {
       await look.close();
@@ -312,6 +314,9 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     const { plan } = decision;
     const kind = plan.kind;
     for (const n of decision.notes) note(n);
+    for (const m of tail?.endMetadata ?? []) {
+      note(`the source carries ${m.what}, anchored to its end: on the larger standby it lies ${formatExactBytes(plan.target.sizeBytes - plan.source.sizeBytes)} short of the end, where mdadm, blkid and firmware will not find it`);
+    }
 
     target = await open(targetLoc, { write: true, ...openOptions });
     if (target.identity.key !== plan.target.key || target.size !== plan.target.sizeBytes || target.logicalSectorSize !== plan.target.logicalSectorSize) {
@@ -386,6 +391,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       });
       const fixTarget = journal ? new JournaledDevice(target, journal) : target;
       for (const sig of plan.tailCleanup) await zeroRange(fixTarget, sig);
+      if (plan.tailCleanup.length) note(`the target is larger: zeroed what its previous contents left past the copy (${plan.tailCleanup.map((t) => t.what).join('; ')})`);
       for (const fix of plan.tableFixups) {
         const done = await relocateGptBackup(fixTarget, fix.sourceSizeBytes, fix);
         gptRelocated ||= done.changed;

@@ -3,12 +3,8 @@
  * exact (bytes and logical sectors): an operator decides on them.
  */
 import type { VerifyReport } from './operations.ts';
+import { formatExactBytes as exact } from '../disk-layout/index.ts';
 import { formatBytes } from './ranges.ts';
-
-function exact(bytes: number, sector: number): string {
-  const sectors = bytes / sector;
-  return `${bytes.toLocaleString('en-US')} bytes (${sectors.toLocaleString('en-US')} sector${sectors === 1 ? '' : 's'})`;
-}
 
 export function verifyHeadline(r: Pick<VerifyReport, 'identical' | 'source' | 'target' | 'bytesCompared' | 'seconds' | 'differenceCount' | 'differingBytes' | 'unreadableSectors' | 'sectorSize'>): string {
   if (r.identical) return `identical: ${r.source} and ${r.target} (${formatBytes(r.bytesCompared)} compared in ${r.seconds.toFixed(1)} s)`;
