@@ -129,7 +129,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
   const onSigint = () => {
     if (interrupted) process.exit(130);
     interrupted = true;
-    progress.note('stopping: the current chunk finishes, then the state of the target is reported (Ctrl-C again quits at once)');
+    progress.note('stopping after the current chunk… (Ctrl-C again quits at once)');
     controller.abort();
   };
   process.on('SIGINT', onSigint);

@@ -23,7 +23,7 @@ export function formatEta(seconds: number | null): string {
  * other fields leave), e.g.
  * `copying    [##########..........]  48.2% of 2.00 GiB  95.3 MiB/s  ETA 12s`.
  */
-export function progressLine(p: Progress, width = 79): string {
+export function progressLine(p: Progress, width = 77): string {
   const pct = `${p.percent.toFixed(1)}%`.padStart(6);
   const rest = ` ${pct} of ${human(p.bytesTotal)}  ${human(p.rate)}/s  ETA ${formatEta(p.etaSeconds)}`;
   const phase = p.phase.padEnd(10);
@@ -65,7 +65,8 @@ export function progressReporter(options: { json: boolean; quiet?: boolean }, st
     };
   }
   let drawn = '';
-  const width = () => Math.min(stream.columns || 80, 80) - 1;
+  // Two columns stay free for the "^C" the terminal echoes, so Ctrl-C never wraps the bar.
+  const width = () => Math.min(stream.columns || 80, 80) - 3;
   const draw = (line: string) => {
     drawn = line;
     stream.write(`\r${line}\x1b[K`);

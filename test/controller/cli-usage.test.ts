@@ -1,0 +1,150 @@
+/**
+ * `dpsr`'s command line as an operator meets it: per-command help, version,
+ * usage errors (exit 2 with the command's usage), the rack details before a
+ * drive is overwritten, and the progress bar on a real 80-column terminal
+ * (tmux), Ctrl-C included.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { dpsr, DPSR_BIN } from '../support/cli.ts';
+import { partitionedImage, sparseImage, tempDir } from '../support/images.ts';
+import { requireEnv } from '../support/require.ts';
+import { buildProgram } from '../../firmware/controller/cli/program.ts';
+import { formatEta, progressLine } from '../../firmware/controller/cli/terminal.ts';
+import { describeDrive } from '../../firmware/controller/cli/drive-summary.ts';
+import type { Progress } from '../../src/sync/index.ts';
+
+const dir = tempDir();
+const MiB = 1024 * 1024;
+const env = { DPSR_STATE_DIR: join(dir, 'state') };
+const version = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version as string;
+const commands = buildProgram(async () => 0, { code: 0 }).commands.map((c) => c.name()).filter((n) => n !== 'help');
+
+test('every command has its own --help with its usage and options', () => {
+  assert.ok(commands.length >= 13, commands.join(' '));
+  for (const c of commands) {
+    const r = dpsr([c, '--help']);
+    assert.is(r.code, 0, `${c} --help: ${r.stderr}`);
+    assert.match(r.stdout, new RegExp(`^Usage: dpsr ${c} `), c);
+    assert.match(r.stdout, /--json/, c);
+    assert.match(r.stdout, /Exit codes: 0 done/, c);
+  }
+  assert.match(dpsr(['sync', '--help']).stdout, /--journal-budget <size>/);
+  assert.match(dpsr(['help', 'verify']).stdout, /^Usage: dpsr verify /);
+});
+
+test('--version prints the package version', () => {
+  const r = dpsr(['--version']);
+  assert.is(r.code, 0);
+  assert.is(r.stdout.trim(), version);
+});
+
+test('an unknown option is exit 2 with that command\'s usage; under --json an error object too', () => {
+  const r = dpsr(['sync', 'a.img', 'b.img', '--bogus']);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /unknown option '--bogus'/);
+  assert.match(r.stderr, /Usage: dpsr sync \[options\] <source> <target>/);
+  const j = dpsr(['clone', '--frobnicate', '--json']);
+  assert.is(j.code, 2);
+  assert.is(j.json().error.kind, 'bad-input');
+  assert.is(dpsr(['no-such-command']).code, 2);
+  assert.is(dpsr([]).code, 2, 'no command is bad usage');
+});
+
+test('arguments and --url-only parts are checked before anything runs', () => {
+  const one = dpsr(['sync', join(dir, 'a.img')], env);
+  assert.is(one.code, 2);
+  assert.match(one.stderr, /sync takes a source and a target, got 1/);
+  const jobs = dpsr(['jobs'], env);
+  assert.is(jobs.code, 2);
+  assert.match(jobs.stderr, /jobs works through the daemon and needs --url/);
+  const noWait = dpsr(['verify', 'a', 'b', '--no-wait'], env);
+  assert.is(noWait.code, 2);
+  assert.match(noWait.stderr, /--no-wait goes only with --url/);
+  const remoteArgs = dpsr(['sync', 'a', 'b', '--url', 'http://127.0.0.1:1', '--token-file', '/dev/null'], env);
+  assert.is(remoteArgs.code, 2);
+  assert.match(remoteArgs.stderr, /takes no arguments/);
+});
+
+test('the progress line fits 77 columns and speaks in human units, whatever the numbers', () => {
+  const cases: Progress[] = [
+    { phase: 'recovering', bytesDone: 0, bytesTotal: 0, bytesWritten: 0, rate: 0, etaSeconds: null, percent: 0 },
+    { phase: 'copying', bytesDone: 1_234_567_890_123, bytesTotal: 16 * 1024 ** 4 - 1, bytesWritten: 5, rate: 1023.777 * MiB, etaSeconds: 99 * 3600 + 59 * 60, percent: 7.3 },
+    { phase: 'verifying', bytesDone: 511, bytesTotal: 1023, bytesWritten: 0, rate: 333.3333, etaSeconds: 1.2, percent: 49.95 },
+  ];
+  for (const p of cases) {
+    const line = progressLine(p);
+    assert.ok(line.length <= 77, `${line.length}: ${line}`);
+    assert.not.match(line, /\d{5,}/, `no raw byte counts: ${line}`);
+    assert.match(line, / of \d+(\.\d+)? (B|KiB|MiB|GiB|TiB)  \d+(\.\d+)? (B|KiB|MiB|GiB)\/s  ETA /, line);
+  }
+  assert.match(progressLine(cases[1]!), /ETA 99h59m$/);
+  assert.is(formatEta(null), '--');
+  assert.is(formatEta(61), '1m01s');
+  assert.is(progressLine({ ...cases[2]!, percent: 100 }, 60).length, 60);
+});
+
+test('before overwriting, the target is described as an operator checks it: model, serial, bytes and GB, partitions, mounts', async () => {
+  if (!requireEnv('drive summary test', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const img = partitionedImage(dir, 'summary.img', { scheme: 'gpt', sizeMiB: 32 });
+  const lines = (await describeDrive(img.path, 'TARGET')).join('\n');
+  assert.match(lines, /^TARGET: /);
+  assert.match(lines, /model {3}image file/);
+  assert.match(lines, /size {4}33554432 bytes \(0\.0 GB, 32\.0 MiB\)/);
+  assert.match(lines, /table {3}GPT, 1: [\d.]+ MiB ext4.*, 2: [\d.]+ MiB vfat/);
+  assert.match(lines, /mounted nothing/);
+  const missing = (await describeDrive(join(dir, 'nope.img'), 'TARGET')).join('\n');
+  assert.match(missing, /no drive at/);
+});
+
+/** Runs `command` in a detached tmux session of 80×24 and returns a function that captures the screen. */
+function tmux(name: string, command: string) {
+  execFileSync('tmux', ['new-session', '-d', '-s', name, '-x', '80', '-y', '24', command]);
+  return {
+    screen: () => execFileSync('tmux', ['capture-pane', '-p', '-t', name], { encoding: 'utf8' }),
+    keys: (...keys: string[]) => execFileSync('tmux', ['send-keys', '-t', name, ...keys]),
+    kill: () => spawnSync('tmux', ['kill-session', '-t', name]),
+  };
+}
+
+async function until(what: string, fn: () => boolean, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('on an 80-column terminal: rack details and prompt, one bar line, Ctrl-C as a clean line of its own', async () => {
+  if (!requireEnv('terminal test', { tools: ['tmux'] })) return;
+  const b = sparseImage(join(dir, 'tty-b.img'), 2048 * MiB);
+  const big = sparseImage(join(dir, 'tty-big.img'), 2048 * MiB);
+  const session = `dpsr-test-${process.pid}`;
+  const t = tmux(session, `DPSR_STATE_DIR=${env.DPSR_STATE_DIR} ${process.execPath} ${DPSR_BIN} clone ${big} ${b}; echo "EXIT $?"; sleep 60`);
+  try {
+    await until('the prompt', () => /Type "yes" to continue/.test(t.screen()));
+    const prompt = t.screen();
+    assert.match(prompt, /TARGET, WILL BE OVERWRITTEN: .*tty-b\.img/);
+    assert.match(prompt, /size {4}2147483648 bytes \(2\.1 GB, 2\.00 GiB\)/);
+    assert.match(prompt, /mounted nothing/);
+    t.keys('yes', 'Enter');
+    await until('the bar', () => /copying +\[#*\.*\] +[\d.]+% of 2\.00 GiB/.test(t.screen()));
+    t.keys('C-c');
+    await until('the end', () => /EXIT \d+/.test(t.screen()));
+    const screen = t.screen();
+    const lines = screen.split('\n');
+    for (const l of lines) assert.ok(l.length <= 80, `line of ${l.length} columns: ${l}`);
+    const bars = lines.filter((l) => /^(copying|preparing|flushing) +\[/.test(l));
+    assert.ok(bars.length >= 1, screen);
+    for (const l of bars) assert.match(l, /^\w+ +\[[#.]+\] +[\d.]+% of 2\.00 GiB {2}[\d.]+ (B|KiB|MiB|GiB)\/s {2}ETA \S+$/, 'a bar line holds the bar only');
+    assert.ok(lines.some((l) => /^stopping after the current chunk/.test(l)), `the Ctrl-C note starts its own line:\n${screen}`);
+    assert.match(screen, /EXIT 1/);
+  } finally {
+    t.kill();
+  }
+});
+
+test.run();
