@@ -3,7 +3,7 @@
  * handler) the server dispatches and the OpenAPI document is built from.
  * The rig adds its own routes (the simulator's controls).
  */
-import { BadInputError } from '../../src/errors.ts';
+import { BadInputError, RefusedError } from '../../src/errors.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { array, bool, int, obj, oneOf, opt } from './schema.ts';
 import { serveEvents, EVENT_TYPES } from './events.ts';
@@ -19,6 +19,7 @@ export const bodies = {
   sync: obj({ partitions: opt(partitions), mode: opt(oneOf(['compare', 'manifest'] as const)), forceGeneration: opt(bool('copy even when the standby holds changes the active drive does not descend from (split brain)')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   verify: obj({ partitions: opt(partitions), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   clone: obj({ force: opt(bool('clone again over a standby that holds a consistent backup')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
+  restore: obj({ iMeanRestore: bool('must be true: the active drive is overwritten with the backup'), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   reprotect: obj({ window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   empty: obj({}),
   cancel: obj({ rollback: opt(bool('roll the standby back to the previous backup after stopping (default: config recovery.rollbackOnCancel)')) }),
@@ -81,6 +82,18 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
       method: 'POST', path: '/api/reprotect', tag: 'jobs', summary: 'Make the drive in the standby bay a backup again (after a failover or a drive replacement)', body: bodies.reprotect,
       responses: { 202: 'the job started', 409: 'another job runs, or refused' },
       handler: ({ body }) => jobReply(app.copies.start('reprotect', body as CopyJobOptions['reprotect'])),
+    },
+    {
+      method: 'POST', path: '/api/restore', tag: 'jobs', summary: 'Copy the backup on the standby back over the active drive (journaled); the host must be off or a window asked for', body: bodies.restore,
+      responses: { 202: 'the job started', 409: 'another job runs, the host is powered without a window, or refused' },
+      handler: ({ body }) => {
+        const b = body as { iMeanRestore: boolean; window?: boolean };
+        if (b.iMeanRestore !== true) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs "iMeanRestore": true');
+        if (!app.copies.window.wanted(b.window) && app.host.powered) {
+          throw new RefusedError(`restore overwrites the drive in bay ${app.roles.current().active}, which the powered host runs from`, { hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window ("window": true)' });
+        }
+        return jobReply(app.copies.start('restore', { window: b.window }));
+      },
     },
     {
       method: 'GET', path: '/api/jobs', tag: 'jobs', summary: 'The kept job history, newest first (without logs)',

@@ -1,12 +1,12 @@
 /**
  * The storage jobs on the drive pair (clone, sync, re-protect, verify,
- * recover), started by one starter from a table: each kind says whether it
+ * recover, restore), started by one starter from a table: each kind says whether it
  * reads the active drive (and so may run in a sync window), what it records
  * as the job's options, and what it does with the source and target paths.
  * Every refusal comes before the job starts.
  */
 import { CancelledError, RefusedError } from '../../src/errors.ts';
-import { clone, sync, verify, verifyHeadline, recover, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
+import { clone, sync, restore, verify, verifyHeadline, recover, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
@@ -30,6 +30,7 @@ export interface CopyJobOptions {
   reprotect: { window?: boolean };
   verify: { partitions?: number[]; window?: boolean };
   recover: Record<string, never>;
+  restore: { window?: boolean };
 }
 
 export type CopyJobKind = keyof CopyJobOptions;
@@ -134,6 +135,25 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
           await jobs.roles.markConsistent(standby, true);
           ctx.log('info', r.message);
           return r;
+        },
+      };
+    },
+  },
+  /**
+   * Restore: the backup on the standby copied back over the active drive, the
+   * journaled reverse of a sync; the standby is only read. The caller makes
+   * sure the host is off or a window is used (the active drive is its disk).
+   */
+  restore: {
+    readsActive: true,
+    plan({ view: { active, standby }, target, window, jobs }) {
+      const budget = jobs.config.sync.journalBudgetMiB;
+      return {
+        options: { window, source: standby, target: active },
+        run: async (ctx, activePath) => {
+          const report = await restore({ ...jobs.common(ctx), source: target, target: activePath, journalBudget: budget ? budget * 1024 * 1024 : undefined });
+          ctx.log('info', `bay ${active} restored from the backup in bay ${standby}`);
+          return report;
         },
       };
     },

@@ -62,13 +62,14 @@ export class DaemonClient {
     if (!res.ok || !res.body) throw errorFrom(res.status, await res.json().catch(() => ({})));
     const parser = createParser({
       onEvent: (e) => {
-        let data: unknown;
+        // Each frame carries the daemon's event envelope { id, seq, at, type, data }.
+        let envelope: { type?: string; data?: unknown };
         try {
-          data = JSON.parse(e.data);
+          envelope = JSON.parse(e.data) as { type?: string; data?: unknown };
         } catch {
           return;
         }
-        onEvent(e.event ?? 'message', data);
+        onEvent(e.event ?? envelope.type ?? 'message', envelope.data);
       },
     });
     const body = res.body;
@@ -313,7 +314,10 @@ export async function runRemote(inv: Invocation): Promise<number> {
     if (command === 'verify') console.log(r.identical ? 'identical: the standby matches the active drive' : `${verifyHeadline(r as unknown as VerifyReport)} (\`dpsr jobs ${job.id} --url ${url} --json\` lists them)`);
     else if (command === 'recover') console.log(r.message ?? 'recover done');
     else console.log(`${command} done: ${formatBytes(r.bytesWritten ?? 0)} written in ${(r.seconds ?? job.seconds ?? 0).toFixed(1)} s${r.generation !== undefined ? `, generation ${r.generation}` : ''}`);
-  } else console.log(`${command} ${job.state}: ${job.error?.message ?? ''}${job.error?.hint ? `\n  ${job.error.hint}` : ''}`);
+  } else {
+    const why = job.error && job.error.message !== job.state ? `: ${job.error.message}` : '';
+    console.log(`${command} ${job.state}${why}${job.error?.hint ? `\n  ${job.error.hint}` : ''}`);
+  }
   if (job.state !== 'done') return 1;
   return command === 'verify' && job.result?.identical === false ? 1 : 0;
 }
@@ -350,8 +354,9 @@ async function follow(client: DaemonClient, id: string, progress: ProgressReport
       return;
     }
     asking = true;
-    progress.note('interrupted: the job keeps running on the daemon until you choose');
-    const answer = await choose(`Cancel ${id} on the daemon, detach (it keeps running), or continue watching?`, ['continue', 'cancel', 'detach'] as const);
+    progress.stop();
+    process.stderr.write(`Ctrl-C: job ${id} goes on running on the daemon until you choose.\n`);
+    const answer = await choose('Cancel it, detach from it, or watch on?', ['watch', 'cancel', 'detach'] as const);
     asking = false;
     if (answer === 'detach') {
       detached = true;

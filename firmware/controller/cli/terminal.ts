@@ -99,7 +99,7 @@ export async function confirm(question: string): Promise<boolean> {
   }
 }
 
-/** Asks the operator to pick one of `choices` (the first letter is enough); the first choice when the answer is empty. */
+/** Asks the operator to pick one of `choices` (which must start with different letters; the first letter is enough); the first choice when the answer is empty. */
 export async function choose<T extends string>(question: string, choices: readonly T[]): Promise<T> {
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {

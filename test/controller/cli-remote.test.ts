@@ -1,0 +1,140 @@
+/**
+ * `dpsr … --url`: the storage commands through a running daemon as they work
+ * locally (jobs, cancel, verify, recover, reprotect, restore), progress from
+ * the event stream, Ctrl-C detaching, status exit codes, and token files whose
+ * contents are never shown.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
+
+let d: TestDaemon;
+const root = new URL('../../', import.meta.url).pathname;
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function dpsr(args: string[], opts: { env?: Record<string, string>; onStderr?: (text: string, child: ReturnType<typeof spawn>) => void } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, ['bin/dpsr.js', ...args], { cwd: root, env: { ...process.env, DPSR_STATE_DIR: d.dir, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (x) => (stdout += x));
+    c.stderr.on('data', (x) => {
+      stderr += x;
+      opts.onStderr?.(stderr, c);
+    });
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test.before(async () => {
+  // A bridge of 16 MiB/s makes a 64 MiB verify last seconds: long enough to watch and interrupt.
+  d = await makeDaemon({ sim: { bridgeMiBps: 16 } });
+  await idle(d);
+});
+test.after(async () => d?.stop());
+
+test('verify --url follows the job on the event stream and exits 0 for identical drives', async () => {
+  const r = await dpsr(['verify', '--url', d.url]);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /verify job \S+ started/);
+  assert.match(r.stderr, /(comparing|verifying|preparing) [\d.]+% of 64\.0 MiB/, 'progress came through');
+  assert.match(r.stdout, /identical/);
+});
+
+test('jobs --url lists the history; jobs ID --url --json shows one job', async () => {
+  const list = await dpsr(['jobs', '--url', d.url]);
+  assert.is(list.code, 0, list.stderr);
+  assert.match(list.stdout, /verify +done/);
+  const all = JSON.parse((await dpsr(['jobs', '--url', d.url, '--json'])).stdout).jobs as { id: string; kind: string }[];
+  const one = await dpsr(['jobs', all[0]!.id, '--url', d.url, '--json']);
+  assert.is(one.code, 0);
+  assert.is(JSON.parse(one.stdout).id, all[0]!.id);
+  assert.is((await dpsr(['jobs', 'no-such-job', '--url', d.url])).code, 2);
+});
+
+test('Ctrl-C off a terminal detaches: the job runs on, dpsr cancel --url stops it', async () => {
+  let sent = false;
+  const r = await dpsr(['verify', '--url', d.url], {
+    onStderr: (text, child) => {
+      if (!sent && /started/.test(text)) {
+        sent = true;
+        setTimeout(() => child.kill('SIGINT'), 300);
+      }
+    },
+  });
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stderr, /detached: \S+ keeps running; .*dpsr cancel/);
+  const status = JSON.parse((await dpsr(['status', '--url', d.url, '--json'])).stdout);
+  assert.is(status.job?.kind, 'verify', 'still running on the daemon');
+  const c = await dpsr(['cancel', '--url', d.url]);
+  assert.is(c.code, 0, c.stderr);
+  assert.match(c.stdout, /cancel requested for verify job/);
+  await idle(d);
+  assert.is((await dpsr(['cancel', '--url', d.url])).code, 2, 'nothing to cancel');
+});
+
+test('status --url exits 1 while the standby needs attention; recover --url brings it back', async () => {
+  const started = JSON.parse((await dpsr(['sync', '--url', d.url, '--no-wait', '--json'])).stdout);
+  await new Promise((r) => setTimeout(r, 500));
+  const c = await dpsr(['cancel', started.id, '--url', d.url, '--no-rollback']);
+  assert.is(c.code, 0, c.stderr);
+  await idle(d);
+  const bad = await dpsr(['status', '--url', d.url]);
+  assert.is(bad.code, 1, bad.stdout);
+  assert.match(bad.stdout, /NEEDS ATTENTION: the standby is inconsistent/);
+  const json = await dpsr(['status', '--url', d.url, '--json']);
+  assert.is(json.code, 1);
+  assert.is(JSON.parse(json.stdout).standbyState, 'inconsistent', 'the JSON shape is the daemon\'s status');
+  assert.is((await dpsr(['recover', '--url', d.url])).code, 2, 'recover needs confirmation');
+  const rec = await dpsr(['recover', '--url', d.url, '--yes']);
+  assert.is(rec.code, 0, rec.stderr);
+  const good = await dpsr(['status', '--url', d.url]);
+  assert.is(good.code, 0, good.stdout);
+});
+
+test('reprotect and restore --url run as jobs; restore needs --i-mean-restore and a host that is off', async () => {
+  const rp = await dpsr(['reprotect', '--url', d.url, '--yes', '--quiet']);
+  assert.is(rp.code, 0, rp.stderr + rp.stdout);
+  assert.match(rp.stdout, /reprotect done/);
+  assert.is((await dpsr(['restore', '--url', d.url, '--yes'])).code, 3, 'without --i-mean-restore: refused');
+  const powered = await dpsr(['restore', '--url', d.url, '--yes', '--i-mean-restore']);
+  assert.is(powered.code, 3, powered.stderr);
+  assert.match(powered.stderr, /powered host runs from/);
+  await d.api('POST', '/api/sim/host/power', { power: 'off' });
+  await new Promise((r) => setTimeout(r, 300));
+  const rs = await dpsr(['restore', '--url', d.url, '--yes', '--i-mean-restore', '--json']);
+  assert.is(rs.code, 0, rs.stderr);
+  const job = JSON.parse(rs.stdout);
+  assert.is(job.kind, 'restore');
+  assert.is(job.state, 'done');
+});
+
+test('a wrong --token-file is named, never shown', async () => {
+  const secret = 'correct horse battery staple\nsecond line of a private file\n';
+  writeFileSync(join(d.dir, 'not-a-token'), secret);
+  const r = await dpsr(['status', '--url', d.url, '--token-file', join(d.dir, 'not-a-token')]);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, /not-a-token does not hold an API token/);
+  assert.not.match(r.stderr + r.stdout, /horse|private/);
+  writeFileSync(join(d.dir, 'wrong-token'), 'sekrit-but-wrong\n');
+  const wrong = await dpsr(['status', '--url', d.url, '--token-file', join(d.dir, 'wrong-token')]);
+  assert.is(wrong.code, 2);
+  assert.match(wrong.stderr, /refused the token/);
+  assert.not.match(wrong.stderr + wrong.stdout, /sekrit/);
+  const big = await dpsr(['status', '--url', d.url, '--token-file', '/etc/services']);
+  assert.is(big.code, 2);
+  assert.not.match(big.stderr + big.stdout, /tcp|udp/);
+  const missing = await dpsr(['status', '--url', d.url, '--token-file', join(d.dir, 'nope')]);
+  assert.is(missing.code, 2);
+  assert.match(missing.stderr, /cannot read the API token from .*nope: ENOENT/);
+});
+
+test.run();
