@@ -70,7 +70,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
     },
     {
       method: 'POST', path: '/api/clone', tag: 'jobs', summary: 'Start the first full copy, which pairs the drives', body: bodies.clone,
-      responses: { 202: 'the job started', 409: 'another job runs, or the standby already holds a consistent backup' },
+      responses: { 202: 'the job started', 409: 'another job runs, or the copy is refused' },
       handler: ({ body }) => jobReply(app.copies.start('clone', body as CopyJobOptions['clone'])),
     },
     {

@@ -175,6 +175,19 @@ function describedBeyond(layout: DiskLayout): number | undefined {
   return last >= total ? last + 1 : undefined;
 }
 
+/**
+ * Rule 8 for callers that do not copy (verify): the refusal for a drive of a
+ * recorded pair whose size or logical sector size differs from what was
+ * recorded at pairing, or undefined.
+ */
+export function geometryChange(pairs: readonly PairRecord[], facts: DriveFacts): Refusal | undefined {
+  const pair = pairHolding(pairs, facts.key);
+  const rec = pair?.drives[facts.key];
+  if (!pair || !rec) return undefined;
+  const d = geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id);
+  return d?.verdict === 'refuse' ? d.refusal : undefined;
+}
+
 function geometryRefusal(role: 'active' | 'standby', facts: DriveFacts, recorded: { sizeBytes: number; logicalSectorSize: number }, pairId: string): CopyDecision | undefined {
   const sizeChanged = facts.sizeBytes !== recorded.sizeBytes;
   const sectorChanged = facts.logicalSectorSize !== recorded.logicalSectorSize;

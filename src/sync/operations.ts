@@ -28,7 +28,7 @@ import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, lockOwner } from './pair-lock.ts';
 import { PairStore, pairIdFor, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
-import { planCopy, commandFor, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type TailSignature } from './copy-plan.ts';
+import { planCopy, commandFor, geometryChange, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
 export type SyncMode = 'compare' | 'manifest';
@@ -64,7 +64,7 @@ export interface CopyRequest extends CommonRequest {
   readonly mode?: SyncMode;
   /** Allow copying over a target whose data is not an ancestor of the source's (split brain). */
   readonly forceGeneration?: boolean;
-  /** Clone over a standby that already holds a consistent backup. */
+  /** Copy everything again, unjournaled, over a standby that holds a consistent backup; without it such a clone runs as a sync. */
   readonly forceClone?: boolean;
   /** Undo journal size limit in bytes. */
   readonly journalBudget?: number;
@@ -525,6 +525,12 @@ export async function verify(req: CommonRequest & { source: string; target: stri
   const notes: string[] = [];
   try {
     const { source, target } = opened;
+    // A drive of a pair that shows another geometry than at pairing would verify "identical" over the part it still shows.
+    const pairs = new PairStore(req.stateDir).pairs();
+    for (const [loc, dev] of [[opened.sourceLoc, source], [opened.targetLoc, target]] as const) {
+      const changed = geometryChange(pairs, factsOf(loc, dev));
+      if (changed) throw refusalError(changed);
+    }
     const selection = await selectRanges(source, partitions);
     if (target.size < selection.requiredBytes) {
       throw new RefusedError(`the target ${target.path} is smaller than the source's compared area by ${formatExactBytes(selection.requiredBytes - target.size, target.logicalSectorSize)}: it has ${formatExactBytes(target.size)}, the area ${formatExactBytes(selection.requiredBytes)}`, {
@@ -660,7 +666,12 @@ export function recordFailover(stateDir: string, pairId?: string): RoleSwapRepor
   const state = effectiveStandbyState(store, pair);
   if (state !== 'consistent') {
     throw new RefusedError(`the standby ${pair.drives[pair.standbyKey]?.lastPath} is ${state}: failing over to it would boot a half-written copy`, {
-      hint: state === 'syncing' ? 'wait for the sync to finish or cancel it, then `dpsr recover`' : 'run `dpsr recover` on it first',
+      hint:
+        state === 'syncing'
+          ? 'wait for the copy to finish, or cancel it and then `dpsr recover`'
+          : pair.pendingCopy?.kind === 'clone'
+            ? `its first clone was interrupted and there is no backup yet: run the same \`dpsr clone\` again to finish it`
+            : `run \`dpsr recover ${pair.drives[pair.standbyKey]?.lastPath}\` first (or finish its sync by running it again)`,
     });
   }
   const oldActive = pair.activeKey;

@@ -17,6 +17,7 @@ import { BadInputError, DeviceError } from '../errors.ts';
 import { readJsonTwoCopies, writeJsonTwoCopies } from '../durable-file.ts';
 import { createHash } from 'node:crypto';
 import type { CopyPlan } from './copy-plan.ts';
+import { pairStateShapeProblem } from './pair-state-shape.ts';
 
 export type StandbyState = 'consistent' | 'syncing' | 'inconsistent';
 
@@ -107,6 +108,12 @@ export class PairStore {
     if (read.problems.length === 2 && !read.value) {
       throw new DeviceError(`both copies of the pair state in ${dir} are damaged: ${read.problems.join('; ')}`, {
         hint: 'nothing was changed; inspect the files, or move them away to start over (the drives will have to be paired again with `dpsr clone`)',
+      });
+    }
+    const wrong = read.value === undefined ? undefined : pairStateShapeProblem(read.value);
+    if (wrong) {
+      throw new BadInputError(`the pair state ${this.file} is not in dpsr's format: ${wrong}`, {
+        hint: 'nothing was changed; undo the edit (or put back pairs.json.bak if it is whole), or move both files away to start over (the drives will have to be paired again with `dpsr clone`)',
       });
     }
   }

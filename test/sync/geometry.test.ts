@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { dpsr } from '../support/cli.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
-import { clone, sync, PairStore } from '../../src/sync/index.ts';
+import { clone, sync, verify, PairStore } from '../../src/sync/index.ts';
 import { RefusedError } from '../../src/errors.ts';
 
 const dir = tempDir();
@@ -78,6 +78,10 @@ test('an active drive that shows up smaller than at pairing is refused, naming b
   assert.match((err as RefusedError).hint ?? '', /dpsr forget/);
   assert.is(sha256File(b), before);
   assert.is(new PairStore(stateDir).pairs()[0]!.standbyState, 'consistent', 'the standby keeps its state: nothing was written');
+  // Verify cannot vouch for a drive that hides part of itself: no "identical" over what it still shows.
+  const v = await verify({ stateDir, source: a, target: b }).catch((e: unknown) => e);
+  assert.instance(v, RefusedError);
+  assert.match((v as Error).message, /now reports 14,680,064 bytes/);
 });
 
 test('the same through loop devices, as the field case has it (f12)', () => {
