@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
 import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
-import { linuxRoots, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
+import { linuxRoots, lowerDisksOf, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
 import { diskUsage, fileKeyOf, loopBackingKey, loopDevicesFor, readMounts, readSwaps, type UsageReport } from './mounts.ts';
 
 /** Where a path leads, before anything is opened. */
@@ -58,10 +58,15 @@ export function storageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): { f
   return { files: [backing], disks: [...new Set([loc.node.disk, ...loopDevicesFor(backing, roots)])] };
 }
 
-/** Keys for "is the target the source?" checks: two locations share storage when any key is common. */
+/**
+ * Keys for "is the target the source?" checks: two locations share storage
+ * when any key is common. A device-mapper or md device counts as the disks it
+ * is built on.
+ */
 export function storageKeys(loc: DriveLocation, roots: SysRoots = linuxRoots): Set<string> {
   const { files, disks } = storageOf(loc, roots);
-  const keys = new Set<string>([...files, ...disks.map((d) => `disk:${d}`)]);
+  const lower = disks.flatMap((d) => lowerDisksOf(d, roots));
+  const keys = new Set<string>([...files, ...[...disks, ...lower].map((d) => `disk:${d}`)]);
   if (keys.size === 0) keys.add(`rdev:${loc.stats.rdev}`);
   return keys;
 }

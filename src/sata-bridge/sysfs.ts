@@ -193,6 +193,29 @@ export function holdersOf(name: string, roots: SysRoots = linuxRoots): string[] 
   return [...new Set(out)];
 }
 
+/**
+ * The whole disks a stacked device (device mapper, md) is built on, through
+ * every level (`/sys/block/NAME/slaves`): writing the stacked device writes them.
+ */
+export function lowerDisksOf(name: string, roots: SysRoots = linuxRoots, seen = new Set<string>()): string[] {
+  const dir = join(roots.sys, 'block', name, 'slaves');
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const slave of names.sort()) {
+    const mm = readTrim(join(dir, slave, 'dev'));
+    const disk = (mm && readBlockNode(mm, roots)?.disk) ?? slave;
+    if (seen.has(disk)) continue;
+    seen.add(disk);
+    out.push(disk, ...lowerDisksOf(disk, roots, seen));
+  }
+  return out;
+}
+
 function describeHolder(name: string, roots: SysRoots): string {
   const base = join(roots.sys, 'block', name);
   const dmName = readTrim(join(base, 'dm/name'));

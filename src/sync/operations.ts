@@ -140,6 +140,11 @@ function refuseUnsafeTarget(source: DriveLocation, target: DriveLocation): void 
       hint: 'name two different drives',
     });
   }
+  refuseInUse(target);
+}
+
+/** A drive about to be written that this machine uses (mounted, swap, held, its own system) is refused, matched by device and inode numbers. */
+function refuseInUse(target: DriveLocation): void {
   const usage = usageOf(target);
   if (usage.isSystemDisk) throw new RefusedError(`the target ${target.requested} holds the controller's own system and can never be written`, { hint: 'choose the standby drive; `dpsr drives` marks the system disk' });
   if (usage.mountPoints.length > 0) {
@@ -597,7 +602,7 @@ export async function recover(req: CommonRequest & { target: string }): Promise<
   if (!pending.journaled) {
     throw new RefusedError(`the interrupted copy onto ${req.target} was the first clone: there is no previous backup to roll back to`, { hint: 'run the same `dpsr clone` again to finish it' });
   }
-  if (usageOf(loc).mountPoints.length) throw new RefusedError(`${req.target} is mounted`, { hint: 'unmount it first' });
+  refuseInUse(loc);
   const release = acquirePairLock(store.pairDir(pair), 'a recovery');
   try {
     // The sync map describes the half-done sync: after a rollback it would make a later sync skip chunks.

@@ -1,14 +1,16 @@
 /**
- * Holders on a sysfs tree built for the test: a disk whose partition carries an
- * md array and whose whole disk is under an LVM volume reports both, named as
- * an operator knows them, and a disk without holders reports none.
+ * Holders and stacked devices on a sysfs tree built for the test (device
+ * mapper and md need kernel drivers): a disk whose partition carries an md
+ * array and whose whole disk is under an LVM volume reports both, named as an
+ * operator knows them; a stacked device is the same storage as its disks.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { diskUsage, holdersOf, type SysRoots } from '../../src/sata-bridge/index.ts';
+import type { Stats } from 'node:fs';
+import { diskUsage, holdersOf, lowerDisksOf, readBlockNode, sameStorage, type DriveLocation, type SysRoots } from '../../src/sata-bridge/index.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'dpsr-sysfs-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -36,6 +38,15 @@ writeFileSync(join(roots.sys, 'block/dm-3/dm/uuid'), 'LVM-abcdef\n');
 mkdirSync(join(roots.sys, 'block/md127/md'));
 symlinkSync('../../dm-3', join(roots.sys, 'block/sdz/holders/dm-3'));
 symlinkSync('../../../md127', join(roots.sys, 'block/sdz/sdz1/holders/md127'));
+mkdirSync(join(roots.sys, 'block/dm-3/slaves'));
+symlinkSync('../../sdz', join(roots.sys, 'block/dm-3/slaves/sdz'));
+mkdirSync(join(roots.sys, 'block/md127/slaves'));
+symlinkSync('../../sdz/sdz1', join(roots.sys, 'block/md127/slaves/sdz1'));
+
+/** A block device as locateDrive would see it, on the tree above. */
+function located(name: string, majorMinor: string): DriveLocation {
+  return { requested: `/dev/${name}`, realPath: `/dev/${name}`, kind: 'block', stats: {} as Stats, node: readBlockNode(majorMinor, roots) };
+}
 
 test('holders of a disk and of its partitions are named', () => {
   assert.equal(holdersOf('sdz', roots), ['dm-3 (LVM volume vg0-root)', 'md127 (md RAID array)']);
@@ -50,6 +61,14 @@ test('a disk nothing is built on has no holders', () => {
 test('swaps are matched by device number, not by name', () => {
   const usage = diskUsage('sdz', roots, [], [{ path: '/dev/disk/by-uuid/whatever', majorMinor: '8:241' }, { path: '/dev/sdz', majorMinor: '8:1' }]);
   assert.equal(usage.swaps, ['/dev/disk/by-uuid/whatever']);
+});
+
+test('a device-mapper or md device is the same storage as the disks it is built on', () => {
+  assert.equal(lowerDisksOf('dm-3', roots), ['sdz']);
+  assert.equal(lowerDisksOf('md127', roots), ['sdz'], 'a partition below counts as its disk');
+  assert.ok(sameStorage(located('sdz', '8:240'), located('dm-3', '253:3'), roots));
+  assert.ok(sameStorage(located('md127', '9:127'), located('sdz1', '8:241'), roots));
+  assert.not.ok(sameStorage(located('sdy', '8:224'), located('dm-3', '253:3'), roots));
 });
 
 test.run();

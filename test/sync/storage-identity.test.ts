@@ -14,6 +14,8 @@ import { dpsr } from '../support/cli.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { locateDrive, sameStorage, usageOf } from '../../src/sata-bridge/index.ts';
+import { clone, sync, recover, JournalFullError } from '../../src/sync/index.ts';
+import { RefusedError } from '../../src/errors.ts';
 
 const dir = tempDir('dpsr-storage-');
 const MiB = 1024 * 1024;
@@ -134,6 +136,37 @@ test('an image in use as a swap file, under another name, is refused', () => {
     refused(['clone', src, img, '--yes'], img, /in use as swap/);
   } finally {
     execFileSync('swapoff', [link]);
+  }
+});
+
+test('recover refuses a standby mounted through a hard link, as a copy does', async () => {
+  if (!requireEnv('recover refusal', { root: true, tools: ['losetup', 'mkfs.ext4', 'mount'] })) return;
+  const stateDir = join(dir, 'state-recover');
+  const a = ext4Image('rec-a.img');
+  const b = sparseImage(join(dir, 'rec-b.img'), 16 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  // The active drive changes past its metadata; a sync stops part-way (journal budget), leaving the standby to recover.
+  execFileSync('dd', ['if=/dev/urandom', `of=${a}`, 'bs=1M', 'seek=8', 'count=8', 'conv=notrunc', 'status=none']);
+  const err = await sync({ stateDir, source: a, target: b, chunkSize: MiB, journalBudget: 2 * MiB }).catch((e: unknown) => e);
+  assert.instance(err, JournalFullError);
+  const link = join(dir, 'rec-b-link.img');
+  linkSync(b, link);
+  const loop = execFileSync('losetup', ['--find', '--show', link]).toString().trim();
+  const mnt = join(dir, 'mnt-recover');
+  mkdirSync(mnt);
+  execFileSync('mount', [loop, mnt]);
+  try {
+    const before = sha256File(b);
+    const e = await recover({ stateDir, target: b }).then(
+      () => undefined,
+      (x: unknown) => x,
+    );
+    assert.instance(e, RefusedError, 'recover wrote under a mounted filesystem');
+    assert.match((e as Error).message, /mounted at/);
+    assert.is(sha256File(b), before);
+  } finally {
+    execFileSync('umount', [mnt]);
+    execFileSync('losetup', ['-d', loop]);
   }
 });
 
