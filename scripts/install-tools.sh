@@ -1,19 +1,68 @@
 #!/usr/bin/env bash
-# Debian tools dpsr uses. Without arguments: what the daemon and its simulated
-# rig need (partitioning and filesystems for the simulated system drive,
-# smartctl). With --tests: also what the tests need (python3 for a fake
+# Debian packages dpsr needs, after a preflight check. Without arguments: what
+# `npm ci` and the daemon with its simulated rig need (a compiler and Python
+# for the native modules epoll, i2c-bus and serialport; partitioning and
+# filesystem tools for the simulated system drive; smartctl). With --tests:
+# also what the tests and benchmarks need (systemd and python3 for a fake
 # NOTIFY_SOCKET, rsvg-convert to render the schematic, promtool to check the
-# alert rules, socat for serial tests,
-# rsync for a benchmark row, QEMU and the parts of a bootable Linux for the
-# HIL tier). Run as root (or through sudo).
+# alert rules, socat for serial tests, rsync for a benchmark row, tmux for the
+# terminal tests, hyperfine for the start-up benchmark, QEMU and the parts of a
+# bootable Linux for the HIL tier).
+#
+# Works on Debian 12 and Raspberry Pi OS bookworm (amd64, arm64), as root or
+# as a user with sudo (it runs itself again through sudo). The preflight
+# names everything missing and how to get it before anything is installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates)
-if [ "${1:-}" = "--tests" ]; then
-  packages+=(python3 systemd librsvg2-bin prometheus rsync socat qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin)
-elif [ -n "${1:-}" ]; then
-  echo "usage: $0 [--tests]" >&2
-  exit 2
+
+tests=false
+case "${1:-}" in
+  '') ;;
+  --tests) tests=true ;;
+  -h|--help) sed -n '2,14s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
+  *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
+esac
+
+NODE_MAJOR_MIN=20
+problems=()
+
+# --- preflight: say everything that is missing, then stop, before changing anything ---
+if [ ! -r /etc/debian_version ] || ! command -v apt-get >/dev/null 2>&1; then
+  problems+=("this is not a Debian system (no apt-get): install the equivalents of the packages listed in $0 by hand")
+fi
+if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+  problems+=("not root, and sudo is not installed: run this as root (su -), or install sudo as root: apt-get install sudo && adduser $(id -un) sudo")
+fi
+node_help="Node.js ${NODE_MAJOR_MIN} or newer is needed (Debian 12's own nodejs package is 18). Get it from NodeSource, as Node-RED's installer does:
+      curl -fsSL https://deb.nodesource.com/setup_${NODE_MAJOR_MIN}.x | bash -   (as root; needs curl)
+      apt-get install -y nodejs
+    or from https://nodejs.org/en/download (official binaries, also for arm64), or with nvm."
+if ! command -v node >/dev/null 2>&1; then
+  problems+=("node is not installed. $node_help")
+else
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$node_major" -lt "$NODE_MAJOR_MIN" ]; then
+    problems+=("node $(node --version) is too old. $node_help")
+  elif ! command -v npm >/dev/null 2>&1; then
+    problems+=("npm is missing (NodeSource's nodejs package includes it; Debian's separate npm package goes with Debian's Node 18): reinstall Node.js ${NODE_MAJOR_MIN}+ as above")
+  fi
+fi
+if [ "${#problems[@]}" -gt 0 ]; then
+  echo "$0: cannot install yet:" >&2
+  for p in "${problems[@]}"; do echo "  - $p" >&2; done
+  exit 1
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "$0: installing Debian packages needs root: running it through sudo" >&2
+  exec sudo -- "$0" "$@"
+fi
+
+# --- the packages ---
+# build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
+packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates)
+if $tests; then
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin)
 fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
