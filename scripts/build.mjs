@@ -36,8 +36,8 @@ try {
   process.exit(1);
 }
 // The controller starts Node-RED from firmware/flows (plain JavaScript, not compiled) by a path
-// relative to itself; a link keeps that path valid in dist/.
+// relative to itself; a link keeps that path valid in dist/ (which sits in the package's root).
 mkdirSync(join(out, 'firmware'), { recursive: true });
-symlinkSync(relative(join(out, 'firmware'), join(root, 'firmware/flows')), join(out, 'firmware/flows'));
+symlinkSync('../../firmware/flows', join(out, 'firmware/flows'));
 writeFileSync(join(out, '.build-stamp'), `${started}\n`);
 console.log(`build: ${relative(process.cwd(), out) || '.'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);

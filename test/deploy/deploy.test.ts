@@ -21,7 +21,7 @@ test('the example hardware config passes the daemon config validation', () => {
 test('install.sh with DESTDIR stages the code, unit, rules, quirks and config', () => {
   const root = tempDir('dpsr-stage-');
   execFileSync('bash', [join(repo, 'deploy/install.sh')], { env: { ...process.env, DESTDIR: root }, stdio: 'pipe' });
-  for (const f of ['opt/dpsr/bin/dpsrd.js', 'opt/dpsr/package.json', 'opt/dpsr/src/sync/engine.ts', 'etc/systemd/system/dpsrd.service', 'etc/udev/rules.d/60-dpsr-bridges.rules', 'etc/modprobe.d/dpsr-usb-quirks.conf', 'etc/dpsr/config.yaml']) {
+  for (const f of ['opt/dpsr/bin/dpsrd.js', 'opt/dpsr/package.json', 'opt/dpsr/dist/src/sync/engine.js', 'etc/systemd/system/dpsrd.service', 'etc/udev/rules.d/60-dpsr-bridges.rules', 'etc/modprobe.d/dpsr-usb-quirks.conf', 'etc/dpsr/config.yaml']) {
     assert.ok(existsSync(join(root, f)), `${f} staged`);
   }
   assert.not.ok(existsSync(join(root, 'opt/dpsr/test')), 'tests are not installed');
