@@ -394,6 +394,6 @@ function pendingMismatch(pending: PendingCopy, plan: CopyPlan, pair: PairRecord,
     pending.kind === 'clone'
       ? again || `run the clone again: \`dpsr clone ${pendingSource} ${pendingTarget}\``
       : [again, `\`dpsr recover ${pendingTarget}\` to roll back to the previous backup first`].filter(Boolean).join('; or ');
-  const journal = input.journalRecords ? ` (its undo journal holds ${input.journalRecords} records of the previous backup)` : '';
+  const journal = input.journalRecords ? ` (its undo journal holds ${input.journalRecords} record${input.journalRecords === 1 ? '' : 's'} of the previous backup)` : '';
   return [`${what} onto ${pendingTarget}, started ${pending.startedAt}, was interrupted${journal}: ${why}`, hint];
 }
