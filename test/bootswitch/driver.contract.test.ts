@@ -9,37 +9,21 @@ import * as assert from 'uvu/assert';
 import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Mcp23017Driver, Pcf8574Driver, SimBoard, SimI2cBus, SimMcp23017, SimPcf8574 } from '../../src/bootswitch/index.ts';
+import { Mcp23017Driver, Pcf8574Driver, SimBoard, SimI2cBus, SimMcp23017, SimPcf8574, type DriverKind } from '../../src/bootswitch/index.ts';
 import { FirmataDriver } from '../../src/bootswitch/firmata.ts';
 import { requireEnv } from '../support/require.ts';
-import { driverContract } from './support/driver-contract.ts';
+import { driverContract, type ContractHardware } from './support/driver-contract.ts';
 import { emulatedFirmata } from './support/emulated-firmata.ts';
 import { CHIPS, fakeTree, kernelGpio } from './support/fake-sysfs-gpio.ts';
 
-if (process.env.DPSR_GPIO_NS === '1') {
-  // Inside the namespace: /sys/class is a tmpfs of our own.
-  const { GpioDriver } = await import('../../src/bootswitch/gpio.ts');
-  const { Gpio } = await import('onoff');
-  const root = '/sys/class/gpio';
-  const KernelGpio = kernelGpio(Gpio);
-  driverContract(
-    'Linux GPIO (onoff) over a fake sysfs tree',
-    async () => {
-      rmSync(root, { recursive: true, force: true });
-      fakeTree(root, CHIPS, [529, 530, 539]); // pinctrl-bcm2711 lines 17, 18, 27
-      return {
-        open: () => GpioDriver.open({ driver: 'gpio', chip: 'pinctrl-bcm2711' }, KernelGpio as never),
-        outputs: [17, 18],
-        input: 27,
-        drive: (level) => writeFileSync(`${root}/gpio539/value`, level ? '1\n' : '0\n'),
-      };
-    },
-    { freshPeek: null },
-  );
-} else {
-  driverContract(
-    'simulated board',
-    async () => {
+/**
+ * One run per driver kind the configuration accepts: keyed by DriverKind, so
+ * a new kind does not type-check until it has its run here.
+ */
+const RUNS: Record<DriverKind, { name: string; hardware: () => Promise<ContractHardware>; freshPeek: boolean | null }> = {
+  sim: {
+    name: 'simulated board',
+    hardware: async () => {
       const board = new SimBoard();
       return {
         open: async () => board,
@@ -49,12 +33,11 @@ if (process.env.DPSR_GPIO_NS === '1') {
         disconnect: () => board.drop(),
       };
     },
-    { freshPeek: null },
-  );
-
-  driverContract(
-    'MCP23017 on the simulated I2C bus',
-    async () => {
+    freshPeek: null,
+  },
+  mcp23017: {
+    name: 'MCP23017 on the simulated I2C bus',
+    hardware: async () => {
       const bus = new SimI2cBus();
       const chip = new SimMcp23017();
       bus.attach(0x20, chip);
@@ -66,12 +49,11 @@ if (process.env.DPSR_GPIO_NS === '1') {
         disconnect: () => bus.drop(),
       };
     },
-    { freshPeek: null },
-  );
-
-  driverContract(
-    'PCF8574 on the simulated I2C bus',
-    async () => {
+    freshPeek: null,
+  },
+  pcf8574: {
+    name: 'PCF8574 on the simulated I2C bus',
+    hardware: async () => {
       const bus = new SimI2cBus();
       const chip = new SimPcf8574();
       bus.attach(0x38, chip);
@@ -83,12 +65,11 @@ if (process.env.DPSR_GPIO_NS === '1') {
         disconnect: () => bus.drop(),
       };
     },
-    { freshPeek: true }, // the port powers up all high
-  );
-
-  driverContract(
-    'Firmata (johnny-five) on mock-firmata',
-    async () => {
+    freshPeek: true, // the port powers up all high
+  },
+  firmata: {
+    name: 'Firmata (johnny-five) on mock-firmata',
+    hardware: async () => {
       const fw = emulatedFirmata();
       return {
         open: () => FirmataDriver.open('io', { driver: 'firmata', port: '/dev/ttyACM0', reconnectMs: 60_000 }, { io: async () => fw.connect(), readyTimeoutMs: 2000 }),
@@ -98,8 +79,32 @@ if (process.env.DPSR_GPIO_NS === '1') {
         disconnect: () => fw.io.emit('close'),
       };
     },
-    { freshPeek: null },
-  );
+    freshPeek: null,
+  },
+  gpio: {
+    name: 'Linux GPIO (onoff) over a fake sysfs tree',
+    // Only inside the private mount namespace, where /sys/class is a tmpfs of our own.
+    hardware: async () => {
+      const { GpioDriver } = await import('../../src/bootswitch/gpio.ts');
+      const { Gpio } = await import('onoff');
+      const root = '/sys/class/gpio';
+      rmSync(root, { recursive: true, force: true });
+      fakeTree(root, CHIPS, [529, 530, 539]); // pinctrl-bcm2711 lines 17, 18, 27
+      return {
+        open: () => GpioDriver.open({ driver: 'gpio', chip: 'pinctrl-bcm2711' }, kernelGpio(Gpio) as never),
+        outputs: [17, 18],
+        input: 27,
+        drive: (level) => writeFileSync(`${root}/gpio539/value`, level ? '1\n' : '0\n'),
+      };
+    },
+    freshPeek: null,
+  },
+};
+
+if (process.env.DPSR_GPIO_NS === '1') {
+  driverContract(RUNS.gpio.name, RUNS.gpio.hardware, RUNS.gpio);
+} else {
+  for (const [kind, run] of Object.entries(RUNS)) if (kind !== 'gpio') driverContract(run.name, run.hardware, run);
 
   test('Driver contract: Linux GPIO over a fake sysfs tree (private mount namespace)', () => {
     if (!requireEnv('the Driver contract on GPIO (fake sysfs)', { tools: ['unshare', 'mount'], root: true })) return;
