@@ -139,7 +139,7 @@ export class EventBus {
 }
 
 /** Bytes read per step when walking a log backwards. */
-const TAIL_CHUNK = 256 * 1024;
+const TAIL_CHUNK = 64 * 1024;
 /** Longer lines are not ours (a torn or foreign write): skipped rather than buffered. */
 const MAX_LINE = 1024 * 1024;
 

@@ -33,7 +33,13 @@ export function buildOpenApi(routes: Route[]) {
     for (const [code, description] of Object.entries(r.responses)) {
       responses[code] = Number(code) >= 400 ? { description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } : { description };
     }
-    if (r.body) responses['400'] ??= { description: 'the body is not JSON, or breaks its schema (the message names the key, the value and what is allowed)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+    const err = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } });
+    if (r.body) {
+      responses['400'] ??= err('the body is not JSON, nests deeper than 32 levels, or breaks its schema (the message names the key, the value and what is allowed)');
+      responses['413'] ??= err('the body is larger than api.bodyLimitBytes (declared or streamed chunked)');
+      responses['415'] ??= err('the body is not application/json');
+    }
+    if (params.some((p) => p.in === 'path')) responses['400'] ??= err('a path parameter holds a malformed percent-escape, or is not one of the allowed values');
     if (r.auth !== false) responses['401'] = { description: 'no or a wrong bearer token', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
     paths[path] ??= {};
     paths[path][r.method.toLowerCase()] = {
