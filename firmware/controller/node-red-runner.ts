@@ -57,6 +57,31 @@ interface SupervisorEvents {
   'gave-up': [{ reason: 'port-in-use'; message: string }];
 }
 
+/**
+ * Node-RED repeats some lines on a timer (an MQTT broker that is down: one
+ * "Connection failed" every 5 s). A line equal to an earlier one (its
+ * timestamp aside) within `windowMs` is held back; the first line after the
+ * window says how often it came meanwhile. Other lines pass unchanged.
+ */
+export class RepeatedLines {
+  readonly #seen = new Map<string, { since: number; count: number }>();
+  constructor(private readonly windowMs = 10 * 60_000) {}
+
+  /** The line to show now, or null to hold it back. */
+  pass(line: string, now: number): string | null {
+    // Node-RED's lines start with "29 Nov 09:16:11 - ".
+    const key = line.replace(/^\d{1,2} \w{3} \d{2}:\d{2}:\d{2} - /, '');
+    const seen = this.#seen.get(key);
+    if (seen && now - seen.since < this.windowMs) {
+      seen.count++;
+      return null;
+    }
+    this.#seen.set(key, { since: now, count: 0 });
+    if (this.#seen.size > 1000) this.#seen.delete(this.#seen.keys().next().value!);
+    return seen?.count ? `${line} (also ${seen.count} times in the ${Math.round((now - seen.since) / 1000)} s before)` : line;
+  }
+}
+
 export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements NodeRedHandle {
   #child: ChildProcess | null = null;
   #stopping = false;
@@ -64,6 +89,7 @@ export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements
   #restartTimer: ReturnType<typeof setTimeout> | null = null;
   #restarts = 0;
   #portFailures = 0;
+  readonly #repeats = new RepeatedLines();
   readonly #env: NodeJS.ProcessEnv;
   readonly #red: string;
 
@@ -122,7 +148,8 @@ export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements
             portInUse ??= this.#env.DPSR_NODE_RED_LISTEN ?? '127.0.0.1:1880';
             continue;
           }
-          output(line);
+          const shown = this.#repeats.pass(line, Date.now());
+          if (shown !== null) output(shown);
           const m = /Server now running at (\S+)/.exec(line);
           if (m) {
             url = m[1].replace(/\/$/, '');

@@ -12,7 +12,7 @@ import { createServer } from 'node:net';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rig, until, sleep, require } from './support/rig.ts';
-import { NodeRedSupervisor, startNodeRed } from '../../firmware/controller/node-red-runner.ts';
+import { NodeRedSupervisor, RepeatedLines, startNodeRed } from '../../firmware/controller/node-red-runner.ts';
 
 const dir = 'firmware/flows';
 const { fitBadge, errorBadge, BADGE_MAX } = require(join(process.cwd(), dir, 'lib/util.js')) as {
@@ -66,6 +66,16 @@ test('without an MQTT broker the default flows start and do not try to connect',
     await nr.stop();
     await rig.close();
   }
+});
+
+test("a line Node-RED repeats on a timer (a broker that is down) is shown once per ten minutes, with a count", () => {
+  const r = new RepeatedLines(600_000);
+  const line = (t: string) => `29 Nov ${t} - [info] [mqtt-broker:alerts broker] Connection failed to broker: mqtt://10.0.0.9:1883`;
+  const shown = [0, 5, 10, 15, 20].map((s) => r.pass(line(`09:16:${String(s).padStart(2, '0')}`), s * 1000));
+  assert.equal(shown, [line('09:16:00'), null, null, null, null]);
+  assert.is(r.pass('29 Nov 09:16:21 - [info] Started flows', 21_000), '29 Nov 09:16:21 - [info] Started flows');
+  assert.is(r.pass(line('09:26:05'), 605_000), `${line('09:26:05')} (also 4 times in the 605 s before)`);
+  assert.is(r.pass(line('09:26:10'), 610_000), null);
 });
 
 test('the default flows: a debug node on the alerts and reports; MQTT only through the broker gate, which explains itself', () => {
