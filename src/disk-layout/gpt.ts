@@ -227,7 +227,15 @@ export async function readGpt(dev: BlockDevice): Promise<GptScan> {
   let backup: GptCopy | undefined;
   const backupProblems: string[] = [];
   for (const lba of candidates) {
-    const copy = await readGptCopy(dev, lba, 'backup');
+    let copy: GptCopy;
+    try {
+      copy = await readGptCopy(dev, lba, 'backup');
+    } catch (e) {
+      // With a valid primary, an unreadable backup is damage to report (a failing end of the drive), not a reason to know nothing.
+      if (!primary.valid) throw e;
+      backupProblems.push(`backup GPT (LBA ${lba}) could not be read: ${(e as Error).message}`);
+      continue;
+    }
     if (!backup || copy.valid || (copy.signature && !backup.signature)) backup = copy;
     if (copy.valid) break;
     // A missing signature at the last LBA is only news when nothing better turned up.
@@ -238,7 +246,7 @@ export async function readGpt(dev: BlockDevice): Promise<GptScan> {
     if (primary.header && backup.lba !== primary.header.alternateLba) {
       problems.push(`the primary GPT header points to its backup at LBA ${primary.header.alternateLba}, but the valid backup is at LBA ${backup.lba}`);
     }
-  } else if (primary.signature || backup?.signature) {
+  } else if (primary.signature || backup?.signature || backupProblems.length) {
     problems.push(...backupProblems);
   }
   if (backup?.valid && backup.header && backup.lba !== lastLba) {

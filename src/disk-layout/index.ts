@@ -1,6 +1,6 @@
 /** Partition tables: reading MBR/GPT, choosing partitions, fixing a GPT copied onto a larger drive. */
 export { readLayout, type DiskLayout, type Partition, type GptInfo, type MbrInfo, type ReadLayoutOptions } from './layout.ts';
-export { regionsToCopy, partitionAt, type CopyRange } from './selection.ts';
+export { regionsToCopy, partitionAt, tableAreaAt, type CopyRange } from './selection.ts';
 export { crc32 } from './crc32.ts';
 export { relocateGptBackup, relocatedGpt, readGptForRelocation, staleBackupCandidates, isStaleBackupHeader, planGptRelocation, type RelocationResult, type RelocatedGpt, type GptRelocationPlan } from './relocate.ts';
 export { formatLayout, formatSize, formatExactBytes } from './format.ts';

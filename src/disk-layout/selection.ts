@@ -103,3 +103,23 @@ export function partitionAt(layout: DiskLayout, byteOffset: number): Partition |
   }
   return best;
 }
+
+/**
+ * The partition-table structure a byte outside every partition belongs to, for
+ * reports: "the MBR", "the primary GPT", "the backup GPT", "an extended boot
+ * record"; undefined for a gap that holds none.
+ */
+export function tableAreaAt(layout: DiskLayout, byteOffset: number): string | undefined {
+  const s = layout.sectorSize;
+  const lba = Math.floor(byteOffset / s);
+  const g = layout.gpt;
+  if (lba === 0) return layout.scheme === 'gpt' ? 'the protective MBR' : 'the MBR';
+  if (g) {
+    const ts = Math.ceil((g.entryCount * g.entrySize) / s);
+    if (lba === 1 || (lba >= g.primaryEntriesLba && lba < g.primaryEntriesLba + ts)) return 'the primary GPT';
+    const backupHeader = g.backupLba ?? g.alternateLba;
+    if (lba === backupHeader || (lba >= g.backupEntriesLba && lba < g.backupEntriesLba + ts)) return 'the backup GPT';
+  }
+  if (layout.mbr?.ebrLbas.includes(lba)) return 'an extended boot record';
+  return undefined;
+}

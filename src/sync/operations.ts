@@ -17,7 +17,7 @@ import {
   type DriveLocation,
   type OpenDriveOptions,
 } from '../sata-bridge/index.ts';
-import { readLayout, regionsToCopy, partitionAt, relocateGptBackup, formatExactBytes, planCopyTail, type CopyTail, type DiskLayout } from '../disk-layout/index.ts';
+import { readLayout, regionsToCopy, partitionAt, tableAreaAt, relocateGptBackup, formatExactBytes, planCopyTail, type CopyTail, type DiskLayout } from '../disk-layout/index.ts';
 import { BadInputError, BusyError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
 import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
 import { normalizeRanges, formatBytes, chunksOf, subtractRanges, type ByteRange } from './ranges.ts';
@@ -77,6 +77,8 @@ export interface UnreadableReport {
   readonly sectors: number;
   /** The partition it lies in, `3` or undefined outside every partition. */
   readonly partition?: number;
+  /** Outside every partition: the table structure there ("the backup GPT"), if any. */
+  readonly area?: string;
 }
 
 export interface CopyReport {
@@ -226,6 +228,7 @@ function reportUnreadable(ranges: readonly ByteRange[], sector: number, layout: 
     firstLba: r.start / sector,
     sectors: r.length / sector,
     partition: layout ? partitionAt(layout, r.start)?.number : undefined,
+    area: layout && !partitionAt(layout, r.start) ? tableAreaAt(layout, r.start) : undefined,
   }));
 }
 

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { FaultyDevice } from '../../src/sata-bridge/index.ts';
-import { readLayout, regionsToCopy, type DiskLayout } from '../../src/disk-layout/index.ts';
+import { readLayout, regionsToCopy, tableAreaAt, type DiskLayout } from '../../src/disk-layout/index.ts';
 import { crc32 } from '../../src/disk-layout/crc32.ts';
 import { DeviceError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
@@ -71,6 +71,28 @@ test('backup broken: the primary is used and the backup reported', async () => {
   assert.ok(layout.problems.some((p) => /backup GPT header .*CRC mismatch/.test(p)), layout.problems.join('\n'));
   const backupTable = await readLayout(damaged((d) => (d[(LAST - 32) * 512 + 60] ^= 1)), { sniff: false });
   assert.ok(backupTable.problems.some((p) => /backup GPT entry table .*CRC mismatch/.test(p)));
+});
+
+test('an unreadable backup beside a valid primary is reported, and the layout still read; tableAreaAt names it', async () => {
+  if (!haveSfdisk) return;
+  const bad = new FaultyDevice(damaged(() => undefined), { badReadLbas: Array.from({ length: 8 }, (_, i) => LAST - 7 + i) });
+  const layout = await readLayout(bad, { sniff: false });
+  assert.ok(layout.gpt!.primaryValid);
+  assert.equal(layout.partitions, reference.partitions);
+  assert.ok(layout.problems.some((p) => /backup GPT \(LBA \d+\) could not be read/.test(p)), layout.problems.join('\n'));
+  assert.is(tableAreaAt(layout, LAST * 512), 'the backup GPT');
+  assert.is(tableAreaAt(layout, (LAST - 32) * 512), 'the backup GPT');
+  assert.is(tableAreaAt(layout, (LAST - 33) * 512), undefined, 'free space before the backup table');
+  assert.is(tableAreaAt(layout, 0), 'the protective MBR');
+  assert.is(tableAreaAt(layout, 512), 'the primary GPT');
+  assert.is(tableAreaAt(layout, 33 * 512), 'the primary GPT');
+  assert.is(tableAreaAt(layout, 34 * 512), undefined);
+  // Without a valid primary an unreadable backup leaves nothing to go on: the I/O error stands.
+  const both = new FaultyDevice(damaged((d) => d.fill(0, 512, 1024)), { badReadLbas: [LAST] });
+  await readLayout(both, { sniff: false }).then(
+    () => assert.unreachable('read a layout from nothing'),
+    (e: unknown) => assert.ok(e instanceof Error),
+  );
 });
 
 test('both copies broken: no partitions, clear problems, selection refused', async () => {

@@ -126,4 +126,21 @@ test('with unreadable source sectors the headline says the comparison is incompl
   assert.is(verifyHeadline(w), 'DIFFERENT: 1 range, 512 bytes (1 sector) differ; also 4,096 bytes (8 sectors) of the source could not be read, so they were not compared');
 });
 
+test('unreadable sectors in the backup GPT are named as such, not just "outside every partition" (f09)', async () => {
+  if (!requireEnv('GPT source', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const img = partitionedImage(dir, 'unr-gpt.img', { scheme: 'gpt', sizeMiB: 32 });
+  const copy = join(dir, 'unr-gpt-copy.img');
+  execFileSync('cp', [img.path, copy]);
+  const last = (32 * MiB) / 512;
+  const openDevice = async (loc: DriveLocation, options: OpenDriveOptions) => {
+    const dev = await openLocated(loc, options);
+    return loc.requested === img.path ? new FaultyDevice(dev, { badReadLbas: Array.from({ length: 8 }, (_, i) => last - 8 + i) }) : dev;
+  };
+  const v = await verify({ stateDir: join(dir, 'state-unr-gpt'), source: img.path, target: copy, retries: 0, openDevice });
+  assert.equal(
+    v.unreadable.map((u) => [u.firstLba, u.sectors, u.partition, u.area]),
+    [[last - 8, 8, undefined, 'the backup GPT']],
+  );
+});
+
 test.run();

@@ -83,8 +83,13 @@ function printCopy(report: CopyReport): void {
   for (const n of report.notes) console.log(`  note: ${n}`);
   if (report.unreadable.length) {
     console.log(`  UNREADABLE on the source (the standby kept its old data there):`);
-    for (const u of report.unreadable) console.log(`    LBA ${u.firstLba} (+${u.sectors} sectors)${u.partition ? ` in partition ${u.partition}` : ' outside every partition'}`);
+    for (const u of report.unreadable) console.log(`    LBA ${u.firstLba} (+${u.sectors} sectors)${unreadableWhere(u)}`);
   }
+}
+
+/** Where an unreadable range lies: a partition, a table structure, or neither. */
+function unreadableWhere(u: { partition?: number; area?: string }): string {
+  return u.partition ? ` in partition ${u.partition}` : u.area ? ` in ${u.area}, outside every partition` : ' outside every partition';
 }
 
 function printVerify(report: VerifyReport): void {
@@ -92,7 +97,7 @@ function printVerify(report: VerifyReport): void {
   if (!report.identical) {
     for (const d of report.differences) console.log(`  differs: ${formatSectorRange(d, report.sectorSize)}, byte offset ${d.start}`);
     if (report.differences.length < report.differenceCount) console.log(`  … ${report.differenceCount - report.differences.length} more`);
-    for (const u of report.unreadable) console.log(`  unreadable on the source, not compared: ${formatSectorRange({ start: u.start, length: u.length }, report.sectorSize)}${u.partition ? ` in partition ${u.partition}` : ' outside every partition'}`);
+    for (const u of report.unreadable) console.log(`  unreadable on the source, not compared: ${formatSectorRange({ start: u.start, length: u.length }, report.sectorSize)}${unreadableWhere(u)}`);
   }
   for (const n of report.notes) console.log(`  note: ${n}`);
 }
