@@ -2,12 +2,13 @@
 # Debian packages dpsr needs, after a preflight check. Without arguments: what
 # `npm ci` and the daemon with its simulated rig need (a compiler and Python
 # for the native modules epoll, i2c-bus and serialport; partitioning and
-# filesystem tools for the simulated system drive; smartctl). With --tests:
+# filesystem tools for the simulated system drive; smartctl; qemu-storage-daemon
+# for inline mode). With --tests:
 # also what the tests and benchmarks need (systemd and python3 for a fake
 # NOTIFY_SOCKET, rsvg-convert to render the schematic, promtool to check the
 # alert rules, socat for serial tests, rsync for a benchmark row, tmux for the
 # terminal tests, hyperfine for the start-up benchmark, QEMU and the parts of a
-# bootable Linux for the HIL tier).
+# bootable Linux for the HIL tier, NBD servers and clients).
 #
 # Works on Debian 12 and Raspberry Pi OS bookworm (amd64, arm64), as root or
 # as a user with sudo (it runs itself again through sudo). The preflight
@@ -19,7 +20,7 @@ tests=false
 case "${1:-}" in
   '') ;;
   --tests) tests=true ;;
-  -h|--help) sed -n '2,14s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
+  -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
   *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
 esac
 
@@ -60,9 +61,9 @@ fi
 
 # --- the packages ---
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
-packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates)
+packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common)
 if $tests; then
-  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin)
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin nbdkit)
 fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

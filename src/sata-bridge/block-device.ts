@@ -1,14 +1,14 @@
 /**
  * The seam between the copy engine and the hardware: a drive is anything that
  * reads and writes whole logical sectors at byte positions. Image files,
- * Linux block devices and fault-injecting wrappers all implement it.
+ * Linux block devices, NBD exports and fault-injecting wrappers all implement it.
  */
 
 /** Who a drive is, independent of which /dev/sdX it appeared as this time. */
 export interface DriveIdentity {
-  /** Stable key: `wwn:…`, `serial:<model>:<serial>` or `image:<realpath>`. */
+  /** Stable key: `wwn:…`, `serial:<model>:<serial>`, `image:<realpath>` or `nbd:<address>`. */
   readonly key: string;
-  readonly kind: 'image' | 'block';
+  readonly kind: 'image' | 'block' | 'nbd';
   readonly model?: string;
   readonly serial?: string;
   readonly wwn?: string;

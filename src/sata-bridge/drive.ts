@@ -1,6 +1,7 @@
 /**
- * Opening a drive by path: an image file or a Linux block device (also through
- * /dev/disk/by-id links). Never creates anything: a missing node is an error.
+ * Opening a drive by path: an image file, a Linux block device (also through
+ * /dev/disk/by-id links) or an NBD export named by its URI. Never creates
+ * anything: a missing node is an error.
  */
 import { constants, existsSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
@@ -9,9 +10,12 @@ import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.
 import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
 import { linuxRoots, lowerDisksOf, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
 import { diskUsage, fileKeyOf, loopBackingKey, loopDevicesFor, readMounts, readSwaps, type UsageReport } from './mounts.ts';
+import { NbdDrive, isNbdUri, parseNbdUri, type NbdUri } from './nbd-drive.ts';
 
 /** Where a path leads, before anything is opened. */
-export interface DriveLocation {
+export type DriveLocation = LocalLocation | NbdLocation;
+
+export interface LocalLocation {
   readonly requested: string;
   readonly realPath: string;
   readonly kind: 'image' | 'block';
@@ -20,11 +24,26 @@ export interface DriveLocation {
   readonly node?: BlockNodeInfo;
 }
 
+/** An NBD export: its size and sectors are known once connected. */
+export interface NbdLocation {
+  readonly requested: string;
+  /** The canonical URI. */
+  readonly realPath: string;
+  readonly kind: 'nbd';
+  readonly uri: NbdUri;
+  readonly stats?: undefined;
+  readonly node?: undefined;
+}
+
 /** Logical sector size of image files: 512 unless a `.4k` name or an option says 4096. */
 export const DEFAULT_IMAGE_SECTOR = 512;
 
 export function locateDrive(path: string, roots: SysRoots = linuxRoots): DriveLocation {
-  if (typeof path !== 'string' || path.trim() === '') throw new BadInputError('no drive given', { hint: 'name a drive by /dev/disk/by-id/…, a device path or an image file' });
+  if (typeof path !== 'string' || path.trim() === '') throw new BadInputError('no drive given', { hint: 'name a drive by /dev/disk/by-id/…, a device path, an image file or an NBD URI' });
+  if (isNbdUri(path)) {
+    const uri = parseNbdUri(path);
+    return { requested: path, realPath: uri.canonical, kind: 'nbd', uri };
+  }
   let realPath: string;
   try {
     realPath = realpathSync(path);
@@ -47,6 +66,8 @@ export function locateDrive(path: string, roots: SysRoots = linuxRoots): DriveLo
  * file, whatever path they were attached by; a partition counts as its disk).
  */
 export function storageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): { files: string[]; disks: string[] } {
+  // An NBD export is matched by its canonical address (in storageKeys); the file it serves from is not visible here.
+  if (loc.kind === 'nbd') return { files: [], disks: [] };
   if (loc.kind === 'image') {
     const key = fileKeyOf(loc.realPath) ?? `file:${majorMinorOf(loc.stats.dev)}:${loc.stats.ino}`;
     return { files: [key], disks: loopDevicesFor(key, roots) };
@@ -67,7 +88,8 @@ export function storageKeys(loc: DriveLocation, roots: SysRoots = linuxRoots): S
   const { files, disks } = storageOf(loc, roots);
   const lower = disks.flatMap((d) => lowerDisksOf(d, roots));
   const keys = new Set<string>([...files, ...[...disks, ...lower].map((d) => `disk:${d}`)]);
-  if (keys.size === 0) keys.add(`rdev:${loc.stats.rdev}`);
+  if (loc.kind === 'nbd') keys.add(`nbd:${loc.uri.canonical}`);
+  else if (keys.size === 0) keys.add(`rdev:${loc.stats.rdev}`);
   return keys;
 }
 
@@ -96,7 +118,13 @@ export function usageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): Usage
   };
 }
 
+/**
+ * The identity of a located drive. An NBD export's size and sectors are known
+ * only once connected: for one, open it and read the drive's `identity`
+ * (DeviceError here); `driveKeyOf` gives its key without connecting.
+ */
 export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_SECTOR): DriveIdentity {
+  if (loc.kind === 'nbd') throw new DeviceError(`${loc.requested}: an NBD export's geometry is known once it is opened`);
   if (loc.kind === 'image') {
     return {
       key: `image:${loc.realPath}`,
@@ -129,18 +157,31 @@ export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_S
   };
 }
 
+/** The identity key of a located drive, without opening it. */
+export function driveKeyOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_SECTOR): string {
+  return loc.kind === 'nbd' ? `nbd:${loc.uri.canonical}` : identityOf(loc, imageSectorSize).key;
+}
+
 export interface OpenDriveOptions extends OpenOptions {
   /** Logical sector size an image file pretends to have (512 or 4096). */
   readonly imageSectorSize?: number;
   readonly roots?: SysRoots;
 }
 
-export async function openDrive(path: string, options: OpenDriveOptions = {}): Promise<FileBlockDevice> {
+export async function openDrive(path: string, options: OpenDriveOptions = {}): Promise<BlockDevice> {
   const loc = locateDrive(path, options.roots);
   return openLocated(loc, options);
 }
 
-export async function openLocated(loc: DriveLocation, options: OpenDriveOptions = {}): Promise<FileBlockDevice> {
+export async function openLocated(loc: DriveLocation, options: OpenDriveOptions = {}): Promise<BlockDevice> {
+  if (loc.kind === 'nbd') {
+    // Direct I/O and the image sector size do not apply: the server decides both.
+    return NbdDrive.open(loc.requested, { write: options.write });
+  }
+  return openLocalDrive(loc, options);
+}
+
+async function openLocalDrive(loc: LocalLocation, options: OpenDriveOptions): Promise<FileBlockDevice> {
   const sector = options.imageSectorSize ?? DEFAULT_IMAGE_SECTOR;
   if (sector !== 512 && sector !== 4096) throw new BadInputError(`image sector size ${sector} is not supported`, { hint: 'use 512 or 4096' });
   const identity = identityOf(loc, sector);

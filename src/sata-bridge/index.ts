@@ -10,9 +10,12 @@ export {
   storageKeys,
   usageOf,
   identityOf,
+  driveKeyOf,
   FileBlockDevice,
   DEFAULT_IMAGE_SECTOR,
   type DriveLocation,
+  type LocalLocation,
+  type NbdLocation,
   type OpenDriveOptions,
 } from './drive.ts';
 export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
@@ -22,3 +25,6 @@ export { linuxRoots, readBlockNode, holdersOf, lowerDisksOf, type SysRoots, type
 export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageReport, type SwapEntry } from './mounts.ts';
 export * from './smart.ts';
 export { quirksFor, type BridgeQuirks, type SmartDeviceType } from './bridge-quirks.ts';
+export { NbdDrive, parseNbdUri, isNbdUri, NBD_PORT, type NbdUri, type OpenNbdOptions } from './nbd-drive.ts';
+export { NbdClient, type NbdAddress, type NbdExport, type NbdConnectOptions } from './nbd-client.ts';
+export { NbdProtocolError, NbdRequestError, NbdOptionError, STATE_DIRTY, STATE_HOLE, STATE_ZERO, type Extent, type BlockSizeInfo } from './nbd-protocol.ts';

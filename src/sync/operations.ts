@@ -13,6 +13,7 @@ import {
   usageOf,
   identityOf,
   allocAligned,
+  driveKeyOf,
   type BlockDevice,
   type DriveLocation,
   type OpenDriveOptions,
@@ -171,14 +172,14 @@ async function openBoth(req: CommonRequest & { source: string; target: string },
   const targetLoc = locateDrive(req.target);
   if (writeTarget) refuseUnsafeTarget(sourceLoc, targetLoc);
   const sector = req.imageSectorSize;
-  const sourceId = identityOf(sourceLoc, sector);
-  const targetId = identityOf(targetLoc, sector);
-  if (sourceId.logicalSectorSize !== targetId.logicalSectorSize) {
-    throw new RefusedError(
-      `the target ${targetLoc.requested} has ${targetId.logicalSectorSize}-byte sectors, the source ${sourceLoc.requested} ${sourceId.logicalSectorSize}-byte sectors`,
-      { hint: 'a sector copy between different logical sector sizes gives an unreadable partition table; use a standby with the same sector size' },
-    );
-  }
+  const refuseSectors = (s: number, t: number) => {
+    if (s === t) return;
+    throw new RefusedError(`the target ${targetLoc.requested} has ${t}-byte sectors, the source ${sourceLoc.requested} ${s}-byte sectors`, {
+      hint: 'a sector copy between different logical sector sizes gives an unreadable partition table; use a standby with the same sector size',
+    });
+  };
+  // An NBD export's sectors are known once connected; that check then comes after opening, still before any write.
+  if (sourceLoc.kind !== 'nbd' && targetLoc.kind !== 'nbd') refuseSectors(identityOf(sourceLoc, sector).logicalSectorSize, identityOf(targetLoc, sector).logicalSectorSize);
   const open = req.openDevice ?? defaultOpen;
   const source = await open(sourceLoc, { write: false, direct: req.direct, imageSectorSize: sector });
   let target: BlockDevice;
@@ -186,6 +187,12 @@ async function openBoth(req: CommonRequest & { source: string; target: string },
     target = await open(targetLoc, { write: writeTarget, direct: req.direct, imageSectorSize: sector });
   } catch (e) {
     await source.close();
+    throw e;
+  }
+  try {
+    refuseSectors(source.logicalSectorSize, target.logicalSectorSize);
+  } catch (e) {
+    await Promise.allSettled([source.close(), target.close()]);
     throw e;
   }
   return {
@@ -591,7 +598,7 @@ export interface RecoverReport {
 export async function recover(req: CommonRequest & { target: string }): Promise<RecoverReport> {
   const store = new PairStore(req.stateDir);
   const loc = locateDrive(req.target);
-  const key = identityOf(loc, req.imageSectorSize).key;
+  const key = driveKeyOf(loc, req.imageSectorSize);
   const pair = store.pairOf(key);
   if (!pair) throw new RefusedError(`${req.target} is not a drive of any recorded pair`, { hint: 'run `dpsr status` to see the recorded pairs' });
   const files = pairFiles(store, pair);

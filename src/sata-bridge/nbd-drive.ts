@@ -1,0 +1,191 @@
+/**
+ * A drive served over NBD: `nbd+unix:///NAME?socket=PATH` or
+ * `nbd://HOST[:PORT]/NAME` (the NBD project's URI format, doc/uri.md). It is a
+ * BlockDevice like an image file, and can also report a metadata context's
+ * extents (allocation, or the dirty blocks of a frozen qemu dirty bitmap).
+ */
+import { resolve as resolvePath } from 'node:path';
+import { BadInputError, DeviceError } from '../errors.ts';
+import type { BlockDevice, DriveIdentity } from './block-device.ts';
+import { NbdClient, type NbdAddress } from './nbd-client.ts';
+import type { Extent } from './nbd-protocol.ts';
+
+/** The IANA port of NBD ("Newstyle negotiation"). */
+export const NBD_PORT = 10809;
+
+/** A parsed drive address of an NBD export. */
+export interface NbdUri {
+  readonly address: NbdAddress;
+  readonly exportName: string;
+  /** The address in one spelling (absolute socket path), for identities and messages. */
+  readonly canonical: string;
+}
+
+export function isNbdUri(s: string): boolean {
+  return /^nbd(\+unix|\+tcp)?:\/\//i.test(s) || /^nbds(\+unix)?:\/\//i.test(s);
+}
+
+/**
+ * Parses `nbd+unix:///NAME?socket=PATH` and `nbd://HOST[:PORT]/NAME`. The
+ * export name is the percent-decoded path after the first slash (empty for
+ * the default export). Throws BadInputError naming what is wrong.
+ */
+export function parseNbdUri(uri: string): NbdUri {
+  const usage = { hint: 'write nbd+unix:///EXPORT?socket=/path/to/socket or nbd://HOST:PORT/EXPORT' };
+  if (/^nbds/i.test(uri)) throw new BadInputError(`${uri}: NBD over TLS is not supported as a drive address`, { hint: 'read the export over its unix socket (nbd+unix:///EXPORT?socket=…)' });
+  let u: URL;
+  try {
+    u = new URL(uri);
+  } catch {
+    throw new BadInputError(`${uri} is not a valid NBD address`, usage);
+  }
+  let exportName: string;
+  try {
+    exportName = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  } catch {
+    throw new BadInputError(`${uri}: the export name is not valid percent-encoding`, usage);
+  }
+  if (Buffer.byteLength(exportName) > 4096) throw new BadInputError(`${uri}: the export name is longer than 4096 bytes`, usage);
+  const params = [...u.searchParams.keys()];
+  if (u.protocol === 'nbd+unix:') {
+    const socket = u.searchParams.get('socket');
+    if (u.host !== '') throw new BadInputError(`${uri}: an nbd+unix address has no host (three slashes: nbd+unix:///EXPORT?socket=…)`, usage);
+    if (!socket) throw new BadInputError(`${uri}: an nbd+unix address needs ?socket=PATH`, usage);
+    const unknown = params.filter((p) => p !== 'socket');
+    if (unknown.length) throw new BadInputError(`${uri}: unknown parameter ${unknown.join(', ')}`, usage);
+    const path = resolvePath(socket);
+    return { address: { socket: path }, exportName, canonical: `nbd+unix:///${encodeURIComponent(exportName)}?socket=${path}` };
+  }
+  if (u.protocol === 'nbd:' || u.protocol === 'nbd+tcp:') {
+    if (!u.hostname) throw new BadInputError(`${uri}: no host given`, usage);
+    if (params.length) throw new BadInputError(`${uri}: unknown parameter ${params.join(', ')}`, usage);
+    const port = u.port ? Number(u.port) : NBD_PORT;
+    const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+    return { address: { host, port }, exportName, canonical: `nbd://${u.host.includes(':') ? u.host : `${u.hostname}:${port}`}/${encodeURIComponent(exportName)}` };
+  }
+  throw new BadInputError(`${uri}: the scheme ${u.protocol} is not an NBD address`, usage);
+}
+
+export interface OpenNbdOptions {
+  readonly write?: boolean;
+  /** Metadata contexts to select, e.g. `base:allocation`, `qemu:dirty-bitmap:NAME`. */
+  readonly metaContexts?: readonly string[];
+  readonly handshakeTimeoutMs?: number;
+}
+
+/** Largest block status request: 2 GiB keeps the length in the 32-bit field with room to spare. */
+const STATUS_STEP = 2 * 1024 ** 3;
+
+export class NbdDrive implements BlockDevice {
+  readonly identity: DriveIdentity;
+  readonly size: number;
+  readonly logicalSectorSize: number;
+  readonly physicalSectorSize: number;
+  readonly writable: boolean;
+  /** Bytes per request: the server's maximum payload, whole sectors. */
+  private readonly maxRequest: number;
+
+  private constructor(
+    readonly path: string,
+    readonly uri: NbdUri,
+    private readonly client: NbdClient,
+    writable: boolean,
+  ) {
+    const info = client.info;
+    // "Block size constraints": requests must be multiples of the minimum; the engine's sectors are 512 or more.
+    this.logicalSectorSize = Math.max(512, info.blockSize.minimum);
+    this.physicalSectorSize = Math.max(this.logicalSectorSize, Math.min(info.blockSize.preferred, 4096));
+    this.size = info.size;
+    this.writable = writable;
+    this.maxRequest = Math.max(this.logicalSectorSize, Math.floor(Math.min(info.blockSize.maximumPayload, 32 * 1024 * 1024) / this.logicalSectorSize) * this.logicalSectorSize);
+    this.identity = {
+      key: `nbd:${uri.canonical}`,
+      kind: 'nbd',
+      model: 'NBD export',
+      sizeBytes: info.size,
+      logicalSectorSize: this.logicalSectorSize,
+      physicalSectorSize: this.physicalSectorSize,
+    };
+  }
+
+  /**
+   * Connects to the export. Throws BadInputError for a malformed address,
+   * NotFound-like NbdOptionError for an unknown export or context,
+   * DeviceError when the server cannot be reached, is read-only while
+   * `write` was asked, or its size is not whole sectors.
+   */
+  static async open(address: string, options: OpenNbdOptions = {}): Promise<NbdDrive> {
+    const uri = parseNbdUri(address);
+    const client = await NbdClient.connect(uri.address, { exportName: uri.exportName, metaContexts: options.metaContexts, handshakeTimeoutMs: options.handshakeTimeoutMs, label: address });
+    try {
+      if (options.write && client.info.readOnly) throw new DeviceError(`the NBD export ${address} is read-only`, { hint: 'export it writable (qemu-storage-daemon --export …,writable=on)' });
+      const drive = new NbdDrive(address, uri, client, !!options.write);
+      if (drive.size % drive.logicalSectorSize !== 0) throw new DeviceError(`the NBD export ${address} is ${drive.size} bytes, not a whole number of ${drive.logicalSectorSize}-byte sectors`);
+      return drive;
+    } catch (e) {
+      await client.close();
+      throw e;
+    }
+  }
+
+  /** The negotiated export (flags, block sizes, contexts). */
+  get export() {
+    return this.client.info;
+  }
+
+  private check(buf: Uint8Array, position: number, length: number, op: string): void {
+    if (this.client.closed) throw new DeviceError(`${this.path} is closed`);
+    const s = this.logicalSectorSize;
+    if (position % s !== 0 || length % s !== 0 || length > buf.byteLength || position < 0) {
+      throw new RangeError(`${op} of ${length} bytes at ${position} on ${this.path} is not aligned to ${s}-byte sectors`);
+    }
+    if (position + length > this.size) throw new DeviceError(`${op} of ${length} bytes at ${position} runs past the end of ${this.path} (${this.size} bytes)`);
+  }
+
+  private pieces(position: number, length: number): { rel: number; length: number }[] {
+    const out: { rel: number; length: number }[] = [];
+    for (let rel = 0; rel < length; rel += this.maxRequest) out.push({ rel, length: Math.min(this.maxRequest, length - rel) });
+    return out;
+  }
+
+  async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
+    this.check(buf, position, length, 'read');
+    await Promise.all(this.pieces(position, length).map((p) => this.client.read(buf.subarray(p.rel, p.rel + p.length), position + p.rel, p.length)));
+  }
+
+  async write(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
+    if (!this.writable) throw new DeviceError(`${this.path} was opened read-only`);
+    this.check(buf, position, length, 'write');
+    await Promise.all(this.pieces(position, length).map((p) => this.client.write(buf.subarray(p.rel, p.rel + p.length), position + p.rel, p.length)));
+  }
+
+  async flush(): Promise<void> {
+    if (this.writable) await this.client.flush();
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+
+  /**
+   * Every extent of a selected metadata context over `[start, start+length)`
+   * (the whole export by default), asked in steps and joined where the server
+   * split them. Throws DeviceError when the context was not selected at open.
+   */
+  async extents(context: string, start = 0, length = this.size - start): Promise<Extent[]> {
+    const out: Extent[] = [];
+    const end = start + length;
+    let pos = start;
+    while (pos < end) {
+      const got = await this.client.blockStatus(context, pos, Math.min(STATUS_STEP, end - pos));
+      if (got.length === 0) throw new DeviceError(`the NBD server ${this.path} described no extent at byte ${pos} of ${context}`);
+      for (const e of got) {
+        const last = out[out.length - 1];
+        if (last && last.flags === e.flags && last.start + last.length === e.start) out[out.length - 1] = { start: last.start, length: last.length + e.length, flags: last.flags };
+        else out.push(e);
+      }
+      pos = got[got.length - 1]!.start + got[got.length - 1]!.length;
+    }
+    return out;
+  }
+}

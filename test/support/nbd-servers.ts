@@ -1,0 +1,60 @@
+/** NBD servers for tests: nbdkit and qemu-nbd on a unix socket, killed at exit. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface Server {
+  readonly socket: string;
+  readonly process: ChildProcess;
+  /** `nbd+unix:///NAME?socket=…` for the given export name. */
+  uri(exportName?: string): string;
+  stop(): Promise<void>;
+}
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const p of running) p.kill('SIGKILL');
+});
+
+async function start(cmd: string, args: string[], socket: string): Promise<Server> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  running.add(child);
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  let exited = false;
+  child.on('exit', () => {
+    exited = true;
+    running.delete(child);
+  });
+  for (let i = 0; i < 200 && !existsSync(socket); i++) {
+    if (exited) throw new Error(`${cmd} exited: ${stderr}`);
+    await sleep(25);
+  }
+  if (!existsSync(socket)) throw new Error(`${cmd} did not create ${socket}: ${stderr}`);
+  return {
+    socket,
+    process: child,
+    uri: (name = '') => `nbd+unix:///${encodeURIComponent(name)}?socket=${socket}`,
+    async stop() {
+      if (exited) return;
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await gone;
+    },
+  };
+}
+
+let counter = 0;
+
+/** `nbdkit [filters] PLUGIN ARGS…` on a fresh socket in `dir`. */
+export function nbdkit(dir: string, plugin: string[], filters: string[] = []): Promise<Server> {
+  const socket = join(dir, `nbdkit-${process.pid}-${counter++}.sock`);
+  return start('nbdkit', ['--foreground', '--exit-with-parent', '-U', socket, ...filters.flatMap((f) => ['--filter', f]), ...plugin], socket);
+}
+
+/** `qemu-nbd` serving a raw image under `exportName`, any number of clients. */
+export function qemuNbd(dir: string, image: string, exportName = 'drive', extra: string[] = []): Promise<Server> {
+  const socket = join(dir, `qemu-nbd-${process.pid}-${counter++}.sock`);
+  return start('qemu-nbd', ['-k', socket, '-f', 'raw', '-x', exportName, '-t', '-e', '0', ...extra, image], socket);
+}
