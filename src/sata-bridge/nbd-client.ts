@@ -166,7 +166,7 @@ export class NbdClient {
     readonly info: NbdExport,
     readonly label: string,
   ) {
-    socket.on('close', () => this.die(new DeviceError(`the connection to the NBD server ${label} was closed`)));
+    socket.on('close', () => this.die(new DeviceError(`the connection to the NBD server ${label} was closed`, { fault: 'transport' })));
     void this.replyLoop();
   }
 
@@ -182,8 +182,8 @@ export class NbdClient {
     const socket = 'socket' in address ? netConnect({ path: address.socket }) : netConnect({ host: address.host, port: address.port });
     socket.setNoDelay?.(true);
     const reader = new ByteReader(socket);
-    const closed = (e?: Error) => reader.fail(e ?? new DeviceError(`the NBD server ${label} closed the connection during the handshake`));
-    socket.on('error', (e) => closed(new DeviceError(`cannot talk to the NBD server ${label}: ${e.message}`, { hint: 'is the server running and the address right?', cause: e })));
+    const closed = (e?: Error) => reader.fail(e ?? new DeviceError(`the NBD server ${label} closed the connection during the handshake`, { fault: 'transport' }));
+    socket.on('error', (e) => closed(new DeviceError(`cannot talk to the NBD server ${label}: ${e.message}`, { hint: 'is the server running and the address right?', cause: e, fault: 'transport' })));
     socket.on('close', () => closed());
     const timeout = setTimeout(() => {
       reader.fail(new DeviceError(`the NBD server ${label} did not finish the handshake within ${(options.handshakeTimeoutMs ?? 30_000) / 1000} s`));
@@ -247,7 +247,7 @@ export class NbdClient {
       this.socket.write(encodeRequest(0, CMD.DISC, this.nextHandle++, 0, 0));
       this.socket.end();
     }
-    this.die(new DeviceError(`the connection to the NBD server ${this.label} is closed`));
+    this.die(new DeviceError(`the connection to the NBD server ${this.label} is closed`, { fault: 'transport' }));
   }
 
   private die(e: Error): void {

@@ -111,18 +111,26 @@ export const DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;
 /** Longest string the spec allows ("Conventions": MUST be no longer than 4096 bytes). */
 export const MAX_STRING = 4096;
 
-/** The server broke the protocol: the connection cannot be trusted any more. */
-export class NbdProtocolError extends DeviceError {}
+/** The server broke the protocol: the connection cannot be trusted any more (a transport fault). */
+export class NbdProtocolError extends DeviceError {
+  constructor(message: string, options?: { hint?: string; cause?: unknown }) {
+    super(message, { ...options, fault: 'transport' });
+  }
+}
 
-/** A request the server answered with an error (an errno on the wire). */
+/**
+ * A request the server answered with an error (an errno on the wire). `EIO`
+ * is the medium's fault (rescue narrows it down sector by sector),
+ * `ESHUTDOWN` the transport's; others (`ENOSPC`, `EINVAL`, …) are neither.
+ */
 export class NbdRequestError extends DeviceError {
   constructor(
     message: string,
-    /** `EIO`, `ENOSPC`, …: rescue logic treats `EIO` as a media error. */
+    /** `EIO`, `ENOSPC`, … */
     readonly code: string,
     options?: { hint?: string },
   ) {
-    super(message, options);
+    super(message, { ...options, fault: code === 'EIO' ? 'media' : code === 'ESHUTDOWN' ? 'transport' : undefined });
   }
 }
 

@@ -10,6 +10,7 @@ import { FaultyDevice, openDrive, Throttle, ThrottledDevice } from '../../src/sa
 import { tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { blockDeviceContract, type ContractDriveMaker } from './support/block-device-contract.ts';
+import { nbdkit } from '../support/nbd-servers.ts';
 
 const dir = tempDir('dpsr-contract-');
 let n = 0;
@@ -59,6 +60,15 @@ blockDeviceContract('fault injector with nothing planned', async (spec) => {
   const device = new FaultyDevice(base.device);
   return { device, readOnly: async () => new FaultyDevice(await base.readOnly()), cleanup: () => device.close() };
 });
+
+if (requireEnv('the BlockDevice contract on the NBD client', { tools: ['nbdkit'] })) {
+  // nbdkit's file plugin over the image, advertising the sector size as its minimum block size.
+  blockDeviceContract('NBD client (nbdkit file)', async ({ sectorSize, content }) => {
+    const server = await nbdkit(dir, ['file', imageWith(content), `blocksize-minimum=${sectorSize}`, 'blocksize-preferred=4096', 'blocksize-maximum=1M'], ['blocksize-policy']);
+    const device = await openDrive(server.uri(), { write: true });
+    return { device, readOnly: () => openDrive(server.uri()), cleanup: async () => { await device.close(); await server.stop(); } };
+  });
+}
 
 blockDeviceContract('throttled to a bridge\'s speed', async (spec) => {
   const base = await imageFile(false)(spec);
