@@ -1,11 +1,11 @@
 /**
  * The contract of the BlockDevice seam (src/sata-bridge/block-device.ts),
  * written once and run against every implementation: image files, loop
- * block devices, the fault injector, the throttle, the journaled target, and
- * any drive type to come (the NBD client joins with one call). A drive type
- * is used only once it passes.
+ * block devices, the fault injector, the throttle, the journaled target, the
+ * NBD client, and any drive type to come (one call each). A drive type is
+ * used only once it passes.
  *
- *   blockDeviceContract('nbd client', async ({ sectorSize, content }) => ({ device, readOnly, cleanup }));
+ *   blockDeviceContract('name', async ({ sectorSize, content }) => ({ device, readOnly, cleanup }));
  *
  * Every buffer comes from allocAligned, so O_DIRECT implementations can run
  * the same suite.
