@@ -692,6 +692,8 @@ export function recordFailover(stateDir: string, pairId?: string): RoleSwapRepor
   const oldActive = pair.activeKey;
   pair.activeKey = pair.standbyKey;
   pair.standbyKey = oldActive;
+  // An interrupted restore was writing the old active drive: as the standby now it is half-written, not a backup.
+  if (pair.pendingCopy?.to === pair.standbyKey) pair.standbyState = 'inconsistent';
   const generation = recordBecameActive(pair, pair.activeKey);
   store.save();
   return { pairId: pair.id, active: pair.drives[pair.activeKey]!.lastPath, standby: pair.drives[pair.standbyKey]!.lastPath, generation };
