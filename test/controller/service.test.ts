@@ -125,6 +125,13 @@ test('the unit waits for readiness, has a watchdog, and does not wait for udev t
   assert.match(unit, /^NotifyAccess=all$/m);
   assert.match(unit, /^WatchdogSec=\d+/m);
   assert.not.match(unit, /^(After|Wants|Requires)=.*udev-settle/m);
+  if (!requireEnv('checking the unit with systemd-analyze', { tools: ['systemd-analyze'] })) return;
+  // The installed code is not here: the check runs on a copy whose ExecStart is a binary that exists.
+  const dir = tempDir();
+  writeFileSync(join(dir, 'dpsrd.service'), unit.replace(/^ExecStart=\S+/m, 'ExecStart=/bin/true'));
+  const r = spawnSync('systemd-analyze', ['verify', join(dir, 'dpsrd.service')], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  assert.is(r.stderr.trim(), '', 'systemd-analyze has nothing to say about the unit');
 });
 
 test('log lines: syslog priorities under journald, one readable line on a terminal', () => {
