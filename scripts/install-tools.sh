@@ -7,8 +7,9 @@
 # also what the tests and benchmarks need (systemd and python3 for a fake
 # NOTIFY_SOCKET, rsvg-convert to render the schematic, promtool to check the
 # alert rules, socat for serial tests, rsync for a benchmark row, tmux for the
-# terminal tests, hyperfine for the start-up benchmark, QEMU and the parts of a
-# bootable Linux for the HIL tier, NBD servers and clients).
+# terminal tests, hyperfine for the start-up benchmark, mdadm --examine to check
+# the RAID metadata the tail tests plant, QEMU and the parts of a bootable
+# Linux for the HIL tier, NBD servers and clients).
 #
 # Works on Debian 12 and Raspberry Pi OS bookworm (amd64, arm64), as root or
 # as a user with sudo (it runs itself again through sudo). The preflight
@@ -63,7 +64,7 @@ fi
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
 packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common)
 if $tests; then
-  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin nbdkit)
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils extlinux syslinux-common busybox-static libnbd-bin nbdkit mdadm)
 fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -4,7 +4,7 @@
  * just before it. Both copies are checked (signature, CRCs, self-location,
  * bounds) so a damaged primary falls back to the backup, as firmware does.
  */
-import type { BlockDevice } from '../sata-bridge/index.ts';
+import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { crc32 } from './crc32.ts';
 import { formatGuid, isZeroGuid } from './guid.ts';
 
@@ -149,13 +149,13 @@ export async function readGptCopy(dev: BlockDevice, lba: number, which: 'primary
   const sector = dev.logicalSectorSize;
   const total = Math.floor(dev.size / sector);
   if (lba < 1 || lba >= total) return { which, lba, signature: false, valid: false, problems: [`${which} GPT header: LBA ${lba} is outside the disk`] };
-  const headerSector = Buffer.alloc(sector);
+  const headerSector = allocAligned(sector);
   await dev.read(headerSector, lba * sector, sector);
   const parsed = parseGptHeader(headerSector, lba, which, total, sector);
   if (!parsed.header) return { which, lba, signature: parsed.signature, valid: false, headerSector, problems: parsed.problems };
   const h = parsed.header;
   const n = tableSectors(h.entryCount, h.entrySize, sector);
-  const raw = Buffer.alloc(n * sector);
+  const raw = n > 0 ? allocAligned(n * sector) : Buffer.alloc(0);
   if (n > 0) await dev.read(raw, h.entriesLba * sector, n * sector);
   const table = raw.subarray(0, h.entryCount * h.entrySize);
   const crc = crc32(table);

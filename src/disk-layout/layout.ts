@@ -4,7 +4,7 @@
  * map LBAs through. Reading never throws over damaged tables: damage becomes
  * `problems`, only I/O failures are errors.
  */
-import type { BlockDevice } from '../sata-bridge/index.ts';
+import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { BadInputError } from '../errors.ts';
 import { ATTR_LEGACY_BIOS_BOOTABLE, hasGptSignature, readGpt, tableSectors, type GptScan } from './gpt.ts';
 import { gptTypeName } from './guid.ts';
@@ -99,7 +99,7 @@ async function sniffAt(dev: BlockDevice, startByte: number, sizeBytes: number): 
   const len = Math.max(SNIFF_BYTES, dev.logicalSectorSize);
   if (sizeBytes < len || startByte + len > dev.size || startByte % dev.logicalSectorSize !== 0) return undefined;
   try {
-    const buf = Buffer.alloc(len);
+    const buf = allocAligned(len);
     await dev.read(buf, startByte, len);
     return sniffFilesystem(buf);
   } catch {
@@ -117,7 +117,7 @@ export async function readLayout(dev: BlockDevice, options: ReadLayoutOptions = 
   const base = { sectorSize: sector, diskSizeBytes: dev.size };
   if (total < 1) return { ...base, scheme: 'none', diskId: '', partitions: [], problems: [`the drive is ${dev.size} bytes: too small to hold a partition table`] };
 
-  const lba0 = Buffer.alloc(sector);
+  const lba0 = allocAligned(sector);
   await dev.read(lba0, 0, sector);
   const mbr = parseMbrSector(lba0);
   const problems: string[] = [];
@@ -135,7 +135,7 @@ export async function readLayout(dev: BlockDevice, options: ReadLayoutOptions = 
       foreignSectorSize = 512;
       problems.push('a GPT header sits at byte 512: the disk was partitioned with 512-byte sectors but reports 4096-byte sectors (a USB bridge that translates sector sizes?)');
     } else if (sector === 512 && total > 8) {
-      const probe = Buffer.alloc(512);
+      const probe = allocAligned(512);
       await dev.read(probe, 4096, 512);
       if (hasGptSignature(probe)) {
         foreignSectorSize = 4096;

@@ -3,7 +3,7 @@
  * EBRs inside an extended partition. Used for plain MBR disks and to spot the
  * protective MBR of a GPT disk.
  */
-import type { BlockDevice } from '../sata-bridge/index.ts';
+import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 
 export const MBR_SIGNATURE_OFFSET = 510;
 /** Linux numbers logical partitions from 5 whatever the primaries are. */
@@ -139,7 +139,7 @@ export async function scanMbr(dev: BlockDevice, mbr: MbrSector): Promise<MbrScan
     const extStart = extended.firstLba;
     const extEnd = extended.firstLba + extended.sectors; // exclusive
     const seen = new Set<number>();
-    const buf = Buffer.alloc(sector);
+    const buf = allocAligned(sector);
     let ebr = extStart;
     let number = FIRST_LOGICAL;
     while (true) {

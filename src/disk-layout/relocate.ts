@@ -5,7 +5,7 @@
  * moves the backup to the target's end, fixes the primary header to point at
  * it, and zeroes the stale header so nothing finds two backups.
  */
-import type { BlockDevice } from '../sata-bridge/index.ts';
+import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { BadInputError, DeviceError, RefusedError } from '../errors.ts';
 import { hasGptSignature, parseGptHeader, patchHeader, readGpt, readGptCopy, tableSectors, type GptCopy, type GptHeader } from './gpt.ts';
 import { GPT_PROTECTIVE_TYPE, parseMbrSector } from './mbr.ts';
@@ -118,7 +118,7 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   const total = Math.floor(target.size / sector);
   if (total < 3) return none('the target is too small to hold a GPT');
 
-  const lba0 = Buffer.alloc(sector);
+  const lba0 = allocAligned(sector);
   await target.read(lba0, 0, sector);
   const mbr = parseMbrSector(lba0);
   const protective = mbr.hasSignature && mbr.entries.some((e) => e.type === GPT_PROTECTIVE_TYPE);
@@ -151,9 +151,9 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   let wrote = false;
 
   // 1. The backup table and header at the end, unless an identical one is there.
-  const atEnd = Buffer.alloc(sector);
+  const atEnd = allocAligned(sector);
   await target.read(atEnd, newLast * sector, sector);
-  const atEndTable = Buffer.alloc(ts * sector);
+  const atEndTable = ts > 0 ? allocAligned(ts * sector) : Buffer.alloc(0);
   if (ts > 0) await target.read(atEndTable, newEntriesLba * sector, ts * sector);
   if (!sameBytes(atEnd, plan.backupHeader) || !sameBytes(atEndTable, plan.backupTable)) {
     needsWrite();
@@ -183,12 +183,12 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
 
   // 4. Stale backup headers where the source ended: only sectors that really hold a GPT header are zeroed.
   const zeroedLbas: number[] = [];
-  const probe = Buffer.alloc(sector);
+  const probe = allocAligned(sector);
   for (const lba of oldBackupLbas) {
     await target.read(probe, lba * sector, sector);
     if (!isStaleBackupHeader(probe, lba, total, sector)) continue;
     needsWrite();
-    await target.write(Buffer.alloc(sector), lba * sector);
+    await target.write(allocAligned(sector), lba * sector);
     zeroedLbas.push(lba);
     wrote = true;
   }
@@ -247,13 +247,14 @@ export function relocatedGpt(
   if (newLastUsable < h.lastUsableLba) {
     throw new RefusedError(`moving the backup GPT to the end of a ${targetSizeBytes}-byte target would cut the usable area below LBA ${h.lastUsableLba}`);
   }
-  const backupHeader = Buffer.from(parts.headerSector);
+  // Page-aligned, so the writes also work on a drive opened with O_DIRECT.
+  const backupHeader = alignedCopy(parts.headerSector);
   patchHeader(backupHeader, { myLba: newLast, alternateLba: 1, lastUsableLba: newLastUsable, entriesLba: newEntriesLba });
-  const backupTable = Buffer.alloc(ts * sector);
+  const backupTable = ts > 0 ? allocAligned(ts * sector) : Buffer.alloc(0);
   backupTable.set(parts.table.subarray(0, Math.min(parts.table.byteLength, backupTable.byteLength)));
-  const primaryHeader = Buffer.from(parts.headerSector);
+  const primaryHeader = alignedCopy(parts.headerSector);
   patchHeader(primaryHeader, { myLba: 1, alternateLba: newLast, lastUsableLba: newLastUsable, entriesLba: h.entriesLba });
-  const lba0 = Buffer.from(parts.lba0);
+  const lba0 = alignedCopy(parts.lba0);
   const mbr = parseMbrSector(lba0);
   const only = mbr.entries.length === 1 ? mbr.entries[0] : undefined;
   if (only && only.type === GPT_PROTECTIVE_TYPE && only.firstLba === 1) {
@@ -283,7 +284,13 @@ export async function readGptForRelocation(dev: BlockDevice): Promise<{ lba0: Bu
   const gpt = await readGpt(dev);
   const p = gpt.primary;
   if (!p.valid || !p.header || !p.headerSector || !p.table) return undefined;
-  const lba0 = Buffer.alloc(sector);
+  const lba0 = allocAligned(sector);
   await dev.read(lba0, 0, sector);
   return { lba0, header: p.header, headerSector: p.headerSector, table: p.table };
+}
+
+function alignedCopy(b: Uint8Array): Buffer {
+  const out = allocAligned(b.byteLength);
+  out.set(b);
+  return out;
 }

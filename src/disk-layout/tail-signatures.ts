@@ -13,7 +13,7 @@
  * Only the places those tools look at are read (the last 2 MiB, and the few
  * sectors an anchor points to), never the whole tail.
  */
-import type { BlockDevice } from '../sata-bridge/index.ts';
+import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { tableSectors } from './gpt.ts';
 import type { DiskLayout } from './layout.ts';
 
@@ -79,7 +79,7 @@ export async function findEndSignatures(dev: BlockDevice): Promise<EndSignature[
   const size = dev.size;
   const sector = dev.logicalSectorSize;
   const windowStart = Math.max(0, Math.floor((size - SCAN_BYTES) / sector) * sector);
-  const buf = Buffer.alloc(size - windowStart);
+  const buf = size > windowStart ? allocAligned(size - windowStart) : Buffer.alloc(0);
   if (buf.byteLength > 0) await dev.read(buf, windowStart, buf.byteLength);
   const w = new EndWindow(size, windowStart, buf);
   const found: EndSignature[] = [];
@@ -91,7 +91,7 @@ export async function findEndSignatures(dev: BlockDevice): Promise<EndSignature[
     if (offset < 0 || offset + sector > size || offset % sector !== 0) return undefined;
     const inWindow = w.bytes(offset, sector);
     if (inWindow) return inWindow;
-    const b = Buffer.alloc(sector);
+    const b = allocAligned(sector);
     await dev.read(b, offset, sector);
     return b;
   };

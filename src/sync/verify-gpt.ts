@@ -6,7 +6,7 @@
  * primary GPT, so a standby without boot code, without a primary header or
  * with a wrong backup is reported different.
  */
-import type { BlockDevice } from '../sata-bridge/index.ts';
+import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { isStaleBackupHeader, readGptForRelocation, relocatedGpt, staleBackupCandidates } from '../disk-layout/index.ts';
 import type { ByteRange } from './ranges.ts';
 
@@ -53,7 +53,7 @@ export async function relocatedExpectations(source: BlockDevice, targetSize: num
   for (const lba of staleBackupCandidates(parts.header, source.size, targetSize, s)) {
     let current = byLba.get(lba)?.expected;
     if (!current && lba * s < source.size) {
-      current = Buffer.alloc(s);
+      current = allocAligned(s);
       await source.read(current, lba * s, s);
     }
     if (current && isStaleBackupHeader(current, lba, total, s)) put(lba, Buffer.alloc(s), `LBA ${lba} (the source's backup GPT header, zeroed by the relocation)`);
@@ -65,7 +65,7 @@ export async function relocatedExpectations(source: BlockDevice, targetSize: num
 /** Reads each expected sector of the target; returns those that differ. */
 export async function checkExpectations(target: BlockDevice, sectors: readonly SectorExpectation[]): Promise<SectorExpectation[]> {
   const s = target.logicalSectorSize;
-  const buf = Buffer.alloc(s);
+  const buf = allocAligned(s);
   const differing: SectorExpectation[] = [];
   for (const e of sectors) {
     await target.read(buf, e.lba * s, s);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { clone, sync, verify } from '../../src/sync/index.ts';
+import { openDrive } from '../../src/sata-bridge/index.ts';
 import { partitionedImage, randomImage, sparseImage, tempDir } from '../support/images.ts';
 import { blkidProbe, mdadmExamine, wipefsList, writeDdf, writeDrbd, writeImsm, writeMd090, writeMd10, writeZfsLabels } from '../support/end-signatures.ts';
 import { requireEnv } from '../support/require.ts';
@@ -126,6 +127,26 @@ test('metadata the source anchors to its end is named before the copy writes any
   assert.ok(note < events.indexOf('written'), 'named before the first write');
   assert.match(events[note]!, /16,777,216 bytes short of the end/);
   assert.ok(report.notes.some((n) => n.includes('anchored to its end')));
+});
+
+test('with direct I/O (O_DIRECT) the tables are read, the tail cleaned, the GPT relocated and verified', async () => {
+  if (!requireEnv('standby tail test', { tools })) return;
+  const src = partitionedImage(dir, 'direct-src.img', { scheme: 'gpt', sizeMiB: 32 });
+  const tgt = sparseImage(join(dir, 'direct-tgt.img'), 48 * MiB);
+  try {
+    (await openDrive(tgt, { write: true, direct: true })).close();
+  } catch (e) {
+    console.log(`SKIP: O_DIRECT is not supported in ${dir} (${(e as Error).message}); set DPSR_TEST_TMP to a disk-backed folder`);
+    return;
+  }
+  writeMd090(tgt);
+  const stateDir = join(dir, 'state-direct');
+  const report = await clone({ stateDir, source: src.path, target: tgt, direct: true });
+  assert.ok(report.gptRelocated);
+  assert.ok(report.notes.some((n) => /md superblock 0\.90/.test(n)), report.notes.join('\n'));
+  assert.match(sgdiskVerify(tgt), /No problems found/);
+  assert.is(/^\s+Magic : /m.test(mdadmExamine(tgt).output), false);
+  assert.ok((await verify({ stateDir, source: src.path, target: tgt, direct: true })).identical);
 });
 
 test.run();
