@@ -257,7 +257,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
         const store = new PairStore(stateDir);
         const pair = store.byId(args[0]!);
         if (!pair) throw new BadInputError(`no pair ${args[0]} is recorded`, { hint: 'run `dpsr status` for the pair ids' });
-        await askOrRequireYes(opts, `This forgets pair ${pair.id} (roles, generations, journal). The drives are not touched.`);
+        await askOrRequireYes(opts, `This forgets pair ${pair.id} (its roles and generations). The drives are not touched; the pair's undo journal, sync map and manifest stay in ${store.pairDir(pair)}.`);
         store.remove(pair.id);
         store.save();
         if (json) printJson({ forgotten: pair.id });
