@@ -2,24 +2,16 @@
 // Small helpers shared by the nodes: reading progress out of the daemon's
 // job objects, the status badges, and option parsing.
 
-/** Percent done (0–100, one decimal) of a job or its progress object, or undefined when unknown. */
+/**
+ * Percent done (0–100, one decimal) of a job record or a job.progress event
+ * (both carry the engine's progress object, whose `percent` is what counts),
+ * or undefined while the job has reported no progress.
+ */
 function percentOf(job) {
   if (!job || typeof job !== 'object') return undefined;
   const p = job.progress && typeof job.progress === 'object' ? job.progress : job;
-  const clamp = (n) => Math.max(0, Math.min(100, Math.round(n * 10) / 10));
-  if (typeof p.percent === 'number' && Number.isFinite(p.percent)) return clamp(p.percent);
-  if (typeof p.fraction === 'number' && Number.isFinite(p.fraction)) return clamp(p.fraction * 100);
-  const pairs = [
-    ['bytesDone', 'bytesTotal'],
-    ['doneBytes', 'totalBytes'],
-    ['bytesCopied', 'bytesTotal'],
-    ['done', 'total'],
-  ];
-  for (const [d, t] of pairs) {
-    if (typeof p[d] === 'number' && typeof p[t] === 'number') return p[t] > 0 ? clamp((p[d] / p[t]) * 100) : 0;
-  }
-  if (typeof job.progress === 'number' && Number.isFinite(job.progress)) return clamp(job.progress <= 1 ? job.progress * 100 : job.progress);
-  return undefined;
+  if (typeof p.percent !== 'number' || !Number.isFinite(p.percent)) return undefined;
+  return Math.max(0, Math.min(100, Math.round(p.percent * 10) / 10));
 }
 
 const TERMINAL = new Set(['done', 'failed', 'cancelled']);
