@@ -21,12 +21,13 @@ export {
 export { checkAgainstWiring, type Wiring, type WiringBoard, type WiringNet } from './wiring.ts';
 export { Board, type BoardDeps } from './board.ts';
 export { BootSwitch, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
-export { reduce, createReducer, initialFailoverState, validateFailoverState, type FailoverState, type FailoverEvent, type FailoverAction, type Step } from './failover.ts';
+export { reduce, initialFailoverState, validateFailoverState, type FailoverState, type FailoverEvent, type FailoverAction, type Step } from './failover.ts';
 export { FailoverShell, type FailoverInput } from './failover-shell.ts';
 export { ButtonWatcher, type ButtonGesture } from './button.ts';
 export { BootSwitchEmitter, type BootSwitchEvents, type AlertEvent, type SwitchStepEvent } from './events.ts';
 export { SimBoard, SIM_RELAYS, type Violation } from './sim-board.ts';
 export { SimHost, type HostState, type SimHostOptions } from './sim-host.ts';
+export { RelayHost, type Host } from './host.ts';
 export { SimI2cBus, SimMcp23017, SimPcf8574, SimSsd1306, SimIna219 } from './sim-i2c.ts';
 export { Ssd1306, renderStatus, FrameBuffer, type StatusScreen } from './ssd1306.ts';
 export { Ina219, classifyRail, type RailReading } from './ina219.ts';

@@ -3,10 +3,12 @@
  * SimBoard, lights the power LED input while powered, boots from whatever
  * drive reaches its SATA port, and sends heartbeats while its OS runs.
  * Controls let tests make a drive unbootable, hang the OS, or ignore ACPI.
+ * As a `Host`, its buttons can also be pressed directly (not through relays).
  */
 import { EventEmitter } from 'node:events';
 import type { Clock } from './clock.ts';
 import type { Bay } from './config.ts';
+import type { Host } from './host.ts';
 import type { SimBoard } from './sim-board.ts';
 
 export type HostState = 'off' | 'booting' | 'running' | 'hung' | 'shutting-down';
@@ -24,7 +26,7 @@ interface SimHostEvents {
   state: [state: HostState, bay: Bay | null];
 }
 
-export class SimHost extends EventEmitter<SimHostEvents> {
+export class SimHost extends EventEmitter<SimHostEvents> implements Host {
   #state: HostState = 'off';
   #bootedFrom: Bay | null = null;
   #timer: unknown = null;
@@ -56,6 +58,23 @@ export class SimHost extends EventEmitter<SimHostEvents> {
 
   get powered(): boolean {
     return this.#state !== 'off';
+  }
+
+  async powerLed(): Promise<boolean> {
+    return this.powered;
+  }
+
+  async powerButton(pressed: boolean): Promise<void> {
+    this.#powerButton(pressed);
+  }
+
+  async resetButton(pressed: boolean): Promise<void> {
+    if (pressed) this.#reset();
+  }
+
+  onHeartbeat(listener: (bay: Bay | null) => void): () => void {
+    this.on('heartbeat', listener);
+    return () => this.off('heartbeat', listener);
   }
 
   /** Power on as if someone pressed the case button (not through our relay). */

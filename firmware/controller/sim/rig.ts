@@ -68,7 +68,7 @@ export class SimRig implements Rig {
   #live: Record<Bay, Set<FaultyDevice>> = { A: new Set(), B: new Set() };
   #throttles: Record<Bay, Throttle | null>;
   #panel: SimPanelChips | null = null;
-  #onHeartbeat: ((bay: Bay) => void) | null = null;
+  #stopHeartbeats: (() => void) | null = null;
   readonly bays: DriveBays = { path: (bay) => this.drivePath(bay), openDevice: (loc, options) => this.openDevice(loc, options) };
 
   constructor(private readonly opts: SimRigOptions) {
@@ -162,10 +162,7 @@ export class SimRig implements Rig {
   }
 
   async start(ctl: Controller): Promise<void> {
-    if (this.host) {
-      this.#onHeartbeat = (bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {});
-      this.host.on('heartbeat', this.#onHeartbeat);
-    }
+    this.#stopHeartbeats = this.host?.onHeartbeat((bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {})) ?? null;
     if (this.created && this.opts.initialClone && !ctl.jobs.current) ctl.copies.start('clone', {}, 'first-start');
     if (this.host && this.opts.hostPoweredAtStart && !this.host.powered) this.host.powerOn();
   }
@@ -285,7 +282,7 @@ export class SimRig implements Rig {
   }
 
   async stop(): Promise<void> {
-    if (this.#onHeartbeat) this.host?.off('heartbeat', this.#onHeartbeat);
+    this.#stopHeartbeats?.();
     this.host?.forceOff();
     this.host?.removeAllListeners();
     await this.board.close();
