@@ -28,8 +28,10 @@ import { Dpsrd, sleep, type ControllerEvent } from './controller.ts';
 import { corruptFile, ensureImage, type EnsuredImage, type ImageFileName } from './image/build.ts';
 import { QemuHost, type BootInfo, type CommandReply, type DataRecord, type RecordStat } from './qemu-host.ts';
 import { SerialConsole } from './serial-console.ts';
+import { bayOfSerial, QemuAtxHost, type DriveOnPort } from './atx-host.ts';
 
-export type Bay = 'A' | 'B';
+export type { Bay } from './atx-host.ts';
+import type { Bay } from './atx-host.ts';
 export type RigState = 'off' | 'booted:A' | 'booted:B';
 export type RigKind = 'sim' | 'real';
 
@@ -70,10 +72,6 @@ export interface TransitionReport {
 
 export const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
-export function bayOfSerial(serial: string): Bay | null {
-  const m = /^BAY-([AB])$/.exec(serial);
-  return m ? (m[1] as Bay) : null;
-}
 
 export abstract class Rig extends EventEmitter {
   abstract readonly kind: RigKind;
@@ -239,45 +237,33 @@ export abstract class Rig extends EventEmitter {
 export class SimulatedRig extends Rig {
   readonly kind = 'sim' as const;
   readonly qemu: QemuHost;
+  /** The PC behind the ATX header, driven by dpsrd's relay events. */
+  readonly host: QemuAtxHost;
   /** Things the host side saw that break the relay rules (both drives on the host port). */
   readonly violations: string[] = [];
-  /** ATX power "held": a real PSU turns off after 4 s of power button. */
-  readonly forceOffMs = 4000;
   private queue: Promise<void> = Promise.resolve();
-  private pressedAt: number | null = null;
-  private forceTimer: NodeJS.Timeout | null = null;
-  private poweredBay: Bay | null = null;
-  /** Powered without a bootable drive on its port: a PC at its firmware's "no boot device". */
-  private noDrive = false;
-  private frozen = false;
-  private resetting = false;
-  private led = false;
 
   constructor(opts: RigOptions) {
     super(opts);
     this.qemu = new QemuHost({ name: opts.name });
+    this.host = new QemuAtxHost(this.qemu, () => this.driveOnHost());
     this.qemu.on('boot', (b: BootInfo) => {
       this.booted = { bay: bayOfSerial(b.bay), at: performance.now() };
       this.record({ kind: 'boot', bay: bayOfSerial(b.bay), detail: b.bay });
     });
-    this.qemu.on('heartbeat', (hb: { bay: string }) => {
-      const bay = bayOfSerial(hb.bay);
+    this.host.onHeartbeat((bay) => {
       // Relayed before it is recorded: a scenario that saw the heartbeat knows the controller has it.
       void this.dpsrd
         .api('POST', '/api/host/heartbeat', bay ? { bay } : {})
         .catch(() => {})
         .finally(() => this.record({ kind: 'heartbeat', bay }));
     });
-    this.qemu.on('exit', () => {
-      if (this.resetting) return;
-      this.enqueue(async () => {
-        this.poweredBay = null;
-        this.booted = null;
-        this.frozen = false;
-        await this.setLed(false);
-        this.record({ kind: 'power-off', bay: null });
-      });
+    this.host.on('record', (r) => {
+      if (r.kind !== 'no-drive') this.booted = null;
+      this.record(r);
     });
+    this.host.on('led', () => this.enqueue(() => this.reportLed()));
+    this.host.on('error-note', (e) => this.note(e));
   }
 
   get console(): HostConsole {
@@ -299,52 +285,33 @@ export class SimulatedRig extends Rig {
     es.on('event', (e: ControllerEvent) => this.onControllerEvent(e));
     await es.ready();
     // A controller that boots again has lost the LED input's level: tell it again.
-    this.dpsrd.on('started', () => this.enqueue(() => this.setLed(this.led, true)));
+    this.dpsrd.on('started', () => this.enqueue(() => this.reportLed()));
     await this.dpsrd.idle();
   }
 
+  private note(e: unknown): void {
+    this.emit('error-note', e);
+    console.log(`  rig ${this.opts.name}: host wiring: ${(e as Error).message}`);
+  }
+
   private enqueue(fn: () => Promise<void>): void {
-    this.queue = this.queue.then(fn).catch((e) => {
-      this.emit('error-note', e);
-      console.log(`  rig ${this.opts.name}: host wiring: ${(e as Error).message}`);
-    });
+    this.queue = this.queue.then(fn).catch((e) => this.note(e));
   }
 
-  private async setLed(on: boolean, force = false): Promise<void> {
-    if (this.led === on && !force) return;
-    this.led = on;
+  /** The host's power LED, as dpsrd's simulated board's input. */
+  private async reportLed(): Promise<void> {
     if (!this.dpsrd.running) return;
-    await this.dpsrd.ok('POST', '/api/sim/host/power', { power: on ? 'on' : 'off' });
-  }
-
-  private get powered(): boolean {
-    return this.qemu.isPowered() || this.noDrive;
+    await this.dpsrd.ok('POST', '/api/sim/host/power', { power: this.host.led ? 'on' : 'off' });
   }
 
   private onControllerEvent(e: ControllerEvent): void {
-    if (e.type === 'relay' && e.data.channel === 'atxPower') {
-      if (e.data.on) {
-        this.pressedAt = e.received;
-        if (this.powered) this.forceTimer = setTimeout(() => this.enqueue(() => this.hardOff('power held')), this.forceOffMs);
-      } else {
-        if (this.forceTimer) clearTimeout(this.forceTimer);
-        this.forceTimer = null;
-        const held = this.pressedAt === null ? 0 : e.received - this.pressedAt;
-        this.pressedAt = null;
-        if (held >= this.forceOffMs) return;
-        this.enqueue(() => (this.powered ? this.acpi() : this.powerOn()));
-      }
-    } else if (e.type === 'relay' && e.data.channel === 'atxReset' && e.data.on) {
-      this.enqueue(() => this.reset());
-    } else if (e.type === 'drive' && e.data.action === 'pulled' && e.data.bay === this.poweredBay && this.qemu.isPowered()) {
-      // The OS loses its disk and stops answering; the PC stays on.
-      this.frozen = true;
-      this.qemu.freeze();
-    }
+    if (e.type === 'relay' && e.data.channel === 'atxPower') void this.host.powerButton(e.data.on);
+    else if (e.type === 'relay' && e.data.channel === 'atxReset') void this.host.resetButton(e.data.on);
+    else if (e.type === 'drive' && e.data.action === 'pulled') this.host.driveGone(e.data.bay);
   }
 
   /** Which drive file the relays connect to the host port, from the controller's read-back. */
-  private async driveOnHost(): Promise<{ bay: Bay; path: string } | null> {
+  private async driveOnHost(): Promise<DriveOnPort | null> {
     const s = await this.dpsrd.status();
     const r = s.relays;
     const onHost: Bay[] = [];
@@ -360,70 +327,13 @@ export class SimulatedRig extends Rig {
     return { bay, path: s.drives[bay].path };
   }
 
-  private async powerOn(): Promise<void> {
-    if (this.powered) return;
-    const drive = await this.driveOnHost();
-    if (!drive) {
-      this.noDrive = true;
-      await this.setLed(true);
-      this.record({ kind: 'no-drive', bay: null });
-      return;
-    }
-    await this.qemu.powerOn(drive.path, { serial: `BAY-${drive.bay}` });
-    this.poweredBay = drive.bay;
-    this.booted = null;
-    this.record({ kind: 'power-on', bay: drive.bay });
-    await this.setLed(true);
-  }
-
-  /** The ACPI power button: only a running agent acts on it (a boot loader prompt or a hung OS does not). */
-  private async acpi(): Promise<void> {
-    if (!this.qemu.isPowered() || this.frozen || !this.qemu.bootInfo) return;
-    this.qemu.command('poweroff', [], 10_000).catch(() => {});
-  }
-
-  private async hardOff(why: string): Promise<void> {
-    if (this.noDrive) {
-      this.noDrive = false;
-      await this.setLed(false);
-      this.record({ kind: 'power-off', bay: null, detail: why });
-      return;
-    }
-    // The exit handler reports the LED and the power-off.
-    await this.qemu.powerOff();
-  }
-
-  private async reset(): Promise<void> {
-    if (!this.powered) return;
-    this.resetting = true;
-    try {
-      await this.qemu.powerOff();
-    } finally {
-      this.resetting = false;
-    }
-    this.noDrive = false;
-    this.frozen = false;
-    const drive = await this.driveOnHost();
-    if (!drive) {
-      this.noDrive = true;
-      this.record({ kind: 'no-drive', bay: null, detail: 'reset' });
-      return;
-    }
-    await this.qemu.powerOn(drive.path, { serial: `BAY-${drive.bay}` });
-    this.poweredBay = drive.bay;
-    this.booted = null;
-    this.record({ kind: 'power-on', bay: drive.bay, detail: 'reset' });
-  }
-
   protected async stopHost(): Promise<void> {
-    if (this.forceTimer) clearTimeout(this.forceTimer);
-    this.resetting = true;
-    await this.qemu.powerOff();
+    await this.host.unplug();
   }
 
   async damageBootFiles(bay: Bay, which: ImageFileName): Promise<void> {
     const s = await this.dpsrd.status();
-    if (s.host.power === 'on' && this.poweredBay === bay) throw new RefusedError(`bay ${bay} is in use by the running host`);
+    if (s.host.power === 'on' && this.host.poweredBay === bay) throw new RefusedError(`bay ${bay} is in use by the running host`);
     corruptFile(s.drives[bay].path, this.image, which);
   }
 
@@ -570,9 +480,10 @@ export class RealRig extends Rig {
 }
 
 /**
- * The rig DPSR_HIL_RIG selects (sim by default). The real rig is never
- * chosen implicitly: returns null with a reason when it was asked for but is
- * not configured, so scenarios skip loudly.
+ * The rig DPSR_HIL_RIG selects (sim by default; anything but sim and real is
+ * bad input). The real rig is never chosen implicitly; scenarios check first
+ * with rigAvailable (support/scenario.ts), which skips them loudly when it
+ * was asked for but is not configured.
  */
 export function createRig(opts: RigOptions): Rig {
   const kind = process.env.DPSR_HIL_RIG ?? 'sim';
