@@ -241,11 +241,6 @@ export function reduce(cfg: FailoverConfig, state: FailoverState, event: Failove
   return { state: s, actions };
 }
 
-/** The reducer bound to a configuration: `(state, event) => { state, actions }`. */
-export function createReducer(cfg: FailoverConfig): (state: FailoverState, event: FailoverEvent) => Step {
-  return (state, event) => reduce(cfg, state, event);
-}
-
 export function validateFailoverState(raw: unknown): FailoverState {
   const r = raw as FailoverState;
   const fail = (what: string): never => {

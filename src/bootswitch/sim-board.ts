@@ -10,7 +10,7 @@
  * pulls its line low when pressed; the power LED line is high when lit.
  */
 import { EventEmitter } from 'node:events';
-import { DeviceError, NotFoundError } from '../errors.ts';
+import { DeviceError } from '../errors.ts';
 import type { Clock } from './clock.ts';
 import { systemClock } from './clock.ts';
 import type { Bay } from './config.ts';
@@ -247,10 +247,5 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
     const out: Record<string, boolean> = {};
     for (const r of SIM_RELAYS) out[r] = this.contact(r);
     return out;
-  }
-
-  linesByName(pin: string): boolean {
-    if (!this.#coils.has(pin) && !this.#inputs.has(pin) && !pin.startsWith('SENSE_')) throw new NotFoundError(`simulated board has no line ${pin}`);
-    return this.level(pin);
   }
 }
