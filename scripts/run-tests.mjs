@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // Runs every uvu test file below the given folders, each in its own process
 // (through tsx), and ends with the plain line "N passed, N failed, N skipped".
-// Usage: node scripts/run-tests.mjs [--exclude DIR]... DIR|FILE...
+// Usage: node scripts/run-tests.mjs [--exclude DIR]... [--finally FILE]... DIR|FILE...
+// A --finally file runs after all the others, whatever they gave (a tier's
+// summary of what its files reported), and counts like them.
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -9,8 +11,10 @@ import { join, relative } from 'node:path';
 const args = process.argv.slice(2);
 const excludes = [];
 const roots = [];
+const finals = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--exclude') excludes.push(args[++i]);
+  else if (args[i] === '--finally') finals.push(args[++i]);
   else roots.push(args[i]);
 }
 if (roots.length === 0) roots.push('test');
@@ -27,7 +31,7 @@ function collect(path, out) {
   return out;
 }
 
-const files = roots.flatMap((r) => collect(r, []));
+const files = [...roots.flatMap((r) => collect(r, [])), ...finals];
 const strip = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
 let passed = 0, failed = 0, skipped = 0;
 const failedFiles = [];

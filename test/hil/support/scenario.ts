@@ -2,7 +2,7 @@
  * Scenario plumbing: picks the rig, checks the machine has what the rig
  * needs, runs one scenario with a started rig, prints its result and
  * timings, and appends them to the run's results file, from which
- * scenarios/zz-summary.test.ts prints the table.
+ * support/summary.ts prints the table.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';

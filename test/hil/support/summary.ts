@@ -1,12 +1,13 @@
 /**
- * The scenario table of this run (the test runner runs files in name order,
- * so this one comes last): scenario, rig, result, downtime, time. Every
- * scenario file must have reported when the run included scenarios.
+ * The scenario table of this run: scenario, rig, result, downtime, time.
+ * Every scenario file must have reported when the run included scenarios.
+ * `npm run test:hil` runs this after every test file of the tier
+ * (run-tests.mjs --finally), whatever their names and results.
  */
 import { readdirSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readResults, resultsFile } from '../support/scenario.ts';
+import { readResults, resultsFile } from './scenario.ts';
 import { seconds } from '../rig.ts';
 
 test('scenario table', () => {
@@ -25,7 +26,7 @@ test('scenario table', () => {
   const total = results.reduce((s, r) => s + r.totalMs, 0);
   console.log(`scenarios took ${seconds(total)} in all`);
 
-  const files = readdirSync(new URL('.', import.meta.url)).filter((f) => f.endsWith('.test.ts') && !f.startsWith('zz-'));
+  const files = readdirSync(new URL('../scenarios/', import.meta.url)).filter((f) => f.endsWith('.test.ts'));
   const reported = new Set(results.map((r) => r.scenario.replace(/-(resume|rollback)$/, '')));
   for (const f of files) assert.ok(reported.has(f.replace(/\.test\.ts$/, '')), `scenario file ${f} reported no result in this run`);
 });
