@@ -54,6 +54,15 @@ test('an unknown option is exit 2 with that command\'s usage; under --json an er
   assert.is(dpsr([]).code, 2, 'no command is bad usage');
 });
 
+test('options before the command still work, as they always did', () => {
+  const r = dpsr(['--json', 'status', '--state-dir', join(dir, 'empty-state')]);
+  assert.is(r.code, 0, r.stderr);
+  assert.equal(r.json().pairs, []);
+  const remote = dpsr(['--url', 'http://127.0.0.1:1', '--token-file', '/dev/null', 'status']);
+  assert.is(remote.code, 2);
+  assert.match(remote.stderr, /does not hold an API token/, 'reached the remote status');
+});
+
 test('arguments and --url-only parts are checked before anything runs', () => {
   const one = dpsr(['sync', join(dir, 'a.img')], env);
   assert.is(one.code, 2);

@@ -6,7 +6,7 @@
  * drives (local.ts); both are loaded only when a command runs, so --help and
  * --version start fast.
  */
-import { CommanderError } from 'commander';
+import { CommanderError, type Command } from 'commander';
 import { BadInputError, describeError, exitCodeFor, isDpsrError } from '../../../src/errors.ts';
 import { buildProgram } from './program.ts';
 
@@ -18,7 +18,7 @@ export async function main(argv: string[]): Promise<number> {
     return (await import('./local.ts')).runLocal(inv);
   }, result);
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(commandFirst(argv, program), { from: 'user' });
     return result.code;
   } catch (e) {
     if (!(e instanceof CommanderError)) throw e;
@@ -27,6 +27,24 @@ export async function main(argv: string[]): Promise<number> {
     if (argv.includes('--json')) printJsonError(new BadInputError(e.message.replace(/^error: /, '')));
     return 2;
   }
+}
+
+/**
+ * Options given before the command (`dpsr --json status`, `dpsr --url U sync`,
+ * which dpsr has always accepted) moved behind it, where commander looks for
+ * them.
+ */
+export function commandFirst(argv: string[], program: Command): string[] {
+  if (!argv[0]?.startsWith('-') || ['-h', '--help', '-V', '--version'].includes(argv[0])) return argv;
+  const names = new Set(program.commands.map((c) => c.name()));
+  const takesValue = new Set(program.commands.flatMap((c) => c.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter((f): f is string => !!f)));
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (names.has(a)) return [a, ...argv.slice(0, i), ...argv.slice(i + 1)];
+    if (!a.startsWith('-')) return argv;
+    if (takesValue.has(a)) i++;
+  }
+  return argv;
 }
 
 function printJsonError(e: unknown): void {
