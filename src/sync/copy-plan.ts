@@ -382,6 +382,24 @@ export function planCopy(input: PlanInput): CopyDecision {
   return { verdict: 'copy', plan, start: 'fresh', newPair, notes };
 }
 
+/**
+ * What a status line says of a pair's pending copy: running (another process
+ * holds the pair's lock) or interrupted, and the way out that fits it: for an
+ * interrupted first clone only running it again, for a sync or a restore the
+ * same command again or `dpsr recover` on the drive it was writing.
+ */
+export function pendingCopyAdvice(pair: Pick<PairRecord, 'pendingCopy' | 'drives'>, running: boolean): string | undefined {
+  const pending = pair.pendingCopy;
+  if (!pending) return undefined;
+  const what = pending.plan ? `${describePlan(pending.plan)}` : pending.kind;
+  const to = pair.drives[pending.to]?.lastPath ?? 'its target';
+  const from = pair.drives[pending.from]?.lastPath ?? 'its source';
+  if (running) return `running: a ${what} onto ${to}, started ${pending.startedAt}`;
+  const again = pending.plan ? `\`${commandFor(pending.plan, from, to)}\`` : `the same ${pending.kind}`;
+  if (pending.kind === 'clone') return `interrupted: the first clone onto ${to}, started ${pending.startedAt}; run ${again} again to finish it`;
+  return `interrupted: a ${what} onto ${to}, started ${pending.startedAt}; run ${again} again to finish it, or \`dpsr recover ${to}\` to roll ${to} back`;
+}
+
 function pendingMismatch(pending: PendingCopy, plan: CopyPlan, pair: PairRecord, input: PlanInput): [string, string] {
   const pendingTarget = pending.to === input.target.key ? input.target.path : (pair.drives[pending.to]?.lastPath ?? 'its target');
   const pendingSource = pending.from === input.source.key ? input.source.path : (pair.drives[pending.from]?.lastPath ?? 'its source');

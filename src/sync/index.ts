@@ -7,3 +7,4 @@ export { formatBytes, normalizeRanges, type ByteRange } from './ranges.ts';
 export { UndoJournal, rollBack, scanJournal, JournalFullError } from './undo-journal.ts';
 export { lockOwner } from './pair-lock.ts';
 export { verifyHeadline, formatSectorRange } from './verify-report.ts';
+export { planCopy, describePlan, commandFor, pendingCopyAdvice, type CopyPlan, type CopyDecision, type PlanInput, type Refusal, type DriveFacts, type TailSignature } from './copy-plan.ts';

@@ -5,7 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { planCopy, type CopyDecision, type CopyPlan, type PlanInput } from '../../src/sync/copy-plan.ts';
+import { planCopy, pendingCopyAdvice, type CopyDecision, type CopyPlan, type PlanInput } from '../../src/sync/copy-plan.ts';
 import { pairIdFor, type PairRecord } from '../../src/sync/pair-state.ts';
 import type { DiskLayout, GptInfo } from '../../src/disk-layout/index.ts';
 
@@ -211,6 +211,20 @@ test('tail cleanup keeps only signatures past the copied area', () => {
 
 test('a plan is decided from its input alone: the same input, the same decision', () => {
   for (const [, i] of rows) assert.equal(planCopy(i), planCopy(i));
+});
+
+test('table: what a status line says of a pending copy fits its state', () => {
+  const rows: [string, PairRecord, boolean, RegExp, RegExp | undefined][] = [
+    ['a running sync', pair({ standbyState: 'syncing', pendingCopy: pendingFrom(input({ partitions: [2] })) }), true, /^running: a sync of partition 2 in compare mode onto \/dev\/b/, /interrupted|recover/],
+    ['an interrupted sync', pair({ standbyState: 'syncing', pendingCopy: pendingFrom(input({ partitions: [2] })) }), false, /^interrupted: .*`dpsr sync \/dev\/a \/dev\/b --partition 2` again .*`dpsr recover \/dev\/b`/, undefined],
+    ['an interrupted first clone', pair({ standbyState: 'inconsistent', pendingCopy: pendingFrom(input({ kind: 'clone', pairs: [] })) }), false, /^interrupted: the first clone onto \/dev\/b.*`dpsr clone \/dev\/a \/dev\/b` again/, /recover/],
+  ];
+  for (const [name, p, running, want, never] of rows) {
+    const said = pendingCopyAdvice(p, running) ?? '';
+    assert.match(said, want, name);
+    if (never) assert.not.match(said, never, name);
+  }
+  assert.is(pendingCopyAdvice(pair(), false), undefined);
 });
 
 test.run();

@@ -15,6 +15,8 @@ import {
   PairStore,
   defaultStateDir,
   effectiveStandbyState,
+  pendingCopyAdvice,
+  lockOwner,
   formatBytes,
   verifyHeadline,
   formatSectorRange,
@@ -246,7 +248,9 @@ export async function runLocal(inv: Invocation): Promise<number> {
             console.log(`pair ${p.id}`);
             console.log(`  active   ${p.active.lastPath}  generation ${p.active.generation}  (${p.active.key})`);
             console.log(`  standby  ${p.standby.lastPath}  generation ${p.standby.generation}  ${p.standbyState.toUpperCase()}  (${p.standby.key})`);
-            if (p.pendingCopy) console.log(`  interrupted ${p.pendingCopy.kind} since ${p.pendingCopy.startedAt}: run it again, or \`dpsr recover\``);
+            const record = store.byId(p.id)!;
+            const pending = pendingCopyAdvice(record, lockOwner(store.pairDir(record)) !== undefined);
+            if (pending) console.log(`  ${pending}`);
             if (p.lastSync) console.log(`  last ${p.lastSync.kind}: ${p.lastSync.result} at ${p.lastSync.at}${p.lastSync.message ? ` (${p.lastSync.message})` : ''}`);
             if (attention[i]!.length) console.log(`  NEEDS ATTENTION: ${attention[i]!.join('; ')}`);
           });
