@@ -173,8 +173,8 @@ export class NodeRedSupervisor extends EventEmitter<SupervisorEvents> implements
             `Node-RED cannot listen on ${listen} (${portInUse}): another program holds that port. ` +
             'Set DPSR_NODE_RED_LISTEN=HOST:PORT to a free port (under systemd: systemctl edit dpsrd, then ' +
             '[Service] Environment=DPSR_NODE_RED_LISTEN=127.0.0.1:1881) and restart dpsrd; until then Node-RED stays stopped and dpsrd runs on without it.';
-          this.#log('error', message, { listen });
-          this.emit('gave-up', { reason: 'port-in-use', message });
+          // Said once: by whoever listens (dpsrd raises an alert), else in the supervisor's log.
+          if (!this.emit('gave-up', { reason: 'port-in-use', message })) this.#log('error', message, { listen });
           return;
         }
       } else this.#portFailures = 0;
@@ -223,11 +223,8 @@ export function startNodeRed(daemon: Daemon, opts: { listen?: string; banner?: (
       log[level ?? 'info']({ child: true }, line);
     },
   });
-  // Said once, where an operator looks: the event log, the front panel's alert line, the banner.
-  sup.on('gave-up', ({ message }) => {
-    daemon.app.bus.publish('alert', { level: 'warning', code: 'node-red-port-in-use', message });
-    opts.banner?.(message);
-  });
+  // Said once, as an alert: dpsrd's log (one line), the event log and the front panel's alert line.
+  sup.on('gave-up', ({ message }) => daemon.app.bus.publish('alert', { level: 'warning', code: 'node-red-port-in-use', message }));
   sup.on('ready', ({ url }) =>
     opts.banner?.(`Node-RED editor at ${url} (user admin, password in ${join(daemon.stateDir, 'node-red', 'admin-password')})`),
   );
