@@ -278,15 +278,18 @@ export function isStaleBackupHeader(sectorBytes: Uint8Array, lba: number, totalS
 }
 
 /** LBA 0 and the valid primary GPT of a drive, the input of `relocatedGpt`; undefined when the primary is not valid. */
-export async function readGptForRelocation(dev: BlockDevice): Promise<{ lba0: Buffer; header: GptHeader; headerSector: Uint8Array; table: Uint8Array } | undefined> {
+export async function readGptForRelocation(
+  dev: BlockDevice,
+): Promise<{ lba0: Buffer; header: GptHeader; headerSector: Uint8Array; table: Uint8Array; from: 'primary' | 'backup'; fromLba: number } | undefined> {
   const sector = dev.logicalSectorSize;
   if (Math.floor(dev.size / sector) < 3) return undefined;
   const gpt = await readGpt(dev);
-  const p = gpt.primary;
-  if (!p.valid || !p.header || !p.headerSector || !p.table) return undefined;
+  // A damaged primary with a valid backup: the relocation builds the new backup from that backup (as planGptRelocation decides).
+  const p = gpt.primary.valid ? gpt.primary : gpt.backup?.valid ? gpt.backup : undefined;
+  if (!p || !p.header || !p.headerSector || !p.table) return undefined;
   const lba0 = allocAligned(sector);
   await dev.read(lba0, 0, sector);
-  return { lba0, header: p.header, headerSector: p.headerSector, table: p.table };
+  return { lba0, header: p.header, headerSector: p.headerSector, table: p.table, from: p.which, fromLba: p.lba };
 }
 
 function alignedCopy(b: Uint8Array): Buffer {

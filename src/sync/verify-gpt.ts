@@ -4,7 +4,8 @@
  * backup at the target's end. Those sectors are not skipped: each is compared
  * with exactly what the relocation leaves there, computed from the source's
  * primary GPT, so a standby without boot code, without a primary header or
- * with a wrong backup is reported different.
+ * with a wrong backup is reported different. A source whose primary GPT is
+ * damaged is relocated from its valid backup, and checked the same way.
  */
 import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { isStaleBackupHeader, readGptForRelocation, relocatedGpt, staleBackupCandidates } from '../disk-layout/index.ts';
@@ -47,10 +48,12 @@ export async function relocatedExpectations(source: BlockDevice, targetSize: num
   const tableSectors = plan.backupTable.byteLength / s;
   for (let i = 0; i < tableSectors; i++) put(plan.backupEntriesLba + i, plan.backupTable.subarray(i * s, (i + 1) * s), `LBA ${plan.backupEntriesLba + i} (backup GPT table)`);
   put(plan.backupLba, plan.backupHeader, `LBA ${plan.backupLba} (backup GPT header)`);
-  put(1, plan.primaryHeader, 'LBA 1 (primary GPT header)');
+  // A damaged primary is left as the source has it, so LBA 1 is compared straight then.
+  if (parts.from === 'primary') put(1, plan.primaryHeader, 'LBA 1 (primary GPT header)');
   put(0, plan.lba0, 'LBA 0 (protective MBR and boot code)');
   const total = Math.floor(targetSize / s);
-  for (const lba of staleBackupCandidates(parts.header, source.size, targetSize, s)) {
+  const stale = new Set([...(parts.from === 'backup' ? [parts.fromLba] : []), ...staleBackupCandidates(parts.header, source.size, targetSize, s)]);
+  for (const lba of stale) {
     let current = byLba.get(lba)?.expected;
     if (!current && lba * s < source.size) {
       current = allocAligned(s);

@@ -64,6 +64,10 @@ test('a damaged primary GPT onto a larger standby: the backup is rebuilt at its 
     await dev.close();
     await src.close();
   }
+  // Verify knows what the relocation from the backup leaves there: identical.
+  const v = dpsr(['verify', a, b, '--json'], env);
+  assert.is(v.code, 0, v.stdout + v.stderr);
+  assert.ok(v.json().identical);
   // The same clone again, as an operator would: it runs (as a sync onto the consistent backup) and succeeds.
   const again = dpsr(['clone', a, b, '--yes', '--quiet'], env);
   assert.is(again.code, 0, again.stderr);
