@@ -61,6 +61,9 @@ test('options before the command still work, as they always did', () => {
   const remote = dpsr(['--url', 'http://127.0.0.1:1', '--token-file', '/dev/null', 'status']);
   assert.is(remote.code, 2);
   assert.match(remote.stderr, /does not hold an API token/, 'reached the remote status');
+  const help = dpsr(['--url', 'http://127.0.0.1:1', '--help']);
+  assert.is(help.code, 0);
+  assert.match(help.stdout, /^Usage: dpsr /);
 });
 
 test('arguments and --url-only parts are checked before anything runs', () => {

@@ -44,7 +44,8 @@ export function commandFirst(argv: string[], program: Command): string[] {
     if (!a.startsWith('-')) return argv;
     if (takesValue.has(a)) i++;
   }
-  return argv;
+  // No command at all: a help request is answered with the overview (`dpsr --url URL --help`).
+  return argv.some((a) => a === '-h' || a === '--help') ? ['--help'] : argv;
 }
 
 function printJsonError(e: unknown): void {
