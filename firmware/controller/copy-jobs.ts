@@ -101,8 +101,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
           if (!newDrive) return jobs.write(ctx, standby, target, true, () => sync({ ...jobs.common(ctx), source, target, mode: jobs.config.sync.mode }), false);
           if (pair) {
             ctx.log('info', `bay ${standby} holds a new drive: pair ${pair.id} with the old drive is forgotten and the new one cloned`);
-            store.remove(pair.id);
-            store.save();
+            store.forget(pair.id);
           }
           return jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target }), false);
         },

@@ -10,7 +10,7 @@ import { BusyError, DeviceError, RefusedError } from '../errors.ts';
 import type { OutputChannel, InputChannel } from './channel.ts';
 import type { Clock } from './clock.ts';
 import type { Bay, RelayName, TimingConfig } from './config.ts';
-import type { DualStore } from './dual-store.ts';
+import type { DurableRecord } from '../durable-file.ts';
 import type { BootSwitchEmitter } from './events.ts';
 import type { Logger } from './io.ts';
 import { ISOLATED, SWITCH_RELAYS, bayOf, baysOnHost, patternFor, samePattern, type SwitchRelays } from './relay-pattern.ts';
@@ -75,7 +75,7 @@ export class BootSwitch {
   constructor(
     private readonly lines: SwitchLines,
     private readonly timing: TimingConfig,
-    private readonly store: DualStore<SwitchRecord>,
+    private readonly store: DurableRecord<SwitchRecord>,
     record: SwitchRecord,
     private readonly clock: Clock,
     private readonly events: BootSwitchEmitter,

@@ -9,7 +9,7 @@ import type { BootSwitch } from './boot-switch.ts';
 import type { OutputChannel } from './channel.ts';
 import type { Clock } from './clock.ts';
 import type { Bay, FailoverConfig } from './config.ts';
-import type { DualStore } from './dual-store.ts';
+import type { DurableRecord } from '../durable-file.ts';
 import type { BootSwitchEmitter } from './events.ts';
 import { reduce, type FailoverAction, type FailoverEvent, type FailoverState } from './failover.ts';
 import type { Logger } from './io.ts';
@@ -33,7 +33,7 @@ export class FailoverShell {
   constructor(
     state: FailoverState,
     private readonly cfg: FailoverConfig,
-    private readonly store: DualStore<FailoverState>,
+    private readonly store: DurableRecord<FailoverState>,
     private readonly bootSwitch: BootSwitch,
     private readonly clock: Clock,
     /** Wall-clock milliseconds: deadlines are persisted and must survive a restart. */

@@ -35,7 +35,6 @@ export { Mcp23017Driver } from './mcp23017.ts';
 export { Pcf8574Driver } from './pcf8574.ts';
 export { listChips, resolveLine, type GpioChipInfo } from './gpio-chip.ts';
 export { systemClock, ManualClock, type Clock } from './clock.ts';
-export { DualStore } from './dual-store.ts';
 export { patternFor, baysOnHost, ISOLATED, type SwitchRelays } from './relay-pattern.ts';
 export type { DigitalInput, DigitalOutput, Driver, DriverKind, I2cBus, Logger } from './io.ts';
 export { defaultOpenI2c } from './board.ts';

@@ -9,7 +9,7 @@ import { Board, type BoardDeps } from './board.ts';
 import { ButtonWatcher } from './button.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { validateConfig, type BootSwitchConfig, type RelayName } from './config.ts';
-import { DualStore } from './dual-store.ts';
+import { DurableRecord } from '../durable-file.ts';
 import { BootSwitchEmitter } from './events.ts';
 import { initialFailoverState, validateFailoverState, type FailoverState } from './failover.ts';
 import { FailoverShell } from './failover-shell.ts';
@@ -60,7 +60,7 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
   // An emitter without an 'error' listener would throw; errors reach the daemon as alerts instead.
   const onError = (e: unknown) => events.emit('alert', { level: 'critical', code: 'device-error', message: (e as Error).message });
 
-  const switchStore = new DualStore<SwitchRecord>(opts.stateDir, 'switch', validateSwitchRecord);
+  const switchStore = new DurableRecord<SwitchRecord>(opts.stateDir, 'switch', validateSwitchRecord);
   const loaded = switchStore.load();
   for (const p of loaded?.problems ?? []) if (!p.endsWith('missing')) log.warn({ problem: p }, 'switch state copy damaged; using the other');
   let record = loaded?.data ?? INITIAL_SWITCH_RECORD;
@@ -108,7 +108,7 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
     }
     record = bootSwitch.record;
 
-    const failStore = new DualStore<FailoverState>(opts.stateDir, 'failover', validateFailoverState);
+    const failStore = new DurableRecord<FailoverState>(opts.stateDir, 'failover', validateFailoverState);
     const fl = failStore.load();
     const fstate = fl?.data ?? initialFailoverState(config.failover, bayOf(record.relays) ?? 'A');
     if (!fl) failStore.save(fstate);

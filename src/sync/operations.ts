@@ -5,7 +5,7 @@
  * and leaves the standby either as the previous backup or the new one.
  */
 import { join } from 'node:path';
-import { mkdirSync, statfsSync } from 'node:fs';
+import { statfsSync } from 'node:fs';
 import {
   locateDrive,
   openLocated,
@@ -27,8 +27,9 @@ import { UndoJournal, rollBack, removeJournal, scanJournal, JournalFullError } f
 import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
-import { acquirePairLock, lockOwner } from './pair-lock.ts';
-import { PairStore, pairIdFor, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
+import { acquirePairLock, acquireDriveLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
+import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
+import { ensureSpaceReserve, NoSpaceError } from '../durable-file.ts';
 import { planCopy, commandFor, geometryChange, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
@@ -239,14 +240,52 @@ function reportUnreadable(ranges: readonly ByteRange[], sector: number, layout: 
   }));
 }
 
-/** What the standby of a pair is now, taking a crashed copy into account. */
+/**
+ * What the standby of a pair is now, taking a crashed copy into account: a
+ * record saying "syncing" with nobody holding the pair's lock is a copy that
+ * died (the kernel released its lock), so the standby is inconsistent.
+ */
 export function effectiveStandbyState(store: PairStore, pair: PairRecord): StandbyState {
   if (pair.standbyState !== 'syncing') return pair.standbyState;
-  return lockOwner(store.pairDir(pair)) !== undefined ? 'syncing' : 'inconsistent';
+  return pairLockHeld(store.dir, pair.id) ? 'syncing' : 'inconsistent';
+}
+
+/** Whether a copy or recovery of the pair runs now, in this or another process. */
+export function copyRunning(stateDir: string, pairId: string): boolean {
+  return pairLockHeld(stateDir, pairId);
+}
+
+/** The state as seen by the holder of the pair's lock: a "syncing" record is a copy that died. */
+function stateUnderLock(pair: PairRecord): StandbyState {
+  return pair.standbyState === 'syncing' ? 'inconsistent' : pair.standbyState;
+}
+
+/**
+ * The locks of a copy or recovery, taken before anything is opened for
+ * writing: the pair's (one copy per pair) and the target drive's (no second
+ * writer on it from any state directory).
+ */
+async function lockForWriting(stateDir: string, pairId: string, targetLoc: DriveLocation, what: string): Promise<Lock> {
+  const pairLock = await acquirePairLock(stateDir, pairId, what);
+  let driveLock: Lock;
+  try {
+    driveLock = await acquireDriveLock(targetLoc, what);
+  } catch (e) {
+    pairLock.release();
+    throw e;
+  }
+  return {
+    name: `${pairLock.name} ${driveLock.name}`,
+    owner: pairLock.owner,
+    release() {
+      driveLock.release();
+      pairLock.release();
+    },
+  };
 }
 
 /** The pair's files: journal, sync map, manifest. */
-function pairFiles(store: PairStore, pair: PairRecord) {
+function pairFiles(store: PairStore, pair: PairRecord | string) {
   const dir = store.pairDir(pair);
   return { journal: join(dir, 'undo.journal'), syncMap: join(dir, 'sync-map.json'), manifest: join(dir, 'standby.manifest') };
 }
@@ -303,11 +342,12 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       const sourceFacts = factsOf(sourceLoc, source);
       const targetFacts = factsOf(targetLoc, look);
       const known = new PairStore(req.stateDir).pairOf(targetFacts.key);
-      const lockDir = join(req.stateDir, 'pairs', known?.id ?? pairIdFor(sourceFacts.key, targetFacts.key));
-      mkdirSync(lockDir, { recursive: true, mode: 0o700 });
-      release = acquirePairLock(lockDir, `a ${requestedKind}`);
+      const pairId = known?.id ?? pairIdFor(sourceFacts.key, targetFacts.key);
+      const locks = await lockForWriting(req.stateDir, pairId, targetLoc, `${requestedKind} onto ${targetLoc.requested}`);
+      release = () => locks.release();
       // Read under the pair's lock, so the decision rests on records no other copy is changing.
       store = new PairStore(req.stateDir);
+      const lockDir = store.pairDir(pairId);
       const pending = store.pairOf(targetFacts.key)?.pendingCopy;
       sourceLayout = await readLayout(source, { sniff: false }).catch(() => undefined);
       const journalRecords = pending?.journaled ? (await scanJournal(join(lockDir, 'undo.journal'))).records.length : 0;
@@ -341,9 +381,10 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     }
     const sourceKey = plan.source.key;
     const targetKey = plan.target.key;
-    if (decision.newPair) store.create(driveRecordFor(sourceLoc, source), driveRecordFor(targetLoc, target));
-    const pair = store.byId(plan.pairId)!;
-    const files = pairFiles(store, pair);
+    // A new pair is recorded by the transaction before the first write, which checks that neither drive was paired meanwhile.
+    const newRecord = decision.newPair ? newPairRecord(driveRecordFor(sourceLoc, source), driveRecordFor(targetLoc, target)) : undefined;
+    let pair = store.byId(plan.pairId) ?? newRecord!;
+    const files = pairFiles(store, plan.pairId);
     // A journal or sync map left behind by a completed or rolled-back copy is stale: the state says the target is whole.
     if (decision.start === 'fresh') removeJournal(files.journal);
     if (decision.start !== 'resume') SyncMap.discard(files.syncMap);
@@ -377,11 +418,20 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
 
     // Before the first write: the state says the standby is being written, by this exact plan. A restore writes the
     // active drive instead and leaves the standby's state alone: the backup stays whole and can still be booted.
-    if (writesStandby) pair.standbyState = 'syncing';
-    if (decision.start !== 'resume') pair.pendingCopy = { kind, from: sourceKey, to: targetKey, startedAt: new Date().toISOString(), journaled: plan.journaled, plan };
-    targetRecord.lastPath = targetLoc.requested;
-    pair.drives[sourceKey]!.lastPath = sourceLoc.requested;
-    store.save();
+    pair = store.transact(`${kind} onto ${targetLoc.requested}: before the first write`, (tx) => {
+      let p = tx.byId(plan.pairId);
+      if (!p) {
+        if (!newRecord) throw new RefusedError(`pair ${plan.pairId} was forgotten by another process`, { hint: 'run `dpsr status` to see the recorded pairs' });
+        const taken = tx.pairOf(sourceKey) ?? tx.pairOf(targetKey);
+        if (taken) throw new RefusedError(`${tx.pairOf(sourceKey) ? sourceLoc.requested : targetLoc.requested} was paired by another process meanwhile (pair ${taken.id})`, { hint: 'run `dpsr status` to see the recorded pairs' });
+        p = tx.insert(newRecord);
+      }
+      if (writesStandby) p.standbyState = 'syncing';
+      if (decision.start !== 'resume') p.pendingCopy = { kind, from: sourceKey, to: targetKey, startedAt: new Date().toISOString(), journaled: plan.journaled, plan };
+      p.drives[targetKey]!.lastPath = targetLoc.requested;
+      p.drives[sourceKey]!.lastPath = sourceLoc.requested;
+      return p;
+    });
 
     const journal = plan.journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir)) : undefined;
     let result: EngineResult;
@@ -417,22 +467,23 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       await journal?.close().catch(() => undefined);
       await manifestOpen?.manifest.close().catch(() => undefined);
       const cancelled = e instanceof CancelledError;
-      pair.lastSync = {
-        at: new Date().toISOString(),
-        kind,
-        mode,
-        result: cancelled ? 'cancelled' : 'failed',
-        from: sourceLoc.requested,
-        to: targetLoc.requested,
-        bytesWritten: 0,
-        seconds: 0,
-        message: isDpsrError(e) || e instanceof Error ? e.message : String(e),
-        partitions,
-      };
-      if (writesStandby) pair.standbyState = 'inconsistent';
       // The state already says a copy is pending; failing to add the details (a full disk) must not hide the cause.
       try {
-        store.save();
+        store.update(pair.id, `${kind} onto ${targetLoc.requested}: stopped`, (p) => {
+          p.lastSync = {
+            at: new Date().toISOString(),
+            kind,
+            mode,
+            result: cancelled ? 'cancelled' : 'failed',
+            from: sourceLoc.requested,
+            to: targetLoc.requested,
+            bytesWritten: 0,
+            seconds: 0,
+            message: isDpsrError(e) || e instanceof Error ? e.message : String(e),
+            partitions,
+          };
+          if (writesStandby) p.standbyState = 'inconsistent';
+        });
       } catch {
         /* the record written before the first overwrite stands */
       }
@@ -440,7 +491,27 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     }
 
     // Done and flushed: record the new generation, then (only then) discard the journal.
-    const generation = recordCompletedCopy(pair, sourceKey, targetKey);
+    const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, sourceLayout);
+    let generation = 0;
+    pair = store.update(pair.id, `${kind} onto ${targetLoc.requested}: done`, (p) => {
+      generation = recordCompletedCopy(p, sourceKey, targetKey);
+      p.standbyState = 'consistent';
+      p.pendingCopy = undefined;
+      p.lastSync = {
+        at: new Date().toISOString(),
+        kind,
+        mode,
+        result: unreadable.length ? 'done-with-errors' : 'done',
+        from: sourceLoc.requested,
+        to: targetLoc.requested,
+        bytesWritten: result.bytesWritten,
+        seconds: result.seconds,
+        partitions,
+        message: unreadable.length ? `${unreadable.reduce((n, u) => n + u.sectors, 0)} unreadable sectors on the source were skipped` : undefined,
+      };
+      p.lastSuccess = p.lastSync.at;
+    });
+    // Sealed after the record: a crash in between leaves an unsealed manifest, which the next manifest sync does not trust.
     if (result.unreadable.length > 0) {
       // The standby kept its old bytes where the source was unreadable: the manifest cannot vouch for them.
       await manifestOpen?.manifest.markDirty();
@@ -448,23 +519,6 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       await manifestOpen?.manifest.seal(generation, [...plan.ranges]);
     }
     await manifestOpen?.manifest.close();
-    const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, sourceLayout);
-    pair.standbyState = 'consistent';
-    pair.pendingCopy = undefined;
-    pair.lastSync = {
-      at: new Date().toISOString(),
-      kind,
-      mode,
-      result: unreadable.length ? 'done-with-errors' : 'done',
-      from: sourceLoc.requested,
-      to: targetLoc.requested,
-      bytesWritten: result.bytesWritten,
-      seconds: result.seconds,
-      partitions,
-      message: unreadable.length ? `${unreadable.reduce((n, u) => n + u.sectors, 0)} unreadable sectors on the source were skipped` : undefined,
-    };
-    pair.lastSuccess = pair.lastSync.at;
-    store.save();
     await journal?.close();
     removeJournal(files.journal);
     loaded.map.remove();
@@ -485,8 +539,9 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       result: unreadable.length ? 'done-with-errors' : 'done',
     };
   } finally {
-    release?.();
+    // The target is closed before its lock goes, so the next writer finds it quiet.
     await Promise.allSettled([source.close(), target?.close()]);
+    release?.();
   }
 }
 
@@ -512,7 +567,7 @@ async function zeroRange(target: BlockDevice, sig: TailSignature): Promise<void>
 /** Any write to the state directory that hit a full disk means the same thing to the operator. */
 function stateDirFull(e: unknown): unknown {
   const code = (e as NodeJS.ErrnoException | null)?.code;
-  if (code !== 'ENOSPC' && code !== 'EDQUOT') return e;
+  if (code !== 'ENOSPC' && code !== 'EDQUOT' && !(e instanceof NoSpaceError)) return e;
   return new JournalFullError('the state directory is full: the sync stopped before overwriting more of the standby', {
     hint: 'free space in the state directory, then run the same sync again',
     cause: e,
@@ -596,15 +651,25 @@ export interface RecoverReport {
 
 /** Rolls an interrupted sync back: the standby becomes the previous backup again, byte for byte. */
 export async function recover(req: CommonRequest & { target: string }): Promise<RecoverReport> {
-  const store = new PairStore(req.stateDir);
   const loc = locateDrive(req.target);
   const key = driveKeyOf(loc, req.imageSectorSize);
-  const pair = store.pairOf(key);
-  if (!pair) throw new RefusedError(`${req.target} is not a drive of any recorded pair`, { hint: 'run `dpsr status` to see the recorded pairs' });
+  const seen = new PairStore(req.stateDir).pairOf(key);
+  if (!seen) throw new RefusedError(`${req.target} is not a drive of any recorded pair`, { hint: 'run `dpsr status` to see the recorded pairs' });
+  // The pair's lock tells a running copy from a dead one: the kernel freed a dead owner's lock, whatever became of its pid.
+  const locks = await lockForWriting(req.stateDir, seen.id, loc, `recovery of ${req.target}`);
+  try {
+    return await recoverLocked(req, loc, key, seen.id);
+  } finally {
+    locks.release();
+  }
+}
+
+async function recoverLocked(req: CommonRequest & { target: string }, loc: DriveLocation, key: string, pairId: string): Promise<RecoverReport> {
+  const store = new PairStore(req.stateDir);
+  const pair = store.byId(pairId);
+  if (!pair) throw new RefusedError(`the pair of ${req.target} was forgotten by another process`, { hint: 'run `dpsr status` to see the recorded pairs' });
   const files = pairFiles(store, pair);
   const pending = pair.pendingCopy;
-  const state = effectiveStandbyState(store, pair);
-  if (state === 'syncing') throw new RefusedError(`a copy onto ${req.target} is running right now`, { hint: 'cancel it first' });
   if (!pending) {
     return { pairId: pair.id, target: req.target, action: 'nothing-to-do', records: 0, bytesRestored: 0, generation: pair.drives[key]!.generation, message: `${req.target} is consistent: nothing to recover` };
   }
@@ -613,8 +678,7 @@ export async function recover(req: CommonRequest & { target: string }): Promise<
     throw new RefusedError(`the interrupted copy onto ${req.target} was the first clone: there is no previous backup to roll back to`, { hint: 'run the same `dpsr clone` again to finish it' });
   }
   refuseInUse(loc);
-  const release = acquirePairLock(store.pairDir(pair), 'a recovery');
-  try {
+  {
     // The sync map describes the half-done sync: after a rollback it would make a later sync skip chunks.
     SyncMap.discard(files.syncMap);
     const open = req.openDevice ?? defaultOpen;
@@ -631,31 +695,38 @@ export async function recover(req: CommonRequest & { target: string }): Promise<
     // Rolled back and flushed: the journal has done its work. Removing it before the state update also frees
     // the space a full state directory needs for that update; a crash in between rolls back nothing the next time.
     removeJournal(files.journal);
-    pair.standbyState = 'consistent';
-    pair.pendingCopy = undefined;
-    pair.lastSync = {
-      at: new Date().toISOString(),
-      kind: 'recover',
-      mode: 'rollback',
-      result: 'done',
-      from: files.journal,
-      to: req.target,
-      bytesWritten: rolled.bytes,
-      seconds: 0,
-      message: `rolled back ${rolled.records} journal records`,
-    };
-    store.save();
+    const after = store.update(
+      pair.id,
+      `recovery of ${req.target}`,
+      (p) => {
+        p.standbyState = 'consistent';
+        p.pendingCopy = undefined;
+        p.lastSync = {
+          at: new Date().toISOString(),
+          kind: 'recover',
+          mode: 'rollback',
+          result: 'done',
+          from: files.journal,
+          to: req.target,
+          bytesWritten: rolled.bytes,
+          seconds: 0,
+          message: `rolled back ${rolled.records} journal records`,
+        };
+      },
+      // A recovery is what a full state directory needs most: it may use the space kept in reserve.
+      { reserve: req.stateDir },
+    );
+    ensureSpaceReserve(req.stateDir);
+    const generation = after.drives[key]!.generation;
     return {
       pairId: pair.id,
       target: req.target,
       action: 'rolled-back',
       records: rolled.records,
       bytesRestored: rolled.bytes,
-      generation: pair.drives[key]!.generation,
-      message: `${req.target} is the previous backup again (generation ${pair.drives[key]!.generation})`,
+      generation,
+      message: `${req.target} is the previous backup again (generation ${generation})`,
     };
-  } finally {
-    release();
   }
 }
 
@@ -673,28 +744,44 @@ export interface RoleSwapReport {
  * standby is not consistent.
  */
 export function recordFailover(stateDir: string, pairId?: string): RoleSwapReport {
-  const store = new PairStore(stateDir);
-  const pair = pairId ? store.byId(pairId) : store.pairs().length === 1 ? store.pairs()[0] : undefined;
-  if (!pair) {
-    throw new BadInputError(pairId ? `no pair ${pairId} is recorded` : `${store.pairs().length} pairs are recorded: name the one to fail over`, { hint: 'run `dpsr status` for the pair ids' });
+  const seen = new PairStore(stateDir);
+  const id = pairId ?? (seen.pairs().length === 1 ? seen.pairs()[0]!.id : undefined);
+  if (!id || !seen.byId(id)) {
+    throw new BadInputError(pairId ? `no pair ${pairId} is recorded` : `${seen.pairs().length} pairs are recorded: name the one to fail over`, { hint: 'run `dpsr status` for the pair ids' });
   }
-  const state = effectiveStandbyState(store, pair);
-  if (state !== 'consistent') {
-    throw new RefusedError(`the standby ${pair.drives[pair.standbyKey]?.lastPath} is ${state}: failing over to it would boot a half-written copy`, {
-      hint:
-        state === 'syncing'
-          ? 'wait for the copy to finish, or cancel it and then `dpsr recover`'
-          : pair.pendingCopy?.kind === 'clone'
-            ? `its first clone was interrupted and there is no backup yet: run the same \`dpsr clone\` again to finish it`
-            : `run \`dpsr recover ${pair.drives[pair.standbyKey]?.lastPath}\` first (or finish its sync by running it again)`,
+  // No copy of the pair may run while its roles swap: its lock is taken for the swap (never waited for).
+  let lock: Lock;
+  try {
+    lock = takePairLockNow(stateDir, id, `failover of pair ${id}`);
+  } catch (e) {
+    const pair = seen.byId(id)!;
+    throw new RefusedError(`a copy on pair ${id} is running: failing over to ${pair.drives[pair.standbyKey]?.lastPath} now would boot a half-written copy`, {
+      hint: 'wait for the copy to finish, or cancel it and then `dpsr recover`',
+      cause: e,
     });
   }
-  const oldActive = pair.activeKey;
-  pair.activeKey = pair.standbyKey;
-  pair.standbyKey = oldActive;
-  // An interrupted restore was writing the old active drive: as the standby now it is half-written, not a backup.
-  if (pair.pendingCopy?.to === pair.standbyKey) pair.standbyState = 'inconsistent';
-  const generation = recordBecameActive(pair, pair.activeKey);
-  store.save();
-  return { pairId: pair.id, active: pair.drives[pair.activeKey]!.lastPath, standby: pair.drives[pair.standbyKey]!.lastPath, generation };
+  try {
+    return seen.transact(`failover of pair ${id}`, (tx) => {
+      const pair = tx.byId(id);
+      if (!pair) throw new BadInputError(`no pair ${id} is recorded`, { hint: 'run `dpsr status` for the pair ids' });
+      const state = stateUnderLock(pair);
+      if (state !== 'consistent') {
+        throw new RefusedError(`the standby ${pair.drives[pair.standbyKey]?.lastPath} is ${state}: failing over to it would boot a half-written copy`, {
+          hint:
+            pair.pendingCopy?.kind === 'clone'
+              ? `its first clone was interrupted and there is no backup yet: run the same \`dpsr clone\` again to finish it`
+              : `run \`dpsr recover ${pair.drives[pair.standbyKey]?.lastPath}\` first (or finish its sync by running it again)`,
+        });
+      }
+      const oldActive = pair.activeKey;
+      pair.activeKey = pair.standbyKey;
+      pair.standbyKey = oldActive;
+      // An interrupted restore was writing the old active drive: as the standby now it is half-written, not a backup.
+      if (pair.pendingCopy?.to === pair.standbyKey) pair.standbyState = 'inconsistent';
+      const generation = recordBecameActive(pair, pair.activeKey);
+      return { pairId: pair.id, active: pair.drives[pair.activeKey]!.lastPath, standby: pair.drives[pair.standbyKey]!.lastPath, generation };
+    });
+  } finally {
+    lock.release();
+  }
 }

@@ -1,7 +1,15 @@
 /**
  * What the controller knows about its drive pairs: both identities, roles,
  * generations and the standby's state. Kept in the state directory in two
- * checksummed copies, so a torn write is detected and the other copy used.
+ * checksummed copies (durable-file.ts), so a torn write is detected and the
+ * other copy used.
+ *
+ * Every change is a transaction (rule 9): under the state directory's
+ * transaction lock the file is read again, the change applied to what it
+ * holds now, and both copies written durably. Several processes (the daemon,
+ * CLIs, copies of different pairs) may share a state directory without
+ * losing each other's changes. A PairStore's own view is a snapshot, fresh
+ * after its last transaction.
  *
  * Generations: a drive's `lineage` lists the generations its data descends
  * from, newest last. A completed sync gives both drives a new generation (the
@@ -13,9 +21,10 @@
 import { join } from 'node:path';
 import { homedir } from 'node:os';
 import { mkdirSync } from 'node:fs';
-import { BadInputError, DeviceError } from '../errors.ts';
-import { readJsonTwoCopies, writeJsonTwoCopies } from '../durable-file.ts';
+import { BadInputError, BusyError, DeviceError } from '../errors.ts';
+import { DurableRecord, type WriteOptions } from '../durable-file.ts';
 import { createHash } from 'node:crypto';
+import { pairLockHeld, withStateTransaction } from './pair-lock.ts';
 import type { CopyPlan } from './copy-plan.ts';
 import { pairStateShapeProblem } from './pair-state-shape.ts';
 
@@ -71,8 +80,7 @@ export interface PendingCopy {
   plan?: CopyPlan;
 }
 
-interface StateFile {
-  sequence: number;
+interface PairsFile {
   pairs: PairRecord[];
 }
 
@@ -88,11 +96,61 @@ export function pairIdFor(keyA: string, keyB: string): string {
   return createHash('sha256').update([keyA, keyB].sort().join('\n')).digest('hex').slice(0, 12);
 }
 
+/** A pair not yet recorded, with `active` as the source of its first clone. */
+export function newPairRecord(active: Omit<DriveRecord, 'generation' | 'lineage'>, standby: Omit<DriveRecord, 'generation' | 'lineage'>): PairRecord {
+  return {
+    id: pairIdFor(active.key, standby.key),
+    createdAt: new Date().toISOString(),
+    activeKey: active.key,
+    standbyKey: standby.key,
+    drives: {
+      [active.key]: { ...active, generation: 1, lineage: [1] },
+      [standby.key]: { ...standby, generation: 0, lineage: [0] },
+    },
+    counter: 1,
+    standbyState: 'inconsistent',
+  };
+}
+
+/** The pairs as a transaction sees them: read under the lock, written when it ends. */
+export class PairsTransaction {
+  constructor(private readonly file: PairsFile) {}
+
+  pairs(): readonly PairRecord[] {
+    return this.file.pairs;
+  }
+
+  /** The pair holding this drive key, if any. */
+  pairOf(key: string): PairRecord | undefined {
+    return this.file.pairs.find((p) => p.activeKey === key || p.standbyKey === key);
+  }
+
+  byId(id: string): PairRecord | undefined {
+    return this.file.pairs.find((p) => p.id === id);
+  }
+
+  /** Records a new pair with `active` as the source of its first clone. */
+  create(active: Omit<DriveRecord, 'generation' | 'lineage'>, standby: Omit<DriveRecord, 'generation' | 'lineage'>): PairRecord {
+    return this.insert(newPairRecord(active, standby));
+  }
+
+  /** Records `pair`, replacing a record of the same id. */
+  insert(pair: PairRecord): PairRecord {
+    this.file.pairs = this.file.pairs.filter((p) => p.id !== pair.id).concat(pair);
+    return pair;
+  }
+
+  remove(id: string): void {
+    this.file.pairs = this.file.pairs.filter((p) => p.id !== id);
+  }
+}
+
 export class PairStore {
   readonly file: string;
   /** Problems found reading the two copies (torn, edited): shown by `dpsr status`. */
-  readonly problems: string[];
-  private state: StateFile;
+  problems: string[];
+  readonly #record: DurableRecord<PairsFile>;
+  #state: PairsFile;
 
   constructor(readonly dir: string) {
     if (!dir) throw new BadInputError('no state directory given', { hint: 'pass --state-dir DIR or set DPSR_STATE_DIR' });
@@ -101,68 +159,91 @@ export class PairStore {
     } catch (e) {
       throw new DeviceError(`cannot create the state directory ${dir}: ${(e as Error).message}`, { hint: 'pass a writable --state-dir or set DPSR_STATE_DIR', cause: e });
     }
-    this.file = join(dir, 'pairs.json');
-    const read = readJsonTwoCopies<StateFile>(this.file);
+    // The shape is checked after the checksum (#read), so a wrong shape is reported as such, not as a torn copy.
+    this.#record = new DurableRecord(dir, 'pairs', (raw) => raw as PairsFile);
+    this.file = this.#record.path;
+    const read = this.#read();
+    this.#state = read.state;
     this.problems = read.problems;
-    this.state = read.value ?? { sequence: 0, pairs: [] };
-    if (read.problems.length === 2 && !read.value) {
-      throw new DeviceError(`both copies of the pair state in ${dir} are damaged: ${read.problems.join('; ')}`, {
+  }
+
+  #read(): { state: PairsFile; problems: string[] } {
+    let loaded;
+    try {
+      loaded = this.#record.load();
+    } catch (e) {
+      throw new DeviceError(`both copies of the pair state in ${this.dir} are damaged: ${(e as Error).message}`, {
         hint: 'nothing was changed; inspect the files, or move them away to start over (the drives will have to be paired again with `dpsr clone`)',
+        cause: e,
       });
     }
-    const wrong = read.value === undefined ? undefined : pairStateShapeProblem(read.value);
+    const wrong = loaded ? pairStateShapeProblem({ sequence: loaded.seq, ...loaded.data }) : undefined;
     if (wrong) {
       throw new BadInputError(`the pair state ${this.file} is not in dpsr's format: ${wrong}`, {
         hint: 'nothing was changed; undo the edit (or put back pairs.json.bak if it is whole), or move both files away to start over (the drives will have to be paired again with `dpsr clone`)',
       });
     }
+    return { state: loaded?.data ?? { pairs: [] }, problems: loaded?.problems ?? [] };
   }
 
   pairs(): readonly PairRecord[] {
-    return this.state.pairs;
+    return this.#state.pairs;
   }
 
-  pairDir(pair: PairRecord): string {
-    const dir = join(this.dir, 'pairs', pair.id);
+  pairDir(pair: PairRecord | string): string {
+    const dir = join(this.dir, 'pairs', typeof pair === 'string' ? pair : pair.id);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     return dir;
   }
 
   /** The pair holding this drive key, if any. */
   pairOf(key: string): PairRecord | undefined {
-    return this.state.pairs.find((p) => p.activeKey === key || p.standbyKey === key);
+    return this.#state.pairs.find((p) => p.activeKey === key || p.standbyKey === key);
   }
 
   byId(id: string): PairRecord | undefined {
-    return this.state.pairs.find((p) => p.id === id);
+    return this.#state.pairs.find((p) => p.id === id);
   }
 
-  /** Records a new pair with `active` as the source of its first clone. */
-  create(active: Omit<DriveRecord, 'generation' | 'lineage'>, standby: Omit<DriveRecord, 'generation' | 'lineage'>): PairRecord {
-    const pair: PairRecord = {
-      id: pairIdFor(active.key, standby.key),
-      createdAt: new Date().toISOString(),
-      activeKey: active.key,
-      standbyKey: standby.key,
-      drives: {
-        [active.key]: { ...active, generation: 1, lineage: [1] },
-        [standby.key]: { ...standby, generation: 0, lineage: [0] },
+  /**
+   * One change of the pair state: exclusive (the state directory's
+   * transaction lock), re-read, `change` applied to what the file holds now,
+   * durable write of both copies. When `change` throws, nothing is written.
+   * `options.reserve` lets a recovery use the space reserve on a full disk.
+   * Returns what `change` returns; this store's snapshot is the new state.
+   */
+  transact<R>(what: string, change: (tx: PairsTransaction) => R, options: WriteOptions = {}): R {
+    return withStateTransaction(this.dir, what, () => {
+      const read = this.#read();
+      const fresh = read.state;
+      const result = change(new PairsTransaction(fresh));
+      this.#record.save(fresh, options);
+      this.#state = fresh;
+      this.problems = read.problems;
+      return result;
+    });
+  }
+
+  /** A transaction on one pair; refused when another process forgot it meanwhile. Returns the pair as written. */
+  update(pairId: string, what: string, change: (pair: PairRecord) => void, options?: WriteOptions): PairRecord {
+    return this.transact(
+      what,
+      (tx) => {
+        const pair = tx.byId(pairId);
+        if (!pair) throw new BusyError(`pair ${pairId} was forgotten by another process while ${what} ran`, { hint: 'run `dpsr status` to see the recorded pairs' });
+        change(pair);
+        return pair;
       },
-      counter: 1,
-      standbyState: 'inconsistent',
-    };
-    this.state.pairs = this.state.pairs.filter((p) => p.id !== pair.id).concat(pair);
-    return pair;
+      options,
+    );
   }
 
-  remove(id: string): void {
-    this.state.pairs = this.state.pairs.filter((p) => p.id !== id);
-  }
-
-  /** Persists every change made to the records (two copies, durable). */
-  save(): void {
-    this.state.sequence++;
-    writeJsonTwoCopies(this.file, this.state);
+  /** Drops a pair's record; refused while a copy or recovery of it runs. */
+  forget(pairId: string): void {
+    this.transact(`forget pair ${pairId}`, (tx) => {
+      if (pairLockHeld(this.dir, pairId)) throw new BusyError(`a copy or recovery of pair ${pairId} is running right now`, { hint: 'wait for it to finish or stop it, then forget the pair' });
+      tx.remove(pairId);
+    });
   }
 }
 

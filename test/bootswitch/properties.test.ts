@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import { readFileSync } from 'node:fs';
+import { readJsonChecked } from '../../src/durable-file.ts';
 import { makeRig, type Rig } from './support/rig.ts';
 
 type Cmd =
@@ -60,14 +60,14 @@ async function quiesce(rig: Rig) {
 function persistedRelays(rig: Rig) {
   const read = (p: string) => {
     try {
-      return JSON.parse(readFileSync(p, 'utf8'));
+      return readJsonChecked<{ sequence: number; relays: { muxA: boolean; muxB: boolean; pwrA: boolean; pwrB: boolean } }>(p) ?? null;
     } catch {
       return null;
     }
   };
-  const copies = [read(`${rig.dir}/switch.a.json`), read(`${rig.dir}/switch.b.json`)].filter(Boolean);
-  copies.sort((x, y) => y.seq - x.seq);
-  return copies[0].data.relays as { muxA: boolean; muxB: boolean; pwrA: boolean; pwrB: boolean };
+  const copies = [read(`${rig.dir}/switch.json`), read(`${rig.dir}/switch.json.bak`)].filter((c) => c !== null);
+  copies.sort((x, y) => y.sequence - x.sequence);
+  return copies[0]!.relays;
 }
 
 test('invariants hold over random event sequences', async () => {

@@ -71,8 +71,9 @@ test('failover to a standby that is not consistent is refused', async () => {
   const { stateDir, a, b } = await pairUp();
   scatterWrites(a, 8 * MiB, 50);
   const store = new PairStore(stateDir);
-  store.pairs()[0]!.standbyState = 'inconsistent';
-  store.save();
+  store.update(store.pairs()[0]!.id, 'test', (p) => {
+    p.standbyState = 'inconsistent';
+  });
   const err = await rejects(Promise.resolve().then(() => recordFailover(stateDir)));
   assert.instance(err, RefusedError);
   assert.match((err as Error).message, /half-written/);
@@ -82,9 +83,10 @@ test('failover to a standby that is not consistent is refused', async () => {
 test('restore from a standby that is not consistent is refused', async () => {
   const { stateDir, a, b } = await pairUp();
   const store = new PairStore(stateDir);
-  store.pairs()[0]!.standbyState = 'inconsistent';
-  store.pairs()[0]!.pendingCopy = { kind: 'sync', from: 'x', to: 'y', startedAt: '', journaled: true };
-  store.save();
+  store.update(store.pairs()[0]!.id, 'test', (p) => {
+    p.standbyState = 'inconsistent';
+    p.pendingCopy = { kind: 'sync', from: 'x', to: 'y', startedAt: '', journaled: true };
+  });
   const before = sha256File(a);
   const err = await rejects(sync({ stateDir, source: b, target: a }));
   assert.instance(err, RefusedError);

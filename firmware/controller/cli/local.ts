@@ -15,8 +15,8 @@ import {
   PairStore,
   defaultStateDir,
   effectiveStandbyState,
+  copyRunning,
   pendingCopyAdvice,
-  lockOwner,
   formatBytes,
   verifyHeadline,
   formatSectorRange,
@@ -249,7 +249,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
             console.log(`  active   ${p.active.lastPath}  generation ${p.active.generation}  (${p.active.key})`);
             console.log(`  standby  ${p.standby.lastPath}  generation ${p.standby.generation}  ${p.standbyState.toUpperCase()}  (${p.standby.key})`);
             const record = store.byId(p.id)!;
-            const pending = pendingCopyAdvice(record, lockOwner(store.pairDir(record)) !== undefined);
+            const pending = pendingCopyAdvice(record, copyRunning(stateDir, record.id));
             if (pending) console.log(`  ${pending}`);
             if (p.lastSync) console.log(`  last ${p.lastSync.kind}: ${p.lastSync.result} at ${p.lastSync.at}${p.lastSync.message ? ` (${p.lastSync.message})` : ''}`);
             if (attention[i]!.length) console.log(`  NEEDS ATTENTION: ${attention[i]!.join('; ')}`);
@@ -262,8 +262,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
         const pair = store.byId(args[0]!);
         if (!pair) throw new BadInputError(`no pair ${args[0]} is recorded`, { hint: 'run `dpsr status` for the pair ids' });
         await askOrRequireYes(opts, `This forgets pair ${pair.id} (its roles and generations). The drives are not touched; the pair's undo journal, sync map and manifest stay in ${store.pairDir(pair)}.`);
-        store.remove(pair.id);
-        store.save();
+        store.forget(pair.id);
         if (json) printJson({ forgotten: pair.id });
         else console.log(`forgot pair ${pair.id}`);
         return 0;

@@ -1,0 +1,189 @@
+/**
+ * Locks the kernel releases when their owner dies (rule 9), taken atomically.
+ *
+ * A lock is a name in Linux's abstract unix-socket namespace: the owner binds
+ * a listening socket to `\0dpsr/…`. Why this and not flock(2): Node has no
+ * flock in core, and a native package (fs-ext, os-lock) needs a compiler on
+ * the board; the socket needs no file, so it works on a full or read-only
+ * state directory; its namespace is machine-wide (per network namespace), so a
+ * drive's lock reaches every writer whatever state directory it uses; bind(2)
+ * either takes the name or fails with EADDRINUSE, so two processes racing for
+ * a free name never both win; the kernel closes the socket when the owner
+ * exits (a zombie holds no descriptors), so no pid is ever judged by
+ * `kill(pid, 0)` and pid reuse after a reboot cannot fake an owner; and a peer
+ * can connect and ask the owner who it is, for the operator's message.
+ * Limits: Linux only (as dpsr), and processes in another network namespace
+ * (a container with its own network) do not see each other's locks.
+ *
+ * Node binds a pipe synchronously inside `listen()` and reports a failure on
+ * the next tick, so `server.listening` right after `listen()` says whether the
+ * name was taken; `tryLock` checks that this still holds.
+ */
+import net from 'node:net';
+import { readFileSync } from 'node:fs';
+import { BusyError, DeviceError } from '../errors.ts';
+
+/** Who holds a lock, as its owner answers a peer. */
+export interface LockOwner {
+  readonly pid: number;
+  /** What the owner does under the lock, for messages: "sync of /dev/sdb". */
+  what: string;
+  readonly since: string;
+  /** Anything else worth telling a peer (the daemon's URL). */
+  [extra: string]: unknown;
+}
+
+export interface Lock {
+  readonly name: string;
+  /** Answered to peers; fields may be updated while the lock is held. */
+  readonly owner: LockOwner;
+  /** Idempotent. */
+  release(): void;
+}
+
+const PREFIX = 'dpsr/';
+// The abstract name lives in sun_path (108 bytes, the leading NUL included).
+const MAX_NAME = 100;
+const heldHere = new Map<string, Lock>();
+
+function checkName(name: string): void {
+  if (!/^[A-Za-z0-9._:/+-]+$/.test(name) || PREFIX.length + name.length > MAX_NAME) {
+    throw new DeviceError(`internal: lock name ${JSON.stringify(name)} is not usable`);
+  }
+}
+
+/**
+ * Takes the lock `name` now, or returns null when another process (or this
+ * one) holds it. Never waits.
+ */
+export function tryLock(name: string, what: string, extra: Record<string, unknown> = {}): Lock | null {
+  checkName(name);
+  const owner: LockOwner = { ...extra, pid: process.pid, what, since: new Date().toISOString() };
+  const server = net.createServer((peer) => {
+    peer.on('error', () => undefined);
+    peer.end(JSON.stringify(owner) + '\n');
+  });
+  let lateError: NodeJS.ErrnoException | undefined;
+  // A failed bind is reported on the next tick: keep it from becoming an uncaught error.
+  server.on('error', (e: NodeJS.ErrnoException) => {
+    lateError = e;
+  });
+  server.listen({ path: `\0${PREFIX}${name}`, exclusive: true });
+  if (!server.listening) {
+    server.close(() => undefined);
+    if (!isLockHeld(name)) {
+      // Not taken by anyone: the bind failed for another reason, which the next tick would tell.
+      throw new DeviceError(`cannot take the lock ${name}${lateError ? `: ${lateError.message}` : ''}`, { hint: 'dpsr needs Linux abstract unix sockets for its locks' });
+    }
+    return null;
+  }
+  server.unref();
+  let released = false;
+  const lock: Lock = {
+    name,
+    owner,
+    release() {
+      if (released) return;
+      released = true;
+      heldHere.delete(name);
+      // Closing the listening socket frees the name at once; the callback only reports completion.
+      server.close(() => undefined);
+    },
+  };
+  heldHere.set(name, lock);
+  return lock;
+}
+
+/**
+ * Whether some process holds `name` now, without touching it: the kernel's
+ * list of unix sockets (/proc/net/unix) shows bound abstract names with a
+ * leading '@' (Node pads the name with NULs, shown as '@' too).
+ */
+export function isLockHeld(name: string): boolean {
+  if (heldHere.has(name)) return true;
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/unix', 'latin1');
+  } catch (e) {
+    throw new DeviceError(`cannot read /proc/net/unix to see who holds ${name}: ${(e as Error).message}`, { cause: e });
+  }
+  const wanted = ` @${PREFIX}${name}`;
+  for (const line of table.split('\n')) {
+    const at = line.indexOf(wanted);
+    if (at < 0) continue;
+    const rest = line.slice(at + wanted.length);
+    if (/^@*$/.test(rest)) return true;
+  }
+  return false;
+}
+
+/** Asks the holder of `name` who it is; null when nobody answers within `timeoutMs`. */
+export function queryLockOwner(name: string, timeoutMs = 1000): Promise<LockOwner | null> {
+  checkName(name);
+  const mine = heldHere.get(name);
+  if (mine) return Promise.resolve(mine.owner);
+  return new Promise((resolve) => {
+    let text = '';
+    const sock = net.connect({ path: `\0${PREFIX}${name}` });
+    const done = (v: LockOwner | null) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => (text += d));
+    sock.on('error', () => done(null));
+    sock.on('end', () => {
+      try {
+        const v = JSON.parse(text) as LockOwner;
+        done(Number.isInteger(v.pid) && typeof v.what === 'string' ? v : null);
+      } catch {
+        done(null);
+      }
+    });
+  });
+}
+
+/** "process 1234 (sync of /dev/sdb, since 2026-…)", or "another process" when it did not answer. */
+export function describeOwner(owner: LockOwner | null): string {
+  return owner ? `process ${owner.pid} (${owner.what}, since ${owner.since})` : 'another process';
+}
+
+/**
+ * Takes the lock `name` or throws BusyError naming its owner: `busy(owner)`
+ * words the message, `hint` says what to do.
+ */
+export async function acquireLock(name: string, what: string, busy: (ownerText: string, owner: LockOwner | null) => string, hint: string, extra?: Record<string, unknown>): Promise<Lock> {
+  const lock = tryLock(name, what, extra);
+  if (lock) return lock;
+  const owner = await queryLockOwner(name);
+  throw new BusyError(busy(describeOwner(owner), owner), { hint });
+}
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Runs `fn` holding `name`, waiting (synchronously, in short sleeps) up to
+ * `timeoutMs` for a holder to let go. For short critical sections only:
+ * re-read, apply, write a state file. Not reentrant: taking a lock this
+ * process already holds is a programming error.
+ */
+export function withLockSync<R>(name: string, what: string, fn: () => R, timeoutMs = 10_000): R {
+  if (heldHere.has(name)) throw new DeviceError(`internal: the lock ${name} is already held by this process (${heldHere.get(name)!.owner.what})`);
+  const deadline = Date.now() + timeoutMs;
+  let pause = 1;
+  for (;;) {
+    const lock = tryLock(name, what);
+    if (lock) {
+      try {
+        return fn();
+      } finally {
+        lock.release();
+      }
+    }
+    if (Date.now() >= deadline) throw new BusyError(`the lock ${name} stayed taken for ${timeoutMs / 1000} s (${what})`, { hint: 'another dpsr process is stuck while writing the state; stop it and try again' });
+    Atomics.wait(sleeper, 0, 0, pause);
+    pause = Math.min(pause * 2, 20);
+  }
+}

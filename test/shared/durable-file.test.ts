@@ -1,0 +1,115 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DurableRecord, readJsonChecked, writeJsonDurably, ensureSpaceReserve, NoSpaceError, CorruptFileError } from '../../src/durable-file.ts';
+import { BadInputError, DeviceError } from '../../src/errors.ts';
+
+const validate = (raw: unknown) => {
+  if (typeof (raw as { n?: unknown })?.n !== 'number') throw new BadInputError('n must be a number');
+  return { n: (raw as { n: number }).n };
+};
+
+function withDir(fn: (dir: string) => void) {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-store-'));
+  try {
+    fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('a record: nothing stored at first; both copies in the one checksummed format; the newest wins', () =>
+  withDir((dir) => {
+    const s = new DurableRecord(dir, 'switch', validate);
+    assert.is(s.load(), null);
+    s.save({ n: 1 });
+    s.save({ n: 2 });
+    assert.is(s.save({ n: 3 }), 3);
+    assert.match(readFileSync(s.path, 'utf8'), /^#dpsr-checksum sha256=[0-9a-f]{64}\n/);
+    assert.equal(readJsonChecked(s.path), { sequence: 3, n: 3 });
+    assert.equal(readJsonChecked(`${s.path}.bak`), { sequence: 3, n: 3 });
+    const loaded = new DurableRecord(dir, 'switch', validate).load()!;
+    assert.equal(loaded.data, { n: 3 });
+    assert.is(loaded.seq, 3);
+  }));
+
+test('a torn copy falls back to the other, the next save rewrites both', () =>
+  withDir((dir) => {
+    const s = new DurableRecord(dir, 'switch', validate);
+    s.save({ n: 1 });
+    writeFileSync(s.path, '#dpsr-checksum sha256=00\n{"sequence":2,"n"');
+    const s2 = new DurableRecord(dir, 'switch', validate);
+    const loaded = s2.load()!;
+    assert.equal(loaded.data, { n: 1 });
+    assert.is(loaded.from, 'bak');
+    assert.ok(loaded.problems[0]!.includes('checksum'));
+    s2.save({ n: 5 });
+    assert.equal(new DurableRecord(dir, 'switch', validate).load()!.data, { n: 5 });
+    assert.equal(readJsonChecked(s.path), { sequence: 2, n: 5 });
+  }));
+
+test('checksum and validation guard against edited or foreign content', () =>
+  withDir((dir) => {
+    const s = new DurableRecord(dir, 'switch', validate);
+    s.save({ n: 1 });
+    for (const p of [s.path, `${s.path}.bak`]) writeFileSync(p, readFileSync(p, 'utf8').replace('"n": 1', '"n": 9'));
+    assert.throws(() => new DurableRecord(dir, 'switch', validate).load(), (e: unknown) => e instanceof DeviceError && /checksum/.test((e as Error).message));
+    assert.throws(() => s.save({ n: 'x' } as unknown as { n: number }), (e: unknown) => e instanceof BadInputError);
+    // A body that passes its checksum but has the wrong shape is damaged too, not a TypeError later.
+    writeJsonDurably(s.path, { sequence: 7, n: 'seven' });
+    rmSync(`${s.path}.bak`);
+    assert.throws(() => new DurableRecord(dir, 'switch', validate).load(), (e: unknown) => e instanceof DeviceError && /n must be a number/.test((e as Error).message));
+    assert.is(readJsonChecked(join(dir, 'none.json')), undefined);
+    writeFileSync(join(dir, 'plain.json'), '{}');
+    assert.throws(() => readJsonChecked(join(dir, 'plain.json')), (e: unknown) => e instanceof CorruptFileError);
+  }));
+
+test('copies written by the earlier two-file store (NAME.a.json, NAME.b.json) are still read, then replaced', () =>
+  withDir((dir) => {
+    const env = (seq: number, data: unknown) => ({ seq, savedAt: '2026-01-01T00:00:00Z', sum: createHash('sha256').update(`${seq}\n${JSON.stringify(data)}`).digest('hex').slice(0, 16), data });
+    writeFileSync(join(dir, 'switch.a.json'), JSON.stringify(env(3, { n: 3 })));
+    writeFileSync(join(dir, 'switch.b.json'), JSON.stringify(env(4, { n: 4 })));
+    const s = new DurableRecord(dir, 'switch', validate);
+    assert.equal(s.load()!.data, { n: 4 });
+    assert.is(s.save({ n: 5 }), 5);
+    assert.not.ok(existsSync(join(dir, 'switch.a.json')));
+    assert.not.ok(existsSync(join(dir, 'switch.b.json')));
+    assert.equal(new DurableRecord(dir, 'switch', validate).load()!.data, { n: 5 });
+    writeFileSync(join(dir, 'other.a.json'), JSON.stringify({ ...env(2, { n: 2 }), sum: 'bad' }));
+    assert.throws(() => new DurableRecord(dir, 'other', validate).load(), (e: unknown) => e instanceof DeviceError && /checksum mismatch/.test((e as Error).message));
+  }));
+
+test('a full filesystem: NoSpaceError naming the fix, the old file kept; the space reserve lets a recovery write', () => {
+  if (process.getuid?.() !== 0) {
+    if (process.env.CI === 'true') assert.unreachable('needs root to mount a small tmpfs');
+    console.warn('SKIPPED: the full-filesystem test needs root (tmpfs mount)');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', dir]);
+  try {
+    const file = join(dir, 'jobs.json');
+    writeJsonDurably(file, { v: 1 });
+    assert.ok(ensureSpaceReserve(dir, 1024 * 1024));
+    try {
+      execFileSync('dd', ['if=/dev/zero', `of=${join(dir, 'filler')}`, 'bs=64k'], { stdio: 'ignore' });
+    } catch {
+      /* dd stops at ENOSPC */
+    }
+    const big = { v: 2, pad: 'x'.repeat(200_000) };
+    assert.throws(() => writeJsonDurably(file, big), (e: unknown) => e instanceof NoSpaceError && /no space left/.test((e as Error).message) && /free space/.test((e as NoSpaceError).hint ?? ''));
+    assert.equal(readJsonChecked(file), { v: 1 });
+    writeJsonDurably(file, big, { reserve: dir });
+    assert.equal((readJsonChecked(file) as { v: number }).v, 2);
+    assert.not.ok(ensureSpaceReserve(dir, 1024 * 1024), 'no room to rebuild the reserve on a full filesystem');
+  } finally {
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();
