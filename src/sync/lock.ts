@@ -59,24 +59,30 @@ function checkName(name: string): void {
 export function tryLock(name: string, what: string, extra: Record<string, unknown> = {}): Lock | null {
   checkName(name);
   const owner: LockOwner = { ...extra, pid: process.pid, what, since: new Date().toISOString() };
+  // A failed bind whose name nobody holds a moment later was either freed in between (try again) or
+  // failed for another reason (which repeats).
+  for (let attempt = 0; ; attempt++) {
+    const server = bindName(name, owner);
+    if (server) return held(name, owner, server);
+    if (isLockHeld(name)) return null;
+    if (attempt === 3) throw new DeviceError(`cannot take the lock ${name}`, { hint: 'dpsr needs Linux abstract unix sockets for its locks' });
+  }
+}
+
+function bindName(name: string, owner: LockOwner): net.Server | null {
   const server = net.createServer((peer) => {
     peer.on('error', () => undefined);
     peer.end(JSON.stringify(owner) + '\n');
   });
-  let lateError: NodeJS.ErrnoException | undefined;
   // A failed bind is reported on the next tick: keep it from becoming an uncaught error.
-  server.on('error', (e: NodeJS.ErrnoException) => {
-    lateError = e;
-  });
+  server.on('error', () => undefined);
   server.listen({ path: `\0${PREFIX}${name}`, exclusive: true });
-  if (!server.listening) {
-    server.close(() => undefined);
-    if (!isLockHeld(name)) {
-      // Not taken by anyone: the bind failed for another reason, which the next tick would tell.
-      throw new DeviceError(`cannot take the lock ${name}${lateError ? `: ${lateError.message}` : ''}`, { hint: 'dpsr needs Linux abstract unix sockets for its locks' });
-    }
-    return null;
-  }
+  if (server.listening) return server;
+  server.close(() => undefined);
+  return null;
+}
+
+function held(name: string, owner: LockOwner, server: net.Server): Lock {
   server.unref();
   let released = false;
   const lock: Lock = {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DurableRecord, readJsonChecked, writeJsonDurably, ensureSpaceReserve, NoSpaceError, CorruptFileError } from '../../src/durable-file.ts';
 import { BadInputError, DeviceError } from '../../src/errors.ts';
+import { requireEnv } from '../support/require.ts';
 
 const validate = (raw: unknown) => {
   if (typeof (raw as { n?: unknown })?.n !== 'number') throw new BadInputError('n must be a number');
@@ -84,11 +85,7 @@ test('copies written by the earlier two-file store (NAME.a.json, NAME.b.json) ar
   }));
 
 test('a full filesystem: NoSpaceError naming the fix, the old file kept; the space reserve lets a recovery write', () => {
-  if (process.getuid?.() !== 0) {
-    if (process.env.CI === 'true') assert.unreachable('needs root to mount a small tmpfs');
-    console.warn('SKIPPED: the full-filesystem test needs root (tmpfs mount)');
-    return;
-  }
+  if (!requireEnv('the full-filesystem test', { root: true, tools: ['mount', 'dd'] })) return;
   const dir = mkdtempSync(join(tmpdir(), 'dpsr-full-'));
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', dir]);
   try {

@@ -1,0 +1,224 @@
+/**
+ * Locks the kernel releases (rule 9) and state changes as transactions:
+ * owners that die, stay zombies or whose pid is reused; races for a freed
+ * lock; a second writer from the same or another state directory; two pairs
+ * in one state directory (case r02).
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { clone, sync, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner } from '../../src/sync/index.ts';
+import { BusyError, RefusedError } from '../../src/errors.ts';
+import { randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
+import { requireEnv } from '../support/require.ts';
+
+const CHILD = fileURLToPath(new URL('../support/lock-child.ts', import.meta.url));
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const dir = tempDir();
+const MiB = 1024 * 1024;
+let n = 0;
+const children: ChildProcess[] = [];
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+const rejects = async (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
+const childArgs = (...args: string[]) => ['--import', 'tsx', CHILD, ...args];
+
+/** Starts a child and resolves with it once a line matching `ready` shows on its stdout. */
+function startChild(cmd: string, args: string[], ready: RegExp): Promise<{ child: ChildProcess; line: string }> {
+  const child = spawn(cmd, args, { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.push(child);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const line = out.split('\n').find((l) => ready.test(l));
+      if (line) resolve({ child, line });
+    });
+    child.stderr!.on('data', (d) => (err += d));
+    child.on('close', (code) => reject(new Error(`child ${args.join(' ')} ended (${code}) before "${ready}": ${out}${err}`)));
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve() : child.once('close', () => resolve())));
+}
+
+async function pairUp(stateDir: string, size = 4 * MiB) {
+  const i = n++;
+  const a = randomImage(join(dir, `a-${i}.img`), size, i + 7);
+  const b = sparseImage(join(dir, `b-${i}.img`), size);
+  await clone({ stateDir, source: a, target: b });
+  scatterWrites(a, size, 64);
+  return { a, b, backup: sha256File(b), pairId: new PairStore(stateDir).pairOf(`image:${b}`)!.id };
+}
+
+function procState(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+test('a lock is taken once; released, it is free at once; a peer can ask its owner who it is', async () => {
+  const name = `test/${process.pid}/once`;
+  const a = tryLock(name, 'first');
+  assert.ok(a);
+  assert.is(tryLock(name, 'second'), null);
+  assert.ok(isLockHeld(name));
+  assert.is((await queryLockOwner(name))!.what, 'first');
+  a!.release();
+  a!.release();
+  assert.not.ok(isLockHeld(name));
+  const b = tryLock(name, 'third');
+  assert.ok(b);
+  b!.release();
+});
+
+test("the kernel frees a killed owner's lock, also while the owner stays a zombie that kill(pid, 0) calls alive", async () => {
+  const name = `test/${process.pid}/zombie`;
+  // The holder's parent execs into sleep, which never reaps it: killed, the holder stays a zombie.
+  const { child: parent, line } = await startChild('sh', ['-c', `"${process.execPath}" --import tsx "${CHILD}" hold ${name} & exec sleep 300`], /^held \d+/);
+  const pid = Number(line.split(' ')[1]);
+  assert.ok(isLockHeld(name));
+  const other = await startChild(process.execPath, childArgs('hold', name), /^(held|lost)/);
+  assert.is(other.line, 'lost', 'a second process cannot take a held lock');
+  process.kill(pid, 'SIGKILL');
+  while (procState(pid) !== 'Z') await new Promise((r) => setTimeout(r, 20));
+  process.kill(pid, 0); // a zombie passes the old liveness test…
+  assert.not.ok(isLockHeld(name)); // …but holds no socket
+  const lock = tryLock(name, 'after the zombie');
+  assert.ok(lock);
+  lock!.release();
+  parent.kill('SIGKILL');
+  other.child.kill('SIGKILL');
+});
+
+test("of several processes taking over a dead owner's lock at once, exactly one wins", async () => {
+  for (let round = 0; round < 3; round++) {
+    const name = `test/${process.pid}/race-${round}`;
+    const holder = await startChild(process.execPath, childArgs('hold', name), /^held/);
+    holder.child.kill('SIGKILL');
+    await exited(holder.child);
+    const contenders = await Promise.all(
+      Array.from({ length: 5 }, async () => {
+        const child = spawn(process.execPath, childArgs('contend', name), { cwd: REPO, stdio: ['pipe', 'pipe', 'inherit'] });
+        children.push(child);
+        // tsx takes a moment to load: wait until the child reads stdin (it has printed nothing yet).
+        await new Promise((r) => setTimeout(r, 0));
+        return child;
+      }),
+    );
+    // Give every child time to load before the start signal; the outcome does not depend on it.
+    await new Promise((r) => setTimeout(r, 1500));
+    const answers = contenders.map(
+      (c) =>
+        new Promise<string>((resolve) => {
+          let out = '';
+          c.stdout!.on('data', (d) => {
+            out += d;
+            if (out.includes('\n')) resolve(out.trim());
+          });
+        }),
+    );
+    for (const c of contenders) c.stdin!.write('go\n');
+    const results = await Promise.all(answers);
+    assert.is(results.filter((r) => r === 'won').length, 1, results.join(','));
+    for (const c of contenders) c.stdin!.end();
+    await Promise.all(contenders.map(exited));
+  }
+});
+
+test('a running copy holds its pair and its target: a second copy or a recovery from the same or another state directory is refused', async () => {
+  const stateDir = join(dir, 'state-running');
+  const other = join(dir, 'state-other');
+  const { a, b, backup } = await pairUp(stateDir);
+  const { child, line } = await startChild(process.execPath, childArgs('sync-hang', stateDir, a, b), /^writing/);
+  const pid = Number(line.split(' ')[1]);
+  const before = sha256File(b);
+  const store = new PairStore(stateDir);
+  assert.is(effectiveStandbyState(store, store.pairs()[0]!), 'syncing');
+
+  const again = await rejects(sync({ stateDir, source: a, target: b }));
+  assert.instance(again, BusyError);
+  assert.match((again as Error).message, new RegExp(`process ${pid}`));
+  const rec = await rejects(recover({ stateDir, target: b }));
+  assert.instance(rec, BusyError);
+  assert.instance(await rejects(Promise.resolve().then(() => recordFailover(stateDir))), RefusedError);
+  // Another state directory knows nothing of the pair, but the drive's lock stops it all the same.
+  const c = randomImage(join(dir, 'c-running.img'), 4 * MiB, 99);
+  const foreign = await rejects(clone({ stateDir: other, source: c, target: b }));
+  assert.instance(foreign, BusyError);
+  assert.match((foreign as Error).message, new RegExp(`${b} is being written by process ${pid}`));
+  assert.is(sha256File(b), before, 'the refused writers changed nothing');
+
+  child.kill('SIGKILL');
+  await exited(child);
+  assert.is(effectiveStandbyState(new PairStore(stateDir), new PairStore(stateDir).pairs()[0]!), 'inconsistent');
+  const r = await recover({ stateDir, target: b });
+  assert.is(r.action, 'rolled-back');
+  assert.is(sha256File(b), backup);
+});
+
+test('case r02: two syncs of two pairs in one state directory keep both records; the crashed one recovers byte-exact', async () => {
+  const stateDir = join(dir, 'state-r02');
+  const one = await pairUp(stateDir, 6 * MiB);
+  const two = await pairUp(stateDir, 3 * MiB);
+  // Pair 1's sync is writing its standby (and stays there) while pair 2's sync runs from start to end.
+  const { child } = await startChild(process.execPath, childArgs('sync-hang', stateDir, one.a, one.b), /^writing/);
+  const done = await sync({ stateDir, source: two.a, target: two.b });
+  assert.is(done.result, 'done');
+  assert.is(sha256File(two.b), sha256File(two.a));
+  let store = new PairStore(stateDir);
+  assert.is(effectiveStandbyState(store, store.byId(one.pairId)!), 'syncing', "pair 2's sync kept pair 1's mark");
+  child.kill('SIGKILL');
+  await exited(child);
+  store = new PairStore(stateDir);
+  assert.is(effectiveStandbyState(store, store.byId(one.pairId)!), 'inconsistent');
+  assert.is(store.byId(two.pairId)!.standbyState, 'consistent');
+  const r = await recover({ stateDir, target: one.b });
+  assert.is(r.action, 'rolled-back');
+  assert.is(sha256File(one.b), one.backup);
+});
+
+test('transactions from several processes on one state directory lose no update', async () => {
+  const stateDir = join(dir, 'state-bump');
+  const one = await pairUp(stateDir, MiB);
+  const two = await pairUp(stateDir, MiB);
+  const written = (id: string) => new PairStore(stateDir).byId(id)!.lastSync!.bytesWritten;
+  const before = { one: written(one.pairId), two: written(two.pairId) };
+  await Promise.all([one.pairId, two.pairId, one.pairId].map((id) => startChild(process.execPath, childArgs('bump', stateDir, id, '40'), /^bumped/)));
+  assert.is(written(one.pairId), before.one + 80);
+  assert.is(written(two.pairId), before.two + 40);
+});
+
+test("recover after a crash works although the dead copy's pid now belongs to an unrelated process (pid namespaces)", async () => {
+  if (!requireEnv('the pid-reuse test', { tools: ['unshare'], root: true })) return;
+  const stateDir = join(dir, 'state-pid');
+  const { a, b, backup, pairId } = await pairUp(stateDir);
+  // The copy runs as pid 1 of a fresh pid namespace and dies there (--kill-child).
+  const ns = await startChild('unshare', ['--pid', '--fork', '--kill-child', '--mount-proc', process.execPath, ...childArgs('sync-hang', stateDir, a, b)], /^writing 1$/);
+  ns.child.kill('SIGKILL');
+  await exited(ns.child);
+  // What the earlier pid-file lock would have left: pid 1.
+  mkdirSync(join(stateDir, 'pairs', pairId), { recursive: true });
+  writeFileSync(join(stateDir, 'pairs', pairId, 'lock'), '1\n');
+  // In the next namespace pid 1 is an unrelated, living shell.
+  const out = await new Promise<string>((resolve) => {
+    const child = spawn('unshare', ['--pid', '--fork', '--mount-proc', 'sh', '-c', `sleep 30 & "${process.execPath}" --import tsx "${CHILD}" recover "${stateDir}" "${b}"; kill $!`], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    let text = '';
+    child.stdout.on('data', (d) => (text += d));
+    child.on('close', () => resolve(text));
+  });
+  assert.match(out, /^recovered: /);
+  assert.is(sha256File(b), backup);
+});
+
+test.run();
