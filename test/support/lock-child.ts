@@ -2,7 +2,7 @@
  * A second process for lock tests.
  *   hold NAME                 takes the lock, prints "held PID", waits to be killed
  *   contend NAME              waits for a line on stdin, tries the lock once, prints "won" or "lost", waits for stdin to end
- *   sync-hang STATE SRC TGT   a sync that stops answering after its first target writes (prints "writing PID")
+ *   sync-hang STATE SRC TGT   a sync whose target stops answering after two writes (prints "writing PID")
  *   recover STATE TGT         a recovery; prints its message or the error
  *   bump STATE PAIR N         N transactions, each adding one to the pair's lastSync.bytesWritten
  */
@@ -17,8 +17,8 @@ function hangingTarget(dev: BlockDevice): BlockDevice {
     get(obj, prop, receiver) {
       if (prop === 'write') {
         return async (buf: Uint8Array, position: number, length?: number) => {
-          if (++writes === 3) {
-            process.stdout.write(`writing ${process.pid}\n`);
+          if (++writes >= 3) {
+            if (writes === 3) process.stdout.write(`writing ${process.pid}\n`);
             // Stay alive, holding the locks, until killed (an unanswered promise alone would let Node exit).
             setInterval(() => undefined, 1 << 30);
             return new Promise(() => undefined);
