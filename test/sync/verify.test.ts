@@ -51,6 +51,19 @@ test('a relocated GPT standby verifies identical right after the copy and after 
   assert.ok(v.identical, JSON.stringify(v.differences));
 });
 
+test('a standby only a few sectors larger, where the new backup table overlaps the old one, verifies identical', async () => {
+  if (!requireEnv('relocated GPT verify', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const stateDir = join(dir, 'state-few');
+  const img = partitionedImage(dir, 'few-src.img', { scheme: 'gpt', sizeMiB: 32 });
+  for (const extra of [1, 4, 40]) {
+    const tgt = sparseImage(join(dir, `few-tgt-${extra}.img`), 32 * MiB + extra * 512);
+    const report = await clone({ stateDir: `${stateDir}-${extra}`, source: img.path, target: tgt });
+    assert.ok(report.gptRelocated);
+    const v = await verify({ stateDir: `${stateDir}-${extra}`, source: img.path, target: tgt });
+    assert.ok(v.identical, `${extra} sectors larger: ${JSON.stringify(v.differences)} ${v.notes.join('; ')}`);
+  }
+});
+
 // Each damage, and the one logical sector verify must name for it (f02 and its kin).
 const damages: [string, (tgt: string) => void, (tgtSectors: number) => number][] = [
   ['boot code in LBA 0 overwritten', (t) => poke(t, 0, Buffer.alloc(8)), () => 0],
