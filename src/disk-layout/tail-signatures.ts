@@ -71,16 +71,36 @@ function aligned(sector: number, start: number, length: number): { start: number
 }
 
 /**
+ * Reads `buf` from `position`; sectors the drive cannot read (a failing end of
+ * an old standby) stay zero: nothing is found there, and a tail the copy does
+ * not need never stops the copy. Halves the piece size down to one logical
+ * sector around a failure, as the copy engine's rescue does.
+ */
+async function readTolerant(dev: BlockDevice, buf: Buffer, position: number, piece = buf.byteLength): Promise<void> {
+  const s = dev.logicalSectorSize;
+  for (let off = 0; off < buf.byteLength; off += piece) {
+    const len = Math.min(piece, buf.byteLength - off);
+    const part = buf.subarray(off, off + len);
+    try {
+      await dev.read(part, position + off, len);
+    } catch {
+      part.fill(0);
+      if (len > s) await readTolerant(dev, part, position + off, Math.max(s, Math.ceil(len / 2 / s) * s));
+    }
+  }
+}
+
+/**
  * Finds every end-anchored signature on `dev`, positioned for this drive's
- * size. Reads the last 2 MiB (and the sectors a found anchor points to).
- * Throws what `dev.read` throws.
+ * size. Reads the last 2 MiB (and the sectors a found anchor points to);
+ * unreadable parts count as holding nothing.
  */
 export async function findEndSignatures(dev: BlockDevice): Promise<EndSignature[]> {
   const size = dev.size;
   const sector = dev.logicalSectorSize;
   const windowStart = Math.max(0, Math.floor((size - SCAN_BYTES) / sector) * sector);
   const buf = size > windowStart ? allocAligned(size - windowStart) : Buffer.alloc(0);
-  if (buf.byteLength > 0) await dev.read(buf, windowStart, buf.byteLength);
+  if (buf.byteLength > 0) await readTolerant(dev, buf, windowStart);
   const w = new EndWindow(size, windowStart, buf);
   const found: EndSignature[] = [];
   const add = (type: string, what: string, anchor: number, start: number, length: number) => {
@@ -92,7 +112,11 @@ export async function findEndSignatures(dev: BlockDevice): Promise<EndSignature[
     const inWindow = w.bytes(offset, sector);
     if (inWindow) return inWindow;
     const b = allocAligned(sector);
-    await dev.read(b, offset, sector);
+    try {
+      await dev.read(b, offset, sector);
+    } catch {
+      return undefined;
+    }
     return b;
   };
 

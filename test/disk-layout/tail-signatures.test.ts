@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { openDrive } from '../../src/sata-bridge/index.ts';
+import { FaultyDevice, openDrive } from '../../src/sata-bridge/index.ts';
 import { endAnchoredMetadata, findEndSignatures, planTailCleanup } from '../../src/disk-layout/index.ts';
 import { blkidProbe, mdadmExamine, writeDdf, writeDrbd, writeImsm, writeMd090, writeMd10, writeZfsLabels } from '../support/end-signatures.ts';
 import { requireEnv } from '../support/require.ts';
@@ -175,6 +175,22 @@ test("endAnchoredMetadata names the source's own end-anchored metadata, never it
     );
   } finally {
     await dev.close();
+  }
+});
+
+test('an unreadable stretch of the tail hides only what lies in it, and never fails the scan', async () => {
+  if (!requireEnv('md superblock fixture', { tools: ['mdadm'] })) return;
+  const p = image('badtail.img', 96 * MiB);
+  const md = writeMd10(p);
+  writeMd090(p);
+  const inner = await openDrive(p);
+  // The sector holding the md 0.90 magic cannot be read; the md 1.0 superblock 56 KiB further is still found.
+  const bad = new FaultyDevice(inner, { badReadLbas: [(96 * MiB - 65536) / 512] });
+  try {
+    const sigs = await findEndSignatures(bad);
+    assert.equal(sigs.map((s) => [s.type, s.start]), [['linux_raid_member', md]]);
+  } finally {
+    await inner.close();
   }
 });
 
