@@ -25,6 +25,6 @@ export { linuxRoots, readBlockNode, holdersOf, lowerDisksOf, type SysRoots, type
 export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageReport, type SwapEntry } from './mounts.ts';
 export * from './smart.ts';
 export { quirksFor, type BridgeQuirks, type SmartDeviceType } from './bridge-quirks.ts';
-export { NbdDrive, parseNbdUri, isNbdUri, NBD_PORT, type NbdUri, type OpenNbdOptions } from './nbd-drive.ts';
+export { NbdDrive, parseNbdUri, isNbdUri, readFlaggedRanges, NBD_PORT, type NbdUri, type OpenNbdOptions } from './nbd-drive.ts';
 export { NbdClient, type NbdAddress, type NbdExport, type NbdConnectOptions } from './nbd-client.ts';
 export { NbdProtocolError, NbdRequestError, NbdOptionError, STATE_DIRTY, STATE_HOLE, STATE_ZERO, type Extent, type BlockSizeInfo } from './nbd-protocol.ts';

@@ -189,3 +189,25 @@ export class NbdDrive implements BlockDevice {
     return out;
   }
 }
+
+/**
+ * The byte ranges of an export whose extents in `context` have `flag` set:
+ * the dirty ranges of a frozen qemu dirty bitmap (`qemu:dirty-bitmap:NAME`,
+ * STATE_DIRTY), or the allocated data of `base:allocation` with the hole
+ * flag inverted by the caller. Connects read-only, reads, disconnects.
+ */
+export async function readFlaggedRanges(address: string, context: string, flag: number): Promise<{ start: number; length: number }[]> {
+  const drive = await NbdDrive.open(address, { metaContexts: [context] });
+  try {
+    const out: { start: number; length: number }[] = [];
+    for (const e of await drive.extents(context)) {
+      if ((e.flags & flag) === 0) continue;
+      const last = out[out.length - 1];
+      if (last && last.start + last.length === e.start) last.length += e.length;
+      else out.push({ start: e.start, length: e.length });
+    }
+    return out;
+  } finally {
+    await drive.close();
+  }
+}

@@ -1,0 +1,11 @@
+export { QmpClient, QmpError, QmpConnectionError, type QmpEvent } from './qmp.ts';
+export {
+  StorageDaemon,
+  ACTIVE_NODE,
+  TOP_NODE,
+  HOST_EXPORT_ID,
+  type StorageDaemonOptions,
+  type StorageDaemonEvents,
+  type NbdListen,
+  type ExportSpec,
+} from './storage-daemon.ts';
