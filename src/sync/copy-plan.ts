@@ -15,10 +15,18 @@
 import { createHash } from 'node:crypto';
 import { formatExactBytes, planGptRelocation, regionsToCopy, type DiskLayout, type GptRelocationPlan } from '../disk-layout/index.ts';
 import { descendsFrom, pairIdFor, type PairRecord, type PendingCopy } from './pair-state.ts';
-import { normalizeRanges, type ByteRange } from './ranges.ts';
+import { alignRangesOutward, intersectRanges, normalizeRanges, type ByteRange } from './ranges.ts';
 
 export type CopyKind = 'clone' | 'sync' | 'restore';
-export type SyncMode = 'compare' | 'manifest';
+/** compare: read both drives; manifest: read the source, the standby where hashes differ; changed: only the changed blocks. */
+export type SyncMode = 'compare' | 'manifest' | 'changed';
+
+/**
+ * What changed on the active drive since the standby's last completed sync,
+ * from changed-block tracking (src/snapshot's dirty-bitmap epochs): byte
+ * ranges, or why there is no set to trust.
+ */
+export type ChangedBlocks = { readonly ranges: readonly ByteRange[] } | { readonly untrusted: string };
 
 /** A drive as it shows up now. */
 export interface DriveFacts {
@@ -34,6 +42,8 @@ export interface PlanRequest {
   /** Validated partition numbers, sorted; empty for the whole drive. */
   readonly partitions: readonly number[];
   readonly mode: SyncMode;
+  /** Changed mode: the changed blocks; absent means there is no tracking (the controller is not in inline mode). */
+  readonly changed?: ChangedBlocks;
   readonly forceGeneration?: boolean;
   readonly forceClone?: boolean;
 }
@@ -126,7 +136,7 @@ function pairHolding(pairs: readonly PairRecord[], key: string): PairRecord | un
 export function commandFor(plan: Pick<CopyPlan, 'kind' | 'mode' | 'partitions'>, source: string, target: string): string {
   if (plan.kind === 'restore') return `dpsr restore ${source} ${target} --i-mean-restore`;
   const parts = plan.partitions.map((n) => ` --partition ${n}`).join('');
-  return `dpsr ${plan.kind} ${source} ${target}${parts}${plan.mode === 'manifest' ? ' --mode manifest' : ''}`;
+  return `dpsr ${plan.kind} ${source} ${target}${parts}${plan.mode === 'manifest' || plan.mode === 'changed' ? ` --mode ${plan.mode}` : ''}`;
 }
 
 /** "sync of partition 2 in compare mode", "whole-drive clone". */
@@ -314,7 +324,21 @@ export function planCopy(input: PlanInput): CopyDecision {
       return refuse(err.message, err.hint ?? 'run `dpsr inspect` on the source', 'bad-input');
     }
   }
+  // Changed mode: only the changed blocks of the selection; without a trustworthy set, a full sync in manifest mode.
+  let mode: SyncMode = req.mode;
+  if (mode === 'changed' && kind !== 'sync') {
+    return refuse(`changed-block mode is for syncs onto the standby, not for a ${kind}`, kind === 'clone' ? 'run `dpsr clone` without --mode' : 'run the restore without --mode changed', 'bad-input');
+  }
   const requiredBytes = Math.max(...ranges.map((r) => r.start + r.length));
+  if (mode === 'changed') {
+    const why = !req.changed ? 'there is no changed-block tracking: the controller is not in inline mode' : 'untrusted' in req.changed ? req.changed.untrusted : undefined;
+    if (why !== undefined || !req.changed || !('ranges' in req.changed)) {
+      mode = 'manifest';
+      notes.push(`changed-block mode not possible (${why}): a full sync in manifest mode instead`);
+    } else {
+      ranges = intersectRanges(alignRangesOutward(req.changed.ranges, source.logicalSectorSize), ranges);
+    }
+  }
   if (target.sizeBytes < requiredBytes) {
     const what = req.partitions.length ? `the end of the selected partitions` : `the source ${source.path}`;
     return refuse(
@@ -341,7 +365,7 @@ export function planCopy(input: PlanInput): CopyDecision {
   const body = {
     version: 1 as const,
     kind,
-    mode: kind === 'clone' ? ('clone' as const) : req.mode,
+    mode: kind === 'clone' ? ('clone' as const) : mode,
     pairId,
     source: { key: source.key, sizeBytes: source.sizeBytes, logicalSectorSize: source.logicalSectorSize, generation: pair?.drives[source.key]?.generation ?? 1 },
     target: { key: target.key, sizeBytes: target.sizeBytes, logicalSectorSize: target.logicalSectorSize, generation: pair?.drives[target.key]?.generation ?? 0 },

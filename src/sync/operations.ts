@@ -30,10 +30,10 @@ import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, acquireDriveLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
 import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import { ensureSpaceReserve, NoSpaceError } from '../durable-file.ts';
-import { planCopy, commandFor, geometryChange, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type TailSignature } from './copy-plan.ts';
+import { planCopy, commandFor, geometryChange, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
-export type SyncMode = 'compare' | 'manifest';
+export type { SyncMode, ChangedBlocks } from './copy-plan.ts';
 
 export interface CommonRequest {
   readonly stateDir: string;
@@ -64,6 +64,8 @@ export interface CopyRequest extends CommonRequest {
   /** Partition numbers for a partition-selective sync; empty means the whole drive. */
   readonly partitions?: readonly number[];
   readonly mode?: SyncMode;
+  /** Changed mode: the changed blocks since the standby's last sync, or why there are none to trust (then manifest mode). */
+  readonly changed?: ChangedBlocks;
   /** Allow copying over a target whose data is not an ancestor of the source's (split brain). */
   readonly forceGeneration?: boolean;
   /** Copy everything again, unjournaled, over a standby that holds a consistent backup; without it such a clone runs as a sync. */
@@ -316,7 +318,7 @@ export async function restore(req: CopyRequest): Promise<CopyReport> {
 async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyReport> {
   const partitions = parsePartitions(req.partitions);
   const requestedMode = req.mode ?? 'compare';
-  if (requestedMode !== 'compare' && requestedMode !== 'manifest') throw new BadInputError(`sync mode "${String(requestedMode)}" is not known`, { hint: 'use compare or manifest' });
+  if (requestedMode !== 'compare' && requestedMode !== 'manifest' && requestedMode !== 'changed') throw new BadInputError(`sync mode "${String(requestedMode)}" is not known`, { hint: 'use compare, manifest or changed' });
   const notes: string[] = [];
   const note = (n: string) => {
     notes.push(n);
@@ -354,7 +356,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       // The copy never writes past the source's size, so the target's tail can be read now: what its previous life left there.
       tail = await planCopyTail(source, look, sourceLayout);
       decision = planCopy({
-        request: { kind: requestedKind, partitions, mode: requestedMode, forceGeneration: req.forceGeneration, forceClone: req.forceClone },
+        request: { kind: requestedKind, partitions, mode: requestedMode, changed: req.changed, forceGeneration: req.forceGeneration, forceClone: req.forceClone },
         source: sourceFacts,
         target: targetFacts,
         sourceLayout,
@@ -394,7 +396,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     // The manifest describes the standby; a restore writes the active drive and leaves it as it is.
     const writesStandby = plan.writesStandby;
     const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation }) : undefined;
-    let mode: 'clone' | 'compare' | 'manifest' = kind === 'clone' ? 'clone' : 'compare';
+    let mode: 'clone' | 'compare' | 'manifest' | 'changed' = kind === 'clone' ? 'clone' : plan.mode === 'changed' ? 'changed' : 'compare';
     if (kind !== 'clone' && plan.mode === 'manifest') {
       if (manifestOpen?.usable && manifestOpen.manifest.covers(plan.ranges)) mode = 'manifest';
       else note(`manifest mode not possible (${manifestOpen?.reason ?? (manifestOpen ? 'the manifest does not cover these partitions yet' : 'a restore reads both drives')}): comparing both drives instead; the manifest is rebuilt as it goes`);
@@ -438,7 +440,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     let gptRelocated = false;
     try {
       result = await runEngine({
-        mode,
+        // Changed mode compares just the changed blocks: the old data is read for the undo journal anyway, and only what differs is written.
+        mode: mode === 'changed' ? 'compare' : mode,
         source,
         target,
         ranges: plan.ranges,

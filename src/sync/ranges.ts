@@ -52,6 +52,35 @@ export function subtractRanges(ranges: readonly ByteRange[], holes: readonly Byt
 }
 
 /**
+ * The parts of `ranges` that lie inside `within`, sorted and merged. Linear
+ * in the inputs after sorting: a changed-block set has thousands of ranges.
+ */
+export function intersectRanges(ranges: readonly ByteRange[], within: readonly ByteRange[]): ByteRange[] {
+  const a = normalizeRanges(ranges);
+  const b = normalizeRanges(within);
+  const out: { start: number; length: number }[] = [];
+  let j = 0;
+  for (const r of a) {
+    const rEnd = r.start + r.length;
+    while (j < b.length && b[j]!.start + b[j]!.length <= r.start) j++;
+    for (let k = j; k < b.length && b[k]!.start < rEnd; k++) {
+      const start = Math.max(r.start, b[k]!.start);
+      const end = Math.min(rEnd, b[k]!.start + b[k]!.length);
+      if (end > start) appendRange(out, start, end - start);
+    }
+  }
+  return out;
+}
+
+/** Widens every range to whole units of `unit` bytes (sectors), merged. */
+export function alignRangesOutward(ranges: readonly ByteRange[], unit: number): ByteRange[] {
+  return normalizeRanges(ranges.map((r) => {
+    const start = Math.floor(r.start / unit) * unit;
+    return { start, length: Math.ceil((r.start + r.length) / unit) * unit - start };
+  }));
+}
+
+/**
  * Appends `[start, start + length)` to `runs`, which are built in ascending
  * order: a range that starts where the last one ends extends it. Returns true
  * when a new range was added (false when the last one grew).

@@ -1,0 +1,147 @@
+/**
+ * Changed mode: the plan copies only the changed blocks of the selection, or
+ * falls back to manifest mode saying why; the operation carries it out
+ * through the undo journal, the sync map and the manifest like every copy.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { join } from 'node:path';
+import { openSync, readFileSync, writeSync, closeSync, copyFileSync } from 'node:fs';
+import { planCopy, type PlanInput } from '../../src/sync/copy-plan.ts';
+import { pairIdFor, type PairRecord } from '../../src/sync/pair-state.ts';
+import { intersectRanges } from '../../src/sync/ranges.ts';
+import { clone, sync, recover } from '../../src/sync/index.ts';
+import { randomImage, tempDir } from '../support/images.ts';
+
+const MiB = 1024 * 1024;
+const KiB = 1024;
+const S = 512;
+const dir = tempDir('dpsr-changed-');
+
+function pairRecord(): PairRecord {
+  return {
+    id: pairIdFor('A', 'B'),
+    createdAt: '2026-01-01T00:00:00Z',
+    activeKey: 'A',
+    standbyKey: 'B',
+    drives: {
+      A: { key: 'A', sizeBytes: 64 * MiB, logicalSectorSize: S, lastPath: '/dev/a', generation: 2, lineage: [1, 2] },
+      B: { key: 'B', sizeBytes: 64 * MiB, logicalSectorSize: S, lastPath: '/dev/b', generation: 2, lineage: [1, 2] },
+    },
+    counter: 2,
+    standbyState: 'consistent',
+  };
+}
+
+function input(request: Partial<PlanInput['request']>): PlanInput {
+  return {
+    request: { kind: 'sync', partitions: [], mode: 'changed', ...request },
+    source: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S },
+    target: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S },
+    pairs: [pairRecord()],
+    journalRecords: 0,
+  };
+}
+
+test('ranges: intersection of sorted, unsorted and touching sets', () => {
+  assert.equal(intersectRanges([{ start: 0, length: 10 }, { start: 20, length: 10 }], [{ start: 5, length: 20 }]), [{ start: 5, length: 5 }, { start: 20, length: 5 }]);
+  assert.equal(intersectRanges([{ start: 30, length: 5 }, { start: 0, length: 100 }], [{ start: 90, length: 50 }, { start: 10, length: 5 }]), [{ start: 10, length: 5 }, { start: 90, length: 10 }]);
+  assert.equal(intersectRanges([{ start: 0, length: 10 }], [{ start: 10, length: 10 }]), []);
+  assert.equal(intersectRanges([], [{ start: 0, length: 10 }]), []);
+});
+
+test('plan: trusted changed blocks become the ranges (sector-aligned, clipped to the drive); the mode is changed', () => {
+  const d = planCopy(input({ changed: { ranges: [{ start: 64 * KiB, length: 64 * KiB }, { start: 10 * MiB + 100, length: 10 }, { start: 64 * MiB - 64 * KiB, length: 128 * KiB }] } }));
+  assert.is(d.verdict, 'copy');
+  if (d.verdict !== 'copy') return;
+  assert.is(d.plan.mode, 'changed');
+  assert.equal(d.plan.ranges, [{ start: 64 * KiB, length: 64 * KiB }, { start: 10 * MiB, length: 512 }, { start: 64 * MiB - 64 * KiB, length: 64 * KiB }]);
+  assert.ok(d.plan.journaled);
+});
+
+test('plan: no tracking, or an untrusted set, is a full sync in manifest mode with the reason in the notes', () => {
+  for (const [changed, why] of [
+    [undefined, /not in inline mode/],
+    [{ untrusted: 'qemu-storage-daemon restarted since the last sync' }, /restarted since the last sync/],
+  ] as const) {
+    const d = planCopy(input({ changed }));
+    assert.is(d.verdict, 'copy');
+    if (d.verdict !== 'copy') continue;
+    assert.is(d.plan.mode, 'manifest');
+    assert.equal(d.plan.ranges, [{ start: 0, length: 64 * MiB }]);
+    assert.match(d.notes.join('\n'), /changed-block mode not possible/);
+    assert.match(d.notes.join('\n'), why);
+  }
+});
+
+test('plan: changed mode on a restore is bad input; two different changed sets are two different plans', () => {
+  const r = planCopy({ ...input({ kind: 'restore' }), source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S } });
+  assert.is(r.verdict, 'refuse');
+  if (r.verdict === 'refuse') assert.is(r.refusal.error, 'bad-input');
+  const a = planCopy(input({ changed: { ranges: [{ start: 0, length: 64 * KiB }] } }));
+  const b = planCopy(input({ changed: { ranges: [{ start: 0, length: 128 * KiB }] } }));
+  assert.ok(a.verdict === 'copy' && b.verdict === 'copy' && a.plan.digest !== b.plan.digest);
+});
+
+function scribble(path: string, at: number, length: number, byte: number): void {
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.alloc(length, byte), 0, length, at);
+  closeSync(fd);
+}
+
+test('a changed sync copies only the given ranges, journaled; recover rolls it back; the manifest follows', async () => {
+  const stateDir = join(dir, 'op-state');
+  const a = randomImage(join(dir, 'op-a.img'), 32 * MiB, 21);
+  const b = join(dir, 'op-b.img');
+  copyFileSync(a, b);
+  await clone({ stateDir, source: a, target: b, forceClone: true });
+  const backup = readFileSync(b);
+  // The host changes two places; a third change is NOT in the changed set, to prove only the set is copied.
+  scribble(a, 1 * MiB, 64 * KiB, 0x11);
+  scribble(a, 20 * MiB + 64 * KiB, 64 * KiB, 0x22);
+  scribble(a, 30 * MiB, 64 * KiB, 0x33);
+  const changed = { ranges: [{ start: 1 * MiB, length: 64 * KiB }, { start: 20 * MiB + 64 * KiB, length: 64 * KiB }] };
+  const report = await sync({ stateDir, source: a, target: b, mode: 'changed', changed });
+  assert.is(report.mode, 'changed');
+  assert.is(report.bytesTotal, 128 * KiB, 'only the changed blocks were walked');
+  assert.is(report.bytesWritten, 128 * KiB);
+  const now = readFileSync(b);
+  const src = readFileSync(a);
+  assert.ok(now.subarray(1 * MiB, 1 * MiB + 64 * KiB).equals(src.subarray(1 * MiB, 1 * MiB + 64 * KiB)));
+  assert.ok(now.subarray(20 * MiB + 64 * KiB, 20 * MiB + 128 * KiB).every((x) => x === 0x22));
+  assert.ok(now.subarray(30 * MiB, 30 * MiB + 64 * KiB).equals(backup.subarray(30 * MiB, 30 * MiB + 64 * KiB)), 'outside the set the standby is untouched');
+  // The manifest was kept up to date for the changed blocks: a manifest sync finds only the change left out.
+  const m = await sync({ stateDir, source: a, target: b, mode: 'manifest' });
+  assert.is(m.mode, 'manifest');
+  assert.is(m.bytesWritten, 64 * KiB);
+  assert.ok(readFileSync(a).equals(readFileSync(b)));
+});
+
+test('an interrupted changed sync leaves the standby recoverable to the previous backup', async () => {
+  const stateDir = join(dir, 'int-state');
+  const a = randomImage(join(dir, 'int-a.img'), 16 * MiB, 22);
+  const b = join(dir, 'int-b.img');
+  copyFileSync(a, b);
+  await clone({ stateDir, source: a, target: b, forceClone: true });
+  const backup = readFileSync(b);
+  const ranges = Array.from({ length: 16 }, (_, i) => ({ start: i * MiB, length: 64 * KiB }));
+  for (const r of ranges) scribble(a, r.start, r.length, 0x44);
+  let chunks = 0;
+  const err = await sync({
+    stateDir,
+    source: a,
+    target: b,
+    mode: 'changed',
+    changed: { ranges },
+    batchBytes: 64 * KiB,
+    onChunkDone: () => {
+      if (++chunks === 6) throw new Error('power cut');
+    },
+  }).catch((e: unknown) => e);
+  assert.instance(err, Error);
+  assert.not.ok(readFileSync(b).equals(backup), 'part of the sync was written');
+  await recover({ stateDir, target: b });
+  assert.ok(readFileSync(b).equals(backup), 'the previous backup, byte for byte');
+});
+
+test.run();
