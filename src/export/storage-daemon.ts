@@ -166,12 +166,8 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     });
     child.once('exit', (code, signal) => this.onExit(child, code, signal));
     await spawned;
-    for (let i = 0; i < 400 && !existsSync(this.qmpSocket); i++) {
-      if (child.exitCode !== null || child.signalCode !== null) break;
-      await sleep(25);
-    }
     try {
-      this.client = await QmpClient.connect(this.qmpSocket);
+      this.client = await this.connectQmp(child);
       await this.buildGraph(this.client);
     } catch (e) {
       child.kill('SIGKILL');
@@ -181,6 +177,21 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     this.generationCount++;
     this.delay = this.options.restartDelayMs ?? 200;
     this.emit('ready', this.generationCount);
+  }
+
+  /** The QMP socket file appears at bind(), before the daemon listens: retry until it answers or the child exits. */
+  private async connectQmp(child: ChildProcess): Promise<QmpClient> {
+    for (let i = 0; ; i++) {
+      if (child.exitCode !== null || child.signalCode !== null) throw new DeviceError(`qemu-storage-daemon exited (${child.exitCode ?? child.signalCode}) before its QMP socket answered`);
+      if (existsSync(this.qmpSocket)) {
+        try {
+          return await QmpClient.connect(this.qmpSocket);
+        } catch (e) {
+          if (i >= 400) throw e;
+        }
+      } else if (i >= 400) throw new DeviceError(`qemu-storage-daemon did not create its QMP socket ${this.qmpSocket} within 10 s`);
+      await sleep(25);
+    }
   }
 
   private async createMetadata(): Promise<void> {

@@ -1,6 +1,7 @@
 /** NBD servers for tests: nbdkit and qemu-nbd on a unix socket, killed at exit. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -13,6 +14,17 @@ export interface Server {
 }
 
 const running = new Set<ChildProcess>();
+
+function accepts(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect({ path: socket });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
 process.on('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
@@ -27,11 +39,13 @@ async function start(cmd: string, args: string[], socket: string): Promise<Serve
     exited = true;
     running.delete(child);
   });
-  for (let i = 0; i < 200 && !existsSync(socket); i++) {
+  // The socket file appears at bind(), before listen(): wait until a connection is accepted.
+  for (let i = 0; ; i++) {
     if (exited) throw new Error(`${cmd} exited: ${stderr}`);
+    if (existsSync(socket) && (await accepts(socket))) break;
+    if (i === 400) throw new Error(`${cmd} did not listen on ${socket}: ${stderr}`);
     await sleep(25);
   }
-  if (!existsSync(socket)) throw new Error(`${cmd} did not create ${socket}: ${stderr}`);
   return {
     socket,
     process: child,
