@@ -62,6 +62,8 @@ export interface StorageDaemonOptions {
   /** Delay before a restart after a crash: starts here and doubles up to `maxRestartDelayMs`. */
   readonly restartDelayMs?: number;
   readonly maxRestartDelayMs?: number;
+  /** Open the drive with O_DIRECT (`cache.direct`): host writes bypass the board's page cache. */
+  readonly directIo?: boolean;
   /** Extra lines of the daemon's stderr kept for error messages. */
   readonly stderrLines?: number;
 }
@@ -214,7 +216,7 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
   private async buildGraph(qmp: QmpClient): Promise<void> {
     const o = this.options;
     const isBlock = statSync(o.drive).isBlockDevice();
-    await qmp.execute('blockdev-add', { 'node-name': 'drive-file', driver: isBlock ? 'host_device' : 'file', filename: o.drive, 'discard': 'unmap' });
+    await qmp.execute('blockdev-add', { 'node-name': 'drive-file', driver: isBlock ? 'host_device' : 'file', filename: o.drive, discard: 'unmap', ...(o.directIo ? { cache: { direct: true }, aio: 'native' } : {}) });
     if (o.metadata) {
       await qmp.execute('blockdev-add', { 'node-name': 'meta-file', driver: 'file', filename: o.metadata });
       await qmp.execute('blockdev-add', { 'node-name': ACTIVE_NODE, driver: 'qcow2', file: 'meta-file', 'data-file': 'drive-file' });
