@@ -8,7 +8,8 @@ import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import pino, { type Logger } from 'pino';
-import { writeFileDurably } from '../../src/durable-file.ts';
+import { ensureSpaceReserve, writeFileDurably } from '../../src/durable-file.ts';
+import { acquireStateDirLock, type Lock } from '../../src/sync/index.ts';
 import { DeviceError } from '../../src/errors.ts';
 import { validateDaemonConfig, parseListen, type DaemonConfig } from './config.ts';
 import { EventBus } from './events.ts';
@@ -70,9 +71,22 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   } catch (e) {
     throw new DeviceError(`cannot create the state directory ${stateDir}: ${(e as Error).message}`, { hint: 'pass a writable --state-dir or set DPSR_STATE_DIR' });
   }
+  // One daemon per state directory (rule 9): a second one would drive the same relays and take the first one's jobs for dead.
+  const dirLock = await acquireStateDirLock(stateDir);
+  try {
+    return await startLocked(opts, config, stateDir, dirLock);
+  } catch (e) {
+    dirLock.release();
+    throw e;
+  }
+}
+
+async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: string, dirLock: Lock): Promise<Daemon> {
   const log = pino({ level: opts.logLevel ?? config.log.level, base: { svc: 'dpsrd' } }, (opts.logStream ?? pino.destination({ dest: 1, sync: true })) as pino.DestinationStream);
   const listen = parseListen(opts.listen ?? config.listen ?? DEFAULT_LISTEN, opts.listen ? '--listen' : 'listen');
   const { token, file: tokenFile } = ensureToken(stateDir, log);
+  // Room for a recovery's records when the state directory fills up later.
+  if (!ensureSpaceReserve(stateDir)) log.warn({ stateDir }, 'no room for the space reserve: a recovery on a full state directory may fail');
 
   const bus = new EventBus(join(stateDir, 'events.jsonl'), { replay: config.api.sseReplay, logMaxBytes: config.eventLog.maxBytes }, (e) => log.warn({ err: e }, 'event log write failed'));
   const metrics = new Metrics();
@@ -98,6 +112,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const addr = server.address() as AddressInfo;
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   const url = `http://${host}:${addr.port}`;
+  dirLock.owner.url = url;
   bus.publish('daemon.started', { url, rig: config.rig, pid: process.pid, config: config.source });
   log.info({ url, tokenFile, stateDir, rig: config.rig, config: config.source }, 'dpsrd listening');
 
@@ -117,6 +132,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
         server.closeAllConnections();
         await new Promise<void>((r) => server.close(() => r()));
       });
+      dirLock.release();
     },
   };
 }

@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import { BusyError, CancelledError, NotFoundError, RefusedError, errorData, isDpsrError, type ErrorData } from '../../src/errors.ts';
-import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
+import { ensureSpaceReserve, readJsonChecked, writeJsonDurably, NoSpaceError, type WriteOptions } from '../../src/durable-file.ts';
 import type { Progress } from '../../src/sync/index.ts';
 import type { EventBus } from './events.ts';
 
@@ -57,7 +57,7 @@ export class JobRunner {
   readonly interrupted: JobRecord[] = [];
 
   constructor(
-    stateDir: string,
+    private readonly stateDir: string,
     private readonly opts: { history: number; logLines: number },
     private readonly bus: EventBus,
     /** A reason no storage job may start now (a failover moving the drives), or null. */
@@ -80,7 +80,13 @@ export class JobRunner {
         this.interrupted.push(j);
       }
     }
-    if (this.interrupted.length) this.#save();
+    if (this.interrupted.length) {
+      try {
+        this.#save();
+      } catch {
+        /* a full state directory must not keep the daemon from starting (and recovering): the history is informational */
+      }
+    }
   }
 
   get current(): JobRecord | null {
@@ -97,8 +103,13 @@ export class JobRunner {
     return j;
   }
 
-  #save(): void {
-    writeJsonDurably(this.file, this.#data);
+  #save(options?: WriteOptions): void {
+    writeJsonDurably(this.file, this.#data, options);
+  }
+
+  /** A recovery may use the state directory's space reserve: it is what a full state directory needs most. */
+  #writeOptions(kind: JobKind): WriteOptions | undefined {
+    return kind === 'recover' ? { reserve: this.stateDir } : undefined;
   }
 
   /** Refuses (BusyError, 409) while another job runs or a failover moves the drives. */
@@ -117,7 +128,7 @@ export class JobRunner {
     this.checkIdle();
     const now = new Date().toISOString();
     const job: JobRecord = {
-      id: String(this.#data.nextId++),
+      id: String(this.#data.nextId),
       kind,
       state: 'running',
       trigger,
@@ -131,8 +142,6 @@ export class JobRunner {
       error: null,
       log: [],
     };
-    this.#data.jobs.push(job);
-    while (this.#data.jobs.length > this.opts.history) this.#data.jobs.shift();
     const controller = new AbortController();
     const log = (level: 'info' | 'warn' | 'error', message: string) => {
       job.log.push({ at: new Date().toISOString(), level, message });
@@ -152,7 +161,18 @@ export class JobRunner {
       log,
     };
     log('info', `${kind} started (${trigger})`);
-    this.#save();
+    // Recorded before it is listed or run: a job that cannot be recorded (a full state directory) never starts.
+    const next: JobsFile = { nextId: this.#data.nextId + 1, jobs: [...this.#data.jobs, job].slice(-this.opts.history) };
+    try {
+      writeJsonDurably(this.file, next, this.#writeOptions(kind));
+    } catch (e) {
+      if (!(e instanceof NoSpaceError)) throw e;
+      throw new NoSpaceError(`the state directory ${this.stateDir} is full: the ${kind} could not be recorded, so it did not start`, {
+        hint: `free space on its filesystem (an interrupted sync's undo journal is freed by recover), then try again`,
+        cause: e,
+      });
+    }
+    this.#data = next;
     this.bus.publish('job.started', { job: summary(job) });
     const started = performance.now();
     const done = (async () => {
@@ -170,10 +190,11 @@ export class JobRunner {
         job.seconds = (performance.now() - started) / 1000;
         this.#current = null;
         try {
-          this.#save();
+          this.#save(this.#writeOptions(kind));
         } catch {
           /* the history is informational: a full disk must not hide the result from the event stream */
         }
+        if (kind === 'recover') ensureSpaceReserve(this.stateDir);
         this.bus.publish(job.state === 'done' ? 'job.done' : job.state === 'cancelled' ? 'job.cancelled' : 'job.failed', { job: summary(job) });
       }
     })();

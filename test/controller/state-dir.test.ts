@@ -1,0 +1,91 @@
+/**
+ * The daemon and its state directory: one daemon per directory (case r04),
+ * and a full directory (case r09): recover still works, sync and verify say
+ * what to do, no job is listed that was never recorded.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startDaemon } from '../../firmware/controller/daemon.ts';
+import { readJsonChecked } from '../../src/durable-file.ts';
+import { BusyError } from '../../src/errors.ts';
+import { makeDaemon, idle, waitJob, FAST_SIM } from './support/harness.ts';
+import { requireEnv } from '../support/require.ts';
+
+const REPO = new URL('../../', import.meta.url).pathname;
+const rejects = async (p: Promise<unknown>) => p.then(() => undefined, (e: unknown) => e);
+
+test("case r04: a second dpsrd on the same state directory refuses at start, naming the first; the first one's job runs on", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsrd-r04-'));
+  const d = await makeDaemon({ sim: { bridgeMiBps: 16 } }, dir);
+  try {
+    await idle(d, 60_000);
+    await d.api('POST', '/api/sim/host/write', { mib: 32 });
+    const job = (await d.api('POST', '/api/sync', {})).body.job;
+    assert.is(job.state, 'running');
+
+    const second = await rejects(startDaemon({ stateDir: dir, listen: '127.0.0.1:0', config: { sim: FAST_SIM }, logLevel: 'silent' }));
+    assert.instance(second, BusyError);
+    assert.match((second as Error).message, `another dpsrd, process ${process.pid}`);
+    assert.match((second as Error).message, d.url);
+    // The same from the command line, in another process: exit 1 and the message, before anything else.
+    const cli = spawnSync(process.execPath, ['bin/dpsrd.js', '--state-dir', dir, '--listen', '127.0.0.1:0'], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    assert.is(cli.status, 1);
+    assert.match(cli.stderr, `already uses the state directory ${dir}`);
+
+    const stored = readJsonChecked<{ jobs: { id: string; state: string; interrupted?: boolean }[] }>(join(dir, 'jobs.json'))!;
+    const mine = stored.jobs.find((j) => j.id === job.id)!;
+    assert.is(mine.state, 'running', 'the refused daemon did not mark the running job failed');
+    assert.not.ok(mine.interrupted);
+    const done = await waitJob(d, job.id, 120_000);
+    assert.is(done.state, 'done');
+  } finally {
+    await d.close();
+  }
+  // Stopped, the first daemon lets go: the next one starts.
+  const again = await startDaemon({ stateDir: dir, listen: '127.0.0.1:0', config: { sim: FAST_SIM }, logLevel: 'silent' });
+  await again.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('case r09: on a full state directory recover works, sync and verify say what to do, and no job is listed that was never recorded', async () => {
+  if (!requireEnv('the full state directory test', { root: true, tools: ['mount', 'umount', 'dd'] })) return;
+  const mnt = mkdtempSync(join(tmpdir(), 'dpsrd-r09-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'tmpfs', mnt]);
+  const dir = join(mnt, 'state');
+  const d = await makeDaemon({ sim: { driveSizeMiB: 48 } }, dir);
+  try {
+    await idle(d, 60_000);
+    const before = (await d.api('GET', '/api/jobs')).body.jobs.length;
+    try {
+      execFileSync('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=64k'], { stdio: 'ignore' });
+    } catch {
+      /* dd ends at ENOSPC: the filesystem is full */
+    }
+    for (const path of ['/api/sync', '/api/verify']) {
+      const r = await d.api('POST', path, {});
+      assert.ok(r.status >= 400 && r.status !== 500, `${path}: HTTP ${r.status}`);
+      assert.match(r.body.error?.message ?? r.body.message, /is full/);
+      assert.match(r.body.error?.hint ?? r.body.hint, /free space/);
+    }
+    const jobs = (await d.api('GET', '/api/jobs')).body.jobs as { state: string }[];
+    assert.is(jobs.length, before, 'no job was listed for the refused requests');
+    assert.is(jobs.filter((j) => j.state === 'running').length, 0);
+
+    const rec = await d.api('POST', '/api/recover', {});
+    assert.is(rec.status, 202);
+    const done = await waitJob(d, rec.body.id, 60_000);
+    assert.is(done.state, 'done', JSON.stringify(done.error));
+    const recorded = readJsonChecked<{ jobs: { id: string; state: string }[] }>(join(dir, 'jobs.json'))!;
+    assert.is(recorded.jobs.find((j) => j.id === rec.body.id)?.state, 'done', 'the recovery was recorded, in the space kept in reserve');
+  } finally {
+    await d.close();
+    execFileSync('umount', [mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  }
+});
+
+test.run();
