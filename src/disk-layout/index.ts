@@ -1,4 +1,4 @@
-/** Partition tables: reading MBR/GPT, choosing partitions, fixing a GPT copied onto a larger drive. */
+/** Partition tables: reading MBR/GPT, choosing partitions, fixing a GPT copied onto a larger drive, finding what is anchored to a drive's end. */
 export { readLayout, type DiskLayout, type Partition, type GptInfo, type MbrInfo, type ReadLayoutOptions } from './layout.ts';
 export { regionsToCopy, partitionAt, tableAreaAt, type CopyRange } from './selection.ts';
 export { crc32 } from './crc32.ts';
