@@ -334,6 +334,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
   const source = await open(sourceLoc, { write: false, ...openOptions });
   let target: BlockDevice | undefined;
   let release: (() => void) | undefined;
+  // Closed in the end whatever happens: a failing state write after the copy (a full disk) must not leak them.
+  const closing: (() => Promise<void>)[] = [];
   try {
     const look = await open(targetLoc, { write: false, ...openOptions });
     let decision: CopyDecision;
@@ -396,6 +398,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     // The manifest describes the standby; a restore writes the active drive and leaves it as it is.
     const writesStandby = plan.writesStandby;
     const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation }) : undefined;
+    if (manifestOpen) closing.push(() => manifestOpen.manifest.close());
     let mode: 'clone' | 'compare' | 'manifest' | 'changed' = kind === 'clone' ? 'clone' : plan.mode === 'changed' ? 'changed' : 'compare';
     if (kind !== 'clone' && plan.mode === 'manifest') {
       if (manifestOpen?.usable && manifestOpen.manifest.covers(plan.ranges)) mode = 'manifest';
@@ -436,6 +439,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     });
 
     const journal = plan.journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir)) : undefined;
+    if (journal) closing.push(() => journal.close());
     let result: EngineResult;
     let gptRelocated = false;
     try {
@@ -542,8 +546,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       result: unreadable.length ? 'done-with-errors' : 'done',
     };
   } finally {
-    // The target is closed before its lock goes, so the next writer finds it quiet.
-    await Promise.allSettled([source.close(), target?.close()]);
+    // The target is closed before its lock goes, so the next writer finds it quiet; closing twice is harmless, leaving one open is not.
+    await Promise.allSettled([...closing.map((c) => c()), source.close(), target?.close()]);
     release?.();
   }
 }

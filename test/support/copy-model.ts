@@ -22,18 +22,34 @@ import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, realpathSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import fs from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { clone, sync, restore, verify, recover, recordFailover, effectiveStandbyState, PairStore, type CopyReport } from '../../src/sync/index.ts';
 import { readLayout, regionsToCopy } from '../../src/disk-layout/index.ts';
 import { isDpsrError } from '../../src/errors.ts';
 import { openDrive } from '../../src/sata-bridge/index.ts';
 
+/*
+ * State files are written temp file + rename: a kill "mid-state-write" is one
+ * between writing the temp file and renaming it (or before the second copy).
+ * Renames pass through this hook, which the kill of a copy arms.
+ */
+const realRename = fs.renameSync;
+let renameHook: ((to: string) => void) | null = null;
+fs.renameSync = ((from: fs.PathLike, to: fs.PathLike) => {
+  renameHook?.(String(to));
+  return realRename(from, to);
+}) as typeof fs.renameSync;
+syncBuiltinESMExports();
+
 const KiB = 1024;
 const SIZE = 2048 * KiB;
 const CHUNK = 128 * KiB;
 
 export interface Crash {
-  readonly at: 'write' | 'flush';
+  /** A target write, a target flush, or a state file's rename (mid-state-write). */
+  readonly at: 'write' | 'flush' | 'state-write';
   readonly n: number;
   readonly tornJournal: boolean;
 }
@@ -44,13 +60,13 @@ export type Op =
   | { readonly t: 'sync'; readonly partitions: readonly number[]; readonly mode: 'compare' | 'manifest'; readonly crash?: Crash }
   | { readonly t: 'restore'; readonly crash?: Crash }
   | { readonly t: 'verify' }
-  | { readonly t: 'recover' }
+  | { readonly t: 'recover'; readonly crash?: Crash }
   | { readonly t: 'failover' }
   | { readonly t: 'grow'; readonly which: 'active' | 'standby' }
   | { readonly t: 'size-back' };
 
 const crashArb: fc.Arbitrary<Crash | undefined> = fc.option(
-  fc.record({ at: fc.constantFrom<'write' | 'flush'>('write', 'write', 'flush'), n: fc.integer({ min: 0, max: 24 }), tornJournal: fc.boolean() }),
+  fc.record({ at: fc.constantFrom<Crash['at']>('write', 'write', 'flush', 'state-write'), n: fc.integer({ min: 0, max: 24 }), tornJournal: fc.boolean() }),
   { freq: 2 },
 );
 
@@ -66,7 +82,7 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('restore' as const), crash: crashArb }, { requiredKeys: ['t'] }) },
   { weight: 1, arbitrary: fc.constant({ t: 'verify' as const }) },
-  { weight: 2, arbitrary: fc.constant({ t: 'recover' as const }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('recover' as const), crash: crashArb }, { requiredKeys: ['t'] }) },
   { weight: 1, arbitrary: fc.constant({ t: 'failover' as const }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('grow' as const), which: fc.constantFrom<'active' | 'standby'>('active', 'standby') }) },
   { weight: 1, arbitrary: fc.constant({ t: 'size-back' as const }) },
@@ -161,6 +177,7 @@ export async function runSequence(dir: string, template: Template, ops: readonly
     let run: (() => Promise<unknown>) | null = null;
     let onDone: ((r: unknown) => void) | null = null;
     let startPending: Pending | null = null;
+    let recoverPending: Pending | null = null;
 
     switch (op.t) {
       case 'host-write': {
@@ -190,6 +207,8 @@ export async function runSequence(dir: string, template: Template, ops: readonly
           continue;
         }
         truncateSync(path[m.grown], SIZE);
+        // A failover may have made the grown drive the standby, its backup taken at the grown size.
+        if (m.grown === m.standby && m.backup && m.backup.length > SIZE) m.backup = m.backup.subarray(0, SIZE);
         m.grown = null;
         steps[steps.length - 1] += ': done';
         continue;
@@ -268,7 +287,8 @@ export async function runSequence(dir: string, template: Template, ops: readonly
         const target = m.pending?.target ?? m.standby;
         if (m.pending?.kind === 'clone') refusal = 'an interrupted first clone has nothing to roll back to';
         if (refusal) break;
-        run = () => recover({ ...common, target: path[target] });
+        run = () => recover({ ...common, target: path[target], openDevice: killer(op.crash, stateDir) });
+        recoverPending = m.pending;
         onDone = () => {
           if (m.pending) {
             const got = read(target);
@@ -314,10 +334,12 @@ export async function runSequence(dir: string, template: Template, ops: readonly
     }
 
     killedAt = null;
+    const lastAt = existsSync(join(stateDir, 'pairs.json')) ? new PairStore(stateDir).pairs()[0]?.lastSync?.at : undefined;
     const outcome = await run!().then(
       (r) => ({ ok: true as const, r }),
       (e: unknown) => ({ ok: false as const, e }),
     );
+    renameHook = null;
     if (outcome.ok) {
       steps[steps.length - 1] += ': done';
       onDone!(outcome.r);
@@ -326,7 +348,27 @@ export async function runSequence(dir: string, template: Template, ops: readonly
       steps[steps.length - 1] += ': killed';
       restoreState(stateDir, k.snapshot);
       if (k.tornJournal) tearJournal(stateDir);
-      if (startPending) m.pending = startPending;
+      // What the dead process managed to record decides what the model expects now.
+      const rec = existsSync(join(stateDir, 'pairs.json')) ? new PairStore(stateDir).pairs()[0] : undefined;
+      if (op.t === 'recover') {
+        // A rollback killed before its record: still pending, and recover runs again; killed after it: done.
+        if (recoverPending && !rec?.pendingCopy) {
+          const target = recoverPending.target;
+          if (!read(target).equals(recoverPending.before!)) fail('a rollback recorded as done left the drive different from its previous content');
+          if (target === m.standby) m.backup = recoverPending.before;
+          m.pending = null;
+        }
+      } else if (startPending && rec?.pendingCopy) {
+        m.pending = startPending;
+        m.paired = true;
+      } else if (startPending && rec && !rec.pendingCopy && rec.lastSync?.result === 'done' && rec.lastSync.at !== lastAt) {
+        // Killed after recording its completion: it is done.
+        onDone!({ kind: startPending.kind });
+      } else {
+        // Killed before the copy recorded itself: nothing may have been written.
+        if (!read('X').equals(before.X) || !read('Y').equals(before.Y)) fail('a copy killed before recording itself pending changed a drive');
+        if (m.pending) fail('a resumed copy lost its pending record');
+      }
     } else {
       steps[steps.length - 1] += `: FAILED`;
       fail(`the model expected this to run, it failed: ${(outcome.e as Error).message}`);
@@ -386,9 +428,15 @@ function killer(crash: Crash | undefined, stateDir: string) {
     if (!options.write || !crash) return dev;
     let writes = 0;
     let flushes = 0;
+    let renames = 0;
     const die = () => {
       killedAt ??= { snapshot: snapshotState(stateDir), tornJournal: crash.tornJournal };
       throw new SimulatedKill('killed');
+    };
+    // Armed once the target is opened for writing: the copy has planned and recorded nothing yet.
+    renameHook = (to) => {
+      if (!to.startsWith(stateDir)) return;
+      if (killedAt || (crash.at === 'state-write' && renames++ === crash.n)) die();
     };
     return new Proxy(dev, {
       get(obj, prop, receiver) {
@@ -493,6 +541,7 @@ function diffSummary(a: Buffer, b: Buffer): string {
 
 export function describe(op: Op): string {
   const crash = 'crash' in op && op.crash ? ` killed@${op.crash.at}${op.crash.n}${op.crash.tornJournal ? '+torn' : ''}` : '';
+  if (op.t === 'recover') return `recover${crash}`;
   switch (op.t) {
     case 'sync':
       return `sync[${op.partitions.join(',')}]/${op.mode}${crash}`;
