@@ -8,6 +8,9 @@ import { appendFileSync, existsSync, renameSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AlertEvent, Bay, BootSwitchEvents } from '../../src/bootswitch/index.ts';
+import type { Progress } from '../../src/sync/index.ts';
+import type { JobRecord } from './jobs.ts';
 
 export interface DaemonEvent {
   /** `<boot>:<seq>`: a client reconnecting after a restart sees the boot changed. */
@@ -46,6 +49,24 @@ export const EVENT_TYPES = {
 
 export type EventType = keyof typeof EVENT_TYPES;
 
+type JobSummary = Omit<JobRecord, 'log'>;
+
+/** The data of the events the daemon's own parts listen to; `publish` and `on` hold them to it. */
+export interface EventData {
+  'job.started': { job: JobSummary };
+  'job.progress': { id: string; kind: JobRecord['kind']; progress: Progress };
+  'job.done': { job: JobSummary };
+  'job.failed': { job: JobSummary };
+  'job.cancelled': { job: JobSummary };
+  'status.changed': { active: Bay; standby: Bay; standbyState: string; generations: Record<Bay, number | null> };
+  switched: BootSwitchEvents['switched'][0];
+  failover: BootSwitchEvents['failover'][0] & { generation: number | null };
+  drive: { bay: Bay; action: 'pulled' | 'inserted' | 'replaced'; path?: string };
+  alert: AlertEvent & { bay?: Bay };
+}
+
+type DataOf<K extends EventType> = K extends keyof EventData ? EventData[K] : unknown;
+
 /** Not written to the operator log: frequent, and visible through status and metrics. */
 const NOT_LOGGED = new Set<string>(['job.progress', 'relay', 'switch.step', 'host.heartbeat', 'failover.state']);
 
@@ -63,7 +84,7 @@ export class EventBus {
     private readonly onLogError: (e: unknown) => void = () => {},
   ) {}
 
-  publish(type: EventType, data: unknown): DaemonEvent {
+  publish<K extends EventType>(type: K, data: DataOf<K>): DaemonEvent {
     const seq = ++this.#seq;
     const e: DaemonEvent = { id: `${this.boot}:${seq}`, seq, at: new Date().toISOString(), type, data };
     if (this.opts.replay > 0) {
@@ -84,6 +105,14 @@ export class EventBus {
   subscribe(l: Listener): () => void {
     this.#listeners.add(l);
     return () => this.#listeners.delete(l);
+  }
+
+  /** Calls `fn` with the data of each event of the given types; returns the unsubscribe. */
+  on<K extends keyof EventData>(types: K | readonly K[], fn: (data: EventData[K], type: K) => void): () => void {
+    const wanted = new Set<string>(typeof types === 'string' ? [types] : types);
+    return this.subscribe((e) => {
+      if (wanted.has(e.type)) fn(e.data as EventData[K], e.type as K);
+    });
   }
 
   /** Number of the newest event: anything cached from the state is stale once it moves. */

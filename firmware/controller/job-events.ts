@@ -5,14 +5,13 @@
  * gauge.
  */
 import type { Logger } from 'pino';
-import type { AlertEvent } from '../../src/bootswitch/index.ts';
-import type { DaemonEvent, EventBus } from './events.ts';
+import type { EventBus } from './events.ts';
 import type { JobRunner } from './jobs.ts';
 import type { Metrics } from './metrics.ts';
 import type { StatusView } from './status-view.ts';
 
 export class JobEvents {
-  #unsubscribe: (() => void) | null = null;
+  #unsubscribe: (() => void)[] = [];
 
   constructor(
     private readonly bus: EventBus,
@@ -23,29 +22,22 @@ export class JobEvents {
   ) {}
 
   start(): void {
-    this.#unsubscribe = this.bus.subscribe((e) => this.#on(e));
+    const { bus, log } = this;
+    this.#unsubscribe = [
+      bus.on(['job.done', 'job.failed', 'job.cancelled'], ({ job }) => {
+        const j = this.jobs.get(job.id);
+        this.metrics.jobFinished(j);
+        this.status.publishChange();
+        log[j.state === 'failed' ? 'error' : 'info']({ job: j.id, kind: j.kind, state: j.state, seconds: j.seconds, error: j.error?.message }, `job ${j.kind} ${j.state}`);
+      }),
+      bus.on('job.started', ({ job: j }) => log.info({ job: j.id, kind: j.kind, trigger: j.trigger }, `job ${j.kind} started`)),
+      bus.on('alert', (a) => log[a.level === 'critical' ? 'error' : a.level === 'warning' ? 'warn' : 'info']({ code: a.code }, a.message)),
+      bus.on('job.progress', ({ progress }) => this.metrics.jobProgress.set(progress.percent / 100)),
+    ];
   }
 
   stop(): void {
-    this.#unsubscribe?.();
-    this.#unsubscribe = null;
-  }
-
-  #on(e: DaemonEvent): void {
-    if (e.type === 'job.done' || e.type === 'job.failed' || e.type === 'job.cancelled') {
-      const j = this.jobs.get((e.data as { job: { id: string } }).job.id);
-      this.metrics.jobFinished(j);
-      this.status.publishChange();
-      this.log[j.state === 'failed' ? 'error' : 'info']({ job: j.id, kind: j.kind, state: j.state, seconds: j.seconds, error: j.error?.message }, `job ${j.kind} ${j.state}`);
-    } else if (e.type === 'job.started') {
-      const j = (e.data as { job: { id: string; kind: string; trigger: string } }).job;
-      this.log.info({ job: j.id, kind: j.kind, trigger: j.trigger }, `job ${j.kind} started`);
-    } else if (e.type === 'alert') {
-      const a = e.data as AlertEvent;
-      this.log[a.level === 'critical' ? 'error' : a.level === 'warning' ? 'warn' : 'info']({ code: a.code }, a.message);
-    } else if (e.type === 'job.progress') {
-      const p = e.data as { progress: { percent: number } };
-      this.metrics.jobProgress.set(p.progress.percent / 100);
-    }
+    for (const off of this.#unsubscribe) off();
+    this.#unsubscribe = [];
   }
 }

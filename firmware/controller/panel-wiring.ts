@@ -16,13 +16,10 @@ function shortTime(iso: string | null | undefined): string | null {
   return `${pad(d.getDate())}.${pad(d.getMonth() + 1)} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-/** Events after which the screen is drawn again. */
-const REFRESH_ON = ['status.changed', 'job.started', 'job.progress', 'job.done', 'job.failed', 'job.cancelled', 'switched', 'failover', 'alert'];
-
 export class PanelFeature {
   /** Null until started, and on a rig without a panel. */
   panel: FrontPanel | null = null;
-  #unsubscribe: (() => void) | null = null;
+  #unsubscribe: (() => void)[] = [];
   readonly #onShow = () => this.panel?.refresh();
 
   constructor(
@@ -58,20 +55,23 @@ export class PanelFeature {
       railIntervalMs: 2000,
     });
     this.panel = panel;
-    this.#unsubscribe = bus.subscribe((e) => {
-      if (e.type === 'alert') {
-        const a = e.data as { code: string; level: string };
+    this.#unsubscribe = [
+      bus.on('alert', (a) => {
         if (a.level !== 'info') lastAlert = { text: a.code, at: Date.now() };
-      }
-      if (e.type === 'job.done' && lastAlert?.text.startsWith('sync')) lastAlert = null;
-      if (REFRESH_ON.includes(e.type)) panel.refresh();
-    });
+      }),
+      bus.on('job.done', () => {
+        if (lastAlert?.text.startsWith('sync')) lastAlert = null;
+      }),
+      // Listened to last, so the screen shows what the listeners above made of the event.
+      bus.on(['status.changed', 'job.started', 'job.progress', 'job.done', 'job.failed', 'job.cancelled', 'switched', 'failover', 'alert'], () => panel.refresh()),
+    ];
     this.bootSwitchEvents.on('show-status', this.#onShow);
     await panel.start();
   }
 
   async stop(): Promise<void> {
-    this.#unsubscribe?.();
+    for (const off of this.#unsubscribe) off();
+    this.#unsubscribe = [];
     this.bootSwitchEvents.off('show-status', this.#onShow);
     await this.panel?.stop();
   }

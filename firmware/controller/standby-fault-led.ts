@@ -7,8 +7,6 @@ import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { EventBus } from './events.ts';
 import type { StatusView } from './status-view.ts';
 
-const SHOW_ON = new Set(['status.changed', 'job.done', 'job.failed', 'job.cancelled', 'drive']);
-
 export class StandbyFaultLed {
   #unsubscribe: (() => void) | null = null;
 
@@ -20,9 +18,7 @@ export class StandbyFaultLed {
 
   start(): void {
     this.#show();
-    this.#unsubscribe = this.bus.subscribe((e) => {
-      if (SHOW_ON.has(e.type)) this.#show();
-    });
+    this.#unsubscribe = this.bus.on(['status.changed', 'job.done', 'job.failed', 'job.cancelled', 'drive'], () => this.#show());
   }
 
   stop(): void {
