@@ -57,7 +57,7 @@ export interface Crash {
 export type Op =
   | { readonly t: 'host-write'; readonly blocks: number; readonly seed: number }
   | { readonly t: 'clone'; readonly force: boolean; readonly crash?: Crash }
-  | { readonly t: 'sync'; readonly partitions: readonly number[]; readonly mode: 'compare' | 'manifest'; readonly crash?: Crash }
+  | { readonly t: 'sync'; readonly partitions: readonly number[]; readonly mode: 'compare' | 'manifest'; readonly crash?: Crash; readonly intruder?: Intruder }
   | { readonly t: 'restore'; readonly crash?: Crash }
   | { readonly t: 'verify' }
   | { readonly t: 'recover'; readonly crash?: Crash }
@@ -70,13 +70,21 @@ const crashArb: fc.Arbitrary<Crash | undefined> = fc.option(
   { freq: 2 },
 );
 
+/**
+ * A second process while the sync writes: another sync or a recovery of the pair from the same state
+ * directory, or a clone of a third drive onto the standby from another state directory. Each must be
+ * refused as busy without touching a byte; the sync then completes as if alone.
+ */
+export type Intruder = 'sync' | 'recover' | 'clone-from-another-state-dir';
+const intruderArb = fc.option(fc.constantFrom<Intruder>('sync', 'recover', 'clone-from-another-state-dir'), { freq: 4, nil: undefined });
+
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ t: fc.constant('host-write' as const), blocks: fc.integer({ min: 1, max: 40 }), seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('clone' as const), force: fc.boolean(), crash: crashArb }, { requiredKeys: ['t', 'force'] }) },
   {
     weight: 5,
     arbitrary: fc.record(
-      { t: fc.constant('sync' as const), partitions: fc.constantFrom<number[]>([], [], [1], [2], [1, 2]), mode: fc.constantFrom<'compare' | 'manifest'>('compare', 'manifest'), crash: crashArb },
+      { t: fc.constant('sync' as const), partitions: fc.constantFrom<number[]>([], [], [1], [2], [1, 2]), mode: fc.constantFrom<'compare' | 'manifest'>('compare', 'manifest'), crash: crashArb, intruder: intruderArb },
       { requiredKeys: ['t', 'partitions', 'mode'] },
     ),
   },
@@ -246,9 +254,11 @@ export async function runSequence(dir: string, template: Template, ops: readonly
         run = () =>
           op.t === 'clone'
             ? clone({ ...args, forceClone: op.force, openDevice: killer(op.crash, stateDir) })
-            : op.t === 'sync'
-              ? sync({ ...args, partitions: op.partitions, mode: op.mode, openDevice: killer(op.crash, stateDir) })
-              : restore({ ...args, openDevice: killer(op.crash, stateDir) });
+            : op.t === 'sync' && op.intruder
+              ? withIntruder(op.intruder, (openDevice) => sync({ ...args, partitions: op.partitions, mode: op.mode, openDevice }), target)
+              : op.t === 'sync'
+                ? sync({ ...args, partitions: op.partitions, mode: op.mode, openDevice: killer(op.crash, stateDir) })
+                : restore({ ...args, openDevice: killer(op.crash, stateDir) });
         onDone = (r) => {
           const report = r as CopyReport;
           if (report.kind !== kind) fail(`ran as a ${report.kind}, the model expected a ${kind}`);
@@ -377,6 +387,58 @@ export async function runSequence(dir: string, template: Template, ops: readonly
     checkRecords();
   }
   return { steps, violations };
+
+  /**
+   * Runs `copy` with its first target write held back; while it waits (holding its locks, as a
+   * running copy does) the intruder tries its operation, which must be refused as busy and change
+   * nothing. Then the copy goes on.
+   */
+  async function withIntruder(intruder: Intruder, copy: (openDevice: (loc: DriveLocation, o: OpenDriveOptions) => Promise<BlockDevice>) => Promise<CopyReport>, target: Drive): Promise<CopyReport> {
+    let letGo!: () => void;
+    const gate = new Promise<void>((r) => (letGo = r));
+    let reached!: () => void;
+    const writing = new Promise<void>((r) => (reached = r));
+    const openDevice = async (loc: DriveLocation, options: OpenDriveOptions): Promise<BlockDevice> => {
+      const dev = await openLocated(loc, options);
+      if (!options.write) return dev;
+      return new Proxy(dev, {
+        get(obj, prop, receiver) {
+          if (prop === 'write') {
+            return async (buf: Uint8Array, position: number, length?: number) => {
+              reached();
+              await gate;
+              return obj.write(buf, position, length);
+            };
+          }
+          const v = Reflect.get(obj, prop, receiver);
+          return typeof v === 'function' ? v.bind(obj) : v;
+        },
+      });
+    };
+    const running = copy(openDevice);
+    // A copy with nothing to write never reaches the gate: then there is nothing to intrude on.
+    const first = await Promise.race([writing.then(() => 'writing' as const), running.then(() => 'done' as const, () => 'done' as const)]);
+    if (first === 'writing') {
+      const held = { X: read('X'), Y: read('Y') };
+      const other = join(dir, 'other-state');
+      const third = join(dir, 'z.img');
+      if (!existsSync(third)) copyFileSync(template.path, third);
+      const attempt =
+        intruder === 'sync'
+          ? sync({ ...common, source: path[m.active], target: path[m.standby] })
+          : intruder === 'recover'
+            ? recover({ ...common, target: path[target] })
+            : clone({ ...common, stateDir: other, source: third, target: path[target] });
+      const err = await attempt.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      if (!isDpsrError(err) || err.kind !== 'busy') fail(`a second writer (${intruder}) during the sync was not refused as busy: ${err === undefined ? 'it ran' : (err as Error).message}`);
+      if (!read('X').equals(held.X) || !read('Y').equals(held.Y)) fail(`the refused second writer (${intruder}) changed a drive`);
+    }
+    letGo();
+    return running;
+  }
 
   /** The records against the model: the standby's state, and a consistent standby's bytes. */
   function checkRecords() {
@@ -544,7 +606,7 @@ export function describe(op: Op): string {
   if (op.t === 'recover') return `recover${crash}`;
   switch (op.t) {
     case 'sync':
-      return `sync[${op.partitions.join(',')}]/${op.mode}${crash}`;
+      return op.intruder ? `sync[${op.partitions.join(',')}]/${op.mode} with a second writer (${op.intruder})` : `sync[${op.partitions.join(',')}]/${op.mode}${crash}`;
     case 'clone':
       return `clone${op.force ? ' --force' : ''}${crash}`;
     case 'restore':

@@ -49,4 +49,22 @@ test('found by the model: a failover during an interrupted restore leaves the ha
   assert.equal(r.steps.map((s) => s.split(': ')[1]), ['done', 'done', 'killed', 'done', 'refused', 'done', 'done']);
 });
 
+test('a second writer during a sync, from the same or another state directory, is refused as busy and changes nothing; the sync completes', async () => {
+  if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
+  const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const template = await makeTemplate(dir);
+  const r = await runSequence(join(dir, 'seq'), template, [
+    { t: 'clone', force: false },
+    { t: 'host-write', blocks: 20, seed: 5 },
+    { t: 'sync', partitions: [], mode: 'compare', intruder: 'sync' },
+    { t: 'host-write', blocks: 20, seed: 6 },
+    { t: 'sync', partitions: [2], mode: 'manifest', intruder: 'recover' },
+    { t: 'host-write', blocks: 20, seed: 7 },
+    { t: 'sync', partitions: [], mode: 'compare', intruder: 'clone-from-another-state-dir' },
+  ]);
+  assert.equal(r.violations, []);
+  assert.equal(r.steps.map((s) => s.split(': ')[1]), ['done', 'done', 'done', 'done', 'done', 'done', 'done']);
+});
+
 test.run();
