@@ -65,7 +65,11 @@ if (requireEnv('the BlockDevice contract on the NBD client', { tools: ['nbdkit']
   // nbdkit's file plugin over the image, advertising the sector size as its minimum block size.
   blockDeviceContract('NBD client (nbdkit file)', async ({ sectorSize, content }) => {
     const server = await nbdkit(dir, ['file', imageWith(content), `blocksize-minimum=${sectorSize}`, 'blocksize-preferred=4096', 'blocksize-maximum=1M'], ['blocksize-policy']);
-    const device = await openDrive(server.uri(), { write: true });
+    // A failed open must not leave the server running, or the test process never exits.
+    const device = await openDrive(server.uri(), { write: true }).catch(async (e) => {
+      await server.stop();
+      throw e;
+    });
     return { device, readOnly: () => openDrive(server.uri()), cleanup: async () => { await device.close(); await server.stop(); } };
   });
 }
