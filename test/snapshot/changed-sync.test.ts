@@ -9,12 +9,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { StorageDaemon } from '../../src/export/index.ts';
 import { ChangedBlockTracker, type Epoch } from '../../src/snapshot/index.ts';
 import { readFlaggedRanges, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
-import { clone, sync, type ChangedBlocks } from '../../src/sync/index.ts';
+import { clone, sync, recover, type ChangedBlocks } from '../../src/sync/index.ts';
+import { DeviceError } from '../../src/errors.ts';
 import { randomImage, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 
@@ -82,6 +83,60 @@ test('writes through the export, an epoch, a changed-mode copy onto the standby:
     assert.is(full.mode, 'manifest');
     assert.match(notes.join('\n'), /changed-block mode not possible \(qemu-storage-daemon restarted since the last sync/);
     assert.ok(cmpEqual(active, standby), 'cmp after the full sync');
+  } finally {
+    await daemon.stop();
+  }
+});
+
+test('qemu-storage-daemon crashing mid-sync: a clear device error, the frozen bitmap merged back, the standby recoverable; the restarted export serves the next sync', async () => {
+  if (!requireEnv('the inline data path end to end', { tools: ['qemu-storage-daemon', 'qemu-io', 'cmp'] })) return;
+  const runDir = join(dir, 'crash');
+  mkdirSync(runDir, { recursive: true });
+  const active = randomImage(join(runDir, 'active.img'), 32 * MiB, 10);
+  const standby = sparseImage(join(runDir, 'standby.img'), 32 * MiB);
+  const stateDir = join(dir, 'crash-state');
+  const daemon = new StorageDaemon({ drive: active, runDir, listen: { unix: join(runDir, 'nbd.sock') }, exportName: 'sys', restartDelayMs: 50, metadata: join(runDir, 'bitmaps.qcow2') });
+  const tracker = new ChangedBlockTracker({ daemon, stateFile: join(runDir, 'cbt.json'), readRanges: (uri, ctx) => readFlaggedRanges(uri, ctx, STATE_DIRTY), persistent: true });
+  await daemon.start();
+  try {
+    const first = await tracker.beginEpoch();
+    await clone({ stateDir, source: daemon.hostUri, target: standby });
+    await tracker.commit(first);
+    const backup = readFileSync(standby);
+    const io = Array.from({ length: 24 }, (_, i) => ['-c', `write -P ${i + 1} ${i}M 64k`]).flat();
+    execFileSync('qemu-io', ['-f', 'raw', ...io, daemon.hostUri], { stdio: 'ignore' });
+    const epoch = await tracker.beginEpoch();
+    assert.is(epoch.ranges?.length, 24);
+    let chunks = 0;
+    const restarted = new Promise((r) => daemon.once('ready', r));
+    const err = await sync({
+      stateDir,
+      source: daemon.hostUri,
+      target: standby,
+      mode: 'changed',
+      changed: changedOf(epoch),
+      batchBytes: 64 * 1024,
+      inFlight: 1,
+      onChunkDone: () => {
+        if (++chunks === 8) daemon.kill();
+      },
+    }).catch((e: unknown) => e);
+    assert.instance(err, DeviceError);
+    assert.match((err as Error).message, /NBD server .* (closed|failed)/);
+    assert.match((err as DeviceError).hint ?? '', /dpsr recover/);
+    await restarted;
+    // The crash lost the bitmaps (they reach the metadata file only at a clean stop): the next sync is a full one.
+    await recover({ stateDir, target: standby });
+    assert.ok(readFileSync(standby).equals(backup), 'rolled back to the previous backup');
+    const next = await tracker.beginEpoch();
+    assert.is(next.trusted, false);
+    const notes: string[] = [];
+    const report = await sync({ stateDir, source: daemon.hostUri, target: standby, mode: 'changed', changed: changedOf(next), onNote: (n) => notes.push(n) });
+    await tracker.commit(next);
+    // After a rollback the manifest no longer vouches for the standby either: both drives are compared.
+    assert.is(report.mode, 'compare');
+    assert.match(notes.join('\n'), /changed-block mode not possible \(qemu-storage-daemon stopped without saving its dirty bitmap/);
+    assert.ok(cmpEqual(active, standby));
   } finally {
     await daemon.stop();
   }
