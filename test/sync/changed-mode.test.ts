@@ -111,6 +111,10 @@ test('a changed sync copies only the given ranges, journaled; recover rolls it b
   assert.ok(now.subarray(20 * MiB + 64 * KiB, 20 * MiB + 128 * KiB).every((x) => x === 0x22));
   assert.ok(now.subarray(30 * MiB, 30 * MiB + 64 * KiB).equals(backup.subarray(30 * MiB, 30 * MiB + 64 * KiB)), 'outside the set the standby is untouched');
   // The manifest was kept up to date for the changed blocks: a manifest sync finds only the change left out.
+  // Nothing changed since: an empty set is a sync that walks nothing and completes.
+  const none = await sync({ stateDir, source: a, target: b, mode: 'changed', changed: { ranges: [] } });
+  assert.is(none.result, 'done');
+  assert.is(none.bytesTotal, 0);
   const m = await sync({ stateDir, source: a, target: b, mode: 'manifest' });
   assert.is(m.mode, 'manifest');
   assert.is(m.bytesWritten, 64 * KiB);
