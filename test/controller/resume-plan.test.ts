@@ -1,0 +1,69 @@
+/**
+ * After a crash the daemon resumes the interrupted copy by its recorded plan,
+ * never by the options of another job: a whole-drive sync killed midway, with
+ * a partition sync before it in the job history, resumes as a whole-drive
+ * sync and leaves the standby identical to the active drive.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { spawnDaemon, waitFor, sha, type ChildDaemon } from './support/harness.ts';
+
+function configFile(dir: string): string {
+  const file = join(dir, '..', `${dir.split('/').pop()}.yaml`);
+  writeFileSync(file, ['rig: sim', 'sim:', '  driveSizeMiB: 64', '  bridgeMiBps: 24', '  hostBootMs: 150', '  heartbeatMs: 100', 'recovery:', '  interrupted: resume', 'log:', '  level: info', ''].join('\n'));
+  return file;
+}
+
+const idle = (d: ChildDaemon) => waitFor(async () => ((await d.api('GET', '/api/status')).body.job === null ? true : undefined), 60_000, 'idle');
+
+test('a whole-drive sync killed midway resumes as a whole-drive sync, not with the options of an older partition sync', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsrd-resume-plan-'));
+  const cfg = configFile(dir);
+  let d2: ChildDaemon | undefined;
+  try {
+    const d1 = await spawnDaemon(dir, cfg);
+    await idle(d1);
+    const s0 = (await d1.api('GET', '/api/status')).body;
+    // An older partition sync in the job history.
+    const part = await d1.api('POST', '/api/sync', { partitions: [2], mode: 'compare' });
+    assert.is(part.status, 202);
+    await idle(d1);
+    assert.is((await d1.api('GET', `/api/jobs/${part.body.id}`)).body.state, 'done');
+    // Then a whole-drive copy (a re-protect is one), killed once a checkpoint exists.
+    await d1.api('POST', '/api/sim/host/write', { mib: 24 });
+    const source = sha(s0.drives.A.path);
+    const whole = await d1.api('POST', '/api/reprotect', {});
+    assert.is(whole.status, 202, JSON.stringify(whole.body));
+    const pairs = join(dir, 'pairs');
+    await waitFor(async () => {
+      const j = (await d1.api('GET', `/api/jobs/${whole.body.id}`)).body;
+      const saved = existsSync(pairs) && readdirSync(pairs).some((id) => existsSync(join(pairs, id, 'sync-map.json')));
+      return j.progress && j.progress.percent > 40 && j.progress.bytesWritten > 0 && saved ? j : undefined;
+    }, 30_000, 'whole-drive sync under way with a checkpoint saved');
+    d1.child.kill('SIGKILL');
+    await d1.exited;
+
+    d2 = await spawnDaemon(dir, cfg);
+    const jobs = (await d2.api('GET', '/api/jobs')).body.jobs;
+    const resumed = jobs.find((j: { trigger: string }) => j.trigger === 'restart-resume');
+    assert.ok(resumed, 'a resume job was started');
+    assert.equal(resumed.options.partitions ?? [], [], 'resumed with the recorded plan: the whole drive');
+    await idle(d2);
+    const job = (await d2.api('GET', `/api/jobs/${resumed.id}`)).body;
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.ok(job.log.some((l: { message: string }) => /resuming the interrupted sync: the same whole-drive sync/.test(l.message)), 'the same plan was resumed');
+    const s = (await d2.api('GET', '/api/status')).body;
+    assert.is(s.standbyState, 'consistent');
+    assert.is(sha(s.drives.B.path), source);
+  } finally {
+    d2?.child.kill('SIGTERM');
+    await d2?.exited;
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(cfg, { force: true });
+  }
+});
+
+test.run();
