@@ -61,7 +61,8 @@ export class StartupRecovery {
   }
 
   #resume(pending: NonNullable<PairRecord['pendingCopy']>, standby: string): void {
-    const how = pending.kind === 'clone' ? 'resume' : this.config.recovery.interrupted;
+    // Changed-block tracking does not survive a restart, so a changed-mode sync can never be the same plan again: roll it back.
+    const how = pending.kind === 'clone' ? 'resume' : pending.plan?.mode === 'changed' ? 'rollback' : this.config.recovery.interrupted;
     this.bus.publish('alert', {
       level: 'warning',
       code: 'interrupted-copy',
