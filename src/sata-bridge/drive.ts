@@ -126,8 +126,11 @@ export function usageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): Usage
 export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_SECTOR): DriveIdentity {
   if (loc.kind === 'nbd') throw new DeviceError(`${loc.requested}: an NBD export's geometry is known once it is opened`);
   if (loc.kind === 'image') {
+    // The inode number is part of the identity, as a WWN is of a disk: another
+    // file put at the same path (a standby image swapped for one of the same
+    // size) is another drive, whose content the pair's records do not describe.
     return {
-      key: `image:${loc.realPath}`,
+      key: `image:${loc.realPath}?ino=${loc.stats.ino}`,
       kind: 'image',
       model: 'image file',
       sizeBytes: loc.stats.size,

@@ -260,6 +260,13 @@ export function planCopy(input: PlanInput): CopyDecision {
     }
   } else {
     if (!pair) {
+      const standby = sourcePair?.drives[sourcePair.standbyKey];
+      if (sourcePair && kind === 'sync' && standby?.lastPath === target.path) {
+        return refuse(
+          `the drive at ${target.path} is not the standby recorded for pair ${sourcePair.id}, though the standby was reached by that path: it was replaced since (another disk in the bay, or another file at that path), and what it holds is not the backup the records describe`,
+          `if it is to be the new standby: \`dpsr forget ${sourcePair.id}\`, then \`dpsr clone ${source.path} ${target.path}\`; otherwise put the paired standby back`,
+        );
+      }
       return refuse(
         `the target ${target.path} is not ${kind === 'restore' ? 'a drive' : 'the standby'} of any recorded pair`,
         sourcePair ? `the source's standby is ${sourcePair.drives[sourcePair.standbyKey]?.lastPath}` : 'pair the drives with `dpsr clone <active> <standby>` first',

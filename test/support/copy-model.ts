@@ -20,11 +20,11 @@
  */
 import fc from 'fast-check';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, realpathSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
-import { openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
+import { driveKeyOf, locateDrive, openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { clone, sync, restore, verify, recover, recordFailover, effectiveStandbyState, PairStore, type CopyReport } from '../../src/sync/index.ts';
 import { readLayout, regionsToCopy } from '../../src/disk-layout/index.ts';
 import { isDpsrError } from '../../src/errors.ts';
@@ -447,7 +447,7 @@ export async function runSequence(dir: string, template: Template, ops: readonly
     const pair = store.pairs()[0];
     if (!pair) return;
     const state = effectiveStandbyState(store, pair);
-    const standbyKey = `image:${realpathSync(path[m.standby])}`;
+    const standbyKey = driveKeyOf(locateDrive(path[m.standby]));
     if (pair.standbyKey !== standbyKey) fail(`the records have ${pair.standbyKey} as the standby, the model ${standbyKey}`);
     const modelConsistent = !!m.backup && !(m.pending && m.pending.kind !== 'restore');
     if ((state === 'consistent') !== modelConsistent) fail(`the records say the standby is ${state}, the model ${modelConsistent ? 'consistent' : 'not consistent'}`);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { clone, sync, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner } from '../../src/sync/index.ts';
 import { BusyError, RefusedError } from '../../src/errors.ts';
+import { driveKeyOf, locateDrive } from '../../src/sata-bridge/index.ts';
 import { randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 
@@ -55,7 +56,7 @@ async function pairUp(stateDir: string, size = 4 * MiB) {
   const b = sparseImage(join(dir, `b-${i}.img`), size);
   await clone({ stateDir, source: a, target: b });
   scatterWrites(a, size, 64);
-  return { a, b, backup: sha256File(b), pairId: new PairStore(stateDir).pairOf(`image:${b}`)!.id };
+  return { a, b, backup: sha256File(b), pairId: new PairStore(stateDir).pairOf(driveKeyOf(locateDrive(b)))!.id };
 }
 
 function procState(pid: number): string | undefined {

@@ -8,7 +8,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { linkSync, mkdirSync } from 'node:fs';
+import { linkSync, mkdirSync, renameSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { dpsr } from '../support/cli.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
@@ -168,6 +168,34 @@ test('recover refuses a standby mounted through a hard link, as a copy does', as
     execFileSync('umount', [mnt]);
     execFileSync('losetup', ['-d', loop]);
   }
+});
+
+test('a standby image replaced by another file of the same size is not the paired standby: a manifest sync refuses it', async () => {
+  const stateDir = join(dir, 'state-swapped');
+  const a = randomImage(join(dir, 'swap-a.img'), 8 * MiB, 7);
+  const b = sparseImage(join(dir, 'swap-b.img'), 8 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  await sync({ stateDir, source: a, target: b, mode: 'manifest' });
+  execFileSync('dd', ['if=/dev/urandom', `of=${a}`, 'bs=64K', 'seek=10', 'count=1', 'conv=notrunc', 'status=none']);
+  // The bay's drive is swapped: a blank file of the same size now sits at the standby's path.
+  renameSync(b, join(dir, 'swap-b-old.img'));
+  sparseImage(b, 8 * MiB);
+  // Trusting the old hash map would write 64 KiB and call a blank drive consistent.
+  refused(['sync', a, b, '--mode', 'manifest', '--yes', '--state-dir', stateDir], b, /replaced since/);
+});
+
+test('an interrupted sync does not resume onto a standby image replaced by another file of the same size', async () => {
+  const stateDir = join(dir, 'state-swapped-resume');
+  const a = randomImage(join(dir, 'swapr-a.img'), 8 * MiB, 8);
+  const b = sparseImage(join(dir, 'swapr-b.img'), 8 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  execFileSync('dd', ['if=/dev/urandom', `of=${a}`, 'bs=1M', 'seek=1', 'count=6', 'conv=notrunc', 'status=none']);
+  const err = await sync({ stateDir, source: a, target: b, chunkSize: MiB, journalBudget: 2 * MiB }).catch((e: unknown) => e);
+  assert.instance(err, JournalFullError);
+  renameSync(b, join(dir, 'swapr-b-old.img'));
+  sparseImage(b, 8 * MiB);
+  // Resuming would skip the finished chunks, which the new file never received.
+  refused(['sync', a, b, '--yes', '--state-dir', stateDir], b, /replaced since/);
 });
 
 test.run();
