@@ -9,7 +9,8 @@
 # alert rules, socat for serial tests, rsync for a benchmark row, tmux for the
 # terminal tests, hyperfine for the start-up benchmark, mdadm --examine to check
 # the RAID metadata the tail tests plant, QEMU and the parts of a bootable
-# Linux for the HIL tier, NBD servers and clients).
+# Linux for the HIL tier, NBD servers and clients, exFAT and NTFS tools to
+# build the file-view tests' images). sleuthkit reads the files on drives.
 #
 # Works on Debian 12 and Raspberry Pi OS bookworm (amd64, arm64), as root or
 # as a user with sudo (it runs itself again through sudo). The preflight
@@ -21,7 +22,7 @@ tests=false
 case "${1:-}" in
   '') ;;
   --tests) tests=true ;;
-  -h|--help) sed -n '2,15s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
+  -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
   *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
 esac
 
@@ -62,9 +63,9 @@ fi
 
 # --- the packages ---
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
-packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common)
+packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit)
 if $tests; then
-  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils syslinux-common busybox-static libnbd-bin nbdkit mdadm)
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils syslinux-common busybox-static libnbd-bin nbdkit mdadm exfatprogs exfat-fuse ntfs-3g)
   # extlinux (the HIL guest's boot loader) is built for x86 only; on arm64 the HIL image build says it is missing.
   case "$(dpkg --print-architecture)" in amd64|i386) packages+=(extlinux) ;; esac
 fi

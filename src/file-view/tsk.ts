@@ -1,0 +1,85 @@
+/**
+ * The Sleuth Kit's tools run as child processes: each reads the image or
+ * device read-only at the partition's sector offset, never mounts it and
+ * never writes to it. Every run has a time limit, since a damaged (or, in
+ * TSK 4.11, an exFAT given to `fsstat`) filesystem can make a tool loop.
+ */
+import { execFile, spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { DeviceError, NotFoundError } from '../errors.ts';
+
+/** Where a filesystem lies: the image file or block device, its sector offset and the sector size TSK counts in. */
+export interface TskSource {
+  /** Path of the image file or block device. */
+  readonly path: string;
+  /** Start of the partition, in sectors of `sectorSize`. */
+  readonly offsetSectors: number;
+  /** Logical sector size of the drive, bytes (512 or 4096). */
+  readonly sectorSize: number;
+  /** TSK's filesystem type (`-f`): ext, fat, exfat or ntfs. */
+  readonly fsType: TskFsType;
+}
+
+export type TskFsType = 'ext' | 'fat' | 'exfat' | 'ntfs';
+
+const TIMEOUT_MS = 120_000;
+const MAX_OUTPUT = 512 * 1024 * 1024;
+
+function sourceArgs(src: TskSource): string[] {
+  return ['-f', src.fsType, '-i', 'raw', '-b', String(src.sectorSize), '-o', String(src.offsetSectors)];
+}
+
+function missingTool(tool: string, e: NodeJS.ErrnoException): DeviceError {
+  return new DeviceError(`cannot run ${tool}: ${e.message}`, { hint: 'install Debian\'s sleuthkit package (scripts/install-tools.sh)', cause: e });
+}
+
+/**
+ * Runs a TSK tool that prints text and returns its standard output.
+ * `args` come after the source options; `trailing` after the image path
+ * (inode or data-unit addresses).
+ * @throws DeviceError when the tool is missing, fails or runs past its time limit.
+ */
+export function runTsk(tool: string, src: TskSource, args: string[], trailing: string[] = []): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(tool, [...sourceArgs(src), ...args, src.path, ...trailing], { encoding: 'buffer', maxBuffer: MAX_OUTPUT, timeout: TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      if (err) {
+        const e = err as NodeJS.ErrnoException & { killed?: boolean };
+        if (e.code === 'ENOENT') return reject(missingTool(tool, e));
+        const why = e.killed ? `ran longer than ${TIMEOUT_MS / 1000} s` : stderr.toString('utf8').trim() || e.message;
+        return reject(new DeviceError(`${tool} could not read the ${src.fsType} filesystem at sector ${src.offsetSectors} of ${src.path}: ${why}`, { cause: err }));
+      }
+      resolve(stdout.toString('utf8'));
+    });
+  });
+}
+
+/**
+ * The content of one file (TSK address: an inode number, or for NTFS
+ * `entry-type-id`) as a stream, from `icat` (holes of sparse files read as
+ * zeros, as the filesystem gives them; `-r` for a deleted entry recovers what
+ * its blocks still hold). Destroying the stream ends the child.
+ */
+export function icatStream(src: TskSource, address: string, deleted = false): Readable {
+  const child = spawn('icat', [...sourceArgs(src), ...(deleted ? ['-r'] : []), src.path, address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = child.stdout;
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 4096) stderr += d; });
+  const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS * 10);
+  child.on('error', (e: NodeJS.ErrnoException) => out.destroy(e.code === 'ENOENT' ? missingTool('icat', e) : e));
+  child.on('close', (code, signal) => {
+    clearTimeout(timer);
+    if (code !== 0 && !out.destroyed) out.destroy(new DeviceError(`icat could not read ${address} at sector ${src.offsetSectors} of ${src.path}: ${stderr.trim() || `exit ${code ?? signal}`}`));
+  });
+  out.on('close', () => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  return out;
+}
+
+/**
+ * The TSK address of a path (`ifind -n`), or throws NotFoundError. `path`
+ * must already be checked (no `..`, no NUL).
+ */
+export async function addressOf(src: TskSource, path: string): Promise<string> {
+  const out = (await runTsk('ifind', src, ['-n', path])).trim();
+  if (out === '' || /not found/i.test(out)) throw new NotFoundError(`no ${path} on this partition`, { hint: 'list the folder above it to see what is there' });
+  return out.split('\n')[0]!.trim();
+}

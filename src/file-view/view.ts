@@ -1,0 +1,167 @@
+/**
+ * A read-only view of the files on one partition of a drive (image file or
+ * block device), through The Sleuth Kit. Nothing here opens the drive for
+ * writing or mounts it.
+ */
+import { openSync, readSync, closeSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { xxh3 } from '@node-rs/xxhash';
+import { openDrive } from '../sata-bridge/index.ts';
+import { readLayout, type Partition } from '../disk-layout/index.ts';
+import { BadInputError, NotFoundError } from '../errors.ts';
+import { addressOf, icatStream, runTsk, type TskFsType, type TskSource } from './tsk.ts';
+import { parseBody, type FileEntry } from './listing.ts';
+import { joinPath, splitPath } from './path.ts';
+
+/** blkid-style names (disk-layout's sniffing) → TSK's `-f` types. */
+const FS_TYPES: Record<string, TskFsType> = { ext2: 'ext', ext3: 'ext', ext4: 'ext', vfat: 'fat', exfat: 'exfat', ntfs: 'ntfs' };
+
+/** Whether names compare without case on this filesystem (as Windows and Linux's drivers do). */
+const CASELESS: Record<TskFsType, boolean> = { ext: false, fat: true, exfat: true, ntfs: true };
+
+export interface ListOptions {
+  /** Also list deleted entries (default true). */
+  readonly deleted?: boolean;
+}
+
+/** Where a drive byte lies in the partition's files: the file's path, or none for free space and metadata. */
+export interface FileAtSector {
+  /** The drive's LBA asked about. */
+  readonly lba: number;
+  readonly path?: string;
+  readonly inode?: number;
+}
+
+export class FileView {
+  constructor(
+    readonly source: TskSource,
+    /** The partition as disk-layout read it (numbers, bytes), when opened from a drive. */
+    readonly partition?: Partition,
+  ) {}
+
+  /**
+   * Opens partition `number` of the drive at `path` (image file or block
+   * device), reading its table with disk-layout.
+   * @throws NotFoundError no such partition; BadInputError a filesystem file-view does not read (ext2/3/4, FAT, exFAT, NTFS are read).
+   */
+  static async open(path: string, number: number, options: { imageSectorSize?: number } = {}): Promise<FileView> {
+    if (!Number.isSafeInteger(number) || number < 1) throw new BadInputError(`partition must be a number from 1, not ${JSON.stringify(number)}`);
+    const dev = await openDrive(path, { imageSectorSize: options.imageSectorSize });
+    try {
+      const layout = await readLayout(dev);
+      const part = layout.partitions.find((p) => p.number === number && !p.extended);
+      if (!part) throw new NotFoundError(`${path} has no partition ${number}`, { hint: `partitions: ${layout.partitions.map((p) => p.number).join(', ') || 'none'}` });
+      const fsType = FS_TYPES[part.filesystem ?? ''];
+      if (!fsType) throw new BadInputError(`partition ${number} of ${path} holds ${part.filesystem ?? 'no filesystem dpsr recognises'}: files can be read on ext2/3/4, FAT, exFAT and NTFS`);
+      const sectorSize = dev.logicalSectorSize;
+      return new FileView({ path: dev.path, offsetSectors: part.startByte / sectorSize, sectorSize, fsType }, part);
+    } finally {
+      await dev.close();
+    }
+  }
+
+  /**
+   * The entries of a folder, sorted by name (live ones before deleted ones of the same name).
+   * @throws BadInputError bad path or not a folder; NotFoundError no such folder; DeviceError the reader failed.
+   */
+  async list(path: string, options: ListOptions = {}): Promise<FileEntry[]> {
+    const parts = splitPath(path);
+    let trailing: string[] = [];
+    if (parts.length > 0) {
+      const dir = await this.stat(joinPath(parts));
+      if (dir.type !== 'directory') throw new BadInputError(`${joinPath(parts)} is a ${dir.type}, not a folder`);
+      trailing = [dir.address];
+    }
+    const body = await runTsk('fls', this.source, ['-m', '/'], trailing);
+    const entries = parseBody(body, this.source.fsType, parts.length === 0).filter((e) => options.deleted !== false || !e.deleted);
+    return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
+  }
+
+  /**
+   * One entry by path: the live one, or a deleted one when `deleted` is set and no live one has the name.
+   * @throws BadInputError bad path; NotFoundError no such entry.
+   */
+  async stat(path: string, options: { deleted?: boolean } = {}): Promise<FileEntry> {
+    const parts = splitPath(path);
+    if (parts.length === 0) {
+      const root = await addressOf(this.source, '/');
+      return { name: '', type: 'directory', size: 0, mtime: 0, inode: Number.parseInt(root, 10), address: root, deleted: false };
+    }
+    const name = parts[parts.length - 1]!;
+    const siblings = await this.list(joinPath(parts.slice(0, -1)), { deleted: options.deleted === true });
+    const fold = CASELESS[this.source.fsType];
+    const match = (e: FileEntry) => e.name === name || (fold && e.name.toLowerCase() === name.toLowerCase());
+    const found = siblings.find((e) => match(e) && !e.deleted) ?? siblings.find((e) => match(e));
+    if (!found) throw new NotFoundError(`no ${joinPath(parts)} on this partition`, { hint: 'list the folder above it to see what is there' });
+    return found;
+  }
+
+  /**
+   * A regular file's content as a stream.
+   * @throws BadInputError not a regular file; NotFoundError no such file.
+   */
+  async read(path: string, options: { deleted?: boolean } = {}): Promise<{ entry: FileEntry; stream: Readable }> {
+    const entry = await this.stat(path, options);
+    if (entry.type !== 'file') throw new BadInputError(`${joinPath(splitPath(path))} is a ${entry.type}, not a file: only files have content to read`);
+    return { entry, stream: icatStream(this.source, entry.address, entry.deleted) };
+  }
+
+  /** Streams a file's content through XXH3-64; the hash as 16 hex digits. */
+  async hash(path: string): Promise<string> {
+    const { stream } = await this.read(path);
+    const h = xxh3.Xxh3.withSeed();
+    for await (const chunk of stream) h.update(chunk as Buffer);
+    return h.digest().toString(16).padStart(16, '0');
+  }
+
+  /** Bytes per data unit TSK addresses (`ifind -d`): ext's block, NTFS's cluster, a FAT or exFAT sector. */
+  async dataUnitSize(): Promise<number> {
+    const { fsType } = this.source;
+    if (fsType === 'fat' || fsType === 'exfat') {
+      // Read from the boot sector, not fsstat: TSK 4.11's fsstat loops on some exFAT volumes.
+      const fd = openSync(this.source.path, 'r');
+      try {
+        const boot = Buffer.alloc(512);
+        readSync(fd, boot, 0, 512, this.source.offsetSectors * this.source.sectorSize);
+        return fsType === 'fat' ? boot.readUInt16LE(11) : 1 << boot[108]!;
+      } finally {
+        closeSync(fd);
+      }
+    }
+    const stat = await runTsk('fsstat', this.source, []);
+    const m = stat.match(fsType === 'ext' ? /^Block Size:\s*(\d+)/m : /^Cluster Size:\s*(\d+)/m);
+    if (!m) throw new BadInputError(`fsstat gave no ${fsType === 'ext' ? 'block' : 'cluster'} size for this partition`);
+    return Number(m[1]);
+  }
+
+  /**
+   * The files the given drive LBAs belong to (`ifind -d` on each data unit,
+   * then `ffind` for its path), one answer per distinct data unit, at most
+   * `limit` of them. LBAs outside the partition are left out.
+   */
+  async filesAt(lbas: readonly number[], options: { limit?: number } = {}): Promise<FileAtSector[]> {
+    const { sectorSize, offsetSectors } = this.source;
+    const end = this.partition ? offsetSectors + this.partition.sizeBytes / sectorSize : Infinity;
+    const unit = await this.dataUnitSize();
+    const byUnit = new Map<number, number>();
+    for (const lba of lbas) {
+      if (lba < offsetSectors || lba >= end) continue;
+      const du = Math.floor(((lba - offsetSectors) * sectorSize) / unit);
+      if (!byUnit.has(du)) byUnit.set(du, lba);
+      if (byUnit.size >= (options.limit ?? 1000)) break;
+    }
+    const out: FileAtSector[] = [];
+    for (const [du, lba] of byUnit) {
+      const inodeText = (await runTsk('ifind', this.source, ['-d', String(du)])).trim();
+      const inode = Number.parseInt(inodeText, 10);
+      if (!Number.isSafeInteger(inode)) {
+        out.push({ lba });
+        continue;
+      }
+      const paths = (await runTsk('ffind', this.source, [], [inodeText.split('\n')[0]!])).trim();
+      const path = paths.split('\n')[0]?.replace(/^\* /, '');
+      out.push({ lba, inode, ...(path && !/not found/i.test(path) ? { path } : {}) });
+    }
+    return out;
+  }
+}
