@@ -65,6 +65,8 @@ function isValidated(c: unknown): c is DaemonConfig {
 
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const config = isValidated(opts.config) ? opts.config : validateDaemonConfig(opts.config ?? {}, opts.config ? '(given)' : '(built-in defaults: simulated rig)');
+  // Checked before the state directory is created: bad input changes nothing.
+  const listen = parseListen(opts.listen ?? config.listen ?? DEFAULT_LISTEN, opts.listen ? '--listen' : 'listen');
   const stateDir = resolve(opts.stateDir);
   try {
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
@@ -74,16 +76,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   // One daemon per state directory (rule 9): a second one would drive the same relays and take the first one's jobs for dead.
   const dirLock = await acquireStateDirLock(stateDir);
   try {
-    return await startLocked(opts, config, stateDir, dirLock);
+    return await startLocked(opts, config, stateDir, dirLock, listen);
   } catch (e) {
     dirLock.release();
     throw e;
   }
 }
 
-async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: string, dirLock: Lock): Promise<Daemon> {
+async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: string, dirLock: Lock, listen: ReturnType<typeof parseListen>): Promise<Daemon> {
   const log = pino({ level: opts.logLevel ?? config.log.level, base: { svc: 'dpsrd' } }, (opts.logStream ?? pino.destination({ dest: 1, sync: true })) as pino.DestinationStream);
-  const listen = parseListen(opts.listen ?? config.listen ?? DEFAULT_LISTEN, opts.listen ? '--listen' : 'listen');
   const { token, file: tokenFile } = ensureToken(stateDir, log);
   // Room for a recovery's records when the state directory fills up later.
   if (!ensureSpaceReserve(stateDir)) log.warn({ stateDir }, 'no room for the space reserve: a recovery on a full state directory may fail');

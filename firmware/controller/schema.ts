@@ -85,7 +85,7 @@ export function str(opts: { pattern?: RegExp; patternText?: string; maxLength?: 
   const max = opts.maxLength ?? 4096;
   return {
     parse(v, key) {
-      if (typeof v !== 'string' || v.length === 0 || v.length > max) fail(key, v, `a non-empty string of at most ${max} characters`, where);
+      if (typeof v !== 'string' || v.length === 0 || v.length > max) fail(key, v, opts.patternText ?? `a non-empty string of at most ${max} characters`, where);
       if (opts.pattern && !opts.pattern.test(v)) fail(key, v, opts.patternText ?? `a string matching ${opts.pattern}`, where);
       return v;
     },

@@ -152,19 +152,30 @@ export class PairStore {
   readonly #record: DurableRecord<PairsFile>;
   #state: PairsFile;
 
-  constructor(readonly dir: string) {
+  /**
+   * `options.create: false` is for readers (`dpsr status`, a lookup that may fail on bad input):
+   * a missing state directory reads as no pairs and is created only by the first write.
+   */
+  constructor(
+    readonly dir: string,
+    options: { create?: boolean } = {},
+  ) {
     if (!dir) throw new BadInputError('no state directory given', { hint: 'pass --state-dir DIR or set DPSR_STATE_DIR' });
-    try {
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-    } catch (e) {
-      throw new DeviceError(`cannot create the state directory ${dir}: ${(e as Error).message}`, { hint: 'pass a writable --state-dir or set DPSR_STATE_DIR', cause: e });
-    }
+    if (options.create !== false) this.#ensureDir();
     // The shape is checked after the checksum (#read), so a wrong shape is reported as such, not as a torn copy.
     this.#record = new DurableRecord(dir, 'pairs', (raw) => raw as PairsFile);
     this.file = this.#record.path;
     const read = this.#read();
     this.#state = read.state;
     this.problems = read.problems;
+  }
+
+  #ensureDir(): void {
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new DeviceError(`cannot create the state directory ${this.dir}: ${(e as Error).message}`, { hint: 'pass a writable --state-dir or set DPSR_STATE_DIR', cause: e });
+    }
   }
 
   #read(): { state: PairsFile; problems: string[] } {
@@ -192,6 +203,7 @@ export class PairStore {
 
   pairDir(pair: PairRecord | string): string {
     const dir = join(this.dir, 'pairs', typeof pair === 'string' ? pair : pair.id);
+    this.#ensureDir();
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     return dir;
   }
@@ -213,6 +225,7 @@ export class PairStore {
    * Returns what `change` returns; this store's snapshot is the new state.
    */
   transact<R>(what: string, change: (tx: PairsTransaction) => R, options: WriteOptions = {}): R {
+    this.#ensureDir();
     return withStateTransaction(this.dir, what, () => {
       const read = this.#read();
       const fresh = read.state;

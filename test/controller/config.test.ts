@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -91,6 +91,24 @@ test('dpsrd does not start on a bad config: exit 2 and the message', () => {
     assert.match(r.stderr, /config: sync.mode is "turbo"; allowed: "compare", "manifest"/);
     const u = spawnSync(process.execPath, ['bin/dpsrd.js', '--bogus'], { encoding: 'utf8', cwd: new URL('../../', import.meta.url).pathname });
     assert.is(u.status, 2);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dpsrd with a bad --listen or config listen: exit 2 naming HOST:PORT, and no state directory made', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-cfg-'));
+  try {
+    const cwd = new URL('../../', import.meta.url).pathname;
+    const state = join(dir, 'state');
+    const r = spawnSync(process.execPath, ['bin/dpsrd.js', '--listen', 'nohost', '--state-dir', state], { encoding: 'utf8', cwd });
+    assert.is(r.status, 2, r.stderr);
+    assert.match(r.stderr, /--listen is "nohost"; allowed: HOST:PORT/);
+    assert.not.ok(existsSync(state), 'the state directory was not created');
+    writeFileSync(join(dir, 'port.yaml'), 'listen: 8750\n');
+    const c = spawnSync(process.execPath, ['bin/dpsrd.js', '--check-config', join(dir, 'port.yaml')], { encoding: 'utf8', cwd });
+    assert.is(c.status, 2, c.stderr);
+    assert.match(c.stderr, /config: listen is 8750; allowed: HOST:PORT, e.g. 127.0.0.1:8750/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

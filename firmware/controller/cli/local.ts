@@ -229,7 +229,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
         return 0;
       }
       case 'status': {
-        const store = new PairStore(stateDir);
+        const store = new PairStore(stateDir, { create: false });
         const pairs = store.pairs().map((p) => ({
           id: p.id,
           active: { ...p.drives[p.activeKey]! },
@@ -258,7 +258,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
         return store.problems.length || attention.some((a) => a.length) ? 1 : 0;
       }
       case 'forget': {
-        const store = new PairStore(stateDir);
+        const store = new PairStore(stateDir, { create: false });
         const pair = store.byId(args[0]!);
         if (!pair) throw new BadInputError(`no pair ${args[0]} is recorded`, { hint: 'run `dpsr status` for the pair ids' });
         await askOrRequireYes(opts, `This forgets pair ${pair.id} (its roles and generations). The drives are not touched; the pair's undo journal, sync map and manifest stay in ${store.pairDir(pair)}.`);
