@@ -24,6 +24,7 @@ import { readRescued } from '../../src/sync/rescue.ts';
 import { randomImage, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { nbdkit, qemuNbd } from '../support/nbd-servers.ts';
+import { dpsr } from '../support/cli.ts';
 
 const dir = tempDir();
 const MiB = 1024 * 1024;
@@ -245,6 +246,23 @@ test('a server that goes away mid-transmission fails what is pending and every l
   assert.instance(err, DeviceError);
   assert.instance(await rejects(dev.write(Buffer.alloc(512), 0)), DeviceError);
   await dev.close();
+});
+
+test('the CLI takes an NBD URI as a drive: dpsr inspect reads it; a malformed URI is exit 2 naming the problem', async () => {
+  if (!haveNbdkit) return;
+  const s = await nbdkit(dir, ['memory', '16M']);
+  try {
+    const ok = dpsr(['inspect', '--json', s.uri()]);
+    assert.is(ok.code, 0, ok.stderr);
+    const info = JSON.parse(ok.stdout);
+    assert.is(info.size, 16 * MiB);
+    assert.match(info.identity.key, /^nbd:nbd\+unix:/);
+  } finally {
+    await s.stop();
+  }
+  const bad = dpsr(['inspect', 'nbd+unix:///x']);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /needs \?socket=PATH/);
 });
 
 test.run();
