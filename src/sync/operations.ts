@@ -459,7 +459,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
         onChunkDone: req.onChunkDone,
         checkpointMs: req.checkpointMs,
         batchBytes: req.batchBytes,
-        inFlight: req.inFlight,
+        // Changed blocks are small scattered pieces: the round trips, not the drive, bound them, so more go at once.
+        inFlight: req.inFlight ?? (mode === 'changed' ? 8 : undefined),
       });
       const fixTarget = journal ? new JournaledDevice(target, journal) : target;
       for (const sig of plan.tailCleanup) await zeroRange(fixTarget, sig);
