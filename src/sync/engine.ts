@@ -144,12 +144,30 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
    * appended and made durable with one fsync, then their new data is written.
    * An fsync per chunk would cost more than the reads on a routine sync.
    */
-  let batch: { chunks: Chunk[]; runs: { position: number; old: Buffer; data: Buffer }[]; bytes: number } = { chunks: [], runs: [], bytes: 0 };
+  type Batch = { chunks: Chunk[]; runs: { position: number; old: Buffer; data: Buffer }[]; bytes: number; arena?: Buffer; arenaUsed: number };
+  let batch: Batch = { chunks: [], runs: [], bytes: 0, arenaUsed: 0 };
   const batchLimit = options.batchBytes ?? 16 * 1024 * 1024;
+  // The new data is staged in one page-aligned arena per batch, each run at a sector boundary of it:
+  // with O_DIRECT the drive refuses a write from an ordinary Buffer (EINVAL).
+  const arenaSize = Math.ceil(batchLimit / 2 / target.logicalSectorSize) * target.logicalSectorSize + 2 * chunkSize;
+  const stage = (data: Uint8Array): Buffer => {
+    const aligned = Math.ceil(data.byteLength / target.logicalSectorSize) * target.logicalSectorSize;
+    batch.arena ??= allocAligned(arenaSize);
+    // Workers staging side by side may overrun it: such a run gets its own aligned buffer.
+    if (batch.arenaUsed + aligned > arenaSize) {
+      const own = allocAligned(aligned).subarray(0, data.byteLength);
+      own.set(data);
+      return own;
+    }
+    const copy = batch.arena.subarray(batch.arenaUsed, batch.arenaUsed + data.byteLength);
+    copy.set(data);
+    batch.arenaUsed += aligned;
+    return copy;
+  };
 
   const flushBatch = async () => {
     const mine = batch;
-    batch = { chunks: [], runs: [], bytes: 0 };
+    batch = { chunks: [], runs: [], bytes: 0, arenaUsed: 0 };
     if (mine.chunks.length === 0) return;
     const journal = options.journal!;
     await journal.appendMany(mine.runs.map((r) => ({ position: r.position, data: r.old })));
@@ -180,13 +198,15 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
       return written;
     }
     if (runs.length === 0) return 0;
+    // A chunk's runs fit in what the arena keeps beyond the batch limit (two chunks); a fuller batch is written first.
+    if (batch.arenaUsed + chunkSize > arenaSize) await flushBatch();
     for (const run of runs) {
       if (!haveOld) await readTarget(target, slot.tgt.subarray(run.start, run.start + run.length), chunk.start + run.start, run.length);
       // Copies: the slot's buffers are reused for the next chunk before the batch is written.
       batch.runs.push({
         position: chunk.start + run.start,
         old: Buffer.from(slot.tgt.subarray(run.start, run.start + run.length)),
-        data: Buffer.from(slot.src.subarray(run.start, run.start + run.length)),
+        data: stage(slot.src.subarray(run.start, run.start + run.length)),
       });
       batch.bytes += run.length * 2;
     }
