@@ -189,6 +189,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
       responses: { 200: 'OpenAPI 3.1 document' },
       handler: () => ({ status: 200, body: buildOpenApi(routes) }),
     },
+    ...app.browser.routes(),
     ...app.rig.routes(app),
   ];
   return routes;

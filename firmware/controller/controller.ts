@@ -29,6 +29,7 @@ import { StartupRecovery } from './startup-recovery.ts';
 import { JobEvents } from './job-events.ts';
 import { PanelFeature } from './panel-wiring.ts';
 import { StandbyFaultLed } from './standby-fault-led.ts';
+import { FileBrowser } from './browse.ts';
 
 /** A part with a lifetime: started in order, stopped in reverse. */
 interface Feature {
@@ -50,6 +51,7 @@ export class Controller {
   readonly host: HostWatch;
   readonly status: StatusView;
   readonly panel: PanelFeature;
+  readonly browser: FileBrowser;
   readonly #features: Feature[];
   #early: AlertEvent[];
 
@@ -91,6 +93,7 @@ export class Controller {
     this.copies = new CopyJobs(config, stateDir, this.roles, this.window, this.jobs, bus, metrics, (bay) => rig.markBootable(bay));
     this.boot = new BootControl(bs, this.roles, this.jobs, rig);
     this.host = new HostWatch(bs, bus, metrics);
+    this.browser = new FileBrowser(this.roles, bs);
     this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics);
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).

@@ -68,6 +68,7 @@ export function buildOpenApi(routes: Route[]) {
       { name: 'jobs', description: 'storage jobs: clone, sync, verify, recover, re-protect' },
       { name: 'boot', description: 'failover, boot selection, host heartbeat' },
       { name: 'events', description: 'event stream and persisted event log' },
+      { name: 'files', description: 'the files on both drives, side by side, and their content (read-only)' },
       { name: 'sim', description: 'simulated rig controls (only when the simulated rig runs)' },
     ],
     components: {
