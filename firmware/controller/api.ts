@@ -90,7 +90,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
         const b = body as { iMeanRestore: boolean; window?: boolean };
         if (b.iMeanRestore !== true) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs "iMeanRestore": true');
         if (!app.copies.window.wanted(b.window) && app.host.powered) {
-          throw new RefusedError(`restore overwrites the drive in bay ${app.roles.current().active}, which the powered host runs from`, { hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window ("window": true)' });
+          throw new RefusedError(`restore overwrites the drive in bay ${app.roles.current().active}, which the powered host runs from`, { hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window: `dpsr restore --url URL --i-mean-restore --window`, or "window": true in the request' });
         }
         return jobReply(app.copies.start('restore', { window: b.window }));
       },

@@ -100,7 +100,7 @@ test('status --url exits 1 while the standby needs attention; recover --url brin
   assert.is(good.code, 0, good.stdout);
 });
 
-test('reprotect and restore --url run as jobs; restore needs --i-mean-restore and a host that is off', async () => {
+test('reprotect and restore --url run as jobs; restore needs --i-mean-restore and a host that is off or --window', async () => {
   const rp = await dpsr(['reprotect', '--url', d.url, '--yes', '--quiet']);
   assert.is(rp.code, 0, rp.stderr + rp.stdout);
   assert.match(rp.stdout, /reprotect done/);
@@ -108,6 +108,7 @@ test('reprotect and restore --url run as jobs; restore needs --i-mean-restore an
   const powered = await dpsr(['restore', '--url', d.url, '--yes', '--i-mean-restore']);
   assert.is(powered.code, 3, powered.stderr);
   assert.match(powered.stderr, /powered host runs from/);
+  assert.match(powered.stderr, /--window/, 'the refusal names the CLI option that asks for a sync window');
   await d.api('POST', '/api/sim/host/power', { power: 'off' });
   await new Promise((r) => setTimeout(r, 300));
   const rs = await dpsr(['restore', '--url', d.url, '--yes', '--i-mean-restore', '--json']);
@@ -115,6 +116,13 @@ test('reprotect and restore --url run as jobs; restore needs --i-mean-restore an
   const job = JSON.parse(rs.stdout);
   assert.is(job.kind, 'restore');
   assert.is(job.state, 'done');
+  // --window with the host on: the daemon shuts the host down for the copy itself.
+  await d.api('POST', '/api/sim/host/power', { power: 'on' });
+  await new Promise((r) => setTimeout(r, 300));
+  const windowed = await dpsr(['restore', '--url', d.url, '--yes', '--i-mean-restore', '--window', '--json']);
+  assert.is(windowed.code, 0, windowed.stderr);
+  const wjob = JSON.parse(windowed.stdout);
+  assert.equal([wjob.kind, wjob.state, wjob.options.window], ['restore', 'done', true]);
 });
 
 test('a wrong --token-file is named, never shown', async () => {

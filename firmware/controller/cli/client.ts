@@ -152,12 +152,12 @@ const REMOTE_ACCEPTS: Record<string, string[]> = {
   status: [],
   jobs: [],
   cancel: ['rollback'],
-  sync: ['partition', 'mode', 'forceGeneration', 'wait', 'quiet', 'yes'],
-  verify: ['partition', 'wait', 'quiet'],
-  clone: ['force', 'wait', 'quiet', 'yes'],
+  sync: ['partition', 'mode', 'forceGeneration', 'wait', 'quiet', 'yes', 'window'],
+  verify: ['partition', 'wait', 'quiet', 'window'],
+  clone: ['force', 'wait', 'quiet', 'yes', 'window'],
   recover: ['wait', 'quiet', 'yes'],
-  reprotect: ['wait', 'quiet', 'yes'],
-  restore: ['iMeanRestore', 'wait', 'quiet', 'yes'],
+  reprotect: ['wait', 'quiet', 'yes', 'window'],
+  restore: ['iMeanRestore', 'wait', 'quiet', 'yes', 'window'],
   failover: ['yes', 'hardOff', 'wait', 'quiet'],
 };
 const ALWAYS = ['url', 'tokenFile', 'stateDir', 'json'];
@@ -297,6 +297,8 @@ export async function runRemote(inv: Invocation): Promise<number> {
     process.stderr.write(`${command === 'restore' ? 'ACTIVE' : 'STANDBY'} bay ${bay}: ${d?.path ?? 'empty'}${d?.key ? `  (${d.key})` : ''}  generation ${d?.generation ?? '-'}  health ${s.health[bay] ?? '?'}\n`);
     if (!(await confirm(question))) throw new CancelledError('not confirmed: nothing was changed');
   }
+  // Absent: the daemon's sync.window decides.
+  if (typeof opts.window === 'boolean') body = { ...body, window: opts.window };
   const started = await client.request<{ id: string; job: JobBody }>('POST', path, body);
   say(`${command} job ${started.id} started on ${url}`);
   if (opts.wait === false) {

@@ -30,7 +30,7 @@ import type { Invocation, Opts } from './program.ts';
 /** Commands that exist only against a daemon. */
 const REMOTE_ONLY = new Set(['jobs', 'cancel', 'reprotect', 'failover']);
 /** Options that only mean something with --url. */
-const REMOTE_OPTIONS: Record<string, string> = { tokenFile: '--token-file', wait: '--no-wait', rollback: '--rollback', hardOff: '--hard-off' };
+const REMOTE_OPTIONS: Record<string, string> = { tokenFile: '--token-file', wait: '--no-wait', rollback: '--rollback', hardOff: '--hard-off', window: '--window' };
 
 const ARITY: Record<string, [number, string]> = {
   drives: [0, 'no arguments'],

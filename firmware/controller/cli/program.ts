@@ -45,6 +45,8 @@ const opt = {
   url: () => new Option('--url <url>', 'run through the dpsrd at URL (e.g. http://127.0.0.1:8750) instead of on the drives'),
   tokenFile: () => new Option('--token-file <file>', 'with --url: the API token (default: env DPSR_TOKEN, else <state-dir>/api-token)'),
   noWait: () => new Option('--no-wait', 'with --url: print the job id and return instead of following the job'),
+  window: () => new Option('--window', 'with --url: run the job in a sync window (the host is shut down, both drives go to the controller, the host boots again afterwards; default: the daemon\'s sync.window)'),
+  noWindow: () => new Option('--no-window', 'with --url: run the job without a sync window, whatever sync.window says'),
 };
 
 /** Builds the command tree; `run` receives every parsed invocation. */
@@ -79,17 +81,17 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
   add('drives', 'list drives with identity, size, sector sizes, bridge, mounts', [], [opt.json()]);
   add('inspect', 'geometry, identity and partition table of a drive', ['<drive>'], [opt.json(), opt.sectorSize()]);
   add('clone', 'first full sector copy; records the pair (source active, target standby)', ['[source]', '[target]'],
-    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), new Option('--force', 'copy everything again, unjournaled, over a standby that holds a consistent backup (without it such a clone runs as a sync)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.noWait()],
+    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), new Option('--force', 'copy everything again, unjournaled, over a standby that holds a consistent backup (without it such a clone runs as a sync)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr clone <source> <target>. With --url: no arguments (the daemon knows its bays).',
     '[options] <source> <target>\n       dpsr clone --url URL [options]');
   add('sync', 'make the standby byte-identical again, writing only what differs', ['[source]', '[target]'],
     [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.partition(),
       new Option('--mode <mode>', 'compare (read both drives) or manifest (read only the source, using the standby\'s hash map)'),
-      new Option('--force-generation', 'sync over a standby whose data the source does not descend from (split brain)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.noWait()],
+      new Option('--force-generation', 'sync over a standby whose data the source does not descend from (split brain)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr sync <source> <target>. With --url: no arguments.',
     '[options] <source> <target>\n       dpsr sync --url URL [options]');
   add('verify', 'compare both drives and list every differing range (exit 1 if any)', ['[source]', '[target]'],
-    [opt.json(), opt.direct(), opt.sectorSize(), opt.partition(), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.noWait()],
+    [opt.json(), opt.direct(), opt.sectorSize(), opt.partition(), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr verify <source> <target>. With --url: no arguments.',
     '[options] <source> <target>\n       dpsr verify --url URL [options]');
   add('recover', 'roll an interrupted sync back to the previous backup', ['[target]'],
@@ -97,7 +99,7 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
     'Locally: dpsr recover <target>. With --url: no arguments.',
     '[options] <target>\n       dpsr recover --url URL [options]');
   add('restore', 'copy the backup back over the active drive (journaled)', ['[standby]', '[active]'],
-    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), new Option('--i-mean-restore', 'required: restore overwrites the ACTIVE drive'), opt.quiet(), opt.url(), opt.tokenFile(), opt.noWait()],
+    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), new Option('--i-mean-restore', 'required: restore overwrites the ACTIVE drive'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr restore <standby> <active> --i-mean-restore. With --url: no arguments.',
     '[options] <standby> <active> --i-mean-restore\n       dpsr restore --url URL [options]');
   add('status', 'recorded pairs, roles, generations, standby state, last syncs (exit 1 when a pair needs attention)', [],
@@ -108,7 +110,7 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
   add('cancel', 'cancel the daemon\'s running job (needs --url)', ['[job-id]'],
     [opt.json(), new Option('--rollback', 'roll the standby back to the previous backup after stopping'), new Option('--no-rollback', 'leave the standby to be resumed'), opt.url(), opt.tokenFile(), opt.stateDir()]);
   add('reprotect', 'make the drive in the standby bay a backup again (needs --url)', [],
-    [opt.json(), opt.yes(), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.noWait()]);
+    [opt.json(), opt.yes(), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.window(), opt.noWindow(), opt.noWait()]);
   add('failover', 'boot the standby: the host is shut down and powered on again (needs --url)', [],
     [opt.json(), opt.yes(), new Option('--hard-off', 'force the host off when it ignores the shutdown request'), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.noWait()]);
   return program;
