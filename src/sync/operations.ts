@@ -438,7 +438,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       return p;
     });
 
-    const journal = plan.journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir)) : undefined;
+    const journal = plan.journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir), writesStandby ? { copy: 'sync', drive: 'the standby' } : { copy: 'restore', drive: 'the active drive' }) : undefined;
     if (journal) closing.push(() => journal.close());
     let result: EngineResult;
     let gptRelocated = false;

@@ -29,6 +29,12 @@ export interface JournalRecordRef {
   readonly dataOffset: number;
 }
 
+/** The copy a journal serves and the drive it writes, as messages name them: `{ copy: 'restore', drive: 'the active drive' }`. */
+export interface JournalSubject {
+  readonly copy: 'sync' | 'restore';
+  readonly drive: 'the standby' | 'the active drive';
+}
+
 export class UndoJournal {
   private size: number;
   private readonly hasher = new BlockHasher();
@@ -41,18 +47,22 @@ export class UndoJournal {
     private readonly handle: FileHandle,
     initialSize: number,
     readonly budgetBytes: number,
+    private readonly subject: JournalSubject,
   ) {
     this.size = initialSize;
   }
 
-  /** Opens (or creates) the journal for appending; existing valid records are kept. */
-  static async openForAppend(path: string, budgetBytes: number): Promise<UndoJournal> {
+  /**
+   * Opens (or creates) the journal for appending; existing valid records are kept.
+   * `subject` names the copy and the drive it writes, for the messages of a full journal.
+   */
+  static async openForAppend(path: string, budgetBytes: number, subject: JournalSubject = { copy: 'sync', drive: 'the standby' }): Promise<UndoJournal> {
     const existing = await scanJournal(path);
     const handle = await open(path, existing.exists ? 'r+' : 'w+', 0o600);
     // A torn tail is cut off so new records follow the last whole one.
     if (existing.exists && existing.validBytes !== existing.fileBytes) await handle.truncate(existing.validBytes);
     if (!existing.exists) fsyncDirectory(dirname(path));
-    return new UndoJournal(path, handle, existing.validBytes, budgetBytes);
+    return new UndoJournal(path, handle, existing.validBytes, budgetBytes, subject);
   }
 
   get bytes(): number {
@@ -77,10 +87,11 @@ export class UndoJournal {
 
   private async appendNow(records: readonly { position: number; data: Uint8Array }[]): Promise<void> {
     const need = records.reduce((n, r) => n + HEADER_BYTES + r.data.byteLength, 0);
+    const { copy, drive } = this.subject;
     if (this.size + need > this.budgetBytes) {
       throw new JournalFullError(
-        `the undo journal would grow past its budget of ${formatBytes(this.budgetBytes)}: the sync stopped before overwriting more of the standby`,
-        { hint: 'the standby can be rolled back with `dpsr recover`; raise --journal-budget (or free space in the state directory) and run the same sync again to continue' },
+        `the undo journal would grow past its budget of ${formatBytes(this.budgetBytes)}: the ${copy} stopped before overwriting more of ${drive}`,
+        { hint: `${drive} can be rolled back with \`dpsr recover\`; raise --journal-budget (or free space in the state directory) and run the same ${copy} again to continue` },
       );
     }
     const headers = Buffer.alloc(HEADER_BYTES * records.length);
@@ -110,8 +121,8 @@ export class UndoJournal {
       await this.handle.truncate(at).catch(() => undefined);
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') {
-        throw new JournalFullError(`the state directory is full: the undo journal cannot hold the standby's old data, so the sync stopped before overwriting it`, {
-          hint: 'free space in the state directory, then run the same sync again (or `dpsr recover` to roll back)',
+        throw new JournalFullError(`the state directory is full: the undo journal cannot hold the old data of ${drive}, so the ${copy} stopped before overwriting it`, {
+          hint: `free space in the state directory, then run the same ${copy} again (or \`dpsr recover\` to roll back)`,
           cause: e,
         });
       }

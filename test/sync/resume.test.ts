@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { clone, sync, recover, PairStore, JournalFullError } from '../../src/sync/index.ts';
+import { clone, sync, recover, restore, PairStore, JournalFullError } from '../../src/sync/index.ts';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
@@ -105,6 +105,19 @@ test('the same whole-drive sync run again finishes the interrupted one (r01, the
   assert.ok(r.notes.some((n) => /resuming the interrupted sync/.test(n)), r.notes.join('; '));
   assert.is(sha256File(b), sha256File(a));
   assert.is(new PairStore(stateDir).pairs()[0]!.standbyState, 'consistent');
+});
+
+test('a restore stopped by its journal budget speaks of the active drive and the restore, not of the standby and a sync', async () => {
+  const stateDir = join(dir, 'state-restore-budget');
+  const a = randomImage(join(dir, 'rb-a.img'), 8 * MiB, 41);
+  const b = sparseImage(join(dir, 'rb-b.img'), 8 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  randomImage(a, 8 * MiB, 43);
+  const err = await restore({ stateDir, source: b, target: a, chunkSize: MiB, journalBudget: 2 * MiB }).catch((e: unknown) => e);
+  assert.instance(err, JournalFullError);
+  const text = `${(err as JournalFullError).message}\n${(err as JournalFullError).hint}`;
+  assert.match(text, /the restore stopped before overwriting more of the active drive/);
+  assert.not.match(text, /standby|the same sync/);
 });
 
 test.run();
