@@ -35,6 +35,8 @@ export interface DriveFacts {
   readonly path: string;
   readonly sizeBytes: number;
   readonly logicalSectorSize: number;
+  /** An image file: its geometry comes from its length and the --sector-size given, not from a drive or bridge. */
+  readonly image?: boolean;
 }
 
 export interface PlanRequest {
@@ -202,21 +204,28 @@ function geometryRefusal(role: 'active' | 'standby', facts: DriveFacts, recorded
   const sizeChanged = facts.sizeBytes !== recorded.sizeBytes;
   const sectorChanged = facts.logicalSectorSize !== recorded.logicalSectorSize;
   if (!sizeChanged && !sectorChanged) return undefined;
-  const causes: string[] = [];
-  let change = '';
+  // The causes and the way back differ for an image file (its length, the --sector-size given) and a drive (HPA, bridge).
+  let change: string;
+  let causes: string[];
+  let back: string;
   if (sectorChanged) {
     change = `${facts.logicalSectorSize}-byte logical sectors instead of ${recorded.logicalSectorSize}-byte ones`;
-    causes.push('a USB bridge that translates sector sizes (another bridge or enclosure than at pairing)');
-  } else if (facts.sizeBytes < recorded.sizeBytes) {
-    change = `${exact(recorded.sizeBytes - facts.sizeBytes, facts.logicalSectorSize)} less`;
-    causes.push('a host protected area (HPA) or device configuration overlay (DCO) set on the drive', 'a USB bridge that caps the capacity', 'for an image file, a truncation');
+    causes = facts.image ? [`--sector-size ${facts.logicalSectorSize} given for an image paired with ${recorded.logicalSectorSize}-byte sectors`] : ['a USB bridge that translates sector sizes (another bridge or enclosure than at pairing)'];
+    back = facts.image ? `give --sector-size ${recorded.logicalSectorSize} (the size it was paired with)` : 'connect it through the bridge or enclosure it was paired through';
   } else {
-    change = `${exact(facts.sizeBytes - recorded.sizeBytes, facts.logicalSectorSize)} more`;
-    causes.push('a host protected area that was removed', 'another bridge showing more of the drive', 'for an image file, a resize');
+    const less = facts.sizeBytes < recorded.sizeBytes;
+    change = `${exact(Math.abs(recorded.sizeBytes - facts.sizeBytes), facts.logicalSectorSize)} ${less ? 'less' : 'more'}`;
+    if (facts.image) {
+      causes = [less ? 'the image file was truncated' : 'the image file was resized'];
+      back = `give the image its paired length of ${exact(recorded.sizeBytes)} again if the change was a mistake`;
+    } else {
+      causes = less ? ['a host protected area (HPA) or device configuration overlay (DCO) set on the drive', 'a USB bridge that caps the capacity'] : ['a host protected area that was removed', 'another bridge showing more of the drive'];
+      back = `make the drive show the geometry it was paired with (${less ? 'remove the HPA, e.g. `hdparm -N`; ' : ''}connect it through the bridge it was paired through)`;
+    }
   }
   return refuse(
     `the ${role} drive ${facts.path} now reports ${exact(facts.sizeBytes)} in ${facts.logicalSectorSize}-byte sectors, but had ${exact(recorded.sizeBytes)} in ${recorded.logicalSectorSize}-byte sectors when the pair was made: ${change} (likely causes: ${causes.join('; ')}); a copy now would leave data out or describe another disk`,
-    `make the drive show the geometry it was paired with (remove the HPA, e.g. \`hdparm -N\`; connect it through the bridge it was paired through) and run the copy again; if the change is meant, \`dpsr forget ${pairId}\` and pair the drives anew with \`dpsr clone\`. Nothing was written`,
+    `${back} and run the copy again; if the change is meant, \`dpsr forget ${pairId}\` and pair the drives anew with \`dpsr clone\`. Nothing was written`,
   );
 }
 

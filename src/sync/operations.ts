@@ -555,7 +555,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
 
 /** A drive as the plan sees it: identity and geometry of the opened device. */
 function factsOf(loc: DriveLocation, dev: BlockDevice): DriveFacts {
-  return { key: dev.identity.key, path: loc.requested, sizeBytes: dev.size, logicalSectorSize: dev.logicalSectorSize };
+  return { key: dev.identity.key, path: loc.requested, sizeBytes: dev.size, logicalSectorSize: dev.logicalSectorSize, image: dev.identity.kind === 'image' };
 }
 
 /** The error class a refusal of the plan is raised as. */

@@ -69,13 +69,13 @@ test('an active drive that shows up smaller than at pairing is refused, naming b
   const a = gptImage(join(dir, 'f12-a.img'), 16);
   const b = sparseImage(join(dir, 'f12-b.img'), 16 * MiB);
   await clone({ stateDir, source: a, target: b });
-  // Seen 2 MiB smaller now (an image stands in for a drive behind an HPA or a capping bridge).
+  // Seen 2 MiB smaller now; an image file names its own cause (a drive's HPA and bridge: test/sync/copy-plan.test.ts).
   truncateSync(a, 14 * MiB);
   const before = sha256File(b);
   const err = await sync({ stateDir, source: a, target: b }).catch((e: unknown) => e);
   assert.instance(err, RefusedError);
-  assert.match((err as Error).message, /active drive .* now reports 14,680,064 bytes .* had 16,777,216 bytes .*2,097,152 bytes \(4,096 sectors\) less .*host protected area .*caps the capacity/);
-  assert.match((err as RefusedError).hint ?? '', /dpsr forget/);
+  assert.match((err as Error).message, /active drive .* now reports 14,680,064 bytes .* had 16,777,216 bytes .*2,097,152 bytes \(4,096 sectors\) less \(likely causes: the image file was truncated\)/);
+  assert.match((err as RefusedError).hint ?? '', /paired length of 16,777,216 bytes .*dpsr forget/);
   assert.is(sha256File(b), before);
   assert.is(new PairStore(stateDir).pairs()[0]!.standbyState, 'consistent', 'the standby keeps its state: nothing was written');
   // Verify cannot vouch for a drive that hides part of itself: no "identical" over what it still shows.
