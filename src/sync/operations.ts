@@ -351,10 +351,11 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       release = () => locks.release();
       // Read under the pair's lock, so the decision rests on records no other copy is changing.
       store = new PairStore(req.stateDir);
-      const lockDir = store.pairDir(pairId);
+      // Not created here: a refused copy leaves no empty pair folder behind (pairFiles makes it once the copy runs).
+      const pairFolder = join(store.dir, 'pairs', pairId);
       const pending = store.pairOf(targetFacts.key)?.pendingCopy;
       sourceLayout = await readLayout(source, { sniff: false }).catch(() => undefined);
-      const journalRecords = pending?.journaled ? (await scanJournal(join(lockDir, 'undo.journal'))).records.length : 0;
+      const journalRecords = pending?.journaled ? (await scanJournal(join(pairFolder, 'undo.journal'))).records.length : 0;
       // The copy never writes past the source's size, so the target's tail can be read now: what its previous life left there.
       tail = await planCopyTail(source, look, sourceLayout);
       decision = planCopy({

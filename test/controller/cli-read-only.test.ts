@@ -24,6 +24,17 @@ test('forget of an unknown pair: exit 2 naming it, nothing created', () => {
   assert.not.ok(existsSync(state), 'forget created the state directory');
 });
 
+test('a sync refused because the target is not a recorded standby: exit 3, no pair folder left behind', () => {
+  const dir = tempDir();
+  const state = join(dir, 'state');
+  const a = randomImage(join(dir, 'a.img'), 4 * MiB, 6);
+  const b = sparseImage(join(dir, 'b.img'), 4 * MiB);
+  const r = dpsr(['sync', a, b, '--yes', '--quiet'], { DPSR_STATE_DIR: state });
+  assert.is(r.code, 3, r.stderr);
+  assert.match(r.stderr, /not the standby of any recorded pair/);
+  assert.not.ok(existsSync(join(state, 'pairs')), 'the refusal made a pair folder');
+});
+
 test('the first clone into a state directory that does not exist yet creates it', () => {
   const dir = tempDir();
   const state = join(dir, 'new', 'state');
