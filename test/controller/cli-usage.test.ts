@@ -51,6 +51,13 @@ test('an unknown option is exit 2 with that command\'s usage; under --json an er
   assert.is(j.code, 2);
   assert.is(j.json().error.kind, 'bad-input');
   assert.is(dpsr(['no-such-command']).code, 2);
+  const typo = dpsr(['help', 'synk']);
+  assert.is(typo.code, 2);
+  assert.match(typo.stderr, /unknown command 'synk'/);
+  assert.match(typo.stderr, /Did you mean sync\?/);
+  const help = dpsr(['help', 'sync']);
+  assert.is(help.code, 0);
+  assert.match(help.stdout, /Usage: dpsr sync/);
   assert.is(dpsr([]).code, 2, 'no command is bad usage');
 });
 

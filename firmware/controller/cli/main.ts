@@ -35,6 +35,8 @@ export async function main(argv: string[]): Promise<number> {
  * them.
  */
 export function commandFirst(argv: string[], program: Command): string[] {
+  // `dpsr help synk`: commander would print the overview without saying why; as `dpsr synk` it names the typo and suggests the command.
+  if (argv[0] === 'help' && argv[1] && !argv[1].startsWith('-') && !program.commands.some((c) => c.name() === argv[1])) return argv.slice(1);
   if (!argv[0]?.startsWith('-') || ['-h', '--help', '-V', '--version'].includes(argv[0])) return argv;
   const names = new Set(program.commands.map((c) => c.name()));
   const takesValue = new Set(program.commands.flatMap((c) => c.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]).filter((f): f is string => !!f)));
