@@ -734,7 +734,8 @@ async function recoverLocked(req: CommonRequest & { target: string }, loc: Drive
       records: rolled.records,
       bytesRestored: rolled.bytes,
       generation,
-      message: `${req.target} is the previous backup again (generation ${generation})`,
+      // A restore wrote the active drive: what comes back is its own content from before, not a backup.
+      message: pending.kind === 'restore' ? `${req.target} holds again what it held before the restore (generation ${generation})` : `${req.target} is the previous backup again (generation ${generation})`,
     };
   }
 }

@@ -113,11 +113,16 @@ test('a restore stopped by its journal budget speaks of the active drive and the
   const b = sparseImage(join(dir, 'rb-b.img'), 8 * MiB);
   await clone({ stateDir, source: a, target: b });
   randomImage(a, 8 * MiB, 43);
+  const before = sha256File(a);
   const err = await restore({ stateDir, source: b, target: a, chunkSize: MiB, journalBudget: 2 * MiB }).catch((e: unknown) => e);
   assert.instance(err, JournalFullError);
   const text = `${(err as JournalFullError).message}\n${(err as JournalFullError).hint}`;
   assert.match(text, /the restore stopped before overwriting more of the active drive/);
   assert.not.match(text, /standby|the same sync/);
+  // Rolled back, the active drive is its own content from before the restore, not "the previous backup".
+  const report = await recover({ stateDir, target: a });
+  assert.match(report.message, /holds again what it held before the restore/);
+  assert.is(sha256File(a), before);
 });
 
 test.run();
