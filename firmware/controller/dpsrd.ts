@@ -15,20 +15,34 @@ import { startDaemon, DEFAULT_LISTEN } from './daemon.ts';
 import { startNodeRed } from './node-red-runner.ts';
 import { logDestination, resolveLogFormat } from './log-output.ts';
 import { serviceNotifier } from './systemd.ts';
+import { packageVersion } from './cli/version.ts';
 
-const USAGE = `Usage: dpsrd [--config FILE] [--state-dir DIR] [--listen HOST:PORT] [--log-level LEVEL] [--log-format FORMAT]
+const USAGE = `Usage: dpsrd [--config FILE] [--state-dir DIR] [--listen HOST:PORT]
+             [--log-level LEVEL] [--log-format FORMAT] [--node-red]
        dpsrd --check-config FILE
 
-  --config FILE             YAML or JSON config; without one the simulated rig runs
-  --state-dir DIR           state directory (env DPSR_STATE_DIR; default /var/lib/dpsr as root, else ~/.local/state/dpsr)
-  --default-state-dir DIR   the state directory when neither --state-dir nor DPSR_STATE_DIR is given (npm start uses ./.dpsr-state)
-  --listen HOST:PORT        where the API listens (env DPSR_LISTEN; default ${DEFAULT_LISTEN}; port 0 picks a free one)
-  --log-level LEVEL         fatal, error, warn, info, debug, trace or silent (env DPSR_LOG_LEVEL)
-  --log-format FORMAT       auto (default), json, pretty or journal (env DPSR_LOG_FORMAT): auto writes JSON lines with
-                            syslog priority prefixes under systemd, one readable line per entry on a terminal, JSON otherwise
-  --check-config FILE       validate a config file (every key, docs/config.md) and exit: 0 valid, 2 with the error
-  --node-red                also run Node-RED with the appliance flows, as a supervised child process (env DPSR_NODE_RED=1;
-                            editor on DPSR_NODE_RED_LISTEN, default 127.0.0.1:1880)`;
+  --config FILE            YAML or JSON config; without one the simulated rig
+                           runs
+  --state-dir DIR          state directory (env DPSR_STATE_DIR; default
+                           /var/lib/dpsr as root, else ~/.local/state/dpsr)
+  --default-state-dir DIR  the state directory when neither --state-dir nor
+                           DPSR_STATE_DIR is given (npm start uses
+                           ./.dpsr-state)
+  --listen HOST:PORT       where the API listens (env DPSR_LISTEN; default
+                           ${DEFAULT_LISTEN}; port 0 picks a free one)
+  --log-level LEVEL        fatal, error, warn, info, debug, trace or silent
+                           (env DPSR_LOG_LEVEL)
+  --log-format FORMAT      auto (default), json, pretty or journal (env
+                           DPSR_LOG_FORMAT): auto writes JSON lines with syslog
+                           priority prefixes under systemd, one readable line
+                           per entry on a terminal, JSON otherwise
+  --check-config FILE      validate a config file (every key, docs/config.md)
+                           and exit: 0 valid, 2 with the error
+  --node-red               also run Node-RED with the appliance flows, as a
+                           supervised child process (env DPSR_NODE_RED=1; editor
+                           on DPSR_NODE_RED_LISTEN, default 127.0.0.1:1880)
+  -V, --version            print the version
+  -h, --help               this usage`;
 
 async function main(): Promise<void> {
   let values;
@@ -45,6 +59,7 @@ async function main(): Promise<void> {
         'check-config': { type: 'string' },
         'node-red': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
       },
       strict: true,
       allowPositionals: false,
@@ -54,6 +69,10 @@ async function main(): Promise<void> {
   }
   if (values.help) {
     console.log(USAGE);
+    return;
+  }
+  if (values.version) {
+    console.log(packageVersion());
     return;
   }
   if (values['check-config'] !== undefined) {
@@ -66,7 +85,10 @@ async function main(): Promise<void> {
   const config = values.config ? loadConfigFile(values.config) : undefined;
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   const level = values['log-level'] ?? process.env.DPSR_LOG_LEVEL;
-  if (level !== undefined && !levels.includes(level)) throw new BadInputError(`--log-level is ${JSON.stringify(level)}; allowed: ${levels.join(', ')}`);
+  if (level !== undefined && !levels.includes(level)) {
+    const from = values['log-level'] !== undefined ? '--log-level' : 'DPSR_LOG_LEVEL';
+    throw new BadInputError(`${from} is ${JSON.stringify(level)}; allowed: ${levels.join(', ')}`, { hint: `give one of them with ${from}` });
+  }
   const daemon = await startDaemon({ stateDir, listen: values.listen ?? process.env.DPSR_LISTEN, config, logLevel: level, logStream: logDestination(logFormat) as unknown as NodeJS.WritableStream });
   const serviceManager = serviceNotifier({ warn: (message, extra) => daemon.log.warn(extra ?? {}, message) });
   process.stderr.write(

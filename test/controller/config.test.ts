@@ -109,6 +109,10 @@ test('dpsrd with a bad --listen or config listen: exit 2 naming HOST:PORT, and n
     const c = spawnSync(process.execPath, ['bin/dpsrd.js', '--check-config', join(dir, 'port.yaml')], { encoding: 'utf8', cwd });
     assert.is(c.status, 2, c.stderr);
     assert.match(c.stderr, /config: listen is 8750; allowed: HOST:PORT, e.g. 127.0.0.1:8750/);
+    const level = spawnSync(process.execPath, ['bin/dpsrd.js', '--state-dir', state], { encoding: 'utf8', cwd, env: { ...process.env, DPSR_LOG_LEVEL: 'loud' } });
+    assert.is(level.status, 2, level.stderr);
+    assert.match(level.stderr, /DPSR_LOG_LEVEL is "loud"; allowed: fatal, error/, 'names where the bad level came from');
+    assert.not.ok(existsSync(state));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

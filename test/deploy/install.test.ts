@@ -101,6 +101,10 @@ test('the man page and the bash completion are generated from the parser and cur
   const dpsrd = spawnSync(process.execPath, [join(repo, 'bin/dpsrd.js'), '--help'], { encoding: 'utf8' }).stdout;
   const page = readFileSync(join(repo, 'man/dpsrd.8'), 'utf8').replace(/\\-/g, '-');
   for (const option of new Set(dpsrd.match(/--[a-z][a-z-]+/g) ?? [])) assert.ok(page.includes(option), `man/dpsrd.8 documents ${option}`);
+  for (const line of dpsrd.split('\n')) assert.ok(line.length <= 80, `dpsrd --help fits 80 columns: ${line}`);
+  const version = spawnSync(process.execPath, [join(repo, 'bin/dpsrd.js'), '--version'], { encoding: 'utf8' });
+  assert.is(version.status, 0, version.stderr);
+  assert.is(version.stdout.trim(), packageVersion());
 });
 
 test('bash completes commands, a command\'s options and option values', () => {
