@@ -51,6 +51,9 @@ test('an unknown option is exit 2 with that command\'s usage; under --json an er
   assert.is(j.code, 2);
   assert.is(j.json().error.kind, 'bad-input');
   assert.is(dpsr(['no-such-command']).code, 2);
+  const bareUrl = dpsr(['status', '--url', '127.0.0.1:8750']);
+  assert.is(bareUrl.code, 2);
+  assert.match(bareUrl.stderr, /--url is "127\.0\.0\.1:8750"; allowed: http:\/\/HOST:PORT\n  for example --url http:\/\/127\.0\.0\.1:8750/);
   const typo = dpsr(['help', 'synk']);
   assert.is(typo.code, 2);
   assert.match(typo.stderr, /unknown command 'synk'/);

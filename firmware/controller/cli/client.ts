@@ -185,7 +185,10 @@ export async function runRemote(inv: Invocation): Promise<number> {
   if (args.length > (takesId ? 1 : 0)) throw new BadInputError(`${command} with --url takes ${takesId ? 'at most a job id' : 'no arguments'}, got: ${args.join(' ')}`, { hint: 'the daemon knows its drives' });
   for (const k of given) if (!ALWAYS.includes(k) && !accepts.includes(k)) throw new BadInputError(`${flag(k)} does not go with ${command} --url`, { hint: `run \`dpsr ${command} --help\`` });
   const url = opts.url!;
-  if (!/^https?:\/\/[^\s/]+/.test(url)) throw new BadInputError(`--url is ${JSON.stringify(url)}; allowed: http://HOST:PORT`);
+  if (!/^https?:\/\/[^\s/]+/.test(url)) {
+    const guess = /^[^\s/:]+:\d+\/?$/.test(url) ? `--url http://${url.replace(/\/$/, '')}` : '--url http://127.0.0.1:8750';
+    throw new BadInputError(`--url is ${JSON.stringify(url)}; allowed: http://HOST:PORT`, { hint: `for example ${guess} (dpsrd prints its URL when it starts)` });
+  }
   const client = new DaemonClient(url, readToken(opts));
   const json = opts.json === true;
   const say = (line: string) => {
