@@ -34,8 +34,8 @@ function getBytes(path: string): Promise<{ status: number; body: Buffer; headers
   });
 }
 
-/** Replaces a file in ext4 partition `n` of a drive image (debugfs on a cut-out copy, put back). */
-function writeExt4(image: string, n: number, path: string, content: string): void {
+/** Replaces a file in ext4 partition `n` of a drive image (debugfs on a cut-out copy, put back), with `mtime` (seconds) when given. */
+function writeExt4(image: string, n: number, path: string, content: string, mtime?: number): void {
   const json = JSON.parse(execFileSync('sfdisk', ['-J', image]).toString()) as { partitiontable: { partitions: { start: number; size: number }[] } };
   const p = json.partitiontable.partitions[n - 1]!;
   const cut = join(tmp, 'part.img');
@@ -44,6 +44,7 @@ function writeExt4(image: string, n: number, path: string, content: string): voi
   execFileSync('sh', ['-c', `printf %s "$1" > "$2"`, 'sh', content, local]);
   execFileSync('debugfs', ['-w', '-R', `rm ${path}`, cut], { stdio: 'pipe' });
   execFileSync('debugfs', ['-w', '-R', `write ${local} ${path}`, cut], { stdio: 'pipe' });
+  if (mtime !== undefined) execFileSync('debugfs', ['-w', '-R', `sif ${path} mtime @${mtime}`, cut], { stdio: 'pipe' });
   execFileSync('dd', [`if=${cut}`, `of=${image}`, 'bs=512', `seek=${p.start}`, 'conv=notrunc', 'status=none']);
 }
 
@@ -101,6 +102,22 @@ test('with the host off, the side-by-side listing shows same, changed, new and d
   const activeFile = await getBytes('/api/browse/file?side=active&partition=2&path=/etc/hostname');
   assert.is(activeFile.status, 200);
   assert.is(activeFile.body.toString(), 'renamed-host\n');
+});
+
+test('a file with the same size and time but other content is told apart only when hashes are asked for', async () => {
+  if (!ok) return;
+  const st = (await d.api('GET', '/api/status')).body;
+  const before = await d.api('GET', '/api/browse?partition=2&path=/home/operator');
+  const row = before.body.rows.find((r: { name: string }) => r.name === 'notes.txt');
+  assert.is(row.state, 'same');
+  const old = 'The simulated host keeps its notes here.\n';
+  writeExt4(st.drives[st.active].path, 2, '/home/operator/notes.txt', old.toUpperCase(), row.standby.mtime);
+  const plain = await d.api('GET', '/api/browse?partition=2&path=/home/operator');
+  assert.is(plain.body.rows[0].state, 'same', 'size and time agree');
+  const hashed = await d.api('GET', '/api/browse?partition=2&path=/home/operator&hash=true');
+  assert.is(hashed.body.rows[0].state, 'changed');
+  assert.is(hashed.body.rows[0].hashed, true);
+  assert.is((await d.api('GET', '/api/browse?partition=2&path=/home/operator&hash=yes')).status, 400);
 });
 
 test('the OpenAPI document describes the routes', async () => {
