@@ -145,7 +145,7 @@ export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_S
     : n.serial
       ? `serial:${n.model ?? 'unknown'}:${n.serial}`
       : n.backingFile
-        ? `loop:${n.backingFile}`
+        ? `loop:${n.backingFile}${loopInode(n.backingFile)}`
         : `dev:${n.disk}`;
   return {
     key: n.isPartition ? `${key}#${n.name}` : key,
@@ -158,6 +158,12 @@ export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_S
     physicalSectorSize: n.physicalSectorSize,
     bridge: n.bridge,
   };
+}
+
+/** `?ino=N` of a loop device's backing file, as an image's key has it: another file attached under the same name is another drive. */
+function loopInode(backingFile: string): string {
+  const key = backingFile.endsWith(' (deleted)') ? undefined : fileKeyOf(backingFile);
+  return key ? `?ino=${key.slice(key.lastIndexOf(':') + 1)}` : '';
 }
 
 /** The identity key of a located drive, without opening it. */

@@ -198,4 +198,22 @@ test('an interrupted sync does not resume onto a standby image replaced by anoth
   refused(['sync', a, b, '--yes', '--state-dir', stateDir], b, /replaced since/);
 });
 
+test('a loop device attached again over another file of the same name is not the paired standby', async () => {
+  if (!requireEnv('loop standby replaced', { root: true, tools: ['losetup'] })) return;
+  const stateDir = join(dir, 'state-swapped-loop');
+  const a = randomImage(join(dir, 'swapl-a.img'), 8 * MiB, 9);
+  const b = sparseImage(join(dir, 'swapl-b.img'), 8 * MiB);
+  const first = execFileSync('losetup', ['--find', '--show', b]).toString().trim();
+  try {
+    await clone({ stateDir, source: a, target: first });
+    await sync({ stateDir, source: a, target: first, mode: 'manifest' });
+  } finally {
+    execFileSync('losetup', ['-d', first]);
+  }
+  execFileSync('dd', ['if=/dev/urandom', `of=${a}`, 'bs=64K', 'seek=10', 'count=1', 'conv=notrunc', 'status=none']);
+  renameSync(b, join(dir, 'swapl-b-old.img'));
+  sparseImage(b, 8 * MiB);
+  withLoop(b, (loop) => refused(['sync', a, loop, '--mode', 'manifest', '--yes', '--state-dir', stateDir], b, /replaced since|not the standby/));
+});
+
 test.run();
