@@ -17,14 +17,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, unlinkSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
-import { BadInputError, DeviceError } from './errors.ts';
+import { BadInputError, DeviceError, NoSpaceError } from './errors.ts';
 
 const HEADER = '#dpsr-checksum sha256=';
 
 export class CorruptFileError extends DeviceError {}
 
-/** A state file could not be written because its filesystem is full. Nothing was changed. */
-export class NoSpaceError extends DeviceError {}
+export { NoSpaceError };
 
 function checksum(body: string): string {
   return createHash('sha256').update(body).digest('hex');

@@ -51,6 +51,13 @@ export class DeviceError extends DpsrError {
   }
 }
 
+/**
+ * A state file or journal could not be written because its filesystem is
+ * full. Nothing was changed; the hint names what to free. HTTP 507, the
+ * status RFC 4918 §11.5 defines for exactly this ("Insufficient Storage").
+ */
+export class NoSpaceError extends DeviceError {}
+
 /** A bad sector: the one failure worth retrying and narrowing down. */
 export function isMediaError(e: unknown): boolean {
   return e instanceof DeviceError && e.fault === 'media';
@@ -108,7 +115,7 @@ export function httpStatusFor(e: unknown): number {
     case 'cancelled':
       return 409;
     case 'device':
-      return 502;
+      return e instanceof NoSpaceError ? 507 : 502;
     default:
       return 500;
   }

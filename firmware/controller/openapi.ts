@@ -39,6 +39,8 @@ export function buildOpenApi(routes: Route[]) {
       responses['413'] ??= err('the body is larger than api.bodyLimitBytes (declared or streamed chunked)');
       responses['415'] ??= err('the body is not application/json');
     }
+    // Every POST may record a job or state: on a full state directory it answers 507 and changes nothing.
+    if (r.method === 'POST') responses['507'] ??= err('the state directory is full: nothing was recorded or started; free space there');
     if (params.some((p) => p.in === 'path')) responses['400'] ??= err('a path parameter holds a malformed percent-escape, or is not one of the allowed values');
     if (r.auth !== false) responses['401'] = { description: 'no or a wrong bearer token', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
     paths[path] ??= {};

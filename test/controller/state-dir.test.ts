@@ -67,7 +67,7 @@ test('case r09: on a full state directory recover works, sync and verify say wha
     }
     for (const path of ['/api/sync', '/api/verify']) {
       const r = await d.api('POST', path, {});
-      assert.ok(r.status >= 400 && r.status !== 500, `${path}: HTTP ${r.status}`);
+      assert.is(r.status, 507, `${path}: HTTP ${r.status} (507 Insufficient Storage)`);
       assert.match(r.body.error?.message ?? r.body.message, /is full/);
       assert.match(r.body.error?.hint ?? r.body.hint, /free space/);
     }
