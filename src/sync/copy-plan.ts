@@ -6,7 +6,7 @@
  * ranges, the partition-table fix-ups, the tail cleanup, whether it is
  * journaled and whether it resumes the pending copy. The operations carry a
  * plan out and decide nothing themselves, so every refusal comes before
- * anything is opened for writing (DESIGN.md, rule 7).
+ * anything is opened for writing (docs/architecture.md, rule 7).
  *
  * A copy records its plan and the plan's digest before its first write; only
  * a request whose plan has the same digest resumes it. Anything else is
