@@ -4,10 +4,12 @@
  * tools then call the disk damaged and nothing can use the extra space. This
  * moves the backup to the target's end, fixes the primary header to point at
  * it, and zeroes the stale header so nothing finds two backups.
+ * A restore from the larger standby runs the same fix-up the other way: the
+ * backup goes back to the (smaller) active drive's end.
  */
 import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { BadInputError, DeviceError, RefusedError } from '../errors.ts';
-import { hasGptSignature, parseGptHeader, patchHeader, readGpt, readGptCopy, tableSectors, type GptCopy, type GptHeader } from './gpt.ts';
+import { hasGptSignature, parseEntries, parseGptHeader, patchHeader, readGpt, readGptCopy, tableSectors, type GptCopy, type GptHeader } from './gpt.ts';
 import { GPT_PROTECTIVE_TYPE, parseMbrSector } from './mbr.ts';
 import type { DiskLayout } from './layout.ts';
 import { formatExactBytes } from './format.ts';
@@ -44,7 +46,8 @@ export interface RelocationRefusal {
 export function planGptRelocation(layout: DiskLayout, targetSizeBytes: number): { plan?: GptRelocationPlan; refusal?: RelocationRefusal } {
   const sector = layout.sectorSize;
   const sourceSize = layout.diskSizeBytes;
-  if (targetSizeBytes <= sourceSize) return {};
+  if (targetSizeBytes === sourceSize) return {};
+  if (targetSizeBytes < sourceSize) return planGptShrink(layout, targetSizeBytes);
   const exactSource = formatExactBytes(sourceSize, sector);
   if (layout.foreignSectorSize) {
     return {
@@ -83,6 +86,48 @@ export function planGptRelocation(layout: DiskLayout, targetSizeBytes: number): 
   return { plan: { type: 'gpt-backup-relocation', from: g.usedCopy, fromLba, sourceSizeBytes: sourceSize, newBackupLba, newEntriesLba, newLastUsableLba } };
 }
 
+/**
+ * The reverse fix-up, for a restore from a larger standby onto the active
+ * drive (of `targetSizeBytes`, the size recorded for it at pairing): the
+ * standby's GPT, relocated to its end by the clone, is put back at the active
+ * drive's end. Pure. No plan for MBR disks or no table; a refusal when a
+ * partition ends past the active drive (it was grown on the standby) or when
+ * the standby's primary GPT is damaged (its valid backup lies past the active
+ * drive, so nothing copied can be the basis).
+ */
+function planGptShrink(layout: DiskLayout, targetSizeBytes: number): { plan?: GptRelocationPlan; refusal?: RelocationRefusal } {
+  const sector = layout.sectorSize;
+  const total = Math.floor(targetSizeBytes / sector);
+  const beyond = layout.partitions.filter((p) => p.lastLba >= total);
+  const exactTarget = formatExactBytes(targetSizeBytes, sector);
+  if (beyond.length) {
+    return {
+      refusal: {
+        reason: `partition${beyond.length > 1 ? 's' : ''} ${beyond.map((p) => p.number).join(', ')} of the source end${beyond.length > 1 ? '' : 's'} at LBA ${Math.max(...beyond.map((p) => p.lastLba))}, past the end of the target, which has ${exactTarget} (last LBA ${total - 1}): a copy would cut ${beyond.length > 1 ? 'them' : 'it'} off`,
+        hint: 'shrink the partition on the source to fit the target, or copy only the partitions that fit with --partition',
+      },
+    };
+  }
+  if (layout.scheme !== 'gpt' || !layout.gpt) return {};
+  const g = layout.gpt;
+  if (layout.foreignSectorSize || g.usedCopy !== 'primary') {
+    return {
+      refusal: {
+        reason: layout.foreignSectorSize
+          ? `the source's GPT was written for ${layout.foreignSectorSize}-byte sectors, but the source now reports ${sector}-byte sectors: its backup GPT cannot be put back at the end of the target (${exactTarget}) through this view`
+          : `the source's primary GPT is not valid (${g.problems.join('; ') || 'no valid header'}), and its backup lies past the end of the target (${exactTarget}), so no GPT can be built at the target's end`,
+        hint: 'check the source with `dpsr inspect`',
+      },
+    };
+  }
+  const ts = tableSectors(g.entryCount, g.entrySize, sector);
+  const newBackupLba = total - 1;
+  const newEntriesLba = newBackupLba - ts;
+  const newLastUsableLba = newEntriesLba - 1;
+  if (newLastUsableLba < g.firstUsableLba) return { refusal: { reason: `the target (${exactTarget}) is too small for the source's GPT`, hint: 'check the source with `dpsr inspect`' } };
+  return { plan: { type: 'gpt-backup-relocation', from: 'primary', fromLba: 1, sourceSizeBytes: layout.diskSizeBytes, newBackupLba, newEntriesLba, newLastUsableLba } };
+}
+
 export interface RelocationResult {
   /** Something was written. False for MBR disks, equal sizes, or an already relocated GPT. */
   readonly changed: boolean;
@@ -111,7 +156,7 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   if (!Number.isSafeInteger(sourceSizeBytes) || sourceSizeBytes <= 0 || sourceSizeBytes % sector !== 0) {
     throw new BadInputError(`source size ${sourceSizeBytes} is not a positive whole number of ${sector}-byte sectors`);
   }
-  if (sourceSizeBytes > target.size) {
+  if (sourceSizeBytes > target.size && planned?.from !== 'primary') {
     throw new BadInputError(`the source (${sourceSizeBytes} bytes) is larger than the target ${target.path} (${target.size} bytes)`, { hint: 'a GPT can only be moved to the end of a drive at least as large as the source' });
   }
   const none = (summary: string): RelocationResult => ({ changed: false, summary, zeroedLbas: [], protectiveMbrUpdated: false });
@@ -244,7 +289,9 @@ export function relocatedGpt(
   const ts = tableSectors(h.entryCount, h.entrySize, sector);
   const newEntriesLba = newLast - ts;
   const newLastUsable = newEntriesLba - 1;
-  if (newLastUsable < h.lastUsableLba) {
+  // A smaller target (a restore from a larger standby) is fine as long as every partition still ends in the usable area.
+  const cutOff = newLastUsable < h.lastUsableLba && parseEntries(h, parts.table).some((e) => e.lastLba > newLastUsable);
+  if (cutOff || newLastUsable < h.firstUsableLba) {
     throw new RefusedError(`moving the backup GPT to the end of a ${targetSizeBytes}-byte target would cut the usable area below LBA ${h.lastUsableLba}`);
   }
   // Page-aligned, so the writes also work on a drive opened with O_DIRECT.

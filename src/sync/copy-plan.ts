@@ -330,7 +330,10 @@ export function planCopy(input: PlanInput): CopyDecision {
 
   // The ranges.
   let ranges: ByteRange[];
-  if (req.partitions.length === 0) ranges = [{ start: 0, length: source.sizeBytes }];
+  // A restore copies the active drive's recorded size (its geometry was checked above): a standby larger than the
+  // active drive holds only the relocated backup GPT and unused space past it, which the table fix-up puts back.
+  const restoreShrinks = kind === 'restore' && target.sizeBytes < source.sizeBytes;
+  if (req.partitions.length === 0) ranges = [{ start: 0, length: restoreShrinks ? pair!.drives[target.key]!.sizeBytes : source.sizeBytes }];
   else {
     if (!layout || layout.scheme === 'none') return refuse(`the source ${source.path} has no partition table, so --partition cannot be used`, 'sync the whole drive', 'bad-input');
     try {
@@ -365,7 +368,7 @@ export function planCopy(input: PlanInput): CopyDecision {
 
   // Table fix-ups, decided from the source's layout before anything is written.
   const tableFixups: GptRelocationPlan[] = [];
-  if (layout && target.sizeBytes > source.sizeBytes) {
+  if (layout && (target.sizeBytes > source.sizeBytes || restoreShrinks)) {
     const relocation = planGptRelocation(layout, target.sizeBytes);
     if (relocation.refusal) return refuse(`${relocation.refusal.reason} (source ${source.path})`, `${relocation.refusal.hint}. Nothing was written`);
     if (relocation.plan) {

@@ -469,7 +469,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       for (const fix of plan.tableFixups) {
         const done = await relocateGptBackup(fixTarget, fix.sourceSizeBytes, fix);
         gptRelocated ||= done.changed;
-        if (done.changed) note(`the target is larger: ${done.summary}`);
+        if (done.changed) note(`the target is ${plan.target.sizeBytes > plan.source.sizeBytes ? 'larger' : 'smaller'}: ${done.summary}`);
       }
       if (plan.tailCleanup.length || plan.tableFixups.length) await target.flush();
     } catch (e) {

@@ -84,6 +84,20 @@ function input(over: Partial<PlanInput> & { kind?: PlanInput['request']['kind'];
   };
 }
 
+/** The standby's layout after a clone from 64 onto 80 MiB: the backup GPT at its end, the partitions as on the active drive. */
+const relocatedStandby = (): DiskLayout => ({ ...gpt(80 * MiB), partitions: gpt(64 * MiB).partitions });
+
+/** A restore from an 80 MiB standby B onto its 64 MiB active drive A. */
+const restoreFromLarger = (over: Partial<PlanInput> = {}): PlanInput =>
+  input({
+    kind: 'restore',
+    source: { key: 'B', path: '/dev/b', sizeBytes: 80 * MiB, logicalSectorSize: S },
+    target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S },
+    sourceLayout: relocatedStandby(),
+    pairs: [pair({}, { B: 80 * MiB })],
+    ...over,
+  });
+
 /** A pending copy as the operation records it: the plan of the request that started it. */
 function pendingFrom(request: PlanInput, startedAt = '2026-01-02T00:00:00Z'): PairRecord['pendingCopy'] {
   const d = planCopy(request);
@@ -151,6 +165,13 @@ const rows: [string, PlanInput, Expect][] = [
   ['split brain with --force-generation', input({ request: { kind: 'sync', partitions: [], mode: 'compare', forceGeneration: true }, pairs: [pair({ drives: { A: { ...pair().drives.A!, generation: 4, lineage: [1, 2, 4] }, B: { ...pair().drives.B!, generation: 3, lineage: [1, 2, 3] } } })] }), { verdict: 'copy', start: 'fresh' }],
   ['restore from an inconsistent standby', input({ kind: 'restore', source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S }, pairs: [pair({ standbyState: 'inconsistent' })] }), { verdict: 'refuse', error: 'refused', reason: /not consistent/, hint: /dpsr recover \/dev\/b/ }],
   ['a restore writes the active drive, not the standby', input({ kind: 'restore', source: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S }, target: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S } }), { verdict: 'copy', plan: { kind: 'restore', journaled: true, writesStandby: false } }],
+  // A standby larger than the active drive: the clone moved its backup GPT to its end; a restore puts it back.
+  ['a restore from a larger standby copies the active drive\'s recorded size and puts the backup GPT back at its end', restoreFromLarger(), { verdict: 'copy', plan: { kind: 'restore', journaled: true, writesStandby: false, ranges: [{ start: 0, length: 64 * MiB }], fixupFrom: 'primary' } }],
+  ['a restore from a larger MBR standby copies the active drive\'s recorded size, no fix-up', restoreFromLarger({ sourceLayout: mbr(64 * MiB) }), { verdict: 'copy', plan: { ranges: [{ start: 0, length: 64 * MiB }], fixupFrom: null } }],
+  ['a restore onto an active drive smaller than recorded', restoreFromLarger({ target: { key: 'A', path: '/dev/a', sizeBytes: 60 * MiB, logicalSectorSize: S } }), { verdict: 'refuse', error: 'refused', reason: /active drive \/dev\/a now reports 62,914,560 bytes .* had 67,108,864 bytes/ }],
+  ['a restore whose standby partition was grown past the active drive', restoreFromLarger({ sourceLayout: gpt(80 * MiB) }), { verdict: 'refuse', error: 'refused', reason: /partition 2 of the source ends at LBA 163806, past the end of the target, which has 67,108,864 bytes/, hint: /Nothing was written/ }],
+  ['a restore from a larger standby whose primary GPT is damaged', restoreFromLarger({ sourceLayout: { ...relocatedStandby(), gpt: { ...relocatedStandby().gpt!, primaryValid: false, usedCopy: 'backup' } } }), { verdict: 'refuse', error: 'refused', reason: /primary GPT is not valid .*backup lies past the end/ }],
+  ['a clone onto a smaller target', input({ kind: 'clone', pairs: [], sizeB: 48 * MiB }), { verdict: 'refuse', error: 'refused', reason: /smaller than the source \/dev\/a by 16,777,216 bytes/ }],
   ['a copy is running on the pair', input({ copyRunning: true, pairs: [pair({ standbyState: 'syncing', pendingCopy: pendingFrom(input()) })] }), { verdict: 'refuse', error: 'busy', reason: /is running right now \(a whole-drive sync in compare mode, started/, notHint: /interrupted|recover/ }],
   // r01: an interrupted whole-drive sync is not finished by a sync of partition 2.
   ['an interrupted whole-drive sync and a partition sync', input({ partitions: [2], journalRecords: 12, pairs: interrupted(input()) }), { verdict: 'refuse', error: 'refused', reason: /whole-drive sync in compare mode onto \/dev\/b, started .*was interrupted \(its undo journal holds 12 records.*this request is a sync of partition 2/, hint: /`dpsr sync \/dev\/a \/dev\/b`.*`dpsr recover \/dev\/b`/ }],
@@ -166,6 +187,14 @@ const rows: [string, PlanInput, Expect][] = [
 
 test('table: refusals and plans', () => {
   for (const [name, i, e] of rows) check(name, planCopy(i), e);
+});
+
+test('the restore fix-up puts the backup GPT where the active drive had it', () => {
+  const d = planCopy(restoreFromLarger());
+  assert.is(d.verdict, 'copy');
+  if (d.verdict !== 'copy') return;
+  const total = (64 * MiB) / S;
+  assert.equal(d.plan.tableFixups, [{ type: 'gpt-backup-relocation', from: 'primary', fromLba: 1, sourceSizeBytes: 80 * MiB, newBackupLba: total - 1, newEntriesLba: total - 33, newLastUsableLba: total - 34 }]);
 });
 
 test('a first clone recorded as pending is resumed by the same clone once the pair exists', () => {

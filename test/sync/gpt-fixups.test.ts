@@ -7,10 +7,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { openSync, writeSync, closeSync, readFileSync } from 'node:fs';
+import { openSync, writeSync, closeSync, readFileSync, truncateSync, statSync } from 'node:fs';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { dpsr } from '../support/cli.ts';
-import { randomImage, sparseImage, tempDir } from '../support/images.ts';
+import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { openDrive } from '../../src/sata-bridge/index.ts';
 import { readLayout } from '../../src/disk-layout/index.ts';
@@ -72,6 +72,47 @@ test('a damaged primary GPT onto a larger standby: the backup is rebuilt at its 
   const again = dpsr(['clone', a, b, '--yes', '--quiet'], env);
   assert.is(again.code, 0, again.stderr);
   assert.not.match(gdiskVerify(b), /Creating new GPT entries/);
+});
+
+test('a restore from a larger standby copies the active drive\'s size and puts its backup GPT back at its end', async () => {
+  if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
+  const a = sparseImage(join(dir, 'r-a.img'), 64 * MiB);
+  execFileSync('sgdisk', ['-n1:2048:+16M', '-t1:ef00', '-n2:0:0', '-t2:8300', a], { stdio: 'pipe' });
+  const fd = openSync(a, 'r+');
+  writeSync(fd, readFileSync(randomImage(join(dir, 'r-fill.bin'), 4 * MiB, 7)), 0, 4 * MiB, 20 * MiB);
+  closeSync(fd);
+  const c = randomImage(join(dir, 'r-c.img'), 80 * MiB, 11);
+  const env = { DPSR_STATE_DIR: join(dir, 'r-state') };
+  const cl = dpsr(['clone', a, c, '--yes', '--quiet'], env);
+  assert.is(cl.code, 0, cl.stderr);
+  const before = sha256File(a);
+  // Damage the active drive: its primary GPT, data in partition 2, and its backup GPT at the end.
+  const hit = openSync(a, 'r+');
+  writeSync(hit, Buffer.alloc(1 * MiB), 0, 1 * MiB, 0);
+  writeSync(hit, Buffer.alloc(1 * MiB, 0x5a), 0, 1 * MiB, 21 * MiB);
+  writeSync(hit, Buffer.alloc(64 * 512), 0, 64 * 512, 64 * MiB - 64 * 512);
+  closeSync(hit);
+  assert.is.not(sha256File(a), before);
+  const r = dpsr(['restore', c, a, '--yes', '--i-mean-restore', '--json'], env);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(statSync(a).size, 64 * MiB);
+  assert.is(sha256File(a), before, 'the active drive is back byte for byte');
+  assert.match(gdiskVerify(a), /No problems found/);
+  const v = dpsr(['verify', a, c, '--json'], env);
+  assert.is(v.code, 0, v.stdout + v.stderr);
+  assert.ok(v.json().identical);
+  // The same restore again writes nothing new and leaves the same bytes.
+  const again = dpsr(['restore', c, a, '--yes', '--i-mean-restore', '--quiet'], env);
+  assert.is(again.code, 0, again.stderr);
+  assert.is(sha256File(a), before);
+  // An active drive that now reports less than its recorded size is refused, before anything is written.
+  truncateSync(a, 60 * MiB);
+  const cut = sha256File(a);
+  const refused = dpsr(['restore', c, a, '--yes', '--i-mean-restore'], env);
+  assert.is(refused.code, 3, refused.stderr);
+  assert.match(refused.stderr, /active drive .* now reports 62,914,560 bytes/);
+  assert.is(statSync(a).size, 60 * MiB);
+  assert.is(sha256File(a), cut);
 });
 
 test.run();
