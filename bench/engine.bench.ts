@@ -13,10 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { clone, sync, runEngine } from '../src/sync/index.ts';
 import { openDrive } from '../src/sata-bridge/index.ts';
 import { randomImage, scatterWrites, sparseImage } from '../test/support/images.ts';
-import { GiB, benchDir, dropCaches, hasCommand, printTable, rate, secs, timedCommand, type Row } from './lib.ts';
+import { GiB, benchDir, dropCaches, hasCommand, printTable, rate, secs, timedCommand, type Row, benchRuns, measure, median } from './lib.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
-const runs = Math.max(1, Number(process.env.DPSR_BENCH_RUNS ?? 3));
+const runs = benchRuns;
 const dir = benchDir('engine');
 const A = join(dir, 'a.img');
 const B = join(dir, 'b.img');
@@ -24,20 +24,7 @@ const B0 = join(dir, 'b0.img');
 const stateDir = join(dir, 'state');
 const state0 = join(dir, 'state0');
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/** Runs `fn` `runs` times, each after `prepare` and a dropped page cache; the median seconds. */
-async function measure(prepare: () => void, fn: () => Promise<unknown> | unknown): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    prepare();
-    dropCaches();
-    const t = performance.now();
-    await fn();
-    times.push((performance.now() - t) / 1000);
-  }
-  return median(times);
-}
 
 /** The standby back to the last backup and the pair state back to before the sync. */
 function restoreStandby(): void {

@@ -18,29 +18,16 @@ import { ChangedBlockTracker } from '../src/snapshot/index.ts';
 import { NbdDrive, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/index.ts';
 import { clone, sync } from '../src/sync/index.ts';
 import { randomImage } from '../test/support/images.ts';
-import { GiB, MiB, benchDir, dropCaches, hasCommand, printTable, rate, secs, type Row } from './lib.ts';
+import { GiB, MiB, benchDir, dropCaches, hasCommand, printTable, rate, secs, type Row, benchRuns, measure, median } from './lib.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
-const runs = Math.max(1, Number(process.env.DPSR_BENCH_RUNS ?? 3));
+const runs = benchRuns;
 const dir = benchDir('inline');
 const A = join(dir, 'active.img');
 const B = join(dir, 'standby.img');
 const B0 = join(dir, 'standby0.img');
 const GRANULE = 64 * 1024;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function measure(prepare: () => void, fn: () => Promise<unknown>, after?: () => Promise<unknown>): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    prepare();
-    dropCaches();
-    const t = performance.now();
-    await fn();
-    times.push((performance.now() - t) / 1000);
-    await after?.();
-  }
-  return median(times);
-}
 
 function qemuImgBench(target: string, args: string[]): number {
   const out = execFileSync('qemu-img', ['bench', '-f', 'raw', '-w', ...args, target], { encoding: 'utf8' });

@@ -70,3 +70,31 @@ export function printTable(title: string, rows: Row[]): void {
 
 export const rate = (bytes: number, seconds: number) => `${(bytes / MiB / seconds).toFixed(0)} MiB/s`;
 export const secs = (s: number) => `${s.toFixed(2)} s`;
+
+/** Runs of each measurement: DPSR_BENCH_RUNS (default 3). */
+export const benchRuns = Math.max(1, Number(process.env.DPSR_BENCH_RUNS ?? 3));
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Runs `fn` `runs` times, each after `prepare` and a dropped page cache (the
+ * same starting point every time), `after` outside the clock; the median in
+ * seconds.
+ */
+export async function measure(
+  prepare: () => void,
+  fn: () => Promise<unknown> | unknown,
+  after?: () => Promise<unknown> | unknown,
+  runs = benchRuns,
+): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    prepare();
+    dropCaches();
+    const t = performance.now();
+    await fn();
+    times.push((performance.now() - t) / 1000);
+    await after?.();
+  }
+  return median(times);
+}

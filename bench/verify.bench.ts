@@ -14,10 +14,10 @@ import { verify } from '../src/sync/index.ts';
 import { openDrive } from '../src/sata-bridge/index.ts';
 import { findEndSignatures } from '../src/disk-layout/index.ts';
 import { randomImage, sparseImage } from '../test/support/images.ts';
-import { GiB, MiB, benchDir, dropCaches, printTable, rate, secs, timedCommand, type Row } from './lib.ts';
+import { GiB, MiB, benchDir, dropCaches, printTable, rate, secs, timedCommand, type Row, benchRuns, measure, median } from './lib.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 1) * GiB;
-const runs = Math.max(1, Number(process.env.DPSR_BENCH_RUNS ?? 3));
+const runs = benchRuns;
 const dir = benchDir('verify');
 const A = join(dir, 'a.img');
 const B = join(dir, 'b.img');
@@ -25,18 +25,7 @@ const C = join(dir, 'c.img');
 const T = join(dir, 'tail.img');
 const stateDir = join(dir, 'state');
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function measure(fn: () => Promise<unknown> | unknown): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    dropCaches();
-    const t = performance.now();
-    await fn();
-    times.push((performance.now() - t) / 1000);
-  }
-  return median(times);
-}
 
 /** Cmp exits 1 on a difference; only its time counts here. */
 function cmpSeconds(a: string, b: string): number {
@@ -59,12 +48,12 @@ async function main(): Promise<void> {
   closeSync(fd);
 
   let sameRanges = -1;
-  const same = await measure(async () => {
+  const same = await measure(() => undefined, async () => {
     sameRanges = (await verify({ stateDir, source: A, target: B })).differenceCount;
   });
   const cmpSame = median(Array.from({ length: runs }, () => (dropCaches(), cmpSeconds(A, B))));
   let diffRanges = -1;
-  const diff = await measure(async () => {
+  const diff = await measure(() => undefined, async () => {
     diffRanges = (await verify({ stateDir, source: A, target: C })).differenceCount;
   });
   const cmpDiff = median(Array.from({ length: runs }, () => (dropCaches(), cmpSeconds(A, C))));
@@ -72,7 +61,7 @@ async function main(): Promise<void> {
 
   // A 1 GiB-larger standby's tail: the signature scan reads 2 MiB of it, dd would read it all.
   sparseImage(T, size * 2);
-  const scan = await measure(async () => {
+  const scan = await measure(() => undefined, async () => {
     const dev = await openDrive(T);
     try {
       await findEndSignatures(dev);

@@ -6,7 +6,6 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Mcp23017Driver, Pcf8574Driver, SimBoard, SimI2cBus, SimMcp23017, SimPcf8574, type DriverKind } from '../../src/bootswitch/index.ts';
@@ -14,7 +13,7 @@ import { FirmataDriver } from '../../src/bootswitch/firmata.ts';
 import { requireEnv } from '../support/require.ts';
 import { driverContract, type ContractHardware } from './support/driver-contract.ts';
 import { emulatedFirmata } from './support/emulated-firmata.ts';
-import { CHIPS, fakeTree, kernelGpio } from './support/fake-sysfs-gpio.ts';
+import { CHIPS, fakeTree, kernelGpio, IN_FAKE_SYSFS, runInFakeSysfs } from './support/fake-sysfs-gpio.ts';
 
 /**
  * One run per driver kind the configuration accepts: keyed by DriverKind, so
@@ -101,22 +100,15 @@ const RUNS: Record<DriverKind, { name: string; hardware: () => Promise<ContractH
   },
 };
 
-if (process.env.DPSR_GPIO_NS === '1') {
+if (IN_FAKE_SYSFS) {
   driverContract(RUNS.gpio.name, RUNS.gpio.hardware, RUNS.gpio);
 } else {
   for (const [kind, run] of Object.entries(RUNS)) if (kind !== 'gpio') driverContract(run.name, run.hardware, run);
 
   test('Driver contract: Linux GPIO over a fake sysfs tree (private mount namespace)', () => {
     if (!requireEnv('the Driver contract on GPIO (fake sysfs)', { tools: ['unshare', 'mount'], root: true })) return;
-    const self = fileURLToPath(import.meta.url);
-    const script = `mount -t tmpfs dpsr-fake-sys /sys/class && mkdir /sys/class/gpio && exec "${process.execPath}" --import tsx "${self}"`;
-    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
-      env: { ...process.env, DPSR_GPIO_NS: '1' },
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    const out = `${r.stdout}${r.stderr}`;
-    assert.is(r.status, 0, out);
+    const { status, out } = runInFakeSysfs(fileURLToPath(import.meta.url));
+    assert.is(status, 0, out);
     assert.match(out, /Passed:\s+8\b/, out);
   });
   test.run();

@@ -7,7 +7,6 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { listChips, resolveLine } from '../../src/bootswitch/index.ts';
 import { NotFoundError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
-import { CHIPS, fakeTree } from './support/fake-sysfs-gpio.ts';
+import { CHIPS, fakeTree, IN_FAKE_SYSFS, runInFakeSysfs } from './support/fake-sysfs-gpio.ts';
 
-if (process.env.DPSR_GPIO_NS === '1') {
+if (IN_FAKE_SYSFS) {
   // Inside the namespace: /sys/class is our tmpfs.
   const { GpioDriver } = await import('../../src/bootswitch/gpio.ts');
   const root = '/sys/class/gpio';
@@ -58,15 +57,8 @@ if (process.env.DPSR_GPIO_NS === '1') {
 
   test('onoff against a fake sysfs tree (private mount namespace)', () => {
     if (!requireEnv('onoff fake-sysfs test', { tools: ['unshare', 'mount'], root: true })) return;
-    const self = fileURLToPath(import.meta.url);
-    const script = `mount -t tmpfs dpsr-fake-sys /sys/class && mkdir /sys/class/gpio && exec "${process.execPath}" --import tsx "${self}"`;
-    const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
-      env: { ...process.env, DPSR_GPIO_NS: '1' },
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    const out = `${r.stdout}${r.stderr}`;
-    assert.is(r.status, 0, out);
+    const { status, out } = runInFakeSysfs(fileURLToPath(import.meta.url));
+    assert.is(status, 0, out);
     assert.match(out, /Passed:\s+1/, out);
   });
   test.run();

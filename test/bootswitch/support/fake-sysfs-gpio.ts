@@ -5,6 +5,7 @@
  * writing "high"/"low" to `direction` makes the line an output at that level
  * ("out" and the value, as the kernel then shows it).
  */
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gpio } from 'onoff';
@@ -51,4 +52,23 @@ export function kernelGpio(OnoffGpio: typeof Gpio): typeof Gpio {
       }
     }
   } as typeof Gpio;
+}
+
+/** Set in the re-executed test file: it runs inside the private mount namespace. */
+export const IN_FAKE_SYSFS = process.env.DPSR_GPIO_NS === '1';
+
+/**
+ * Re-runs the test file `self` inside a private mount namespace with a tmpfs
+ * over /sys/class and an empty /sys/class/gpio (onoff hard-codes that path);
+ * there `IN_FAKE_SYSFS` is true. Needs root and unshare. Returns the exit
+ * status and everything the run printed.
+ */
+export function runInFakeSysfs(self: string): { status: number | null; out: string } {
+  const script = `mount -t tmpfs dpsr-fake-sys /sys/class && mkdir /sys/class/gpio && exec "${process.execPath}" --import tsx "${self}"`;
+  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], {
+    env: { ...process.env, DPSR_GPIO_NS: '1' },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
