@@ -16,6 +16,7 @@ import { NbdDrive, NbdOptionError } from '../../src/sata-bridge/index.ts';
 import { BadInputError } from '../../src/errors.ts';
 import { randomImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
+import { rejection } from '../support/assert-async.ts';
 
 const dir = tempDir('dpsr-export-');
 const MiB = 1024 * 1024;
@@ -44,14 +45,6 @@ async function fakeQmp(replies: (line: Record<string, any>) => string[]): Promis
   return path;
 }
 
-async function rejects(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 test('QMP: greeting, capabilities, answers matched by id out of order, events between answers, errors typed', async () => {
   const held: Record<string, any>[] = [];
@@ -82,7 +75,7 @@ test('QMP: greeting, capabilities, answers matched by id out of order, events be
   assert.equal(await slow, { which: 'slow' });
   assert.is((await ready).event, 'BLOCK_JOB_READY');
   assert.equal(events, ['BLOCK_JOB_READY']);
-  const err = await rejects(qmp.execute('nonsense'));
+  const err = await rejection(qmp.execute('nonsense'));
   assert.instance(err, QmpError);
   assert.is((err as QmpError).errorClass, 'CommandNotFound');
   assert.match((err as Error).message, /refused nonsense: The command nonsense has not been found/);
@@ -92,12 +85,12 @@ test('QMP: greeting, capabilities, answers matched by id out of order, events be
 test('QMP: a line that is not JSON, or an answer to no command, ends the connection with a QmpConnectionError', async () => {
   const garbage = await fakeQmp((line) => (line.execute === 'qmp_capabilities' ? [`{"return": {}, "id": ${JSON.stringify(line.id)}}`] : ['<html>not qmp']));
   const qmp = await QmpClient.connect(garbage);
-  assert.instance(await rejects(qmp.execute('query-version')), QmpConnectionError);
-  assert.instance(await rejects(qmp.execute('query-version')), QmpConnectionError, 'and every later call');
+  assert.instance(await rejection(qmp.execute('query-version')), QmpConnectionError);
+  assert.instance(await rejection(qmp.execute('query-version')), QmpConnectionError, 'and every later call');
   const stray = await fakeQmp((line) => (line.execute === 'qmp_capabilities' ? [`{"return": {}, "id": ${JSON.stringify(line.id)}}`] : ['{"return": {}, "id": "someone-else"}']));
   const q2 = await QmpClient.connect(stray);
-  assert.instance(await rejects(q2.execute('query-version')), QmpConnectionError);
-  assert.instance(await rejects(QmpClient.connect(join(dir, 'nothing-here.sock'))), QmpConnectionError);
+  assert.instance(await rejection(q2.execute('query-version')), QmpConnectionError);
+  assert.instance(await rejection(QmpClient.connect(join(dir, 'nothing-here.sock'))), QmpConnectionError);
 });
 
 function daemonFor(name: string, extra: Partial<ConstructorParameters<typeof StorageDaemon>[0]> = {}) {
@@ -146,7 +139,7 @@ test('a crash restarts the daemon with the same export at the same address and t
     assert.is(await restarted, 2);
     assert.is(crashes.length, 1);
     // The old connection is gone (the host's NBD client reconnects); the address serves the same data.
-    assert.instance(await rejects(before.read(Buffer.alloc(512), 0)), Error);
+    assert.instance(await rejection(before.read(Buffer.alloc(512), 0)), Error);
     await before.close();
     const after = await NbdDrive.open(daemon.hostUri, { write: true });
     const back = Buffer.alloc(64 * 1024);
@@ -172,7 +165,7 @@ test('NBD over TCP with TLS from a pre-shared key: a PSK client reads, a client 
     assert.is(daemon.hostUri, `nbds://127.0.0.1:${port}/sys`);
     const info = execFileSync('nbdinfo', ['--size', `nbds://dpsr@127.0.0.1:${port}/sys?tls-psk-file=${join(pskDir, 'keys.psk')}`], { encoding: 'utf8' });
     assert.is(info.trim(), String(32 * MiB));
-    const plain = await rejects(NbdDrive.open(`nbd://127.0.0.1:${port}/sys`));
+    const plain = await rejection(NbdDrive.open(`nbd://127.0.0.1:${port}/sys`));
     assert.instance(plain, NbdOptionError);
     assert.match((plain as Error).message, /requires TLS/);
   } finally {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { FileView, type FileEntry } from '../../src/file-view/index.ts';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
+import { rejection } from '../support/assert-async.ts';
 import { sha256File, tempDir } from '../support/images.ts';
 import { driveImage, filesystemImage, makeTree, T0, MiB, type FsName } from './support/fs-images.ts';
 
@@ -27,13 +28,8 @@ async function view(fs: FsName): Promise<FileView> {
 }
 /** Awaits a promise that must fail with an error of class `cls`. */
 async function rejects(p: Promise<unknown>, cls: new (...a: never[]) => Error, what = ''): Promise<void> {
-  try {
-    await p;
-  } catch (e) {
-    assert.instance(e, cls, `${what}: ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`${what}: resolved, expected ${cls.name}`);
+  const e = await rejection(p, what);
+  assert.instance(e, cls, `${what}: ${String(e)}`);
 }
 const live = (es: FileEntry[]) => es.filter((e) => !e.deleted).map((e) => e.name);
 const byName = (es: FileEntry[], n: string) => es.find((e) => e.name === n && !e.deleted);

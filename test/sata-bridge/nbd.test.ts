@@ -25,20 +25,13 @@ import { randomImage, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { nbdkit, qemuNbd } from '../support/nbd-servers.ts';
 import { dpsr } from '../support/cli.ts';
+import { rejection } from '../support/assert-async.ts';
 
 const dir = tempDir();
 const MiB = 1024 * 1024;
 const haveNbdkit = requireEnv('NBD interop with nbdkit', { tools: ['nbdkit'] });
 const haveQemuNbd = requireEnv('NBD interop with qemu-nbd', { tools: ['qemu-nbd'] });
 
-async function rejects(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 test('drive addresses: nbd+unix and nbd:// parse; malformed ones are bad input naming the problem', () => {
   const u = parseNbdUri('nbd+unix:///active?socket=/run/dpsr/export.sock');
@@ -91,7 +84,7 @@ async function driveContract(dev: BlockDevice, size: number): Promise<void> {
   assert.ok(back.equals(data));
   // The last sector is readable, one past it is not.
   await dev.read(Buffer.alloc(512), size - 512);
-  assert.instance(await rejects(dev.read(Buffer.alloc(512), size)), DeviceError);
+  assert.instance(await rejection(dev.read(Buffer.alloc(512), size)), DeviceError);
   let err: unknown;
   try {
     await dev.read(Buffer.alloc(512), 100);
@@ -121,7 +114,7 @@ test('nbdkit memory: the drive contract (reads, writes, flush, bounds, alignment
     await dev.read(back, 8 * MiB);
     assert.ok(back.equals(big));
     await dev.close();
-    assert.instance(await rejects(dev.read(Buffer.alloc(512), 0)), DeviceError, 'closed');
+    assert.instance(await rejection(dev.read(Buffer.alloc(512), 0)), DeviceError, 'closed');
   } finally {
     await s.stop();
   }
@@ -136,7 +129,7 @@ test('nbdkit file: what the drive writes is in the file; read-only opens refuse 
     const first = Buffer.alloc(MiB);
     await ro.read(first, 0);
     assert.ok(first.equals(readFileSync(image).subarray(0, MiB)));
-    assert.instance(await rejects(ro.write(first, 0)), DeviceError);
+    assert.instance(await rejection(ro.write(first, 0)), DeviceError);
     await ro.close();
     const rw = await openDrive(s.uri(), { write: true });
     await rw.write(Buffer.alloc(4096, 0x11), 4 * MiB);
@@ -157,7 +150,7 @@ test('nbdkit error filter: a failing read is an EIO request error, the connectio
     const dev = await NbdDrive.open(t.uri(), { write: true });
     await dev.write(Buffer.alloc(MiB, 0x33), 0);
     writeFileSync(trigger, '');
-    const err = await rejects(dev.read(Buffer.alloc(4096), 0));
+    const err = await rejection(dev.read(Buffer.alloc(4096), 0));
     assert.instance(err, NbdRequestError);
     assert.is((err as NbdRequestError).code, 'EIO');
     // The rescue path gives up on every sector and reports them, without crashing the connection.
@@ -178,7 +171,7 @@ test('nbdkit error filter: failing writes and flushes are errors with their errn
   const t = await nbdkit(dir, ['memory', '4M', 'error-pwrite=ENOSPC', 'error-pwrite-rate=100%'], ['error']);
   try {
     const dev = await NbdDrive.open(t.uri(), { write: true });
-    const err = await rejects(dev.write(Buffer.alloc(4096), 0));
+    const err = await rejection(dev.write(Buffer.alloc(4096), 0));
     assert.instance(err, NbdRequestError);
     assert.is((err as NbdRequestError).code, 'ENOSPC');
     assert.match((err as Error).message, /write of 4096 bytes at byte 0: ENOSPC/);
@@ -219,17 +212,17 @@ test('an unknown export, a context the server lacks and an unreachable socket ar
   const image = sparseImage(join(dir, 'small.img'), MiB);
   const s = await qemuNbd(dir, image, 'sys');
   try {
-    const unknown = await rejects(NbdDrive.open(s.uri('nope')));
+    const unknown = await rejection(NbdDrive.open(s.uri('nope')));
     assert.instance(unknown, NbdOptionError);
     assert.match((unknown as Error).message, /no export named "nope"/);
-    const ctx = await rejects(NbdDrive.open(s.uri('sys'), { metaContexts: ['qemu:dirty-bitmap:missing'] }));
+    const ctx = await rejection(NbdDrive.open(s.uri('sys'), { metaContexts: ['qemu:dirty-bitmap:missing'] }));
     assert.instance(ctx, NbdOptionError);
     assert.match((ctx as Error).message, /does not offer the metadata context qemu:dirty-bitmap:missing/);
     assert.match((ctx as NbdOptionError).hint ?? '', /bitmaps/);
   } finally {
     await s.stop();
   }
-  const gone = await rejects(openDrive(`nbd+unix:///sys?socket=${join(dir, 'no-such.sock')}`));
+  const gone = await rejection(openDrive(`nbd+unix:///sys?socket=${join(dir, 'no-such.sock')}`));
   assert.instance(gone, DeviceError);
   assert.match((gone as Error).message, /cannot talk to the NBD server/);
 });
@@ -240,11 +233,11 @@ test('a server that goes away mid-transmission fails what is pending and every l
   const dev = await NbdDrive.open(s.uri(), { write: true });
   await dev.read(Buffer.alloc(4096), 0);
   s.process.kill('SIGKILL');
-  const err = await rejects((async () => {
+  const err = await rejection((async () => {
     for (let i = 0; i < 1000; i++) await dev.read(Buffer.alloc(MiB), 0);
   })());
   assert.instance(err, DeviceError);
-  assert.instance(await rejects(dev.write(Buffer.alloc(512), 0)), DeviceError);
+  assert.instance(await rejection(dev.write(Buffer.alloc(512), 0)), DeviceError);
   await dev.close();
 });
 

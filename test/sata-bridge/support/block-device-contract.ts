@@ -14,6 +14,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { allocAligned, type BlockDevice } from '../../../src/sata-bridge/index.ts';
 import { DeviceError } from '../../../src/errors.ts';
+import { rejection } from '../../support/assert-async.ts';
 
 export interface ContractDrive {
   /** Opened for writing over storage that holds exactly `content`. */
@@ -50,14 +51,6 @@ async function readAll(dev: BlockDevice): Promise<Buffer> {
   return b;
 }
 
-async function rejects(p: Promise<unknown>, what: string): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  assert.unreachable(`${what} should have been refused`);
-}
 
 export function blockDeviceContract(name: string, make: ContractDriveMaker, sectorSizes: (512 | 4096)[] = [512, 4096]): void {
   for (const sectorSize of sectorSizes) {
@@ -154,16 +147,16 @@ export function blockDeviceContract(name: string, make: ContractDriveMaker, sect
         ['a read at an unaligned position', () => dev.read(allocAligned(sectorSize), 1)],
         ['a read longer than its buffer', () => dev.read(allocAligned(sectorSize), 0, 2 * sectorSize)],
       ];
-      for (const [what, op] of cases) await rejects(op(), what);
+      for (const [what, op] of cases) await rejection(op(), what);
       await holds(content, 'after refused requests');
     });
 
     s('nothing reads or writes past the end; a write that would is refused whole, with a DeviceError', async () => {
-      const e1 = await rejects(dev.read(allocAligned(2 * sectorSize), size - sectorSize), 'a read over the end');
+      const e1 = await rejection(dev.read(allocAligned(2 * sectorSize), size - sectorSize), 'a read over the end');
       assert.instance(e1, DeviceError);
-      const e2 = await rejects(dev.write(pattern(2 * sectorSize, 41), size - sectorSize), 'a write over the end');
+      const e2 = await rejection(dev.write(pattern(2 * sectorSize, 41), size - sectorSize), 'a write over the end');
       assert.instance(e2, DeviceError);
-      await rejects(dev.read(allocAligned(sectorSize), size), 'a read at the end');
+      await rejection(dev.read(allocAligned(sectorSize), size), 'a read at the end');
       await holds(content, 'after writes past the end (the last sector must not have been written either)');
     });
 
@@ -172,7 +165,7 @@ export function blockDeviceContract(name: string, make: ContractDriveMaker, sect
       try {
         assert.is(ro.writable, false);
         assert.is(ro.size, size);
-        const e = await rejects(ro.write(pattern(sectorSize, 51), 0), 'a write through a read-only handle');
+        const e = await rejection(ro.write(pattern(sectorSize, 51), 0), 'a write through a read-only handle');
         assert.instance(e, DeviceError);
         assert.ok((await readAll(ro)).equals(content));
       } finally {
@@ -184,8 +177,8 @@ export function blockDeviceContract(name: string, make: ContractDriveMaker, sect
     s('after close every call is a DeviceError; closing twice is harmless', async () => {
       await dev.flush();
       await dev.close();
-      assert.instance(await rejects(dev.read(allocAligned(sectorSize), 0), 'a read after close'), DeviceError);
-      assert.instance(await rejects(dev.write(pattern(sectorSize, 61), 0), 'a write after close'), DeviceError);
+      assert.instance(await rejection(dev.read(allocAligned(sectorSize), 0), 'a read after close'), DeviceError);
+      assert.instance(await rejection(dev.write(pattern(sectorSize, 61), 0), 'a write after close'), DeviceError);
       await dev.close();
       await holds(content, 'after close');
     });
