@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { openSync, readFileSync, writeSync, closeSync, copyFileSync } from 'node:fs';
 import { planCopy, type PlanInput } from '../../src/sync/copy-plan.ts';
-import { pairIdFor, type PairRecord } from '../../src/sync/pair-state.ts';
+import { pair } from './support/pair-fixture.ts';
 import { intersectRanges } from '../../src/sync/ranges.ts';
 import { clone, sync, recover } from '../../src/sync/index.ts';
 import { randomImage, tempDir } from '../support/images.ts';
@@ -18,27 +18,13 @@ const KiB = 1024;
 const S = 512;
 const dir = tempDir('dpsr-changed-');
 
-function pairRecord(): PairRecord {
-  return {
-    id: pairIdFor('A', 'B'),
-    createdAt: '2026-01-01T00:00:00Z',
-    activeKey: 'A',
-    standbyKey: 'B',
-    drives: {
-      A: { key: 'A', sizeBytes: 64 * MiB, logicalSectorSize: S, lastPath: '/dev/a', generation: 2, lineage: [1, 2] },
-      B: { key: 'B', sizeBytes: 64 * MiB, logicalSectorSize: S, lastPath: '/dev/b', generation: 2, lineage: [1, 2] },
-    },
-    counter: 2,
-    standbyState: 'consistent',
-  };
-}
 
 function input(request: Partial<PlanInput['request']>): PlanInput {
   return {
     request: { kind: 'sync', partitions: [], mode: 'changed', ...request },
     source: { key: 'A', path: '/dev/a', sizeBytes: 64 * MiB, logicalSectorSize: S },
     target: { key: 'B', path: '/dev/b', sizeBytes: 64 * MiB, logicalSectorSize: S },
-    pairs: [pairRecord()],
+    pairs: [pair()],
     journalRecords: 0,
   };
 }

@@ -6,7 +6,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { planCopy, pendingCopyAdvice, type CopyDecision, type CopyPlan, type PlanInput } from '../../src/sync/copy-plan.ts';
-import { pairIdFor, type PairRecord } from '../../src/sync/pair-state.ts';
+import type { PairRecord } from '../../src/sync/pair-state.ts';
+import { pair } from './support/pair-fixture.ts';
 import type { DiskLayout, GptInfo } from '../../src/disk-layout/index.ts';
 
 const MiB = 1024 * 1024;
@@ -53,22 +54,6 @@ const mbr = (sizeBytes: number): DiskLayout => ({
   problems: [],
 });
 
-/** A pair A (active) → B (standby) after one completed sync, both 64 MiB. */
-function pair(over: Partial<PairRecord> = {}, sizes: { A?: number; B?: number; sectorB?: number } = {}): PairRecord {
-  return {
-    id: pairIdFor('A', 'B'),
-    createdAt: '2026-01-01T00:00:00Z',
-    activeKey: 'A',
-    standbyKey: 'B',
-    drives: {
-      A: { key: 'A', sizeBytes: sizes.A ?? 64 * MiB, logicalSectorSize: S, lastPath: '/dev/a', generation: 2, lineage: [1, 2] },
-      B: { key: 'B', sizeBytes: sizes.B ?? 64 * MiB, logicalSectorSize: sizes.sectorB ?? S, lastPath: '/dev/b', generation: 2, lineage: [1, 2] },
-    },
-    counter: 2,
-    standbyState: 'consistent',
-    ...over,
-  };
-}
 
 function input(over: Partial<PlanInput> & { kind?: PlanInput['request']['kind']; partitions?: number[]; mode?: 'compare' | 'manifest'; sizeA?: number; sizeB?: number } = {}): PlanInput {
   const sizeA = over.sizeA ?? 64 * MiB;
