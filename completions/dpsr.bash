@@ -24,7 +24,7 @@ _dpsr() {
     sync) opts="--json -y --yes --state-dir --direct --sector-size --journal-budget -p --partition --mode --force-generation -q --quiet --url --token-file --window --no-window --no-wait --help" ;;
     verify) opts="--json --direct --sector-size -p --partition -q --quiet --url --token-file --state-dir --window --no-window --no-wait --help" ;;
     recover) opts="--json -y --yes --state-dir --direct --sector-size -q --quiet --url --token-file --no-wait --help" ;;
-    restore) opts="--json -y --yes --state-dir --direct --sector-size --journal-budget --i-mean-restore -q --quiet --url --token-file --window --no-window --no-wait --help" ;;
+    restore) opts="--json -y --yes --state-dir --direct --sector-size --journal-budget -p --partition --i-mean-restore -q --quiet --url --token-file --window --no-window --no-wait --help" ;;
     status) opts="--json --state-dir --url --token-file --help" ;;
     forget) opts="--json -y --yes --state-dir --help" ;;
     jobs) opts="--json --url --token-file --state-dir --help" ;;

@@ -190,6 +190,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
       handler: () => ({ status: 200, body: buildOpenApi(routes) }),
     },
     ...app.browser.routes(),
+    ...app.files.routes(),
     ...app.rig.routes(app),
   ];
   return routes;

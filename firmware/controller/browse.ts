@@ -7,7 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { BadInputError, RefusedError } from '../../src/errors.ts';
-import { FileView, diffFolder, splitPath, joinPath } from '../../src/file-view/index.ts';
+import { FileView, archiveFolder, diffFolder, splitPath, joinPath } from '../../src/file-view/index.ts';
 import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { Roles } from './roles.ts';
 import type { Route } from './http-server.ts';
@@ -93,6 +93,29 @@ export class FileBrowser {
             'last-modified': new Date(entry.mtime * 1000).toUTCString(),
           });
           // A reader failing half-way cuts the response short: the length tells the client it is incomplete.
+          stream.on('error', () => res.destroy());
+          res.on('close', () => stream.destroy());
+          stream.pipe(res);
+          return { status: 200, body: null, raw: true };
+        },
+      },
+      {
+        method: 'GET', path: '/api/browse/archive', tag: 'files', summary: "A folder and everything below it from one side as a streamed archive: tar (pax headers for long and non-ASCII names) or zip (stored, ZIP64 when needed); names, modification times, permission bits and symlinks kept, hard links stored as files",
+        query: { side: '"active" or "standby"', partition: 'partition number (1–128)', path: 'the folder, from the partition\'s root (default /: the archive\'s top folder is then named root)', format: '"tar" (default) or "zip"' },
+        responses: { 200: 'application/x-tar or application/zip, chunked; an archive cut short (no end marker) means a reader failed half-way', 400: 'a bad path or query, or not a folder', 404: 'no such partition or folder', 409: 'the active drive cannot be read now (the host runs)' },
+        handler: async ({ query, res }) => {
+          const side = sideQuery(query);
+          const partition = intQuery(query, 'partition', 1, 128);
+          const path = pathQuery(query);
+          const format = query.get('format') ?? 'tar';
+          if (format !== 'tar' && format !== 'zip') throw new BadInputError(`query format is ${JSON.stringify(format)}; allowed: "tar", "zip"`);
+          const view = await this.view(side, partition);
+          const { top, stream } = await archiveFolder(view, path, format);
+          res.writeHead(200, {
+            'content-type': format === 'tar' ? 'application/x-tar' : 'application/zip',
+            'content-disposition': `attachment; filename*=UTF-8''${encodeURIComponent(`${top}.${format}`)}`,
+            'cache-control': 'no-store',
+          });
           stream.on('error', () => res.destroy());
           res.on('close', () => stream.destroy());
           stream.pipe(res);

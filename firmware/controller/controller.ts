@@ -30,6 +30,7 @@ import { JobEvents } from './job-events.ts';
 import { PanelFeature } from './panel-wiring.ts';
 import { StandbyFaultLed } from './standby-fault-led.ts';
 import { FileBrowser } from './browse.ts';
+import { FileJobs } from './file-jobs.ts';
 
 /** A part with a lifetime: started in order, stopped in reverse. */
 interface Feature {
@@ -52,6 +53,7 @@ export class Controller {
   readonly status: StatusView;
   readonly panel: PanelFeature;
   readonly browser: FileBrowser;
+  readonly files: FileJobs;
   readonly #features: Feature[];
   #early: AlertEvent[];
 
@@ -94,6 +96,7 @@ export class Controller {
     this.boot = new BootControl(bs, this.roles, this.jobs, rig);
     this.host = new HostWatch(bs, bus, metrics);
     this.browser = new FileBrowser(this.roles, bs);
+    this.files = new FileJobs(this);
     this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics);
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).

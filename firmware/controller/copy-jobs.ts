@@ -30,7 +30,8 @@ export interface CopyJobOptions {
   reprotect: { window?: boolean };
   verify: { partitions?: number[]; window?: boolean };
   recover: Record<string, never>;
-  restore: { window?: boolean };
+  /** `partitions`: only these partitions (and the partition table) of the standby go back onto the active drive. */
+  restore: { window?: boolean; partitions?: number[] };
 }
 
 export type CopyJobKind = keyof CopyJobOptions;
@@ -145,13 +146,14 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
    */
   restore: {
     readsActive: true,
-    plan({ view: { active, standby }, target, window, jobs }) {
+    plan({ opts, view: { active, standby }, target, window, jobs }) {
       const budget = jobs.config.sync.journalBudgetMiB;
+      const partitions = opts.partitions?.length ? opts.partitions : undefined;
       return {
-        options: { window, source: standby, target: active },
+        options: { window, source: standby, target: active, ...(partitions ? { partitions } : {}) },
         run: async (ctx, activePath) => {
-          const report = await restore({ ...jobs.common(ctx), source: target, target: activePath, journalBudget: budget ? budget * 1024 * 1024 : undefined });
-          ctx.log('info', `bay ${active} restored from the backup in bay ${standby}`);
+          const report = await restore({ ...jobs.common(ctx), source: target, target: activePath, partitions, journalBudget: budget ? budget * 1024 * 1024 : undefined });
+          ctx.log('info', `${partitions ? `partition${partitions.length > 1 ? 's' : ''} ${partitions.join(', ')} of ` : ''}bay ${active} restored from the backup in bay ${standby}`);
           return report;
         },
       };

@@ -10,7 +10,7 @@ import { ensureSpaceReserve, readJsonChecked, writeJsonDurably, NoSpaceError, ty
 import type { Progress } from '../../src/sync/index.ts';
 import type { EventBus } from './events.ts';
 
-export const JOB_KINDS = ['clone', 'sync', 'verify', 'recover', 'reprotect', 'restore'] as const;
+export const JOB_KINDS = ['clone', 'sync', 'verify', 'recover', 'reprotect', 'restore', 'restore-files', 'diff'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const JOB_STATES = ['queued', 'running', 'done', 'failed', 'cancelled'] as const;
 export type JobState = (typeof JOB_STATES)[number];

@@ -44,6 +44,11 @@ function metaEqual(a: FileEntry, b: FileEntry): boolean {
   return a.type === b.type && a.linkTarget === b.linkTarget && (a.type === 'directory' || (a.size === b.size && a.mtime === b.mtime));
 }
 
+/** The state of one name from its entries on each side (content not compared). */
+export function classify(active: FileEntry | undefined, standby: FileEntry | undefined): Difference {
+  return !standby ? 'only-active' : !active ? 'only-standby' : metaEqual(active, standby) ? 'same' : 'changed';
+}
+
 /**
  * Compares folder `path` on both sides. Deleted entries are left out on both:
  * what the standby holds and the active drive no longer does is `only-standby`.
@@ -71,7 +76,7 @@ export async function diffFolder(active: FileView, standby: FileView, path: stri
   const dir = path.replace(/\/+$/, '');
   for (const [i, name] of names.entries()) {
     const pair = byName.get(name)!;
-    let state: Difference = !pair.standby ? 'only-active' : !pair.active ? 'only-standby' : metaEqual(pair.active, pair.standby) ? 'same' : 'changed';
+    let state: Difference = classify(pair.active, pair.standby);
     let hashed = false;
     const inPage = i >= offset && i < offset + limit;
     // Hashes only for the page shown: a folder's other pages cost nothing.

@@ -4,3 +4,8 @@ export { diffFolder, type DiffRow, type DiffPage, type DiffOptions, type Differe
 export { type FileEntry, type EntryType } from './listing.ts';
 export { splitPath, joinPath } from './path.ts';
 export { type TskSource, type TskFsType } from './tsk.ts';
+export { archiveFolder, type ArchiveFormat, type ArchiveOptions } from './archive.ts';
+export { walkTree, type WalkOptions } from './walk.ts';
+export { type TreeEntry } from './listing.ts';
+export { writeBack, writeBackPossible, type WriteBackReport, type WriteBackOptions, type WriteBackProgress, type OverwrittenEntry, type WriteDriver } from './write-back.ts';
+export { diffTree, type TreeDifference, type TreeDiffOptions, type TreeDiffSummary } from './diff-tree.ts';

@@ -22,14 +22,15 @@ export interface TskSource {
 
 export type TskFsType = 'ext' | 'fat' | 'exfat' | 'ntfs';
 
-const TIMEOUT_MS = 120_000;
+/** Time limit of a listing run, ms; content and walks get multiples of it. */
+export const TIMEOUT_MS = 120_000;
 const MAX_OUTPUT = 512 * 1024 * 1024;
 
-function sourceArgs(src: TskSource): string[] {
+export function sourceArgs(src: TskSource): string[] {
   return ['-f', src.fsType, '-i', 'raw', '-b', String(src.sectorSize), '-o', String(src.offsetSectors)];
 }
 
-function missingTool(tool: string, e: NodeJS.ErrnoException): DeviceError {
+export function missingTool(tool: string, e: NodeJS.ErrnoException): DeviceError {
   return new DeviceError(`cannot run ${tool}: ${e.message}`, { hint: 'install Debian\'s sleuthkit package (scripts/install-tools.sh)', cause: e });
 }
 

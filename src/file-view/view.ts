@@ -85,7 +85,7 @@ export class FileView {
     const parts = splitPath(path);
     if (parts.length === 0) {
       const root = await addressOf(this.source, '/');
-      return { name: '', type: 'directory', size: 0, mtime: 0, inode: Number.parseInt(root, 10), address: root, deleted: false };
+      return { name: '', type: 'directory', size: 0, mtime: 0, inode: Number.parseInt(root, 10), address: root, deleted: false, mode: 0o755, uid: 0, gid: 0 };
     }
     const name = parts[parts.length - 1]!;
     const siblings = await this.list(joinPath(parts.slice(0, -1)), { deleted: options.deleted === true });

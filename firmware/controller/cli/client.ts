@@ -157,7 +157,7 @@ const REMOTE_ACCEPTS: Record<string, string[]> = {
   clone: ['force', 'wait', 'quiet', 'yes', 'window'],
   recover: ['wait', 'quiet', 'yes'],
   reprotect: ['wait', 'quiet', 'yes', 'window'],
-  restore: ['iMeanRestore', 'wait', 'quiet', 'yes', 'window'],
+  restore: ['iMeanRestore', 'partition', 'wait', 'quiet', 'yes', 'window'],
   failover: ['yes', 'hardOff', 'wait', 'quiet'],
 };
 const ALWAYS = ['url', 'tokenFile', 'stateDir', 'json'];
@@ -288,9 +288,17 @@ export async function runRemote(inv: Invocation): Promise<number> {
     question = 'This makes the drive in the STANDBY bay a backup of the active drive again (a new drive is cloned whole).';
   } else {
     if (!opts.iMeanRestore) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore --url ${url} --i-mean-restore` });
-    body = { iMeanRestore: true };
-    path = '/api/restore';
-    question = 'This OVERWRITES THE ACTIVE DRIVE with the backup on the standby.';
+    const partitions = parsePartitionArgs(opts.partition);
+    if (partitions.length > 1) throw new BadInputError(`restore --url takes at most one --partition, got ${partitions.join(', ')}`, { hint: 'restore one partition at a time, or the whole drive without --partition' });
+    if (partitions.length === 1) {
+      body = { partition: partitions[0], confirm: `restore partition ${partitions[0]}` };
+      path = '/api/restore/partition';
+      question = `This OVERWRITES PARTITION ${partitions[0]} OF THE ACTIVE DRIVE (and its partition table) with the backup on the standby.`;
+    } else {
+      body = { iMeanRestore: true };
+      path = '/api/restore';
+      question = 'This OVERWRITES THE ACTIVE DRIVE with the backup on the standby.';
+    }
   }
   if (question && !opts.yes) {
     if (!isTerminal()) throw new BadInputError(`${command} writes to a drive and needs confirmation`, { hint: 'pass --yes when running it from a script' });

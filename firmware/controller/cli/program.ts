@@ -98,9 +98,9 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
     [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.quiet(), opt.url(), opt.tokenFile(), opt.noWait()],
     'Locally: dpsr recover <target>. With --url: no arguments.',
     '[options] <target>\n       dpsr recover --url URL [options]');
-  add('restore', 'copy the backup back over the active drive (journaled)', ['[standby]', '[active]'],
-    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), new Option('--i-mean-restore', 'required: restore overwrites the ACTIVE drive'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
-    'Locally: dpsr restore <standby> <active> --i-mean-restore. With --url: no arguments.',
+  add('restore', 'copy the backup back over the active drive, or one partition of it (journaled)', ['[standby]', '[active]'],
+    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.partition(), new Option('--i-mean-restore', 'required: restore overwrites the ACTIVE drive'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
+    'Locally: dpsr restore <standby> <active> --i-mean-restore [-p N ...]. With --url: no arguments, and at most one --partition.',
     '[options] <standby> <active> --i-mean-restore\n       dpsr restore --url URL [options]');
   add('status', 'recorded pairs, roles, generations, standby state, last syncs (exit 1 when a pair needs attention)', [],
     [opt.json(), opt.stateDir(), opt.url(), opt.tokenFile()],

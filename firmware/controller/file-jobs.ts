@@ -1,0 +1,235 @@
+/**
+ * The jobs on the drives' files: restoring selected files and folders from
+ * the standby into the active drive's filesystem, restoring one whole
+ * partition (the journaled restore of copy-jobs, limited to it), and the
+ * whole-tree difference walk with its paged result. Each reads or writes the
+ * active drive, so each needs the host off: in switched mode it is shut down
+ * by a sync window when one is asked for, and refused otherwise; in inline
+ * mode the host runs from the export of the active drive and writing its
+ * filesystem under it is refused.
+ */
+import { createReadStream, mkdirSync, readdirSync, rmSync, appendFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { BadInputError, NotFoundError, RefusedError } from '../../src/errors.ts';
+import { FileView, diffTree, joinPath, splitPath, writeBack, writeBackPossible, type TreeDifference, type WriteBackProgress } from '../../src/file-view/index.ts';
+import { acquireDriveLock, ProgressTracker } from '../../src/sync/index.ts';
+import { locateDrive } from '../../src/sata-bridge/index.ts';
+import { array, bool, int, obj, opt, str } from './schema.ts';
+import { summary, type JobContext } from './jobs.ts';
+import type { Controller } from './controller.ts';
+import type { Route } from './http-server.ts';
+
+/** The text the console's typed confirmation sends for a partition restore. */
+export const partitionConfirmation = (n: number) => `restore partition ${n}`;
+
+const windowField = opt(bool('run in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)'));
+
+export const fileBodies = {
+  restoreFiles: obj({
+    partition: int(1, 128, 'the partition, numbered as on both drives'),
+    paths: array(str({ maxLength: 4096, description: 'a file or folder as the listing shows it, from the partition\'s root' }), { maxItems: 1000, unique: true, description: 'what to restore; folders with everything below them' }),
+    window: windowField,
+  }),
+  restorePartition: obj({
+    partition: int(1, 128, 'the partition to copy back from the standby'),
+    confirm: str({ maxLength: 64, description: 'the typed confirmation: exactly "restore partition N" with N the partition' }),
+    window: windowField,
+  }),
+  diff: obj({
+    partition: int(1, 128, 'the partition, numbered as on both drives'),
+    path: opt(str({ maxLength: 4096, description: 'the folder to walk, from the partition\'s root (default /)' })),
+    hash: opt(bool('also compare the content (XXH3) of files whose size and time agree: reads every such file on both drives')),
+    window: windowField,
+  }),
+};
+
+/** Difference walks whose pages are kept (the oldest go first). */
+const KEEP_WALKS = 8;
+
+export class FileJobs {
+  readonly walkDir: string;
+
+  constructor(private readonly app: Controller) {
+    this.walkDir = join(app.stateDir, 'diff-walks');
+  }
+
+  /**
+   * Refuses (409) a job that needs the host off while it runs and no window is asked for, or in inline mode.
+   * @returns whether the job runs in a sync window.
+   */
+  #hostOff(what: string, requested: boolean | undefined): boolean {
+    const app = this.app;
+    if ((app.config as { mode?: string }).mode === 'inline') {
+      throw new RefusedError(`${what} needs the host off, and in inline mode the host runs from the controller's export of the active drive`, { hint: 'shut the host down first (POST /api/host/shutdown), then try again' });
+    }
+    const window = app.copies.window.wanted(requested);
+    if (!window && app.host.powered) {
+      throw new RefusedError(`${what} needs the host off: the active drive (bay ${app.roles.current().active}) is the disk the running host uses`, {
+        hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window: "window": true in the request',
+      });
+    }
+    return window;
+  }
+
+  /** Starts a job on the active drive (in a window when asked) and returns its reply. */
+  #start(kind: 'restore-files' | 'diff', options: Record<string, unknown>, window: boolean, run: (ctx: JobContext, activePath: string, standbyPath: string) => Promise<unknown>) {
+    const app = this.app;
+    app.jobs.checkIdle();
+    const view = app.roles.current();
+    if (!window) app.roles.require(view.active, 'active drive');
+    const standbyPath = app.roles.require(view.standby, 'standby');
+    const job = app.jobs.start(kind, { ...options, window, active: view.active, standby: view.standby }, 'api', (ctx) =>
+      app.copies.window.run(ctx, window, async () => {
+        const activePath = await app.copies.window.drivePath(view.active, 'active drive', ctx.signal);
+        // The window's move is read back; without one the host may have been switched on since the request.
+        if (await app.bs.bootSwitch.hostPowered()) throw new RefusedError(`the host was switched on: ${kind} does not touch the active drive while it runs`, { hint: 'shut the host down and try again' });
+        return run(ctx, activePath, standbyPath);
+      }),
+    );
+    app.metrics.setJob(job);
+    return { status: 202, body: { id: job.id, job: summary(job) } };
+  }
+
+  routes(): Route[] {
+    const app = this.app;
+    return [
+      {
+        method: 'POST', path: '/api/restore/files', tag: 'jobs', body: fileBodies.restoreFiles,
+        summary: "Write files and folders from the standby into the same partition of the active drive (the host off): the partition is mounted read-write on the controller (the kernel's driver, ntfs-3g, or mtools for FAT where the kernel has none), files replace files of the same name, folders are merged, then the filesystem is checked read-only with its fsck. The job's result lists what was overwritten. The standby is only read (The Sleuth Kit), never mounted",
+        responses: {
+          202: 'the job started; { id, job }. Result: { filesystem, driver, restored: {files, folders, symlinks, bytes}, overwritten: [{path, type, size, mtime}], overwrittenCount, skipped: [{path, why}], fsck: {tool, exitCode, clean, output}, cancelled }',
+          400: 'a bad path or body',
+          404: 'no such partition, or a path not on the standby',
+          409: 'the host runs and no window was asked for, inline mode, another job runs, the partitions hold different filesystems, or the controller cannot mount (not root)',
+        },
+        handler: async ({ body }) => {
+          const b = body as { partition: number; paths: string[]; window?: boolean };
+          const paths = b.paths.map((p) => joinPath(splitPath(p)));
+          if (paths.length === 0) throw new BadInputError('request body: paths is empty; allowed: 1 to 1000 files or folders', { hint: 'give what to restore as the listing shows it' });
+          if (paths.includes('/')) throw new BadInputError('the partition\'s root cannot be restored as files', { hint: 'restore its folders and files, or the whole partition (POST /api/restore/partition)' });
+          const window = this.#hostOff('restoring files onto the active drive', b.window);
+          const why = writeBackPossible();
+          if (why) throw new RefusedError(why, { hint: 'run dpsrd as root (its systemd unit does)' });
+          // Checked before the job starts: every path is on the standby, which is always readable.
+          const standby = await FileView.open(app.roles.require(app.roles.current().standby, 'standby'), b.partition);
+          for (const p of paths) await standby.stat(p);
+          return this.#start('restore-files', { partition: b.partition, paths }, window, async (ctx, activePath, standbyPath) => {
+            const active = await FileView.open(activePath, b.partition);
+            const from = await FileView.open(standbyPath, b.partition);
+            const lock = await acquireDriveLock(locateDrive(activePath), `restore of files onto ${activePath}`);
+            try {
+              let tracker: ProgressTracker | null = null;
+              let last = 0;
+              const report = await writeBack(from, active, paths, {
+                signal: ctx.signal,
+                onProgress: (p: WriteBackProgress) => {
+                  tracker ??= new ProgressTracker('copying', p.bytesTotal, ctx.progress);
+                  tracker.advance(p.bytes - last, p.bytes - last);
+                  last = p.bytes;
+                },
+              });
+              ctx.log('info', `restored ${report.restored.files} files, ${report.restored.folders} folders into partition ${b.partition} of the active drive (${report.overwrittenCount} overwritten); ${report.fsck.tool}: ${report.fsck.clean ? 'clean' : `exit ${report.fsck.exitCode}`}`);
+              if (!report.fsck.clean) {
+                app.bus.publish('alert', { level: 'warning', code: 'restore-fsck', message: `after restoring files into partition ${b.partition} of the active drive, ${report.fsck.tool} reports problems (exit ${report.fsck.exitCode}): see job ${ctx.job.id}` });
+              }
+              return { partition: b.partition, ...report };
+            } finally {
+              lock.release();
+            }
+          });
+        },
+      },
+      {
+        method: 'POST', path: '/api/restore/partition', tag: 'jobs', body: fileBodies.restorePartition,
+        summary: 'Copy one partition of the standby back over the active drive, journaled like every copy (dpsr recover rolls it back), with the direction and consistency checks of dpsr restore; the partition table goes with it. Needs the typed confirmation "restore partition N", and the host off or a window',
+        responses: {
+          202: 'the job started (kind restore, options.partitions [N]); { id, job }',
+          400: 'a bad body, or the confirmation does not match',
+          409: 'the host runs and no window was asked for, another job runs, or the restore is refused to protect data (e.g. the standby is not consistent)',
+        },
+        handler: ({ body }) => {
+          const b = body as { partition: number; confirm: string; window?: boolean };
+          const want = partitionConfirmation(b.partition);
+          if (b.confirm !== want) throw new BadInputError(`the confirmation is ${JSON.stringify(b.confirm)}; it must be exactly ${JSON.stringify(want)}`, { hint: 'type the confirmation as asked; nothing was changed' });
+          const window = this.#hostOff(`restoring partition ${b.partition} onto the active drive`, b.window);
+          const job = app.copies.start('restore', { window, partitions: [b.partition] });
+          return { status: 202, body: { id: job.id, job: summary(job) } };
+        },
+      },
+      {
+        method: 'POST', path: '/api/browse/diff', tag: 'files', body: fileBodies.diff,
+        summary: 'Start the whole-tree "show only differences" walk of a folder on both drives (the active drive is read, so the host must be off or a window asked for). Progress counts entries (bytesDone: compared, bytesTotal: listed); the differences are paged by GET /api/browse/diff/{id}',
+        responses: { 202: 'the job started (kind diff); result: { partition, path, compared, counts, differences }', 400: 'a bad path or body', 409: 'the host runs and no window was asked for, or another job runs' },
+        handler: ({ body }) => {
+          const b = body as { partition: number; path?: string; hash?: boolean; window?: boolean };
+          const path = joinPath(splitPath(b.path ?? '/'));
+          const window = this.#hostOff('the difference walk', b.window);
+          return this.#start('diff', { partition: b.partition, path, hash: b.hash === true }, window, async (ctx, activePath, standbyPath) => {
+            const [active, standby] = [await FileView.open(activePath, b.partition), await FileView.open(standbyPath, b.partition)];
+            mkdirSync(this.walkDir, { recursive: true });
+            this.#prune();
+            const file = join(this.walkDir, `${ctx.job.id}.jsonl`);
+            rmSync(file, { force: true });
+            let batch: string[] = [];
+            const flush = () => {
+              if (batch.length) appendFileSync(file, batch.join(''));
+              batch = [];
+            };
+            let differences = 0;
+            const result = await diffTree(active, standby, path, (d: TreeDifference) => {
+              differences++;
+              batch.push(`${JSON.stringify(d)}\n`);
+              if (batch.length >= 1000) flush();
+            }, {
+              hash: b.hash,
+              signal: ctx.signal,
+              onProgress: (compared, listed) => ctx.progress({ phase: 'comparing', bytesDone: compared, bytesTotal: listed, bytesWritten: 0, rate: 0, etaSeconds: null, percent: listed ? (100 * compared) / listed : 100 }),
+            });
+            flush();
+            return { partition: b.partition, ...result, differences };
+          });
+        },
+      },
+      {
+        method: 'GET', path: '/api/browse/diff/:id', tag: 'files', summary: 'One page of a difference walk\'s differences, in path order',
+        query: { offset: 'first row (default 0)', limit: 'rows per page, 1–5000 (default 500)' },
+        responses: { 200: '{ id, state, path, rows: [{path, state, active?, standby?, hashed?}], total, offset, limit, counts }', 400: 'a bad query, or the job is not a difference walk', 404: 'no such job, or its pages are no longer kept' },
+        handler: async ({ params, query }) => {
+          const job = app.jobs.get(params.id!);
+          if (job.kind !== 'diff') throw new BadInputError(`job ${job.id} is a ${job.kind}, not a difference walk`);
+          const offset = pageQuery(query, 'offset', 0, Number.MAX_SAFE_INTEGER, 0);
+          const limit = pageQuery(query, 'limit', 1, 5000, 500);
+          const file = join(this.walkDir, `${job.id}.jsonl`);
+          const result = job.result as { path: string; counts: Record<string, number>; differences: number } | null;
+          if (!existsSync(file)) {
+            if (job.state === 'running' || (job.state === 'done' && result?.differences === 0)) return { status: 200, body: { id: job.id, state: job.state, path: job.options.path, rows: [], total: 0, offset, limit, counts: result?.counts ?? null } };
+            throw new NotFoundError(`the differences of job ${job.id} are not kept`, { hint: `the last ${KEEP_WALKS} walks are kept; start another (POST /api/browse/diff)` });
+          }
+          const rows: unknown[] = [];
+          let i = 0;
+          for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
+            if (line === '') continue;
+            if (i >= offset && rows.length < limit) rows.push(JSON.parse(line));
+            i++;
+          }
+          return { status: 200, body: { id: job.id, state: job.state, path: job.options.path, rows, total: i, offset, limit, counts: result?.counts ?? null } };
+        },
+      },
+    ];
+  }
+
+  /** Keeps the newest KEEP_WALKS walks' pages. */
+  #prune(): void {
+    const files = readdirSync(this.walkDir).filter((f) => /^\d+\.jsonl$/.test(f)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10));
+    for (const f of files.slice(0, Math.max(0, files.length - (KEEP_WALKS - 1)))) rmSync(join(this.walkDir, f), { force: true });
+  }
+}
+
+function pageQuery(query: URLSearchParams, name: string, min: number, max: number, fallback: number): number {
+  const text = query.get(name);
+  if (text === null) return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < min || n > max) throw new BadInputError(`query ${name} is ${JSON.stringify(text)}; allowed: an integer from ${min} to ${max}`);
+  return n;
+}

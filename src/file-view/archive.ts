@@ -1,0 +1,138 @@
+/**
+ * A folder as a streamed archive: tar (POSIX ustar, with pax headers for
+ * long or non-ASCII names, by tar-stream) or zip (stored, ZIP64 when needed,
+ * by yazl). Entries come from one recursive listing (walk.ts) and content
+ * from `icat`, one file at a time, with back-pressure all the way: a slow
+ * client pauses icat, and memory stays bounded whatever the folder's size.
+ *
+ * Why these two: tar-stream writes one entry at a time into a stream and
+ * encodes pax headers itself; yazl is a small, maintained zip writer whose
+ * lazy entries open each file's stream only when the archive reaches it.
+ * archiver wraps the same kind of engines with more dependencies and queues
+ * every appended stream at once.
+ */
+import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import yazl from 'yazl';
+import { BadInputError } from '../errors.ts';
+import { icatStream } from './tsk.ts';
+import { walkTree } from './walk.ts';
+import type { FileEntry } from './listing.ts';
+import type { FileView } from './view.ts';
+
+export type ArchiveFormat = 'tar' | 'zip';
+
+export interface ArchiveOptions {
+  readonly signal?: AbortSignal;
+  /** Called after each entry with entries and content bytes so far. */
+  readonly onEntry?: (entries: number, bytes: number) => void;
+}
+
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+
+/**
+ * Streams folder `path` of `view` (the folder itself as the archive's top
+ * entry, named after it; the root as `root`) as a tar or zip archive. The
+ * returned stream errors when a reader fails half-way (the archive is then
+ * cut short: no end-of-archive marker, so a client sees it is incomplete).
+ * Devices, FIFOs and sockets are left out; hard links are stored as files.
+ * @throws BadInputError not a folder; NotFoundError no such folder.
+ */
+export async function archiveFolder(view: FileView, path: string, format: ArchiveFormat, options: ArchiveOptions = {}): Promise<{ top: string; stream: Readable }> {
+  const dir = await view.stat(path);
+  if (dir.type !== 'directory') throw new BadInputError(`${path} is a ${dir.type}, not a folder: download it with GET /api/browse/file`);
+  const top = dir.name === '' ? 'root' : dir.name;
+  const prefix = path === '/' ? '/' : path.replace(/\/+$/, '');
+  const nameOf = (p: string) => `${top}${p.slice(prefix === '/' ? 0 : prefix.length)}`;
+  // A client going away (the stream destroyed) ends the walk and the file being read.
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  const entries = walkTree(view.source, dir.address, prefix, { signal });
+  const writer = format === 'tar' ? tarWriter() : zipWriter();
+  const out = writer.stream;
+  let current: Readable | null = null;
+  out.on('close', () => {
+    stop.abort();
+    current?.destroy();
+  });
+  signal.addEventListener('abort', () => current?.destroy(), { once: true });
+  (async () => {
+    let count = 0;
+    let bytes = 0;
+    // The root has no entry of its own to take a time from: it is stamped with the download's.
+    await writer.add({ ...dir, mtime: dir.name === '' ? Math.floor(Date.now() / 1000) : dir.mtime }, `${top}/`, null);
+    for await (const { path: p, entry } of entries) {
+      if (out.destroyed) return;
+      if (entry.type !== 'file' && entry.type !== 'directory' && entry.type !== 'symlink') continue;
+      const name = entry.type === 'directory' ? `${nameOf(p)}/` : nameOf(p);
+      current = entry.type === 'file' ? icatStream(view.source, entry.address) : null;
+      await writer.add(entry, name, current);
+      current = null;
+      count++;
+      bytes += entry.type === 'file' ? entry.size : 0;
+      options.onEntry?.(count, bytes);
+    }
+    await writer.finish();
+  })().catch((e: unknown) => {
+    if (!out.destroyed) out.destroy(e as Error);
+  });
+  return { top, stream: out };
+}
+
+interface Writer {
+  readonly stream: Readable;
+  /** Adds one entry; resolves once its content has gone into the archive. */
+  add(entry: FileEntry, name: string, content: Readable | null): Promise<void>;
+  finish(): Promise<void>;
+}
+
+function tarWriter(): Writer {
+  const pack = tar.pack();
+  return {
+    stream: pack as unknown as Readable,
+    async add(entry, name, content) {
+      const header = { name, mtime: new Date(entry.mtime * 1000), mode: entry.mode, uid: entry.uid, gid: entry.gid };
+      if (entry.type === 'directory') await new Promise<void>((res, rej) => pack.entry({ ...header, type: 'directory' }, (e) => (e ? rej(e) : res())));
+      else if (entry.type === 'symlink') await new Promise<void>((res, rej) => pack.entry({ ...header, type: 'symlink', linkname: entry.linkTarget ?? '' }, (e) => (e ? rej(e) : res())));
+      else {
+        const sink = pack.entry({ ...header, type: 'file', size: entry.size });
+        await pipeline(content!, sink as unknown as Writable);
+      }
+    },
+    async finish() {
+      pack.finalize();
+    },
+  };
+}
+
+function zipWriter(): Writer {
+  const zip = new yazl.ZipFile();
+  const stream = new PassThrough();
+  zip.outputStream.on('error', (e) => stream.destroy(e));
+  zip.outputStream.pipe(stream);
+  zip.on('error', (e: Error) => stream.destroy(e));
+  return {
+    stream,
+    async add(entry, name, content) {
+      const mtime = new Date(entry.mtime * 1000);
+      if (entry.type === 'directory') zip.addEmptyDirectory(name, { mtime, mode: S_IFDIR | entry.mode });
+      else if (entry.type === 'symlink') zip.addBuffer(Buffer.from(entry.linkTarget ?? ''), name, { mtime, mode: S_IFLNK | 0o777, compress: false });
+      else {
+        // One file's stream at a time: the next entry is added once this one's content has ended.
+        await new Promise<void>((resolve, reject) => {
+          zip.addReadStreamLazy(name, { mtime, mode: S_IFREG | entry.mode, compress: false, size: entry.size }, (cb) => {
+            content!.once('end', () => resolve());
+            content!.once('error', reject);
+            cb(null, content!);
+          });
+        });
+      }
+    },
+    async finish() {
+      zip.end();
+    },
+  };
+}

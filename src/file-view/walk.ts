@@ -1,0 +1,65 @@
+/**
+ * A whole subtree in one reader run: `fls -r -m PREFIX` streams every entry
+ * below a folder, a directory's line before its contents, so a walk of a
+ * large tree is one process, read line by line as the consumer asks for more
+ * (memory stays bounded: the pipe fills and fls waits).
+ */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { DeviceError } from '../errors.ts';
+import { isRootMetadata, parseBodyLine, type TreeEntry } from './listing.ts';
+import { sourceArgs, missingTool, TIMEOUT_MS, type TskSource } from './tsk.ts';
+
+export interface WalkOptions {
+  /** Also yield deleted entries (default false). Orphan files (`$OrphanFiles`) are never yielded. */
+  readonly deleted?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Every entry below the folder with TSK address `address`, which lies at
+ * checked path `prefix` (`/` for the root), as `{ path, entry }` with paths
+ * from the partition's root. The filesystem's own metadata (NTFS metafiles,
+ * exFAT's bitmap and up-case table) and everything below it are left out.
+ * @throws DeviceError the reader is missing, fails, or runs past its time limit (an hour).
+ */
+export async function* walkTree(src: TskSource, address: string, prefix: string, options: WalkOptions = {}): AsyncGenerator<TreeEntry> {
+  const atRoot = prefix === '/';
+  const child = spawn('fls', [...sourceArgs(src), '-r', '-m', prefix, src.path, address], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 4096) stderr += d; });
+  let failure: Error | null = null;
+  child.on('error', (e: NodeJS.ErrnoException) => { failure = e.code === 'ENOENT' ? missingTool('fls', e) : e; });
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS * 30);
+  const onAbort = () => child.kill('SIGKILL');
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  // Subtrees of left-out directories (metafiles, orphan files), as path prefixes ending in '/'.
+  const skipped: string[] = [];
+  const base = atRoot ? '/' : `${prefix}/`;
+  try {
+    for await (const line of createInterface({ input: child.stdout, crlfDelay: Infinity })) {
+      if (line === '') continue;
+      const parsed = parseBodyLine(line, src.fsType);
+      if (!parsed) continue;
+      const { path, entry } = parsed;
+      if (skipped.some((s) => path.startsWith(s))) continue;
+      const topLevel = path.lastIndexOf('/') === base.length - 1 && path.startsWith(base);
+      if ((atRoot && topLevel && isRootMetadata(entry, src.fsType)) || path.startsWith('/$OrphanFiles')) {
+        if (entry.type === 'directory') skipped.push(`${path}/`);
+        continue;
+      }
+      // A deleted folder's own entries are marked deleted too; a live folder of the same name may follow.
+      if (entry.deleted && !options.deleted) continue;
+      yield parsed;
+    }
+    const code = await exited;
+    options.signal?.throwIfAborted();
+    if (failure) throw failure;
+    if (code !== 0) throw new DeviceError(`fls could not walk ${prefix} at sector ${src.offsetSectors} of ${src.path}: ${stderr.trim() || `exit ${code}`}`);
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener('abort', onAbort);
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+}

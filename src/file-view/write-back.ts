@@ -1,0 +1,362 @@
+/**
+ * Files and folders from the standby written back into the same partition of
+ * the active drive: the only part of file-view that writes, and only to the
+ * active drive's filesystem. The standby is read with The Sleuth Kit as
+ * everywhere else (never mounted, so no journal is replayed onto it); the
+ * active partition gets a loop device at its offset and is mounted
+ * read-write by its own driver — the kernel's for ext2/3/4, FAT and exFAT,
+ * ntfs-3g for NTFS, exfat-fuse where the kernel has no exFAT — then checked
+ * read-only by its fsck. Where the kernel has no FAT driver, mtools writes
+ * the FAT through the same loop device instead of a mount.
+ *
+ * Needs root (losetup, mount). The caller makes sure the host is off: the
+ * active drive is the host's disk.
+ */
+import { execFile } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, existsSync, lchownSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, utimesSync, fsyncSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { BadInputError, DeviceError, RefusedError } from '../errors.ts';
+import { icatStream } from './tsk.ts';
+import { walkTree } from './walk.ts';
+import { joinPath, splitPath } from './path.ts';
+import type { FileEntry, TreeEntry } from './listing.ts';
+import type { FileView } from './view.ts';
+
+/** How the active partition was opened for writing. */
+export type WriteDriver = 'kernel' | 'ntfs-3g' | 'exfat-fuse' | 'mtools';
+
+export interface WriteBackProgress {
+  /** Entries written so far, of `entriesTotal`. */
+  readonly entries: number;
+  readonly entriesTotal: number;
+  /** Content bytes written so far, of `bytesTotal`. */
+  readonly bytes: number;
+  readonly bytesTotal: number;
+}
+
+export interface WriteBackOptions {
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (p: WriteBackProgress) => void;
+  /** Entries kept in the report's `overwritten` list (default 10,000; the count is always whole). */
+  readonly listLimit?: number;
+}
+
+/** An entry on the active drive that the restore replaced, as it was before. */
+export interface OverwrittenEntry {
+  readonly path: string;
+  readonly type: FileEntry['type'];
+  readonly size: number;
+  readonly mtime: number;
+}
+
+export interface WriteBackReport {
+  /** The filesystem as disk-layout names it (ext4, vfat, exfat, ntfs). */
+  readonly filesystem: string;
+  readonly driver: WriteDriver;
+  readonly restored: { files: number; folders: number; symlinks: number; bytes: number };
+  readonly overwritten: OverwrittenEntry[];
+  readonly overwrittenCount: number;
+  /** Entries not written, and why (a folder where the backup has a file, a type the filesystem cannot hold). */
+  readonly skipped: { path: string; why: string }[];
+  /** The read-only check after unmounting: exit status 0 is clean. */
+  readonly fsck: { tool: string; exitCode: number; clean: boolean; output: string };
+  /** Cancelled part-way: what was written until then stays written (each file whole: written aside, then renamed). */
+  readonly cancelled: boolean;
+}
+
+const CASELESS = new Set(['fat', 'exfat', 'ntfs']);
+
+function run(cmd: string, args: string[], options: { env?: NodeJS.ProcessEnv; allowFail?: boolean } = {}): Promise<{ code: number; out: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { encoding: 'utf8', timeout: 600_000, killSignal: 'SIGKILL', env: options.env ?? process.env, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const out = `${stdout}${stderr}`.trim();
+      if (!err) return resolve({ code: 0, out });
+      const e = err as NodeJS.ErrnoException & { code?: unknown };
+      if (e.code === 'ENOENT') return reject(new DeviceError(`cannot run ${cmd}: it is not installed`, { hint: 'install the tools of scripts/install-tools.sh (util-linux, e2fsprogs, dosfstools, mtools, exfatprogs, exfat-fuse, ntfs-3g)' }));
+      if (options.allowFail && typeof e.code === 'number') return resolve({ code: e.code, out });
+      reject(new DeviceError(`${cmd} ${args.join(' ')} failed: ${out || e.message}`, { cause: err }));
+    });
+  });
+}
+
+/** Whether the running kernel has a filesystem driver (listed, or loadable). */
+async function kernelHas(fs: string): Promise<boolean> {
+  const listed = () => readFileSync('/proc/filesystems', 'utf8').split('\n').some((l) => l.split('\t').pop() === fs);
+  if (listed()) return true;
+  await run('modprobe', [fs], { allowFail: true }).catch(() => undefined);
+  return listed();
+}
+
+/** The opened partition: a path to write under (a mount) or mtools' drive, and how to close it. */
+interface Opened {
+  readonly driver: WriteDriver;
+  readonly loop: string;
+  readonly root: string | null;
+}
+
+async function openForWriting(active: FileView, filesystem: string, mnt: string): Promise<Opened> {
+  const part = active.partition!;
+  const { path } = active.source;
+  const loop = (await run('losetup', ['-f', '--show', '-o', String(part.startByte), '--sizelimit', String(part.sizeBytes), path])).out.split('\n').pop()!.trim();
+  try {
+    const opts = 'rw,nosuid,nodev,noexec';
+    if (filesystem === 'ntfs') {
+      await run('ntfs-3g', ['-o', 'rw', loop, mnt]);
+      return { driver: 'ntfs-3g', loop, root: mnt };
+    }
+    if (/^ext[234]$/.test(filesystem) || (await kernelHas(filesystem))) {
+      await run('mount', ['-t', filesystem, '-o', opts, loop, mnt]);
+      return { driver: 'kernel', loop, root: mnt };
+    }
+    if (filesystem === 'exfat') {
+      await run('mount.exfat-fuse', ['-o', 'rw', loop, mnt]);
+      return { driver: 'exfat-fuse', loop, root: mnt };
+    }
+    return { driver: 'mtools', loop, root: null };
+  } catch (e) {
+    await run('losetup', ['-d', loop], { allowFail: true });
+    throw e;
+  }
+}
+
+async function closeWritten(o: Opened): Promise<void> {
+  try {
+    if (o.root) {
+      // Flushed before unmounting, so a failing umount leaves nothing in the page cache only.
+      await run('sync', ['-f', o.root], { allowFail: true });
+      await run('umount', [o.root]);
+    }
+  } finally {
+    await run('losetup', ['-d', o.loop], { allowFail: true });
+  }
+}
+
+const FSCK: Record<string, [string, string[]]> = {
+  ext2: ['e2fsck', ['-f', '-n']],
+  ext3: ['e2fsck', ['-f', '-n']],
+  ext4: ['e2fsck', ['-f', '-n']],
+  vfat: ['fsck.vfat', ['-n']],
+  exfat: ['fsck.exfat', ['-n']],
+  ntfs: ['ntfsfix', ['-n']],
+};
+
+async function fsck(active: FileView, filesystem: string): Promise<WriteBackReport['fsck']> {
+  const [tool, args] = FSCK[filesystem] ?? ['fsck', ['-n']];
+  const part = active.partition!;
+  const loop = (await run('losetup', ['-f', '--show', '-r', '-o', String(part.startByte), '--sizelimit', String(part.sizeBytes), active.source.path])).out.split('\n').pop()!.trim();
+  try {
+    const r = await run(tool, [...args, loop], { allowFail: true });
+    return { tool, exitCode: r.code, clean: r.code === 0, output: r.out.slice(-4000) };
+  } finally {
+    await run('losetup', ['-d', loop], { allowFail: true });
+  }
+}
+
+/** What a restore writes: every selected entry and everything below the selected folders, from the standby. */
+async function* selection(standby: FileView, paths: readonly string[], signal?: AbortSignal): AsyncGenerator<TreeEntry> {
+  for (const p of paths) {
+    const entry = await standby.stat(p);
+    yield { path: p, entry };
+    if (entry.type === 'directory') yield* walkTree(standby.source, entry.address, p, { signal });
+  }
+}
+
+/**
+ * Writes `paths` (checked, from the partition's root; folders with all they
+ * hold) from `standby` into the same places on `active`, creating missing
+ * parent folders. A file replaces the file of that name (written beside it,
+ * then renamed over it); a folder is merged into an existing one (what only
+ * the active drive holds stays). Names, modification times, and on ext also
+ * permission bits, owners and symlinks are kept.
+ * @throws BadInputError a bad path; NotFoundError a path not on the standby;
+ *   RefusedError the two partitions hold different filesystems, or the active one is mounted;
+ *   DeviceError a tool failed; CancelledError through `signal` (the report of a cancelled run is not returned: use `onProgress`).
+ */
+export async function writeBack(standby: FileView, active: FileView, paths: readonly string[], options: WriteBackOptions = {}): Promise<WriteBackReport> {
+  const checked = [...new Set(paths.map((p) => joinPath(splitPath(p))))];
+  if (checked.length === 0) throw new BadInputError('no paths to restore', { hint: 'give at least one file or folder, as the listing shows it' });
+  const filesystem = active.partition?.filesystem ?? '';
+  if (!active.partition || !standby.partition) throw new BadInputError('a restore of files needs both partitions opened from their drives (FileView.open)');
+  if (standby.source.fsType !== active.source.fsType || standby.partition.filesystem !== filesystem) {
+    throw new RefusedError(`partition ${active.partition.number} holds ${filesystem || 'no filesystem'} on the active drive and ${standby.partition.filesystem ?? 'no filesystem'} on the standby: files cannot be written back into another filesystem`, {
+      hint: 'restore the whole partition instead (POST /api/restore/partition)',
+    });
+  }
+  const caseless = CASELESS.has(active.source.fsType);
+  const key = (p: string) => (caseless ? p.toLowerCase() : p);
+
+  // First pass (reading only): totals for progress, and what the active drive holds at those paths.
+  let entriesTotal = 0;
+  let bytesTotal = 0;
+  for await (const { entry } of selection(standby, checked, options.signal)) {
+    entriesTotal++;
+    if (entry.type === 'file') bytesTotal += entry.size;
+  }
+  const before = new Map<string, FileEntry>();
+  for (const p of checked) {
+    let e: FileEntry;
+    try {
+      e = await active.stat(p);
+    } catch (err) {
+      if ((err as { kind?: string }).kind === 'not-found') continue;
+      throw err;
+    }
+    before.set(key(p), e);
+    if (e.type === 'directory') for await (const t of walkTree(active.source, e.address, p, { signal: options.signal })) before.set(key(t.path), t.entry);
+  }
+
+  const mnt = mkdtempSync(join(tmpdir(), 'dpsr-restore-'));
+  const opened = await openForWriting(active, filesystem, mnt);
+  const isExt = active.source.fsType === 'ext';
+  const restored = { files: 0, folders: 0, symlinks: 0, bytes: 0 };
+  const overwritten: OverwrittenEntry[] = [];
+  let overwrittenCount = 0;
+  const skipped: { path: string; why: string }[] = [];
+  const folderTimes: { path: string; entry: FileEntry }[] = [];
+  const limit = options.listLimit ?? 10_000;
+  let entries = 0;
+  let cancelled = false;
+  const progress = () => options.onProgress?.({ entries, entriesTotal, bytes: restored.bytes, bytesTotal });
+  const writer = opened.root ? mountWriter(opened.root, isExt) : mtoolsWriter(opened.loop);
+  try {
+    for (const p of checked) {
+      const parts = splitPath(p);
+      for (let i = 1; i < parts.length; i++) await writer.mkdir(joinPath(parts.slice(0, i)));
+    }
+    for await (const { path, entry } of selection(standby, checked, options.signal)) {
+      if (options.signal?.aborted) {
+        cancelled = true;
+        break;
+      }
+      entries++;
+      const old = before.get(key(path));
+      if (old && (old.type === 'directory') !== (entry.type === 'directory')) {
+        skipped.push({ path, why: `the active drive has a ${old.type} there and the backup a ${entry.type}: remove or rename it first` });
+        continue;
+      }
+      if (entry.type === 'directory') {
+        if (!old) await writer.mkdir(path);
+        restored.folders++;
+        folderTimes.push({ path, entry });
+      } else if (entry.type === 'file') {
+        await writer.file(path, entry, icatStream(standby.source, entry.address));
+        restored.files++;
+        restored.bytes += entry.size;
+      } else if (entry.type === 'symlink' && isExt && entry.linkTarget !== undefined) {
+        await writer.symlink!(path, entry);
+        restored.symlinks++;
+      } else {
+        skipped.push({ path, why: `a ${entry.type} is not restored` });
+        continue;
+      }
+      if (old && old.type !== 'directory') {
+        overwrittenCount++;
+        if (overwritten.length < limit) overwritten.push({ path, type: old.type, size: old.size, mtime: old.mtime });
+      }
+      progress();
+    }
+    // Folder times last, deepest first: writing into a folder moves its time.
+    for (const { path, entry } of folderTimes.reverse()) await writer.finishFolder(path, entry);
+  } finally {
+    writer.close?.();
+    await closeWritten(opened);
+    rmdirSync(mnt);
+  }
+  const check = await fsck(active, filesystem);
+  if (cancelled) options.signal?.throwIfAborted();
+  return { filesystem, driver: opened.driver, restored, overwritten, overwrittenCount, skipped, fsck: check, cancelled };
+}
+
+interface Writer {
+  mkdir(path: string): Promise<void>;
+  file(path: string, entry: FileEntry, content: NodeJS.ReadableStream): Promise<void>;
+  symlink?(path: string, entry: FileEntry): Promise<void>;
+  finishFolder(path: string, entry: FileEntry): Promise<void>;
+  close?(): void;
+}
+
+/** Writes under a mount point. `path` is checked (no `..`), so the joined path stays under `root`. */
+function mountWriter(root: string, isExt: boolean): Writer {
+  const at = (p: string) => join(root, p);
+  const owner = (p: string, e: FileEntry, link = false) => {
+    if (!isExt) return;
+    (link ? lchownSync : chownSync)(p, e.uid, e.gid);
+    if (!link) chmodSync(p, e.mode);
+  };
+  return {
+    async mkdir(p) {
+      mkdirSync(at(p), { recursive: true });
+    },
+    async file(p, e, content) {
+      const target = at(p);
+      const aside = join(target, '..', `.dpsr-restore-${process.pid}-${Date.now()}`);
+      try {
+        await pipeline(content, createWriteStream(aside));
+        const fd = openSync(aside, 'r');
+        try {
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        owner(aside, e);
+        utimesSync(aside, e.mtime, e.mtime);
+        renameSync(aside, target);
+      } finally {
+        if (existsSync(aside)) rmSync(aside, { force: true });
+      }
+    },
+    async symlink(p, e) {
+      const target = at(p);
+      if (lstatSync(target, { throwIfNoEntry: false })) unlinkSync(target);
+      symlinkSync(e.linkTarget!, target);
+      owner(target, e, true);
+    },
+    async finishFolder(p, e) {
+      owner(at(p), e);
+      utimesSync(at(p), e.mtime, e.mtime);
+    },
+  };
+}
+
+/**
+ * Writes a FAT filesystem through mtools on the loop device (no mount): each
+ * file is staged in a temporary file on the controller first, since mcopy
+ * takes files. Folder times are not set (mtools has no call for it).
+ */
+function mtoolsWriter(loop: string): Writer {
+  const env = { ...process.env, MTOOLS_SKIP_CHECK: '1', LC_ALL: 'C.UTF-8' };
+  const stage = mkdtempSync(join(tmpdir(), 'dpsr-stage-'));
+  const made = new Set<string>();
+  return {
+    async mkdir(p) {
+      if (made.has(p.toLowerCase())) return;
+      const r = await run('mmd', ['-i', loop, `::${p}`], { env, allowFail: true });
+      // An existing folder is fine: mmd says so and fails.
+      if (r.code !== 0 && !/exists/i.test(r.out)) throw new DeviceError(`mmd ${p} failed: ${r.out}`);
+      made.add(p.toLowerCase());
+    },
+    async file(p, e, content) {
+      const local = join(stage, 'file');
+      try {
+        await pipeline(content, createWriteStream(local));
+        utimesSync(local, e.mtime, e.mtime);
+        await run('mcopy', ['-o', '-m', '-i', loop, local, `::${p}`], { env });
+      } finally {
+        rmSync(local, { force: true });
+      }
+    },
+    async finishFolder() {},
+    close() {
+      rmSync(stage, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Whether a restore of files can run here: root and the loop device tool. */
+export function writeBackPossible(): string | null {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'writing files onto the active drive needs root (losetup and mount)';
+  return null;
+}
