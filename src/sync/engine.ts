@@ -22,6 +22,21 @@ export type CopyMode = 'clone' | 'compare' | 'manifest' | 'verify';
 
 export const DEFAULT_CHUNK = 4 * 1024 * 1024;
 
+/**
+ * How a chunk is walked. A chunk that an interrupted run of the same copy
+ * finished (the sync map has it) is compared again, whatever the mode: either
+ * drive may have been written since (the host booted the active drive, a
+ * tool wrote to the standby), and only reading both sides tells. A hash of
+ * the chunk kept in the sync map would not spare that read: it says what the
+ * chunk held, not whether either drive still holds it. Skipping such a chunk
+ * would leave old and new source content side by side on a standby then
+ * recorded as consistent.
+ */
+export function chunkMode(mode: CopyMode, finishedBefore: boolean): CopyMode {
+  if (mode === 'verify' || !finishedBefore) return mode;
+  return 'compare';
+}
+
 export interface EngineOptions {
   readonly mode: CopyMode;
   readonly source: BlockDevice;
@@ -54,8 +69,10 @@ export interface EngineOptions {
 export interface EngineResult {
   readonly mode: CopyMode;
   readonly bytesTotal: number;
-  /** Bytes of the walk skipped because the sync map had them done. */
+  /** Bytes of chunks the sync map had done that were compared again and found as the interrupted run left them. */
   readonly bytesResumed: number;
+  /** Chunks the sync map had done that differed when compared again (either drive was written since) and were copied again. */
+  readonly resumedChunksChanged: number;
   readonly bytesWritten: number;
   /** Verify: differing ranges (merged, at most maxListedDifferences). */
   readonly differences: ByteRange[];
@@ -92,6 +109,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
   const hasher = new BlockHasher();
 
   let bytesResumed = 0;
+  let resumedChunksChanged = 0;
   let bytesWritten = 0;
   let differenceCount = 0;
   let differingBytes = 0;
@@ -238,7 +256,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     await manifest.writeHashes(span.first, hashes);
   };
 
-  const processChunk = async (chunk: Chunk, slot: Slot) => {
+  const processChunk = async (chunk: Chunk, slot: Slot, mode: CopyMode) => {
     const len = chunk.length;
     const needTarget = mode === 'compare' || mode === 'verify';
     const [rescue] = await Promise.all([
@@ -283,6 +301,18 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
       }
     }
     await recordHashes(chunk, slot, bad, sourceHashes);
+    return written;
+  };
+
+  const walkChunk = async (chunk: Chunk, slot: Slot) => {
+    const len = chunk.length;
+    const finishedBefore = options.syncMap?.isDone(chunk.index) ?? false;
+    const written = await processChunk(chunk, slot, chunkMode(mode, finishedBefore));
+    if (finishedBefore) {
+      // Nothing to write (and nothing staged): the chunk was still as the interrupted run left it.
+      if (written === 0) bytesResumed += len;
+      else resumedChunksChanged++;
+    }
     if (written === null) {
       // Staged in the batch: done once the batch is written.
       progress.advance(len, 0);
@@ -303,13 +333,8 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
       }
       const chunk = chunks[nextChunk++];
       if (!chunk) return;
-      if (options.syncMap?.isDone(chunk.index)) {
-        bytesResumed += chunk.length;
-        progress.advance(chunk.length);
-        continue;
-      }
       try {
-        await processChunk(chunk, slot);
+        await walkChunk(chunk, slot);
       } catch (e) {
         failure ??= e;
         return;
@@ -356,6 +381,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     mode,
     bytesTotal,
     bytesResumed,
+    resumedChunksChanged,
     bytesWritten,
     differences: merged,
     differenceCount,

@@ -420,7 +420,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     const chunkCount = chunksOf(plan.ranges, chunkSize).length;
     const loaded = SyncMap.load(files.syncMap, mapKey, chunkCount);
     if (loaded.note) note(loaded.note);
-    if (loaded.resumed) note(`${loaded.map.done} finished chunks of the interrupted ${kind} are not compared again`);
+    // Compared again, not skipped: either drive may have been written since the interruption (engine.ts, chunkMode).
+    if (loaded.resumed) note(`${loaded.map.done} finished chunks of the interrupted ${kind} are compared again, not copied again, unless a drive was written since`);
 
     // Before the first write: the state says the standby is being written, by this exact plan. A restore writes the
     // active drive instead and leaves the standby's state alone: the backup stays whole and can still be booted.
@@ -499,6 +500,10 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       throw explainInterrupted(stateDirFull(e), plan, sourceLoc.requested, targetLoc.requested);
     }
 
+    if (result.resumedChunksChanged > 0) {
+      const n = result.resumedChunksChanged;
+      note(`${n} finished chunk${n === 1 ? '' : 's'} of the interrupted ${kind} had changed since the interruption (a drive was written meanwhile) and ${n === 1 ? 'was' : 'were'} copied again`);
+    }
     // Done and flushed: record the new generation, then (only then) discard the journal.
     const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, sourceLayout);
     let generation = 0;

@@ -1,7 +1,9 @@
 /**
  * The sync map: which chunks of a sync are finished, checkpointed every few
- * seconds so that running the same sync again after a crash does not compare
- * them again. A chunk counts only once its writes are flushed to the target.
+ * seconds so that running the same sync again after a crash does not write
+ * them again. A resumed copy still compares them (the engine's chunkMode):
+ * either drive may have been written since. A chunk counts only once its
+ * writes are flushed to the target.
  */
 import { readJsonChecked, writeJsonDurably } from '../durable-file.ts';
 import { rmSync } from 'node:fs';

@@ -6,7 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnDaemon, waitFor, sha, type ChildDaemon } from './support/harness.ts';
@@ -58,6 +58,55 @@ test('a whole-drive sync killed midway resumes as a whole-drive sync, not with t
     const s = (await d2.api('GET', '/api/status')).body;
     assert.is(s.standbyState, 'consistent');
     assert.is(sha(s.drives.B.path), source);
+  } finally {
+    d2?.child.kill('SIGTERM');
+    await d2?.exited;
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(cfg, { force: true });
+  }
+});
+
+test('the drives written while the daemon was down: the sync resumed at restart ends with the standby equal to the active drive as it is then', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsrd-resume-changed-'));
+  const cfg = configFile(dir);
+  let d2: ChildDaemon | undefined;
+  try {
+    const d1 = await spawnDaemon(dir, cfg);
+    await idle(d1);
+    const s0 = (await d1.api('GET', '/api/status')).body;
+    await d1.api('POST', '/api/sim/host/write', { mib: 24 });
+    const job = await d1.api('POST', '/api/reprotect', {});
+    assert.is(job.status, 202, JSON.stringify(job.body));
+    const pairs = join(dir, 'pairs');
+    await waitFor(async () => {
+      const j = (await d1.api('GET', `/api/jobs/${job.body.id}`)).body;
+      const saved = existsSync(pairs) && readdirSync(pairs).some((id) => existsSync(join(pairs, id, 'sync-map.json')));
+      return j.progress && j.progress.percent > 40 && j.progress.bytesWritten > 0 && saved ? j : undefined;
+    }, 30_000, 'sync under way with a checkpoint saved');
+    d1.child.kill('SIGKILL');
+    await d1.exited;
+    // Meanwhile the host booted the active drive and wrote near its start, and a tool wrote to the standby,
+    // both where the killed sync had finished.
+    const active = s0.drives.A.path as string;
+    const standby = s0.drives.B.path as string;
+    const poke = (file: string, at: number, length: number, byte: number) => {
+      const fd = openSync(file, 'r+');
+      writeSync(fd, Buffer.alloc(length, byte), 0, length, at);
+      closeSync(fd);
+    };
+    poke(active, 1024 * 1024, 256 * 1024, 0x5a);
+    poke(standby, 3 * 1024 * 1024, 64 * 1024, 0xa5);
+    const source = sha(active);
+
+    d2 = await spawnDaemon(dir, cfg);
+    const resumed = (await d2.api('GET', '/api/jobs')).body.jobs.find((j: { trigger: string }) => j.trigger === 'restart-resume');
+    assert.ok(resumed, 'a resume job was started');
+    await idle(d2);
+    const done = (await d2.api('GET', `/api/jobs/${resumed.id}`)).body;
+    assert.is(done.state, 'done', JSON.stringify(done.error));
+    assert.ok(done.log.some((l: { message: string }) => /changed since the interruption .* copied again/.test(l.message)), JSON.stringify(done.log));
+    assert.is((await d2.api('GET', '/api/status')).body.standbyState, 'consistent');
+    assert.is(sha(standby), source);
   } finally {
     d2?.child.kill('SIGTERM');
     await d2?.exited;

@@ -1,7 +1,9 @@
 /**
  * The copy rules tried as sequences: random operations (clone, whole and
  * partition syncs in each mode, restore, verify, recover, failover, host
- * writes, a drive that changes size and back), some killed at a random target
+ * writes, also between an interrupted copy and its resume, writes to the
+ * standby by another tool while a copy onto it is interrupted, a drive that
+ * changes size and back), some killed at a random target
  * write or flush (sometimes with a torn journal tail), run in-process on two
  * small GPT images and checked after every step against a model of what each
  * drive must hold.
@@ -13,9 +15,11 @@
  * undone; a lock of the dead process is gone, as the kernel would free it).
  *
  * Invariants: a standby recorded consistent holds exactly what the model says
- * its last completed copy (or rollback) left; a completed copy leaves the
- * target equal to the model's expectation; recover after an interrupted copy
- * gives the previous content byte for byte; a refusal changes no byte of
+ * its last completed copy (or rollback) left; a completed copy, resumed or
+ * not, leaves the target equal to the source as it is at the end (over the
+ * copied ranges); recover after an interrupted copy gives the previous
+ * content byte for byte, but for blocks another writer changed since; a
+ * refusal changes no byte of
  * either drive; verify says identical exactly when the drives are.
  */
 import fc from 'fast-check';
@@ -56,6 +60,7 @@ export interface Crash {
 
 export type Op =
   | { readonly t: 'host-write'; readonly blocks: number; readonly seed: number }
+  | { readonly t: 'standby-write'; readonly blocks: number; readonly seed: number }
   | { readonly t: 'clone'; readonly force: boolean; readonly crash?: Crash }
   | { readonly t: 'sync'; readonly partitions: readonly number[]; readonly mode: 'compare' | 'manifest'; readonly crash?: Crash; readonly intruder?: Intruder }
   | { readonly t: 'restore'; readonly crash?: Crash }
@@ -80,6 +85,7 @@ const intruderArb = fc.option(fc.constantFrom<Intruder>('sync', 'recover', 'clon
 
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ t: fc.constant('host-write' as const), blocks: fc.integer({ min: 1, max: 40 }), seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('standby-write' as const), blocks: fc.integer({ min: 1, max: 10 }), seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('clone' as const), force: fc.boolean(), crash: crashArb }, { requiredKeys: ['t', 'force'] }) },
   {
     weight: 5,
@@ -140,6 +146,8 @@ interface Pending {
   readonly expected: Buffer;
   /** The request that started it: only the same one resumes it. */
   readonly request: string;
+  /** Blocks of the target another writer changed while the copy was interrupted: a rollback cannot know their old content. */
+  readonly tampered: { start: number; length: number }[];
 }
 
 export interface SequenceResult {
@@ -189,12 +197,24 @@ export async function runSequence(dir: string, template: Template, ops: readonly
 
     switch (op.t) {
       case 'host-write': {
-        // Copies run with the host off: it writes only while nothing is pending.
-        if (m.pending || m.grown === m.active) {
+        // Copies run with the host off, but between an interrupted copy and its resume the host may have booted.
+        if (m.grown === m.active) {
           steps[steps.length - 1] += ': skipped';
           continue;
         }
-        scribble(path[m.active], template.partitions, op.blocks, op.seed);
+        const written = scribble(path[m.active], template.partitions, op.blocks, op.seed);
+        // An interrupted restore was writing the active drive.
+        if (m.pending?.target === m.active) m.pending.tampered.push(...written);
+        steps[steps.length - 1] += ': done';
+        continue;
+      }
+      case 'standby-write': {
+        // Another tool writes to a standby the records call inconsistent (a copy onto it was interrupted).
+        if (!m.pending || m.pending.target !== m.standby || m.grown === m.standby) {
+          steps[steps.length - 1] += ': skipped';
+          continue;
+        }
+        m.pending.tampered.push(...scribble(path[m.standby], template.partitions, op.blocks, op.seed));
         steps[steps.length - 1] += ': done';
         continue;
       }
@@ -249,7 +269,8 @@ export async function runSequence(dir: string, template: Template, ops: readonly
         const ranges = kind === 'sync' ? template.ranges.get(partitions.join(','))! : [{ start: 0, length: SIZE }];
         const expected = Buffer.from(old);
         for (const r of ranges) content.copy(expected, r.start, r.start, r.start + r.length);
-        startPending = m.pending ?? { kind, target, before: kind === 'clone' ? null : old, expected, request };
+        // A resume ends with the source as it is now, whatever either drive went through since the interruption.
+        startPending = m.pending ? { ...m.pending, expected } : { kind, target, before: kind === 'clone' ? null : old, expected, request, tampered: [] };
         const args = { ...common, source: path[source], target: path[target] };
         run = () =>
           op.t === 'clone'
@@ -302,9 +323,10 @@ export async function runSequence(dir: string, template: Template, ops: readonly
         onDone = () => {
           if (m.pending) {
             const got = read(target);
-            if (!got.equals(m.pending.before!)) fail(`recover left ${target} different from its content before the interrupted ${m.pending.kind} (${diffSummary(got, m.pending.before!)})`);
+            const want = untampered(m.pending, got);
+            if (!got.equals(want)) fail(`recover left ${target} different from its content before the interrupted ${m.pending.kind} (${diffSummary(got, want)})`);
             // The rolled-back drive is whole again; when it is the standby (also after a failover during a restore) it is the backup.
-            if (target === m.standby) m.backup = m.pending.before;
+            if (target === m.standby) m.backup = want;
             m.pending = null;
           } else if (!read(target).equals(before[target])) fail('recover with nothing to recover changed the drive');
         };
@@ -364,8 +386,9 @@ export async function runSequence(dir: string, template: Template, ops: readonly
         // A rollback killed before its record: still pending, and recover runs again; killed after it: done.
         if (recoverPending && !rec?.pendingCopy) {
           const target = recoverPending.target;
-          if (!read(target).equals(recoverPending.before!)) fail('a rollback recorded as done left the drive different from its previous content');
-          if (target === m.standby) m.backup = recoverPending.before;
+          const want = untampered(recoverPending, read(target));
+          if (!read(target).equals(want)) fail('a rollback recorded as done left the drive different from its previous content');
+          if (target === m.standby) m.backup = want;
           m.pending = null;
         }
       } else if (startPending && rec?.pendingCopy) {
@@ -568,8 +591,16 @@ function tearJournal(dir: string) {
   }
 }
 
-/** Random 4 KiB-aligned writes inside the partitions. */
-function scribble(file: string, partitions: readonly { start: number; length: number }[], blocks: number, seed: number) {
+/** What a rollback must give back: the content before the copy, but where another writer changed a block since, what is there now. */
+function untampered(pending: Pending, now: Buffer): Buffer {
+  const want = Buffer.from(pending.before!);
+  for (const t of pending.tampered) now.copy(want, t.start, t.start, t.start + t.length);
+  return want;
+}
+
+/** Random 4 KiB-aligned writes inside the partitions; returns the blocks written. */
+function scribble(file: string, partitions: readonly { start: number; length: number }[], blocks: number, seed: number): { start: number; length: number }[] {
+  const written: { start: number; length: number }[] = [];
   const data = readFileSync(file);
   let x = seed >>> 0 || 1;
   const next = () => {
@@ -585,8 +616,10 @@ function scribble(file: string, partitions: readonly { start: number; length: nu
     const slots = Math.floor(p.length / 4096);
     const at = p.start + (next() % slots) * 4096;
     for (let b = 0; b < 4096; b += 4) data.writeUInt32LE(next(), at + b);
+    written.push({ start: at, length: 4096 });
   }
   writeFileSync(file, data);
+  return written;
 }
 
 function diffSummary(a: Buffer, b: Buffer): string {
@@ -615,6 +648,8 @@ export function describe(op: Op): string {
       return `grow ${op.which}`;
     case 'host-write':
       return `host writes ${op.blocks} blocks`;
+    case 'standby-write':
+      return `another tool writes ${op.blocks} blocks to the standby`;
     default:
       return op.t;
   }

@@ -2,6 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dpsr, DPSR_BIN } from '../support/cli.ts';
 import { partitionedImage, randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
@@ -68,6 +69,31 @@ test('Ctrl-C stops a clone within a second and says what state the target is in'
   assert.is(code, 1);
   assert.match(stderr, /cancelled/);
   assert.match(stderr, /incomplete: run the same clone again/);
+});
+
+test('dpsr sync run again after the active drive was written ends with the standby equal to the active drive as it is now', () => {
+  const stateDir = join(dir, 'state-resume-changed');
+  const e = { DPSR_STATE_DIR: stateDir };
+  const a = randomImage(join(dir, 'rc-a.img'), 48 * MiB, 61);
+  const b = sparseImage(join(dir, 'rc-b.img'), 48 * MiB);
+  assert.is(dpsr(['clone', a, b, '--yes', '--quiet'], e).code, 0);
+  randomImage(a, 48 * MiB, 62);
+  // Stopped part-way by its journal budget: the first chunks are new, the standby is inconsistent.
+  const first = dpsr(['sync', a, b, '--yes', '--quiet', '--journal-budget', '20M'], e);
+  assert.is.not(first.code, 0, 'the first sync stopped');
+  assert.ok(readFileSync(b).subarray(0, MiB).equals(readFileSync(a).subarray(0, MiB)), 'the first chunks were copied');
+  assert.is(dpsr(['status', '--json'], e).json().pairs[0].standbyState, 'inconsistent');
+  // The host boots the active drive and writes at its start, where the first run had finished.
+  const fresh = readFileSync(randomImage(join(dir, 'rc-new.bin'), MiB, 63));
+  const fd = openSync(a, 'r+');
+  writeSync(fd, fresh, 0, MiB, 0);
+  closeSync(fd);
+  const again = dpsr(['sync', a, b, '--yes', '--json'], e);
+  assert.is(again.code, 0, again.stderr);
+  assert.ok(again.json().notes.some((n: string) => /resuming the interrupted sync/.test(n)), again.stdout);
+  assert.is(sha256File(b), sha256File(a));
+  assert.is(dpsr(['verify', a, b, '--quiet'], e).code, 0);
+  assert.is(dpsr(['status', '--json'], e).json().pairs[0].standbyState, 'consistent');
 });
 
 test.run();

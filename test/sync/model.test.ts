@@ -49,6 +49,26 @@ test('found by the model: a failover during an interrupted restore leaves the ha
   assert.equal(r.steps.map((s) => s.split(': ')[1]), ['done', 'done', 'killed', 'done', 'refused', 'done', 'done']);
 });
 
+test('found by the model: the active drive and the standby written between a killed copy and its resume; the resume ends equal to the source as it is then', async () => {
+  if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
+  const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const template = await makeTemplate(dir);
+  const r = await runSequence(join(dir, 'seq'), template, [
+    { t: 'clone', force: false },
+    { t: 'host-write', blocks: 40, seed: 11 },
+    { t: 'sync', partitions: [], mode: 'compare', crash: { at: 'write', n: 12, tornJournal: false } },
+    { t: 'host-write', blocks: 30, seed: 12 },
+    { t: 'standby-write', blocks: 10, seed: 13 },
+    { t: 'sync', partitions: [], mode: 'compare' },
+    { t: 'clone', force: true, crash: { at: 'write', n: 6, tornJournal: false } },
+    { t: 'host-write', blocks: 30, seed: 14 },
+    { t: 'clone', force: true },
+  ]);
+  assert.equal(r.violations, []);
+  assert.equal(r.steps.map((s) => s.split(': ')[1]), ['done', 'done', 'killed', 'done', 'done', 'done', 'killed', 'done', 'done']);
+});
+
 test('a second writer during a sync, from the same or another state directory, is refused as busy and changes nothing; the sync completes', async () => {
   if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
   const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');

@@ -4,8 +4,9 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { clone, sync, recover, restore, PairStore, JournalFullError } from '../../src/sync/index.ts';
+import { clone, sync, recover, restore, verify, PairStore, JournalFullError } from '../../src/sync/index.ts';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
+import { chunkMode, type CopyMode } from '../../src/sync/engine.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 
@@ -29,6 +30,76 @@ test('a sync whose every chunk changed checkpoints progress, and the same sync r
   const resumed = await sync({ stateDir, source: a, target: b, chunkSize: MiB });
   assert.ok(resumed.bytesResumed >= 10 * MiB, `resumed ${resumed.bytesResumed} bytes`);
   assert.is(sha256File(a), sha256File(b));
+});
+
+test('how a chunk is walked: a chunk an interrupted run finished is compared again in every copying mode', () => {
+  const table: [CopyMode, boolean, CopyMode][] = [
+    ['clone', false, 'clone'],
+    ['clone', true, 'compare'],
+    ['compare', false, 'compare'],
+    ['compare', true, 'compare'],
+    ['manifest', false, 'manifest'],
+    // The manifest speaks for the standby as the interrupted run left it, not for what was written to it since.
+    ['manifest', true, 'compare'],
+    ['verify', false, 'verify'],
+    ['verify', true, 'verify'],
+  ];
+  for (const [mode, finished, want] of table) assert.is(chunkMode(mode, finished), want, `${mode}, finished before: ${finished}`);
+});
+
+/** Overwrites `length` bytes at `at` with seeded random data, as a writer other than dpsr would. */
+function overwrite(path: string, at: number, length: number, seed: number): void {
+  const tmp = randomImage(join(dir, `overwrite-${seed}.tmp`), length, seed);
+  execFileSync('dd', [`if=${tmp}`, `of=${path}`, 'bs=64K', `seek=${at / 65536}`, 'conv=notrunc', 'status=none']);
+}
+
+async function interruptedAtChunk(name: string, stopAt: number) {
+  const stateDir = join(dir, `${name}-state`);
+  const a = randomImage(join(dir, `${name}-a.img`), 16 * MiB, 51);
+  const b = sparseImage(join(dir, `${name}-b.img`), 16 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  const previous = sha256File(b);
+  randomImage(a, 16 * MiB, 52);
+  const controller = new AbortController();
+  let chunks = 0;
+  const err = await sync({ stateDir, source: a, target: b, chunkSize: MiB, checkpointMs: 0, inFlight: 1, signal: controller.signal, onChunkDone: () => ++chunks === stopAt && controller.abort() }).catch((e: unknown) => e);
+  assert.instance(err, CancelledError);
+  return { stateDir, a, b, previous };
+}
+
+test('the active drive written between the interruption and the resume: the resumed sync copies the finished chunks that changed again and ends identical to the source', async () => {
+  const { stateDir, a, b, previous } = await interruptedAtChunk('active-changed', 8);
+  // The host booted the active drive meanwhile and wrote inside chunks the sync map has as finished.
+  overwrite(a, 0, 256 * 1024, 53);
+  overwrite(a, 3 * MiB + 64 * 1024, 64 * 1024, 54);
+  const r = await sync({ stateDir, source: a, target: b, chunkSize: MiB });
+  assert.ok(r.notes.some((n) => /resuming the interrupted sync/.test(n)), r.notes.join('; '));
+  assert.ok(r.notes.some((n) => /2 finished chunks .*changed since the interruption/.test(n)), r.notes.join('; '));
+  assert.is(sha256File(b), sha256File(a));
+  assert.is(new PairStore(stateDir).pairs()[0]!.standbyState, 'consistent');
+  // What it marked consistent is the source as it is now: verify agrees.
+  assert.is((await verify({ stateDir, source: a, target: b })).identical, true);
+  void previous;
+});
+
+test('the standby written between the interruption and the resume: the resumed sync puts the finished chunks right again', async () => {
+  const { stateDir, a, b } = await interruptedAtChunk('standby-changed', 8);
+  overwrite(b, MiB, 128 * 1024, 55);
+  const r = await sync({ stateDir, source: a, target: b, chunkSize: MiB });
+  assert.ok(r.notes.some((n) => /1 finished chunk .*changed since the interruption/.test(n)), r.notes.join('; '));
+  assert.is(sha256File(b), sha256File(a));
+});
+
+test('a rollback after a resume that copied changed chunks again still gives the previous backup, byte for byte', async () => {
+  const { stateDir, a, b, previous } = await interruptedAtChunk('resume-then-recover', 8);
+  overwrite(a, 0, 512 * 1024, 56);
+  // The resume is interrupted too, after copying the changed chunk again.
+  const controller = new AbortController();
+  let chunks = 0;
+  const err = await sync({ stateDir, source: a, target: b, chunkSize: MiB, checkpointMs: 0, inFlight: 1, signal: controller.signal, onChunkDone: () => ++chunks === 10 && controller.abort() }).catch((e: unknown) => e);
+  assert.instance(err, CancelledError);
+  await recover({ stateDir, target: b });
+  assert.is(sha256File(b), previous);
 });
 
 test('a standby that disappears during a checkpoint ends the sync with an error, not a crash', async () => {

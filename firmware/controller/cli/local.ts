@@ -80,7 +80,7 @@ function printCopy(report: CopyReport): void {
   const rate = report.seconds > 0 ? `${formatBytes(Math.round((report.bytesTotal - report.bytesResumed) / report.seconds))}/s` : '';
   console.log(`${report.kind} ${report.result}: ${report.source} → ${report.target}`);
   console.log(`  mode ${report.mode}, ${formatBytes(report.bytesTotal)} walked, ${formatBytes(report.bytesWritten)} written, ${report.seconds.toFixed(1)} s ${rate}`);
-  if (report.bytesResumed) console.log(`  resumed: ${formatBytes(report.bytesResumed)} were already done`);
+  if (report.bytesResumed) console.log(`  resumed: ${formatBytes(report.bytesResumed)} were already done (compared again, unchanged)`);
   console.log(`  pair ${report.pairId}, generation ${report.generation}`);
   for (const n of report.notes) console.log(`  note: ${n}`);
   if (report.unreadable.length) {
