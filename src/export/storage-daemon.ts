@@ -21,7 +21,7 @@
  * written at a clean stop and loaded at the next start.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { promisify } from 'node:util';
@@ -45,6 +45,8 @@ export type NbdListen =
         readonly port: number;
         /** A directory holding `keys.psk` (`USERNAME:HEXKEY` lines, qemu's tls-creds-psk); TLS is required when given. */
         readonly tlsPskDir?: string;
+        /** The user of keys.psk that dpsr's own client connects as (default: the file's first). */
+        readonly tlsUser?: string;
       };
     };
 
@@ -128,12 +130,20 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     return this.generationCount;
   }
 
-  /** The URI a client (the host, or dpsr) uses for an export of this daemon's NBD server. */
+  /**
+   * The URI a client (the host, or dpsr) uses for an export of this daemon's
+   * NBD server; with TLS `nbds://USER@HOST:PORT/NAME?tls-psk-file=…/keys.psk`
+   * (libnbd's form, which dpsr's NBD drive reads too).
+   */
   uriFor(exportName: string): string {
     const l = this.options.listen;
     if ('unix' in l) return `nbd+unix:///${encodeURIComponent(exportName)}?socket=${l.unix}`;
     const host = l.tcp.host.includes(':') ? `[${l.tcp.host}]` : l.tcp.host;
-    return `${l.tcp.tlsPskDir ? 'nbds' : 'nbd'}://${host}:${l.tcp.port}/${encodeURIComponent(exportName)}`;
+    const name = encodeURIComponent(exportName);
+    if (!l.tcp.tlsPskDir) return `nbd://${host}:${l.tcp.port}/${name}`;
+    const keys = join(l.tcp.tlsPskDir, 'keys.psk');
+    const user = l.tcp.tlsUser ?? /^([^:\n]+):/m.exec(readFileSync(keys, 'utf8'))?.[1] ?? '';
+    return `nbds://${encodeURIComponent(user)}@${host}:${l.tcp.port}/${name}?tls-psk-file=${keys}`;
   }
 
   /** The host's export. */

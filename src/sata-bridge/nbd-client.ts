@@ -2,8 +2,10 @@
  * A Network Block Device client: fixed newstyle handshake, `NBD_OPT_GO` with
  * block size information, structured replies, metadata contexts, and the
  * transmission phase's READ, WRITE, FLUSH and BLOCK_STATUS with several
- * requests in flight. No npm package implements an NBD client, so this one
- * is ours. Section names refer to doc/proto.md of the NBD project.
+ * requests in flight, optionally over TLS with a pre-shared key
+ * (`NBD_OPT_STARTTLS`, as qemu's and nbdkit's `tls-creds-psk` / `--tls-psk`
+ * serve it). No npm package implements an NBD client, so this one is ours.
+ * Section names refer to doc/proto.md of the NBD project.
  *
  * A server is not trusted: every length it announces is checked before
  * anything is read, a reply for an unknown handle or a broken message ends
@@ -11,6 +13,7 @@
  * fails with it. Nothing the server sends can throw outside these promises.
  */
 import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { DeviceError } from '../errors.ts';
 import {
   CLISERV_MAGIC,
@@ -49,7 +52,27 @@ import {
 /** Where an NBD server listens: a unix socket or a TCP host and port. */
 export type NbdAddress = { readonly socket: string } | { readonly host: string; readonly port: number };
 
+/**
+ * TLS with a pre-shared key (RFC 4279; in TLS 1.3 an external PSK, RFC 8446
+ * § 2.2): the identity is the user name of a `keys.psk` line, the key its
+ * hex bytes.
+ */
+export interface NbdTlsPsk {
+  readonly identity: string;
+  readonly key: Buffer;
+}
+
+/**
+ * Cipher suites offered with a PSK. OpenSSL hands a PSK from the classic
+ * callback to TLS 1.3 only with a SHA-256 suite (GnuTLS, under qemu and
+ * nbdkit, then agrees on TLS_AES_128_GCM_SHA256); the TLS 1.2 PSK suites
+ * are for older servers. Node enables no PSK suite by default.
+ */
+const PSK_CIPHERS = ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256', 'ECDHE-PSK-CHACHA20-POLY1305', 'DHE-PSK-AES256-GCM-SHA384', 'DHE-PSK-AES128-GCM-SHA256', 'PSK-AES256-GCM-SHA384', 'PSK-AES128-GCM-SHA256'].join(':');
+
 export interface NbdConnectOptions {
+  /** Negotiate TLS with this pre-shared key before anything else ("TLS support"); never falls back to plain text. */
+  readonly tls?: NbdTlsPsk;
   readonly exportName?: string;
   /** Metadata contexts to select ("Metadata querying"), e.g. `base:allocation`, `qemu:dirty-bitmap:epoch-3`. */
   readonly metaContexts?: readonly string[];
@@ -75,12 +98,24 @@ class ByteReader {
   private waiter: { n: number; into?: Uint8Array; resolve: (b: Buffer) => void; reject: (e: unknown) => void } | null = null;
   private ended: Error | null = null;
 
-  constructor(socket: Socket) {
-    socket.on('data', (d: Buffer) => {
-      this.chunks.push(d);
-      this.buffered += d.byteLength;
-      this.pump();
-    });
+  private readonly onData = (d: Buffer) => {
+    this.chunks.push(d);
+    this.buffered += d.byteLength;
+    this.pump();
+  };
+
+  constructor(private readonly socket: Socket) {
+    socket.on('data', this.onData);
+  }
+
+  /** Stops reading the socket (TLS takes it over); bytes already buffered stay readable. */
+  detach(): void {
+    this.socket.off('data', this.onData);
+  }
+
+  /** Bytes received and not read yet. */
+  get pendingBytes(): number {
+    return this.buffered;
   }
 
   fail(e: Error): void {
@@ -179,24 +214,28 @@ export class NbdClient {
   static async connect(address: NbdAddress, options: NbdConnectOptions = {}): Promise<NbdClient> {
     const label = options.label ?? ('socket' in address ? `unix:${address.socket}` : `${address.host}:${address.port}`);
     const exportName = options.exportName ?? '';
-    const socket = 'socket' in address ? netConnect({ path: address.socket }) : netConnect({ host: address.host, port: address.port });
-    socket.setNoDelay?.(true);
-    const reader = new ByteReader(socket);
-    const closed = (e?: Error) => reader.fail(e ?? new DeviceError(`the NBD server ${label} closed the connection during the handshake`, { fault: 'transport' }));
-    socket.on('error', (e) => closed(new DeviceError(`cannot talk to the NBD server ${label}: ${e.message}`, { hint: 'is the server running and the address right?', cause: e, fault: 'transport' })));
-    socket.on('close', () => closed());
+    const raw = 'socket' in address ? netConnect({ path: address.socket }) : netConnect({ host: address.host, port: address.port });
+    raw.setNoDelay?.(true);
+    // The connection as the handshake sees it: after STARTTLS, the TLS socket and a reader on it.
+    const link: Link = { socket: raw, reader: new ByteReader(raw) };
+    const closed = (e?: Error) => link.reader.fail(e ?? new DeviceError(`the NBD server ${label} closed the connection during the handshake`, { fault: 'transport' }));
+    raw.on('error', (e) => closed(new DeviceError(`cannot talk to the NBD server ${label}: ${e.message}`, { hint: 'is the server running and the address right?', cause: e, fault: 'transport' })));
+    raw.on('close', () => closed());
     const timeout = setTimeout(() => {
-      reader.fail(new DeviceError(`the NBD server ${label} did not finish the handshake within ${(options.handshakeTimeoutMs ?? 30_000) / 1000} s`));
-      socket.destroy();
+      link.reader.fail(new DeviceError(`the NBD server ${label} did not finish the handshake within ${(options.handshakeTimeoutMs ?? 30_000) / 1000} s`));
+      raw.destroy();
     }, options.handshakeTimeoutMs ?? 30_000);
     try {
-      const info = await handshake(socket, reader, exportName, options.metaContexts ?? [], label);
-      socket.removeAllListeners('close');
-      socket.removeAllListeners('error');
-      socket.on('error', () => undefined); // 'close' follows and fails what is pending
-      return new NbdClient(socket, reader, info, label);
+      const info = await handshake(link, exportName, options.metaContexts ?? [], label, options.tls);
+      for (const s of new Set([raw, link.socket])) {
+        s.removeAllListeners('close');
+        s.removeAllListeners('error');
+        s.on('error', () => undefined); // 'close' follows and fails what is pending
+      }
+      return new NbdClient(link.socket, link.reader, info, label);
     } catch (e) {
-      socket.destroy();
+      link.socket.destroy();
+      raw.destroy();
       throw e;
     } finally {
       clearTimeout(timeout);
@@ -401,13 +440,63 @@ async function optionReply(reader: ByteReader, option: number, label: string): P
 function optionError(reply: number, payload: Buffer, what: string, label: string, exportName: string): NbdOptionError {
   const detail = payload.byteLength ? `: ${payload.toString('utf8')}` : '';
   if (reply === REP.ERR_UNKNOWN) return new NbdOptionError(`the NBD server ${label} has no export named "${exportName}"${detail}`, reply, { hint: 'check the export name in the drive address (nbd+unix:///NAME?socket=… or nbd://HOST:PORT/NAME)' });
-  if (reply === REP.ERR_TLS_REQD) return new NbdOptionError(`the NBD server ${label} requires TLS${detail}`, reply, { hint: 'this client speaks NBD without TLS: use the unix-socket export, or qemu-img/nbdcopy with TLS credentials' });
+  if (reply === REP.ERR_TLS_REQD) return new NbdOptionError(`the NBD server ${label} requires TLS${detail}`, reply, { hint: 'use an nbds:// address with the server\'s pre-shared key: nbds://USER@HOST:PORT/EXPORT?tls-psk-file=/path/to/keys.psk' });
   if (reply === REP.ERR_POLICY) return new NbdOptionError(`the NBD server ${label} refused ${what} by policy${detail}`, reply);
   return new NbdOptionError(`the NBD server ${label} refused ${what} with ${optionReplyName(reply)}${detail}`, reply);
 }
 
-async function handshake(socket: Socket, reader: ByteReader, exportName: string, contexts: readonly string[], label: string): Promise<NbdExport> {
-  const hello = await reader.read(18);
+interface Link {
+  socket: Socket;
+  reader: ByteReader;
+}
+
+/**
+ * "TLS support" › "Client-side requirements": `NBD_OPT_STARTTLS` first, then
+ * the TLS handshake on the same connection, then the other options inside
+ * TLS. A server that does not agree is an error: falling back to plain text
+ * would hand the data to whoever is in the middle.
+ */
+async function startTls(link: Link, tls: NbdTlsPsk, label: string): Promise<void> {
+  link.socket.write(encodeOption(OPT.STARTTLS));
+  const r = await optionReply(link.reader, OPT.STARTTLS, label);
+  if (r.reply !== REP.ACK) {
+    const detail = r.payload.byteLength ? `: ${r.payload.toString('utf8')}` : '';
+    throw new NbdOptionError(`the NBD server ${label} does not offer TLS (it answered ${optionReplyName(r.reply)}${detail})`, r.reply, { hint: 'start the server with TLS credentials (qemu: tls-creds-psk; nbdkit: --tls=require --tls-psk=FILE), or use an nbd:// address for a server without TLS' });
+  }
+  // The server waits for the client's TLS hello: anything already buffered would be a server speaking out of turn.
+  if (link.reader.pendingBytes > 0) throw new NbdProtocolError(`the NBD server ${label} sent data after agreeing to NBD_OPT_STARTTLS`);
+  link.reader.detach();
+  const secure = tlsConnect({
+    socket: link.socket,
+    ciphers: PSK_CIPHERS,
+    minVersion: 'TLSv1.2',
+    // With a PSK there is no certificate: the key itself authenticates the server.
+    checkServerIdentity: () => undefined,
+    pskCallback: () => ({ identity: tls.identity, psk: tls.key }),
+  });
+  link.socket = secure;
+  link.reader = new ByteReader(secure);
+  await new Promise<void>((resolve, reject) => {
+    const failed = (e: Error) =>
+      reject(
+        new DeviceError(`the TLS handshake with the NBD server ${label} failed: ${e.message}`, {
+          hint: `check that the server's keys.psk has the user "${tls.identity}" with the same key`,
+          cause: e,
+          fault: 'transport',
+        }),
+      );
+    secure.once('secureConnect', resolve);
+    secure.once('error', failed);
+    // A timed-out handshake destroys the connection.
+    secure.once('close', () => failed(new Error('the connection was closed')));
+  });
+  secure.removeAllListeners('error');
+  secure.on('error', (e) => link.reader.fail(new DeviceError(`TLS with the NBD server ${label} failed: ${e.message}`, { cause: e, fault: 'transport' })));
+  secure.on('close', () => link.reader.fail(new DeviceError(`the NBD server ${label} closed the connection during the handshake`, { fault: 'transport' })));
+}
+
+async function handshake(link: Link, exportName: string, contexts: readonly string[], label: string, tls?: NbdTlsPsk): Promise<NbdExport> {
+  const hello = await link.reader.read(18);
   if (hello.readBigUInt64BE(0) !== NBDMAGIC) throw new NbdProtocolError(`${label} is not an NBD server (no NBDMAGIC)`);
   const second = hello.readBigUInt64BE(8);
   if (second === CLISERV_MAGIC) throw new NbdProtocolError(`the NBD server ${label} speaks only the oldstyle handshake`, { hint: 'use a newstyle server (qemu-nbd, qemu-storage-daemon, nbdkit, nbd-server ≥ 3.10)' });
@@ -417,7 +506,9 @@ async function handshake(socket: Socket, reader: ByteReader, exportName: string,
   const noZeroes = (hsFlags & FLAG_NO_ZEROES) !== 0;
   const clientFlags = Buffer.alloc(4);
   clientFlags.writeUInt32BE(FLAG_FIXED_NEWSTYLE | (noZeroes ? FLAG_NO_ZEROES : 0), 0);
-  socket.write(clientFlags);
+  link.socket.write(clientFlags);
+  if (tls) await startTls(link, tls, label);
+  const { socket, reader } = link;
 
   // "Option types" › NBD_OPT_STRUCTURED_REPLY: needed for block status and for reads whose errors do not desynchronise the stream.
   socket.write(encodeOption(OPT.STRUCTURED_REPLY));

@@ -1,13 +1,18 @@
 /**
  * A drive served over NBD: `nbd+unix:///NAME?socket=PATH` or
- * `nbd://HOST[:PORT]/NAME` (the NBD project's URI format, doc/uri.md). It is a
+ * `nbd://HOST[:PORT]/NAME`, and over TLS with a pre-shared key
+ * `nbds://USER@HOST[:PORT]/NAME?tls-psk-file=PATH` or
+ * `nbds+unix://USER@/NAME?socket=PATH&tls-psk-file=PATH` (the NBD project's
+ * URI format, doc/uri.md, as libnbd reads it). It is a
  * BlockDevice like an image file, and can also report a metadata context's
  * extents (allocation, or the dirty blocks of a frozen qemu dirty bitmap).
  */
 import { resolve as resolvePath } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { BadInputError, DeviceError } from '../errors.ts';
 import type { BlockDevice, DriveIdentity } from './block-device.ts';
-import { NbdClient, type NbdAddress } from './nbd-client.ts';
+import { NbdClient, type NbdAddress, type NbdTlsPsk } from './nbd-client.ts';
 import type { Extent } from './nbd-protocol.ts';
 
 /** The IANA port of NBD ("Newstyle negotiation"). */
@@ -17,8 +22,10 @@ export const NBD_PORT = 10809;
 export interface NbdUri {
   readonly address: NbdAddress;
   readonly exportName: string;
-  /** The address in one spelling (absolute socket path), for identities and messages. */
+  /** The address in one spelling (absolute socket path), for identities and messages; no credentials. */
   readonly canonical: string;
+  /** `nbds`: TLS with the pre-shared key of `username` in `pskFile` (`USERNAME:HEXKEY` lines, psktool's format). */
+  readonly tls?: { readonly username: string; readonly pskFile: string };
 }
 
 export function isNbdUri(s: string): boolean {
@@ -31,11 +38,12 @@ export function isNbdUri(s: string): boolean {
  * the default export). Throws BadInputError naming what is wrong.
  */
 export function parseNbdUri(uri: string): NbdUri {
-  const usage = { hint: 'write nbd+unix:///EXPORT?socket=/path/to/socket or nbd://HOST:PORT/EXPORT' };
-  if (/^nbds/i.test(uri)) throw new BadInputError(`${uri}: NBD over TLS is not supported as a drive address`, { hint: 'read the export over its unix socket (nbd+unix:///EXPORT?socket=…)' });
+  const usage = { hint: 'write nbd+unix:///EXPORT?socket=/path/to/socket, nbd://HOST:PORT/EXPORT, or with TLS nbds://USER@HOST:PORT/EXPORT?tls-psk-file=/path/to/keys.psk' };
+  // `nbds+unix://USER@/EXPORT` (libnbd's spelling) has a user but no host, which WHATWG URLs reject: take the user out first.
+  const unixUser = /^nbds?\+unix:\/\/([^/@]*)@\//i.exec(uri);
   let u: URL;
   try {
-    u = new URL(uri);
+    u = new URL(unixUser ? `${uri.slice(0, uri.indexOf('//') + 2)}${uri.slice(unixUser[0].length - 1)}` : uri);
   } catch {
     throw new BadInputError(`${uri} is not a valid NBD address`, usage);
   }
@@ -47,21 +55,42 @@ export function parseNbdUri(uri: string): NbdUri {
   }
   if (Buffer.byteLength(exportName) > 4096) throw new BadInputError(`${uri}: the export name is longer than 4096 bytes`, usage);
   const params = [...u.searchParams.keys()];
-  if (u.protocol === 'nbd+unix:') {
-    const socket = u.searchParams.get('socket');
-    if (u.host !== '') throw new BadInputError(`${uri}: an nbd+unix address has no host (three slashes: nbd+unix:///EXPORT?socket=…)`, usage);
-    if (!socket) throw new BadInputError(`${uri}: an nbd+unix address needs ?socket=PATH`, usage);
-    const unknown = params.filter((p) => p !== 'socket');
-    if (unknown.length) throw new BadInputError(`${uri}: unknown parameter ${unknown.join(', ')}`, usage);
-    const path = resolvePath(socket);
-    return { address: { socket: path }, exportName, canonical: `nbd+unix:///${encodeURIComponent(exportName)}?socket=${path}` };
+  const secure = u.protocol === 'nbds:' || u.protocol === 'nbds+tcp:' || u.protocol === 'nbds+unix:';
+  const known = [...(u.protocol.endsWith('+unix:') ? ['socket'] : []), ...(secure ? ['tls-psk-file'] : [])];
+  const unknown = params.filter((p) => !known.includes(p));
+  if (unknown.length) {
+    const tlsParam = unknown.find((p) => p.startsWith('tls'));
+    throw new BadInputError(`${uri}: unknown parameter ${unknown.join(', ')}`, tlsParam && !secure ? { hint: 'TLS parameters go with an nbds:// or nbds+unix:// address' } : tlsParam ? { hint: 'TLS is spoken with a pre-shared key only: ?tls-psk-file=PATH' } : usage);
   }
-  if (u.protocol === 'nbd:' || u.protocol === 'nbd+tcp:') {
+  let tls: NbdUri['tls'];
+  if (secure) {
+    const pskFile = u.searchParams.get('tls-psk-file');
+    if (!pskFile) throw new BadInputError(`${uri}: an nbds address needs ?tls-psk-file=PATH (TLS with a pre-shared key; certificates are not supported)`, usage);
+    let username: string;
+    try {
+      username = decodeURIComponent(unixUser ? unixUser[1]! : u.username);
+    } catch {
+      throw new BadInputError(`${uri}: the user name is not valid percent-encoding`, usage);
+    }
+    if (u.password) throw new BadInputError(`${uri}: a password does not belong in the address`, { hint: 'the key comes from the tls-psk-file' });
+    // libnbd's rule: without a user in the address, the login name is the PSK identity.
+    tls = { username: username || userInfo().username, pskFile: resolvePath(pskFile) };
+  } else if (u.username || unixUser) {
+    throw new BadInputError(`${uri}: a user name is only used with TLS (nbds://USER@HOST/EXPORT?tls-psk-file=…)`, usage);
+  }
+  const scheme = secure ? 'nbds' : 'nbd';
+  if (u.protocol === 'nbd+unix:' || u.protocol === 'nbds+unix:') {
+    const socket = u.searchParams.get('socket');
+    if (u.hostname !== '') throw new BadInputError(`${uri}: an ${scheme}+unix address has no host (${scheme}+unix:///EXPORT?socket=…)`, usage);
+    if (!socket) throw new BadInputError(`${uri}: an ${scheme}+unix address needs ?socket=PATH`, usage);
+    const path = resolvePath(socket);
+    return { address: { socket: path }, exportName, canonical: `${scheme}+unix:///${encodeURIComponent(exportName)}?socket=${path}`, ...(tls ? { tls } : {}) };
+  }
+  if (u.protocol === 'nbd:' || u.protocol === 'nbd+tcp:' || u.protocol === 'nbds:' || u.protocol === 'nbds+tcp:') {
     if (!u.hostname) throw new BadInputError(`${uri}: no host given`, usage);
-    if (params.length) throw new BadInputError(`${uri}: unknown parameter ${params.join(', ')}`, usage);
     const port = u.port ? Number(u.port) : NBD_PORT;
     const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
-    return { address: { host, port }, exportName, canonical: `nbd://${u.host.includes(':') ? u.host : `${u.hostname}:${port}`}/${encodeURIComponent(exportName)}` };
+    return { address: { host, port }, exportName, canonical: `${scheme}://${u.host.includes(':') ? u.host : `${u.hostname}:${port}`}/${encodeURIComponent(exportName)}`, ...(tls ? { tls } : {}) };
   }
   throw new BadInputError(`${uri}: the scheme ${u.protocol} is not an NBD address`, usage);
 }
@@ -116,7 +145,8 @@ export class NbdDrive implements BlockDevice {
    */
   static async open(address: string, options: OpenNbdOptions = {}): Promise<NbdDrive> {
     const uri = parseNbdUri(address);
-    const client = await NbdClient.connect(uri.address, { exportName: uri.exportName, metaContexts: options.metaContexts, handshakeTimeoutMs: options.handshakeTimeoutMs, label: address });
+    const tls = uri.tls ? readPsk(uri.tls.pskFile, uri.tls.username, address) : undefined;
+    const client = await NbdClient.connect(uri.address, { exportName: uri.exportName, metaContexts: options.metaContexts, handshakeTimeoutMs: options.handshakeTimeoutMs, label: address, tls });
     try {
       if (options.write && client.info.readOnly) throw new DeviceError(`the NBD export ${address} is read-only`, { hint: 'export it writable (qemu-storage-daemon --export …,writable=on)' });
       const drive = new NbdDrive(address, uri, client, !!options.write);
@@ -188,6 +218,28 @@ export class NbdDrive implements BlockDevice {
     }
     return out;
   }
+}
+
+/**
+ * The key of `username` in a PSK file: `USERNAME:HEXKEY` lines, the format
+ * of GnuTLS's psktool that qemu's `tls-creds-psk` (`keys.psk`) and nbdkit's
+ * `--tls-psk` read. Throws BadInputError naming the file and what is wrong.
+ */
+export function readPsk(pskFile: string, username: string, address = pskFile): NbdTlsPsk {
+  let text: string;
+  try {
+    text = readFileSync(pskFile, 'utf8');
+  } catch (e) {
+    throw new BadInputError(`${address}: cannot read the PSK file ${pskFile}: ${(e as Error).message}`, { hint: 'give the keys.psk file of the server (USERNAME:HEXKEY lines, as psktool writes them)' });
+  }
+  for (const line of text.split('\n')) {
+    const i = line.indexOf(':');
+    if (i < 0 || line.slice(0, i) !== username) continue;
+    const hex = line.slice(i + 1).trim();
+    if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex)) throw new BadInputError(`${address}: the key of "${username}" in ${pskFile} is not hexadecimal`, { hint: 'write USERNAME:HEXKEY, e.g. with `psktool -u USERNAME -p FILE`' });
+    return { identity: username, key: Buffer.from(hex, 'hex') };
+  }
+  throw new BadInputError(`${address}: the PSK file ${pskFile} has no key for the user "${username}"`, { hint: 'put the user in the address (nbds://USER@HOST/EXPORT?tls-psk-file=…) as it is named in the file' });
 }
 
 /**

@@ -152,19 +152,29 @@ test('a crash restarts the daemon with the same export at the same address and t
   assert.is(daemon.running, false);
 });
 
-test('NBD over TCP with TLS from a pre-shared key: a PSK client reads, a client without TLS is refused', async () => {
+test('NBD over TCP with TLS from a pre-shared key: libnbd and dpsr\'s own client read it, a client without TLS is refused', async () => {
   if (!haveQsd || !requireEnv('TLS-PSK export test', { tools: ['nbdinfo'] })) return;
   const pskDir = join(dir, 'psk');
   mkdirSync(pskDir, { recursive: true });
   const key = randomBytes(32).toString('hex');
   writeFileSync(join(pskDir, 'keys.psk'), `dpsr:${key}\n`, { mode: 0o600 });
   const port = 20000 + Math.floor(Math.random() * 20000);
-  const { daemon } = daemonFor('tls', { listen: { tcp: { host: '127.0.0.1', port, tlsPskDir: pskDir } } });
+  const { daemon, drive } = daemonFor('tls', { listen: { tcp: { host: '127.0.0.1', port, tlsPskDir: pskDir } } });
   await daemon.start();
   try {
-    assert.is(daemon.hostUri, `nbds://127.0.0.1:${port}/sys`);
-    const info = execFileSync('nbdinfo', ['--size', `nbds://dpsr@127.0.0.1:${port}/sys?tls-psk-file=${join(pskDir, 'keys.psk')}`], { encoding: 'utf8' });
+    assert.is(daemon.hostUri, `nbds://dpsr@127.0.0.1:${port}/sys?tls-psk-file=${join(pskDir, 'keys.psk')}`);
+    const info = execFileSync('nbdinfo', ['--size', daemon.hostUri], { encoding: 'utf8' });
     assert.is(info.trim(), String(32 * MiB));
+    // dpsr's NBD drive speaks the same TLS (GnuTLS on the server, OpenSSL here): what it writes lands on the raw drive.
+    const dev = await NbdDrive.open(daemon.hostUri, { write: true });
+    const data = randomBytes(MiB);
+    await dev.write(data, 3 * MiB);
+    await dev.flush();
+    const back = Buffer.alloc(MiB);
+    await dev.read(back, 3 * MiB);
+    assert.ok(back.equals(data));
+    await dev.close();
+    assert.ok(readFileSync(drive).subarray(3 * MiB, 4 * MiB).equals(data));
     const plain = await rejection(NbdDrive.open(`nbd://127.0.0.1:${port}/sys`));
     assert.instance(plain, NbdOptionError);
     assert.match((plain as Error).message, /requires TLS/);

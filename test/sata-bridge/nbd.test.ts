@@ -6,6 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync, unlinkSync, openSync, writeSync, closeSync } from 'node:fs';
 import {
   NbdDrive,
@@ -43,12 +44,27 @@ test('drive addresses: nbd+unix and nbd:// parse; malformed ones are bad input n
   assert.equal(parseNbdUri('nbd://example.net').address, { host: 'example.net', port: 10809 });
   assert.is(parseNbdUri('nbd://example.net').exportName, '');
   assert.equal(parseNbdUri('nbd://[::1]:10810/x').address, { host: '::1', port: 10810 });
+  // TLS with a pre-shared key, in libnbd's spellings; the user names the key in the file.
+  const s = parseNbdUri('nbds://backup@192.0.2.7:10900/sys?tls-psk-file=/etc/dpsr/keys.psk');
+  assert.equal(s.address, { host: '192.0.2.7', port: 10900 });
+  assert.equal(s.tls, { username: 'backup', pskFile: '/etc/dpsr/keys.psk' });
+  assert.is(s.canonical, 'nbds://192.0.2.7:10900/sys');
+  const su = parseNbdUri('nbds+unix://backup@/sys?socket=/run/e.sock&tls-psk-file=/k');
+  assert.equal(su.address, { socket: '/run/e.sock' });
+  assert.equal(su.tls, { username: 'backup', pskFile: '/k' });
+  assert.is(su.exportName, 'sys');
+  assert.is(parseNbdUri('nbd://example.net/x').tls, undefined);
   for (const [bad, why] of [
     ['nbd+unix:///x', /needs \?socket=PATH/],
     ['nbd+unix://host/x?socket=/s', /no host/],
     ['nbd+unix:///x?socket=/s&tls=1', /unknown parameter tls/],
     ['nbd:///x', /no host/],
-    ['nbds://host/x', /TLS is not supported/],
+    ['nbds://host/x', /needs \?tls-psk-file=PATH/],
+    ['nbds://u:secret@host/x?tls-psk-file=/k', /password/],
+    ['nbd://u@host/x', /user name is only used with TLS/],
+    ['nbd://host/x?tls-psk-file=/k', /unknown parameter tls-psk-file/],
+    ['nbds://host/x?tls-psk-file=/k&tls-certificates=/d', /unknown parameter tls-certificates/],
+    ['nbds+unix://u@/x?tls-psk-file=/k', /needs \?socket=PATH/],
     ['nbd://h:99999/x', /not a valid NBD address/],
   ] as const) {
     let err: unknown;
@@ -225,6 +241,43 @@ test('an unknown export, a context the server lacks and an unreachable socket ar
   const gone = await rejection(openDrive(`nbd+unix:///sys?socket=${join(dir, 'no-such.sock')}`));
   assert.instance(gone, DeviceError);
   assert.match((gone as Error).message, /cannot talk to the NBD server/);
+});
+
+test('nbdkit with TLS-PSK: nbds+unix reads and writes inside TLS; a wrong key, an unknown user and a server without TLS are clear errors, never plain text', async () => {
+  if (!haveNbdkit) return;
+  const keys = join(dir, 'keys.psk');
+  const key = randomBytes(32).toString('hex');
+  writeFileSync(keys, `other:${'00'.repeat(32)}\nbackup:${key}\n`, { mode: 0o600 });
+  const s = await nbdkit(dir, ['memory', '16M'], [], ['--tls=require', `--tls-psk=${keys}`]);
+  const plain = await nbdkit(dir, ['memory', '16M']);
+  try {
+    const uri = (user: string, file = keys) => `nbds+unix://${user}@/?socket=${s.socket}&tls-psk-file=${file}`;
+    const dev = await NbdDrive.open(uri('backup'), { write: true });
+    await driveContract(dev, 16 * MiB);
+    await dev.close();
+    // The server requires TLS: a plain client is told how to ask for it.
+    const refused = await rejection(NbdDrive.open(s.uri()));
+    assert.instance(refused, NbdOptionError);
+    assert.match((refused as Error).message, /requires TLS/);
+    assert.match((refused as NbdOptionError).hint ?? '', /nbds:\/\/USER@HOST:PORT\/EXPORT\?tls-psk-file=/);
+    // A key that is not the server's for this user: the handshake fails.
+    const wrongKey = join(dir, 'wrong.psk');
+    writeFileSync(wrongKey, `backup:${'11'.repeat(32)}\n`);
+    const bad = await rejection(NbdDrive.open(uri('backup', wrongKey)));
+    assert.instance(bad, DeviceError);
+    assert.match((bad as Error).message, /TLS handshake with the NBD server .* failed/);
+    assert.match((bad as DeviceError).hint ?? '', /"backup"/);
+    const nobody = await rejection(NbdDrive.open(uri('nobody')));
+    assert.instance(nobody, BadInputError);
+    assert.match((nobody as Error).message, /no key for the user "nobody"/);
+    // A server that does not speak TLS is refused: no fallback to plain text.
+    const downgrade = await rejection(NbdDrive.open(`nbds+unix://backup@/?socket=${plain.socket}&tls-psk-file=${keys}`));
+    assert.instance(downgrade, NbdOptionError);
+    assert.match((downgrade as Error).message, /does not offer TLS/);
+  } finally {
+    await s.stop();
+    await plain.stop();
+  }
 });
 
 test('a server that goes away mid-transmission fails what is pending and every later call', async () => {

@@ -61,10 +61,10 @@ async function start(cmd: string, args: string[], socket: string): Promise<Serve
 
 let counter = 0;
 
-/** `nbdkit [filters] PLUGIN ARGS…` on a fresh socket in `dir`. */
-export function nbdkit(dir: string, plugin: string[], filters: string[] = []): Promise<Server> {
+/** `nbdkit [options] [filters] PLUGIN ARGS…` on a fresh socket in `dir` (options such as `--tls=require`). */
+export function nbdkit(dir: string, plugin: string[], filters: string[] = [], options: string[] = []): Promise<Server> {
   const socket = join(dir, `nbdkit-${process.pid}-${counter++}.sock`);
-  return start('nbdkit', ['--foreground', '--exit-with-parent', '-U', socket, ...filters.flatMap((f) => ['--filter', f]), ...plugin], socket);
+  return start('nbdkit', ['--foreground', '--exit-with-parent', '-U', socket, ...options, ...filters.flatMap((f) => ['--filter', f]), ...plugin], socket);
 }
 
 /** `qemu-nbd` serving a raw image under `exportName`, any number of clients. */
