@@ -694,12 +694,21 @@ async function recoverLocked(req: CommonRequest & { target: string }, loc: Drive
   refuseInUse(loc);
   {
     // The sync map describes the half-done sync: after a rollback it would make a later sync skip chunks.
-    SyncMap.discard(files.syncMap);
     const open = req.openDevice ?? defaultOpen;
-    const target = await open(loc, { write: true, direct: req.direct, imageSectorSize: req.imageSectorSize });
+    const openOptions = { direct: req.direct, imageSectorSize: req.imageSectorSize };
+    // Rule 8 holds for a rollback too: the journal's byte positions belong to the geometry the pair was made with.
+    const look = await open(loc, { write: false, ...openOptions });
+    const facts = factsOf(loc, look);
+    await look.close();
+    const changed = geometryChange(store.pairs(), facts);
+    if (changed) throw refusalError(changed);
+    SyncMap.discard(files.syncMap);
+    const target = await open(loc, { write: true, ...openOptions });
     let rolled: { records: number; bytes: number };
     try {
-      if (target.identity.key !== key) throw new RefusedError(`${req.target} changed identity while opening`);
+      if (target.identity.key !== key || target.size !== facts.sizeBytes || target.logicalSectorSize !== facts.logicalSectorSize) {
+        throw new RefusedError(`${req.target} changed between checking it and opening it for writing (now ${formatExactBytes(target.size)} in ${target.logicalSectorSize}-byte sectors)`, { hint: 'nothing was written; run the recovery again' });
+      }
       rolled = await rollBack(files.journal, target, (done, total) =>
         req.onProgress?.({ phase: 'recovering', bytesDone: done, bytesTotal: total, bytesWritten: 0, rate: 0, etaSeconds: null, percent: (done / total) * 100 }),
       );

@@ -220,7 +220,8 @@ export async function runSequence(dir: string, template: Template, ops: readonly
       }
       case 'grow': {
         const d = op.which === 'active' ? m.active : m.standby;
-        if (!m.paired || m.pending || m.grown) {
+        // Also while a copy is interrupted: a resume or a rollback must then be refused.
+        if (!m.paired || m.grown) {
           steps[steps.length - 1] += ': skipped';
           continue;
         }
@@ -317,6 +318,7 @@ export async function runSequence(dir: string, template: Template, ops: readonly
         }
         const target = m.pending?.target ?? m.standby;
         if (m.pending?.kind === 'clone') refusal = 'an interrupted first clone has nothing to roll back to';
+        else if (m.pending && m.grown === target) refusal = 'the drive to roll back changed size';
         if (refusal) break;
         run = () => recover({ ...common, target: path[target], openDevice: killer(op.crash, stateDir) });
         recoverPending = m.pending;

@@ -13,7 +13,7 @@ import { execFileSync } from 'node:child_process';
 import { dpsr } from '../support/cli.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
-import { clone, sync, verify, PairStore } from '../../src/sync/index.ts';
+import { clone, sync, verify, recover, PairStore } from '../../src/sync/index.ts';
 import { RefusedError } from '../../src/errors.ts';
 
 const dir = tempDir();
@@ -129,6 +129,38 @@ test('a clone onto an equal-size standby needs no table rewritten and copies a f
   const r = await clone({ stateDir: join(dir, 'same-state'), source: a, target: b, imageSectorSize: 4096 });
   assert.is(r.gptRelocated, false);
   assert.is(sha256File(b), sha256File(a));
+});
+
+/** A pair whose sync stopped part-way: the standby is half written, its undo journal kept. */
+async function interruptedSync(name: string) {
+  const stateDir = join(dir, `${name}-state`);
+  const a = randomImage(join(dir, `${name}-a.img`), 16 * MiB, 81);
+  const b = sparseImage(join(dir, `${name}-b.img`), 16 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  const previous = sha256File(b);
+  randomImage(a, 16 * MiB, 82);
+  const err = await sync({ stateDir, source: a, target: b, chunkSize: MiB, batchBytes: MiB, journalBudget: 6 * MiB }).catch((e: unknown) => e);
+  assert.instance(err, Error);
+  assert.is.not(sha256File(b), previous);
+  return { stateDir, a, b, previous };
+}
+
+test('recover onto a standby that shows another size than at pairing is refused before it writes; at its size again it rolls back', async () => {
+  const { stateDir, b, previous } = await interruptedSync('recover-resized');
+  truncateSync(b, 16 * MiB + 8 * 512);
+  const before = sha256File(b);
+  const err = await recover({ stateDir, target: b }).catch((e: unknown) => e);
+  assert.instance(err, RefusedError);
+  assert.match((err as Error).message, /the standby drive .* now reports 16,781,312 bytes .* but had 16,777,216 bytes .* when the pair was made/);
+  assert.is(sha256File(b), before, 'nothing was written');
+  truncateSync(b, 16 * MiB);
+  await recover({ stateDir, target: b });
+  assert.is(sha256File(b), previous);
+});
+
+test('recover with another --sector-size than the standby was paired with is refused (exit 3) and writes nothing', async () => {
+  const { stateDir, b } = await interruptedSync('recover-sector');
+  refusedCli(['recover', b, '--yes', '--sector-size', '4096'], b, { DPSR_STATE_DIR: stateDir }, /4096-byte logical sectors instead of 512-byte ones/);
 });
 
 test.run();
