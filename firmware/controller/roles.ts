@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { RefusedError } from '../../src/errors.ts';
 import { identityOf, locateDrive, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
-import { PairStore, effectiveStandbyState, recordFailover, type PairRecord } from '../../src/sync/index.ts';
+import { PairStore, effectiveStandbyState, pairOfDrives, recordFailover, type PairRecord } from '../../src/sync/index.ts';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { EventBus } from './events.ts';
 import type { Logger } from 'pino';
@@ -55,7 +55,12 @@ export class Roles {
     return key;
   }
 
+  /** The pair of the drives in the bays: with standby rotation, the pair of the standby that is in its bay now. */
   pair(store = new PairStore(this.stateDir)): PairRecord | undefined {
+    const a = this.keyOf('A');
+    const b = this.keyOf('B');
+    const both = a && b ? pairOfDrives(store.pairs(), a, b) : undefined;
+    if (both) return both;
     for (const bay of ['A', 'B'] as const) {
       const key = this.keyOf(bay);
       const p = key ? store.pairOf(key) : undefined;

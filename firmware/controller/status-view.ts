@@ -14,6 +14,21 @@ import type { JobRunner } from './jobs.ts';
 import type { Metrics } from './metrics.ts';
 import type { Rig } from './rig.ts';
 import type { Roles } from './roles.ts';
+import { standbysOf, type PairRecord } from '../../src/sync/index.ts';
+
+/** One standby of a rotation as the status shows it. */
+function standbyEntry(p: PairRecord, inBays: (string | null)[]) {
+  const d = p.drives[p.standbyKey];
+  return {
+    pairId: p.id,
+    key: p.standbyKey,
+    lastPath: d?.lastPath ?? null,
+    generation: d?.generation ?? null,
+    present: inBays.includes(p.standbyKey),
+    lastSyncedAt: p.lastSuccess ?? null,
+    ageSeconds: p.lastSuccess ? Math.max(0, Math.round((Date.now() - Date.parse(p.lastSuccess)) / 1000)) : null,
+  };
+}
 
 export class StatusView {
   #core: { at: number; value: ReturnType<StatusView['computeCore']> } | null = null;
@@ -57,6 +72,8 @@ export class StatusView {
       pendingCopy: pair?.pendingCopy ?? null,
       lastSync: pair?.lastSync ?? null,
       lastSuccess: pair?.lastSuccess ?? null,
+      /** Standby rotation: every standby of the active drive, the one in its bay and those elsewhere, with the age of its backup. */
+      standbys: pair ? standbysOf(store.pairs(), pair.activeKey).map((q) => standbyEntry(q, [this.roles.keyOf('A'), this.roles.keyOf('B')])) : [],
       problems: store.problems,
     };
   }

@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { formatExactBytes, planGptRelocation, regionsToCopy, type DiskLayout, type GptRelocationPlan } from '../disk-layout/index.ts';
-import { descendsFrom, pairIdFor, type PairRecord, type PendingCopy } from './pair-state.ts';
+import { descendsFrom, knownDrive, pairHolding, pairIdFor, pairOfDrives, standbysOf, type PairRecord, type PendingCopy } from './pair-state.ts';
 import { alignRangesOutward, intersectRanges, normalizeRanges, type ByteRange } from './ranges.ts';
 
 export type CopyKind = 'clone' | 'sync' | 'restore';
@@ -48,6 +48,13 @@ export interface PlanRequest {
   readonly changed?: ChangedBlocks;
   readonly forceGeneration?: boolean;
   readonly forceClone?: boolean;
+  /**
+   * A clone onto a new drive from an active drive that already has a standby
+   * (rotation): the operator confirmed that the target becomes one more
+   * standby, each its own pair. Without it such a clone is refused, naming
+   * the standbys the source has.
+   */
+  readonly addStandby?: boolean;
 }
 
 /** An end-of-disk signature found on the target (an old backup GPT, a RAID superblock…). */
@@ -130,8 +137,11 @@ const refuse = (reason: string, hint: string, error: Refusal['error'] = 'refused
 
 const exact = formatExactBytes;
 
-function pairHolding(pairs: readonly PairRecord[], key: string): PairRecord | undefined {
-  return pairs.find((p) => p.activeKey === key || p.standbyKey === key);
+/** "/dev/b (pair 1a2b…, generation 5, last synced 2026-…)" for each standby of an active drive, for refusals and prompts. */
+export function describeStandbys(pairs: readonly PairRecord[], activeKey: string): string {
+  return standbysOf(pairs, activeKey)
+    .map((p) => `${p.drives[p.standbyKey]?.lastPath ?? p.standbyKey} (pair ${p.id}, generation ${p.drives[p.standbyKey]?.generation ?? '?'}, ${p.lastSuccess ? `last synced ${p.lastSuccess}` : 'never synced'})`)
+    .join(', ');
 }
 
 /** The command that runs a plan, for "run the same command again". */
@@ -242,8 +252,9 @@ export function planCopy(input: PlanInput): CopyDecision {
   if (req.kind === 'clone' && req.partitions.length > 0) {
     return refuse('a clone copies the whole drive; --partition goes with sync', 'run `dpsr clone` first, then `dpsr sync --partition N`', 'bad-input');
   }
-  let pair = pairHolding(input.pairs, target.key);
-  const sourcePair = pairHolding(input.pairs, source.key);
+  // The pair of both drives first: an active drive with several standbys is in several pairs.
+  let pair = pairOfDrives(input.pairs, source.key, target.key) ?? pairHolding(input.pairs, target.key);
+  const sourcePair = pair && (pair.activeKey === source.key || pair.standbyKey === source.key) ? pair : pairHolding(input.pairs, source.key);
   if (input.copyRunning && pair) {
     const running = pair.pendingCopy ? `a ${pair.pendingCopy.plan ? describePlan(pair.pendingCopy.plan) : pair.pendingCopy.kind}, started ${pair.pendingCopy.startedAt}` : 'a copy';
     return refuse(`a copy onto ${target.path} is running right now (${running})`, 'wait for it to finish, or cancel it (Ctrl-C, or cancel the job in dpsrd)', 'busy');
@@ -258,7 +269,22 @@ export function planCopy(input: PlanInput): CopyDecision {
   // Rules 1 and 3: positively the standby of this pair, in the right direction.
   let kind = req.kind;
   if (kind === 'clone') {
-    if (sourcePair && sourcePair !== pair) {
+    const sourceIsStandby = input.pairs.some((p) => p.standbyKey === source.key);
+    const sourceHalfWritten = input.pairs.find((p) => p.pendingCopy?.to === source.key);
+    if (sourcePair && !pair && sourceHalfWritten) {
+      return refuse(`the source ${source.path} is half-written by an interrupted ${sourceHalfWritten.pendingCopy!.kind} (pair ${sourceHalfWritten.id})`, `finish it by running it again, or \`dpsr recover ${source.path}\`, then clone`);
+    }
+    if (sourcePair && !pair && !sourceIsStandby) {
+      // Rotation: the source is the active drive of its pairs; the target becomes one more standby, after a confirmation.
+      if (!req.addStandby) {
+        const count = standbysOf(input.pairs, source.key).length;
+        return refuse(
+          `the source ${source.path} already has ${count === 1 ? 'a standby' : `${count} standbys`}: ${describeStandbys(input.pairs, source.key)}; cloning onto ${target.path} would make it one more standby (a rotation), each its own pair`,
+          `to add ${target.path} as another standby confirm the clone on a terminal or pass --add-standby; to replace the standby instead, \`dpsr forget ${sourcePair.id}\` first. Nothing was written`,
+        );
+      }
+      notes.push(`${target.path} becomes another standby of ${source.path}, besides ${describeStandbys(input.pairs, source.key)}`);
+    } else if (sourcePair && sourcePair !== pair) {
       const other = sourcePair.drives[sourcePair.activeKey === source.key ? sourcePair.standbyKey : sourcePair.activeKey]?.lastPath;
       return refuse(`the source ${source.path} already belongs to another pair (${sourcePair.id}) with ${other}`, `forget that pair first: dpsr forget ${sourcePair.id}`);
     }
@@ -269,16 +295,21 @@ export function planCopy(input: PlanInput): CopyDecision {
     }
   } else {
     if (!pair) {
-      const standby = sourcePair?.drives[sourcePair.standbyKey];
-      if (sourcePair && kind === 'sync' && standby?.lastPath === target.path) {
+      const samePath = standbysOf(input.pairs, source.key).find((p) => p.drives[p.standbyKey]?.lastPath === target.path);
+      if (samePath && kind === 'sync') {
         return refuse(
-          `the drive at ${target.path} is not the standby recorded for pair ${sourcePair.id}, though the standby was reached by that path: it was replaced since (another disk in the bay, or another file at that path), and what it holds is not the backup the records describe`,
-          `if it is to be the new standby: \`dpsr forget ${sourcePair.id}\`, then \`dpsr clone ${source.path} ${target.path}\`; otherwise put the paired standby back`,
+          `the drive at ${target.path} is not the standby recorded for pair ${samePath.id}, though the standby was reached by that path: it was replaced since (another disk in the bay, or another file at that path), and what it holds is not the backup the records describe`,
+          `if it is to be the new standby: \`dpsr forget ${samePath.id}\`, then \`dpsr clone ${source.path} ${target.path}\`; otherwise put the paired standby back`,
         );
       }
+      const standbys = standbysOf(input.pairs, source.key);
       return refuse(
         `the target ${target.path} is not ${kind === 'restore' ? 'a drive' : 'the standby'} of any recorded pair`,
-        sourcePair ? `the source's standby is ${sourcePair.drives[sourcePair.standbyKey]?.lastPath}` : 'pair the drives with `dpsr clone <active> <standby>` first',
+        standbys.length > 1
+          ? `the source's standbys are ${describeStandbys(input.pairs, source.key)}`
+          : sourcePair
+            ? `the source's standby is ${sourcePair.drives[sourcePair.standbyKey]?.lastPath}`
+            : 'pair the drives with `dpsr clone <active> <standby>` first',
       );
     }
     const wantTarget = kind === 'restore' ? pair.activeKey : pair.standbyKey;
@@ -386,7 +417,7 @@ export function planCopy(input: PlanInput): CopyDecision {
     kind,
     mode: kind === 'clone' ? ('clone' as const) : mode,
     pairId,
-    source: { key: source.key, sizeBytes: source.sizeBytes, logicalSectorSize: source.logicalSectorSize, generation: pair?.drives[source.key]?.generation ?? 1 },
+    source: { key: source.key, sizeBytes: source.sizeBytes, logicalSectorSize: source.logicalSectorSize, generation: pair?.drives[source.key]?.generation ?? knownDrive(input.pairs, source.key)?.generation ?? 1 },
     target: { key: target.key, sizeBytes: target.sizeBytes, logicalSectorSize: target.logicalSectorSize, generation: pair?.drives[target.key]?.generation ?? 0 },
     partitions: [...req.partitions],
     ranges,

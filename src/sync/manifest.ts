@@ -15,7 +15,7 @@ import { normalizeRanges, type ByteRange } from './ranges.ts';
 const HEADER_BYTES = 4096;
 export const MANIFEST_BLOCK = 32 * 1024;
 
-interface ManifestHeader {
+export interface ManifestHeader {
   format: 'dpsr-manifest-1';
   state: 'valid' | 'dirty';
   targetKey: string;
@@ -25,6 +25,24 @@ interface ManifestHeader {
   coverage: ByteRange[];
   /** xxh3 of the hash table, as a decimal string. */
   bodyChecksum: string;
+}
+
+/**
+ * Why a manifest's header cannot stand in for reading the standby, or
+ * undefined when it can (its table's checksum is checked apart, with I/O).
+ * Pure. A manifest is stale when it does not describe the standby's current
+ * generation: a standby back from off-site that was synced since the
+ * manifest was sealed, or that became active (failover) and moved on, gets a
+ * full compare; one that only sat on a shelf keeps its generation and its
+ * manifest.
+ */
+export function manifestStaleness(header: Pick<ManifestHeader, 'format' | 'state' | 'targetKey' | 'targetSize' | 'generation'>, expect: ManifestExpectation): string | undefined {
+  if (header.format !== 'dpsr-manifest-1') return 'the manifest has an unknown format';
+  if (header.state !== 'valid') return 'the last sync was interrupted, so the standby may differ from its manifest';
+  if (header.targetKey !== expect.targetKey) return 'the standby is another drive than the manifest describes';
+  if (header.targetSize !== expect.targetSize) return 'the standby changed size';
+  if (header.generation !== expect.generation) return `the manifest is stale: it describes generation ${header.generation} of the standby, which holds generation ${expect.generation} now`;
+  return undefined;
 }
 
 export interface ManifestExpectation {
@@ -75,12 +93,8 @@ export class Manifest {
       reason = 'the manifest header is unreadable';
     }
     if (header && !reason) {
-      if (header.format !== 'dpsr-manifest-1') reason = 'the manifest has an unknown format';
-      else if (header.state !== 'valid') reason = 'the last sync was interrupted, so the standby may differ from its manifest';
-      else if (header.targetKey !== expect.targetKey) reason = 'the standby is another drive than the manifest describes';
-      else if (header.targetSize !== expect.targetSize) reason = 'the standby changed size';
-      else if (header.generation !== expect.generation) reason = `the standby's generation changed (manifest ${header.generation}, state ${expect.generation})`;
-      else if ((await checksumBody(handle, header)) !== header.bodyChecksum) reason = 'the manifest fails its checksum';
+      reason = manifestStaleness(header, expect);
+      if (!reason && (await checksumBody(handle, header)) !== header.bodyChecksum) reason = 'the manifest fails its checksum';
     }
     if (reason || !header) {
       await handle.truncate(0);

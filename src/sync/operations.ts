@@ -28,7 +28,7 @@ import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, acquireDriveLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
-import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, type PairRecord, type StandbyState } from './pair-state.ts';
+import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import { ensureSpaceReserve, NoSpaceError } from '../durable-file.ts';
 import { planCopy, commandFor, geometryChange, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
@@ -72,6 +72,8 @@ export interface CopyRequest extends CommonRequest {
   readonly forceClone?: boolean;
   /** Undo journal size limit in bytes. */
   readonly journalBudget?: number;
+  /** A clone from an active drive that has a standby already: the target becomes one more standby (rotation), as confirmed by the operator. */
+  readonly addStandby?: boolean;
 }
 
 export interface UnreadableReport {
@@ -345,7 +347,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     try {
       const sourceFacts = factsOf(sourceLoc, source);
       const targetFacts = factsOf(targetLoc, look);
-      const known = new PairStore(req.stateDir).pairOf(targetFacts.key);
+      const known = new PairStore(req.stateDir).pairFor(sourceFacts.key, targetFacts.key);
       const pairId = known?.id ?? pairIdFor(sourceFacts.key, targetFacts.key);
       const locks = await lockForWriting(req.stateDir, pairId, targetLoc, `${requestedKind} onto ${targetLoc.requested}`);
       release = () => locks.release();
@@ -353,13 +355,13 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       store = new PairStore(req.stateDir);
       // Not created here: a refused copy leaves no empty pair folder behind (pairFiles makes it once the copy runs).
       const pairFolder = join(store.dir, 'pairs', pairId);
-      const pending = store.pairOf(targetFacts.key)?.pendingCopy;
+      const pending = store.pairFor(sourceFacts.key, targetFacts.key)?.pendingCopy;
       sourceLayout = await readLayout(source, { sniff: false }).catch(() => undefined);
       const journalRecords = pending?.journaled ? (await scanJournal(join(pairFolder, 'undo.journal'))).records.length : 0;
       // The copy never writes past the source's size, so the target's tail can be read now: what its previous life left there.
       tail = await planCopyTail(source, look, sourceLayout);
       decision = planCopy({
-        request: { kind: requestedKind, partitions, mode: requestedMode, changed: req.changed, forceGeneration: req.forceGeneration, forceClone: req.forceClone },
+        request: { kind: requestedKind, partitions, mode: requestedMode, changed: req.changed, forceGeneration: req.forceGeneration, forceClone: req.forceClone, addStandby: req.addStandby },
         source: sourceFacts,
         target: targetFacts,
         sourceLayout,
@@ -429,8 +431,13 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       let p = tx.byId(plan.pairId);
       if (!p) {
         if (!newRecord) throw new RefusedError(`pair ${plan.pairId} was forgotten by another process`, { hint: 'run `dpsr status` to see the recorded pairs' });
-        const taken = tx.pairOf(sourceKey) ?? tx.pairOf(targetKey);
-        if (taken) throw new RefusedError(`${tx.pairOf(sourceKey) ? sourceLoc.requested : targetLoc.requested} was paired by another process meanwhile (pair ${taken.id})`, { hint: 'run `dpsr status` to see the recorded pairs' });
+        // The source may be the active drive of other pairs only when this clone adds a standby to it (rotation).
+        const sourceTaken = tx.pairs().find((q) => q.standbyKey === sourceKey || (q.activeKey === sourceKey && !req.addStandby));
+        const taken = sourceTaken ?? tx.pairOf(targetKey);
+        if (taken) throw new RefusedError(`${sourceTaken ? sourceLoc.requested : targetLoc.requested} was paired by another process meanwhile (pair ${taken.id})`, { hint: 'run `dpsr status` to see the recorded pairs' });
+        // A second standby's active drive keeps the generation and lineage its other pairs know it by.
+        const known = knownDrive(tx.pairs(), sourceKey);
+        if (known) Object.assign(newRecord.drives[sourceKey]!, { generation: known.generation, lineage: [...known.lineage] });
         p = tx.insert(newRecord);
       }
       if (writesStandby) p.standbyState = 'syncing';
@@ -507,8 +514,10 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     // Done and flushed: record the new generation, then (only then) discard the journal.
     const unreadable = reportUnreadable(result.unreadable, source.logicalSectorSize, sourceLayout);
     let generation = 0;
-    pair = store.update(pair.id, `${kind} onto ${targetLoc.requested}: done`, (p) => {
-      generation = recordCompletedCopy(p, sourceKey, targetKey);
+    pair = store.transact(`${kind} onto ${targetLoc.requested}: done`, (tx) => {
+      const p = tx.byId(pair.id);
+      if (!p) throw new BusyError(`pair ${pair.id} was forgotten by another process while the ${kind} ran`, { hint: 'run `dpsr status` to see the recorded pairs' });
+      generation = recordCompletedCopy(p, sourceKey, targetKey, tx.pairs());
       p.standbyState = 'consistent';
       p.pendingCopy = undefined;
       p.lastSync = {
@@ -524,6 +533,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
         message: unreadable.length ? `${unreadable.reduce((n, u) => n + u.sectors, 0)} unreadable sectors on the source were skipped` : undefined,
       };
       p.lastSuccess = p.lastSync.at;
+      return p;
     });
     // Sealed after the record: a crash in between leaves an unsealed manifest, which the next manifest sync does not trust.
     if (result.unreadable.length > 0) {
@@ -802,7 +812,9 @@ export function recordFailover(stateDir: string, pairId?: string): RoleSwapRepor
       pair.standbyKey = oldActive;
       // An interrupted restore was writing the old active drive: as the standby now it is half-written, not a backup.
       if (pair.pendingCopy?.to === pair.standbyKey) pair.standbyState = 'inconsistent';
-      const generation = recordBecameActive(pair, pair.activeKey);
+      const generation = recordBecameActive(pair, pair.activeKey, tx.pairs());
+      // Rotation: the old active drive's other standbys now protect the new one.
+      moveStandbysToNewActive(pair, oldActive, [...tx.pairs()]);
       return { pairId: pair.id, active: pair.drives[pair.activeKey]!.lastPath, standby: pair.drives[pair.standbyKey]!.lastPath, generation };
     });
   } finally {

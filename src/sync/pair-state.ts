@@ -17,6 +17,13 @@
  * one. A copy may go onto a target only when the target's generation is in
  * the source's lineage: otherwise the target holds changes the source never
  * saw (both moved on after a failover) and the copy would lose them.
+ *
+ * Standby rotation: one active drive may have several standbys, each its own
+ * pair record. Generation numbers are handed out across all pairs of the
+ * state directory (never twice), and a drive's generation and lineage are the
+ * same in every record that holds it, so the lineages of two standbys of one
+ * active drive can be compared: a standby synced after another one's last
+ * sync holds data the other's lineage does not contain.
  */
 import { join } from 'node:path';
 import { homedir } from 'node:os';
@@ -92,6 +99,36 @@ export function defaultStateDir(): string {
 
 const LINEAGE_KEPT = 64;
 
+/**
+ * The pair a drive key belongs to. A standby is in one pair, an active drive
+ * with several standbys in several: the pair with a copy writing the drive
+ * comes first, then the one where it is the standby, then the first where it
+ * is active.
+ */
+export function pairHolding<P extends Pick<PairRecord, 'activeKey' | 'standbyKey' | 'pendingCopy'>>(pairs: readonly P[], key: string): P | undefined {
+  return pairs.find((p) => p.pendingCopy?.to === key) ?? pairs.find((p) => p.standbyKey === key) ?? pairs.find((p) => p.activeKey === key);
+}
+
+/** The pair of exactly these two drives (either role), if recorded. */
+export function pairOfDrives<P extends Pick<PairRecord, 'activeKey' | 'standbyKey'>>(pairs: readonly P[], keyA: string, keyB: string): P | undefined {
+  return pairs.find((p) => (p.activeKey === keyA && p.standbyKey === keyB) || (p.activeKey === keyB && p.standbyKey === keyA));
+}
+
+/** The pairs whose active drive is `activeKey`: one per standby of a rotation. */
+export function standbysOf<P extends Pick<PairRecord, 'activeKey'>>(pairs: readonly P[], activeKey: string): P[] {
+  return pairs.filter((p) => p.activeKey === activeKey);
+}
+
+/** The next generation number: above every counter and generation recorded in any pair. */
+export function nextGeneration(pairs: readonly PairRecord[]): number {
+  let max = 0;
+  for (const p of pairs) {
+    max = Math.max(max, p.counter);
+    for (const d of Object.values(p.drives)) max = Math.max(max, d.generation, ...d.lineage);
+  }
+  return max + 1;
+}
+
 export function pairIdFor(keyA: string, keyB: string): string {
   return createHash('sha256').update([keyA, keyB].sort().join('\n')).digest('hex').slice(0, 12);
 }
@@ -120,9 +157,9 @@ export class PairsTransaction {
     return this.file.pairs;
   }
 
-  /** The pair holding this drive key, if any. */
+  /** The pair holding this drive key, if any (see pairHolding for an active drive with several standbys). */
   pairOf(key: string): PairRecord | undefined {
-    return this.file.pairs.find((p) => p.activeKey === key || p.standbyKey === key);
+    return pairHolding(this.file.pairs, key);
   }
 
   byId(id: string): PairRecord | undefined {
@@ -208,9 +245,14 @@ export class PairStore {
     return dir;
   }
 
-  /** The pair holding this drive key, if any. */
+  /** The pair holding this drive key, if any (see pairHolding for an active drive with several standbys). */
   pairOf(key: string): PairRecord | undefined {
-    return this.#state.pairs.find((p) => p.activeKey === key || p.standbyKey === key);
+    return pairHolding(this.#state.pairs, key);
+  }
+
+  /** The pair of a copy from `sourceKey` onto `targetKey`: the pair of both drives, else the target's. */
+  pairFor(sourceKey: string, targetKey: string): PairRecord | undefined {
+    return pairOfDrives(this.#state.pairs, sourceKey, targetKey) ?? pairHolding(this.#state.pairs, targetKey);
   }
 
   byId(id: string): PairRecord | undefined {
@@ -265,23 +307,75 @@ export function descendsFrom(source: DriveRecord, target: DriveRecord): boolean 
   return source.lineage.includes(target.generation);
 }
 
-/** A completed copy: the target now holds the source's data under a new generation. */
-export function recordCompletedCopy(pair: PairRecord, sourceKey: string, targetKey: string): number {
+/**
+ * A completed copy: the target now holds the source's data under a new
+ * generation. `all` are every pair of the state directory (the transaction's
+ * view, `pair` among them): the number is new across all of them, and the
+ * drives' new generation and lineage are written into every record of them.
+ */
+export function recordCompletedCopy(pair: PairRecord, sourceKey: string, targetKey: string, all: readonly PairRecord[] = [pair]): number {
   const source = pair.drives[sourceKey]!;
   const target = pair.drives[targetKey]!;
-  const generation = ++pair.counter;
+  const generation = nextGeneration([pair, ...all]);
+  pair.counter = generation;
   source.lineage = [...source.lineage, generation].slice(-LINEAGE_KEPT);
   source.generation = generation;
   target.lineage = [...source.lineage];
   target.generation = generation;
+  shareDriveRecord(all, source);
+  shareDriveRecord(all, target);
   return generation;
 }
 
 /** The drive `key` becomes the one the host boots and writes: its data moves on from here. */
-export function recordBecameActive(pair: PairRecord, key: string): number {
+export function recordBecameActive(pair: PairRecord, key: string, all: readonly PairRecord[] = [pair]): number {
   const drive = pair.drives[key]!;
-  const generation = ++pair.counter;
+  const generation = nextGeneration([pair, ...all]);
+  pair.counter = generation;
   drive.lineage = [...drive.lineage, generation].slice(-LINEAGE_KEPT);
   drive.generation = generation;
+  shareDriveRecord(all, drive);
   return generation;
+}
+
+/** A drive's data is the same whichever pair records it: its generation and lineage go into every record of it. */
+function shareDriveRecord(all: readonly PairRecord[], drive: DriveRecord): void {
+  for (const p of all) {
+    const d = p.drives[drive.key];
+    if (!d || d === drive) continue;
+    d.generation = drive.generation;
+    d.lineage = [...drive.lineage];
+  }
+}
+
+/**
+ * A drive about to be recorded in a new pair as it is known from the other
+ * pairs (a second standby's active drive keeps its generation and lineage),
+ * or undefined when no pair knows it.
+ */
+export function knownDrive(pairs: readonly PairRecord[], key: string): DriveRecord | undefined {
+  for (const p of pairs) if (p.drives[key]) return p.drives[key];
+  return undefined;
+}
+
+/**
+ * After a failover of `pair`, the other standbys of its old active drive
+ * follow the host to the new active drive: their pairs get the new active
+ * drive's record (generation and lineage as in `pair`), so re-protecting the
+ * new system onto a rotated standby is an ordinary sync, and the generation
+ * check decides whether the standby's data is contained in the new active
+ * drive's (it is not when the standby was synced after the failed-over one).
+ * Returns the ids of the pairs that moved.
+ */
+export function moveStandbysToNewActive(pair: PairRecord, oldActiveKey: string, all: PairRecord[]): string[] {
+  const moved: string[] = [];
+  const active = pair.drives[pair.activeKey]!;
+  for (const p of all) {
+    if (p === pair || p.id === pair.id || p.activeKey !== oldActiveKey || p.standbyKey === pair.activeKey) continue;
+    delete p.drives[oldActiveKey];
+    p.drives[active.key] = { ...active, lineage: [...active.lineage] };
+    p.activeKey = active.key;
+    moved.push(p.id);
+  }
+  return moved;
 }

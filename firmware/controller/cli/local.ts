@@ -4,7 +4,7 @@
  * reports.
  */
 import { BadInputError, CancelledError, RefusedError } from '../../../src/errors.ts';
-import { discoverDrives, openDrive, locateDrive, usageOf } from '../../../src/sata-bridge/index.ts';
+import { discoverDrives, openDrive, locateDrive, usageOf, driveKeyOf } from '../../../src/sata-bridge/index.ts';
 import { readLayout, formatLayout } from '../../../src/disk-layout/index.ts';
 import {
   clone,
@@ -17,6 +17,9 @@ import {
   effectiveStandbyState,
   copyRunning,
   pendingCopyAdvice,
+  describeStandbys,
+  pairOfDrives,
+  standbysOf,
   formatBytes,
   verifyHeadline,
   formatSectorRange,
@@ -124,6 +127,34 @@ export function needsAttention(p: { standbyState: string; pendingCopy: unknown; 
   return why;
 }
 
+/**
+ * A clone that would add a standby to an active drive that has one already,
+ * read from the pair records without touching a drive: the other standbys,
+ * described for the question. Undefined for an ordinary clone.
+ */
+function rotationOf(stateDir: string, source: string, target: string, imageSectorSize: number | undefined): { count: number; described: string } | undefined {
+  const pairs = new PairStore(stateDir, { create: false }).pairs();
+  const sourceKey = driveKeyOf(locateDrive(source), imageSectorSize);
+  const targetKey = driveKeyOf(locateDrive(target), imageSectorSize);
+  const standbys = standbysOf(pairs, sourceKey);
+  if (!standbys.length || pairOfDrives(pairs, sourceKey, targetKey) || pairs.some((p) => p.standbyKey === sourceKey || p.standbyKey === targetKey || p.activeKey === targetKey)) return undefined;
+  return { count: standbys.length, described: describeStandbys(pairs, sourceKey) };
+}
+
+/** How old the backup on a pair's standby is: when its last copy completed. */
+export function standbyAge(p: { lastSuccess?: string }, now: number): { lastSyncedAt: string | null; ageSeconds: number | null } {
+  if (!p.lastSuccess) return { lastSyncedAt: null, ageSeconds: null };
+  return { lastSyncedAt: p.lastSuccess, ageSeconds: Math.max(0, Math.round((now - Date.parse(p.lastSuccess)) / 1000)) };
+}
+
+/** 45 s, 12 min, 5 h, 3 days: an age for an operator. */
+export function formatAge(seconds: number): string {
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min`;
+  if (seconds < 2 * 86400) return `${Math.floor(seconds / 3600)} h`;
+  return `${Math.floor(seconds / 86400)} days`;
+}
+
 export async function runLocal(inv: Invocation): Promise<number> {
   checkUsage(inv);
   const { command, args, opts } = inv;
@@ -204,9 +235,17 @@ export async function runLocal(inv: Invocation): Promise<number> {
           process.stderr.write([...(await describeDrive(target, role, imageSectorSize)), ...(await describeDrive(source, 'source, read only', imageSectorSize)), ''].join('\n'));
         }
         const verb = command === 'restore' ? 'OVERWRITE THE ACTIVE DRIVE' : 'overwrite';
-        await askOrRequireYes(opts, `This will ${verb} ${target} with ${source}.`);
+        // Rotation: a clone from an active drive that has a standby makes the target one more standby; the question names the others.
+        let addStandby = opts.addStandby === true;
+        const others = command === 'clone' ? rotationOf(stateDir, source, target, imageSectorSize) : undefined;
+        if (others && !addStandby && !opts.yes && isTerminal()) {
+          await askOrRequireYes(opts, `${source} already has ${others.count === 1 ? 'a standby' : `${others.count} standbys`}: ${others.described}.\nThis makes ${target} one more standby of ${source} (its own pair, its own generation); the other standbys stay as they are.\nThis will ${verb} ${target} with ${source}.`);
+          addStandby = true;
+        } else {
+          await askOrRequireYes(opts, `This will ${verb} ${target} with ${source}.`);
+        }
         const fn = command === 'clone' ? clone : command === 'sync' ? sync : restore;
-        const report = await fn({ ...common, source, target, partitions, mode, forceClone: opts.force as boolean | undefined, forceGeneration: opts.forceGeneration as boolean | undefined, journalBudget });
+        const report = await fn({ ...common, source, target, partitions, mode, forceClone: opts.force as boolean | undefined, forceGeneration: opts.forceGeneration as boolean | undefined, journalBudget, addStandby });
         progress.stop();
         if (json) printJson(report);
         else printCopy(report);
@@ -230,10 +269,13 @@ export async function runLocal(inv: Invocation): Promise<number> {
       }
       case 'status': {
         const store = new PairStore(stateDir, { create: false });
+        const now = Date.now();
         const pairs = store.pairs().map((p) => ({
           id: p.id,
           active: { ...p.drives[p.activeKey]! },
-          standby: { ...p.drives[p.standbyKey]! },
+          standby: { ...p.drives[p.standbyKey]!, ...standbyAge(p, now) },
+          /** Rotation: the other standbys of this pair's active drive, by pair id. */
+          otherStandbys: standbysOf(store.pairs(), p.activeKey).filter((q) => q.id !== p.id).map((q) => q.id),
           standbyState: effectiveStandbyState(store, p),
           pendingCopy: p.pendingCopy ?? null,
           lastSync: p.lastSync ?? null,
@@ -248,6 +290,8 @@ export async function runLocal(inv: Invocation): Promise<number> {
             console.log(`pair ${p.id}`);
             console.log(`  active   ${p.active.lastPath}  generation ${p.active.generation}  (${p.active.key})`);
             console.log(`  standby  ${p.standby.lastPath}  generation ${p.standby.generation}  ${p.standbyState.toUpperCase()}  (${p.standby.key})`);
+            console.log(`  standby age: ${p.standby.lastSyncedAt ? `${formatAge(p.standby.ageSeconds!)} (last synced ${p.standby.lastSyncedAt})` : 'never synced'}`);
+            if (p.otherStandbys.length) console.log(`  rotation: ${p.otherStandbys.length + 1} standbys of this active drive; the others are pair${p.otherStandbys.length > 1 ? 's' : ''} ${p.otherStandbys.join(', ')}`);
             const record = store.byId(p.id)!;
             const pending = pendingCopyAdvice(record, copyRunning(stateDir, record.id));
             if (pending) console.log(`  ${pending}`);

@@ -81,7 +81,7 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
   add('drives', 'list drives with identity, size, sector sizes, bridge, mounts', [], [opt.json()]);
   add('inspect', 'geometry, identity and partition table of a drive', ['<drive>'], [opt.json(), opt.sectorSize()]);
   add('clone', 'first full sector copy; records the pair (source active, target standby)', ['[source]', '[target]'],
-    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), new Option('--force', 'copy everything again, unjournaled, over a standby that holds a consistent backup (without it such a clone runs as a sync)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
+    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), new Option('--force', 'copy everything again, unjournaled, over a standby that holds a consistent backup (without it such a clone runs as a sync)'), new Option('--add-standby', 'the source has a standby already: make the target one more standby (rotation) without asking'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr clone <source> <target>. With --url: no arguments (the daemon knows its bays).',
     '[options] <source> <target>\n       dpsr clone --url URL [options]');
   add('sync', 'make the standby byte-identical again, writing only what differs', ['[source]', '[target]'],
