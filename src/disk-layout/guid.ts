@@ -43,3 +43,14 @@ const TYPE_NAMES: Record<string, string> = {
 export function gptTypeName(typeGuid: string): string {
   return TYPE_NAMES[typeGuid.toUpperCase()] ?? 'Unknown';
 }
+
+/** The 16 bytes GPT stores for a GUID written as text: the inverse of formatGuid. Throws RangeError for text that is not a GUID. */
+export function parseGuid(text: string): Uint8Array {
+  const hex = text.replace(/-/g, '');
+  if (!/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(text)) throw new RangeError(`"${text}" is not a GUID`);
+  const b = Buffer.from(hex, 'hex');
+  const out = new Uint8Array(16);
+  out.set([b[3]!, b[2]!, b[1]!, b[0]!, b[5]!, b[4]!, b[7]!, b[6]!], 0);
+  out.set(b.subarray(8, 16), 8);
+  return out;
+}

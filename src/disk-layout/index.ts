@@ -5,3 +5,4 @@ export { crc32 } from './crc32.ts';
 export { relocateGptBackup, relocatedGpt, readGptForRelocation, staleBackupCandidates, isStaleBackupHeader, planGptRelocation, type RelocationResult, type RelocatedGpt, type GptRelocationPlan } from './relocate.ts';
 export { formatLayout, formatSize, formatExactBytes } from './format.ts';
 export { findEndSignatures, planTailCleanup, planCopyTail, endAnchoredMetadata, type EndSignature, type TailCleanup, type CopyTail } from './tail-signatures.ts';
+export { planPartitionMove, writePartitionEntry, PARTITION_ALIGNMENT, type PartitionMoveRequest, type PartitionMovePlan, type PartitionMoveRefusal, type NewEntry } from './partition-move.ts';

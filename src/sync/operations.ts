@@ -30,6 +30,7 @@ import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, acquireDriveLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
 import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import { ensureSpaceReserve, NoSpaceError } from '../durable-file.ts';
+import { recoverMigration } from './migrate.ts';
 import { planCopy, commandFor, geometryChange, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
@@ -677,6 +678,12 @@ export interface RecoverReport {
 export async function recover(req: CommonRequest & { target: string }): Promise<RecoverReport> {
   const loc = locateDrive(req.target);
   const key = driveKeyOf(loc, req.imageSectorSize);
+  // An interrupted `dpsr migrate` onto the drive (any drive but a standby) is rolled back from its own journal.
+  const migration = await recoverMigration(req, loc, key);
+  if (migration) {
+    const pairOf = new PairStore(req.stateDir).pairOf(key);
+    return { pairId: pairOf?.id ?? '', target: req.target, action: 'rolled-back', records: migration.records, bytesRestored: migration.bytes, generation: pairOf?.drives[key]?.generation ?? 0, message: migration.message };
+  }
   const seen = new PairStore(req.stateDir).pairOf(key);
   if (!seen) throw new RefusedError(`${req.target} is not a drive of any recorded pair`, { hint: 'run `dpsr status` to see the recorded pairs' });
   // The pair's lock tells a running copy from a dead one: the kernel freed a dead owner's lock, whatever became of its pid.

@@ -31,8 +31,8 @@ export interface JournalRecordRef {
 
 /** The copy a journal serves and the drive it writes, as messages name them: `{ copy: 'restore', drive: 'the active drive' }`. */
 export interface JournalSubject {
-  readonly copy: 'sync' | 'restore';
-  readonly drive: 'the standby' | 'the active drive';
+  readonly copy: 'sync' | 'restore' | 'migration';
+  readonly drive: 'the standby' | 'the active drive' | 'the target';
 }
 
 export class UndoJournal {

@@ -12,6 +12,7 @@ import {
   restore,
   verify,
   recover,
+  migrate,
   PairStore,
   defaultStateDir,
   effectiveStandbyState,
@@ -45,6 +46,7 @@ const ARITY: Record<string, [number, string]> = {
   restore: [2, 'the standby and the active drive'],
   status: [0, 'no arguments'],
   forget: [1, 'one pair id'],
+  migrate: [2, 'a source and a target'],
 };
 
 export function parseSize(text: string, what: string): number {
@@ -300,6 +302,28 @@ export async function runLocal(inv: Invocation): Promise<number> {
           });
         }
         return store.problems.length || attention.some((a) => a.length) ? 1 : 0;
+      }
+      case 'migrate': {
+        const [source, target] = args as [string, string];
+        if (opts.partition === undefined) throw new BadInputError('migrate needs the partition to copy: --partition N', { hint: `\`dpsr inspect ${source}\` lists its partitions` });
+        const [partition] = parsePartitionArgs([String(opts.partition)]);
+        const at = opts.at === undefined ? undefined : parseSize(String(opts.at), '--at');
+        const journalBudget = opts.journalBudget ? parseSize(String(opts.journalBudget), '--journal-budget') : undefined;
+        locateDrive(source);
+        locateDrive(target);
+        if (!opts.yes && isTerminal()) {
+          process.stderr.write([...(await describeDrive(target, 'TARGET, A PARTITION WILL BE ADDED', imageSectorSize)), ...(await describeDrive(source, 'source, read only', imageSectorSize)), ''].join('\n'));
+        }
+        await askOrRequireYes(opts, `This copies partition ${partition} of ${source} onto ${target}${at === undefined ? '' : ` at byte ${at}`} and adds it to ${target}'s partition table.`);
+        const report = await migrate({ ...common, source, target, partition: partition!, at, journalBudget });
+        progress.stop();
+        if (json) printJson(report);
+        else {
+          console.log(`migrate done: partition ${report.partition} of ${report.source} → partition ${report.newPartition} of ${report.target}`);
+          console.log(`  ${report.scheme.toUpperCase()} entry from byte ${report.targetStart} (${formatBytes(report.targetStart)} in), ${formatBytes(report.length)} long; ${formatBytes(report.bytesWritten)} written in ${report.seconds.toFixed(1)} s`);
+          for (const n of report.notes) console.log(`  note: ${n}`);
+        }
+        return 0;
       }
       case 'forget': {
         const store = new PairStore(stateDir, { create: false });

@@ -102,6 +102,11 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
     [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.partition(), new Option('--i-mean-restore', 'required: restore overwrites the ACTIVE drive'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr restore <standby> <active> --i-mean-restore [-p N ...]. With --url: no arguments, and at most one --partition.',
     '[options] <standby> <active> --i-mean-restore\n       dpsr restore --url URL [options]');
+  add('migrate', 'copy one partition to another drive, at a chosen place, and enter it in that drive\'s table (journaled)', ['<source>', '<target>'],
+    [new Option('-p, --partition <n>', 'the partition of the source to copy (required)'), new Option('--at <offset>', 'where it starts on the target, a multiple of 1 MiB (e.g. 1M, 64M); default: the first free aligned gap that fits'),
+      opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.quiet()],
+    'The new entry keeps the type, attributes and name and gets a new unique GUID (GPT). Refused, with nothing written, when the\npartition does not fit or would overlap. `dpsr recover <target>` rolls an interrupted migration back.',
+    '[options] <source> --partition N <target> [--at OFFSET]');
   add('status', 'recorded pairs, roles, generations, standby state, last syncs (exit 1 when a pair needs attention)', [],
     [opt.json(), opt.stateDir(), opt.url(), opt.tokenFile()],
     'Exits 1 when a pair needs attention: the standby is not consistent, a copy was interrupted or failed, a drive failed or the state files have problems.');
