@@ -112,7 +112,8 @@ export class ChangedBlockTracker {
     const nodes = await this.daemon.qmp.execute<{ 'node-name'?: string; 'dirty-bitmaps'?: BitmapInfo[] }[]>('query-named-block-nodes', { flat: true });
     const active = nodes.find((n) => n['node-name'] === ACTIVE_NODE);
     if (!active) throw new DeviceError(`qemu-storage-daemon has no "${ACTIVE_NODE}" node`);
-    return (active['dirty-bitmaps'] ?? []).filter((b) => b.name.startsWith(PREFIX));
+    // Unnamed bitmaps belong to qemu (a copy-before-write filter keeps one on the node it copies from).
+    return (active['dirty-bitmaps'] ?? []).filter((b) => b.name?.startsWith(PREFIX));
   }
 
   /**
@@ -176,20 +177,39 @@ export class ChangedBlockTracker {
    * `transaction`, then, when the frozen bitmap is a trusted baseline, reads
    * its dirty ranges through a read-only NBD export of the active node.
    * Every sync calls it (also a full one), so the next sync has a baseline.
+   *
+   * `freeze`, for a live sync: starts the snapshot between the two epochs
+   * (LiveSnapshot.freeze). When it throws, the epochs merge back (as in
+   * `abort`) and its error is thrown.
    */
-  async beginEpoch(): Promise<Epoch> {
+  async beginEpoch(options: { freeze?: () => Promise<void> } = {}): Promise<Epoch> {
     const { live, trusted, reason } = await this.reconcile();
     const qmp = this.daemon.qmp;
     const next = `${PREFIX}${this.state.next++}`;
     this.save();
-    await qmp.execute('transaction', {
-      actions: [
-        { type: 'block-dirty-bitmap-disable', data: { node: ACTIVE_NODE, name: live } },
-        { type: 'block-dirty-bitmap-add', data: { node: ACTIVE_NODE, name: next, persistent: !!this.options.persistent } },
-      ],
-    });
-    this.state.live = next;
-    this.save();
+    const add = { type: 'block-dirty-bitmap-add', data: { node: ACTIVE_NODE, name: next, persistent: !!this.options.persistent } };
+    const disable = { type: 'block-dirty-bitmap-disable', data: { node: ACTIVE_NODE, name: live } };
+    if (options.freeze) {
+      // The snapshot instant (blockdev-reopen) cannot be a `transaction` action in QEMU 7.2, so the
+      // epochs overlap around it: the next bitmap records before the instant, the frozen one until
+      // after. Each is then a superset of its side of the instant; writes of those few milliseconds
+      // are copied twice, none is missed.
+      await qmp.execute('transaction', { actions: [add] });
+      this.state.live = next;
+      this.save();
+      try {
+        await options.freeze();
+      } catch (e) {
+        await qmp.execute('transaction', { actions: [disable] }).catch(() => undefined);
+        await this.abort({ frozen: live, live: next, ranges: null, trusted, dirtyBytes: 0 }).catch(() => undefined);
+        throw e;
+      }
+      await qmp.execute('transaction', { actions: [disable] });
+    } else {
+      await qmp.execute('transaction', { actions: [disable, add] });
+      this.state.live = next;
+      this.save();
+    }
     const frozenInfo = (await this.bitmaps()).find((b) => b.name === live);
     const dirtyBytes = frozenInfo?.count ?? 0;
     if (!trusted) return { frozen: live, live: next, ranges: null, trusted: false, reason, dirtyBytes };

@@ -1,1 +1,15 @@
 export { ChangedBlockTracker, type DirtyRange, type DirtyRangeReader, type Epoch, type BitmapInfo, type TrackerOptions } from './changed-blocks.ts';
+export {
+  decideQuiescence,
+  checkQuiescencePolicy,
+  waitForQuiescence,
+  removeQuietBitmaps,
+  DEFAULT_QUIESCENCE,
+  QUIET_BITMAPS,
+  type QuiescencePolicy,
+  type QuiescenceFallback,
+  type QuiescenceObservation,
+  type QuiescenceDecision,
+  type QuiescenceResult,
+} from './quiescence.ts';
+export { LiveSnapshot, cacheBudget, checkSnapshotCacheConfig, CACHE_FILE, CBW_NODE, SNAPSHOT_NODE, SNAPSHOT_EXPORT_ID, type SnapshotOptions, type SnapshotCacheConfig } from './live-snapshot.ts';
