@@ -26,5 +26,6 @@ export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageRep
 export * from './smart.ts';
 export { quirksFor, type BridgeQuirks, type SmartDeviceType } from './bridge-quirks.ts';
 export { NbdDrive, parseNbdUri, isNbdUri, readFlaggedRanges, NBD_PORT, type NbdUri, type OpenNbdOptions } from './nbd-drive.ts';
+export { SnapshotDrive } from './snapshot-drive.ts';
 export { NbdClient, type NbdAddress, type NbdExport, type NbdConnectOptions } from './nbd-client.ts';
 export { NbdProtocolError, NbdRequestError, NbdOptionError, STATE_DIRTY, STATE_HOLE, STATE_ZERO, type Extent, type BlockSizeInfo } from './nbd-protocol.ts';

@@ -13,3 +13,5 @@ export {
   type QuiescenceResult,
 } from './quiescence.ts';
 export { LiveSnapshot, cacheBudget, checkSnapshotCacheConfig, CACHE_FILE, CBW_NODE, SNAPSHOT_NODE, SNAPSHOT_EXPORT_ID, type SnapshotOptions, type SnapshotCacheConfig } from './live-snapshot.ts';
+export { runHook, checkHook, DEFAULT_HOOK_TIMEOUT_MS, type HookSpec, type SnapshotHooks } from './hooks.ts';
+export { liveSync, cleanupLiveSync, SnapshotBrokenError, type LiveSyncOptions, type LiveSyncResult } from './live-sync.ts';

@@ -84,7 +84,14 @@ export class HostWriter {
    * null when none does (the picture is not a point in time of this writer).
    */
   prefixOf(picture: Buffer, from: number, to: number): number | null {
-    for (let m = from; m <= to; m++) if (this.contentAfter(m).equals(picture)) return m;
+    const content = this.contentAfter(from);
+    for (let m = from; m <= to; m++) {
+      if (m > from) {
+        const { position, data } = recordOf(m, this.logSlots);
+        data.copy(content, position);
+      }
+      if (content.equals(picture)) return m;
+    }
     return null;
   }
 }

@@ -1,0 +1,70 @@
+/**
+ * A drive read through its live snapshot: the identity and geometry of the
+ * real drive (so a pair's checks see the drive they paired), the content of
+ * the frozen picture served by qemu-storage-daemon's snapshot export. Used
+ * as the source of a live sync in inline mode, where the drive keeps
+ * changing under the host while the copy reads one instant of it.
+ */
+import { BadInputError, DeviceError } from '../errors.ts';
+import { DeviceWrapper, type BlockDevice, type DriveIdentity } from './block-device.ts';
+import { NbdDrive } from './nbd-drive.ts';
+
+export class SnapshotDrive extends DeviceWrapper {
+  private constructor(
+    picture: NbdDrive,
+    private readonly of: BlockDevice,
+  ) {
+    super(picture);
+  }
+
+  /**
+   * `drive` is the real drive, opened read-only by the caller (its identity
+   * and geometry are checked there); it is closed here. `snapshotUri` is
+   * the snapshot's NBD export. Throws DeviceError when the export's size is
+   * not the drive's, BadInputError when asked to write.
+   */
+  static async open(drive: BlockDevice, snapshotUri: string): Promise<SnapshotDrive> {
+    if (drive.writable) throw new BadInputError(`${drive.path}: a snapshot is read-only`);
+    let picture: NbdDrive | null = null;
+    try {
+      picture = await NbdDrive.open(snapshotUri);
+      if (picture.size !== drive.size) throw new DeviceError(`the snapshot ${snapshotUri} is ${picture.size} bytes, but ${drive.path} is ${drive.size}: it is not a picture of this drive`);
+      if (drive.logicalSectorSize % picture.logicalSectorSize !== 0) throw new DeviceError(`the snapshot ${snapshotUri} reads in ${picture.logicalSectorSize}-byte blocks, which do not divide ${drive.path}'s ${drive.logicalSectorSize}-byte sectors`);
+      return new SnapshotDrive(picture, drive);
+    } catch (e) {
+      await picture?.close();
+      throw e;
+    } finally {
+      await drive.close();
+    }
+  }
+
+  /**
+   * Wraps a drive opener (the engine's `openDevice`): the drive opened
+   * read-only at `source` (its requested path) reads from `snapshotUri`;
+   * everything else opens as `open` does.
+   */
+  static opener<L extends { readonly requested: string }, O extends { readonly write?: boolean }>(
+    source: string,
+    snapshotUri: string,
+    open: (loc: L, options: O) => Promise<BlockDevice>,
+  ): (loc: L, options: O) => Promise<BlockDevice> {
+    return async (loc, options) => {
+      const dev = await open(loc, options);
+      return !options.write && loc.requested === source ? SnapshotDrive.open(dev, snapshotUri) : dev;
+    };
+  }
+
+  override get identity(): DriveIdentity {
+    return this.of.identity;
+  }
+  override get path(): string {
+    return this.of.path;
+  }
+  override get logicalSectorSize(): number {
+    return this.of.logicalSectorSize;
+  }
+  override get physicalSectorSize(): number {
+    return this.of.physicalSectorSize;
+  }
+}
