@@ -10,7 +10,9 @@
 # terminal tests, hyperfine for the start-up benchmark, mdadm --examine to check
 # the RAID metadata the tail tests plant, QEMU and the parts of a bootable
 # Linux for the HIL tier, NBD servers and clients, exFAT and NTFS tools to
-# build the file-view tests' images). sleuthkit reads the files on drives.
+# build the file-view tests' images, chromium for the console's browser tests).
+# sleuthkit reads the files on drives; openssl makes the console's self-signed
+# HTTPS certificate.
 #
 # Works on Debian 12 and Raspberry Pi OS bookworm (amd64, arm64), as root or
 # as a user with sudo (it runs itself again through sudo). The preflight
@@ -22,7 +24,7 @@ tests=false
 case "${1:-}" in
   '') ;;
   --tests) tests=true ;;
-  -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
+  -h|--help) sed -n '2,19s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
   *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
 esac
 
@@ -63,9 +65,9 @@ fi
 
 # --- the packages ---
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
-packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit)
+packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit openssl)
 if $tests; then
-  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils syslinux-common busybox-static libnbd-bin nbdkit mdadm exfatprogs exfat-fuse ntfs-3g)
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils syslinux-common busybox-static libnbd-bin nbdkit mdadm exfatprogs exfat-fuse ntfs-3g chromium)
   # extlinux (the HIL guest's boot loader) is built for x86 only; on arm64 the HIL image build says it is missing.
   case "$(dpkg --print-architecture)" in amd64|i386) packages+=(extlinux) ;; esac
 fi

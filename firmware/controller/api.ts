@@ -38,7 +38,7 @@ function jobReply(job: JobRecord): Reply {
   return { status: 202, body: { id: job.id, job: summary(job) } };
 }
 
-export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<string> }): Route[] {
+export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<string>; console?: Route[] }): Route[] {
   const sse = app.config.api;
   // Many clients poll the status: it is built once per event (or per second) and served as text to all of them.
   let cached: { seq: number; at: number; text: string } | null = null;
@@ -191,6 +191,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
     },
     ...app.browser.routes(),
     ...app.files.routes(),
+    ...(opts.console ?? []),
     ...app.rig.routes(app),
   ];
   return routes;

@@ -17,6 +17,9 @@ import { Metrics } from './metrics.ts';
 import { Controller } from './controller.ts';
 import { buildRoutes } from './api.ts';
 import { createApiServer } from './http-server.ts';
+import { ConsoleSessions } from './console-auth.ts';
+import { consoleRoutes, type ConsoleInfo } from './console-server.ts';
+import { ensureTlsCertificate } from './tls-cert.ts';
 
 export interface DaemonOptions {
   stateDir: string;
@@ -31,6 +34,12 @@ export interface DaemonOptions {
 
 export interface Daemon {
   readonly url: string;
+  /** The HTTPS address of the API and console, when api.httpsListen is set. */
+  readonly httpsUrl: string | null;
+  /** The console's admin password file. */
+  readonly adminPasswordFile: string;
+  /** What the console's settings page shows; dpsrd adds Node-RED's address once it runs. */
+  readonly consoleInfo: ConsoleInfo;
   readonly token: string;
   readonly tokenFile: string;
   readonly stateDir: string;
@@ -43,16 +52,21 @@ export const DEFAULT_LISTEN = '127.0.0.1:8750';
 
 /** The API token: generated on first start, mode 0600, kept across restarts. */
 export function ensureToken(stateDir: string, log?: Logger): { token: string; file: string } {
-  const file = join(stateDir, 'api-token');
+  return ensureSecret(stateDir, 'api-token', log);
+}
+
+/** A secret file of the state directory (the API token, the console's admin password): generated on first start, mode 0600, kept across restarts. */
+export function ensureSecret(stateDir: string, name: string, log?: Logger): { token: string; file: string } {
+  const file = join(stateDir, name);
   if (existsSync(file)) {
     const mode = statSync(file).mode & 0o777;
     if (mode & 0o077) {
       chmodSync(file, 0o600);
-      log?.warn({ file, mode: mode.toString(8) }, 'the API token file was readable by others: mode set to 0600');
+      log?.warn({ file, mode: mode.toString(8) }, `${name} was readable by others: mode set to 0600`);
     }
     const token = readFileSync(file, 'utf8').trim();
     if (token.length >= 16) return { token, file };
-    log?.warn({ file }, 'the API token file is empty or too short: a new token is generated');
+    log?.warn({ file }, `${name} is empty or too short: a new one is generated`);
   }
   const token = randomBytes(32).toString('base64url');
   writeFileDurably(file, `${token}\n`, 0o600);
@@ -86,6 +100,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: string, dirLock: Lock, listen: ReturnType<typeof parseListen>): Promise<Daemon> {
   const log = pino({ level: opts.logLevel ?? config.log.level, base: { svc: 'dpsrd' } }, (opts.logStream ?? pino.destination({ dest: 1, sync: true })) as pino.DestinationStream);
   const { token, file: tokenFile } = ensureToken(stateDir, log);
+  const { token: adminPassword, file: adminPasswordFile } = ensureSecret(stateDir, 'admin-password', log);
+  const httpsListen = config.api.httpsListen ? parseListen(config.api.httpsListen, 'api.httpsListen') : null;
+  const tls = httpsListen ? ensureTlsCertificate(stateDir, httpsListen.host) : null;
+  if (tls?.created) log.info({ cert: tls.certFile }, 'made a self-signed HTTPS certificate');
   // Room for a recovery's records when the state directory fills up later.
   if (!ensureSpaceReserve(stateDir)) log.warn({ stateDir }, 'no room for the space reserve: a recovery on a full state directory may fail');
 
@@ -95,31 +113,54 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
   const app = await Controller.open(config, stateDir, bus, metrics, log);
   await app.start();
 
-  const routes = buildRoutes(app, { metricsText: () => metrics.text() });
-  const server = createApiServer(routes, {
+  const sessions = new ConsoleSessions(adminPassword);
+  const consoleInfo: ConsoleInfo = {
+    config,
+    files: { stateDir, apiToken: tokenFile, adminPassword: adminPasswordFile, nodeRedPassword: join(stateDir, 'node-red', 'admin-password') },
+    urls: { http: '', https: null, nodeRed: null },
+  };
+  const routes = buildRoutes(app, { metricsText: () => metrics.text(), console: consoleRoutes(sessions, log, consoleInfo) });
+  const serverOptions = {
     token,
+    sessions,
     bodyLimitBytes: config.api.bodyLimitBytes,
-    missing: (path) => (path.startsWith('/api/sim/') && config.rig !== 'sim' ? 'the simulated rig is not running: rig controls exist only with rig "sim"' : null),
+    missing: (path: string) => (path.startsWith('/api/sim/') && config.rig !== 'sim' ? 'the simulated rig is not running: rig controls exist only with rig "sim"' : null),
     metrics,
     log,
-  });
-  server.keepAliveTimeout = 30_000;
-  await new Promise<void>((resolveListen, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new DeviceError(`cannot listen on ${listen.host}:${listen.port}: ${e.message}`, { hint: e.code === 'EADDRINUSE' ? 'another dpsrd runs there? pass --listen HOST:PORT' : undefined })),
-    );
-    server.listen(listen.port, listen.host, () => resolveListen());
-  });
-  const addr = server.address() as AddressInfo;
-  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-  const url = `http://${host}:${addr.port}`;
+  };
+  const listenOn = async (server: ReturnType<typeof createApiServer>, where: { host: string; port: number }, scheme: string, flag: string) => {
+    server.keepAliveTimeout = 30_000;
+    await new Promise<void>((resolveListen, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new DeviceError(`cannot listen on ${where.host}:${where.port}: ${e.message}`, { hint: e.code === 'EADDRINUSE' ? `another dpsrd runs there? pass ${flag}` : undefined })),
+      );
+      server.listen(where.port, where.host, () => resolveListen());
+    });
+    const addr = server.address() as AddressInfo;
+    return `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  };
+  const server = createApiServer(routes, serverOptions);
+  const url = await listenOn(server, listen, 'http', '--listen HOST:PORT');
+  const httpsServer = tls ? createApiServer(routes, serverOptions, tls) : null;
+  let httpsUrl: string | null = null;
+  try {
+    if (httpsServer) httpsUrl = await listenOn(httpsServer, httpsListen!, 'https', 'another api.httpsListen');
+  } catch (e) {
+    server.close();
+    throw e;
+  }
   dirLock.owner.url = url;
+  consoleInfo.urls.http = url;
+  consoleInfo.urls.https = httpsUrl;
   bus.publish('daemon.started', { url, rig: config.rig, pid: process.pid, config: config.source });
-  log.info({ url, tokenFile, stateDir, rig: config.rig, config: config.source }, 'dpsrd listening');
+  log.info({ url, httpsUrl, tokenFile, adminPasswordFile, stateDir, rig: config.rig, config: config.source }, 'dpsrd listening');
 
   let closed = false;
   return {
     url,
+    httpsUrl,
+    adminPasswordFile,
+    consoleInfo,
     token,
     tokenFile,
     stateDir,
@@ -130,8 +171,11 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
       closed = true;
       bus.publish('daemon.stopping', {});
       await app.stop(async () => {
-        server.closeAllConnections();
-        await new Promise<void>((r) => server.close(() => r()));
+        for (const s of [server, httpsServer]) {
+          if (!s) continue;
+          s.closeAllConnections();
+          await new Promise<void>((r) => s.close(() => r()));
+        }
       });
       dirLock.release();
     },

@@ -94,6 +94,7 @@ async function main(): Promise<void> {
   process.stderr.write(
     `dpsrd: ${daemon.app.config.rig === 'sim' ? 'simulated rig' : 'hardware rig'} up at ${daemon.url}\n` +
       `dpsrd: state in ${daemon.stateDir}; API token in ${daemon.tokenFile}\n` +
+      `dpsrd: console at ${daemon.url}/${daemon.httpsUrl ? ` and ${daemon.httpsUrl}/` : ''} (password in ${daemon.adminPasswordFile})\n` +
       `dpsrd: try  curl -H "Authorization: Bearer $(cat ${daemon.tokenFile})" ${daemon.url}/api/status\n` +
       `dpsrd:  or  DPSR_STATE_DIR=${daemon.stateDir} node bin/dpsr.js status --url ${daemon.url}\n`,
   );

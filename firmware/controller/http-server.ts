@@ -1,16 +1,19 @@
 /**
  * The HTTP server on node:http: it dispatches a route table (method, path,
  * body schema, handler), which the OpenAPI document is also built from.
- * Bearer-token auth on everything but routes marked `auth: false`; bodies
+ * Bearer-token auth (or the console's login session, console-auth.ts) on
+ * everything but routes marked `auth: false`; bodies
  * are size-limited JSON checked against their schema; errors map to statuses
  * through httpStatusFor, in one place.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { BadInputError, errorData, httpStatusFor, DpsrError } from '../../src/errors.ts';
 import { check, show, type Schema } from './schema.ts';
 import type { Metrics } from './metrics.ts';
+import type { ConsoleSessions, Session } from './console-auth.ts';
 
 export class PayloadTooLargeError extends DpsrError {
   readonly kind = 'bad-input' as const;
@@ -22,6 +25,8 @@ export interface RequestContext {
   params: Record<string, string>;
   query: URLSearchParams;
   body: unknown;
+  /** The console session the request came with; null for the bearer token and public routes. */
+  session: Session | null;
 }
 
 export interface Reply {
@@ -31,6 +36,8 @@ export interface Reply {
   raw?: boolean;
   /** The body already serialized. */
   json?: string;
+  /** More response headers (Set-Cookie). */
+  headers?: Record<string, string | string[]>;
 }
 
 export interface Route {
@@ -38,7 +45,7 @@ export interface Route {
   path: string;
   summary: string;
   tag: string;
-  /** False only for the health check. */
+  /** False for the health check, the login and the console's page and assets. */
   auth?: boolean;
   body?: Schema<unknown>;
   query?: Record<string, string>;
@@ -156,11 +163,11 @@ function decodeParam(name: string, raw: string): string {
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string | string[]> = {}): void {
   sendText(res, status, JSON.stringify(body), headers);
 }
 
-function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string | string[]> = {}): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
   res.end(text);
 }
@@ -176,13 +183,16 @@ export interface ServerOptions {
   missing?: (path: string) => string | null;
   metrics: Metrics;
   log: Logger;
+  /** The console's login sessions; absent: the bearer token only. */
+  sessions?: ConsoleSessions;
 }
 
-export function createApiServer(routes: Route[], opts: ServerOptions): Server {
+/** The server for a route table: plain HTTP, or HTTPS when `tls` (PEM key and certificate) is given. */
+export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { key: string; cert: string }): Server {
   const { token, metrics, log } = opts;
   const compiled = compile(routes);
   const limit = opts.bodyLimitBytes;
-  return createServer(async (req, res) => {
+  const handler = async (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
     let routeName = 'unmatched';
     let status = 500;
@@ -196,11 +206,24 @@ export function createApiServer(routes: Route[], opts: ServerOptions): Server {
       }
       // Authentication comes first: without the token nothing but the public routes is told apart, not even which routes exist.
       const isPublic = target !== null && compiled.some((c) => c.route.auth === false && c.route.method === req.method && c.re.test(target.pathname));
+      let session: Session | null = null;
       if (!isPublic && !tokenMatches(req.headers.authorization, token)) {
-        status = 401;
-        req.resume();
-        send(res, 401, { error: { kind: 'unauthorized', message: req.headers.authorization ? 'the bearer token is wrong' : 'this route needs "Authorization: Bearer <token>"', hint: "the token is in the file api-token of the daemon's state directory" } }, { 'www-authenticate': 'Bearer realm="dpsr"' });
-        return;
+        // A wrong bearer token is not rescued by a cookie: a script should hear that its token is wrong.
+        session = req.headers.authorization ? null : (opts.sessions?.fromRequest(req) ?? null);
+        if (!session) {
+          status = 401;
+          req.resume();
+          send(res, 401, { error: { kind: 'unauthorized', message: req.headers.authorization ? 'the bearer token is wrong' : 'this route needs "Authorization: Bearer <token>" or a console login', hint: "the token is in the file api-token of the daemon's state directory; the console's password in admin-password there" } }, { 'www-authenticate': 'Bearer realm="dpsr"' });
+          return;
+        }
+        // A browser sends the cookie with any request to us, also one another site's page makes: state changes need proof that our page made it.
+        const csrf = req.method === 'GET' || req.method === 'HEAD' ? null : opts.sessions!.csrfProblem(req, session);
+        if (csrf) {
+          status = 403;
+          req.resume();
+          send(res, 403, { error: { kind: 'forbidden', message: `refused: ${csrf}`, hint: 'reload the console and log in again; scripts use the bearer token' } });
+          return;
+        }
       }
       if (!target) throw targetError;
       const { pathname, query } = target;
@@ -242,10 +265,10 @@ export function createApiServer(routes: Route[], opts: ServerOptions): Server {
         }
         if (route.body) body = check(route.body, body, 'request body');
       }
-      const reply = await route.handler({ req, res, params, query, body });
+      const reply = await route.handler({ req, res, params, query, body, session });
       status = reply.status;
-      if (reply.json !== undefined) sendText(res, reply.status, reply.json);
-      else if (!reply.raw) send(res, reply.status, reply.body);
+      if (reply.json !== undefined) sendText(res, reply.status, reply.json, reply.headers);
+      else if (!reply.raw) send(res, reply.status, reply.body, reply.headers);
     } catch (e) {
       const tooLarge = e instanceof PayloadTooLargeError;
       status = tooLarge ? 413 : httpStatusFor(e);
@@ -257,5 +280,7 @@ export function createApiServer(routes: Route[], opts: ServerOptions): Server {
       metrics.httpRequests.inc({ route: routeName, status: String(status) });
       if (routeName !== 'GET /api/status' && routeName !== 'GET /metrics') log.debug({ route: routeName, status, ms: Math.round(performance.now() - started) }, 'request');
     }
-  });
+  };
+  // An https.Server is a tls.Server, which the callers use only as a net.Server (listen, address, close).
+  return tls ? (createTlsServer(tls, handler) as unknown as Server) : createServer(handler);
 }

@@ -225,8 +225,9 @@ export function startNodeRed(daemon: Daemon, opts: { listen?: string; banner?: (
   });
   // Said once, as an alert: dpsrd's log (one line), the event log and the front panel's alert line.
   sup.on('gave-up', ({ message }) => daemon.app.bus.publish('alert', { level: 'warning', code: 'node-red-port-in-use', message }));
-  sup.on('ready', ({ url }) =>
-    opts.banner?.(`Node-RED editor at ${url} (user admin, password in ${join(daemon.stateDir, 'node-red', 'admin-password')})`),
-  );
+  sup.on('ready', ({ url }) => {
+    daemon.consoleInfo.urls.nodeRed = url;
+    opts.banner?.(`Node-RED editor at ${url} (user admin, password in ${join(daemon.stateDir, 'node-red', 'admin-password')})`);
+  });
   return sup;
 }

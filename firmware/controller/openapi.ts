@@ -9,7 +9,7 @@ const errorSchema = {
       type: 'object',
       required: ['kind', 'message'],
       properties: {
-        kind: { type: 'string', enum: ['bad-input', 'refused', 'device', 'busy', 'not-found', 'cancelled', 'internal', 'unauthorized'] },
+        kind: { type: 'string', enum: ['bad-input', 'refused', 'device', 'busy', 'not-found', 'cancelled', 'internal', 'unauthorized', 'forbidden'] },
         message: { type: 'string', description: 'what went wrong and why' },
         hint: { type: 'string', description: 'what to do next' },
         fault: { type: 'string', enum: ['media', 'transport'], description: 'device errors: a bad sector (media) or a drive, bridge or board that is gone (transport)' },
@@ -42,7 +42,8 @@ export function buildOpenApi(routes: Route[]) {
     // Every POST may record a job or state: on a full state directory it answers 507 and changes nothing.
     if (r.method === 'POST') responses['507'] ??= err('the state directory is full: nothing was recorded or started; free space there');
     if (params.some((p) => p.in === 'path')) responses['400'] ??= err('a path parameter holds a malformed percent-escape, or is not one of the allowed values');
-    if (r.auth !== false) responses['401'] = { description: 'no or a wrong bearer token', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+    if (r.auth !== false) responses['401'] = { description: 'no or a wrong bearer token (or console session)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+    if (r.auth !== false && r.method === 'POST') responses['403'] ??= err('made with the console\'s session cookie but without its X-CSRF-Token header, or from another site');
     paths[path] ??= {};
     paths[path][r.method.toLowerCase()] = {
       summary: r.summary,
@@ -64,17 +65,21 @@ export function buildOpenApi(routes: Route[]) {
         `Event names on GET /api/events: ${Object.entries(EVENT_TYPES).map(([k, v]) => `${k} (${v})`).join('; ')}.`,
     },
     servers: [{ url: '/' }],
-    security: [{ bearer: [] }],
+    security: [{ bearer: [] }, { session: [] }],
     tags: [
       { name: 'daemon', description: 'status, health, metrics, this document' },
       { name: 'jobs', description: 'storage jobs: clone, sync, verify, recover, re-protect' },
       { name: 'boot', description: 'failover, boot selection, host heartbeat' },
       { name: 'events', description: 'event stream and persisted event log' },
       { name: 'files', description: 'the files on both drives, side by side, and their content (read-only)' },
+      { name: 'console', description: 'the operator console: its login and its page' },
       { name: 'sim', description: 'simulated rig controls (only when the simulated rig runs)' },
     ],
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the token in <state-dir>/api-token' } },
+      securitySchemes: {
+        bearer: { type: 'http', scheme: 'bearer', description: 'the token in <state-dir>/api-token' },
+        session: { type: 'apiKey', in: 'cookie', name: 'dpsr_session', description: 'the console\'s login (POST /api/session with the password in <state-dir>/admin-password); state-changing requests also need the X-CSRF-Token header it answered with' },
+      },
       schemas: { Error: errorSchema },
     },
     'x-event-types': EVENT_TYPES,
