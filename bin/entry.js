@@ -7,15 +7,16 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const SOURCE_DIRS = ['src', 'firmware/controller'];
+const SOURCE_DIRS = ['src', 'firmware/controller', 'firmware/console'];
+const SOURCE_FILE = /\.(ts|tsx|css|html)$/;
 
-/** Newest modification time (ms) of the .ts files and folders below dir (a deletion changes its folder's time). */
+/** Newest modification time (ms) of the source files (.ts, and the console's .tsx, .css, .html) and folders below dir (a deletion changes its folder's time). */
 function newest(dir) {
   let max = statSync(dir).mtimeMs;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
     if (e.isDirectory()) max = Math.max(max, newest(p));
-    else if (e.name.endsWith('.ts')) max = Math.max(max, statSync(p).mtimeMs);
+    else if (SOURCE_FILE.test(e.name)) max = Math.max(max, statSync(p).mtimeMs);
   }
   return max;
 }

@@ -37,9 +37,10 @@ install -d "$dest$prefix" "$dest/etc/systemd/system" "$dest/etc/udev/rules.d" "$
   "$dest$bindir" "$dest$mandir/man1" "$dest$mandir/man8" "$dest$completions"
 chmod 0700 "$dest/var/lib/dpsr"
 # The code: what git tracks, without tests, benchmarks and TypeScript sources (the build replaces them;
-# with no sources next to it the bins always run the build), then the build itself.
-rm -rf "$dest$prefix/dist" "$dest$prefix/src" "$dest$prefix/firmware/controller"
-(cd "$here" && git ls-files -z -- . ':!:test' ':!:bench' ':!:.ci' ':!:*.ts' | xargs -0 tar -cf -) | tar -xf - -C "$dest$prefix"
+# with no sources next to it the bins always run the build; the console's sources are its bundle in dist/),
+# then the build itself.
+rm -rf "$dest$prefix/dist" "$dest$prefix/src" "$dest$prefix/firmware/controller" "$dest$prefix/firmware/console"
+(cd "$here" && git ls-files -z -- . ':!:test' ':!:bench' ':!:.ci' ':!:*.ts' ':!:firmware/console' | xargs -0 tar -cf -) | tar -xf - -C "$dest$prefix"
 cp -a "$stage/dist" "$dest$prefix/dist"
 
 ln -sfn "$prefix/bin/dpsr.js" "$dest$bindir/dpsr"

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `npm run build`: compiles src/ and firmware/controller/ to JavaScript in dist/
-// (tsconfig.build.json), so the installed dpsr and dpsrd start with plain node.
+// (tsconfig.build.json), so the installed dpsr and dpsrd start with plain node,
+// and bundles the operator console (firmware/console) into dist/firmware/console.
 // dist/.build-stamp holds the time the build started: bin/entry.js runs the
 // sources instead whenever one of them is newer than that (a stale build is
 // never run by mistake). Usage: node scripts/build.mjs [--out DIR]
@@ -8,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -39,5 +40,15 @@ try {
 // relative to itself; a link keeps that path valid in dist/ (which sits in the package's root).
 mkdirSync(join(out, 'firmware'), { recursive: true });
 symlinkSync('../../firmware/flows', join(out, 'firmware/flows'));
+// The bundler is the daemon's own (console-server.ts), from the build just made.
+try {
+  const { writeConsoleBundle } = await import(pathToFileURL(join(out, 'firmware/controller/console-server.js')).href);
+  const esbuild = await import(pathToFileURL(createRequire(join(root, 'package.json')).resolve('esbuild')).href);
+  await writeConsoleBundle(join(root, 'firmware/console'), join(out, 'firmware/console'), esbuild.default ?? esbuild);
+} catch (e) {
+  console.error(`build: the console does not bundle: ${e.message}`);
+  rmSync(out, { recursive: true, force: true });
+  process.exit(1);
+}
 writeFileSync(join(out, '.build-stamp'), `${started}\n`);
 console.log(`build: ${relative(process.cwd(), out) || '.'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);

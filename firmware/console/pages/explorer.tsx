@@ -1,0 +1,273 @@
+/**
+ * The explorer: one folder of a partition on both drives side by side, the
+ * active drive on the left and the standby (the backup) on the right. A red
+ * ≠ marks a file that differs; a file deleted since the last backup shows in
+ * the standby panel only, one new since then in the active panel only.
+ * Files and folders download from either side; Restore brings the standby's
+ * version back onto the active drive.
+ */
+import { useEffect, useState } from 'preact/hooks';
+import { api, url } from '../api.ts';
+import { useSnapshot } from '../store.ts';
+import { bytes, when } from '../format.ts';
+import { ErrorBox, asError, go, useAction, type Route } from '../ui.tsx';
+
+interface Entry {
+  name: string;
+  type: string;
+  size: number;
+  mtime: number;
+  linkTarget?: string;
+  deleted?: boolean;
+}
+
+interface Row {
+  name: string;
+  state: 'same' | 'changed' | 'only-active' | 'only-standby';
+  active?: Entry;
+  standby?: Entry;
+  hashed?: boolean;
+}
+
+interface Page {
+  path: string;
+  rows: Row[];
+  total: number;
+  offset: number;
+  limit: number;
+  counts: Record<Row['state'], number>;
+}
+
+const PAGE_ROWS = 200;
+
+const MARK: Record<Row['state'], { sign: string; label: string }> = {
+  same: { sign: '', label: 'same on both drives' },
+  changed: { sign: '≠', label: 'differs between the drives' },
+  'only-active': { sign: '+', label: 'new on the active drive since the last backup' },
+  'only-standby': { sign: '−', label: 'deleted from the active drive since the last backup' },
+};
+
+function join(dir: string, name: string): string {
+  return dir === '/' ? `/${name}` : `${dir}/${name}`;
+}
+
+function Crumbs({ partition, path }: { partition: number; path: string }) {
+  const parts = path.split('/').filter(Boolean);
+  return (
+    <nav class="crumbs" aria-label="Folder">
+      <a href={`#/explorer?partition=${partition}&path=/`}>partition {partition}</a>
+      {parts.map((p, i) => (
+        <>
+          {' / '}
+          <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: `/${parts.slice(0, i + 1).join('/')}` })}`}>{p}</a>
+        </>
+      ))}
+    </nav>
+  );
+}
+
+function Cell({ e, side, partition, path, onOpen }: { e?: Entry; side: 'active' | 'standby'; partition: number; path: string; onOpen: (p: string) => void }) {
+  if (!e) return <div class={`cell empty ${side}`} aria-hidden="true" />;
+  const full = join(path, e.name);
+  const isDir = e.type === 'directory';
+  return (
+    <div class={`cell ${side}`}>
+      <span class="name">
+        {isDir ? (
+          <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: full })}`} onClick={(ev) => (ev.preventDefault(), onOpen(full))}>
+            📁 {e.name}/
+          </a>
+        ) : (
+          <span>{e.type === 'symlink' ? `↪ ${e.name} → ${e.linkTarget ?? ''}` : e.name}</span>
+        )}
+      </span>
+      <span class="meta">{isDir ? '' : bytes(e.size)}</span>
+      <span class="meta time">{when(e.mtime)}</span>
+      <span class="dl">
+        {e.type === 'file' && (
+          <a href={url('/api/browse/file', { side, partition, path: full })} download={e.name} aria-label={`download ${e.name} from the ${side} drive`} title="Download">
+            ⤓
+          </a>
+        )}
+        {isDir && (
+          <a href={url('/api/browse/archive', { side, partition, path: full, format: 'tar' })} download={`${e.name}.tar`} aria-label={`download the folder ${e.name} from the ${side} drive as tar`} title="Download as tar">
+            ⤓
+          </a>
+        )}
+      </span>
+    </div>
+  );
+}
+
+export function Explorer({ route }: { route: Route }) {
+  const snap = useSnapshot();
+  const partition = Number(route.query.get('partition') ?? '1') || 1;
+  const path = route.query.get('path') ?? '/';
+  const hash = route.query.get('hash') === 'true';
+  const [page, setPage] = useState<Page | null>(null);
+  const [rows, setRows] = useState<Row[]>([]);
+  const [error, setError] = useState<{ message: string; hint?: string } | null>(null);
+  const [loading, setLoading] = useState(false);
+  const [onlyDiff, setOnlyDiff] = useState(false);
+  const [confirm, setConfirm] = useState<string[] | null>(null);
+  const restore = useAction<{ id: string }>();
+  const shutdown = useAction<unknown>();
+  const s = snap.status;
+
+  const load = async (offset: number) => {
+    setLoading(true);
+    setError(null);
+    try {
+      const p = await api<Page>('GET', url('/api/browse', { partition, path, offset, limit: PAGE_ROWS, hash: hash || undefined }));
+      setPage(p);
+      setRows((old) => (offset === 0 ? p.rows : [...old, ...p.rows]));
+    } catch (e) {
+      setError(asError(e));
+      setPage(null);
+      setRows([]);
+    } finally {
+      setLoading(false);
+    }
+  };
+  useEffect(() => {
+    void load(0);
+  }, [partition, path, hash, s?.host?.power]);
+
+  const open = (p: string) => go('explorer', { partition, path: p, ...(hash ? { hash: 'true' } : {}) });
+  const shown = onlyDiff ? rows.filter((r) => r.state !== 'same') : rows;
+  const parent = path === '/' ? null : path.replace(/\/[^/]+$/, '') || '/';
+
+  return (
+    <div class="explorer">
+      <form class="toolbar" onSubmit={(e) => e.preventDefault()}>
+        <label>
+          Partition{' '}
+          <input type="number" min={1} max={128} value={partition} onChange={(e) => go('explorer', { partition: Number((e.target as HTMLInputElement).value) || 1, path: '/' })} />
+        </label>
+        <label>
+          <input type="checkbox" checked={hash} onChange={(e) => go('explorer', { partition, path, ...((e.target as HTMLInputElement).checked ? { hash: 'true' } : {}) })} /> compare content
+        </label>
+        <label>
+          <input type="checkbox" checked={onlyDiff} onChange={(e) => setOnlyDiff((e.target as HTMLInputElement).checked)} /> only differences
+        </label>
+        <button type="button" onClick={() => void load(0)} disabled={loading}>
+          Reload
+        </button>
+      </form>
+      <Crumbs partition={partition} path={path} />
+      {error && <ErrorBox error={error} />}
+      {error && s?.host?.power === 'on' && (
+        <p>
+          <button type="button" disabled={shutdown.busy} onClick={() => window.confirm('Shut the host down (ACPI power button)? The explorer then reads both drives.') && void shutdown.run(() => api('POST', '/api/host/shutdown', {}))}>
+            Shut the host down
+          </button>{' '}
+          <span class="muted">or run a sync in a window from <a href="#/actions">Actions</a>.</span>
+        </p>
+      )}
+      {shutdown.error && <ErrorBox error={shutdown.error} />}
+      {restore.error && <ErrorBox error={restore.error} />}
+      {restore.result && (
+        <p class="ok" role="status">
+          Restore started: <a href={`#/jobs?id=${encodeURIComponent(restore.result.id)}`}>job {restore.result.id}</a>.
+        </p>
+      )}
+      {confirm && (
+        <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="restore-h">
+          <h2 id="restore-h">Restore onto the active drive?</h2>
+          <p>The standby's version of these overwrites the active drive's (bay {s?.active}), partition {partition}:</p>
+          <ul>
+            {confirm.map((p) => (
+              <li>
+                <code>{p}</code>
+              </li>
+            ))}
+          </ul>
+          <div class="buttons">
+            <button
+              type="button"
+              class="danger"
+              autofocus
+              onClick={() => {
+                const paths = confirm;
+                setConfirm(null);
+                void restore.run(() => api<{ id: string }>('POST', '/api/restore/files', { partition, paths }));
+              }}
+            >
+              Restore
+            </button>
+            <button type="button" onClick={() => setConfirm(null)}>
+              Cancel
+            </button>
+          </div>
+        </div>
+      )}
+      {page && (
+        <>
+          <p class="counts" role="status">
+            {page.total} entries · <span class="mark changed">≠</span> {page.counts.changed} changed · <span class="mark only-active">+</span> {page.counts['only-active']} new · <span class="mark only-standby">−</span> {page.counts['only-standby']} deleted since the last backup
+            {path !== '/' && (
+              <>
+                {' · '}
+                <button type="button" class="link" onClick={() => setConfirm([path])}>
+                  Restore this folder
+                </button>
+              </>
+            )}
+          </p>
+          <div class="panes" role="table" aria-label={`Folder ${path} on both drives`}>
+            <div class="row head" role="row">
+              <div class="cell active" role="columnheader">
+                Active drive{s ? ` (bay ${s.active})` : ''}
+              </div>
+              <div class="mark" role="columnheader">
+                <span class="sr">difference</span>
+              </div>
+              <div class="cell standby" role="columnheader">
+                Standby{s ? ` (bay ${s.standby})` : ''} — the backup
+              </div>
+              <div class="act" role="columnheader">
+                <span class="sr">restore</span>
+              </div>
+            </div>
+            {parent !== null && (
+              <div class="row" role="row">
+                <div class="cell active" role="cell">
+                  <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: parent })}`}>↑ ..</a>
+                </div>
+                <div class="mark" role="cell" />
+                <div class="cell standby" role="cell" />
+                <div class="act" role="cell" />
+              </div>
+            )}
+            {shown.map((r) => (
+              <div class={`row ${r.state}`} role="row" data-name={r.name} data-state={r.state}>
+                <div role="cell" class="wrap">
+                  <Cell e={r.active} side="active" partition={partition} path={path} onOpen={open} />
+                </div>
+                <div class={`mark ${r.state}`} role="cell" title={MARK[r.state].label} aria-label={MARK[r.state].label}>
+                  {MARK[r.state].sign}
+                </div>
+                <div role="cell" class="wrap">
+                  <Cell e={r.standby} side="standby" partition={partition} path={path} onOpen={open} />
+                </div>
+                <div class="act" role="cell">
+                  {r.standby && r.state !== 'same' && (
+                    <button type="button" class="small" onClick={() => setConfirm([join(path, r.name)])} aria-label={`restore ${r.name} from the standby`}>
+                      Restore
+                    </button>
+                  )}
+                </div>
+              </div>
+            ))}
+          </div>
+          {rows.length < page.total && (
+            <button type="button" onClick={() => void load(rows.length)} disabled={loading}>
+              Show more ({page.total - rows.length} left)
+            </button>
+          )}
+        </>
+      )}
+      {loading && <p aria-busy="true">Reading both drives…</p>}
+    </div>
+  );
+}

@@ -1,0 +1,146 @@
+/** The overview: both bays, the standby's state, the last sync, the running job live, alerts, drive health and relays. */
+import { useSnapshot, useTick } from '../store.ts';
+import { age, bytes, seconds, when } from '../format.ts';
+import type { Route } from '../ui.tsx';
+
+const STATE_TEXT: Record<string, string> = {
+  consistent: 'consistent: a complete backup',
+  inconsistent: 'inconsistent: a copy was interrupted',
+  unpaired: 'not paired yet',
+};
+
+export function JobProgress({ job, progress }: { job: any; progress: any }) {
+  const pct = Math.max(0, Math.min(100, progress?.percent ?? 0));
+  return (
+    <div class="job-progress">
+      <div>
+        <strong>{job.kind}</strong> job {job.id} · {progress?.phase ?? job.state} · started {age(job.startedAt)}
+      </div>
+      <div class="bar" role="progressbar" aria-label={`${job.kind} progress`} aria-valuemin={0} aria-valuemax={100} aria-valuenow={Math.floor(pct)}>
+        <span style={{ width: `${pct}%` }} />
+      </div>
+      <div class="muted">
+        {pct.toFixed(1)} % · {bytes(progress?.bytesDone)} of {bytes(progress?.bytesTotal)}
+        {progress?.rate ? ` · ${bytes(progress.rate)}/s` : ''}
+        {progress?.etaSeconds ? ` · ${seconds(progress.etaSeconds)} left` : ''}
+      </div>
+      <a href={`#/jobs?id=${encodeURIComponent(job.id)}`}>Details, log and cancel</a>
+    </div>
+  );
+}
+
+function Bay({ bay, s }: { bay: 'A' | 'B'; s: any }) {
+  const d = s.drives?.[bay] ?? {};
+  const role = bay === s.active ? 'active' : 'standby';
+  const smart = d.health?.smart;
+  return (
+    <section class={`card bay ${role}`} aria-labelledby={`bay-${bay}`}>
+      <h2 id={`bay-${bay}`}>
+        Bay {bay} <span class={`role ${role}`}>{role === 'active' ? 'active (system drive)' : 'standby (backup)'}</span>
+      </h2>
+      <dl>
+        <dt>Drive</dt>
+        <dd>{d.present ? (smart?.model ?? 'present') : <span class="bad">missing</span>}</dd>
+        {role === 'standby' && (
+          <>
+            <dt>Backup</dt>
+            <dd class={s.standbyState === 'consistent' ? 'good' : 'bad'}>{STATE_TEXT[s.standbyState] ?? s.standbyState}</dd>
+          </>
+        )}
+        <dt>Generation</dt>
+        <dd>{d.generation ?? '—'}</dd>
+        <dt>Health</dt>
+        <dd class={d.health?.status === 'ok' ? 'good' : 'bad'}>
+          {d.health?.status ?? 'unknown'}
+          {smart?.temperatureC !== undefined && smart?.temperatureC !== null ? ` · ${smart.temperatureC} °C` : ''}
+          {d.health?.problems?.length ? ` · ${d.health.problems.join('; ')}` : ''}
+        </dd>
+        <dt>Host port</dt>
+        <dd>{s.bootBay === bay ? 'connected to the host' : 'on the controller'}</dd>
+      </dl>
+    </section>
+  );
+}
+
+export function Overview(_props: { route: Route }) {
+  const snap = useSnapshot();
+  useTick(5000);
+  const s = snap.status;
+  if (!s) return <p aria-busy="true">Loading the status…</p>;
+  const last = s.lastSync;
+  return (
+    <div class="overview">
+      <div class="bays">
+        <Bay bay="A" s={s} />
+        <Bay bay="B" s={s} />
+      </div>
+      <section class="card" aria-labelledby="sync-h">
+        <h2 id="sync-h">Backup</h2>
+        <dl>
+          <dt>Last sync</dt>
+          <dd data-testid="last-sync">
+            {last ? (
+              <>
+                {last.kind} {last.result} {age(last.at)} <span class="muted">({when(last.at)}, {bytes(last.bytesWritten)} written in {seconds(last.seconds)})</span>
+              </>
+            ) : (
+              'never'
+            )}
+          </dd>
+          <dt>Last success</dt>
+          <dd>{s.lastSuccess ? `${age(s.lastSuccess)} (${when(s.lastSuccess)})` : 'never'}</dd>
+          {s.pendingCopy && (
+            <>
+              <dt>Interrupted copy</dt>
+              <dd class="bad">{JSON.stringify(s.pendingCopy)}</dd>
+            </>
+          )}
+        </dl>
+        {s.job ? <JobProgress job={s.job} progress={snap.progress ?? s.job.progress} /> : <p class="muted">No job runs. <a href="#/actions">Start a sync</a>.</p>}
+      </section>
+      <section class="card" aria-labelledby="host-h">
+        <h2 id="host-h">Host</h2>
+        <dl>
+          <dt>Power</dt>
+          <dd>{s.host?.power}</dd>
+          <dt>Boots from</dt>
+          <dd>bay {s.bootBay}</dd>
+          <dt>Last heartbeat</dt>
+          <dd>{s.host?.lastHeartbeat ? `${age(s.host.lastHeartbeat.at)} from bay ${s.host.lastHeartbeat.bay ?? '?'}` : 'none'}</dd>
+          <dt>Failover</dt>
+          <dd>{s.failover?.halted ? <span class="bad">halted</span> : s.failover?.switching ? 'switching' : 'ready'} · {s.failover?.failovers ?? 0} so far</dd>
+        </dl>
+      </section>
+      <section class="card" aria-labelledby="alerts-h">
+        <h2 id="alerts-h">Alerts</h2>
+        {snap.alerts.length === 0 && (s.problems?.length ?? 0) === 0 ? (
+          <p class="muted">None.</p>
+        ) : (
+          <ul class="alerts">
+            {(s.problems ?? []).map((p: unknown) => (
+              <li class="warning">{typeof p === 'string' ? p : JSON.stringify(p)}</li>
+            ))}
+            {snap.alerts.map((a) => (
+              <li class={a.level}>
+                <span class="muted">{age(a.at)}</span> {a.message}
+              </li>
+            ))}
+          </ul>
+        )}
+      </section>
+      <section class="card" aria-labelledby="relays-h">
+        <h2 id="relays-h">Relays</h2>
+        <ul class="relays">
+          {Object.entries(s.relays ?? {})
+            .filter(([k, v]) => typeof v === 'boolean' && k !== 'moving')
+            .map(([k, v]) => (
+              <li class={v ? 'on' : 'off'}>
+                <span class="dot" aria-hidden="true" /> {k} {v ? 'energised' : 'off'}
+              </li>
+            ))}
+        </ul>
+        {s.relays?.fault && <p class="bad">Relay fault: {String(s.relays.fault)}</p>}
+      </section>
+    </div>
+  );
+}
