@@ -95,6 +95,8 @@ interface Opened {
   readonly driver: WriteDriver;
   readonly loop: string;
   readonly root: string | null;
+  /** mtools' name of the partition (FAT without a kernel driver). */
+  readonly mtoolsDrive?: string;
 }
 
 async function openForWriting(active: FileView, filesystem: string, mnt: string): Promise<Opened> {
@@ -115,7 +117,9 @@ async function openForWriting(active: FileView, filesystem: string, mnt: string)
       await run('mount.exfat-fuse', ['-o', 'rw', loop, mnt]);
       return { driver: 'exfat-fuse', loop, root: mnt };
     }
-    return { driver: 'mtools', loop, root: null };
+    // mtools addresses the partition inside the drive itself (`drive@@offset`): it cannot ask a loop device its geometry.
+    await run('losetup', ['-d', loop], { allowFail: true });
+    return { driver: 'mtools', loop: '', root: null, mtoolsDrive: `${path}@@${part.startByte}` };
   } catch (e) {
     await run('losetup', ['-d', loop], { allowFail: true });
     throw e;
@@ -130,7 +134,7 @@ async function closeWritten(o: Opened): Promise<void> {
       await run('umount', [o.root]);
     }
   } finally {
-    await run('losetup', ['-d', o.loop], { allowFail: true });
+    if (o.loop) await run('losetup', ['-d', o.loop], { allowFail: true });
   }
 }
 
@@ -220,7 +224,7 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
   let entries = 0;
   let cancelled = false;
   const progress = () => options.onProgress?.({ entries, entriesTotal, bytes: restored.bytes, bytesTotal });
-  const writer = opened.root ? mountWriter(opened.root, isExt) : mtoolsWriter(opened.loop);
+  const writer = opened.root ? mountWriter(opened.root, isExt) : mtoolsWriter(opened.mtoolsDrive!);
   try {
     for (const p of checked) {
       const parts = splitPath(p);
@@ -326,16 +330,16 @@ function mountWriter(root: string, isExt: boolean): Writer {
  * file is staged in a temporary file on the controller first, since mcopy
  * takes files. Folder times are not set (mtools has no call for it).
  */
-function mtoolsWriter(loop: string): Writer {
+function mtoolsWriter(drive: string): Writer {
   const env = { ...process.env, MTOOLS_SKIP_CHECK: '1', LC_ALL: 'C.UTF-8' };
   const stage = mkdtempSync(join(tmpdir(), 'dpsr-stage-'));
   const made = new Set<string>();
   return {
     async mkdir(p) {
       if (made.has(p.toLowerCase())) return;
-      const r = await run('mmd', ['-i', loop, `::${p}`], { env, allowFail: true });
-      // An existing folder is fine: mmd says so and fails.
-      if (r.code !== 0 && !/exists/i.test(r.out)) throw new DeviceError(`mmd ${p} failed: ${r.out}`);
+      // An existing folder is fine (mmd fails on it, silently without a terminal to ask on).
+      const there = await run('mdir', ['-b', '-i', drive, `::${p}`], { env, allowFail: true });
+      if (there.code !== 0) await run('mmd', ['-i', drive, `::${p}`], { env });
       made.add(p.toLowerCase());
     },
     async file(p, e, content) {
@@ -343,7 +347,7 @@ function mtoolsWriter(loop: string): Writer {
       try {
         await pipeline(content, createWriteStream(local));
         utimesSync(local, e.mtime, e.mtime);
-        await run('mcopy', ['-o', '-m', '-i', loop, local, `::${p}`], { env });
+        await run('mcopy', ['-o', '-m', '-i', drive, local, `::${p}`], { env });
       } finally {
         rmSync(local, { force: true });
       }
