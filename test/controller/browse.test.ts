@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'node:http';
 import { makeDaemon, idle, waitFor, type TestDaemon } from './support/harness.ts';
@@ -120,11 +121,98 @@ test('a file with the same size and time but other content is told apart only wh
   assert.is((await d.api('GET', '/api/browse?partition=2&path=/home/operator&hash=yes')).status, 400);
 });
 
+/** Waits for job `id` to finish and returns it. */
+async function finished(id: string): Promise<any> {
+  return waitFor(async () => {
+    const j = (await d.api('GET', `/api/jobs/${id}`)).body;
+    return j.state === 'running' ? undefined : j;
+  }, 60_000, `job ${id} finished`);
+}
+
+test('a folder downloads as tar and as zip with the files the standby holds', async () => {
+  if (!ok) return;
+  for (const format of ['tar', 'zip'] as const) {
+    const r = await getBytes(`/api/browse/archive?side=standby&partition=2&path=/etc&format=${format}`);
+    assert.is(r.status, 200);
+    assert.is(r.headers['content-type'], format === 'tar' ? 'application/x-tar' : 'application/zip');
+    const out = join(tmp, `etc-${format}`);
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(tmp, `etc.${format}`), r.body);
+    if (format === 'tar') execFileSync('tar', ['-x', '-f', join(tmp, 'etc.tar'), '-C', out]);
+    else execFileSync('unzip', ['-q', join(tmp, 'etc.zip'), '-d', out]);
+    assert.is(readFileSync(join(out, 'etc/hostname'), 'utf8'), 'dpsr-sim-host\n');
+    assert.is(readFileSync(join(out, 'etc/os-release'), 'utf8'), 'NAME="dpsr simulated host"\nID=dpsr-sim\n');
+  }
+  assert.is((await d.api('GET', '/api/browse/archive?side=standby&partition=2&path=/etc&format=rar')).status, 400);
+  assert.is((await d.api('GET', '/api/browse/archive?side=standby&partition=2&path=/etc/hostname')).status, 400);
+  assert.is((await d.api('GET', '/api/browse/archive?side=standby&partition=2&path=/etc/../..')).status, 400);
+  assert.is((await d.api('GET', '/api/browse/archive?side=standby&partition=2&path=/nope')).status, 404);
+});
+
+test('the whole-tree walk runs as a job and its differences page', async () => {
+  if (!ok) return;
+  const started = await d.api('POST', '/api/browse/diff', { partition: 2 });
+  assert.is(started.status, 202, JSON.stringify(started.body));
+  const job = await finished(started.body.id);
+  assert.is(job.state, 'done', JSON.stringify(job.error));
+  assert.is(job.result.differences, 3);
+  const all = await d.api('GET', `/api/browse/diff/${job.id}`);
+  assert.equal(all.body.rows.map((r: { path: string; state: string }) => [r.path, r.state]), [['/etc/hostname', 'changed'], ['/etc/motd', 'only-active'], ['/etc/os-release', 'only-standby']]);
+  const page = await d.api('GET', `/api/browse/diff/${job.id}?offset=1&limit=1`);
+  assert.equal(page.body.rows.map((r: { path: string }) => r.path), ['/etc/motd']);
+  assert.is(page.body.total, 3);
+  assert.is((await d.api('GET', `/api/browse/diff/${job.id}?limit=0`)).status, 400);
+  assert.is((await d.api('POST', '/api/browse/diff', { partition: 2, path: '/../x' })).status, 400);
+});
+
+const canWrite = ok && requireEnv('restoring files onto the active drive', { tools: ['losetup', 'mount', 'e2fsck'], root: true });
+
+test('files restored from the standby replace the active drive\'s, and the job lists what they overwrote', async () => {
+  if (!canWrite) return;
+  assert.is((await d.api('POST', '/api/restore/files', { partition: 2, paths: ['/etc/../x'] })).status, 400);
+  assert.is((await d.api('POST', '/api/restore/files', { partition: 2, paths: ['/etc/nope'] })).status, 404);
+  assert.is((await d.api('POST', '/api/restore/files', { partition: 2, paths: [] })).status, 400);
+  const started = await d.api('POST', '/api/restore/files', { partition: 2, paths: ['/etc'] });
+  assert.is(started.status, 202, JSON.stringify(started.body));
+  const job = await finished(started.body.id);
+  assert.is(job.state, 'done', JSON.stringify(job.error));
+  assert.equal(job.result.overwritten.map((o: { path: string }) => o.path), ['/etc/hostname']);
+  assert.is(job.result.fsck.clean, true, job.result.fsck.output);
+  const diff = await d.api('GET', '/api/browse?partition=2&path=/etc');
+  assert.equal(diff.body.rows.map((r: { name: string; state: string }) => [r.name, r.state]), [['hostname', 'same'], ['motd', 'only-active'], ['os-release', 'same']]);
+});
+
+test('a partition restore needs the typed confirmation and the host off, then brings the partition back whole', async () => {
+  if (!ok) return;
+  const wrong = await d.api('POST', '/api/restore/partition', { partition: 2, confirm: 'yes' });
+  assert.is(wrong.status, 400);
+  assert.match(wrong.body.error.message, /restore partition 2/);
+  assert.is((await d.api('POST', '/api/restore/partition', { partition: 2 })).status, 400);
+  const started = await d.api('POST', '/api/restore/partition', { partition: 2, confirm: 'restore partition 2' });
+  assert.is(started.status, 202, JSON.stringify(started.body));
+  const job = await finished(started.body.id);
+  assert.is(job.state, 'done', JSON.stringify(job.error));
+  assert.equal(job.options.partitions, [2]);
+  const diff = await d.api('GET', '/api/browse?partition=2&path=/etc');
+  assert.equal(diff.body.rows.map((r: { name: string; state: string }) => [r.name, r.state]), [['hostname', 'same'], ['os-release', 'same']]);
+  assert.is((await d.api('POST', '/api/sim/host/power', { power: 'on' })).status, 200);
+  await waitFor(async () => ((await d.api('GET', '/api/status')).body.host.power === 'on' ? true : undefined), 10_000, 'host on');
+  const refused = await d.api('POST', '/api/restore/partition', { partition: 2, confirm: 'restore partition 2', window: false });
+  assert.is(refused.status, 409);
+  assert.match(refused.body.error.hint, /window/);
+  assert.is((await d.api('POST', '/api/restore/files', { partition: 2, paths: ['/etc'], window: false })).status, 409);
+});
+
 test('the OpenAPI document describes the routes', async () => {
   if (!ok) return;
   const doc = (await d.api('GET', '/api/openapi.json')).body;
   assert.ok(doc.paths['/api/browse']?.get);
   assert.ok(doc.paths['/api/browse/file']?.get);
+  assert.ok(doc.paths['/api/browse/archive']?.get);
+  assert.ok(doc.paths['/api/browse/diff']?.post);
+  assert.ok(doc.paths['/api/browse/diff/{id}']?.get);
+  assert.ok(doc.paths['/api/restore/files']?.post?.requestBody);
+  assert.ok(doc.paths['/api/restore/partition']?.post?.requestBody);
 });
 
 test.run();
