@@ -15,6 +15,7 @@ import { RefusedError } from '../../src/errors.ts';
 import { randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { rejection } from '../support/assert-async.ts';
 import { pair } from './support/pair-fixture.ts';
+import { dpsr } from '../support/cli.ts';
 
 const MiB = 1024 * 1024;
 const S = 512;
@@ -276,6 +277,31 @@ test('an interrupted sync of one standby leaves the other pair alone; recover fi
   // A restore from a rotated standby writes the active drive through that standby's pair.
   const rr = await restore({ stateDir, source: b, target: a });
   assert.is(rr.pairId, p1!.id);
+});
+
+test('dpsr clone onto a second standby: refused under --yes naming the first (exit 3), done with --add-standby; dpsr status shows each standby\'s age', async () => {
+  const { stateDir, a, b, c } = await threeDrives();
+  const cBefore = sha256File(c);
+  const refused = dpsr(['clone', a, c, '--yes', '--state-dir', stateDir]);
+  assert.is(refused.code, 3, refused.stderr);
+  assert.match(refused.stderr, new RegExp(`already has a standby: ${b} \\(pair [0-9a-f]+, generation 2, last synced`));
+  assert.match(refused.stderr, /--add-standby/);
+  assert.is(sha256File(c), cBefore);
+  const added = dpsr(['clone', a, c, '--yes', '--add-standby', '--state-dir', stateDir]);
+  assert.is(added.code, 0, added.stderr);
+  assert.match(added.stdout, new RegExp(`note: ${c} becomes another standby of ${a}, besides ${b}`));
+  const status = dpsr(['status', '--json', '--state-dir', stateDir]);
+  assert.is(status.code, 0, status.stderr);
+  const pairs = status.json().pairs as { id: string; standby: { lastPath: string; lastSyncedAt: string; ageSeconds: number }; otherStandbys: string[] }[];
+  assert.equal(pairs.map((p) => p.standby.lastPath), [b, c]);
+  for (const p of pairs) {
+    assert.ok(p.standby.ageSeconds >= 0 && p.standby.ageSeconds < 600, `age ${p.standby.ageSeconds}`);
+    assert.ok(Date.parse(p.standby.lastSyncedAt) > 0);
+  }
+  assert.equal(pairs[0]!.otherStandbys, [pairs[1]!.id]);
+  const text = dpsr(['status', '--state-dir', stateDir]).stdout;
+  assert.match(text, /standby age: \d+ s \(last synced /);
+  assert.match(text, /rotation: 2 standbys of this active drive/);
 });
 
 test.run();
