@@ -26,7 +26,7 @@ export interface SyncOptions {
 /** The options each kind takes (the API's request bodies). */
 export interface CopyJobOptions {
   sync: SyncOptions;
-  clone: { force?: boolean; window?: boolean };
+  clone: { force?: boolean; addStandby?: boolean; window?: boolean };
   reprotect: { window?: boolean };
   verify: { partitions?: number[]; window?: boolean };
   recover: Record<string, never>;
@@ -80,7 +80,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
     plan({ opts, view: { active, standby }, target, window, jobs }) {
       return {
         options: { ...opts, window, source: active, target: standby },
-        run: (ctx, source) => jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target, forceClone: opts.force })),
+        run: (ctx, source) => jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target, forceClone: opts.force, addStandby: opts.addStandby })),
       };
     },
   },

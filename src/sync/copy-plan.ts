@@ -280,7 +280,7 @@ export function planCopy(input: PlanInput): CopyDecision {
         const count = standbysOf(input.pairs, source.key).length;
         return refuse(
           `the source ${source.path} already has ${count === 1 ? 'a standby' : `${count} standbys`}: ${describeStandbys(input.pairs, source.key)}; cloning onto ${target.path} would make it one more standby (a rotation), each its own pair`,
-          `to add ${target.path} as another standby confirm the clone on a terminal or pass --add-standby; to replace the standby instead, \`dpsr forget ${sourcePair.id}\` first. Nothing was written`,
+          `to add ${target.path} as another standby confirm the clone on a terminal or pass --add-standby (in the API, "addStandby": true); to replace the standby instead, \`dpsr forget ${sourcePair.id}\` first. Nothing was written`,
         );
       }
       notes.push(`${target.path} becomes another standby of ${source.path}, besides ${describeStandbys(input.pairs, source.key)}`);

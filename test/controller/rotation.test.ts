@@ -1,0 +1,46 @@
+/**
+ * Standby rotation on the simulated rig: a second standby put into the
+ * standby bay is cloned as one more standby only when asked to, syncs go to
+ * the pair of the standby in the bay, and the status lists every standby of
+ * the active drive with its age and whether it is in a bay.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { makeDaemon, idle, sha, waitJob } from './support/harness.ts';
+
+test('a second standby in the bay: the clone asks for addStandby, then syncs go to it; both standbys show in the status', async () => {
+  const d = await makeDaemon();
+  try {
+    await idle(d);
+    let s = (await d.api('GET', '/api/status')).body;
+    const first = { pairId: s.pairId, path: s.drives.B.path };
+    assert.is(s.standbys.length, 1);
+    assert.is(s.standbys[0].present, true);
+    // The first standby goes off-site; another drive takes its bay.
+    assert.is((await d.api('POST', '/api/sim/drive/B/pull', {})).status, 200);
+    const ins = await d.api('POST', '/api/sim/drive/B/insert', { replacement: true });
+    assert.is(ins.status, 200);
+    const plain = await waitJob(d, (await d.api('POST', '/api/clone', {})).body.id);
+    assert.is(plain.state, 'failed');
+    assert.match(plain.error.message, new RegExp(`already has a standby: ${first.path}`));
+    assert.match(plain.error.hint, /--add-standby/);
+    const added = await waitJob(d, (await d.api('POST', '/api/clone', { addStandby: true })).body.id);
+    assert.is(added.state, 'done', JSON.stringify(added.error));
+    s = (await d.api('GET', '/api/status')).body;
+    assert.is(s.standbyState, 'consistent');
+    assert.is.not(s.pairId, first.pairId, 'the status follows the pair of the standby in the bay');
+    assert.is(s.standbys.length, 2);
+    const byPair = Object.fromEntries(s.standbys.map((x: { pairId: string }) => [x.pairId, x]));
+    assert.is(byPair[first.pairId].present, false);
+    assert.is(byPair[s.pairId].present, true);
+    for (const x of s.standbys) assert.ok(x.ageSeconds >= 0 && x.lastSyncedAt, JSON.stringify(x));
+    const synced = await waitJob(d, (await d.api('POST', '/api/sync', {})).body.id);
+    assert.is(synced.state, 'done', JSON.stringify(synced.error));
+    assert.is(synced.result.pairId, s.pairId);
+    assert.is(sha(s.drives.B.path), sha(s.drives.A.path));
+  } finally {
+    await d.stop();
+  }
+});
+
+test.run();
