@@ -9,13 +9,28 @@ import { parse as parseYaml } from 'yaml';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { validateConfig as validateBootSwitch, simConfig, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
 import { array, bool, check, fail, int, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
+import { BAY_NAMES, PAIR_ROLES, configuredBays, resolvePairs, type PairConfig } from './pair-config.ts';
 
 const drivePath = (bay: string) => str({ pattern: /^\//, patternText: 'an absolute path (/dev/disk/by-id/… or an image file)', description: `the drive in bay ${bay}: a stable path (/dev/dpsr/bay-${bay.toLowerCase()} from the udev rules, /dev/disk/by-id/…) or an image file` });
 
 export const configSchema = obj({
   rig: opt(oneOf(['sim', 'hardware'] as const, 'sim: image-file drives and the simulated board and host; hardware: real drives and relay board'), 'sim'),
   listen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, patternText: 'HOST:PORT, e.g. 127.0.0.1:8750', description: 'where the HTTP API listens, HOST:PORT (default 127.0.0.1:8750); --listen and DPSR_LISTEN win over it' })),
-  drives: opt(obj({ A: drivePath('A'), B: drivePath('B') }, 'the drive in each bay, by a stable path (hardware rig only)')),
+  drives: opt(obj(Object.fromEntries(BAY_NAMES.map((b) => [b, opt(drivePath(b))])), 'the drive in each bay the pairs use, by a stable path (hardware rig only)')),
+  pairs: opt(
+    array(
+      obj({
+        id: str({ pattern: /^[a-z][a-z0-9-]{0,31}$/, patternText: 'a short name of lower-case letters, digits and dashes, starting with a letter (e.g. system, data)', description: 'the pair\'s name in routes (/api/pairs/{id}/…), metrics and events' }),
+        label: opt(str({ maxLength: 80, description: 'what the operator reads (e.g. "system drive")' })),
+        bays: array(oneOf(BAY_NAMES), { maxItems: 2, unique: true, description: 'the pair\'s two bays, the active drive\'s first: ["A", "B"] for the boot pair, two of C to H for a data pair' }),
+        role: opt(oneOf(PAIR_ROLES, 'boot: holds the host\'s boot drive (bays A and B, exactly one pair); data: the host\'s data disk. Default: boot on bays A and B, else data')),
+        mode: opt(oneOf(['switched'] as const, 'how the pair\'s drives reach the host: switched (direct SATA through the pair\'s muxes)'), 'switched'),
+        bridge: opt(str({ pattern: /^[a-z0-9-]{1,32}$/, patternText: 'a short name of lower-case letters, digits and dashes', description: 'the bridge bandwidth budget the pair\'s copies use: copies of pairs with the same budget never run at once' }), 'usb'),
+        schedule: opt(obj({ sync: opt(str({ maxLength: 80, description: 'when flows sync the pair, e.g. "weekly", "hourly" or a cron expression' })), verify: opt(str({ maxLength: 80, description: 'when flows verify the pair' })) }, 'hints for the flows and the operator; the daemon itself runs no timer')),
+      }),
+      { maxItems: BAY_NAMES.length / 2, description: 'the drive pairs this controller protects; default one boot pair "system" on bays A and B' },
+    ),
+  ),
   bootswitch: opt(passThrough('the board configuration of src/bootswitch (boards, channels, timing, failover, i2c); on the sim rig only timing and failover')),
   sync: opt(
     obj({
@@ -69,8 +84,8 @@ export const configSchema = obj({
       hostShutdownMs: opt(int(10, 600_000, 'milliseconds the simulated host takes to shut down after an ACPI request'), 500),
       heartbeatMs: opt(int(50, 600_000, 'milliseconds between the simulated host\'s heartbeats'), 1000),
       hostPoweredAtStart: opt(bool('power the simulated host on when the daemon starts (default true; only with host "simulated")')),
-      initialClone: opt(bool('clone bay A onto bay B when the rig is created'), true),
-      driveTemperatureC: opt(array(int(0, 120), { maxItems: 2, description: 'SMART temperatures in °C of the simulated drives in bays A and B' }), [34, 35]),
+      initialClone: opt(bool('clone each pair\'s first bay onto its second when the rig creates their drives'), true),
+      driveTemperatureC: opt(array(int(0, 120), { maxItems: BAY_NAMES.length, description: 'SMART temperatures in °C of the simulated drives in bays A, B, C, … (35 for bays not listed)' }), [34, 35]),
       host: opt(
         oneOf(['simulated', 'external'] as const, 'simulated: the daemon fakes boots and heartbeats (hostBootMs, hostShutdownMs, heartbeatMs); external: another process runs the host (the HIL rig\'s virtual machine) following the relay and ATX events, reports its power LED with POST /api/sim/host/power and its heartbeats with POST /api/host/heartbeat'),
         'simulated',
@@ -83,8 +98,10 @@ export const configSchema = obj({
 
 export type RawConfig = Infer<typeof configSchema>;
 
-export interface DaemonConfig extends Omit<RawConfig, 'bootswitch' | 'sim'> {
+export interface DaemonConfig extends Omit<RawConfig, 'bootswitch' | 'sim' | 'pairs'> {
   bootswitch: BootSwitchConfig;
+  /** The drive pairs, resolved: never empty, exactly one with role boot. */
+  pairs: PairConfig[];
   sim: RawConfig['sim'] & { hostPoweredAtStart: boolean };
   /** Where the config came from, for the log. */
   source: string;
@@ -95,9 +112,13 @@ const SIM_TIMING = { settleMs: 50, powerOffMs: 100, powerOnMs: 100, shutdownTime
 
 export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)'): DaemonConfig {
   const c = check(configSchema, raw ?? {}, 'config');
+  const pairs = resolvePairs(c.pairs);
   let bootswitch: BootSwitchConfig;
   if (c.rig === 'hardware') {
-    if (!c.drives) fail('drives', undefined, 'an object { A, B } naming both drives (required on the hardware rig)', 'config');
+    const bays = configuredBays(pairs);
+    if (!c.drives) fail('drives', undefined, `an object { ${bays.join(', ')} } naming the drive of every bay the pairs use (required on the hardware rig)`, 'config');
+    for (const b of bays) if (!(c.drives as Record<string, string | undefined>)[b]) fail(`drives.${b}`, undefined, `the drive in bay ${b} (pair ${pairs.find((p) => p.bays.includes(b))!.id} uses it)`, 'config');
+    for (const b of Object.keys(c.drives)) if (!bays.includes(b as (typeof bays)[number])) fail(`drives.${b}`, (c.drives as Record<string, string>)[b], `only the bays the pairs use (${bays.join(', ')})`, 'config');
     if (c.bootswitch === undefined) fail('bootswitch', undefined, 'the board configuration (required on the hardware rig)', 'config');
     bootswitch = prefixed(() => validateBootSwitch(c.bootswitch));
   } else {
@@ -118,7 +139,7 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
   }
   if (c.sim.systemImage !== undefined && c.rig === 'sim') checkSystemImage(c.sim.systemImage, c.sim.driveSizeMiB);
   if (c.health.temperatureWarnC > c.health.temperatureCriticalC) fail('health.temperatureWarnC', c.health.temperatureWarnC, `at most health.temperatureCriticalC (${c.health.temperatureCriticalC})`, 'config');
-  return { ...c, sim, bootswitch, source };
+  return { ...c, pairs, sim, bootswitch, source };
 }
 
 /** The image must be there and fit the simulated drive, or the rig would be built half. */

@@ -17,7 +17,9 @@ import { HealthMonitor } from './health.ts';
 import { HardwareRig } from './hardware-rig.ts';
 import { SimRig } from './sim/rig.ts';
 import type { Rig } from './rig.ts';
-import { Roles } from './roles.ts';
+import { Roles, failoverSwitch } from './roles.ts';
+import { DrivePair, FixedPairSwitch, Pairs, pairBays } from './pairs.ts';
+import { bayAt, type PairConfig } from './pair-config.ts';
 import { SyncWindow } from './sync-window.ts';
 import { CopyJobs } from './copy-jobs.ts';
 import { BootControl } from './boot-control.ts';
@@ -39,15 +41,18 @@ interface Feature {
 }
 
 export function createRig(config: DaemonConfig, stateDir: string): Rig {
-  return config.rig === 'sim' ? new SimRig({ stateDir, ...config.sim }) : new HardwareRig(config);
+  return config.rig === 'sim' ? new SimRig({ stateDir, ...config.sim, pairs: config.pairs }) : new HardwareRig(config);
 }
 
 export class Controller {
   readonly jobs: JobRunner;
   readonly health: HealthMonitor;
+  /** The boot pair's roles, window and copies (the routes without a pair use them when it is the only one). */
   readonly roles: Roles;
   readonly window: SyncWindow;
   readonly copies: CopyJobs;
+  /** Every pair, the boot pair among them. */
+  readonly pairs: Pairs;
   readonly boot: BootControl;
   readonly host: HostWatch;
   readonly status: StatusView;
@@ -90,14 +95,15 @@ export class Controller {
     this.#early = early;
     this.health = new HealthMonitor(rig.smart, (bay) => rig.smartDevice(bay), config.health, bus, metrics);
     this.jobs = new JobRunner(stateDir, config.jobs, bus, () => this.boot.blockedBy());
-    this.roles = new Roles(stateDir, rig.bays, bs, bus, log);
+    this.roles = new Roles(stateDir, rig.bays, failoverSwitch(bs), bus, log);
     this.window = new SyncWindow(config, stateDir, bs, this.roles, bus);
     this.copies = new CopyJobs(config, stateDir, this.roles, this.window, this.jobs, bus, metrics, (bay) => rig.markBootable(bay));
+    this.pairs = new Pairs(config.pairs.map((pc) => (pc.role === 'boot' ? new DrivePair(pc, this.roles, this.window, this.copies) : this.#dataPair(pc))));
     this.boot = new BootControl(bs, this.roles, this.jobs, rig);
     this.host = new HostWatch(bs, bus, metrics);
     this.browser = new FileBrowser(this.roles, bs);
     this.files = new FileJobs(this);
-    this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics);
+    this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics, this.pairs);
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
     this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);
@@ -114,6 +120,14 @@ export class Controller {
       // Stopping leaves an interrupted copy to resume at the next start, not a rolled-back one.
       { start: () => {}, stop: () => this.#stopJob() },
     ];
+  }
+
+  /** A data pair: roles from its pair state alone, its copies on the shared job runner. */
+  #dataPair(pc: PairConfig): DrivePair {
+    const roles = new Roles(this.stateDir, pairBays(this.rig.bays, pc), new FixedPairSwitch(), this.bus, this.log.child({ pair: pc.id }));
+    const window = new SyncWindow(this.config, this.stateDir, this.bs, roles, this.bus, pc.id);
+    const copies = new CopyJobs(this.config, this.stateDir, roles, window, this.jobs, this.bus, this.metrics, (pos) => this.rig.markBootable(bayAt(pc, pos)), pc.id);
+    return new DrivePair(pc, roles, window, copies);
   }
 
   #publishEarlyAlerts(): void {

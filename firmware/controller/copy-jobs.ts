@@ -98,7 +98,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       return {
         options: { source: active, target: standby, newDrive, window },
         run: async (ctx, source) => {
-          await roles.bs.failover.dispatch({ type: 'drive-replaced', bay: standby });
+          await roles.sw.driveReplaced(standby);
           if (!newDrive) return jobs.write(ctx, standby, target, true, () => sync({ ...jobs.common(ctx), source, target, mode: jobs.config.sync.mode }), false);
           if (pair) {
             ctx.log('info', `bay ${standby} holds a new drive: pair ${pair.id} with the old drive is forgotten and the new one cloned`);
@@ -117,7 +117,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
         run: async (ctx, source) => {
           const report: VerifyReport = await verify({ ...jobs.common(ctx), source, target, partitions: opts.partitions });
           if (!report.identical) {
-            jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify of bay ${standby} against bay ${active}: ${verifyHeadline(report)}` });
+            jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify of bay ${jobs.roles.name(standby)} against bay ${jobs.roles.name(active)}: ${verifyHeadline(report)}` });
           }
           // A verify report can list many ranges; the job keeps the first ones.
           return { ...report, differences: report.differences.slice(0, 100) };
@@ -172,6 +172,8 @@ export class CopyJobs {
     readonly metrics: Metrics,
     /** A completed copy made this bay's drive a bootable system (the rig may care). */
     private readonly onCopied: (bay: Bay) => void,
+    /** The pair (config pairs[].id) these copies work on. */
+    readonly pairId: string = config.pairs.find((p) => p.role === 'boot')!.id,
   ) {}
 
   /**
@@ -188,8 +190,12 @@ export class CopyJobs {
     if (spec.readsActive && !window) this.roles.require(view.active, 'active drive');
     const target = this.roles.require(view.standby, 'standby');
     const plan = spec.plan({ opts, view, target, window, jobs: this });
-    const job = this.jobs.start(kind, plan.options, trigger, (ctx) =>
+    // The record names the physical bays (a data pair's positions A and B are bays like C and D).
+    const options = { ...plan.options };
+    for (const k of ['source', 'target'] as const) if (options[k] === 'A' || options[k] === 'B') options[k] = this.roles.name(options[k]);
+    const job = this.jobs.start(kind, options, trigger, (ctx) =>
       this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : '')),
+      this.pairId,
     );
     this.metrics.setJob(job);
     return job;
@@ -227,7 +233,7 @@ export class CopyJobs {
     }
     await this.roles.markConsistent(bay, true);
     this.onCopied(bay);
-    ctx.log('info', `standby bay ${bay} now holds generation ${report.generation}`);
+    ctx.log('info', `standby bay ${this.roles.name(bay)} now holds generation ${report.generation}`);
     return report;
   }
 

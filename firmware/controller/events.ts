@@ -11,6 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AlertEvent, Bay, BootSwitchEvents } from '../../src/bootswitch/index.ts';
 import type { Progress } from '../../src/sync/index.ts';
 import type { JobRecord } from './jobs.ts';
+import type { BayName } from './pair-config.ts';
 
 export interface DaemonEvent {
   /** `<boot>:<seq>`: a client reconnecting after a restart sees the boot changed. */
@@ -31,7 +32,7 @@ export const EVENT_TYPES = {
   'job.done': 'a job finished: { job }',
   'job.failed': 'a job failed: { job } (job.error has kind, message, hint)',
   'job.cancelled': 'a job was cancelled: { job }',
-  'status.changed': 'roles, standby state or generations changed: { active, standby, standbyState }',
+  'status.changed': "roles, standby state or generations changed: { active, standby, standbyState, generations } of the boot pair, and pairs: each pair's { id, active, standby, standbyState, generations }",
   'failover': 'the standby took over: { from, to, reason, generation }',
   'failover.state': 'the failover state machine moved: the whole state',
   'switch.step': 'one step of a boot-selection move: { to, step, atMs, tookMs }',
@@ -58,10 +59,10 @@ export interface EventData {
   'job.done': { job: JobSummary };
   'job.failed': { job: JobSummary };
   'job.cancelled': { job: JobSummary };
-  'status.changed': { active: Bay; standby: Bay; standbyState: string; generations: Record<Bay, number | null> };
+  'status.changed': { active: Bay; standby: Bay; standbyState: string; generations: Record<Bay, number | null>; pairs: { id: string; active: BayName; standby: BayName; standbyState: string; generations: Record<string, number | null> }[] };
   switched: BootSwitchEvents['switched'][0];
   failover: BootSwitchEvents['failover'][0] & { generation: number | null };
-  drive: { bay: Bay; action: 'pulled' | 'inserted' | 'replaced'; path?: string };
+  drive: { bay: BayName; action: 'pulled' | 'inserted' | 'replaced'; path?: string };
   alert: AlertEvent & { bay?: Bay };
 }
 

@@ -8,21 +8,27 @@ import { existsSync } from 'node:fs';
 import { defaultOpenI2c, type Bay } from '../../src/bootswitch/index.ts';
 import { SmartctlSource } from '../../src/sata-bridge/index.ts';
 import type { DaemonConfig } from './config.ts';
+import type { BayName } from './pair-config.ts';
 import type { PanelChips, Rig } from './rig.ts';
-import type { DriveBays } from './roles.ts';
+import type { RigBays } from './roles.ts';
 
 export class HardwareRig implements Rig {
-  readonly bays: DriveBays;
+  readonly bays: RigBays;
   readonly smart: SmartctlSource;
   readonly banner = null;
 
   constructor(private readonly config: DaemonConfig) {
-    const drives = config.drives!;
-    this.bays = { path: (bay) => (existsSync(drives[bay]) ? drives[bay] : null) };
+    const drives = config.drives as Partial<Record<BayName, string>>;
+    this.bays = {
+      path: (bay) => {
+        const p = drives[bay];
+        return p && existsSync(p) ? p : null;
+      },
+    };
     this.smart = new SmartctlSource(config.health.smartctl);
   }
 
-  smartDevice(bay: Bay): string | null {
+  smartDevice(bay: BayName): string | null {
     return this.bays.path(bay);
   }
 

@@ -21,6 +21,8 @@ export interface JobRecord {
   state: JobState;
   /** Who asked: api, a restart resuming an interrupted job, the rig's first start. */
   trigger: string;
+  /** The drive pair the job works on (config pairs[].id); absent in histories from before pairs. */
+  pair?: string;
   options: Record<string, unknown>;
   createdAt: string;
   startedAt: string | null;
@@ -93,6 +95,12 @@ export class JobRunner {
     return this.#current?.job ?? null;
   }
 
+  /** The running job of a pair, or null. */
+  forPair(pair: string): JobRecord | null {
+    const j = this.current;
+    return j && j.pair === pair ? j : null;
+  }
+
   list(): JobRecord[] {
     return [...this.#data.jobs].reverse();
   }
@@ -124,7 +132,7 @@ export class JobRunner {
    * Starts a job now and returns its record at once; `run` does the work.
    * Whatever `run` returns becomes the result.
    */
-  start(kind: JobKind, options: Record<string, unknown>, trigger: string, run: (ctx: JobContext) => Promise<unknown>): JobRecord {
+  start(kind: JobKind, options: Record<string, unknown>, trigger: string, run: (ctx: JobContext) => Promise<unknown>, pair?: string): JobRecord {
     this.checkIdle();
     const now = new Date().toISOString();
     const job: JobRecord = {
@@ -132,6 +140,7 @@ export class JobRunner {
       kind,
       state: 'running',
       trigger,
+      ...(pair ? { pair } : {}),
       options,
       createdAt: now,
       startedAt: now,

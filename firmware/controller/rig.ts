@@ -7,7 +7,8 @@
  */
 import type { Bay, I2cBus, SimBoard } from '../../src/bootswitch/index.ts';
 import type { SmartSource } from '../../src/sata-bridge/index.ts';
-import type { DriveBays } from './roles.ts';
+import type { RigBays } from './roles.ts';
+import type { BayName } from './pair-config.ts';
 import type { Route } from './http-server.ts';
 import type { Controller } from './controller.ts';
 
@@ -22,11 +23,11 @@ export interface PanelChips {
 
 export interface Rig {
   /** Where each bay's drive is and how to open it. */
-  readonly bays: DriveBays;
+  readonly bays: RigBays;
   /** SMART data of the drives. */
   readonly smart: SmartSource;
   /** The device to ask SMART about for a bay, or null when the bay is empty. */
-  smartDevice(bay: Bay): string | null;
+  smartDevice(bay: BayName): string | null;
   /** The simulated board the boot switch's 'sim' channels use, if this rig has one. */
   readonly board?: SimBoard;
   /** What the rig says when it starts (created drives), or null. */
@@ -34,7 +35,7 @@ export interface Rig {
   /** The front panel's chips, or null when the rig has no panel. */
   panelChips(): Promise<PanelChips | null>;
   /** A completed copy made this bay's drive a bootable system. */
-  markBootable(bay: Bay): void;
+  markBootable(bay: BayName): void;
   /** Runs a move of the boot selection the operator forced under a powered host. */
   forcedMove<T>(move: () => Promise<T>): Promise<T>;
   /** The rig's own facts about the host, added to the status. */

@@ -12,6 +12,7 @@ import { identityOf, locateDrive, type BlockDevice, type DriveLocation, type Ope
 import { PairStore, effectiveStandbyState, pairOfDrives, recordFailover, type PairRecord } from '../../src/sync/index.ts';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { EventBus } from './events.ts';
+import type { BayName } from './pair-config.ts';
 import type { Logger } from 'pino';
 
 export const other = (b: Bay): Bay => (b === 'A' ? 'B' : 'A');
@@ -19,10 +20,46 @@ export const other = (b: Bay): Bay => (b === 'A' ? 'B' : 'A');
 export type StandbyStateView = 'consistent' | 'syncing' | 'inconsistent';
 
 /** Where each bay's drive is and how to open it: the rig's business. */
-export interface DriveBays {
+export interface RigBays {
   /** Path of the drive in the bay, or null when the bay is empty. */
+  path(bay: BayName): string | null;
+  openDevice?: (loc: DriveLocation, options: OpenDriveOptions) => Promise<BlockDevice>;
+}
+
+/** A pair's two drives by switch position (A: the pair's first bay, B: its second). */
+export interface DriveBays {
   path(bay: Bay): string | null;
   openDevice?: (loc: DriveLocation, options: OpenDriveOptions) => Promise<BlockDevice>;
+  /** The physical bay at a position, for messages (the boot pair's positions are its bays). */
+  name?(bay: Bay): BayName;
+}
+
+/**
+ * What roles need from a pair's switching: which position the relays give
+ * the host (the roles when the pair state cannot tell), and the ears of
+ * whoever decides failover (the boot pair's failover machine).
+ */
+export interface PairSwitch {
+  readonly selected: Bay;
+  /** Whether the drive at a position is a consistent copy (never while a copy writes it). */
+  markConsistent(bay: Bay, consistent: boolean): Promise<void>;
+  /** A new drive went into the position (re-protect pairs it anew). */
+  driveReplaced(bay: Bay): Promise<void>;
+}
+
+/** The boot pair's switch: the failover machine of the boot switch. */
+export function failoverSwitch(bs: BootSwitchSystem): PairSwitch {
+  return {
+    get selected() {
+      return bs.failover.state.active;
+    },
+    async markConsistent(bay, consistent) {
+      if (bs.failover.state.consistent[bay] !== consistent) await bs.failover.dispatch({ type: 'consistency', bay, consistent });
+    },
+    async driveReplaced(bay) {
+      await bs.failover.dispatch({ type: 'drive-replaced', bay });
+    },
+  };
 }
 
 export interface RoleView {
@@ -38,7 +75,7 @@ export class Roles {
   constructor(
     readonly stateDir: string,
     readonly bays: DriveBays,
-    readonly bs: BootSwitchSystem,
+    readonly sw: PairSwitch,
     readonly bus: EventBus,
     readonly log: Logger,
   ) {}
@@ -72,7 +109,7 @@ export class Roles {
   /** Active and standby bays: from the pair state when paired, else from the relays. */
   current(store = new PairStore(this.stateDir)): RoleView {
     const pair = this.pair(store);
-    let active: Bay = this.bs.failover.state.active;
+    let active: Bay = this.sw.selected;
     if (pair) {
       if (this.keyOf('A') === pair.activeKey) active = 'A';
       else if (this.keyOf('B') === pair.activeKey) active = 'B';
@@ -95,16 +132,21 @@ export class Roles {
     return pair && k && pair.drives[k] ? pair.drives[k]!.generation : null;
   }
 
+  /** The physical bay at a position (A and B for the boot pair, e.g. C and D for a data pair). */
+  name(bay: Bay): BayName {
+    return this.bays.name?.(bay) ?? bay;
+  }
+
   /** The path of the drive in a bay; RefusedError when the bay is empty. */
   require(bay: Bay, role: string): string {
     const p = this.bays.path(bay);
-    if (!p) throw new RefusedError(`bay ${bay} (the ${role}) holds no drive`, { hint: 'insert the drive first' });
+    if (!p) throw new RefusedError(`bay ${this.name(bay)} (the ${role}) holds no drive`, { hint: 'insert the drive first' });
     return p;
   }
 
   /** The failover machine must never see a standby as consistent while a copy writes it. */
   async markConsistent(bay: Bay, consistent: boolean): Promise<void> {
-    if (this.bs.failover.state.consistent[bay] !== consistent) await this.bs.failover.dispatch({ type: 'consistency', bay, consistent });
+    await this.sw.markConsistent(bay, consistent);
   }
 
   /**

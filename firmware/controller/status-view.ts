@@ -14,6 +14,7 @@ import type { JobRunner } from './jobs.ts';
 import type { Metrics } from './metrics.ts';
 import type { Rig } from './rig.ts';
 import type { Roles } from './roles.ts';
+import type { DrivePair, Pairs } from './pairs.ts';
 import { standbysOf, type PairRecord } from '../../src/sync/index.ts';
 
 /** One standby of a rotation as the status shows it. */
@@ -45,6 +46,7 @@ export class StatusView {
     private readonly rig: Rig,
     private readonly bus: EventBus,
     private readonly metrics: Metrics,
+    private readonly pairs: Pairs,
   ) {}
 
   /** Forget the cached status: something changed roles, drives or the pair state. */
@@ -75,6 +77,33 @@ export class StatusView {
       /** Standby rotation: every standby of the active drive, the one in its bay and those elsewhere, with the age of its backup. */
       standbys: pair ? standbysOf(store.pairs(), pair.activeKey).map((q) => standbyEntry(q, [this.roles.keyOf('A'), this.roles.keyOf('B')])) : [],
       problems: store.problems,
+      pairs: this.pairs.list.map((p) => this.#pairCore(p)),
+    };
+  }
+
+  /** One pair as the status lists it: bays by their physical names. */
+  #pairCore(p: DrivePair) {
+    const { roles, config } = p;
+    const view = roles.current();
+    const { active, standby, pair } = view;
+    const job = this.jobs.forPair(config.id);
+    return {
+      id: config.id,
+      label: config.label,
+      role: config.role,
+      mode: config.mode,
+      bays: [...config.bays],
+      active: roles.name(active),
+      standby: roles.name(standby),
+      standbyState: roles.standbyState(view),
+      paired: !!pair,
+      pairId: pair?.id ?? null,
+      generations: { [roles.name(active)]: roles.generation(active, pair), [roles.name(standby)]: roles.generation(standby, pair) },
+      pendingCopy: pair?.pendingCopy ?? null,
+      lastSync: pair?.lastSync ?? null,
+      lastSuccess: pair?.lastSuccess ?? null,
+      schedule: config.schedule,
+      job: job ? { id: job.id, kind: job.kind, state: job.state } : null,
     };
   }
 
@@ -82,7 +111,8 @@ export class StatusView {
   publishChange(): void {
     this.invalidate();
     const s = this.core();
-    const key = JSON.stringify([s.active, s.standby, s.standbyState, s.generations]);
+    const pairs = s.pairs.map((p) => ({ id: p.id, active: p.active, standby: p.standby, standbyState: p.standbyState, generations: p.generations }));
+    const key = JSON.stringify([s.active, s.standby, s.standbyState, s.generations, pairs]);
     this.metrics.setStandbyState(s.paired ? s.standbyState : 'unpaired');
     for (const bay of ['A', 'B'] as const) {
       const g = s.generations[bay];
@@ -90,7 +120,7 @@ export class StatusView {
     }
     if (key !== this.#lastKey) {
       this.#lastKey = key;
-      this.bus.publish('status.changed', { active: s.active, standby: s.standby, standbyState: s.standbyState, generations: s.generations });
+      this.bus.publish('status.changed', { active: s.active, standby: s.standby, standbyState: s.standbyState, generations: s.generations, pairs });
     }
   }
 

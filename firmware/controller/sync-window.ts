@@ -8,6 +8,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
+import { RefusedError } from '../../src/errors.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
 import type { JobContext } from './jobs.ts';
@@ -30,15 +31,22 @@ export class SyncWindow {
     private readonly bs: BootSwitchSystem,
     private readonly roles: Roles,
     private readonly bus: EventBus,
+    /** A data pair without relays of its own: no window can be opened for it (its name, for the refusal). */
+    private readonly noWindowFor: string | null = null,
   ) {
     this.file = join(stateDir, 'sync-window.json');
   }
 
   /** Whether a copy runs in a window: as asked, else as config sync.window says. */
   wanted(requested: boolean | undefined): boolean {
-    if (requested !== undefined) return requested;
     const w = this.config.sync.window;
-    return w === 'always' || (w === 'auto' && this.config.rig === 'hardware');
+    const want = requested ?? (w === 'always' || (w === 'auto' && this.config.rig === 'hardware'));
+    if (want && this.noWindowFor) {
+      throw new RefusedError(`a sync window for pair ${this.noWindowFor} needs relays that take its drives off the host, which this controller does not drive for data pairs`, {
+        hint: 'shut the host down first and ask for "window": false (a copy of a drive the host writes is no consistent backup)',
+      });
+    }
+    return want;
   }
 
   /** Both drives are on the controller now (a window is open, or was left open by a previous process). */

@@ -1,6 +1,8 @@
 /**
- * The simulated rig: two image-file drives in the state directory (the
- * system drive built on first start, see system-drive.ts), the simulated
+ * The simulated rig: an image-file drive per configured bay in the state
+ * directory (the system drive in bay A and each data pair's data drive in
+ * its first bay built on first start, see system-drive.ts; a bay added to
+ * the config later gets its drive at the next start), the simulated
  * board, panel chips and host. With an external host (the HIL rig's virtual
  * machine) the daemon keeps only the board: the other process follows the
  * relay events, boots the drive file the muxes connect and reports its power
@@ -13,7 +15,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, mkdirSync, realpathSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DeviceError, RefusedError } from '../../../src/errors.ts';
+import { BadInputError, DeviceError, RefusedError } from '../../../src/errors.ts';
 import { FaultyDevice, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../../src/sata-bridge/index.ts';
 import { SimulatedSmartSource } from '../../../src/sata-bridge/index.ts';
 import { SimBoard, SimHost, systemClock, type Bay } from '../../../src/bootswitch/index.ts';
@@ -21,20 +23,21 @@ import { readJsonChecked, writeJsonDurably } from '../../../src/durable-file.ts'
 import { SimPanelChips } from '../front-panel.ts';
 import type { Controller } from '../controller.ts';
 import type { PanelChips, Rig } from '../rig.ts';
-import type { DriveBays } from '../roles.ts';
+import type { RigBays } from '../roles.ts';
+import { BAY_NAMES, DEFAULT_PAIRS, configuredBays, type BayName, type PairConfig } from '../pair-config.ts';
 import type { Route } from '../http-server.ts';
 import { simRoutes } from './routes.ts';
-import { blankDrive, buildSystemDrive, copySystemImage } from './system-drive.ts';
+import { blankDrive, buildDataDrive, buildSystemDrive, copySystemImage } from './system-drive.ts';
 
 const MiB = 1024 * 1024;
 
 interface RigFile {
-  bays: Record<Bay, string | null>;
+  bays: Partial<Record<BayName, string | null>>;
   replacements: number;
   /** The file of a pulled drive, so "insert" puts the same drive back (also after a restart). */
-  pulled: Record<Bay, string | null>;
+  pulled: Partial<Record<BayName, string | null>>;
   /** Bays whose drive holds a bootable system (the original, or a completed copy of it). */
-  bootable: Record<Bay, boolean>;
+  bootable: Partial<Record<BayName, boolean>>;
 }
 
 export interface SimRigOptions {
@@ -53,6 +56,8 @@ export interface SimRigOptions {
   initialClone?: boolean;
   /** Power the simulated host on once the controller runs. */
   hostPoweredAtStart?: boolean;
+  /** The pairs whose bays get drives; default the one boot pair on bays A and B. */
+  pairs?: PairConfig[];
 }
 
 export class SimRig implements Rig {
@@ -60,42 +65,59 @@ export class SimRig implements Rig {
   /** Null with an external host. */
   readonly host: SimHost | null;
   readonly smart = new SimulatedSmartSource();
-  /** True when this start created the drives (the daemon then pairs them). */
+  /** True when this start created the boot pair's drives (the daemon then pairs them). */
   readonly created: boolean;
+  /** The pairs whose drives this start created, in config order: each gets its first clone. */
+  readonly createdPairs: string[];
   readonly dir: string;
+  /** The bays the configured pairs use. */
+  readonly bayNames: BayName[];
+  readonly pairs: PairConfig[];
   #file: RigFile;
-  #badReads: Record<Bay, number[]> = { A: [], B: [] };
-  #live: Record<Bay, Set<FaultyDevice>> = { A: new Set(), B: new Set() };
-  #throttles: Record<Bay, Throttle | null>;
+  #badReads = new Map<BayName, number[]>();
+  #live = new Map<BayName, Set<FaultyDevice>>();
+  #throttles = new Map<BayName, Throttle>();
   #panel: SimPanelChips | null = null;
   #stopHeartbeats: (() => void) | null = null;
-  readonly bays: DriveBays = { path: (bay) => this.drivePath(bay), openDevice: (loc, options) => this.openDevice(loc, options) };
+  readonly bays: RigBays = { path: (bay) => this.drivePath(bay), openDevice: (loc, options) => this.openDevice(loc, options) };
 
   constructor(private readonly opts: SimRigOptions) {
     this.dir = join(opts.stateDir, 'sim');
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.pairs = opts.pairs ?? DEFAULT_PAIRS;
+    this.bayNames = configuredBays(this.pairs);
     const rigPath = join(this.dir, 'rig.json');
     const existing = readJsonChecked<RigFile>(rigPath);
-    if (existing) {
-      this.#file = { ...existing, pulled: existing.pulled ?? { A: null, B: null } };
-      this.created = false;
-    } else {
-      const a = join(this.dir, 'bay-A.img');
-      const b = join(this.dir, 'bay-B.img');
-      if (opts.systemImage) copySystemImage(opts.systemImage, a, opts.driveSizeMiB);
+    this.#file = existing ? { ...existing, pulled: existing.pulled ?? {} } : { bays: {}, replacements: 0, pulled: {}, bootable: {} };
+    // A bay the file does not know yet gets its drive now (first start, or a pair added to the config).
+    this.createdPairs = [];
+    for (const pair of this.pairs) {
+      const [first, second] = pair.bays;
+      if (first in this.#file.bays || second in this.#file.bays) continue;
+      const a = join(this.dir, `bay-${first}.img`);
+      if (pair.role === 'data') buildDataDrive(a, opts.driveSizeMiB);
+      else if (opts.systemImage) copySystemImage(opts.systemImage, a, opts.driveSizeMiB);
       else buildSystemDrive(a, opts.driveSizeMiB);
-      blankDrive(b, opts.driveSizeMiB);
-      this.#file = { bays: { A: 'bay-A.img', B: 'bay-B.img' }, replacements: 0, pulled: { A: null, B: null }, bootable: { A: true, B: false } };
-      this.#save();
-      this.created = true;
+      blankDrive(join(this.dir, `bay-${second}.img`), opts.driveSizeMiB);
+      this.#file.bays[first] = `bay-${first}.img`;
+      this.#file.bays[second] = `bay-${second}.img`;
+      this.#file.bootable[first] = pair.role === 'boot';
+      this.#file.bootable[second] = false;
+      this.createdPairs.push(pair.id);
     }
+    if (this.createdPairs.length) this.#save();
+    this.created = this.createdPairs.includes(this.pairs.find((p) => p.role === 'boot')!.id);
     const rate = opts.bridgeMiBps > 0 ? (opts.bridgeMiBps * MiB) / 1000 : 0;
-    this.#throttles = { A: rate ? new Throttle(rate) : null, B: rate ? new Throttle(rate) : null };
+    for (const bay of this.bayNames) {
+      this.#badReads.set(bay, []);
+      this.#live.set(bay, new Set());
+      if (rate) this.#throttles.set(bay, new Throttle(rate));
+    }
     this.board = new SimBoard(systemClock);
     this.host = opts.host === 'external' ? null : new SimHost(this.board, systemClock, { bootMs: opts.hostBootMs, shutdownMs: opts.hostShutdownMs, heartbeatMs: opts.heartbeatMs });
-    for (const bay of ['A', 'B'] as const) {
-      if (this.host) this.host.bootable[bay] = this.#file.bootable[bay] && this.#file.bays[bay] !== null;
-      this.smart.set(this.#smartKey(bay), { temperatureC: opts.driveTemperatureC[bay === 'A' ? 0 : 1] ?? 35, present: this.#file.bays[bay] !== null });
+    for (const bay of this.bayNames) {
+      if (this.host && (bay === 'A' || bay === 'B')) this.host.bootable[bay] = this.#file.bootable[bay] === true && !!this.#file.bays[bay];
+      this.smart.set(this.#smartKey(bay), { temperatureC: opts.driveTemperatureC[BAY_NAMES.indexOf(bay)] ?? 35, present: !!this.#file.bays[bay] });
     }
   }
 
@@ -103,33 +125,40 @@ export class SimRig implements Rig {
     writeJsonDurably(join(this.dir, 'rig.json'), this.#file);
   }
 
-  #smartKey(bay: Bay): string {
+  #smartKey(bay: BayName): string {
     return `sim-bay-${bay}`;
   }
 
-  /** Path of the drive in a bay, or null when the bay is empty (pulled). */
-  drivePath(bay: Bay): string | null {
+  /** Path of the drive in a bay, or null when the bay is empty (pulled) or not configured. */
+  drivePath(bay: BayName): string | null {
     const f = this.#file.bays[bay];
     return f ? join(this.dir, f) : null;
   }
 
-  present(bay: Bay): boolean {
-    return this.#file.bays[bay] !== null;
+  present(bay: BayName): boolean {
+    return !!this.#file.bays[bay];
   }
 
-  smartDevice(bay: Bay): string | null {
+  /** Checks a bay named in a request: one of the configured ones. */
+  bay(name: string): BayName {
+    if (!this.bayNames.includes(name as BayName)) throw new BadInputError(`path parameter bay is ${JSON.stringify(name)}; allowed: ${this.bayNames.map((b) => JSON.stringify(b)).join(', ')} (the bays the pairs use)`);
+    return name as BayName;
+  }
+
+  smartDevice(bay: BayName): string | null {
     return this.present(bay) ? this.#smartKey(bay) : null;
   }
 
   /** Sets simulated SMART values of a bay's drive (also of a pulled one). */
-  setSmart(bay: Bay, values: Parameters<SimulatedSmartSource['set']>[1]): void {
+  setSmart(bay: BayName, values: Parameters<SimulatedSmartSource['set']>[1]): void {
     this.smart.set(this.#smartKey(bay), values);
   }
 
   get banner(): string | null {
     if (!this.created) return null;
     const what = this.opts.systemImage ? `a copy of ${this.opts.systemImage}` : 'system drive (GPT, FAT EFI, ext4 root and data)';
-    return `simulated rig created in ${this.dir}: ${what} in bay A, blank drive in bay B (${this.opts.driveSizeMiB} MiB each, host ${this.opts.host ?? 'simulated'})`;
+    const data = this.pairs.filter((p) => p.role === 'data' && this.createdPairs.includes(p.id)).map((p) => `; data drive (GPT, ext4) in bay ${p.bays[0]}, blank drive in bay ${p.bays[1]} (pair ${p.id})`);
+    return `simulated rig created in ${this.dir}: ${what} in bay A, blank drive in bay B${data.join('')} (${this.opts.driveSizeMiB} MiB each, host ${this.opts.host ?? 'simulated'})`;
   }
 
   /** Simulated OLED and rail monitors; the rails follow the drive power relays and the drives present. */
@@ -163,12 +192,25 @@ export class SimRig implements Rig {
 
   async start(ctl: Controller): Promise<void> {
     this.#stopHeartbeats = this.host?.onHeartbeat((bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {})) ?? null;
-    if (this.created && this.opts.initialClone && !ctl.jobs.current) ctl.copies.start('clone', {}, 'first-start');
+    if (this.opts.initialClone) void this.#firstClones(ctl);
     if (this.host && this.opts.hostPoweredAtStart && !this.host.powered) this.host.powerOn();
   }
 
-  bayOfPath(realPath: string): Bay | undefined {
-    for (const bay of ['A', 'B'] as const) {
+  /** Each pair whose drives this start created is paired by a clone, one after the other. */
+  async #firstClones(ctl: Controller): Promise<void> {
+    for (const id of this.createdPairs) {
+      await ctl.jobs.idle();
+      const pair = ctl.pairs.get(id);
+      try {
+        if (!ctl.jobs.current) pair.copies.start('clone', {}, 'first-start');
+      } catch (e) {
+        ctl.bus.publish('alert', { level: 'warning', code: 'first-clone', message: `the first clone of pair ${id} did not start: ${(e as Error).message}` });
+      }
+    }
+  }
+
+  bayOfPath(realPath: string): BayName | undefined {
+    for (const bay of this.bayNames) {
       const p = this.drivePath(bay) ?? (this.#file.pulled[bay] ? join(this.dir, this.#file.pulled[bay]!) : null);
       if (p && existsSync(p) && realpathSync(p) === realPath) return bay;
     }
@@ -181,10 +223,10 @@ export class SimRig implements Rig {
     if (bay && !this.present(bay)) throw new DeviceError(`bay ${bay}: no drive (pulled)`, { hint: 'insert the drive again', fault: 'transport' });
     let dev: BlockDevice = await openLocated(loc, options);
     if (!bay) return dev;
-    const t = this.#throttles[bay];
+    const t = this.#throttles.get(bay);
     if (t) dev = new ThrottledDevice(dev, t);
-    const faulty = new FaultyDevice(dev, { badReadLbas: this.#badReads[bay] });
-    const live = this.#live[bay];
+    const faulty = new FaultyDevice(dev, { badReadLbas: this.#badReads.get(bay) });
+    const live = this.#live.get(bay)!;
     live.add(faulty);
     const close = faulty.close.bind(faulty);
     faulty.close = async () => {
@@ -194,35 +236,35 @@ export class SimRig implements Rig {
     return faulty;
   };
 
-  setReadErrors(bay: Bay, lbas: number[]): void {
-    this.#badReads[bay] = [...lbas];
-    for (const d of this.#live[bay]) d.setPlan({ badReadLbas: lbas });
+  setReadErrors(bay: BayName, lbas: number[]): void {
+    this.#badReads.set(bay, [...lbas]);
+    for (const d of this.#live.get(bay)!) d.setPlan({ badReadLbas: lbas });
     this.smart.set(this.#smartKey(bay), { pendingSectors: lbas.length });
   }
 
-  readErrors(bay: Bay): number[] {
-    return [...this.#badReads[bay]];
+  readErrors(bay: BayName): number[] {
+    return [...this.#badReads.get(bay)!];
   }
 
-  sectors(bay: Bay): number {
+  sectors(_bay: BayName): number {
     return (this.opts.driveSizeMiB * MiB) / 512;
   }
 
-  pull(bay: Bay): void {
+  pull(bay: BayName): void {
     if (!this.present(bay)) throw new RefusedError(`bay ${bay} is already empty`);
-    for (const d of this.#live[bay]) d.pull();
+    for (const d of this.#live.get(bay)!) d.pull();
     this.#file.pulled[bay] = this.#file.bays[bay];
     this.#file.bays[bay] = null;
     this.#save();
     this.smart.set(this.#smartKey(bay), { present: false });
-    if (!this.host) return; // an external host hears of it from the drive event
+    if (!this.host || (bay !== 'A' && bay !== 'B')) return; // an external host hears of it from the drive event
     this.host.bootable[bay] = false;
     // The OS loses its disk: it stops answering.
     if (this.host.bootedFrom === bay && this.host.state === 'running') this.host.hang();
   }
 
   /** Puts the pulled drive back, or a new blank drive when `replacement` is set. */
-  insert(bay: Bay, replacement: boolean): string {
+  insert(bay: BayName, replacement: boolean): string {
     if (this.present(bay)) throw new RefusedError(`bay ${bay} already holds a drive`, { hint: `pull it first: POST /api/sim/drive/${bay}/pull` });
     let name = this.#file.pulled[bay];
     if (replacement || !name) {
@@ -230,24 +272,24 @@ export class SimRig implements Rig {
       name = `bay-${bay}-r${this.#file.replacements}.img`;
       blankDrive(join(this.dir, name), this.opts.driveSizeMiB);
       this.#file.bootable[bay] = false;
-      this.#badReads[bay] = [];
+      this.#badReads.set(bay, []);
       this.smart.set(this.#smartKey(bay), { pendingSectors: 0, reallocatedSectors: 0, overall: 'passed' });
     }
-    for (const d of this.#live[bay]) d.reinsert();
+    for (const d of this.#live.get(bay)!) d.reinsert();
     this.#file.bays[bay] = name;
     this.#file.pulled[bay] = null;
     this.#save();
     this.smart.set(this.#smartKey(bay), { present: true });
-    if (this.host) this.host.bootable[bay] = this.#file.bootable[bay];
+    if (this.host && (bay === 'A' || bay === 'B')) this.host.bootable[bay] = this.#file.bootable[bay] === true;
     return join(this.dir, name);
   }
 
   /** A completed copy made this bay's drive bootable. */
-  markBootable(bay: Bay): void {
+  markBootable(bay: BayName): void {
     if (this.#file.bootable[bay]) return;
     this.#file.bootable[bay] = true;
     this.#save();
-    if (this.host) this.host.bootable[bay] = this.present(bay);
+    if (this.host && (bay === 'A' || bay === 'B')) this.host.bootable[bay] = this.present(bay);
   }
 
   /** The external host's power LED, as that host reports it; never a boot. */
@@ -260,7 +302,7 @@ export class SimRig implements Rig {
    * What a running OS does to its disk: random 64 KiB writes, kept off the
    * first and last MiB so the partition tables stay valid.
    */
-  async hostWrite(bay: Bay, bytes: number): Promise<number> {
+  async hostWrite(bay: BayName, bytes: number): Promise<number> {
     const path = this.drivePath(bay);
     if (!path) throw new RefusedError(`bay ${bay} holds no drive`);
     if (!this.host) throw new RefusedError('the host is external: random writes under its file systems would damage them', { hint: 'write through the external host (its agent)' });

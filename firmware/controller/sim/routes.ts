@@ -6,7 +6,7 @@
  */
 import { BadInputError, RefusedError } from '../../../src/errors.ts';
 import type { Bay } from '../../../src/bootswitch/index.ts';
-import { array, bool, int, obj, oneOf, opt } from '../schema.ts';
+import { array, bool, int, obj, oneOf, opt, str } from '../schema.ts';
 import type { Controller } from '../controller.ts';
 import type { Route } from '../http-server.ts';
 import type { SimRig } from './rig.ts';
@@ -19,7 +19,7 @@ const bayParam = (v: string): Bay => {
 export const bodies = {
   button: obj({ holdMs: int(1, 60_000, 'how long the button is held') }),
   hostPower: obj({ power: oneOf(['on', 'off'] as const) }),
-  hostWrite: obj({ mib: int(1, 4096, 'MiB of random writes the simulated OS makes to its drive') }),
+  hostWrite: obj({ mib: int(1, 4096, 'MiB of random writes the simulated OS makes to its drive'), pair: opt(str({ maxLength: 32, description: 'the pair whose active drive is written (default: the boot pair)' })) }),
   insert: obj({ replacement: opt(bool('insert a new blank drive instead of the pulled one')) }),
   readErrors: obj({ lbas: array(int(0, Number.MAX_SAFE_INTEGER), { maxItems: 10_000, unique: true, description: 'sectors whose reads fail; an empty list clears them' }) }),
   smart: obj({
@@ -68,11 +68,12 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
       },
     },
     {
-      method: 'POST', path: '/api/sim/host/write', tag: 'sim', summary: 'The simulated OS writes random data to the active drive', body: bodies.hostWrite,
-      responses: { 200: '{ bay, bytes }', 409: 'the bay is empty' },
+      method: 'POST', path: '/api/sim/host/write', tag: 'sim', summary: "The simulated OS writes random data to a pair's active drive", body: bodies.hostWrite,
+      responses: { 200: '{ bay, bytes }', 404: 'no such pair', 409: 'the bay is empty' },
       handler: async ({ body }) => {
-        const bay = ctl.status.core().active;
-        const bytes = await rig.hostWrite(bay, (body as { mib: number }).mib * 1024 * 1024);
+        const b = body as { mib: number; pair?: string };
+        const bay = b.pair === undefined ? ctl.status.core().active : ctl.pairs.get(b.pair).bays().active;
+        const bytes = await rig.hostWrite(bay, b.mib * 1024 * 1024);
         return { status: 200, body: { bay, bytes } };
       },
     },
@@ -80,7 +81,7 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
       method: 'POST', path: '/api/sim/drive/:bay/pull', tag: 'sim', summary: 'Pull the drive out of a bay (running I/O fails)', body: bodies.empty,
       responses: { 200: 'pulled', 409: 'the bay is empty' },
       handler: async ({ params }) => {
-        const bay = bayParam(params.bay!);
+        const bay = rig.bay(params.bay!);
         rig.pull(bay);
         ctl.status.invalidate();
         ctl.bus.publish('drive', { bay, action: 'pulled' });
@@ -92,7 +93,7 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
       method: 'POST', path: '/api/sim/drive/:bay/insert', tag: 'sim', summary: 'Put the pulled drive back, or a new blank one', body: bodies.insert,
       responses: { 200: 'inserted', 409: 'the bay holds a drive' },
       handler: async ({ params, body }) => {
-        const bay = bayParam(params.bay!);
+        const bay = rig.bay(params.bay!);
         const replacement = (body as { replacement?: boolean }).replacement === true;
         const path = rig.insert(bay, replacement);
         ctl.status.invalidate();
@@ -106,7 +107,7 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
       method: 'POST', path: '/api/sim/drive/:bay/read-errors', tag: 'sim', summary: 'Make sectors of a drive unreadable (an empty list heals it)', body: bodies.readErrors,
       responses: { 200: 'set', 400: 'an LBA beyond the drive' },
       handler: async ({ params, body }) => {
-        const bay = bayParam(params.bay!);
+        const bay = rig.bay(params.bay!);
         const lbas = (body as { lbas: number[] }).lbas;
         const max = rig.sectors(bay);
         lbas.forEach((l, i) => {

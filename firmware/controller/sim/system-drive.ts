@@ -88,6 +88,33 @@ export function buildSystemDrive(path: string, sizeMiB: number): void {
   }
 }
 
+/**
+ * Builds the first drive of a simulated data pair: GPT with one ext4
+ * partition holding a few files (the host's data disk, no boot code).
+ */
+export function buildDataDrive(path: string, sizeMiB: number): void {
+  const work = mkdtempSync(join(path, '..', '.build-'));
+  try {
+    const fd = openSync(path, 'w');
+    ftruncateSync(fd, sizeMiB * MiB);
+    closeSync(fd);
+    run('sfdisk', ['--quiet', '--no-reread', '--no-tell-kernel', path], ['label: gpt', 'start=2048, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name="data"', ''].join('\n'));
+    const table = JSON.parse(run('sfdisk', ['--json', path])) as { partitiontable: { sectorsize?: number; partitions: { start: number; size: number }[] } };
+    const sector = table.partitiontable.sectorsize ?? 512;
+    const [p1] = table.partitiontable.partitions;
+    if (!p1) throw new DeviceError(`sfdisk did not create the data partition on ${path}`);
+    const data = join(work, 'data');
+    mkdirSync(join(data, 'projects'), { recursive: true });
+    writeFileSync(join(data, 'projects/ledger.csv'), 'day,entries\nmon,12\ntue,9\n');
+    writeFileSync(join(data, 'payload.bin'), randomBytes(256 * 1024));
+    const img = join(work, 'data.img');
+    run('mkfs.ext4', ['-q', '-F', '-L', 'data', '-E', 'root_owner=0:0', '-d', data, img, `${(p1.size * sector) / 1024}k`]);
+    copyInto(path, p1.start * sector, img);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
 /** Bay A from a given bootable image, grown (sparse) to the drive size. */
 export function copySystemImage(image: string, path: string, sizeMiB: number): void {
   copyFileSync(image, path);

@@ -1,0 +1,111 @@
+/**
+ * Several drive pairs on one controller: the config names them, the
+ * simulated rig builds their bays, each pair keeps its own roles and pair
+ * state, and the status lists them.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { validateDaemonConfig } from '../../firmware/controller/config.ts';
+import { BadInputError } from '../../src/errors.ts';
+import { makeDaemon, sha, waitFor, type TestDaemon } from './support/harness.ts';
+
+const TWO_PAIRS = [
+  { id: 'system', label: 'system drive', bays: ['A', 'B'], schedule: { sync: 'weekly' } },
+  { id: 'data', label: 'data drive', bays: ['C', 'D'], schedule: { sync: 'hourly' } },
+];
+
+const refused = (raw: unknown): string => {
+  try {
+    validateDaemonConfig(raw);
+  } catch (e) {
+    assert.instance(e, BadInputError);
+    return (e as Error).message;
+  }
+  throw new Error('accepted');
+};
+
+test('no pairs key: one boot pair "system" on bays A and B', () => {
+  const c = validateDaemonConfig({});
+  assert.equal(c.pairs, [{ id: 'system', label: 'system drive', bays: ['A', 'B'], role: 'boot', mode: 'switched', bridge: 'usb', schedule: {} }]);
+});
+
+test('pairs: roles default from the bays, labels from the ids', () => {
+  const c = validateDaemonConfig({ pairs: TWO_PAIRS });
+  assert.equal(c.pairs.map((p) => [p.id, p.role, p.bays, p.label, p.schedule.sync]), [
+    ['system', 'boot', ['A', 'B'], 'system drive', 'weekly'],
+    ['data', 'data', ['C', 'D'], 'data drive', 'hourly'],
+  ]);
+});
+
+test('bad pairs are refused naming the key and what is allowed', () => {
+  const table: [unknown, RegExp][] = [
+    [[], /pairs is \[\]; allowed: at least one pair/],
+    [[{ id: 'Data', bays: ['C', 'D'] }], /pairs\[0\]\.id is "Data"; allowed: a short name of lower-case letters/],
+    [[{ id: 'system', bays: ['A'] }], /pairs\[0\]\.bays is \["A"\]; allowed: two different bays/],
+    [[{ id: 'system', bays: ['A', 'A'] }], /pairs\[0\]\.bays\[1\] is "A"; allowed: each value at most once/],
+    [[{ id: 'system', bays: ['A', 'Z'] }], /pairs\[0\]\.bays\[1\] is "Z"; allowed: "A", "B"/],
+    [[{ id: 'system', bays: ['A', 'B'] }, { id: 'system', bays: ['C', 'D'] }], /pairs\[1\]\.id is "system"; allowed: an id no other pair has/],
+    [[{ id: 'system', bays: ['A', 'B'] }, { id: 'data', bays: ['B', 'C'] }], /pairs\[1\]\.bays is \["B","C"\]; allowed: bays no other pair uses \(bay B belongs to pair system\)/],
+    [[{ id: 'system', bays: ['B', 'A'] }], /pairs\[0\]\.bays is \["B","A"\]; allowed: bays C to H for a data pair/],
+    [[{ id: 'system', bays: ['C', 'D'], role: 'boot' }], /pairs\[0\]\.bays is \["C","D"\]; allowed: \["A", "B"\] for the boot pair/],
+    [[{ id: 'data', bays: ['C', 'D'] }], /pairs is \["data"\]; allowed: exactly one pair with role "boot"/],
+    [[{ id: 'system', bays: ['A', 'B'], role: 'data' }], /pairs\[0\]\.bays is \["A","B"\]; allowed: bays C to H for a data pair/],
+  ];
+  for (const [pairs, re] of table) assert.match(refused({ pairs }), re, JSON.stringify(pairs));
+});
+
+test('the hardware rig needs a drive for every bay the pairs use, and none other', () => {
+  const bootswitch = {
+    boards: { io: { driver: 'sim' } },
+    channels: Object.fromEntries(['muxA', 'muxB', 'pwrA', 'pwrB', 'atxPower', 'atxReset', 'powerLed', 'button'].map((n, i) => [n, { board: 'io', pin: i + 1 }])),
+  };
+  const hw = (drives: object) => ({ rig: 'hardware', pairs: TWO_PAIRS, drives, bootswitch });
+  assert.match(refused(hw({ A: '/dev/a', B: '/dev/b', C: '/dev/c' })), /drives\.D is missing; allowed: the drive in bay D \(pair data uses it\)/);
+  assert.match(refused(hw({ A: '/dev/a', B: '/dev/b', C: '/dev/c', D: '/dev/d', E: '/dev/e' })), /drives\.E is "\/dev\/e"; allowed: only the bays the pairs use \(A, B, C, D\)/);
+  const c = validateDaemonConfig(hw({ A: '/dev/a', B: '/dev/b', C: '/dev/c', D: '/dev/d' }));
+  assert.is((c.drives as Record<string, string>).D, '/dev/d');
+});
+
+let d: TestDaemon;
+
+test('two pairs on the simulated rig: bays C and D built, both pairs cloned and listed', async () => {
+  d = await makeDaemon({ pairs: TWO_PAIRS });
+  for (const bay of ['A', 'B', 'C', 'D']) assert.ok(existsSync(join(d.dir, 'sim', `bay-${bay}.img`)), `bay ${bay} has a drive`);
+  const s = await waitFor(async () => {
+    const b = (await d.api('GET', '/api/status')).body;
+    return b.pairs.every((p: { standbyState: string }) => p.standbyState === 'consistent') && b.job === null ? b : undefined;
+  }, 60_000, 'both pairs cloned');
+  assert.equal(s.pairs.map((p: any) => [p.id, p.role, p.active, p.standby, p.paired, p.schedule.sync]), [
+    ['system', 'boot', 'A', 'B', true, 'weekly'],
+    ['data', 'data', 'C', 'D', true, 'hourly'],
+  ]);
+  assert.equal(s.pairs[1].generations, { C: s.generations.A, D: s.generations.B }, 'a first clone gives the data pair the generations it gives the boot pair');
+  assert.is.not(s.pairs[0].pairId, s.pairs[1].pairId);
+  assert.is(s.active, 'A', 'the top-level roles stay the boot pair\'s');
+  assert.is(sha(join(d.dir, 'sim', 'bay-C.img')), sha(join(d.dir, 'sim', 'bay-D.img')));
+  assert.is.not(sha(join(d.dir, 'sim', 'bay-A.img')), sha(join(d.dir, 'sim', 'bay-C.img')));
+  const jobs = (await d.api('GET', '/api/jobs')).body.jobs;
+  assert.equal(jobs.map((j: any) => [j.kind, j.pair, j.options.source, j.options.target]).reverse(), [
+    ['clone', 'system', 'A', 'B'],
+    ['clone', 'data', 'C', 'D'],
+  ]);
+});
+
+test('the simulated host writes to a pair\'s active drive; the sim controls take the configured bays', async () => {
+  const w = await d.api('POST', '/api/sim/host/write', { mib: 1, pair: 'data' });
+  assert.is(w.status, 200);
+  assert.is(w.body.bay, 'C');
+  assert.is.not(sha(join(d.dir, 'sim', 'bay-C.img')), sha(join(d.dir, 'sim', 'bay-D.img')));
+  assert.is((await d.api('POST', '/api/sim/host/write', { mib: 1, pair: 'nope' })).status, 404);
+  const bad = await d.api('POST', '/api/sim/drive/E/pull', {});
+  assert.is(bad.status, 400);
+  assert.match(bad.body.error.message, /allowed: "A", "B", "C", "D"/);
+});
+
+test.after(async () => {
+  await d?.stop();
+});
+
+test.run();
