@@ -61,6 +61,7 @@ function Login({ onDone }: { onDone: () => void }) {
     <main class="login">
       <form onSubmit={submit} aria-labelledby="login-title">
         <h1 id="login-title">dpsr console</h1>
+        <input type="text" name="username" value="admin" autocomplete="username" hidden />
         <label for="password">Admin password</label>
         <input id="password" name="password" type="password" autocomplete="current-password" required autofocus value={password} onInput={(e) => setPassword((e.target as HTMLInputElement).value)} />
         <button type="submit" class="primary" disabled={busy}>{busy ? 'Logging in…' : 'Log in'}</button>

@@ -1,5 +1,5 @@
 /** Image files for tests: random, sparse, or partitioned with real filesystems. */
-import { mkdtempSync, rmSync, openSync, writeSync, closeSync, readFileSync, readSync, ftruncateSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, openSync, writeSync, closeSync, readFileSync, readSync, ftruncateSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -117,6 +117,23 @@ export function writeExt4File(image: PartitionedImage, partIndex: number, name: 
   execFileSync('dd', [`if=${part}`, `of=${image.path}`, 'bs=512', `seek=${p.start / 512}`, 'conv=notrunc', 'status=none']);
   rmSync(part);
   rmSync(local);
+}
+
+/** Deletes a file from the ext4 partition of an image (debugfs, no mount). */
+export function removeExt4File(image: PartitionedImage, partIndex: number, name: string, dir: string): void {
+  const p = image.partitions[partIndex]!;
+  const part = join(dir, `part-${Date.now()}.img`);
+  execFileSync('dd', [`if=${image.path}`, `of=${part}`, 'bs=512', `skip=${p.start / 512}`, `count=${p.size / 512}`, 'status=none']);
+  execFileSync('debugfs', ['-w', '-R', `rm ${name}`, part], { stdio: 'pipe' });
+  execFileSync('dd', [`if=${part}`, `of=${image.path}`, 'bs=512', `seek=${p.start / 512}`, 'conv=notrunc', 'status=none']);
+  rmSync(part);
+}
+
+/** The partitions of an existing drive image as sfdisk reads them (every one taken for ext4: give the index of one that is). */
+export function imagePartitions(path: string): PartitionedImage {
+  const json = JSON.parse(execFileSync('sfdisk', ['-J', path]).toString()) as { partitiontable: { partitions: { start: number; size: number }[]; sectorsize?: number } };
+  const sector = json.partitiontable.sectorsize ?? 512;
+  return { path, size: statSync(path).size, partitions: json.partitiontable.partitions.map((p) => ({ start: p.start * sector, size: p.size * sector, fs: 'ext4' as const })) };
 }
 
 /** Adds a file to the FAT partition (mtools). */

@@ -64,6 +64,7 @@ export function Actions(_props: { route: Route }) {
   const [mode, setMode] = useState('');
   const [syncWindow, setSyncWindow] = useState(false);
   const [hardOff, setHardOff] = useState(false);
+  const [partition, setPartition] = useState(1);
   const sync = useAction<any>();
   const verify = useAction<any>();
   const shutdown = useAction<any>();
@@ -135,8 +136,19 @@ export function Actions(_props: { route: Route }) {
         word="RESTORE"
         button="Restore the active drive from the backup"
         what={`The ACTIVE drive${s ? ` (bay ${s.active})` : ''} is overwritten with the backup on the standby (journaled; the host must be off, or it runs in a sync window). Single files and folders restore from the Explorer.`}
-        action={() => api('POST', '/api/restore', { iMeanRestore: true, window: true })}
+        action={() => api('POST', '/api/restore', { iMeanRestore: true, window: s?.host?.power === 'on' ? true : undefined })}
       />
+      <Confirmed
+        id="restore-partition"
+        title="Restore one partition"
+        word={`restore partition ${partition}`}
+        button={`Restore partition ${partition} from the backup`}
+        what={`Partition ${partition} of the ACTIVE drive${s ? ` (bay ${s.active})` : ''} is overwritten with the same partition of the backup (journaled, with the generation guards of a whole-drive restore), in a sync window when the host runs.`}
+        action={() => api('POST', '/api/restore/partition', { partition, confirm: `restore partition ${partition}`, window: s?.host?.power === 'on' ? true : undefined })}
+      >
+        <label for="restore-partition-n">Partition</label>
+        <input id="restore-partition-n" type="number" min={1} max={128} value={partition} onInput={(e) => setPartition(Number((e.target as HTMLInputElement).value) || 1)} />
+      </Confirmed>
       <section class="card" aria-labelledby="host-h">
         <h2 id="host-h">Host</h2>
         <p>The host is {s?.host?.power ?? '…'}. With it off, the explorer also reads the active drive.</p>

@@ -6,7 +6,7 @@
  * Files and folders download from either side; Restore brings the standby's
  * version back onto the active drive.
  */
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, url } from '../api.ts';
 import { useSnapshot } from '../store.ts';
 import { bytes, when } from '../format.ts';
@@ -114,24 +114,30 @@ export function Explorer({ route }: { route: Route }) {
   const shutdown = useAction<unknown>();
   const s = snap.status;
 
+  const latest = useRef(0);
   const load = async (offset: number) => {
+    // Only the newest request's answer is shown: an older one may finish after it.
+    const seq = ++latest.current;
     setLoading(true);
     setError(null);
     try {
       const p = await api<Page>('GET', url('/api/browse', { partition, path, offset, limit: PAGE_ROWS, hash: hash || undefined }));
+      if (seq !== latest.current) return;
       setPage(p);
       setRows((old) => (offset === 0 ? p.rows : [...old, ...p.rows]));
     } catch (e) {
+      if (seq !== latest.current) return;
       setError(asError(e));
       setPage(null);
       setRows([]);
     } finally {
-      setLoading(false);
+      if (seq === latest.current) setLoading(false);
     }
   };
+  // Read again when the host goes on or off and when a job starts or ends (a restore or a sync changes what is listed).
   useEffect(() => {
     void load(0);
-  }, [partition, path, hash, s?.host?.power]);
+  }, [partition, path, hash, s?.host?.power, snap.jobsVersion]);
 
   const open = (p: string) => go('explorer', { partition, path: p, ...(hash ? { hash: 'true' } : {}) });
   const shown = onlyDiff ? rows.filter((r) => r.state !== 'same') : rows;
@@ -171,8 +177,9 @@ export function Explorer({ route }: { route: Route }) {
           Restore started: <a href={`#/jobs?id=${encodeURIComponent(restore.result.id)}`}>job {restore.result.id}</a>.
         </p>
       )}
+      {confirm && <div class="backdrop" onClick={() => setConfirm(null)} />}
       {confirm && (
-        <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="restore-h">
+        <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="restore-h" onKeyDown={(e) => e.key === 'Escape' && setConfirm(null)}>
           <h2 id="restore-h">Restore onto the active drive?</h2>
           <p>The standby's version of these overwrites the active drive's (bay {s?.active}), partition {partition}:</p>
           <ul>

@@ -57,6 +57,18 @@ function JobDetail({ id, version }: { id: string; version: number }) {
         </dd>
       </dl>
       {job.error && <ErrorBox error={job.error} />}
+      {Array.isArray(job.result?.overwritten) && (
+        <>
+          <h3>Overwritten on the active drive ({job.result.overwrittenCount ?? job.result.overwritten.length})</h3>
+          <ul class="overwritten">
+            {job.result.overwritten.map((o: { path: string; size?: number }) => (
+              <li>
+                <code>{o.path}</code>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
       {job.result && (
         <details>
           <summary>Result</summary>

@@ -44,7 +44,7 @@ function Bay({ bay, s }: { bay: 'A' | 'B'; s: any }) {
         {role === 'standby' && (
           <>
             <dt>Backup</dt>
-            <dd class={s.standbyState === 'consistent' ? 'good' : 'bad'}>{STATE_TEXT[s.standbyState] ?? s.standbyState}</dd>
+            <dd class={s.standbyState === 'consistent' ? 'good' : s.standbyState === 'syncing' ? 'busy' : 'bad'}>{STATE_TEXT[s.standbyState] ?? s.standbyState}</dd>
           </>
         )}
         <dt>Generation</dt>
@@ -89,10 +89,12 @@ export function Overview(_props: { route: Route }) {
           </dd>
           <dt>Last success</dt>
           <dd>{s.lastSuccess ? `${age(s.lastSuccess)} (${when(s.lastSuccess)})` : 'never'}</dd>
-          {s.pendingCopy && (
+          {s.pendingCopy && !s.job && (
             <>
               <dt>Interrupted copy</dt>
-              <dd class="bad">{JSON.stringify(s.pendingCopy)}</dd>
+              <dd class="bad">
+                a {s.pendingCopy.kind ?? 'copy'} started {age(s.pendingCopy.startedAt)} did not finish: the daemon resumes or rolls it back (config recovery.interrupted); <a href="#/jobs">Jobs</a> shows what happened
+              </dd>
             </>
           )}
         </dl>
