@@ -28,14 +28,14 @@ const haveQsd = requireEnv('live syncs on qemu-storage-daemon', { tools: ['qemu-
 const changedOf = (e: Epoch): ChangedBlocks => (e.trusted && e.ranges ? { ranges: e.ranges } : { untrusted: e.reason ?? 'the dirty bitmap is not trusted' });
 const QUICK = { quietMs: 200, maxWaitMs: 600, fallback: 'crash-consistent', pollMs: 50 } as const;
 
-async function rig(name: string, sizeMiB = 32) {
+async function rig(name: string, sizeMiB = 32, persistent = false) {
   const runDir = join(dir, name);
   const stateDir = join(runDir, 'state');
   mkdirSync(stateDir, { recursive: true });
   const active = randomImage(join(runDir, 'active.img'), sizeMiB * MiB, 11);
   const standby = sparseImage(join(runDir, 'standby.img'), sizeMiB * MiB);
-  const daemon = new StorageDaemon({ drive: active, runDir, listen: { unix: join(runDir, 'nbd.sock') }, exportName: 'sys', restartDelayMs: 50 });
-  const tracker = () => new ChangedBlockTracker({ daemon, stateFile: join(stateDir, 'cbt.json'), readRanges: (uri, ctx) => readFlaggedRanges(uri, ctx, STATE_DIRTY) });
+  const daemon = new StorageDaemon({ drive: active, runDir, listen: { unix: join(runDir, 'nbd.sock') }, exportName: 'sys', restartDelayMs: 50, ...(persistent ? { metadata: join(stateDir, 'bitmaps.qcow2') } : {}) });
+  const tracker = () => new ChangedBlockTracker({ daemon, stateFile: join(stateDir, 'cbt.json'), readRanges: (uri, ctx) => readFlaggedRanges(uri, ctx, STATE_DIRTY), persistent });
   await daemon.start();
   const t = tracker();
   const first = await t.beginEpoch();
@@ -83,7 +83,7 @@ function options(r: Rig, extra: Partial<LiveSyncOptions<CopyReport>> = {}): Live
 
 async function assertClean(r: Rig): Promise<void> {
   const nodes = await r.daemon.qmp.execute<{ 'node-name': string; 'dirty-bitmaps'?: { name?: string; recording: boolean }[] }[]>('query-named-block-nodes', { flat: true });
-  assert.equal(nodes.map((n) => n['node-name']).sort(), ['active', 'drive-file', 'top'], 'no snapshot node or filter');
+  assert.equal(nodes.map((n) => n['node-name']).filter((n) => n !== 'meta-file').sort(), ['active', 'drive-file', 'top'], 'no snapshot node or filter');
   assert.equal((await r.daemon.qmp.execute<{ id: string }[]>('query-block-exports')).map((e) => e.id), ['host'], 'only the host export');
   const bitmaps = nodes.flatMap((n) => n['dirty-bitmaps'] ?? []);
   assert.equal(bitmaps.filter((b) => !b.recording), [], 'no disabled bitmap');
@@ -91,43 +91,45 @@ async function assertClean(r: Rig): Promise<void> {
   assert.not.ok(existsSync(join(r.stateDir, CACHE_FILE)), 'no cache file');
 }
 
-test('a live changed sync while the host writes all the time: the standby is the drive at the snapshot instant, byte for byte; the next one catches up', async () => {
-  if (!haveQsd) return;
-  const r = await rig('live');
-  const writer = new HostWriter(r.daemon.hostUri, r.initial, 1).start();
-  try {
-    while (writer.completed < 50) await new Promise((res) => setTimeout(res, 5));
-    const before = writer.completed;
-    let after = 0;
-    const result = await liveSync(
-      options(r, {
-        onNote: (n: string) => {
-          if (n.startsWith('snapshot taken')) after = writer.started;
-        },
-      }),
-    );
-    await writer.stop();
-    assert.equal(writer.failures, [], 'no host write failed');
-    assert.is(result.outcome, 'done');
-    if (result.outcome !== 'done') return;
-    // A writer every millisecond never leaves 200 ms quiet, unless the machine stalls this process that long.
-    if (result.consistency === 'crash-consistent') assert.match(result.notes[0]!, /still being written .* crash-consistent/);
-    assert.is(result.report.mode, 'changed');
-    assert.ok(result.cacheBytes > 0, 'host writes during the copy went through the cache');
-    const m = writer.prefixOf(readFileSync(r.standby), before, after);
-    assert.ok(m !== null, `the standby is the drive after writes 1..m, m in [${before}, ${after}]`);
-    await assertClean(r);
-    // The host is idle now: the next live sync finds the drive quiet and copies what came after the instant.
-    const next = await liveSync(options(r));
-    assert.is(next.outcome, 'done');
-    if (next.outcome === 'done') assert.is(next.consistency, 'quiet');
-    assert.ok(readFileSync(r.standby).equals(readFileSync(r.active)), 'the standby equals the active drive');
-    await assertClean(r);
-  } finally {
-    await writer.stop();
-    await r.daemon.stop();
-  }
-});
+for (const persistent of [false, true]) {
+  test(`a live changed sync while the host writes all the time: the standby is the drive at the snapshot instant, byte for byte; the next one catches up (${persistent ? 'qcow2 metadata with persistent bitmaps' : 'raw, bitmaps in memory'})`, async () => {
+    if (!haveQsd) return;
+    const r = await rig(persistent ? 'live-persistent' : 'live', 32, persistent);
+    const writer = new HostWriter(r.daemon.hostUri, r.initial, 1).start();
+    try {
+      while (writer.completed < 50) await new Promise((res) => setTimeout(res, 5));
+      const before = writer.completed;
+      let after = 0;
+      const result = await liveSync(
+        options(r, {
+          onNote: (n: string) => {
+            if (n.startsWith('snapshot taken')) after = writer.started;
+          },
+        }),
+      );
+      await writer.stop();
+      assert.equal(writer.failures, [], 'no host write failed');
+      assert.is(result.outcome, 'done');
+      if (result.outcome !== 'done') return;
+      // A writer every millisecond never leaves 200 ms quiet, unless the machine stalls this process that long.
+      if (result.consistency === 'crash-consistent') assert.match(result.notes[0]!, /still being written .* crash-consistent/);
+      assert.is(result.report.mode, 'changed');
+      assert.ok(result.cacheBytes > 0, 'host writes during the copy went through the cache');
+      const m = writer.prefixOf(readFileSync(r.standby), before, after);
+      assert.ok(m !== null, `the standby is the drive after writes 1..m, m in [${before}, ${after}]`);
+      await assertClean(r);
+      // The host is idle now: the next live sync finds the drive quiet and copies what came after the instant.
+      const next = await liveSync(options(r));
+      assert.is(next.outcome, 'done');
+      if (next.outcome === 'done') assert.is(next.consistency, 'quiet');
+      assert.ok(readFileSync(r.standby).equals(readFileSync(r.active)), 'the standby equals the active drive');
+      await assertClean(r);
+    } finally {
+      await writer.stop();
+      await r.daemon.stop();
+    }
+  });
+}
 
 test('a busy drive with fallback skip: nothing is copied, no epoch begins, nothing is left', async () => {
   if (!haveQsd) return;
