@@ -4,6 +4,7 @@ export {
   ACTIVE_NODE,
   TOP_NODE,
   HOST_EXPORT_ID,
+  DAEMON_MALLOC_TUNABLES,
   type StorageDaemonOptions,
   type StorageDaemonEvents,
   type NbdListen,

@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { createServer } from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QmpClient, QmpError, QmpConnectionError, StorageDaemon, ACTIVE_NODE, TOP_NODE } from '../../src/export/index.ts';
 import { NbdDrive, NbdOptionError } from '../../src/sata-bridge/index.ts';
@@ -119,6 +119,11 @@ test('the daemon builds file → active → top, exports top writable to the hos
     await host.flush();
     await host.close();
     assert.ok(readFileSync(drive).subarray(3 * MiB, 4 * MiB).every((x) => x === 0xa5));
+    // The daemon keeps its NBD request buffers on the heap (DAEMON_MALLOC_TUNABLES).
+    const pid = readdirSync('/proc').find((p) => /^\d+$/.test(p) && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(daemon.qmpSocket));
+    const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    // glibc rewrites the variable in the process as it reads it: look for the setting that matters.
+    assert.ok(env.some((v) => v.startsWith('GLIBC_TUNABLES=') && v.includes('glibc.malloc.mmap_threshold=33554432')), 'GLIBC_TUNABLES');
   } finally {
     await daemon.stop();
   }
