@@ -12,9 +12,9 @@
  * again starts it over).
  */
 import { join } from 'node:path';
-import { mkdirSync, rmSync, statfsSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { locateDrive, openLocated, sameStorage, usageOf, DeviceWrapper, driveKeyOf, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../sata-bridge/index.ts';
+import { locateDrive, openLocated, sameStorage, DeviceWrapper, driveKeyOf, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../sata-bridge/index.ts';
 import { readLayout, planPartitionMove, writePartitionEntry, formatExactBytes, type PartitionMovePlan } from '../disk-layout/index.ts';
 import { BadInputError, RefusedError, isDpsrError } from '../errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../durable-file.ts';
@@ -22,6 +22,7 @@ import { runEngine, DEFAULT_CHUNK } from './engine.ts';
 import { UndoJournal, rollBack, removeJournal } from './undo-journal.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquireDriveLock } from './pair-lock.ts';
+import { defaultJournalBudget, refuseInUse } from './target-use.ts';
 import { PairStore } from './pair-state.ts';
 import type { CommonRequest } from './operations.ts';
 
@@ -88,14 +89,6 @@ class ShiftedSource extends DeviceWrapper {
   }
 }
 
-function refuseInUse(loc: DriveLocation): void {
-  const usage = usageOf(loc);
-  if (usage.isSystemDisk) throw new RefusedError(`the target ${loc.requested} holds the controller's own system and can never be written`, { hint: 'choose another drive; `dpsr drives` marks the system disk' });
-  if (usage.mountPoints.length) throw new RefusedError(`the target ${loc.requested} is mounted at ${usage.mountPoints.join(', ')}`, { hint: 'unmount it first' });
-  if (usage.swaps.length) throw new RefusedError(`the target ${loc.requested} is in use as swap (${usage.swaps.join(', ')})`, { hint: 'swapoff it first' });
-  if (usage.holders.length) throw new RefusedError(`the target ${loc.requested} is held by ${usage.holders.join(', ')}`, { hint: 'deactivate what is built on it first' });
-}
-
 /**
  * Copies partition `partition` of `source` onto `target` and adds its entry
  * to the target's table. Throws BadInputError (exit 2) for a partition that
@@ -155,7 +148,7 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     removeJournal(files.journal);
     writeJsonDurably(files.record, { targetKey, target: req.target, source: req.source, partition: req.partition, plan, startedAt: new Date().toISOString() } satisfies MigrationRecord);
-    const budget = req.journalBudget ?? Math.floor(statfsSync(req.stateDir).bavail * statfsSync(req.stateDir).bsize / 2);
+    const budget = req.journalBudget ?? defaultJournalBudget(req.stateDir);
     const journal = await UndoJournal.openForAppend(files.journal, budget, { copy: 'migration', drive: 'the target' });
     let result;
     try {

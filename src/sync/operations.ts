@@ -31,6 +31,7 @@ import { acquirePairLock, acquireDriveLock, pairLockHeld, takePairLockNow, type 
 import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import { ensureSpaceReserve, NoSpaceError } from '../durable-file.ts';
 import { recoverMigration } from './migrate.ts';
+import { defaultJournalBudget, refuseInUse } from './target-use.ts';
 import { planCopy, commandFor, geometryChange, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
@@ -124,15 +125,6 @@ export interface VerifyReport {
 
 const defaultOpen = (loc: DriveLocation, options: OpenDriveOptions) => openLocated(loc, options);
 
-/** Space the undo journal may use by default: half the free space of the state directory. */
-function defaultJournalBudget(stateDir: string): number {
-  try {
-    const s = statfsSync(stateDir);
-    return Math.floor((s.bavail * s.bsize) / 2);
-  } catch {
-    return 4 * 1024 ** 3;
-  }
-}
 
 function parsePartitions(partitions: readonly number[] | undefined): number[] {
   const list = [...(partitions ?? [])];
@@ -150,19 +142,6 @@ function refuseUnsafeTarget(source: DriveLocation, target: DriveLocation): void 
     });
   }
   refuseInUse(target);
-}
-
-/** A drive about to be written that this machine uses (mounted, swap, held, its own system) is refused, matched by device and inode numbers. */
-function refuseInUse(target: DriveLocation): void {
-  const usage = usageOf(target);
-  if (usage.isSystemDisk) throw new RefusedError(`the target ${target.requested} holds the controller's own system and can never be written`, { hint: 'choose the standby drive; `dpsr drives` marks the system disk' });
-  if (usage.mountPoints.length > 0) {
-    throw new RefusedError(`the target ${target.requested} is mounted at ${usage.mountPoints.join(', ')}`, { hint: 'unmount it first: writing under a mounted filesystem corrupts it' });
-  }
-  if (usage.swaps.length > 0) throw new RefusedError(`the target ${target.requested} is in use as swap (${usage.swaps.join(', ')})`, { hint: 'swapoff it first' });
-  if (usage.holders.length > 0) {
-    throw new RefusedError(`the target ${target.requested} is held by ${usage.holders.join(', ')}`, { hint: 'deactivate what is built on it first (vgchange -an, mdadm --stop, dmsetup remove)' });
-  }
 }
 
 interface OpenedPair {

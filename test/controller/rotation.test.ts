@@ -6,7 +6,22 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
 import { makeDaemon, idle, sha, waitJob } from './support/harness.ts';
+
+const root = new URL('../../', import.meta.url).pathname;
+
+/** The CLI as a child process (the daemon runs in this one, so nothing may block it). */
+function dpsr(args: string[], stateDir: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, ['bin/dpsr.js', ...args], { cwd: root, env: { ...process.env, DPSR_STATE_DIR: stateDir }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (x) => (stdout += x));
+    c.stderr.on('data', (x) => (stderr += x));
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
 
 test('a second standby in the bay: the clone asks for addStandby, then syncs go to it; both standbys show in the status', async () => {
   const d = await makeDaemon();
@@ -24,8 +39,8 @@ test('a second standby in the bay: the clone asks for addStandby, then syncs go 
     assert.is(plain.state, 'failed');
     assert.match(plain.error.message, new RegExp(`already has a standby: ${first.path}`));
     assert.match(plain.error.hint, /--add-standby/);
-    const added = await waitJob(d, (await d.api('POST', '/api/clone', { addStandby: true })).body.id);
-    assert.is(added.state, 'done', JSON.stringify(added.error));
+    const added = await dpsr(['clone', '--url', d.url, '--add-standby', '--yes'], d.dir);
+    assert.is(added.code, 0, added.stderr);
     s = (await d.api('GET', '/api/status')).body;
     assert.is(s.standbyState, 'consistent');
     assert.is.not(s.pairId, first.pairId, 'the status follows the pair of the standby in the bay');
@@ -38,6 +53,10 @@ test('a second standby in the bay: the clone asks for addStandby, then syncs go 
     assert.is(synced.state, 'done', JSON.stringify(synced.error));
     assert.is(synced.result.pairId, s.pairId);
     assert.is(sha(s.drives.B.path), sha(s.drives.A.path));
+    const text = await dpsr(['status', '--url', d.url], d.dir);
+    assert.is(text.code, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`standby ${first.path} \\(pair ${first.pairId}\\) not in a bay, age \\d+ s`));
+    assert.match(text.stdout, new RegExp(`standby ${s.drives.B.path} \\(pair ${s.pairId}\\) in its bay, age \\d+ s`));
   } finally {
     await d.stop();
   }

@@ -7,6 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { planCopy, type PlanInput } from '../../src/sync/copy-plan.ts';
 import { manifestStaleness, type ManifestHeader } from '../../src/sync/manifest.ts';
 import { moveStandbysToNewActive, nextGeneration, pairHolding, pairIdFor, recordBecameActive, recordCompletedCopy, type PairRecord } from '../../src/sync/pair-state.ts';
@@ -203,7 +204,6 @@ test('a rotated standby whose manifest is stale gets a full compare, and never a
   await clone({ stateDir, source: a, target: c, addStandby: true });
   // C's manifest is lost while it is off-site (a new state directory disk, say): stale or missing means compare.
   const pc = new PairStore(stateDir).pairs()[1]!;
-  const { rmSync } = await import('node:fs');
   rmSync(join(stateDir, 'pairs', pc.id, 'standby.manifest'), { force: true });
   scatterWrites(a, 8 * MiB, 10);
   const r = await sync({ stateDir, source: a, target: c, mode: 'manifest' });

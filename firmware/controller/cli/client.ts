@@ -13,7 +13,7 @@ import { BadInputError, BusyError, CancelledError, DeviceError, NotFoundError, R
 import type { Progress } from '../../../src/sync/index.ts';
 import { defaultStateDir, formatBytes, verifyHeadline, type VerifyReport } from '../../../src/sync/index.ts';
 import { choose, confirm, isTerminal, printJson, progressReporter, type ProgressReporter } from './terminal.ts';
-import { parseMode, parsePartitionArgs } from './local.ts';
+import { formatAge, parseMode, parsePartitionArgs } from './local.ts';
 import type { Invocation, Opts } from './program.ts';
 
 export class DaemonClient {
@@ -133,6 +133,8 @@ interface StatusBody {
   health: Record<string, string>;
   lastSync: { kind: string; result: string; at: string; message?: string } | null;
   failover: { switching: unknown; halted: string | null; failovers: number; failed?: Record<string, boolean> };
+  /** Standby rotation: every standby of the active drive. */
+  standbys?: { pairId: string; lastPath: string | null; present: boolean; ageSeconds: number | null; lastSyncedAt: string | null }[];
 }
 
 interface JobBody {
@@ -154,7 +156,7 @@ const REMOTE_ACCEPTS: Record<string, string[]> = {
   cancel: ['rollback'],
   sync: ['partition', 'mode', 'forceGeneration', 'wait', 'quiet', 'yes', 'window'],
   verify: ['partition', 'wait', 'quiet', 'window'],
-  clone: ['force', 'wait', 'quiet', 'yes', 'window'],
+  clone: ['force', 'addStandby', 'wait', 'quiet', 'yes', 'window'],
   recover: ['wait', 'quiet', 'yes'],
   reprotect: ['wait', 'quiet', 'yes', 'window'],
   restore: ['iMeanRestore', 'partition', 'wait', 'quiet', 'yes', 'window'],
@@ -208,6 +210,9 @@ export async function runRemote(inv: Invocation): Promise<number> {
         console.log(`  job ${s.job ? `${s.job.kind} ${s.job.id} ${s.job.progress ? `${s.job.progress.phase} ${s.job.progress.percent.toFixed(1)} %` : 'starting'}` : 'none'}`);
         console.log(`  drive health A ${s.health.A}, B ${s.health.B}`);
         if (s.lastSync) console.log(`  last ${s.lastSync.kind}: ${s.lastSync.result} at ${s.lastSync.at}${s.lastSync.message ? ` (${s.lastSync.message})` : ''}`);
+        for (const x of s.standbys ?? []) {
+          console.log(`  standby ${x.lastPath ?? '?'} (pair ${x.pairId}) ${x.present ? 'in its bay' : 'not in a bay'}, ${x.ageSeconds === null ? 'never synced' : `age ${formatAge(x.ageSeconds)} (last synced ${x.lastSyncedAt})`}`);
+        }
         if (s.failover.halted) console.log(`  FAILOVER HALTED: ${s.failover.halted}`);
         if (attention.length) console.log(`  NEEDS ATTENTION: ${attention.join('; ')}`);
       }
@@ -277,7 +282,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
     body = partitions.length ? { partitions } : {};
     path = '/api/verify';
   } else if (command === 'clone') {
-    body = opts.force ? { force: true } : {};
+    body = { ...(opts.force ? { force: true } : {}), ...(opts.addStandby ? { addStandby: true } : {}) };
     path = '/api/clone';
     question = 'This overwrites the whole drive in the STANDBY bay with the active drive.';
   } else if (command === 'recover') {
