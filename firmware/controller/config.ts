@@ -32,9 +32,23 @@ export const configSchema = obj({
     ),
   ),
   bootswitch: opt(passThrough('the board configuration of src/bootswitch (boards, channels, timing, failover, i2c); on the sim rig only timing and failover')),
+  mode: opt(
+    oneOf(['switched', 'inline'] as const, 'switched: the active drive is muxed to the host, syncs run in sync windows; inline: the controller serves the active drive to the host through qemu-storage-daemon (NBD), tracks changed blocks and syncs live'),
+    'switched',
+  ),
+  inline: opt(
+    obj({
+      listen: opt(str({ pattern: /^(\/.+|[^\s:/]*:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$/, patternText: 'an absolute unix socket path, or HOST:PORT for NBD over TCP', description: "where the host's NBD export listens: a unix socket path (the board's kernel nbd client or USB gadget), or HOST:PORT for network boot; default the unix socket inline/nbd.sock in the state directory" })),
+      exportName: opt(str({ pattern: /^[A-Za-z0-9._-]{1,64}$/, patternText: '1 to 64 letters, digits, dots, dashes or underscores', description: 'the NBD export name the host connects to; it stays the same across a failover' }), 'system'),
+      tlsPskDir: opt(str({ pattern: /^\//, patternText: 'an absolute path', description: 'with a TCP listen: a directory holding keys.psk (USERNAME:HEXKEY lines); the host must then connect with TLS' })),
+      directIo: opt(bool("open the active drive with O_DIRECT: host writes bypass the controller's page cache"), false),
+      persistentBitmaps: opt(bool('keep the dirty bitmap in a qcow2 metadata file beside the raw drive, so a clean restart does not force a full sync'), true),
+    }, 'inline mode (mode "inline"): the host export and changed-block tracking'),
+    { exportName: 'system', directIo: false, persistentBitmaps: true },
+  ),
   sync: opt(
     obj({
-      mode: opt(oneOf(['compare', 'manifest'] as const, 'how a sync finds what differs: compare reads both drives; manifest reads only the active drive and uses the hash map kept of the standby'), 'compare'),
+      mode: opt(oneOf(['compare', 'manifest', 'changed'] as const, 'how a sync finds what differs: compare reads both drives; manifest reads only the active drive and uses the hash map kept of the standby; changed copies only the blocks the host wrote since the last sync (inline mode; else manifest). Default compare, changed in inline mode')),
       chunkKiB: opt(int(64, 65536, 'copy chunk size in KiB'), 4096),
       journalBudgetMiB: opt(int(1, 16 * 1024 * 1024, 'most space the undo journal may use; default half the free space of the state directory')),
       direct: opt(bool('bypass the page cache (O_DIRECT)'), false),
@@ -44,7 +58,7 @@ export const configSchema = obj({
         'auto',
       ),
     }, 'how copies (clone, sync, re-protect, verify) run'),
-    { mode: 'compare', chunkKiB: 4096, direct: false, retries: 2, window: 'auto' },
+    { chunkKiB: 4096, direct: false, retries: 2, window: 'auto' },
   ),
   recovery: opt(
     obj({
@@ -98,10 +112,11 @@ export const configSchema = obj({
 
 export type RawConfig = Infer<typeof configSchema>;
 
-export interface DaemonConfig extends Omit<RawConfig, 'bootswitch' | 'sim' | 'pairs'> {
+export interface DaemonConfig extends Omit<RawConfig, 'bootswitch' | 'sim' | 'pairs' | 'sync'> {
   bootswitch: BootSwitchConfig;
   /** The drive pairs, resolved: never empty, exactly one with role boot. */
   pairs: PairConfig[];
+  sync: RawConfig['sync'] & { mode: 'compare' | 'manifest' | 'changed' };
   sim: RawConfig['sim'] & { hostPoweredAtStart: boolean };
   /** Where the config came from, for the log. */
   source: string;
@@ -139,7 +154,10 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
   }
   if (c.sim.systemImage !== undefined && c.rig === 'sim') checkSystemImage(c.sim.systemImage, c.sim.driveSizeMiB);
   if (c.health.temperatureWarnC > c.health.temperatureCriticalC) fail('health.temperatureWarnC', c.health.temperatureWarnC, `at most health.temperatureCriticalC (${c.health.temperatureCriticalC})`, 'config');
-  return { ...c, pairs, sim, bootswitch, source };
+  if (c.inline.tlsPskDir !== undefined && (c.inline.listen === undefined || c.inline.listen.startsWith('/'))) fail('inline.tlsPskDir', c.inline.tlsPskDir, 'absent unless inline.listen is HOST:PORT (TLS is for NBD over TCP)', 'config');
+  if (c.mode === 'inline' && c.sync.window === 'always') fail('sync.window', 'always', '"auto" or "never" in inline mode: syncs run while the host runs, without a sync window', 'config');
+  const sync = { ...c.sync, mode: c.sync.mode ?? (c.mode === 'inline' ? 'changed' : 'compare') } as const;
+  return { ...c, pairs, sim, sync, bootswitch, source };
 }
 
 /** The image must be there and fit the simulated drive, or the rig would be built half. */

@@ -33,6 +33,7 @@ import { PanelFeature } from './panel-wiring.ts';
 import { StandbyFaultLed } from './standby-fault-led.ts';
 import { FileBrowser } from './browse.ts';
 import { FileJobs } from './file-jobs.ts';
+import { InlineMode, forgetTracking } from './inline.ts';
 
 /** A part with a lifetime: started in order, stopped in reverse. */
 interface Feature {
@@ -59,6 +60,8 @@ export class Controller {
   readonly panel: PanelFeature;
   readonly browser: FileBrowser;
   readonly files: FileJobs;
+  /** Inline mode's export and changed-block tracking (config `mode: inline`); null in switched mode. */
+  readonly inline: InlineMode | null;
   readonly #features: Feature[];
   #early: AlertEvent[];
 
@@ -103,7 +106,10 @@ export class Controller {
     this.host = new HostWatch(bs, bus, metrics);
     this.browser = new FileBrowser(this.roles, bs);
     this.files = new FileJobs(this);
+    this.inline = config.mode === 'inline' ? new InlineMode(config, stateDir, this.roles, bs, bus, metrics, log.child({ room: 'inline' })) : null;
+    this.copies.inline = this.inline;
     this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics, this.pairs);
+    this.status.inline = this.inline;
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
     this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);
@@ -112,6 +118,8 @@ export class Controller {
       new BootSwitchEventsFeature(bs, bus, metrics, this.roles, ledger, this.status),
       this.host,
       { start: () => this.#publishEarlyAlerts() },
+      // The host's export is up before anything may copy or boot: start-up recovery's jobs run in its epochs.
+      this.inline ?? { start: () => forgetTracking(stateDir, log) },
       new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log),
       { start: () => rig.start(this) },
       this.health,

@@ -6,9 +6,10 @@
  * Every refusal comes before the job starts.
  */
 import { CancelledError, RefusedError } from '../../src/errors.ts';
-import { clone, sync, restore, verify, verifyHeadline, recover, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
+import { clone, sync, restore, verify, verifyHeadline, recover, type ChangedBlocks, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import type { DaemonConfig } from './config.ts';
+import type { InlineMode } from './inline.ts';
 import type { EventBus } from './events.ts';
 import type { JobContext, JobRecord, JobRunner } from './jobs.ts';
 import type { Metrics } from './metrics.ts';
@@ -17,7 +18,8 @@ import type { SyncWindow } from './sync-window.ts';
 
 export interface SyncOptions {
   partitions?: number[];
-  mode?: 'compare' | 'manifest';
+  /** changed: only the blocks the host wrote since the last sync (inline mode; else manifest mode, saying why). */
+  mode?: 'compare' | 'manifest' | 'changed';
   forceGeneration?: boolean;
   /** Run in a sync window (host shut down, both drives on the controller); default from config sync.window. */
   window?: boolean;
@@ -69,8 +71,8 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       return {
         options: { ...opts, mode, window, source: active, target: standby },
         run: (ctx, source) =>
-          jobs.write(ctx, standby, target, true, () =>
-            sync({ ...jobs.common(ctx), source, target, partitions: opts.partitions, mode, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
+          jobs.write(ctx, standby, target, true, (changed) =>
+            sync({ ...jobs.common(ctx), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
           ),
       };
     },
@@ -99,7 +101,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
         options: { source: active, target: standby, newDrive, window },
         run: async (ctx, source) => {
           await roles.sw.driveReplaced(standby);
-          if (!newDrive) return jobs.write(ctx, standby, target, true, () => sync({ ...jobs.common(ctx), source, target, mode: jobs.config.sync.mode }), false);
+          if (!newDrive) return jobs.write(ctx, standby, target, true, (changed) => sync({ ...jobs.common(ctx), source, target, mode: jobs.config.sync.mode, changed }), false);
           if (pair) {
             ctx.log('info', `bay ${standby} holds a new drive: pair ${pair.id} with the old drive is forgotten and the new one cloned`);
             store.forget(pair.id);
@@ -119,6 +121,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
           if (!report.identical) {
             jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify of bay ${jobs.roles.name(standby)} against bay ${jobs.roles.name(active)}: ${verifyHeadline(report)}` });
           }
+          await jobs.inline?.afterVerify(report, standby);
           // A verify report can list many ranges; the job keeps the first ones.
           return { ...report, differences: report.differences.slice(0, 100) };
         },
@@ -162,6 +165,9 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
 };
 
 export class CopyJobs {
+  /** Inline mode: every copy that changes a drive runs in a changed-block epoch; null in switched mode. */
+  inline: InlineMode | null = null;
+
   constructor(
     readonly config: DaemonConfig,
     readonly stateDir: string,
@@ -222,13 +228,16 @@ export class CopyJobs {
    * consistent once done. A cancelled sync with rollback asked for is
    * rolled back to the previous backup (`journaled`: a clone has no journal).
    */
-  async write(ctx: JobContext, bay: Bay, targetPath: string, journaled: boolean, copy: () => Promise<CopyReport>, markFirst = true): Promise<CopyReport> {
+  async write(ctx: JobContext, bay: Bay, targetPath: string, journaled: boolean, copy: (changed?: ChangedBlocks) => Promise<CopyReport>, markFirst = true): Promise<CopyReport> {
     if (markFirst) await this.roles.markConsistent(bay, false);
     let report: CopyReport;
+    const inline = this.inline;
     try {
-      report = await copy();
+      report = inline ? await inline.around(ctx, this.roles.current().active, copy) : await copy();
     } catch (e) {
-      if (journaled && e instanceof CancelledError && ctx.job.cancel?.rollback) await this.#rollBack(ctx, bay, targetPath);
+      const cancelled = e instanceof CancelledError;
+      // Inline mode: the failed epoch's writes went back into the live bitmap, which describes the previous backup; the standby goes back to it too, or the next sync's changed blocks would make another plan than the pending copy's (rule 7).
+      if (journaled && (cancelled ? ctx.job.cancel?.rollback : inline !== null)) await this.#rollBack(ctx, bay, targetPath, cancelled ? 'cancelled' : 'failed');
       throw e;
     }
     await this.roles.markConsistent(bay, true);
@@ -237,14 +246,14 @@ export class CopyJobs {
     return report;
   }
 
-  async #rollBack(ctx: JobContext, bay: Bay, targetPath: string): Promise<void> {
+  async #rollBack(ctx: JobContext, bay: Bay, targetPath: string, why: 'cancelled' | 'failed' = 'cancelled'): Promise<void> {
     try {
       const r = await recover({ ...this.common({ ...ctx, signal: new AbortController().signal }), target: targetPath });
-      ctx.log('warn', `cancelled: ${r.message}`);
+      ctx.log('warn', `${why}: ${r.message}`);
       await this.roles.markConsistent(bay, true);
       ctx.job.result = { rolledBack: true, recover: r };
     } catch (re) {
-      ctx.log('error', `cancelled, and the rollback failed: ${(re as Error).message}; POST /api/recover to try again`);
+      ctx.log('error', `${why}, and the rollback failed: ${(re as Error).message}; POST /api/recover to try again`);
     }
   }
 }

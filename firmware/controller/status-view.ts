@@ -15,6 +15,7 @@ import type { Metrics } from './metrics.ts';
 import type { Rig } from './rig.ts';
 import type { Roles } from './roles.ts';
 import type { DrivePair, Pairs } from './pairs.ts';
+import type { InlineStatus } from './inline.ts';
 import { standbysOf, type PairRecord } from '../../src/sync/index.ts';
 
 /** One standby of a rotation as the status shows it. */
@@ -35,6 +36,8 @@ export class StatusView {
   #core: { at: number; value: ReturnType<StatusView['computeCore']> } | null = null;
   #lastKey = '';
   readonly startedAt = Date.now();
+  /** Inline mode's part of the status (the export and dirty bytes); null in switched mode. */
+  inline: { status(): InlineStatus } | null = null;
 
   constructor(
     private readonly config: DaemonConfig,
@@ -140,6 +143,7 @@ export class StatusView {
     });
     return {
       rig: this.config.rig,
+      mode: this.config.mode,
       ...core,
       bootBay: rec.bay,
       job: job ? { id: job.id, kind: job.kind, state: job.state, trigger: job.trigger, startedAt: job.startedAt, progress: job.progress, options: job.options } : null,
@@ -160,6 +164,7 @@ export class StatusView {
       },
       failover: { active: fs.active, standby: fs.standby, triesLeft: fs.triesLeft, failed: fs.failed, consistent: fs.consistent, pendingBoot: fs.pendingBoot, switching: fs.switching, halted: fs.halted, failovers: fs.failovers },
       health: { A: this.health.drives.A.status, B: this.health.drives.B.status },
+      inline: this.inline?.status() ?? null,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
     };
   }

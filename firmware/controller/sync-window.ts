@@ -8,7 +8,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
-import { RefusedError } from '../../src/errors.ts';
+import { BadInputError, RefusedError } from '../../src/errors.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
 import type { JobContext } from './jobs.ts';
@@ -37,8 +37,12 @@ export class SyncWindow {
     this.file = join(stateDir, 'sync-window.json');
   }
 
-  /** Whether a copy runs in a window: as asked, else as config sync.window says. */
+  /** Whether a copy runs in a window: as asked, else as config sync.window says; never in inline mode. */
   wanted(requested: boolean | undefined): boolean {
+    if (this.config.mode === 'inline') {
+      if (requested === true) throw new BadInputError('inline mode copies while the host runs: there is no sync window', { hint: 'leave out --window ("window": true); for a restore, shut the host down first' });
+      return false;
+    }
     const w = this.config.sync.window;
     const want = requested ?? (w === 'always' || (w === 'auto' && this.config.rig === 'hardware'));
     if (want && this.noWindowFor) {

@@ -68,9 +68,18 @@ export interface MoveReport {
   waitedMs: number;
 }
 
+/**
+ * Connects the selected bay's drive to the host by other means than the mux
+ * (inline mode: the host's export is re-pointed to that drive). Runs during
+ * every move while the host is off, before the read-back; a throw rolls the
+ * relays back as a failed relay step would.
+ */
+export type ConnectHook = (to: Bay, signal?: AbortSignal) => Promise<void>;
+
 export class BootSwitch {
   #record: SwitchRecord;
   #moving: Bay | null = null;
+  #connect: ConnectHook | null = null;
 
   constructor(
     private readonly lines: SwitchLines,
@@ -94,6 +103,11 @@ export class BootSwitch {
 
   get moving(): boolean {
     return this.#moving !== null;
+  }
+
+  /** Sets (or clears with null) the hook that connects a bay's drive besides the mux. */
+  setConnectHook(hook: ConnectHook | null): void {
+    this.#connect = hook;
   }
 
   /** Read straight from the line: a debounced level can be tens of milliseconds stale. */
@@ -275,6 +289,12 @@ export class BootSwitch {
       await this.#apply('pwrB', false);
       await wait(t.powerOnMs);
       mark('drives powered up');
+
+      if (this.#connect) {
+        await this.#connect(to, opts.signal);
+        await this.#stillOff('while the drive was connected', opts.force);
+        mark('drive connected');
+      }
 
       const read = await this.readRelays();
       if (!samePattern(read, target)) throw new DeviceError(`read-back after the move: ${JSON.stringify(read)}, expected ${JSON.stringify(target)}`);

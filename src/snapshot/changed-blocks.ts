@@ -166,6 +166,17 @@ export class ChangedBlockTracker {
     return { name, recording: true, persistent: !!this.options.persistent, busy: false, granularity: 65536, count: 0 };
   }
 
+  /**
+   * Forgets the baseline (a verify found a difference the bitmap did not
+   * record: the tracker failed silently): the next epoch is not trusted and
+   * gives `reason`, and the sync it starts is a full one.
+   */
+  forget(reason: string): void {
+    this.state.baseline = null;
+    this.state.reason = reason;
+    this.save();
+  }
+
   /** Dirty bytes recorded since the last sync started (the live bitmap). */
   async dirtyBytes(): Promise<number> {
     const live = (await this.bitmaps()).find((b) => b.recording);

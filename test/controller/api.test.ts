@@ -172,7 +172,7 @@ test('the OpenAPI document describes every route', async () => {
     ['post', '/api/sim/host/crash'], ['post', '/api/sim/drive/{bay}/pull'], ['post', '/api/sim/drive/{bay}/insert'], ['post', '/api/sim/drive/{bay}/read-errors'],
   ];
   for (const [m, p] of expect) assert.ok(doc.paths[p!]?.[m!], `${m} ${p} missing`);
-  assert.equal(doc.paths['/api/sync'].post.requestBody.content['application/json'].schema.properties.mode.enum, ['compare', 'manifest']);
+  assert.equal(doc.paths['/api/sync'].post.requestBody.content['application/json'].schema.properties.mode.enum, ['compare', 'manifest', 'changed']);
   assert.is(doc.paths['/api/sync'].post.requestBody.content['application/json'].schema.additionalProperties, false);
   assert.equal(doc.paths['/api/health'].get.security, []);
   assert.ok(doc['x-event-types']['job.progress']);

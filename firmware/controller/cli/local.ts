@@ -70,9 +70,9 @@ export function parsePartitionArgs(values: string[] | undefined): number[] {
   });
 }
 
-export function parseMode(v: unknown): 'compare' | 'manifest' | undefined {
-  if (v === undefined || v === 'compare' || v === 'manifest') return v;
-  throw new BadInputError(`--mode ${String(v)} is not known`, { hint: 'use --mode compare or --mode manifest' });
+export function parseMode(v: unknown): 'compare' | 'manifest' | 'changed' | undefined {
+  if (v === undefined || v === 'compare' || v === 'manifest' || v === 'changed') return v;
+  throw new BadInputError(`--mode ${String(v)} is not known`, { hint: 'use --mode compare, manifest or changed' });
 }
 
 async function askOrRequireYes(opts: Opts, question: string): Promise<void> {

@@ -86,7 +86,7 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
     '[options] <source> <target>\n       dpsr clone --url URL [options]');
   add('sync', 'make the standby byte-identical again, writing only what differs', ['[source]', '[target]'],
     [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.partition(),
-      new Option('--mode <mode>', 'compare (read both drives) or manifest (read only the source, using the standby\'s hash map)'),
+      new Option('--mode <mode>', 'compare (read both drives), manifest (read only the source, using the standby\'s hash map) or changed (only the blocks the host wrote since the last sync: a daemon in inline mode; elsewhere manifest, saying why)'),
       new Option('--force-generation', 'sync over a standby whose data the source does not descend from (split brain)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr sync <source> <target>. With --url: no arguments.',
     '[options] <source> <target>\n       dpsr sync --url URL [options]');

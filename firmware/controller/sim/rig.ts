@@ -13,10 +13,9 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, mkdirSync, realpathSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BadInputError, DeviceError, RefusedError } from '../../../src/errors.ts';
-import { FaultyDevice, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../../src/sata-bridge/index.ts';
+import { FaultyDevice, openDrive, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../../src/sata-bridge/index.ts';
 import { SimulatedSmartSource } from '../../../src/sata-bridge/index.ts';
 import { SimBoard, SimHost, systemClock, type Bay } from '../../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../../src/durable-file.ts';
@@ -300,25 +299,28 @@ export class SimRig implements Rig {
 
   /**
    * What a running OS does to its disk: random 64 KiB writes, kept off the
-   * first and last MiB so the partition tables stay valid.
+   * first and last MiB so the partition tables stay valid. In inline mode
+   * (`exportUri`) they go through the controller's NBD export, as the host's
+   * writes do, so the simulation exercises the real data path; else straight
+   * to the bay's image, as over the host's SATA port.
    */
-  async hostWrite(bay: BayName, bytes: number): Promise<number> {
+  async hostWrite(bay: BayName, bytes: number, exportUri?: string): Promise<number> {
     const path = this.drivePath(bay);
     if (!path) throw new RefusedError(`bay ${bay} holds no drive`);
     if (!this.host) throw new RefusedError('the host is external: random writes under its file systems would damage them', { hint: 'write through the external host (its agent)' });
     const size = this.opts.driveSizeMiB * MiB;
     const block = 64 * 1024;
     const slots = Math.floor((size - 2 * MiB) / block);
-    const h = await open(path, 'r+');
+    const disk = await openDrive(exportUri ?? path, { write: true });
     let written = 0;
     try {
       while (written < bytes) {
-        await h.write(randomBytes(block), 0, block, MiB + randomInt(slots) * block);
+        await disk.write(randomBytes(block), MiB + randomInt(slots) * block, block);
         written += block;
       }
-      await h.datasync();
+      await disk.flush();
     } finally {
-      await h.close();
+      await disk.close();
     }
     return written;
   }

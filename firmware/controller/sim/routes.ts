@@ -68,13 +68,17 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
       },
     },
     {
-      method: 'POST', path: '/api/sim/host/write', tag: 'sim', summary: "The simulated OS writes random data to a pair's active drive", body: bodies.hostWrite,
-      responses: { 200: '{ bay, bytes }', 404: 'no such pair', 409: 'the bay is empty' },
+      method: 'POST', path: '/api/sim/host/write', tag: 'sim', summary: "The simulated OS writes random data to a pair's active drive (in inline mode the boot pair's through the controller's NBD export)", body: bodies.hostWrite,
+      responses: { 200: '{ bay, bytes, through }', 404: 'no such pair', 409: 'the bay is empty' },
       handler: async ({ body }) => {
         const b = body as { mib: number; pair?: string };
-        const bay = b.pair === undefined ? ctl.status.core().active : ctl.pairs.get(b.pair).bays().active;
-        const bytes = await rig.hostWrite(bay, b.mib * 1024 * 1024);
-        return { status: 200, body: { bay, bytes } };
+        // Inline mode: the host's boot disk is the export, which serves the boot selection's drive.
+        const served = b.pair === undefined || b.pair === ctl.pairs.boot.id ? ctl.inline?.pair : undefined;
+        if (ctl.inline && served === null) throw new RefusedError('inline mode: the host export is not running', { hint: 'see the daemon log' });
+        const bay = served?.bay ?? (b.pair === undefined ? ctl.status.core().active : ctl.pairs.get(b.pair).bays().active);
+        const through = served ? ctl.inline!.hostUri : null;
+        const bytes = await rig.hostWrite(bay, b.mib * 1024 * 1024, through ?? undefined);
+        return { status: 200, body: { bay, bytes, through } };
       },
     },
     {

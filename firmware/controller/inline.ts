@@ -1,0 +1,333 @@
+/**
+ * Inline mode (config `mode: inline`): the controller serves the active
+ * drive to the host through qemu-storage-daemon (src/export) and tracks the
+ * blocks the host writes (src/snapshot), so syncs run while the host runs and
+ * a changed-block sync copies only what changed.
+ *
+ * One `InlinePair` (daemon + tracker) serves the drive the boot selection
+ * names. A move of the boot selection (a failover, a maintenance boot)
+ * re-points it: with the host off, the daemon is stopped and a new one is
+ * built over the other drive with the same listen address and export name,
+ * so the host boots the same address. Bitmaps and the tracker's state are
+ * kept per drive (by identity), never per bay: a replaced drive starts
+ * untracked.
+ *
+ * Every copy that changes a drive (clone, sync, re-protect, restore) runs in
+ * an epoch (`around`): the live bitmap is frozen at its start and becomes
+ * the baseline only when the copy completed whole from that start; a failed,
+ * cancelled, resumed or partly unreadable copy merges it back, so the next
+ * sync still sees those writes.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { BadInputError, RefusedError } from '../../src/errors.ts';
+import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
+import { StorageDaemon, type NbdListen } from '../../src/export/index.ts';
+import { ChangedBlockTracker, type Epoch } from '../../src/snapshot/index.ts';
+import { readFlaggedRanges, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
+import type { ChangedBlocks, CopyReport, VerifyReport } from '../../src/sync/index.ts';
+import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { DaemonConfig } from './config.ts';
+import type { EventBus } from './events.ts';
+import type { JobContext } from './jobs.ts';
+import type { Metrics } from './metrics.ts';
+import type { Roles } from './roles.ts';
+
+/** The per-pair inline object: the export of one drive and its changed-block tracker (part 2 adds snapshots on it). */
+export interface InlinePair {
+  /** The bay whose drive the host's export serves. */
+  readonly bay: Bay;
+  /** That drive's path and identity key. */
+  readonly drive: string;
+  readonly driveKey: string;
+  readonly daemon: StorageDaemon;
+  readonly tracker: ChangedBlockTracker;
+}
+
+/** What the controller's status and metrics show of inline mode. */
+export interface InlineStatus {
+  mode: 'inline';
+  /** The URI the host boots from (unchanged across a failover). */
+  hostUri: string;
+  /** The bay whose drive is exported, null while none is. */
+  bay: Bay | null;
+  running: boolean;
+  /** qemu-storage-daemon starts since the controller started (a change: the export was restarted). */
+  generation: number;
+  /** Bytes the host wrote since the last sync started (the live dirty bitmap), null when unknown. */
+  dirtyBytes: number | null;
+  /** Changed-block syncs since the last verify that found the drives identical. */
+  changedSyncsSinceVerify: number;
+}
+
+interface VerifyFile {
+  changedSyncsSinceVerify: number;
+  lastChangedSyncAt: string | null;
+}
+
+/** Unix socket paths are limited to 107 bytes (sockaddr_un.sun_path). */
+const SUN_PATH_MAX = 107;
+
+const changedOf = (e: Epoch): ChangedBlocks => (e.trusted && e.ranges ? { ranges: e.ranges } : { untrusted: e.reason ?? 'the dirty bitmap is not trusted' });
+
+/** The NBD listen address of config `inline.listen` (default: a unix socket in the state directory). */
+export function inlineListen(config: DaemonConfig, stateDir: string): NbdListen {
+  const l = config.inline.listen ?? join(stateDir, 'inline', 'nbd.sock');
+  if (l.startsWith('/')) {
+    if (Buffer.byteLength(l) > SUN_PATH_MAX) throw new BadInputError(`the NBD socket path ${l} is longer than ${SUN_PATH_MAX} bytes, the limit of a unix socket`, { hint: 'set inline.listen to a shorter absolute path, e.g. /run/dpsr/nbd.sock' });
+    return { unix: l };
+  }
+  const m = /^(\[[0-9a-fA-F:]+\]|[^\s:]*):(\d{1,5})$/.exec(l)!;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new BadInputError(`inline.listen ${l}: the port must be 1–65535`, { hint: '10809 is NBD\'s own port' });
+  return { tcp: { host: (m[1] || '0.0.0.0').replace(/^\[|\]$/g, ''), port, ...(config.inline.tlsPskDir ? { tlsPskDir: config.inline.tlsPskDir } : {}) } };
+}
+
+/**
+ * Switched mode writes the active drive behind qemu-storage-daemon's back:
+ * a bitmap kept from an earlier inline run no longer describes what changed.
+ * Called at start in switched mode; the next inline sync is a full one.
+ */
+export function forgetTracking(stateDir: string, log: Logger): void {
+  const dir = join(stateDir, 'inline', 'drives');
+  if (!existsSync(dir) || readdirSync(dir).length === 0) return;
+  rmSync(dir, { recursive: true, force: true });
+  log.info('switched mode: the changed-block tracking of an earlier inline run was dropped (the host writes the drive directly now)');
+}
+
+export class InlineMode {
+  readonly dir: string;
+  readonly listen: NbdListen;
+  /** The URI the host boots from; the same whichever drive is served. */
+  readonly hostUri: string;
+  #pair: InlinePair | null = null;
+  #dirty: number | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #verifyFile: string;
+  #verify: VerifyFile;
+  /** Serializes re-pointing: a move and a stop never race. */
+  #queue: Promise<unknown> = Promise.resolve();
+  /** Starts of daemons before the current one, so `generation` counts across re-pointing. */
+  #generations = 0;
+
+  constructor(
+    private readonly config: DaemonConfig,
+    stateDir: string,
+    private readonly roles: Roles,
+    private readonly bs: BootSwitchSystem,
+    private readonly bus: EventBus,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    this.dir = join(stateDir, 'inline');
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.listen = inlineListen(config, stateDir);
+    // Built once for its checks (port, keys.psk) and its address: nothing starts until serve().
+    this.hostUri = new StorageDaemon({ drive: '', runDir: join(this.dir, 'run'), listen: this.listen, exportName: config.inline.exportName }).hostUri;
+    this.#verifyFile = join(this.dir, 'verify.json');
+    this.#verify = readJsonChecked<VerifyFile>(this.#verifyFile) ?? { changedSyncsSinceVerify: 0, lastChangedSyncAt: null };
+  }
+
+  /** The export and tracker now serving the host, or null while none is (stopped, or between two drives). */
+  get pair(): InlinePair | null {
+    return this.#pair;
+  }
+
+  async start(): Promise<void> {
+    const bay = this.bs.bootSwitch.bay ?? this.roles.current().active;
+    await this.serve(bay);
+    // Moves of the boot selection (failover, maintenance) re-point the export while the host is off.
+    this.bs.bootSwitch.setConnectHook(async (to) => {
+      await this.serve(to);
+    });
+    this.#timer = setInterval(() => void this.refreshDirty(), 2000);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.bs.bootSwitch.setConnectHook(null);
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    await this.#serial(() => this.#close());
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Serves the drive in `bay` to the host (idempotent): the running daemon
+   * is stopped cleanly (its bitmap saved), a new one built over that drive
+   * with the same listen address and export name. When the new one cannot
+   * start, the previous drive is served again and the error thrown.
+   */
+  serve(bay: Bay): Promise<InlinePair> {
+    return this.#serial(async () => {
+      const cur = this.#pair;
+      const path = this.roles.bays.path(bay);
+      const key = this.roles.keyOf(bay);
+      if (cur && cur.bay === bay && cur.drive === path && cur.daemon.running) return cur;
+      if (!path || !key) throw new RefusedError(`bay ${bay} holds no drive: the host's export cannot serve it`, { hint: 'insert the drive, then select the bay again' });
+      const previous = cur?.bay;
+      await this.#close();
+      try {
+        return await this.#open(bay, path, key);
+      } catch (e) {
+        if (previous !== undefined && previous !== bay) {
+          const p = this.roles.bays.path(previous);
+          const k = this.roles.keyOf(previous);
+          if (p && k) await this.#open(previous, p, k).catch((re: Error) => this.log.error({ err: re }, `the export of bay ${previous} could not be restored either`));
+        }
+        throw e;
+      }
+    });
+  }
+
+  async #open(bay: Bay, drive: string, driveKey: string): Promise<InlinePair> {
+    // Bitmaps and trust belong to one drive: keyed by its identity, never by the bay it sits in.
+    const driveDir = join(this.dir, 'drives', createHash('sha256').update(driveKey).digest('hex').slice(0, 16));
+    mkdirSync(driveDir, { recursive: true, mode: 0o700 });
+    const persistent = this.config.inline.persistentBitmaps;
+    const daemon = new StorageDaemon({
+      drive,
+      runDir: join(this.dir, 'run'),
+      listen: this.listen,
+      exportName: this.config.inline.exportName,
+      directIo: this.config.inline.directIo,
+      ...(persistent ? { metadata: join(driveDir, 'bitmaps.qcow2') } : {}),
+    });
+    const tracker = new ChangedBlockTracker({ daemon, stateFile: join(driveDir, 'cbt.json'), readRanges: (uri, ctx) => readFlaggedRanges(uri, ctx, STATE_DIRTY), persistent });
+    daemon.on('crashed', (info) => {
+      this.metrics.inlineExportUp.set(0);
+      this.log.error({ code: info.code, signal: info.signal, stderr: info.stderr }, 'qemu-storage-daemon crashed: restarting the host export');
+      this.bus.publish('alert', { level: 'warning', code: 'export-crashed', bay, message: `qemu-storage-daemon serving bay ${bay} to the host died (${info.signal ?? `exit ${info.code}`}): the export is being restarted at ${daemon.hostUri}; the next sync copies the whole drive` });
+    });
+    daemon.on('restart-failed', (e) => this.log.error({ err: e }, 'qemu-storage-daemon could not be restarted: trying again'));
+    daemon.on('ready', (generation) => {
+      this.metrics.inlineExportUp.set(1);
+      this.log.info({ bay, drive, uri: daemon.hostUri, generation: this.#generations + generation }, 'host export ready');
+    });
+    await daemon.start();
+    const pair: InlinePair = { bay, drive, driveKey, daemon, tracker };
+    this.#pair = pair;
+    // Drops what a crash left and makes sure a bitmap records from now on.
+    await tracker.reconcile();
+    void this.refreshDirty();
+    return pair;
+  }
+
+  async #close(): Promise<void> {
+    const cur = this.#pair;
+    if (!cur) return;
+    this.#pair = null;
+    this.#generations += cur.daemon.generation;
+    this.metrics.inlineExportUp.set(0);
+    await cur.daemon.stop();
+    cur.daemon.removeAllListeners();
+    this.log.info({ bay: cur.bay, drive: cur.drive }, 'host export stopped');
+  }
+
+  /** The pair serving `active`, or a RefusedError naming why a copy cannot run in inline mode now. */
+  #pairFor(active: Bay): InlinePair {
+    const p = this.#pair;
+    if (!p) throw new RefusedError('inline mode: the host export is not running, so changed blocks cannot be tracked', { hint: 'see the daemon log; restart dpsrd' });
+    if (p.bay !== active) {
+      throw new RefusedError(`inline mode: the host export serves bay ${p.bay}, not the active drive in bay ${active}`, { hint: `select bay ${active} again (POST /api/bootselect) before syncing` });
+    }
+    return p;
+  }
+
+  /**
+   * Runs a copy that changes a drive in one changed-block epoch: the live
+   * bitmap is frozen first; `copy` gets its changed blocks (for a
+   * changed-mode sync). The frozen bitmap is dropped (the new one is the
+   * baseline) only when the copy ran whole from this start without
+   * unreadable sectors; otherwise it is merged back. A lost bitmap (the
+   * daemon restarted under the copy) fails nothing: the next sync is a full one.
+   */
+  async around(ctx: JobContext, active: Bay, copy: (changed: ChangedBlocks) => Promise<CopyReport>): Promise<CopyReport> {
+    const { tracker } = this.#pairFor(active);
+    const epoch = await tracker.beginEpoch();
+    ctx.log('info', epoch.trusted ? `changed-block epoch: ${epoch.dirtyBytes} bytes written by the host since the last sync` : `changed-block tracking not trusted (${epoch.reason}): it starts a new baseline now`);
+    let report: CopyReport;
+    try {
+      report = await copy(changedOf(epoch));
+    } catch (e) {
+      await tracker.abort(epoch).catch((ae: Error) => ctx.log('warn', `the dirty bitmap could not be merged back (${ae.message}): the next sync copies the whole drive`));
+      throw e;
+    }
+    const whole = report.bytesResumed === 0 && report.result === 'done';
+    try {
+      if (whole) await tracker.commit(epoch);
+      else {
+        await tracker.abort(epoch);
+        ctx.log('info', `the copy ${report.bytesResumed ? 'resumed an earlier one' : 'left unreadable sectors'}: the dirty bitmap keeps its writes for the next sync`);
+      }
+    } catch (e) {
+      ctx.log('warn', `changed-block tracking lost its bitmap during the copy (${(e as Error).message}): the next sync copies the whole drive`);
+    }
+    if (report.mode === 'changed') this.#recordChangedSync();
+    void this.refreshDirty();
+    return report;
+  }
+
+  #recordChangedSync(): void {
+    this.#verify = { changedSyncsSinceVerify: this.#verify.changedSyncsSinceVerify + 1, lastChangedSyncAt: new Date().toISOString() };
+    writeJsonDurably(this.#verifyFile, this.#verify);
+  }
+
+  /**
+   * A verify finished. Identical drives clear the count of changed-block
+   * syncs; a difference after one means the tracker missed writes (trackers
+   * can fail silently): a critical alert, and the next sync copies the whole drive.
+   */
+  async afterVerify(report: VerifyReport, standby: Bay): Promise<void> {
+    const n = this.#verify.changedSyncsSinceVerify;
+    if (!report.identical && n > 0) {
+      this.bus.publish('alert', {
+        level: 'critical',
+        code: 'changed-blocks-missed',
+        bay: standby,
+        message: `a verify found ${report.differingBytes} differing bytes on the standby in bay ${standby} after ${n} changed-block sync${n === 1 ? '' : 's'} (the last at ${this.#verify.lastChangedSyncAt}): the changed-block tracker missed writes. The tracking is reset; run a sync (it copies the whole drive in manifest mode)`,
+      });
+      await this.#distrust();
+    }
+    if (report.identical || n > 0) {
+      this.#verify = { changedSyncsSinceVerify: 0, lastChangedSyncAt: this.#verify.lastChangedSyncAt };
+      writeJsonDurably(this.#verifyFile, this.#verify);
+    }
+  }
+
+  /** Forgets the baseline of the drive served now: the next sync is a full one, and says why. */
+  async #distrust(): Promise<void> {
+    this.#pair?.tracker.forget('a verify found a difference after a changed-block sync: the tracker missed writes');
+  }
+
+  async refreshDirty(): Promise<number | null> {
+    const p = this.#pair;
+    try {
+      this.#dirty = p?.daemon.running ? await p.tracker.dirtyBytes() : null;
+    } catch {
+      this.#dirty = null;
+    }
+    if (this.#dirty !== null) this.metrics.inlineDirtyBytes.set(this.#dirty);
+    return this.#dirty;
+  }
+
+  status(): InlineStatus {
+    const p = this.#pair;
+    return {
+      mode: 'inline',
+      hostUri: this.hostUri,
+      bay: p?.bay ?? null,
+      running: p?.daemon.running ?? false,
+      generation: this.#generations + (p?.daemon.generation ?? 0),
+      dirtyBytes: this.#dirty,
+      changedSyncsSinceVerify: this.#verify.changedSyncsSinceVerify,
+    };
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * Inline mode's failover and faults, with the real qemu-storage-daemon: the
+ * export is re-pointed to the standby's drive while the host is off (same
+ * address, same export name), roles swap, the host's writes land on the new
+ * active drive, re-protect copies back through the same engine;
+ * qemu-storage-daemon crashing under a sync is restarted at the same address
+ * and the next sync copies the whole drive, saying why.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { makeDaemon, openEvents, waitJob, waitFor, idle, sha, type TestDaemon } from './support/harness.ts';
+import { requireEnv } from '../support/require.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const status = async (d: TestDaemon) => (await d.api('GET', '/api/status')).body;
+const tools = { tools: ['qemu-storage-daemon', 'qemu-img'] };
+
+async function runJob(d: TestDaemon, path: string, body: Record<string, unknown>) {
+  const r = await d.api('POST', path, body);
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  const job = await waitJob(d, r.body.id, 60_000);
+  assert.is(job.state, 'done', JSON.stringify(job.error));
+  return job;
+}
+
+test('failover in inline mode: the export is re-pointed to the standby with the same address, roles swap, the host writes to the new active drive, re-protect copies back', async () => {
+  if (!requireEnv('inline mode failover', tools)) return;
+  const d = await makeDaemon({ mode: 'inline' });
+  try {
+    await idle(d);
+    await waitFor(async () => (await status(d)).host.lastHeartbeat?.bay === 'A', 10_000, 'host running on A');
+    await d.api('POST', '/api/sim/host/write', { mib: 2 });
+    await runJob(d, '/api/sync', { mode: 'changed' });
+    const before = await status(d);
+    const uri = before.inline.hostUri;
+    const es = openEvents(d.url, d.token);
+    await es.ready;
+    const fo = await d.api('POST', '/api/failover', {});
+    assert.is(fo.status, 202, JSON.stringify(fo.body));
+    const step = await es.wait((e) => e.event === 'switch.step' && e.data.data.step === 'drive connected', 20_000);
+    assert.is(step.data.data.to, 'B');
+    await es.wait((e) => e.event === 'boot' && e.data.data.bay === 'B' && e.data.data.status === 'confirmed', 20_000);
+    es.close();
+    let s = await status(d);
+    assert.is(s.active, 'B');
+    assert.is(s.inline.bay, 'B', 'the export serves the new active drive');
+    assert.is(s.inline.hostUri, uri, 'at the same address and name');
+    assert.is(s.inline.running, true);
+    assert.is(s.host.bootedFrom, 'B');
+    assert.equal((d.app.rig as any).board.violations, []);
+
+    // The host now writes the drive in bay B through the same export.
+    const a0 = sha(s.drives.A.path);
+    const b0 = sha(s.drives.B.path);
+    const w = await d.api('POST', '/api/sim/host/write', { mib: 1 });
+    assert.is(w.body.bay, 'B');
+    assert.is(w.body.through, uri);
+    assert.is(sha(s.drives.A.path), a0, 'the old active drive is untouched');
+    assert.is.not(sha(s.drives.B.path), b0);
+
+    // Re-protect copies B back onto A; the tracker of B has no baseline yet, so it is a full sync that says why.
+    const rp = await runJob(d, '/api/reprotect', {});
+    assert.is.not(rp.result.mode, 'changed');
+    assert.match(rp.result.notes.join('\n'), /changed-block mode not possible/);
+    s = await status(d);
+    assert.is(s.standbyState, 'consistent');
+    assert.is(sha(s.drives.A.path), sha(s.drives.B.path));
+    // From here on B's bitmap is the baseline: a changed sync copies only what the host writes.
+    await d.api('POST', '/api/sim/host/write', { mib: 1 });
+    const next = await runJob(d, '/api/sync', {});
+    assert.is(next.result.mode, 'changed');
+    assert.ok(next.result.bytesTotal > 0 && next.result.bytesTotal <= 1024 * 1024);
+    s = await status(d);
+    assert.is(sha(s.drives.A.path), sha(s.drives.B.path));
+  } finally {
+    await d.stop();
+  }
+});
+
+test('qemu-storage-daemon crashing under a sync: an alert, the export restarted at the same address, the copy completes from the raw drive, and the next sync copies the whole drive saying why', async () => {
+  if (!requireEnv('inline mode crash', tools)) return;
+  const d = await makeDaemon({ mode: 'inline', sim: { bridgeMiBps: 48 } });
+  try {
+    await idle(d, 60_000);
+    await d.api('POST', '/api/sim/host/write', { mib: 8 });
+    const es = openEvents(d.url, d.token, '?types=alert');
+    await es.ready;
+    const pair = d.app.inline!.pair!;
+    const uri = d.app.inline!.hostUri;
+    const restarted = new Promise((r) => pair.daemon.once('ready', r));
+    const r = await d.api('POST', '/api/sync', { mode: 'compare' });
+    await waitFor(async () => (await d.api('GET', `/api/jobs/${r.body.id}`)).body.progress?.percent > 5, 20_000, 'the sync under way');
+    pair.daemon.kill();
+    const alert = await es.wait((e) => e.event === 'alert' && e.data.data.code === 'export-crashed', 10_000);
+    assert.match(alert.data.data.message, /being restarted at nbd\+unix:\/\/\/system/);
+    await restarted;
+    es.close();
+    const job = await waitJob(d, r.body.id, 60_000);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.ok(job.log.some((l: { message: string }) => /changed-block tracking lost its bitmap|next sync copies the whole drive/.test(l.message)), JSON.stringify(job.log));
+    let s = await status(d);
+    assert.is(s.inline.hostUri, uri);
+    assert.is(s.inline.running, true);
+    assert.ok(s.inline.generation >= 2);
+    assert.is(s.standbyState, 'consistent');
+    assert.is(sha(s.drives.A.path), sha(s.drives.B.path));
+    // The host's writes still reach the drive through the restarted export.
+    const w = await d.api('POST', '/api/sim/host/write', { mib: 1 });
+    assert.is(w.status, 200);
+    const next = await runJob(d, '/api/sync', { mode: 'changed' });
+    assert.is(next.result.mode, 'manifest');
+    assert.match(next.result.notes.join('\n'), /changed-block mode not possible \(qemu-storage-daemon stopped without saving its dirty bitmap/);
+    s = await status(d);
+    assert.is(sha(s.drives.A.path), sha(s.drives.B.path));
+  } finally {
+    await d.stop();
+  }
+});
+
+test('a clean restart keeps the dirty bitmap (the next changed sync copies just the writes); a run in switched mode in between drops it, and the next inline sync says why', async () => {
+  if (!requireEnv('inline mode restart', tools)) return;
+  const dir = mkdtempSync(join(tmpdir(), 'dpsrd-inline-'));
+  try {
+    let d = await makeDaemon({ mode: 'inline' }, dir);
+    await idle(d);
+    await d.api('POST', '/api/sim/host/write', { mib: 1 });
+    const dirty = await d.app.inline!.refreshDirty();
+    await d.close();
+
+    d = await makeDaemon({ mode: 'inline' }, dir);
+    await idle(d);
+    assert.is(await d.app.inline!.refreshDirty(), dirty, 'the bitmap came back from the metadata file');
+    const kept = await runJob(d, '/api/sync', {});
+    assert.is(kept.result.mode, 'changed');
+    assert.is(kept.result.bytesTotal, dirty);
+    await d.close();
+
+    d = await makeDaemon({}, dir);
+    await idle(d);
+    assert.ok(d.logs.some((l) => /changed-block tracking of an earlier inline run was dropped/.test(l)));
+    await d.api('POST', '/api/sim/host/write', { mib: 1 });
+    await d.close();
+
+    d = await makeDaemon({ mode: 'inline' }, dir);
+    await idle(d);
+    const full = await runJob(d, '/api/sync', {});
+    assert.is(full.result.mode, 'manifest');
+    assert.match(full.result.notes.join('\n'), /changed-block mode not possible \(changed-block tracking has not run a full sync yet\)/);
+    const s = await status(d);
+    assert.is(sha(s.drives.A.path), sha(s.drives.B.path), 'the writes made in switched mode reached the standby');
+    await d.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();
