@@ -6,7 +6,7 @@
  * Every refusal comes before the job starts.
  */
 import { CancelledError, RefusedError } from '../../src/errors.ts';
-import { clone, sync, restore, verify, verifyHeadline, recover, type ChangedBlocks, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
+import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import type { DaemonConfig } from './config.ts';
 import type { InlineMode } from './inline.ts';
@@ -97,6 +97,13 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       const roles = jobs.roles;
       if (pair && pair.activeKey !== roles.keyOf(active)) throw new RefusedError(`the drive in bay ${active} is not the active drive of pair ${pair.id}`, { hint: 'GET /api/status shows the roles' });
       const newDrive = !pair || pair.standbyKey !== roles.keyOf(standby);
+      // Rotation: with several standbys the daemon cannot tell which one a new drive replaces, and forgetting the wrong pair loses an off-site backup's records.
+      const rotation = pair && newDrive ? standbysOf(store.pairs(), pair.activeKey) : [];
+      if (rotation.length > 1) {
+        throw new RefusedError(`bay ${standby} holds a drive none of the ${rotation.length} standbys of the active drive is (${rotation.map((p) => `${p.drives[p.standbyKey]?.lastPath} in pair ${p.id}`).join(', ')}), so it is not known which one it replaces`, {
+          hint: 'to add it as one more standby POST /api/clone with "addStandby": true; to replace one, forget that pair first (`dpsr forget <pair-id>`), then re-protect',
+        });
+      }
       return {
         options: { source: active, target: standby, newDrive, window },
         run: async (ctx, source) => {

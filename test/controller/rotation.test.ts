@@ -23,7 +23,7 @@ function dpsr(args: string[], stateDir: string): Promise<{ code: number | null; 
   });
 }
 
-test('a second standby in the bay: the clone asks for addStandby, then syncs go to it; both standbys show in the status', async () => {
+test('a second standby in the bay: the clone asks for addStandby, then syncs go to it; both standbys show in the status; an unknown third drive is not taken for either', async () => {
   const d = await makeDaemon();
   try {
     await idle(d);
@@ -57,6 +57,16 @@ test('a second standby in the bay: the clone asks for addStandby, then syncs go 
     assert.is(text.code, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`standby ${first.path} \\(pair ${first.pairId}\\) not in a bay, age \\d+ s`));
     assert.match(text.stdout, new RegExp(`standby ${s.drives.B.path} \\(pair ${s.pairId}\\) in its bay, age \\d+ s`));
+    // A third, unknown drive in the bay: re-protect cannot tell which standby it replaces, and forgets none.
+    assert.is((await d.api('POST', '/api/sim/drive/B/pull', {})).status, 200);
+    assert.is((await d.api('POST', '/api/sim/drive/B/insert', { replacement: true })).status, 200);
+    const rp = await d.api('POST', '/api/reprotect', {});
+    assert.is(rp.status, 409, JSON.stringify(rp.body));
+    assert.match(rp.body.error.message, /none of the 2 standbys of the active drive/);
+    assert.match(rp.body.error.hint, /addStandby/);
+    s = (await d.api('GET', '/api/status')).body;
+    assert.is(s.standbys.length, 2);
+    assert.ok(s.standbys.every((x: { present: boolean }) => !x.present));
   } finally {
     await d.stop();
   }
