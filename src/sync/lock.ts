@@ -123,6 +123,27 @@ export function isLockHeld(name: string): boolean {
   return false;
 }
 
+/** The held names that start with `prefix` (e.g. every reader of a drive), from the same kernel list as isLockHeld. */
+export function heldNamesUnder(prefix: string): string[] {
+  checkName(prefix);
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/unix', 'latin1');
+  } catch (e) {
+    throw new DeviceError(`cannot read /proc/net/unix to see who holds ${prefix}…: ${(e as Error).message}`, { cause: e });
+  }
+  const wanted = ` @${PREFIX}${prefix}`;
+  const names = new Set<string>();
+  for (const name of heldHere.keys()) if (name.startsWith(prefix)) names.add(name);
+  for (const line of table.split('\n')) {
+    const at = line.indexOf(wanted);
+    if (at < 0) continue;
+    // The name runs to the end of the line, padded with '@' (NULs); a name never holds '@'.
+    names.add(line.slice(at + 2 + PREFIX.length).replace(/@+$/, ''));
+  }
+  return [...names];
+}
+
 /** Asks the holder of `name` who it is; null when nobody answers within `timeoutMs`. */
 export function queryLockOwner(name: string, timeoutMs = 1000): Promise<LockOwner | null> {
   checkName(name);

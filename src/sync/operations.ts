@@ -27,7 +27,7 @@ import { UndoJournal, rollBack, removeJournal, scanJournal, JournalFullError } f
 import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
-import { acquirePairLock, acquireDriveLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
+import { acquirePairLock, acquireDriveLock, acquireDriveReadLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
 import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import { ensureSpaceReserve, NoSpaceError } from '../durable-file.ts';
 import { recoverMigration } from './migrate.ts';
@@ -246,24 +246,25 @@ function stateUnderLock(pair: PairRecord): StandbyState {
 
 /**
  * The locks of a copy or recovery, taken before anything is opened for
- * writing: the pair's (one copy per pair) and the target drive's (no second
- * writer on it from any state directory).
+ * writing: the pair's (one copy per pair), the target drive's (no second
+ * writer on it from any state directory) and, for a copy, a read lock on the
+ * source (nobody writes it while it is copied).
  */
-async function lockForWriting(stateDir: string, pairId: string, targetLoc: DriveLocation, what: string): Promise<Lock> {
-  const pairLock = await acquirePairLock(stateDir, pairId, what);
-  let driveLock: Lock;
+async function lockForWriting(stateDir: string, pairId: string, targetLoc: DriveLocation, what: string, sourceLoc?: DriveLocation): Promise<Lock> {
+  const held: Lock[] = [];
   try {
-    driveLock = await acquireDriveLock(targetLoc, what);
+    held.push(await acquirePairLock(stateDir, pairId, what));
+    held.push(await acquireDriveLock(targetLoc, what));
+    if (sourceLoc) held.push(await acquireDriveReadLock(sourceLoc, what));
   } catch (e) {
-    pairLock.release();
+    for (const l of held.reverse()) l.release();
     throw e;
   }
   return {
-    name: `${pairLock.name} ${driveLock.name}`,
-    owner: pairLock.owner,
+    name: held.map((l) => l.name).join(' '),
+    owner: held[0]!.owner,
     release() {
-      driveLock.release();
-      pairLock.release();
+      for (const l of [...held].reverse()) l.release();
     },
   };
 }
@@ -329,7 +330,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       const targetFacts = factsOf(targetLoc, look);
       const known = new PairStore(req.stateDir).pairFor(sourceFacts.key, targetFacts.key);
       const pairId = known?.id ?? pairIdFor(sourceFacts.key, targetFacts.key);
-      const locks = await lockForWriting(req.stateDir, pairId, targetLoc, `${requestedKind} onto ${targetLoc.requested}`);
+      const locks = await lockForWriting(req.stateDir, pairId, targetLoc, `${requestedKind} onto ${targetLoc.requested}`, sourceLoc);
       release = () => locks.release();
       // Read under the pair's lock, so the decision rests on records no other copy is changing.
       store = new PairStore(req.stateDir);
@@ -595,6 +596,25 @@ function explainInterrupted(e: unknown, plan: CopyPlan, source: string, target: 
 /** Compares two drives and lists every differing range. Opens both read-only. */
 export async function verify(req: CommonRequest & { source: string; target: string; partitions?: readonly number[] }): Promise<VerifyReport> {
   const partitions = parsePartitions(req.partitions);
+  // Neither drive may be written while it is compared: the differences found would be of neither content.
+  const what = `verify of ${req.source} against ${req.target}`;
+  const sourceLock = await acquireDriveReadLock(locateDrive(req.source), what);
+  let targetLock: Lock;
+  try {
+    targetLock = await acquireDriveReadLock(locateDrive(req.target), what);
+  } catch (e) {
+    sourceLock.release();
+    throw e;
+  }
+  try {
+    return await verifyLocked(req, partitions);
+  } finally {
+    targetLock.release();
+    sourceLock.release();
+  }
+}
+
+async function verifyLocked(req: CommonRequest & { source: string; target: string }, partitions: number[]): Promise<VerifyReport> {
   const opened = await openBoth(req, false);
   const notes: string[] = [];
   try {

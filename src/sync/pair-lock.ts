@@ -1,7 +1,8 @@
 /**
  * The locks of rule 9, named: one per state directory for the daemon, one
  * per state-directory transaction, one per pair for a copy (or a recovery),
- * and one on each drive being written. Built on lock.ts (abstract unix
+ * one on each drive being written, and a shared one on each drive a copy or a
+ * verify reads. Built on lock.ts (abstract unix
  * sockets the kernel releases when the owner dies).
  *
  * A state directory is known by its device and inode numbers, a drive by the
@@ -9,11 +10,12 @@
  * disk, and both for a loop device over a file: see storageKeys), never by a
  * path string.
  */
+import { createHash } from 'node:crypto';
 import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { storageKeys, type DriveLocation } from '../sata-bridge/index.ts';
 import { BusyError, DeviceError } from '../errors.ts';
-import { acquireLock, isLockHeld, tryLock, withLockSync, type Lock } from './lock.ts';
+import { acquireLock, describeOwner, heldNamesUnder, isLockHeld, queryLockOwner, tryLock, withLockSync, type Lock } from './lock.ts';
 
 /** "dev:ino" of a state directory. */
 export function stateDirKey(dir: string): string {
@@ -25,11 +27,19 @@ export function stateDirKey(dir: string): string {
   }
 }
 
+/** A storage key as a lock name: hashed, since an NBD address or a file path may hold characters or a length a name cannot. */
+const storageName = (key: string) => `storage/${createHash('sha256').update(key).digest('hex').slice(0, 32)}`;
+let readers = 0;
+
 const names = {
   daemon: (dirKey: string) => `state/${dirKey}/daemon`,
   transaction: (dirKey: string) => `state/${dirKey}/txn`,
   pair: (dirKey: string, pairId: string) => `state/${dirKey}/pair/${pairId}`,
-  storage: (key: string) => `storage/${key}`,
+  /** The one writer of a drive. */
+  storage: storageName,
+  /** Each reader of a drive has its own name under this prefix, so readers do not exclude each other. */
+  readers: (key: string) => `${storageName(key)}/r/`,
+  reader: (key: string) => `${storageName(key)}/r/${process.pid}.${readers++}`,
 };
 
 /**
@@ -77,7 +87,9 @@ export function pairLockHeld(stateDir: string, pairId: string): boolean {
 /**
  * The write lock of a drive, whatever state directory its writer uses: every
  * storage key of the location is taken, so a loop device and its backing
- * file exclude each other. Released together by the returned lock.
+ * file exclude each other. A drive that a copy or a verify reads now is
+ * refused too (BusyError): what it reads would be neither the old content nor
+ * the new. Released together by the returned lock.
  */
 export async function acquireDriveLock(loc: DriveLocation, what: string): Promise<Lock> {
   const keys = [...storageKeys(loc)].sort();
@@ -93,11 +105,47 @@ export async function acquireDriveLock(loc: DriveLocation, what: string): Promis
           { drive: loc.requested },
         ),
       );
+      // Taken first, looked for readers after: a reader binds its name before it looks for the writer, so of a
+      // reader and a writer racing, at least one sees the other.
+      const reading = heldNamesUnder(names.readers(key));
+      if (reading.length > 0) {
+        const owner = describeOwner(await queryLockOwner(reading[0]!));
+        throw new BusyError(`${loc.requested} is being read by ${owner}`, { hint: 'wait for that copy or verify to finish: writing a drive while it is read gives a copy of neither its old nor its new content' });
+      }
     }
   } catch (e) {
     for (const l of held) l.release();
     throw e;
   }
+  return combined(held);
+}
+
+/**
+ * The read lock of a drive that a copy or a verify reads from start to end:
+ * readers share it, a writer excludes it (acquireDriveLock). Throws BusyError
+ * while a copy writes the drive, naming it.
+ */
+export async function acquireDriveReadLock(loc: DriveLocation, what: string): Promise<Lock> {
+  const keys = [...storageKeys(loc)].sort();
+  const held: Lock[] = [];
+  try {
+    for (const key of keys) {
+      const lock = tryLock(names.reader(key), what, { drive: loc.requested });
+      if (!lock) throw new DeviceError(`internal: a reader's own lock name of ${loc.requested} was taken`);
+      held.push(lock);
+      if (isLockHeld(names.storage(key))) {
+        const owner = describeOwner(await queryLockOwner(names.storage(key)));
+        throw new BusyError(`${loc.requested} is being written by ${owner}`, { hint: 'wait for that copy to finish: reading a drive while it is written gives a copy of neither its old nor its new content' });
+      }
+    }
+  } catch (e) {
+    for (const l of held) l.release();
+    throw e;
+  }
+  return combined(held);
+}
+
+function combined(held: Lock[]): Lock {
   return {
     name: held.map((l) => l.name).join(' '),
     owner: held[0]!.owner,

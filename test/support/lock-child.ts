@@ -3,11 +3,12 @@
  *   hold NAME                 takes the lock, prints "held PID", waits to be killed
  *   contend NAME              waits for a line on stdin, tries the lock once, prints "won" or "lost", waits for stdin to end
  *   sync-hang STATE SRC TGT   a sync whose target stops answering after two writes (prints "writing PID")
+ *   clone-hang STATE SRC TGT  the same with a clone
  *   recover STATE TGT         a recovery; prints its message or the error
  *   bump STATE PAIR N         N transactions, each adding one to the pair's lastSync.bytesWritten
  */
 import { openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
-import { sync, recover, tryLock, PairStore } from '../../src/sync/index.ts';
+import { clone, sync, recover, tryLock, PairStore } from '../../src/sync/index.ts';
 
 const [command, ...args] = process.argv.slice(2) as [string, ...string[]];
 
@@ -43,13 +44,13 @@ if (command === 'hold') {
     process.stdout.write(lock ? 'won\n' : 'lost\n');
   });
   process.stdin.on('end', () => process.exit(0));
-} else if (command === 'sync-hang') {
+} else if (command === 'sync-hang' || command === 'clone-hang') {
   const [stateDir, source, target] = args as [string, string, string];
   const openDevice = async (loc: DriveLocation, options: OpenDriveOptions) => {
     const dev = await openLocated(loc, options);
     return options.write ? hangingTarget(dev) : dev;
   };
-  await sync({ stateDir, source, target, openDevice, chunkSize: 64 * 1024, inFlight: 1, batchBytes: 64 * 1024 });
+  await (command === 'clone-hang' ? clone : sync)({ stateDir, source, target, openDevice, chunkSize: 64 * 1024, inFlight: 1, batchBytes: 64 * 1024 });
 } else if (command === 'recover') {
   const [stateDir, target] = args as [string, string];
   try {

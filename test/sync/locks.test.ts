@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { clone, sync, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner } from '../../src/sync/index.ts';
+import { clone, sync, verify, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner } from '../../src/sync/index.ts';
 import { BusyError, RefusedError } from '../../src/errors.ts';
 import { driveKeyOf, locateDrive } from '../../src/sata-bridge/index.ts';
 import { randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
@@ -167,6 +167,44 @@ test('a running copy holds its pair and its target: a second copy or a recovery 
   const r = await recover({ stateDir, target: b });
   assert.is(r.action, 'rolled-back');
   assert.is(sha256File(b), backup);
+});
+
+test('a drive a running copy reads is not written by another copy meanwhile, from any state directory, nor read while another copy writes it', async () => {
+  const stateDir = join(dir, 'state-reading');
+  const other = join(dir, 'state-reading-other');
+  const { a, b } = await pairUp(stateDir);
+  const c = randomImage(join(dir, 'c-reading.img'), 4 * MiB, 98);
+  // A sync reads a (and writes b); a clone from another state directory wants to write a.
+  const reader = await startChild(process.execPath, childArgs('sync-hang', stateDir, a, b), /^writing/);
+  try {
+    const readerPid = Number(reader.line.split(' ')[1]);
+    const aBefore = sha256File(a);
+    const writeSource = await rejects(clone({ stateDir: other, source: c, target: a }));
+    assert.instance(writeSource, BusyError);
+    assert.match((writeSource as Error).message, new RegExp(`${a} is being read by process ${readerPid}`));
+    assert.is(sha256File(a), aBefore, 'the source the sync reads is unchanged');
+    // Reading it too is no conflict: a verify of the same drives runs.
+    assert.is((await verify({ stateDir, source: a, target: c })).identical, false);
+  } finally {
+    reader.child.kill('SIGKILL');
+    await exited(reader.child);
+  }
+  await recover({ stateDir, target: b });
+
+  // The other way round: a clone from another state directory writes a; a sync that would read it is refused, and so is a verify.
+  const writer = await startChild(process.execPath, childArgs('clone-hang', other, c, a), /^writing/);
+  try {
+    const writerPid = Number(writer.line.split(' ')[1]);
+    const bBefore = sha256File(b);
+    const readSource = await rejects(sync({ stateDir, source: a, target: b }));
+    assert.instance(readSource, BusyError);
+    assert.match((readSource as Error).message, new RegExp(`${a} is being written by process ${writerPid}`));
+    assert.is(sha256File(b), bBefore, 'the refused sync wrote nothing');
+    assert.instance(await rejects(verify({ stateDir, source: a, target: b })), BusyError);
+  } finally {
+    writer.child.kill('SIGKILL');
+    await exited(writer.child);
+  }
 });
 
 test('case r02: two syncs of two pairs in one state directory keep both records; the crashed one recovers byte-exact', async () => {
