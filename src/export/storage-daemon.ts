@@ -21,8 +21,8 @@
  * written at a clean stop and loaded at the next start.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -220,13 +220,22 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
 
   private async createMetadata(): Promise<void> {
     const size = await this.driveSize();
+    const meta = this.options.metadata!;
+    // `qemu-img create -o data_file=F` creates F as a new file: over the drive it would truncate it to nothing.
+    // The qcow2 file is made against a placeholder in a folder of its own; the graph names the real data file
+    // when it opens it (`data-file`), so the placeholder's name in the header is never used.
+    const scratch = mkdtempSync(join(dirname(meta), '.bitmaps-'));
     try {
       // data_file_raw: the data file stays a plain raw disk, readable and bootable without the qcow2 file.
-      await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${this.options.drive},data_file_raw=on`, this.options.metadata!, String(size)]);
+      await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${join(scratch, 'placeholder.raw')},data_file_raw=on`, join(scratch, 'bitmaps.qcow2'), String(size)]);
+      renameSync(join(scratch, 'bitmaps.qcow2'), meta);
     } catch (e) {
-      throw new DeviceError(`cannot create the bitmap metadata file ${this.options.metadata}: ${(e as { stderr?: string }).stderr ?? (e as Error).message}`, { cause: e });
+      throw new DeviceError(`cannot create the bitmap metadata file ${meta}: ${(e as { stderr?: string }).stderr ?? (e as Error).message}`, { cause: e });
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
     }
   }
+
 
   private async driveSize(): Promise<number> {
     const st = statSync(this.options.drive);

@@ -7,7 +7,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDaemon, openEvents, waitJob, waitFor, idle, sha, type TestDaemon } from './support/harness.ts';
 import { requireEnv } from '../support/require.ts';
@@ -41,6 +41,12 @@ test('inline mode: status shows the export, host writes go through it and show a
     assert.is(s.inline.running, true);
     assert.is(s.inline.hostUri, `nbd+unix:///system?socket=${join(d.dir, 'inline', 'nbd.sock')}`);
     assert.ok(existsSync(join(d.dir, 'inline', 'nbd.sock')));
+    // The bitmap metadata file was made beside the drive, which still holds the system the rig built (its GPT).
+    const gpt = Buffer.alloc(8);
+    const fd = openSync(s.drives.A.path, 'r');
+    readSync(fd, gpt, 0, 8, 512);
+    closeSync(fd);
+    assert.is(gpt.toString('latin1'), 'EFI PART');
     // The first clone ran in an epoch: its bitmap is the baseline, which has recorded nothing yet.
     assert.is(await d.app.inline!.refreshDirty(), 0);
 

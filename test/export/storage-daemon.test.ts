@@ -129,6 +129,32 @@ test('the daemon builds file → active → top, exports top writable to the hos
   }
 });
 
+test('the qcow2 bitmap metadata file is made beside the drive without touching it: its bytes are the same after the first start, read through the export as they are, and the drive stays a plain raw disk', async () => {
+  if (!haveQsd) return;
+  const runDir = join(dir, 'meta');
+  mkdirSync(runDir, { recursive: true });
+  const drive = randomImage(join(runDir, 'drive.img'), 16 * MiB, 21);
+  const before = readFileSync(drive);
+  const metadata = join(runDir, 'state', 'bitmaps.qcow2');
+  mkdirSync(join(runDir, 'state'));
+  const daemon = new StorageDaemon({ drive, runDir, listen: { unix: join(runDir, 'nbd.sock') }, exportName: 'sys', metadata });
+  await daemon.start();
+  try {
+    assert.ok(readFileSync(drive).equals(before), 'the drive holds what it held before the metadata file was made');
+    const host = await NbdDrive.open(daemon.hostUri);
+    const buf = Buffer.alloc(16 * MiB);
+    await host.read(buf, 0);
+    await host.close();
+    assert.ok(buf.equals(before), 'the export serves the drive as it is');
+    const nodes = await daemon.qmp.execute<{ 'node-name': string; drv: string }[]>('query-named-block-nodes', { flat: true });
+    assert.is(nodes.find((x) => x['node-name'] === ACTIVE_NODE)?.drv, 'qcow2');
+  } finally {
+    await daemon.stop();
+  }
+  assert.equal(readdirSync(join(runDir, 'state')), ['bitmaps.qcow2'], 'no scratch left beside it');
+  assert.ok(readFileSync(drive).equals(before));
+});
+
 test('a crash restarts the daemon with the same export at the same address and the same disk', async () => {
   if (!haveQsd) return;
   const { daemon } = daemonFor('crash', { restartDelayMs: 50 });
