@@ -16,12 +16,12 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { locateDrive, openLocated, sameStorage, DeviceWrapper, driveKeyOf, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../sata-bridge/index.ts';
 import { readLayout, planPartitionMove, writePartitionEntry, formatExactBytes, type PartitionMovePlan } from '../disk-layout/index.ts';
-import { BadInputError, RefusedError, isDpsrError } from '../errors.ts';
+import { BadInputError, DeviceError, RefusedError, isDpsrError } from '../errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../durable-file.ts';
 import { runEngine, DEFAULT_CHUNK } from './engine.ts';
 import { UndoJournal, rollBack, removeJournal } from './undo-journal.ts';
 import { JournaledDevice } from './journaled-device.ts';
-import { acquireDriveLock } from './pair-lock.ts';
+import { acquireDriveLock, acquireDriveReadLock } from './pair-lock.ts';
 import { defaultJournalBudget, refuseInUse } from './target-use.ts';
 import { PairStore } from './pair-state.ts';
 import type { CommonRequest } from './operations.ts';
@@ -140,7 +140,19 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
         await look.close();
       }
     }
-    lock = await acquireDriveLock(targetLoc, `migration onto ${req.target}`);
+    const what = `migration onto ${req.target}`;
+    const writeLock = await acquireDriveLock(targetLoc, what);
+    // The partition is read from start to end: nobody may write the source meanwhile.
+    const readLock = await acquireDriveReadLock(sourceLoc, what).catch((e: unknown) => {
+      writeLock.release();
+      throw e;
+    });
+    lock = {
+      release() {
+        readLock.release();
+        writeLock.release();
+      },
+    };
     target = await open(targetLoc, { write: true, ...openOptions });
     if (target.identity.key !== targetKey) throw new RefusedError(`the target ${req.target} changed while the migration was planned`, { hint: 'nothing was written; run it again' });
 
@@ -165,7 +177,8 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
         onChunkDone: req.onChunkDone,
         batchBytes: req.batchBytes,
       });
-      if (result.unreadable.length) throw new RefusedError(`${result.unreadable.length} range(s) of partition ${req.partition} on ${req.source} could not be read`, { hint: 'the partition is not entered into the target\'s table; copy its files off the failing source instead' });
+      // Not a refusal: the rest of the partition is written already (the hint below adds the way back).
+      if (result.unreadable.length) throw new DeviceError(`${result.unreadable.length} range(s) of partition ${req.partition} on ${req.source} could not be read`, { fault: 'media', hint: 'the partition is not entered into the target\'s table; copy its files off the failing source instead' });
       await writePartitionEntry(new JournaledDevice(target, journal), plan.entry);
       await target.flush();
       await journal.close();

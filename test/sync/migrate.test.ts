@@ -10,8 +10,9 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { planPartitionMove, type DiskLayout, type Partition } from '../../src/disk-layout/index.ts';
-import { migrate, sync, recover, PairStore } from '../../src/sync/index.ts';
-import { RefusedError } from '../../src/errors.ts';
+import { migrate, clone, sync, recover, PairStore } from '../../src/sync/index.ts';
+import { BusyError, DeviceError, RefusedError } from '../../src/errors.ts';
+import { FaultyDevice, openLocated } from '../../src/sata-bridge/index.ts';
 import { fsckPartition, partitionedImage, sha256File, sha256Range, sparseImage, tempDir, writeExt4File } from '../support/images.ts';
 import { rejection } from '../support/assert-async.ts';
 import { requireEnv } from '../support/require.ts';
@@ -213,6 +214,72 @@ test('an interrupted migration is rolled back byte-exact by recover, and refused
   assert.is(sha256File(small), before);
   const done = await migrate({ stateDir: sd, source: big.path, partition: 1, target: small });
   assert.is(done.newPartition, 1);
+});
+
+test('unreadable sectors in the partition stop the migration as a failed operation (not a refusal: it wrote already), and recover rolls the target back', async () => {
+  if (!requireEnv('migrate bad sectors', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const big = partitionedImage(dir, 'big-bad.img', { scheme: 'gpt', sizeMiB: 64 });
+  const small = emptyTable('small-bad.img', 40, 'gpt');
+  const before = sha256File(small);
+  const sd = stateDir();
+  const bad = big.partitions[0]!.start / S + 2048;
+  const err = await rejection(
+    migrate({
+      stateDir: sd,
+      source: big.path,
+      partition: 1,
+      target: small,
+      chunkSize: MiB,
+      retries: 0,
+      openDevice: async (loc, options) => {
+        const dev = await openLocated(loc, options);
+        return options.write ? dev : new FaultyDevice(dev, { badReadLbas: [bad] });
+      },
+    }),
+  );
+  assert.not.instance(err, RefusedError);
+  assert.instance(err, DeviceError);
+  assert.match((err as Error).message, /could not be read/);
+  assert.match((err as DeviceError).hint ?? '', /dpsr recover/);
+  await recover({ stateDir: sd, target: small });
+  assert.is(sha256File(small), before);
+});
+
+test('a migration does not read its partition off a drive another copy is writing: refused as busy, nothing written', async () => {
+  if (!requireEnv('migrate locks', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const big = partitionedImage(dir, 'big-lock.img', { scheme: 'gpt', sizeMiB: 64 });
+  const small = emptyTable('small-lock.img', 40, 'gpt');
+  const sd = stateDir();
+  // A clone onto big is waiting at its first write (it holds the write lock on big): reading big is refused.
+  const other = emptyTable('other-lock.img', 64, 'gpt');
+  let letGo!: () => void;
+  const gate = new Promise<void>((r) => (letGo = r));
+  let reached!: () => void;
+  const writing = new Promise<void>((r) => (reached = r));
+  const running = clone({
+    stateDir: stateDir(),
+    source: other,
+    target: big.path,
+    openDevice: async (loc, options) => {
+      const dev = await openLocated(loc, options);
+      if (!options.write) return dev;
+      return new Proxy(dev, {
+        get(obj, prop, receiver) {
+          if (prop === 'write') return async (b: Uint8Array, p: number, l?: number) => (reached(), await gate, obj.write(b, p, l));
+          const v = Reflect.get(obj, prop, receiver);
+          return typeof v === 'function' ? v.bind(obj) : v;
+        },
+      });
+    },
+  });
+  await writing;
+  const before = sha256File(small);
+  const busy = await rejection(migrate({ stateDir: sd, source: big.path, partition: 1, target: small }));
+  letGo();
+  await running;
+  assert.instance(busy, BusyError);
+  assert.match((busy as Error).message, /big-lock\.img is being written by process/);
+  assert.is(sha256File(small), before, 'nothing was written');
 });
 
 test('the RAID boot case: the boot partition moved off a larger disk onto a small system drive, which becomes the active drive of a new pair', async () => {
