@@ -43,6 +43,12 @@ export interface RigOptions {
   /** Simulated bridge speed (sim rig only; the real bridges are as fast as they are). */
   bridgeMiBps?: number;
   recovery?: { interrupted?: 'resume' | 'rollback' };
+  /**
+   * Inline mode (sim rig only): the controller serves the selected bay's
+   * drive over NBD (qemu-storage-daemon) and the host boots from that export
+   * instead of a drive file on its port.
+   */
+  inline?: boolean;
 }
 
 /** The agent's side of the host: the same calls on QEMU's stdio and on a real serial console. */
@@ -276,6 +282,7 @@ export class SimulatedRig extends Rig {
       ...this.baseConfig(),
       rig: 'sim',
       sim: { host: 'external', systemImage: this.image.path, driveSizeMiB: Math.ceil(this.image.sizeBytes / 1024 / 1024), bridgeMiBps: this.opts.bridgeMiBps ?? 0, initialClone: true },
+      ...(this.opts.inline ? { mode: 'inline' } : {}),
     };
     const configFile = join(this.dir, 'dpsrd.json');
     writeFileSync(configFile, JSON.stringify(config, null, 2));
@@ -310,9 +317,14 @@ export class SimulatedRig extends Rig {
     else if (e.type === 'drive' && e.data.action === 'pulled') this.host.driveGone(e.data.bay);
   }
 
-  /** Which drive file the relays connect to the host port, from the controller's read-back. */
+  /**
+   * Which drive file the relays connect to the host port, from the
+   * controller's read-back; in inline mode the controller's NBD export and
+   * the bay whose drive it serves.
+   */
   private async driveOnHost(): Promise<DriveOnPort | null> {
     const s = await this.dpsrd.status();
+    if (s.mode === 'inline') return s.inline.running && s.inline.bay ? { bay: s.inline.bay, path: s.inline.hostUri } : null;
     const r = s.relays;
     const onHost: Bay[] = [];
     if (!r.muxA) onHost.push('A');
