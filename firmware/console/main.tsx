@@ -5,7 +5,7 @@
  * serves one page only.
  */
 import { render } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useErrorBoundary, useState } from 'preact/hooks';
 import { ApiError, currentSession, login, logout, onUnauthorized } from './api.ts';
 import * as store from './store.ts';
 import { ErrorBox, type Route } from './ui.tsx';
@@ -72,6 +72,22 @@ function Login({ onDone }: { onDone: () => void }) {
   );
 }
 
+/** A page that fails to render says so and leaves the rest of the console working. */
+function Guarded({ view: View, route }: { view: (p: { route: Route }) => preact.JSX.Element; route: Route }) {
+  const [error, reset] = useErrorBoundary((e) => console.error(e));
+  if (error) {
+    return (
+      <div>
+        <ErrorBox error={{ message: `This page failed: ${(error as Error).message ?? String(error)}`, hint: 'the other pages still work; reload to try again' }} />
+        <button type="button" onClick={reset}>
+          Try again
+        </button>
+      </div>
+    );
+  }
+  return <View route={route} />;
+}
+
 function Shell({ onLogout }: { onLogout: () => void }) {
   const route = useRoute();
   const snap = store.useSnapshot();
@@ -100,7 +116,7 @@ function Shell({ onLogout }: { onLogout: () => void }) {
       <main id="main" tabIndex={-1}>
         <h1>{page.title}</h1>
         {snap.error && <ErrorBox error={snap.error} />}
-        <View route={route} />
+        <Guarded key={page.id} view={View} route={route} />
       </main>
     </>
   );

@@ -31,6 +31,8 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let password: string;
+/** Script errors of the console's pages: any fails the last test. */
+const pageErrors: string[] = [];
 
 async function shot(name: string, p: Page = page): Promise<void> {
   await p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
@@ -53,7 +55,7 @@ test.before(async () => {
   browser = await chromium.launch({ executablePath: CHROMIUM, args: isRoot ? ['--no-sandbox'] : [] });
   context = await browser.newContext({ viewport: { width: 1280, height: 860 }, acceptDownloads: true });
   page = await context.newPage();
-  page.on('pageerror', (e) => console.log(`console page error: ${e.message}`));
+  context.on('weberror', (e) => pageErrors.push(e.error().message));
 });
 test.after(async () => {
   await browser?.close();
@@ -116,7 +118,7 @@ test('with the host off, a changed file has its ≠ and a deleted file shows onl
   removeExt4File(active, 1, '/etc/os-release', tmp);
 
   await page.goto(`${d.url}/#/explorer?partition=2&path=/`);
-  await page.getByRole('link', { name: '📁 etc/' }).first().click();
+  await page.getByRole('link', { name: 'etc/', exact: true }).first().click();
   await page.locator('.crumbs').getByText('etc').waitFor();
   const changed = page.locator('.row[data-name="hostname"]');
   await changed.waitFor();
@@ -134,6 +136,21 @@ test('with the host off, a changed file has its ≠ and a deleted file shows onl
   const added = page.locator('.row[data-name="motd"]');
   assert.is(await added.getAttribute('data-state'), 'only-active');
   assert.is(await added.locator('.cell.standby.empty').count(), 1);
+
+  // The whole-tree walk from the root finds the same three, with links to their folder.
+  await page.goto(`${d.url}/#/explorer?partition=2&path=/`);
+  await page.getByRole('button', { name: 'Find all differences' }).click();
+  await page.getByRole('status').filter({ hasText: /^3 differences/ }).waitFor({ timeout: 30_000 });
+  const walk = page.locator('ul.walk-rows li');
+  assert.equal(await walk.evaluateAll((lis) => lis.map((li) => [li.getAttribute('data-state'), li.querySelector('a')!.textContent])), [
+    ['changed', '/etc/hostname'],
+    ['only-active', '/etc/motd'],
+    ['only-standby', '/etc/os-release'],
+  ]);
+  await shot('explorer-walk');
+  await walk.first().getByRole('link').click();
+  await page.locator('.crumbs').getByText('etc').waitFor();
+  await page.locator('.row[data-name="hostname"]').waitFor();
   await shot('explorer');
   const phone = await context.newPage();
   await phone.setViewportSize({ width: 390, height: 844 });
@@ -305,6 +322,11 @@ test('logging out ends the session', async () => {
   await page.getByLabel('Admin password').waitFor();
   const r = await page.request.get(`${d.url}/api/status`);
   assert.is(r.status(), 401);
+});
+
+test('no page of the console threw a script error', () => {
+  if (!ok) return;
+  assert.equal(pageErrors, []);
 });
 
 test.run();

@@ -11,6 +11,7 @@ import { api, url } from '../api.ts';
 import { useSnapshot } from '../store.ts';
 import { bytes, when } from '../format.ts';
 import { ErrorBox, asError, go, useAction, type Route } from '../ui.tsx';
+import { JobProgress } from './overview.tsx';
 
 interface Entry {
   name: string;
@@ -75,7 +76,8 @@ function Cell({ e, side, partition, path, onOpen }: { e?: Entry; side: 'active' 
       <span class="name">
         {isDir ? (
           <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: full })}`} onClick={(ev) => (ev.preventDefault(), onOpen(full))}>
-            📁 {e.name}/
+            <span class="folder" aria-hidden="true" />
+            {e.name}/
           </a>
         ) : (
           <span>{e.type === 'symlink' ? `↪ ${e.name} → ${e.linkTarget ?? ''}` : e.name}</span>
@@ -96,6 +98,61 @@ function Cell({ e, side, partition, path, onOpen }: { e?: Entry; side: 'active' 
         )}
       </span>
     </div>
+  );
+}
+
+interface WalkRow {
+  path: string;
+  state: Row['state'];
+}
+
+/**
+ * The whole-tree "only differences" walk below a folder: a job on the
+ * daemon (POST /api/browse/diff) with progress, whose differences are read
+ * page by page when it is done.
+ */
+function DifferenceWalk({ partition, path, hash }: { partition: number; path: string; hash: boolean }) {
+  const snap = useSnapshot();
+  const start = useAction<{ id: string }>();
+  const [walk, setWalk] = useState<{ id: string; state: string; rows: WalkRow[]; total: number } | null>(null);
+  const [error, setError] = useState<{ message: string; hint?: string } | null>(null);
+  const id = start.result?.id;
+  const running = id !== undefined && snap.status?.job?.id === id;
+  useEffect(() => {
+    if (!id || running) return;
+    api<{ state: string; rows: WalkRow[]; total: number }>('GET', url(`/api/browse/diff/${encodeURIComponent(id)}`, { limit: 1000 })).then(
+      (r) => (setWalk({ id, ...r }), setError(null)),
+      (e) => setError(asError(e)),
+    );
+  }, [id, running, snap.jobsVersion]);
+  const folderOf = (p: string) => p.replace(/\/[^/]*$/, '') || '/';
+  return (
+    <section class="card walk" aria-labelledby="walk-h">
+      <h2 id="walk-h">All differences below {path}</h2>
+      <button type="button" disabled={start.busy || running} onClick={() => void start.run(() => api<{ id: string }>('POST', '/api/browse/diff', { partition, path, hash }))}>
+        {running ? 'Walking…' : 'Find all differences'}
+      </button>
+      {running && <JobProgress job={snap.status.job} progress={snap.progress} />}
+      {start.error && <ErrorBox error={start.error} />}
+      {error && <ErrorBox error={error} />}
+      {walk && !running && (
+        <>
+          <p role="status">
+            {walk.total} differences{walk.total > walk.rows.length ? ` (the first ${walk.rows.length} shown; job ${walk.id} has them all)` : ''}.
+          </p>
+          <ul class="walk-rows">
+            {walk.rows.map((r) => (
+              <li data-state={r.state}>
+                <span class={`mark ${r.state}`} title={MARK[r.state]?.label}>
+                  {MARK[r.state]?.sign || '·'}
+                </span>{' '}
+                <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: folderOf(r.path) })}`}>{r.path}</a>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+    </section>
   );
 }
 
@@ -275,6 +332,7 @@ export function Explorer({ route }: { route: Route }) {
         </>
       )}
       {loading && <p aria-busy="true">Reading both drives…</p>}
+      {page && <DifferenceWalk key={`${partition}:${path}:${hash}`} partition={partition} path={path} hash={hash} />}
     </div>
   );
 }

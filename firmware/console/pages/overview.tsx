@@ -29,9 +29,16 @@ export function JobProgress({ job, progress }: { job: any; progress: any }) {
   );
 }
 
-function Bay({ bay, s }: { bay: 'A' | 'B'; s: any }) {
+/** The standby state of the pair whose standby sits in `bay` (several pairs: each has its own). */
+function standbyStateOf(s: any, bay: string): string {
+  const pair = (s.pairs ?? []).find((p: any) => p.standby === bay);
+  return pair?.standbyState ?? s.standbyState;
+}
+
+function Bay({ bay, s }: { bay: string; s: any }) {
   const d = s.drives?.[bay] ?? {};
-  const role = bay === s.active ? 'active' : 'standby';
+  const role: string = d.role ?? (bay === s.active ? 'active' : 'standby');
+  const state = standbyStateOf(s, bay);
   const smart = d.health?.smart;
   return (
     <section class={`card bay ${role}`} aria-labelledby={`bay-${bay}`}>
@@ -44,7 +51,7 @@ function Bay({ bay, s }: { bay: 'A' | 'B'; s: any }) {
         {role === 'standby' && (
           <>
             <dt>Backup</dt>
-            <dd class={s.standbyState === 'consistent' ? 'good' : s.standbyState === 'syncing' ? 'busy' : 'bad'}>{STATE_TEXT[s.standbyState] ?? s.standbyState}</dd>
+            <dd class={state === 'consistent' ? 'good' : state === 'syncing' ? 'busy' : 'bad'}>{STATE_TEXT[state] ?? state}</dd>
           </>
         )}
         <dt>Generation</dt>
@@ -71,9 +78,24 @@ export function Overview(_props: { route: Route }) {
   return (
     <div class="overview">
       <div class="bays">
-        <Bay bay="A" s={s} />
-        <Bay bay="B" s={s} />
+        {Object.keys(s.drives ?? { A: 0, B: 0 })
+          .sort()
+          .map((bay) => (
+            <Bay bay={bay} s={s} />
+          ))}
       </div>
+      {(s.pairs?.length ?? 0) > 1 && (
+        <section class="card" aria-labelledby="pairs-h">
+          <h2 id="pairs-h">Drive pairs</h2>
+          <ul class="pairs">
+            {s.pairs.map((p: any) => (
+              <li>
+                <strong>{p.label ?? p.id}</strong>: bay {p.active} → bay {p.standby} · <span class={p.standbyState === 'consistent' ? 'good' : 'bad'}>{p.standbyState}</span> · last sync {age(p.lastSync?.at)}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
       <section class="card" aria-labelledby="sync-h">
         <h2 id="sync-h">Backup</h2>
         <dl>
@@ -89,6 +111,20 @@ export function Overview(_props: { route: Route }) {
           </dd>
           <dt>Last success</dt>
           <dd>{s.lastSuccess ? `${age(s.lastSuccess)} (${when(s.lastSuccess)})` : 'never'}</dd>
+          {(s.standbys?.length ?? 0) > 1 && (
+            <>
+              <dt>Standbys</dt>
+              <dd>
+                <ul class="standbys">
+                  {s.standbys.map((b: any) => (
+                    <li>
+                      generation {b.generation ?? '—'}, synced {age(b.lastSyncedAt)} · {b.present ? 'in a bay' : 'on the shelf'}
+                    </li>
+                  ))}
+                </ul>
+              </dd>
+            </>
+          )}
           {s.pendingCopy && !s.job && (
             <>
               <dt>Interrupted copy</dt>
