@@ -85,6 +85,18 @@ export interface TrackerOptions {
   readonly persistent?: boolean;
 }
 
+/**
+ * Bytes per bit of dpsr's dirty bitmaps, set explicitly rather than left to
+ * qemu's default (the node's cluster size, at least 64 KiB). 64 KiB is where
+ * a drive behind a USB bridge stops being bound by the number of requests
+ * and starts being bound by bytes (≈ 0.2 ms per request, ≈ 70 KiB at
+ * 350 MB/s): finer granules multiply the extents and requests of a sync for
+ * little less data (the engine writes only the 4 KiB sub-blocks that differ
+ * anyway), coarser ones read more than changed. A 1 TB drive's bitmap is then
+ * 2 MiB of the daemon's memory (32 MiB at 4 KiB).
+ */
+export const DIRTY_GRANULARITY = 64 * 1024;
+
 const PREFIX = 'dpsr-epoch-';
 const CRASHED = 'qemu-storage-daemon stopped without saving its dirty bitmap (a crash or power loss)';
 
@@ -162,8 +174,8 @@ export class ChangedBlockTracker {
   private async addLive(): Promise<BitmapInfo> {
     const name = `${PREFIX}${this.state.next++}`;
     this.save();
-    await this.daemon.qmp.execute('block-dirty-bitmap-add', { node: ACTIVE_NODE, name, persistent: !!this.options.persistent });
-    return { name, recording: true, persistent: !!this.options.persistent, busy: false, granularity: 65536, count: 0 };
+    await this.daemon.qmp.execute('block-dirty-bitmap-add', { node: ACTIVE_NODE, name, persistent: !!this.options.persistent, granularity: DIRTY_GRANULARITY });
+    return { name, recording: true, persistent: !!this.options.persistent, busy: false, granularity: DIRTY_GRANULARITY, count: 0 };
   }
 
   /**
@@ -198,7 +210,7 @@ export class ChangedBlockTracker {
     const qmp = this.daemon.qmp;
     const next = `${PREFIX}${this.state.next++}`;
     this.save();
-    const add = { type: 'block-dirty-bitmap-add', data: { node: ACTIVE_NODE, name: next, persistent: !!this.options.persistent } };
+    const add = { type: 'block-dirty-bitmap-add', data: { node: ACTIVE_NODE, name: next, persistent: !!this.options.persistent, granularity: DIRTY_GRANULARITY } };
     const disable = { type: 'block-dirty-bitmap-disable', data: { node: ACTIVE_NODE, name: live } };
     if (options.freeze) {
       // The snapshot instant (blockdev-reopen) cannot be a `transaction` action in QEMU 7.2, so the

@@ -1,4 +1,4 @@
-export { ChangedBlockTracker, type DirtyRange, type DirtyRangeReader, type Epoch, type BitmapInfo, type TrackerOptions } from './changed-blocks.ts';
+export { ChangedBlockTracker, DIRTY_GRANULARITY, type DirtyRange, type DirtyRangeReader, type Epoch, type BitmapInfo, type TrackerOptions } from './changed-blocks.ts';
 export {
   decideQuiescence,
   checkQuiescencePolicy,

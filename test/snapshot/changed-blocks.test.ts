@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { StorageDaemon, type StorageDaemonOptions } from '../../src/export/index.ts';
-import { ChangedBlockTracker, type DirtyRange } from '../../src/snapshot/index.ts';
+import { ChangedBlockTracker, DIRTY_GRANULARITY, type DirtyRange } from '../../src/snapshot/index.ts';
 import { NbdDrive, readFlaggedRanges, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
 import { randomImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
@@ -71,7 +71,7 @@ test('the first epoch is not trusted and says why; after it commits, the next ep
     await t.commit(second);
     // The live bitmap started at the freeze: nothing is dirty yet, and no export or frozen bitmap is left.
     assert.is(await t.dirtyBytes(), 0);
-    assert.equal((await t.bitmaps()).map((b) => b.recording), [true]);
+    assert.equal((await t.bitmaps()).map((b) => [b.recording, b.granularity]), [[true, DIRTY_GRANULARITY]]);
     assert.equal(await daemon.qmp.execute<{ id: string }[]>('query-block-exports').then((l) => l.map((e) => e.id)), ['host']);
   } finally {
     await daemon.stop();
