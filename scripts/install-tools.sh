@@ -7,7 +7,8 @@
 # also what the tests and benchmarks need (systemd and python3 for a fake
 # NOTIFY_SOCKET, rsvg-convert to render the schematic, promtool to check the
 # alert rules, socat for serial tests, rsync for a benchmark row, tmux for the
-# terminal tests, hyperfine for the start-up benchmark, mdadm --examine to check
+# terminal tests, hyperfine for the start-up benchmark, fio and gddrescue for
+# the inline-mode benchmark's reference rows, mdadm --examine to check
 # the RAID metadata the tail tests plant, QEMU and the parts of a bootable
 # Linux for the HIL tier, NBD servers and clients, exFAT and NTFS tools to
 # build the file-view tests' images, chromium for the console's browser tests,
@@ -26,7 +27,7 @@ tests=false
 case "${1:-}" in
   '') ;;
   --tests) tests=true ;;
-  -h|--help) sed -n '2,19s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
+  -h|--help) sed -n '2,22s/^# \{0,1\}//p' "$0"; echo "usage: $0 [--tests]"; exit 0 ;;
   *) echo "usage: $0 [--tests]" >&2; exit 2 ;;
 esac
 
@@ -69,7 +70,7 @@ fi
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
 packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit openssl exfatprogs exfat-fuse ntfs-3g)
 if $tests; then
-  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine qemu-system-x86 qemu-utils syslinux-common busybox-static libnbd-bin nbdkit mdadm chromium unzip)
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine fio gddrescue qemu-system-x86 qemu-utils syslinux-common busybox-static libnbd-bin nbdkit mdadm chromium unzip)
   # extlinux (the HIL guest's boot loader) is built for x86 only; on arm64 the HIL image build says it is missing.
   case "$(dpkg --print-architecture)" in amd64|i386) packages+=(extlinux) ;; esac
 fi
