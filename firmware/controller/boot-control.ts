@@ -16,7 +16,14 @@ export class BootControl {
     private readonly roles: Roles,
     private readonly jobs: JobRunner,
     private readonly rig: Rig,
+    /** The boot pair's id: its jobs (and jobs of no pair) keep its drives from moving; other pairs' copies do not. */
+    private readonly bootPair = 'system',
   ) {}
+
+  /** A job on the boot pair's drives, running or waiting, or null. */
+  #bootJob() {
+    return this.jobs.running.find((j) => !j.pair || j.pair === this.bootPair) ?? this.jobs.queued.find((j) => j.pair === this.bootPair) ?? null;
+  }
 
   /** Why no storage job may start now, or null. */
   blockedBy(): string | null {
@@ -28,8 +35,8 @@ export class BootControl {
 
   /** Starts a failover to the standby; resolves once the machine has accepted it. */
   async failover(opts: { hardOff?: boolean }): Promise<{ from: Bay; to: Bay; accepted: true }> {
-    const job = this.jobs.current;
-    if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is running: failing over now would boot a half-written standby`, { hint: `wait for it, or cancel it: POST /api/jobs/${job.id}/cancel` });
+    const job = this.#bootJob();
+    if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is ${job.state}: failing over now would boot a half-written standby`, { hint: `wait for it, or cancel it: POST /api/jobs/${job.id}/cancel` });
     const fs = this.bs.failover.state;
     if (fs.switching) throw new BusyError(`a failover from bay ${fs.switching.from} to bay ${fs.switching.to} is already running`);
     if (this.bs.bootSwitch.moving) throw new BusyError('the boot selection is being moved');
@@ -65,8 +72,8 @@ export class BootControl {
 
   /** Maintenance: connect `bay` to the host; roles are unchanged. */
   async bootselect(bay: Bay, opts: { force?: boolean; powerOn?: boolean }): Promise<MoveReport> {
-    const job = this.jobs.current;
-    if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is running on the drives`, { hint: 'wait for it or cancel it' });
+    const job = this.#bootJob();
+    if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is ${job.state} on the drives`, { hint: 'wait for it or cancel it' });
     if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives');
     if (!opts.force && (await this.bs.bootSwitch.hostPowered())) {
       throw new RefusedError(`the host is powered: moving its boot drive would pull the disk from under a running system`, { hint: 'shut the host down first, or pass "force": true (the host may crash)' });

@@ -67,7 +67,14 @@ export const configSchema = obj({
     }, 'what becomes of syncs that were interrupted or cancelled'),
     { interrupted: 'resume', rollbackOnCancel: true },
   ),
-  jobs: opt(obj({ history: opt(int(1, 1000, 'finished jobs kept in the history (GET /api/jobs)'), 50), logLines: opt(int(10, 10000, 'log lines kept per job'), 200) }, 'the job history'), { history: 50, logLines: 200 }),
+  jobs: opt(
+    obj({
+      history: opt(int(1, 1000, 'finished jobs kept in the history (GET /api/jobs)'), 50),
+      logLines: opt(int(10, 10000, 'log lines kept per job'), 200),
+      parallel: opt(bool('run copies of different pairs at once when they share no bay and no bridge budget (pairs[].bridge); default one copy at a time on the controller, the others queued in order (a Raspberry Pi 4\'s USB 3 ports share one PCIe lane)'), false),
+    }, 'the job history and queue'),
+    { history: 50, logLines: 200, parallel: false },
+  ),
   health: opt(
     obj({
       intervalSeconds: opt(int(1, 86400, 'seconds between SMART reads of both drives'), 300),

@@ -102,7 +102,7 @@ export class Controller {
     this.window = new SyncWindow(config, stateDir, bs, this.roles, bus);
     this.copies = new CopyJobs(config, stateDir, this.roles, this.window, this.jobs, bus, metrics, (bay) => rig.markBootable(bay));
     this.pairs = new Pairs(config.pairs.map((pc) => (pc.role === 'boot' ? new DrivePair(pc, this.roles, this.window, this.copies) : this.#dataPair(pc))));
-    this.boot = new BootControl(bs, this.roles, this.jobs, rig);
+    this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id);
     this.host = new HostWatch(bs, bus, metrics);
     this.browser = new FileBrowser(this.roles, bs);
     this.files = new FileJobs(this);
@@ -120,7 +120,7 @@ export class Controller {
       { start: () => this.#publishEarlyAlerts() },
       // The host's export is up before anything may copy or boot: start-up recovery's jobs run in its epochs.
       this.inline ?? { start: () => forgetTracking(stateDir, log) },
-      new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log),
+      new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log, this.pairs),
       { start: () => rig.start(this) },
       this.health,
       new StandbyFaultLed(bus, this.status, bs),
@@ -144,9 +144,7 @@ export class Controller {
   }
 
   async #stopJob(): Promise<void> {
-    const cur = this.jobs.current;
-    if (cur) this.jobs.cancel(cur.id, false);
-    await this.jobs.idle();
+    await this.jobs.stopAll();
   }
 
   async start(): Promise<void> {

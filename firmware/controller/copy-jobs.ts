@@ -190,28 +190,33 @@ export class CopyJobs {
   ) {}
 
   /**
-   * Starts a job of `kind` and returns its record at once. Throws BusyError
-   * while another job runs or the drives are moving, RefusedError when a
-   * drive is missing or the kind refuses.
+   * Starts a job of `kind`, or queues it behind the copies of other pairs
+   * (config jobs.parallel), and returns its record at once. Throws BusyError
+   * while the pair has a job running or waiting or the drives are moving,
+   * RefusedError when a drive is missing or the kind refuses.
    */
   start<K extends CopyJobKind>(kind: K, opts: CopyJobOptions[K], trigger = 'api'): JobRecord {
-    this.jobs.checkIdle();
+    this.jobs.checkPair(this.pairId);
     const spec = KINDS[kind] as KindSpec<CopyJobOptions[K]>;
-    const view = this.roles.current();
-    const window = spec.readsActive && this.window.wanted((opts as { window?: boolean }).window);
-    // In a window the active drive reaches the controller only once the host is off.
-    if (spec.readsActive && !window) this.roles.require(view.active, 'active drive');
-    const target = this.roles.require(view.standby, 'standby');
-    const plan = spec.plan({ opts, view, target, window, jobs: this });
-    // The record names the physical bays (a data pair's positions A and B are bays like C and D).
-    const options = { ...plan.options };
-    for (const k of ['source', 'target'] as const) if (options[k] === 'A' || options[k] === 'B') options[k] = this.roles.name(options[k]);
-    const job = this.jobs.start(kind, options, trigger, (ctx) =>
-      this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : '')),
-      this.pairId,
-    );
-    this.metrics.setJob(job);
-    return job;
+    // Planned from the roles when the job starts: a job that waited may find them changed (a failover meanwhile).
+    const prepare = () => {
+      const view = this.roles.current();
+      const window = spec.readsActive && this.window.wanted((opts as { window?: boolean }).window);
+      // In a window the active drive reaches the controller only once the host is off.
+      if (spec.readsActive && !window) this.roles.require(view.active, 'active drive');
+      const target = this.roles.require(view.standby, 'standby');
+      const plan = spec.plan({ opts, view, target, window, jobs: this });
+      // The record names the physical bays (a data pair's positions A and B are bays like C and D).
+      const options = { ...plan.options };
+      for (const k of ['source', 'target'] as const) if (options[k] === 'A' || options[k] === 'B') options[k] = this.roles.name(options[k]);
+      return {
+        options,
+        run: (ctx: JobContext) => this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : '')),
+      };
+    };
+    prepare(); // every refusal now, before the job is recorded or queued
+    const pair = this.config.pairs.find((p) => p.id === this.pairId);
+    return this.jobs.enqueue(kind, trigger, { pair: this.pairId, bays: [this.roles.name('A'), this.roles.name('B')], bridge: pair?.bridge ?? null }, prepare);
   }
 
   /** The options every engine call shares. */

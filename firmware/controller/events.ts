@@ -26,8 +26,9 @@ export interface DaemonEvent {
 export const EVENT_TYPES = {
   'daemon.started': 'the daemon is up (also after a restart)',
   'daemon.stopping': 'the daemon is shutting down',
-  'job.started': 'a storage job started: { job }',
-  'job.progress': 'progress of the running job, a few times a second: { id, kind, progress }',
+  'job.queued': 'a storage job waits for another to finish (one copy at a time, or a shared drive or bridge): { job } (job.pair names its pair)',
+  'job.started': 'a storage job started: { job } (job.pair names its pair)',
+  'job.progress': 'progress of a running job, a few times a second: { id, kind, progress, pair }',
   'job.note': 'something the operator should know about the running job: { id, message }',
   'job.done': 'a job finished: { job }',
   'job.failed': 'a job failed: { job } (job.error has kind, message, hint)',
@@ -54,8 +55,9 @@ type JobSummary = Omit<JobRecord, 'log'>;
 
 /** The data of the events the daemon's own parts listen to; `publish` and `on` hold them to it. */
 export interface EventData {
+  'job.queued': { job: JobSummary };
   'job.started': { job: JobSummary };
-  'job.progress': { id: string; kind: JobRecord['kind']; progress: Progress };
+  'job.progress': { id: string; kind: JobRecord['kind']; progress: Progress; pair?: string };
   'job.done': { job: JobSummary };
   'job.failed': { job: JobSummary };
   'job.cancelled': { job: JobSummary };

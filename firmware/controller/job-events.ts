@@ -30,7 +30,11 @@ export class JobEvents {
         this.status.publishChange();
         log[j.state === 'failed' ? 'error' : 'info']({ job: j.id, kind: j.kind, state: j.state, seconds: j.seconds, error: j.error?.message }, `job ${j.kind} ${j.state}`);
       }),
-      bus.on('job.started', ({ job: j }) => log.info({ job: j.id, kind: j.kind, trigger: j.trigger }, `job ${j.kind} started`)),
+      bus.on('job.started', ({ job: j }) => {
+        this.metrics.setJob(this.jobs.get(j.id));
+        log.info({ job: j.id, kind: j.kind, trigger: j.trigger, pair: j.pair }, `job ${j.kind} started`);
+      }),
+      bus.on('job.queued', ({ job: j }) => log.info({ job: j.id, kind: j.kind, trigger: j.trigger, pair: j.pair }, `job ${j.kind} queued`)),
       bus.on('alert', (a) => log[a.level === 'critical' ? 'error' : a.level === 'warning' ? 'warn' : 'info']({ code: a.code }, a.message)),
       bus.on('job.progress', ({ progress }) => this.metrics.jobProgress.set(progress.percent / 100)),
     ];

@@ -16,6 +16,7 @@ import type { FailoverLedger } from './failover-ledger.ts';
 import type { Roles } from './roles.ts';
 import type { StatusView } from './status-view.ts';
 import type { SyncWindow } from './sync-window.ts';
+import type { Pairs } from './pairs.ts';
 
 export class StartupRecovery {
   constructor(
@@ -28,6 +29,7 @@ export class StartupRecovery {
     private readonly status: StatusView,
     private readonly bus: EventBus,
     private readonly log: Logger,
+    private readonly pairs?: Pairs,
   ) {}
 
   async start(): Promise<void> {
@@ -56,11 +58,17 @@ export class StartupRecovery {
       this.bus.publish('alert', { level: 'warning', code: 'window-left-open', message: `both drives were on the controller at start-up: giving bay ${active} back to the host` });
       await this.window.closeLeftOpen((m) => this.log.info(m)).catch(() => {});
     }
-    if (pair?.pendingCopy && interrupted) this.#resume(pair.pendingCopy, view.standby);
+    if (pair?.pendingCopy && interrupted) this.#resume(pair.pendingCopy, view.standby, this.copies);
+    // A data pair's interrupted copy is resumed or rolled back the same way (queued behind the boot pair's).
+    for (const p of this.pairs?.list ?? []) {
+      if (p.config.role === 'boot') continue;
+      const v = p.roles.current();
+      if (v.pair?.pendingCopy && effectiveStandbyState(v.store, v.pair) === 'inconsistent') this.#resume(v.pair.pendingCopy, `${p.roles.name(v.standby)} (pair ${p.id})`, p.copies);
+    }
     this.status.publishChange();
   }
 
-  #resume(pending: NonNullable<PairRecord['pendingCopy']>, standby: string): void {
+  #resume(pending: NonNullable<PairRecord['pendingCopy']>, standby: string, copies: CopyJobs): void {
     // Changed-block tracking does not survive a restart, so a changed-mode sync can never be the same plan again: roll it back.
     const how = pending.kind === 'clone' ? 'resume' : pending.plan?.mode === 'changed' ? 'rollback' : this.config.recovery.interrupted;
     this.bus.publish('alert', {
@@ -69,14 +77,14 @@ export class StartupRecovery {
       message: `an interrupted ${pending.kind} onto bay ${standby} (started ${pending.startedAt}) was found: ${how === 'resume' ? 'resuming it' : 'rolling it back to the previous backup'}`,
     });
     try {
-      if (pending.kind === 'clone') this.copies.start('clone', { force: true }, 'restart-resume');
+      if (pending.kind === 'clone') copies.start('clone', { force: true }, 'restart-resume');
       else if (pending.kind === 'restore') this.log.warn('an interrupted restore is pending: finish it with `dpsr restore` or roll back with `dpsr recover`');
-      else if (how === 'rollback') this.copies.start('recover', {}, 'restart-rollback');
+      else if (how === 'rollback') copies.start('recover', {}, 'restart-rollback');
       else {
         // The copy's own recorded plan, never the options of another job: only the identical plan resumes it.
         const plan = pending.plan;
         if (!plan) throw new RefusedError('it was recorded without its plan, so it cannot be resumed; roll it back with `dpsr recover`');
-        this.copies.start('sync', { partitions: [...plan.partitions], mode: plan.mode === 'manifest' ? 'manifest' : 'compare' }, 'restart-resume');
+        copies.start('sync', { partitions: [...plan.partitions], mode: plan.mode === 'manifest' ? 'manifest' : 'compare' }, 'restart-resume');
       }
     } catch (e) {
       this.bus.publish('alert', { level: 'critical', code: 'interrupted-copy', message: `could not ${how} the interrupted ${pending.kind}: ${(e as Error).message}` });

@@ -89,7 +89,6 @@ export class StatusView {
     const { roles, config } = p;
     const view = roles.current();
     const { active, standby, pair } = view;
-    const job = this.jobs.forPair(config.id);
     return {
       id: config.id,
       label: config.label,
@@ -106,7 +105,6 @@ export class StatusView {
       lastSync: pair?.lastSync ?? null,
       lastSuccess: pair?.lastSuccess ?? null,
       schedule: config.schedule,
-      job: job ? { id: job.id, kind: job.kind, state: job.state } : null,
     };
   }
 
@@ -146,7 +144,14 @@ export class StatusView {
       mode: this.config.mode,
       ...core,
       bootBay: rec.bay,
-      job: job ? { id: job.id, kind: job.kind, state: job.state, trigger: job.trigger, startedAt: job.startedAt, progress: job.progress, options: job.options } : null,
+      job: job ? { id: job.id, kind: job.kind, state: job.state, trigger: job.trigger, startedAt: job.startedAt, progress: job.progress, options: job.options, pair: job.pair ?? null } : null,
+      // The pairs' jobs change with every start and finish, so they are not part of the cached core.
+      pairs: core.pairs.map((p) => {
+        const j = this.jobs.forPair(p.id);
+        return { ...p, job: j ? { id: j.id, kind: j.kind, state: j.state } : null };
+      }),
+      /** Jobs waiting for their turn, oldest first. */
+      queued: this.jobs.queued.map((j) => ({ id: j.id, kind: j.kind, pair: j.pair ?? null, createdAt: j.createdAt })),
       drives: { A: drive('A'), B: drive('B') },
       relays: {
         ...rec.relays,

@@ -5,11 +5,14 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { EventBus } from '../../firmware/controller/events.ts';
+import { JobRunner } from '../../firmware/controller/jobs.ts';
 import { validateDaemonConfig } from '../../firmware/controller/config.ts';
 import { BadInputError } from '../../src/errors.ts';
-import { makeDaemon, sha, waitFor, type TestDaemon } from './support/harness.ts';
+import { makeDaemon, openEvents, sha, waitFor, waitJob, type TestDaemon } from './support/harness.ts';
 
 const TWO_PAIRS = [
   { id: 'system', label: 'system drive', bays: ['A', 'B'], schedule: { sync: 'weekly' } },
@@ -71,7 +74,8 @@ test('the hardware rig needs a drive for every bay the pairs use, and none other
 let d: TestDaemon;
 
 test('two pairs on the simulated rig: bays C and D built, both pairs cloned and listed', async () => {
-  d = await makeDaemon({ pairs: TWO_PAIRS });
+  // A slow simulated bridge keeps a copy running long enough for the next to queue behind it.
+  d = await makeDaemon({ pairs: TWO_PAIRS, sim: { bridgeMiBps: 96 } });
   for (const bay of ['A', 'B', 'C', 'D']) assert.ok(existsSync(join(d.dir, 'sim', `bay-${bay}.img`)), `bay ${bay} has a drive`);
   const s = await waitFor(async () => {
     const b = (await d.api('GET', '/api/status')).body;
@@ -102,6 +106,88 @@ test('the simulated host writes to a pair\'s active drive; the sim controls take
   const bad = await d.api('POST', '/api/sim/drive/E/pull', {});
   assert.is(bad.status, 400);
   assert.match(bad.body.error.message, /allowed: "A", "B", "C", "D"/);
+});
+
+test('syncs of both pairs: the second queued behind the first (one copy at a time), both completed', async () => {
+  await d.app.jobs.idle();
+  await d.api('POST', '/api/sim/host/write', { mib: 2 });
+  const es = openEvents(d.url, d.token, '?types=job.');
+  await es.ready;
+  const sys = d.app.pairs.get('system').copies.start('sync', {});
+  const data = d.app.pairs.get('data').copies.start('sync', {});
+  assert.is(sys.state, 'running');
+  assert.is(data.state, 'queued');
+  assert.is(data.pair, 'data');
+  const s = (await d.api('GET', '/api/status')).body;
+  assert.equal(s.queued.map((j: any) => [j.id, j.kind, j.pair]), [[data.id, 'sync', 'data']]);
+  assert.equal(s.pairs.map((p: any) => p.job?.state ?? null), ['running', 'queued']);
+  // A second job of a pair that has one (running or queued) is refused, naming it.
+  const again = (() => {
+    try {
+      d.app.pairs.get('data').copies.start('verify', {});
+    } catch (e) {
+      return e as Error;
+    }
+  })();
+  assert.match(String(again?.message), new RegExp(`sync job \\(id ${data.id}\\) is queued on pair data`));
+  const done = await waitJob(d, data.id, 60_000);
+  assert.is(done.state, 'done');
+  assert.is((await waitJob(d, sys.id)).state, 'done');
+  assert.ok(Date.parse(done.startedAt) >= Date.parse((await waitJob(d, sys.id)).finishedAt), 'the data sync started once the system sync had finished');
+  assert.equal(done.options.source, 'C');
+  assert.equal(done.options.target, 'D');
+  const order = es.events.filter((e) => e.event !== 'job.progress').map((e) => `${e.event} ${e.data.data.job.id}`);
+  assert.equal(order, [`job.started ${sys.id}`, `job.queued ${data.id}`, `job.done ${sys.id}`, `job.started ${data.id}`, `job.done ${data.id}`]);
+  es.close();
+  const st = (await d.api('GET', '/api/status')).body;
+  assert.equal(st.pairs.map((p: any) => p.standbyState), ['consistent', 'consistent']);
+  assert.is(sha(join(d.dir, 'sim', 'bay-C.img')), sha(join(d.dir, 'sim', 'bay-D.img')));
+});
+
+test('a queued job is cancelled out of the queue: it never starts', async () => {
+  await d.app.jobs.idle();
+  const sys = d.app.pairs.get('system').copies.start('verify', {});
+  const data = d.app.pairs.get('data').copies.start('verify', {});
+  assert.is(data.state, 'queued');
+  const c = await d.api('POST', `/api/jobs/${data.id}/cancel`, {});
+  assert.is(c.status, 202);
+  assert.is(c.body.job.state, 'cancelled');
+  assert.is(c.body.job.startedAt, null);
+  await d.app.jobs.idle();
+  assert.is((await d.api('GET', `/api/jobs/${sys.id}`)).body.state, 'done');
+  assert.is((await d.api('GET', `/api/jobs/${data.id}`)).body.state, 'cancelled');
+});
+
+test('jobs.parallel: copies of pairs on different bridge budgets run at once', async () => {
+  const p = await makeDaemon({ pairs: [TWO_PAIRS[0], { ...TWO_PAIRS[1], bridge: 'usb2' }], jobs: { parallel: true }, sim: { bridgeMiBps: 96 } });
+  try {
+    const created = (await p.api('GET', '/api/jobs')).body.jobs;
+    assert.equal(created.map((j: any) => [j.pair, j.state]).reverse(), [['system', 'running'], ['data', 'running']], 'both first clones run at once');
+    await p.app.jobs.idle();
+    assert.equal((await p.api('GET', '/api/status')).body.pairs.map((x: any) => x.standbyState), ['consistent', 'consistent']);
+  } finally {
+    await p.stop();
+  }
+});
+
+test('a restart finds a queued job never started: failed as interrupted, not resumed', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-jobs-'));
+  try {
+    const bus = new EventBus(null, { replay: 0, logMaxBytes: 1 << 20 });
+    const r1 = new JobRunner(dir, { history: 50, logLines: 50 }, bus);
+    let release!: () => void;
+    r1.enqueue('sync', 'api', { pair: 'system', bays: ['A', 'B'], bridge: 'usb' }, () => ({ options: {}, run: () => new Promise<void>((res) => (release = res)) }));
+    const q = r1.enqueue('sync', 'api', { pair: 'data', bays: ['C', 'D'], bridge: 'usb' }, () => ({ options: {}, run: async () => {} }));
+    assert.is(q.state, 'queued');
+    const r2 = new JobRunner(dir, { history: 50, logLines: 50 }, bus);
+    assert.equal(r2.interrupted.map((j) => j.pair), ['system'], 'only the running one is for the restart to resume');
+    const j = r2.get(q.id);
+    assert.is(j.state, 'failed');
+    assert.match(j.error!.message, /waited in the queue; it never started/);
+    release();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test.after(async () => {

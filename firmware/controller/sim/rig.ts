@@ -191,17 +191,15 @@ export class SimRig implements Rig {
 
   async start(ctl: Controller): Promise<void> {
     this.#stopHeartbeats = this.host?.onHeartbeat((bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {})) ?? null;
-    if (this.opts.initialClone) void this.#firstClones(ctl);
+    if (this.opts.initialClone) this.#firstClones(ctl);
     if (this.host && this.opts.hostPoweredAtStart && !this.host.powered) this.host.powerOn();
   }
 
-  /** Each pair whose drives this start created is paired by a clone, one after the other. */
-  async #firstClones(ctl: Controller): Promise<void> {
+  /** Each pair whose drives this start created is paired by a clone (queued one after the other). */
+  #firstClones(ctl: Controller): void {
     for (const id of this.createdPairs) {
-      await ctl.jobs.idle();
-      const pair = ctl.pairs.get(id);
       try {
-        if (!ctl.jobs.current) pair.copies.start('clone', {}, 'first-start');
+        ctl.pairs.get(id).copies.start('clone', {}, 'first-start');
       } catch (e) {
         ctl.bus.publish('alert', { level: 'warning', code: 'first-clone', message: `the first clone of pair ${id} did not start: ${(e as Error).message}` });
       }
