@@ -15,7 +15,8 @@
 import { createHash } from 'node:crypto';
 import { formatExactBytes, planGptRelocation, regionsToCopy, type DiskLayout, type GptRelocationPlan } from '../disk-layout/index.ts';
 import { descendsFrom, knownDrive, pairHolding, pairIdFor, pairOfDrives, standbysOf, type PairRecord, type PendingCopy } from './pair-state.ts';
-import { alignRangesOutward, intersectRanges, normalizeRanges, type ByteRange } from './ranges.ts';
+import { alignRangesOutward, formatBytes, intersectRanges, normalizeRanges, type ByteRange } from './ranges.ts';
+import { journalRecordBytes } from './undo-journal.ts';
 
 export type CopyKind = 'clone' | 'sync' | 'restore';
 /** compare: read both drives; manifest: read the source, the standby where hashes differ; changed: only the changed blocks. */
@@ -75,6 +76,12 @@ export interface PlanInput {
   readonly pairs: readonly PairRecord[];
   /** Valid records in the pair's undo journal. */
   readonly journalRecords?: number;
+  /**
+   * The undo journal's room: its budget in bytes (given, or the default share
+   * of the state directory's free space) and the bytes its valid records hold
+   * now (what a resume keeps). Absent: not checked.
+   */
+  readonly journal?: { readonly budgetBytes: number; readonly heldBytes: number; readonly budgetGiven: boolean };
   /** Another process holds the pair's lock: its copy is running now. */
   readonly copyRunning?: boolean;
   /** Signatures found in the target's tail, past the area the copy writes. */
@@ -431,6 +438,8 @@ export function planCopy(input: PlanInput): CopyDecision {
   // Rule 7: only the identical plan resumes a pending copy.
   if (pending) {
     if (pending.plan && pending.plan.digest === plan.digest) {
+      const full = journalRoomRefusal(plan, input, true);
+      if (full) return full;
       notes.push(`resuming the interrupted ${plan.kind}: the same ${describePlan(plan)}, started ${pending.startedAt}`);
       return { verdict: 'copy', plan, start: 'resume', newPair, notes };
     }
@@ -453,7 +462,34 @@ export function planCopy(input: PlanInput): CopyDecision {
       );
     }
   }
+  const full = journalRoomRefusal(plan, input, false);
+  if (full) return full;
   return { verdict: 'copy', plan, start: 'fresh', newPair, notes };
+}
+
+/**
+ * A journaled copy whose undo journal has no room for the old data of even
+ * one block would stop at its first overwrite: known before writing, so
+ * refused (rule 7). A fresh copy starts with an empty journal; a resume keeps
+ * what the journal holds.
+ */
+function journalRoomRefusal(plan: CopyPlan, input: PlanInput, resume: boolean): CopyDecision | undefined {
+  const room = input.journal;
+  if (!plan.journaled || !room) return undefined;
+  const held = resume ? room.heldBytes : 0;
+  // The engine journals whole sub-blocks (4 KiB, or a larger logical sector).
+  const oneBlock = journalRecordBytes(Math.max(4096, plan.target.logicalSectorSize));
+  if (room.budgetBytes - held >= oneBlock) return undefined;
+  const drive = plan.writesStandby ? 'the standby' : 'the active drive';
+  const target = input.target.path;
+  const reason = held > 0
+    ? `the undo journal holds ${formatBytes(held)} of the interrupted ${plan.kind} already: its budget of ${formatBytes(room.budgetBytes)} leaves no room for the old data of one more block of ${drive}`
+    : room.budgetGiven
+      ? `the undo journal budget of ${formatBytes(room.budgetBytes)} cannot hold the old data of one block of ${drive}`
+      : `the state directory has no free space left for the undo journal (${formatBytes(room.budgetBytes)} usable), which must hold the old data of ${drive} before it is overwritten`;
+  const more = room.budgetGiven ? `raise --journal-budget${held > 0 ? ` above ${formatBytes(held)}` : ''}` : 'free space in the state directory';
+  const back = held > 0 ? `, or \`dpsr recover ${target}\` to roll back` : '';
+  return refuse(reason, `${more} and run the same ${plan.kind} again${back}. Nothing was written`);
 }
 
 /**

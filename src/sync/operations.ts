@@ -325,6 +325,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     let store: PairStore;
     let sourceLayout: DiskLayout | undefined;
     let tail: CopyTail | undefined;
+    let journalBudget = 0;
     try {
       const sourceFacts = factsOf(sourceLoc, source);
       const targetFacts = factsOf(targetLoc, look);
@@ -338,7 +339,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       const pairFolder = join(store.dir, 'pairs', pairId);
       const pending = store.pairFor(sourceFacts.key, targetFacts.key)?.pendingCopy;
       sourceLayout = await readLayout(source, { sniff: false }).catch(() => undefined);
-      const journalRecords = pending?.journaled ? (await scanJournal(join(pairFolder, 'undo.journal'))).records.length : 0;
+      const scan = pending?.journaled ? await scanJournal(join(pairFolder, 'undo.journal')) : undefined;
+      journalBudget = req.journalBudget ?? defaultJournalBudget(store.dir);
       // The copy never writes past the source's size, so the target's tail can be read now: what its previous life left there.
       tail = await planCopyTail(source, look, sourceLayout);
       decision = planCopy({
@@ -347,7 +349,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
         target: targetFacts,
         sourceLayout,
         pairs: store.pairs(),
-        journalRecords,
+        journalRecords: scan?.records.length ?? 0,
+        journal: { budgetBytes: journalBudget, heldBytes: scan?.validBytes ?? 0, budgetGiven: req.journalBudget !== undefined },
         targetTail: tail.cleanup.signatures,
       });
     } finally {
@@ -428,7 +431,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       return p;
     });
 
-    const journal = plan.journaled ? await UndoJournal.openForAppend(files.journal, req.journalBudget ?? defaultJournalBudget(store.dir), writesStandby ? { copy: 'sync', drive: 'the standby' } : { copy: 'restore', drive: 'the active drive' }) : undefined;
+    const journal = plan.journaled ? await UndoJournal.openForAppend(files.journal, journalBudget, writesStandby ? { copy: 'sync', drive: 'the standby' } : { copy: 'restore', drive: 'the active drive' }) : undefined;
     if (journal) closing.push(() => journal.close());
     let result: EngineResult;
     let gptRelocated = false;
@@ -572,6 +575,8 @@ async function zeroRange(target: BlockDevice, sig: TailSignature): Promise<void>
 /** Any write to the state directory that hit a full disk means the same thing to the operator. */
 function stateDirFull(e: unknown): unknown {
   const code = (e as NodeJS.ErrnoException | null)?.code;
+  // A full journal says already which limit it met (its budget, or the disk).
+  if (e instanceof JournalFullError) return e;
   if (code !== 'ENOSPC' && code !== 'EDQUOT' && !(e instanceof NoSpaceError)) return e;
   return new JournalFullError('the state directory is full: the sync stopped before overwriting more of the standby', {
     hint: 'free space in the state directory, then run the same sync again',

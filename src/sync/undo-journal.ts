@@ -10,7 +10,7 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { statSync, unlinkSync } from 'node:fs';
-import { DeviceError, RefusedError } from '../errors.ts';
+import { DeviceError, NoSpaceError } from '../errors.ts';
 import { allocAligned, type BlockDevice } from '../sata-bridge/index.ts';
 import { BlockHasher } from './hash.ts';
 import { formatBytes } from './ranges.ts';
@@ -20,7 +20,19 @@ import { dirname } from 'node:path';
 const MAGIC = 0x4c4e524a; // "JRNL"
 const HEADER_BYTES = 24;
 
-export class JournalFullError extends RefusedError {}
+/** The journal's room for one more record of `dataBytes` of old data: its header and the data. */
+export function journalRecordBytes(dataBytes: number): number {
+  return HEADER_BYTES + dataBytes;
+}
+
+/**
+ * The journal reached its budget, or its filesystem is full, while a copy
+ * ran: the copy stopped before overwriting more. Not a refusal (exit 3 says
+ * nothing was written; blocks were): a failed operation with the way out in
+ * its hint. A budget known too small before the first write is refused by
+ * the copy plan instead.
+ */
+export class JournalFullError extends NoSpaceError {}
 
 export interface JournalRecordRef {
   readonly position: number;

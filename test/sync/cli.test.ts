@@ -80,7 +80,9 @@ test('dpsr sync run again after the active drive was written ends with the stand
   randomImage(a, 48 * MiB, 62);
   // Stopped part-way by its journal budget: the first chunks are new, the standby is inconsistent.
   const first = dpsr(['sync', a, b, '--yes', '--quiet', '--journal-budget', '20M'], e);
-  assert.is.not(first.code, 0, 'the first sync stopped');
+  // It wrote part of the standby, so it is a failed operation (exit 1), not a refusal (exit 3 promises nothing was written).
+  assert.is(first.code, 1, first.stderr);
+  assert.match(first.stderr, /budget of 20\.0 MiB/);
   assert.ok(readFileSync(b).subarray(0, MiB).equals(readFileSync(a).subarray(0, MiB)), 'the first chunks were copied');
   assert.is(dpsr(['status', '--json'], e).json().pairs[0].standbyState, 'inconsistent');
   // The host boots the active drive and writes at its start, where the first run had finished.
@@ -94,6 +96,32 @@ test('dpsr sync run again after the active drive was written ends with the stand
   assert.is(sha256File(b), sha256File(a));
   assert.is(dpsr(['verify', a, b, '--quiet'], e).code, 0);
   assert.is(dpsr(['status', '--json'], e).json().pairs[0].standbyState, 'consistent');
+});
+
+test('a sync whose journal budget is already used up by the interrupted run is refused before anything is written (exit 3)', () => {
+  const stateDir = join(dir, 'state-budget-used');
+  const e = { DPSR_STATE_DIR: stateDir };
+  const a = randomImage(join(dir, 'bu-a.img'), 48 * MiB, 71);
+  const b = sparseImage(join(dir, 'bu-b.img'), 48 * MiB);
+  assert.is(dpsr(['clone', a, b, '--yes', '--quiet'], e).code, 0);
+  randomImage(a, 48 * MiB, 72);
+  assert.is(dpsr(['sync', a, b, '--yes', '--quiet', '--journal-budget', '20M'], e).code, 1);
+  const half = sha256File(b);
+  const before = dpsr(['status', '--json'], e).json().pairs[0];
+  const r = dpsr(['sync', a, b, '--yes', '--journal-budget', '16M'], e);
+  assert.is(r.code, 3, r.stderr);
+  assert.match(r.stderr, /undo journal holds [\d.]+ MiB of the interrupted sync already: its budget of 16\.0 MiB leaves no room/);
+  assert.match(r.stderr, /--journal-budget|dpsr recover/);
+  assert.is(sha256File(b), half, 'nothing was written');
+  const after = dpsr(['status', '--json'], e).json().pairs[0];
+  for (const k of ['standbyState', 'pendingCopy', 'lastSync', 'drives']) assert.equal(after[k], before[k], `nothing was recorded (${k})`);
+  // A budget of nothing is known too small up front for any journaled copy.
+  const zero = dpsr(['sync', a, b, '--yes', '--journal-budget', '0'], e);
+  assert.is(zero.code, 3, zero.stderr);
+  assert.is(sha256File(b), half);
+  // With room the same sync finishes.
+  assert.is(dpsr(['sync', a, b, '--yes', '--quiet', '--journal-budget', '64M'], e).code, 0);
+  assert.is(sha256File(b), sha256File(a));
 });
 
 test.run();
