@@ -16,12 +16,12 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { locateDrive, openLocated, sameStorage, DeviceWrapper, driveKeyOf, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../sata-bridge/index.ts';
 import { readLayout, planPartitionMove, writePartitionEntry, formatExactBytes, type PartitionMovePlan } from '../disk-layout/index.ts';
-import { BadInputError, DeviceError, RefusedError, isDpsrError } from '../errors.ts';
+import { BadInputError, BusyError, DeviceError, RefusedError, isDpsrError } from '../errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../durable-file.ts';
 import { runEngine, DEFAULT_CHUNK } from './engine.ts';
 import { UndoJournal, rollBack, removeJournal } from './undo-journal.ts';
 import { JournaledDevice } from './journaled-device.ts';
-import { acquireDriveLock, acquireDriveReadLock } from './pair-lock.ts';
+import { acquireDriveLock, acquireDriveReadLock, pairLockHeld } from './pair-lock.ts';
 import { defaultJournalBudget, refuseInUse } from './target-use.ts';
 import { PairStore } from './pair-state.ts';
 import type { CommonRequest } from './operations.ts';
@@ -108,6 +108,9 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
   const halfWritten = pairs.find((p) => p.pendingCopy?.to === targetKey);
   if (halfWritten) throw new RefusedError(`${req.target} is half-written by an interrupted ${halfWritten.pendingCopy!.kind} of pair ${halfWritten.id}`, { hint: `finish it by running it again, or \`dpsr recover ${req.target}\`, then migrate` });
   const paired = pairs.find((p) => p.standbyKey === targetKey);
+  // A copy reading the target as its active drive would see it change under it.
+  const reading = pairs.find((p) => p.activeKey === targetKey && pairLockHeld(req.stateDir, p.id));
+  if (reading) throw new BusyError(`a copy of pair ${reading.id} is reading ${req.target} (its active drive) right now`, { hint: 'wait for it to finish, then migrate' });
   if (paired) {
     throw new RefusedError(`the target ${req.target} is the standby of pair ${paired.id}: a standby is written only by syncs of its active drive`, { hint: `migrate onto the active drive ${paired.drives[paired.activeKey]?.lastPath} (the next sync carries the partition to the standby), or \`dpsr forget ${paired.id}\` first` });
   }

@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { planPartitionMove, type DiskLayout, type Partition } from '../../src/disk-layout/index.ts';
+import { formatGuid, parseGuid } from '../../src/disk-layout/guid.ts';
 import { migrate, clone, sync, recover, PairStore } from '../../src/sync/index.ts';
 import { BusyError, DeviceError, RefusedError } from '../../src/errors.ts';
 import { FaultyDevice, openLocated } from '../../src/sata-bridge/index.ts';
@@ -89,6 +90,13 @@ test('table: where a partition goes and the entry it gets', () => {
   assert.equal(g, { scheme: 'gpt', slot: 1, typeGuid: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B', uniqueGuid: '11111111-2222-3333-4444-555555555555', attributes: '4', name: 'boot', firstLba: 2048, lastLba: 2048 + 8 * 2048 - 1 }, 'type, attributes and name kept, a new GUID');
   const m = move(mbrLayout(16, [])).plan!.entry;
   assert.equal(m, { scheme: 'mbr', slot: 1, type: 0xef, bootable: true, firstLba: 2048, sectors: 8 * 2048 }, 'a GPT type becomes its MBR byte, the boot attribute the boot flag');
+});
+
+test('a GUID written as text becomes the bytes GPT stores, and back', () => {
+  for (const g of ['C12A7328-F81F-11D2-BA4B-00A0C93EC93B', '0FC63DAF-8483-4772-8E79-3D69D8477DE4', '00000000-0000-0000-0000-000000000001']) assert.is(formatGuid(parseGuid(g)), g);
+  // Mixed endian as UEFI stores it (spec 2.10, appendix A): the first three fields little-endian.
+  assert.equal([...parseGuid('00112233-4455-6677-8899-AABBCCDDEEFF')], [0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+  assert.throws(() => parseGuid('not-a-guid'), /not a GUID/);
 });
 
 const dir = tempDir('dpsr-migrate-');
