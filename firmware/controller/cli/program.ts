@@ -105,7 +105,7 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
   add('migrate', 'copy one partition to another drive, at a chosen place, and enter it in that drive\'s table (journaled)', ['<source>', '<target>'],
     [new Option('-p, --partition <n>', 'the partition of the source to copy (required)'), new Option('--at <offset>', 'where it starts on the target, a multiple of 1 MiB (e.g. 1M, 64M); default: the first free aligned gap that fits'),
       opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.quiet()],
-    'The new entry keeps the type, attributes and name and gets a new unique GUID (GPT). Refused, with nothing written, when the\npartition does not fit or would overlap. `dpsr recover <target>` rolls an interrupted migration back.',
+    'The new entry keeps the type, attributes and name and gets a new unique GUID\n(GPT). Refused, with nothing written, when the partition does not fit or would\noverlap. `dpsr recover <target>` rolls an interrupted migration back.',
     '[options] <source> --partition N <target> [--at OFFSET]');
   add('status', 'recorded pairs, roles, generations, standby state, last syncs (exit 1 when a pair needs attention)', [],
     [opt.json(), opt.stateDir(), opt.url(), opt.tokenFile()],
