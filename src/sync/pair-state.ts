@@ -19,8 +19,8 @@
  * saw (both moved on after a failover) and the copy would lose them.
  *
  * Standby rotation: one active drive may have several standbys, each its own
- * pair record. Generation numbers are handed out across all pairs of the
- * state directory (never twice), and a drive's generation and lineage are the
+ * pair record. Generation numbers are handed out across the pairs that share
+ * drives (never twice among them), and a drive's generation and lineage are the
  * same in every record that holds it, so the lineages of two standbys of one
  * active drive can be compared: a standby synced after another one's last
  * sync holds data the other's lineage does not contain.
@@ -119,7 +119,27 @@ export function standbysOf<P extends Pick<PairRecord, 'activeKey'>>(pairs: reado
   return pairs.filter((p) => p.activeKey === activeKey);
 }
 
-/** The next generation number: above every counter and generation recorded in any pair. */
+/**
+ * The pairs that share drives with `pair`, directly or through others (an
+ * active drive and its standbys, also after failovers), `pair` included:
+ * the pairs whose generations must be comparable.
+ */
+export function rotationGroup(pair: PairRecord, all: readonly PairRecord[]): PairRecord[] {
+  const keys = new Set(Object.keys(pair.drives));
+  const group = new Set<PairRecord>([pair]);
+  for (let grown = true; grown; ) {
+    grown = false;
+    for (const p of all) {
+      if (group.has(p) || p.id === pair.id || !Object.keys(p.drives).some((k) => keys.has(k))) continue;
+      group.add(p);
+      for (const k of Object.keys(p.drives)) keys.add(k);
+      grown = true;
+    }
+  }
+  return [...group];
+}
+
+/** The next generation number: above every counter and generation recorded in `pairs`. */
 export function nextGeneration(pairs: readonly PairRecord[]): number {
   let max = 0;
   for (const p of pairs) {
@@ -310,13 +330,14 @@ export function descendsFrom(source: DriveRecord, target: DriveRecord): boolean 
 /**
  * A completed copy: the target now holds the source's data under a new
  * generation. `all` are every pair of the state directory (the transaction's
- * view, `pair` among them): the number is new across all of them, and the
- * drives' new generation and lineage are written into every record of them.
+ * view, `pair` among them): the number is new across the pairs that share
+ * drives with `pair` (its rotation group), and the drives' new generation and
+ * lineage are written into every record of them.
  */
 export function recordCompletedCopy(pair: PairRecord, sourceKey: string, targetKey: string, all: readonly PairRecord[] = [pair]): number {
   const source = pair.drives[sourceKey]!;
   const target = pair.drives[targetKey]!;
-  const generation = nextGeneration([pair, ...all]);
+  const generation = nextGeneration(rotationGroup(pair, all));
   pair.counter = generation;
   source.lineage = [...source.lineage, generation].slice(-LINEAGE_KEPT);
   source.generation = generation;
@@ -330,7 +351,7 @@ export function recordCompletedCopy(pair: PairRecord, sourceKey: string, targetK
 /** The drive `key` becomes the one the host boots and writes: its data moves on from here. */
 export function recordBecameActive(pair: PairRecord, key: string, all: readonly PairRecord[] = [pair]): number {
   const drive = pair.drives[key]!;
-  const generation = nextGeneration([pair, ...all]);
+  const generation = nextGeneration(rotationGroup(pair, all));
   pair.counter = generation;
   drive.lineage = [...drive.lineage, generation].slice(-LINEAGE_KEPT);
   drive.generation = generation;

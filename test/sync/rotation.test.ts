@@ -105,11 +105,14 @@ test('table: which pair a copy of a rotation belongs to, a second standby, the d
   }
 });
 
-test('table: generations are new across all pairs and a drive has one generation and lineage in every record', () => {
-  const pairs = rotation();
-  assert.is(nextGeneration(pairs), 4);
+test('table: generations are new across the pairs of a rotation and a drive has one generation and lineage in every record', () => {
+  // A pair of two other drives (another host's data pair, say) counts on its own.
+  const other = pair({ id: 'p-xy', activeKey: 'X', standbyKey: 'Y', counter: 40, drives: { X: { ...pair().drives.A!, key: 'X', generation: 40, lineage: [40] }, Y: { ...pair().drives.B!, key: 'Y', generation: 40, lineage: [40] } } });
+  const pairs = [...rotation(), other];
+  assert.is(nextGeneration(pairs.slice(0, 2)), 4);
   const g = recordCompletedCopy(pairs[0]!, 'A', 'B', pairs);
-  assert.is(g, 4, 'above pair 2 counter, though pair 1 counted only to 2');
+  assert.is(g, 4, 'above pair 2 counter, though pair 1 counted only to 2, and not above the unrelated pair');
+  assert.is(recordCompletedCopy(other, 'X', 'Y', pairs), 41);
   assert.equal(pairs[1]!.drives.A, { ...pairs[0]!.drives.A!, lastPath: '/dev/a' }, 'A is the same in both records');
   assert.equal(pairs[0]!.drives.B!.lineage, [1, 2, 3, 4]);
   assert.is(pairs[1]!.drives.C!.generation, 3, 'C is untouched: its manifest still describes it');
@@ -191,7 +194,7 @@ test('a second standby: refused without confirmation (nothing written), then its
   assert.is(toC.pairId, pairs[1]!.id);
   assert.is(toC.mode, 'manifest', toC.notes.join(' | '));
   assert.is(sha256File(c), sha256File(a));
-  assert.ok(toC.generation > toB.generation, 'generations are new across both pairs');
+  assert.ok(toC.generation > toB.generation, 'generations are new across both pairs of the rotation');
   // The one not synced is untouched and still consistent.
   const after = new PairStore(stateDir).pairs();
   assert.ok(after.every((p) => p.standbyState === 'consistent'));
