@@ -75,20 +75,21 @@ async function main(): Promise<void> {
     console.log(packageVersion());
     return;
   }
-  if (values['check-config'] !== undefined) {
-    const c = loadConfigFile(values['check-config']);
-    process.stdout.write(`${c.source}: valid (rig ${c.rig}${c.rig === 'hardware' ? `, bays A ${c.drives!.A} and B ${c.drives!.B}` : ''})\n`);
-    return;
-  }
-  const logFormat = resolveLogFormat(values['log-format'] ?? process.env.DPSR_LOG_FORMAT);
-  const stateDir = resolve(values['state-dir'] ?? process.env.DPSR_STATE_DIR ?? values['default-state-dir'] ?? defaultStateDir());
-  const config = values.config ? loadConfigFile(values.config) : undefined;
+  // Checked before --check-config answers: a config found valid must start the daemon with the same command line.
   const levels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
   const level = values['log-level'] ?? process.env.DPSR_LOG_LEVEL;
   if (level !== undefined && !levels.includes(level)) {
     const from = values['log-level'] !== undefined ? '--log-level' : 'DPSR_LOG_LEVEL';
     throw new BadInputError(`${from} is ${JSON.stringify(level)}; allowed: ${levels.join(', ')}`, { hint: `give one of them with ${from}` });
   }
+  const logFormat = resolveLogFormat(values['log-format'] ?? process.env.DPSR_LOG_FORMAT);
+  if (values['check-config'] !== undefined) {
+    const c = loadConfigFile(values['check-config']);
+    process.stdout.write(`${c.source}: valid (rig ${c.rig}${c.rig === 'hardware' ? `, bays A ${c.drives!.A} and B ${c.drives!.B}` : ''})\n`);
+    return;
+  }
+  const stateDir = resolve(values['state-dir'] ?? process.env.DPSR_STATE_DIR ?? values['default-state-dir'] ?? defaultStateDir());
+  const config = values.config ? loadConfigFile(values.config) : undefined;
   const daemon = await startDaemon({ stateDir, listen: values.listen ?? process.env.DPSR_LISTEN, config, logLevel: level, logStream: logDestination(logFormat) as unknown as NodeJS.WritableStream });
   const serviceManager = serviceNotifier({ warn: (message, extra) => daemon.log.warn(extra ?? {}, message) });
   process.stderr.write(

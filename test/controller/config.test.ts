@@ -113,6 +113,12 @@ test('dpsrd with a bad --listen or config listen: exit 2 naming HOST:PORT, and n
     assert.is(level.status, 2, level.stderr);
     assert.match(level.stderr, /DPSR_LOG_LEVEL is "loud"; allowed: fatal, error/, 'names where the bad level came from');
     assert.not.ok(existsSync(state));
+    // --check-config looks at the whole command line it is given: a config called valid must start with it.
+    writeFileSync(join(dir, 'ok.yaml'), 'rig: sim\n');
+    const checked = spawnSync(process.execPath, ['bin/dpsrd.js', '--check-config', join(dir, 'ok.yaml'), '--log-level', 'loud'], { encoding: 'utf8', cwd });
+    assert.is(checked.status, 2, checked.stderr);
+    assert.match(checked.stderr, /--log-level is "loud"; allowed: fatal/);
+    assert.not.match(checked.stdout, /valid/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

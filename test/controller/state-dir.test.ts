@@ -51,6 +51,22 @@ test("case r04: a second dpsrd on the same state directory refuses at start, nam
   rmSync(dir, { recursive: true, force: true });
 });
 
+test('a state directory too small for the simulated rig\'s drives: dpsrd says the filesystem is full and what to do, not a bare tool failure', () => {
+  if (!requireEnv('the tiny state directory test', { root: true, tools: ['mount', 'umount'] })) return;
+  const mnt = mkdtempSync(join(tmpdir(), 'dpsrd-tiny-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=16k', 'tmpfs', mnt]);
+  try {
+    const r = spawnSync(process.execPath, ['bin/dpsrd.js', '--state-dir', join(mnt, 'state'), '--listen', '127.0.0.1:0'], { encoding: 'utf8', cwd: REPO, timeout: 60_000, env: { ...process.env, DPSR_NODE_RED_LISTEN: '127.0.0.1:0' } });
+    assert.is(r.status, 1, r.stderr);
+    assert.match(r.stderr, /dpsrd: (the filesystem of .* is full|no space left to write)/);
+    assert.match(r.stderr, /free space/);
+    assert.not.match(r.stderr, /ENOSPC|Command failed/);
+  } finally {
+    execFileSync('umount', [mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  }
+});
+
 test('case r09: on a full state directory recover works, sync and verify say what to do, and no job is listed that was never recorded', async () => {
   if (!requireEnv('the full state directory test', { root: true, tools: ['mount', 'umount', 'dd'] })) return;
   const mnt = mkdtempSync(join(tmpdir(), 'dpsrd-r09-'));

@@ -5,9 +5,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
-import { DeviceError } from '../../../src/errors.ts';
+import { closeSync, copyFileSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { DeviceError, NoSpaceError } from '../../../src/errors.ts';
 
 const MiB = 1024 * 1024;
 
@@ -19,6 +19,26 @@ function run(cmd: string, args: string[], input?: string): string {
     if (err.code === 'ENOENT') throw new DeviceError(`${cmd} is not installed: the simulated rig needs it to build its system drive`, { hint: 'install fdisk, e2fsprogs, dosfstools and mtools' });
     throw new DeviceError(`${cmd} ${args.join(' ')} failed: ${err.stderr?.trim() || err.message}`);
   }
+}
+
+/**
+ * A build step that failed because the filesystem under the drive image is
+ * full (the tools say so only as a bare failure, sfdisk not even that): the
+ * same meaning as every other full state directory, with what to do.
+ */
+function fullFilesystem(path: string, e: unknown): unknown {
+  let free: number;
+  try {
+    const s = statfsSync(dirname(path));
+    free = s.bavail * s.bsize;
+  } catch {
+    return e;
+  }
+  if (free >= MiB) return e;
+  return new NoSpaceError(`the filesystem of ${dirname(path)} is full (${Math.floor(free / 1024)} KiB free): the simulated rig could not build its drive ${path}`, {
+    hint: 'the simulated rig keeps its drives (sparse image files, a few MiB of real data each) in the state directory: free space there, or give dpsrd a --state-dir on a larger filesystem',
+    cause: e,
+  });
 }
 
 /** Copies a file into an image at a byte offset. */
@@ -83,6 +103,9 @@ export function buildSystemDrive(path: string, sizeMiB: number): void {
     const dataImg = join(work, 'data.img');
     run('mkfs.ext4', ['-q', '-F', '-L', 'data', '-E', 'root_owner=0:0', '-d', data, dataImg, `${(p3.size * sector) / 1024}k`]);
     copyInto(path, p3.start * sector, dataImg);
+  } catch (e) {
+    // Looked at before the work folder is removed: that frees the space the failed step lacked.
+    throw fullFilesystem(path, e);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
@@ -110,6 +133,8 @@ export function buildDataDrive(path: string, sizeMiB: number): void {
     const img = join(work, 'data.img');
     run('mkfs.ext4', ['-q', '-F', '-L', 'data', '-E', 'root_owner=0:0', '-d', data, img, `${(p1.size * sector) / 1024}k`]);
     copyInto(path, p1.start * sector, img);
+  } catch (e) {
+    throw fullFilesystem(path, e);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
