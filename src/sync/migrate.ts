@@ -104,22 +104,27 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
   if (sameStorage(sourceLoc, targetLoc)) throw new RefusedError(`the target ${req.target} is the source ${req.source}`, { hint: 'migrate moves a partition to another drive; name two different drives' });
   refuseInUse(targetLoc);
   const targetKey = driveKeyOf(targetLoc, req.imageSectorSize);
-  const pairs = new PairStore(req.stateDir, { create: false }).pairs();
-  const halfWritten = pairs.find((p) => p.pendingCopy?.to === targetKey);
-  if (halfWritten) throw new RefusedError(`${req.target} is half-written by an interrupted ${halfWritten.pendingCopy!.kind} of pair ${halfWritten.id}`, { hint: `finish it by running it again, or \`dpsr recover ${req.target}\`, then migrate` });
-  const paired = pairs.find((p) => p.standbyKey === targetKey);
-  // A copy reading the target as its active drive would see it change under it.
-  const reading = pairs.find((p) => p.activeKey === targetKey && pairLockHeld(req.stateDir, p.id));
-  if (reading) throw new BusyError(`a copy of pair ${reading.id} is reading ${req.target} (its active drive) right now`, { hint: 'wait for it to finish, then migrate' });
-  if (paired) {
-    throw new RefusedError(`the target ${req.target} is the standby of pair ${paired.id}: a standby is written only by syncs of its active drive`, { hint: `migrate onto the active drive ${paired.drives[paired.activeKey]?.lastPath} (the next sync carries the partition to the standby), or \`dpsr forget ${paired.id}\` first` });
-  }
   const dir = migrationDir(req.stateDir, targetKey);
   const files = { journal: join(dir, 'undo.journal'), record: join(dir, 'migration.json') };
-  const pending = readJsonChecked<MigrationRecord>(files.record);
-  if (pending) {
-    throw new RefusedError(`a migration of partition ${pending.partition} of ${pending.source} onto ${req.target}, started ${pending.startedAt}, was interrupted`, { hint: `\`dpsr recover ${req.target}\` rolls ${req.target} back to what it held before; then migrate again` });
-  }
+  // What the state directory says of the target: looked at now, and again once the target's lock is held, since
+  // another migration or copy may have started (and died, leaving its way back) in between.
+  const refuseTargetState = () => {
+    const pairs = new PairStore(req.stateDir, { create: false }).pairs();
+    const halfWritten = pairs.find((p) => p.pendingCopy?.to === targetKey);
+    if (halfWritten) throw new RefusedError(`${req.target} is half-written by an interrupted ${halfWritten.pendingCopy!.kind} of pair ${halfWritten.id}`, { hint: `finish it by running it again, or \`dpsr recover ${req.target}\`, then migrate` });
+    const paired = pairs.find((p) => p.standbyKey === targetKey);
+    // A copy reading the target as its active drive would see it change under it.
+    const reading = pairs.find((p) => p.activeKey === targetKey && pairLockHeld(req.stateDir, p.id));
+    if (reading) throw new BusyError(`a copy of pair ${reading.id} is reading ${req.target} (its active drive) right now`, { hint: 'wait for it to finish, then migrate' });
+    if (paired) {
+      throw new RefusedError(`the target ${req.target} is the standby of pair ${paired.id}: a standby is written only by syncs of its active drive`, { hint: `migrate onto the active drive ${paired.drives[paired.activeKey]?.lastPath} (the next sync carries the partition to the standby), or \`dpsr forget ${paired.id}\` first` });
+    }
+    const pending = readJsonChecked<MigrationRecord>(files.record);
+    if (pending) {
+      throw new RefusedError(`a migration of partition ${pending.partition} of ${pending.source} onto ${req.target}, started ${pending.startedAt}, was interrupted`, { hint: `\`dpsr recover ${req.target}\` rolls ${req.target} back to what it held before; then migrate again` });
+    }
+  };
+  refuseTargetState();
 
   const open = req.openDevice ?? ((loc: DriveLocation, o: OpenDriveOptions) => openLocated(loc, o));
   const openOptions = { direct: req.direct, imageSectorSize: req.imageSectorSize };
@@ -156,6 +161,7 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
         writeLock.release();
       },
     };
+    refuseTargetState();
     target = await open(targetLoc, { write: true, ...openOptions });
     if (target.identity.key !== targetKey) throw new RefusedError(`the target ${req.target} changed while the migration was planned`, { hint: 'nothing was written; run it again' });
 

@@ -290,6 +290,58 @@ test('a migration does not read its partition off a drive another copy is writin
   assert.is(sha256File(small), before, 'nothing was written');
 });
 
+test('a migration that decided while another one onto the same drive ran and died is refused once it holds the drive, keeping the way back', async () => {
+  if (!requireEnv('migrate race', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const big = partitionedImage(dir, 'big-race.img', { scheme: 'gpt', sizeMiB: 64 });
+  const small = emptyTable('small-race.img', 40, 'gpt');
+  execFileSync('dd', ['if=/dev/urandom', `of=${small}`, 'bs=1M', 'seek=1', 'count=8', 'conv=notrunc', 'status=none']);
+  const before = sha256File(small);
+  const sd = stateDir();
+  // The second migration is held while it opens its source, after its checks of the state directory.
+  let letGo!: () => void;
+  const gate = new Promise<void>((r) => (letGo = r));
+  let opened!: () => void;
+  const opening = new Promise<void>((r) => (opened = r));
+  const second = migrate({
+    stateDir: sd,
+    source: big.path,
+    partition: 1,
+    target: small,
+    openDevice: async (loc, options) => {
+      if (!options.write) {
+        opened();
+        await gate;
+      }
+      return openLocated(loc, options);
+    },
+  }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  await opening;
+  // Meanwhile the first one runs and dies part-way: its record and undo journal are the way back.
+  let chunks = 0;
+  const first = await rejection(
+    migrate({
+      stateDir: sd,
+      source: big.path,
+      partition: 1,
+      target: small,
+      chunkSize: MiB,
+      onChunkDone: () => {
+        if (++chunks === 4) throw new Error('power lost');
+      },
+    }),
+  );
+  assert.match((first as Error).message, /power lost/);
+  letGo();
+  const err = await second;
+  assert.instance(err, RefusedError);
+  assert.match((err as Error).message, /was interrupted/);
+  await recover({ stateDir: sd, target: small });
+  assert.is(sha256File(small), before);
+});
+
 test('the RAID boot case: the boot partition moved off a larger disk onto a small system drive, which becomes the active drive of a new pair', async () => {
   if (!requireEnv('the RAID boot case', { tools: ['sfdisk', 'sgdisk', 'mkfs.ext4', 'e2fsck', 'mkfs.vfat', 'mcopy', 'debugfs'] })) return;
   // The array member: a boot partition (ext4) and the large RAID data partition after it.
