@@ -364,7 +364,15 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       note(`the source carries ${m.what}, anchored to its end: on the larger standby it lies ${formatExactBytes(plan.target.sizeBytes - plan.source.sizeBytes)} short of the end, where mdadm, blkid and firmware will not find it`);
     }
 
-    target = await open(targetLoc, { write: true, ...openOptions });
+    // Changed mode reads and writes scattered granules of the standby: through the page cache each read drags in readahead
+    // it does not use, more bytes on the busiest drive, so it bypasses the cache where the filesystem allows it (not tmpfs).
+    const direct = req.direct ?? (plan.mode === 'changed' && kind === 'sync');
+    try {
+      target = await open(targetLoc, { write: true, ...openOptions, direct });
+    } catch (e) {
+      if (req.direct !== undefined || !direct || (e as { cause?: NodeJS.ErrnoException }).cause?.code !== 'EINVAL') throw e;
+      target = await open(targetLoc, { write: true, ...openOptions });
+    }
     if (target.identity.key !== plan.target.key || target.size !== plan.target.sizeBytes || target.logicalSectorSize !== plan.target.logicalSectorSize) {
       throw new RefusedError(`the target ${targetLoc.requested} changed between planning the copy and opening it for writing (now ${formatExactBytes(target.size)} in ${target.logicalSectorSize}-byte sectors)`, {
         hint: 'nothing was written; run the copy again',

@@ -6,7 +6,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { openSync, readFileSync, writeSync, closeSync, copyFileSync } from 'node:fs';
+import { openSync, readFileSync, writeSync, closeSync, copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { openLocated, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { planCopy, type PlanInput } from '../../src/sync/copy-plan.ts';
 import { pair } from './support/pair-fixture.ts';
 import { intersectRanges } from '../../src/sync/ranges.ts';
@@ -105,6 +106,42 @@ test('a changed sync copies only the given ranges, journaled; recover rolls it b
   assert.is(m.mode, 'manifest');
   assert.is(m.bytesWritten, 64 * KiB);
   assert.ok(readFileSync(a).equals(readFileSync(b)));
+});
+
+test('a changed sync opens the standby with O_DIRECT (no readahead around scattered granules); on tmpfs, which has none, through the page cache', async () => {
+  const stateDir = join(dir, 'direct-state');
+  const a = randomImage(join(dir, 'direct-a.img'), 8 * MiB, 23);
+  const b = join(dir, 'direct-b.img');
+  copyFileSync(a, b);
+  await clone({ stateDir, source: a, target: b, forceClone: true });
+  scribble(a, 3 * MiB, 64 * KiB, 0x55);
+  const writes: (boolean | undefined)[] = [];
+  const openDevice = (loc: DriveLocation, o: OpenDriveOptions) => {
+    if (o.write) writes.push(o.direct);
+    return openLocated(loc, o);
+  };
+  await sync({ stateDir, source: a, target: b, mode: 'changed', changed: { ranges: [{ start: 3 * MiB, length: 64 * KiB }] }, openDevice });
+  assert.equal(writes, [true]);
+  assert.ok(readFileSync(a).equals(readFileSync(b)));
+  // A compare sync keeps the page cache unless asked.
+  await sync({ stateDir, source: a, target: b, mode: 'compare', openDevice });
+  assert.equal(writes, [true, false]);
+  if (!existsSync('/dev/shm')) return;
+  const shm = mkdtempSync('/dev/shm/dpsr-changed-');
+  try {
+    const sa = join(shm, 'a.img');
+    const sb = join(shm, 'b.img');
+    copyFileSync(a, sa);
+    copyFileSync(a, sb);
+    const st = join(shm, 'state');
+    await clone({ stateDir: st, source: sa, target: sb, forceClone: true });
+    scribble(sa, 5 * MiB, 64 * KiB, 0x66);
+    const r = await sync({ stateDir: st, source: sa, target: sb, mode: 'changed', changed: { ranges: [{ start: 5 * MiB, length: 64 * KiB }] } });
+    assert.is(r.bytesWritten, 64 * KiB);
+    assert.ok(readFileSync(sa).equals(readFileSync(sb)));
+  } finally {
+    rmSync(shm, { recursive: true, force: true });
+  }
 });
 
 test('an interrupted changed sync leaves the standby recoverable to the previous backup', async () => {
