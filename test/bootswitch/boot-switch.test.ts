@@ -91,6 +91,39 @@ test('a welded mux relay is caught by the contact read-back and rolled back', as
   }
 });
 
+test('a connect hook (inline mode re-pointing the export) runs in every move while the host is off; its failure rolls the relays back', async () => {
+  const rig = await makeRig();
+  try {
+    const calls: { to: string; hostOn: boolean; onHost: string[] }[] = [];
+    rig.sys.bootSwitch.setConnectHook(async (to) => {
+      calls.push({ to, hostOn: await rig.sys.bootSwitch.hostPowered(), onHost: rig.sim.drivesOnHost() });
+    });
+    const report = await move(rig, 'B');
+    assert.equal(calls, [{ to: 'B', hostOn: false, onHost: ['B'] }]);
+    assert.ok(report.steps.some((s) => s.step === 'drive connected'));
+    assert.not.ok((await move(rig, 'B')).changed);
+    assert.is(calls.length, 1, 'nothing to connect when the bay is already selected');
+
+    rig.sys.bootSwitch.setConnectHook(async () => {
+      throw new DeviceError('qemu-storage-daemon did not come up');
+    });
+    try {
+      await move(rig, 'A');
+      assert.unreachable('should fail');
+    } catch (e) {
+      assert.instance(e, DeviceError);
+      assert.match((e as Error).message, /did not come up/);
+    }
+    assert.equal(rig.sim.drivesOnHost(), ['B'], 'rolled back to the bay that was selected');
+    assert.is(rig.sys.bootSwitch.bay, 'B');
+    assert.equal(rig.sim.violations, []);
+    rig.sys.bootSwitch.setConnectHook(null);
+    assert.is((await move(rig, 'A')).changed, true);
+  } finally {
+    await rig.close();
+  }
+});
+
 test('a dropped board fails the move with a device error and never connects both', async () => {
   const rig = await makeRig();
   try {
