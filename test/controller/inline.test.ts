@@ -14,12 +14,25 @@ import { requireEnv } from '../support/require.ts';
 import { validateDaemonConfig } from '../../firmware/controller/config.ts';
 import { inlineListen } from '../../firmware/controller/inline.ts';
 import { BadInputError } from '../../src/errors.ts';
-import { dpsr } from '../support/cli.ts';
+import { dpsr, DPSR_BIN } from '../support/cli.ts';
+import { spawn } from 'node:child_process';
 import { randomImage, sparseImage, tempDir } from '../support/images.ts';
 
 const MiB = 1024 * 1024;
 const status = async (d: TestDaemon) => (await d.api('GET', '/api/status')).body;
 const tools = { tools: ['qemu-storage-daemon', 'qemu-img'] };
+
+/** The CLI against the daemon in this process (spawnSync would block the daemon it talks to). */
+function dpsrAsync(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [DPSR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (x) => (stdout += x));
+    c.stderr.on('data', (x) => (stderr += x));
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
 
 async function runSync(d: TestDaemon, body: Record<string, unknown>) {
   const r = await d.api('POST', '/api/sync', body);
@@ -85,6 +98,11 @@ test('inline mode: status shows the export, host writes go through it and show a
     await runSync(d, { mode: 'compare' });
     const after = await runSync(d, { mode: 'changed' });
     assert.is(after.result.bytesTotal, 0);
+
+    const cli = await dpsrAsync(['status', '--url', d.url, '--token-file', d.tokenFile]);
+    assert.is(cli.code, 0, cli.stderr);
+    assert.match(cli.stdout, /\(sim rig, inline mode\)/);
+    assert.match(cli.stdout, new RegExp(`export   bay A at ${s.inline.hostUri.replace(/[?+.]/g, '\\$&')}; written since the last sync \\d+\\.\\d MiB`));
 
     const win = await d.api('POST', '/api/sync', { window: true });
     assert.is(win.status, 400);

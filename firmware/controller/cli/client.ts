@@ -133,6 +133,9 @@ interface StatusBody {
   health: Record<string, string>;
   lastSync: { kind: string; result: string; at: string; message?: string } | null;
   failover: { switching: unknown; halted: string | null; failovers: number; failed?: Record<string, boolean> };
+  /** Inline mode: the host's export of the active drive and the bytes written since the last sync. */
+  mode?: string;
+  inline?: { hostUri: string; bay: string | null; running: boolean; dirtyBytes: number | null } | null;
   /** Standby rotation: every standby of the active drive. */
   standbys?: { pairId: string; lastPath: string | null; present: boolean; ageSeconds: number | null; lastSyncedAt: string | null }[];
 }
@@ -176,6 +179,7 @@ export function daemonNeedsAttention(s: StatusBody): string[] {
   if (s.failover.halted) why.push(`failover halted: ${s.failover.halted}`);
   if (s.lastSync && s.lastSync.result !== 'done') why.push(`the last ${s.lastSync.kind} ${s.lastSync.result}`);
   if (s.problems?.length) why.push(`state problems: ${s.problems.join('; ')}`);
+  if (s.inline && !s.inline.running) why.push("the host's export is not running");
   return why;
 }
 
@@ -203,7 +207,11 @@ export async function runRemote(inv: Invocation): Promise<number> {
       const attention = daemonNeedsAttention(s);
       if (json) printJson(s);
       else {
-        console.log(`dpsrd at ${url} (${s.rig} rig)`);
+        console.log(`dpsrd at ${url} (${s.rig} rig${s.mode === 'inline' ? ', inline mode' : ''})`);
+        if (s.inline) {
+          const dirty = s.inline.dirtyBytes === null ? 'unknown' : `${(s.inline.dirtyBytes / 1024 / 1024).toFixed(1)} MiB`;
+          console.log(`  export   ${s.inline.running ? `bay ${s.inline.bay} at ${s.inline.hostUri}` : 'NOT RUNNING'}; written since the last sync ${dirty}`);
+        }
         console.log(`  active   bay ${s.active}  generation ${s.generations[s.active] ?? '-'}`);
         console.log(`  standby  bay ${s.standby}  generation ${s.generations[s.standby] ?? '-'}  ${s.standbyState.toUpperCase()}${s.paired ? '' : ' (not paired)'}`);
         console.log(`  boot selection bay ${s.bootBay ?? 'NONE'}; host power ${s.host.power}${s.host.lastHeartbeat ? `, last heartbeat ${s.host.lastHeartbeat.at}` : ''}`);
