@@ -3,15 +3,15 @@
  * handler) the server dispatches and the OpenAPI document is built from.
  * The rig adds its own routes (the simulator's controls).
  */
-import { BadInputError, RefusedError } from '../../src/errors.ts';
+import { BadInputError } from '../../src/errors.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { array, bool, int, obj, oneOf, opt } from './schema.ts';
 import { serveEvents, EVENT_TYPES } from './events.ts';
-import { summary, type JobRecord } from './jobs.ts';
+import { summary } from './jobs.ts';
 import type { Controller } from './controller.ts';
-import type { CopyJobOptions, SyncOptions } from './copy-jobs.ts';
-import type { Reply, Route } from './http-server.ts';
+import type { Route } from './http-server.ts';
 import { buildOpenApi } from './openapi.ts';
+import { pairRoutes } from './pair-routes.ts';
 
 const partitions = array(int(1, 128), { maxItems: 128, unique: true, description: 'partition numbers; absent or empty: the whole drive' });
 
@@ -34,10 +34,6 @@ export const bodies = {
   readErrors: obj({ lbas: array(int(0, Number.MAX_SAFE_INTEGER), { maxItems: 10_000, unique: true, description: 'sectors whose reads fail; an empty list clears them' }) }),
 };
 
-function jobReply(job: JobRecord): Reply {
-  return { status: 202, body: { id: job.id, job: summary(job) } };
-}
-
 export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<string>; console?: Route[] }): Route[] {
   const sse = app.config.api;
   // Many clients poll the status: it is built once per event (or per second) and served as text to all of them.
@@ -58,43 +54,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
       responses: { 200: 'the status' },
       handler: () => ({ status: 200, body: null, json: statusText() }),
     },
-    {
-      method: 'POST', path: '/api/sync', tag: 'jobs', summary: 'Start a sync of the active drive onto the standby', body: bodies.sync,
-      responses: { 202: 'the job started; { id, job }', 409: 'another job runs, a failover moves the drives, or the sync is refused to protect data' },
-      handler: ({ body }) => jobReply(app.copies.start('sync', body as SyncOptions)),
-    },
-    {
-      method: 'POST', path: '/api/verify', tag: 'jobs', summary: 'Start comparing both drives', body: bodies.verify,
-      responses: { 202: 'the job started', 409: 'another job runs' },
-      handler: ({ body }) => jobReply(app.copies.start('verify', body as CopyJobOptions['verify'])),
-    },
-    {
-      method: 'POST', path: '/api/clone', tag: 'jobs', summary: 'Start the first full copy, which pairs the drives', body: bodies.clone,
-      responses: { 202: 'the job started', 409: 'another job runs, or the copy is refused' },
-      handler: ({ body }) => jobReply(app.copies.start('clone', body as CopyJobOptions['clone'])),
-    },
-    {
-      method: 'POST', path: '/api/recover', tag: 'jobs', summary: 'Roll an interrupted sync back: the standby becomes the previous backup again', body: bodies.empty,
-      responses: { 202: 'the job started', 409: 'another job runs, or nothing can be rolled back' },
-      handler: () => jobReply(app.copies.start('recover', {})),
-    },
-    {
-      method: 'POST', path: '/api/reprotect', tag: 'jobs', summary: 'Make the drive in the standby bay a backup again (after a failover or a drive replacement)', body: bodies.reprotect,
-      responses: { 202: 'the job started', 409: 'another job runs, or refused' },
-      handler: ({ body }) => jobReply(app.copies.start('reprotect', body as CopyJobOptions['reprotect'])),
-    },
-    {
-      method: 'POST', path: '/api/restore', tag: 'jobs', summary: 'Copy the backup on the standby back over the active drive (journaled); the host must be off or a window asked for', body: bodies.restore,
-      responses: { 202: 'the job started', 409: 'another job runs, the host is powered without a window, or refused' },
-      handler: ({ body }) => {
-        const b = body as { iMeanRestore: boolean; window?: boolean };
-        if (b.iMeanRestore !== true) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs "iMeanRestore": true');
-        if (!app.copies.window.wanted(b.window) && app.host.powered) {
-          throw new RefusedError(`restore overwrites the drive in bay ${app.roles.current().active}, which the powered host runs from`, { hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window: `dpsr restore --url URL --i-mean-restore --window`, or "window": true in the request' });
-        }
-        return jobReply(app.copies.start('restore', { window: b.window }));
-      },
-    },
+    ...pairRoutes(app, bodies),
     {
       method: 'GET', path: '/api/jobs', tag: 'jobs', summary: 'The kept job history, newest first (without logs)',
       responses: { 200: '{ jobs: [...] }' },
@@ -113,11 +73,6 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
         const job = app.jobs.cancel(params.id!, b.rollback ?? app.config.recovery.rollbackOnCancel);
         return { status: 202, body: { id: job.id, job: summary(job) } };
       },
-    },
-    {
-      method: 'POST', path: '/api/failover', tag: 'boot', summary: 'Boot the standby: host shut down, boot selection moved, host powered on, roles swapped', body: bodies.failover,
-      responses: { 202: 'the failover started; watch the failover and switched events', 409: 'the standby is not consistent, a job runs, or failover is halted' },
-      handler: async ({ body }) => ({ status: 202, body: await app.boot.failover(body as { hardOff?: boolean }) }),
     },
     {
       method: 'POST', path: '/api/failover/reset', tag: 'boot', summary: 'Clear failed-bay marks and a halt of the failover state machine', body: bodies.empty,

@@ -61,13 +61,14 @@ export function buildOpenApi(routes: Route[]) {
       title: 'dpsrd',
       version: '1',
       description:
-        'The dpsr controller daemon: one storage job at a time, failover and boot selection, events. ' +
+        'The dpsr controller daemon: its drive pairs, storage jobs (one per pair, by default one copy at a time, the others queued), failover and boot selection, events. ' +
         `Event names on GET /api/events: ${Object.entries(EVENT_TYPES).map(([k, v]) => `${k} (${v})`).join('; ')}.`,
     },
     servers: [{ url: '/' }],
     security: [{ bearer: [] }, { session: [] }],
     tags: [
       { name: 'daemon', description: 'status, health, metrics, this document' },
+      { name: 'pairs', description: 'the drive pairs; every pair-specific route also under /api/pairs/{id}/' },
       { name: 'jobs', description: 'storage jobs: clone, sync, verify, recover, re-protect' },
       { name: 'boot', description: 'failover, boot selection, host heartbeat' },
       { name: 'events', description: 'event stream and persisted event log' },

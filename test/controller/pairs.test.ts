@@ -158,6 +158,74 @@ test('a queued job is cancelled out of the queue: it never starts', async () => 
   assert.is((await d.api('GET', `/api/jobs/${data.id}`)).body.state, 'cancelled');
 });
 
+test('routes: /api/pairs/{id}/… for each pair; the old routes name the pairs when ambiguous', async () => {
+  await d.app.jobs.idle();
+  const list = (await d.api('GET', '/api/pairs')).body.pairs;
+  assert.equal(list.map((p: any) => p.id), ['system', 'data']);
+  const one = await d.api('GET', '/api/pairs/data/status');
+  assert.is(one.status, 200);
+  assert.equal([one.body.active, one.body.standby, Object.keys(one.body.drives)], ['C', 'D', ['C', 'D']]);
+  const none = await d.api('POST', '/api/pairs/nope/sync', {});
+  assert.is(none.status, 404);
+  assert.match(none.body.error.message, /no pair "nope"; the pairs are system, data/);
+  for (const name of ['sync', 'verify', 'clone', 'recover', 'reprotect', 'failover']) {
+    const r = await d.api('POST', `/api/${name}`, {});
+    assert.is(r.status, 400, name);
+    assert.match(r.body.error.message, new RegExp(`2 pairs \\(system, data\\): /api/${name} does not say which`));
+    assert.match(r.body.error.hint, new RegExp(`/api/pairs/\\{id\\}/${name}`));
+  }
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.filter((j: any) => j.state === 'running' || j.state === 'queued').length, 0, 'nothing started');
+  const v = await d.api('POST', '/api/pairs/data/verify', {});
+  assert.is(v.status, 202);
+  assert.is(v.body.job.pair, 'data');
+  const job = await waitJob(d, v.body.id);
+  assert.is(job.result.identical, true);
+  const fo = await d.api('POST', '/api/pairs/data/failover', {});
+  assert.is(fo.status, 409);
+  assert.match(fo.body.error.message, /pair data is a data pair/);
+  const doc = (await d.api('GET', '/api/openapi.json')).body;
+  for (const p of ['/api/pairs', '/api/pairs/{id}/status', '/api/pairs/{id}/sync', '/api/pairs/{id}/verify', '/api/pairs/{id}/failover', '/api/sync']) assert.ok(doc.paths[p], `${p} described`);
+});
+
+test("one pair's failure and the boot pair's failover leave the other pair untouched", async () => {
+  await d.app.jobs.idle();
+  // The data pair's active drive is pulled: its sync fails, the system pair's sync is not held up by it.
+  await d.api('POST', '/api/sim/host/write', { mib: 1, pair: 'data' });
+  const beforeD = sha(join(d.dir, 'sim', 'bay-D.img'));
+  assert.is((await d.api('POST', '/api/sim/drive/C/pull', {})).status, 200);
+  const dataSync = await d.api('POST', '/api/pairs/data/sync', {});
+  assert.is(dataSync.status, 409, 'refused up front: the active drive of pair data is missing');
+  assert.match(dataSync.body.error.message, /bay C \(the active drive\) holds no drive/);
+  const sysSync = await d.api('POST', '/api/pairs/system/sync', {});
+  assert.is(sysSync.status, 202);
+  assert.is((await waitJob(d, sysSync.body.id)).state, 'done');
+  assert.is((await d.api('POST', '/api/sim/drive/C/insert', {})).status, 200);
+  assert.is(sha(join(d.dir, 'sim', 'bay-D.img')), beforeD, 'the data standby was not written');
+  // The boot pair fails over; the data pair keeps its roles, its drives and its state.
+  await waitFor(async () => (await d.api('GET', '/api/status')).body.host.lastHeartbeat?.bay === 'A', 10_000, 'host running on A');
+  const dataBefore = (await d.api('GET', '/api/pairs/data/status')).body;
+  const shaC = sha(join(d.dir, 'sim', 'bay-C.img'));
+  const es = openEvents(d.url, d.token, '?types=failover,boot');
+  await es.ready;
+  const fo = await d.api('POST', '/api/pairs/system/failover', {});
+  assert.is(fo.status, 202);
+  assert.equal(fo.body, { from: 'A', to: 'B', accepted: true });
+  await es.wait((e) => e.event === 'boot' && e.data.data.bay === 'B' && e.data.data.status === 'confirmed');
+  es.close();
+  const after = (await d.api('GET', '/api/status')).body;
+  assert.equal(after.pairs.map((p: any) => [p.id, p.active, p.standby]), [['system', 'B', 'A'], ['data', 'C', 'D']]);
+  const dataAfter = (await d.api('GET', '/api/pairs/data/status')).body;
+  assert.equal([dataAfter.generations, dataAfter.standbyState, dataAfter.lastSuccess], [dataBefore.generations, dataBefore.standbyState, dataBefore.lastSuccess]);
+  assert.is(sha(join(d.dir, 'sim', 'bay-C.img')), shaC);
+  assert.is(sha(join(d.dir, 'sim', 'bay-D.img')), beforeD);
+  // And the data pair still syncs, C onto D, after the boot pair's failover.
+  const again = await d.api('POST', '/api/pairs/data/sync', {});
+  const j = await waitJob(d, again.body.id);
+  assert.is(j.state, 'done');
+  assert.equal([j.options.source, j.options.target], ['C', 'D']);
+  assert.is(sha(join(d.dir, 'sim', 'bay-C.img')), sha(join(d.dir, 'sim', 'bay-D.img')));
+});
+
 test('jobs.parallel: copies of pairs on different bridge budgets run at once', async () => {
   const p = await makeDaemon({ pairs: [TWO_PAIRS[0], { ...TWO_PAIRS[1], bridge: 'usb2' }], jobs: { parallel: true }, sim: { bridgeMiBps: 96 } });
   try {
