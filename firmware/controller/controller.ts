@@ -102,6 +102,7 @@ export class Controller {
     this.window = new SyncWindow(config, stateDir, bs, this.roles, bus);
     this.copies = new CopyJobs(config, stateDir, this.roles, this.window, this.jobs, bus, metrics, (bay) => rig.markBootable(bay));
     this.pairs = new Pairs(config.pairs.map((pc) => (pc.role === 'boot' ? new DrivePair(pc, this.roles, this.window, this.copies) : this.#dataPair(pc))));
+    metrics.definePairs(this.pairs.ids);
     this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id);
     this.host = new HostWatch(bs, bus, metrics);
     this.browser = new FileBrowser(this.roles, bs);

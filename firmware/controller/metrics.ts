@@ -13,22 +13,22 @@ const STANDBY_STATES = ['consistent', 'syncing', 'inconsistent', 'unpaired'] as 
 
 export class Metrics {
   readonly registry = new Registry();
-  readonly syncBytesWritten = new Counter({ name: 'dpsr_sync_bytes_written_total', help: 'Bytes written to a target by clone, sync and re-protect jobs', labelNames: ['kind'], registers: [this.registry] });
-  readonly syncBytesWalked = new Counter({ name: 'dpsr_sync_bytes_walked_total', help: 'Bytes read and compared by copy and verify jobs', labelNames: ['kind'], registers: [this.registry] });
+  readonly syncBytesWritten = new Counter({ name: 'dpsr_sync_bytes_written_total', help: 'Bytes written to a target by clone, sync and re-protect jobs', labelNames: ['kind', 'pair'], registers: [this.registry] });
+  readonly syncBytesWalked = new Counter({ name: 'dpsr_sync_bytes_walked_total', help: 'Bytes read and compared by copy and verify jobs', labelNames: ['kind', 'pair'], registers: [this.registry] });
   readonly jobDuration = new Histogram({
     name: 'dpsr_job_duration_seconds',
     help: 'Duration of finished jobs',
-    labelNames: ['kind', 'state'],
+    labelNames: ['kind', 'state', 'pair'],
     buckets: [1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600],
     registers: [this.registry],
   });
-  readonly jobsTotal = new Counter({ name: 'dpsr_jobs_total', help: 'Finished jobs by kind and final state', labelNames: ['kind', 'state'], registers: [this.registry] });
-  readonly lastSuccess = new Gauge({ name: 'dpsr_last_sync_success_timestamp_seconds', help: 'Unix time of the last completed sync, clone or re-protect (0: never)', registers: [this.registry] });
-  readonly lastSyncDuration = new Gauge({ name: 'dpsr_last_sync_duration_seconds', help: 'Duration of the last completed sync', registers: [this.registry] });
-  readonly standbyState = new Gauge({ name: 'dpsr_standby_state', help: '1 for the standby drive state the controller reports, 0 for the others', labelNames: ['state'], registers: [this.registry] });
+  readonly jobsTotal = new Counter({ name: 'dpsr_jobs_total', help: 'Finished jobs by kind, final state and pair', labelNames: ['kind', 'state', 'pair'], registers: [this.registry] });
+  readonly lastSuccess = new Gauge({ name: 'dpsr_last_sync_success_timestamp_seconds', help: 'Unix time of the last completed sync, clone or re-protect of the pair (0: never)', labelNames: ['pair'], registers: [this.registry] });
+  readonly lastSyncDuration = new Gauge({ name: 'dpsr_last_sync_duration_seconds', help: 'Duration of the last completed sync of the pair', labelNames: ['pair'], registers: [this.registry] });
+  readonly standbyState = new Gauge({ name: 'dpsr_standby_state', help: "1 for the pair's standby drive state, 0 for the others", labelNames: ['state', 'pair'], registers: [this.registry] });
   readonly jobState = new Gauge({ name: 'dpsr_job_state', help: '1 when a job of this kind runs (state="running"), else 1 on state="idle"', labelNames: ['state', 'kind'], registers: [this.registry] });
   readonly jobProgress = new Gauge({ name: 'dpsr_job_progress_ratio', help: 'Progress of the running job from 0 to 1', registers: [this.registry] });
-  readonly generation = new Gauge({ name: 'dpsr_generation', help: 'Generation of the data each bay holds', labelNames: ['bay', 'role'], registers: [this.registry] });
+  readonly generation = new Gauge({ name: 'dpsr_generation', help: 'Generation of the data each bay holds', labelNames: ['bay', 'role', 'pair'], registers: [this.registry] });
   readonly hostPowered = new Gauge({ name: 'dpsr_host_powered', help: '1 while the host power LED is lit', registers: [this.registry] });
   readonly bootBay = new Gauge({ name: 'dpsr_boot_bay', help: '1 for the bay the relays connect to the host', labelNames: ['bay'], registers: [this.registry] });
   readonly failovers = new Counter({ name: 'dpsr_failovers_total', help: 'Failovers since the daemon started', registers: [this.registry] });
@@ -46,13 +46,25 @@ export class Metrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry });
     this.buildInfo.set({ version: packageVersion(), nodeversion: process.version }, 1);
-    this.lastSuccess.set(0);
-    this.setStandbyState('unpaired');
+    this.definePairs(['system']);
     this.setJob(null);
   }
 
-  setStandbyState(state: (typeof STANDBY_STATES)[number]): void {
-    for (const s of STANDBY_STATES) this.standbyState.set({ state: s }, s === state ? 1 : 0);
+  /** The controller's pairs (config pairs[].id): each starts unpaired and never synced. */
+  definePairs(ids: string[]): void {
+    this.standbyState.reset();
+    this.lastSuccess.reset();
+    this.#pairs = ids;
+    for (const pair of ids) {
+      this.setStandbyState('unpaired', pair);
+      this.lastSuccess.set({ pair }, 0);
+    }
+  }
+
+  #pairs: string[] = [];
+
+  setStandbyState(state: (typeof STANDBY_STATES)[number], pair: string): void {
+    for (const s of STANDBY_STATES) this.standbyState.set({ state: s, pair }, s === state ? 1 : 0);
   }
 
   setJob(job: JobRecord | null): void {
@@ -63,15 +75,17 @@ export class Metrics {
   }
 
   jobFinished(job: JobRecord): void {
-    this.jobsTotal.inc({ kind: job.kind, state: job.state });
-    if (job.seconds !== null) this.jobDuration.observe({ kind: job.kind, state: job.state }, job.seconds);
+    // A job of no pair (the files' jobs) works on the boot pair's drives, the first pair.
+    const pair = job.pair ?? this.#pairs[0] ?? 'system';
+    this.jobsTotal.inc({ kind: job.kind, state: job.state, pair });
+    if (job.seconds !== null) this.jobDuration.observe({ kind: job.kind, state: job.state, pair }, job.seconds);
     const r = job.result as { bytesWritten?: number; bytesTotal?: number; bytesCompared?: number } | null;
-    if (r?.bytesWritten) this.syncBytesWritten.inc({ kind: job.kind }, r.bytesWritten);
+    if (r?.bytesWritten) this.syncBytesWritten.inc({ kind: job.kind, pair }, r.bytesWritten);
     const walked = r?.bytesTotal ?? r?.bytesCompared;
-    if (walked) this.syncBytesWalked.inc({ kind: job.kind }, walked);
+    if (walked) this.syncBytesWalked.inc({ kind: job.kind, pair }, walked);
     if (job.state === 'done' && job.kind !== 'verify' && job.kind !== 'recover') {
-      this.lastSuccess.set(Date.parse(job.finishedAt ?? new Date().toISOString()) / 1000);
-      if (job.seconds !== null) this.lastSyncDuration.set(job.seconds);
+      this.lastSuccess.set({ pair }, Date.parse(job.finishedAt ?? new Date().toISOString()) / 1000);
+      if (job.seconds !== null) this.lastSyncDuration.set({ pair }, job.seconds);
     }
     this.setJob(null);
   }
@@ -80,9 +94,11 @@ export class Metrics {
    * Values the pair records hold across restarts, refreshed at each scrape:
    * a restarted daemon reports the last successful sync it recorded, not 0.
    */
-  observeStatus(s: { lastSuccess: string | null }): void {
-    const at = s.lastSuccess ? Date.parse(s.lastSuccess) / 1000 : 0;
-    if (Number.isFinite(at) && at > 0) this.lastSuccess.set(at);
+  observeStatus(s: { pairs: { id: string; lastSuccess: string | null }[] }): void {
+    for (const p of s.pairs) {
+      const at = p.lastSuccess ? Date.parse(p.lastSuccess) / 1000 : 0;
+      if (Number.isFinite(at) && at > 0) this.lastSuccess.set({ pair: p.id }, at);
+    }
   }
 
   text(): Promise<string> {

@@ -114,10 +114,9 @@ export class StatusView {
     const s = this.core();
     const pairs = s.pairs.map((p) => ({ id: p.id, active: p.active, standby: p.standby, standbyState: p.standbyState, generations: p.generations }));
     const key = JSON.stringify([s.active, s.standby, s.standbyState, s.generations, pairs]);
-    this.metrics.setStandbyState(s.paired ? s.standbyState : 'unpaired');
-    for (const bay of ['A', 'B'] as const) {
-      const g = s.generations[bay];
-      if (g !== null) this.metrics.generation.set({ bay, role: bay === s.active ? 'active' : 'standby' }, g);
+    for (const p of s.pairs) {
+      this.metrics.setStandbyState(p.paired ? p.standbyState : 'unpaired', p.id);
+      for (const [bay, g] of Object.entries(p.generations)) if (g !== null) this.metrics.generation.set({ bay, role: bay === p.active ? 'active' : 'standby', pair: p.id }, g);
     }
     if (key !== this.#lastKey) {
       this.#lastKey = key;

@@ -151,7 +151,7 @@ test('metrics: dpsr_ prefixed, standard process_* and nodejs_* names, dpsr_build
   assert.is(m.status, 200);
   assert.match(String(m.headers['content-type']), /text\/plain/);
   const text = m.body as string;
-  for (const name of ['dpsr_sync_bytes_written_total', 'dpsr_job_duration_seconds_bucket', 'dpsr_last_sync_success_timestamp_seconds', 'dpsr_standby_state{state="consistent"} 1', 'dpsr_job_state', 'dpsr_jobs_total{kind="sync",state="done"}', 'dpsr_drive_health_ok{bay="A"} 1']) {
+  for (const name of ['dpsr_sync_bytes_written_total', 'dpsr_job_duration_seconds_bucket', 'dpsr_last_sync_success_timestamp_seconds', 'dpsr_standby_state{state="consistent",pair="system"} 1', 'dpsr_job_state', 'dpsr_jobs_total{kind="sync",state="done",pair="system"}', 'dpsr_drive_health_ok{bay="A"} 1']) {
     assert.ok(text.includes(name), `metrics lack ${name}`);
   }
   // Default process metrics keep their standard names; everything else is dpsr's own.

@@ -183,6 +183,9 @@ test('routes: /api/pairs/{id}/… for each pair; the old routes name the pairs w
   const fo = await d.api('POST', '/api/pairs/data/failover', {});
   assert.is(fo.status, 409);
   assert.match(fo.body.error.message, /pair data is a data pair/);
+  const m = (await d.api('GET', '/metrics')).body as string;
+  for (const line of ['dpsr_standby_state{state="consistent",pair="data"} 1', 'dpsr_standby_state{state="consistent",pair="system"} 1', 'dpsr_jobs_total{kind="verify",state="done",pair="data"} 1', 'dpsr_generation{bay="D",role="standby",pair="data"}']) assert.ok(m.includes(line), `metrics lack ${line}`);
+  assert.match(m, /\ndpsr_last_sync_success_timestamp_seconds\{pair="data"\} [1-9]/);
   const doc = (await d.api('GET', '/api/openapi.json')).body;
   for (const p of ['/api/pairs', '/api/pairs/{id}/status', '/api/pairs/{id}/sync', '/api/pairs/{id}/verify', '/api/pairs/{id}/failover', '/api/sync']) assert.ok(doc.paths[p], `${p} described`);
 });

@@ -45,7 +45,7 @@ test('the rules cover the standby, sync age and drive health, on metrics the dae
   const again = await makeDaemon({}, d.dir);
   try {
     const text = (await again.api('GET', '/metrics')).body as string;
-    const last = Number(/^dpsr_last_sync_success_timestamp_seconds (\S+)$/m.exec(text)?.[1]);
+    const last = Number(/^dpsr_last_sync_success_timestamp_seconds\{pair="system"\} (\S+)$/m.exec(text)?.[1]);
     assert.ok(last > Date.now() / 1000 - 3600, `the recorded clone is the last success after a restart (got ${last})`);
   } finally {
     await again.stop();
