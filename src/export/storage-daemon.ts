@@ -21,7 +21,7 @@
  * written at a clean stop and loaded at the next start.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { promisify } from 'node:util';
@@ -100,6 +100,29 @@ export interface ExportSpec {
   readonly bitmaps?: readonly string[];
 }
 
+/** Live (not zombie) qemu-storage-daemon processes whose command line names this QMP socket. */
+function leftoverPids(qmpSocket: string): number[] {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const p of entries) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      if (!readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`path=${qmpSocket},`)) continue;
+      // "pid (comm) S …": a zombie has exited and released its locks; nobody may reap it here.
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') out.push(Number(p));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return out;
+}
+
 export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
   private child: ChildProcess | null = null;
   private client: QmpClient | null = null;
@@ -170,6 +193,7 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
 
   private async launch(): Promise<void> {
     mkdirSync(this.options.runDir, { recursive: true });
+    await this.quitLeftover();
     for (const s of [this.qmpSocket, 'unix' in this.options.listen ? this.options.listen.unix : '']) {
       if (s && existsSync(s)) unlinkSync(s); // left by a crashed daemon
     }
@@ -201,6 +225,29 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     this.generationCount++;
     this.delay = this.options.restartDelayMs ?? 200;
     this.emit('ready', this.generationCount);
+  }
+
+  /**
+   * A controller that died hard (SIGKILL, a crash) leaves its daemon
+   * running: it still serves the host and holds the drive's lock, so a new
+   * one could not open the drive. It answers on the QMP socket: it is asked
+   * to `quit` (a clean stop, which also saves persistent bitmaps), and
+   * waited for until it has exited.
+   */
+  private async quitLeftover(): Promise<void> {
+    if (!existsSync(this.qmpSocket)) return;
+    let old: QmpClient;
+    try {
+      old = await QmpClient.connect(this.qmpSocket, 2000);
+    } catch {
+      return; // a socket file nobody listens on: the daemon that made it is gone
+    }
+    const gone = new Promise<void>((r) => old.onClose(() => r()));
+    await old.execute('quit').catch(() => undefined);
+    await gone;
+    for (let i = 0; i < 400 && leftoverPids(this.qmpSocket).length > 0; i++) await sleep(25);
+    const still = leftoverPids(this.qmpSocket);
+    if (still.length) throw new DeviceError(`qemu-storage-daemon ${still.join(', ')} left by an earlier start did not exit after quit`, { hint: `stop it (kill ${still.join(' ')}), then start again` });
   }
 
   /** The QMP socket file appears at bind(), before the daemon listens: retry until it answers or the child exits. */

@@ -8,9 +8,10 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { makeDaemon, openEvents, waitJob, waitFor, idle, sha, type TestDaemon } from './support/harness.ts';
+import { makeDaemon, openEvents, spawnDaemon, waitJob, waitFor, idle, sha, type TestDaemon } from './support/harness.ts';
+import { NbdDrive } from '../../src/sata-bridge/index.ts';
 import { requireEnv } from '../support/require.ts';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -152,6 +153,44 @@ test('a clean restart keeps the dirty bitmap (the next changed sync copies just 
     assert.is(sha(s.drives.A.path), sha(s.drives.B.path), 'the writes made in switched mode reached the standby');
     await d.close();
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dpsrd killed hard (SIGKILL) in inline mode: the next start quits the export daemon it left, serves the drive again at the same address, and the bitmap it saved keeps the next sync a changed one', async () => {
+  if (!requireEnv('inline mode after a hard kill', tools)) return;
+  const dir = mkdtempSync(join(tmpdir(), 'dpsrd-inline-kill-'));
+  const configFile = join(dir, 'dpsrd.json');
+  writeFileSync(configFile, JSON.stringify({ mode: 'inline', sim: { hostBootMs: 150, hostShutdownMs: 100, heartbeatMs: 100 } }));
+  const state = join(dir, 'state');
+  let d = await spawnDaemon(state, configFile);
+  try {
+    await waitFor(async () => (await d.api('GET', '/api/status')).body.standbyState === 'consistent', 30_000, 'first clone');
+    const uri = (await d.api('GET', '/api/status')).body.inline.hostUri;
+    await d.api('POST', '/api/sim/host/write', { mib: 1 });
+    d.child.kill('SIGKILL');
+    await d.exited;
+    // The export daemon outlived its controller and still serves the host.
+    const left = await NbdDrive.open(uri);
+    await left.close();
+
+    d = await spawnDaemon(state, configFile);
+    const s = (await d.api('GET', '/api/status')).body;
+    assert.is(s.inline.running, true);
+    assert.is(s.inline.hostUri, uri);
+    const r = await d.api('POST', '/api/sync', {});
+    const job = await waitFor(async () => {
+      const j = (await d.api('GET', `/api/jobs/${r.body.id}`)).body;
+      return j.state === 'running' ? undefined : j;
+    }, 30_000, 'sync');
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.is(job.result.mode, 'changed', job.result.notes.join('; '));
+    assert.ok(job.result.bytesTotal > 0 && job.result.bytesTotal <= 1024 * 1024);
+    const after = (await d.api('GET', '/api/status')).body;
+    assert.is(sha(after.drives.A.path), sha(after.drives.B.path));
+  } finally {
+    d.child.kill('SIGTERM');
+    await d.exited;
     rmSync(dir, { recursive: true, force: true });
   }
 });

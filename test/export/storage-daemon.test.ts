@@ -7,9 +7,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer } from 'node:net';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { QmpClient, QmpError, QmpConnectionError, StorageDaemon, ACTIVE_NODE, TOP_NODE } from '../../src/export/index.ts';
 import { NbdDrive, NbdOptionError } from '../../src/sata-bridge/index.ts';
@@ -153,6 +153,29 @@ test('the qcow2 bitmap metadata file is made beside the drive without touching i
   }
   assert.equal(readdirSync(join(runDir, 'state')), ['bitmaps.qcow2'], 'no scratch left beside it');
   assert.ok(readFileSync(drive).equals(before));
+});
+
+test('a daemon left running by a controller that died hard is asked to quit, and the new one serves the drive at the same address', async () => {
+  if (!haveQsd) return;
+  const { daemon, drive, runDir } = daemonFor('leftover');
+  // What a SIGKILLed controller leaves: a daemon on the same QMP socket that holds the drive's lock.
+  const left = spawn('qemu-storage-daemon', ['--chardev', `socket,id=qmp,path=${daemon.qmpSocket},server=on,wait=off`, '--monitor', 'chardev=qmp', '--blockdev', `file,node-name=f,filename=${drive}`], { stdio: 'ignore' });
+  const exited = new Promise((r) => left.once('exit', r));
+  for (let i = 0; i < 200 && !existsSync(daemon.qmpSocket); i++) await new Promise((r) => setTimeout(r, 25));
+  await daemon.start();
+  try {
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+    assert.is(left.exitCode, 0, 'the leftover quit cleanly');
+    const host = await NbdDrive.open(daemon.hostUri, { write: true });
+    await host.write(Buffer.alloc(4096, 0x3c), 0);
+    await host.flush();
+    await host.close();
+    assert.ok(readFileSync(drive).subarray(0, 4096).every((x) => x === 0x3c));
+    assert.ok(existsSync(join(runDir, 'nbd.sock')));
+  } finally {
+    left.kill('SIGKILL');
+    await daemon.stop();
+  }
 });
 
 test('a crash restarts the daemon with the same export at the same address and the same disk', async () => {
