@@ -20,18 +20,18 @@ _dpsr() {
   case "$cmd" in
     drives) opts="--json --help" ;;
     inspect) opts="--json --sector-size --help" ;;
-    clone) opts="--json -y --yes --state-dir --direct --sector-size --force --add-standby -q --quiet --url --token-file --window --no-window --no-wait --help" ;;
-    sync) opts="--json -y --yes --state-dir --direct --sector-size --journal-budget -p --partition --mode --force-generation -q --quiet --url --token-file --window --no-window --no-wait --help" ;;
-    verify) opts="--json --direct --sector-size -p --partition -q --quiet --url --token-file --state-dir --window --no-window --no-wait --help" ;;
-    recover) opts="--json -y --yes --state-dir --direct --sector-size -q --quiet --url --token-file --no-wait --help" ;;
-    restore) opts="--json -y --yes --state-dir --direct --sector-size --journal-budget -p --partition --i-mean-restore -q --quiet --url --token-file --window --no-window --no-wait --help" ;;
+    clone) opts="--json -y --yes --state-dir --direct --sector-size --force --add-standby -q --quiet --url --token-file --pair --window --no-window --no-wait --help" ;;
+    sync) opts="--json -y --yes --state-dir --direct --sector-size --journal-budget -p --partition --mode --force-generation -q --quiet --url --token-file --pair --window --no-window --no-wait --help" ;;
+    verify) opts="--json --direct --sector-size -p --partition -q --quiet --url --token-file --pair --state-dir --window --no-window --no-wait --help" ;;
+    recover) opts="--json -y --yes --state-dir --direct --sector-size -q --quiet --url --token-file --pair --no-wait --help" ;;
+    restore) opts="--json -y --yes --state-dir --direct --sector-size --journal-budget -p --partition --i-mean-restore -q --quiet --url --token-file --pair --window --no-window --no-wait --help" ;;
     migrate) opts="-p --partition --at --json -y --yes --state-dir --direct --sector-size --journal-budget -q --quiet --help" ;;
-    status) opts="--json --state-dir --url --token-file --help" ;;
+    status) opts="--json --state-dir --url --token-file --pair --help" ;;
     forget) opts="--json -y --yes --state-dir --help" ;;
     jobs) opts="--json --url --token-file --state-dir --help" ;;
     cancel) opts="--json --rollback --no-rollback --url --token-file --state-dir --help" ;;
-    reprotect) opts="--json -y --yes -q --quiet --url --token-file --state-dir --window --no-window --no-wait --help" ;;
-    failover) opts="--json -y --yes --hard-off -q --quiet --url --token-file --state-dir --no-wait --help" ;;
+    reprotect) opts="--json -y --yes -q --quiet --url --token-file --pair --state-dir --window --no-window --no-wait --help" ;;
+    failover) opts="--json -y --yes --hard-off -q --quiet --url --token-file --pair --state-dir --no-wait --help" ;;
     help) COMPREPLY=($(compgen -W "drives inspect clone sync verify recover restore migrate status forget jobs cancel reprotect failover" -- "$cur")); return ;;
     *) return ;;
   esac

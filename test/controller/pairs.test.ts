@@ -5,6 +5,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -227,6 +228,35 @@ test("one pair's failure and the boot pair's failover leave the other pair untou
   assert.is(j.state, 'done');
   assert.equal([j.options.source, j.options.target], ['C', 'D']);
   assert.is(sha(join(d.dir, 'sim', 'bay-C.img')), sha(join(d.dir, 'sim', 'bay-D.img')));
+});
+
+test('dpsr --url --pair: the pair-specific commands take the pair; without it several pairs are a usage error', async () => {
+  await d.app.jobs.idle();
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const c = spawn(process.execPath, ['bin/dpsr.js', ...args, '--url', d.url], { cwd: new URL('../../', import.meta.url).pathname, env: { ...process.env, DPSR_STATE_DIR: d.dir }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      c.stdout.on('data', (x) => (stdout += x));
+      c.stderr.on('data', (x) => (stderr += x));
+      c.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+  const v = await run(['verify', '--pair', 'data', '--json']);
+  assert.is(v.code, 0, v.stderr);
+  const job = JSON.parse(v.stdout);
+  assert.is(job.job?.pair ?? job.pair, 'data');
+  const amb = await run(['verify']);
+  assert.is(amb.code, 2, 'ambiguous: bad usage');
+  assert.match(amb.stderr, /2 pairs \(system, data\)/);
+  const st = await run(['status', '--pair', 'data']);
+  assert.is(st.code, 0, st.stdout + st.stderr);
+  assert.match(st.stdout, /pair data \(data drive, data\)/);
+  assert.match(st.stdout, /active +bay C/);
+  const all = await run(['status']);
+  assert.match(all.stdout, /pair data \(data drive\): active bay C, standby bay D CONSISTENT/);
+  const bad = await run(['sync', '--pair', 'Data!', '--yes']);
+  assert.is(bad.code, 2);
+  assert.match(bad.stderr, /--pair is "Data!"/);
 });
 
 test('jobs.parallel: copies of pairs on different bridge budgets run at once', async () => {

@@ -138,6 +138,24 @@ interface StatusBody {
   inline?: { hostUri: string; bay: string | null; running: boolean; dirtyBytes: number | null } | null;
   /** Standby rotation: every standby of the active drive. */
   standbys?: { pairId: string; lastPath: string | null; present: boolean; ageSeconds: number | null; lastSyncedAt: string | null }[];
+  /** The drive pairs (several on a controller with data pairs). */
+  pairs?: PairStatusBody[];
+}
+
+/** One pair as GET /api/pairs/{id}/status answers. */
+interface PairStatusBody {
+  id: string;
+  label: string;
+  role: string;
+  active: string;
+  standby: string;
+  standbyState: string;
+  paired: boolean;
+  pendingCopy?: unknown;
+  generations: Record<string, number | null>;
+  lastSuccess: string | null;
+  job: { id: string; kind: string; state: string } | null;
+  drives: Record<string, { path: string | null; present: boolean }>;
 }
 
 interface JobBody {
@@ -154,16 +172,16 @@ interface JobBody {
 
 /** Options each command takes with --url (commander keys); anything else typed is bad usage. */
 const REMOTE_ACCEPTS: Record<string, string[]> = {
-  status: [],
+  status: ['pair'],
   jobs: [],
   cancel: ['rollback'],
-  sync: ['partition', 'mode', 'forceGeneration', 'wait', 'quiet', 'yes', 'window'],
-  verify: ['partition', 'wait', 'quiet', 'window'],
-  clone: ['force', 'addStandby', 'wait', 'quiet', 'yes', 'window'],
-  recover: ['wait', 'quiet', 'yes'],
-  reprotect: ['wait', 'quiet', 'yes', 'window'],
-  restore: ['iMeanRestore', 'partition', 'wait', 'quiet', 'yes', 'window'],
-  failover: ['yes', 'hardOff', 'wait', 'quiet'],
+  sync: ['partition', 'mode', 'forceGeneration', 'wait', 'quiet', 'yes', 'window', 'pair'],
+  verify: ['partition', 'wait', 'quiet', 'window', 'pair'],
+  clone: ['force', 'addStandby', 'wait', 'quiet', 'yes', 'window', 'pair'],
+  recover: ['wait', 'quiet', 'yes', 'pair'],
+  reprotect: ['wait', 'quiet', 'yes', 'window', 'pair'],
+  restore: ['iMeanRestore', 'partition', 'wait', 'quiet', 'yes', 'window', 'pair'],
+  failover: ['yes', 'hardOff', 'wait', 'quiet', 'pair'],
 };
 const ALWAYS = ['url', 'tokenFile', 'stateDir', 'json'];
 const flag = (key: string) => `--${key === 'wait' ? 'no-wait' : key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
@@ -195,6 +213,10 @@ export async function runRemote(inv: Invocation): Promise<number> {
     const guess = /^[^\s/:]+:\d+\/?$/.test(url) ? `--url http://${url.replace(/\/$/, '')}` : '--url http://127.0.0.1:8750';
     throw new BadInputError(`--url is ${JSON.stringify(url)}; allowed: http://HOST:PORT`, { hint: `for example ${guess} (dpsrd prints its URL when it starts)` });
   }
+  const pair = opts.pair as string | undefined;
+  if (pair !== undefined && !/^[a-z][a-z0-9-]{0,31}$/.test(pair)) throw new BadInputError(`--pair is ${JSON.stringify(pair)}; allowed: a pair id as the config names it (lower-case letters, digits, dashes)`, { hint: `\`dpsr status --url ${url}\` lists the pairs` });
+  /** The route of a pair-specific command: the pair's own with --pair, else the old one (the daemon's only pair). */
+  const route = (name: string) => (pair ? `/api/pairs/${pair}/${name}` : `/api/${name}`);
   const client = new DaemonClient(url, readToken(opts));
   const json = opts.json === true;
   const say = (line: string) => {
@@ -203,6 +225,21 @@ export async function runRemote(inv: Invocation): Promise<number> {
 
   switch (command) {
     case 'status': {
+      if (pair) {
+        const p = await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`);
+        const why = p.paired ? (p.standbyState === 'consistent' ? [] : [`the standby is ${p.standbyState}`]) : ['the drives are not paired'];
+        if (p.pendingCopy) why.push('a copy was interrupted');
+        if (json) printJson(p);
+        else {
+          console.log(`pair ${p.id} (${p.label}, ${p.role}) at ${url}`);
+          console.log(`  active   bay ${p.active}  generation ${p.generations[p.active] ?? '-'}`);
+          console.log(`  standby  bay ${p.standby}  generation ${p.generations[p.standby] ?? '-'}  ${p.standbyState.toUpperCase()}${p.paired ? '' : ' (not paired)'}`);
+          console.log(`  job ${p.job ? `${p.job.kind} ${p.job.id} ${p.job.state}` : 'none'}`);
+          if (p.lastSuccess) console.log(`  last success ${p.lastSuccess}`);
+          if (why.length) console.log(`  NEEDS ATTENTION: ${why.join('; ')}`);
+        }
+        return why.length ? 1 : 0;
+      }
       const s = await client.request<StatusBody>('GET', '/api/status');
       const attention = daemonNeedsAttention(s);
       if (json) printJson(s);
@@ -222,6 +259,9 @@ export async function runRemote(inv: Invocation): Promise<number> {
           console.log(`  standby ${x.lastPath ?? '?'} (pair ${x.pairId}) ${x.present ? 'in its bay' : 'not in a bay'}, ${x.ageSeconds === null ? 'never synced' : `age ${formatAge(x.ageSeconds)} (last synced ${x.lastSyncedAt})`}`);
         }
         if (s.failover.halted) console.log(`  FAILOVER HALTED: ${s.failover.halted}`);
+        if ((s.pairs?.length ?? 0) > 1) {
+          for (const p of s.pairs!) console.log(`  pair ${p.id} (${p.label}): active bay ${p.active}, standby bay ${p.standby} ${p.standbyState.toUpperCase()}${p.job ? `, ${p.job.kind} ${p.job.id} ${p.job.state}` : ''}`);
+        }
         if (attention.length) console.log(`  NEEDS ATTENTION: ${attention.join('; ')}`);
       }
       return attention.length ? 1 : 0;
@@ -257,7 +297,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
         if (!isTerminal()) throw new BadInputError('failover shuts the host down and boots the standby: it needs confirmation', { hint: 'pass --yes' });
         if (!(await confirm('This shuts the host down and boots it from the standby drive.'))) throw new CancelledError('not confirmed: nothing was changed');
       }
-      const r = await client.request<{ from: string; to: string }>('POST', '/api/failover', opts.hardOff ? { hardOff: true } : {});
+      const r = await client.request<{ from: string; to: string }>('POST', route('failover'), opts.hardOff ? { hardOff: true } : {});
       say(`failover from bay ${r.from} to bay ${r.to} started`);
       if (opts.wait === false) {
         if (json) printJson(r);
@@ -284,41 +324,48 @@ export async function runRemote(inv: Invocation): Promise<number> {
     const partitions = parsePartitionArgs(opts.partition);
     const mode = parseMode(opts.mode);
     body = { ...(partitions.length ? { partitions } : {}), ...(mode ? { mode } : {}), ...(opts.forceGeneration ? { forceGeneration: true } : {}) };
-    path = '/api/sync';
+    path = route('sync');
   } else if (command === 'verify') {
     const partitions = parsePartitionArgs(opts.partition);
     body = partitions.length ? { partitions } : {};
-    path = '/api/verify';
+    path = route('verify');
   } else if (command === 'clone') {
     body = { ...(opts.force ? { force: true } : {}), ...(opts.addStandby ? { addStandby: true } : {}) };
-    path = '/api/clone';
+    path = route('clone');
     question = 'This overwrites the whole drive in the STANDBY bay with the active drive.';
   } else if (command === 'recover') {
-    path = '/api/recover';
+    path = route('recover');
     question = 'This rolls the drive in the standby bay back to its previous backup.';
   } else if (command === 'reprotect') {
-    path = '/api/reprotect';
+    path = route('reprotect');
     question = 'This makes the drive in the STANDBY bay a backup of the active drive again (a new drive is cloned whole).';
   } else {
     if (!opts.iMeanRestore) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore --url ${url} --i-mean-restore` });
     const partitions = parsePartitionArgs(opts.partition);
     if (partitions.length > 1) throw new BadInputError(`restore --url takes at most one --partition, got ${partitions.join(', ')}`, { hint: 'restore one partition at a time, or the whole drive without --partition' });
     if (partitions.length === 1) {
+      if (pair) throw new BadInputError('restore --partition --url works on the boot pair only and takes no --pair', { hint: 'leave out --pair, or restore the whole drive of the pair' });
       body = { partition: partitions[0], confirm: `restore partition ${partitions[0]}` };
       path = '/api/restore/partition';
       question = `This OVERWRITES PARTITION ${partitions[0]} OF THE ACTIVE DRIVE (and its partition table) with the backup on the standby.`;
     } else {
       body = { iMeanRestore: true };
-      path = '/api/restore';
+      path = route('restore');
       question = 'This OVERWRITES THE ACTIVE DRIVE with the backup on the standby.';
     }
   }
   if (question && !opts.yes) {
     if (!isTerminal()) throw new BadInputError(`${command} writes to a drive and needs confirmation`, { hint: 'pass --yes when running it from a script' });
-    const s = await client.request<StatusBody>('GET', '/api/status');
-    const bay = command === 'restore' ? s.active : s.standby;
-    const d = s.drives?.[bay];
-    process.stderr.write(`${command === 'restore' ? 'ACTIVE' : 'STANDBY'} bay ${bay}: ${d?.path ?? 'empty'}${d?.key ? `  (${d.key})` : ''}  generation ${d?.generation ?? '-'}  health ${s.health[bay] ?? '?'}\n`);
+    if (pair) {
+      const p = await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`);
+      const bay = command === 'restore' ? p.active : p.standby;
+      process.stderr.write(`pair ${p.id}: ${command === 'restore' ? 'ACTIVE' : 'STANDBY'} bay ${bay}: ${p.drives[bay]?.path ?? 'empty'}  generation ${p.generations[bay] ?? '-'}\n`);
+    } else {
+      const s = await client.request<StatusBody>('GET', '/api/status');
+      const bay = command === 'restore' ? s.active : s.standby;
+      const d = s.drives?.[bay];
+      process.stderr.write(`${command === 'restore' ? 'ACTIVE' : 'STANDBY'} bay ${bay}: ${d?.path ?? 'empty'}${d?.key ? `  (${d.key})` : ''}  generation ${d?.generation ?? '-'}  health ${s.health[bay] ?? '?'}\n`);
+    }
     if (!(await confirm(question))) throw new CancelledError('not confirmed: nothing was changed');
   }
   // Absent: the daemon's sync.window decides.

@@ -42,6 +42,7 @@ const opt = {
   journalBudget: () => new Option('--journal-budget <size>', 'most space the undo journal may use (e.g. 2G; default half the free space)'),
   partition: () => new Option('-p, --partition <n>', 'only this partition (repeatable; the partition tables always)').argParser(collect),
   quiet: () => new Option('-q, --quiet', 'no progress output'),
+  pair: () => new Option('--pair <id>', 'with --url: the drive pair to act on (`dpsr status --url URL` lists them; needed when the daemon has several)'),
   url: () => new Option('--url <url>', 'run through the dpsrd at URL (e.g. http://127.0.0.1:8750) instead of on the drives'),
   tokenFile: () => new Option('--token-file <file>', 'with --url: the API token (default: env DPSR_TOKEN, else <state-dir>/api-token)'),
   noWait: () => new Option('--no-wait', 'with --url: print the job id and return instead of following the job'),
@@ -81,25 +82,25 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
   add('drives', 'list drives with identity, size, sector sizes, bridge, mounts', [], [opt.json()]);
   add('inspect', 'geometry, identity and partition table of a drive', ['<drive>'], [opt.json(), opt.sectorSize()]);
   add('clone', 'first full sector copy; records the pair (source active, target standby)', ['[source]', '[target]'],
-    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), new Option('--force', 'copy everything again, unjournaled, over a standby that holds a consistent backup (without it such a clone runs as a sync)'), new Option('--add-standby', 'the source has a standby already: make the target one more standby (rotation) without asking'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
+    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), new Option('--force', 'copy everything again, unjournaled, over a standby that holds a consistent backup (without it such a clone runs as a sync)'), new Option('--add-standby', 'the source has a standby already: make the target one more standby (rotation) without asking'), opt.quiet(), opt.url(), opt.tokenFile(), opt.pair(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr clone <source> <target>. With --url: no arguments (the daemon knows its bays).',
     '[options] <source> <target>\n       dpsr clone --url URL [options]');
   add('sync', 'make the standby byte-identical again, writing only what differs', ['[source]', '[target]'],
     [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.partition(),
       new Option('--mode <mode>', 'compare (read both drives), manifest (read only the source, using the standby\'s hash map) or changed (only the blocks the host wrote since the last sync: a daemon in inline mode; elsewhere manifest, saying why)'),
-      new Option('--force-generation', 'sync over a standby whose data the source does not descend from (split brain)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
+      new Option('--force-generation', 'sync over a standby whose data the source does not descend from (split brain)'), opt.quiet(), opt.url(), opt.tokenFile(), opt.pair(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr sync <source> <target>. With --url: no arguments.',
     '[options] <source> <target>\n       dpsr sync --url URL [options]');
   add('verify', 'compare both drives and list every differing range (exit 1 if any)', ['[source]', '[target]'],
-    [opt.json(), opt.direct(), opt.sectorSize(), opt.partition(), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.window(), opt.noWindow(), opt.noWait()],
+    [opt.json(), opt.direct(), opt.sectorSize(), opt.partition(), opt.quiet(), opt.url(), opt.tokenFile(), opt.pair(), opt.stateDir(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr verify <source> <target>. With --url: no arguments.',
     '[options] <source> <target>\n       dpsr verify --url URL [options]');
   add('recover', 'roll an interrupted sync back to the previous backup', ['[target]'],
-    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.quiet(), opt.url(), opt.tokenFile(), opt.noWait()],
+    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.quiet(), opt.url(), opt.tokenFile(), opt.pair(), opt.noWait()],
     'Locally: dpsr recover <target>. With --url: no arguments.',
     '[options] <target>\n       dpsr recover --url URL [options]');
   add('restore', 'copy the backup back over the active drive, or one partition of it (journaled)', ['[standby]', '[active]'],
-    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.partition(), new Option('--i-mean-restore', 'required: restore overwrites the ACTIVE drive'), opt.quiet(), opt.url(), opt.tokenFile(), opt.window(), opt.noWindow(), opt.noWait()],
+    [opt.json(), opt.yes(), opt.stateDir(), opt.direct(), opt.sectorSize(), opt.journalBudget(), opt.partition(), new Option('--i-mean-restore', 'required: restore overwrites the ACTIVE drive'), opt.quiet(), opt.url(), opt.tokenFile(), opt.pair(), opt.window(), opt.noWindow(), opt.noWait()],
     'Locally: dpsr restore <standby> <active> --i-mean-restore [-p N ...]. With --url: no arguments, and at most one --partition.',
     '[options] <standby> <active> --i-mean-restore\n       dpsr restore --url URL [options]');
   add('migrate', 'copy one partition to another drive, at a chosen place, and enter it in that drive\'s table (journaled)', ['<source>', '<target>'],
@@ -108,16 +109,16 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
     'The new entry keeps the type, attributes and name and gets a new unique GUID\n(GPT). Refused, with nothing written, when the partition does not fit or would\noverlap. `dpsr recover <target>` rolls an interrupted migration back.',
     '[options] <source> --partition N <target> [--at OFFSET]');
   add('status', 'recorded pairs, roles, generations, standby state, last syncs (exit 1 when a pair needs attention)', [],
-    [opt.json(), opt.stateDir(), opt.url(), opt.tokenFile()],
+    [opt.json(), opt.stateDir(), opt.url(), opt.tokenFile(), opt.pair()],
     'Exits 1 when a pair needs attention: the standby is not consistent, a copy was interrupted or failed, a drive failed or the state files have problems.');
   add('forget', 'drop a recorded pair (the drives are not touched)', ['<pair-id>'], [opt.json(), opt.yes(), opt.stateDir()]);
   add('jobs', 'the daemon\'s job history, newest first (needs --url)', ['[job-id]'], [opt.json(), opt.url(), opt.tokenFile(), opt.stateDir()]);
   add('cancel', 'cancel the daemon\'s running job (needs --url)', ['[job-id]'],
     [opt.json(), new Option('--rollback', 'roll the standby back to the previous backup after stopping'), new Option('--no-rollback', 'leave the standby to be resumed'), opt.url(), opt.tokenFile(), opt.stateDir()]);
   add('reprotect', 'make the drive in the standby bay a backup again (needs --url)', [],
-    [opt.json(), opt.yes(), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.window(), opt.noWindow(), opt.noWait()]);
+    [opt.json(), opt.yes(), opt.quiet(), opt.url(), opt.tokenFile(), opt.pair(), opt.stateDir(), opt.window(), opt.noWindow(), opt.noWait()]);
   add('failover', 'boot the standby: the host is shut down and powered on again (needs --url)', [],
-    [opt.json(), opt.yes(), new Option('--hard-off', 'force the host off when it ignores the shutdown request'), opt.quiet(), opt.url(), opt.tokenFile(), opt.stateDir(), opt.noWait()]);
+    [opt.json(), opt.yes(), new Option('--hard-off', 'force the host off when it ignores the shutdown request'), opt.quiet(), opt.url(), opt.tokenFile(), opt.pair(), opt.stateDir(), opt.noWait()]);
   return program;
 }
 
