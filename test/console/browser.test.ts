@@ -315,6 +315,19 @@ test('a page of another site cannot make the console act, though the browser hol
   assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'neither the sync nor the verify started');
 });
 
+test('a hot standby drive shows live on the overview: its health and the alert, without a reload', async () => {
+  if (!ok) return;
+  await page.goto(`${d.url}/#/overview`);
+  const bayB = page.getByRole('region', { name: /Bay B/ });
+  await bayB.getByText(/^ok · \d+ °C/).waitFor();
+  assert.is((await d.api('POST', '/api/sim/drive/B/smart', { temperatureC: 70 })).status, 200);
+  await bayB.getByText(/70 °C/).waitFor();
+  assert.match((await bayB.locator('dd.bad').allInnerTexts()).join(' '), /70 °C/, 'the health shows as bad');
+  await page.getByRole('region', { name: 'Alerts' }).getByText(/70/).first().waitFor();
+  await shot('overview-alert');
+  assert.is((await d.api('POST', '/api/sim/drive/B/smart', { temperatureC: 35 })).status, 200);
+});
+
 test('logging out ends the session', async () => {
   if (!ok) return;
   await page.goto(`${d.url}/#/overview`);
