@@ -249,7 +249,7 @@ export class CopyJobs {
     } catch (e) {
       const cancelled = e instanceof CancelledError;
       // Inline mode: the failed epoch's writes went back into the live bitmap, which describes the previous backup; the standby goes back to it too, or the next sync's changed blocks would make another plan than the pending copy's (rule 7).
-      if (journaled && (cancelled ? ctx.job.cancel?.rollback : inline !== null)) await this.#rollBack(ctx, bay, targetPath, cancelled ? 'cancelled' : 'failed');
+      if (journaled && (cancelled ? ctx.job.cancel?.rollback : inline !== null && !!this.roles.current().pair?.pendingCopy)) await this.#rollBack(ctx, bay, targetPath, cancelled ? 'cancelled' : 'failed');
       throw e;
     }
     await this.roles.markConsistent(bay, true);

@@ -157,6 +157,34 @@ test('a clean restart keeps the dirty bitmap (the next changed sync copies just 
   }
 });
 
+test('a changed-block sync that fails midway (the active drive pulled from under it) rolls the standby back at once: it stays a consistent backup, and the next changed sync (the bitmap merged back) completes', async () => {
+  if (!requireEnv('inline mode failed sync', tools)) return;
+  const d = await makeDaemon({ mode: 'inline', sim: { bridgeMiBps: 6 } });
+  try {
+    await idle(d, 60_000);
+    await d.api('POST', '/api/sim/host/write', { mib: 24 });
+    const before = await status(d);
+    const standbyBefore = sha(before.drives.B.path);
+    const r = await d.api('POST', '/api/sync', { mode: 'changed' });
+    await waitFor(async () => (await d.api('GET', `/api/jobs/${r.body.id}`)).body.progress?.bytesWritten > 0, 20_000, 'the sync writing');
+    await d.api('POST', '/api/sim/drive/A/pull', {});
+    const job = await waitJob(d, r.body.id, 60_000);
+    assert.is(job.state, 'failed');
+    assert.ok(job.log.some((l: { message: string }) => /^failed: /.test(l.message)), JSON.stringify(job.log.map((l: { message: string }) => l.message)));
+    let s = await status(d);
+    assert.is(s.standbyState, 'consistent', 'rolled back to the previous backup');
+    assert.is(s.pendingCopy, null);
+    assert.is(sha(s.drives.B.path), standbyBefore);
+    await d.api('POST', '/api/sim/drive/A/insert', {});
+    const next = await runJob(d, '/api/sync', { mode: 'changed' });
+    assert.is(next.result.mode, 'changed', 'the merged-back bitmap is still the baseline');
+    s = await status(d);
+    assert.is(sha(s.drives.A.path), sha(s.drives.B.path));
+  } finally {
+    await d.stop();
+  }
+});
+
 test('dpsrd killed hard (SIGKILL) in inline mode: the next start quits the export daemon it left, serves the drive again at the same address, and the bitmap it saved keeps the next sync a changed one', async () => {
   if (!requireEnv('inline mode after a hard kill', tools)) return;
   const dir = mkdtempSync(join(tmpdir(), 'dpsrd-inline-kill-'));
