@@ -77,11 +77,12 @@ const crashArb: fc.Arbitrary<Crash | undefined> = fc.option(
 
 /**
  * A second process while the sync writes: another sync or a recovery of the pair from the same state
- * directory, or a clone of a third drive onto the standby from another state directory. Each must be
- * refused as busy without touching a byte; the sync then completes as if alone.
+ * directory, or a clone of a third drive onto the standby, or onto the active drive the sync reads, from
+ * another state directory. Each must be refused as busy without touching a byte; the sync then
+ * completes as if alone.
  */
-export type Intruder = 'sync' | 'recover' | 'clone-from-another-state-dir';
-const intruderArb = fc.option(fc.constantFrom<Intruder>('sync', 'recover', 'clone-from-another-state-dir'), { freq: 4, nil: undefined });
+export type Intruder = 'sync' | 'recover' | 'clone-from-another-state-dir' | 'clone-onto-the-source';
+const intruderArb = fc.option(fc.constantFrom<Intruder>('sync', 'recover', 'clone-from-another-state-dir', 'clone-onto-the-source'), { freq: 4, nil: undefined });
 
 export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ t: fc.constant('host-write' as const), blocks: fc.integer({ min: 1, max: 40 }), seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }) }) },
@@ -453,7 +454,9 @@ export async function runSequence(dir: string, template: Template, ops: readonly
           ? sync({ ...common, source: path[m.active], target: path[m.standby] })
           : intruder === 'recover'
             ? recover({ ...common, target: path[target] })
-            : clone({ ...common, stateDir: other, source: third, target: path[target] });
+            : intruder === 'clone-onto-the-source'
+              ? clone({ ...common, stateDir: other, source: third, target: path[m.active] })
+              : clone({ ...common, stateDir: other, source: third, target: path[target] });
       const err = await attempt.then(
         () => undefined,
         (e: unknown) => e,

@@ -69,7 +69,7 @@ test('found by the model: the active drive and the standby written between a kil
   assert.equal(r.steps.map((s) => s.split(': ')[1]), ['done', 'done', 'killed', 'done', 'done', 'done', 'killed', 'done', 'done']);
 });
 
-test('a second writer during a sync, from the same or another state directory, is refused as busy and changes nothing; the sync completes', async () => {
+test('a second writer during a sync, onto either drive, from the same or another state directory, is refused as busy and changes nothing; the sync completes', async () => {
   if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
   const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
   process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
@@ -82,9 +82,11 @@ test('a second writer during a sync, from the same or another state directory, i
     { t: 'sync', partitions: [2], mode: 'manifest', intruder: 'recover' },
     { t: 'host-write', blocks: 20, seed: 7 },
     { t: 'sync', partitions: [], mode: 'compare', intruder: 'clone-from-another-state-dir' },
+    { t: 'host-write', blocks: 20, seed: 8 },
+    { t: 'sync', partitions: [], mode: 'compare', intruder: 'clone-onto-the-source' },
   ]);
   assert.equal(r.violations, []);
-  assert.equal(r.steps.map((s) => s.split(': ')[1]), ['done', 'done', 'done', 'done', 'done', 'done', 'done']);
+  assert.equal(r.steps.map((s) => s.split(': ')[1]), ['done', 'done', 'done', 'done', 'done', 'done', 'done', 'done', 'done']);
 });
 
 test.run();
