@@ -100,12 +100,21 @@ class DpsrClient {
     }
   }
 
-  status(opts) {
-    return this.request('GET', '/api/status', undefined, opts);
+  /**
+   * The whole status, or with `pair` that pair's (GET /api/pairs/{id}/status).
+   * @param {object} [opts]
+   * @param {string} [pair] a pair id as the daemon's config names it
+   */
+  status(opts, pair) {
+    return this.request('GET', pair ? `/api/pairs/${encodeURIComponent(pair)}/status` : '/api/status', undefined, opts);
   }
-  /** @param {'sync' | 'verify'} kind */
-  start(kind, options, opts) {
-    return this.request('POST', `/api/${kind}`, options ?? {}, opts);
+  /**
+   * Starts a job: of `pair`, or of the daemon's only pair when none is given
+   * (a daemon with several pairs answers 400 naming them).
+   * @param {'sync' | 'verify'} kind
+   */
+  start(kind, options, opts, pair) {
+    return this.request('POST', pair ? `/api/pairs/${encodeURIComponent(pair)}/${kind}` : `/api/${kind}`, options ?? {}, opts);
   }
   job(id, opts) {
     return this.request('GET', `/api/jobs/${encodeURIComponent(id)}`, undefined, opts);
@@ -113,8 +122,8 @@ class DpsrClient {
   cancel(id, opts) {
     return this.request('POST', `/api/jobs/${encodeURIComponent(id)}/cancel`, {}, opts);
   }
-  failover(body, opts) {
-    return this.request('POST', '/api/failover', body ?? {}, opts);
+  failover(body, opts, pair) {
+    return this.request('POST', pair ? `/api/pairs/${encodeURIComponent(pair)}/failover` : '/api/failover', body ?? {}, opts);
   }
 }
 

@@ -33,7 +33,8 @@ module.exports = function (RED) {
       node.status(fitBadge({ fill: 'blue', shape: 'dot', text: 'failing over' }));
       try {
         // Power sequencing (shutdown, switch, boot) takes a while; allow for it.
-        const res = await controller.client().failover(body, { timeoutMs: Math.max(60_000, (Number(config.timeout) || 0) * 1000) });
+        const pair = (typeof msg.pair === 'string' && msg.pair ? msg.pair : typeof config.pair === 'string' ? config.pair.trim() : '') || undefined;
+        const res = await controller.client().failover(body, { timeoutMs: Math.max(60_000, (Number(config.timeout) || 0) * 1000) }, pair);
         node.status(fitBadge({ fill: 'green', shape: 'dot', text: `failing over${res?.to ? ` to bay ${res.to}` : ''}` }));
         msg.topic = 'failover';
         msg.payload = res ?? {};

@@ -8,13 +8,15 @@ module.exports = function (RED) {
     const controller = RED.nodes.getNode(config.controller);
     const intervalS = Number(config.interval) > 0 ? Number(config.interval) : 0;
     const onlyChanges = config.onlyChanges === true || config.onlyChanges === 'true';
+    /** One pair's status (GET /api/pairs/{id}/status), or '' for the whole status. */
+    const pairOf = (msg) => (msg && typeof msg.pair === 'string' && msg.pair ? msg.pair : typeof config.pair === 'string' ? config.pair.trim() : '') || undefined;
     let lastSent = '';
     let timer;
     let inFlight = false;
 
     /** The badge tells the appliance's state at a glance: syncing 42 %, idle, error. */
     function badge(st) {
-      if (st.job) return jobBadge(st.job.kind, percentOf(st.job));
+      if (st.job) return st.job.state === 'queued' ? { fill: 'grey', shape: 'ring', text: `${st.job.kind} queued` } : jobBadge(st.job.kind, percentOf(st.job));
       if (st.standbyState && st.standbyState !== 'consistent') return { fill: 'yellow', shape: 'ring', text: `standby ${st.standbyState}` };
       return { fill: 'green', shape: 'dot', text: `idle${st.active ? ` · ${st.active} active` : ''}` };
     }
@@ -28,14 +30,15 @@ module.exports = function (RED) {
       if (!msg && inFlight) return; // a slow daemon: skip a tick rather than pile requests up
       inFlight = true;
       try {
-        const st = await controller.client().status();
+        const pair = pairOf(msg);
+        const st = await controller.client().status(undefined, pair);
         node.status(fitBadge(badge(st)));
         // The timestamp-free part decides "changed": a heartbeat alone is not news.
         const key = JSON.stringify({ ...st, host: st.host ? { ...st.host, lastHeartbeat: undefined, lastHeartbeatAt: undefined } : st.host, at: undefined, uptimeSeconds: undefined });
         if (!msg && onlyChanges && key === lastSent) return done?.();
         lastSent = key;
         const m = msg ?? {};
-        m.topic = m.topic || 'dpsr/status';
+        m.topic = m.topic || (pair ? `dpsr/status/${pair}` : 'dpsr/status');
         m.payload = st;
         send([m, null]);
         done?.();

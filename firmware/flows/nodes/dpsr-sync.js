@@ -18,6 +18,8 @@ module.exports = function (RED) {
       waitIdle: config.waitIdle === true || config.waitIdle === 'true',
       waitTimeoutMs: (Number(config.waitTimeout) > 0 ? Number(config.waitTimeout) : 60) * 60_000,
       pollMs: Math.max(200, (Number(config.poll) > 0 ? Number(config.poll) : 1) * 1000),
+      /** The drive pair ('' = the daemon's only pair). */
+      pair: typeof config.pair === 'string' ? config.pair.trim() : '',
     };
     /** Redeploying or stopping Node-RED stops watching; the daemon's job keeps running. */
     const closing = new AbortController();
@@ -67,11 +69,12 @@ module.exports = function (RED) {
       for (const k of OPTION_KEYS[action] ?? []) if (given[k] !== undefined) body[k] = k === 'partitions' ? parseList(given[k]) ?? given[k] : given[k];
       if (given.whenBusy !== undefined) opts.whenBusy = given.whenBusy === 'wait' ? 'wait' : 'fail';
       if (given.waitIdle !== undefined) opts.waitIdle = given.waitIdle === true;
+      const pair = typeof msg.pair === 'string' && msg.pair ? msg.pair : typeof given.pair === 'string' && given.pair ? given.pair : opts.pair || undefined;
 
       const fail = (error, job) => {
         const m = RED.util.cloneMessage(msg);
         m.topic = 'failed';
-        m.payload = { event: 'failed', action, id: job?.id, kind: job?.kind ?? action, state: job?.state ?? 'failed', percent: percentOf(job), error: job?.error ?? { kind: error?.body?.error?.kind, message: String(error?.message ?? error), status: error?.status, hint: error?.body?.error?.hint } };
+        m.payload = { event: 'failed', action, pair: job?.pair ?? pair, id: job?.id, kind: job?.kind ?? action, state: job?.state ?? 'failed', percent: percentOf(job), error: job?.error ?? { kind: error?.body?.error?.kind, message: String(error?.message ?? error), status: error?.status, hint: error?.body?.error?.hint } };
         if (job) m.job = job;
         m.error = { message: String(job?.error?.message ?? error?.message ?? error), source: { id: node.id, type: node.type, name: node.name } };
         node.status(fitBadge(job?.state === 'cancelled' ? { fill: 'yellow', shape: 'ring', text: 'cancelled' } : errorBadge(m.error.message)));
@@ -90,6 +93,8 @@ module.exports = function (RED) {
           node.status(fitBadge({ fill: 'grey', shape: 'ring', text: 'waiting for idle host' }));
           for (;;) {
             const st = await client.status({ signal: closing.signal });
+            // With a pair, only that pair's job keeps it busy; another pair's copy waits in the daemon's queue anyway.
+            if (pair && st.job && st.job.pair && st.job.pair !== pair) st.job = null;
             const why = busyReason(st);
             if (!why) break;
             if (Date.now() > deadline) throw new Error(`gave up waiting for an idle host after ${Math.round(opts.waitTimeoutMs / 60_000)} min: ${why}`);
@@ -101,7 +106,7 @@ module.exports = function (RED) {
         let started;
         for (;;) {
           try {
-            started = await client.start(action, body, { signal: closing.signal });
+            started = await client.start(action, body, { signal: closing.signal }, pair);
             break;
           } catch (e) {
             // 409 is also a refusal to protect data (kind "refused"): only "busy" is worth waiting for.
@@ -114,14 +119,14 @@ module.exports = function (RED) {
         }
         const job = started && typeof started === 'object' && 'job' in started && isPlainObject(started.job) ? { ...started.job, ...started } : started;
         const id = String(job?.id ?? '');
-        if (!id) throw new Error(`POST /api/${action} answered without a job id: ${JSON.stringify(started).slice(0, 200)}`);
+        if (!id) throw new Error(`POST ${pair ? `/api/pairs/${pair}/${action}` : `/api/${action}`} answered without a job id: ${JSON.stringify(started).slice(0, 200)}`);
         running.add(id);
         const kind = job.kind ?? action;
 
         const out = (event, j) => {
           const m = RED.util.cloneMessage(msg);
           m.topic = event;
-          m.payload = { event, action, id, kind, state: j?.state ?? 'running', percent: percentOf(j) ?? (event === 'start' ? 0 : undefined), progress: j?.progress ?? null };
+          m.payload = { event, action, pair: j?.pair ?? pair, id, kind, state: j?.state ?? 'running', percent: percentOf(j) ?? (event === 'start' ? 0 : undefined), progress: j?.progress ?? null };
           if (event === 'done') m.payload.result = j?.result ?? null;
           m.job = j;
           return m;

@@ -15,6 +15,8 @@ export interface RigOptions {
   /** Simulated USB bridge throughput: slow enough that a sync shows progress. */
   bridgeMiBps?: number;
   driveSizeMiB?: number;
+  /** The daemon's config pairs (default its one boot pair). */
+  pairs?: unknown[];
 }
 
 export class Rig {
@@ -36,6 +38,7 @@ export class Rig {
       config: {
         sim: { driveSizeMiB: this.opts.driveSizeMiB ?? 16, bridgeMiBps: this.opts.bridgeMiBps ?? 0, hostBootMs: 100, hostShutdownMs: 100, heartbeatMs: 100 },
         health: { intervalSeconds: 1 },
+        ...(this.opts.pairs ? { pairs: this.opts.pairs } : {}),
       },
       logLevel: process.env.DPSR_TEST_LOG ?? 'silent',
     });
