@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { DeviceError, NotFoundError } from '../../src/errors.ts';
 import { ConsoleSessions, crossSiteProblem, isSecure } from './console-auth.ts';
@@ -125,7 +126,7 @@ export function consoleRoutes(sessions: ConsoleSessions, log: Logger, info: Cons
     });
     return loading;
   };
-  const serve = async (name: string, ctx: { req: import('node:http').IncomingMessage; res: import('node:http').ServerResponse }): Promise<Reply> => {
+  const serve = async (name: string, ctx: { req: IncomingMessage; res: ServerResponse }): Promise<Reply> => {
     let files: Map<string, Asset>;
     try {
       files = await assets();
