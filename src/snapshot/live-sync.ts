@@ -122,6 +122,8 @@ export async function liveSync<R>(o: LiveSyncOptions<R>): Promise<LiveSyncResult
     try {
       report = await o.copy(source, epoch, o.signal);
     } catch (e) {
+      // A read of a broken snapshot is refused with EINVAL, not EIO: the engine stops on it rather than
+      // taking it for an unreadable sector, so a copy that returned read only the picture.
       const broken = await snapshot.check().catch(() => null);
       await o.tracker.abort(epoch).catch((a: Error) => note(`merging the frozen dirty bitmap back failed: ${a.message}`));
       const rolledBack = await o.rollback().then(
