@@ -180,9 +180,11 @@ export class LiveSnapshot {
     // Sparse up to the budget: qemu's raw `size` may not exceed the file, and nothing is allocated until written.
     truncateSync(file, Math.max(this.budgetBytes, statSync(file).size));
     const qmp = this.options.daemon.qmp;
-    await qmp.execute('blockdev-add', { 'node-name': CACHE_FILE_NODE, driver: 'file', filename: file });
-    await qmp.execute('blockdev-add', { 'node-name': CACHE_LIMIT_NODE, driver: 'raw', file: CACHE_FILE_NODE, size: this.budgetBytes });
-    await qmp.execute('blockdev-add', { 'node-name': CACHE_NODE, driver: 'qcow2', file: CACHE_LIMIT_NODE });
+    // The cache is thrown away after the sync and never read after a crash: flushing it only delays host writes.
+    const noFlush = { cache: { 'no-flush': true } };
+    await qmp.execute('blockdev-add', { 'node-name': CACHE_FILE_NODE, driver: 'file', filename: file, ...noFlush });
+    await qmp.execute('blockdev-add', { 'node-name': CACHE_LIMIT_NODE, driver: 'raw', file: CACHE_FILE_NODE, size: this.budgetBytes, ...noFlush });
+    await qmp.execute('blockdev-add', { 'node-name': CACHE_NODE, driver: 'qcow2', file: CACHE_LIMIT_NODE, ...noFlush });
     await qmp.execute('blockdev-add', {
       'node-name': CBW_NODE,
       driver: 'copy-before-write',
