@@ -8,8 +8,18 @@ import { readFileSync, statSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { validateConfig as validateBootSwitch, simConfig, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
-import { array, bool, check, fail, int, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
+import { array, bool, check, fail, int, num, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
 import { BAY_NAMES, PAIR_ROLES, configuredBays, resolvePairs, type PairConfig } from './pair-config.ts';
+
+/** A pre- or post-snapshot hook of a live sync: a command (argv, no shell) or an HTTP call to the host. */
+const snapshotHook = (phase: string, example: string) =>
+  opt(
+    obj({
+      command: opt(array(str({ maxLength: 4096 }), { maxItems: 64, description: `the program and its arguments (no shell), e.g. ${example}; the phase is in DPSR_SNAPSHOT_PHASE` })),
+      url: opt(str({ pattern: /^https?:\/\/\S+$/, patternText: 'an http:// or https:// URL', description: 'an HTTP endpoint on the host (POST, header X-Dpsr-Snapshot-Phase); a 2xx answer is success' })),
+      timeoutSeconds: opt(num(0.1, 3600, 'how long the hook may take before it counts as failed'), 30),
+    }, `the ${phase}-snapshot hook: give command or url`),
+  );
 
 const drivePath = (bay: string) => str({ pattern: /^\//, patternText: 'an absolute path (/dev/disk/by-id/… or an image file)', description: `the drive in bay ${bay}: a stable path (/dev/dpsr/bay-${bay.toLowerCase()} from the udev rules, /dev/disk/by-id/…) or an image file` });
 
@@ -43,8 +53,19 @@ export const configSchema = obj({
       tlsPskDir: opt(str({ pattern: /^\//, patternText: 'an absolute path', description: 'with a TCP listen: a directory holding keys.psk (USERNAME:HEXKEY lines); the host must then connect with TLS' })),
       directIo: opt(bool("open the active drive with O_DIRECT: host writes bypass the controller's page cache"), false),
       persistentBitmaps: opt(bool('keep the dirty bitmap in a qcow2 metadata file beside the raw drive, so a clean restart does not force a full sync'), true),
+      snapshot: opt(
+        obj({
+          live: opt(bool('syncs read a copy-before-write snapshot of the active drive (a frozen picture of one instant) while the host writes on; false: they read the live drive, which a running host may change under the copy'), true),
+          cacheBudgetMiB: opt(int(16, 16 * 1024 * 1024, "most space the snapshot's cache (old blocks the host overwrites during the sync) may use; past it the snapshot breaks, the sync rolls back, host writes go on; default cacheBudgetPercent of the state directory's free space")),
+          cacheBudgetPercent: opt(int(1, 90, "the cache budget as a share of the state directory's free space, when cacheBudgetMiB is not given"), 25),
+          cbwTimeoutSeconds: opt(int(1, 3600, 'longest a host write waits for its old block to reach the cache; a slower cache breaks the snapshot instead of stalling the host'), 5),
+          preHook: snapshotHook('pre', '["ssh", "host", "fsfreeze", "-f", "/"]'),
+          postHook: snapshotHook('post', '["ssh", "host", "fsfreeze", "-u", "/"]'),
+        }, 'live syncs in inline mode: the copy-before-write snapshot, its cache and the application-consistency hooks'),
+        { live: true, cacheBudgetPercent: 25, cbwTimeoutSeconds: 5 },
+      ),
     }, 'inline mode (mode "inline"): the host export and changed-block tracking'),
-    { exportName: 'system', directIo: false, persistentBitmaps: true },
+    { exportName: 'system', directIo: false, persistentBitmaps: true, snapshot: { live: true, cacheBudgetPercent: 25, cbwTimeoutSeconds: 5 } },
   ),
   sync: opt(
     obj({
@@ -57,8 +78,16 @@ export const configSchema = obj({
         oneOf(['auto', 'always', 'never'] as const, 'switched mode: shut the host down and take both drives onto the controller for a copy, then boot the host again; auto = on the hardware rig only'),
         'auto',
       ),
+      quiescence: opt(
+        obj({
+          quietSeconds: opt(num(0, 3600, 'a live sync (inline mode) waits until the active drive has seen no write for this long'), 5),
+          maxWaitSeconds: opt(num(0, 86400, 'the longest wait for quiet; at least quietSeconds'), 60),
+          fallback: opt(oneOf(['crash-consistent', 'skip'] as const, 'past the longest wait (or when the pre-snapshot hook fails): take a crash-consistent snapshot anyway, or skip this run'), 'crash-consistent'),
+        }, 'quiescence before a live sync (inline mode)'),
+        { quietSeconds: 5, maxWaitSeconds: 60, fallback: 'crash-consistent' as const },
+      ),
     }, 'how copies (clone, sync, re-protect, verify) run'),
-    { chunkKiB: 4096, direct: false, retries: 2, window: 'auto' },
+    { chunkKiB: 4096, direct: false, retries: 2, window: 'auto', quiescence: { quietSeconds: 5, maxWaitSeconds: 60, fallback: 'crash-consistent' as const } },
   ),
   recovery: opt(
     obj({
@@ -161,6 +190,12 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
   }
   if (c.sim.systemImage !== undefined && c.rig === 'sim') checkSystemImage(c.sim.systemImage, c.sim.driveSizeMiB);
   if (c.health.temperatureWarnC > c.health.temperatureCriticalC) fail('health.temperatureWarnC', c.health.temperatureWarnC, `at most health.temperatureCriticalC (${c.health.temperatureCriticalC})`, 'config');
+  if (c.sync.quiescence.maxWaitSeconds < c.sync.quiescence.quietSeconds) fail('sync.quiescence.maxWaitSeconds', c.sync.quiescence.maxWaitSeconds, `at least sync.quiescence.quietSeconds (${c.sync.quiescence.quietSeconds})`, 'config');
+  for (const h of ['preHook', 'postHook'] as const) {
+    const hook = c.inline.snapshot[h];
+    if (hook && (hook.command === undefined) === (hook.url === undefined)) fail(`inline.snapshot.${h}`, hook, 'either command (a list: the program, then its arguments) or url, not both and not neither', 'config');
+    if (hook?.command?.length === 0) fail(`inline.snapshot.${h}.command`, hook.command, 'the program, then its arguments (at least one item)', 'config');
+  }
   if (c.inline.tlsPskDir !== undefined && (c.inline.listen === undefined || c.inline.listen.startsWith('/'))) fail('inline.tlsPskDir', c.inline.tlsPskDir, 'absent unless inline.listen is HOST:PORT (TLS is for NBD over TCP)', 'config');
   if (c.mode === 'inline' && c.sync.window === 'always') fail('sync.window', 'always', '"auto" or "never" in inline mode: syncs run while the host runs, without a sync window', 'config');
   const sync = { ...c.sync, mode: c.sync.mode ?? (c.mode === 'inline' ? 'changed' : 'compare') } as const;

@@ -7,6 +7,7 @@
  */
 import { CancelledError, RefusedError } from '../../src/errors.ts';
 import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
+import { SnapshotDrive, openLocated } from '../../src/sata-bridge/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import type { DaemonConfig } from './config.ts';
 import type { InlineMode } from './inline.ts';
@@ -71,8 +72,15 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       return {
         options: { ...opts, mode, window, source: active, target: standby },
         run: (ctx, source) =>
-          jobs.write(ctx, standby, target, true, (changed) =>
-            sync({ ...jobs.common(ctx), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
+          jobs.write(
+            ctx,
+            standby,
+            target,
+            true,
+            (changed, picture) =>
+              sync({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
+            true,
+            true,
           ),
       };
     },
@@ -108,7 +116,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
         options: { source: active, target: standby, newDrive, window },
         run: async (ctx, source) => {
           await roles.sw.driveReplaced(standby);
-          if (!newDrive) return jobs.write(ctx, standby, target, true, (changed) => sync({ ...jobs.common(ctx), source, target, mode: jobs.config.sync.mode, changed }), false);
+          if (!newDrive) return jobs.write(ctx, standby, target, true, (changed, picture) => sync({ ...jobs.common(ctx, source, picture), source, target, mode: jobs.config.sync.mode, changed }), false, true);
           if (pair) {
             ctx.log('info', `bay ${standby} holds a new drive: pair ${pair.id} with the old drive is forgotten and the new one cloned`);
             store.forget(pair.id);
@@ -219,15 +227,15 @@ export class CopyJobs {
     return this.jobs.enqueue(kind, trigger, { pair: this.pairId, bays: [this.roles.name('A'), this.roles.name('B')], bridge: pair?.bridge ?? null }, prepare);
   }
 
-  /** The options every engine call shares. */
-  common(ctx: JobContext) {
+  /** The options every engine call shares; with `picture` (a live sync's snapshot export) the active drive at `source` is read through it. */
+  common(ctx: JobContext, source?: string, picture?: string) {
     const s = this.config.sync;
     return {
       stateDir: this.stateDir,
       signal: ctx.signal,
       onProgress: ctx.progress,
       onNote: ctx.note,
-      openDevice: this.roles.bays.openDevice,
+      openDevice: source && picture ? SnapshotDrive.opener(source, picture, this.roles.bays.openDevice ?? openLocated) : this.roles.bays.openDevice,
       chunkSize: s.chunkKiB * 1024,
       direct: s.direct,
       retries: s.retries,
@@ -240,16 +248,18 @@ export class CopyJobs {
    * consistent once done. A cancelled sync with rollback asked for is
    * rolled back to the previous backup (`journaled`: a clone has no journal).
    */
-  async write(ctx: JobContext, bay: Bay, targetPath: string, journaled: boolean, copy: (changed?: ChangedBlocks) => Promise<CopyReport>, markFirst = true): Promise<CopyReport> {
+  async write(ctx: JobContext, bay: Bay, targetPath: string, journaled: boolean, copy: (changed?: ChangedBlocks, picture?: string) => Promise<CopyReport>, markFirst = true, live = false): Promise<CopyReport> {
     if (markFirst) await this.roles.markConsistent(bay, false);
     let report: CopyReport;
     const inline = this.inline;
     try {
-      report = inline ? await inline.around(ctx, this.roles.current().active, copy) : await copy();
+      report = inline ? await inline.around(ctx, this.roles.current().active, copy, live) : await copy();
     } catch (e) {
       const cancelled = e instanceof CancelledError;
       // Inline mode: the failed epoch's writes went back into the live bitmap, which describes the previous backup; the standby goes back to it too, or the next sync's changed blocks would make another plan than the pending copy's (rule 7).
-      if (journaled && (cancelled ? ctx.job.cancel?.rollback : inline !== null && !!this.roles.current().pair?.pendingCopy)) await this.#rollBack(ctx, bay, targetPath, cancelled ? 'cancelled' : 'failed');
+      // A cancelled live sync too: its snapshot is gone, and a standby holding parts of two instants is consistent with neither.
+      const liveSync = live && inline !== null && this.config.inline.snapshot.live;
+      if (journaled && (cancelled ? ctx.job.cancel?.rollback || liveSync : inline !== null && !!this.roles.current().pair?.pendingCopy)) await this.#rollBack(ctx, bay, targetPath, cancelled ? 'cancelled' : 'failed');
       throw e;
     }
     await this.roles.markConsistent(bay, true);

@@ -22,11 +22,11 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { BadInputError, RefusedError } from '../../src/errors.ts';
+import { BadInputError, BusyError, RefusedError } from '../../src/errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
 import { StorageDaemon, type NbdListen } from '../../src/export/index.ts';
-import { ChangedBlockTracker, type Epoch } from '../../src/snapshot/index.ts';
-import { readFlaggedRanges, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
+import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, type Epoch, type HookSpec } from '../../src/snapshot/index.ts';
+import { readFlaggedRanges, SnapshotDrive, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
 import type { ChangedBlocks, CopyReport, VerifyReport } from '../../src/sync/index.ts';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { DaemonConfig } from './config.ts';
@@ -212,6 +212,9 @@ export class InlineMode {
       this.log.info({ bay, drive, uri: daemon.hostUri, generation: this.#generations + generation }, 'host export ready');
     });
     await daemon.start();
+    // What a live sync interrupted by a crash of dpsrd left (a daemon restart leaves only the snapshot's cache file).
+    await cleanupLiveSync(daemon, this.dir);
+    daemon.on('ready', () => void cleanupLiveSync(daemon, this.dir).catch((e: Error) => this.log.warn({ err: e }, 'the snapshot left by the crashed export could not be cleaned up')));
     const pair: InlinePair = { bay, drive, driveKey, daemon, tracker };
     this.#pair = pair;
     // Drops what a crash left and makes sure a bitmap records from now on.
@@ -249,8 +252,10 @@ export class InlineMode {
    * unreadable sectors; otherwise it is merged back. A lost bitmap (the
    * daemon restarted under the copy) fails nothing: the next sync is a full one.
    */
-  async around(ctx: JobContext, active: Bay, copy: (changed: ChangedBlocks) => Promise<CopyReport>): Promise<CopyReport> {
-    const { tracker } = this.#pairFor(active);
+  async around(ctx: JobContext, active: Bay, copy: (changed: ChangedBlocks, picture?: string) => Promise<CopyReport>, live = false): Promise<CopyReport> {
+    const pair = this.#pairFor(active);
+    if (live && this.config.inline.snapshot.live) return this.#live(ctx, pair, copy);
+    const { tracker } = pair;
     const epoch = await tracker.beginEpoch();
     ctx.log('info', epoch.trusted ? `changed-block epoch: ${epoch.dirtyBytes} bytes written by the host since the last sync` : `changed-block tracking not trusted (${epoch.reason}): it starts a new baseline now`);
     let report: CopyReport;
@@ -273,6 +278,44 @@ export class InlineMode {
     if (report.mode === 'changed') this.#recordChangedSync();
     void this.refreshDirty();
     return report;
+  }
+
+  /**
+   * A live sync (src/snapshot's liveSync): quiescence, the pre-snapshot hook,
+   * a copy-before-write snapshot started with the epoch, the post-snapshot
+   * hook, then `copy` reads the frozen picture (`picture`: its NBD URI)
+   * while the host writes on; teardown in every path. A broken snapshot
+   * raises the alert `snapshot-broken`; a run skipped for a busy drive is a
+   * BusyError. The caller rolls the standby back after any failure.
+   */
+  async #live(ctx: JobContext, { daemon, tracker }: InlinePair, copy: (changed: ChangedBlocks, picture?: string) => Promise<CopyReport>): Promise<CopyReport> {
+    const q = this.config.sync.quiescence;
+    const s = this.config.inline.snapshot;
+    const hook = (h: typeof s.preHook): HookSpec | undefined => (h ? (h.command ? { command: h.command, timeoutMs: h.timeoutSeconds * 1000 } : { url: h.url!, timeoutMs: h.timeoutSeconds * 1000 }) : undefined);
+    let result: Awaited<ReturnType<typeof liveSync<CopyReport>>>;
+    try {
+      result = await liveSync<CopyReport>({
+        daemon,
+        tracker,
+        cacheDir: this.dir,
+        cache: { budgetBytes: s.cacheBudgetMiB ? s.cacheBudgetMiB * 1024 * 1024 : undefined, budgetFraction: s.cacheBudgetPercent / 100, cbwTimeoutS: s.cbwTimeoutSeconds },
+        quiescence: { quietMs: q.quietSeconds * 1000, maxWaitMs: q.maxWaitSeconds * 1000, fallback: q.fallback },
+        hooks: { pre: hook(s.preHook), post: hook(s.postHook) },
+        probe: SnapshotDrive.probe,
+        copy: (picture, epoch) => copy(changedOf(epoch), picture),
+        complete: (r) => r.bytesResumed === 0 && r.result === 'done',
+        signal: ctx.signal,
+        onNote: (n) => ctx.log('info', n),
+      });
+    } catch (e) {
+      if (e instanceof SnapshotBrokenError) this.bus.publish('alert', { level: 'warning', code: 'snapshot-broken', message: `live sync: ${e.message}` });
+      throw e;
+    }
+    if (result.outcome === 'skipped') throw new BusyError(result.reason, { hint: 'the next sync tries again; sync.quiescence.fallback "crash-consistent" syncs a busy drive anyway' });
+    ctx.log('info', `live sync from a ${result.consistency} snapshot; ${(result.cacheBytes / 2 ** 20).toFixed(1)} MiB of old blocks went through the snapshot's cache`);
+    if (result.report.mode === 'changed') this.#recordChangedSync();
+    void this.refreshDirty();
+    return result.report;
   }
 
   #recordChangedSync(): void {

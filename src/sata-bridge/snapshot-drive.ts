@@ -55,6 +55,20 @@ export class SnapshotDrive extends DeviceWrapper {
     };
   }
 
+  /**
+   * Reads one sector at byte 0 of a snapshot export (LiveSnapshot's probe):
+   * rejects with the server's error, which for a broken snapshot names
+   * "Permission denied".
+   */
+  static async probe(snapshotUri: string): Promise<void> {
+    const d = await NbdDrive.open(snapshotUri);
+    try {
+      await d.read(Buffer.alloc(d.logicalSectorSize), 0);
+    } finally {
+      await d.close();
+    }
+  }
+
   override get identity(): DriveIdentity {
     return this.of.identity;
   }

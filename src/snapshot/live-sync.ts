@@ -41,8 +41,13 @@ export interface LiveSyncOptions<R> {
   readonly probe: (uri: string) => Promise<void>;
   /** Copies from `source` (the snapshot export's URI) onto the standby; `epoch` carries the dirty ranges. */
   readonly copy: (source: string, epoch: Epoch, signal?: AbortSignal) => Promise<R>;
-  /** Rolls the standby back to the previous backup (the undo journal). */
-  readonly rollback: () => Promise<void>;
+  /**
+   * Rolls the standby back to the previous backup (the undo journal). Absent:
+   * the caller rolls back after any failure (a cancel included).
+   */
+  readonly rollback?: () => Promise<void>;
+  /** Whether a copy that returned covered its whole epoch (default yes); no: the bitmap is merged back, not committed (a resumed copy, unreadable sectors). */
+  readonly complete?: (report: R) => boolean;
   readonly signal?: AbortSignal;
   /** Progress notes for the job's log and result. */
   readonly onNote?: (note: string) => void;
@@ -88,15 +93,16 @@ export async function liveSync<R>(o: LiveSyncOptions<R>): Promise<LiveSyncResult
   if (quiescence.outcome === 'skip') return { outcome: 'skipped', reason: quiescence.message, quiescence, notes };
   let consistency: 'application' | 'quiet' | 'crash-consistent' = quiescence.outcome;
 
-  let frozeHost = false;
+  // The post hook runs once after the snapshot instant (also without a pre hook), or already after a failed pre hook.
+  let postDue = !!o.hooks?.post;
   if (o.hooks?.pre) {
     try {
       await runHook(o.hooks.pre, 'pre');
-      frozeHost = true;
       consistency = 'application';
     } catch (e) {
       // The hook may have frozen part of the host before it failed: thaw anyway.
       if (o.hooks.post) await runHook(o.hooks.post, 'post').catch((t: Error) => note(`the post-snapshot hook after a failed pre-snapshot hook failed too: ${t.message}`));
+      postDue = false;
       if (policy.fallback === 'skip') {
         const reason = `${(e as Error).message}: this run is skipped (quiescence fallback: skip)`;
         note(reason);
@@ -114,7 +120,7 @@ export async function liveSync<R>(o: LiveSyncOptions<R>): Promise<LiveSyncResult
       const s = snapshot;
       epoch = await o.tracker.beginEpoch({ freeze: () => s.freeze() });
     } finally {
-      if (frozeHost && o.hooks?.post) await runHook(o.hooks.post, 'post').catch((e: Error) => note(`${e.message} (the snapshot itself is taken)`));
+      if (postDue && o.hooks?.post) await runHook(o.hooks.post, 'post').catch((e: Error) => note(`${e.message} (the snapshot itself is taken)`));
     }
     note(`snapshot taken; cache budget ${Math.round(snapshot.budgetBytes / 2 ** 20)} MiB in ${o.cacheDir}`);
     const source = await snapshot.export();
@@ -126,19 +132,22 @@ export async function liveSync<R>(o: LiveSyncOptions<R>): Promise<LiveSyncResult
       // taking it for an unreadable sector, so a copy that returned read only the picture.
       const broken = await snapshot.check().catch(() => null);
       await o.tracker.abort(epoch).catch((a: Error) => note(`merging the frozen dirty bitmap back failed: ${a.message}`));
-      const rolledBack = await o.rollback().then(
-        () => true,
-        (r: Error) => (note(`rolling the standby back failed: ${r.message}`), false),
-      );
+      const rolledBack = o.rollback
+        ? await o.rollback().then(
+            () => true,
+            (r: Error) => (note(`rolling the standby back failed: ${r.message}`), false),
+          )
+        : false;
       if (broken) {
         throw new SnapshotBrokenError(`${broken}; the sync stopped${rolledBack ? ' and the standby was rolled back to the previous backup' : ''}`, rolledBack, {
           cause: e,
-          hint: rolledBack ? 'the next sync tries again; give the snapshot cache a larger budget or run syncs at quieter times if this repeats' : 'run dpsr recover before the next sync',
+          hint: rolledBack || !o.rollback ? 'the next sync tries again; give the snapshot cache a larger budget or run syncs at quieter times if this repeats' : 'run dpsr recover before the next sync',
         });
       }
       throw e;
     }
-    await o.tracker.commit(epoch);
+    if (o.complete?.(report) === false) await o.tracker.abort(epoch);
+    else await o.tracker.commit(epoch);
     const cacheBytes = snapshot.cacheBytes();
     await snapshot.close();
     return { outcome: 'done', report, quiescence, consistency, cacheBytes, notes };
