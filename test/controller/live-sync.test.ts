@@ -16,6 +16,8 @@ import { makeDaemon, openEvents, waitJob, idle, sha, type TestDaemon } from './s
 import { requireEnv } from '../support/require.ts';
 import { NbdDrive } from '../../src/sata-bridge/index.ts';
 import { CACHE_FILE } from '../../src/snapshot/index.ts';
+import { validateDaemonConfig } from '../../firmware/controller/config.ts';
+import { BadInputError } from '../../src/errors.ts';
 
 const MiB = 1024 * 1024;
 const status = async (d: TestDaemon) => (await d.api('GET', '/api/status')).body;
@@ -164,6 +166,28 @@ test('a drive that never goes quiet, with fallback skip: the sync is refused as 
   } finally {
     await d.stop();
   }
+});
+
+test('live-sync config: bad values are named and refused before anything starts', () => {
+  const bad = (raw: unknown, re: RegExp) => {
+    try {
+      validateDaemonConfig(raw);
+      assert.unreachable(JSON.stringify(raw));
+    } catch (e) {
+      assert.instance(e, BadInputError, JSON.stringify(raw));
+      assert.match((e as Error).message, re);
+    }
+  };
+  bad({ sync: { quiescence: { quietSeconds: 30, maxWaitSeconds: 10 } } }, /sync.quiescence.maxWaitSeconds is 10; allowed: at least sync.quiescence.quietSeconds \(30\)/);
+  bad({ sync: { quiescence: { fallback: 'wait' } } }, /sync.quiescence.fallback is "wait"; allowed: "crash-consistent", "skip"/);
+  bad({ inline: { snapshot: { preHook: { timeoutSeconds: 5 } } } }, /inline.snapshot.preHook .*either command .* or url, not both and not neither/);
+  bad({ inline: { snapshot: { postHook: { command: ['true'], url: 'http://host/thaw' } } } }, /inline.snapshot.postHook .*not both/);
+  bad({ inline: { snapshot: { postHook: { url: 'ftp://host/thaw' } } } }, /inline.snapshot.postHook.url/);
+  bad({ inline: { snapshot: { cacheBudgetMiB: 8 } } }, /inline.snapshot.cacheBudgetMiB is 8/);
+  bad({ inline: { snapshot: { cbwTimeoutSeconds: 0 } } }, /inline.snapshot.cbwTimeoutSeconds is 0/);
+  const c = validateDaemonConfig({ mode: 'inline' });
+  assert.equal(c.sync.quiescence, { quietSeconds: 5, maxWaitSeconds: 60, fallback: 'crash-consistent' });
+  assert.equal(c.inline.snapshot, { live: true, cacheBudgetPercent: 25, cbwTimeoutSeconds: 5 });
 });
 
 test.run();
