@@ -4,7 +4,7 @@
  * and mtools, mkfs.exfat and exfat-fuse on a loop device, mkntfs and ntfs-3g.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, truncateSync, utimesSync, writeFileSync, linkSync, symlinkSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, truncateSync, writeFileSync, linkSync, symlinkSync, readdirSync, lstatSync, lutimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { sparseImage } from '../../support/images.ts';
 
@@ -54,14 +54,14 @@ export function patterned(size: number): Buffer {
   return b;
 }
 
-/** Sets every mtime in a tree to T0 (folders last, since writing into a folder moves its time). */
+/** Sets every mtime in a tree to T0, a symlink's own included (folders last, since writing into a folder moves its time). */
 export function fixTimes(root: string): void {
   const walk = (d: string) => {
     for (const n of readdirSync(d)) {
       const p = join(d, n);
-      const st = statSync(p, { throwIfNoEntry: false });
-      if (st?.isDirectory()) walk(p);
-      try { utimesSync(p, T0, T0); } catch { /* a dangling symlink */ }
+      if (lstatSync(p).isDirectory()) walk(p);
+      // lutimes: utimes would follow a symlink and leave the link's own time at when it was made.
+      lutimesSync(p, T0, T0);
     }
   };
   walk(root);
