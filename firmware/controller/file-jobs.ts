@@ -72,6 +72,21 @@ export class FileJobs {
     return window;
   }
 
+  /**
+   * Refuses (409) reading files back from a standby that is not consistent
+   * (rule 2: never restore from an Inconsistent drive); checked when asked and
+   * again when the job starts, before the active drive is opened for writing.
+   */
+  #standbyConsistent(what: string): void {
+    const view = this.app.roles.current();
+    const state = this.app.roles.standbyState(view);
+    if (state !== 'consistent') {
+      throw new RefusedError(`${what}: the standby in bay ${this.app.roles.name(view.standby)} is ${state}, so its files may be half-written`, {
+        hint: state === 'syncing' ? 'wait for the sync to finish' : 'POST /api/recover to roll it back to the previous backup, or POST /api/sync to finish it',
+      });
+    }
+  }
+
   /** Starts a job on the active drive (in a window when asked) and returns its reply. */
   #start(kind: 'restore-files' | 'diff', options: Record<string, unknown>, window: boolean, run: (ctx: JobContext, activePath: string, standbyPath: string) => Promise<unknown>) {
     const app = this.app;
@@ -108,6 +123,7 @@ export class FileJobs {
           const paths = b.paths.map((p) => joinPath(splitPath(p)));
           if (paths.length === 0) throw new BadInputError('request body: paths is empty; allowed: 1 to 1000 files or folders', { hint: 'give what to restore as the listing shows it' });
           if (paths.includes('/')) throw new BadInputError('the partition\'s root cannot be restored as files', { hint: 'restore its folders and files, or the whole partition (POST /api/restore/partition)' });
+          this.#standbyConsistent('restoring files onto the active drive');
           const window = this.#hostOff('restoring files onto the active drive', b.window);
           const why = writeBackPossible();
           if (why) throw new RefusedError(why, { hint: 'run dpsrd as root (its systemd unit does)' });
@@ -115,6 +131,7 @@ export class FileJobs {
           const standby = await FileView.open(app.roles.require(app.roles.current().standby, 'standby'), b.partition);
           for (const p of paths) await standby.stat(p);
           return this.#start('restore-files', { partition: b.partition, paths }, window, async (ctx, activePath, standbyPath) => {
+            this.#standbyConsistent('restoring files onto the active drive');
             const active = await FileView.open(activePath, b.partition);
             const from = await FileView.open(standbyPath, b.partition);
             const lock = await acquireDriveLock(locateDrive(activePath), `restore of files onto ${activePath}`);
