@@ -9,6 +9,7 @@ import { CancelledError, RefusedError } from '../../src/errors.ts';
 import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
 import { SnapshotDrive, openLocated } from '../../src/sata-bridge/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
+import { filesInRanges, type DriveRange } from '../../src/file-view/index.ts';
 import type { DaemonConfig } from './config.ts';
 import type { InlineMode } from './inline.ts';
 import type { EventBus } from './events.ts';
@@ -71,16 +72,20 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       const budget = jobs.config.sync.journalBudgetMiB;
       return {
         options: { ...opts, mode, window, source: active, target: standby },
-        run: (ctx, source) =>
-          jobs.write(
+        run: async (ctx, source) =>
+          withUnreadableFiles(
             ctx,
-            standby,
-            target,
-            true,
-            (changed, picture) =>
-              sync({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
-            true,
-            true,
+            source,
+            await jobs.write(
+              ctx,
+              standby,
+              target,
+              true,
+              (changed, picture) =>
+                sync({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
+              true,
+              true,
+            ),
           ),
       };
     },
@@ -90,7 +95,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
     plan({ opts, view: { active, standby }, target, window, jobs }) {
       return {
         options: { ...opts, window, source: active, target: standby },
-        run: (ctx, source) => jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target, forceClone: opts.force, addStandby: opts.addStandby })),
+        run: async (ctx, source) => withUnreadableFiles(ctx, source, await jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target, forceClone: opts.force, addStandby: opts.addStandby }))),
       };
     },
   },
@@ -137,8 +142,9 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
             jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify of bay ${jobs.roles.name(standby)} against bay ${jobs.roles.name(active)}: ${verifyHeadline(report)}` });
           }
           await jobs.inline?.afterVerify(report, standby);
-          // A verify report can list many ranges; the job keeps the first ones.
-          return { ...report, differences: report.differences.slice(0, 100) };
+          // A verify report can list many ranges; the job keeps the first ones, with the files they lie in on each drive.
+          const differences = report.differences.slice(0, 100);
+          return { ...report, differences, ...(differences.length ? { differenceFiles: await filesOnBoth(ctx, source, target, differences) } : {}) };
         },
       };
     },
@@ -178,6 +184,29 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
     },
   },
 };
+
+/** Ranges mapped on a drive, or none with a log line: a map that cannot be made never fails the job it describes. */
+async function mapped(ctx: JobContext, path: string, ranges: readonly DriveRange[]) {
+  try {
+    return await filesInRanges(path, ranges);
+  } catch (e) {
+    ctx.log('warn', `the ranges could not be mapped to files on ${path}: ${(e as Error).message}`);
+    return null;
+  }
+}
+
+/** The unreadable sectors of a copy's source, with the partitions and files they lie in (`unreadableFiles`). */
+async function withUnreadableFiles(ctx: JobContext, source: string, report: CopyReport): Promise<CopyReport & { unreadableFiles?: unknown }> {
+  if (report.unreadable.length === 0) return report;
+  const files = await mapped(ctx, source, report.unreadable.slice(0, 100));
+  return files ? { ...report, unreadableFiles: files } : report;
+}
+
+/** Differing ranges with the files they lie in on the active drive and on the standby. */
+async function filesOnBoth(ctx: JobContext, active: string, standby: string, ranges: readonly DriveRange[]) {
+  const [a, s] = [await mapped(ctx, active, ranges), await mapped(ctx, standby, ranges)];
+  return ranges.map((r, i) => ({ start: r.start, length: r.length, partition: a?.[i]?.partition ?? s?.[i]?.partition, active: a?.[i]?.files ?? [], standby: s?.[i]?.files ?? [], ...(a?.[i]?.sampled || s?.[i]?.sampled ? { sampled: true } : {}) }));
+}
 
 export class CopyJobs {
   /** Inline mode: every copy that changes a drive runs in a changed-block epoch; null in switched mode. */

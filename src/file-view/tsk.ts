@@ -5,7 +5,7 @@
  * TSK 4.11, an exFAT given to `fsstat`) filesystem can make a tool loop.
  */
 import { execFile, spawn } from 'node:child_process';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { DeviceError, NotFoundError } from '../errors.ts';
 
 /** Where a filesystem lies: the image file or block device, its sector offset and the sector size TSK counts in. */
@@ -62,14 +62,20 @@ export function runTsk(tool: string, src: TskSource, args: string[], trailing: s
  */
 export function icatStream(src: TskSource, address: string, deleted = false): Readable {
   const child = spawn('icat', [...sourceArgs(src), ...(deleted ? ['-r'] : []), src.path, address], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const out = child.stdout;
+  // Read at once into our own stream: Node discards what a child wrote to a pipe nobody reads yet when the child exits,
+  // so a small file could reach a consumer that starts late (an archive's next entry) already drained.
+  // It ends only once icat has exited with 0, so a failing read is an error, never a short file.
+  const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+  child.stdout.pipe(out, { end: false });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 4096) stderr += d; });
   const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS * 10);
   child.on('error', (e: NodeJS.ErrnoException) => out.destroy(e.code === 'ENOENT' ? missingTool('icat', e) : e));
   child.on('close', (code, signal) => {
     clearTimeout(timer);
-    if (code !== 0 && !out.destroyed) out.destroy(new DeviceError(`icat could not read ${address} at sector ${src.offsetSectors} of ${src.path}: ${stderr.trim() || `exit ${code ?? signal}`}`));
+    if (out.destroyed) return;
+    if (code === 0) out.end();
+    else out.destroy(new DeviceError(`icat could not read ${address} at sector ${src.offsetSectors} of ${src.path}: ${stderr.trim() || `exit ${code ?? signal}`}`));
   });
   out.on('close', () => { if (child.exitCode === null) child.kill('SIGKILL'); });
   return out;

@@ -190,6 +190,7 @@ test('unreadable sectors on the active drive: the sync finishes with errors and 
     assert.is(job.state, 'done');
     assert.is(job.result.result, 'done-with-errors');
     assert.is(job.result.unreadable[0].firstLba, 40000);
+    assert.is(job.result.unreadableFiles[0].partition, 2, 'the unreadable sectors are placed in their partition');
     await d.api('POST', '/api/sim/drive/A/read-errors', { lbas: [] });
   } finally {
     await d.stop();
