@@ -5,6 +5,7 @@
  * as the job's options, and what it does with the source and target paths.
  * Every refusal comes before the job starts.
  */
+import { existsSync } from 'node:fs';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
 import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
 import { SnapshotDrive, openLocated } from '../../src/sata-bridge/index.ts';
@@ -187,6 +188,8 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
 
 /** Ranges mapped on a drive, or none with a log line: a map that cannot be made never fails the job it describes. */
 async function mapped(ctx: JobContext, path: string, ranges: readonly DriveRange[]) {
+  // The reader needs a file or device (not an NBD export of inline mode's snapshot).
+  if (!existsSync(path)) return null;
   try {
     return await filesInRanges(path, ranges);
   } catch (e) {

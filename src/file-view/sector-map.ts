@@ -33,6 +33,8 @@ export interface MapOptions {
   /** Data units looked up in one range (default 16), spread over it. */
   readonly unitsPerRange?: number;
   readonly imageSectorSize?: number;
+  /** Time the whole map may take, ms (default 10 s): a damaged filesystem can keep a reader busy; ranges not mapped by then say so. */
+  readonly timeLimitMs?: number;
 }
 
 /**
@@ -55,6 +57,7 @@ export async function filesInRanges(path: string, ranges: readonly DriveRange[],
   const units = new Map<number, Promise<number>>();
   let budget = options.maxUnits ?? 256;
   const perRange = options.unitsPerRange ?? 16;
+  const signal = AbortSignal.timeout(options.timeLimitMs ?? 10_000);
   const out: RangeFiles[] = [];
   for (const r of ranges) {
     const part = partitions.find((p) => r.start >= p.startByte && r.start < p.startByte + p.sizeBytes);
@@ -63,6 +66,10 @@ export async function filesInRanges(path: string, ranges: readonly DriveRange[],
       continue;
     }
     const base = { start: r.start, length: r.length, partition: part.number };
+    if (signal.aborted) {
+      out.push({ ...base, files: [], why: 'not looked up: the map ran out of time (a damaged filesystem can keep the reader busy)' });
+      continue;
+    }
     if (budget <= 0) {
       out.push({ ...base, files: [], why: 'not looked up: the job maps at most the first few hundred data units' });
       continue;
@@ -70,7 +77,7 @@ export async function filesInRanges(path: string, ranges: readonly DriveRange[],
     try {
       if (!views.has(part.number)) views.set(part.number, FileView.open(path, part.number, { imageSectorSize: options.imageSectorSize }));
       const view = await views.get(part.number)!;
-      if (!units.has(part.number)) units.set(part.number, view.dataUnitSize());
+      if (!units.has(part.number)) units.set(part.number, view.dataUnitSize(signal));
       const unit = await units.get(part.number)!;
       const end = Math.min(r.start + r.length, part.startByte + part.sizeBytes);
       const first = Math.floor((r.start - part.startByte) / unit);
@@ -82,11 +89,11 @@ export async function filesInRanges(path: string, ranges: readonly DriveRange[],
       const picks = new Set<number>();
       for (let i = 0; i < take; i++) picks.add(first + (take === 1 ? 0 : Math.round((i * (count - 1)) / (take - 1))));
       const lbas = [...picks].map((du) => (part.startByte + du * unit) / sectorSize);
-      const found = await view.filesAt(lbas.map((l) => Math.floor(l)));
+      const found = await view.filesAt(lbas.map((l) => Math.floor(l)), { signal });
       const files = [...new Set(found.map((f) => f.path).filter((p): p is string => !!p))].map((p) => (p.startsWith('/') ? p : `/${p}`));
       out.push({ ...base, files, ...(take < count ? { sampled: true } : {}) });
     } catch (e) {
-      out.push({ ...base, files: [], why: (e as Error).message });
+      out.push({ ...base, files: [], why: signal.aborted ? 'not looked up: the map ran out of time (a damaged filesystem can keep the reader busy)' : (e as Error).message });
     }
   }
   return out;

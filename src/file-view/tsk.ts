@@ -37,15 +37,16 @@ export function missingTool(tool: string, e: NodeJS.ErrnoException): DeviceError
 /**
  * Runs a TSK tool that prints text and returns its standard output.
  * `args` come after the source options; `trailing` after the image path
- * (inode or data-unit addresses).
+ * (inode or data-unit addresses). `signal` ends the run early (rejecting with its reason).
  * @throws DeviceError when the tool is missing, fails or runs past its time limit.
  */
-export function runTsk(tool: string, src: TskSource, args: string[], trailing: string[] = []): Promise<string> {
+export function runTsk(tool: string, src: TskSource, args: string[], trailing: string[] = [], signal?: AbortSignal): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(tool, [...sourceArgs(src), ...args, src.path, ...trailing], { encoding: 'buffer', maxBuffer: MAX_OUTPUT, timeout: TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+    execFile(tool, [...sourceArgs(src), ...args, src.path, ...trailing], { encoding: 'buffer', maxBuffer: MAX_OUTPUT, timeout: TIMEOUT_MS, killSignal: 'SIGKILL', signal }, (err, stdout, stderr) => {
       if (err) {
         const e = err as NodeJS.ErrnoException & { killed?: boolean };
         if (e.code === 'ENOENT') return reject(missingTool(tool, e));
+        if (signal?.aborted) return reject(signal.reason);
         const why = e.killed ? `ran longer than ${TIMEOUT_MS / 1000} s` : stderr.toString('utf8').trim() || e.message;
         return reject(new DeviceError(`${tool} could not read the ${src.fsType} filesystem at sector ${src.offsetSectors} of ${src.path}: ${why}`, { cause: err }));
       }

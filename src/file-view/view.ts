@@ -115,7 +115,7 @@ export class FileView {
   }
 
   /** Bytes per data unit TSK addresses (`ifind -d`): ext's block, NTFS's cluster, a FAT or exFAT sector. */
-  async dataUnitSize(): Promise<number> {
+  async dataUnitSize(signal?: AbortSignal): Promise<number> {
     const { fsType } = this.source;
     if (fsType === 'fat' || fsType === 'exfat') {
       // Read from the boot sector, not fsstat: TSK 4.11's fsstat loops on some exFAT volumes.
@@ -128,7 +128,7 @@ export class FileView {
         closeSync(fd);
       }
     }
-    const stat = await runTsk('fsstat', this.source, []);
+    const stat = await runTsk('fsstat', this.source, [], [], signal);
     const m = stat.match(fsType === 'ext' ? /^Block Size:\s*(\d+)/m : /^Cluster Size:\s*(\d+)/m);
     if (!m) throw new BadInputError(`fsstat gave no ${fsType === 'ext' ? 'block' : 'cluster'} size for this partition`);
     return Number(m[1]);
@@ -139,10 +139,10 @@ export class FileView {
    * then `ffind` for its path), one answer per distinct data unit, at most
    * `limit` of them. LBAs outside the partition are left out.
    */
-  async filesAt(lbas: readonly number[], options: { limit?: number } = {}): Promise<FileAtSector[]> {
+  async filesAt(lbas: readonly number[], options: { limit?: number; signal?: AbortSignal } = {}): Promise<FileAtSector[]> {
     const { sectorSize, offsetSectors } = this.source;
     const end = this.partition ? offsetSectors + this.partition.sizeBytes / sectorSize : Infinity;
-    const unit = await this.dataUnitSize();
+    const unit = await this.dataUnitSize(options.signal);
     const byUnit = new Map<number, number>();
     for (const lba of lbas) {
       if (lba < offsetSectors || lba >= end) continue;
@@ -152,13 +152,13 @@ export class FileView {
     }
     const out: FileAtSector[] = [];
     for (const [du, lba] of byUnit) {
-      const inodeText = (await runTsk('ifind', this.source, ['-d', String(du)])).trim();
+      const inodeText = (await runTsk('ifind', this.source, ['-d', String(du)], [], options.signal)).trim();
       const inode = Number.parseInt(inodeText, 10);
       if (!Number.isSafeInteger(inode)) {
         out.push({ lba });
         continue;
       }
-      const paths = (await runTsk('ffind', this.source, [], [inodeText.split('\n')[0]!])).trim();
+      const paths = (await runTsk('ffind', this.source, [], [inodeText.split('\n')[0]!], options.signal)).trim();
       const path = paths.split('\n')[0]?.replace(/^\* /, '');
       out.push({ lba, inode, ...(path && !/not found/i.test(path) ? { path } : {}) });
     }
