@@ -49,6 +49,8 @@ export interface RigOptions {
    * instead of a drive file on its port.
    */
   inline?: boolean;
+  /** More of dpsrd's config, merged over the rig's (e.g. `sync.quiescence` for a live-sync scenario). */
+  config?: Record<string, unknown>;
 }
 
 /** The agent's side of the host: the same calls on QEMU's stdio and on a real serial console. */
@@ -283,6 +285,7 @@ export class SimulatedRig extends Rig {
       rig: 'sim',
       sim: { host: 'external', systemImage: this.image.path, driveSizeMiB: Math.ceil(this.image.sizeBytes / 1024 / 1024), bridgeMiBps: this.opts.bridgeMiBps ?? 0, initialClone: true },
       ...(this.opts.inline ? { mode: 'inline' } : {}),
+      ...(this.opts.config ?? {}),
     };
     const configFile = join(this.dir, 'dpsrd.json');
     writeFileSync(configFile, JSON.stringify(config, null, 2));
