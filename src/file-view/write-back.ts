@@ -177,7 +177,8 @@ async function* selection(standby: FileView, paths: readonly string[], signal?: 
  * permission bits, owners and symlinks are kept.
  * @throws BadInputError a bad path; NotFoundError a path not on the standby;
  *   RefusedError the two partitions hold different filesystems, or the active one is mounted;
- *   DeviceError a tool failed; CancelledError through `signal` (the report of a cancelled run is not returned: use `onProgress`).
+ *   DeviceError a tool failed; CancelledError through `signal` before anything is written. Once writing,
+ *   a cancel stops between files: the partition is unmounted and checked, and the report (`cancelled`) says what was written.
  */
 export async function writeBack(standby: FileView, active: FileView, paths: readonly string[], options: WriteBackOptions = {}): Promise<WriteBackReport> {
   const checked = [...new Set(paths.map((p) => joinPath(splitPath(p))))];
@@ -230,7 +231,8 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
       const parts = splitPath(p);
       for (let i = 1; i < parts.length; i++) await writer.mkdir(joinPath(parts.slice(0, i)));
     }
-    for await (const { path, entry } of selection(standby, checked, options.signal)) {
+    // The walk is not tied to the signal here: a cancel stops between files, and the report says what was done.
+    for await (const { path, entry } of selection(standby, checked)) {
       if (options.signal?.aborted) {
         cancelled = true;
         break;
@@ -270,7 +272,6 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
     rmdirSync(mnt);
   }
   const check = await fsck(active, filesystem);
-  if (cancelled) options.signal?.throwIfAborted();
   return { filesystem, driver: opened.driver, restored, overwritten, overwrittenCount, skipped, fsck: check, cancelled };
 }
 

@@ -153,4 +153,17 @@ for (const fs of kinds) {
   });
 }
 
+test('a restore cancelled part-way stops between files, unmounts, checks, and reports what it wrote', async () => {
+  if (!canWrite) return;
+  const stop = new AbortController();
+  const report = await writeBack(await open(standbyDrive, 'ext4'), await open(activeDrive, 'ext4'), ['/dir'], {
+    signal: stop.signal,
+    onProgress: (p) => { if (p.entries === 2) stop.abort(); },
+  });
+  assert.is(report.cancelled, true);
+  assert.ok(report.restored.files + report.restored.folders <= 2, JSON.stringify(report.restored));
+  assert.is(report.fsck.clean, true, report.fsck.output);
+  assert.not.ok(execFileSync('losetup', ['-j', activeDrive]).toString().trim(), 'no loop device left on the drive');
+});
+
 test.run();
