@@ -140,7 +140,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
         run: async (ctx, source) => {
           const report: VerifyReport = await verify({ ...jobs.common(ctx), source, target, partitions: opts.partitions });
           if (!report.identical) {
-            jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', message: `verify of bay ${jobs.roles.name(standby)} against bay ${jobs.roles.name(active)}: ${verifyHeadline(report)}` });
+            jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', pair: jobs.pairId, message: `verify of bay ${jobs.roles.name(standby)} against bay ${jobs.roles.name(active)}: ${verifyHeadline(report)}` });
           }
           await jobs.inline?.afterVerify(report, standby);
           // A verify report can list many ranges; the job keeps the first ones, with the files they lie in on each drive.

@@ -201,7 +201,7 @@ export class SimRig implements Rig {
       try {
         ctl.pairs.get(id).copies.start('clone', {}, 'first-start');
       } catch (e) {
-        ctl.bus.publish('alert', { level: 'warning', code: 'first-clone', message: `the first clone of pair ${id} did not start: ${(e as Error).message}` });
+        ctl.bus.publish('alert', { level: 'warning', code: 'first-clone', pair: id, message: `the first clone of pair ${id} did not start: ${(e as Error).message}` });
       }
     }
   }
