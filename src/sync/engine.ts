@@ -144,7 +144,9 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     const map = options.syncMap;
     if (!map) return;
     // Staged chunks count only once written: write them now, or a slow sync would checkpoint nothing.
-    if (options.journal) await flushBatch();
+    // A batch another worker is writing counts too: without waiting for it, the map would hold later
+    // unchanged chunks but not the earlier ones in that batch, and a resume would copy those again.
+    if (options.journal) await Promise.all([flushBatch(), ...flushing]);
     const bits = map.snapshot();
     await target.flush();
     map.save(bits);
@@ -192,7 +194,15 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     return copy;
   };
 
-  const flushBatch = async () => {
+  const flushing = new Set<Promise<void>>();
+  const flushBatch = (): Promise<void> => {
+    const p = writeBatch();
+    flushing.add(p);
+    const forget = () => void flushing.delete(p);
+    p.then(forget, forget);
+    return p;
+  };
+  const writeBatch = async () => {
     const mine = batch;
     batch = { chunks: [], runs: [], bytes: 0, arenaUsed: 0 };
     if (mine.chunks.length === 0) return;
