@@ -6,7 +6,7 @@
 
 /** Who a drive is, independent of which /dev/sdX it appeared as this time. */
 export interface DriveIdentity {
-  /** Stable key: `wwn:…`, `serial:<model>:<serial>`, `image:<realpath>?ino=<inode>`, `loop:<backing file>?ino=<inode>` or `nbd:<address>`. */
+  /** Stable key: `wwn:…`, `serial:<model>:<serial>`, `image:<realpath>?ino=<inode>` (a loop device over an image file too), `loop:<backing file>` (its file deleted) or `nbd:<address>`. */
   readonly key: string;
   readonly kind: 'image' | 'block' | 'nbd';
   readonly model?: string;

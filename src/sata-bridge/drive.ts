@@ -145,7 +145,7 @@ export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_S
     : n.serial
       ? `serial:${n.model ?? 'unknown'}:${n.serial}`
       : n.backingFile
-        ? `loop:${n.backingFile}${loopInode(n.backingFile)}`
+        ? loopKey(n.backingFile)
         : `dev:${n.disk}`;
   return {
     key: n.isPartition ? `${key}#${n.name}` : key,
@@ -158,6 +158,22 @@ export function identityOf(loc: DriveLocation, imageSectorSize = DEFAULT_IMAGE_S
     physicalSectorSize: n.physicalSectorSize,
     bridge: n.bridge,
   };
+}
+
+/**
+ * A loop device over an image file is that image: it gets the image's own key
+ * (`image:<realpath>?ino=N`), so a pair recorded with the image knows its
+ * standby reached through a loop device, and the other way round. A backing
+ * file that is gone keeps a `loop:` key, which no image has.
+ */
+function loopKey(backingFile: string): string {
+  const ino = loopInode(backingFile);
+  if (!ino) return `loop:${backingFile}`;
+  try {
+    return `image:${realpathSync(backingFile)}${ino}`;
+  } catch {
+    return `loop:${backingFile}${ino}`;
+  }
 }
 
 /** `?ino=N` of a loop device's backing file, as an image's key has it: another file attached under the same name is another drive. */

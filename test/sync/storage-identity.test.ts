@@ -216,4 +216,22 @@ test('a loop device attached again over another file of the same name is not the
   withLoop(b, (loop) => refused(['sync', a, loop, '--mode', 'manifest', '--yes', '--state-dir', stateDir], b, /replaced since|not the standby/));
 });
 
+test('the standby of a pair reached through a loop device is that pair\'s standby: another clone onto it and a migration into it are refused', async () => {
+  if (!requireEnv('standby through a loop device', { root: true, tools: ['losetup', 'sfdisk'] })) return;
+  const stateDir = join(dir, 'state-loop-standby');
+  const a = randomImage(join(dir, 'ls-a.img'), 8 * MiB, 11);
+  const b = sparseImage(join(dir, 'ls-b.img'), 8 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  const other = randomImage(join(dir, 'ls-other.img'), 8 * MiB, 12);
+  const donor = sparseImage(join(dir, 'ls-donor.img'), 8 * MiB);
+  execFileSync('sfdisk', ['-q', donor], { input: 'label: gpt\n,2M\n' });
+  withLoop(b, (loop) => {
+    refused(['clone', other, loop, '--yes', '--state-dir', stateDir], b, /belongs to another pair/);
+    refused(['migrate', donor, '--partition', '1', loop, '--yes', '--state-dir', stateDir], b, /is the standby of pair/);
+    // The pair's own sync reaches it through the loop device as well.
+    const r = dpsr(['sync', a, loop, '--yes', '--state-dir', stateDir], env);
+    assert.is(r.code, 0, r.stdout + r.stderr);
+  });
+});
+
 test.run();
