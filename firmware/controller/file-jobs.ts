@@ -14,7 +14,8 @@ import { createInterface } from 'node:readline';
 import { BadInputError, NotFoundError, RefusedError } from '../../src/errors.ts';
 import { FileView, diffTree, joinPath, splitPath, writeBack, writeBackPossible, type TreeDifference, type WriteBackProgress } from '../../src/file-view/index.ts';
 import { acquireDriveLock, ProgressTracker } from '../../src/sync/index.ts';
-import { locateDrive } from '../../src/sata-bridge/index.ts';
+import { locateDrive, openDrive } from '../../src/sata-bridge/index.ts';
+import { readLayout } from '../../src/disk-layout/index.ts';
 import { array, bool, int, obj, opt, str } from './schema.ts';
 import { summary, type JobContext } from './jobs.ts';
 import type { Controller } from './controller.ts';
@@ -84,6 +85,20 @@ export class FileJobs {
       throw new RefusedError(`${what}: the standby in bay ${this.app.roles.name(view.standby)} is ${state}, so its files may be half-written`, {
         hint: state === 'syncing' ? 'wait for the sync to finish' : 'POST /api/recover to roll it back to the previous backup, or POST /api/sync to finish it',
       });
+    }
+  }
+
+  /** BadInputError (400) when the standby's partition table has no partition `n` (the standby is only read). */
+  async #standbyHasPartition(n: number): Promise<void> {
+    const path = this.app.roles.require(this.app.roles.current().standby, 'standby');
+    const dev = await openDrive(path);
+    try {
+      const layout = await readLayout(dev);
+      if (!layout.partitions.some((p) => p.number === n && !p.extended)) {
+        throw new BadInputError(`the standby has no partition ${n}`, { hint: `partitions on the standby: ${layout.partitions.filter((p) => !p.extended).map((p) => p.number).join(', ') || 'none'}; nothing was changed` });
+      }
+    } finally {
+      await dev.close();
     }
   }
 
@@ -165,11 +180,13 @@ export class FileJobs {
           400: 'a bad body, or the confirmation does not match',
           409: 'the host runs and no window was asked for, another job runs, or the restore is refused to protect data (e.g. the standby is not consistent)',
         },
-        handler: ({ body }) => {
+        handler: async ({ body }) => {
           const b = body as { partition: number; confirm: string; window?: boolean };
           const want = partitionConfirmation(b.partition);
           if (b.confirm !== want) throw new BadInputError(`the confirmation is ${JSON.stringify(b.confirm)}; it must be exactly ${JSON.stringify(want)}`, { hint: 'type the confirmation as asked; nothing was changed' });
           const window = this.#hostOff(`restoring partition ${b.partition} onto the active drive`, b.window);
+          // Asked here, not in the job: a window would shut the host down and boot it again for a partition that is not there.
+          await this.#standbyHasPartition(b.partition);
           const job = app.copies.start('restore', { window, partitions: [b.partition] });
           return { status: 202, body: { id: job.id, job: summary(job) } };
         },

@@ -1,7 +1,8 @@
 /**
- * Restoring files reads the standby: like every restore it must refuse a
- * standby that holds a half-written copy (an interrupted sync), before the
- * active drive is opened for writing.
+ * Restores of files and partitions refuse before anything changes: a
+ * partition the standby does not have is bad input before a window shuts the
+ * host down, and a standby that holds a half-written copy (an interrupted
+ * sync) gives nothing back, like every restore.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -23,6 +24,17 @@ test.before(async () => {
 });
 test.after(async () => {
   await d?.stop();
+});
+
+test('a partition restore naming a partition the standby does not have is 400 and starts nothing (the host keeps running)', async () => {
+  if (!ok) return;
+  const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+  const r = await d.api('POST', '/api/restore/partition', { partition: 7, confirm: 'restore partition 7', window: true });
+  assert.is(r.status, 400, JSON.stringify(r.body));
+  assert.match(r.body.error.message, /no partition 7/);
+  assert.match(r.body.error.hint, /partitions on the standby: 1, 2/);
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'no job started');
+  assert.is((await d.api('GET', '/api/status')).body.host.power, 'on');
 });
 
 test('files are not restored from a standby an interrupted sync left inconsistent, and the active drive is not touched', async () => {
