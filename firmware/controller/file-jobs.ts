@@ -62,7 +62,10 @@ export class FileJobs {
   #hostOff(what: string, requested: boolean | undefined): boolean {
     const app = this.app;
     if ((app.config as { mode?: string }).mode === 'inline') {
-      throw new RefusedError(`${what} needs the host off, and in inline mode the host runs from the controller's export of the active drive`, { hint: 'shut the host down first (POST /api/host/shutdown), then try again' });
+      // Even with the host off: the export holds the active drive, and its changed-block tracking would not see writes made beside it, so the next changed-block sync would leave them off the standby.
+      throw new RefusedError(`${what} is not done in inline mode: the controller's export holds the active drive, and its changed-block tracking would miss these writes`, {
+        hint: 'download what you need (GET /api/browse/file or /api/browse/archive with side=standby) and copy it in on the host, or restore the whole drive (POST /api/restore)',
+      });
     }
     const window = app.copies.window.wanted(requested);
     if (!window && app.host.powered) {

@@ -59,4 +59,23 @@ test('files are not restored from a standby an interrupted sync left inconsisten
   assert.is(digest(activePath), before, 'the active drive is unchanged');
 });
 
+test('in inline mode, restoring files or a partition is refused with a way that works, also with the host off', async () => {
+  if (!ok || !requireEnv('inline mode in the controller', { tools: ['qemu-storage-daemon', 'qemu-img'] })) return;
+  const inline = await makeDaemon({ mode: 'inline' });
+  try {
+    await idle(inline);
+    assert.is((await inline.api('POST', '/api/host/shutdown', {})).status, 200);
+    await waitFor(async () => ((await inline.api('GET', '/api/status')).body.host.power === 'off' ? true : undefined), 10_000, 'host off');
+    for (const [path, body] of [['/api/restore/files', { partition: 2, paths: ['/etc'] }], ['/api/restore/partition', { partition: 2, confirm: 'restore partition 2' }]] as const) {
+      const r = await inline.api('POST', path, body);
+      assert.is(r.status, 409, JSON.stringify(r.body));
+      assert.match(r.body.error.message, /inline mode/);
+      assert.not.match(r.body.error.hint, /shut the host down/, 'the host is off already: the hint must not send the operator round in circles');
+      assert.match(r.body.error.hint, /browse\/archive/);
+    }
+  } finally {
+    await inline.stop();
+  }
+});
+
 test.run();
