@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { validateConfig as validateBootSwitch, simConfig, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
 import { array, bool, check, fail, int, num, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
+import { locateDrive, sameStorage, type DriveLocation } from '../../src/sata-bridge/index.ts';
 import { BAY_NAMES, PAIR_ROLES, configuredBays, resolvePairs, type PairConfig } from './pair-config.ts';
 
 /** A pre- or post-snapshot hook of a live sync: a command (argv, no shell) or an HTTP call to the host. */
@@ -161,6 +162,30 @@ export interface DaemonConfig extends Omit<RawConfig, 'bootswitch' | 'sim' | 'pa
 /** Faster relay timings for the simulated rig: nothing there needs a real relay's settle time. */
 const SIM_TIMING = { settleMs: 50, powerOffMs: 100, powerOnMs: 100, shutdownTimeoutMs: 10_000, holdMs: 1000 };
 
+/**
+ * Two bays naming one drive would make one pair's copy write another pair's
+ * drive: refused by path and, for the drives present now, by the storage they
+ * reach (device and inode numbers: a symlink, a loop device over the file).
+ */
+function distinctDrives(drives: Record<string, string | undefined>): void {
+  const seen: { bay: string; path: string; loc: DriveLocation | null }[] = [];
+  for (const [bay, path] of Object.entries(drives)) {
+    if (!path) continue;
+    let loc: DriveLocation | null = null;
+    try {
+      loc = locateDrive(path);
+    } catch {
+      // Not present now (a bay may be empty at start): compared by path only.
+    }
+    for (const other of seen) {
+      if (other.path === path || (loc && other.loc && sameStorage(loc, other.loc))) {
+        fail(`drives.${bay}`, path, `a drive of its own (bay ${other.bay} names the same drive, ${other.path})`, 'config');
+      }
+    }
+    seen.push({ bay, path, loc });
+  }
+}
+
 export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)'): DaemonConfig {
   const c = check(configSchema, raw ?? {}, 'config');
   const pairs = resolvePairs(c.pairs);
@@ -170,6 +195,7 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
     if (!c.drives) fail('drives', undefined, `an object { ${bays.join(', ')} } naming the drive of every bay the pairs use (required on the hardware rig)`, 'config');
     for (const b of bays) if (!(c.drives as Record<string, string | undefined>)[b]) fail(`drives.${b}`, undefined, `the drive in bay ${b} (pair ${pairs.find((p) => p.bays.includes(b))!.id} uses it)`, 'config');
     for (const b of Object.keys(c.drives)) if (!bays.includes(b as (typeof bays)[number])) fail(`drives.${b}`, (c.drives as Record<string, string>)[b], `only the bays the pairs use (${bays.join(', ')})`, 'config');
+    distinctDrives(c.drives as Record<string, string | undefined>);
     if (c.bootswitch === undefined) fail('bootswitch', undefined, 'the board configuration (required on the hardware rig)', 'config');
     bootswitch = prefixed(() => validateBootSwitch(c.bootswitch));
   } else {

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -41,6 +41,20 @@ test('every error names the key, the value and what is allowed; unknown keys are
   assert.match(msg(() => validateDaemonConfig({ bootswitch: { boards: {} } })), /bootswitch.boards is \{\}; allowed: timing or failover/);
   assert.match(msg(() => validateDaemonConfig({ bootswitch: { timing: { holdMs: 10 } } })), /config: bootswitch.timing.holdMs is 10; allowed: at least 500/);
   assert.match(msg(() => validateDaemonConfig({ drives: { A: '/a', B: '/b' } })), /drives is .*allowed: nothing: the simulated rig/);
+});
+
+test('two bays naming one drive are refused: by path, and by the storage a symlink reaches', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-config-drives-'));
+  try {
+    const a = join(dir, 'a.img');
+    writeFileSync(a, Buffer.alloc(1024 * 1024));
+    symlinkSync(a, join(dir, 'alias.img'));
+    const board = { boards: {} };
+    assert.match(msg(() => validateDaemonConfig({ rig: 'hardware', drives: { A: '/dev/disk/by-id/wwn-0x1', B: '/dev/disk/by-id/wwn-0x1' }, bootswitch: board })), /drives.B is "\/dev\/disk\/by-id\/wwn-0x1"; allowed: a drive of its own \(bay A names the same drive/);
+    assert.match(msg(() => validateDaemonConfig({ rig: 'hardware', drives: { A: a, B: join(dir, 'alias.img') }, bootswitch: board })), /drives.B is ".*alias.img"; allowed: a drive of its own \(bay A names the same drive/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('a hardware config with a simulated board validates', () => {
