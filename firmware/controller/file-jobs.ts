@@ -77,12 +77,19 @@ export class FileJobs {
   }
 
   /**
-   * Refuses (409) reading files back from a standby that is not consistent
-   * (rule 2: never restore from an Inconsistent drive); checked when asked and
-   * again when the job starts, before the active drive is opened for writing.
+   * Refuses (409) writing files into a drive that is not the pair's active
+   * drive, or reading them back from a standby that is not consistent (never
+   * restore from an Inconsistent drive); checked when asked and again when the
+   * job starts, before the active drive is opened for writing.
    */
   #standbyConsistent(what: string): void {
     const view = this.app.roles.current();
+    // Files go only into the drive the pair knows as its active one (another drive put in its bay holds other data).
+    if (view.pair && this.app.roles.keyOf(view.active) !== view.pair.activeKey) {
+      throw new RefusedError(`${what}: the drive in bay ${this.app.roles.name(view.active)} is not the pair's active drive (it was replaced or is absent)`, {
+        hint: 'put the pair\'s active drive back, or restore the whole drive onto the new one (POST /api/reprotect or POST /api/restore)',
+      });
+    }
     const state = this.app.roles.standbyState(view);
     if (state !== 'consistent') {
       throw new RefusedError(`${what}: the standby in bay ${this.app.roles.name(view.standby)} is ${state}, so its files may be half-written`, {

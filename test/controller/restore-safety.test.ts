@@ -37,6 +37,24 @@ test('a partition restore naming a partition the standby does not have is 400 an
   assert.is((await d.api('GET', '/api/status')).body.host.power, 'on');
 });
 
+test('files are not restored into a new drive put in the active drive\'s bay', async () => {
+  if (!ok) return;
+  const other = await makeDaemon();
+  try {
+    await idle(other);
+    await waitFor(async () => ((await other.api('GET', '/api/status')).body.standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    await other.api('POST', '/api/host/shutdown', {});
+    await waitFor(async () => ((await other.api('GET', '/api/status')).body.host.power === 'off' ? true : undefined), 10_000, 'host off');
+    assert.is((await other.api('POST', '/api/sim/drive/A/pull', {})).status, 200);
+    assert.is((await other.api('POST', '/api/sim/drive/A/insert', { replacement: true })).status, 200);
+    const r = await other.api('POST', '/api/restore/files', { partition: 2, paths: ['/etc'], window: false });
+    assert.is(r.status, 409, JSON.stringify(r.body));
+    assert.match(r.body.error.message, /not the pair's active drive/);
+  } finally {
+    await other.stop();
+  }
+});
+
 test('files are not restored from a standby an interrupted sync left inconsistent, and the active drive is not touched', async () => {
   if (!ok) return;
   await d.api('POST', '/api/sim/host/write', { mib: 8 });
