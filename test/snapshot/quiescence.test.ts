@@ -76,21 +76,35 @@ async function withDaemon(name: string, body: (d: StorageDaemon) => Promise<void
   }
 }
 
-/** Writes 4 KiB through the host export every `everyMs` until stopped; returns how many writes failed. */
-function writer(daemon: StorageDaemon, everyMs: number, stopAfterMs = Infinity): { stop: () => Promise<number> } {
+/**
+ * Writes 4 KiB through the host export every `everyMs` until stopped (or for `stopAfterMs`);
+ * `first` resolves once a write has landed; `lastIssuedAt` is when the latest write was sent (performance.now()).
+ * `stop` returns how many writes failed.
+ */
+function writer(daemon: StorageDaemon, everyMs: number, stopAfterMs = Infinity): { first: Promise<void>; readonly lastIssuedAt: number; stop: () => Promise<number> } {
   let running = true;
+  let lastIssuedAt = Number.NaN;
+  let landed!: () => void;
+  const first = new Promise<void>((r) => (landed = r));
   const done = (async () => {
     const host = await NbdDrive.open(daemon.hostUri, { write: true });
     const t0 = performance.now();
     let failures = 0;
     for (let i = 0; running && performance.now() - t0 < stopAfterMs; i++) {
+      lastIssuedAt = performance.now();
       await host.write(Buffer.alloc(4096, i & 0xff), (i % 64) * 4096).catch(() => failures++);
+      landed();
       await new Promise((r) => setTimeout(r, everyMs));
     }
     await host.close();
+    landed();
     return failures;
   })();
   return {
+    first,
+    get lastIssuedAt() {
+      return lastIssuedAt;
+    },
     stop: async () => {
       running = false;
       return done;
@@ -158,11 +172,15 @@ test('a writer that stops: the wait ends quiet, after the writes', async () => {
   if (!haveQsd) return;
   await withDaemon('stops', async (daemon) => {
     const w = writer(daemon, 20, 800);
-    const r = await waitForQuiescence(daemon, { quietMs: 400, maxWaitMs: 20_000, fallback: 'skip', pollMs: 50 });
-    await w.stop();
+    // Started once the writer is writing: a slow connect must not leave a quiet drive at the start of the wait.
+    await w.first;
+    const r = await waitForQuiescence(daemon, { quietMs: 1000, maxWaitMs: 20_000, fallback: 'skip', pollMs: 50 });
+    const endedAt = performance.now();
+    const lastWrite = w.lastIssuedAt;
+    assert.is(await w.stop(), 0);
     assert.is(r.outcome, 'quiet');
-    // Decided from what the detector saw: the quiet time cannot have started before the writer stopped.
-    assert.ok(r.waitedMs >= 800 + 400, `waited ${r.waitedMs} ms`);
+    // Causal, not a speed: the last write landed after it was sent, so quiet counted from it ends no sooner than quietMs later.
+    assert.ok(endedAt >= lastWrite + 1000, `the wait ended ${(endedAt - lastWrite).toFixed(0)} ms after the last write was sent`);
   });
 });
 
