@@ -224,7 +224,8 @@ if (enabled) {
     const button: string[] = [];
     sys.events.on('button', (b) => button.push(b.kind));
     fw.setExternal(PINS.button, 0);
-    await delay(120);
+    // Let go once the press got through the debounce: a fixed hold can be shorter than it under load.
+    await within(2000, 'press seen', (async () => { while (!button.includes('press')) await delay(10); })());
     fw.setExternal(PINS.button, undefined); // released: the pull-up takes the line high again
     await within(2000, 'short press seen', (async () => { while (!button.includes('short')) await delay(10); })());
 
@@ -264,9 +265,10 @@ if (enabled) {
     const hostSeen: boolean[] = [];
     const events = new BootSwitchEmitter();
     events.on('host', (h) => hostSeen.push(h.powered));
+    // Held through holdMs as the controller counts it (connecting may take longer than holdMs), then let go.
+    const heldThrough = new Promise<void>((r) => events.on('button', (b) => void (b.kind === 'startup-hold' && r())));
     const opening = openBootSwitch({ config: config(pair.b), stateDir: dir, events });
-    // Hold through holdMs (500 ms), then let go.
-    await delay(900);
+    await within(10_000, 'startup hold seen', heldThrough);
     fw.setExternal(PINS.button, undefined);
     const sys = await within(10_000, 'openBootSwitch', opening);
     cleanups.push(() => sys.close());
