@@ -19,7 +19,7 @@ import { SimRig } from './sim/rig.ts';
 import type { Rig } from './rig.ts';
 import { Roles, failoverSwitch } from './roles.ts';
 import { DrivePair, FixedPairSwitch, Pairs, pairBays } from './pairs.ts';
-import { bayAt, type PairConfig } from './pair-config.ts';
+import { bayAt, configuredBays, type PairConfig } from './pair-config.ts';
 import { SyncWindow } from './sync-window.ts';
 import { CopyJobs } from './copy-jobs.ts';
 import { BootControl } from './boot-control.ts';
@@ -96,7 +96,7 @@ export class Controller {
     early: AlertEvent[],
   ) {
     this.#early = early;
-    this.health = new HealthMonitor(rig.smart, (bay) => rig.smartDevice(bay), config.health, bus, metrics);
+    this.health = new HealthMonitor(rig.smart, (bay) => rig.smartDevice(bay), config.health, bus, metrics, configuredBays(config.pairs));
     this.jobs = new JobRunner(stateDir, config.jobs, bus, () => this.boot.blockedBy());
     this.roles = new Roles(stateDir, rig.bays, failoverSwitch(bs), bus, log);
     this.window = new SyncWindow(config, stateDir, bs, this.roles, bus);

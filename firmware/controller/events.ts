@@ -65,7 +65,7 @@ export interface EventData {
   switched: BootSwitchEvents['switched'][0];
   failover: BootSwitchEvents['failover'][0] & { generation: number | null };
   drive: { bay: BayName; action: 'pulled' | 'inserted' | 'replaced'; path?: string };
-  alert: AlertEvent & { bay?: Bay; pair?: string };
+  alert: AlertEvent & { bay?: BayName; pair?: string };
 }
 
 type DataOf<K extends EventType> = K extends keyof EventData ? EventData[K] : unknown;

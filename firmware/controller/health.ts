@@ -4,6 +4,7 @@
  * thresholds. A change of verdict is an event; a worse verdict an alert.
  */
 import type { Bay } from '../../src/bootswitch/index.ts';
+import type { BayName } from './pair-config.ts';
 import type { SmartReport, SmartSource } from '../../src/sata-bridge/index.ts';
 import type { EventBus } from './events.ts';
 import type { Metrics } from './metrics.ts';
@@ -49,7 +50,8 @@ export function judge(r: SmartReport, t: DaemonConfig['health']): { status: Heal
 }
 
 export class HealthMonitor {
-  readonly drives: Record<Bay, DriveHealth> = {
+  /** Every configured bay's drive (A and B always; the data pairs' bays when configured). */
+  readonly drives: Record<Bay, DriveHealth> & Partial<Record<BayName, DriveHealth>> = {
     A: { status: 'unknown', problems: [], smart: null, checkedAt: null },
     B: { status: 'unknown', problems: [], smart: null, checkedAt: null },
   };
@@ -59,11 +61,15 @@ export class HealthMonitor {
   constructor(
     private readonly source: SmartSource,
     /** The device to ask about for a bay, or null when the bay is empty. */
-    private readonly deviceOf: (bay: Bay) => string | null,
+    private readonly deviceOf: (bay: BayName) => string | null,
     private readonly thresholds: DaemonConfig['health'],
     private readonly bus: EventBus,
     private readonly metrics: Metrics,
-  ) {}
+    /** The bays the configured pairs use. */
+    private readonly bays: readonly BayName[] = ['A', 'B'],
+  ) {
+    for (const b of bays) this.drives[b] ??= { status: 'unknown', problems: [], smart: null, checkedAt: null };
+  }
 
   start(): void {
     void this.check();
@@ -76,11 +82,11 @@ export class HealthMonitor {
     this.#timer = null;
   }
 
-  /** Reads both bays now (one read at a time; a second caller waits for the running one). */
+  /** Reads every bay now (one read at a time; a second caller waits for the running one). */
   check(): Promise<void> {
     this.#running ??= (async () => {
       try {
-        for (const bay of ['A', 'B'] as const) await this.#checkBay(bay);
+        for (const bay of this.bays) await this.#checkBay(bay);
       } finally {
         this.#running = null;
       }
@@ -88,7 +94,7 @@ export class HealthMonitor {
     return this.#running;
   }
 
-  async #checkBay(bay: Bay): Promise<void> {
+  async #checkBay(bay: BayName): Promise<void> {
     const device = this.deviceOf(bay);
     let next: DriveHealth;
     if (!device) next = { status: 'missing', problems: [`bay ${bay} holds no drive`], smart: null, checkedAt: new Date().toISOString() };
@@ -100,7 +106,7 @@ export class HealthMonitor {
         next = { status: 'missing', problems: [(e as Error).message], smart: null, checkedAt: new Date().toISOString() };
       }
     }
-    const prev = this.drives[bay];
+    const prev = this.drives[bay] ?? { status: 'unknown', problems: [], smart: null, checkedAt: null };
     this.drives[bay] = next;
     this.metrics.driveHealthy.set({ bay }, next.status === 'ok' ? 1 : 0);
     if (next.smart?.temperatureC != null) this.metrics.driveTemperature.set({ bay }, next.smart.temperatureC);

@@ -92,7 +92,7 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
       handler: ({ params }) => {
         const p = app.pairs.get(params.id!);
         const entry = app.status.status().pairs.find((x) => x.id === p.id)!;
-        const drives = Object.fromEntries(p.config.bays.map((bay) => [bay, { path: app.rig.bays.path(bay), present: app.rig.bays.path(bay) !== null }]));
+        const drives = Object.fromEntries(p.config.bays.map((bay) => [bay, { path: app.rig.bays.path(bay), present: app.rig.bays.path(bay) !== null, health: app.health.drives[bay]?.status ?? 'unknown' }]));
         return { status: 200, body: { ...entry, drives } };
       },
     },

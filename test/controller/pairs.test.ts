@@ -104,6 +104,11 @@ test('the simulated host writes to a pair\'s active drive; the sim controls take
   assert.is(w.body.bay, 'C');
   assert.is.not(sha(join(d.dir, 'sim', 'bay-C.img')), sha(join(d.dir, 'sim', 'bay-D.img')));
   assert.is((await d.api('POST', '/api/sim/host/write', { mib: 1, pair: 'nope' })).status, 404);
+  const hot = await d.api('POST', '/api/sim/drive/D/smart', { temperatureC: 70 });
+  assert.is(hot.status, 200);
+  assert.is(hot.body.health.status, 'critical', 'the data pair\'s drives are watched too');
+  assert.is((await d.api('GET', '/api/pairs/data/status')).body.drives.D.health, 'critical');
+  await d.api('POST', '/api/sim/drive/D/smart', { temperatureC: 35 });
   const bad = await d.api('POST', '/api/sim/drive/E/pull', {});
   assert.is(bad.status, 400);
   assert.match(bad.body.error.message, /allowed: "A", "B", "C", "D"/);

@@ -5,16 +5,10 @@
  * simulated rig runs.
  */
 import { BadInputError, RefusedError } from '../../../src/errors.ts';
-import type { Bay } from '../../../src/bootswitch/index.ts';
 import { array, bool, int, obj, oneOf, opt, str } from '../schema.ts';
 import type { Controller } from '../controller.ts';
 import type { Route } from '../http-server.ts';
 import type { SimRig } from './rig.ts';
-
-const bayParam = (v: string): Bay => {
-  if (v !== 'A' && v !== 'B') throw new BadInputError(`path parameter bay is ${JSON.stringify(v)}; allowed: "A", "B"`);
-  return v;
-};
 
 export const bodies = {
   button: obj({ holdMs: int(1, 60_000, 'how long the button is held') }),
@@ -126,7 +120,7 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
       method: 'POST', path: '/api/sim/drive/:bay/smart', tag: 'sim', summary: 'Set the simulated SMART values of a drive', body: bodies.smart,
       responses: { 200: 'set; health re-read' },
       handler: async ({ params, body }) => {
-        const bay = bayParam(params.bay!);
+        const bay = rig.bay(params.bay!);
         rig.setSmart(bay, body as object);
         await ctl.health.check();
         return { status: 200, body: { bay, health: ctl.health.drives[bay] } };
