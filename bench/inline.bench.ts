@@ -29,6 +29,7 @@ import { NbdDrive, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/ind
 import { clone, sync } from '../src/sync/index.ts';
 import { randomImage } from '../test/support/images.ts';
 import { GiB, MiB, benchDir, dropCaches, hasCommand, printTable, rate, secs, timedCommand, type Row, benchRuns, measure, median } from './lib.ts';
+import { seededShuffle } from '../test/support/xorshift.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
 const runs = benchRuns;
@@ -107,17 +108,7 @@ async function main(): Promise<void> {
     const count = Math.round((size * 0.01) / GRANULE);
     const host = await NbdDrive.open(daemon.hostUri, { write: true });
     // Distinct granules, picked with a seeded shuffle, so the change is exactly 1 %.
-    const granules = Array.from({ length: size / GRANULE }, (_, i) => i);
-    let x = 4242;
-    for (let i = granules.length - 1; i > 0; i--) {
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      const j = x % (i + 1);
-      [granules[i], granules[j]] = [granules[j]!, granules[i]!];
-    }
+    const granules = seededShuffle(size / GRANULE, 4242);
     const data = Buffer.alloc(GRANULE);
     for (let i = 0; i < count; i++) {
       data.fill((i % 255) + 1);

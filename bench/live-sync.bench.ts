@@ -21,6 +21,7 @@ import { NbdDrive, SnapshotDrive, openLocated, readFlaggedRanges, STATE_DIRTY } 
 import { clone, sync, recover, type ChangedBlocks } from '../src/sync/index.ts';
 import { randomImage } from '../test/support/images.ts';
 import { GiB, MiB, benchDir, dropCaches, hasCommand, printTable, secs, type Row, benchRuns, median } from './lib.ts';
+import { seededShuffle } from '../test/support/xorshift.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
 const runs = benchRuns;
@@ -44,17 +45,7 @@ async function probe(uri: string): Promise<void> {
 
 /** 1 % of the drive in 64 KiB writes at distinct random granules (seeded), through the export. */
 async function change(uri: string, seed: number): Promise<void> {
-  const granules = Array.from({ length: size / GRANULE }, (_, i) => i);
-  let x = seed;
-  for (let i = granules.length - 1; i > 0; i--) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    const j = x % (i + 1);
-    [granules[i], granules[j]] = [granules[j]!, granules[i]!];
-  }
+  const granules = seededShuffle(size / GRANULE, seed);
   const host = await NbdDrive.open(uri, { write: true });
   const data = Buffer.alloc(GRANULE);
   for (let i = 0; i < Math.round((size * 0.01) / GRANULE); i++) {

@@ -33,6 +33,7 @@ import { clone, sync, restore, verify, recover, recordFailover, effectiveStandby
 import { readLayout, regionsToCopy } from '../../src/disk-layout/index.ts';
 import { isDpsrError } from '../../src/errors.ts';
 import { openDrive } from '../../src/sata-bridge/index.ts';
+import { xorshift32 } from './xorshift.ts';
 
 /*
  * State files are written temp file + rename: a kill "mid-state-write" is one
@@ -607,15 +608,7 @@ function untampered(pending: Pending, now: Buffer): Buffer {
 function scribble(file: string, partitions: readonly { start: number; length: number }[], blocks: number, seed: number): { start: number; length: number }[] {
   const written: { start: number; length: number }[] = [];
   const data = readFileSync(file);
-  let x = seed >>> 0 || 1;
-  const next = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
+  const next = xorshift32(seed);
   for (let i = 0; i < blocks; i++) {
     const p = partitions[next() % partitions.length]!;
     const slots = Math.floor(p.length / 4096);

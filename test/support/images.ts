@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { xorshift32 } from './xorshift.ts';
 
 /** A temp folder removed at exit. Under /var/tmp by default: tmpfs would refuse O_DIRECT. */
 export function tempDir(prefix = 'dpsr-test-'): string {
@@ -24,16 +25,9 @@ export function sparseImage(path: string, size: number): string {
 export function randomImage(path: string, size: number, seed = 1): string {
   const fd = openSync(path, 'w');
   const block = Buffer.alloc(1 << 20);
-  let x = seed >>> 0 || 1;
+  const next = xorshift32(seed);
   for (let off = 0; off < size; off += block.length) {
-    for (let i = 0; i < block.length; i += 4) {
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      block.writeUInt32LE(x, i);
-    }
+    for (let i = 0; i < block.length; i += 4) block.writeUInt32LE(next(), i);
     writeSync(fd, block, 0, Math.min(block.length, size - off), off);
   }
   closeSync(fd);

@@ -29,6 +29,7 @@ import { join } from 'node:path';
 import { clone, sync, recover, recordFailover, PairStore, pairOfDrives, type CopyReport } from '../../src/sync/index.ts';
 import { driveKeyOf, locateDrive } from '../../src/sata-bridge/index.ts';
 import { isDpsrError } from '../../src/errors.ts';
+import { xorshift32 } from './xorshift.ts';
 
 const KiB = 1024;
 const SIZE = 1024 * KiB;
@@ -262,30 +263,15 @@ export async function runRotation(dir: string, ops: readonly RotationOp[]): Prom
 
 function noise(size: number, seed: number): Buffer {
   const b = Buffer.alloc(size);
-  let x = seed;
-  for (let i = 0; i < size; i += 4) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    b.writeUInt32LE(x, i);
-  }
+  const next = xorshift32(seed);
+  for (let i = 0; i < size; i += 4) b.writeUInt32LE(next(), i);
   return b;
 }
 
 /** Random 4 KiB-aligned writes. */
 function scribble(file: string, blocks: number, seed: number): void {
   const data = readFileSync(file);
-  let x = seed >>> 0 || 1;
-  const nextRand = () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
+  const nextRand = xorshift32(seed);
   for (let i = 0; i < blocks; i++) {
     const at = (nextRand() % (SIZE / 4096)) * 4096;
     for (let b = 0; b < 4096; b += 4) data.writeUInt32LE(nextRand(), at + b);
