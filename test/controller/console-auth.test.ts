@@ -8,9 +8,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { request as httpsRequest } from 'node:https';
 import { X509Certificate } from 'node:crypto';
-import { makeDaemon, idle, waitJob, type TestDaemon } from './support/harness.ts';
+import { call, makeDaemon, idle, waitJob, type TestDaemon } from './support/harness.ts';
 import { ConsoleSessions, parseCookies } from '../../firmware/controller/console-auth.ts';
 import { redactSecrets } from '../../firmware/controller/console-server.ts';
 import { requireEnv } from '../support/require.ts';
@@ -189,28 +188,9 @@ test('sessions: the oldest session goes when the table is full', () => {
   assert.ok(s.fromRequest({ headers: { cookie: `dpsr_session=${ids[2]}` } } as never));
 });
 
-/** A GET or POST over HTTPS that trusts only `ca`. */
-function tlsCall(url: string, ca: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  return new Promise<{ status: number; body: any; headers: Record<string, unknown> }>((resolve, reject) => {
-    const text = body === undefined ? undefined : JSON.stringify(body);
-    const req = httpsRequest(new URL(path, url), { method, ca, headers: { ...(text ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
-      let data = '';
-      res.on('data', (c) => (data += c));
-      res.on('end', () => {
-        let parsed: unknown = data;
-        try {
-          parsed = JSON.parse(data);
-        } catch {
-          /* the page */
-        }
-        resolve({ status: res.statusCode!, body: parsed, headers: res.headers });
-      });
-    });
-    req.on('error', reject);
-    if (text) req.write(text);
-    req.end();
-  });
-}
+/** A request over HTTPS that trusts only `ca`, without the bearer token. */
+const tlsCall = (url: string, ca: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+  call(url, method, path, body, { token: null, headers, ca });
 
 test('with api.httpsListen: a self-signed certificate made once at first start, and a Secure cookie over HTTPS', async () => {
   if (!requireEnv('the console over HTTPS', { tools: ['openssl'] })) return;

@@ -14,12 +14,17 @@ import { requireEnv } from '../support/require.ts';
 
 const RUNS = Number(process.env.DPSR_MODEL_RUNS ?? 200);
 
+/** A scratch directory for the model's drives (in RAM where /dev/shm exists), removed at exit, with the template drive made in it. */
+async function modelWorkspace() {
+  const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return { dir, template: await makeTemplate(dir) };
+}
+
 test(`${RUNS} random sequences of copies, kills, rollbacks, failovers and size changes keep every standby either its previous backup or the new one`, async () => {
   if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
   // tmpfs when there is one: the model makes thousands of small durable writes, and no O_DIRECT.
-  const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const template = await makeTemplate(dir);
+  const { dir, template } = await modelWorkspace();
   let n = 0;
   await fc.assert(
     fc.asyncProperty(sequenceArb, async (ops) => {
@@ -33,9 +38,7 @@ test(`${RUNS} random sequences of copies, kills, rollbacks, failovers and size c
 
 test('found by the model: a failover during an interrupted restore leaves the half-restored drive as a standby marked inconsistent, and recover rolls it back', async () => {
   if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
-  const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const template = await makeTemplate(dir);
+  const { dir, template } = await modelWorkspace();
   const r = await runSequence(join(dir, 'seq'), template, [
     { t: 'clone', force: false },
     { t: 'host-write', blocks: 20, seed: 3 },
@@ -51,9 +54,7 @@ test('found by the model: a failover during an interrupted restore leaves the ha
 
 test('found by the model: the active drive and the standby written between a killed copy and its resume; the resume ends equal to the source as it is then', async () => {
   if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
-  const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const template = await makeTemplate(dir);
+  const { dir, template } = await modelWorkspace();
   const r = await runSequence(join(dir, 'seq'), template, [
     { t: 'clone', force: false },
     { t: 'host-write', blocks: 40, seed: 11 },
@@ -71,9 +72,7 @@ test('found by the model: the active drive and the standby written between a kil
 
 test('a second writer during a sync, onto either drive, from the same or another state directory, is refused as busy and changes nothing; the sync completes', async () => {
   if (!requireEnv('the copy model', { tools: ['sfdisk'] })) return;
-  const dir = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/dpsr-model-') : tempDir('dpsr-model-');
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const template = await makeTemplate(dir);
+  const { dir, template } = await modelWorkspace();
   const r = await runSequence(join(dir, 'seq'), template, [
     { t: 'clone', force: false },
     { t: 'host-write', blocks: 20, seed: 5 },

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { startDaemon, type Daemon } from '../../../firmware/controller/daemon.ts';
 
@@ -41,11 +42,14 @@ export async function makeDaemon(config: Record<string, unknown> = {}, dir = mkd
   }) as TestDaemon;
 }
 
-export function call(base: string, method: string, path: string, body?: unknown, opts: { token?: string | null; raw?: string; headers?: Record<string, string> } = {}) {
+/** One API request; an https base is trusted only when its certificate is `opts.ca`. */
+export function call(base: string, method: string, path: string, body?: unknown, opts: { token?: string | null; raw?: string; headers?: Record<string, string>; ca?: string } = {}) {
   return new Promise<{ status: number; body: any; headers: Record<string, string | string[] | undefined> }>((resolve, reject) => {
     const text = opts.raw ?? (body === undefined ? undefined : JSON.stringify(body));
-    const req = httpRequest(new URL(path, base), {
+    const url = new URL(path, base);
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, {
       method,
+      ...(opts.ca ? { ca: opts.ca } : {}),
       headers: {
         ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
         ...(text !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } : {}),
