@@ -118,7 +118,7 @@ export const configSchema = obj({
   ),
   api: opt(
     obj({
-      bodyLimitBytes: opt(int(256, 1024 * 1024, 'largest request body in bytes; a larger one gets 413'), 65536),
+      bodyLimitBytes: opt(int(256, 1024 * 1024, 'largest request body in bytes; a larger one gets 413 (a route whose body schema admits more, such as a restore of 1000 files, takes what its schema admits)'), 65536),
       sseHeartbeatSeconds: opt(int(1, 3600, 'seconds between keep-alive comments on an idle event stream'), 15),
       sseReplay: opt(int(0, 100_000, 'recent events kept for event-stream clients that reconnect with Last-Event-ID'), 1000),
       httpsListen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, patternText: 'HOST:PORT, e.g. 0.0.0.0:8443', description: 'also serve the API and the console over HTTPS here, HOST:PORT (absent: no HTTPS); the self-signed certificate is made at the first start in tls/ of the state directory' })),

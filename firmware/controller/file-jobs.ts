@@ -29,7 +29,7 @@ const windowField = opt(bool('run in a sync window: the host is shut down, both 
 export const fileBodies = {
   restoreFiles: obj({
     partition: int(1, 128, 'the partition, numbered as on both drives'),
-    paths: array(str({ maxLength: 4096, description: 'a file or folder as the listing shows it, from the partition\'s root' }), { maxItems: 1000, unique: true, description: 'what to restore; folders with everything below them' }),
+    paths: array(str({ maxLength: 4096, description: 'a file or folder as the listing shows it, from the partition\'s root' }), { maxItems: 1000, unique: true, maxJsonBytes: 60_000, description: 'what to restore; folders with everything below them' }),
     window: windowField,
   }),
   restorePartition: obj({

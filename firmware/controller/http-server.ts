@@ -11,7 +11,7 @@ import { createServer as createTlsServer } from 'node:https';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { BadInputError, errorData, httpStatusFor, DpsrError } from '../../src/errors.ts';
-import { check, show, type Schema } from './schema.ts';
+import { check, maxBodyBytes, show, type Schema } from './schema.ts';
 import type { Metrics } from './metrics.ts';
 import type { ConsoleSessions, Session } from './console-auth.ts';
 
@@ -57,14 +57,21 @@ interface Compiled {
   route: Route;
   re: RegExp;
   names: string[];
+  /** Bytes (bodyLimitFor). */
+  bodyLimit: number;
 }
 
-function compile(routes: Route[]): Compiled[] {
+function compile(routes: Route[], bodyLimitBytes: number): Compiled[] {
   return routes.map((route) => {
     const names: string[] = [];
     const re = new RegExp(`^${route.path.replace(/:([a-z]+)/g, (_m, n: string) => (names.push(n), '([^/]+)'))}$`);
-    return { route, re, names };
+    return { route, re, names, bodyLimit: bodyLimitFor(route, bodyLimitBytes) };
   });
+}
+
+/** A route's body limit: the configured one, raised to the largest body its schema admits, so a valid body never gets 413. */
+export function bodyLimitFor(route: Route, configured: number): number {
+  return Math.max(configured, route.body ? maxBodyBytes(route.body.json) : 0);
 }
 
 export function tokenMatches(header: string | undefined, token: string): boolean {
@@ -82,10 +89,11 @@ export function tokenMatches(header: string | undefined, token: string): boolean
  * the rest of it is read and dropped so that the 413 reaches the client.
  */
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  const hint = 'send a smaller body (GET /api/openapi.json gives the bounds of each body; a long list goes in several requests); nothing was changed';
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) {
-      reject(new PayloadTooLargeError(`request body of ${declared} bytes is larger than the limit of ${limit} bytes`, { hint: 'send a smaller body; nothing was changed' }));
+      reject(new PayloadTooLargeError(`request body of ${declared} bytes is larger than this route's limit of ${limit} bytes`, { hint }));
       req.resume();
       return;
     }
@@ -98,7 +106,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       if (size > limit) {
         over = true;
         chunks.length = 0;
-        reject(new PayloadTooLargeError(`request body is larger than the limit of ${limit} bytes`, { hint: 'send a smaller body; nothing was changed' }));
+        reject(new PayloadTooLargeError(`request body is larger than this route's limit of ${limit} bytes`, { hint }));
         return;
       }
       chunks.push(c);
@@ -190,8 +198,7 @@ export interface ServerOptions {
 /** The server for a route table: plain HTTP, or HTTPS when `tls` (PEM key and certificate) is given. */
 export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { key: string; cert: string }): Server {
   const { token, metrics, log } = opts;
-  const compiled = compile(routes);
-  const limit = opts.bodyLimitBytes;
+  const compiled = compile(routes, opts.bodyLimitBytes);
   const handler = async (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
     let routeName = 'unmatched';
@@ -247,7 +254,7 @@ export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { ke
       hit.names.forEach((n, i) => (params[n] = decodeParam(n, m[i + 1]!)));
       let body: unknown = undefined;
       if (req.method === 'POST') {
-        const text = await readBody(req, limit);
+        const text = await readBody(req, hit.bodyLimit);
         const ctype = req.headers['content-type'] ?? '';
         if (text.trim() === '') body = {};
         else {

@@ -36,7 +36,7 @@ export function buildOpenApi(routes: Route[]) {
     const err = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } });
     if (r.body) {
       responses['400'] ??= err('the body is not JSON, nests deeper than 32 levels, or breaks its schema (the message names the key, the value and what is allowed)');
-      responses['413'] ??= err('the body is larger than api.bodyLimitBytes (declared or streamed chunked)');
+      responses['413'] ??= err('the body is larger than api.bodyLimitBytes and than the largest body the schema admits (declared or streamed chunked)');
       responses['415'] ??= err('the body is not application/json');
     }
     // Every POST may record a job or state: on a full state directory it answers 507 and changes nothing.

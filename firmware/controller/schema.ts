@@ -103,11 +103,20 @@ export function oneOf<const V extends readonly string[]>(values: V, description?
   };
 }
 
-export function array<T>(item: Schema<T>, opts: { maxItems: number; unique?: boolean; description?: string }): Schema<T[]> {
+/**
+ * A list. `maxJsonBytes`: the items written as JSON (UTF-8) take at most this
+ * many bytes in all, which keeps a long list of long strings inside the
+ * request body limit (see maxBodyBytes).
+ */
+export function array<T>(item: Schema<T>, opts: { maxItems: number; unique?: boolean; maxJsonBytes?: number; description?: string }): Schema<T[]> {
   return {
     parse(v, key) {
       if (!Array.isArray(v) || v.length > opts.maxItems) fail(key, v, `a list of at most ${opts.maxItems} items`, where);
       const out = v.map((x, i) => item.parse(x, `${key}[${i}]`));
+      if (opts.maxJsonBytes !== undefined) {
+        const bytes = out.reduce((n, x) => n + Buffer.byteLength(JSON.stringify(x)), 0);
+        if (bytes > opts.maxJsonBytes) fail(key, `${out.length} items of ${bytes} bytes as JSON`, `at most ${opts.maxJsonBytes} bytes in all as JSON (send the rest in another request)`, where);
+      }
       if (opts.unique) {
         const seen = new Set<string>();
         out.forEach((x, i) => {
@@ -118,8 +127,51 @@ export function array<T>(item: Schema<T>, opts: { maxItems: number; unique?: boo
       }
       return out;
     },
-    json: { type: 'array', items: item.json, maxItems: opts.maxItems, ...(opts.unique ? { uniqueItems: true } : {}), ...(opts.description ? { description: opts.description } : {}) },
+    json: {
+      type: 'array',
+      items: item.json,
+      maxItems: opts.maxItems,
+      ...(opts.unique ? { uniqueItems: true } : {}),
+      ...(opts.maxJsonBytes !== undefined ? { [MAX_JSON_BYTES]: opts.maxJsonBytes } : {}),
+      ...(opts.description ? { description: `${opts.description}${opts.maxJsonBytes !== undefined ? `; at most ${opts.maxJsonBytes} bytes in all as JSON` : ''}` } : {}),
+    },
   };
+}
+
+/** The JSON Schema extension keyword of array's maxJsonBytes. */
+const MAX_JSON_BYTES = 'x-maxJsonBytes';
+
+/**
+ * The largest body, in bytes, that `json` (a schema of this file) admits,
+ * written as compact JSON: strings counted at 6 bytes a character (a \u
+ * escape), lists at their item count or their x-maxJsonBytes. The HTTP
+ * server never answers 413 to a body of at most this size, so a body the
+ * schema allows is never refused for its size.
+ */
+export function maxBodyBytes(json: JsonSchema): number {
+  const digits = (n: unknown) => String(n).length;
+  switch (json.type) {
+    case 'boolean':
+      return 5;
+    case 'integer':
+    case 'number':
+      return json.type === 'number' ? 24 : Math.max(digits(json.minimum), digits(json.maximum));
+    case 'string':
+      return Array.isArray(json.enum) ? Math.max(...(json.enum as string[]).map((v) => JSON.stringify(v).length)) : 2 + 6 * Number(json.maxLength ?? 4096);
+    case 'array': {
+      const items = Number(json.maxItems);
+      const inner = typeof json[MAX_JSON_BYTES] === 'number' ? (json[MAX_JSON_BYTES] as number) : items * maxBodyBytes(json.items as JsonSchema);
+      return 2 + inner + Math.max(0, items - 1);
+    }
+    case 'object': {
+      const props = Object.entries((json.properties ?? {}) as Record<string, JsonSchema>);
+      // A pass-through object has no properties to bound it: the configured limit applies.
+      if (props.length === 0 && json.additionalProperties !== false) return 0;
+      return 2 + props.reduce((n, [k, v]) => n + JSON.stringify(k).length + 1 + maxBodyBytes(v), 0) + Math.max(0, props.length - 1);
+    }
+    default:
+      return 0;
+  }
 }
 
 /** An optional field: absent (or undefined) gives the default. */

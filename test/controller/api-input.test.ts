@@ -14,6 +14,7 @@ import { request } from 'node:http';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
 import { linesBackwards } from '../../firmware/controller/events.ts';
 import { jsonNestsDeeper, parseTarget } from '../../firmware/controller/http-server.ts';
+import { maxBodyBytes } from '../../firmware/controller/schema.ts';
 
 let d: TestDaemon;
 
@@ -94,8 +95,40 @@ test('an oversized body gets 413 whether its size is declared or streamed chunke
     req.end();
   });
   assert.is(chunked.status, 413);
-  assert.match(chunked.body.error.message, /larger than the limit of 65536 bytes/);
+  assert.match(chunked.body.error.message, /larger than this route's limit of 65536 bytes/);
   assert.is((await d.api('GET', '/api/status')).body.job, null, 'nothing started');
+});
+
+test('a body its route\'s schema admits is never refused for its size: the largest restore of files gets past the limit and the schema', async () => {
+  // 1000 paths whose JSON takes 60000 bytes in all: the most the schema admits, near the default limit of 65536.
+  const paths = Array.from({ length: 1000 }, (_, i) => `/${String(i).padStart(4, '0')}${'x'.repeat(53)}`);
+  assert.is(paths.reduce((n, p) => n + JSON.stringify(p).length, 0), 60_000);
+  const largest = await d.api('POST', '/api/restore/files', { partition: 2, paths, window: false });
+  assert.is.not(largest.status, 413, JSON.stringify(largest.body));
+  assert.not.match(JSON.stringify(largest.body), /request body/, 'the schema accepted it');
+  // One byte more is the schema's 400, naming the bound and what to do.
+  const over = await d.api('POST', '/api/restore/files', { partition: 2, paths: [...paths.slice(1), `${paths[0]}y`], window: false });
+  assert.is(over.status, 400, JSON.stringify(over.body));
+  assert.match(over.body.error.message, /paths is .*60001 bytes.*at most 60000 bytes in all as JSON \(send the rest in another request\)/);
+  // Paths of the longest length the items admit, without the total bound, would be megabytes: 413 naming the limit.
+  const huge = await d.api('POST', '/api/restore/files', { partition: 2, paths: Array.from({ length: 100 }, (_, i) => `/${i}${'x'.repeat(4000)}`) });
+  assert.is(huge.status, 413);
+  assert.match(huge.body.error.message, /larger than this route's limit of \d+ bytes/);
+  assert.match(huge.body.error.hint, /several requests/);
+  assert.is((await d.api('GET', '/api/status')).body.job, null, 'nothing started');
+});
+
+test('every body schema of the API fits the body limit its route gets (the OpenAPI document states both)', async () => {
+  const doc = (await d.api('GET', '/api/openapi.json')).body;
+  let checked = 0;
+  for (const [path, item] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
+    const schema = item.post?.requestBody?.content?.['application/json']?.schema;
+    if (!schema) continue;
+    checked++;
+    // The server raises a route's limit to its schema's largest body; the default limit already holds every body but the simulator's.
+    if (!path.startsWith('/api/sim/')) assert.ok(maxBodyBytes(schema) <= 65536, `${path}: its schema admits ${maxBodyBytes(schema)} bytes`);
+  }
+  assert.ok(checked > 20, `${checked} bodies checked`);
 });
 
 test('authentication comes before route matching, and a 401 names no file path', async () => {
