@@ -4,7 +4,7 @@
  * for the controller with one pair. With several pairs the old place names
  * no pair, so it answers 400 naming the pairs and the route to use.
  */
-import { RefusedError } from '../../src/errors.ts';
+import { BadInputError, RefusedError } from '../../src/errors.ts';
 import { summary, type JobRecord } from './jobs.ts';
 import type { Controller } from './controller.ts';
 import type { CopyJobOptions, SyncOptions } from './copy-jobs.ts';
@@ -60,7 +60,7 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
       responses: { 202: `the job started${QUEUED}`, 409: 'the pair has a job running or queued, the host is powered without a window, or refused' },
       handler: (p, body) => {
         const b = body as { iMeanRestore: boolean; window?: boolean };
-        if (b.iMeanRestore !== true) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs "iMeanRestore": true');
+        if (b.iMeanRestore !== true) throw new BadInputError('restore overwrites the ACTIVE drive with the backup and needs "iMeanRestore": true', { hint: 'a confirmation not given is bad input (400), like a wrong typed one; nothing was changed' });
         if (!p.window.wanted(b.window) && app.host.powered) {
           throw new RefusedError(`restore overwrites the drive in bay ${p.bays().active}, which the powered host runs from`, { hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window: `dpsr restore --url URL --i-mean-restore --window`, or "window": true in the request' });
         }

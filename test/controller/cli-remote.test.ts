@@ -104,7 +104,9 @@ test('reprotect and restore --url run as jobs; restore needs --i-mean-restore an
   const rp = await dpsr(['reprotect', '--url', d.url, '--yes', '--quiet']);
   assert.is(rp.code, 0, rp.stderr + rp.stdout);
   assert.match(rp.stdout, /reprotect done/);
-  assert.is((await dpsr(['restore', '--url', d.url, '--yes'])).code, 3, 'without --i-mean-restore: refused');
+  assert.is((await dpsr(['restore', '--url', d.url, '--yes'])).code, 2, 'without --i-mean-restore: bad usage, like every confirmation not given');
+  for (const cmd of ['recover', 'reprotect', 'failover', 'clone']) assert.is((await dpsr([cmd, '--url', d.url])).code, 2, `${cmd} --url without --yes off a terminal: bad usage`);
+  assert.is((await d.api('POST', '/api/restore', { iMeanRestore: false })).status, 400, 'the API says the same: 400');
   const powered = await dpsr(['restore', '--url', d.url, '--yes', '--i-mean-restore']);
   assert.is(powered.code, 3, powered.stderr);
   assert.match(powered.stderr, /powered host runs from/);

@@ -83,8 +83,34 @@ test('sync onto a drive that is not the recorded standby is refused; so is the r
   assert.is(again.code, 0, again.stderr);
   assert.is(again.json().kind, 'sync');
   assert.match(again.stderr + JSON.stringify(again.json().notes), /already holds a consistent backup .*syncing instead of cloning/);
-  // Restore needs its explicit flag.
-  refused(['restore', tgt, src, '--yes'], src, /--i-mean-restore/);
+  // Restore needs its explicit flag: a confirmation not given is bad usage (exit 2), as for every command.
+  refused(['restore', tgt, src, '--yes'], src, /--i-mean-restore/, 2);
+});
+
+test('a confirmation not given is bad usage (exit 2) for every command that writes, and nothing is changed', () => {
+  const a = randomImage(join(dir, 'confirm-a.img'), 8 * MiB, 21);
+  const b = randomImage(join(dir, 'confirm-b.img'), 8 * MiB, 22);
+  const own = { DPSR_STATE_DIR: join(dir, 'confirm-state') };
+  assert.is(dpsr(['clone', a, b, '--yes', '--quiet'], own).code, 0);
+  const state = sha256File(join(dir, 'confirm-state', 'pairs.json'));
+  // Not on a terminal (stdin is not one here): --yes is required, and restore also needs --i-mean-restore.
+  const cases: [string[], string, RegExp][] = [
+    [['clone', a, b], b, /needs confirmation.*\n.*--yes/s],
+    [['sync', a, b], b, /needs confirmation/],
+    [['recover', b], b, /needs confirmation/],
+    [['restore', b, a, '--i-mean-restore'], a, /needs confirmation/],
+    [['restore', b, a], a, /--i-mean-restore/],
+    [['restore', b, a, '--yes'], a, /--i-mean-restore/],
+    [['forget', dpsr(['status', '--json'], own).json().pairs[0].id], b, /needs confirmation/],
+  ];
+  for (const [args, target, pattern] of cases) {
+    const before = sha256File(target);
+    const r = dpsr(args, own);
+    assert.is(r.code, 2, `dpsr ${args.join(' ')}: exit ${r.code}: ${r.stderr}`);
+    assert.match(r.stderr, pattern, `dpsr ${args.join(' ')}`);
+    assert.is(sha256File(target), before, `dpsr ${args.join(' ')}: the drive is unchanged`);
+  }
+  assert.is(sha256File(join(dir, 'confirm-state', 'pairs.json')), state, 'the state is unchanged');
 });
 
 test("the controller's own system disk is refused as a target", () => {

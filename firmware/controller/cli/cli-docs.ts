@@ -68,7 +68,7 @@ export function manPage(version: string): string {
     '.SH EXIT STATUS',
     '.TP\n.B 0\ndone',
     '.TP\n.B 1\n' + roff('differences (verify), a failed operation, or for status: a pair needs attention (the standby is not consistent, a copy was interrupted or failed, a drive failed, the state files have problems)'),
-    '.TP\n.B 2\nbad usage or input (the usage of the command is printed)',
+    '.TP\n.B 2\n' + roff('bad usage or input (the usage of the command is printed), also a confirmation not given: --yes off a terminal, --i-mean-restore'),
     '.TP\n.B 3\nrefused to protect data',
     '.SH ENVIRONMENT',
     '.TP\n.B DPSR_STATE_DIR\n' + roff('the state directory (default /var/lib/dpsr as root, else ~/.local/state/dpsr)'),

@@ -340,7 +340,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
     path = route('reprotect');
     question = 'This makes the drive in the STANDBY bay a backup of the active drive again (a new drive is cloned whole).';
   } else {
-    if (!opts.iMeanRestore) throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore --url ${url} --i-mean-restore` });
+    if (!opts.iMeanRestore) throw new BadInputError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore --url ${url} --i-mean-restore; nothing was changed` });
     const partitions = parsePartitionArgs(opts.partition);
     if (partitions.length > 1) throw new BadInputError(`restore --url takes at most one --partition, got ${partitions.join(', ')}`, { hint: 'restore one partition at a time, or the whole drive without --partition' });
     if (partitions.length === 1) {

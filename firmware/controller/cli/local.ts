@@ -226,7 +226,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
         const partitions = parsePartitionArgs(opts.partition);
         const mode = parseMode(opts.mode);
         if (command === 'restore' && !opts.iMeanRestore) {
-          throw new RefusedError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore ${source} ${target} --i-mean-restore` });
+          throw new BadInputError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore ${source} ${target} --i-mean-restore; nothing was changed` });
         }
         const journalBudget = opts.journalBudget ? parseSize(String(opts.journalBudget), '--journal-budget') : undefined;
         // Nothing is asked before the cheap checks pass: a refused command must not ask first.

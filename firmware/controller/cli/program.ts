@@ -30,7 +30,7 @@ export interface Invocation {
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-const EXIT_CODES = 'Exit codes: 0 done, 1 differences or failed (status: a pair needs attention),\n2 bad usage or input, 3 refused to protect data.';
+const EXIT_CODES = 'Exit codes: 0 done, 1 differences or failed (status: a pair needs attention),\n2 bad usage or input (also a confirmation not given: --yes off a terminal,\n--i-mean-restore), 3 refused to protect data.';
 
 /** Options shared by several commands, defined once. */
 const opt = {
