@@ -2,8 +2,10 @@
  * A folder as a streamed archive: tar (POSIX ustar, with pax headers for
  * long or non-ASCII names, by tar-stream) or zip (stored, ZIP64 when needed,
  * by yazl). Entries come from one recursive listing (walk.ts) and content
- * from `icat`, one file at a time, with back-pressure all the way: a slow
- * client pauses icat, and memory stays bounded whatever the folder's size.
+ * from FileView.content (large files straight from their data runs, small
+ * ones by `icat`), written one file at a time with back-pressure all the way:
+ * a slow client pauses the reading, and memory stays bounded whatever the
+ * folder's size (a few files are prepared ahead, each reading at most a few MiB).
  *
  * Why these two: tar-stream writes one entry at a time into a stream and
  * encodes pax headers itself; yazl is a small, maintained zip writer whose
@@ -16,7 +18,6 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import yazl from 'yazl';
 import { BadInputError } from '../errors.ts';
-import { icatStream } from './tsk.ts';
 import { walkTree } from './walk.ts';
 import type { FileEntry } from './listing.ts';
 import type { FileView } from './view.ts';
@@ -28,6 +29,9 @@ export interface ArchiveOptions {
   /** Called after each entry with entries and content bytes so far. */
   readonly onEntry?: (entries: number, bytes: number) => void;
 }
+
+/** Files whose content is prepared ahead of the one being written. */
+const LOOKAHEAD = 4;
 
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -53,30 +57,59 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
   const entries = walkTree(view.source, dir.address, prefix, { signal });
   const writer = format === 'tar' ? tarWriter() : zipWriter();
   const out = writer.stream;
+  // Files next in line have their content prepared while the one before is written (run lists asked for, small files read
+  // ahead by icat): the readers' start-up overlaps the copying. At most LOOKAHEAD files are open at once.
+  const queue: { path: string; entry: FileEntry; content: Promise<Readable> | null }[] = [];
   let current: Readable | null = null;
+  const release = () => {
+    current?.destroy();
+    for (const q of queue.splice(0)) void q.content?.then((c) => c.destroy(), () => {});
+  };
   out.on('close', () => {
     stop.abort();
-    current?.destroy();
+    release();
   });
-  signal.addEventListener('abort', () => current?.destroy(), { once: true });
+  signal.addEventListener('abort', release, { once: true });
+  const walk = entries[Symbol.asyncIterator]();
+  let walked = false;
+  const fill = async () => {
+    while (!walked && queue.length < LOOKAHEAD && !signal.aborted) {
+      const next = await walk.next();
+      if (next.done) {
+        walked = true;
+        return;
+      }
+      const { path: p, entry } = next.value;
+      if (entry.type !== 'file' && entry.type !== 'directory' && entry.type !== 'symlink') continue;
+      const content = entry.type === 'file' ? view.content(entry, signal) : null;
+      // Awaited in turn below; a failure before then must not count as unhandled.
+      content?.catch(() => {});
+      queue.push({ path: p, entry, content });
+    }
+  };
   (async () => {
     let count = 0;
     let bytes = 0;
     // The root has no entry of its own to take a time from: it is stamped with the download's.
     await writer.add({ ...dir, mtime: dir.name === '' ? Math.floor(Date.now() / 1000) : dir.mtime }, `${top}/`, null);
-    for await (const { path: p, entry } of entries) {
+    for (;;) {
+      await fill();
+      const next = queue.shift();
+      if (!next) break;
       if (out.destroyed) return;
-      if (entry.type !== 'file' && entry.type !== 'directory' && entry.type !== 'symlink') continue;
+      const { path: p, entry } = next;
       const name = entry.type === 'directory' ? `${nameOf(p)}/` : nameOf(p);
-      current = entry.type === 'file' ? icatStream(view.source, entry.address) : null;
+      current = next.content ? await next.content : null;
       await writer.add(entry, name, current);
       current = null;
       count++;
       bytes += entry.type === 'file' ? entry.size : 0;
       options.onEntry?.(count, bytes);
     }
+    signal.throwIfAborted();
     await writer.finish();
   })().catch((e: unknown) => {
+    release();
     if (!out.destroyed) out.destroy(e as Error);
   });
   return { top, stream: out };

@@ -11,6 +11,7 @@ import { readLayout, type Partition } from '../disk-layout/index.ts';
 import { BadInputError, NotFoundError } from '../errors.ts';
 import { addressOf, icatStream, runTsk, type TskFsType, type TskSource } from './tsk.ts';
 import { parseBody, type FileEntry } from './listing.ts';
+import { runsOf, runsStream } from './content.ts';
 import { joinPath, splitPath } from './path.ts';
 
 /** blkid-style names (disk-layout's sniffing) → TSK's `-f` types. */
@@ -24,6 +25,9 @@ export interface ListOptions {
   readonly deleted?: boolean;
 }
 
+/** Files up to this size are read by icat: one process either way, and no run list to ask for first. */
+const SMALL_FILE = 64 * 1024;
+
 /** Where a drive byte lies in the partition's files: the file's path, or none for free space and metadata. */
 export interface FileAtSector {
   /** The drive's LBA asked about. */
@@ -32,7 +36,16 @@ export interface FileAtSector {
   readonly inode?: number;
 }
 
+/** A stream's XXH3-64 as 16 hex digits. */
+export async function hashStream(stream: Readable): Promise<string> {
+  const h = xxh3.Xxh3.withSeed();
+  for await (const chunk of stream) h.update(chunk as Buffer);
+  return h.digest().toString(16).padStart(16, '0');
+}
+
 export class FileView {
+  #unitSize: Promise<number> | null = null;
+
   constructor(
     readonly source: TskSource,
     /** The partition as disk-layout read it (numbers, bytes), when opened from a drive. */
@@ -103,17 +116,31 @@ export class FileView {
   async read(path: string, options: { deleted?: boolean } = {}): Promise<{ entry: FileEntry; stream: Readable }> {
     const entry = await this.stat(path, options);
     if (entry.type !== 'file') throw new BadInputError(`${joinPath(splitPath(path))} is a ${entry.type}, not a file: only files have content to read`);
-    return { entry, stream: icatStream(this.source, entry.address, entry.deleted) };
+    return { entry, stream: await this.content(entry) };
+  }
+
+  /**
+   * The content of a regular file's entry (from a listing of this view) as a
+   * stream: large live files read straight from their data runs
+   * (content.ts), the rest by `icat` (a deleted entry's with `-r`).
+   * @throws DeviceError the reader fails (also as the stream's error, half-way).
+   */
+  async content(entry: FileEntry, signal?: AbortSignal): Promise<Readable> {
+    if (entry.deleted || entry.size <= SMALL_FILE) return icatStream(this.source, entry.address, entry.deleted);
+    this.#unitSize ??= this.dataUnitSize();
+    const unit = await this.#unitSize.catch((e: unknown) => {
+      this.#unitSize = null;
+      throw e;
+    });
+    const runs = await runsOf(this.source, entry.address, entry.size, unit, signal);
+    return runs ? runsStream(this.source, runs, entry.size, unit) : icatStream(this.source, entry.address);
   }
 
   /** Streams a file's content through XXH3-64; the hash as 16 hex digits. */
   async hash(path: string): Promise<string> {
     const { stream } = await this.read(path);
-    const h = xxh3.Xxh3.withSeed();
-    for await (const chunk of stream) h.update(chunk as Buffer);
-    return h.digest().toString(16).padStart(16, '0');
+    return hashStream(stream);
   }
-
   /** Bytes per data unit TSK addresses (`ifind -d`): ext's block, NTFS's cluster, a FAT or exFAT sector. */
   async dataUnitSize(signal?: AbortSignal): Promise<number> {
     const { fsType } = this.source;

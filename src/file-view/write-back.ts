@@ -19,7 +19,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BadInputError, DeviceError, RefusedError } from '../errors.ts';
-import { icatStream } from './tsk.ts';
 import { walkTree } from './walk.ts';
 import { joinPath, splitPath } from './path.ts';
 import type { FileEntry, TreeEntry } from './listing.ts';
@@ -248,7 +247,7 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
         restored.folders++;
         folderTimes.push({ path, entry });
       } else if (entry.type === 'file') {
-        await writer.file(path, entry, icatStream(standby.source, entry.address));
+        await writer.file(path, entry, await standby.content(entry));
         restored.files++;
         restored.bytes += entry.size;
       } else if (entry.type === 'symlink' && isExt && entry.linkTarget !== undefined) {
