@@ -172,6 +172,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
   restore: {
     readsActive: true,
     plan({ opts, view: { active, standby }, target, window, jobs }) {
+      refuseActiveWriteInline(jobs.config, opts.partitions?.length ? `restoring partition${opts.partitions.length > 1 ? 's' : ''} ${opts.partitions.join(', ')}` : 'restoring the whole drive');
       const budget = jobs.config.sync.journalBudgetMiB;
       const partitions = opts.partitions?.length ? opts.partitions : undefined;
       return {
@@ -185,6 +186,21 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
     },
   },
 };
+
+/**
+ * In inline mode qemu-storage-daemon holds the active drive for the host:
+ * a write beside it (a restore) bypasses its changed-block tracking, so the
+ * next changed-block sync would leave those blocks off the standby, and its
+ * cache and the host's view would go stale. Refused (409) even with the host
+ * off; the way there is a failover, which boots the backup through the
+ * export, and a re-protect.
+ */
+export function refuseActiveWriteInline(config: DaemonConfig, what: string): void {
+  if (config.mode !== 'inline') return;
+  throw new RefusedError(`${what} onto the active drive is not done in inline mode: the controller's export (qemu-storage-daemon) holds it, and writes beside the export would bypass its changed-block tracking; nothing was changed`, {
+    hint: 'to run the host from the backup, fail over (POST /api/failover): the export then serves the standby; re-protect (POST /api/reprotect) makes the other drive a backup again. For a copy back onto this drive, run dpsrd in mode "switched" with the host off',
+  });
+}
 
 /** Ranges mapped on a drive, or none with a log line: a map that cannot be made never fails the job it describes. */
 async function mapped(ctx: JobContext, path: string, ranges: readonly DriveRange[]) {

@@ -64,7 +64,7 @@ export class FileJobs {
     if ((app.config as { mode?: string }).mode === 'inline') {
       // Even with the host off: the export holds the active drive, and its changed-block tracking would not see writes made beside it, so the next changed-block sync would leave them off the standby.
       throw new RefusedError(`${what} is not done in inline mode: the controller's export holds the active drive, and its changed-block tracking would miss these writes`, {
-        hint: 'download what you need (GET /api/browse/file or /api/browse/archive with side=standby) and copy it in on the host, or restore the whole drive (POST /api/restore)',
+        hint: 'download what you need (GET /api/browse/file or /api/browse/archive with side=standby) and copy it in on the host, or fail over to run the host from the backup (POST /api/failover)',
       });
     }
     const window = app.copies.window.wanted(requested);

@@ -12,7 +12,8 @@
  * kept per drive (by identity), never per bay: a replaced drive starts
  * untracked.
  *
- * Every copy that changes a drive (clone, sync, re-protect, restore) runs in
+ * Every copy that changes a drive (clone, sync, re-protect; a restore would
+ * write the active drive beside the export and is refused) runs in
  * an epoch (`around`): the live bitmap is frozen at its start and becomes
  * the baseline only when the copy completed whole from that start; a failed,
  * cancelled, resumed or partly unreadable copy merges it back, so the next

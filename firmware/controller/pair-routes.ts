@@ -7,7 +7,7 @@
 import { BadInputError, RefusedError } from '../../src/errors.ts';
 import { summary, type JobRecord } from './jobs.ts';
 import type { Controller } from './controller.ts';
-import type { CopyJobOptions, SyncOptions } from './copy-jobs.ts';
+import { refuseActiveWriteInline, type CopyJobOptions, type SyncOptions } from './copy-jobs.ts';
 import type { DrivePair } from './pairs.ts';
 import type { Reply, Route } from './http-server.ts';
 import type { Schema } from './schema.ts';
@@ -61,6 +61,7 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
       handler: (p, body) => {
         const b = body as { iMeanRestore: boolean; window?: boolean };
         if (b.iMeanRestore !== true) throw new BadInputError('restore overwrites the ACTIVE drive with the backup and needs "iMeanRestore": true', { hint: 'a confirmation not given is bad input (400), like a wrong typed one; nothing was changed' });
+        refuseActiveWriteInline(app.config, 'restoring the whole drive');
         if (!p.window.wanted(b.window) && app.host.powered) {
           throw new RefusedError(`restore overwrites the drive in bay ${p.bays().active}, which the powered host runs from`, { hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window: `dpsr restore --url URL --i-mean-restore --window`, or "window": true in the request' });
         }

@@ -147,6 +147,34 @@ test('a verify finding a difference after a changed-block sync raises the critic
   }
 });
 
+test('inline mode: a whole-drive restore is refused (409) before anything is written, with the host on or off, and says to fail over instead', async () => {
+  if (!requireEnv('inline mode in the controller', tools)) return;
+  const d = await makeDaemon({ mode: 'inline' });
+  try {
+    await idle(d);
+    await waitFor(async () => ((await status(d)).standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    await d.api('POST', '/api/sim/host/write', { mib: 4 });
+    assert.is((await d.api('POST', '/api/host/shutdown', {})).status, 200);
+    await waitFor(async () => ((await status(d)).host.power === 'off' ? true : undefined), 10_000, 'host off');
+    const s = await status(d);
+    const active = sha(s.drives[s.active].path);
+    const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+    for (const path of ['/api/restore', `/api/pairs/${s.pairs[0].id}/restore`]) {
+      const r = await d.api('POST', path, { iMeanRestore: true });
+      assert.is(r.status, 409, `${path}: ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error.message, /not done in inline mode.*changed-block tracking/);
+      assert.match(r.body.error.hint, /POST \/api\/failover/);
+    }
+    const part = await d.api('POST', '/api/restore/partition', { partition: 2, confirm: 'restore partition 2' });
+    assert.is(part.status, 409, JSON.stringify(part.body));
+    assert.not.match(part.body.error.hint, /POST \/api\/restore\b/, 'the hint does not send the operator to the whole-drive restore, which is refused too');
+    assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'no job started');
+    assert.is(sha(s.drives[s.active].path), active, 'the active drive is unchanged');
+  } finally {
+    await d.stop();
+  }
+});
+
 test('inline config: bad values are named and refused before anything starts', () => {
   const bad = (raw: unknown, re: RegExp) => {
     const e = (() => {
