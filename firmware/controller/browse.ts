@@ -4,13 +4,16 @@
  * always be read (it is on the controller); the active drive only while the
  * host is off (switched mode): the host's filesystem changes under a reader
  * while it runs, and its drive sits on the host's port, not the controller's.
+ * While it runs, the listing of one side (`side=standby`) still answers, and
+ * says why the active side is not shown.
  */
 import { existsSync } from 'node:fs';
 import { BadInputError, RefusedError } from '../../src/errors.ts';
 import { FileView, archiveFolder, diffFolder, splitPath, joinPath } from '../../src/file-view/index.ts';
 import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
-import type { Roles } from './roles.ts';
+import type { Pairs, DrivePair } from './pairs.ts';
 import type { Route } from './http-server.ts';
+import { pairScoped } from './pair-scoped.ts';
 
 export type Side = 'active' | 'standby';
 
@@ -25,9 +28,10 @@ function intQuery(query: URLSearchParams, name: string, min: number, max: number
   return n;
 }
 
-function sideQuery(query: URLSearchParams): Side {
+function sideQuery(query: URLSearchParams, fallback?: null): Side | null {
   const s = query.get('side');
-  if (s !== 'active' && s !== 'standby') throw new BadInputError(`query side is ${JSON.stringify(s)}; allowed: "active", "standby"`);
+  if (s === null && fallback === null) return null;
+  if (s !== 'active' && s !== 'standby') throw new BadInputError(`query side is ${s === null ? 'missing' : JSON.stringify(s)}; allowed: "active", "standby"`);
   return s;
 }
 
@@ -38,53 +42,80 @@ function pathQuery(query: URLSearchParams): string {
 
 export class FileBrowser {
   constructor(
-    readonly roles: Roles,
+    readonly pairs: Pairs,
     readonly bs: BootSwitchSystem,
   ) {}
 
+  /** Why the pair's active drive cannot be read now (a RefusedError to throw), or null when it can. */
+  async activeRefusal(p: DrivePair): Promise<RefusedError | null> {
+    if (!(await this.bs.bootSwitch.hostPowered())) return null;
+    const bay = p.bays().active;
+    return new RefusedError(`the active drive (bay ${bay}) cannot be read while the host is running: its filesystem changes under the reader and the drive is on the host's port`, {
+      hint: `browse the standby alone (side=standby), or read the active drive while the host is off: shut it down (POST /api/host/shutdown) or run a sync in a sync window (POST /api/pairs/${p.id}/sync with {"window": true})`,
+    });
+  }
+
   /**
-   * A read-only view of partition `partition` on one side.
+   * A read-only view of partition `partition` on one side of pair `p`.
    * @throws RefusedError the active drive while the host runs, or an empty bay; NotFoundError no such partition.
    */
-  async view(side: Side, partition: number): Promise<FileView> {
-    const { active, standby } = this.roles.current();
+  async view(p: DrivePair, side: Side, partition: number): Promise<FileView> {
+    const { active, standby } = p.roles.current();
     const bay = side === 'active' ? active : standby;
-    if (side === 'active' && (await this.bs.bootSwitch.hostPowered())) {
-      throw new RefusedError(`the active drive (bay ${bay}) cannot be read while the host is running: its filesystem changes under the reader and the drive is on the host's port`, {
-        hint: 'browse the standby, or read the active drive while the host is off: shut it down (POST /api/host/shutdown) or run a sync in a sync window (POST /api/sync with {"window": true})',
-      });
+    if (side === 'active') {
+      const why = await this.activeRefusal(p);
+      if (why) throw why;
     }
-    const path = this.roles.require(bay, side);
-    if (!existsSync(path)) throw new RefusedError(`the ${side} drive (bay ${bay}) is not on the controller (${path} is missing)`, { hint: 'insert the drive or check its bridge' });
+    const path = p.roles.require(bay, side);
+    if (!existsSync(path)) throw new RefusedError(`the ${side} drive (bay ${p.roles.name(bay)}) is not on the controller (${path} is missing)`, { hint: 'insert the drive or check its bridge' });
     return FileView.open(path, partition);
   }
 
   routes(): Route[] {
-    return [
+    return pairScoped(this.pairs, [
       {
-        method: 'GET', path: '/api/browse', tag: 'files', summary: 'A folder side by side on both drives: per entry same, changed, only-active (new) or only-standby (deleted since the last backup); paged. The active drive is read only while the host is off',
-        query: { partition: 'partition number (1–128)', path: 'the folder, from the partition\'s root (default /)', offset: 'first row (default 0)', limit: 'rows per page, 1–5000 (default 500)', hash: '"true": also compare the content of files whose size and time agree (XXH3)' },
-        responses: { 200: '{ path, rows: [{name, state, active?, standby?, hashed?}], total, offset, limit, counts }', 400: 'a bad path or query', 404: 'no such partition or folder on either side', 409: 'the active drive cannot be read now (the host runs)' },
-        handler: async ({ query }) => {
+        method: 'GET', at: '/browse', tag: 'files', summary: 'A folder side by side on both drives: per entry same, changed, only-active (new) or only-standby (deleted since the last backup); paged. The active drive is read only while the host is off; with side=standby the standby\'s folder alone answers whenever (rows carry only `standby`), with `activeUnavailable` saying why the active side is not shown',
+        query: { partition: 'partition number (1–128)', path: 'the folder, from the partition\'s root (default /)', offset: 'first row (default 0)', limit: 'rows per page, 1–5000 (default 500)', hash: '"true": also compare the content of files whose size and time agree (XXH3)', side: '"standby" or "active": list that side alone (no comparison); absent: both side by side' },
+        responses: { 200: '{ path, rows: [{name, state, active?, standby?, hashed?}], total, offset, limit, counts }; with side: { path, side, rows: [{name, active? | standby?}], total, offset, limit, activeUnavailable: null | {message, hint} }', 400: 'a bad path or query', 404: 'no such partition or folder on either side', 409: 'the active drive cannot be read now (the host runs): the hint names side=standby' },
+        handler: async (p, { query }) => {
           const partition = intQuery(query, 'partition', 1, 128);
           const path = pathQuery(query);
           const offset = intQuery(query, 'offset', 0, Number.MAX_SAFE_INTEGER, 0);
           const limit = intQuery(query, 'limit', 1, 5000, 500);
+          const side = sideQuery(query, null);
+          if (side) {
+            if (query.get('hash') !== null) throw new BadInputError('query hash compares both sides: it cannot go with side', { hint: 'leave out side to compare, or hash to list one side' });
+            const view = await this.view(p, side, partition);
+            const entries = await view.list(path, { deleted: false });
+            const refusal = side === 'standby' ? await this.activeRefusal(p) : null;
+            return {
+              status: 200,
+              body: {
+                path,
+                side,
+                rows: entries.slice(offset, offset + limit).map((e) => ({ name: e.name, [side]: e })),
+                total: entries.length,
+                offset,
+                limit,
+                activeUnavailable: refusal ? { message: refusal.message, hint: refusal.hint } : null,
+              },
+            };
+          }
           const hashText = query.get('hash') ?? 'false';
           if (hashText !== 'true' && hashText !== 'false') throw new BadInputError(`query hash is ${JSON.stringify(hashText)}; allowed: "true", "false"`);
-          const [a, s] = [await this.view('active', partition), await this.view('standby', partition)];
+          const [a, s] = [await this.view(p, 'active', partition), await this.view(p, 'standby', partition)];
           return { status: 200, body: await diffFolder(a, s, path, { offset, limit, hash: hashText === 'true' }) };
         },
       },
       {
-        method: 'GET', path: '/api/browse/file', tag: 'files', summary: "A file's content from one side, streamed (application/octet-stream)",
+        method: 'GET', at: '/browse/file', tag: 'files', summary: "A file's content from one side, streamed (application/octet-stream)",
         query: { side: '"active" or "standby"', partition: 'partition number (1–128)', path: 'the file, from the partition\'s root' },
         responses: { 200: 'the bytes of the file', 400: 'a bad path or query, or not a file', 404: 'no such partition or file', 409: 'the active drive cannot be read now (the host runs)' },
-        handler: async ({ query, res }) => {
-          const side = sideQuery(query);
+        handler: async (p, { query, res }) => {
+          const side = sideQuery(query)!;
           const partition = intQuery(query, 'partition', 1, 128);
           const path = pathQuery(query);
-          const view = await this.view(side, partition);
+          const view = await this.view(p, side, partition);
           const { entry, stream } = await view.read(path);
           res.writeHead(200, {
             'content-type': 'application/octet-stream',
@@ -100,16 +131,16 @@ export class FileBrowser {
         },
       },
       {
-        method: 'GET', path: '/api/browse/archive', tag: 'files', summary: "A folder and everything below it from one side as a streamed archive: tar (pax headers for long and non-ASCII names) or zip (stored, ZIP64 when needed); names, modification times, permission bits and symlinks kept, hard links stored as files",
+        method: 'GET', at: '/browse/archive', tag: 'files', summary: "A folder and everything below it from one side as a streamed archive: tar (pax headers for long and non-ASCII names) or zip (stored, ZIP64 when needed); names, modification times, permission bits and symlinks kept, hard links stored as files",
         query: { side: '"active" or "standby"', partition: 'partition number (1–128)', path: 'the folder, from the partition\'s root (default /: the archive\'s top folder is then named root)', format: '"tar" (default) or "zip"' },
         responses: { 200: 'application/x-tar or application/zip, chunked; an archive cut short (no end marker) means a reader failed half-way', 400: 'a bad path or query, or not a folder', 404: 'no such partition or folder', 409: 'the active drive cannot be read now (the host runs)' },
-        handler: async ({ query, res }) => {
-          const side = sideQuery(query);
+        handler: async (p, { query, res }) => {
+          const side = sideQuery(query)!;
           const partition = intQuery(query, 'partition', 1, 128);
           const path = pathQuery(query);
           const format = query.get('format') ?? 'tar';
           if (format !== 'tar' && format !== 'zip') throw new BadInputError(`query format is ${JSON.stringify(format)}; allowed: "tar", "zip"`);
-          const view = await this.view(side, partition);
+          const view = await this.view(p, side, partition);
           const { top, stream } = await archiveFolder(view, path, format);
           res.writeHead(200, {
             'content-type': format === 'tar' ? 'application/x-tar' : 'application/zip',
@@ -122,6 +153,6 @@ export class FileBrowser {
           return { status: 200, body: null, raw: true };
         },
       },
-    ];
+    ]);
   }
 }

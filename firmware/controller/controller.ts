@@ -105,12 +105,13 @@ export class Controller {
     metrics.definePairs(this.pairs.ids);
     this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id);
     this.host = new HostWatch(bs, bus, metrics);
-    this.browser = new FileBrowser(this.roles, bs);
+    this.browser = new FileBrowser(this.pairs, bs);
     this.files = new FileJobs(this);
     this.inline = config.mode === 'inline' ? new InlineMode(config, stateDir, this.roles, bs, bus, metrics, log.child({ room: 'inline' })) : null;
     this.copies.inline = this.inline;
     this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics, this.pairs);
     this.status.inline = this.inline;
+    this.status.fileRestore = this.files.record;
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
     this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);
@@ -121,7 +122,7 @@ export class Controller {
       { start: () => this.#publishEarlyAlerts() },
       // The host's export is up before anything may copy or boot: start-up recovery's jobs run in its epochs.
       this.inline ?? { start: () => forgetTracking(stateDir, log) },
-      new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log, this.pairs),
+      new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log, this.pairs, this.files.record),
       { start: () => rig.start(this) },
       this.health,
       new StandbyFaultLed(bus, this.status, bs),

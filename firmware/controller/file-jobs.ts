@@ -8,23 +8,28 @@
  * mode the host runs from the export of the active drive and writing its
  * filesystem under it is refused.
  */
-import { createReadStream, mkdirSync, readdirSync, rmSync, appendFileSync, existsSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, rmSync, appendFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BadInputError, NotFoundError, RefusedError } from '../../src/errors.ts';
-import { FileView, diffTree, joinPath, splitPath, writeBack, writeBackPossible, type TreeDifference, type WriteBackProgress } from '../../src/file-view/index.ts';
+import { FileView, diffTree, joinPath, splitPath, writeBack, writeBackPossible, releaseWriteBack, type TreeDifference, type WriteBackOptions, type WriteBackProgress, type WriteBackReport } from '../../src/file-view/index.ts';
 import { acquireDriveLock, ProgressTracker } from '../../src/sync/index.ts';
 import { locateDrive, openDrive } from '../../src/sata-bridge/index.ts';
 import { readLayout } from '../../src/disk-layout/index.ts';
 import { array, bool, int, obj, opt, str } from './schema.ts';
 import { summary, type JobContext } from './jobs.ts';
 import type { Controller } from './controller.ts';
+import type { DrivePair } from './pairs.ts';
+import { FileRestoreRecord } from './file-restore-record.ts';
+import { pairScoped, type PairScopedRoute } from './pair-scoped.ts';
 import type { Route } from './http-server.ts';
 
 /** The text the console's typed confirmation sends for a partition restore. */
 export const partitionConfirmation = (n: number) => `restore partition ${n}`;
 
 const windowField = opt(bool('run in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)'));
+
+const emptyBody = obj({});
 
 export const fileBodies = {
   restoreFiles: obj({
@@ -50,16 +55,19 @@ const KEEP_WALKS = 8;
 
 export class FileJobs {
   readonly walkDir: string;
+  /** What a running restore of files has mounted, and an interrupted one's record (per pair). */
+  readonly record: FileRestoreRecord;
 
   constructor(private readonly app: Controller) {
     this.walkDir = join(app.stateDir, 'diff-walks');
+    this.record = new FileRestoreRecord(app.stateDir);
   }
 
   /**
    * Refuses (409) a job that needs the host off while it runs and no window is asked for, or in inline mode.
    * @returns whether the job runs in a sync window.
    */
-  #hostOff(what: string, requested: boolean | undefined): boolean {
+  #hostOff(p: DrivePair, what: string, requested: boolean | undefined): boolean {
     const app = this.app;
     if ((app.config as { mode?: string }).mode === 'inline') {
       // Even with the host off: the export holds the active drive, and its changed-block tracking would not see writes made beside it, so the next changed-block sync would leave them off the standby.
@@ -67,9 +75,9 @@ export class FileJobs {
         hint: 'download what you need (GET /api/browse/file or /api/browse/archive with side=standby) and copy it in on the host, or fail over to run the host from the backup (POST /api/failover)',
       });
     }
-    const window = app.copies.window.wanted(requested);
+    const window = p.window.wanted(requested);
     if (!window && app.host.powered) {
-      throw new RefusedError(`${what} needs the host off: the active drive (bay ${app.roles.current().active}) is the disk the running host uses`, {
+      throw new RefusedError(`${what} needs the host off: the active drive (bay ${p.bays().active}) is a disk the running host uses`, {
         hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window: "window": true in the request',
       });
     }
@@ -82,99 +90,127 @@ export class FileJobs {
    * restore from an Inconsistent drive); checked when asked and again when the
    * job starts, before the active drive is opened for writing.
    */
-  #standbyConsistent(what: string): void {
-    const view = this.app.roles.current();
+  #standbyConsistent(p: DrivePair, what: string): void {
+    const view = p.roles.current();
     // Files go only into the drive the pair knows as its active one (another drive put in its bay holds other data).
-    if (view.pair && this.app.roles.keyOf(view.active) !== view.pair.activeKey) {
-      throw new RefusedError(`${what}: the drive in bay ${this.app.roles.name(view.active)} is not the pair's active drive (it was replaced or is absent)`, {
+    if (view.pair && p.roles.keyOf(view.active) !== view.pair.activeKey) {
+      throw new RefusedError(`${what}: the drive in bay ${p.roles.name(view.active)} is not the pair's active drive (it was replaced or is absent)`, {
         hint: 'put the pair\'s active drive back, or restore the whole drive onto the new one (POST /api/reprotect or POST /api/restore)',
       });
     }
-    const state = this.app.roles.standbyState(view);
+    const state = p.roles.standbyState(view);
     if (state !== 'consistent') {
-      throw new RefusedError(`${what}: the standby in bay ${this.app.roles.name(view.standby)} is ${state}, so its files may be half-written`, {
+      throw new RefusedError(`${what}: the standby in bay ${p.roles.name(view.standby)} is ${state}, so its files may be half-written`, {
         hint: state === 'syncing' ? 'wait for the sync to finish' : 'POST /api/recover to roll it back to the previous backup, or POST /api/sync to finish it',
       });
     }
   }
 
   /** BadInputError (400) when the standby's partition table has no partition `n` (the standby is only read). */
-  async #standbyHasPartition(n: number): Promise<void> {
-    const path = this.app.roles.require(this.app.roles.current().standby, 'standby');
+  async #standbyHasPartition(p: DrivePair, n: number): Promise<void> {
+    const path = p.roles.require(p.roles.current().standby, 'standby');
     const dev = await openDrive(path);
     try {
       const layout = await readLayout(dev);
-      if (!layout.partitions.some((p) => p.number === n && !p.extended)) {
-        throw new BadInputError(`the standby has no partition ${n}`, { hint: `partitions on the standby: ${layout.partitions.filter((p) => !p.extended).map((p) => p.number).join(', ') || 'none'}; nothing was changed` });
+      if (!layout.partitions.some((x) => x.number === n && !x.extended)) {
+        throw new BadInputError(`the standby has no partition ${n}`, { hint: `partitions on the standby: ${layout.partitions.filter((x) => !x.extended).map((x) => x.number).join(', ') || 'none'}; nothing was changed` });
       }
     } finally {
       await dev.close();
     }
   }
 
-  /** Starts a job on the active drive (in a window when asked) and returns its reply. */
-  #start(kind: 'restore-files' | 'diff', options: Record<string, unknown>, window: boolean, run: (ctx: JobContext, activePath: string, standbyPath: string) => Promise<unknown>) {
+  /** Starts a job on the pair's active drive (in a window when asked) and returns its reply. */
+  #start(p: DrivePair, kind: 'restore-files' | 'diff', options: Record<string, unknown>, window: boolean, run: (ctx: JobContext, activePath: string, standbyPath: string) => Promise<unknown>) {
     const app = this.app;
     app.jobs.checkIdle();
-    const view = app.roles.current();
-    if (!window) app.roles.require(view.active, 'active drive');
-    const standbyPath = app.roles.require(view.standby, 'standby');
-    const job = app.jobs.start(kind, { ...options, window, active: view.active, standby: view.standby }, 'api', (ctx) =>
-      app.copies.window.run(ctx, window, async () => {
-        const activePath = await app.copies.window.drivePath(view.active, 'active drive', ctx.signal);
+    const view = p.roles.current();
+    if (!window) p.roles.require(view.active, 'active drive');
+    const standbyPath = p.roles.require(view.standby, 'standby');
+    const job = app.jobs.start(kind, { ...options, window, active: p.roles.name(view.active), standby: p.roles.name(view.standby) }, 'api', (ctx) =>
+      p.window.run(ctx, window, async () => {
+        const activePath = await p.window.drivePath(view.active, 'active drive', ctx.signal);
         // The window's move is read back; without one the host may have been switched on since the request.
         if (await app.bs.bootSwitch.hostPowered()) throw new RefusedError(`the host was switched on: ${kind} does not touch the active drive while it runs`, { hint: 'shut the host down and try again' });
         return run(ctx, activePath, standbyPath);
       }),
+      p.id,
     );
     app.metrics.setJob(job);
     return { status: 202, body: { id: job.id, job: summary(job) } };
   }
 
+  /**
+   * Writes files back with the mounts recorded: the record is durable before
+   * the partition is attached, and removed once writeBack has unmounted and
+   * detached it, so a daemon that dies in between leaves what the next
+   * start needs to clean up (startup-recovery.ts).
+   */
+  async #writeBackRecorded(p: DrivePair, ctx: JobContext, from: FileView, active: FileView, paths: string[], options: WriteBackOptions): Promise<WriteBackReport> {
+    const part = active.partition!;
+    const st = statSync(active.source.path);
+    const entry = { pair: p.id, jobId: ctx.job.id, partition: part.number, paths, startedAt: new Date().toISOString(), drive: { path: active.source.path, dev: st.dev, ino: st.ino, key: p.roles.keyOf(p.roles.current().active) }, startByte: part.startByte, sizeBytes: part.sizeBytes, filesystem: part.filesystem ?? '' };
+    this.record.begin(entry);
+    let report: WriteBackReport;
+    try {
+      report = await writeBack(from, active, paths, options);
+    } catch (e) {
+      // writeBack unmounts in its own finally; should that have failed, release what is left before forgetting it.
+      const left = await releaseWriteBack({ dev: st.dev, ino: st.ino, startByte: part.startByte }).catch(() => null);
+      if (left && left.failed.length === 0) this.record.clear(p.id);
+      else ctx.log('error', `the active partition may still be mounted or attached (${left?.failed.join('; ') ?? 'the clean-up did not run'}): the next start of dpsrd releases it`);
+      throw e;
+    }
+    // Finished, or cancelled between files: what was asked is known to the operator through the job's result.
+    this.record.clear(p.id);
+    return report;
+  }
+
   routes(): Route[] {
     const app = this.app;
-    return [
+    const scoped: PairScopedRoute[] = [
       {
-        method: 'POST', path: '/api/restore/files', tag: 'jobs', body: fileBodies.restoreFiles,
-        summary: "Write files and folders from the standby into the same partition of the active drive (the host off): the partition is mounted read-write on the controller (the kernel's driver, ntfs-3g, or mtools for FAT where the kernel has none), files replace files of the same name, folders are merged, then the filesystem is checked read-only with its fsck. The job's result lists what was overwritten. The standby is only read (The Sleuth Kit), never mounted",
+        method: 'POST', at: '/restore/files', tag: 'jobs', body: fileBodies.restoreFiles,
+        summary: "Write files and folders from the standby into the same partition of the active drive (the host off): the partition is mounted read-write on the controller (the kernel's driver, ntfs-3g, or mtools for FAT where the kernel has none), files replace files of the same name, folders are merged, then the filesystem is checked read-only with its fsck. The job's result lists what was overwritten. The standby is only read (The Sleuth Kit), never mounted. What is mounted is recorded first, so a daemon killed half-way has it unmounted, detached and checked at its next start, and the pair's status shows the restore as interrupted (fileRestore) until one completes or it is dismissed",
         responses: {
           202: 'the job started; { id, job }. Result: { filesystem, driver, restored: {files, folders, symlinks, bytes}, overwritten: [{path, type, size, mtime}], overwrittenCount, skipped: [{path, why}], fsck: {tool, exitCode, clean, output}, cancelled }',
           400: 'a bad path or body',
           404: 'no such partition, or a path not on the standby',
           409: 'the host runs and no window was asked for, inline mode, another job runs, the partitions hold different filesystems, or the controller cannot mount (not root)',
         },
-        handler: async ({ body }) => {
+        handler: async (p, { body }) => {
           const b = body as { partition: number; paths: string[]; window?: boolean };
-          const paths = b.paths.map((p) => joinPath(splitPath(p)));
+          const paths = b.paths.map((x) => joinPath(splitPath(x)));
           if (paths.length === 0) throw new BadInputError('request body: paths is empty; allowed: 1 to 1000 files or folders', { hint: 'give what to restore as the listing shows it' });
           if (paths.includes('/')) throw new BadInputError('the partition\'s root cannot be restored as files', { hint: 'restore its folders and files, or the whole partition (POST /api/restore/partition)' });
-          this.#standbyConsistent('restoring files onto the active drive');
-          const window = this.#hostOff('restoring files onto the active drive', b.window);
+          this.#standbyConsistent(p, 'restoring files onto the active drive');
+          const window = this.#hostOff(p, 'restoring files onto the active drive', b.window);
           const why = writeBackPossible();
           if (why) throw new RefusedError(why, { hint: 'run dpsrd as root (its systemd unit does)' });
           // Checked before the job starts: every path is on the standby, which is always readable.
-          const standby = await FileView.open(app.roles.require(app.roles.current().standby, 'standby'), b.partition);
-          for (const p of paths) await standby.stat(p);
-          return this.#start('restore-files', { partition: b.partition, paths }, window, async (ctx, activePath, standbyPath) => {
-            this.#standbyConsistent('restoring files onto the active drive');
+          const standby = await FileView.open(p.roles.require(p.roles.current().standby, 'standby'), b.partition);
+          for (const x of paths) await standby.stat(x);
+          return this.#start(p, 'restore-files', { partition: b.partition, paths }, window, async (ctx, activePath, standbyPath) => {
+            this.#standbyConsistent(p, 'restoring files onto the active drive');
             const active = await FileView.open(activePath, b.partition);
             const from = await FileView.open(standbyPath, b.partition);
             const lock = await acquireDriveLock(locateDrive(activePath), `restore of files onto ${activePath}`);
             try {
               let tracker: ProgressTracker | null = null;
               let last = 0;
-              const report = await writeBack(from, active, paths, {
+              const report = await this.#writeBackRecorded(p, ctx, from, active, paths, {
                 signal: ctx.signal,
-                onProgress: (p: WriteBackProgress) => {
-                  tracker ??= new ProgressTracker('copying', p.bytesTotal, ctx.progress);
-                  tracker.advance(p.bytes - last, p.bytes - last);
-                  last = p.bytes;
+                onProgress: (x: WriteBackProgress) => {
+                  tracker ??= new ProgressTracker('copying', x.bytesTotal, ctx.progress);
+                  tracker.advance(x.bytes - last, x.bytes - last);
+                  last = x.bytes;
                 },
               });
               ctx.log('info', `restored ${report.restored.files} files, ${report.restored.folders} folders into partition ${b.partition} of the active drive (${report.overwrittenCount} overwritten); ${report.fsck.tool}: ${report.fsck.clean ? 'clean' : `exit ${report.fsck.exitCode}`}`);
               if (!report.fsck.clean) {
-                app.bus.publish('alert', { level: 'warning', code: 'restore-fsck', message: `after restoring files into partition ${b.partition} of the active drive, ${report.fsck.tool} reports problems (exit ${report.fsck.exitCode}): see job ${ctx.job.id}` });
+                app.bus.publish('alert', { level: 'warning', code: 'restore-fsck', message: `after restoring files into partition ${b.partition} of pair ${p.id}'s active drive, ${report.fsck.tool} reports problems (exit ${report.fsck.exitCode}): see job ${ctx.job.id}` });
               }
+              app.status.publishChange();
               return { partition: b.partition, ...report };
             } finally {
               lock.release();
@@ -183,33 +219,48 @@ export class FileJobs {
         },
       },
       {
-        method: 'POST', path: '/api/restore/partition', tag: 'jobs', body: fileBodies.restorePartition,
+        method: 'POST', at: '/restore/files/dismiss', tag: 'jobs', body: emptyBody,
+        summary: 'Forget an interrupted restore of files (the pair status\'s fileRestore): the active drive is as the operator wants it, so syncs onto the standby may go on. The alternative is finishing it: POST restore/files again with its paths',
+        responses: { 200: '{ dismissed: the record that was dropped, or null when there was none }', 409: 'a restore of files is running on the pair' },
+        handler: (p) => {
+          const r = this.record.get(p.id);
+          if (r?.state === 'running' && app.jobs.forPair(p.id)?.kind === 'restore-files') throw new RefusedError(`a restore of files is running on pair ${p.id}`, { hint: `wait for job ${r.jobId} or cancel it` });
+          if (r) {
+            this.record.clear(p.id);
+            app.bus.publish('alert', { level: 'info', code: 'file-restore-dismissed', message: `the interrupted restore of files on pair ${p.id} (job ${r.jobId}) was dismissed: syncs onto its standby may run again` });
+            app.status.publishChange();
+          }
+          return { status: 200, body: { dismissed: r } };
+        },
+      },
+      {
+        method: 'POST', at: '/restore/partition', tag: 'jobs', body: fileBodies.restorePartition,
         summary: 'Copy one partition of the standby back over the active drive, journaled like every copy (dpsr recover rolls it back), with the direction and consistency checks of dpsr restore; the partition table goes with it. Needs the typed confirmation "restore partition N", and the host off or a window',
         responses: {
           202: 'the job started (kind restore, options.partitions [N]); { id, job }',
           400: 'a bad body, or the confirmation does not match',
           409: 'the host runs and no window was asked for, another job runs, or the restore is refused to protect data (e.g. the standby is not consistent)',
         },
-        handler: async ({ body }) => {
+        handler: async (p, { body }) => {
           const b = body as { partition: number; confirm: string; window?: boolean };
           const want = partitionConfirmation(b.partition);
           if (b.confirm !== want) throw new BadInputError(`the confirmation is ${JSON.stringify(b.confirm)}; it must be exactly ${JSON.stringify(want)}`, { hint: 'type the confirmation as asked; nothing was changed' });
-          const window = this.#hostOff(`restoring partition ${b.partition} onto the active drive`, b.window);
+          const window = this.#hostOff(p, `restoring partition ${b.partition} onto the active drive`, b.window);
           // Asked here, not in the job: a window would shut the host down and boot it again for a partition that is not there.
-          await this.#standbyHasPartition(b.partition);
-          const job = app.copies.start('restore', { window, partitions: [b.partition] });
+          await this.#standbyHasPartition(p, b.partition);
+          const job = p.copies.start('restore', { window, partitions: [b.partition] });
           return { status: 202, body: { id: job.id, job: summary(job) } };
         },
       },
       {
-        method: 'POST', path: '/api/browse/diff', tag: 'files', body: fileBodies.diff,
-        summary: 'Start the whole-tree "show only differences" walk of a folder on both drives (the active drive is read, so the host must be off or a window asked for). Progress counts entries (bytesDone: compared, bytesTotal: listed); the differences are paged by GET /api/browse/diff/{id}',
+        method: 'POST', at: '/browse/diff', tag: 'files', body: fileBodies.diff,
+        summary: 'Start the whole-tree "show only differences" walk of a folder on both drives (the active drive is read, so the host must be off or a window asked for). Progress counts entries (bytesDone: compared, bytesTotal: listed); the differences are paged by GET browse/diff/{job}',
         responses: { 202: 'the job started (kind diff); result: { partition, path, compared, counts, differences }', 400: 'a bad path or body', 409: 'the host runs and no window was asked for, or another job runs' },
-        handler: ({ body }) => {
+        handler: (p, { body }) => {
           const b = body as { partition: number; path?: string; hash?: boolean; window?: boolean };
           const path = joinPath(splitPath(b.path ?? '/'));
-          const window = this.#hostOff('the difference walk', b.window);
-          return this.#start('diff', { partition: b.partition, path, hash: b.hash === true }, window, async (ctx, activePath, standbyPath) => {
+          const window = this.#hostOff(p, 'the difference walk', b.window);
+          return this.#start(p, 'diff', { partition: b.partition, path, hash: b.hash === true }, window, async (ctx, activePath, standbyPath) => {
             const [active, standby] = [await FileView.open(activePath, b.partition), await FileView.open(standbyPath, b.partition)];
             mkdirSync(this.walkDir, { recursive: true });
             this.#prune();
@@ -236,12 +287,13 @@ export class FileJobs {
         },
       },
       {
-        method: 'GET', path: '/api/browse/diff/:id', tag: 'files', summary: 'One page of a difference walk\'s differences, in path order',
+        method: 'GET', at: '/browse/diff/:job', tag: 'files', summary: 'One page of a difference walk\'s differences, in path order',
         query: { offset: 'first row (default 0)', limit: 'rows per page, 1–5000 (default 500)' },
-        responses: { 200: '{ id, state, path, rows: [{path, state, active?, standby?, hashed?}], total, offset, limit, counts }', 400: 'a bad query, or the job is not a difference walk', 404: 'no such job, or its pages are no longer kept' },
-        handler: async ({ params, query }) => {
-          const job = app.jobs.get(params.id!);
+        responses: { 200: '{ id, state, path, rows: [{path, state, active?, standby?, hashed?}], total, offset, limit, counts }', 400: 'a bad query, or the job is not a difference walk', 404: 'no such job (or not one of this pair), or its pages are no longer kept' },
+        handler: async (p, { params, query }) => {
+          const job = app.jobs.get(params.job!);
           if (job.kind !== 'diff') throw new BadInputError(`job ${job.id} is a ${job.kind}, not a difference walk`);
+          if ((job.pair ?? app.pairs.boot.id) !== p.id) throw new NotFoundError(`job ${job.id} is a walk of pair ${job.pair}, not of pair ${p.id}`, { hint: `GET /api/pairs/${job.pair}/browse/diff/${job.id}` });
           const offset = pageQuery(query, 'offset', 0, Number.MAX_SAFE_INTEGER, 0);
           const limit = pageQuery(query, 'limit', 1, 5000, 500);
           const file = join(this.walkDir, `${job.id}.jsonl`);
@@ -261,6 +313,7 @@ export class FileJobs {
         },
       },
     ];
+    return pairScoped(app.pairs, scoped);
   }
 
   /** Keeps the newest KEEP_WALKS walks' pages. */

@@ -32,8 +32,11 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
   const ops: PairOp[] = [
     {
       name: 'sync', tag: 'jobs', summary: 'Start a sync of the active drive onto the standby', body: bodies.sync,
-      responses: { 202: `the job started; { id, job }${QUEUED}`, 409: 'the pair has a job running or queued, a failover moves the drives, or the sync is refused to protect data' },
-      handler: (p, body) => jobReply(p.copies.start('sync', body as SyncOptions)),
+      responses: { 202: `the job started; { id, job }${QUEUED}`, 409: 'the pair has a job running or queued, a failover moves the drives, a restore of files onto the active drive was interrupted (finish or dismiss it first), or the sync is refused to protect data' },
+      handler: (p, body) => {
+        app.files.record.syncBlocker(p.id, `a sync of pair ${p.id}`);
+        return jobReply(p.copies.start('sync', body as SyncOptions));
+      },
     },
     {
       name: 'verify', tag: 'jobs', summary: 'Start comparing both drives', body: bodies.verify,
@@ -53,7 +56,10 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
     {
       name: 'reprotect', tag: 'jobs', summary: 'Make the drive in the standby bay a backup again (after a failover or a drive replacement)', body: bodies.reprotect,
       responses: { 202: `the job started${QUEUED}`, 409: 'the pair has a job running or queued, or refused' },
-      handler: (p, body) => jobReply(p.copies.start('reprotect', body as CopyJobOptions['reprotect'])),
+      handler: (p, body) => {
+        app.files.record.syncBlocker(p.id, `a re-protect of pair ${p.id}`);
+        return jobReply(p.copies.start('reprotect', body as CopyJobOptions['reprotect']));
+      },
     },
     {
       name: 'restore', tag: 'jobs', summary: 'Copy the backup on the standby back over the active drive (journaled); the host must be off or a window asked for', body: bodies.restore,

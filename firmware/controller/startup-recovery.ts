@@ -3,7 +3,9 @@
  * machine finished but the pair state missed is recorded, the machine hears
  * which bays hold consistent copies, a sync window left open with no copy to
  * finish is closed, and a copy the previous process left half done is
- * resumed or rolled back (config recovery.interrupted).
+ * resumed or rolled back (config recovery.interrupted), and a restore of
+ * files the previous process left mounted is unmounted, detached and checked
+ * (before any window hands the drive back to the host).
  */
 import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import { RefusedError } from '../../src/errors.ts';
@@ -17,6 +19,9 @@ import type { Roles } from './roles.ts';
 import type { StatusView } from './status-view.ts';
 import type { SyncWindow } from './sync-window.ts';
 import type { Pairs } from './pairs.ts';
+import { statSync } from 'node:fs';
+import { FileView, checkFilesystem, releaseWriteBack, type Released } from '../../src/file-view/index.ts';
+import type { FileRestoreCleanup, FileRestoreRecord, FileRestoreState } from './file-restore-record.ts';
 
 export class StartupRecovery {
   constructor(
@@ -30,6 +35,7 @@ export class StartupRecovery {
     private readonly bus: EventBus,
     private readonly log: Logger,
     private readonly pairs?: Pairs,
+    private readonly fileRestore?: FileRestoreRecord,
   ) {}
 
   async start(): Promise<void> {
@@ -50,10 +56,14 @@ export class StartupRecovery {
     await this.roles.markConsistent(active, true);
     await this.roles.markConsistent(standby, this.roles.standbyState() === 'consistent');
 
+    // Before any window closes: a partition still mounted here must never reach the host.
+    const stillMounted = await this.#releaseFileRestores();
     const view = this.roles.current();
     const pair = view.pair;
     const interrupted = !!pair?.pendingCopy && effectiveStandbyState(view.store, pair) === 'inconsistent';
-    if (this.window.open && !interrupted) {
+    if (this.window.open && stillMounted) {
+      this.bus.publish('alert', { level: 'critical', code: 'window-kept-open', message: `both drives stay on the controller: the active partition a restore of files had mounted could not be released (${stillMounted}); handing the drive to the host now would let two systems write one filesystem` });
+    } else if (this.window.open && !interrupted) {
       // The daemon stopped inside a sync window with no copy left to finish: give the host its drive back.
       this.bus.publish('alert', { level: 'warning', code: 'window-left-open', message: `both drives were on the controller at start-up: giving bay ${active} back to the host` });
       await this.window.closeLeftOpen((m) => this.log.info(m)).catch(() => {});
@@ -66,6 +76,65 @@ export class StartupRecovery {
       if (v.pair?.pendingCopy && effectiveStandbyState(v.store, v.pair) === 'inconsistent') this.#resume(v.pair.pendingCopy, `${p.roles.name(v.standby)} (pair ${p.id})`, p.copies);
     }
     this.status.publishChange();
+  }
+
+  /**
+   * A restore of files the previous process left mounted (its record says
+   * "running"): its mounts and loop devices are released, the partition
+   * checked read-only, and the record kept as "interrupted" for the pair's
+   * status and the sync refusal. Interrupted ones from earlier starts are
+   * released again (idempotent) and reported.
+   * @returns what could not be released, or null when nothing is left mounted.
+   */
+  async #releaseFileRestores(): Promise<string | null> {
+    const left: string[] = [];
+    for (const r of this.fileRestore?.all() ?? []) {
+      let released: Released;
+      try {
+        released = await releaseWriteBack({ dev: r.drive.dev, ino: r.drive.ino, startByte: r.startByte });
+      } catch (e) {
+        released = { unmounted: [], detached: [], failed: [`the clean-up could not run: ${(e as Error).message}`] };
+      }
+      left.push(...released.failed);
+      const touched = released.unmounted.length + released.detached.length > 0;
+      if (r.state === 'interrupted' && !touched && released.failed.length === 0) {
+        this.log.warn({ pair: r.pair, job: r.jobId }, `the restore of files onto pair ${r.pair}'s active drive (job ${r.jobId}) is still recorded as interrupted: syncs onto its standby wait until it is finished or dismissed`);
+        continue;
+      }
+      const { fsck, skipped } = await this.#checkRestored(r);
+      const rec = this.fileRestore!.interrupted(r, { at: new Date().toISOString(), ...released, fsck, ...(skipped ? { fsckSkipped: skipped } : {}) });
+      const what = `${released.unmounted.length} mount(s) unmounted (${released.unmounted.join(', ') || 'none'}), ${released.detached.length} loop device(s) detached (${released.detached.join(', ') || 'none'})`;
+      const checked = fsck ? `${fsck.tool}: ${fsck.clean ? 'clean' : `problems (exit ${fsck.exitCode})`}` : `not checked: ${skipped}`;
+      this.log.warn({ fileRestore: rec }, `a restore of files onto pair ${r.pair}'s active drive (job ${r.jobId}, partition ${r.partition}) was interrupted: ${what}; ${checked}`);
+      this.bus.publish('alert', {
+        level: fsck?.clean && released.failed.length === 0 ? 'warning' : 'critical',
+        code: 'interrupted-file-restore',
+        message: `the restore of files into partition ${r.partition} of pair ${r.pair}'s active drive (job ${r.jobId}, started ${r.startedAt}) was interrupted: some of ${r.paths.length} path(s) may be the backup's and others not (a file being written may sit beside its target as .dpsr-restore-*). ${what}${released.failed.length ? `; not released: ${released.failed.join('; ')}` : ''}; ${checked}. Syncs onto the standby wait: finish the restore (the same paths again) or dismiss it`,
+      });
+    }
+    return left.length ? left.join('; ') : null;
+  }
+
+  /** The read-only fsck of the restored partition, on the same storage only (matched by device and inode numbers, or the pair's drive key). */
+  async #checkRestored(r: FileRestoreState): Promise<{ fsck: FileRestoreCleanup['fsck']; skipped?: string }> {
+    let path: string | null = null;
+    try {
+      const st = statSync(r.drive.path);
+      if (st.dev === r.drive.dev && st.ino === r.drive.ino) path = r.drive.path;
+    } catch {
+      /* gone: look for the drive by its key below */
+    }
+    if (!path && r.drive.key) {
+      const p = this.pairs?.list.find((x) => x.id === r.pair);
+      const active = p?.roles.current().active;
+      if (p && active && p.roles.keyOf(active) === r.drive.key) path = p.roles.bays.path(active);
+    }
+    if (!path) return { fsck: null, skipped: `the active drive (${r.drive.path}) is not on the controller now; check the partition before the host uses it` };
+    try {
+      return { fsck: await checkFilesystem(await FileView.open(path, r.partition)) };
+    } catch (e) {
+      return { fsck: null, skipped: `the check could not run: ${(e as Error).message}` };
+    }
   }
 
   #resume(pending: NonNullable<PairRecord['pendingCopy']>, standby: string, copies: CopyJobs): void {

@@ -38,6 +38,8 @@ export class StatusView {
   readonly startedAt = Date.now();
   /** Inline mode's part of the status (the export and dirty bytes); null in switched mode. */
   inline: { status(): InlineStatus } | null = null;
+  /** The restores of files recorded per pair (an interrupted one shows as the pair's `fileRestore`). */
+  fileRestore: { get(pair: string): unknown } | null = null;
 
   constructor(
     private readonly config: DaemonConfig,
@@ -80,6 +82,7 @@ export class StatusView {
       /** Standby rotation: every standby of the active drive, the one in its bay and those elsewhere, with the age of its backup. */
       standbys: pair ? standbysOf(store.pairs(), pair.activeKey).map((q) => standbyEntry(q, [this.roles.keyOf('A'), this.roles.keyOf('B')])) : [],
       problems: store.problems,
+      fileRestore: this.fileRestore?.get(this.pairs.boot.id) ?? null,
       pairs: this.pairs.list.map((p) => this.#pairCore(p)),
     };
   }
@@ -105,6 +108,8 @@ export class StatusView {
       lastSync: pair?.lastSync ?? null,
       lastSuccess: pair?.lastSuccess ?? null,
       schedule: config.schedule,
+      /** A restore of files onto the active drive that is running or was interrupted (the active drive half-restored; syncs onto the standby wait), or null. */
+      fileRestore: this.fileRestore?.get(config.id) ?? null,
     };
   }
 

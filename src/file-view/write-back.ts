@@ -158,6 +158,87 @@ async function fsck(active: FileView, filesystem: string): Promise<WriteBackRepo
   }
 }
 
+/**
+ * The read-only check a restore of files ends with, run on its own: the
+ * partition of `active` through a read-only loop device, by the
+ * filesystem's fsck in its no-change mode (exit status 0 is clean).
+ * @throws BadInputError a view not opened from a drive; DeviceError losetup failed.
+ */
+export async function checkFilesystem(active: FileView): Promise<WriteBackReport['fsck']> {
+  if (!active.partition) throw new BadInputError('a filesystem check needs the partition opened from its drive (FileView.open)');
+  return fsck(active, active.partition.filesystem ?? '');
+}
+
+/** The storage a restore of files wrote through: the drive's device and inode numbers and the partition's first byte. */
+export interface WriteBackTarget {
+  readonly dev: number;
+  readonly ino: number;
+  readonly startByte: number;
+}
+
+/** What `releaseWriteBack` put right. */
+export interface Released {
+  /** Mount points unmounted (kernel, ntfs-3g or exfat-fuse mounts of the loop devices). */
+  readonly unmounted: string[];
+  /** Loop devices detached. */
+  readonly detached: string[];
+  /** What could not be undone, with the tool's words. */
+  readonly failed: string[];
+}
+
+/** Linux's dev_t → "major:minor", as losetup prints a backing file's device. */
+function majMin(dev: number): string {
+  const major = Number((BigInt(dev) >> 8n) & 0xfffn) | Number((BigInt(dev) >> 32n) & ~0xfffn);
+  const minor = Number(BigInt(dev) & 0xffn) | Number((BigInt(dev) >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
+
+/** Undoes the octal escapes /proc/self/mountinfo uses for spaces and the like. */
+const unescapeMount = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+
+/**
+ * Unmounts and detaches what a restore of files left when its process died
+ * (a crash or SIGKILL between mounting and unmounting): every loop device
+ * over `target` (matched by the backing file's device and inode numbers and
+ * the offset, never by path), read-write or read-only (the fsck's), and every
+ * mount of one of them; the empty `dpsr-restore-*` mount folders go too.
+ * Data written through a mount is flushed by the unmount. Needs root.
+ * @returns what was released; nothing when nothing was left. Failures are listed, not thrown.
+ */
+export async function releaseWriteBack(target: WriteBackTarget): Promise<Released> {
+  const out: Released = { unmounted: [], detached: [], failed: [] };
+  const listed = (await run('losetup', ['-J', '-l', '-O', 'NAME,BACK-INO,BACK-MAJ:MIN,OFFSET'], { allowFail: true })).out;
+  const loops = listed ? (JSON.parse(listed) as { loopdevices: { name: string; 'back-ino': number | string; 'back-maj:min': string; offset: number | string }[] }).loopdevices : [];
+  const want = majMin(target.dev);
+  const ours = loops.filter((l) => Number(l['back-ino']) === target.ino && String(l['back-maj:min']).trim() === want && Number(l.offset) === target.startByte).map((l) => l.name);
+  for (const loop of ours) {
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(Boolean).map((line) => {
+      const [pre, post] = line.split(' - ');
+      return { point: unescapeMount(pre!.split(' ')[4]!), source: unescapeMount(post!.split(' ')[1]!) };
+    });
+    // Deepest first, in case anything was mounted below.
+    for (const m of mounts.filter((x) => x.source === loop).reverse()) {
+      const r = await run('umount', [m.point], { allowFail: true });
+      if (r.code !== 0) {
+        out.failed.push(`umount ${m.point}: ${r.out}`);
+        continue;
+      }
+      out.unmounted.push(m.point);
+      if (/\/dpsr-restore-[^/]+$/.test(m.point)) {
+        try {
+          rmdirSync(m.point);
+        } catch {
+          /* not empty or gone: left for the operator */
+        }
+      }
+    }
+    const d = await run('losetup', ['-d', loop], { allowFail: true });
+    if (d.code !== 0) out.failed.push(`losetup -d ${loop}: ${d.out}`);
+    else out.detached.push(loop);
+  }
+  return out;
+}
+
 /** What a restore writes: every selected entry and everything below the selected folders, from the standby. */
 async function* selection(standby: FileView, paths: readonly string[], signal?: AbortSignal): AsyncGenerator<TreeEntry> {
   for (const p of paths) {

@@ -60,7 +60,40 @@ test('the standby is read while the host runs; the active drive is refused with 
   assert.is(active.status, 409);
   assert.match(active.body.error.message, /host is running/);
   assert.match(active.body.error.hint, /sync window/);
-  assert.is((await d.api('GET', '/api/browse?partition=2&path=/etc')).status, 409);
+  const both = await d.api('GET', '/api/browse?partition=2&path=/etc');
+  assert.is(both.status, 409);
+  assert.match(both.body.error.hint, /side=standby/);
+});
+
+test('while the host runs, the standby alone is listed, with why the active side is not shown', async () => {
+  if (!ok) return;
+  const r = await d.api('GET', '/api/browse?partition=2&path=/etc&side=standby');
+  assert.is(r.status, 200, JSON.stringify(r.body));
+  assert.is(r.body.side, 'standby');
+  assert.equal(r.body.rows.map((x: { name: string; standby: { type: string } }) => [x.name, x.standby.type]), [['hostname', 'file'], ['os-release', 'file']]);
+  assert.is(r.body.rows[0].active, undefined);
+  assert.is(r.body.total, 2);
+  assert.match(r.body.activeUnavailable.message, /host is running/);
+  assert.match(r.body.activeUnavailable.hint, /shut it down/);
+  const page = await d.api('GET', '/api/browse?partition=2&path=/etc&side=standby&offset=1&limit=1');
+  assert.equal(page.body.rows.map((x: { name: string }) => x.name), ['os-release']);
+  assert.is((await d.api('GET', '/api/browse?partition=2&path=/etc&side=active')).status, 409);
+  assert.is((await d.api('GET', '/api/browse?partition=2&path=/etc&side=standby&hash=true')).status, 400);
+  assert.is((await d.api('GET', '/api/browse?partition=2&path=/etc&side=both')).status, 400);
+});
+
+test('the files\' routes take the pair: /api/pairs/{id}/browse… answer like the old routes for the boot pair; an unknown pair is 404', async () => {
+  if (!ok) return;
+  const id = (await d.api('GET', '/api/pairs')).body.pairs[0].id as string;
+  const r = await d.api('GET', `/api/pairs/${id}/browse?partition=2&path=/etc&side=standby`);
+  assert.is(r.status, 200, JSON.stringify(r.body));
+  assert.is(r.body.total, 2);
+  const file = await getBytes(`/api/pairs/${id}/browse/file?side=standby&partition=2&path=/etc/hostname`);
+  assert.is(file.body.toString(), 'dpsr-sim-host\n');
+  const nope = await d.api('GET', '/api/pairs/nope/browse?partition=2&path=/etc&side=standby');
+  assert.is(nope.status, 404);
+  assert.match(nope.body.error.message, /no pair "nope"/);
+  assert.is((await d.api('POST', '/api/pairs/nope/restore/files', { partition: 2, paths: ['/etc'] })).status, 404);
 });
 
 test('bad paths and queries are 400, absent ones 404', async () => {
@@ -210,7 +243,11 @@ test('the OpenAPI document describes the routes', async () => {
   assert.ok(doc.paths['/api/browse/file']?.get);
   assert.ok(doc.paths['/api/browse/archive']?.get);
   assert.ok(doc.paths['/api/browse/diff']?.post);
-  assert.ok(doc.paths['/api/browse/diff/{id}']?.get);
+  assert.ok(doc.paths['/api/browse/diff/{job}']?.get);
+  assert.ok(doc.paths['/api/pairs/{id}/browse']?.get);
+  assert.ok(doc.paths['/api/pairs/{id}/browse/diff/{job}']?.get);
+  assert.ok(doc.paths['/api/pairs/{id}/restore/files']?.post?.requestBody);
+  assert.ok(doc.paths['/api/pairs/{id}/restore/files/dismiss']?.post);
   assert.ok(doc.paths['/api/restore/files']?.post?.requestBody);
   assert.ok(doc.paths['/api/restore/partition']?.post?.requestBody);
 });
