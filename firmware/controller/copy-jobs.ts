@@ -7,7 +7,7 @@
  */
 import { existsSync } from 'node:fs';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
-import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyReport } from '../../src/sync/index.ts';
+import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyExclusion, type VerifyReport } from '../../src/sync/index.ts';
 import { SnapshotDrive, openLocated } from '../../src/sata-bridge/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { filesInRanges, type DriveRange } from '../../src/file-view/index.ts';
@@ -86,6 +86,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
                 sync({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
               true,
               true,
+              !opts.partitions?.length,
             ),
           ),
       };
@@ -96,7 +97,8 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
     plan({ opts, view: { active, standby }, target, window, jobs }) {
       return {
         options: { ...opts, window, source: active, target: standby },
-        run: async (ctx, source) => withUnreadableFiles(ctx, source, await jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target, forceClone: opts.force, addStandby: opts.addStandby }))),
+        run: async (ctx, source) =>
+          withUnreadableFiles(ctx, source, await jobs.write(ctx, standby, target, false, (_changed, picture) => clone({ ...jobs.common(ctx, source, picture), source, target, forceClone: opts.force, addStandby: opts.addStandby }), true, true)),
       };
     },
   },
@@ -127,7 +129,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
             ctx.log('info', `bay ${standby} holds a new drive: pair ${pair.id} with the old drive is forgotten and the new one cloned`);
             store.forget(pair.id);
           }
-          return jobs.write(ctx, standby, target, false, () => clone({ ...jobs.common(ctx), source, target }), false);
+          return jobs.write(ctx, standby, target, false, (_changed, picture) => clone({ ...jobs.common(ctx, source, picture), source, target }), false, true);
         },
       };
     },
@@ -138,14 +140,20 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       return {
         options: { ...opts, window, source: active, target: standby },
         run: async (ctx, source) => {
-          const report: VerifyReport = await verify({ ...jobs.common(ctx), source, target, partitions: opts.partitions });
+          // A verify report can list many ranges; the job keeps the first ones, with the files they lie in on each drive (mapped while the picture is held).
+          const run = async (picture?: string, exclude?: VerifyExclusion) => {
+            const report: VerifyReport = await verify({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, exclude });
+            const differences = report.differences.slice(0, 100);
+            return { ...report, differences, ...(differences.length ? { differenceFiles: await filesOnBoth(ctx, source, target, differences) } : {}) };
+          };
+          const inline = jobs.inline;
+          // Inline mode: the standby is compared with a live snapshot of the active drive, leaving out what the host wrote since the last sync.
+          const { report, judged, why } = inline ? await inline.verify(ctx, active, run) : { report: await run(), judged: true, why: undefined };
           if (!report.identical) {
             jobs.bus.publish('alert', { level: 'warning', code: 'verify-differs', pair: jobs.pairId, message: `verify of bay ${jobs.roles.name(standby)} against bay ${jobs.roles.name(active)}: ${verifyHeadline(report)}` });
           }
-          await jobs.inline?.afterVerify(report, standby);
-          // A verify report can list many ranges; the job keeps the first ones, with the files they lie in on each drive.
-          const differences = report.differences.slice(0, 100);
-          return { ...report, differences, ...(differences.length ? { differenceFiles: await filesOnBoth(ctx, source, target, differences) } : {}) };
+          await inline?.afterVerify(report, standby, judged);
+          return judged ? report : { ...report, notes: [...report.notes, `the differences cannot be told from host writes: ${why}`] };
         },
       };
     },
@@ -296,12 +304,12 @@ export class CopyJobs {
    * consistent once done. A cancelled sync with rollback asked for is
    * rolled back to the previous backup (`journaled`: a clone has no journal).
    */
-  async write(ctx: JobContext, bay: Bay, targetPath: string, journaled: boolean, copy: (changed?: ChangedBlocks, picture?: string) => Promise<CopyReport>, markFirst = true, live = false): Promise<CopyReport> {
+  async write(ctx: JobContext, bay: Bay, targetPath: string, journaled: boolean, copy: (changed?: ChangedBlocks, picture?: string) => Promise<CopyReport>, markFirst = true, live = false, wholeDrive = true): Promise<CopyReport> {
     if (markFirst) await this.roles.markConsistent(bay, false);
     let report: CopyReport;
     const inline = this.inline;
     try {
-      report = inline ? await inline.around(ctx, this.roles.current().active, copy, live) : await copy();
+      report = inline ? await inline.around(ctx, this.roles.current().active, copy, live, wholeDrive) : await copy();
     } catch (e) {
       const cancelled = e instanceof CancelledError;
       // Inline mode: the failed epoch's writes went back into the live bitmap, which describes the previous backup; the standby goes back to it too, or the next sync's changed blocks would make another plan than the pending copy's (rule 7).

@@ -26,9 +26,9 @@ import type { Logger } from 'pino';
 import { BadInputError, BusyError, RefusedError } from '../../src/errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
 import { StorageDaemon, type NbdListen } from '../../src/export/index.ts';
-import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, type Epoch, type HookSpec } from '../../src/snapshot/index.ts';
+import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, type Epoch, type HookSpec, type LiveSyncOptions, type LiveSyncResult } from '../../src/snapshot/index.ts';
 import { readFlaggedRanges, SnapshotDrive, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
-import type { ChangedBlocks, CopyReport, VerifyReport } from '../../src/sync/index.ts';
+import type { ChangedBlocks, CopyReport, VerifyExclusion, VerifyReport } from '../../src/sync/index.ts';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
@@ -72,6 +72,22 @@ interface VerifyFile {
 const SUN_PATH_MAX = 107;
 
 const changedOf = (e: Epoch): ChangedBlocks => (e.trusted && e.ranges ? { ranges: e.ranges } : { untrusted: e.reason ?? 'the dirty bitmap is not trusted' });
+
+/**
+ * Whether a copy that returned may commit its changed-block epoch (the
+ * frozen bitmap dropped, the live one the new baseline): only when the
+ * standby now holds the whole drive as of the epoch's start. A partition
+ * selection leaves the other partitions' writes uncopied; a resumed copy
+ * kept chunks of an earlier instant; unreadable sectors were not copied.
+ * Anything else merges the frozen bitmap back, so the next sync sees those
+ * writes again (a superset is safe, a subset would lose writes).
+ */
+export function epochDecision(report: Pick<CopyReport, 'bytesResumed' | 'result'>, wholeDrive: boolean): { commit: true } | { commit: false; why: string } {
+  if (!wholeDrive) return { commit: false, why: 'the copy covered chosen partitions only' };
+  if (report.bytesResumed > 0) return { commit: false, why: 'the copy resumed an earlier one' };
+  if (report.result !== 'done') return { commit: false, why: 'the copy left unreadable sectors' };
+  return { commit: true };
+}
 
 /** The NBD listen address of config `inline.listen` (default: a unix socket in the state directory). */
 export function inlineListen(config: DaemonConfig, stateDir: string): NbdListen {
@@ -249,13 +265,18 @@ export class InlineMode {
    * Runs a copy that changes a drive in one changed-block epoch: the live
    * bitmap is frozen first; `copy` gets its changed blocks (for a
    * changed-mode sync). The frozen bitmap is dropped (the new one is the
-   * baseline) only when the copy ran whole from this start without
-   * unreadable sectors; otherwise it is merged back. A lost bitmap (the
-   * daemon restarted under the copy) fails nothing: the next sync is a full one.
+   * baseline) only when `epochDecision` says so: the copy covered the whole
+   * drive (`wholeDrive`: no partition selection) and ran whole from this
+   * start without unreadable sectors; otherwise it is merged back. A lost
+   * bitmap (the daemon restarted under the copy) fails nothing: the next
+   * sync is a full one.
+   *
+   * `live` (clone, sync, re-protect), with `inline.snapshot.live`: the copy
+   * reads a live snapshot started with the epoch (`#live`).
    */
-  async around(ctx: JobContext, active: Bay, copy: (changed: ChangedBlocks, picture?: string) => Promise<CopyReport>, live = false): Promise<CopyReport> {
+  async around(ctx: JobContext, active: Bay, copy: (changed: ChangedBlocks, picture?: string) => Promise<CopyReport>, live = false, wholeDrive = true): Promise<CopyReport> {
     const pair = this.#pairFor(active);
-    if (live && this.config.inline.snapshot.live) return this.#live(ctx, pair, copy);
+    if (live && this.config.inline.snapshot.live) return this.#live(ctx, pair, copy, wholeDrive);
     const { tracker } = pair;
     const epoch = await tracker.beginEpoch();
     ctx.log('info', epoch.trusted ? `changed-block epoch: ${epoch.dirtyBytes} bytes written by the host since the last sync` : `changed-block tracking not trusted (${epoch.reason}): it starts a new baseline now`);
@@ -266,57 +287,123 @@ export class InlineMode {
       await tracker.abort(epoch).catch((ae: Error) => ctx.log('warn', `the dirty bitmap could not be merged back (${ae.message}): the next sync copies the whole drive`));
       throw e;
     }
-    const whole = report.bytesResumed === 0 && report.result === 'done';
+    const decision = epochDecision(report, wholeDrive);
     try {
-      if (whole) await tracker.commit(epoch);
+      if (decision.commit) await tracker.commit(epoch);
       else {
         await tracker.abort(epoch);
-        ctx.log('info', `the copy ${report.bytesResumed ? 'resumed an earlier one' : 'left unreadable sectors'}: the dirty bitmap keeps its writes for the next sync`);
+        ctx.log('info', `${decision.why}: the dirty bitmap keeps its writes for the next sync`);
       }
     } catch (e) {
       ctx.log('warn', `changed-block tracking lost its bitmap during the copy (${(e as Error).message}): the next sync copies the whole drive`);
     }
-    if (report.mode === 'changed') this.#recordChangedSync();
+    this.#recordCopy(report, decision.commit);
     void this.refreshDirty();
     return report;
   }
 
-  /**
-   * A live sync (src/snapshot's liveSync): quiescence, the pre-snapshot hook,
-   * a copy-before-write snapshot started with the epoch, the post-snapshot
-   * hook, then `copy` reads the frozen picture (`picture`: its NBD URI)
-   * while the host writes on; teardown in every path. A broken snapshot
-   * raises the alert `snapshot-broken`; a run skipped for a busy drive is a
-   * BusyError. The caller rolls the standby back after any failure.
-   */
-  async #live(ctx: JobContext, { daemon, tracker }: InlinePair, copy: (changed: ChangedBlocks, picture?: string) => Promise<CopyReport>): Promise<CopyReport> {
+  /** The settings every live snapshot of a job shares: quiescence, cache, hooks (config sync.quiescence and inline.snapshot). */
+  #snapshotSettings(ctx: JobContext) {
     const q = this.config.sync.quiescence;
     const s = this.config.inline.snapshot;
     const hook = (h: typeof s.preHook): HookSpec | undefined => (h ? (h.command ? { command: h.command, timeoutMs: h.timeoutSeconds * 1000 } : { url: h.url!, timeoutMs: h.timeoutSeconds * 1000 }) : undefined);
-    let result: Awaited<ReturnType<typeof liveSync<CopyReport>>>;
+    return {
+      cacheDir: this.dir,
+      cache: { budgetBytes: s.cacheBudgetMiB ? s.cacheBudgetMiB * 1024 * 1024 : undefined, budgetFraction: s.cacheBudgetPercent / 100, cbwTimeoutS: s.cbwTimeoutSeconds },
+      quiescence: { quietMs: q.quietSeconds * 1000, maxWaitMs: q.maxWaitSeconds * 1000, fallback: q.fallback },
+      hooks: { pre: hook(s.preHook), post: hook(s.postHook) },
+      probe: SnapshotDrive.probe,
+      signal: ctx.signal,
+      onNote: (n: string) => ctx.log('info', n),
+    };
+  }
+
+  /** liveSync, with the alert for a broken snapshot and a BusyError for a run skipped on a busy drive. */
+  async #runLive<R>(ctx: JobContext, { daemon, tracker }: InlinePair, o: Pick<LiveSyncOptions<R>, 'copy' | 'complete'>): Promise<Extract<LiveSyncResult<R>, { outcome: 'done' }>> {
+    let result: LiveSyncResult<R>;
     try {
-      result = await liveSync<CopyReport>({
-        daemon,
-        tracker,
-        cacheDir: this.dir,
-        cache: { budgetBytes: s.cacheBudgetMiB ? s.cacheBudgetMiB * 1024 * 1024 : undefined, budgetFraction: s.cacheBudgetPercent / 100, cbwTimeoutS: s.cbwTimeoutSeconds },
-        quiescence: { quietMs: q.quietSeconds * 1000, maxWaitMs: q.maxWaitSeconds * 1000, fallback: q.fallback },
-        hooks: { pre: hook(s.preHook), post: hook(s.postHook) },
-        probe: SnapshotDrive.probe,
-        copy: (picture, epoch) => copy(changedOf(epoch), picture),
-        complete: (r) => r.bytesResumed === 0 && r.result === 'done',
-        signal: ctx.signal,
-        onNote: (n) => ctx.log('info', n),
-      });
+      result = await liveSync<R>({ daemon, tracker, ...this.#snapshotSettings(ctx), ...o });
     } catch (e) {
-      if (e instanceof SnapshotBrokenError) this.bus.publish('alert', { level: 'warning', code: 'snapshot-broken', message: `live sync: ${e.message}` });
+      if (e instanceof SnapshotBrokenError) this.bus.publish('alert', { level: 'warning', code: 'snapshot-broken', message: `live ${ctx.job.kind}: ${e.message}` });
       throw e;
     }
-    if (result.outcome === 'skipped') throw new BusyError(result.reason, { hint: 'the next sync tries again; sync.quiescence.fallback "crash-consistent" syncs a busy drive anyway' });
-    ctx.log('info', `live sync from a ${result.consistency} snapshot; ${(result.cacheBytes / 2 ** 20).toFixed(1)} MiB of old blocks went through the snapshot's cache`);
-    if (result.report.mode === 'changed') this.#recordChangedSync();
+    if (result.outcome === 'skipped') throw new BusyError(result.reason, { hint: `the next ${ctx.job.kind} tries again; sync.quiescence.fallback "crash-consistent" reads a busy drive anyway` });
+    return result;
+  }
+
+  /**
+   * A live copy (src/snapshot's liveSync): quiescence, the pre-snapshot hook,
+   * a copy-before-write snapshot started with the epoch, the post-snapshot
+   * hook, then `copy` reads the frozen picture (`picture`: its NBD URI)
+   * while the host writes on; teardown in every path. A whole-drive copy
+   * (any mode, a clone too) commits the epoch, so the changed set restarts
+   * at the picture's instant. A broken snapshot raises the alert
+   * `snapshot-broken`; a run skipped for a busy drive is a BusyError. The
+   * caller rolls the standby back after any failure.
+   */
+  async #live(ctx: JobContext, pair: InlinePair, copy: (changed: ChangedBlocks, picture?: string) => Promise<CopyReport>, wholeDrive: boolean): Promise<CopyReport> {
+    const result = await this.#runLive<CopyReport>(ctx, pair, {
+      copy: (picture, epoch) => copy(changedOf(epoch), picture),
+      complete: (r) => {
+        const d = epochDecision(r, wholeDrive);
+        if (!d.commit) ctx.log('info', `${d.why}: the dirty bitmap keeps its writes for the next sync`);
+        return d.commit;
+      },
+    });
+    ctx.log('info', `live ${ctx.job.kind} from a ${result.consistency} snapshot; ${(result.cacheBytes / 2 ** 20).toFixed(1)} MiB of old blocks went through the snapshot's cache`);
+    this.#recordCopy(result.report, epochDecision(result.report, wholeDrive).commit);
     void this.refreshDirty();
     return result.report;
+  }
+
+  /**
+   * A verify in inline mode: the standby (the picture of the last sync's
+   * instant) is compared with a live snapshot of the active drive, so host
+   * writes during the verify are not differences. The snapshot starts with
+   * an epoch whose frozen bitmap holds every write since the last sync's
+   * instant: those ranges are left out of the comparison (`exclude`: the
+   * next sync copies them), so a difference found lies where the tracker
+   * says nothing changed. The epoch is always merged back (nothing was
+   * copied). With `inline.snapshot.live` false the live drive is read as it
+   * is (the operator's choice), with no exclusion.
+   *
+   * `run` gets the picture's NBD URI (undefined: read the drive) and the
+   * exclusion (undefined: the tracker cannot say what changed).
+   */
+  async verify<R extends VerifyReport>(ctx: JobContext, active: Bay, run: (picture: string | undefined, exclude: VerifyExclusion | undefined) => Promise<R>): Promise<{ report: R; judged: boolean; why?: string }> {
+    const pair = this.#pairFor(active);
+    if (!this.config.inline.snapshot.live) {
+      ctx.log('warn', 'inline.snapshot.live is off: the verify reads the active drive while the host may write it, so host writes show as differences');
+      return { report: await run(undefined, undefined), judged: false, why: 'inline.snapshot.live is off: the verify read the live drive' };
+    }
+    let epoch: Epoch | null = null;
+    const result = await this.#runLive<R>(ctx, pair, {
+      copy: (picture, e) => {
+        epoch = e;
+        const exclude = e.trusted && e.ranges ? { ranges: e.ranges, why: 'written by the host since the last sync (the next sync copies them)' } : undefined;
+        if (!exclude) ctx.log('info', `changed-block tracking cannot say what the host wrote since the last sync (${e.reason}): differences may be host writes`);
+        return run(picture, exclude);
+      },
+      // Nothing was copied: the frozen bitmap goes back into the live one.
+      complete: () => false,
+    });
+    ctx.log('info', `verify from a ${result.consistency} snapshot of the active drive`);
+    const e = epoch as Epoch | null;
+    return e?.trusted ? { report: result.report, judged: true } : { report: result.report, judged: false, why: e?.reason ?? 'no changed-block epoch' };
+  }
+
+  /**
+   * After a copy: a changed-block sync is counted until the next verify; a
+   * whole-drive copy that committed its epoch (compare, manifest, clone)
+   * read every block from one instant, which repairs whatever an earlier
+   * changed-block sync missed, so the count starts again.
+   */
+  #recordCopy(report: CopyReport, committed: boolean): void {
+    if (report.mode === 'changed') this.#recordChangedSync();
+    else if (committed && this.#verify.changedSyncsSinceVerify > 0) {
+      this.#verify = { changedSyncsSinceVerify: 0, lastChangedSyncAt: this.#verify.lastChangedSyncAt };
+      writeJsonDurably(this.#verifyFile, this.#verify);
+    }
   }
 
   #recordChangedSync(): void {
@@ -329,8 +416,10 @@ export class InlineMode {
    * syncs; a difference after one means the tracker missed writes (trackers
    * can fail silently): a critical alert, and the next sync copies the whole drive.
    */
-  async afterVerify(report: VerifyReport, standby: Bay): Promise<void> {
+  async afterVerify(report: VerifyReport, standby: Bay, judged = true): Promise<void> {
     const n = this.#verify.changedSyncsSinceVerify;
+    // Not judged: the differences may be host writes the tracker cannot account for (its bitmap was lost); the next sync is a full one anyway.
+    if (!judged && !report.identical) return;
     if (!report.identical && n > 0) {
       this.bus.publish('alert', {
         level: 'critical',

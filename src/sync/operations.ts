@@ -21,7 +21,7 @@ import {
 import { readLayout, regionsToCopy, partitionAt, tableAreaAt, relocateGptBackup, formatExactBytes, planCopyTail, type CopyTail, type DiskLayout } from '../disk-layout/index.ts';
 import { BadInputError, BusyError, CancelledError, RefusedError, isDpsrError } from '../errors.ts';
 import { runEngine, DEFAULT_CHUNK, type EngineResult } from './engine.ts';
-import { normalizeRanges, formatBytes, chunksOf, subtractRanges, type ByteRange } from './ranges.ts';
+import { normalizeRanges, formatBytes, chunksOf, subtractRanges, alignRangesOutward, type ByteRange } from './ranges.ts';
 import { relocatedExpectations, checkExpectations } from './verify-gpt.ts';
 import { UndoJournal, rollBack, removeJournal, scanJournal, JournalFullError } from './undo-journal.ts';
 import { SyncMap } from './sync-map.ts';
@@ -119,6 +119,8 @@ export interface VerifyReport {
   readonly unreadable: UnreadableReport[];
   /** Source sectors that could not be read and so were not compared. */
   readonly unreadableSectors: number;
+  /** Bytes left out of the comparison on request (`exclude`: in inline mode, what the host wrote since the last sync). */
+  readonly excludedBytes: number;
   readonly seconds: number;
   readonly notes: string[];
 }
@@ -607,7 +609,17 @@ function explainInterrupted(e: unknown, plan: CopyPlan, source: string, target: 
 }
 
 /** Compares two drives and lists every differing range. Opens both read-only. */
-export async function verify(req: CommonRequest & { source: string; target: string; partitions?: readonly number[] }): Promise<VerifyReport> {
+/**
+ * Ranges a verify leaves out: bytes known to differ for a reason that is not
+ * a fault (in inline mode, what the host wrote since the standby's last sync,
+ * which the next sync copies). `why` goes into the report's notes.
+ */
+export interface VerifyExclusion {
+  readonly ranges: readonly ByteRange[];
+  readonly why: string;
+}
+
+export async function verify(req: CommonRequest & { source: string; target: string; partitions?: readonly number[]; exclude?: VerifyExclusion }): Promise<VerifyReport> {
   const partitions = parsePartitions(req.partitions);
   // Neither drive may be written while it is compared: the differences found would be of neither content.
   const what = `verify of ${req.source} against ${req.target}`;
@@ -627,7 +639,7 @@ export async function verify(req: CommonRequest & { source: string; target: stri
   }
 }
 
-async function verifyLocked(req: CommonRequest & { source: string; target: string }, partitions: number[]): Promise<VerifyReport> {
+async function verifyLocked(req: CommonRequest & { source: string; target: string; exclude?: VerifyExclusion }, partitions: number[]): Promise<VerifyReport> {
   const opened = await openBoth(req, false);
   const notes: string[] = [];
   try {
@@ -651,6 +663,13 @@ async function verifyLocked(req: CommonRequest & { source: string; target: strin
       notes.push('the target is larger: its GPT headers, protective MBR and backup table were compared with what moving the backup GPT to its end leaves there');
     }
     const s = source.logicalSectorSize;
+    let excludedBytes = 0;
+    if (req.exclude?.ranges.length) {
+      const before = ranges.reduce((n, r) => n + r.length, 0);
+      ranges = subtractRanges(ranges, alignRangesOutward(req.exclude.ranges, s));
+      excludedBytes = before - ranges.reduce((n, r) => n + r.length, 0);
+      if (excludedBytes > 0) notes.push(`${formatExactBytes(excludedBytes, s)} not compared: ${req.exclude.why}`);
+    }
     const result = await runEngine({ mode: 'verify', source, target, ranges, subBlock: s, chunkSize: req.chunkSize, retries: req.retries, signal: req.signal, onProgress: req.onProgress });
     const wrong = relocated ? await checkExpectations(target, relocated.sectors) : [];
     for (const e of wrong) notes.push(`${e.what} is not what the copy leaves there`);
@@ -668,6 +687,7 @@ async function verifyLocked(req: CommonRequest & { source: string; target: strin
       differingBytes: result.differingBytes + wrong.length * s,
       unreadable,
       unreadableSectors: unreadable.reduce((n, u) => n + u.sectors, 0),
+      excludedBytes,
       seconds: result.seconds,
       notes,
     };

@@ -14,7 +14,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDaemon, openEvents, waitJob, idle, sha, type TestDaemon } from './support/harness.ts';
 import { requireEnv } from '../support/require.ts';
-import { NbdDrive } from '../../src/sata-bridge/index.ts';
+import { hostWriter, assertTornDown } from './support/inline.ts';
 import { CACHE_FILE } from '../../src/snapshot/index.ts';
 import { validateDaemonConfig } from '../../firmware/controller/config.ts';
 import { BadInputError } from '../../src/errors.ts';
@@ -24,43 +24,6 @@ const status = async (d: TestDaemon) => (await d.api('GET', '/api/status')).body
 const tools = { tools: ['qemu-storage-daemon', 'qemu-img', 'qemu-io'] };
 const QUICK = { quietSeconds: 0.3, maxWaitSeconds: 1 };
 
-/** Writes 64 KiB at random places through the export, one after another, until stopped; counts failures. */
-function hostWriter(uri: string) {
-  let running = true;
-  const failures: string[] = [];
-  let writes = 0;
-  const done = (async () => {
-    const host = await NbdDrive.open(uri, { write: true });
-    let x = 12345;
-    while (running) {
-      x = (x * 1103515245 + 12345) >>> 0;
-      await host.write(Buffer.alloc(64 * 1024, x & 0xff), (x % (host.size / (64 * 1024))) * 64 * 1024).catch((e: Error) => failures.push(e.message));
-      writes++;
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    await host.close();
-  })();
-  return {
-    failures,
-    get writes() {
-      return writes;
-    },
-    stop: async () => {
-      running = false;
-      await done;
-    },
-  };
-}
-
-/** The daemon's graph holds only the host's path: no snapshot filter, node or export, and no cache file. */
-async function assertTornDown(d: TestDaemon): Promise<void> {
-  const daemon = d.app.inline!.pair!.daemon;
-  const nodes = await daemon.qmp.execute<{ 'node-name': string }[]>('query-named-block-nodes', { flat: true });
-  assert.equal(nodes.map((n) => n['node-name']).filter((n) => n.startsWith('dpsr-')), []);
-  assert.equal((await daemon.qmp.execute<{ id: string }[]>('query-block-exports')).map((e) => e.id), ['host']);
-  assert.not.ok(existsSync(join(d.dir, 'inline', CACHE_FILE)));
-}
-
 test('a sync while the host writes reads a snapshot, not the moving drive; the hooks run around the instant; nothing is left; the next sync catches up', async () => {
   if (!requireEnv('live syncs in the controller', tools)) return;
   const log = join(process.env.TMPDIR ?? '/tmp', `dpsr-live-hooks-${process.pid}.log`);
@@ -69,6 +32,8 @@ test('a sync while the host writes reads a snapshot, not the moving drive; the h
   const d = await makeDaemon({ mode: 'inline', sync: { quiescence: QUICK }, inline: { snapshot: { preHook: hook, postHook: hook } } });
   try {
     await idle(d);
+    assert.is(readFileSync(log, 'utf8'), 'pre\npost\n', 'the first clone read a snapshot too, with the hooks');
+    writeFileSync(log, '');
     const s = await status(d);
     await d.api('POST', '/api/sim/host/write', { mib: 4 });
     const writer = hostWriter(s.inline.hostUri);
