@@ -279,6 +279,7 @@ export class FileJobs {
             }, {
               hash: b.hash,
               signal: ctx.signal,
+              tmpDir: this.walkDir,
               onProgress: (compared, listed) => ctx.progress({ phase: 'comparing', bytesDone: compared, bytesTotal: listed, bytesWritten: 0, rate: 0, etaSeconds: null, percent: listed ? (100 * compared) / listed : 100 }),
             });
             flush();

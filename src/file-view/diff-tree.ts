@@ -1,16 +1,22 @@
 /**
  * The whole-tree "show only differences" walk: every entry below a folder on
- * both drives compared as the side-by-side listing compares one folder, each
- * side read with one recursive listing (walk.ts). Only the differences are
- * handed on, one at a time, so the caller can store them as it goes.
+ * both drives compared as the side-by-side listing compares one folder. Each
+ * side is read with one recursive listing (walk.ts) and fed to GNU `sort`
+ * (byte order of the path, spilling to disk past its buffer), and the two
+ * sorted streams are merged: memory stays bounded whatever the tree's size,
+ * since no side is held here. Only the differences are handed on, one at a
+ * time and in path order, so the caller can store them as it goes.
  */
-import { xxh3 } from '@node-rs/xxhash';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
+import { DeviceError } from '../errors.ts';
 import { classify, type Difference } from './diff.ts';
-import { icatStream } from './tsk.ts';
 import { walkTree } from './walk.ts';
 import { joinPath, splitPath } from './path.ts';
+import { hashStream, type FileView } from './view.ts';
 import type { FileEntry } from './listing.ts';
-import type { FileView } from './view.ts';
 
 /** One entry that differs, by its path from the partition's root. */
 export interface TreeDifference {
@@ -26,8 +32,10 @@ export interface TreeDiffOptions {
   /** Also compare the content (XXH3-64) of files whose size and time agree: reads both sides' files whole. */
   readonly hash?: boolean;
   readonly signal?: AbortSignal;
-  /** Called every few hundred entries: entries compared so far, and entries listed on both sides. */
+  /** Called every few hundred entries: entries taken from both sides' sorted listings so far, and entries listed on both sides. */
   readonly onProgress?: (compared: number, listed: number) => void;
+  /** Where `sort` may spill a large listing (default the system's temporary folder). */
+  readonly tmpDir?: string;
 }
 
 export interface TreeDiffSummary {
@@ -37,69 +45,149 @@ export interface TreeDiffSummary {
   readonly counts: Record<Difference, number>;
 }
 
-type Compact = Omit<FileEntry, 'name'>;
+/** Bytes of memory each `sort` may use before spilling to `tmpDir`. */
+const SORT_BUFFER = '32M';
 
-async function listSide(view: FileView, path: string, signal?: AbortSignal): Promise<Map<string, Compact>> {
-  const out = new Map<string, Compact>();
-  let dir: FileEntry;
-  try {
-    dir = await view.stat(path);
-  } catch (e) {
-    // A folder present on one side only: wholly new or wholly deleted.
-    if ((e as { kind?: string }).kind === 'not-found') return out;
-    throw e;
-  }
-  if (dir.type !== 'directory') return out;
-  for await (const { path: p, entry } of walkTree(view.source, dir.address, path, { signal })) {
-    const { name: _name, ...rest } = entry;
-    out.set(p, rest);
-  }
-  return out;
+interface Sorted {
+  /** Lines `path\0json` in byte order of the path. */
+  readonly lines: AsyncIterator<string>;
+  readonly listed: number;
 }
 
-async function hashOf(view: FileView, e: Compact): Promise<string> {
-  const h = xxh3.Xxh3.withSeed();
-  for await (const chunk of icatStream(view.source, e.address)) h.update(chunk as Buffer);
-  return h.digest().toString(16);
+/** The sorter: GNU sort on NUL-separated keys, in the C locale (byte order, as Buffer.compare). */
+function startSort(tmpDir: string): ChildProcessWithoutNullStreams {
+  return spawn('sort', ['-t', '\\0', '-k1,1', '-S', SORT_BUFFER, '-T', tmpDir], { env: { ...process.env, LC_ALL: 'C' }, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** Lists one side below `path` into a sorter and returns its sorted output. A folder on this side only lists nothing. */
+async function sortSide(view: FileView, path: string, sorters: ChildProcessWithoutNullStreams[], options: TreeDiffOptions, signal: AbortSignal, onListed: () => void): Promise<Sorted> {
+  const sorter = startSort(options.tmpDir ?? tmpdir());
+  sorters.push(sorter);
+  // A sorter killed early (a failed walk, a cancel) makes writes fail: that ends the walk through `failed` or the signal.
+  sorter.stdin.on('error', () => {});
+  let stderr = '';
+  sorter.stderr.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 4096) stderr += d; });
+  const failed = new Promise<never>((_, reject) => {
+    sorter.on('error', (e: NodeJS.ErrnoException) => reject(new DeviceError(`cannot run sort for the difference walk: ${e.message}`, { hint: 'install GNU coreutils', cause: e })));
+    sorter.on('close', (code) => { if (code !== 0 && code !== null) reject(new DeviceError(`sort failed in the difference walk: ${stderr.trim() || `exit ${code}`}`, { hint: `check free space in ${options.tmpDir ?? tmpdir()}` })); });
+  });
+  failed.catch(() => {});
+  const closed = new Promise<void>((resolve) => sorter.on('close', () => resolve()));
+  let listed = 0;
+  const feed = async () => {
+    let dir: FileEntry;
+    try {
+      dir = await view.stat(path);
+    } catch (e) {
+      // A folder present on one side only: wholly new or wholly deleted.
+      if ((e as { kind?: string }).kind === 'not-found') return;
+      throw e;
+    }
+    if (dir.type !== 'directory') return;
+    for await (const { path: p, entry } of walkTree(view.source, dir.address, path, { signal })) {
+      const { name: _name, ...rest } = entry;
+      if (!sorter.stdin.write(`${p}\0${JSON.stringify(rest)}\n`)) await Promise.race([once(sorter.stdin, 'drain'), failed]);
+      listed++;
+      onListed();
+    }
+  };
+  try {
+    await Promise.race([feed(), failed]);
+  } finally {
+    sorter.stdin.end();
+  }
+  const lines = createInterface({ input: sorter.stdout, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  const checked: AsyncIterator<string> = {
+    async next() {
+      const r = await Promise.race([lines.next(), failed]);
+      // The sorted output ended: sort's exit status says whether it was whole.
+      if (r.done) await Promise.race([closed, failed]);
+      return r;
+    },
+  };
+  return { lines: checked, listed };
+}
+
+type Compact = Omit<FileEntry, 'name'>;
+
+/** One side's next entry from its sorted lines, or null at the end. */
+async function nextEntry(side: Sorted): Promise<{ path: string; key: Buffer; entry: Compact } | null> {
+  for (;;) {
+    const r = await side.lines.next();
+    if (r.done) return null;
+    const line = r.value;
+    const cut = line.indexOf('\0');
+    if (cut < 0) continue;
+    const path = line.slice(0, cut);
+    return { path, key: Buffer.from(path), entry: JSON.parse(line.slice(cut + 1)) as Compact };
+  }
+}
+
+async function hashOf(view: FileView, name: string, e: Compact): Promise<string> {
+  return hashStream(await view.content({ name, ...e }));
 }
 
 /**
  * Compares everything below folder `path` on both sides (deleted entries
- * left out), calling `onDifference` for each entry that differs, in path
- * order. Both listings are held while comparing: about 200 bytes an entry.
- * @throws BadInputError a bad path; NotFoundError the folder is on neither side; CancelledError through `signal`.
+ * left out), calling `onDifference` for each entry that differs, in byte
+ * order of the path. Runs `sort` twice (GNU coreutils).
+ * @throws BadInputError a bad path; NotFoundError the folder is on neither side; DeviceError a reader or sort failed; CancelledError through `signal`.
  */
 export async function diffTree(active: FileView, standby: FileView, path: string, onDifference: (d: TreeDifference) => void | Promise<void>, options: TreeDiffOptions = {}): Promise<TreeDiffSummary> {
   const folder = joinPath(splitPath(path));
-  const [a, s] = await Promise.all([listSide(active, folder, options.signal), listSide(standby, folder, options.signal)]);
-  if (a.size === 0 && s.size === 0) {
-    // Both empty, or the folder on neither side: stat says which (and throws NotFoundError when absent on both).
-    await Promise.any([active.stat(folder), standby.stat(folder)]).catch((e: AggregateError) => {
-      throw e.errors[0];
-    });
-  }
-  const names = new Set([...a.keys(), ...s.keys()]);
-  const paths = [...names].sort();
-  const counts: Record<Difference, number> = { same: 0, changed: 0, 'only-active': 0, 'only-standby': 0 };
-  let compared = 0;
-  for (const p of paths) {
-    options.signal?.throwIfAborted();
-    const name = p.slice(p.lastIndexOf('/') + 1);
-    const ea = a.get(p);
-    const es = s.get(p);
-    const fa = ea && { name, ...ea };
-    const fs = es && { name, ...es };
-    let state = classify(fa, fs);
-    let hashed = false;
-    if (options.hash && state === 'same' && ea!.type === 'file') {
-      hashed = true;
-      if ((await hashOf(active, ea!)) !== (await hashOf(standby, es!))) state = 'changed';
+  const sorters: ChildProcessWithoutNullStreams[] = [];
+  // Ends the other side's walk when one fails, and both on a cancel.
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  const onAbort = () => { for (const s of sorters) s.kill('SIGKILL'); };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    let listing = 0;
+    const onListed = () => { if (++listing % 1000 === 0) options.onProgress?.(0, listing); };
+    const [a, s] = await Promise.all([sortSide(active, folder, sorters, options, signal, onListed), sortSide(standby, folder, sorters, options, signal, onListed)]);
+    if (a.listed === 0 && s.listed === 0) {
+      // Both empty, or the folder on neither side: stat says which (and throws NotFoundError when absent on both).
+      await Promise.any([active.stat(folder), standby.stat(folder)]).catch((e: AggregateError) => {
+        throw e.errors[0];
+      });
     }
-    counts[state]++;
-    compared++;
-    if (state !== 'same') await onDifference({ path: p, state, ...(fa ? { active: fa } : {}), ...(fs ? { standby: fs } : {}), ...(hashed ? { hashed } : {}) });
-    if (compared % 500 === 0) options.onProgress?.(compared, paths.length);
+    const listed = a.listed + s.listed;
+    const counts: Record<Difference, number> = { same: 0, changed: 0, 'only-active': 0, 'only-standby': 0 };
+    let compared = 0;
+    let taken = 0;
+    let ea = await nextEntry(a);
+    let es = await nextEntry(s);
+    while (ea || es) {
+      options.signal?.throwIfAborted();
+      const order = !es ? -1 : !ea ? 1 : Buffer.compare(ea.key, es.key);
+      const p = order <= 0 ? ea!.path : es!.path;
+      const name = p.slice(p.lastIndexOf('/') + 1);
+      const fa = order <= 0 ? { name, ...ea!.entry } : undefined;
+      const fs = order >= 0 ? { name, ...es!.entry } : undefined;
+      let state = classify(fa, fs);
+      let hashed = false;
+      if (options.hash && state === 'same' && fa!.type === 'file') {
+        hashed = true;
+        if ((await hashOf(active, name, ea!.entry)) !== (await hashOf(standby, name, es!.entry))) state = 'changed';
+      }
+      counts[state]++;
+      compared++;
+      if (state !== 'same') await onDifference({ path: p, state, ...(fa ? { active: fa } : {}), ...(fs ? { standby: fs } : {}), ...(hashed ? { hashed } : {}) });
+      if (order <= 0) {
+        ea = await nextEntry(a);
+        taken++;
+      }
+      if (order >= 0) {
+        es = await nextEntry(s);
+        taken++;
+      }
+      if (compared % 500 === 0) options.onProgress?.(taken, listed);
+    }
+    options.onProgress?.(listed, listed);
+    return { path: folder, compared, counts };
+  } finally {
+    stop.abort();
+    options.signal?.removeEventListener('abort', onAbort);
+    for (const s of sorters) if (s.exitCode === null) s.kill('SIGKILL');
   }
-  options.onProgress?.(compared, paths.length);
-  return { path: folder, compared, counts };
 }
