@@ -105,6 +105,7 @@ export class Controller {
     metrics.definePairs(this.pairs.ids);
     this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id);
     this.host = new HostWatch(bs, bus, metrics);
+    for (const pair of this.pairs.list) pair.copies.hostPowered = () => this.host.powered;
     this.browser = new FileBrowser(this.pairs, bs);
     this.files = new FileJobs(this);
     this.inline = config.mode === 'inline' ? new InlineMode(config, stateDir, this.roles, bs, bus, metrics, log.child({ room: 'inline' })) : null;

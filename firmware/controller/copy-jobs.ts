@@ -238,6 +238,8 @@ async function filesOnBoth(ctx: JobContext, active: string, standby: string, ran
 export class CopyJobs {
   /** Inline mode: every copy that changes a drive runs in a changed-block epoch; null in switched mode. */
   inline: InlineMode | null = null;
+  /** Whether the host is powered now (the power LED as last read); the controller sets it. */
+  hostPowered: () => boolean = () => false;
 
   constructor(
     readonly config: DaemonConfig,
@@ -266,6 +268,7 @@ export class CopyJobs {
     const prepare = () => {
       const view = this.roles.current();
       const window = spec.readsActive && this.window.wanted((opts as { window?: boolean }).window);
+      if (spec.readsActive && !window) this.#refuseReadingRunningHost(kind, (opts as { window?: boolean }).window);
       // In a window the active drive reaches the controller only once the host is off.
       if (spec.readsActive && !window) this.roles.require(view.active, 'active drive');
       const target = this.roles.require(view.standby, 'standby');
@@ -281,6 +284,26 @@ export class CopyJobs {
     prepare(); // every refusal now, before the job is recorded or queued
     const pair = this.config.pairs.find((p) => p.id === this.pairId);
     return this.jobs.enqueue(kind, trigger, { pair: this.pairId, bays: [this.roles.name('A'), this.roles.name('B')], bridge: pair?.bridge ?? null }, prepare);
+  }
+
+  /**
+   * Switched mode without a window while the host is powered: the host
+   * writes the active drive directly, so a copy of it is of no one instant
+   * and must not be recorded as a consistent backup. Refused (409) when the
+   * window was refused (the request's "window": false, config sync.window
+   * "never") or the host is a real one (the hardware rig, an external host).
+   * The simulated host writes only when asked, and those writes wait for no
+   * copy: they are refused while a copy reads the drive (sim/rig.ts).
+   */
+  #refuseReadingRunningHost(kind: CopyJobKind, requested: boolean | undefined): void {
+    const c = this.config;
+    if (c.mode !== 'switched' || !this.hostPowered()) return;
+    const realHost = c.rig === 'hardware' || c.sim.host === 'external';
+    if (requested !== false && c.sync.window !== 'never' && !realHost) return;
+    const why = requested === false ? 'no sync window was asked for ("window": false)' : c.sync.window === 'never' ? 'config sync.window is "never"' : 'no sync window was asked for';
+    throw new RefusedError(`a ${kind} reads the active drive, which the powered host writes directly in switched mode, and ${why}: the copy would hold no single instant of the drive, so it is not started; nothing was changed`, {
+      hint: 'ask for a sync window ("window": true, or `--window`): the host is shut down for the copy and booted again; or shut the host down first (POST /api/host/shutdown)',
+    });
   }
 
   /** The options every engine call shares; with `picture` (a live sync's snapshot export) the active drive at `source` is read through it. */

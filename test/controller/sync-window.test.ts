@@ -60,6 +60,59 @@ test('config sync.window: "always" puts every copy in a window; a host that was 
   }
 });
 
+test('switched mode, host running: a copy with the window refused is 409 before anything starts; the simulated host\'s writes wait for no copy but are refused while one reads', async () => {
+  const d = await makeDaemon({ sim: { bridgeMiBps: 16 } });
+  try {
+    await idle(d);
+    await waitFor(async () => ((await status(d)).standbyState === 'consistent' && (await status(d)).host.power === 'on' ? true : undefined), 30_000, 'a consistent standby, host on');
+    await d.api('POST', '/api/sim/host/write', { mib: 2 });
+    let s = await status(d);
+    const standby = sha(s.drives.B.path);
+    const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+    for (const [path, body] of [['/api/sync', { window: false }], ['/api/clone', { window: false, force: true }], ['/api/reprotect', { window: false }], ['/api/verify', { window: false }], [`/api/pairs/${s.pairs[0].id}/sync`, { window: false }]] as const) {
+      const r = await d.api('POST', path, body);
+      assert.is(r.status, 409, `${path}: ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error.message, /powered host writes directly.*"window": false.*not started/);
+      assert.match(r.body.error.hint, /"window": true.*POST \/api\/host\/shutdown/);
+    }
+    assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'no job started');
+    assert.is(sha(s.drives.B.path), standby, 'the standby is unchanged');
+    assert.is((await status(d)).standbyState, 'consistent');
+    // Without a window by default (sync.window "auto" on the simulated rig): the simulated OS cannot write under the copy.
+    const r = await d.api('POST', '/api/sync', { mode: 'compare' });
+    assert.is(r.status, 202, JSON.stringify(r.body));
+    await waitFor(async () => ((await d.api('GET', `/api/jobs/${r.body.id}`)).body.progress?.bytesDone > 0 ? true : undefined), 20_000, 'the sync reads');
+    const w = await d.api('POST', '/api/sim/host/write', { mib: 1 });
+    assert.is(w.status, 409, JSON.stringify(w.body));
+    assert.match(w.body.error.message, /being read by/);
+    const job = await waitJob(d, r.body.id);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    s = await status(d);
+    assert.is(sha(s.drives.A.path), sha(s.drives.B.path), 'the standby is the copy of one instant');
+    // With the host off, "window": false is what the operator wants: the copy runs.
+    await d.api('POST', '/api/host/shutdown', {});
+    await waitFor(async () => ((await status(d)).host.power === 'off' ? true : undefined), 10_000, 'host off');
+    const off = await d.api('POST', '/api/verify', { window: false });
+    assert.is(off.status, 202, JSON.stringify(off.body));
+    assert.is((await waitJob(d, off.body.id)).state, 'done');
+  } finally {
+    await d.stop();
+  }
+});
+
+test('config sync.window "never": a copy while the host runs is refused; the simulated rig\'s hardware twin would not reach the drive either', async () => {
+  const d = await makeDaemon({ sync: { window: 'never' } });
+  try {
+    await idle(d);
+    await waitFor(async () => ((await status(d)).host.power === 'on' ? true : undefined), 10_000, 'host on');
+    const r = await d.api('POST', '/api/sync', {});
+    assert.is(r.status, 409, JSON.stringify(r.body));
+    assert.match(r.body.error.message, /sync\.window is "never"/);
+  } finally {
+    await d.stop();
+  }
+});
+
 test('a bad window option is a 400 and starts nothing', async () => {
   const d = await makeDaemon();
   try {

@@ -15,7 +15,8 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, mkdirSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError, DeviceError, RefusedError } from '../../../src/errors.ts';
-import { FaultyDevice, openDrive, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../../src/sata-bridge/index.ts';
+import { acquireDriveLock } from '../../../src/sync/index.ts';
+import { FaultyDevice, locateDrive, openDrive, openLocated, Throttle, ThrottledDevice, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../../src/sata-bridge/index.ts';
 import { SimulatedSmartSource } from '../../../src/sata-bridge/index.ts';
 import { SimBoard, SimHost, systemClock, type Bay } from '../../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../../src/durable-file.ts';
@@ -300,7 +301,10 @@ export class SimRig implements Rig {
    * first and last MiB so the partition tables stay valid. In inline mode
    * (`exportUri`) they go through the controller's NBD export, as the host's
    * writes do, so the simulation exercises the real data path; else straight
-   * to the bay's image, as over the host's SATA port.
+   * to the bay's image, as over the host's SATA port, holding the drive's
+   * write lock: while a copy or verify reads the drive they are refused
+   * (BusyError), so a copy made while the simulated host runs is of one
+   * instant (a real host cannot be held off: copy-jobs.ts refuses that case).
    */
   async hostWrite(bay: BayName, bytes: number, exportUri?: string): Promise<number> {
     const path = this.drivePath(bay);
@@ -309,8 +313,15 @@ export class SimRig implements Rig {
     const size = this.opts.driveSizeMiB * MiB;
     const block = 64 * 1024;
     const slots = Math.floor((size - 2 * MiB) / block);
-    const disk = await openDrive(exportUri ?? path, { write: true });
+    const lock = exportUri ? null : await acquireDriveLock(locateDrive(path), `writes of the simulated host to bay ${bay}`);
     let written = 0;
+    let disk: BlockDevice;
+    try {
+      disk = await openDrive(exportUri ?? path, { write: true });
+    } catch (e) {
+      lock?.release();
+      throw e;
+    }
     try {
       while (written < bytes) {
         await disk.write(randomBytes(block), MiB + randomInt(slots) * block, block);
@@ -319,6 +330,7 @@ export class SimRig implements Rig {
       await disk.flush();
     } finally {
       await disk.close();
+      lock?.release();
     }
     return written;
   }
