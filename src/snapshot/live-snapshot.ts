@@ -246,9 +246,25 @@ export class LiveSnapshot {
       if (/Permission denied|EACCES/.test((e as Error).message)) {
         return `the snapshot broke: a host write could not save the old block in the cache (the ${Math.round(this.budgetBytes / 2 ** 20)} MiB cache budget was reached, or the cache was slower than ${this.options.cbwTimeoutS ?? 5} s); the host's write went on`;
       }
-      if (!daemon.running || daemon.generation !== this.frozenGeneration) return 'qemu-storage-daemon restarted during the snapshot: the frozen picture is gone';
+      if (await this.daemonLost()) return 'qemu-storage-daemon restarted during the snapshot: the frozen picture is gone';
       throw e;
     }
+  }
+
+  /**
+   * Whether the daemon that holds the picture is gone. A probe can fail on the
+   * NBD socket before the QMP socket's close of the same crash is seen, so one
+   * QMP round trip settles it: a dead daemon's QMP socket fails the command.
+   */
+  private async daemonLost(): Promise<boolean> {
+    const daemon = this.options.daemon;
+    if (!daemon.running || daemon.generation !== this.frozenGeneration) return true;
+    try {
+      await daemon.qmp.execute('query-version');
+    } catch {
+      return true;
+    }
+    return !daemon.running || daemon.generation !== this.frozenGeneration;
   }
 
   /** Tears the snapshot down (idempotent): see `cleanup`. */
