@@ -15,6 +15,7 @@ import { copyFileSync, cpSync, rmSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { cpus, loadavg } from 'node:os';
 import { StorageDaemon } from '../src/export/index.ts';
 import { ChangedBlockTracker, liveSync, type Epoch } from '../src/snapshot/index.ts';
 import { NbdDrive, SnapshotDrive, openLocated, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/index.ts';
@@ -147,29 +148,39 @@ async function main(): Promise<void> {
     const liveT = median(liveTimes);
     const quiet = median(quietWaits);
 
-    // Latency: the writer alone, then the writer while live syncs run (the copy of what it and a 1 % change dirtied).
+    // Latency: the writer alone, while live syncs run (copying what it and a 1 % change dirtied), and while
+    // plain changed-block syncs copy (no snapshot: what the copy's own I/O costs the guest). The three take
+    // turns, each quiet window as long as the live sync before it, so a load that drifts (other users of the
+    // machine) weighs on all three alike.
     restore();
     await change(daemon.hostUri, 99);
     const writer = await startWriter(daemon.hostUri);
-    await new Promise((r) => setTimeout(r, 4000));
-    const baseline = [Date.now() - 4000, Date.now()] as const;
+    const window = async (fn: () => Promise<unknown>): Promise<[number, number]> => {
+      const start = performance.timeOrigin + performance.now();
+      await fn();
+      return [start, performance.timeOrigin + performance.now()];
+    };
+    const alone: [number, number][] = [];
     const during: [number, number][] = [];
-    for (let i = 0; i < runs; i++) {
-      const start = performance.timeOrigin + performance.now();
-      await live(0);
-      during.push([start, performance.timeOrigin + performance.now()]);
-    }
-    // For reference: the same writer while plain changed-block syncs copy (no snapshot: what the copy's own I/O costs the guest).
     const plainDuring: [number, number][] = [];
+    const loads: number[] = [];
+    await new Promise((r) => setTimeout(r, 1000));
     for (let i = 0; i < runs; i++) {
-      const start = performance.timeOrigin + performance.now();
-      const epoch = await tracker.beginEpoch();
-      await sync({ stateDir: state, source: A, target: B, mode: 'changed', changed: changedOf(epoch) });
-      await tracker.commit(epoch);
-      plainDuring.push([start, performance.timeOrigin + performance.now()]);
+      loads.push(loadavg()[0]!);
+      const live1 = await window(() => live(0));
+      during.push(live1);
+      alone.push(await window(() => new Promise((r) => setTimeout(r, Math.max(2000, live1[1] - live1[0])))));
+      plainDuring.push(
+        await window(async () => {
+          const epoch = await tracker.beginEpoch();
+          await sync({ stateDir: state, source: A, target: B, mode: 'changed', changed: changedOf(epoch) });
+          await tracker.commit(epoch);
+        }),
+      );
+      alone.push(await window(() => new Promise((r) => setTimeout(r, Math.max(2000, live1[1] - live1[0])))));
     }
     const samples = await writer.stop();
-    const base = samples.filter(([end]) => end >= baseline[0] && end <= baseline[1]).map(([, l]) => l);
+    const base = samples.filter(([end]) => alone.some(([a, b]) => end >= a && end <= b)).map(([, l]) => l);
     const inSync = samples.filter(([end]) => during.some(([a, b]) => end >= a && end <= b)).map(([, l]) => l);
     const inPlain = samples.filter(([end]) => plainDuring.some(([a, b]) => end >= a && end <= b)).map(([, l]) => l);
     const [b50, b99, s50, s99] = [percentile(base, 50), percentile(base, 99), percentile(inSync, 50), percentile(inSync, 99)];
@@ -199,7 +210,7 @@ async function main(): Promise<void> {
       },
       { what: 'same, without the quiet wait (snapshot set-up, copy, teardown)', ours: `live ${secs(liveT - quiet)}`, referenceName: 'plain changed-block sync', reference: secs(plain), ratio: (liveT - quiet) / plain, target: '—', ok: null },
     ];
-    printTable('inline mode: live syncs', rows);
+    printTable(`inline mode: live syncs (1-minute load average ${loads.map((l) => l.toFixed(1)).join(', ')} at the latency rounds' starts, on ${cpus().length} cores)`, rows);
   } finally {
     await daemon.stop();
   }
