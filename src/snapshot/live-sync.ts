@@ -114,15 +114,24 @@ export async function liveSync<R>(o: LiveSyncOptions<R>): Promise<LiveSyncResult
 
   let snapshot: LiveSnapshot | null = null;
   let epoch: Epoch | null = null;
+  /** ISO times around the snapshot instant (the reopen), for the job's log. */
+  const instant = { from: '', to: '' };
   try {
     try {
       snapshot = await LiveSnapshot.prepare({ ...(o.cache ?? {}), daemon: o.daemon, cacheDir: o.cacheDir, probe: o.probe });
       const s = snapshot;
-      epoch = await o.tracker.beginEpoch({ freeze: () => s.freeze() });
+      epoch = await o.tracker.beginEpoch({
+        freeze: async () => {
+          instant.from = new Date().toISOString();
+          await s.freeze();
+          instant.to = new Date().toISOString();
+        },
+      });
     } finally {
       if (postDue && o.hooks?.post) await runHook(o.hooks.post, 'post').catch((e: Error) => note(`${e.message} (the snapshot itself is taken)`));
     }
-    note(`snapshot taken; cache budget ${Math.round(snapshot.budgetBytes / 2 ** 20)} MiB in ${o.cacheDir}`);
+    // The instant lies within the reopen: writes the host saw completed before `from` are in the picture, none issued after `to` is.
+    note(`snapshot taken between ${instant.from} and ${instant.to}; cache budget ${Math.round(snapshot.budgetBytes / 2 ** 20)} MiB in ${o.cacheDir}`);
     const source = await snapshot.export();
     let report: R;
     try {

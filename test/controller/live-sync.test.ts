@@ -51,7 +51,7 @@ test('a sync while the host writes reads a snapshot, not the moving drive; the h
     assert.is(job.result.mode, 'changed');
     const lines = job.log.map((l: { message: string }) => l.message).join('\n');
     assert.match(lines, /still being written .* crash-consistent|quiet for 0.3 s/);
-    assert.match(lines, /snapshot taken; cache budget \d+ MiB/);
+    assert.match(lines, /snapshot taken between \S+Z and \S+Z; cache budget \d+ MiB/);
     assert.match(lines, /live sync from a application snapshot/);
     assert.is(readFileSync(log, 'utf8'), 'pre\npost\n', 'freeze before, thaw after the instant');
     assert.is((await status(d)).standbyState, 'consistent');
