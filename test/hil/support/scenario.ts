@@ -22,6 +22,17 @@ export interface ScenarioResult {
   totalMs: number;
   notes: string[];
   error?: string;
+  /** The cases of a load scenario, a table row each: result, the longest write the guest timed, records checked on the standby. */
+  cases?: ScenarioCase[];
+}
+
+export interface ScenarioCase {
+  name: string;
+  result: 'passed' | 'failed';
+  /** The longest write (with its fsync) the guest saw during the sync, ms. */
+  stallMs: number | null;
+  /** Records checked on the standby. */
+  recordsChecked: number | null;
 }
 
 /** One file per test-runner run: the runner's pid, which every scenario process shares as its parent. */
@@ -56,6 +67,8 @@ export interface ScenarioContext {
   note(text: string): void;
   /** The scenario's downtime: failure → first heartbeat from the standby. */
   downtime(ms: number, what?: string): void;
+  /** Records a case of the scenario for the table (a failed one too, before its error is thrown). */
+  recordCase(c: ScenarioCase): void;
 }
 
 /** A uvu test body: start the rig, run, print and record the result, close the rig. */
@@ -74,6 +87,10 @@ export function scenario(name: string, opts: Omit<RigOptions, 'name'>, body: (ct
         res.downtimeMs = ms;
         res.downtimeWhat = what;
         console.log(`  ${name}: downtime ${seconds(ms)}${what ? ` (${what})` : ''}`);
+      },
+      recordCase: (c) => {
+        (res.cases ??= []).push(c);
+        console.log(`  ${name}: case ${c.name} ${c.result}; longest guest write during the sync ${c.stallMs === null ? '—' : seconds(c.stallMs)}; records checked ${c.recordsChecked ?? '—'}`);
       },
     };
     try {
