@@ -53,3 +53,46 @@ export function useAction<T>() {
   };
   return { busy, error, result, run, setError };
 }
+
+/** A drive pair as the status lists it. */
+export interface PairInfo {
+  id: string;
+  label?: string;
+  role: 'boot' | 'data';
+  active: string;
+  standby: string;
+  standbyState: string;
+  fileRestore?: any;
+  job?: { id: string; kind: string; state: string } | null;
+}
+
+/** The pair a page acts on: `pair` of its query, else the boot pair. */
+export function pairOf(route: Route, status: any): PairInfo | null {
+  const pairs: PairInfo[] = status?.pairs ?? [];
+  const want = route.query.get('pair');
+  return pairs.find((p) => p.id === want) ?? pairs.find((p) => p.role === 'boot') ?? pairs[0] ?? null;
+}
+
+/** A route of the pair (`/api/pairs/{id}/…`); the old place when the status has not named the pairs yet. */
+export function pairApi(pair: PairInfo | null, rest: string): string {
+  return pair ? `/api/pairs/${encodeURIComponent(pair.id)}${rest}` : `/api${rest}`;
+}
+
+/** Picks the pair a page acts on (shown only when there are several); the choice goes into the page's query. */
+export function PairPicker({ route, status, keep = {} }: { route: Route; status: any; keep?: Record<string, string | number> }) {
+  const pairs: PairInfo[] = status?.pairs ?? [];
+  const current = pairOf(route, status);
+  if (pairs.length < 2 || !current) return null;
+  return (
+    <label class="pair-picker">
+      Drive pair{' '}
+      <select value={current.id} onChange={(e) => go(route.page, { ...keep, pair: (e.target as HTMLSelectElement).value })}>
+        {pairs.map((p) => (
+          <option value={p.id}>
+            {p.label ?? p.id} (bays {p.active}/{p.standby})
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}

@@ -51,7 +51,8 @@ export class FileBrowser {
     if (!(await this.bs.bootSwitch.hostPowered())) return null;
     const bay = p.bays().active;
     return new RefusedError(`the active drive (bay ${bay}) cannot be read while the host is running: its filesystem changes under the reader and the drive is on the host's port`, {
-      hint: `browse the standby alone (side=standby), or read the active drive while the host is off: shut it down (POST /api/host/shutdown) or run a sync in a sync window (POST /api/pairs/${p.id}/sync with {"window": true})`,
+      // A data pair has no window of its own (its drives have no relays): only a shut-down host frees it.
+      hint: `browse the standby alone (side=standby), or read the active drive while the host is off: shut it down (POST /api/host/shutdown)${p.config.role === 'boot' ? ` or run a sync in a sync window (POST /api/pairs/${p.id}/sync with {"window": true})` : ''}`,
     });
   }
 

@@ -95,7 +95,7 @@ test('the overview shows both bays with their roles, the standby\'s state and th
   await shot('overview');
 });
 
-test('the explorer says why the active drive cannot be read while the host runs', async () => {
+test('while the host runs the explorer shows the standby alone, and the active panel says why and what to do', async () => {
   if (!ok) return;
   assert.is((await status()).host.power, 'on');
   // Through the keyboard: Tab from the top of the page to the Explorer link, then Enter.
@@ -104,8 +104,20 @@ test('the explorer says why the active drive cannot be read while the host runs'
   for (let i = 0; i < 10 && (await page.evaluate(() => document.activeElement?.textContent)) !== 'Explorer'; i++) await page.keyboard.press('Tab');
   await page.keyboard.press('Enter');
   await page.getByRole('heading', { name: 'Explorer' }).waitFor();
-  await page.getByRole('alert').filter({ hasText: 'cannot be read while the host is running' }).waitFor();
+  const note = page.getByTestId('active-unavailable');
+  await note.getByText(/Not shown: the active drive \(bay A\) cannot be read while the host is running/).waitFor();
+  await note.getByText(/What to do: .*shut it down/).waitFor();
   await page.getByRole('button', { name: 'Shut the host down' }).waitFor();
+  // The standby's folders are listed, not compared, and open like the side-by-side ones.
+  await page.goto(`${d.url}/#/explorer?partition=2&path=/`);
+  await page.getByRole('status').filter({ hasText: /entries on the standby \(not compared\)/ }).waitFor();
+  const etc = page.locator('.row[data-name="etc"]');
+  assert.is(await etc.getAttribute('data-state'), 'unknown');
+  assert.is(await etc.locator('.cell.active.empty').count(), 1, 'nothing in the active panel');
+  await etc.locator('.cell.standby').getByRole('link', { name: 'etc/' }).click();
+  await page.locator('.row[data-name="hostname"] .cell.standby').waitFor();
+  assert.is((await page.locator('.row[data-name="hostname"] .mark').innerText()).trim(), '', 'no mark: nothing was compared');
+  await shot('explorer-standby-only');
 });
 
 test('with the host off, a changed file has its ≠ and a deleted file shows only in the standby panel', async () => {

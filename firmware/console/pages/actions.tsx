@@ -8,7 +8,7 @@
 import { useState } from 'preact/hooks';
 import { api } from '../api.ts';
 import { useSnapshot } from '../store.ts';
-import { ErrorBox, go, useAction, type Route } from '../ui.tsx';
+import { ErrorBox, PairPicker, go, pairApi, pairOf, useAction, type Route } from '../ui.tsx';
 
 function Started({ result }: { result: any }) {
   if (!result) return null;
@@ -58,9 +58,13 @@ function Confirmed(props: { id: string; title: string; word: string; what: strin
   );
 }
 
-export function Actions(_props: { route: Route }) {
+export function Actions({ route }: { route: Route }) {
   const snap = useSnapshot();
   const s = snap.status;
+  const pair = pairOf(route, s);
+  const several = (s?.pairs?.length ?? 0) > 1;
+  const named = pair && several ? ` of pair ${pair.label ?? pair.id}` : '';
+  const bays = { active: pair?.active ?? s?.active, standby: pair?.standby ?? s?.standby };
   const [mode, setMode] = useState('');
   const [syncWindow, setSyncWindow] = useState(false);
   const [hardOff, setHardOff] = useState(false);
@@ -71,6 +75,11 @@ export function Actions(_props: { route: Route }) {
   const running = !!s?.job;
   return (
     <div class="actions">
+      {several && (
+        <p>
+          <PairPicker route={route} status={s} />
+        </p>
+      )}
       {running && (
         <p class="muted" role="status">
           A {s.job.kind} job runs: <a href={`#/jobs?id=${encodeURIComponent(s.job.id)}`}>watch or cancel it</a>. Another job waits until it ends.
@@ -78,11 +87,11 @@ export function Actions(_props: { route: Route }) {
       )}
       <section class="card" aria-labelledby="sync-h">
         <h2 id="sync-h">Sync</h2>
-        <p>Copy the active drive{s ? ` (bay ${s.active})` : ''} onto the standby{s ? ` (bay ${s.standby})` : ''}: afterwards the standby is a complete, bootable backup.</p>
+        <p>Copy the active drive{named}{bays.active ? ` (bay ${bays.active})` : ''} onto the standby{bays.standby ? ` (bay ${bays.standby})` : ''}: afterwards the standby is a complete, bootable backup.</p>
         <form
           onSubmit={(e) => {
             e.preventDefault();
-            void sync.run(() => api('POST', '/api/sync', { ...(mode ? { mode } : {}), window: syncWindow })).then((r) => r && go('overview'));
+            void sync.run(() => api('POST', pairApi(pair, '/sync'), { ...(mode ? { mode } : {}), window: syncWindow })).then((r) => r && go('overview'));
           }}
         >
           <label for="sync-mode">Mode</label>
@@ -103,8 +112,8 @@ export function Actions(_props: { route: Route }) {
       </section>
       <section class="card" aria-labelledby="verify-h">
         <h2 id="verify-h">Verify</h2>
-        <p>Compare both drives sector by sector and report the ranges that differ. Nothing is written.</p>
-        <button type="button" disabled={verify.busy} onClick={() => void verify.run(() => api('POST', '/api/verify', {}))}>
+        <p>Compare both drives{named} sector by sector and report the ranges that differ. Nothing is written.</p>
+        <button type="button" disabled={verify.busy} onClick={() => void verify.run(() => api('POST', pairApi(pair, '/verify'), {}))}>
           Start verify
         </button>
         {verify.error && <ErrorBox error={verify.error} />}
@@ -115,8 +124,8 @@ export function Actions(_props: { route: Route }) {
         title="Failover"
         word="FAILOVER"
         button="Fail over to the standby"
-        what={`The host is shut down, its boot port is switched to the standby${s ? ` (bay ${s.standby})` : ''}, and it boots from the backup. The roles swap.`}
-        action={() => api('POST', '/api/failover', { hardOff })}
+        what={`The host is shut down, its ${pair?.role === 'data' ? 'data disk' : 'boot port'} is switched to the standby${named}${bays.standby ? ` (bay ${bays.standby})` : ''}, and it ${pair?.role === 'data' ? 'starts with the backup as its data disk' : 'boots from the backup'}. The roles swap.`}
+        action={() => api('POST', pairApi(pair, '/failover'), { hardOff })}
       >
         <label>
           <input type="checkbox" checked={hardOff} onChange={(e) => setHardOff((e.target as HTMLInputElement).checked)} /> force the host off if it ignores the shutdown
@@ -127,24 +136,24 @@ export function Actions(_props: { route: Route }) {
         title="Re-protect"
         word="REPROTECT"
         button="Re-protect"
-        what={`The drive in the standby bay${s ? ` (bay ${s.standby})` : ''} is overwritten with a copy of the active drive: after a failover or a drive replacement it becomes a backup again.`}
-        action={() => api('POST', '/api/reprotect', {})}
+        what={`The drive in the standby bay${named}${bays.standby ? ` (bay ${bays.standby})` : ''} is overwritten with a copy of the active drive: after a failover or a drive replacement it becomes a backup again.`}
+        action={() => api('POST', pairApi(pair, '/reprotect'), {})}
       />
       <Confirmed
         id="restore"
         title="Restore the whole drive"
         word="RESTORE"
         button="Restore the active drive from the backup"
-        what={`The ACTIVE drive${s ? ` (bay ${s.active})` : ''} is overwritten with the backup on the standby (journaled; the host must be off, or it runs in a sync window). Single files and folders restore from the Explorer.`}
-        action={() => api('POST', '/api/restore', { iMeanRestore: true, window: s?.host?.power === 'on' ? true : undefined })}
+        what={`The ACTIVE drive${named}${bays.active ? ` (bay ${bays.active})` : ''} is overwritten with the backup on the standby (journaled; the host must be off, or it runs in a sync window). Single files and folders restore from the Explorer.`}
+        action={() => api('POST', pairApi(pair, '/restore'), { iMeanRestore: true, window: s?.host?.power === 'on' ? true : undefined })}
       />
       <Confirmed
         id="restore-partition"
         title="Restore one partition"
         word={`restore partition ${partition}`}
         button={`Restore partition ${partition} from the backup`}
-        what={`Partition ${partition} of the ACTIVE drive${s ? ` (bay ${s.active})` : ''} is overwritten with the same partition of the backup (journaled, with the generation guards of a whole-drive restore), in a sync window when the host runs.`}
-        action={() => api('POST', '/api/restore/partition', { partition, confirm: `restore partition ${partition}`, window: s?.host?.power === 'on' ? true : undefined })}
+        what={`Partition ${partition} of the ACTIVE drive${named}${bays.active ? ` (bay ${bays.active})` : ''} is overwritten with the same partition of the backup (journaled, with the generation guards of a whole-drive restore), in a sync window when the host runs.`}
+        action={() => api('POST', pairApi(pair, '/restore/partition'), { partition, confirm: `restore partition ${partition}`, window: s?.host?.power === 'on' ? true : undefined })}
       >
         <label for="restore-partition-n">Partition</label>
         <input id="restore-partition-n" type="number" min={1} max={128} value={partition} onInput={(e) => setPartition(Number((e.target as HTMLInputElement).value) || 1)} />

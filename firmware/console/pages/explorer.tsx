@@ -4,13 +4,16 @@
  * ≠ marks a file that differs; a file deleted since the last backup shows in
  * the standby panel only, one new since then in the active panel only.
  * Files and folders download from either side; Restore brings the standby's
- * version back onto the active drive.
+ * version back onto the active drive. While the host runs, the active drive
+ * cannot be read: the standby's panel is shown alone, and the active panel
+ * says why and what to do. With several drive pairs, a picker chooses the
+ * pair (`pair` in the page's query).
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, url } from '../api.ts';
+import { ApiError, api, url } from '../api.ts';
 import { useSnapshot } from '../store.ts';
 import { bytes, when } from '../format.ts';
-import { ErrorBox, asError, go, useAction, type Route } from '../ui.tsx';
+import { ErrorBox, PairPicker, asError, go, pairApi, pairOf, useAction, type PairInfo, type Route } from '../ui.tsx';
 import { JobProgress } from './overview.tsx';
 
 interface Entry {
@@ -24,7 +27,8 @@ interface Entry {
 
 interface Row {
   name: string;
-  state: 'same' | 'changed' | 'only-active' | 'only-standby';
+  /** `unknown`: the active side was not read (the standby listed alone). */
+  state: 'same' | 'changed' | 'only-active' | 'only-standby' | 'unknown';
   active?: Entry;
   standby?: Entry;
   hashed?: boolean;
@@ -36,7 +40,9 @@ interface Page {
   total: number;
   offset: number;
   limit: number;
-  counts: Record<Row['state'], number>;
+  counts: Record<Row['state'], number> | null;
+  /** Set when the standby is listed alone: why the active drive is not read, and what to do. */
+  activeUnavailable?: { message: string; hint?: string } | null;
 }
 
 const PAGE_ROWS = 200;
@@ -46,28 +52,36 @@ const MARK: Record<Row['state'], { sign: string; label: string }> = {
   changed: { sign: '≠', label: 'differs between the drives' },
   'only-active': { sign: '+', label: 'new on the active drive since the last backup' },
   'only-standby': { sign: '−', label: 'deleted from the active drive since the last backup' },
+  unknown: { sign: '', label: 'not compared: the active drive is not read now' },
 };
+
+/** The query every link of the explorer keeps: the chosen pair. */
+type Keep = Record<string, string>;
+
+function explorerHref(keep: Keep, partition: number, path: string): string {
+  return `#/explorer?${new URLSearchParams({ ...keep, partition: String(partition), path })}`;
+}
 
 function join(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }
 
-function Crumbs({ partition, path }: { partition: number; path: string }) {
+function Crumbs({ partition, path, keep }: { partition: number; path: string; keep: Keep }) {
   const parts = path.split('/').filter(Boolean);
   return (
     <nav class="crumbs" aria-label="Folder">
-      <a href={`#/explorer?partition=${partition}&path=/`}>partition {partition}</a>
+      <a href={explorerHref(keep, partition, '/')}>partition {partition}</a>
       {parts.map((p, i) => (
         <>
           {' / '}
-          <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: `/${parts.slice(0, i + 1).join('/')}` })}`}>{p}</a>
+          <a href={explorerHref(keep, partition, `/${parts.slice(0, i + 1).join('/')}`)}>{p}</a>
         </>
       ))}
     </nav>
   );
 }
 
-function Cell({ e, side, partition, path, onOpen }: { e?: Entry; side: 'active' | 'standby'; partition: number; path: string; onOpen: (p: string) => void }) {
+function Cell({ e, side, partition, path, onOpen, pair, keep }: { e?: Entry; side: 'active' | 'standby'; partition: number; path: string; onOpen: (p: string) => void; pair: PairInfo | null; keep: Keep }) {
   if (!e) return <div class={`cell empty ${side}`} aria-hidden="true" />;
   const full = join(path, e.name);
   const isDir = e.type === 'directory';
@@ -75,7 +89,7 @@ function Cell({ e, side, partition, path, onOpen }: { e?: Entry; side: 'active' 
     <div class={`cell ${side}`}>
       <span class="name">
         {isDir ? (
-          <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: full })}`} onClick={(ev) => (ev.preventDefault(), onOpen(full))}>
+          <a href={explorerHref(keep, partition, full)} onClick={(ev) => (ev.preventDefault(), onOpen(full))}>
             <span class="folder" aria-hidden="true" />
             {e.name}/
           </a>
@@ -87,12 +101,12 @@ function Cell({ e, side, partition, path, onOpen }: { e?: Entry; side: 'active' 
       <span class="meta time">{when(e.mtime)}</span>
       <span class="dl">
         {e.type === 'file' && (
-          <a href={url('/api/browse/file', { side, partition, path: full })} download={e.name} aria-label={`download ${e.name} from the ${side} drive`} title="Download">
+          <a href={url(pairApi(pair, '/browse/file'), { side, partition, path: full })} download={e.name} aria-label={`download ${e.name} from the ${side} drive`} title="Download">
             ⤓
           </a>
         )}
         {isDir && (
-          <a href={url('/api/browse/archive', { side, partition, path: full, format: 'tar' })} download={`${e.name}.tar`} aria-label={`download the folder ${e.name} from the ${side} drive as tar`} title="Download as tar">
+          <a href={url(pairApi(pair, '/browse/archive'), { side, partition, path: full, format: 'tar' })} download={`${e.name}.tar`} aria-label={`download the folder ${e.name} from the ${side} drive as tar`} title="Download as tar">
             ⤓
           </a>
         )}
@@ -111,7 +125,7 @@ interface WalkRow {
  * daemon (POST /api/browse/diff) with progress, whose differences are read
  * page by page when it is done.
  */
-function DifferenceWalk({ partition, path, hash }: { partition: number; path: string; hash: boolean }) {
+function DifferenceWalk({ partition, path, hash, pair, keep }: { partition: number; path: string; hash: boolean; pair: PairInfo | null; keep: Keep }) {
   const snap = useSnapshot();
   const start = useAction<{ id: string }>();
   const [walk, setWalk] = useState<{ id: string; state: string; rows: WalkRow[]; total: number } | null>(null);
@@ -120,7 +134,7 @@ function DifferenceWalk({ partition, path, hash }: { partition: number; path: st
   const running = id !== undefined && snap.status?.job?.id === id;
   useEffect(() => {
     if (!id || running) return;
-    api<{ state: string; rows: WalkRow[]; total: number }>('GET', url(`/api/browse/diff/${encodeURIComponent(id)}`, { limit: 1000 })).then(
+    api<{ state: string; rows: WalkRow[]; total: number }>('GET', url(pairApi(pair, `/browse/diff/${encodeURIComponent(id)}`), { limit: 1000 })).then(
       (r) => (setWalk({ id, ...r }), setError(null)),
       (e) => setError(asError(e)),
     );
@@ -129,7 +143,7 @@ function DifferenceWalk({ partition, path, hash }: { partition: number; path: st
   return (
     <section class="card walk" aria-labelledby="walk-h">
       <h2 id="walk-h">All differences below {path}</h2>
-      <button type="button" disabled={start.busy || running} onClick={() => void start.run(() => api<{ id: string }>('POST', '/api/browse/diff', { partition, path, hash }))}>
+      <button type="button" disabled={start.busy || running} onClick={() => void start.run(() => api<{ id: string }>('POST', pairApi(pair, '/browse/diff'), { partition, path, hash }))}>
         {running ? 'Walking…' : 'Find all differences'}
       </button>
       {running && <JobProgress job={snap.status.job} progress={snap.progress} />}
@@ -146,7 +160,7 @@ function DifferenceWalk({ partition, path, hash }: { partition: number; path: st
                 <span class={`mark ${r.state}`} title={MARK[r.state]?.label}>
                   {MARK[r.state]?.sign || '·'}
                 </span>{' '}
-                <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: folderOf(r.path) })}`}>{r.path}</a>
+                <a href={explorerHref(keep, partition, folderOf(r.path))}>{r.path}</a>
               </li>
             ))}
           </ul>
@@ -170,6 +184,8 @@ export function Explorer({ route }: { route: Route }) {
   const restore = useAction<{ id: string }>();
   const shutdown = useAction<unknown>();
   const s = snap.status;
+  const pair = pairOf(route, s);
+  const keep: Keep = route.query.get('pair') ? { pair: route.query.get('pair')! } : {};
 
   const latest = useRef(0);
   const load = async (offset: number) => {
@@ -178,7 +194,15 @@ export function Explorer({ route }: { route: Route }) {
     setLoading(true);
     setError(null);
     try {
-      const p = await api<Page>('GET', url('/api/browse', { partition, path, offset, limit: PAGE_ROWS, hash: hash || undefined }));
+      let p: Page;
+      try {
+        p = await api<Page>('GET', url(pairApi(pair, '/browse'), { partition, path, offset, limit: PAGE_ROWS, hash: hash || undefined }));
+      } catch (e) {
+        // The active drive cannot be read now (the host runs): the standby alone, which always can.
+        if (!(e instanceof ApiError && e.status === 409 && /side=standby/.test(e.hint ?? ''))) throw e;
+        const one = await api<Page & { rows: { name: string; standby: Entry }[] }>('GET', url(pairApi(pair, '/browse'), { partition, path, offset, limit: PAGE_ROWS, side: 'standby' }));
+        p = { ...one, counts: null, activeUnavailable: one.activeUnavailable ?? { message: e.message, hint: e.hint }, rows: one.rows.map((r) => ({ name: r.name, state: 'unknown' as const, standby: r.standby })) };
+      }
       if (seq !== latest.current) return;
       setPage(p);
       setRows((old) => (offset === 0 ? p.rows : [...old, ...p.rows]));
@@ -194,21 +218,23 @@ export function Explorer({ route }: { route: Route }) {
   // Read again when the host goes on or off and when a job starts or ends (a restore or a sync changes what is listed).
   useEffect(() => {
     void load(0);
-  }, [partition, path, hash, s?.host?.power, snap.jobsVersion]);
+  }, [partition, path, hash, pair?.id, s?.host?.power, snap.jobsVersion]);
 
-  const open = (p: string) => go('explorer', { partition, path: p, ...(hash ? { hash: 'true' } : {}) });
+  const open = (p: string) => go('explorer', { ...keep, partition, path: p, ...(hash ? { hash: 'true' } : {}) });
+  const standbyOnly = !!page?.activeUnavailable;
   const shown = onlyDiff ? rows.filter((r) => r.state !== 'same') : rows;
   const parent = path === '/' ? null : path.replace(/\/[^/]+$/, '') || '/';
 
   return (
     <div class="explorer">
       <form class="toolbar" onSubmit={(e) => e.preventDefault()}>
+        <PairPicker route={route} status={s} keep={{ partition: 1, path: '/' }} />
         <label>
           Partition{' '}
-          <input type="number" min={1} max={128} value={partition} onChange={(e) => go('explorer', { partition: Number((e.target as HTMLInputElement).value) || 1, path: '/' })} />
+          <input type="number" min={1} max={128} value={partition} onChange={(e) => go('explorer', { ...keep, partition: Number((e.target as HTMLInputElement).value) || 1, path: '/' })} />
         </label>
         <label>
-          <input type="checkbox" checked={hash} onChange={(e) => go('explorer', { partition, path, ...((e.target as HTMLInputElement).checked ? { hash: 'true' } : {}) })} /> compare content
+          <input type="checkbox" checked={hash} onChange={(e) => go('explorer', { ...keep, partition, path, ...((e.target as HTMLInputElement).checked ? { hash: 'true' } : {}) })} /> compare content
         </label>
         <label>
           <input type="checkbox" checked={onlyDiff} onChange={(e) => setOnlyDiff((e.target as HTMLInputElement).checked)} /> only differences
@@ -217,9 +243,9 @@ export function Explorer({ route }: { route: Route }) {
           Reload
         </button>
       </form>
-      <Crumbs partition={partition} path={path} />
+      <Crumbs partition={partition} path={path} keep={keep} />
       {error && <ErrorBox error={error} />}
-      {error && s?.host?.power === 'on' && (
+      {(error || standbyOnly) && s?.host?.power === 'on' && (
         <p>
           <button type="button" disabled={shutdown.busy} onClick={() => window.confirm('Shut the host down (ACPI power button)? The explorer then reads both drives.') && void shutdown.run(() => api('POST', '/api/host/shutdown', {}))}>
             Shut the host down
@@ -238,7 +264,7 @@ export function Explorer({ route }: { route: Route }) {
       {confirm && (
         <div class="dialog" role="dialog" aria-modal="true" aria-labelledby="restore-h" onKeyDown={(e) => e.key === 'Escape' && setConfirm(null)}>
           <h2 id="restore-h">Restore onto the active drive?</h2>
-          <p>The standby's version of these overwrites the active drive's (bay {s?.active}), partition {partition}:</p>
+          <p>The standby's version of these overwrites the active drive's (bay {pair?.active ?? s?.active}{pair && (s?.pairs?.length ?? 0) > 1 ? `, pair ${pair.label ?? pair.id}` : ''}), partition {partition}{s?.host?.power === 'on' ? ', in a sync window: the host is shut down first and booted again afterwards' : ''}:</p>
           <ul>
             {confirm.map((p) => (
               <li>
@@ -254,7 +280,7 @@ export function Explorer({ route }: { route: Route }) {
               onClick={() => {
                 const paths = confirm;
                 setConfirm(null);
-                void restore.run(() => api<{ id: string }>('POST', '/api/restore/files', { partition, paths }));
+                void restore.run(() => api<{ id: string }>('POST', pairApi(pair, '/restore/files'), { partition, paths, ...(s?.host?.power === 'on' ? { window: true } : {}) }));
               }}
             >
               Restore
@@ -268,7 +294,13 @@ export function Explorer({ route }: { route: Route }) {
       {page && (
         <>
           <p class="counts" role="status">
-            {page.total} entries · <span class="mark changed">≠</span> {page.counts.changed} changed · <span class="mark only-active">+</span> {page.counts['only-active']} new · <span class="mark only-standby">−</span> {page.counts['only-standby']} deleted since the last backup
+            {page.counts ? (
+              <>
+                {page.total} entries · <span class="mark changed">≠</span> {page.counts.changed} changed · <span class="mark only-active">+</span> {page.counts['only-active']} new · <span class="mark only-standby">−</span> {page.counts['only-standby']} deleted since the last backup
+              </>
+            ) : (
+              <>{page.total} entries on the standby (not compared)</>
+            )}
             {path !== '/' && (
               <>
                 {' · '}
@@ -281,22 +313,30 @@ export function Explorer({ route }: { route: Route }) {
           <div class="panes" role="table" aria-label={`Folder ${path} on both drives`}>
             <div class="row head" role="row">
               <div class="cell active" role="columnheader">
-                Active drive{s ? ` (bay ${s.active})` : ''}
+                Active drive{pair ? ` (bay ${pair.active})` : ''}
               </div>
               <div class="mark" role="columnheader">
                 <span class="sr">difference</span>
               </div>
               <div class="cell standby" role="columnheader">
-                Standby{s ? ` (bay ${s.standby})` : ''} — the backup
+                Standby{pair ? ` (bay ${pair.standby})` : ''} — the backup
               </div>
               <div class="act" role="columnheader">
                 <span class="sr">restore</span>
               </div>
             </div>
+            {page.activeUnavailable && (
+              <div class="row" role="row">
+                <div class="cell active unavailable" role="cell" data-testid="active-unavailable">
+                  <strong>Not shown: {page.activeUnavailable.message}.</strong>
+                  {page.activeUnavailable.hint && <div class="hint">What to do: {page.activeUnavailable.hint}.</div>}
+                </div>
+              </div>
+            )}
             {parent !== null && (
               <div class="row" role="row">
                 <div class="cell active" role="cell">
-                  <a href={`#/explorer?${new URLSearchParams({ partition: String(partition), path: parent })}`}>↑ ..</a>
+                  <a href={explorerHref(keep, partition, parent)}>↑ ..</a>
                 </div>
                 <div class="mark" role="cell" />
                 <div class="cell standby" role="cell" />
@@ -306,13 +346,13 @@ export function Explorer({ route }: { route: Route }) {
             {shown.map((r) => (
               <div class={`row ${r.state}`} role="row" data-name={r.name} data-state={r.state}>
                 <div role="cell" class="wrap">
-                  <Cell e={r.active} side="active" partition={partition} path={path} onOpen={open} />
+                  <Cell e={r.active} side="active" partition={partition} path={path} onOpen={open} pair={pair} keep={keep} />
                 </div>
                 <div class={`mark ${r.state}`} role="cell" title={MARK[r.state].label} aria-label={MARK[r.state].label}>
                   {MARK[r.state].sign}
                 </div>
                 <div role="cell" class="wrap">
-                  <Cell e={r.standby} side="standby" partition={partition} path={path} onOpen={open} />
+                  <Cell e={r.standby} side="standby" partition={partition} path={path} onOpen={open} pair={pair} keep={keep} />
                 </div>
                 <div class="act" role="cell">
                   {r.standby && r.state !== 'same' && (
@@ -331,8 +371,8 @@ export function Explorer({ route }: { route: Route }) {
           )}
         </>
       )}
-      {loading && <p aria-busy="true">Reading both drives…</p>}
-      {page && <DifferenceWalk key={`${partition}:${path}:${hash}`} partition={partition} path={path} hash={hash} />}
+      {loading && <p aria-busy="true">{standbyOnly ? 'Reading the standby…' : 'Reading both drives…'}</p>}
+      {page && !standbyOnly && <DifferenceWalk key={`${pair?.id}:${partition}:${path}:${hash}`} partition={partition} path={path} hash={hash} pair={pair} keep={keep} />}
     </div>
   );
 }

@@ -1,7 +1,8 @@
 /** The overview: both bays, the standby's state, the last sync, the running job live, alerts, drive health and relays. */
 import { useSnapshot, useTick } from '../store.ts';
 import { age, bytes, seconds, when } from '../format.ts';
-import type { Route } from '../ui.tsx';
+import { api } from '../api.ts';
+import { ErrorBox, useAction, type Route } from '../ui.tsx';
 
 const STATE_TEXT: Record<string, string> = {
   consistent: 'consistent: a complete backup',
@@ -69,6 +70,49 @@ function Bay({ bay, s }: { bay: string; s: any }) {
   );
 }
 
+/**
+ * A restore of files a crash cut short: the active drive holds some of the
+ * backup's files and not others, and the standby the only copy of the rest,
+ * so syncs wait. Finishing it (the same paths again) or dismissing it lets
+ * them go on.
+ */
+function InterruptedRestore({ pair, several, hostOn }: { pair: any; several: boolean; hostOn: boolean }) {
+  const r = pair.fileRestore;
+  const again = useAction<{ id: string }>();
+  const dismiss = useAction<unknown>();
+  const base = `/api/pairs/${encodeURIComponent(pair.id)}/restore/files`;
+  const fsck = r.cleanup?.fsck;
+  return (
+    <section class="card notice" aria-labelledby={`fr-${pair.id}-h`}>
+      <h2 id={`fr-${pair.id}-h`}>Interrupted restore of files{several ? ` (pair ${pair.label ?? pair.id})` : ''}</h2>
+      <p>
+        The restore into partition {r.partition} of the active drive (bay {pair.active}, job {r.jobId}, started {age(r.startedAt)}) stopped half-way when the controller went down. Some of its files may be the backup's and others not; the standby still holds all of them, so syncs onto it wait until the restore is finished or dismissed.
+      </p>
+      <p>
+        Paths: {r.paths.slice(0, 10).map((x: string) => <code>{x} </code>)}
+        {r.paths.length > 10 ? `… (${r.paths.length})` : ''}
+      </p>
+      <p>
+        Clean-up at start: {r.cleanup ? `${r.cleanup.unmounted.length} unmounted, ${r.cleanup.detached.length} loop device(s) detached; ` : ''}
+        {fsck ? <span class={fsck.clean ? 'good' : 'bad'}>{fsck.tool}: {fsck.clean ? 'clean' : `problems (exit ${fsck.exitCode})`}</span> : <span class="bad">not checked{r.cleanup?.fsckSkipped ? `: ${r.cleanup.fsckSkipped}` : ''}</span>}
+      </p>
+      <button type="button" class="primary" disabled={again.busy} onClick={() => void again.run(() => api<{ id: string }>('POST', base, { partition: r.partition, paths: r.paths, ...(hostOn ? { window: true } : {}) }))}>
+        Finish the restore
+      </button>{' '}
+      <button type="button" disabled={dismiss.busy} onClick={() => window.confirm('Keep the active drive as it is now and let syncs overwrite the standby?') && void dismiss.run(() => api('POST', `${base}/dismiss`, {}))}>
+        Dismiss
+      </button>
+      {again.error && <ErrorBox error={again.error} />}
+      {dismiss.error && <ErrorBox error={dismiss.error} />}
+      {again.result && (
+        <p class="ok" role="status">
+          Started <a href={`#/jobs?id=${encodeURIComponent(again.result.id)}`}>job {again.result.id}</a>.
+        </p>
+      )}
+    </section>
+  );
+}
+
 export function Overview(_props: { route: Route }) {
   const snap = useSnapshot();
   useTick(5000);
@@ -89,13 +133,18 @@ export function Overview(_props: { route: Route }) {
           <h2 id="pairs-h">Drive pairs</h2>
           <ul class="pairs">
             {s.pairs.map((p: any) => (
-              <li>
-                <strong>{p.label ?? p.id}</strong>: bay {p.active} → bay {p.standby} · <span class={p.standbyState === 'consistent' ? 'good' : 'bad'}>{p.standbyState}</span> · last sync {age(p.lastSync?.at)}
+              <li data-pair={p.id}>
+                <strong>{p.label ?? p.id}</strong>
+                {p.role === 'boot' ? ' (boot)' : ' (data)'}: bay {p.active} → bay {p.standby} · <span class={p.standbyState === 'consistent' ? 'good' : 'bad'}>{p.standbyState}</span> · last sync {age(p.lastSync?.at)}
+                {p.job ? ` · ${p.job.kind} ${p.job.state}` : ''} · <a href={`#/explorer?pair=${encodeURIComponent(p.id)}`}>explore</a> · <a href={`#/actions?pair=${encodeURIComponent(p.id)}`}>actions</a>
               </li>
             ))}
           </ul>
         </section>
       )}
+      {(s.pairs ?? []).filter((p: any) => p.fileRestore?.state === 'interrupted').map((p: any) => (
+        <InterruptedRestore pair={p} several={(s.pairs?.length ?? 0) > 1} hostOn={s.host?.power === 'on'} />
+      ))}
       <section class="card" aria-labelledby="sync-h">
         <h2 id="sync-h">Backup</h2>
         <dl>
