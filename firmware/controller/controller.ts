@@ -34,6 +34,7 @@ import { StandbyFaultLed } from './standby-fault-led.ts';
 import { FileBrowser } from './browse.ts';
 import { FileJobs } from './file-jobs.ts';
 import { InlineMode, forgetTracking } from './inline.ts';
+import { HostLinkWatch } from './host-link.ts';
 
 /** A part with a lifetime: started in order, stopped in reverse. */
 interface Feature {
@@ -75,7 +76,9 @@ export class Controller {
     const onEarly = (a: AlertEvent) => early.push(a);
     emitter.on('alert', onEarly);
     try {
-      const bs = await openBootSwitch({ config: config.bootswitch, stateDir: join(stateDir, 'bootswitch'), sim: rig.board, logger: log.child({ room: 'bootswitch' }), events: emitter });
+      // Inline mode: both drives stay on the controller's bridges, a move re-points the export (the same on both rigs).
+      const hostLink = config.mode === 'inline' ? 'export' : 'sata';
+      const bs = await openBootSwitch({ config: config.bootswitch, stateDir: join(stateDir, 'bootswitch'), sim: rig.board, logger: log.child({ room: 'bootswitch' }), events: emitter, hostLink });
       return new Controller(config, stateDir, bus, metrics, log, rig, bs, early);
     } catch (e) {
       await rig.stop();
@@ -122,7 +125,7 @@ export class Controller {
       this.host,
       { start: () => this.#publishEarlyAlerts() },
       // The host's export is up before anything may copy or boot: start-up recovery's jobs run in its epochs.
-      this.inline ?? { start: () => forgetTracking(stateDir, log) },
+      this.inline ?? this.#switchedLink(),
       new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log, this.pairs, this.files.record),
       { start: () => rig.start(this) },
       this.health,
@@ -139,6 +142,18 @@ export class Controller {
     const window = new SyncWindow(this.config, this.stateDir, this.bs, roles, this.bus, pc.id);
     const copies = new CopyJobs(this.config, this.stateDir, roles, window, this.jobs, this.bus, this.metrics, (pos) => this.rig.markBootable(bayAt(pc, pos)), pc.id);
     return new DrivePair(pc, roles, window, copies);
+  }
+
+  /** Switched mode: relays inline mode left (both drives on the controller) go back to the selected bay; its tracking is dropped. */
+  #switchedLink(): Feature {
+    const link = new HostLinkWatch(this.bs, this.bus, this.log.child({ room: 'bootswitch' }));
+    return {
+      start: async () => {
+        forgetTracking(this.stateDir, this.log);
+        await link.start();
+      },
+      stop: () => link.stop(),
+    };
   }
 
   #publishEarlyAlerts(): void {

@@ -35,6 +35,7 @@ import type { EventBus } from './events.ts';
 import type { JobContext } from './jobs.ts';
 import type { Metrics } from './metrics.ts';
 import type { Roles } from './roles.ts';
+import { HostLinkWatch } from './host-link.ts';
 
 /** The per-pair inline object: the export of one drive and its changed-block tracker (part 2 adds snapshots on it). */
 export interface InlinePair {
@@ -61,6 +62,8 @@ export interface InlineStatus {
   dirtyBytes: number | null;
   /** Changed-block syncs since the last verify that found the drives identical. */
   changedSyncsSinceVerify: number;
+  /** Why no drive is served yet (the host still runs from its SATA port), or null. */
+  waiting: string | null;
 }
 
 interface VerifyFile {
@@ -128,6 +131,7 @@ export class InlineMode {
   #queue: Promise<unknown> = Promise.resolve();
   /** Starts of daemons before the current one, so `generation` counts across re-pointing. */
   #generations = 0;
+  readonly #link: HostLinkWatch;
 
   constructor(
     private readonly config: DaemonConfig,
@@ -141,6 +145,9 @@ export class InlineMode {
     this.dir = join(stateDir, 'inline');
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     this.listen = inlineListen(config, stateDir);
+    this.#link = new HostLinkWatch(bs, bus, log, async (how) => {
+      if (how === 'ready' && !this.#pair) await this.serve(this.bs.bootSwitch.bay ?? this.roles.current().active);
+    });
     // Built once for its checks (port, keys.psk) and its address: nothing starts until serve().
     this.hostUri = new StorageDaemon({ drive: '', runDir: join(this.dir, 'run'), listen: this.listen, exportName: config.inline.exportName }).hostUri;
     this.#verifyFile = join(this.dir, 'verify.json');
@@ -152,18 +159,24 @@ export class InlineMode {
     return this.#pair;
   }
 
+  /**
+   * Serves the selected bay once both drives are on the controller (see
+   * HostLinkWatch: relays a switched start or a power loss left are moved
+   * with the host off; under a powered host the export starts when it is off).
+   */
   async start(): Promise<void> {
-    const bay = this.bs.bootSwitch.bay ?? this.roles.current().active;
-    await this.serve(bay);
     // Moves of the boot selection (failover, maintenance) re-point the export while the host is off.
     this.bs.bootSwitch.setConnectHook(async (to) => {
       await this.serve(to);
     });
+    // 'moved' served the bay through the connect hook; 'host-on' serves it once the host is off.
+    if ((await this.#link.start()) === 'ready') await this.serve(this.bs.bootSwitch.bay ?? this.roles.current().active);
     this.#timer = setInterval(() => void this.refreshDirty(), 2000);
     this.#timer.unref();
   }
 
   async stop(): Promise<void> {
+    this.#link.stop();
     this.bs.bootSwitch.setConnectHook(null);
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
@@ -461,6 +474,7 @@ export class InlineMode {
       generation: this.#generations + (p?.daemon.generation ?? 0),
       dirtyBytes: this.#dirty,
       changedSyncsSinceVerify: this.#verify.changedSyncsSinceVerify,
+      waiting: this.#link.waiting,
     };
   }
 }

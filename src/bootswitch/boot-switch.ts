@@ -76,6 +76,17 @@ export interface MoveReport {
  */
 export type ConnectHook = (to: Bay, signal?: AbortSignal) => Promise<void>;
 
+/**
+ * How the selected bay's drive reaches the host. `sata` (switched mode): its
+ * mux connects it to the host's SATA port. `export` (inline mode): both
+ * drives stay on the controller's bridges (the ISOLATED pattern) and the
+ * connect hook serves the selected one to the host (qemu-storage-daemon's
+ * export over USB or the network); a move then changes no relay, unless the
+ * relays are not isolated yet (the first inline start, or a power loss
+ * released them), and the drives keep their power under the running export.
+ */
+export type HostLink = 'sata' | 'export';
+
 export class BootSwitch {
   #record: SwitchRecord;
   #moving: Bay | null = null;
@@ -89,8 +100,14 @@ export class BootSwitch {
     private readonly clock: Clock,
     private readonly events: BootSwitchEmitter,
     private readonly log: Logger,
+    readonly hostLink: HostLink = 'sata',
   ) {
     this.#record = record;
+  }
+
+  /** The relays that select `bay`: its mux pattern, or in export mode always ISOLATED. */
+  patternFor(bay: Bay): SwitchRelays {
+    return this.hostLink === 'export' ? { ...ISOLATED } : patternFor(bay);
   }
 
   get record(): Readonly<SwitchRecord> {
@@ -233,7 +250,7 @@ export class BootSwitch {
       if (ms > 0) await this.clock.sleep(ms, opts.signal);
     };
     const from = this.#record.bay;
-    const target = patternFor(to);
+    const target = this.patternFor(to);
 
     const current = await this.readRelays();
     if (from === to && samePattern(current, target)) {
@@ -264,31 +281,38 @@ export class BootSwitch {
     mark('intent persisted');
 
     try {
-      await this.#apply('pwrA', true);
-      await this.#apply('pwrB', true);
-      mark('drives powered down');
-      await wait(t.powerOffMs);
-      await this.#stillOff('while its drives were powered down', opts.force);
+      if (this.hostLink === 'export' && samePattern(current, target)) {
+        // Only the export moves: both drives stay on the controller and powered (the running export has one open).
+        mark('relays unchanged (both drives on the controller)');
+      } else {
+        await this.#apply('pwrA', true);
+        await this.#apply('pwrB', true);
+        mark('drives powered down');
+        await wait(t.powerOffMs);
+        await this.#stillOff('while its drives were powered down', opts.force);
 
-      // Break: take every drive off the host port before the new one is connected.
-      await this.#apply('muxA', true);
-      await this.#apply('muxB', false);
-      await wait(t.settleMs);
-      await this.#checkContacts({ muxA: true, muxB: false }, 'after break');
-      await this.#stillOff('after the old drive was disconnected', opts.force);
-      mark('old connection broken');
+        // Break: take every drive off the host port before the new one is connected.
+        await this.#apply('muxA', true);
+        await this.#apply('muxB', false);
+        await wait(t.settleMs);
+        await this.#checkContacts({ muxA: true, muxB: false }, 'after break');
+        await this.#stillOff('after the old drive was disconnected', opts.force);
+        mark('old connection broken');
 
-      // Make: connect only the target.
-      if (to === 'A') await this.#apply('muxA', false);
-      else await this.#apply('muxB', true);
-      await wait(t.settleMs);
-      await this.#checkContacts(target, 'after make');
-      mark('new connection made');
+        // Make: connect only the target (in export mode nothing: the target is the break pattern).
+        if (this.hostLink === 'sata') {
+          if (to === 'A') await this.#apply('muxA', false);
+          else await this.#apply('muxB', true);
+          await wait(t.settleMs);
+          await this.#checkContacts(target, 'after make');
+          mark('new connection made');
+        }
 
-      await this.#apply('pwrA', false);
-      await this.#apply('pwrB', false);
-      await wait(t.powerOnMs);
-      mark('drives powered up');
+        await this.#apply('pwrA', false);
+        await this.#apply('pwrB', false);
+        await wait(t.powerOnMs);
+        mark('drives powered up');
+      }
 
       if (this.#connect) {
         await this.#connect(to, opts.signal);
@@ -316,6 +340,26 @@ export class BootSwitch {
     return { from, to, changed: true, steps, totalMs, waitedMs: waited };
   }
 
+  /**
+   * Whether the relays connect the selected bay the way `hostLink` says:
+   * export mode, both drives on the controller's bridges (ISOLATED); sata
+   * mode, the selected bay's pattern (or a sync window). Relays left by the
+   * other mode (a switched start before an inline one, or the reverse) or
+   * released by a power loss are brought there with the interlocked sequence
+   * of a move to the selected bay, which also runs the connect hook; never
+   * under a powered host, which may run from the drive they connect: then
+   * `host-on`, and the caller tries again once the host is off.
+   */
+  async ensureLink(signal?: AbortSignal): Promise<'ready' | 'moved' | 'host-on'> {
+    const rec = this.#record;
+    const relays = await this.readRelays();
+    const atRest = this.hostLink === 'export' ? samePattern(relays, ISOLATED) : rec.bay === null || samePattern(relays, patternFor(rec.bay));
+    if (atRest) return 'ready';
+    if (await this.hostPowered()) return 'host-on';
+    await this.moveTo(rec.bay ?? bayOf(relays) ?? 'A', { signal });
+    return 'moved';
+  }
+
   /** True while neither bay is connected to the host (a sync window). */
   get isolated(): boolean {
     return this.#record.bay === null && this.#record.fault === null && samePattern(this.#record.relays, ISOLATED);
@@ -328,6 +372,7 @@ export class BootSwitch {
    * `moveTo(bay)` ends the window.
    */
   async isolate(opts: { hardOff?: boolean; signal?: AbortSignal } = {}): Promise<{ changed: boolean; host: 'was-off' | 'acpi' | 'hard-off'; totalMs: number }> {
+    if (this.hostLink === 'export') throw new RefusedError('inline mode keeps both drives on the controller: there is no sync window', { hint: 'copies run while the host runs' });
     if (this.#moving) throw new BusyError(`a move to bay ${this.#moving} is already running`, { hint: 'wait for it to finish' });
     const from = this.#record.bay;
     this.#moving = from ?? 'A';
@@ -387,7 +432,7 @@ export class BootSwitch {
     if (hostOn) fault += '; host powered, relays left where they are';
     else try {
       // Away-from-host first, and the other mux only once that contact is confirmed away.
-      const back = patternFor(from ?? 'A');
+      const back = this.patternFor(from ?? 'A');
       const away = from === 'B' ? 'muxA' : 'muxB';
       const toward = away === 'muxA' ? 'muxB' : 'muxA';
       await this.lines.relays[away].set(back[away]);
@@ -411,7 +456,11 @@ export class BootSwitch {
       contacts = relays;
     }
     const onHost = baysOnHost(contacts);
-    const bay = onHost.length === 1 && samePattern({ ...relays, ...contacts }, patternFor(onHost[0])) ? onHost[0] : null;
+    // In export mode isolated relays are the selection's own pattern: the bay stays the one the export serves again.
+    const bay =
+      this.hostLink === 'export' && samePattern({ ...relays, ...contacts }, ISOLATED) ? from
+      : onHost.length === 1 && samePattern({ ...relays, ...contacts }, patternFor(onHost[0])) ? onHost[0]
+      : null;
     if (baysOnHost(relays).length > 1) relays = { ...relays, muxA: true, muxB: false };
     this.#persist({ bay, relays, pending: null, fault });
     this.events.emit('alert', { level: 'critical', code: 'switch-failed', message: fault });
@@ -419,7 +468,8 @@ export class BootSwitch {
 
   /** Record relays found in another state at start-up (adopted, not moved: the host was running). */
   adopt(relays: SwitchRelays, why: string): void {
-    this.#persist({ bay: bayOf(relays), relays, pending: null, fault: why });
+    const bay = this.hostLink === 'export' && samePattern(relays, ISOLATED) ? this.#record.bay : bayOf(relays);
+    this.#persist({ bay, relays, pending: null, fault: why });
   }
 
   /** Clear a recorded interrupted move after the relays were restored to the recorded state. */

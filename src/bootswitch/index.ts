@@ -20,7 +20,7 @@ export {
 } from './config.ts';
 export { checkAgainstWiring, type Wiring, type WiringBoard, type WiringNet } from './wiring.ts';
 export { Board, type BoardDeps } from './board.ts';
-export { BootSwitch, type ConnectHook, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
+export { BootSwitch, type ConnectHook, type HostLink, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
 export { reduce, initialFailoverState, validateFailoverState, type FailoverState, type FailoverEvent, type FailoverAction, type Step } from './failover.ts';
 export { FailoverShell, type FailoverInput } from './failover-shell.ts';
 export { ButtonWatcher, type ButtonGesture } from './button.ts';

@@ -1,7 +1,7 @@
 /**
  * The simulated host PC: it follows the ATX power and reset relays of a
  * SimBoard, lights the power LED input while powered, boots from whatever
- * drive reaches its SATA port, and sends heartbeats while its OS runs.
+ * drive reaches its SATA port (or inline mode's export), and sends heartbeats while its OS runs.
  * Controls let tests make a drive unbootable, hang the OS, or ignore ACPI.
  * As a `Host`, its buttons can also be pressed directly (not through relays).
  */
@@ -36,6 +36,12 @@ export class SimHost extends EventEmitter<SimHostEvents> implements Host {
   readonly bootable: Record<Bay, boolean> = { A: true, B: true };
   /** A host whose OS ignores the ACPI power button (hung, or configured to). */
   ignoresAcpi = false;
+  /**
+   * The drive the host reaches besides its SATA port, or null: inline mode's
+   * export (the controller's USB mass-storage gadget or network boot) serving
+   * that bay's drive. It counts like one more disk at boot.
+   */
+  exportedDisk: () => Bay | null = () => null;
   readonly opts: Required<SimHostOptions>;
 
   constructor(
@@ -114,7 +120,8 @@ export class SimHost extends EventEmitter<SimHostEvents> implements Host {
   #boot(): void {
     this.#set('booting', null);
     this.#timer = this.clock.setTimeout(() => {
-      const drives = this.board.poweredDrivesOnHost();
+      const exported = this.exportedDisk();
+      const drives = [...this.board.poweredDrivesOnHost(), ...(exported ? [exported] : [])];
       // Two drives with one disk signature, or none at all: the firmware finds nothing sane to boot.
       if (drives.length === 1 && this.bootable[drives[0]]) this.#set('running', drives[0]);
       else this.#set('hung', drives.length === 1 ? drives[0] : null);

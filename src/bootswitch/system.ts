@@ -4,7 +4,7 @@
  * under a running host: with the host off the persisted state is written;
  * with it on, relays found in another valid state are adopted, not moved.
  */
-import { BootSwitch, INITIAL_SWITCH_RECORD, validateSwitchRecord, type SwitchRecord } from './boot-switch.ts';
+import { BootSwitch, INITIAL_SWITCH_RECORD, validateSwitchRecord, type HostLink, type SwitchRecord } from './boot-switch.ts';
 import { Board, type BoardDeps } from './board.ts';
 import { ButtonWatcher } from './button.ts';
 import { systemClock, type Clock } from './clock.ts';
@@ -34,6 +34,8 @@ export interface OpenOptions {
   firmataIo?: BoardDeps['firmataIo'];
   /** Pass an emitter to hear the alerts raised while starting (adopted relays, recovery gesture). */
   events?: BootSwitchEmitter;
+  /** How the selected drive reaches the host (default `sata`; `export` in inline mode, see BootSwitch's HostLink). */
+  hostLink?: HostLink;
 }
 
 export interface BootSwitchSystem {
@@ -97,6 +99,7 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
       clock,
       events,
       log,
+      opts.hostLink ?? 'sata',
     );
     if (adoptedWhy) {
       bootSwitch.adopt(initial, adoptedWhy);
@@ -110,7 +113,8 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
 
     const failStore = new DurableRecord<FailoverState>(opts.stateDir, 'failover', validateFailoverState);
     const fl = failStore.load();
-    const fstate = fl?.data ?? initialFailoverState(config.failover, bayOf(record.relays) ?? 'A');
+    // In export mode the relays are ISOLATED whichever bay is selected: the record names it.
+    const fstate = fl?.data ?? initialFailoverState(config.failover, (opts.hostLink === 'export' ? record.bay : bayOf(record.relays)) ?? 'A');
     if (!fl) failStore.save(fstate);
     const failover = new FailoverShell(fstate, config.failover, failStore, bootSwitch, clock, wallNow, events, log, {
       ledFault: board.outputs.ledFault,

@@ -51,6 +51,9 @@ test('failover in inline mode: the export is re-pointed to the standby with the 
     assert.is(s.inline.running, true);
     assert.is(s.host.bootedFrom, 'B');
     assert.equal((d.app.rig as any).board.violations, []);
+    // The relays kept both drives on the controller, powered: the host reaches its disk only through the export.
+    assert.equal((d.app.rig as any).board.drivesOnHost(), []);
+    assert.equal({ muxA: s.relays.muxA, muxB: s.relays.muxB, pwrA: s.relays.pwrA, pwrB: s.relays.pwrB }, { muxA: true, muxB: false, pwrA: false, pwrB: false });
 
     // The host now writes the drive in bay B through the same export.
     const a0 = sha(s.drives.A.path);
@@ -143,11 +146,13 @@ test('a clean restart keeps the dirty bitmap (the next changed sync copies just 
     d = await makeDaemon({}, dir);
     await idle(d);
     assert.ok(d.logs.some((l) => /changed-block tracking of an earlier inline run was dropped/.test(l)));
+    assert.equal((d.app.rig as any).board.drivesOnHost(), ['A'], 'switched mode takes the isolated relays back to the selected bay');
     await d.api('POST', '/api/sim/host/write', { mib: 1 });
     await d.close();
 
     d = await makeDaemon({ mode: 'inline' }, dir);
     await idle(d);
+    assert.equal((d.app.rig as any).board.drivesOnHost(), [], 'inline mode takes both drives onto the controller');
     const full = await runJob(d, '/api/sync', {});
     assert.is(full.result.mode, 'manifest');
     assert.match(full.result.notes.join('\n'), /changed-block mode not possible \(changed-block tracking has not run a full sync yet\)/);

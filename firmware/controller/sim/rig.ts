@@ -192,6 +192,11 @@ export class SimRig implements Rig {
 
   async start(ctl: Controller): Promise<void> {
     this.#stopHeartbeats = this.host?.onHeartbeat((bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {})) ?? null;
+    // Inline mode: the relays keep both drives on the controller; the host boots the drive the export serves.
+    if (this.host && ctl.inline) {
+      const inline = ctl.inline;
+      this.host.exportedDisk = () => (inline.pair?.daemon.running ? inline.pair.bay : null);
+    }
     if (this.opts.initialClone) this.#firstClones(ctl);
     if (this.host && this.opts.hostPoweredAtStart && !this.host.powered) this.host.powerOn();
   }

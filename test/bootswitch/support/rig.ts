@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BootSwitchEmitter, ManualClock, SimBoard, SimHost, openBootSwitch, simConfig, type BootSwitchSystem, type AlertEvent, type TimingConfig, type FailoverConfig } from '../../../src/bootswitch/index.ts';
+import { BootSwitchEmitter, ManualClock, SimBoard, SimHost, openBootSwitch, simConfig, type Bay, type BootSwitchSystem, type AlertEvent, type HostLink, type TimingConfig, type FailoverConfig } from '../../../src/bootswitch/index.ts';
 
 export interface Rig {
   clock: ManualClock;
@@ -12,11 +12,19 @@ export interface Rig {
   sys: BootSwitchSystem;
   alerts: AlertEvent[];
   wall: { now: number };
-  restart(): Promise<void>;
+  /** Opens the boot switch again on the same board and state, as a restarted controller (in another mode with `hostLink`). */
+  restart(opts?: { hostLink?: HostLink }): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Export mode: the bay the controller's export serves (what the connect
+   * hook last connected; null while none is, e.g. after a power loss), which
+   * the simulated host boots from besides its SATA port. `connectFails`
+   * makes the next connects throw.
+   */
+  exported: { bay: Bay | null; connects: Bay[]; connectFails: boolean };
 }
 
-export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?: Partial<FailoverConfig>; hostBootMs?: number } = {}): Promise<Rig> {
+export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?: Partial<FailoverConfig>; hostBootMs?: number; hostLink?: HostLink } = {}): Promise<Rig> {
   const clock = new ManualClock();
   const sim = new SimBoard(clock);
   const host = new SimHost(sim, clock, { bootMs: opts.hostBootMs ?? 2000, shutdownMs: 1000, heartbeatMs: 1000 });
@@ -24,17 +32,29 @@ export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?:
   const alerts: AlertEvent[] = [];
   const wall = { now: 1_700_000_000_000 };
   const config = simConfig({ timing: { settleMs: 100, powerOffMs: 200, powerOnMs: 200, shutdownTimeoutMs: 5000, ...opts.timing }, failover: { confirmTimeoutMs: 10_000, ...opts.failover } });
+  const exported: Rig['exported'] = { bay: null, connects: [], connectFails: false };
+  let hostLink = opts.hostLink ?? 'sata';
   const open = async () => {
+    host.exportedDisk = () => (hostLink === 'export' ? exported.bay : null);
     const events = new BootSwitchEmitter();
     events.on('alert', (a) => alerts.push(a));
-    return openBootSwitch({ config, stateDir: dir, clock, sim, events, wallNow: () => wall.now + clock.now() });
+    const sys = await openBootSwitch({ config, stateDir: dir, clock, sim, events, wallNow: () => wall.now + clock.now(), hostLink });
+    if (hostLink === 'export') {
+      sys.bootSwitch.setConnectHook(async (to) => {
+        exported.connects.push(to);
+        if (exported.connectFails) throw new Error(`export of bay ${to} failed`);
+        exported.bay = to;
+      });
+    }
+    return sys;
   };
   const onBeat = () => void rig.sys.failover.heartbeat();
   host.on('heartbeat', onBeat);
   const rig: Rig = {
-    clock, sim, host, dir, alerts, wall,
+    clock, sim, host, dir, alerts, wall, exported,
     sys: await open(),
-    async restart() {
+    async restart(o = {}) {
+      hostLink = o.hostLink ?? hostLink;
       await rig.sys.close();
       rig.sys = await open();
     },
