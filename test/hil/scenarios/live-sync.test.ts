@@ -95,7 +95,7 @@ if (!onRealRig && rigAvailable('live-sync scenario') && requireEnv('the live-syn
         bridgeMiBps: BRIDGE_MIBPS,
         config: {
           // The guest never goes quiet: a short wait, then the snapshot anyway.
-          sync: { quiescence: { quietSeconds: 1, maxWaitSeconds: 2, fallback: 'crash-consistent' } },
+          sync: { quiescence: { quietSeconds: 0.5, maxWaitSeconds: 1, fallback: 'crash-consistent' } },
           inline: { snapshot: { cacheBudgetMiB: CACHE_BUDGET_MIB, cbwTimeoutSeconds: CBW_TIMEOUT_S, preHook: hook('freeze'), postHook: hook('thaw') } },
         },
       },
@@ -248,9 +248,9 @@ if (!onRealRig && rigAvailable('live-sync scenario') && requireEnv('the live-syn
             await until(() => load.recordsBefore(Infinity) >= n + 10, 30_000, 'ten more records after the broken sync');
             await sim.qemu.command('churn', ['stop'], 60_000);
             assert.equal(load.errors, [], 'no write of the guest failed');
-            const rollback = job.log.map((l: { message: string }) => l.message).filter((m: string) => /roll/i.test(m));
+            const rolledBack = job.log.find((l: { message: string }) => /previous backup again/.test(l.message));
             note(
-              `cache of ${CACHE_BUDGET_MIB} MiB under ${churnPasses} in-place passes over ${CHURN_MIB} MiB: the sync failed ${seconds(end - s.to)} after the instant (reading the 64 MiB standby alone takes ${seconds((64 / BRIDGE_MIBPS) * 1000)}): "${job.error.message}"; alert ${alert.data.code}; ${rollback.length ? `"${rollback.join('"; "')}"; ` : ''}the standby's sha256 unchanged; the longest guest write meanwhile ${seconds(row.stallMs)}`,
+              `cache of ${CACHE_BUDGET_MIB} MiB under ${churnPasses} in-place passes over ${CHURN_MIB} MiB: the copy stopped and the standby was rolled back ${rolledBack ? seconds(Date.parse(rolledBack.at) - s.to) : '?'} after the instant (reading the 64 MiB standby alone takes ${seconds((64 / BRIDGE_MIBPS) * 1000)}): "${job.error.message}"; alert ${alert.data.code}; the standby's sha256 unchanged; the longest guest write meanwhile ${seconds(row.stallMs)}`,
             );
           });
 
