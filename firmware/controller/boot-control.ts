@@ -9,6 +9,7 @@ import type { Bay, BootSwitchSystem, MoveReport } from '../../src/bootswitch/ind
 import type { JobRunner } from './jobs.ts';
 import type { Rig } from './rig.ts';
 import type { Roles } from './roles.ts';
+import type { HostHolds } from './sync-window.ts';
 
 export class BootControl {
   constructor(
@@ -18,7 +19,19 @@ export class BootControl {
     private readonly rig: Rig,
     /** The boot pair's id: its jobs (and jobs of no pair) keep its drives from moving; other pairs' copies do not. */
     private readonly bootPair = 'system',
+    /** Why a data pair's drives are moving (its failover), or null. */
+    private readonly dataMoves: () => string | null = () => null,
+    /** The pairs whose sync windows hold the host off. */
+    private readonly holds: HostHolds | null = null,
   ) {}
+
+  /** A data pair's window holds the host off, or another port's move runs: the boot drive must not move now. */
+  #hostInUse(): void {
+    const others = this.holds?.pairs.filter((p) => p !== this.bootPair) ?? [];
+    if (others.length) throw new BusyError(`the sync window of pair ${others.join(', ')} holds the host off: booting it now would start it without that data disk`, { hint: 'wait for the copy to finish; the window closes with it' });
+    const gate = this.bs.gate?.holder;
+    if (gate) throw new BusyError(`${gate} is running: the host's drives move one port at a time`, { hint: 'wait for it to finish' });
+  }
 
   /** A job on the boot pair's drives, running or waiting, or null. */
   #bootJob() {
@@ -30,7 +43,7 @@ export class BootControl {
     const s = this.bs.failover.state.switching;
     if (s) return `a failover from bay ${s.from} to bay ${s.to} is moving the drives`;
     if (this.bs.bootSwitch.moving) return 'the boot selection is being moved';
-    return null;
+    return this.dataMoves();
   }
 
   /** Starts a failover to the standby; resolves once the machine has accepted it. */
@@ -40,6 +53,7 @@ export class BootControl {
     const fs = this.bs.failover.state;
     if (fs.switching) throw new BusyError(`a failover from bay ${fs.switching.from} to bay ${fs.switching.to} is already running`);
     if (this.bs.bootSwitch.moving) throw new BusyError('the boot selection is being moved');
+    this.#hostInUse();
     const view = this.roles.current();
     const { active, standby, pair } = view;
     if (!pair) throw new RefusedError('the drives are not paired: there is no backup to fail over to', { hint: 'POST /api/clone first' });
@@ -75,6 +89,7 @@ export class BootControl {
     const job = this.#bootJob();
     if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is ${job.state} on the drives`, { hint: 'wait for it or cancel it' });
     if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives');
+    this.#hostInUse();
     if (!opts.force && (await this.bs.bootSwitch.hostPowered())) {
       throw new RefusedError(`the host is powered: moving its boot drive would pull the disk from under a running system`, { hint: 'shut the host down first, or pass "force": true (the host may crash)' });
     }

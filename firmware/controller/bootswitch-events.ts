@@ -4,7 +4,7 @@
  * as a role swap in the pair state, counted, and published with the new
  * generation.
  */
-import type { BootSwitchEvents, BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { BootSwitchEvents, BootSwitchSystem, DataPortSwitch } from '../../src/bootswitch/index.ts';
 import type { EventBus } from './events.ts';
 import type { FailoverLedger } from './failover-ledger.ts';
 import type { Metrics } from './metrics.ts';
@@ -23,6 +23,7 @@ export class BootSwitchEventsFeature {
     roles: Roles,
     ledger: FailoverLedger,
     status: StatusView,
+    bootPair = 'system',
   ) {
     this.#handlers = {
       relay: (r) => bus.publish('relay', r),
@@ -39,7 +40,7 @@ export class BootSwitchEventsFeature {
         const generation = roles.recordSwap(f.to, f.reason);
         ledger.save(bs.failover.state.failovers);
         metrics.failovers.inc();
-        bus.publish('failover', { ...f, generation });
+        bus.publish('failover', { ...f, generation, pair: bootPair });
         status.publishChange();
       },
     };
@@ -57,5 +58,35 @@ export class BootSwitchEventsFeature {
   #updateBootBay(metrics: Metrics): void {
     const bay = this.bs.bootSwitch.bay;
     for (const b of ['A', 'B'] as const) metrics.bootBay.set({ bay: b }, bay === b ? 1 : 0);
+  }
+}
+
+/**
+ * A data port's switch events onto the bus, named by its pair and with the
+ * physical bays: each step of a move, its end, and its alerts (a failed
+ * move and its roll-back).
+ */
+export class DataPortEventsFeature {
+  readonly #handlers: Handlers;
+
+  constructor(
+    private readonly port: DataPortSwitch,
+    pair: string,
+    bus: EventBus,
+  ) {
+    const bay = (b: 'A' | 'B') => (b === 'A' ? port.bays[0] : port.bays[1]);
+    this.#handlers = {
+      'switch-step': (s) => bus.publish('switch.step', { ...s, to: bay(s.to), pair }),
+      switched: (s) => bus.publish('switched', { ...s, from: s.from === null ? null : bay(s.from), to: bay(s.to), pair }),
+      alert: (a) => bus.publish('alert', { ...a, pair }),
+    };
+  }
+
+  start(): void {
+    for (const [name, fn] of Object.entries(this.#handlers)) this.port.events.on(name as keyof BootSwitchEvents, fn as never);
+  }
+
+  stop(): void {
+    for (const [name, fn] of Object.entries(this.#handlers)) this.port.events.off(name as keyof BootSwitchEvents, fn as never);
   }
 }

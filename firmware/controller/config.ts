@@ -7,10 +7,10 @@
 import { readFileSync, statSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
-import { validateConfig as validateBootSwitch, simConfig, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
+import { validateConfig as validateBootSwitch, simConfig, portChannels, wiredPorts, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
 import { array, bool, check, fail, int, num, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
 import { locateDrive, sameStorage, type DriveLocation } from '../../src/sata-bridge/index.ts';
-import { BAY_NAMES, PAIR_ROLES, configuredBays, resolvePairs, type PairConfig } from './pair-config.ts';
+import { BAY_NAMES, PAIR_ROLES, configuredBays, portOf, resolvePairs, type PairConfig } from './pair-config.ts';
 
 /** A pre- or post-snapshot hook of a live sync: a command (argv, no shell) or an HTTP call to the host. */
 const snapshotHook = (phase: string, example: string) =>
@@ -33,7 +33,7 @@ export const configSchema = obj({
       obj({
         id: str({ pattern: /^[a-z][a-z0-9-]{0,31}$/, patternText: 'a short name of lower-case letters, digits and dashes, starting with a letter (e.g. system, data)', description: 'the pair\'s name in routes (/api/pairs/{id}/…), metrics and events' }),
         label: opt(str({ maxLength: 80, description: 'what the operator reads (e.g. "system drive")' })),
-        bays: array(oneOf(BAY_NAMES), { maxItems: 2, unique: true, description: 'the pair\'s two bays, the active drive\'s first: ["A", "B"] for the boot pair, two of C to H for a data pair' }),
+        bays: array(oneOf(BAY_NAMES), { maxItems: 2, unique: true, description: 'the pair\'s two bays, the active drive\'s first: ["A", "B"] for the boot pair, the two bays of one host data port for a data pair: ["C", "D"], ["E", "F"] or ["G", "H"] (its relays muxC, muxD, pwrC, pwrD… in bootswitch.channels)' }),
         role: opt(oneOf(PAIR_ROLES, 'boot: holds the host\'s boot drive (bays A and B, exactly one pair); data: the host\'s data disk. Default: boot on bays A and B, else data')),
         mode: opt(oneOf(['switched'] as const, 'how the pair\'s drives reach the host: switched (direct SATA through the pair\'s muxes)'), 'switched'),
         bridge: opt(str({ pattern: /^[a-z0-9-]{1,32}$/, patternText: 'a short name of lower-case letters, digits and dashes', description: 'the bridge bandwidth budget the pair\'s copies use: copies of pairs with the same budget never run at once' }), 'usb'),
@@ -198,6 +198,13 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
     distinctDrives(c.drives as Record<string, string | undefined>);
     if (c.bootswitch === undefined) fail('bootswitch', undefined, 'the board configuration (required on the hardware rig)', 'config');
     bootswitch = prefixed(() => validateBootSwitch(c.bootswitch));
+    // A data pair's failover and sync windows move its drives on the host's data port: its relays must be wired.
+    const wired = wiredPorts(bootswitch);
+    for (const [i, p] of pairs.entries()) {
+      if (p.role !== 'data' || wired.includes(portOf(p))) continue;
+      const ch = portChannels(portOf(p));
+      fail(`bootswitch.channels.${ch.muxA}`, undefined, `the relays of pair ${p.id}'s data port (pairs[${i}], bays ${p.bays.join(' and ')}): give ${[ch.muxA, ch.muxB, ch.pwrA, ch.pwrB].join(', ')}`, 'config');
+    }
   } else {
     if (c.drives) fail('drives', c.drives, 'nothing: the simulated rig keeps its drives in the state directory', 'config');
     const bs = (c.bootswitch ?? {}) as Record<string, unknown>;

@@ -18,15 +18,16 @@ import { HardwareRig } from './hardware-rig.ts';
 import { SimRig } from './sim/rig.ts';
 import type { Rig } from './rig.ts';
 import { Roles, failoverSwitch } from './roles.ts';
-import { DrivePair, FixedPairSwitch, Pairs, pairBays } from './pairs.ts';
+import { DrivePair, PortPairSwitch, Pairs, pairBays } from './pairs.ts';
 import { bayAt, configuredBays, type PairConfig } from './pair-config.ts';
-import { SyncWindow } from './sync-window.ts';
+import { HostHolds, SyncWindow } from './sync-window.ts';
+import { DataPairFailover } from './pair-failover.ts';
 import { CopyJobs } from './copy-jobs.ts';
 import { BootControl } from './boot-control.ts';
 import { HostWatch } from './host-watch.ts';
 import { StatusView } from './status-view.ts';
-import { FailoverLedger } from './failover-ledger.ts';
-import { BootSwitchEventsFeature } from './bootswitch-events.ts';
+import { FailoverLedger, PairFailoverLedger } from './failover-ledger.ts';
+import { BootSwitchEventsFeature, DataPortEventsFeature } from './bootswitch-events.ts';
 import { StartupRecovery } from './startup-recovery.ts';
 import { JobEvents } from './job-events.ts';
 import { PanelFeature } from './panel-wiring.ts';
@@ -56,6 +57,9 @@ export class Controller {
   /** Every pair, the boot pair among them. */
   readonly pairs: Pairs;
   readonly boot: BootControl;
+  /** The pairs whose sync windows hold the host off now (shared by every pair's window). */
+  readonly holds = new HostHolds();
+  readonly pairLedger: PairFailoverLedger;
   readonly host: HostWatch;
   readonly status: StatusView;
   readonly panel: PanelFeature;
@@ -102,11 +106,13 @@ export class Controller {
     this.health = new HealthMonitor(rig.smart, (bay) => rig.smartDevice(bay), config.health, bus, metrics, configuredBays(config.pairs));
     this.jobs = new JobRunner(stateDir, config.jobs, bus, () => this.boot.blockedBy());
     this.roles = new Roles(stateDir, rig.bays, failoverSwitch(bs), bus, log);
-    this.window = new SyncWindow(config, stateDir, bs, this.roles, bus);
+    const bootPair = config.pairs.find((p) => p.role === 'boot')!;
+    this.window = new SyncWindow(config, stateDir, bs.bootSwitch, this.roles, bus, this.holds, bootPair.id, true);
+    this.pairLedger = new PairFailoverLedger(stateDir);
     this.copies = new CopyJobs(config, stateDir, this.roles, this.window, this.jobs, bus, metrics, (bay) => rig.markBootable(bay));
     this.pairs = new Pairs(config.pairs.map((pc) => (pc.role === 'boot' ? new DrivePair(pc, this.roles, this.window, this.copies) : this.#dataPair(pc))));
     metrics.definePairs(this.pairs.ids);
-    this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id);
+    this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id, () => this.#dataMoves(), this.holds);
     this.host = new HostWatch(bs, bus, metrics);
     for (const pair of this.pairs.list) pair.copies.hostPowered = () => this.host.powered;
     this.browser = new FileBrowser(this.pairs, bs);
@@ -121,7 +127,8 @@ export class Controller {
     this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);
     this.#features = [
       new JobEvents(bus, this.jobs, metrics, this.status, log),
-      new BootSwitchEventsFeature(bs, bus, metrics, this.roles, ledger, this.status),
+      new BootSwitchEventsFeature(bs, bus, metrics, this.roles, ledger, this.status, this.pairs.boot.id),
+      ...this.pairs.list.filter((p) => p.failover).map((p) => new DataPortEventsFeature(p.failover!.port, p.id, bus)),
       this.host,
       { start: () => this.#publishEarlyAlerts() },
       // The host's export is up before anything may copy or boot: start-up recovery's jobs run in its epochs.
@@ -136,12 +143,23 @@ export class Controller {
     ];
   }
 
-  /** A data pair: roles from its pair state alone, its copies on the shared job runner. */
+  /** A data pair: its data port's switch, roles from its pair state, its window, copies and failover. */
   #dataPair(pc: PairConfig): DrivePair {
-    const roles = new Roles(this.stateDir, pairBays(this.rig.bays, pc), new FixedPairSwitch(), this.bus, this.log.child({ pair: pc.id }));
-    const window = new SyncWindow(this.config, this.stateDir, this.bs, roles, this.bus, pc.id);
+    const port = this.bs.ports.find((p) => p.bays[0] === pc.bays[0]);
+    // The config check makes sure of it; a missing port here is a bug, not an operator's mistake.
+    if (!port) throw new Error(`no relays for the data port of pair ${pc.id} (bays ${pc.bays.join(', ')})`);
+    const log = this.log.child({ pair: pc.id });
+    const roles = new Roles(this.stateDir, pairBays(this.rig.bays, pc), new PortPairSwitch(port), this.bus, log);
+    const window = new SyncWindow(this.config, this.stateDir, port.sw, roles, this.bus, this.holds, pc.id, false);
     const copies = new CopyJobs(this.config, this.stateDir, roles, window, this.jobs, this.bus, this.metrics, (pos) => this.rig.markBootable(bayAt(pc, pos)), pc.id);
-    return new DrivePair(pc, roles, window, copies);
+    const failover = new DataPairFailover(pc, port, roles, { jobs: this.jobs, ledger: this.pairLedger, holds: this.holds, bus: this.bus, metrics: this.metrics, changed: () => this.status.publishChange(), log });
+    return new DrivePair(pc, roles, window, copies, failover);
+  }
+
+  /** Why a data pair's drives are moving now, or null: no job may start meanwhile. */
+  #dataMoves(): string | null {
+    const moving = this.pairs.list.find((p) => p.failover?.moving);
+    return moving ? `a failover of pair ${moving.id} is moving its drives` : null;
   }
 
   /** Switched mode: relays inline mode left (both drives on the controller) go back to the selected bay; its tracking is dropped. */

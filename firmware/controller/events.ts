@@ -34,10 +34,10 @@ export const EVENT_TYPES = {
   'job.failed': 'a job failed: { job } (job.error has kind, message, hint)',
   'job.cancelled': 'a job was cancelled: { job }',
   'status.changed': "roles, standby state or generations changed: { active, standby, standbyState, generations } of the boot pair, and pairs: each pair's { id, active, standby, standbyState, generations }",
-  'failover': 'the standby took over: { from, to, reason, generation }',
+  'failover': 'the standby took over: { pair, from, to, reason, generation } (bays; a data pair\'s failover moved the host\'s data disk)',
   'failover.state': 'the failover state machine moved: the whole state',
-  'switch.step': 'one step of a boot-selection move: { to, step, atMs, tookMs }',
-  'switched': 'a boot-selection move finished: { from, to, totalMs, changed }',
+  'switch.step': 'one step of a move of the boot selection or of a data pair\'s drives: { to, step, atMs, tookMs, pair? }',
+  'switched': 'a move of the boot selection or of a data pair\'s drives finished: { from, to, totalMs, changed, pair? }',
   'relay': 'a relay or LED output changed: { channel, on }',
   'button': 'the failover button: { kind: press|release|short|hold|startup-hold, heldMs }',
   'host.power': 'the host power LED changed: { power: on|off }',
@@ -62,8 +62,8 @@ export interface EventData {
   'job.failed': { job: JobSummary };
   'job.cancelled': { job: JobSummary };
   'status.changed': { active: Bay; standby: Bay; standbyState: string; generations: Record<Bay, number | null>; pairs: { id: string; active: BayName; standby: BayName; standbyState: string; generations: Record<string, number | null> }[] };
-  switched: BootSwitchEvents['switched'][0];
-  failover: BootSwitchEvents['failover'][0] & { generation: number | null };
+  switched: { from: BayName | null; to: BayName; totalMs: number; changed: boolean; pair?: string };
+  failover: { from: BayName; to: BayName; reason: string; generation: number | null; pair?: string };
   drive: { bay: BayName; action: 'pulled' | 'inserted' | 'replaced'; path?: string };
   alert: AlertEvent & { bay?: BayName; pair?: string };
 }

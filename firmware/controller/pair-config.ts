@@ -3,11 +3,13 @@
  * scheme: a small system drive with its standby, a data drive with its own).
  * Each pair names two bays; the first is where its active drive starts. The
  * boot pair holds the host's boot drive and is wired to bays A and B (the
- * boot switch and the failover machine); data pairs use the other bays.
+ * boot switch and the failover machine); a data pair holds one of the
+ * host's data disks on the two bays the wiring gives one data port (C and
+ * D, E and F, or G and H), switched by that port's relays.
  * Without a `pairs` key the controller has the one boot pair on bays A and B,
  * exactly as before pairs existed.
  */
-import type { Bay } from '../../src/bootswitch/index.ts';
+import { DATA_PORTS, type Bay } from '../../src/bootswitch/index.ts';
 import { fail } from './schema.ts';
 
 /** Physical drive bays: two per pair, A and B the boot pair's. */
@@ -68,6 +70,9 @@ export function resolvePairs(raw: RawPair[] | undefined): PairConfig[] {
     const role = p.role ?? (onBootBays ? 'boot' : 'data');
     if (role === 'boot' && !onBootBays) fail(`${key}.bays`, p.bays, '["A", "B"] for the boot pair: the boot switch and the failover machine are wired to bays A and B', 'config');
     if (role === 'data' && (bays.includes('A') || bays.includes('B'))) fail(`${key}.bays`, p.bays, 'bays C to H for a data pair: A and B hold the boot pair', 'config');
+    if (role === 'data' && !DATA_PORTS.some(([c, d]) => bays[0] === c && bays[1] === d)) {
+      fail(`${key}.bays`, p.bays, `the two bays of one host data port, first bay first: ${DATA_PORTS.map((d) => JSON.stringify(d).replace(',', ', ')).join(', ')} (the port's first bay is on the host with every relay released)`, 'config');
+    }
     return { id: p.id, label: p.label ?? p.id, bays, role, mode: p.mode, bridge: p.bridge, schedule: { ...p.schedule } };
   });
   const boot = out.filter((p) => p.role === 'boot');
@@ -79,6 +84,11 @@ export function resolvePairs(raw: RawPair[] | undefined): PairConfig[] {
 export function configuredBays(pairs: PairConfig[]): BayName[] {
   const used = new Set<string>(pairs.flatMap((p) => p.bays));
   return BAY_NAMES.filter((b) => used.has(b));
+}
+
+/** The data port a data pair's bays share (resolvePairs made sure they are one). */
+export function portOf(pair: PairConfig): (typeof DATA_PORTS)[number] {
+  return DATA_PORTS.find(([c]) => c === pair.bays[0])!;
 }
 
 /** The physical bay behind a pair's switch position (A: its first bay, B: its second). */

@@ -75,14 +75,10 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
       },
     },
     {
-      name: 'failover', tag: 'boot', summary: 'Boot the standby: host shut down, boot selection moved, host powered on, roles swapped', body: bodies.failover,
-      responses: { 202: 'the failover started; watch the failover and switched events', 409: 'the standby is not consistent, a job runs on the pair, failover is halted, or the pair is a data pair' },
+      name: 'failover', tag: 'boot', summary: "Fail over to the standby: the host shut down, the pair's relays moved with break before make and read back, roles swapped, the host powered on again (the boot pair boots its standby; a data pair's standby becomes the host's data disk)", body: bodies.failover,
+      responses: { 202: 'the failover started: { from, to, accepted } (bays); watch the failover event, or a failover-failed alert after a roll-back', 409: 'the standby is not consistent, a job runs on the pair, another move or a sync window holds the host, or failover is halted' },
       handler: async (p, body) => {
-        if (p.config.role !== 'boot') {
-          throw new RefusedError(`pair ${p.id} is a data pair: its failover needs relays that move its drives on the host's data port, which this controller does not drive for data pairs; nothing was changed`, {
-            hint: `shut the host down and swap the drives of bays ${p.config.bays.join(' and ')} by hand, or fail over the boot pair: POST /api/pairs/${app.pairs.boot.id}/failover`,
-          });
-        }
+        if (p.failover) return { status: 202, body: await p.failover.start(body as { hardOff?: boolean }) };
         return { status: 202, body: await app.boot.failover(body as { hardOff?: boolean }) };
       },
     },

@@ -2,11 +2,13 @@
  * The controller's drive pairs as it runs them: each with its own roles,
  * sync window and copy jobs on the shared job runner. The boot pair's parts
  * are the ones the failover machine and the boot switch listen to; a data
- * pair's roles come from its pair state alone.
+ * pair has its data port's switch and its own failover, and its roles come
+ * from its pair state (the relays where the pair state cannot tell).
  */
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
-import type { Bay } from '../../src/bootswitch/index.ts';
+import type { Bay, DataPortSwitch } from '../../src/bootswitch/index.ts';
 import type { CopyJobs } from './copy-jobs.ts';
+import type { DataPairFailover } from './pair-failover.ts';
 import { bayAt, type BayName, type PairConfig } from './pair-config.ts';
 import type { DriveBays, PairSwitch, RigBays, Roles } from './roles.ts';
 import type { SyncWindow } from './sync-window.ts';
@@ -17,6 +19,8 @@ export class DrivePair {
     readonly roles: Roles,
     readonly window: SyncWindow,
     readonly copies: CopyJobs,
+    /** A data pair's failover on its data port; null for the boot pair (the failover machine's). */
+    readonly failover: DataPairFailover | null = null,
   ) {}
 
   get id(): string {
@@ -40,13 +44,18 @@ export function pairBays(rig: RigBays, pair: PairConfig): DriveBays {
 }
 
 /**
- * A data pair's switch while the controller drives no relays for it: the
- * host keeps the pair's first bay, and nobody but the pair state decides
- * which copy is consistent.
+ * A data pair's switch as roles see it: the position its data port's relays
+ * give the host, and which copy is consistent as the copies report it (the
+ * pair's failover asks the pair state itself).
  */
-export class FixedPairSwitch implements PairSwitch {
-  readonly selected: Bay = 'A';
+export class PortPairSwitch implements PairSwitch {
   readonly consistent: Record<Bay, boolean> = { A: true, B: false };
+
+  constructor(private readonly port: DataPortSwitch) {}
+
+  get selected(): Bay {
+    return this.port.sw.bay ?? 'A';
+  }
 
   async markConsistent(bay: Bay, consistent: boolean): Promise<void> {
     this.consistent[bay] = consistent;

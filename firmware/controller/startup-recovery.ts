@@ -69,10 +69,18 @@ export class StartupRecovery {
       await this.window.closeLeftOpen((m) => this.log.info(m)).catch(() => {});
     }
     if (pair?.pendingCopy && interrupted) this.#resume(pair.pendingCopy, view.standby, this.copies);
-    // A data pair's interrupted copy is resumed or rolled back the same way (queued behind the boot pair's).
+    // A data pair: its failover cut short is recorded or reported, a window left open closed, an interrupted copy resumed or rolled back (queued behind the boot pair's).
     for (const p of this.pairs?.list ?? []) {
       if (p.config.role === 'boot') continue;
+      p.failover?.reconcile();
       const v = p.roles.current();
+      const pending = !!v.pair?.pendingCopy && effectiveStandbyState(v.store, v.pair) === 'inconsistent';
+      if (p.window.open && !pending) {
+        this.bus.publish('alert', { level: 'warning', code: 'window-left-open', pair: p.id, message: `both drives of pair ${p.id} were on the controller at start-up: giving bay ${p.roles.name(v.active)} back to the host` });
+        await p.window.closeLeftOpen((m) => this.log.info({ pair: p.id }, m)).catch(() => {});
+      } else if (p.failover && !p.window.open && p.failover.port.sw.bay !== null && p.failover.port.sw.bay !== v.active) {
+        this.bus.publish('alert', { level: 'warning', code: 'roles-differ', pair: p.id, message: `the relays give the host bay ${p.roles.name(p.failover.port.sw.bay)} as pair ${p.id}'s data disk but the pair state says bay ${p.roles.name(v.active)} is active: syncs follow the pair state; its failover is refused until they agree` });
+      }
       if (v.pair?.pendingCopy && effectiveStandbyState(v.store, v.pair) === 'inconsistent') this.#resume(v.pair.pendingCopy, `${p.roles.name(v.standby)} (pair ${p.id})`, p.copies);
     }
     this.status.publishChange();

@@ -1,14 +1,18 @@
 /**
- * Sync windows (switched mode): the host is shut down and both drives are
- * taken onto the controller for a copy, then the active bay goes back to the
- * host, which is powered on again if it was running. Whether it was is
- * persisted, so a daemon restarted inside the window still knows.
+ * Sync windows (switched mode): the host is shut down and both drives of a
+ * pair are taken onto the controller for a copy, then the active bay goes
+ * back to the host, which is powered on again if it was running. Whether it
+ * was is persisted, so a daemon restarted inside the window still knows.
+ * A data pair's window is the same: its drives are the host's data disk,
+ * which a running host writes, so a consistent copy needs the host off too.
+ * Windows of several pairs (parallel copies) share the host: it is powered
+ * on again only when the last of them closes.
  */
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { Bay, BootSwitch } from '../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
-import { BadInputError, RefusedError } from '../../src/errors.ts';
+import { BadInputError } from '../../src/errors.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
 import type { JobContext } from './jobs.ts';
@@ -22,19 +26,51 @@ interface WindowFile {
   openedAt: string;
 }
 
+/** The pairs whose windows hold the host off now, each with whether the host ran before its window. */
+export class HostHolds {
+  #held = new Map<string, boolean>();
+
+  hold(pair: string, hostWasOn: boolean): void {
+    this.#held.set(pair, hostWasOn);
+  }
+
+  /** Whether the host ran before the windows of the other pairs that hold it off now (false when none does). */
+  othersHostWasOn(pair: string): boolean | null {
+    const others = [...this.#held].filter(([p]) => p !== pair);
+    return others.length ? others.some(([, on]) => on) : null;
+  }
+
+  /** Ends `pair`'s hold; true when another pair's window still holds the host off. */
+  release(pair: string): boolean {
+    this.#held.delete(pair);
+    return this.#held.size > 0;
+  }
+
+  /** The pairs whose windows hold the host off. */
+  get pairs(): string[] {
+    return [...this.#held.keys()];
+  }
+}
+
 export class SyncWindow {
   readonly file: string;
 
   constructor(
     private readonly config: DaemonConfig,
     stateDir: string,
-    private readonly bs: BootSwitchSystem,
+    /** The switch of the pair's host port (the boot switch, or a data port's). */
+    private readonly sw: BootSwitch,
     private readonly roles: Roles,
     private readonly bus: EventBus,
-    /** A data pair without relays of its own: no window can be opened for it (its name, for the refusal). */
-    private readonly noWindowFor: string | null = null,
+    private readonly holds: HostHolds,
+    /** The pair's id; the boot pair keeps the file name it had before pairs existed. */
+    private readonly pair: string,
+    bootPair: boolean,
   ) {
-    this.file = join(stateDir, 'sync-window.json');
+    this.file = join(stateDir, bootPair ? 'sync-window.json' : `sync-window-${pair}.json`);
+    // A window a previous process left open holds the host off until it is closed.
+    const saved = sw.isolated ? readJsonChecked<WindowFile>(this.file) : undefined;
+    if (saved) holds.hold(pair, saved.hostWasOn);
   }
 
   /** Whether a copy runs in a window: as asked, else as config sync.window says; never in inline mode. */
@@ -44,18 +80,12 @@ export class SyncWindow {
       return false;
     }
     const w = this.config.sync.window;
-    const want = requested ?? (w === 'always' || (w === 'auto' && this.config.rig === 'hardware'));
-    if (want && this.noWindowFor) {
-      throw new RefusedError(`a sync window for pair ${this.noWindowFor} needs relays that take its drives off the host, which this controller does not drive for data pairs`, {
-        hint: 'shut the host down first and ask for "window": false (a copy of a drive the host writes is no consistent backup)',
-      });
-    }
-    return want;
+    return requested ?? (w === 'always' || (w === 'auto' && this.config.rig === 'hardware'));
   }
 
   /** Both drives are on the controller now (a window is open, or was left open by a previous process). */
   get open(): boolean {
-    return this.bs.bootSwitch.isolated;
+    return this.sw.isolated;
   }
 
   /**
@@ -64,20 +94,23 @@ export class SyncWindow {
    */
   async run<T>(ctx: JobContext, use: boolean, fn: () => Promise<T>): Promise<T> {
     if (!use) return fn();
-    const bsw = this.bs.bootSwitch;
+    const bsw = this.sw;
     let hostWasOn: boolean;
     const saved = bsw.isolated ? readJsonChecked<WindowFile>(this.file) : undefined;
     if (saved) hostWasOn = saved.hostWasOn;
     else {
-      hostWasOn = await bsw.hostPowered();
+      // Another pair's window may hold the host off already: what counts is whether it ran before that one.
+      hostWasOn = this.holds.othersHostWasOn(this.pair) ?? (await bsw.hostPowered());
       writeJsonDurably(this.file, { hostWasOn, openedAt: new Date().toISOString() } satisfies WindowFile);
     }
+    this.holds.hold(this.pair, hostWasOn);
     ctx.log('info', `sync window: ${hostWasOn ? 'shutting the host down and ' : ''}taking both drives onto the controller`);
     try {
       const r = await bsw.isolate({ signal: ctx.signal });
       if (r.changed) ctx.log('info', `both drives on the controller after ${r.totalMs} ms (host: ${r.host})`);
     } catch (e) {
       rmSync(this.file, { force: true });
+      this.holds.release(this.pair);
       throw e;
     }
     try {
@@ -90,12 +123,17 @@ export class SyncWindow {
   /** Gives the active bay back to the host; powers the host on when it was on before the window. */
   async close(hostWasOn: boolean, note: (m: string) => void): Promise<void> {
     const { active } = this.roles.current();
+    const bay = this.roles.name(active);
+    // The host stays off while another pair's window still has its drives on the controller.
+    const othersHold = this.holds.pairs.some((p) => p !== this.pair);
+    const powerOn = hostWasOn && !othersHold;
     try {
-      await this.bs.bootSwitch.moveTo(active, { powerOn: hostWasOn });
+      await this.sw.moveTo(active, { powerOn });
       rmSync(this.file, { force: true });
-      note(`sync window closed: bay ${active} back on the host${hostWasOn ? ', host powered on' : ''}`);
+      this.holds.release(this.pair);
+      note(`sync window closed: bay ${bay} back on the host${powerOn ? ', host powered on' : othersHold && hostWasOn ? `; the host stays off until the window of pair ${this.holds.pairs.join(', ')} closes` : ''}`);
     } catch (e) {
-      this.bus.publish('alert', { level: 'critical', code: 'window-not-closed', message: `after the copy the relays could not give bay ${active} back to the host: ${(e as Error).message}` });
+      this.bus.publish('alert', { level: 'critical', code: 'window-not-closed', pair: this.pair, message: `after the copy the relays could not give bay ${bay} back to the host: ${(e as Error).message}` });
       throw e;
     }
   }

@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import { BadInputError, DeviceError } from '../errors.ts';
 import { InputChannel, OutputChannel } from './channel.ts';
 import type { Clock } from './clock.ts';
-import { INPUTS, OPTIONAL_INPUTS, OPTIONAL_OUTPUTS, RELAYS, type BoardConfig, type BootSwitchConfig, type InputName, type OutputName } from './config.ts';
+import { INPUTS, OPTIONAL_INPUTS, OPTIONAL_OUTPUTS, PORT_INPUTS, PORT_OUTPUTS, RELAYS, type BoardConfig, type BootSwitchConfig, type InputName, type OutputName, type PortRelayName } from './config.ts';
 import type { Driver, I2cBus } from './io.ts';
 import { SimBoard } from './sim-board.ts';
 
@@ -81,7 +81,7 @@ export class Board {
     const board = new Board(config, drivers, buses, full);
     try {
       for (const [id, b] of Object.entries(config.boards)) drivers.set(id, await createDriver(id, b, full, buses));
-      for (const name of [...INPUTS, ...OPTIONAL_INPUTS]) {
+      for (const name of [...INPUTS, ...OPTIONAL_INPUTS, ...PORT_INPUTS]) {
         const ref = config.channels[name];
         if (!ref) continue;
         const line = await drivers.get(ref.board)!.input(ref.pin);
@@ -104,7 +104,7 @@ export class Board {
 
   /** Claim every output, writing its initial logical state explicitly. */
   async claimOutputs(initial: Partial<Record<OutputName, boolean>>, onChange: (name: string, on: boolean) => void): Promise<void> {
-    for (const name of [...RELAYS, ...OPTIONAL_OUTPUTS]) {
+    for (const name of [...RELAYS, ...OPTIONAL_OUTPUTS, ...PORT_OUTPUTS]) {
       const ref = this.config.channels[name];
       if (!ref) continue;
       const on = initial[name] ?? false;
@@ -113,7 +113,7 @@ export class Board {
     }
   }
 
-  relay(name: (typeof RELAYS)[number]): OutputChannel {
+  relay(name: (typeof RELAYS)[number] | PortRelayName): OutputChannel {
     const ch = this.outputs[name];
     if (!ch) throw new BadInputError(`relay ${name} is not claimed yet`);
     return ch;

@@ -87,6 +87,53 @@ export type ConnectHook = (to: Bay, signal?: AbortSignal) => Promise<void>;
  */
 export type HostLink = 'sata' | 'export';
 
+/**
+ * One move at a time across every switch of one host: each move may shut
+ * the host down and power it on again, so a data port's move and the boot
+ * port's must not interleave.
+ */
+export class HostGate {
+  #holder: string | null = null;
+  /** Switches whose drives are all on the controller (a sync window): the host must stay off. */
+  readonly #isolated = new Set<string>();
+
+  get holder(): string | null {
+    return this.#holder;
+  }
+
+  /** What keeps the host from being powered on by anyone but the mover: a move under way, or a window. */
+  hostHeldBy(): string | null {
+    if (this.#holder) return this.#holder;
+    const w = [...this.#isolated];
+    return w.length ? `the sync window of the ${w.join(', ')} (both drives on the controller)` : null;
+  }
+
+  /** Records whether a switch has its drives on the controller. */
+  setIsolated(name: string, isolated: boolean): void {
+    if (isolated) this.#isolated.add(name);
+    else this.#isolated.delete(name);
+  }
+
+  /** Takes the gate for `who`; BusyError naming the holder when another move runs. */
+  enter(who: string): void {
+    if (this.#holder) throw new BusyError(`${this.#holder} is already running`, { hint: 'wait for it to finish' });
+    this.#holder = who;
+  }
+
+  leave(who: string): void {
+    if (this.#holder === who) this.#holder = null;
+  }
+}
+
+export interface SwitchNaming {
+  /** What the switch is called in messages and logs ("boot switch", "data port C/D"). */
+  name: string;
+  /** The physical bay at a position (the boot port's positions are its bays). */
+  bay(position: Bay): string;
+}
+
+export const BOOT_PORT_NAMING: SwitchNaming = { name: 'boot switch', bay: (b) => b };
+
 export class BootSwitch {
   #record: SwitchRecord;
   #moving: Bay | null = null;
@@ -101,8 +148,17 @@ export class BootSwitch {
     private readonly events: BootSwitchEmitter,
     private readonly log: Logger,
     readonly hostLink: HostLink = 'sata',
+    readonly gate: HostGate = new HostGate(),
+    readonly naming: SwitchNaming = BOOT_PORT_NAMING,
   ) {
     this.#record = record;
+    gate.setIsolated(naming.name, this.isolated);
+  }
+
+  #enter(to: Bay): string {
+    const who = `a move of the ${this.naming.name} to bay ${this.naming.bay(to)}`;
+    this.gate.enter(who);
+    return who;
   }
 
   /** The relays that select `bay`: its mux pattern, or in export mode always ISOLATED. */
@@ -196,24 +252,30 @@ export class BootSwitch {
     return (await this.hostPowered()) === on;
   }
 
+  /** A position's relay by the channel name the config gives it (muxB, or muxD on the port of bays C and D). */
+  #relayName(relay: keyof SwitchRelays): string {
+    return `${relay.slice(0, 3)}${this.naming.bay(relay.endsWith('A') ? 'A' : 'B')}`;
+  }
+
   async #apply(relay: keyof SwitchRelays, on: boolean): Promise<void> {
     const ch = this.lines.relays[relay];
     await ch.set(on);
-    if ((await ch.readBack()) !== on) throw new DeviceError(`relay ${relay}: latch reads ${!on} after writing ${on}`);
+    if ((await ch.readBack()) !== on) throw new DeviceError(`relay ${this.#relayName(relay)}: latch reads ${!on} after writing ${on}`);
   }
 
   async #checkContacts(expect: Pick<SwitchRelays, 'muxA' | 'muxB'>, when: string): Promise<void> {
     const latch = await this.readRelays();
     const contacts = await this.#muxContacts(latch);
     for (const k of ['muxA', 'muxB'] as const) {
-      if (latch[k] !== expect[k]) throw new DeviceError(`relay ${k}: latch reads ${latch[k]} ${when}, expected ${expect[k]}`);
-      if (contacts[k] !== expect[k]) throw new DeviceError(`relay ${k}: contact sense reads ${contacts[k]} ${when}, expected ${expect[k]} (welded or stuck relay?)`, { hint: 'replace the relay module; boot selection was rolled back' });
+      if (latch[k] !== expect[k]) throw new DeviceError(`relay ${this.#relayName(k)}: latch reads ${latch[k]} ${when}, expected ${expect[k]}`);
+      if (contacts[k] !== expect[k]) throw new DeviceError(`relay ${this.#relayName(k)}: contact sense reads ${contacts[k]} ${when}, expected ${expect[k]} (welded or stuck relay?)`, { hint: 'replace the relay module; boot selection was rolled back' });
     }
   }
 
   #persist(rec: SwitchRecord): void {
     this.store.save(rec);
     this.#record = rec;
+    this.gate.setIsolated(this.naming.name, this.isolated);
   }
 
   /**
@@ -222,12 +284,14 @@ export class BootSwitch {
    */
   async moveTo(to: Bay, opts: MoveOptions = {}): Promise<MoveReport> {
     if (to !== 'A' && to !== 'B') throw new BadInputError(`bay ${JSON.stringify(to)}: allowed are A and B`);
-    if (this.#moving) throw new BusyError(`a move to bay ${this.#moving} is already running`, { hint: 'wait for it to finish' });
+    if (this.#moving) throw new BusyError(`a move to bay ${this.naming.bay(this.#moving)} is already running`, { hint: 'wait for it to finish' });
+    const who = this.#enter(to);
     this.#moving = to;
     try {
       return await this.#move(to, opts);
     } finally {
       this.#moving = null;
+      this.gate.leave(who);
     }
   }
 
@@ -373,8 +437,9 @@ export class BootSwitch {
    */
   async isolate(opts: { hardOff?: boolean; signal?: AbortSignal } = {}): Promise<{ changed: boolean; host: 'was-off' | 'acpi' | 'hard-off'; totalMs: number }> {
     if (this.hostLink === 'export') throw new RefusedError('inline mode keeps both drives on the controller: there is no sync window', { hint: 'copies run while the host runs' });
-    if (this.#moving) throw new BusyError(`a move to bay ${this.#moving} is already running`, { hint: 'wait for it to finish' });
+    if (this.#moving) throw new BusyError(`a move to bay ${this.naming.bay(this.#moving)} is already running`, { hint: 'wait for it to finish' });
     const from = this.#record.bay;
+    const who = this.#enter(from ?? 'A');
     this.#moving = from ?? 'A';
     const started = this.clock.now();
     try {
@@ -411,6 +476,7 @@ export class BootSwitch {
       return { changed: true, host, totalMs };
     } finally {
       this.#moving = null;
+      this.gate.leave(who);
     }
   }
 
@@ -438,7 +504,7 @@ export class BootSwitch {
       await this.lines.relays[away].set(back[away]);
       const contacts = await this.#muxContacts(await this.readRelays());
       if (from !== null && contacts[away] === back[away]) await this.lines.relays[toward].set(back[toward]);
-      else fault += `; ${away} did not release, bay ${from} left disconnected`;
+      else fault += `; ${this.#relayName(away)} did not release, bay ${from === null ? 'none' : this.naming.bay(from)} left disconnected`;
       await this.lines.relays.pwrA.set(false);
       await this.lines.relays.pwrB.set(false);
     } catch (e) {
@@ -463,7 +529,7 @@ export class BootSwitch {
       : null;
     if (baysOnHost(relays).length > 1) relays = { ...relays, muxA: true, muxB: false };
     this.#persist({ bay, relays, pending: null, fault });
-    this.events.emit('alert', { level: 'critical', code: 'switch-failed', message: fault });
+    this.events.emit('alert', { level: 'critical', code: 'switch-failed', message: this.naming === BOOT_PORT_NAMING ? fault : `${this.naming.name}: ${fault}` });
   }
 
   /** Record relays found in another state at start-up (adopted, not moved: the host was running). */

@@ -6,8 +6,22 @@
 import { BadInputError } from '../errors.ts';
 import type { DriverKind } from './io.ts';
 
+/** A position of a pair's switch: A its first bay (on the host with every coil released), B its second. */
 export type Bay = 'A' | 'B';
 export const BAYS: readonly Bay[] = ['A', 'B'];
+
+/**
+ * The host's data ports beyond the boot port, each served by two bays the
+ * wiring gives one host SATA port: bays C and D, E and F, G and H. The first
+ * bay of a port is on the host with every coil released, as bay A is.
+ */
+export const DATA_PORTS = [
+  ['C', 'D'],
+  ['E', 'F'],
+  ['G', 'H'],
+] as const;
+export type DataPort = (typeof DATA_PORTS)[number];
+export type DataBay = DataPort[number];
 
 export type BoardConfig =
   | { driver: 'sim' }
@@ -32,8 +46,26 @@ export const INPUTS = ['powerLed', 'button'] as const;
 /** Optional lines: LEDs, and contact sense of the mux relays for read-back. */
 export const OPTIONAL_OUTPUTS = ['ledStatus', 'ledFault', 'ledBayA', 'ledBayB'] as const;
 export const OPTIONAL_INPUTS = ['senseMuxA', 'senseMuxB'] as const;
-export type OutputName = RelayName | (typeof OPTIONAL_OUTPUTS)[number];
-export type InputName = (typeof INPUTS)[number] | (typeof OPTIONAL_INPUTS)[number];
+/** A data port's relays (mux and power per bay, given all four or none), its bay LEDs and contact sense. */
+export const PORT_RELAYS = DATA_PORTS.flatMap(([c, d]) => [`mux${c}`, `mux${d}`, `pwr${c}`, `pwr${d}`] as const);
+export const PORT_OUTPUTS = [...PORT_RELAYS, ...DATA_PORTS.flatMap(([c, d]) => [`ledBay${c}`, `ledBay${d}`] as const)];
+export const PORT_INPUTS = DATA_PORTS.flatMap(([c, d]) => [`senseMux${c}`, `senseMux${d}`] as const);
+export type PortRelayName = (typeof PORT_RELAYS)[number];
+export type OutputName = RelayName | (typeof OPTIONAL_OUTPUTS)[number] | (typeof PORT_OUTPUTS)[number];
+export type InputName = (typeof INPUTS)[number] | (typeof OPTIONAL_INPUTS)[number] | (typeof PORT_INPUTS)[number];
+
+/** The channels of a data port's switch by position: A its first bay's, B its second's. */
+export function portChannels([c, d]: DataPort): { muxA: PortRelayName; muxB: PortRelayName; pwrA: PortRelayName; pwrB: PortRelayName; senseMuxA: InputName; senseMuxB: InputName; ledBayA: OutputName; ledBayB: OutputName } {
+  return { muxA: `mux${c}`, muxB: `mux${d}`, pwrA: `pwr${c}`, pwrB: `pwr${d}`, senseMuxA: `senseMux${c}`, senseMuxB: `senseMux${d}`, ledBayA: `ledBay${c}`, ledBayB: `ledBay${d}` };
+}
+
+/** The data ports whose four relays the config names: the controller switches those. */
+export function wiredPorts(config: Pick<BootSwitchConfig, 'channels'>): DataPort[] {
+  return DATA_PORTS.filter((port) => {
+    const ch = portChannels(port);
+    return config.channels[ch.muxA] !== undefined;
+  });
+}
 
 export interface TimingConfig {
   /** Wait after a mux relay moves before the next one (contact bounce, SATA link drop). */
@@ -201,7 +233,7 @@ export function validateConfig(raw: unknown): BootSwitchConfig {
   for (const [id, b] of Object.entries(raw.boards)) boards[id] = board(`boards.${id}`, b);
 
   if (!isObject(raw.channels)) bad('channels', raw.channels, 'an object mapping channel names to { board, pin }');
-  const known = [...RELAYS, ...INPUTS, ...OPTIONAL_OUTPUTS, ...OPTIONAL_INPUTS] as string[];
+  const known = [...RELAYS, ...INPUTS, ...OPTIONAL_OUTPUTS, ...OPTIONAL_INPUTS, ...PORT_OUTPUTS, ...PORT_INPUTS] as string[];
   noExtraKeys('channels', raw.channels, known);
   const channels: BootSwitchConfig['channels'] = {};
   for (const name of [...RELAYS, ...INPUTS]) {
@@ -214,6 +246,19 @@ export function validateConfig(raw: unknown): BootSwitchConfig {
     if (used.has(id)) bad(`channels.${name}.pin`, c.pin, `a pin not already used by channels.${used.get(id)} on board ${c.board}`);
     used.set(id, name);
     channels[name as OutputName | InputName] = c;
+  }
+  // A data port is switched by all four of its relays or not at all: half a port could put both drives on the host.
+  for (const port of DATA_PORTS) {
+    const ch = portChannels(port);
+    const relays = [ch.muxA, ch.muxB, ch.pwrA, ch.pwrB];
+    const given = relays.filter((n) => channels[n] !== undefined);
+    if (given.length > 0 && given.length < 4) {
+      const missing = relays.find((n) => channels[n] === undefined)!;
+      bad(`channels.${missing}`, undefined, `a { board, pin } entry: bays ${port.join(' and ')} share a host data port, so ${relays.join(', ')} are given together or not at all`);
+    }
+    for (const n of [ch.senseMuxA, ch.senseMuxB, ch.ledBayA, ch.ledBayB]) {
+      if (channels[n] !== undefined && given.length === 0) bad(`channels.${n}`, raw.channels[n], `nothing until ${relays.join(', ')} are given (the port of bays ${port.join(' and ')} is not switched)`);
+    }
   }
 
   const timing = { ...DEFAULT_TIMING };
@@ -302,6 +347,17 @@ export function simConfig(overrides: { timing?: Partial<TimingConfig>; failover?
       ledBayB: { board: 'sim', pin: 'LED_BAY_B' },
       senseMuxA: { board: 'sim', pin: 'SENSE_MUX_A' },
       senseMuxB: { board: 'sim', pin: 'SENSE_MUX_B' },
+      // Every data port is wired on the simulated board: a data pair's failover and windows move its relays.
+      ...Object.fromEntries(
+        DATA_PORTS.flatMap((bays) =>
+          bays.flatMap((b) => [
+            [`mux${b}`, { board: 'sim', pin: `K_MUX_${b}` }],
+            [`pwr${b}`, { board: 'sim', pin: `K_PWR_${b}` }],
+            [`senseMux${b}`, { board: 'sim', pin: `SENSE_MUX_${b}` }],
+            [`ledBay${b}`, { board: 'sim', pin: `LED_BAY_${b}` }],
+          ]),
+        ),
+      ),
     },
     timing: { ...overrides.timing },
     failover: { ...overrides.failover },

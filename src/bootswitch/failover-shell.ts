@@ -108,7 +108,7 @@ export class FailoverShell {
         this.#background_(this.#switch(a.to, a.hardOff));
         return;
       case 'power-on':
-        this.#background_(this.bootSwitch.powerOnHost().catch((e) => this.#actionFailed('power-on', e)));
+        this.#background_(this.#powerOn());
         return;
       case 'retry-boot':
         this.#background_(this.#retryBoot(a.bay));
@@ -130,9 +130,26 @@ export class FailoverShell {
     }
   }
 
+  /** Another port's move or window keeps the host off: it powers the host on itself when it ends. */
+  #hostHeld(what: string): boolean {
+    const by = this.bootSwitch.gate.hostHeldBy();
+    if (by) this.log.warn({ what, by }, `${what} skipped: ${by} keeps the host off`);
+    return by !== null;
+  }
+
+  async #powerOn(): Promise<void> {
+    try {
+      if (this.#hostHeld('power-on')) return;
+      await this.bootSwitch.powerOnHost();
+    } catch (e) {
+      this.#actionFailed('power-on', e);
+    }
+  }
+
   async #retryBoot(bay: Bay): Promise<void> {
     try {
       if (this.bootSwitch.bay !== bay) return;
+      if (this.#hostHeld('retry-boot')) return;
       // A hung host ignores ACPI: the reset line restarts it without a power cycle.
       if (await this.bootSwitch.hostPowered()) {
         await this.bootSwitch.resetHost();

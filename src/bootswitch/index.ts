@@ -1,5 +1,5 @@
 /** The public surface of src/bootswitch (see README.md). */
-export { openBootSwitch, type OpenOptions, type BootSwitchSystem } from './system.ts';
+export { openBootSwitch, type OpenOptions, type BootSwitchSystem, type DataPortSwitch } from './system.ts';
 export {
   validateConfig,
   simConfig,
@@ -10,6 +10,14 @@ export {
   INPUTS,
   OPTIONAL_OUTPUTS,
   OPTIONAL_INPUTS,
+  DATA_PORTS,
+  PORT_RELAYS,
+  PORT_OUTPUTS,
+  PORT_INPUTS,
+  portChannels,
+  wiredPorts,
+  type DataPort,
+  type DataBay,
   type Bay,
   type BootSwitchConfig,
   type BoardConfig,
@@ -20,12 +28,12 @@ export {
 } from './config.ts';
 export { checkAgainstWiring, type Wiring, type WiringBoard, type WiringNet } from './wiring.ts';
 export { Board, type BoardDeps } from './board.ts';
-export { BootSwitch, type ConnectHook, type HostLink, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
+export { BootSwitch, HostGate, BOOT_PORT_NAMING, type SwitchNaming, type ConnectHook, type HostLink, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
 export { reduce, initialFailoverState, validateFailoverState, type FailoverState, type FailoverEvent, type FailoverAction, type Step } from './failover.ts';
 export { FailoverShell, type FailoverInput } from './failover-shell.ts';
 export { ButtonWatcher, type ButtonGesture } from './button.ts';
 export { BootSwitchEmitter, type BootSwitchEvents, type AlertEvent, type SwitchStepEvent } from './events.ts';
-export { SimBoard, SIM_RELAYS, type Violation } from './sim-board.ts';
+export { SimBoard, SIM_RELAYS, SIM_PORT_RELAYS, type Violation } from './sim-board.ts';
 export { SimHost, type HostState, type SimHostOptions } from './sim-host.ts';
 export { RelayHost, type Host } from './host.ts';
 export { SimI2cBus, SimMcp23017, SimPcf8574, SimSsd1306, SimIna219 } from './sim-i2c.ts';

@@ -13,15 +13,22 @@ import { EventEmitter } from 'node:events';
 import { DeviceError } from '../errors.ts';
 import type { Clock } from './clock.ts';
 import { systemClock } from './clock.ts';
-import type { Bay } from './config.ts';
+import { DATA_PORTS, type Bay, type DataBay, type DataPort } from './config.ts';
 import type { DigitalInput, DigitalOutput, Driver } from './io.ts';
 
 export const SIM_RELAYS = ['K_MUX_A', 'K_MUX_B', 'K_PWR_A', 'K_PWR_B', 'K_ATX_PWR', 'K_ATX_RST'] as const;
-export type SimRelay = (typeof SIM_RELAYS)[number];
+/** The data ports' relays: a mux and a power relay per bay C to H. */
+export const SIM_PORT_RELAYS = DATA_PORTS.flatMap((bays) => bays.flatMap((b) => [`K_MUX_${b}`, `K_PWR_${b}`] as const));
+export type SimRelay = (typeof SIM_RELAYS)[number] | (typeof SIM_PORT_RELAYS)[number];
+const ALL_RELAYS: readonly string[] = [...SIM_RELAYS, ...SIM_PORT_RELAYS];
+/** The host's SATA ports by their two bays: the boot port, then the data ports. */
+const HOST_PORTS: readonly (readonly [string, string])[] = [['A', 'B'], ...DATA_PORTS];
 
 export interface Violation {
   at: number;
   rule: 'both-drives-to-host' | 'switched-while-powered';
+  /** The host port it happened on: 'A' for the boot port, else the data port's first bay. */
+  port?: string;
   detail: string;
 }
 
@@ -117,8 +124,7 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
 
   /** The electrical level of any line as the controller would read it. */
   level(pin: string): boolean {
-    if (pin === 'SENSE_MUX_A') return this.contact('K_MUX_A');
-    if (pin === 'SENSE_MUX_B') return this.contact('K_MUX_B');
+    if (pin.startsWith('SENSE_MUX_')) return this.contact(`K_MUX_${pin.slice('SENSE_MUX_'.length)}`);
     if (this.#inputs.has(pin)) return this.#inputs.get(pin)!;
     return this.#coils.get(pin) ?? false;
   }
@@ -137,32 +143,48 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
     this.#coils.set(name, level);
     this.emit('line', name, level);
     const after = this.contact(name);
-    if ((SIM_RELAYS as readonly string[]).includes(name) && after !== beforeContact) this.#contactMoved(name as SimRelay, after);
+    if (ALL_RELAYS.includes(name) && after !== beforeContact) this.#contactMoved(name as SimRelay, after);
   }
 
   #contactMoved(relay: SimRelay, energised: boolean): void {
     const at = this.clock.now();
-    if ((relay === 'K_MUX_A' || relay === 'K_MUX_B') && this.#hostPowered() && !this.forced) {
-      (this.#losingPower ? this.powerLossMoves : this.violations).push({ at, rule: 'switched-while-powered', detail: `${relay} moved to ${energised ? 'energised' : 'released'} while the host power LED was lit` });
+    const port = HOST_PORTS.find((p) => p.some((b) => relay === `K_MUX_${b}`));
+    if (port && this.#hostPowered() && !this.forced) {
+      (this.#losingPower ? this.powerLossMoves : this.violations).push({ at, rule: 'switched-while-powered', port: port[0], detail: `${relay} moved to ${energised ? 'energised' : 'released'} while the host power LED was lit` });
     }
-    if (this.drivesOnHost().length > 1) {
-      this.violations.push({ at, rule: 'both-drives-to-host', detail: `after ${relay} moved, both bays reach the host port` });
+    if (port && this.#onPort(port).length > 1) {
+      this.violations.push({ at, rule: 'both-drives-to-host', port: port[0], detail: `after ${relay} moved, bays ${port.join(' and ')} both reach the host's ${port[0] === 'A' ? 'boot' : 'data'} port` });
     }
     this.emit('contact', relay, energised);
     if (relay === 'K_ATX_PWR') this.emit('atx', 'power', energised);
     if (relay === 'K_ATX_RST') this.emit('atx', 'reset', energised);
   }
 
+  /** A port's first bay is on the host with its mux released, its second with its mux energised (fail-safe wiring). */
+  #onPort([first, second]: readonly [string, string]): string[] {
+    const bays: string[] = [];
+    if (!this.contact(`K_MUX_${first}`)) bays.push(first);
+    if (this.contact(`K_MUX_${second}`)) bays.push(second);
+    return bays;
+  }
+
   /** De-energised K_MUX_A = bay A to host; energised K_MUX_B = bay B to host (fail-safe wiring). */
   drivesOnHost(): Bay[] {
-    const bays: Bay[] = [];
-    if (!this.contact('K_MUX_A')) bays.push('A');
-    if (this.contact('K_MUX_B')) bays.push('B');
-    return bays;
+    return this.#onPort(['A', 'B']) as Bay[];
   }
 
   poweredDrivesOnHost(): Bay[] {
     return this.drivesOnHost().filter((b) => !this.contact(b === 'A' ? 'K_PWR_A' : 'K_PWR_B'));
+  }
+
+  /** The bays a data port's muxes connect to the host's data port (C or D for the port of bays C and D). */
+  drivesOnDataPort(port: DataPort): DataBay[] {
+    return this.#onPort(port) as DataBay[];
+  }
+
+  /** Those of them that are powered: the data disk the host sees. */
+  poweredDrivesOnDataPort(port: DataPort): DataBay[] {
+    return this.drivesOnDataPort(port).filter((b) => !this.contact(`K_PWR_${b}`));
   }
 
   // ---- test and rig controls ----
@@ -227,14 +249,16 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
 
   /**
    * A controller power loss: every coil drops to de-energised (the
-   * fail-safe state). K_MUX_B drops first: the wiring gives K_MUX_A's coil a
-   * hold-up capacitor so bay A is never connected while bay B still is. A
+   * fail-safe state). K_MUX_B drops first (and each data port's second mux):
+   * the wiring gives K_MUX_A's coil (and each port's first) a hold-up
+   * capacitor so bay A is never connected while bay B still is. A
    * host running from bay B (or powered during a sync window) therefore
    * finds bay A under it: physics of the fail-safe wiring, recorded in
    * `powerLossMoves`; both bays on the host stays a violation.
    */
   powerLoss(): void {
-    const order = ['K_MUX_B', ...[...this.#coils.keys()].filter((r) => r !== 'K_MUX_B')];
+    const seconds = HOST_PORTS.map(([, second]) => `K_MUX_${second}`);
+    const order = [...seconds, ...[...this.#coils.keys()].filter((r) => !seconds.includes(r))];
     this.#losingPower = true;
     try {
       for (const relay of order) if (this.#coils.has(relay)) this.#setCoil(relay, false);
@@ -246,6 +270,7 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
   snapshot(): Record<string, boolean> {
     const out: Record<string, boolean> = {};
     for (const r of SIM_RELAYS) out[r] = this.contact(r);
+    for (const r of SIM_PORT_RELAYS) if (this.#coils.has(r) || this.#stuck.has(r)) out[r] = this.contact(r);
     return out;
   }
 }

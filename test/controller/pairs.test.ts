@@ -63,13 +63,24 @@ test('bad pairs are refused naming the key and what is allowed', () => {
 test('the hardware rig needs a drive for every bay the pairs use, and none other', () => {
   const bootswitch = {
     boards: { io: { driver: 'sim' } },
-    channels: Object.fromEntries(['muxA', 'muxB', 'pwrA', 'pwrB', 'atxPower', 'atxReset', 'powerLed', 'button'].map((n, i) => [n, { board: 'io', pin: i + 1 }])),
+    channels: Object.fromEntries(['muxA', 'muxB', 'pwrA', 'pwrB', 'atxPower', 'atxReset', 'powerLed', 'button', 'muxC', 'muxD', 'pwrC', 'pwrD'].map((n, i) => [n, { board: 'io', pin: i + 1 }])),
   };
   const hw = (drives: object) => ({ rig: 'hardware', pairs: TWO_PAIRS, drives, bootswitch });
   assert.match(refused(hw({ A: '/dev/a', B: '/dev/b', C: '/dev/c' })), /drives\.D is missing; allowed: the drive in bay D \(pair data uses it\)/);
   assert.match(refused(hw({ A: '/dev/a', B: '/dev/b', C: '/dev/c', D: '/dev/d', E: '/dev/e' })), /drives\.E is "\/dev\/e"; allowed: only the bays the pairs use \(A, B, C, D\)/);
   const c = validateDaemonConfig(hw({ A: '/dev/a', B: '/dev/b', C: '/dev/c', D: '/dev/d' }));
   assert.is((c.drives as Record<string, string>).D, '/dev/d');
+});
+
+test("a data pair needs its data port's relays, all four; its bays are the two of one port", () => {
+  const channels = (names: string[]) => Object.fromEntries(['muxA', 'muxB', 'pwrA', 'pwrB', 'atxPower', 'atxReset', 'powerLed', 'button', ...names].map((n, i) => [n, { board: 'io', pin: i + 1 }]));
+  const hw = (names: string[], pairs = TWO_PAIRS) => ({ rig: 'hardware', pairs, drives: { A: '/dev/a', B: '/dev/b', C: '/dev/c', D: '/dev/d' }, bootswitch: { boards: { io: { driver: 'sim' } }, channels: channels(names) } });
+  assert.match(refused(hw([])), /bootswitch\.channels\.muxC is missing; allowed: the relays of pair data's data port \(pairs\[1\], bays C and D\): give muxC, muxD, pwrC, pwrD/);
+  assert.match(refused(hw(['muxC', 'muxD', 'pwrC'])), /channels\.pwrD is undefined; allowed: a \{ board, pin \} entry: bays C and D share a host data port/);
+  assert.match(refused(hw(['senseMuxC'])), /channels\.senseMuxC is .*nothing until muxC, muxD, pwrC, pwrD are given/);
+  assert.match(refused({ pairs: [TWO_PAIRS[0], { id: 'data', bays: ['D', 'C'] }] }), /pairs\[1\]\.bays is \["D","C"\]; allowed: the two bays of one host data port, first bay first: \["C", "D"\], \["E", "F"\], \["G", "H"\]/);
+  assert.match(refused({ pairs: [TWO_PAIRS[0], { id: 'data', bays: ['C', 'E'] }] }), /pairs\[1\]\.bays is \["C","E"\]; allowed: the two bays of one host data port/);
+  validateDaemonConfig(hw(['muxC', 'muxD', 'pwrC', 'pwrD', 'senseMuxC', 'senseMuxD', 'ledBayC']));
 });
 
 let d: TestDaemon;
@@ -186,9 +197,6 @@ test('routes: /api/pairs/{id}/… for each pair; the old routes name the pairs w
   assert.is(v.body.job.pair, 'data');
   const job = await waitJob(d, v.body.id);
   assert.is(job.result.identical, true);
-  const fo = await d.api('POST', '/api/pairs/data/failover', {});
-  assert.is(fo.status, 409);
-  assert.match(fo.body.error.message, /pair data is a data pair/);
   const m = (await d.api('GET', '/metrics')).body as string;
   for (const line of ['dpsr_standby_state{state="consistent",pair="data"} 1', 'dpsr_standby_state{state="consistent",pair="system"} 1', 'dpsr_jobs_total{kind="verify",state="done",pair="data"} 1', 'dpsr_generation{bay="D",role="standby",pair="data"}']) assert.ok(m.includes(line), `metrics lack ${line}`);
   assert.match(m, /\ndpsr_last_sync_success_timestamp_seconds\{pair="data"\} [1-9]/);
