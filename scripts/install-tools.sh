@@ -15,7 +15,8 @@
 # unzip to open downloaded archives). sleuthkit reads the files on drives;
 # exfatprogs, exfat-fuse and ntfs-3g write restored files into exFAT and NTFS
 # partitions and check them; openssl makes the console's self-signed HTTPS
-# certificate.
+# certificate; libnbd-bin's nbdfuse (with fuse3) shows inline mode's live
+# snapshot of the active drive as a file for sleuthkit.
 #
 # Works on Debian 12 and Raspberry Pi OS bookworm (amd64, arm64), as root or
 # as a user with sudo (it runs itself again through sudo). The preflight
@@ -68,9 +69,9 @@ fi
 
 # --- the packages ---
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
-packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit openssl exfatprogs exfat-fuse ntfs-3g)
+packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit openssl exfatprogs exfat-fuse ntfs-3g libnbd-bin fuse3)
 if $tests; then
-  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine fio gddrescue qemu-system-x86 qemu-utils syslinux-common busybox-static libnbd-bin nbdkit mdadm chromium unzip)
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine fio gddrescue qemu-system-x86 qemu-utils syslinux-common busybox-static nbdkit mdadm chromium unzip)
   # extlinux (the HIL guest's boot loader) is built for x86 only; on arm64 the HIL image build says it is missing.
   case "$(dpkg --print-architecture)" in amd64|i386) packages+=(extlinux) ;; esac
 fi

@@ -1,9 +1,11 @@
 /**
  * Browsing the files on both drives through file-view: the side-by-side
  * listing of a folder and a file's content, from either side. The standby can
- * always be read (it is on the controller); the active drive only while the
- * host is off (switched mode): the host's filesystem changes under a reader
- * while it runs, and its drive sits on the host's port, not the controller's.
+ * always be read (it is on the controller); the active drive in switched
+ * mode only while the host is off (its filesystem changes under a reader
+ * while it runs, and its drive sits on the host's port, not the
+ * controller's); in inline mode through a live snapshot of it (a picture of
+ * one instant, live-picture.ts), never the drive the host is changing.
  * While it runs, the listing of one side (`side=standby`) still answers, and
  * says why the active side is not shown.
  */
@@ -16,6 +18,14 @@ import type { Route } from './http-server.ts';
 import { pairScoped } from './pair-scoped.ts';
 
 export type Side = 'active' | 'standby';
+
+/** A side's view, and what to call when done reading it. */
+export interface Opened {
+  readonly view: FileView;
+  readonly release: () => void;
+  /** Inline mode's active side: when its picture was taken (ISO 8601). */
+  readonly pictureAt?: string;
+}
 
 function intQuery(query: URLSearchParams, name: string, min: number, max: number, fallback?: number): number {
   const text = query.get(name);
@@ -48,6 +58,8 @@ export class FileBrowser {
 
   /** Why the pair's active drive cannot be read now (a RefusedError to throw), or null when it can. */
   async activeRefusal(p: DrivePair): Promise<RefusedError | null> {
+    // Inline mode: read through a live snapshot of the drive, whether the host runs or not.
+    if (p.copies.inline) return null;
     if (!(await this.bs.bootSwitch.hostPowered())) return null;
     const bay = p.bays().active;
     return new RefusedError(`the active drive (bay ${bay}) cannot be read while the host is running: its filesystem changes under the reader and the drive is on the host's port`, {
@@ -57,27 +69,39 @@ export class FileBrowser {
   }
 
   /**
-   * A read-only view of partition `partition` on one side of pair `p`.
-   * @throws RefusedError the active drive while the host runs, or an empty bay; NotFoundError no such partition.
+   * A read-only view of partition `partition` on one side of pair `p`, and
+   * `release` to call when done with it. In inline mode the active side is
+   * a live snapshot's picture of the drive (`pictureAt`: when it was taken),
+   * never the drive the host is changing; the snapshot is held until
+   * `release` (shared with other readers, see live-picture.ts).
+   * @throws RefusedError the active drive while the host runs (switched mode), or an empty bay; BusyError a job holds the snapshot; NotFoundError no such partition.
    */
-  async view(p: DrivePair, side: Side, partition: number): Promise<FileView> {
+  async open(p: DrivePair, side: Side, partition: number): Promise<Opened> {
     const { active, standby } = p.roles.current();
     const bay = side === 'active' ? active : standby;
-    if (side === 'active') {
+    const pictures = side === 'active' ? p.copies.inline?.pictures : undefined;
+    if (side === 'active' && !pictures) {
       const why = await this.activeRefusal(p);
       if (why) throw why;
     }
     const path = p.roles.require(bay, side);
     if (!existsSync(path)) throw new RefusedError(`the ${side} drive (bay ${p.roles.name(bay)}) is not on the controller (${path} is missing)`, { hint: 'insert the drive or check its bridge' });
-    return FileView.open(path, partition);
+    if (!pictures) return { view: await FileView.open(path, partition), release: () => {} };
+    const lease = await pictures.lease();
+    try {
+      return { view: await lease.open(partition), release: lease.release, pictureAt: lease.takenAt.toISOString() };
+    } catch (e) {
+      lease.release();
+      throw e;
+    }
   }
 
   routes(): Route[] {
     return pairScoped(this.pairs, [
       {
-        method: 'GET', at: '/browse', tag: 'files', summary: 'A folder side by side on both drives: per entry same, changed, only-active (new) or only-standby (deleted since the last backup); paged. The active drive is read only while the host is off; with side=standby the standby\'s folder alone answers whenever (rows carry only `standby`), with `activeUnavailable` saying why the active side is not shown',
+        method: 'GET', at: '/browse', tag: 'files', summary: 'A folder side by side on both drives: per entry same, changed, only-active (new) or only-standby (deleted since the last backup); paged. The active drive is read only while the host is off (switched mode), or through a live snapshot of it (inline mode: `pictureAt` says when it was taken); with side=standby the standby\'s folder alone answers whenever (rows carry only `standby`), with `activeUnavailable` saying why the active side is not shown',
         query: { partition: 'partition number (1–128)', path: 'the folder, from the partition\'s root (default /)', offset: 'first row (default 0)', limit: 'rows per page, 1–5000 (default 500)', hash: '"true": also compare the content of files whose size and time agree (XXH3)', side: '"standby" or "active": list that side alone (no comparison); absent: both side by side' },
-        responses: { 200: '{ path, rows: [{name, state, active?, standby?, hashed?}], total, offset, limit, counts }; with side: { path, side, rows: [{name, active? | standby?}], total, offset, limit, activeUnavailable: null | {message, hint} }', 400: 'a bad path or query', 404: 'no such partition or folder on either side', 409: 'the active drive cannot be read now (the host runs): the hint names side=standby' },
+        responses: { 200: '{ path, rows: [{name, state, active?, standby?, hashed?}], total, offset, limit, counts, pictureAt? }; with side: { path, side, rows: [{name, active? | standby?}], total, offset, limit, activeUnavailable: null | {message, hint}, pictureAt? }', 400: 'a bad path or query', 404: 'no such partition or folder on either side', 409: 'the active drive cannot be read now (switched mode and the host runs: the hint names side=standby; inline mode and a job reads its own snapshot)' },
         handler: async (p, { query }) => {
           const partition = intQuery(query, 'partition', 1, 128);
           const path = pathQuery(query);
@@ -86,8 +110,8 @@ export class FileBrowser {
           const side = sideQuery(query, null);
           if (side) {
             if (query.get('hash') !== null) throw new BadInputError('query hash compares both sides: it cannot go with side', { hint: 'leave out side to compare, or hash to list one side' });
-            const view = await this.view(p, side, partition);
-            const entries = await view.list(path, { deleted: false });
+            const opened = await this.open(p, side, partition);
+            const entries = await opened.view.list(path, { deleted: false }).finally(opened.release);
             const refusal = side === 'standby' ? await this.activeRefusal(p) : null;
             return {
               status: 200,
@@ -99,25 +123,37 @@ export class FileBrowser {
                 offset,
                 limit,
                 activeUnavailable: refusal ? { message: refusal.message, hint: refusal.hint } : null,
+                ...(opened.pictureAt ? { pictureAt: opened.pictureAt } : {}),
               },
             };
           }
           const hashText = query.get('hash') ?? 'false';
           if (hashText !== 'true' && hashText !== 'false') throw new BadInputError(`query hash is ${JSON.stringify(hashText)}; allowed: "true", "false"`);
-          const [a, s] = [await this.view(p, 'active', partition), await this.view(p, 'standby', partition)];
-          return { status: 200, body: await diffFolder(a, s, path, { offset, limit, hash: hashText === 'true' }) };
+          const a = await this.open(p, 'active', partition);
+          try {
+            const s = await this.open(p, 'standby', partition);
+            const page = await diffFolder(a.view, s.view, path, { offset, limit, hash: hashText === 'true' });
+            return { status: 200, body: a.pictureAt ? { ...page, pictureAt: a.pictureAt } : page };
+          } finally {
+            a.release();
+          }
         },
       },
       {
         method: 'GET', at: '/browse/file', tag: 'files', summary: "A file's content from one side, streamed (application/octet-stream)",
         query: { side: '"active" or "standby"', partition: 'partition number (1–128)', path: 'the file, from the partition\'s root' },
-        responses: { 200: 'the bytes of the file', 400: 'a bad path or query, or not a file', 404: 'no such partition or file', 409: 'the active drive cannot be read now (the host runs)' },
+        responses: { 200: 'the bytes of the file', 400: 'a bad path or query, or not a file', 404: 'no such partition or file', 409: 'the active drive cannot be read now (switched mode and the host runs; inline mode and a job reads its own snapshot)' },
         handler: async (p, { query, res }) => {
           const side = sideQuery(query)!;
           const partition = intQuery(query, 'partition', 1, 128);
           const path = pathQuery(query);
-          const view = await this.view(p, side, partition);
-          const { entry, stream } = await view.read(path);
+          const opened = await this.open(p, side, partition);
+          const { entry, stream } = await opened.view.read(path).catch((e: unknown) => {
+            opened.release();
+            throw e;
+          });
+          // The picture is held until the response is done.
+          res.on('close', opened.release);
           res.writeHead(200, {
             'content-type': 'application/octet-stream',
             'content-length': String(entry.size),
@@ -134,15 +170,19 @@ export class FileBrowser {
       {
         method: 'GET', at: '/browse/archive', tag: 'files', summary: "A folder and everything below it from one side as a streamed archive: tar (pax headers for long and non-ASCII names) or zip (stored, ZIP64 when needed); names, modification times, permission bits and symlinks kept, hard links stored as files",
         query: { side: '"active" or "standby"', partition: 'partition number (1–128)', path: 'the folder, from the partition\'s root (default /: the archive\'s top folder is then named root)', format: '"tar" (default) or "zip"' },
-        responses: { 200: 'application/x-tar or application/zip, chunked; an archive cut short (no end marker) means a reader failed half-way', 400: 'a bad path or query, or not a folder', 404: 'no such partition or folder', 409: 'the active drive cannot be read now (the host runs)' },
+        responses: { 200: 'application/x-tar or application/zip, chunked; an archive cut short (no end marker) means a reader failed half-way', 400: 'a bad path or query, or not a folder', 404: 'no such partition or folder', 409: 'the active drive cannot be read now (switched mode and the host runs; inline mode and a job reads its own snapshot)' },
         handler: async (p, { query, res }) => {
           const side = sideQuery(query)!;
           const partition = intQuery(query, 'partition', 1, 128);
           const path = pathQuery(query);
           const format = query.get('format') ?? 'tar';
           if (format !== 'tar' && format !== 'zip') throw new BadInputError(`query format is ${JSON.stringify(format)}; allowed: "tar", "zip"`);
-          const view = await this.view(p, side, partition);
-          const { top, stream } = await archiveFolder(view, path, format);
+          const opened = await this.open(p, side, partition);
+          const { top, stream } = await archiveFolder(opened.view, path, format).catch((e: unknown) => {
+            opened.release();
+            throw e;
+          });
+          res.on('close', opened.release);
           res.writeHead(200, {
             'content-type': format === 'tar' ? 'application/x-tar' : 'application/zip',
             'content-disposition': `attachment; filename*=UTF-8''${encodeURIComponent(`${top}.${format}`)}`,

@@ -6,9 +6,10 @@
  * Every refusal comes before the job starts.
  */
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
 import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyExclusion, type VerifyReport } from '../../src/sync/index.ts';
-import { SnapshotDrive, openLocated } from '../../src/sata-bridge/index.ts';
+import { NbdFile, SnapshotDrive, openDrive, openLocated } from '../../src/sata-bridge/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { filesInRanges, type DriveRange } from '../../src/file-view/index.ts';
 import type { DaemonConfig } from './config.ts';
@@ -74,20 +75,22 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       return {
         options: { ...opts, mode, window, source: active, target: standby },
         run: async (ctx, source) =>
-          withUnreadableFiles(
+          jobs.write(
             ctx,
-            source,
-            await jobs.write(
-              ctx,
-              standby,
-              target,
-              true,
-              (changed, picture) =>
-                sync({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
-              true,
-              true,
-              !opts.partitions?.length,
-            ),
+            standby,
+            target,
+            true,
+            async (changed, picture) =>
+              withUnreadableFiles(
+                ctx,
+                jobs,
+                source,
+                picture,
+                await sync({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, mode, changed, forceGeneration: opts.forceGeneration, journalBudget: budget ? budget * 1024 * 1024 : undefined }),
+              ),
+            true,
+            true,
+            !opts.partitions?.length,
           ),
       };
     },
@@ -98,7 +101,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
       return {
         options: { ...opts, window, source: active, target: standby },
         run: async (ctx, source) =>
-          withUnreadableFiles(ctx, source, await jobs.write(ctx, standby, target, false, (_changed, picture) => clone({ ...jobs.common(ctx, source, picture), source, target, forceClone: opts.force, addStandby: opts.addStandby }), true, true)),
+          jobs.write(ctx, standby, target, false, async (_changed, picture) => withUnreadableFiles(ctx, jobs, source, picture, await clone({ ...jobs.common(ctx, source, picture), source, target, forceClone: opts.force, addStandby: opts.addStandby })), true, true),
       };
     },
   },
@@ -144,7 +147,7 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
           const run = async (picture?: string, exclude?: VerifyExclusion) => {
             const report: VerifyReport = await verify({ ...jobs.common(ctx, source, picture), source, target, partitions: opts.partitions, exclude });
             const differences = report.differences.slice(0, 100);
-            return { ...report, differences, ...(differences.length ? { differenceFiles: await filesOnBoth(ctx, source, target, differences) } : {}) };
+            return { ...report, differences, ...(differences.length ? { differenceFiles: await filesOnBoth(ctx, jobs, source, picture, target, differences) } : {}) };
           };
           const inline = jobs.inline;
           // Inline mode: the standby is compared with a live snapshot of the active drive, leaving out what the host wrote since the last sync.
@@ -210,28 +213,56 @@ export function refuseActiveWriteInline(config: DaemonConfig, what: string): voi
   });
 }
 
+/**
+ * Runs `fn` with a path the file reader can open for the active drive at
+ * `source`: the drive itself, or in inline mode (`picture`: the live
+ * snapshot's NBD URI, held by the caller) that picture mounted as a file,
+ * with the drive's sector size (the file does not say it).
+ */
+async function activeFile<T>(jobs: CopyJobs, source: string, picture: string | undefined, fn: (path: string, sectorSize?: number) => Promise<T>): Promise<T> {
+  if (!picture) return fn(source);
+  const dev = await openDrive(source);
+  const sectorSize = dev.logicalSectorSize;
+  await dev.close();
+  const file = await NbdFile.mount(picture, join(jobs.stateDir, 'inline', 'pictures'));
+  try {
+    return await fn(file.path, sectorSize);
+  } finally {
+    await file.close();
+  }
+}
+
 /** Ranges mapped on a drive, or none with a log line: a map that cannot be made never fails the job it describes. */
-async function mapped(ctx: JobContext, path: string, ranges: readonly DriveRange[]) {
-  // The reader needs a file or device (not an NBD export of inline mode's snapshot).
+async function mapped(ctx: JobContext, path: string, ranges: readonly DriveRange[], imageSectorSize?: number) {
   if (!existsSync(path)) return null;
   try {
-    return await filesInRanges(path, ranges);
+    return await filesInRanges(path, ranges, { imageSectorSize });
   } catch (e) {
     ctx.log('warn', `the ranges could not be mapped to files on ${path}: ${(e as Error).message}`);
     return null;
   }
 }
 
-/** The unreadable sectors of a copy's source, with the partitions and files they lie in (`unreadableFiles`). */
-async function withUnreadableFiles(ctx: JobContext, source: string, report: CopyReport): Promise<CopyReport & { unreadableFiles?: unknown }> {
+/** Ranges mapped on the active drive (its picture in inline mode), or none with a log line. */
+async function mappedOnActive(ctx: JobContext, jobs: CopyJobs, source: string, picture: string | undefined, ranges: readonly DriveRange[]) {
+  try {
+    return await activeFile(jobs, source, picture, (path, sectorSize) => mapped(ctx, path, ranges, sectorSize));
+  } catch (e) {
+    ctx.log('warn', `the ranges could not be mapped to files on the picture of ${source}: ${(e as Error).message}`);
+    return null;
+  }
+}
+
+/** The unreadable sectors of a copy's source, with the partitions and files they lie in (`unreadableFiles`); in inline mode mapped on the picture the copy read. */
+async function withUnreadableFiles(ctx: JobContext, jobs: CopyJobs, source: string, picture: string | undefined, report: CopyReport): Promise<CopyReport & { unreadableFiles?: unknown }> {
   if (report.unreadable.length === 0) return report;
-  const files = await mapped(ctx, source, report.unreadable.slice(0, 100));
+  const files = await mappedOnActive(ctx, jobs, source, picture, report.unreadable.slice(0, 100));
   return files ? { ...report, unreadableFiles: files } : report;
 }
 
-/** Differing ranges with the files they lie in on the active drive and on the standby. */
-async function filesOnBoth(ctx: JobContext, active: string, standby: string, ranges: readonly DriveRange[]) {
-  const [a, s] = [await mapped(ctx, active, ranges), await mapped(ctx, standby, ranges)];
+/** Differing ranges with the files they lie in on the active drive (its picture in inline mode) and on the standby. */
+async function filesOnBoth(ctx: JobContext, jobs: CopyJobs, active: string, picture: string | undefined, standby: string, ranges: readonly DriveRange[]) {
+  const [a, s] = [await mappedOnActive(ctx, jobs, active, picture, ranges), await mapped(ctx, standby, ranges)];
   return ranges.map((r, i) => ({ start: r.start, length: r.length, partition: a?.[i]?.partition ?? s?.[i]?.partition, active: a?.[i]?.files ?? [], standby: s?.[i]?.files ?? [], ...(a?.[i]?.sampled || s?.[i]?.sampled ? { sampled: true } : {}) }));
 }
 

@@ -23,6 +23,7 @@ import type { DrivePair } from './pairs.ts';
 import { FileRestoreRecord } from './file-restore-record.ts';
 import { pairScoped, type PairScopedRoute } from './pair-scoped.ts';
 import type { Route } from './http-server.ts';
+import type { LivePictures } from './live-picture.ts';
 
 /** The text the console's typed confirmation sends for a partition restore. */
 export const partitionConfirmation = (n: number) => `restore partition ${n}`;
@@ -120,15 +121,23 @@ export class FileJobs {
     }
   }
 
-  /** Starts a job on the pair's active drive (in a window when asked) and returns its reply. */
-  #start(p: DrivePair, kind: 'restore-files' | 'diff', options: Record<string, unknown>, window: boolean, run: (ctx: JobContext, activePath: string, standbyPath: string) => Promise<unknown>) {
+  /**
+   * Starts a job on the pair's active drive (in a window when asked) and
+   * returns its reply. `picture` (inline mode, a job that only reads): the
+   * active drive is read from a live snapshot held for the whole job
+   * (`activeSectorSize`: its sectors, which the picture's file does not say).
+   */
+  #start(p: DrivePair, kind: 'restore-files' | 'diff', options: Record<string, unknown>, window: boolean, run: (ctx: JobContext, activePath: string, standbyPath: string, activeSectorSize?: number) => Promise<unknown>, picture?: LivePictures) {
     const app = this.app;
     app.jobs.checkIdle();
     const view = p.roles.current();
     if (!window) p.roles.require(view.active, 'active drive');
     const standbyPath = p.roles.require(view.standby, 'standby');
     const job = app.jobs.start(kind, { ...options, window, active: p.roles.name(view.active), standby: p.roles.name(view.standby) }, 'api', (ctx) =>
-      p.window.run(ctx, window, async () => {
+      picture ? picture.use(async (lease) => {
+        ctx.log('info', `the active drive is read from a picture of it taken at ${lease.takenAt.toISOString()} (a live snapshot: the host writes on)`);
+        return run(ctx, lease.file, standbyPath, lease.sectorSize);
+      }) : p.window.run(ctx, window, async () => {
         const activePath = await p.window.drivePath(view.active, 'active drive', ctx.signal);
         // The window's move is read back; without one the host may have been switched on since the request.
         if (await app.bs.bootSwitch.hostPowered()) throw new RefusedError(`the host was switched on: ${kind} does not touch the active drive while it runs`, { hint: 'shut the host down and try again' });
@@ -254,14 +263,16 @@ export class FileJobs {
       },
       {
         method: 'POST', at: '/browse/diff', tag: 'files', body: fileBodies.diff,
-        summary: 'Start the whole-tree "show only differences" walk of a folder on both drives (the active drive is read, so the host must be off or a window asked for). Progress counts entries (bytesDone: compared, bytesTotal: listed); the differences are paged by GET browse/diff/{job}',
-        responses: { 202: 'the job started (kind diff); result: { partition, path, compared, counts, differences }', 400: 'a bad path or body', 409: 'the host runs and no window was asked for, or another job runs' },
+        summary: 'Start the whole-tree "show only differences" walk of a folder on both drives (the active drive is read: in switched mode the host must be off or a window asked for; in inline mode a live snapshot of it is read, held for the job). Progress counts entries (bytesDone: compared, bytesTotal: listed); the differences are paged by GET browse/diff/{job}',
+        responses: { 202: 'the job started (kind diff); result: { partition, path, compared, counts, differences }', 400: 'a bad path or body', 409: 'the host runs and no window was asked for (switched mode), or another job runs' },
         handler: (p, { body }) => {
           const b = body as { partition: number; path?: string; hash?: boolean; window?: boolean };
           const path = joinPath(splitPath(b.path ?? '/'));
-          const window = this.#hostOff(p, 'the difference walk', b.window);
-          return this.#start(p, 'diff', { partition: b.partition, path, hash: b.hash === true }, window, async (ctx, activePath, standbyPath) => {
-            const [active, standby] = [await FileView.open(activePath, b.partition), await FileView.open(standbyPath, b.partition)];
+          const pictures = p.copies.inline?.pictures;
+          if (pictures && b.window) throw new BadInputError('inline mode has no sync window: the walk reads a live snapshot of the active drive while the host runs', { hint: 'leave out "window"' });
+          const window = pictures ? false : this.#hostOff(p, 'the difference walk', b.window);
+          return this.#start(p, 'diff', { partition: b.partition, path, hash: b.hash === true }, window, async (ctx, activePath, standbyPath, activeSectorSize) => {
+            const [active, standby] = [await FileView.open(activePath, b.partition, { imageSectorSize: activeSectorSize }), await FileView.open(standbyPath, b.partition)];
             mkdirSync(this.walkDir, { recursive: true });
             this.#prune();
             const file = join(this.walkDir, `${ctx.job.id}.jsonl`);
@@ -284,7 +295,7 @@ export class FileJobs {
             });
             flush();
             return { partition: b.partition, ...result, differences };
-          });
+          }, pictures);
         },
       },
       {

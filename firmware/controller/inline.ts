@@ -26,7 +26,8 @@ import type { Logger } from 'pino';
 import { BadInputError, BusyError, RefusedError } from '../../src/errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
 import { StorageDaemon, type NbdListen } from '../../src/export/index.ts';
-import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, type Epoch, type HookSpec, type LiveSyncOptions, type LiveSyncResult } from '../../src/snapshot/index.ts';
+import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, type Epoch, type HookSpec, type LiveSyncOptions, type LiveSyncResult, type SnapshotCacheConfig } from '../../src/snapshot/index.ts';
+import { LivePictures } from './live-picture.ts';
 import { readFlaggedRanges, SnapshotDrive, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
 import type { ChangedBlocks, CopyReport, VerifyExclusion, VerifyReport } from '../../src/sync/index.ts';
 import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
@@ -122,6 +123,8 @@ export class InlineMode {
   readonly listen: NbdListen;
   /** The URI the host boots from; the same whichever drive is served. */
   readonly hostUri: string;
+  /** The active drive's files for the explorer, read from a shared live snapshot. */
+  readonly pictures: LivePictures;
   #pair: InlinePair | null = null;
   #dirty: number | null = null;
   #timer: NodeJS.Timeout | null = null;
@@ -151,6 +154,7 @@ export class InlineMode {
     // Built once for its checks (port, keys.psk) and its address: nothing starts until serve().
     this.hostUri = new StorageDaemon({ drive: '', runDir: join(this.dir, 'run'), listen: this.listen, exportName: config.inline.exportName }).hostUri;
     this.#verifyFile = join(this.dir, 'verify.json');
+    this.pictures = new LivePictures({ source: () => (this.#pair ? { daemon: this.#pair.daemon, drive: this.#pair.drive } : null), dir: this.dir, cache: () => this.#cacheConfig(), log });
     this.#verify = readJsonChecked<VerifyFile>(this.#verifyFile) ?? { changedSyncsSinceVerify: 0, lastChangedSyncAt: null };
   }
 
@@ -256,6 +260,7 @@ export class InlineMode {
   async #close(): Promise<void> {
     const cur = this.#pair;
     if (!cur) return;
+    await this.pictures.revoke('the export stops');
     this.#pair = null;
     this.#generations += cur.daemon.generation;
     this.metrics.inlineExportUp.set(0);
@@ -315,6 +320,12 @@ export class InlineMode {
     return report;
   }
 
+  /** The snapshot cache's budget and timeout (config inline.snapshot). */
+  #cacheConfig(): SnapshotCacheConfig {
+    const s = this.config.inline.snapshot;
+    return { budgetBytes: s.cacheBudgetMiB ? s.cacheBudgetMiB * 1024 * 1024 : undefined, budgetFraction: s.cacheBudgetPercent / 100, cbwTimeoutS: s.cbwTimeoutSeconds };
+  }
+
   /** The settings every live snapshot of a job shares: quiescence, cache, hooks (config sync.quiescence and inline.snapshot). */
   #snapshotSettings(ctx: JobContext) {
     const q = this.config.sync.quiescence;
@@ -322,7 +333,7 @@ export class InlineMode {
     const hook = (h: typeof s.preHook): HookSpec | undefined => (h ? (h.command ? { command: h.command, timeoutMs: h.timeoutSeconds * 1000 } : { url: h.url!, timeoutMs: h.timeoutSeconds * 1000 }) : undefined);
     return {
       cacheDir: this.dir,
-      cache: { budgetBytes: s.cacheBudgetMiB ? s.cacheBudgetMiB * 1024 * 1024 : undefined, budgetFraction: s.cacheBudgetPercent / 100, cbwTimeoutS: s.cbwTimeoutSeconds },
+      cache: this.#cacheConfig(),
       quiescence: { quietMs: q.quietSeconds * 1000, maxWaitMs: q.maxWaitSeconds * 1000, fallback: q.fallback },
       hooks: { pre: hook(s.preHook), post: hook(s.postHook) },
       probe: SnapshotDrive.probe,
@@ -335,7 +346,8 @@ export class InlineMode {
   async #runLive<R>(ctx: JobContext, { daemon, tracker }: InlinePair, o: Pick<LiveSyncOptions<R>, 'copy' | 'complete'>): Promise<Extract<LiveSyncResult<R>, { outcome: 'done' }>> {
     let result: LiveSyncResult<R>;
     try {
-      result = await liveSync<R>({ daemon, tracker, ...this.#snapshotSettings(ctx), ...o });
+      // The explorer's picture gives way: the daemon holds one snapshot at a time.
+      result = await this.pictures.forJob(ctx.job.kind, () => liveSync<R>({ daemon, tracker, ...this.#snapshotSettings(ctx), ...o }));
     } catch (e) {
       if (e instanceof SnapshotBrokenError) this.bus.publish('alert', { level: 'warning', code: 'snapshot-broken', message: `live ${ctx.job.kind}: ${e.message}` });
       throw e;

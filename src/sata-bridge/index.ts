@@ -29,3 +29,4 @@ export { NbdDrive, parseNbdUri, isNbdUri, readFlaggedRanges, NBD_PORT, type NbdU
 export { SnapshotDrive } from './snapshot-drive.ts';
 export { NbdClient, type NbdAddress, type NbdExport, type NbdConnectOptions } from './nbd-client.ts';
 export { NbdProtocolError, NbdRequestError, NbdOptionError, STATE_DIRTY, STATE_HOLE, STATE_ZERO, type Extent, type BlockSizeInfo } from './nbd-protocol.ts';
+export { NbdFile } from './nbd-file.ts';

@@ -118,6 +118,9 @@ test('the verify compares the standby with a picture of one instant: host writes
     assert.equal(writer2.failures, []);
     assert.is(missed.result.identical, false);
     assert.equal(missed.result.differences, [{ start: 48 * MiB, length: 4096 }], 'exactly the missed write differs');
+    // Mapped to its partition on the picture the verify read (mounted as a file while the snapshot was held) and on the standby.
+    assert.is(missed.result.differenceFiles[0].partition, 3, JSON.stringify(missed.result.differenceFiles));
+    assert.not.match(missed.log.map((l: { message: string }) => l.message).join('\n'), /could not be mapped/);
     const alert = await es.wait((e) => e.data.data.code === 'changed-blocks-missed', 5000);
     assert.is(alert.data.data.level, 'critical');
     assert.match(alert.data.data.message, /4096 differing bytes .* after 1 changed-block sync/);
