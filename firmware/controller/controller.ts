@@ -36,6 +36,7 @@ import { FileBrowser } from './browse.ts';
 import { FileJobs } from './file-jobs.ts';
 import { InlineMode, forgetTracking } from './inline.ts';
 import { HostLinkWatch } from './host-link.ts';
+import { DriveKeeper } from './drive-keeper.ts';
 
 /** A part with a lifetime: started in order, stopped in reverse. */
 interface Feature {
@@ -67,6 +68,8 @@ export class Controller {
   readonly files: FileJobs;
   /** Inline mode's export and changed-block tracking (config `mode: inline`); null in switched mode. */
   readonly inline: InlineMode | null;
+  /** The daemon's keep on its bays' drives: no other process writes them. */
+  readonly keeper: DriveKeeper;
   readonly #features: Feature[];
   #early: AlertEvent[];
 
@@ -125,11 +128,14 @@ export class Controller {
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
     this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);
+    this.keeper = new DriveKeeper(configuredBays(config.pairs), (bay) => rig.bays.path(bay), stateDir, bus, log);
     this.#features = [
       new JobEvents(bus, this.jobs, metrics, this.status, log),
       new BootSwitchEventsFeature(bs, bus, metrics, this.roles, ledger, this.status, this.pairs.boot.id),
       ...this.pairs.list.filter((p) => p.failover).map((p) => new DataPortEventsFeature(p.failover!.port, p.id, bus)),
       this.host,
+      // Before any job (start-up recovery's) and stopped after them: from here on only this daemon writes its drives.
+      this.keeper,
       { start: () => this.#publishEarlyAlerts() },
       // The host's export is up before anything may copy or boot: start-up recovery's jobs run in its epochs.
       this.inline ?? this.#switchedLink(),

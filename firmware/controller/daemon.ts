@@ -150,6 +150,7 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
     throw e;
   }
   dirLock.owner.url = url;
+  app.keeper.setUrl(url);
   consoleInfo.urls.http = url;
   consoleInfo.urls.https = httpsUrl;
   bus.publish('daemon.started', { url, rig: config.rig, pid: process.pid, config: config.source });

@@ -123,6 +123,11 @@ export function isLockHeld(name: string): boolean {
   return false;
 }
 
+/** Whether this process holds `name` (a lock taken here and not released). */
+export function heldByThisProcess(name: string): boolean {
+  return heldHere.has(name);
+}
+
 /** The held names that start with `prefix` (e.g. every reader of a drive), from the same kernel list as isLockHeld. */
 export function heldNamesUnder(prefix: string): string[] {
   checkName(prefix);

@@ -1,8 +1,10 @@
 /**
  * The locks of rule 9, named: one per state directory for the daemon, one
  * per state-directory transaction, one per pair for a copy (or a recovery),
- * one on each drive being written, and a shared one on each drive a copy or a
- * verify reads. Built on lock.ts (abstract unix
+ * one on each drive being written, a shared one on each drive a copy or a
+ * verify reads, and a daemon's keep on each drive of its bays for its
+ * lifetime: no other process writes those drives, from any state directory,
+ * while the daemon's own jobs do. Built on lock.ts (abstract unix
  * sockets the kernel releases when the owner dies).
  *
  * A state directory is known by its device and inode numbers, a drive by the
@@ -15,7 +17,7 @@ import { rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { storageKeys, type DriveLocation } from '../sata-bridge/index.ts';
 import { BusyError, DeviceError } from '../errors.ts';
-import { acquireLock, describeOwner, heldNamesUnder, isLockHeld, queryLockOwner, tryLock, withLockSync, type Lock } from './lock.ts';
+import { acquireLock, describeOwner, heldByThisProcess, heldNamesUnder, isLockHeld, queryLockOwner, tryLock, withLockSync, type Lock, type LockOwner } from './lock.ts';
 
 /** "dev:ino" of a state directory. */
 export function stateDirKey(dir: string): string {
@@ -40,7 +42,17 @@ const names = {
   /** Each reader of a drive has its own name under this prefix, so readers do not exclude each other. */
   readers: (key: string) => `${storageName(key)}/r/`,
   reader: (key: string) => `${storageName(key)}/r/${process.pid}.${readers++}`,
+  /** Each daemon keeping a drive has its own name under this prefix. */
+  keepers: (key: string) => `${storageName(key)}/k/`,
+  keeper: (key: string) => `${storageName(key)}/k/${process.pid}.${readers++}`,
 };
+
+/** The keeps of a drive's storage key that other processes hold. */
+function othersKeeping(key: string): string[] {
+  return heldNamesUnder(names.keepers(key)).filter((n) => !heldByThisProcess(n));
+}
+
+const keeperText = (owner: LockOwner | null) => `${typeof owner?.what === 'string' && owner.what.startsWith('dpsrd') ? owner.what : `the daemon ${describeOwner(owner)}`}${typeof owner?.url === 'string' ? ` at ${owner.url}` : ''}`;
 
 /**
  * The daemon's claim on its state directory, for its lifetime: a second
@@ -105,6 +117,15 @@ export async function acquireDriveLock(loc: DriveLocation, what: string): Promis
           { drive: loc.requested },
         ),
       );
+      // A drive in a bay of a running dpsrd is written by that daemon's jobs only (taken first, looked for keeps after:
+      // a keeper binds its name before it looks for a writer, so of the two racing at least one sees the other).
+      const keeping = othersKeeping(key);
+      if (keeping.length > 0) {
+        const owner = await queryLockOwner(keeping[0]!);
+        throw new BusyError(`${loc.requested} is a drive in a bay of ${keeperText(owner)}, so only that daemon's jobs write it`, {
+          hint: `run the copy through that daemon (dpsr … --url ${typeof owner?.url === 'string' ? owner.url : 'URL'}), or stop it first; nothing was written`,
+        });
+      }
       // Taken first, looked for readers after: a reader binds its name before it looks for the writer, so of a
       // reader and a writer racing, at least one sees the other.
       const reading = heldNamesUnder(names.readers(key));
@@ -143,6 +164,41 @@ export async function acquireDriveReadLock(loc: DriveLocation, what: string): Pr
     throw e;
   }
   return combined(held);
+}
+
+/** A daemon's keep on one drive (acquireDriveKeep). */
+export interface DriveKeep extends Lock {
+  /** Another process was writing the drive when the keep was taken (it went on meanwhile): who, for an alert; null otherwise. */
+  readonly writtenBy: string | null;
+  /** Other daemons keeping the same drive (two daemons' bays naming one drive): who; empty otherwise. */
+  readonly alsoKeptBy: string[];
+}
+
+/**
+ * A daemon's keep on a drive of its bays, held for as long as the drive is
+ * there: every other process's acquireDriveLock on it is refused
+ * (BusyError naming the daemon), whatever state directory it uses, while
+ * the daemon's own writers (this process) take it as before. Readers are not
+ * excluded. Never refused: a writer or another daemon found at the time is
+ * reported in `writtenBy` / `alsoKeptBy`.
+ */
+export async function acquireDriveKeep(loc: DriveLocation, what: string, extra: Record<string, unknown> = {}): Promise<DriveKeep> {
+  const keys = [...storageKeys(loc)].sort();
+  const held: Lock[] = [];
+  let writtenBy: string | null = null;
+  const alsoKeptBy: string[] = [];
+  for (const key of keys) {
+    const lock = tryLock(names.keeper(key), what, { drive: loc.requested, ...extra });
+    if (!lock) {
+      for (const l of held) l.release();
+      throw new DeviceError(`internal: a keeper's own lock name of ${loc.requested} was taken`);
+    }
+    held.push(lock);
+    const writer = names.storage(key);
+    if (!writtenBy && isLockHeld(writer) && !heldByThisProcess(writer)) writtenBy = describeOwner(await queryLockOwner(writer));
+    for (const other of othersKeeping(key)) alsoKeptBy.push(keeperText(await queryLockOwner(other)));
+  }
+  return Object.assign(combined(held), { writtenBy, alsoKeptBy: [...new Set(alsoKeptBy)] });
 }
 
 function combined(held: Lock[]): Lock {

@@ -6,9 +6,11 @@
  *   clone-hang STATE SRC TGT  the same with a clone
  *   recover STATE TGT         a recovery; prints its message or the error
  *   bump STATE PAIR N         N transactions, each adding one to the pair's lastSync.bytesWritten
+ *   keep PATH                 keeps the drive as a daemon keeps its bays' drives, prints "kept PID", waits to be killed
  */
 import { openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
-import { clone, sync, recover, tryLock, PairStore } from '../../src/sync/index.ts';
+import { acquireDriveKeep, clone, sync, recover, tryLock, PairStore } from '../../src/sync/index.ts';
+import { locateDrive } from '../../src/sata-bridge/index.ts';
 
 const [command, ...args] = process.argv.slice(2) as [string, ...string[]];
 
@@ -33,7 +35,11 @@ function hangingTarget(dev: BlockDevice): BlockDevice {
   });
 }
 
-if (command === 'hold') {
+if (command === 'keep') {
+  await acquireDriveKeep(locateDrive(args[0]!), 'dpsrd of a test (bay B)', { url: 'http://127.0.0.1:1' });
+  process.stdout.write(`kept ${process.pid}\n`);
+  setInterval(() => undefined, 1 << 30);
+} else if (command === 'hold') {
   const lock = tryLock(args[0]!, 'holding for a test');
   process.stdout.write(lock ? `held ${process.pid}\n` : 'lost\n');
   setInterval(() => undefined, 1 << 30);

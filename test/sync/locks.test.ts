@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { clone, sync, verify, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner } from '../../src/sync/index.ts';
+import { clone, sync, verify, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner, acquireDriveKeep } from '../../src/sync/index.ts';
 import { BusyError, RefusedError } from '../../src/errors.ts';
 import { driveKeyOf, locateDrive } from '../../src/sata-bridge/index.ts';
 import { randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
@@ -167,6 +167,43 @@ test('a running copy holds its pair and its target: a second copy or a recovery 
   const r = await recover({ stateDir, target: b });
   assert.is(r.action, 'rolled-back');
   assert.is(sha256File(b), backup);
+});
+
+test('a drive a daemon keeps is written by no other process, from any state directory, while the keeper\'s own copies write it; a writer found at keep time is reported', async () => {
+  const stateDir = join(dir, 'state-keep');
+  const other = join(dir, 'state-keep-other');
+  const { a, b } = await pairUp(stateDir);
+  const { child } = await startChild(process.execPath, childArgs('keep', b), /^kept/);
+  const before = sha256File(b);
+  const c = randomImage(join(dir, 'c-keep.img'), 4 * MiB, 98);
+  for (const attempt of [() => sync({ stateDir, source: a, target: b }), () => clone({ stateDir: other, source: c, target: b }), () => recover({ stateDir, target: b })]) {
+    const e = await rejects(attempt());
+    assert.instance(e, BusyError);
+    assert.match((e as Error).message, /is a drive in a bay of dpsrd of a test \(bay B\) at http:\/\/127\.0\.0\.1:1, so only that daemon's jobs write it/);
+    assert.match((e as BusyError).hint ?? '', /--url http:\/\/127\.0\.0\.1:1/);
+  }
+  assert.is(sha256File(b), before, 'the refused writers changed nothing');
+  // A second keeper (two daemons' bays naming one drive) is told who else keeps it.
+  const second = await acquireDriveKeep(locateDrive(b), 'dpsrd of this test');
+  assert.equal(second.alsoKeptBy, ['dpsrd of a test (bay B) at http://127.0.0.1:1']);
+  second.release();
+  child.kill('SIGKILL');
+  await exited(child);
+  // This process keeps b now, as a daemon does: its own copies write it; a drive written by another process at keep time is named.
+  const mine = await acquireDriveKeep(locateDrive(b), 'dpsrd of this test');
+  try {
+    assert.is(mine.writtenBy, null);
+    await sync({ stateDir, source: a, target: b });
+    assert.is(sha256File(b), sha256File(a));
+  } finally {
+    mine.release();
+  }
+  const { child: writer, line } = await startChild(process.execPath, childArgs('clone-hang', other, c, b), /^writing/);
+  const late = await acquireDriveKeep(locateDrive(b), 'dpsrd of this test');
+  assert.match(late.writtenBy ?? '', new RegExp(`process ${line.split(' ')[1]}`));
+  late.release();
+  writer.kill('SIGKILL');
+  await exited(writer);
 });
 
 test('a drive a running copy reads is not written by another copy meanwhile, from any state directory, nor read while another copy writes it', async () => {

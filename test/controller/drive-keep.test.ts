@@ -1,0 +1,70 @@
+/**
+ * dpsrd keeps the drives of its bays for its lifetime: a `dpsr` from another
+ * state directory cannot clone onto its idle standby, copy back onto its
+ * active drive or restore over it, while the daemon's own jobs work; once
+ * the daemon stops, the drives are free again.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeDaemon, idle, waitFor, waitJob, sha } from './support/harness.ts';
+import { DPSR_BIN } from '../support/cli.ts';
+import { randomImage } from '../support/images.ts';
+
+/** The CLI in a child process (spawnSync would block the daemon in this one). */
+function dpsr(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [DPSR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (x) => (stdout += x));
+    c.stderr.on('data', (x) => (stderr += x));
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test("another state directory's dpsr writes none of a running dpsrd's drives, idle or not; the daemon's own sync works; stopped, it lets them go", async () => {
+  const other = mkdtempSync(join(tmpdir(), 'dpsr-other-state-'));
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
+  let closed = false;
+  try {
+    await idle(d);
+    await waitFor(async () => ((await d.api('GET', '/api/status')).body.standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    const s = (await d.api('GET', '/api/status')).body;
+    const active = s.drives[s.active].path as string;
+    const standby = s.drives[s.standby].path as string;
+    const before = { active: sha(active), standby: sha(standby) };
+    const stranger = join(other, 'stranger.img');
+    randomImage(stranger, statSync(active).size, 5);
+    for (const args of [
+      ['clone', stranger, standby, '--yes'],
+      ['clone', standby, active, '--yes'],
+      ['sync', stranger, standby, '--yes'],
+      ['restore', standby, active, '--yes', '--i-mean-restore'],
+    ]) {
+      const r = await dpsr([...args, '--state-dir', join(other, 'state')]);
+      assert.is(r.code, 1, `dpsr ${args.join(' ')}: exit ${r.code} ${r.stderr}`);
+      assert.match(r.stderr, /is a drive in a bay of dpsrd of the state directory .* at http:\/\/127\.0\.0\.1:\d+, so only that daemon's jobs write it/, `dpsr ${args.join(' ')}`);
+      assert.match(r.stderr, /--url http:\/\/127\.0\.0\.1:\d+/);
+    }
+    assert.equal({ active: sha(active), standby: sha(standby) }, before, 'neither drive was written');
+    // The daemon's own copies write its drives as before.
+    await d.api('POST', '/api/sim/host/write', { mib: 2 });
+    const job = await waitJob(d, (await d.api('POST', '/api/sync', {})).body.id);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.is(sha(active), sha(standby));
+    await d.close();
+    closed = true;
+    const after = await dpsr(['clone', stranger, standby, '--yes', '--quiet', '--state-dir', join(other, 'state')]);
+    assert.is(after.code, 0, `without the daemon the drive is free: ${after.stderr}`);
+  } finally {
+    if (closed) rmSync(d.dir, { recursive: true, force: true });
+    else await d.stop();
+    rmSync(other, { recursive: true, force: true });
+  }
+});
+
+test.run();
