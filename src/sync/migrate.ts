@@ -24,7 +24,7 @@ import { JournaledDevice } from './journaled-device.ts';
 import { acquireDriveLock, acquireDriveReadLock, pairLockHeld } from './pair-lock.ts';
 import { defaultJournalBudget, refuseInUse } from './target-use.ts';
 import { PairStore } from './pair-state.ts';
-import type { CommonRequest } from './operations.ts';
+import { refuseGeometryChange, type CommonRequest } from './operations.ts';
 
 export interface MigrateRequest extends CommonRequest {
   readonly source: string;
@@ -62,6 +62,9 @@ interface MigrationRecord {
   readonly partition: number;
   readonly plan: PartitionMovePlan;
   readonly startedAt: string;
+  /** The target's geometry when the journal was written (absent in records of earlier versions): its byte positions hold for it only. */
+  readonly targetSize?: number;
+  readonly sectorSize?: number;
 }
 
 /** The folder of the migrations onto one drive: its journal and record. */
@@ -137,6 +140,9 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
     {
       const look = await open(targetLoc, { write: false, ...openOptions });
       try {
+        // Rule 8: a pair's drive (the active drive as a target, or a source) whose geometry changed since pairing is refused.
+        refuseGeometryChange(req.stateDir, targetLoc, look);
+        refuseGeometryChange(req.stateDir, sourceLoc, source);
         const [sourceLayout, targetLayout] = await Promise.all([readLayout(source, { sniff: false }), readLayout(look, { sniff: false })]);
         const decided = planPartitionMove({ source: sourceLayout, partition: req.partition, target: targetLayout, at: req.at, sourcePath: req.source, targetPath: req.target });
         if (decided.refusal) {
@@ -168,7 +174,7 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
     // Recorded before the first write: a crash from here on is rolled back by `dpsr recover`.
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     removeJournal(files.journal);
-    writeJsonDurably(files.record, { targetKey, target: req.target, source: req.source, partition: req.partition, plan, startedAt: new Date().toISOString() } satisfies MigrationRecord);
+    writeJsonDurably(files.record, { targetKey, target: req.target, source: req.source, partition: req.partition, plan, startedAt: new Date().toISOString(), targetSize: target.size, sectorSize: target.logicalSectorSize } satisfies MigrationRecord);
     const budget = req.journalBudget ?? defaultJournalBudget(req.stateDir);
     const journal = await UndoJournal.openForAppend(files.journal, budget, { copy: 'migration', drive: 'the target' });
     let result;
@@ -232,10 +238,19 @@ export async function recoverMigration(req: CommonRequest & { target: string }, 
   const lock = await acquireDriveLock(loc, `recovery of ${req.target}`);
   try {
     const open = req.openDevice ?? ((l: DriveLocation, o: OpenDriveOptions) => openLocated(l, o));
+    // Rule 8 for the rollback, checked before the drive is opened for writing: the journal's byte positions belong to the geometry the migration wrote.
+    const look = await open(loc, { write: false, direct: req.direct, imageSectorSize: req.imageSectorSize });
+    const [size, sector] = [look.size, look.logicalSectorSize];
+    await look.close();
+    if ((pending.targetSize !== undefined && size !== pending.targetSize) || (pending.sectorSize !== undefined && sector !== pending.sectorSize)) {
+      throw new RefusedError(`${req.target} shows ${formatExactBytes(size)} in ${sector}-byte sectors, but the interrupted migration wrote it as ${formatExactBytes(pending.targetSize ?? size)} in ${pending.sectorSize ?? sector}-byte sectors: its undo journal does not fit the drive as it is now`, {
+        hint: 'make the drive show the geometry it had (the same bridge or enclosure, the image at its old length), then recover again; nothing was written',
+      });
+    }
     const target = await open(loc, { write: true, direct: req.direct, imageSectorSize: req.imageSectorSize });
     let rolled;
     try {
-      if (target.identity.key !== key) throw new RefusedError(`${req.target} changed identity while opening`);
+      if (target.identity.key !== key || target.size !== size || target.logicalSectorSize !== sector) throw new RefusedError(`${req.target} changed while opening`, { hint: 'nothing was written; recover again' });
       rolled = await rollBack(files.journal, target);
     } finally {
       await target.close();

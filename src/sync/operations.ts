@@ -569,9 +569,19 @@ function factsOf(loc: DriveLocation, dev: BlockDevice): DriveFacts {
 }
 
 /** The error class a refusal of the plan is raised as. */
-function refusalError(r: Refusal): Error {
+export function refusalError(r: Refusal): Error {
   const Class = r.error === 'bad-input' ? BadInputError : r.error === 'busy' ? BusyError : RefusedError;
   return new Class(r.reason, { hint: r.hint });
+}
+
+/**
+ * Rule 8 for a writer that is not a copy of a pair (a migration, its
+ * rollback): throws the refusal when a drive of a recorded pair shows
+ * another size or logical sector size than at pairing.
+ */
+export function refuseGeometryChange(stateDir: string, loc: DriveLocation, dev: BlockDevice): void {
+  const changed = geometryChange(new PairStore(stateDir, { create: false }).pairs(), factsOf(loc, dev));
+  if (changed) throw refusalError(changed);
 }
 
 /** Zeroes an old signature in the target's tail, widened to whole sectors. */

@@ -224,6 +224,35 @@ test('an interrupted migration is rolled back byte-exact by recover, and refused
   assert.is(done.newPartition, 1);
 });
 
+test('rule 8 in a migration: onto (or off) a pair\'s drive whose size changed since pairing is refused before writing; an interrupted one is not rolled back onto a drive whose size changed', async () => {
+  if (!requireEnv('migrate geometry', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const big = partitionedImage(dir, 'big-geometry.img', { scheme: 'gpt', sizeMiB: 64 });
+  const system = emptyTable('system-geometry.img', 40, 'gpt');
+  const standby = sparseImage(join(dir, 'standby-geometry.img'), 48 * MiB);
+  const sd = stateDir();
+  await clone({ stateDir: sd, source: system, target: standby });
+  // The active drive shows 1 MiB more than at pairing (another bridge, a removed HPA; here the image grew).
+  execFileSync('truncate', ['-s', '+1M', system]);
+  const before = sha256File(system);
+  const onto = await rejection(migrate({ stateDir: sd, source: big.path, partition: 1, target: system }));
+  assert.instance(onto, RefusedError);
+  assert.match((onto as Error).message, /2,048 sectors\) more.*when the pair was made|when the pair was made/);
+  assert.is(sha256File(system), before, 'nothing written');
+  // An interrupted migration's rollback holds for the geometry it wrote.
+  const small = emptyTable('small-geometry.img', 40, 'gpt');
+  const sd2 = stateDir();
+  let chunks = 0;
+  await rejection(migrate({ stateDir: sd2, source: big.path, partition: 1, target: small, chunkSize: 1 * MiB, onChunkDone: () => { if (++chunks === 3) throw new Error('power lost'); } }));
+  execFileSync('truncate', ['-s', '+1M', small]);
+  const half = sha256File(small);
+  const back = await rejection(recover({ stateDir: sd2, target: small }));
+  assert.instance(back, RefusedError);
+  assert.match((back as Error).message, /undo journal does not fit the drive as it is now/);
+  assert.is(sha256File(small), half, 'nothing written');
+  execFileSync('truncate', ['-s', '-1M', small]);
+  assert.is((await recover({ stateDir: sd2, target: small })).action, 'rolled-back');
+});
+
 test('unreadable sectors in the partition stop the migration as a failed operation (not a refusal: it wrote already), and recover rolls the target back', async () => {
   if (!requireEnv('migrate bad sectors', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
   const big = partitionedImage(dir, 'big-bad.img', { scheme: 'gpt', sizeMiB: 64 });
