@@ -2,7 +2,7 @@
 # Installs dpsr on the controller board, from a checkout, as root: the
 # compiled code under /opt/dpsr with its production dependencies only; `dpsr`
 # and `dpsrd` in /usr/local/bin with their man pages and bash completion; the
-# systemd unit, the udev rules, the USB quirks, a default config and the state
+# systemd units (dpsrd, and inline mode's qemu-storage-daemon per pair), the udev rules, the USB quirks, a default config and the state
 # directory. The TypeScript is compiled in a staging folder (the checkout needs
 # its devDependencies for that: `npm ci` there), so the board runs plain node.
 # DESTDIR stages into an image root instead (image builds, tests): nothing is
@@ -50,6 +50,10 @@ install -m 0644 "$here/man/dpsrd.8" "$dest$mandir/man8/"
 install -m 0644 "$here/completions/dpsr.bash" "$dest$completions/dpsr"
 
 install -m 0644 "$here/deploy/dpsrd.service" "$dest/etc/systemd/system/"
+# Inline mode's qemu-storage-daemon, one instance per drive pair (dpsrd starts dpsr-export@<pair>).
+sed "s#/opt/dpsr#$prefix#g" "$here/deploy/dpsr-export@.service" > "$dest/etc/systemd/system/dpsr-export@.service"
+chmod 0644 "$dest/etc/systemd/system/dpsr-export@.service"
+chmod 0755 "$dest$prefix/deploy/dpsr-io-flusher"
 install -m 0644 "$here/deploy/60-dpsr-bridges.rules" "$dest/etc/udev/rules.d/"
 install -m 0644 "$here/deploy/dpsr-usb-quirks.conf" "$dest/etc/modprobe.d/"
 if [ ! -e "$dest/etc/dpsr/config.yaml" ]; then

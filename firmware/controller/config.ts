@@ -54,6 +54,7 @@ export const configSchema = obj({
       tlsPskDir: opt(str({ pattern: /^\//, patternText: 'an absolute path', description: 'with a TCP listen: a directory holding keys.psk (USERNAME:HEXKEY lines); the host must then connect with TLS' })),
       directIo: opt(bool("open the active drive with O_DIRECT: host writes bypass the controller's page cache"), false),
       persistentBitmaps: opt(bool('keep the dirty bitmap in a qcow2 metadata file beside the raw drive, so a clean restart does not force a full sync'), true),
+      daemon: opt(oneOf(['child', 'systemd'] as const, "how qemu-storage-daemon runs: child, a child process of dpsrd; systemd, the unit dpsr-export@<pair id>.service that deploy/install.sh installs (systemd restarts it after a crash, and it runs with PR_SET_IO_FLUSHER). Default child on the simulated rig, systemd on hardware")),
       snapshot: opt(
         obj({
           live: opt(bool('syncs read a copy-before-write snapshot of the active drive (a frozen picture of one instant) while the host writes on; false: they read the live drive, which a running host may change under the copy'), true),

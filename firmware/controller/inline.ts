@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { BadInputError, BusyError, RefusedError } from '../../src/errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
-import { StorageDaemon, type NbdListen } from '../../src/export/index.ts';
+import { StorageDaemon, SystemdDaemonProcess, unitQmpSocket, type NbdListen } from '../../src/export/index.ts';
 import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, type Epoch, type HookSpec, type LiveSyncOptions, type LiveSyncResult, type SnapshotCacheConfig } from '../../src/snapshot/index.ts';
 import { LivePictures } from './live-picture.ts';
 import { readFlaggedRanges, SnapshotDrive, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
@@ -226,9 +226,13 @@ export class InlineMode {
     const driveDir = join(this.dir, 'drives', createHash('sha256').update(driveKey).digest('hex').slice(0, 16));
     mkdirSync(driveDir, { recursive: true, mode: 0o700 });
     const persistent = this.config.inline.persistentBitmaps;
+    const pairId = this.config.pairs.find((p) => p.role === 'boot')!.id;
+    const unit = (this.config.inline.daemon ?? (this.config.rig === 'sim' ? 'child' : 'systemd')) === 'systemd';
     const daemon = new StorageDaemon({
       drive,
       runDir: join(this.dir, 'run'),
+      // On the board: the pair's instance of deploy/dpsr-export@.service, restarted by systemd after a crash.
+      ...(unit ? { process: new SystemdDaemonProcess({ unit: `dpsr-export@${pairId}.service`, qmpSocket: unitQmpSocket(pairId) }) } : {}),
       listen: this.listen,
       exportName: this.config.inline.exportName,
       directIo: this.config.inline.directIo,
@@ -238,7 +242,7 @@ export class InlineMode {
     daemon.on('crashed', (info) => {
       this.metrics.inlineExportUp.set(0);
       this.log.error({ code: info.code, signal: info.signal, stderr: info.stderr }, 'qemu-storage-daemon crashed: restarting the host export');
-      this.bus.publish('alert', { level: 'warning', code: 'export-crashed', bay, message: `qemu-storage-daemon serving bay ${bay} to the host died (${info.signal ?? `exit ${info.code}`}): the export is being restarted at ${daemon.hostUri}; the next sync copies the whole drive` });
+      this.bus.publish('alert', { level: 'warning', code: 'export-crashed', bay, message: `qemu-storage-daemon serving bay ${bay} to the host died (${info.signal ?? (info.code === null ? 'how is unknown' : `exit ${info.code}`)}): the export is being restarted at ${daemon.hostUri}; the next sync copies the whole drive` });
     });
     daemon.on('restart-failed', (e) => this.log.error({ err: e }, 'qemu-storage-daemon could not be restarted: trying again'));
     daemon.on('ready', (generation) => {

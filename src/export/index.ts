@@ -10,3 +10,4 @@ export {
   type NbdListen,
   type ExportSpec,
 } from './storage-daemon.ts';
+export { ChildDaemonProcess, SystemdDaemonProcess, unitQmpSocket, type DaemonProcess, type ExitInfo, type SystemdDaemonOptions } from './daemon-process.ts';

@@ -20,14 +20,15 @@
  * switched mode, and the qcow2 file only holds persistent dirty bitmaps,
  * written at a clean stop and loaded at the next start.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BadInputError, DeviceError } from '../errors.ts';
 import { QmpClient } from './qmp.ts';
+import { ChildDaemonProcess, type DaemonProcess } from './daemon-process.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -64,8 +65,10 @@ export type NbdListen =
 export interface StorageDaemonOptions {
   /** The active drive: a raw image file or a block device. */
   readonly drive: string;
-  /** Where the QMP socket (and nothing else) goes; created if missing. */
+  /** Where a child's QMP socket (and nothing else) goes; created if missing. */
   readonly runDir: string;
+  /** How the daemon runs (default: a child process with its QMP socket in `runDir`; on the board a SystemdDaemonProcess). */
+  readonly process?: DaemonProcess;
   readonly listen: NbdListen;
   /** Export name the host connects to (default `active`). */
   readonly exportName?: string;
@@ -100,35 +103,11 @@ export interface ExportSpec {
   readonly bitmaps?: readonly string[];
 }
 
-/** Live (not zombie) qemu-storage-daemon processes whose command line names this QMP socket. */
-function leftoverPids(qmpSocket: string): number[] {
-  const out: number[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const p of entries) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      if (!readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`path=${qmpSocket},`)) continue;
-      // "pid (comm) S …": a zombie has exited and released its locks; nobody may reap it here.
-      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') out.push(Number(p));
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return out;
-}
-
 export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
-  private child: ChildProcess | null = null;
+  readonly process: DaemonProcess;
   private client: QmpClient | null = null;
   private stopping = false;
   private generationCount = 0;
-  private stderrTail: string[] = [];
   private restartTimer: NodeJS.Timeout | null = null;
   private delay: number;
   /** Exports dpsr added besides the host's: re-added after a restart only by their owners. */
@@ -138,7 +117,8 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
   constructor(readonly options: StorageDaemonOptions) {
     super();
     this.exportName = options.exportName ?? 'active';
-    this.qmpSocket = join(options.runDir, 'qmp.sock');
+    this.process = options.process ?? new ChildDaemonProcess(join(options.runDir, 'qmp.sock'), { binary: options.binary, stderrLines: options.stderrLines });
+    this.qmpSocket = this.process.qmpSocket;
     this.delay = options.restartDelayMs ?? 200;
     if ('tcp' in options.listen) {
       const { port } = options.listen.tcp;
@@ -193,35 +173,25 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
 
   private async launch(): Promise<void> {
     mkdirSync(this.options.runDir, { recursive: true });
-    await this.quitLeftover();
-    for (const s of [this.qmpSocket, 'unix' in this.options.listen ? this.options.listen.unix : '']) {
-      if (s && existsSync(s)) unlinkSync(s); // left by a crashed daemon
-    }
+    const proc = this.process;
+    // A blank daemon on the socket is systemd's restart of a crashed one: it is built on, not quit.
+    const fresh = await this.quitLeftover();
+    const stale = [fresh ? '' : this.qmpSocket, 'unix' in this.options.listen ? this.options.listen.unix : ''];
+    for (const s of stale) if (s && existsSync(s)) unlinkSync(s); // left by a crashed daemon
     if (this.options.metadata && !existsSync(this.options.metadata)) await this.createMetadata();
-    const binary = this.options.binary ?? 'qemu-storage-daemon';
-    const tunables = [process.env.GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES].filter(Boolean).join(':');
-    const child = spawn(binary, ['--chardev', `socket,id=qmp,path=${this.qmpSocket},server=on,wait=off`, '--monitor', 'chardev=qmp'], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, GLIBC_TUNABLES: tunables } });
-    this.child = child;
-    this.stderrTail = [];
-    child.stderr!.setEncoding('utf8');
-    child.stderr!.on('data', (d: string) => {
-      this.stderrTail.push(...d.split('\n').filter(Boolean));
-      this.stderrTail.splice(0, Math.max(0, this.stderrTail.length - (this.options.stderrLines ?? 20)));
-    });
-    const spawned = new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', (e) => reject(new DeviceError(`cannot start ${binary}: ${e.message}`, { hint: 'install qemu-system-common (scripts/install-tools.sh)', cause: e })));
-    });
-    child.once('exit', (code, signal) => this.onExit(child, code, signal));
-    await spawned;
+    if (!fresh) await proc.start({ GLIBC_TUNABLES: [process.env.GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES].filter(Boolean).join(':') });
+    let client: QmpClient | null = fresh;
     try {
-      this.client = await this.connectQmp(child);
-      await this.buildGraph(this.client);
+      client ??= await this.connectQmp();
+      await this.buildGraph(client);
     } catch (e) {
-      child.kill('SIGKILL');
-      const tail = this.stderrTail.join('\n');
+      client?.close();
+      const tail = await proc.stderrTail();
+      await proc.kill('SIGKILL').catch(() => undefined);
       throw new DeviceError(`qemu-storage-daemon did not come up: ${(e as Error).message}${tail ? `\n${tail}` : ''}`, { cause: e });
     }
+    this.client = client;
+    client.onClose(() => void this.onQmpLost(client));
     this.generationCount++;
     this.delay = this.options.restartDelayMs ?? 200;
     this.emit('ready', this.generationCount);
@@ -232,28 +202,33 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
    * running: it still serves the host and holds the drive's lock, so a new
    * one could not open the drive. It answers on the QMP socket: it is asked
    * to `quit` (a clean stop, which also saves persistent bitmaps), and
-   * waited for until it has exited.
+   * waited for until it has exited. A daemon with no block node is instead
+   * returned, connected, when something else restarts the daemon (systemd):
+   * it is that restart.
    */
-  private async quitLeftover(): Promise<void> {
-    if (!existsSync(this.qmpSocket)) return;
+  private async quitLeftover(): Promise<QmpClient | null> {
+    if (!existsSync(this.qmpSocket)) return null;
     let old: QmpClient;
     try {
       old = await QmpClient.connect(this.qmpSocket, 2000);
     } catch {
-      return; // a socket file nobody listens on: the daemon that made it is gone
+      return null; // a socket file nobody listens on: the daemon that made it is gone
+    }
+    if (this.process.restartsItself) {
+      const nodes = await old.execute<unknown[]>('query-named-block-nodes', { flat: true }).catch(() => null);
+      if (nodes && nodes.length === 0) return old;
     }
     const gone = new Promise<void>((r) => old.onClose(() => r()));
     await old.execute('quit').catch(() => undefined);
     await gone;
-    for (let i = 0; i < 400 && leftoverPids(this.qmpSocket).length > 0; i++) await sleep(25);
-    const still = leftoverPids(this.qmpSocket);
-    if (still.length) throw new DeviceError(`qemu-storage-daemon ${still.join(', ')} left by an earlier start did not exit after quit`, { hint: `stop it (kill ${still.join(' ')}), then start again` });
+    await this.process.leftoverGone();
+    return null;
   }
 
-  /** The QMP socket file appears at bind(), before the daemon listens: retry until it answers or the child exits. */
-  private async connectQmp(child: ChildProcess): Promise<QmpClient> {
+  /** The QMP socket file appears at bind(), before the daemon listens: retry until it answers or the process exits. */
+  private async connectQmp(): Promise<QmpClient> {
     for (let i = 0; ; i++) {
-      if (child.exitCode !== null || child.signalCode !== null) throw new DeviceError(`qemu-storage-daemon exited (${child.exitCode ?? child.signalCode}) before its QMP socket answered`);
+      if (this.process.ended) throw new DeviceError(`qemu-storage-daemon exited before its QMP socket answered`);
       if (existsSync(this.qmpSocket)) {
         try {
           return await QmpClient.connect(this.qmpSocket);
@@ -333,13 +308,18 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     await gone;
   }
 
-  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    if (child !== this.child) return;
-    this.client?.close();
+  /** QMP dropped without a stop: the daemon died (or must be made to). Its bitmaps in memory are gone; a restart follows. */
+  private async onQmpLost(client: QmpClient): Promise<void> {
+    if (client !== this.client) return;
     this.client = null;
-    this.child = null;
     if (this.stopping) return;
-    this.emit('crashed', { code, signal, stderr: this.stderrTail.join('\n') });
+    let info = await this.process.exited(10_000);
+    if (!info) {
+      await this.process.kill('SIGKILL').catch(() => undefined);
+      info = (await this.process.exited(5000)) ?? { code: null, signal: null, stderr: await this.process.stderrTail() };
+    }
+    if (this.stopping) return;
+    this.emit('crashed', info);
     this.scheduleRestart();
   }
 
@@ -348,10 +328,10 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
       this.restartTimer = null;
       if (this.stopping) return;
       this.launch().catch((e: Error) => {
-        this.child?.kill('SIGKILL');
+        if (this.stopping) return;
         this.emit('restart-failed', e);
         this.delay = Math.min(this.delay * 2, this.options.maxRestartDelayMs ?? 5000);
-        if (!this.child) this.scheduleRestart();
+        this.scheduleRestart();
       });
     }, this.delay);
   }
@@ -364,21 +344,23 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
   async stop(timeoutMs = 10_000): Promise<void> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
-    const child = this.child;
-    if (!child) return;
-    const exited = new Promise<void>((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
-    try {
-      await this.client?.execute('quit');
-    } catch {
-      child.kill('SIGTERM');
+    const client = this.client;
+    this.client = null;
+    let asked = false;
+    if (client && !client.closed) {
+      try {
+        await client.execute('quit');
+        asked = true;
+      } catch {
+        /* terminated below */
+      }
     }
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    await exited;
-    clearTimeout(timer);
+    await this.process.stop(asked, timeoutMs);
+    client?.close();
   }
 
-  /** Kills the daemon as a crash would (tests, and a hung daemon). The supervisor restarts it. */
-  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    this.child?.kill(signal);
+  /** Kills the daemon as a crash would (tests, and a hung daemon). The supervisor restarts it (systemd does, for a unit). */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await this.process.kill(signal);
   }
 }

@@ -29,6 +29,9 @@ test('install.sh with DESTDIR stages the code, unit, rules, quirks and config', 
   const unit = readFileSync(join(root, 'etc/systemd/system/dpsrd.service'), 'utf8');
   assert.match(unit, /ExecStart=\/opt\/dpsr\/bin\/dpsrd\.js --config \/etc\/dpsr\/config\.yaml/);
   assert.match(unit, /KillSignal=SIGINT/);
+  const exportUnit = readFileSync(join(root, 'etc/systemd/system/dpsr-export@.service'), 'utf8');
+  assert.match(exportUnit, /^ExecStart=\/opt\/dpsr\/deploy\/dpsr-io-flusher \/usr\/bin\/qemu-storage-daemon /m);
+  assert.ok(statSync(join(root, 'opt/dpsr/deploy/dpsr-io-flusher')).mode & 0o111, 'the IO_FLUSHER wrapper is executable');
 });
 
 test('the udev rules keep bays from being automounted', () => {
