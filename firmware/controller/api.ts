@@ -3,6 +3,7 @@
  * handler) the server dispatches and the OpenAPI document is built from.
  * The rig adds its own routes (the simulator's controls).
  */
+import { confirmField } from './confirmations.ts';
 import { BadInputError } from '../../src/errors.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { array, bool, int, obj, oneOf, opt } from './schema.ts';
@@ -19,11 +20,11 @@ export const bodies = {
   sync: obj({ partitions: opt(partitions), mode: opt(oneOf(['compare', 'manifest', 'changed'] as const, 'compare reads both drives; manifest reads the active drive and the standby\'s hash map; changed copies only the blocks the host wrote since the last sync (inline mode; else manifest mode, and the job says why); default config sync.mode')), forceGeneration: opt(bool('copy even when the standby holds changes the active drive does not descend from (split brain)')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   verify: obj({ partitions: opt(partitions), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   clone: obj({ force: opt(bool('clone again over a standby that holds a consistent backup')), addStandby: opt(bool('the active drive has a standby already (in another pair): make the drive in the standby bay one more standby of it (rotation)')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
-  restore: obj({ iMeanRestore: bool('must be true: the active drive is overwritten with the backup'), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
-  reprotect: obj({ window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
+  restore: obj({ confirm: confirmField('restore', 'the active drive is overwritten with the backup'), iMeanRestore: opt(bool('the older form of the confirmation: when given it must be true; "confirm" is required')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
+  reprotect: obj({ confirm: confirmField('reprotect', 'the drive in the standby bay is overwritten with the active drive'), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),
   empty: obj({}),
   cancel: obj({ rollback: opt(bool('roll the standby back to the previous backup after stopping (default: config recovery.rollbackOnCancel)')) }),
-  failover: obj({ hardOff: opt(bool('force the host off when it ignores the shutdown request')) }),
+  failover: obj({ confirm: confirmField('failover', 'the host is shut down and boots the standby'), hardOff: opt(bool('force the host off when it ignores the shutdown request')) }),
   bootselect: obj({ bay: oneOf(['A', 'B'] as const), force: opt(bool('move even with the host powered (it may crash)')), powerOn: opt(bool('power the host on afterwards')) }),
   shutdown: obj({ hardOff: opt(bool('hold the power button to force the host off when it ignores the shutdown request')) }),
   heartbeat: obj({ bay: opt(oneOf(['A', 'B'] as const, 'the bay the host believes it booted from')) }),

@@ -21,12 +21,10 @@ import { summary, type JobContext } from './jobs.ts';
 import type { Controller } from './controller.ts';
 import type { DrivePair } from './pairs.ts';
 import { FileRestoreRecord } from './file-restore-record.ts';
+import { partitionConfirmation } from './confirmations.ts';
 import { pairScoped, type PairScopedRoute } from './pair-scoped.ts';
 import type { Route } from './http-server.ts';
 import type { LivePictures } from './live-picture.ts';
-
-/** The text the console's typed confirmation sends for a partition restore. */
-export const partitionConfirmation = (n: number) => `restore partition ${n}`;
 
 const windowField = opt(bool('run in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)'));
 

@@ -65,8 +65,8 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
       name: 'restore', tag: 'jobs', summary: 'Copy the backup on the standby back over the active drive (journaled); the host must be off or a window asked for', body: bodies.restore,
       responses: { 202: `the job started${QUEUED}`, 409: 'the pair has a job running or queued, the host is powered without a window, or refused' },
       handler: (p, body) => {
-        const b = body as { iMeanRestore: boolean; window?: boolean };
-        if (b.iMeanRestore !== true) throw new BadInputError('restore overwrites the ACTIVE drive with the backup and needs "iMeanRestore": true', { hint: 'a confirmation not given is bad input (400), like a wrong typed one; nothing was changed' });
+        const b = body as { confirm: string; iMeanRestore?: boolean; window?: boolean };
+        if (b.iMeanRestore === false) throw new BadInputError('"iMeanRestore": false says the restore is not meant: nothing was changed', { hint: 'send "confirm": "restore" (and leave out iMeanRestore) to restore' });
         refuseActiveWriteInline(app.config, 'restoring the whole drive');
         if (!p.window.wanted(b.window) && app.host.powered) {
           throw new RefusedError(`restore overwrites the drive in bay ${p.bays().active}, which the powered host runs from`, { hint: 'shut the host down first (POST /api/host/shutdown), or ask for a sync window: `dpsr restore --url URL --i-mean-restore --window`, or "window": true in the request' });

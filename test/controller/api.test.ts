@@ -110,6 +110,36 @@ test('a sync end to end: 202, events with progress, the standby identical afterw
   es.close();
 });
 
+test('failover, re-protect and restore need their typed confirmation in the body: 400 naming the exact phrase, nothing started', async () => {
+  await d.app.jobs.idle();
+  const s0 = (await d.api('GET', '/api/status')).body;
+  const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+  const pair = s0.pairs[0].id as string;
+  const table: [string, string, Record<string, unknown>][] = [];
+  for (const [route, phrase, extra] of [['failover', 'failover', { hardOff: true }], ['reprotect', 'reprotect', {}], ['restore', 'restore', { window: true }]] as const) {
+    for (const path of [`/api/${route}`, `/api/pairs/${pair}/${route}`]) {
+      table.push([path, phrase, { ...extra }], [path, phrase, { ...extra, confirm: phrase.toUpperCase() }], [path, phrase, { ...extra, confirm: `${phrase} ` }], [path, phrase, { ...extra, confirm: true }]);
+    }
+  }
+  table.push(['/api/restore/partition', 'restore partition 2', { partition: 2, confirm: 'restore partition 3' }], ['/api/restore/partition', 'restore partition 2', { partition: 2, confirm: 'restore' }]);
+  for (const [path, phrase, body] of table) {
+    const r = await d.api('POST', path, body);
+    assert.is(r.status, 400, `${path} ${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
+    assert.ok(r.body.error.message.includes(`"${phrase}"`), `${path} ${JSON.stringify(body)} names the phrase: ${r.body.error.message}`);
+  }
+  assert.is((await d.api('POST', '/api/restore', { confirm: 'restore', iMeanRestore: false })).status, 400, 'a body that says it does not mean it');
+  const s1 = (await d.api('GET', '/api/status')).body;
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'no job started');
+  assert.is(s1.failover.failovers, s0.failover.failovers, 'no failover');
+  assert.is(s1.active, s0.active);
+  const doc = (await d.api('GET', '/api/openapi.json')).body;
+  for (const [path, phrase] of [['/api/failover', 'failover'], ['/api/reprotect', 'reprotect'], ['/api/restore', 'restore']]) {
+    const schema = doc.paths[path].post.requestBody.content['application/json'].schema;
+    assert.equal(schema.properties.confirm.enum, [phrase], `${path} documents the phrase`);
+    assert.ok(schema.required.includes('confirm'), `${path} requires it`);
+  }
+});
+
 test('a second job gets 409 naming what runs; cancel rolls the standby back', async () => {
   await d.app.jobs.idle();
   const s0 = (await d.api('GET', '/api/status')).body;
@@ -121,7 +151,7 @@ test('a second job gets 409 naming what runs; cancel rolls the standby back', as
   assert.is(busy.status, 409);
   assert.is(busy.body.error.kind, 'busy');
   assert.match(busy.body.error.message, new RegExp(`sync job \\(id ${r.body.id}\\) is running`));
-  const failover = await d.api('POST', '/api/failover', {});
+  const failover = await d.api('POST', '/api/failover', { confirm: 'failover' });
   assert.is(failover.status, 409);
   await new Promise((res) => setTimeout(res, 300));
   const c = await d.api('POST', `/api/jobs/${r.body.id}/cancel`, {});

@@ -12,10 +12,10 @@ test('a failover end to end: roles, relays and the booted bay change in status a
     const es = openEvents(d.url, d.token);
     await es.ready;
     const before = await status(d);
-    const r = await d.api('POST', '/api/failover', {});
+    const r = await d.api('POST', '/api/failover', { confirm: 'failover' });
     assert.is(r.status, 202);
     assert.equal(r.body, { from: 'A', to: 'B', accepted: true });
-    const again = await d.api('POST', '/api/failover', {});
+    const again = await d.api('POST', '/api/failover', { confirm: 'failover' });
     assert.is(again.status, 409, 'a running failover refuses a second one');
     const fo = await es.wait((e) => e.event === 'failover');
     assert.is(fo.data.data.from, 'A');
@@ -38,7 +38,7 @@ test('a failover end to end: roles, relays and the booted bay change in status a
     assert.equal((d.app.rig as any).board.violations, []);
     // Re-protect the old active drive: an ordinary sync the other way, which clears its failed mark.
     await d.api('POST', '/api/sim/host/write', { mib: 2 });
-    const rp = await d.api('POST', '/api/reprotect', {});
+    const rp = await d.api('POST', '/api/reprotect', { confirm: 'reprotect' });
     assert.is(rp.status, 202);
     const job = await waitJob(d, rp.body.id);
     assert.is(job.state, 'done', JSON.stringify(job.error));
@@ -68,7 +68,7 @@ test('failover refused (409) while the standby is inconsistent, with the way out
     const s = await status(d);
     assert.is(s.standbyState, 'inconsistent');
     assert.ok(s.pendingCopy);
-    const fo = await d.api('POST', '/api/failover', {});
+    const fo = await d.api('POST', '/api/failover', { confirm: 'failover' });
     assert.is(fo.status, 409);
     assert.is(fo.body.error.kind, 'refused');
     assert.match(fo.body.error.message, /standby in bay B is inconsistent/);
@@ -146,7 +146,7 @@ test('a pulled drive: health alert, failover, re-protect onto a replacement driv
     const sync = await d.api('POST', '/api/sync', {});
     assert.is(sync.status, 409);
     assert.match(sync.body.error.message, /bay A \(the active drive\) holds no drive/);
-    const fo = await d.api('POST', '/api/failover', { hardOff: true });
+    const fo = await d.api('POST', '/api/failover', { confirm: 'failover', hardOff: true });
     assert.is(fo.status, 202, JSON.stringify(fo.body));
     s = await waitFor(async () => {
       const x = await status(d);
@@ -157,9 +157,9 @@ test('a pulled drive: health alert, failover, re-protect onto a replacement driv
     assert.is(ins.status, 200);
     s = await status(d);
     assert.is(s.standbyState, 'inconsistent', 'a new drive holds no backup');
-    const foNo = await d.api('POST', '/api/failover', {});
+    const foNo = await d.api('POST', '/api/failover', { confirm: 'failover' });
     assert.is(foNo.status, 409);
-    const rp = await d.api('POST', '/api/reprotect', {});
+    const rp = await d.api('POST', '/api/reprotect', { confirm: 'reprotect' });
     const job = await waitJob(d, rp.body.id);
     assert.is(job.state, 'done', JSON.stringify(job.error));
     assert.is(job.options.newDrive, true);

@@ -38,7 +38,7 @@ test('failover in inline mode: the export is re-pointed to the standby with the 
     const uri = before.inline.hostUri;
     const es = openEvents(d.url, d.token);
     await es.ready;
-    const fo = await d.api('POST', '/api/failover', {});
+    const fo = await d.api('POST', '/api/failover', { confirm: 'failover' });
     assert.is(fo.status, 202, JSON.stringify(fo.body));
     const step = await es.wait((e) => e.event === 'switch.step' && e.data.data.step === 'drive connected', 20_000);
     assert.is(step.data.data.to, 'B');
@@ -65,7 +65,7 @@ test('failover in inline mode: the export is re-pointed to the standby with the 
     assert.is.not(sha(s.drives.B.path), b0);
 
     // Re-protect copies B back onto A; the tracker of B has no baseline yet, so it is a full sync that says why.
-    const rp = await runJob(d, '/api/reprotect', {});
+    const rp = await runJob(d, '/api/reprotect', { confirm: 'reprotect' });
     assert.is.not(rp.result.mode, 'changed');
     assert.match(rp.result.notes.join('\n'), /changed-block mode not possible/);
     s = await status(d);

@@ -160,7 +160,7 @@ test('inline mode: a whole-drive restore is refused (409) before anything is wri
     const active = sha(s.drives[s.active].path);
     const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
     for (const path of ['/api/restore', `/api/pairs/${s.pairs[0].id}/restore`]) {
-      const r = await d.api('POST', path, { iMeanRestore: true });
+      const r = await d.api('POST', path, { confirm: 'restore' });
       assert.is(r.status, 409, `${path}: ${JSON.stringify(r.body)}`);
       assert.match(r.body.error.message, /not done in inline mode.*changed-block tracking/);
       assert.match(r.body.error.hint, /POST \/api\/failover/);

@@ -186,7 +186,7 @@ test('routes: /api/pairs/{id}/… for each pair; the old routes name the pairs w
   assert.is(none.status, 404);
   assert.match(none.body.error.message, /no pair "nope"; the pairs are system, data/);
   for (const name of ['sync', 'verify', 'clone', 'recover', 'reprotect', 'failover']) {
-    const r = await d.api('POST', `/api/${name}`, {});
+    const r = await d.api('POST', `/api/${name}`, name === 'failover' || name === 'reprotect' ? { confirm: name } : {});
     assert.is(r.status, 400, name);
     assert.match(r.body.error.message, new RegExp(`2 pairs \\(system, data\\): /api/${name} does not say which`));
     assert.match(r.body.error.hint, new RegExp(`/api/pairs/\\{id\\}/${name}`));
@@ -224,7 +224,7 @@ test("one pair's failure and the boot pair's failover leave the other pair untou
   const shaC = sha(join(d.dir, 'sim', 'bay-C.img'));
   const es = openEvents(d.url, d.token, '?types=failover,boot');
   await es.ready;
-  const fo = await d.api('POST', '/api/pairs/system/failover', {});
+  const fo = await d.api('POST', '/api/pairs/system/failover', { confirm: 'failover' });
   assert.is(fo.status, 202);
   assert.equal(fo.body, { from: 'A', to: 'B', accepted: true });
   await es.wait((e) => e.event === 'boot' && e.data.data.bay === 'B' && e.data.data.status === 'confirmed');

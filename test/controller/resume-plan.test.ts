@@ -36,7 +36,7 @@ test('a whole-drive sync killed midway resumes as a whole-drive sync, not with t
     // Then a whole-drive copy (a re-protect is one), killed once a checkpoint exists.
     await d1.api('POST', '/api/sim/host/write', { mib: 24 });
     const source = sha(s0.drives.A.path);
-    const whole = await d1.api('POST', '/api/reprotect', {});
+    const whole = await d1.api('POST', '/api/reprotect', { confirm: 'reprotect' });
     assert.is(whole.status, 202, JSON.stringify(whole.body));
     const pairs = join(dir, 'pairs');
     await waitFor(async () => {
@@ -76,7 +76,7 @@ test('the drives written while the daemon was down: the sync resumed at restart 
     await idle(d1);
     const s0 = (await d1.api('GET', '/api/status')).body;
     await d1.api('POST', '/api/sim/host/write', { mib: 24 });
-    const job = await d1.api('POST', '/api/reprotect', {});
+    const job = await d1.api('POST', '/api/reprotect', { confirm: 'reprotect' });
     assert.is(job.status, 202, JSON.stringify(job.body));
     const pairs = join(dir, 'pairs');
     // The drives are written below in the first 4 MiB chunk: the saved checkpoint must already count it as finished.

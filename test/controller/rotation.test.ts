@@ -60,7 +60,7 @@ test('a second standby in the bay: the clone asks for addStandby, then syncs go 
     // A third, unknown drive in the bay: re-protect cannot tell which standby it replaces, and forgets none.
     assert.is((await d.api('POST', '/api/sim/drive/B/pull', {})).status, 200);
     assert.is((await d.api('POST', '/api/sim/drive/B/insert', { replacement: true })).status, 200);
-    const rp = await d.api('POST', '/api/reprotect', {});
+    const rp = await d.api('POST', '/api/reprotect', { confirm: 'reprotect' });
     assert.is(rp.status, 409, JSON.stringify(rp.body));
     assert.match(rp.body.error.message, /none of the 2 standbys of the active drive/);
     assert.match(rp.body.error.hint, /addStandby/);

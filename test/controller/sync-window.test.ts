@@ -69,7 +69,7 @@ test('switched mode, host running: a copy with the window refused is 409 before 
     let s = await status(d);
     const standby = sha(s.drives.B.path);
     const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
-    for (const [path, body] of [['/api/sync', { window: false }], ['/api/clone', { window: false, force: true }], ['/api/reprotect', { window: false }], ['/api/verify', { window: false }], [`/api/pairs/${s.pairs[0].id}/sync`, { window: false }]] as const) {
+    for (const [path, body] of [['/api/sync', { window: false }], ['/api/clone', { window: false, force: true }], ['/api/reprotect', { confirm: 'reprotect', window: false }], ['/api/verify', { window: false }], [`/api/pairs/${s.pairs[0].id}/sync`, { window: false }]] as const) {
       const r = await d.api('POST', path, body);
       assert.is(r.status, 409, `${path}: ${JSON.stringify(r.body)}`);
       assert.match(r.body.error.message, /powered host writes directly.*"window": false.*not started/);

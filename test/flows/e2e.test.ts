@@ -148,7 +148,7 @@ test('a drive-health warning becomes an MQTT alert', async () => {
 
 test('a failover becomes an MQTT alert', async () => {
   await rig.waitIdle();
-  const r = await rig.api('POST', '/api/failover', {});
+  const r = await rig.api('POST', '/api/failover', { confirm: 'failover' });
   assert.is(r.status, 202, JSON.stringify(r.body));
   const m = await mqttMessage((x) => x.topic === 'dpsr/alert/failover', 30_000, 'dpsr/alert/failover');
   assert.equal([m.payload.from, m.payload.to, m.payload.level], ['A', 'B', 'critical']);

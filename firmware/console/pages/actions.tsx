@@ -1,7 +1,8 @@
 /**
  * Actions: sync and verify start at a click; the ones that move the host to
  * another drive or overwrite one (failover, re-protect, restore) run only
- * after the operator types the word the form names. The daemon's own
+ * after the operator types the phrase the form names, which the daemon
+ * checks too. The daemon's own
  * refusals (a standby that is not consistent, a job that runs) show with
  * their reason and what to do.
  */
@@ -25,18 +26,23 @@ function Started({ result }: { result: any }) {
   );
 }
 
-/** A form that runs `action` only once `word` is typed into its confirmation box. */
-function Confirmed(props: { id: string; title: string; word: string; what: string; button: string; action: () => Promise<unknown>; children?: preact.ComponentChildren }) {
+/**
+ * A form that sends what the operator typed as the request's `confirm`: the
+ * daemon checks it against the phrase (`word`) and refuses (400, naming the
+ * phrase) anything else, so the page is not the only guard.
+ */
+function Confirmed(props: { id: string; title: string; word: string; what: string; button: string; action: (confirm: string) => Promise<unknown>; children?: preact.ComponentChildren }) {
   const [typed, setTyped] = useState('');
   const act = useAction<any>();
   const submit = (e: Event) => {
     e.preventDefault();
-    if (typed.trim() !== props.word) {
+    const confirm = typed.trim();
+    if (confirm === '') {
       act.setError({ message: `Not started: type ${props.word} to confirm.`, hint: props.what });
       return;
     }
     setTyped('');
-    void act.run(props.action);
+    void act.run(() => props.action(confirm));
   };
   return (
     <section class="card" aria-labelledby={`${props.id}-h`}>
@@ -122,10 +128,10 @@ export function Actions({ route }: { route: Route }) {
       <Confirmed
         id="failover"
         title="Failover"
-        word="FAILOVER"
+        word="failover"
         button="Fail over to the standby"
         what={`The host is shut down, its ${pair?.role === 'data' ? 'data disk' : 'boot port'} is switched to the standby${named}${bays.standby ? ` (bay ${bays.standby})` : ''}, and it ${pair?.role === 'data' ? 'starts with the backup as its data disk' : 'boots from the backup'}. The roles swap.`}
-        action={() => api('POST', pairApi(pair, '/failover'), { hardOff })}
+        action={(confirm) => api('POST', pairApi(pair, '/failover'), { confirm, hardOff })}
       >
         <label>
           <input type="checkbox" checked={hardOff} onChange={(e) => setHardOff((e.target as HTMLInputElement).checked)} /> force the host off if it ignores the shutdown
@@ -134,18 +140,18 @@ export function Actions({ route }: { route: Route }) {
       <Confirmed
         id="reprotect"
         title="Re-protect"
-        word="REPROTECT"
+        word="reprotect"
         button="Re-protect"
         what={`The drive in the standby bay${named}${bays.standby ? ` (bay ${bays.standby})` : ''} is overwritten with a copy of the active drive: after a failover or a drive replacement it becomes a backup again.`}
-        action={() => api('POST', pairApi(pair, '/reprotect'), {})}
+        action={(confirm) => api('POST', pairApi(pair, '/reprotect'), { confirm })}
       />
       <Confirmed
         id="restore"
         title="Restore the whole drive"
-        word="RESTORE"
+        word="restore"
         button="Restore the active drive from the backup"
         what={`The ACTIVE drive${named}${bays.active ? ` (bay ${bays.active})` : ''} is overwritten with the backup on the standby (journaled; the host must be off, or it runs in a sync window). Single files and folders restore from the Explorer.`}
-        action={() => api('POST', pairApi(pair, '/restore'), { iMeanRestore: true, window: s?.host?.power === 'on' ? true : undefined })}
+        action={(confirm) => api('POST', pairApi(pair, '/restore'), { confirm, window: s?.host?.power === 'on' ? true : undefined })}
       />
       <Confirmed
         id="restore-partition"
@@ -153,7 +159,7 @@ export function Actions({ route }: { route: Route }) {
         word={`restore partition ${partition}`}
         button={`Restore partition ${partition} from the backup`}
         what={`Partition ${partition} of the ACTIVE drive${named}${bays.active ? ` (bay ${bays.active})` : ''} is overwritten with the same partition of the backup (journaled, with the generation guards of a whole-drive restore), in a sync window when the host runs.`}
-        action={() => api('POST', pairApi(pair, '/restore/partition'), { partition, confirm: `restore partition ${partition}`, window: s?.host?.power === 'on' ? true : undefined })}
+        action={(confirm) => api('POST', pairApi(pair, '/restore/partition'), { partition, confirm, window: s?.host?.power === 'on' ? true : undefined })}
       >
         <label for="restore-partition-n">Partition</label>
         <input id="restore-partition-n" type="number" min={1} max={128} value={partition} onInput={(e) => setPartition(Number((e.target as HTMLInputElement).value) || 1)} />

@@ -6,6 +6,7 @@
  * cancel the job on the daemon or to detach from it. Errors from the daemon
  * keep their meaning, so the exit codes are those of the local commands.
  */
+import { CONFIRMATIONS, partitionConfirmation } from '../confirmations.ts';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createParser } from 'eventsource-parser';
@@ -297,7 +298,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
         if (!isTerminal()) throw new BadInputError('failover shuts the host down and boots the standby: it needs confirmation', { hint: 'pass --yes' });
         if (!(await confirm('This shuts the host down and boots it from the standby drive.'))) throw new CancelledError('not confirmed: nothing was changed');
       }
-      const r = await client.request<{ from: string; to: string }>('POST', route('failover'), opts.hardOff ? { hardOff: true } : {});
+      const r = await client.request<{ from: string; to: string }>('POST', route('failover'), { confirm: CONFIRMATIONS.failover, ...(opts.hardOff ? { hardOff: true } : {}) });
       say(`failover from bay ${r.from} to bay ${r.to} started`);
       if (opts.wait === false) {
         if (json) printJson(r);
@@ -338,18 +339,18 @@ export async function runRemote(inv: Invocation): Promise<number> {
     question = 'This rolls the drive in the standby bay back to its previous backup.';
   } else if (command === 'reprotect') {
     path = route('reprotect');
+    body = { confirm: CONFIRMATIONS.reprotect };
     question = 'This makes the drive in the STANDBY bay a backup of the active drive again (a new drive is cloned whole).';
   } else {
     if (!opts.iMeanRestore) throw new BadInputError('restore overwrites the ACTIVE drive with the backup and needs --i-mean-restore', { hint: `dpsr restore --url ${url} --i-mean-restore; nothing was changed` });
     const partitions = parsePartitionArgs(opts.partition);
     if (partitions.length > 1) throw new BadInputError(`restore --url takes at most one --partition, got ${partitions.join(', ')}`, { hint: 'restore one partition at a time, or the whole drive without --partition' });
     if (partitions.length === 1) {
-      if (pair) throw new BadInputError('restore --partition --url works on the boot pair only and takes no --pair', { hint: 'leave out --pair, or restore the whole drive of the pair' });
-      body = { partition: partitions[0], confirm: `restore partition ${partitions[0]}` };
-      path = '/api/restore/partition';
+      body = { partition: partitions[0], confirm: partitionConfirmation(partitions[0]!) };
+      path = route('restore/partition');
       question = `This OVERWRITES PARTITION ${partitions[0]} OF THE ACTIVE DRIVE (and its partition table) with the backup on the standby.`;
     } else {
-      body = { iMeanRestore: true };
+      body = { confirm: CONFIRMATIONS.restore };
       path = route('restore');
       question = 'This OVERWRITES THE ACTIVE DRIVE with the backup on the standby.';
     }

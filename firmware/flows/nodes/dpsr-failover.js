@@ -28,8 +28,8 @@ module.exports = function (RED) {
         refuse('no dpsr controller configured');
         return;
       }
-      // Only the daemon's own failover options go into the body (it rejects unknown keys).
-      const body = isPlainObject(msg.payload) && typeof msg.payload.hardOff === 'boolean' ? { hardOff: msg.payload.hardOff } : {};
+      // Only the daemon's own failover options go into the body (it rejects unknown keys); the daemon asks for the same phrase.
+      const body = { confirm: CONFIRM, ...(isPlainObject(msg.payload) && typeof msg.payload.hardOff === 'boolean' ? { hardOff: msg.payload.hardOff } : {}) };
       node.status(fitBadge({ fill: 'blue', shape: 'dot', text: 'failing over' }));
       try {
         // Power sequencing (shutdown, switch, boot) takes a while; allow for it.

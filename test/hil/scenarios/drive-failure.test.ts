@@ -24,7 +24,7 @@ if (rigAvailable('drive failure scenario')) {
       note('drive A pulled under the running host');
       const hung = await rig.console.command('ping', [], 3000).then(() => false, () => true);
       assert.ok(hung, 'the host stops answering without its disk');
-      const r = await rig.dpsrd.api('POST', '/api/failover', { hardOff: true });
+      const r = await rig.dpsrd.api('POST', '/api/failover', { confirm: 'failover', hardOff: true });
       assert.is(r.status, 202, JSON.stringify(r.body));
       const up = await rig.waitBooted('B', pulledAt);
       note(`booted from B in ${seconds(up.heartbeat.at - pulledAt)} after the pull (boot ${seconds(up.bootMs)})`);
@@ -34,7 +34,7 @@ if (rigAvailable('drive failure scenario')) {
 
       await rig.insertDrive('A', true);
       await rig.transition('off');
-      const { id } = await rig.dpsrd.ok('POST', '/api/reprotect', {});
+      const { id } = await rig.dpsrd.ok('POST', '/api/reprotect', { confirm: 'reprotect' });
       const job = await rig.dpsrd.waitJob(id);
       assert.is(job.state, 'done', job.error?.message);
       let s = await rig.dpsrd.status();
@@ -44,7 +44,7 @@ if (rigAvailable('drive failure scenario')) {
       note(`replacement in bay A re-protected (${job.options.newDrive ? 'new drive: cloned' : 'synced'}) in ${seconds(job.seconds * 1000)}`);
 
       const t = performance.now();
-      assert.is((await rig.dpsrd.api('POST', '/api/failover', {})).status, 202);
+      assert.is((await rig.dpsrd.api('POST', '/api/failover', { confirm: 'failover' })).status, 202);
       const back = await rig.waitBooted('A', t);
       note(`booted from the replacement in A in ${seconds(back.heartbeat.at - t)}`);
       s = await rig.dpsrd.status();

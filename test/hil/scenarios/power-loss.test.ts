@@ -43,7 +43,7 @@ async function killMidSync(rig: Rig, note: ScenarioContext['note']) {
 
 async function bootStandby(rig: Rig, note: ScenarioContext['note']) {
   const t = performance.now();
-  const r = await rig.dpsrd.api('POST', '/api/failover', {});
+  const r = await rig.dpsrd.api('POST', '/api/failover', { confirm: 'failover' });
   assert.is(r.status, 202, JSON.stringify(r.body));
   const up = await rig.waitBooted('B', t);
   note(`booted from B in ${seconds(up.heartbeat.at - t)} after the failover request (boot ${seconds(up.bootMs)})`);

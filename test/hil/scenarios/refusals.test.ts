@@ -33,7 +33,7 @@ if (rigAvailable('refusals scenario')) {
       assert.is((await rig.dpsrd.status()).standbyState, 'inconsistent');
       await rig.transition('booted:A');
 
-      const r = await rig.dpsrd.api('POST', '/api/failover', { hardOff: true });
+      const r = await rig.dpsrd.api('POST', '/api/failover', { confirm: 'failover', hardOff: true });
       assert.is(r.status, 409);
       assert.is(r.body.error.kind, 'refused');
       assert.match(r.body.error.message, /standby in bay B is inconsistent/);
