@@ -11,11 +11,14 @@
  * Sessions live in memory: a daemon restart logs the console out, which is
  * the safe way round for an appliance that switches boot drives.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { DEFAULT_LOGIN_LIMITS, LoginLimiter, type LoginClient, type LoginLimits } from './login-limit.ts';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 
 export const SESSION_COOKIE = 'dpsr_session';
+/** A browser that has logged in before: it is outside the global login back-off (login-limit.ts). */
+export const DEVICE_COOKIE = 'dpsr_device';
 export const CSRF_HEADER = 'x-csrf-token';
 
 export interface Session {
@@ -32,9 +35,10 @@ export interface SessionOptions {
   maxAgeMs?: number;
   /** Sessions kept at once; the least recently used goes first. */
   maxSessions?: number;
-  /** Wrong passwords in a row after which logins pause for `lockMs`. */
-  maxFailures?: number;
-  lockMs?: number;
+  /** How fast wrong passwords may come, per client, per known browser and from the whole network (login-limit.ts). */
+  limits?: Partial<LoginLimits>;
+  /** The key that signs device cookies (kept in the state directory, so known browsers stay known across restarts); absent: one per process. */
+  deviceKey?: string;
   now?: () => number;
 }
 
@@ -77,7 +81,16 @@ export function crossSiteProblem(req: IncomingMessage): string | null {
   return null;
 }
 
-export type LoginResult = { ok: true; session: Session } | { ok: false; reason: 'wrong-password' | 'locked'; retryAfterMs?: number };
+export type LoginResult =
+  | { ok: true; session: Session; /** The device cookie's value to (re)set: this browser is known from now on. */ device: string }
+  | { ok: false; reason: 'wrong-password' }
+  | { ok: false; reason: 'locked'; why: 'client' | 'device' | 'global'; retryAfterMs: number };
+
+/** Where a login comes from: the peer's address and the request's Cookie header. */
+export interface LoginOrigin {
+  readonly address: string;
+  readonly cookie?: string;
+}
 
 export class ConsoleSessions {
   readonly #sessions = new Map<string, Session>();
@@ -85,47 +98,63 @@ export class ConsoleSessions {
   readonly #idleMs: number;
   readonly #maxAgeMs: number;
   readonly #max: number;
-  readonly #maxFailures: number;
-  readonly #lockMs: number;
+  readonly #limiter: LoginLimiter;
+  readonly #deviceKey: string;
   readonly #now: () => number;
-  #failures = 0;
-  #lockedUntil = 0;
 
   constructor(password: string, opts: SessionOptions = {}) {
     this.#password = password;
     this.#idleMs = opts.idleMs ?? 8 * 3600_000;
     this.#maxAgeMs = opts.maxAgeMs ?? 7 * 24 * 3600_000;
     this.#max = opts.maxSessions ?? 64;
-    this.#maxFailures = opts.maxFailures ?? 5;
-    this.#lockMs = opts.lockMs ?? 30_000;
     this.#now = opts.now ?? Date.now;
+    this.#limiter = new LoginLimiter({ ...DEFAULT_LOGIN_LIMITS, ...opts.limits }, this.#now());
+    this.#deviceKey = opts.deviceKey ?? randomBytes(32).toString('base64url');
   }
 
   get size(): number {
     return this.#sessions.size;
   }
 
+  #sign(id: string): string {
+    return createHmac('sha256', this.#deviceKey).update(id).digest('base64url');
+  }
+
+  /** The device id of a valid device cookie in `cookieHeader`, or null. */
+  deviceOf(cookieHeader: string | undefined): string | null {
+    const v = parseCookies(cookieHeader).get(DEVICE_COOKIE);
+    const dot = v?.lastIndexOf('.') ?? -1;
+    if (!v || dot <= 0) return null;
+    const id = v.slice(0, dot);
+    return /^[A-Za-z0-9_-]{16,64}$/.test(id) && sameSecret(v.slice(dot + 1), this.#sign(id)) ? id : null;
+  }
+
   /**
-   * A new session for the right password. After `maxFailures` wrong ones in
-   * a row logins pause for `lockMs` (even the right password waits), which
-   * makes guessing a 144-bit password over the network hopeless.
+   * A new session for the right password, within the limits of
+   * login-limit.ts: a client that guessed wrong too often, or any unknown
+   * browser while the network as a whole guesses too fast, is refused
+   * (`locked`, with the wait) before the password is looked at. The right
+   * password makes the browser known (`device`): it then stays outside the
+   * global back-off, so an attacker cannot lock the operator out of a
+   * browser that logged in before.
    */
-  login(password: string): LoginResult {
+  login(password: string, from: LoginOrigin = { address: 'local' }): LoginResult {
     const now = this.#now();
-    if (now < this.#lockedUntil) return { ok: false, reason: 'locked', retryAfterMs: this.#lockedUntil - now };
+    const known = this.deviceOf(from.cookie);
+    const client: LoginClient = { address: from.address, device: known };
+    const gate = this.#limiter.gate(client, now);
+    if (!gate.ok) return { ok: false, reason: 'locked', why: gate.why, retryAfterMs: gate.retryAfterMs };
     if (!sameSecret(password, this.#password)) {
-      if (++this.#failures >= this.#maxFailures) {
-        this.#failures = 0;
-        this.#lockedUntil = now + this.#lockMs;
-      }
+      this.#limiter.failed(client, now);
       return { ok: false, reason: 'wrong-password' };
     }
-    this.#failures = 0;
+    this.#limiter.succeeded(client);
     this.#expire(now);
     while (this.#sessions.size >= this.#max) this.#sessions.delete(this.#sessions.keys().next().value!);
     const session: Session = { id: randomBytes(32).toString('base64url'), csrfToken: randomBytes(32).toString('base64url'), createdAt: now, lastSeen: now };
     this.#sessions.set(session.id, session);
-    return { ok: true, session };
+    const id = known ?? randomBytes(18).toString('base64url');
+    return { ok: true, session, device: `${id}.${this.#sign(id)}` };
   }
 
   /** The live session the request's cookie names, or null; using it keeps it alive. */
@@ -163,6 +192,11 @@ export class ConsoleSessions {
   /** The Set-Cookie value that hands a session to the browser. */
   cookie(session: Session, secure: boolean): string {
     return `${SESSION_COOKIE}=${session.id}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${Math.floor(this.#maxAgeMs / 1000)}${secure ? '; Secure' : ''}`;
+  }
+
+  /** The Set-Cookie value of the device cookie (a year; it holds no power of its own, only the right to skip the global back-off). */
+  deviceCookie(device: string, secure: boolean): string {
+    return `${DEVICE_COOKIE}=${device}; Path=/api/session; HttpOnly; SameSite=Strict; Max-Age=${365 * 24 * 3600}${secure ? '; Secure' : ''}`;
   }
 
   /** The Set-Cookie value that removes the session cookie. */

@@ -155,22 +155,27 @@ export function consoleRoutes(sessions: ConsoleSessions, log: Logger, info: Cons
     {
       method: 'POST', path: '/api/session', tag: 'console', auth: false, body: loginBody,
       summary: "Log in to the console with the appliance's admin password: an HttpOnly, SameSite=Strict session cookie and the CSRF token to send as X-CSRF-Token with state-changing requests",
-      responses: { 200: '{ user, csrfToken } and the dpsr_session cookie', 401: 'the password is wrong', 403: 'the request came from another site', 429: 'too many wrong passwords: wait retryAfterSeconds' },
+      responses: { 200: '{ user, csrfToken } and the dpsr_session cookie', 401: 'the password is wrong', 403: 'the request came from another site', 429: 'too many wrong passwords from this address or browser (it waits twice as long after each), or from the network as a whole (browsers that never logged in here wait; those with the dpsr_device cookie of an earlier login do not): wait retryAfterSeconds' },
       handler: ({ req, body }): Reply => {
         const secure = isSecure(req);
         const cross = crossSiteProblem(req);
         if (cross) return { status: 403, body: { error: { kind: 'forbidden', message: `refused: ${cross}`, hint: 'log in from the console page itself' } } };
-        const r = sessions.login((body as { password: string }).password);
+        const remote = req.socket.remoteAddress ?? 'unknown';
+        const r = sessions.login((body as { password: string }).password, { address: remote, cookie: req.headers.cookie });
         if (!r.ok) {
           if (r.reason === 'locked') {
-            const s = Math.ceil(r.retryAfterMs! / 1000);
-            return { status: 429, body: { error: { kind: 'busy', message: `too many wrong passwords: logins pause for ${s} s`, hint: "the password is in the file admin-password of the daemon's state directory" }, retryAfterSeconds: s }, headers: { 'retry-after': String(s) } };
+            const s = Math.ceil(r.retryAfterMs / 1000);
+            const message = r.why === 'global'
+              ? `too many wrong passwords from the network: logins from browsers that never logged in here pause for ${s} s`
+              : `too many wrong passwords from this ${r.why === 'device' ? 'browser' : 'address'}: its logins pause for ${s} s`;
+            if (r.why === 'global') log.warn({ remote }, 'console login held back: the network as a whole guesses too fast');
+            return { status: 429, body: { error: { kind: 'busy', message, hint: `the password is in the file admin-password of the daemon's state directory; a browser that logged in here before is not held back by other addresses' guesses${r.why === 'global' ? ', and scripts keep the bearer token' : ''}` }, retryAfterSeconds: s }, headers: { 'retry-after': String(s) } };
           }
-          log.warn({ remote: req.socket.remoteAddress }, 'console login with a wrong password');
+          log.warn({ remote }, 'console login with a wrong password');
           return { status: 401, body: { error: { kind: 'unauthorized', message: 'the password is wrong', hint: "the password is in the file admin-password of the daemon's state directory" } } };
         }
-        log.info({ remote: req.socket.remoteAddress }, 'console login');
-        return { status: 200, body: { user: 'admin', csrfToken: r.session.csrfToken }, headers: { 'set-cookie': sessions.cookie(r.session, secure) } };
+        log.info({ remote }, 'console login');
+        return { status: 200, body: { user: 'admin', csrfToken: r.session.csrfToken }, headers: { 'set-cookie': [sessions.cookie(r.session, secure), sessions.deviceCookie(r.device, secure)] } };
       },
     },
     {

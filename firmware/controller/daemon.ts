@@ -113,7 +113,8 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
   const app = await Controller.open(config, stateDir, bus, metrics, log);
   await app.start();
 
-  const sessions = new ConsoleSessions(adminPassword);
+  // Signs the device cookies of browsers that logged in: kept, so they stay known across restarts (removing the file forgets them all).
+  const sessions = new ConsoleSessions(adminPassword, { deviceKey: ensureSecret(stateDir, 'console-device-key', log).token });
   const consoleInfo: ConsoleInfo = {
     config,
     files: { stateDir, apiToken: tokenFile, adminPassword: adminPasswordFile, nodeRedPassword: join(stateDir, 'node-red', 'admin-password') },

@@ -158,15 +158,27 @@ test('the OpenAPI document names the session scheme and the console routes', asy
   assert.ok(doc.paths['/api/sync'].post.responses['403']);
 });
 
-test('sessions: five wrong passwords pause logins, also for the right one; idle sessions end', () => {
+test('sessions: wrong passwords from one address make it wait, also for the right one; a browser known from an earlier login is not held back by others; idle sessions end', () => {
   let now = 1_000_000;
-  const s = new ConsoleSessions('the-password-1234', { now: () => now, lockMs: 30_000, idleMs: 60_000, maxFailures: 5 });
-  for (let i = 0; i < 4; i++) assert.equal(s.login('nope'), { ok: false, reason: 'wrong-password' });
-  assert.equal(s.login('nope'), { ok: false, reason: 'wrong-password' });
-  const locked = s.login('the-password-1234');
-  assert.is(locked.ok, false);
-  assert.is(locked.ok === false && locked.reason, 'locked');
-  now += 30_001;
+  const s = new ConsoleSessions('the-password-1234', { now: () => now, idleMs: 60_000, limits: { freeFailures: 3, baseDelayMs: 1000, burst: 5, refillMs: 10_000 } });
+  const first = s.login('the-password-1234', { address: '10.0.0.9' });
+  assert.ok(first.ok);
+  const device = first.ok ? first.device : '';
+  assert.is(s.deviceOf(`dpsr_device=${device}`), device.split('.')[0]);
+  assert.is(s.deviceOf(`dpsr_device=${device.split('.')[0]}.forged`), null, 'a forged signature is no known browser');
+  const attacker = { address: '10.0.0.66' };
+  for (let i = 0; i < 3; i++) assert.equal(s.login('nope', attacker), { ok: false, reason: 'wrong-password' });
+  assert.equal(s.login('nope', attacker), { ok: false, reason: 'wrong-password' }, 'the fourth is still checked');
+  const locked = s.login('the-password-1234', attacker);
+  assert.equal(locked, { ok: false, reason: 'locked', why: 'client', retryAfterMs: 1000 });
+  // A guess spread over addresses empties the global bucket: unknown browsers wait, the known one does not.
+  s.login('nope', { address: '10.0.1.1' });
+  assert.equal(s.login('the-password-1234', { address: '10.0.0.10' }), { ok: false, reason: 'locked', why: 'global', retryAfterMs: 10_000 });
+  const known = s.login('the-password-1234', { address: '10.0.0.10', cookie: `x=1; dpsr_device=${device}` });
+  assert.ok(known.ok, 'the operator\'s browser logs in during the attack');
+  assert.is(known.ok && known.device, device, 'and keeps its device id');
+  now += 10_000;
+  assert.ok(s.login('the-password-1234', { address: '10.0.0.11' }).ok, 'a token came back: an unknown browser gets in');
   const ok = s.login('the-password-1234');
   assert.ok(ok.ok);
   const id = ok.ok ? ok.session.id : '';
