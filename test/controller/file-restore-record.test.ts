@@ -1,0 +1,42 @@
+/** The durable record of a restore of files: written before mounting, kept as interrupted after a crash, and the sync refusal it makes. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { FileRestoreRecord, type FileRestoreEntry } from '../../firmware/controller/file-restore-record.ts';
+import { RefusedError } from '../../src/errors.ts';
+import { tempDir } from '../support/images.ts';
+
+const entry = (pair: string): FileRestoreEntry => ({
+  pair, jobId: '7', partition: 2, paths: ['/etc', '/home/a'], startedAt: '2026-12-07T10:00:00.000Z',
+  drive: { path: '/dev/loop9', dev: 5, ino: 99, key: 'wwn-x' }, startByte: 1048576, sizeBytes: 8388608, filesystem: 'ext4',
+});
+
+test('running, then interrupted after the clean-up, then cleared: only the interrupted state holds syncs back, per pair', () => {
+  const dir = tempDir('dpsr-frrec-');
+  const r = new FileRestoreRecord(dir);
+  assert.equal(r.all(), []);
+  r.begin(entry('system'));
+  assert.is(r.get('system')!.state, 'running');
+  assert.equal(readdirSync(join(dir, 'file-restore')).sort(), ['system.json', 'system.json.bak'], 'two copies, written before the mount');
+  r.syncBlocker('system', 'a sync'); // a running restore is the job's own business: the job runner keeps syncs out
+  const cleaned = r.interrupted(r.get('system')!, { at: 'now', unmounted: ['/tmp/dpsr-restore-x'], detached: ['/dev/loop3'], failed: [], fsck: { tool: 'e2fsck', exitCode: 0, clean: true, output: '' } });
+  assert.is(cleaned.state, 'interrupted');
+  assert.equal(new FileRestoreRecord(dir).get('system'), cleaned, 'durable: a new process reads the same');
+  try {
+    r.syncBlocker('system', 'a sync of pair system');
+    assert.unreachable('refused');
+  } catch (e) {
+    assert.instance(e, RefusedError);
+    assert.match((e as Error).message, /a sync of pair system is held back: a restore of files .*partition 2, job 7.* interrupted/);
+    assert.match((e as RefusedError).hint!, /POST \/api\/pairs\/system\/restore\/files with the same paths: \/etc, \/home\/a/);
+    assert.match((e as RefusedError).hint!, /POST \/api\/pairs\/system\/restore\/files\/dismiss/);
+  }
+  r.syncBlocker('data', 'a sync of pair data');
+  r.clear('system');
+  assert.is(r.get('system'), null);
+  r.syncBlocker('system', 'a sync');
+  r.clear('system'); // nothing there: no error
+});
+
+test.run();
