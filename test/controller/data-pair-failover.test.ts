@@ -47,12 +47,12 @@ test('data pair failover: host shut down, data port moved C → D with break bef
   const es = openEvents(d.url, d.token, '?types=failover,switch.step,switched,host.power,alert');
   await es.ready;
 
-  const r = await d.api('POST', '/api/pairs/data/failover', {});
+  const r = await d.api('POST', '/api/pairs/data/failover', { confirm: 'failover' });
   assert.is(r.status, 202, JSON.stringify(r.body));
   assert.equal(r.body, { pair: 'data', from: 'C', to: 'D', accepted: true });
-  const again = await d.api('POST', '/api/pairs/data/failover', {});
+  const again = await d.api('POST', '/api/pairs/data/failover', { confirm: 'failover' });
   assert.is(again.status, 409, 'a running failover refuses a second one');
-  const sys = await d.api('POST', '/api/pairs/system/failover', {});
+  const sys = await d.api('POST', '/api/pairs/system/failover', { confirm: 'failover' });
   assert.is(sys.status, 409, "the boot pair's failover waits for the data port's move");
 
   const fo = await es.wait((e) => e.event === 'failover', 20_000);
@@ -102,7 +102,7 @@ test('data pair failover with a welded relay: the read-back catches it, the rela
   board(d).stick('K_MUX_D', true);
   const es = openEvents(d.url, d.token, '?types=failover,alert');
   await es.ready;
-  const r = await d.api('POST', '/api/pairs/data/failover', {});
+  const r = await d.api('POST', '/api/pairs/data/failover', { confirm: 'failover' });
   assert.is(r.status, 202, JSON.stringify(r.body));
   const alert = await es.wait((e) => e.event === 'alert' && e.data.data.code === 'failover-failed', 20_000);
   assert.is(alert.data.data.pair, 'data');
@@ -125,7 +125,7 @@ test('refusals come before anything moves: a job on the pair, an unpaired pair',
   await d.app.jobs.idle();
   const v = d.app.pairs.get('data').copies.start('verify', {});
   const snap = board(d).snapshot();
-  const r = await d.api('POST', '/api/pairs/data/failover', {});
+  const r = await d.api('POST', '/api/pairs/data/failover', { confirm: 'failover' });
   assert.is(r.status, 409);
   assert.match(r.body.error.message, new RegExp(`verify job \\(id ${v.id}\\) is (running|queued) on pair data`));
   assert.equal(board(d).snapshot(), snap);
