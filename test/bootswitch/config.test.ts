@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
-import { checkAgainstWiring, simConfig, validateConfig, type Wiring } from '../../src/bootswitch/index.ts';
+import { checkAgainstWiring, simConfig, validateConfig, wiredPorts, type Wiring } from '../../src/bootswitch/index.ts';
 import { BadInputError } from '../../src/errors.ts';
 
 const wiring = JSON.parse(readFileSync(new URL('../../hw/schematics/wiring.json', import.meta.url), 'utf8')) as Wiring;
@@ -23,6 +23,12 @@ test('the simulated config and the example hardware config validate; JSON round-
   assert.equal(validateConfig(JSON.parse(JSON.stringify(c))), c);
   const hw = validateConfig(example);
   checkAgainstWiring(hw, wiring);
+  assert.equal(wiredPorts(hw), [['C', 'D']], 'the example wires the first data port');
+});
+
+test('the wiring catches a data port relay on the wrong pin', () => {
+  const bad = { ...example, channels: { ...example.channels, muxD: { board: 'ports', pin: 'A3', activeLow: true }, pwrD: { board: 'ports', pin: 'A1', activeLow: true } } };
+  assert.throws(() => checkAgainstWiring(validateConfig(bad), wiring), /channels\.muxD\.pin is "A3"; the wiring has muxD on pin A1 \(K_MUX_D\)/);
 });
 
 test('bad values name the key, the value and what is allowed', () => {

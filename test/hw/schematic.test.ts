@@ -26,12 +26,21 @@ test('schematic.svg is what `npm run schematic` draws from wiring.json', () => {
 
 test('the picture shows the whole appliance and every net of the pin map on a connection', () => {
   const blocks = Object.values(wiring.system.blocks).map((b) => b.title);
-  for (const part of ['Host PC', 'SATA 2:1 mux A', 'SATA 2:1 mux B', 'Bay A drive', 'Bay B drive', 'USB–SATA bridge A', 'USB–SATA bridge B', 'Relay carrier', 'INA219 @ 0x40', 'INA219 @ 0x41', 'Controller', 'SSD1306 OLED', 'Failover button', 'Front-panel LEDs']) {
+  for (const part of ['Host PC', 'SATA 2:1 mux A', 'SATA 2:1 mux B', 'Bay A drive', 'Bay B drive', 'USB–SATA bridge A', 'USB–SATA bridge B', 'Relay carrier', 'INA219 @ 0x40', 'INA219 @ 0x41', 'Controller', 'SSD1306 OLED', 'Failover button', 'Front-panel LEDs', 'Data port 1: bays C, D', 'Data port 2: bays E, F', 'Data port 3: bays G, H', 'Data-port relay carrier']) {
     assert.ok(blocks.includes(part), `${part} is drawn`);
   }
   for (const net of Object.keys(wiring.nets)) assert.ok(drawn.svg.includes(`>${net} (`), `${net} is labelled on a connection with its pin`);
   const kinds = new Set(wiring.system.links.map((l) => l.kind));
   for (const k of ['sata', 'usb', 'power', 'i2c', 'relay', 'input', 'led']) assert.ok(kinds.has(k as never), `a ${k} connection`);
+});
+
+test('the wiring has every bay: a mux, a power relay, contact sense and an LED per bay A to H, each on a channel the firmware knows', () => {
+  for (const bay of 'ABCDEFGH') {
+    for (const [net, channel] of [[`K_MUX_${bay}`, `mux${bay}`], [`K_PWR_${bay}`, `pwr${bay}`], [`SENSE_MUX_${bay}`, `senseMux${bay}`], [`LED_BAY_${bay}`, `ledBay${bay}`]]) {
+      assert.is(wiring.nets[net!]?.channel, channel, `${net} drives ${channel}`);
+      assert.ok(Object.values(wiring.boards).some((b) => Object.values(b.pins).includes(net!)), `${net} is on a pin`);
+    }
+  }
 });
 
 test('the renderer refuses data that would draw a clipped or hidden text, or a net nowhere connected', () => {
