@@ -9,7 +9,34 @@
  *   default 5 s, snapshot and epoch, copy, teardown) against the plain
  *   changed-block sync of the same change (epoch, copy): ratio, for the record.
  * The writer is a separate process, so its latencies are not the engine's
- * event loop. Size with DPSR_BENCH_GIB (default 2); runs: DPSR_BENCH_RUNS.
+ * event loop. The quiet windows take turns with the syncs (the machine's
+ * load drifts); the table names the load average. Size with DPSR_BENCH_GIB
+ * (default 2); runs: DPSR_BENCH_RUNS.
+ *
+ * What was measured for the p99 (2 GiB, the same writer, the whole picture
+ * read by a plain loop, load average 8–20 on 2 cores, p99 alone 5–8 ms):
+ * - the engine's read pattern (4 MiB, two in flight) on the picture: p99
+ *   46–56 ms; the same reads of the plain export, no snapshot: 20–56 ms.
+ *   The copy's reads, not the snapshot, made most of it: the picture is now
+ *   read in 1 MiB pieces one at a time (SnapshotDrive): 7–12 ms, at half
+ *   the read rate. 256 KiB pieces: 9 ms, no better; a 50 % duty cycle on
+ *   top: 5–9 ms, inside the noise, and the snapshot lives twice as long (its
+ *   cache 0.8–1.2 GiB instead of 0.3–0.4).
+ * - the snapshot alone, nothing read: p50 330–430 µs against 145–215 µs
+ *   (a first write to a 64 KiB cluster first reads it from the drive and
+ *   writes it into the cache), p99 7–14 ms: the rest of the gap, with the
+ *   engine's own standby and journal writes.
+ * - the cache: aio=io_uring on its file, p50 290–390 µs, p99 no better;
+ *   O_DIRECT on it, p99 17–26 ms (each copy waits for the disk);
+ *   preallocating the whole budget (no block allocation for an ext4 commit
+ *   of the engine's fsyncs to flush), p99 ratio 2.55 against 2.87 in one
+ *   pair of benchmark runs, inside the noise and not worth reserving the
+ *   budget for every sync. Kept: qcow2, 64 KiB clusters (qemu 7.2 copies at
+ *   least 64 KiB anyway), page cache, no flushes.
+ * - trimming each piece of the picture once read (a writable snapshot
+ *   export; qemu then skips the copy-before-write there and frees the cache
+ *   cluster): p50 950–1030 µs against 480: qcow2's discards on the daemon's
+ *   one main loop cost more than the copies they spare.
  */
 import { copyFileSync, cpSync, rmSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
