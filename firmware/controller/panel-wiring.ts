@@ -16,6 +16,15 @@ function shortTime(iso: string | null | undefined): string | null {
   return `${pad(d.getDate())}.${pad(d.getMonth() + 1)} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
+/** A data pair's word on the screen: its standby's state, or the failover moving its drives. */
+function pairLine(p: { paired: boolean; standbyState: string; job: { kind: string } | null; port?: { moving: boolean; fault: string | null } | null }): string {
+  if (p.port?.moving) return 'MOVING';
+  if (p.port?.fault) return 'RELAY FAULT';
+  if (!p.paired) return 'UNPAIRED';
+  if (p.job) return p.job.kind;
+  return p.standbyState === 'consistent' ? 'OK' : p.standbyState;
+}
+
 export class PanelFeature {
   /** Null until started, and on a rig without a panel. */
   panel: FrontPanel | null = null;
@@ -35,13 +44,17 @@ export class PanelFeature {
     const chips = await this.rig.panelChips();
     if (!chips) return;
     const { bus } = this;
+    const bootPair = this.status.status().pairs.find((p) => p.role === 'boot')?.id;
     let lastAlert: { text: string; at: number } | null = null;
     const panel = new FrontPanel({
       ...panelParts(chips.i2c, chips.oledAddress, chips.rails),
       screen: () => {
         const s = this.status.status();
         const alert = lastAlert && Date.now() - lastAlert.at < 24 * 3600_000 ? lastAlert.text : null;
-        return { activeBay: s.active, lastSync: shortTime(s.lastSuccess), progress: s.job?.progress ? s.job.progress.percent : s.job ? 0 : null, job: s.job?.kind, alert };
+        // A data pair's job is named with its pair; the boot pair's keeps the short name.
+        const job = s.job ? (s.job.pair && s.job.pair !== bootPair ? `${s.job.kind} ${s.job.pair}` : s.job.kind) : undefined;
+        const pairs = s.pairs.filter((p) => p.role !== 'boot').map((p) => ({ id: p.id, active: p.active, state: pairLine(p) }));
+        return { activeBay: s.active, lastSync: shortTime(s.lastSuccess), progress: s.job?.progress ? s.job.progress.percent : s.job ? 0 : null, job, alert, ...(pairs.length ? { pairs } : {}) };
       },
       drivePowered: (bay) => {
         const on = this.powered(bay);

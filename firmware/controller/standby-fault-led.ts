@@ -1,6 +1,6 @@
 /**
- * The fault LED follows the standby: lit while it is inconsistent (not a
- * usable backup), as the front-panel legend says. The LEDs hang off the
+ * The fault LED follows the standbys: lit while one of any pair is
+ * inconsistent (not a usable backup), as the front-panel legend says. The LEDs hang off the
  * relay board, not the I2C bus: this holds with or without a display.
  */
 import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
@@ -28,6 +28,6 @@ export class StandbyFaultLed {
 
   #show(): void {
     const s = this.status.core();
-    this.bs.failover.setStandbyFault(s.paired && s.standbyState === 'inconsistent');
+    this.bs.failover.setStandbyFault(s.pairs.some((p) => p.paired && p.standbyState === 'inconsistent'));
   }
 }

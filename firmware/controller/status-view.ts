@@ -152,7 +152,10 @@ export class StatusView {
       // The pairs' jobs change with every start and finish, so they are not part of the cached core.
       pairs: core.pairs.map((p) => {
         const j = this.jobs.forPair(p.id);
-        return { ...p, job: j ? { id: j.id, kind: j.kind, state: j.state } : null };
+        // A data pair's data port: the bay its relays give the host now, whether they move, and a fault they left.
+        const sw = this.pairs.get(p.id).failover?.port.sw;
+        const port = sw ? { onHost: sw.bay === null ? null : sw.naming.bay(sw.bay), moving: sw.moving, fault: sw.record.fault } : null;
+        return { ...p, job: j ? { id: j.id, kind: j.kind, state: j.state } : null, port };
       }),
       /** Jobs waiting for their turn, oldest first. */
       queued: this.jobs.queued.map((j) => ({ id: j.id, kind: j.kind, pair: j.pair ?? null, createdAt: j.createdAt })),

@@ -22,13 +22,19 @@ const FONT: Record<string, number[]> = {
 };
 
 export interface StatusScreen {
+  /** The boot pair's active bay (the drive the host boots from). */
   activeBay: 'A' | 'B';
   lastSync: string | null;
   /** 0-100 while a job runs. */
   progress: number | null;
   job?: string;
   alert?: string | null;
+  /** The data pairs, one line each (at most three): the pair, the bay the host has as its data disk, the standby's state. */
+  pairs?: { id: string; active: string; state: string }[];
 }
+
+/** The free rows the data pairs' lines take, in order: below the active bay, below the last sync, above the alert. */
+const PAIR_ROWS = [1, 3, 6];
 
 export class FrameBuffer {
   readonly bytes = new Uint8Array(128 * 8);
@@ -50,6 +56,7 @@ export function renderStatus(s: StatusScreen): FrameBuffer {
   const fb = new FrameBuffer();
   fb.text(0, 0, `ACTIVE BAY ${s.activeBay}`);
   fb.text(0, 2, `SYNC ${s.lastSync ?? 'NEVER'}`.slice(0, 21));
+  (s.pairs ?? []).slice(0, PAIR_ROWS.length).forEach((p, i) => fb.text(0, PAIR_ROWS[i]!, `${p.id.slice(0, 8)} ${p.active} ${p.state}`.slice(0, 21)));
   if (s.progress !== null) {
     fb.text(0, 4, `${(s.job ?? 'JOB').slice(0, 14)} ${Math.round(s.progress)}%`);
     fb.bar(5, s.progress);

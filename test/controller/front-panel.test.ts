@@ -137,16 +137,55 @@ test('the fault LED lights while the standby is inconsistent and goes out once i
   }
 });
 
+test('with data pairs the screen has a line per data pair under the boot pair\'s, and names a data pair\'s job', () => {
+  const fb = renderStatus({ activeBay: 'A', lastSync: null, progress: 42, job: 'sync data', alert: null, pairs: [{ id: 'data', active: 'D', state: 'OK' }, { id: 'archive', active: 'E', state: 'inconsistent' }] });
+  const row = (page: number) => Array.from(fb.bytes.slice(page * 128, page * 128 + 128));
+  const text = (s: string) => {
+    const f = new (fb.constructor as new () => typeof fb)();
+    f.text(0, 0, s);
+    return Array.from(f.bytes.slice(0, 128));
+  };
+  assert.equal(row(1), text('data D OK'));
+  assert.equal(row(3), text('archive E inconsistent'.slice(0, 21)));
+  assert.equal(row(4), text('sync data 42%'));
+  assert.equal(row(6), text(''), 'no third data pair');
+});
+
+test('on the simulated rig with two pairs: the data pair on the screen, the bay LEDs of its port follow its failover', async () => {
+  const d = await makeDaemon({ pairs: [{ id: 'system', bays: ['A', 'B'] }, { id: 'data', bays: ['C', 'D'] }] });
+  try {
+    await waitFor(async () => (await d.api('GET', '/api/status')).body.pairs.every((p: any) => p.standbyState === 'consistent') && (await d.api('GET', '/api/status')).body.job === null, 60_000, 'both pairs cloned');
+    await idle(d);
+    d.app.panel.panel!.refresh();
+    await waitFor(() => d.app.panel.panel!.lastScreen?.pairs?.[0]?.state === 'OK', 5000, 'the data pair on the screen');
+    assert.equal(d.app.panel.panel!.lastScreen!.pairs, [{ id: 'data', active: 'C', state: 'OK' }]);
+    const leds = () => ({ C: d.app.bs.board.outputs.ledBayC?.commanded, D: d.app.bs.board.outputs.ledBayD?.commanded });
+    assert.equal(leds(), { C: true, D: false });
+    const st = (await d.api('GET', '/api/pairs')).body.pairs;
+    assert.equal(st.map((p: any) => p.port), [null, { onHost: 'C', moving: false, fault: null }]);
+    await waitFor(async () => (await d.api('GET', '/api/status')).body.host.power === 'on', 10_000, 'host on');
+    const fo = await d.api('POST', '/api/pairs/data/failover', { confirm: 'failover' });
+    assert.is(fo.status, 202, JSON.stringify(fo.body));
+    await waitFor(() => d.app.panel.panel!.lastScreen?.pairs?.[0]?.active === 'D', 20_000, 'the screen shows bay D as the data disk');
+    assert.equal(leds(), { C: false, D: true });
+    assert.equal(d.app.panel.panel!.lastScreen!.activeBay, 'A', 'the boot pair did not move');
+  } finally {
+    await d.stop();
+  }
+});
+
 test('docs/front-panel.md describes every LED, the screen and the button as the code drives them', () => {
   const doc = readFileSync(new URL('../../docs/front-panel.md', import.meta.url), 'utf8');
   for (const led of OPTIONAL_OUTPUTS) assert.ok(doc.includes(`(\`${led}\`)`), `the legend has a row for ${led}`);
+  assert.ok(doc.includes('(`ledBayC` … `ledBayH`)'), 'the legend has a row for the data bays\' LEDs');
+  assert.ok(doc.includes('DATA D OK'), 'the legend shows a data pair\'s line');
   assert.ok(doc.includes(`default ${DEFAULT_TIMING.holdMs / 1000} s`), 'the hold time is the default one');
   const screen = readFileSync(new URL('../../src/bootswitch/ssd1306.ts', import.meta.url), 'utf8');
   for (const line of ['ACTIVE BAY ', 'SYNC ', "'NEVER'", '! ']) assert.ok(screen.includes(line), `renderStatus draws ${line}`);
   for (const line of ['ACTIVE BAY A', 'SYNC 24.11 02:00', 'NEVER', '! DRIVE-HEALTH']) assert.ok(doc.includes(line), `the legend shows ${line}`);
   // Every gesture the button watcher reports that changes something is explained.
   for (const g of ['short press', 'hold for `holdMs`', 'held while the controller starts']) assert.ok(doc.includes(g), g);
-  assert.match(doc, /fault \(`ledFault`\) \| red \| the standby is \*\*inconsistent\*\*/);
+  assert.match(doc, /fault \(`ledFault`\) \| red \| a standby \(of any pair\) is \*\*inconsistent\*\*/);
 });
 
 test.run();
