@@ -10,3 +10,4 @@ export { tryLock, isLockHeld, queryLockOwner, type LockOwner } from './lock.ts';
 export { verifyHeadline, formatSectorRange } from './verify-report.ts';
 export { planCopy, describePlan, describeStandbys, commandFor, pendingCopyAdvice, type CopyPlan, type CopyDecision, type PlanInput, type Refusal, type DriveFacts, type TailSignature } from './copy-plan.ts';
 export { migrate, type MigrateRequest, type MigrateReport } from './migrate.ts';
+export { spotCheckStandby, type SpotCheck, type SpotCheckRequest } from './spot-check.ts';

@@ -103,6 +103,11 @@ export class Manifest {
     return { manifest: new Manifest(path, handle, header), usable: true };
   }
 
+  /** The byte ranges of the standby whose hashes the table holds. */
+  get coverage(): ByteRange[] {
+    return normalizeRanges(this.header.coverage);
+  }
+
   /** True when every byte of `ranges` has a trusted hash. */
   covers(ranges: readonly ByteRange[]): boolean {
     const cov = normalizeRanges(this.header.coverage);

@@ -7,7 +7,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeDaemon, idle, waitFor, waitJob, sha } from './support/harness.ts';
@@ -64,6 +65,46 @@ test("another state directory's dpsr writes none of a running dpsrd's drives, id
     if (closed) rmSync(d.dir, { recursive: true, force: true });
     else await d.stop();
     rmSync(other, { recursive: true, force: true });
+  }
+});
+
+test('a standby written while the daemon was down is found at the next start: inconsistent, a critical alert, failover refused; a sync makes it a backup again', async () => {
+  const config = { sim: { hostPoweredAtStart: false } };
+  let d = await makeDaemon(config);
+  const dir = d.dir;
+  try {
+    await idle(d);
+    await waitFor(async () => ((await d.api('GET', '/api/status')).body.standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    assert.is((await waitJob(d, (await d.api('POST', '/api/sync', {})).body.id)).state, 'done');
+    const standby = (await d.api('GET', '/api/status')).body.drives.B.path as string;
+    // A restart alone finds nothing.
+    await d.close();
+    d = await makeDaemon(config, dir);
+    await idle(d);
+    assert.is((await d.api('GET', '/api/status')).body.standbyState, 'consistent', 'no false alarm');
+    await d.close();
+    // While the daemon is down another tool writes the standby (its keep is gone with it).
+    const fd = openSync(standby, 'r+');
+    writeSync(fd, randomBytes(24 * 1024 * 1024), 0, 24 * 1024 * 1024, 8 * 1024 * 1024);
+    closeSync(fd);
+    d = await makeDaemon(config, dir);
+    await idle(d);
+    const s = (await d.api('GET', '/api/status')).body;
+    assert.is(s.standbyState, 'inconsistent');
+    const alerts = (await d.api('GET', '/api/events/log?types=alert')).body.events.filter((e: any) => e.data.code === 'standby-written-elsewhere');
+    assert.is(alerts.length, 1, JSON.stringify(alerts));
+    assert.match(alerts[0].data.message, /written outside dpsrd.*POST \/api\/sync/);
+    const failover = await d.api('POST', '/api/failover', {});
+    assert.is(failover.status, 409, 'no failover to it');
+    assert.match(failover.body.error.message, /inconsistent|not consistent/);
+    const job = await waitJob(d, (await d.api('POST', '/api/sync', {})).body.id);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    const after = (await d.api('GET', '/api/status')).body;
+    assert.is(after.standbyState, 'consistent');
+    assert.is(sha(after.drives.A.path), sha(standby));
+  } finally {
+    await d.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

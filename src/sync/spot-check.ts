@@ -1,0 +1,129 @@
+/**
+ * Whether a pair's standby still holds what its last copy left there: a
+ * sample of its blocks read and hashed against the standby's manifest. A
+ * drive written outside the pair's copies (a clone from another state
+ * directory, a tool run while the daemon was down) differs from its
+ * manifest, and a backup that is not one must not be failed over to or
+ * restored from. A clean sample proves nothing about the blocks not read;
+ * a verify does.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { allocAligned, locateDrive, openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../sata-bridge/index.ts';
+import { isDpsrError } from '../errors.ts';
+import { BlockHasher } from './hash.ts';
+import { Manifest, hashBlocks } from './manifest.ts';
+import { acquireDriveReadLock, takePairLockNow } from './pair-lock.ts';
+import { PairStore } from './pair-state.ts';
+
+export interface SpotCheckRequest {
+  readonly stateDir: string;
+  readonly pairId: string;
+  /** Path of the drive now in the standby's place. */
+  readonly standby: string;
+  /** Blocks read (default 64): spread evenly over what the manifest covers. */
+  readonly samples?: number;
+  readonly openDevice?: (loc: DriveLocation, options: OpenDriveOptions) => Promise<BlockDevice>;
+}
+
+export interface SpotCheck {
+  readonly blocksChecked: number;
+  readonly blocksDiffering: number;
+  /** Byte offset of the first differing block, when one differs. */
+  readonly firstDiffering?: number;
+}
+
+/**
+ * Reads a sample of the standby's blocks and compares their hashes with
+ * its manifest. Returns null when there is nothing to compare (no trusted
+ * manifest, the standby is not consistent or is another drive, a copy or a
+ * writer holds it now). When a block differs, the manifest is marked dirty
+ * (manifest mode no longer trusts it) and the pair's standby recorded as
+ * inconsistent: failover and restore refuse it until a sync made it a
+ * backup again.
+ */
+export async function spotCheckStandby(req: SpotCheckRequest): Promise<SpotCheck | null> {
+  const store = new PairStore(req.stateDir, { create: false });
+  const pair = store.byId(req.pairId);
+  if (!pair || pair.standbyState !== 'consistent' || pair.pendingCopy) return null;
+  const file = join(store.pairDir(pair), 'standby.manifest');
+  if (!existsSync(file)) return null;
+  const busy = (e: unknown) => {
+    if (isDpsrError(e) && e.kind === 'busy') return null;
+    throw e;
+  };
+  let pairLock;
+  try {
+    pairLock = takePairLockNow(req.stateDir, pair.id, `spot check of the standby of pair ${pair.id}`);
+  } catch (e) {
+    return busy(e);
+  }
+  try {
+    const loc = locateDrive(req.standby);
+    const readLock = await acquireDriveReadLock(loc, `spot check of the standby of pair ${pair.id}`).catch(busy);
+    if (!readLock) return null;
+    try {
+      const dev = await (req.openDevice ?? openLocated)(loc, { write: false });
+      try {
+        const rec = pair.drives[pair.standbyKey]!;
+        if (dev.identity.key !== pair.standbyKey) return null;
+        const { manifest, usable } = await Manifest.open(file, { targetKey: pair.standbyKey, targetSize: rec.sizeBytes, generation: rec.generation });
+        try {
+          if (!usable) return null;
+          const result = await compareSample(dev, manifest, req.samples ?? 64);
+          if (result.blocksDiffering > 0) {
+            await manifest.markDirty();
+            store.update(pair.id, `spot check of ${req.standby}: written outside the pair's copies`, (p) => {
+              if (p.standbyState === 'consistent') p.standbyState = 'inconsistent';
+            });
+          }
+          return result;
+        } finally {
+          await manifest.close();
+        }
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      readLock.release();
+    }
+  } finally {
+    pairLock.release();
+  }
+}
+
+async function compareSample(dev: BlockDevice, manifest: Manifest, samples: number): Promise<SpotCheck> {
+  const bs = manifest.blockSize;
+  const cover = manifest.coverage;
+  const total = cover.reduce((n, r) => n + r.length, 0);
+  const blocks = new Set<number>();
+  for (let i = 0; i < samples && total > 0; i++) {
+    let at = Math.floor((i * total) / samples);
+    for (const r of cover) {
+      if (at < r.length) {
+        blocks.add(Math.floor((r.start + at) / bs));
+        break;
+      }
+      at -= r.length;
+    }
+  }
+  const hasher = new BlockHasher();
+  const buf = allocAligned(bs);
+  let checked = 0;
+  let differing = 0;
+  let firstDiffering: number | undefined;
+  for (const block of [...blocks].sort((a, b) => a - b)) {
+    const start = block * bs;
+    const length = Math.min(bs, dev.size - start);
+    if (length <= 0) continue;
+    const [want] = await manifest.readHashes(block, 1);
+    if (!want) continue;
+    await dev.read(buf, start, length);
+    checked++;
+    if (hashBlocks(hasher, buf, length, bs)[0] !== want) {
+      differing++;
+      firstDiffering ??= start;
+    }
+  }
+  return { blocksChecked: checked, blocksDiffering: differing, ...(firstDiffering !== undefined ? { firstDiffering } : {}) };
+}
