@@ -94,7 +94,7 @@ test('a standby written while the daemon was down is found at the next start: in
     const alerts = (await d.api('GET', '/api/events/log?types=alert')).body.events.filter((e: any) => e.data.code === 'standby-written-elsewhere');
     assert.is(alerts.length, 1, JSON.stringify(alerts));
     assert.match(alerts[0].data.message, /written outside dpsrd.*POST \/api\/sync/);
-    const failover = await d.api('POST', '/api/failover', {});
+    const failover = await d.api('POST', '/api/failover', { confirm: 'failover' });
     assert.is(failover.status, 409, 'no failover to it');
     assert.match(failover.body.error.message, /inconsistent|not consistent/);
     const job = await waitJob(d, (await d.api('POST', '/api/sync', {})).body.id);
