@@ -123,7 +123,7 @@ let token = '';
 function api(method: string, path: string, body?: unknown): Promise<any> {
   return new Promise((resolve, reject) => {
     const text = body === undefined ? undefined : JSON.stringify(body);
-    const req = request(new URL(path, url), { method, headers: { authorization: `Bearer ${token}`, ...(text ? { 'content-type': 'application/json' } : {}) } });
+    const req = request(new URL(path, url), { method, agent: false, headers: { authorization: `Bearer ${token}`, ...(text ? { 'content-type': 'application/json' } : {}) } });
     req.on('response', (res) => {
       let data = '';
       res.on('data', (c) => (data += c));
@@ -137,7 +137,7 @@ function api(method: string, path: string, body?: unknown): Promise<any> {
 /** Bytes of a GET's body, read and dropped. */
 function download(path: string): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request(new URL(path, url), { headers: { authorization: `Bearer ${token}` } }, (res) => {
+    const req = request(new URL(path, url), { agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
       if (res.statusCode !== 200) reject(new Error(`GET ${path}: ${res.statusCode}`));
       let n = 0;
       res.on('data', (c: Buffer) => (n += c.length));
@@ -216,6 +216,9 @@ try {
     rows.push({ what: `dpsrd peak RSS (VmHWM) during the ${what}`, ours: `${(bytesPeak / MiB).toFixed(0)} MiB`, referenceName: '—', reference: '—', ratio: null, target: '< 200 MiB', ok: bytesPeak < 200 * MiB });
   }
   printTable(`file-view: difference walk and daemon memory (${N} files)`, rows);
+} catch (e) {
+  console.error(`dpsrd's log:\n${log.slice(-4000)}`);
+  throw e;
 } finally {
   daemon.kill('SIGTERM');
   await new Promise((r) => daemon.on('exit', r));

@@ -11,7 +11,7 @@
  */
 import { existsSync } from 'node:fs';
 import { BadInputError, RefusedError } from '../../src/errors.ts';
-import { FileView, archiveFolder, diffFolder, splitPath, joinPath } from '../../src/file-view/index.ts';
+import { FileView, archiveFolder, diffFolder, markFolders, splitPath, joinPath, type WalkMarks } from '../../src/file-view/index.ts';
 import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { Pairs, DrivePair } from './pairs.ts';
 import type { Route } from './http-server.ts';
@@ -54,6 +54,8 @@ export class FileBrowser {
   constructor(
     readonly pairs: Pairs,
     readonly bs: BootSwitchSystem,
+    /** The current walk's folder marks for a listed folder (file-jobs), or null. */
+    readonly walkMarks: (p: DrivePair, partition: number, folder: string) => Promise<WalkMarks | null> = async () => null,
   ) {}
 
   /** Why the pair's active drive cannot be read now (a RefusedError to throw), or null when it can. */
@@ -101,7 +103,7 @@ export class FileBrowser {
       {
         method: 'GET', at: '/browse', tag: 'files', summary: 'A folder side by side on both drives: per entry same, changed, only-active (new) or only-standby (deleted since the last backup); paged. The active drive is read only while the host is off (switched mode), or through a live snapshot of it (inline mode: `pictureAt` says when it was taken); with side=standby the standby\'s folder alone answers whenever (rows carry only `standby`), with `activeUnavailable` saying why the active side is not shown',
         query: { partition: 'partition number (1–128)', path: 'the folder, from the partition\'s root (default /)', offset: 'first row (default 0)', limit: 'rows per page, 1–5000 (default 500)', hash: '"true": also compare the content of files whose size and time agree (XXH3)', side: '"standby" or "active": list that side alone (no comparison); absent: both side by side' },
-        responses: { 200: '{ path, rows: [{name, state, active?, standby?, hashed?}], total, offset, limit, counts, pictureAt? }; with side: { path, side, rows: [{name, active? | standby?}], total, offset, limit, activeUnavailable: null | {message, hint}, pictureAt? }', 400: 'a bad path or query', 404: 'no such partition or folder on either side', 409: 'the active drive cannot be read now (switched mode and the host runs: the hint names side=standby; inline mode and a job reads its own snapshot)' },
+        responses: { 200: '{ path, rows: [{name, state, active?, standby?, hashed?, contents?}], total, offset, limit, counts, walk, pictureAt? }: a folder on both drives has contents "differ" or "same" from the newest current difference walk that covered it (walk: {job, path, finishedAt, hashed}), else "not-compared" (its own entry matching says nothing of what it holds); with side: { path, side, rows: [{name, active? | standby?}], total, offset, limit, activeUnavailable: null | {message, hint}, pictureAt? }', 400: 'a bad path or query', 404: 'no such partition or folder on either side', 409: 'the active drive cannot be read now (switched mode and the host runs: the hint names side=standby; inline mode and a job reads its own snapshot)' },
         handler: async (p, { query }) => {
           const partition = intQuery(query, 'partition', 1, 128);
           const path = pathQuery(query);
@@ -133,7 +135,9 @@ export class FileBrowser {
           try {
             const s = await this.open(p, 'standby', partition);
             const page = await diffFolder(a.view, s.view, path, { offset, limit, hash: hashText === 'true' });
-            return { status: 200, body: a.pictureAt ? { ...page, pictureAt: a.pictureAt } : page };
+            // A sub-folder's own entry says nothing of what it holds: its contents are marked from a walk, or not compared.
+            const marked = markFolders(page, await this.walkMarks(p, partition, page.path));
+            return { status: 200, body: a.pictureAt ? { ...marked, pictureAt: a.pictureAt } : marked };
           } finally {
             a.release();
           }

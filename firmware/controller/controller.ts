@@ -118,7 +118,7 @@ export class Controller {
     this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id, () => this.#dataMoves(), this.holds);
     this.host = new HostWatch(bs, bus, metrics);
     for (const pair of this.pairs.list) pair.copies.hostPowered = () => this.host.powered;
-    this.browser = new FileBrowser(this.pairs, bs);
+    this.browser = new FileBrowser(this.pairs, bs, (p, partition, folder) => this.files.folderMarks(p, partition, folder));
     this.files = new FileJobs(this);
     this.inline = config.mode === 'inline' ? new InlineMode(config, stateDir, this.roles, bs, bus, metrics, log.child({ room: 'inline' })) : null;
     this.copies.inline = this.inline;

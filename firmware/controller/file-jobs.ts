@@ -8,11 +8,11 @@
  * mode the host runs from the export of the active drive and writing its
  * filesystem under it is refused.
  */
-import { createReadStream, mkdirSync, readdirSync, rmSync, appendFileSync, existsSync, statSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, renameSync, rmSync, appendFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BadInputError, NotFoundError, RefusedError } from '../../src/errors.ts';
-import { FileView, diffTree, joinPath, splitPath, writeBack, writeBackPossible, releaseWriteBack, type TreeDifference, type WriteBackOptions, type WriteBackProgress, type WriteBackReport } from '../../src/file-view/index.ts';
+import { ChangedFolders, FileView, diffTree, joinPath, walkCovers, type WalkMarks, splitPath, writeBack, writeBackPossible, releaseWriteBack, type TreeDifference, type WriteBackOptions, type WriteBackProgress, type WriteBackReport } from '../../src/file-view/index.ts';
 import { acquireDriveLock, ProgressTracker } from '../../src/sync/index.ts';
 import { locateDrive, openDrive } from '../../src/sata-bridge/index.ts';
 import { readLayout } from '../../src/disk-layout/index.ts';
@@ -49,6 +49,9 @@ export const fileBodies = {
   }),
 };
 
+/** Jobs that write no drive: a walk stays current across them. */
+const READ_ONLY_JOBS = new Set<string>(['diff', 'verify']);
+
 /** Difference walks whose pages are kept (the oldest go first). */
 const KEEP_WALKS = 8;
 
@@ -57,9 +60,15 @@ export class FileJobs {
   /** What a running restore of files has mounted, and an interrupted one's record (per pair). */
   readonly record: FileRestoreRecord;
 
+  /** When the host was last seen switched on (ms since 1970); what happened before the daemon started is not known. */
+  #hostOnAt = Date.now();
+
   constructor(private readonly app: Controller) {
     this.walkDir = join(app.stateDir, 'diff-walks');
     this.record = new FileRestoreRecord(app.stateDir);
+    app.bus.subscribe((e) => {
+      if (e.type === 'host.power' && (e.data as { power?: string }).power === 'on') this.#hostOnAt = Date.now();
+    });
   }
 
   /**
@@ -275,15 +284,26 @@ export class FileJobs {
             this.#prune();
             const file = join(this.walkDir, `${ctx.job.id}.jsonl`);
             rmSync(file, { force: true });
+            // The folders holding differences, for the listing's folder marks; written only once the walk is whole.
+            const foldersFile = join(this.walkDir, `${ctx.job.id}.folders`);
+            const foldersPart = `${foldersFile}.part`;
+            rmSync(foldersFile, { force: true });
+            rmSync(foldersPart, { force: true });
+            appendFileSync(foldersPart, '');
+            const folders = new ChangedFolders(path);
             let batch: string[] = [];
+            let folderBatch: string[] = [];
             const flush = () => {
               if (batch.length) appendFileSync(file, batch.join(''));
+              if (folderBatch.length) appendFileSync(foldersPart, folderBatch.join(''));
               batch = [];
+              folderBatch = [];
             };
             let differences = 0;
             const result = await diffTree(active, standby, path, (d: TreeDifference) => {
               differences++;
               batch.push(`${JSON.stringify(d)}\n`);
+              for (const f of folders.add(d.path)) folderBatch.push(`${JSON.stringify(f)}\n`);
               if (batch.length >= 1000) flush();
             }, {
               hash: b.hash,
@@ -292,6 +312,7 @@ export class FileJobs {
               onProgress: (compared, listed) => ctx.progress({ phase: 'comparing', bytesDone: compared, bytesTotal: listed, bytesWritten: 0, rate: 0, etaSeconds: null, percent: listed ? (100 * compared) / listed : 100 }),
             });
             flush();
+            renameSync(foldersPart, foldersFile);
             return { partition: b.partition, ...result, differences };
           }, pictures);
         },
@@ -326,10 +347,41 @@ export class FileJobs {
     return pairScoped(app.pairs, scoped);
   }
 
-  /** Keeps the newest KEEP_WALKS walks' pages. */
+  /** Keeps the newest KEEP_WALKS walks' pages and folder lists. */
   #prune(): void {
     const files = readdirSync(this.walkDir).filter((f) => /^\d+\.jsonl$/.test(f)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10));
-    for (const f of files.slice(0, Math.max(0, files.length - (KEEP_WALKS - 1)))) rmSync(join(this.walkDir, f), { force: true });
+    for (const f of files.slice(0, Math.max(0, files.length - (KEEP_WALKS - 1)))) {
+      const id = f.replace(/\.jsonl$/, '');
+      for (const name of [f, `${id}.folders`, `${id}.folders.part`]) rmSync(join(this.walkDir, name), { force: true });
+    }
+  }
+
+  /**
+   * The newest walk of pair `p`'s partition `partition` that covered `folder`
+   * and is still current, with the sub-folders of `folder` holding
+   * differences; null when there is none. A walk stops being current when the
+   * host has been on since it started (the active drive may have changed), or
+   * when another job of the pair that writes a drive started after it.
+   */
+  async folderMarks(p: DrivePair, partition: number, folder: string): Promise<WalkMarks | null> {
+    const jobs = this.app.jobs.list().filter((j) => (j.pair ?? this.app.pairs.boot.id) === p.id);
+    const walk = jobs.find((j) => j.kind === 'diff' && j.state === 'done' && j.options.partition === partition && typeof j.options.path === 'string' && walkCovers(j.options.path, folder));
+    if (!walk?.startedAt || !walk.finishedAt) return null;
+    const started = Date.parse(walk.startedAt);
+    // The host on now (inline mode) or since the walk: the active drive may have changed under it.
+    if (this.app.host.powered || this.#hostOnAt >= started) return null;
+    if (jobs.some((j) => !READ_ONLY_JOBS.has(j.kind) && j.startedAt !== null && Date.parse(j.startedAt) >= started)) return null;
+    const file = join(this.walkDir, `${walk.id}.folders`);
+    if (!existsSync(file)) return null;
+    const prefix = folder === '/' ? '/' : `${folder}/`;
+    const changed = new Set<string>();
+    for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
+      if (line === '') continue;
+      const f = JSON.parse(line) as string;
+      // Only the folder's own sub-folders are asked about: deeper ones stay on disk.
+      if (f.startsWith(prefix) && f.length > prefix.length && !f.slice(prefix.length).includes('/')) changed.add(f);
+    }
+    return { job: walk.id, path: walk.options.path as string, finishedAt: walk.finishedAt, hashed: walk.options.hash === true, changed };
   }
 }
 

@@ -30,9 +30,6 @@ export interface ArchiveOptions {
   readonly onEntry?: (entries: number, bytes: number) => void;
 }
 
-/** Files whose content is prepared ahead of the one being written. */
-const LOOKAHEAD = 4;
-
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
@@ -58,7 +55,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
   const writer = format === 'tar' ? tarWriter() : zipWriter();
   const out = writer.stream;
   // Files next in line have their content prepared while the one before is written (run lists asked for, small files read
-  // ahead by icat): the readers' start-up overlaps the copying. At most LOOKAHEAD files are open at once.
+  // ahead by icat): the readers' start-up overlaps the copying. At most view.contentLookahead files are prepared at once.
   const queue: { path: string; entry: FileEntry; content: Promise<Readable> | null }[] = [];
   let current: Readable | null = null;
   const release = () => {
@@ -73,7 +70,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
   const walk = entries[Symbol.asyncIterator]();
   let walked = false;
   const fill = async () => {
-    while (!walked && queue.length < LOOKAHEAD && !signal.aborted) {
+    while (!walked && queue.length < view.contentLookahead && !signal.aborted) {
       const next = await walk.next();
       if (next.done) {
         walked = true;

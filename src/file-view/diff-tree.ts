@@ -9,11 +9,12 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
-import { createInterface } from 'node:readline';
 import { DeviceError } from '../errors.ts';
 import { classify, type Difference } from './diff.ts';
 import { walkTree } from './walk.ts';
+import { lines } from './lines.ts';
 import { joinPath, splitPath } from './path.ts';
 import { hashStream, type FileView } from './view.ts';
 import type { FileEntry } from './listing.ts';
@@ -63,45 +64,57 @@ function startSort(tmpDir: string): ChildProcessWithoutNullStreams {
 async function sortSide(view: FileView, path: string, sorters: ChildProcessWithoutNullStreams[], options: TreeDiffOptions, signal: AbortSignal, onListed: () => void): Promise<Sorted> {
   const sorter = startSort(options.tmpDir ?? tmpdir());
   sorters.push(sorter);
-  // A sorter killed early (a failed walk, a cancel) makes writes fail: that ends the walk through `failed` or the signal.
+  // Taken at once, into a stream with back-pressure: Node drops what an exited child left unread in its pipe, and a small
+  // listing's sort exits before the merge starts reading.
+  const output = new PassThrough();
+  sorter.stdout.pipe(output);
+  // A sorter killed early (a failed walk, a cancel) makes writes fail: its exit status says so below.
   sorter.stdin.on('error', () => {});
   let stderr = '';
   sorter.stderr.setEncoding('utf8').on('data', (d: string) => { if (stderr.length < 4096) stderr += d; });
-  const failed = new Promise<never>((_, reject) => {
-    sorter.on('error', (e: NodeJS.ErrnoException) => reject(new DeviceError(`cannot run sort for the difference walk: ${e.message}`, { hint: 'install GNU coreutils', cause: e })));
-    sorter.on('close', (code) => { if (code !== 0 && code !== null) reject(new DeviceError(`sort failed in the difference walk: ${stderr.trim() || `exit ${code}`}`, { hint: `check free space in ${options.tmpDir ?? tmpdir()}` })); });
+  let spawnError: NodeJS.ErrnoException | null = null;
+  // Settles once, when sort has gone; never raced per line (each race would stay attached to it until then).
+  const closed = new Promise<number | null>((resolve) => {
+    sorter.on('error', (e: NodeJS.ErrnoException) => {
+      spawnError = e;
+      resolve(null);
+    });
+    sorter.on('close', (code) => resolve(code));
   });
-  failed.catch(() => {});
-  const closed = new Promise<void>((resolve) => sorter.on('close', () => resolve()));
+  const check = async () => {
+    const code = await closed;
+    if (spawnError) throw new DeviceError(`cannot run sort for the difference walk: ${(spawnError as Error).message}`, { hint: 'install GNU coreutils', cause: spawnError });
+    if (code !== 0) throw new DeviceError(`sort failed in the difference walk: ${stderr.trim() || `exit ${code}`}`, { hint: `check free space in ${options.tmpDir ?? tmpdir()}` });
+  };
   let listed = 0;
-  const feed = async () => {
-    let dir: FileEntry;
+  let gone = false;
+  void closed.then(() => (gone = true));
+  try {
+    let dir: FileEntry | null = null;
     try {
       dir = await view.stat(path);
     } catch (e) {
       // A folder present on one side only: wholly new or wholly deleted.
-      if ((e as { kind?: string }).kind === 'not-found') return;
-      throw e;
+      if ((e as { kind?: string }).kind !== 'not-found') throw e;
     }
-    if (dir.type !== 'directory') return;
-    for await (const { path: p, entry } of walkTree(view.source, dir.address, path, { signal })) {
-      const { name: _name, ...rest } = entry;
-      if (!sorter.stdin.write(`${p}\0${JSON.stringify(rest)}\n`)) await Promise.race([once(sorter.stdin, 'drain'), failed]);
-      listed++;
-      onListed();
+    if (dir?.type === 'directory') {
+      for await (const { path: p, entry } of walkTree(view.source, dir.address, path, { signal })) {
+        const { name: _name, ...rest } = entry;
+        if (!sorter.stdin.write(`${p}\0${JSON.stringify(rest)}\n`)) await Promise.race([once(sorter.stdin, 'drain'), closed]);
+        if (gone) await check();
+        listed++;
+        onListed();
+      }
     }
-  };
-  try {
-    await Promise.race([feed(), failed]);
   } finally {
     sorter.stdin.end();
   }
-  const lines = createInterface({ input: sorter.stdout, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  const sorted = lines(output);
   const checked: AsyncIterator<string> = {
     async next() {
-      const r = await Promise.race([lines.next(), failed]);
+      const r = await sorted.next();
       // The sorted output ended: sort's exit status says whether it was whole.
-      if (r.done) await Promise.race([closed, failed]);
+      if (r.done) await check();
       return r;
     },
   };

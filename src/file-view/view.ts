@@ -11,7 +11,7 @@ import { readLayout, type Partition } from '../disk-layout/index.ts';
 import { BadInputError, NotFoundError } from '../errors.ts';
 import { addressOf, icatStream, runTsk, type TskFsType, type TskSource } from './tsk.ts';
 import { parseBody, type FileEntry } from './listing.ts';
-import { runsOf, runsStream } from './content.ts';
+import { ExtentReader, runsOf, runsStream } from './content.ts';
 import { joinPath, splitPath } from './path.ts';
 
 /** blkid-style names (disk-layout's sniffing) → TSK's `-f` types. */
@@ -45,6 +45,7 @@ export async function hashStream(stream: Readable): Promise<string> {
 
 export class FileView {
   #unitSize: Promise<number> | null = null;
+  #extents: ExtentReader | null = null;
 
   constructor(
     readonly source: TskSource,
@@ -121,19 +122,33 @@ export class FileView {
 
   /**
    * The content of a regular file's entry (from a listing of this view) as a
-   * stream: large live files read straight from their data runs
-   * (content.ts), the rest by `icat` (a deleted entry's with `-r`).
+   * stream: live files read straight from their data runs (content.ts:
+   * every ext file with an extent tree, through debugfs; large files
+   * elsewhere, through istat), the rest by `icat` (a deleted entry's with `-r`).
    * @throws DeviceError the reader fails (also as the stream's error, half-way).
    */
   async content(entry: FileEntry, signal?: AbortSignal): Promise<Readable> {
-    if (entry.deleted || entry.size <= SMALL_FILE) return icatStream(this.source, entry.address, entry.deleted);
+    if (entry.deleted || entry.size === 0) return icatStream(this.source, entry.address, entry.deleted);
+    const ext = this.source.fsType === 'ext';
+    if (!ext && entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
     this.#unitSize ??= this.dataUnitSize();
     const unit = await this.#unitSize.catch((e: unknown) => {
       this.#unitSize = null;
       throw e;
     });
+    if (ext) {
+      this.#extents ??= new ExtentReader(this.source, unit);
+      const runs = await this.#extents.runs(entry.inode, entry.size);
+      if (runs) return runsStream(this.source, runs, entry.size, unit);
+      if (entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
+    }
     const runs = await runsOf(this.source, entry.address, entry.size, unit, signal);
     return runs ? runsStream(this.source, runs, entry.size, unit) : icatStream(this.source, entry.address);
+  }
+
+  /** How many files an archive prepares ahead: many on ext (one debugfs run serves a batch), few where each costs a process. */
+  get contentLookahead(): number {
+    return this.source.fsType === 'ext' ? 64 : 4;
   }
 
   /** Streams a file's content through XXH3-64; the hash as 16 hex digits. */

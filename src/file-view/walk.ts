@@ -5,7 +5,7 @@
  * (memory stays bounded: the pipe fills and fls waits).
  */
 import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { lines } from './lines.ts';
 import { DeviceError } from '../errors.ts';
 import { isRootMetadata, parseBodyLine, type TreeEntry } from './listing.ts';
 import { sourceArgs, missingTool, TIMEOUT_MS, type TskSource } from './tsk.ts';
@@ -38,7 +38,8 @@ export async function* walkTree(src: TskSource, address: string, prefix: string,
   const skipped: string[] = [];
   const base = atRoot ? '/' : `${prefix}/`;
   try {
-    for await (const line of createInterface({ input: child.stdout, crlfDelay: Infinity })) {
+    child.stdout.setEncoding('utf8');
+    for await (const line of lines(child.stdout)) {
       if (line === '') continue;
       const parsed = parseBodyLine(line, src.fsType);
       if (!parsed) continue;

@@ -151,6 +151,11 @@ test('with the host off, a changed file has its ≠ and a deleted file shows onl
 
   // The whole-tree walk from the root finds the same three, with links to their folder.
   await page.goto(`${d.url}/#/explorer?partition=2&path=/`);
+  // Before it, a folder on both drives is not called the same: its contents are not compared.
+  const etc = page.locator('.row[data-name="etc"]');
+  await etc.waitFor();
+  assert.is(await etc.getAttribute('data-contents'), 'not-compared');
+  assert.is((await etc.locator('.mark').innerText()).trim(), '?');
   await page.getByRole('button', { name: 'Find all differences' }).click();
   await page.getByRole('status').filter({ hasText: /^3 differences/ }).waitFor({ timeout: 30_000 });
   const walk = page.locator('ul.walk-rows li');
@@ -159,6 +164,10 @@ test('with the host off, a changed file has its ≠ and a deleted file shows onl
     ['only-active', '/etc/motd'],
     ['only-standby', '/etc/os-release'],
   ]);
+  // The finished walk marks the folder whose contents differ, and offers to restore it.
+  await page.locator('.row[data-name="etc"][data-contents="differ"]').waitFor();
+  assert.is((await etc.locator('.mark').innerText()).trim(), '≠');
+  assert.ok(await etc.getByRole('button', { name: 'restore etc from the standby' }).isVisible());
   await shot('explorer-walk');
   await walk.first().getByRole('link').click();
   await page.locator('.crumbs').getByText('etc').waitFor();

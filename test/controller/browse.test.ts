@@ -252,4 +252,45 @@ test('the OpenAPI document describes the routes', async () => {
   assert.ok(doc.paths['/api/restore/partition']?.post?.requestBody);
 });
 
+test('a folder on both drives is marked from the newest current walk: contents differ or same; not compared without one', async () => {
+  if (!ok) return;
+  assert.is((await d.api('POST', '/api/sim/host/power', { power: 'off' })).status, 200);
+  await waitFor(async () => ((await d.api('GET', '/api/status')).body.host.power === 'off' ? true : undefined), 10_000, 'host off');
+  const st = (await d.api('GET', '/api/status')).body;
+  writeExt4(st.drives[st.active].path, 2, '/etc/hostname', 'marked-host\n');
+  // The host the test before switched on may still be finishing its boot: the listing answers once it is off for good.
+  const before = await waitFor(async () => {
+    const r = await d.api('GET', '/api/browse?partition=2&path=/');
+    return r.status === 200 ? r : (await d.api('POST', '/api/sim/host/power', { power: 'off' }), undefined);
+  }, 20_000, 'the active drive readable');
+  assert.equal(before.body.rows.filter((r: { name: string }) => r.name === 'etc').map((r: { contents: string }) => r.contents), ['not-compared'], 'no walk yet that is current');
+  const whole = await finished((await d.api('POST', '/api/browse/diff', { partition: 2 })).body.id);
+  assert.is(whole.state, 'done', JSON.stringify(whole.error));
+  const walkId = whole.id as string;
+  const contents = async (path: string) => {
+    const r = await d.api('GET', `/api/browse?partition=2&path=${path}`);
+    assert.is(r.status, 200, JSON.stringify(r.body));
+    return { walk: r.body.walk, rows: Object.fromEntries(r.body.rows.filter((x: { contents?: string }) => x.contents).map((x: { name: string; state: string; contents: string }) => [x.name, `${x.state}/${x.contents}`])) };
+  };
+  const root = await contents('/');
+  assert.is(root.rows.etc, 'same/differ', 'the folder\'s own entry matches, what it holds does not');
+  assert.is(root.rows.home, 'same/same');
+  assert.is(root.walk.job, walkId);
+  // A walk of a sub-folder is newer, but covers only that folder: the root's other folders keep the whole walk's marks.
+  const sub = await finished((await d.api('POST', '/api/browse/diff', { partition: 2, path: '/home' })).body.id);
+  assert.is(sub.state, 'done');
+  assert.is((await contents('/')).rows.etc, 'same/differ');
+  assert.is((await contents('/home')).walk.job, sub.id);
+  // The host on since the walks: the active drive may have changed under them (the standby alone is listed while it runs).
+  assert.is((await d.api('POST', '/api/sim/host/power', { power: 'on' })).status, 200);
+  await waitFor(async () => ((await d.api('GET', '/api/status')).body.host.power === 'on' ? true : undefined), 10_000, 'host on');
+  assert.is((await d.api('POST', '/api/sim/host/power', { power: 'off' })).status, 200);
+  await waitFor(async () => ((await d.api('GET', '/api/status')).body.host.power === 'off' ? true : undefined), 10_000, 'host off');
+  const stale = await contents('/');
+  assert.is(stale.rows.etc, 'same/not-compared');
+  assert.is(stale.rows.home, 'same/not-compared');
+  assert.is(stale.walk, null);
+  assert.is((await d.api('POST', '/api/sim/host/power', { power: 'on' })).status, 200);
+});
+
 test.run();

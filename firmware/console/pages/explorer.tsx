@@ -32,6 +32,8 @@ interface Row {
   active?: Entry;
   standby?: Entry;
   hashed?: boolean;
+  /** A folder on both drives: whether what it holds differs, from the newest current difference walk. */
+  contents?: 'differ' | 'same' | 'not-compared';
 }
 
 interface Page {
@@ -43,6 +45,8 @@ interface Page {
   counts: Record<Row['state'], number> | null;
   /** Set when the standby is listed alone: why the active drive is not read, and what to do. */
   activeUnavailable?: { message: string; hint?: string } | null;
+  /** The difference walk the folder marks come from, or null. */
+  walk?: { job: string; path: string; finishedAt: string; hashed: boolean } | null;
 }
 
 const PAGE_ROWS = 200;
@@ -61,6 +65,24 @@ type Keep = Record<string, string>;
 function explorerHref(keep: Keep, partition: number, path: string): string {
   return `#/explorer?${new URLSearchParams({ ...keep, partition: String(partition), path })}`;
 }
+
+/**
+ * A row's mark: its own state, except for a folder whose own entry matches,
+ * which shows what is known of its contents — ≠ when a walk found differences
+ * below it, ? when no current walk compared them (never a "same" the listing
+ * cannot know).
+ */
+function markOf(r: Row, walk: Page['walk']): { cls: string; sign: string; label: string } {
+  if (r.state === 'same' && r.contents === 'differ') {
+    const when = walk ? ` (difference walk of ${new Date(walk.finishedAt).toLocaleString()})` : '';
+    return { cls: 'changed contents', sign: '≠', label: `something inside this folder differs between the drives${when}` };
+  }
+  if (r.state === 'same' && r.contents === 'not-compared') return { cls: 'not-compared', sign: '?', label: 'what this folder holds is not compared yet: "Find all differences" compares it' };
+  return { cls: r.state, ...MARK[r.state] };
+}
+
+/** A row to keep when only differences are shown: folders not compared yet may hold some. */
+const mayDiffer = (r: Row) => r.state !== 'same' || r.contents === 'differ' || r.contents === 'not-compared';
 
 function join(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
@@ -222,7 +244,7 @@ export function Explorer({ route }: { route: Route }) {
 
   const open = (p: string) => go('explorer', { ...keep, partition, path: p, ...(hash ? { hash: 'true' } : {}) });
   const standbyOnly = !!page?.activeUnavailable;
-  const shown = onlyDiff ? rows.filter((r) => r.state !== 'same') : rows;
+  const shown = onlyDiff ? rows.filter(mayDiffer) : rows;
   const parent = path === '/' ? null : path.replace(/\/[^/]+$/, '') || '/';
 
   return (
@@ -297,6 +319,13 @@ export function Explorer({ route }: { route: Route }) {
             {page.counts ? (
               <>
                 {page.total} entries · <span class="mark changed">≠</span> {page.counts.changed} changed · <span class="mark only-active">+</span> {page.counts['only-active']} new · <span class="mark only-standby">−</span> {page.counts['only-standby']} deleted since the last backup
+                {rows.some((r) => r.contents === 'not-compared') && (
+                  <>
+                    {' · '}
+                    <span class="mark not-compared">?</span> folder contents not compared (Find all differences, below)
+                  </>
+                )}
+                {page.walk && <> · folder marks from the difference walk of {new Date(page.walk.finishedAt).toLocaleString()}</>}
               </>
             ) : (
               <>{page.total} entries on the standby (not compared)</>
@@ -343,26 +372,29 @@ export function Explorer({ route }: { route: Route }) {
                 <div class="act" role="cell" />
               </div>
             )}
-            {shown.map((r) => (
-              <div class={`row ${r.state}`} role="row" data-name={r.name} data-state={r.state}>
-                <div role="cell" class="wrap">
-                  <Cell e={r.active} side="active" partition={partition} path={path} onOpen={open} pair={pair} keep={keep} />
+            {shown.map((r) => {
+              const mark = markOf(r, page.walk);
+              return (
+                <div class={`row ${r.state}`} role="row" data-name={r.name} data-state={r.state} data-contents={r.contents}>
+                  <div role="cell" class="wrap">
+                    <Cell e={r.active} side="active" partition={partition} path={path} onOpen={open} pair={pair} keep={keep} />
+                  </div>
+                  <div class={`mark ${mark.cls}`} role="cell" title={mark.label} aria-label={mark.label}>
+                    {mark.sign}
+                  </div>
+                  <div role="cell" class="wrap">
+                    <Cell e={r.standby} side="standby" partition={partition} path={path} onOpen={open} pair={pair} keep={keep} />
+                  </div>
+                  <div class="act" role="cell">
+                    {r.standby && (r.state !== 'same' || r.contents === 'differ') && (
+                      <button type="button" class="small" onClick={() => setConfirm([join(path, r.name)])} aria-label={`restore ${r.name} from the standby`}>
+                        Restore
+                      </button>
+                    )}
+                  </div>
                 </div>
-                <div class={`mark ${r.state}`} role="cell" title={MARK[r.state].label} aria-label={MARK[r.state].label}>
-                  {MARK[r.state].sign}
-                </div>
-                <div role="cell" class="wrap">
-                  <Cell e={r.standby} side="standby" partition={partition} path={path} onOpen={open} pair={pair} keep={keep} />
-                </div>
-                <div class="act" role="cell">
-                  {r.standby && r.state !== 'same' && (
-                    <button type="button" class="small" onClick={() => setConfirm([join(path, r.name)])} aria-label={`restore ${r.name} from the standby`}>
-                      Restore
-                    </button>
-                  )}
-                </div>
-              </div>
-            ))}
+              );
+            })}
           </div>
           {rows.length < page.total && (
             <button type="button" onClick={() => void load(rows.length)} disabled={loading}>
