@@ -54,6 +54,16 @@ export const configSchema = obj({
       tlsPskDir: opt(str({ pattern: /^\//, patternText: 'an absolute path', description: 'with a TCP listen: a directory holding keys.psk (USERNAME:HEXKEY lines); the host must then connect with TLS' })),
       directIo: opt(bool("open the active drive with O_DIRECT: host writes bypass the controller's page cache"), false),
       persistentBitmaps: opt(bool('keep the dirty bitmap in a qcow2 metadata file beside the raw drive, so a clean restart does not force a full sync'), true),
+      dataPairs: opt(
+        array(
+          obj({
+            pair: str({ pattern: /^[a-z][a-z0-9-]{0,31}$/, patternText: 'a data pair\'s id', description: 'the data pair (pairs[].id)' }),
+            listen: opt(str({ pattern: /^(\/.+|[^\s:/]*:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$/, patternText: 'an absolute unix socket path, or HOST:PORT for NBD over TCP', description: "where this pair's export listens (its own qemu-storage-daemon, so its own address); default the unix socket inline/pairs/<id>/nbd.sock in the state directory" })),
+            exportName: opt(str({ pattern: /^[A-Za-z0-9._-]{1,64}$/, patternText: '1 to 64 letters, digits, dots, dashes or underscores', description: 'the NBD export name of the pair\'s data disk; default the pair id' })),
+          }),
+          { maxItems: BAY_NAMES.length / 2, description: "data pairs' exports in inline mode (each data pair's active drive is served by its own qemu-storage-daemon); pairs not listed get the defaults" },
+        ),
+      ),
       daemon: opt(oneOf(['child', 'systemd'] as const, "how qemu-storage-daemon runs: child, a child process of dpsrd; systemd, the unit dpsr-export@<pair id>.service that deploy/install.sh installs (systemd restarts it after a crash, and it runs with PR_SET_IO_FLUSHER). Default child on the simulated rig, systemd on hardware")),
       snapshot: opt(
         obj({
@@ -231,6 +241,17 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
     if (hook?.command?.length === 0) fail(`inline.snapshot.${h}.command`, hook.command, 'the program, then its arguments (at least one item)', 'config');
   }
   if (c.inline.tlsPskDir !== undefined && (c.inline.listen === undefined || c.inline.listen.startsWith('/'))) fail('inline.tlsPskDir', c.inline.tlsPskDir, 'absent unless inline.listen is HOST:PORT (TLS is for NBD over TCP)', 'config');
+  const listens = new Map<string, string>(c.inline.listen ? [[c.inline.listen, 'inline.listen']] : []);
+  (c.inline.dataPairs ?? []).forEach((d, i) => {
+    const key = `inline.dataPairs[${i}]`;
+    const pair = pairs.find((p) => p.id === d.pair);
+    if (!pair || pair.role !== 'data') fail(`${key}.pair`, d.pair, `the id of a data pair (${pairs.filter((p) => p.role === 'data').map((p) => p.id).join(', ') || 'none configured'})`, 'config');
+    if ((c.inline.dataPairs ?? []).findIndex((x) => x.pair === d.pair) !== i) fail(`${key}.pair`, d.pair, 'a pair no other entry names', 'config');
+    if (d.listen !== undefined) {
+      if (listens.has(d.listen)) fail(`${key}.listen`, d.listen, `an address ${listens.get(d.listen)} does not use (each pair has its own NBD server)`, 'config');
+      listens.set(d.listen, `${key}.listen`);
+    }
+  });
   if (c.mode === 'inline' && c.sync.window === 'always') fail('sync.window', 'always', '"auto" or "never" in inline mode: syncs run while the host runs, without a sync window', 'config');
   const sync = { ...c.sync, mode: c.sync.mode ?? (c.mode === 'inline' ? 'changed' : 'compare') } as const;
   return { ...c, pairs, sim, sync, bootswitch, source };

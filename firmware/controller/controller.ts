@@ -66,10 +66,12 @@ export class Controller {
   readonly panel: PanelFeature;
   readonly browser: FileBrowser;
   readonly files: FileJobs;
-  /** Inline mode's export and changed-block tracking (config `mode: inline`); null in switched mode. */
+  /** Inline mode's export and changed-block tracking of the boot pair (config `mode: inline`); null in switched mode. */
   readonly inline: InlineMode | null;
   /** The daemon's keep on its bays' drives: no other process writes them. */
   readonly keeper: DriveKeeper;
+  /** Every pair's inline object by pair id (empty in switched mode). */
+  readonly inlines: Map<string, InlineMode>;
   readonly #features: Feature[];
   #early: AlertEvent[];
 
@@ -120,10 +122,17 @@ export class Controller {
     for (const pair of this.pairs.list) pair.copies.hostPowered = () => this.host.powered;
     this.browser = new FileBrowser(this.pairs, bs, (p, partition, folder) => this.files.folderMarks(p, partition, folder));
     this.files = new FileJobs(this);
-    this.inline = config.mode === 'inline' ? new InlineMode(config, stateDir, this.roles, bs, bus, metrics, log.child({ room: 'inline' })) : null;
-    this.copies.inline = this.inline;
+    // Inline mode: every pair's active drive is served by its own qemu-storage-daemon, re-pointed by its own switch's moves.
+    this.inlines = new Map(
+      config.mode === 'inline'
+        ? this.pairs.list.map((p) => [p.id, new InlineMode(config, stateDir, p.config, p.roles, p.failover ? p.failover.port.sw : bs.bootSwitch, bs.events, bus, metrics, log.child({ room: 'inline', pair: p.id }))])
+        : [],
+    );
+    this.inline = this.inlines.get(this.pairs.boot.id) ?? null;
+    for (const p of this.pairs.list) p.copies.inline = this.inlines.get(p.id) ?? null;
     this.status = new StatusView(config, this.roles, bs, this.jobs, this.health, this.host, rig, bus, metrics, this.pairs);
     this.status.inline = this.inline;
+    this.status.inlines = this.inlines;
     this.status.fileRestore = this.files.record;
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
@@ -138,7 +147,7 @@ export class Controller {
       this.keeper,
       { start: () => this.#publishEarlyAlerts() },
       // The host's export is up before anything may copy or boot: start-up recovery's jobs run in its epochs.
-      this.inline ?? this.#switchedLink(),
+      ...(this.inline ? [...this.inlines.values()] : [this.#switchedLinks()]),
       new StartupRecovery(config, bs, this.roles, ledger, this.window, this.copies, this.status, bus, log, this.pairs, this.files.record),
       { start: () => rig.start(this) },
       this.health,
@@ -168,15 +177,15 @@ export class Controller {
     return moving ? `a failover of pair ${moving.id} is moving its drives` : null;
   }
 
-  /** Switched mode: relays inline mode left (both drives on the controller) go back to the selected bay; its tracking is dropped. */
-  #switchedLink(): Feature {
-    const link = new HostLinkWatch(this.bs, this.bus, this.log.child({ room: 'bootswitch' }));
+  /** Switched mode: relays inline mode left (both drives on the controller) go back to the selected bay, on every switch; its tracking is dropped. */
+  #switchedLinks(): Feature {
+    const links = [this.bs.bootSwitch, ...this.bs.ports.map((p) => p.sw)].map((sw) => new HostLinkWatch(sw, this.bs.events, this.bus, this.log.child({ room: 'bootswitch' })));
     return {
       start: async () => {
         forgetTracking(this.stateDir, this.log);
-        await link.start();
+        for (const l of links) await l.start();
       },
-      stop: () => link.stop(),
+      stop: () => links.forEach((l) => l.stop()),
     };
   }
 

@@ -7,7 +7,7 @@
  * move is made when the host is next off.
  */
 import type { Logger } from 'pino';
-import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { BootSwitch, BootSwitchEmitter } from '../../src/bootswitch/index.ts';
 import type { EventBus } from './events.ts';
 
 export class HostLinkWatch {
@@ -15,8 +15,10 @@ export class HostLinkWatch {
   #onHost: ((e: { powered: boolean }) => void) | null = null;
 
   /** `linked` runs once the relays agree after a wait (inline mode then serves the drive, unless the move's connect hook did). */
+  /** `sw`: the boot switch or a data port's; `hostEvents`: where the host's power is heard. */
   constructor(
-    private readonly bs: BootSwitchSystem,
+    private readonly sw: BootSwitch,
+    private readonly hostEvents: BootSwitchEmitter,
     private readonly bus: EventBus,
     private readonly log: Logger,
     private readonly linked: (how: 'ready' | 'moved') => Promise<void> = async () => {},
@@ -29,23 +31,23 @@ export class HostLinkWatch {
 
   /** Brings the relays to the mode now when the host is off; else waits for it to be off. Throws what the move throws. */
   async start(): Promise<'ready' | 'moved' | 'host-on'> {
-    const link = await this.bs.bootSwitch.ensureLink();
+    const link = await this.sw.ensureLink();
     if (link === 'host-on') this.#wait();
     return link;
   }
 
   stop(): void {
-    if (this.#onHost) this.bs.events.off('host', this.#onHost);
+    if (this.#onHost) this.hostEvents.off('host', this.#onHost);
     this.#onHost = null;
   }
 
   #wait(): void {
-    const bsw = this.bs.bootSwitch;
-    const bay = bsw.bay ?? '?';
+    const bsw = this.sw;
+    const bay = bsw.bay === null ? '?' : bsw.naming.bay(bsw.bay);
     this.#waiting =
       bsw.hostLink === 'export'
-        ? `the host runs with a drive on its SATA port (relays ${JSON.stringify(bsw.record.relays)}); the export of bay ${bay} starts once the host is off`
-        : `the relays do not connect bay ${bay} to the host (left by inline mode); they are switched once the host is off`;
+        ? `${bsw.naming.name}: the host runs with a drive on its SATA port (relays ${JSON.stringify(bsw.record.relays)}); the export of bay ${bay} starts once the host is off`
+        : `${bsw.naming.name}: the relays do not connect bay ${bay} to the host (left by inline mode); they are switched once the host is off`;
     this.log.warn(this.#waiting);
     this.bus.publish('alert', { level: 'warning', code: 'host-link-waiting', message: `${this.#waiting}. Shut the host down, then power it on again` });
     this.#onHost = ({ powered }) => {
@@ -60,6 +62,6 @@ export class HostLinkWatch {
         })
         .catch((e: Error) => this.log.error({ err: e }, 'the relays could not be brought to the mode; trying again when the host is next off'));
     };
-    this.bs.events.on('host', this.#onHost);
+    this.hostEvents.on('host', this.#onHost);
   }
 }

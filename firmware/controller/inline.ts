@@ -30,7 +30,8 @@ import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, ty
 import { LivePictures } from './live-picture.ts';
 import { readFlaggedRanges, SnapshotDrive, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
 import type { ChangedBlocks, CopyReport, VerifyExclusion, VerifyReport } from '../../src/sync/index.ts';
-import type { Bay, BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import type { Bay, BootSwitch, BootSwitchEmitter } from '../../src/bootswitch/index.ts';
+import type { BayName, PairConfig } from './pair-config.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
 import type { JobContext } from './jobs.ts';
@@ -52,10 +53,12 @@ export interface InlinePair {
 /** What the controller's status and metrics show of inline mode. */
 export interface InlineStatus {
   mode: 'inline';
-  /** The URI the host boots from (unchanged across a failover). */
+  /** The pair this export serves. */
+  pair: string;
+  /** The URI the host boots from, or mounts the pair's data disk from (unchanged across a failover). */
   hostUri: string;
-  /** The bay whose drive is exported, null while none is. */
-  bay: Bay | null;
+  /** The physical bay whose drive is exported, null while none is. */
+  bay: BayName | null;
   running: boolean;
   /** qemu-storage-daemon starts since the controller started (a change: the export was restarted). */
   generation: number;
@@ -107,21 +110,34 @@ export function inlineListen(config: DaemonConfig, stateDir: string): NbdListen 
 }
 
 /**
+ * A data pair's NBD listen address: `inline.dataPairs[].listen` for the
+ * pair, else a unix socket `inline/pairs/<id>/nbd.sock` in the state
+ * directory (network boot needs a TCP one configured per pair, since each
+ * pair has its own daemon and so its own NBD server).
+ */
+export function dataPairListen(config: DaemonConfig, stateDir: string, pairId: string): NbdListen {
+  const own = config.inline.dataPairs?.find((d) => d.pair === pairId);
+  return inlineListen({ ...config, inline: { ...config.inline, listen: own?.listen ?? join(stateDir, 'inline', 'pairs', pairId, 'nbd.sock'), ...(own?.listen && !own.listen.startsWith('/') ? {} : { tlsPskDir: undefined }) } }, stateDir);
+}
+
+/**
  * Switched mode writes the active drive behind qemu-storage-daemon's back:
  * a bitmap kept from an earlier inline run no longer describes what changed.
  * Called at start in switched mode; the next inline sync is a full one.
  */
 export function forgetTracking(stateDir: string, log: Logger): void {
-  const dir = join(stateDir, 'inline', 'drives');
-  if (!existsSync(dir) || readdirSync(dir).length === 0) return;
-  rmSync(dir, { recursive: true, force: true });
+  const pairs = join(stateDir, 'inline', 'pairs');
+  const dirs = [join(stateDir, 'inline', 'drives'), ...(existsSync(pairs) ? readdirSync(pairs).map((id) => join(pairs, id, 'drives')) : [])].filter((d) => existsSync(d) && readdirSync(d).length > 0);
+  if (!dirs.length) return;
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   log.info('switched mode: the changed-block tracking of an earlier inline run was dropped (the host writes the drive directly now)');
 }
 
 export class InlineMode {
   readonly dir: string;
   readonly listen: NbdListen;
-  /** The URI the host boots from; the same whichever drive is served. */
+  readonly exportName: string;
+  /** The URI the host boots from (or mounts its data disk from); the same whichever drive is served. */
   readonly hostUri: string;
   /** The active drive's files for the explorer, read from a shared live snapshot. */
   readonly pictures: LivePictures;
@@ -136,26 +152,44 @@ export class InlineMode {
   #generations = 0;
   readonly #link: HostLinkWatch;
 
+  /**
+   * The inline object of one pair: `sw` is the switch whose moves re-point
+   * its export (the boot switch for the boot pair, the data port's for a
+   * data pair); `hostEvents` carries the host's power. The boot pair keeps
+   * its state in `inline/` and listens where `inline.listen` says; a data
+   * pair in `inline/pairs/<id>/` at `dataPairListen`, export name its id
+   * unless `inline.dataPairs` names one.
+   */
   constructor(
     private readonly config: DaemonConfig,
     stateDir: string,
+    readonly pairConfig: PairConfig,
     private readonly roles: Roles,
-    private readonly bs: BootSwitchSystem,
+    private readonly sw: BootSwitch,
+    hostEvents: BootSwitchEmitter,
     private readonly bus: EventBus,
     private readonly metrics: Metrics,
     private readonly log: Logger,
   ) {
-    this.dir = join(stateDir, 'inline');
+    const boot = pairConfig.role === 'boot';
+    this.dir = boot ? join(stateDir, 'inline') : join(stateDir, 'inline', 'pairs', pairConfig.id);
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    this.listen = inlineListen(config, stateDir);
-    this.#link = new HostLinkWatch(bs, bus, log, async (how) => {
-      if (how === 'ready' && !this.#pair) await this.serve(this.bs.bootSwitch.bay ?? this.roles.current().active);
+    this.listen = boot ? inlineListen(config, stateDir) : dataPairListen(config, stateDir, pairConfig.id);
+    this.exportName = boot ? config.inline.exportName : (config.inline.dataPairs?.find((d) => d.pair === pairConfig.id)?.exportName ?? pairConfig.id);
+    this.#link = new HostLinkWatch(sw, hostEvents, bus, log, async (how) => {
+      if (how === 'ready' && !this.#pair) await this.serve(this.sw.bay ?? this.roles.current().active);
     });
     // Built once for its checks (port, keys.psk) and its address: nothing starts until serve().
-    this.hostUri = new StorageDaemon({ drive: '', runDir: join(this.dir, 'run'), listen: this.listen, exportName: config.inline.exportName }).hostUri;
+    this.hostUri = new StorageDaemon({ drive: '', runDir: join(this.dir, 'run'), listen: this.listen, exportName: this.exportName }).hostUri;
     this.#verifyFile = join(this.dir, 'verify.json');
     this.pictures = new LivePictures({ source: () => (this.#pair ? { daemon: this.#pair.daemon, drive: this.#pair.drive } : null), dir: this.dir, cache: () => this.#cacheConfig(), log });
     this.#verify = readJsonChecked<VerifyFile>(this.#verifyFile) ?? { changedSyncsSinceVerify: 0, lastChangedSyncAt: null };
+  }
+
+  /** The boot pair's export feeds the inline gauges (they have no pair label). */
+  #gauge(which: 'up' | 'dirty', v: number): void {
+    if (this.pairConfig.role !== 'boot') return;
+    (which === 'up' ? this.metrics.inlineExportUp : this.metrics.inlineDirtyBytes).set(v);
   }
 
   /** The export and tracker now serving the host, or null while none is (stopped, or between two drives). */
@@ -170,18 +204,18 @@ export class InlineMode {
    */
   async start(): Promise<void> {
     // Moves of the boot selection (failover, maintenance) re-point the export while the host is off.
-    this.bs.bootSwitch.setConnectHook(async (to) => {
+    this.sw.setConnectHook(async (to) => {
       await this.serve(to);
     });
     // 'moved' served the bay through the connect hook; 'host-on' serves it once the host is off.
-    if ((await this.#link.start()) === 'ready') await this.serve(this.bs.bootSwitch.bay ?? this.roles.current().active);
+    if ((await this.#link.start()) === 'ready') await this.serve(this.sw.bay ?? this.roles.current().active);
     this.#timer = setInterval(() => void this.refreshDirty(), 2000);
     this.#timer.unref();
   }
 
   async stop(): Promise<void> {
     this.#link.stop();
-    this.bs.bootSwitch.setConnectHook(null);
+    this.sw.setConnectHook(null);
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
     await this.#serial(() => this.#close());
@@ -226,7 +260,7 @@ export class InlineMode {
     const driveDir = join(this.dir, 'drives', createHash('sha256').update(driveKey).digest('hex').slice(0, 16));
     mkdirSync(driveDir, { recursive: true, mode: 0o700 });
     const persistent = this.config.inline.persistentBitmaps;
-    const pairId = this.config.pairs.find((p) => p.role === 'boot')!.id;
+    const pairId = this.pairConfig.id;
     const unit = (this.config.inline.daemon ?? (this.config.rig === 'sim' ? 'child' : 'systemd')) === 'systemd';
     const daemon = new StorageDaemon({
       drive,
@@ -234,19 +268,19 @@ export class InlineMode {
       // On the board: the pair's instance of deploy/dpsr-export@.service, restarted by systemd after a crash.
       ...(unit ? { process: new SystemdDaemonProcess({ unit: `dpsr-export@${pairId}.service`, qmpSocket: unitQmpSocket(pairId) }) } : {}),
       listen: this.listen,
-      exportName: this.config.inline.exportName,
+      exportName: this.exportName,
       directIo: this.config.inline.directIo,
       ...(persistent ? { metadata: join(driveDir, 'bitmaps.qcow2') } : {}),
     });
     const tracker = new ChangedBlockTracker({ daemon, stateFile: join(driveDir, 'cbt.json'), readRanges: (uri, ctx) => readFlaggedRanges(uri, ctx, STATE_DIRTY), persistent });
     daemon.on('crashed', (info) => {
-      this.metrics.inlineExportUp.set(0);
+      this.#gauge('up', 0);
       this.log.error({ code: info.code, signal: info.signal, stderr: info.stderr }, 'qemu-storage-daemon crashed: restarting the host export');
       this.bus.publish('alert', { level: 'warning', code: 'export-crashed', bay, message: `qemu-storage-daemon serving bay ${bay} to the host died (${info.signal ?? (info.code === null ? 'how is unknown' : `exit ${info.code}`)}): the export is being restarted at ${daemon.hostUri}; the next sync copies the whole drive` });
     });
     daemon.on('restart-failed', (e) => this.log.error({ err: e }, 'qemu-storage-daemon could not be restarted: trying again'));
     daemon.on('ready', (generation) => {
-      this.metrics.inlineExportUp.set(1);
+      this.#gauge('up', 1);
       this.log.info({ bay, drive, uri: daemon.hostUri, generation: this.#generations + generation }, 'host export ready');
     });
     await daemon.start();
@@ -267,7 +301,7 @@ export class InlineMode {
     await this.pictures.revoke('the export stops');
     this.#pair = null;
     this.#generations += cur.daemon.generation;
-    this.metrics.inlineExportUp.set(0);
+    this.#gauge('up', 0);
     await cur.daemon.stop();
     cur.daemon.removeAllListeners();
     this.log.info({ bay: cur.bay, drive: cur.drive }, 'host export stopped');
@@ -476,7 +510,7 @@ export class InlineMode {
     } catch {
       this.#dirty = null;
     }
-    if (this.#dirty !== null) this.metrics.inlineDirtyBytes.set(this.#dirty);
+    if (this.#dirty !== null) this.#gauge('dirty', this.#dirty);
     return this.#dirty;
   }
 
@@ -485,7 +519,8 @@ export class InlineMode {
     return {
       mode: 'inline',
       hostUri: this.hostUri,
-      bay: p?.bay ?? null,
+      pair: this.pairConfig.id,
+      bay: p ? this.roles.name(p.bay) : null,
       running: p?.daemon.running ?? false,
       generation: this.#generations + (p?.daemon.generation ?? 0),
       dirtyBytes: this.#dirty,

@@ -38,6 +38,8 @@ export class StatusView {
   readonly startedAt = Date.now();
   /** Inline mode's part of the status (the export and dirty bytes); null in switched mode. */
   inline: { status(): InlineStatus } | null = null;
+  /** Every pair's inline object (inline mode): each pair's status shows its export. */
+  inlines: Map<string, { status(): InlineStatus }> = new Map();
   /** The restores of files recorded per pair (an interrupted one shows as the pair's `fileRestore`). */
   fileRestore: { get(pair: string): unknown } | null = null;
 
@@ -152,10 +154,11 @@ export class StatusView {
       // The pairs' jobs change with every start and finish, so they are not part of the cached core.
       pairs: core.pairs.map((p) => {
         const j = this.jobs.forPair(p.id);
-        // A data pair's data port: the bay its relays give the host now, whether they move, and a fault they left.
+        // A data pair's data port: the bay its relays give the host now (inline mode: the bay its export serves), whether they move, and a fault they left.
         const sw = this.pairs.get(p.id).failover?.port.sw;
         const port = sw ? { onHost: sw.bay === null ? null : sw.naming.bay(sw.bay), moving: sw.moving, fault: sw.record.fault } : null;
-        return { ...p, job: j ? { id: j.id, kind: j.kind, state: j.state } : null, port };
+        // Inline mode: the pair's export (URI, drive served, bytes written since its last sync), else null.
+        return { ...p, job: j ? { id: j.id, kind: j.kind, state: j.state } : null, port, inline: this.inlines.get(p.id)?.status() ?? null };
       }),
       /** Jobs waiting for their turn, oldest first. */
       queued: this.jobs.queued.map((j) => ({ id: j.id, kind: j.kind, pair: j.pair ?? null, createdAt: j.createdAt })),

@@ -176,7 +176,8 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     const proc = this.process;
     // A blank daemon on the socket is systemd's restart of a crashed one: it is built on, not quit.
     const fresh = await this.quitLeftover();
-    const stale = [fresh ? '' : this.qmpSocket, 'unix' in this.options.listen ? this.options.listen.unix : ''];
+    // The unit's QMP socket is its own (a restart by systemd may be binding it right now): never removed here.
+    const stale = [fresh || proc.restartsItself ? '' : this.qmpSocket, 'unix' in this.options.listen ? this.options.listen.unix : ''];
     for (const s of stale) if (s && existsSync(s)) unlinkSync(s); // left by a crashed daemon
     if (this.options.metadata && !existsSync(this.options.metadata)) await this.createMetadata();
     if (!fresh) await proc.start({ GLIBC_TUNABLES: [process.env.GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES].filter(Boolean).join(':') });

@@ -89,6 +89,16 @@ test('YAML and JSON files; syntax errors name the file', () => {
   }
 });
 
+test("inline mode: a data pair's export settings name a data pair, and no two exports share an address; the daemon runner is child or systemd", () => {
+  const pairs = [{ id: 'system', bays: ['A', 'B'] }, { id: 'data', bays: ['C', 'D'] }];
+  const ok = validateDaemonConfig({ mode: 'inline', pairs, inline: { listen: '0.0.0.0:10809', daemon: 'systemd', dataPairs: [{ pair: 'data', listen: '0.0.0.0:10810', exportName: 'disk2' }] } });
+  assert.equal(ok.inline.dataPairs, [{ pair: 'data', listen: '0.0.0.0:10810', exportName: 'disk2' }]);
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', pairs, inline: { dataPairs: [{ pair: 'system' }] } })), /inline.dataPairs\[0\].pair is "system"; allowed: the id of a data pair \(data\)/);
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', pairs, inline: { dataPairs: [{ pair: 'data' }, { pair: 'data' }] } })), /inline.dataPairs\[1\].pair is "data"; allowed: a pair no other entry names/);
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', pairs, inline: { listen: ':10809', dataPairs: [{ pair: 'data', listen: ':10809' }] } })), /inline.dataPairs\[0\].listen is ":10809"; allowed: an address inline.listen does not use/);
+  assert.match(msg(() => validateDaemonConfig({ inline: { daemon: 'docker' } })), /inline.daemon is "docker"; allowed: "child", "systemd"/);
+});
+
 test('listen addresses', () => {
   assert.equal(parseListen('127.0.0.1:0', 'x'), { host: '127.0.0.1', port: 0 });
   assert.equal(parseListen(':8750', 'x'), { host: '127.0.0.1', port: 8750 });

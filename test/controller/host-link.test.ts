@@ -15,7 +15,7 @@ test('inline start under a host running from its SATA port: a warning, nothing m
   const alerts: string[] = [];
   bus.subscribe((e) => void (e.type === 'alert' && alerts.push((e.data as { code: string }).code)));
   const linked: string[] = [];
-  const watch = new HostLinkWatch(rig.sys, bus, pino({ level: 'silent' }), async (how) => void linked.push(how));
+  const watch = new HostLinkWatch(rig.sys.bootSwitch, rig.sys.events, bus, pino({ level: 'silent' }), async (how) => void linked.push(how));
   try {
     rig.host.powerOn();
     await rig.clock.advance(3000);
@@ -54,7 +54,7 @@ test('switched start after inline mode: the isolated relays go back to the selec
     assert.equal(rig.sim.drivesOnHost(), []);
     await settle(rig.restart({ hostLink: 'sata' }));
     const bus = new EventBus(null, { replay: 50, logMaxBytes: 0 });
-    const watch = new HostLinkWatch(rig.sys, bus, pino({ level: 'silent' }));
+    const watch = new HostLinkWatch(rig.sys.bootSwitch, rig.sys.events, bus, pino({ level: 'silent' }));
     assert.is(await settle(watch.start()), 'moved');
     assert.equal(rig.sim.drivesOnHost(), ['B'], 'the selected bay, not the fail-safe one');
     rig.host.powerOn();

@@ -62,15 +62,17 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
       },
     },
     {
-      method: 'POST', path: '/api/sim/host/write', tag: 'sim', summary: "The simulated OS writes random data to a pair's active drive (in inline mode the boot pair's through the controller's NBD export)", body: bodies.hostWrite,
+      method: 'POST', path: '/api/sim/host/write', tag: 'sim', summary: "The simulated OS writes random data to a pair's active drive (in inline mode through the pair's NBD export on the controller)", body: bodies.hostWrite,
       responses: { 200: '{ bay, bytes, through }', 404: 'no such pair', 409: 'the bay is empty' },
       handler: async ({ body }) => {
         const b = body as { mib: number; pair?: string };
-        // Inline mode: the host's boot disk is the export, which serves the boot selection's drive.
-        const served = b.pair === undefined || b.pair === ctl.pairs.boot.id ? ctl.inline?.pair : undefined;
-        if (ctl.inline && served === null) throw new RefusedError('inline mode: the host export is not running', { hint: 'see the daemon log' });
-        const bay = served?.bay ?? (b.pair === undefined ? ctl.status.core().active : ctl.pairs.get(b.pair).bays().active);
-        const through = served ? ctl.inline!.hostUri : null;
+        // Inline mode: the host's disks are the pairs' exports, each serving its pair's selected drive.
+        const pair = b.pair === undefined ? ctl.pairs.boot : ctl.pairs.get(b.pair);
+        const inline = ctl.inlines.get(pair.id);
+        const served = inline?.pair;
+        if (inline && !served) throw new RefusedError(`inline mode: the export of pair ${pair.id} is not running`, { hint: 'see the daemon log' });
+        const bay = served ? pair.roles.name(served.bay) : b.pair === undefined ? ctl.status.core().active : pair.bays().active;
+        const through = inline ? inline.hostUri : null;
         const bytes = await rig.hostWrite(bay, b.mib * 1024 * 1024, through ?? undefined);
         return { status: 200, body: { bay, bytes, through } };
       },
