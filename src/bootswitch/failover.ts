@@ -36,7 +36,8 @@ export type FailoverSource = 'button' | 'api' | 'policy';
 
 export type FailoverEvent =
   | { type: 'startup'; at: number; buttonHeld: boolean; relayBay: Bay | null }
-  | { type: 'host-power'; at: number; on: boolean }
+  /** `ours`: the controller itself shut the host down (a move or sync window of any port), named. */
+  | { type: 'host-power'; at: number; on: boolean; ours?: string }
   /** The host was reset (reset line pulsed): a new boot starts without the power LED changing. */
   | { type: 'host-reset'; at: number }
   | { type: 'heartbeat'; at: number }
@@ -166,6 +167,13 @@ export function reduce(cfg: FailoverConfig, state: FailoverState, event: Failove
     case 'host-reset':
     case 'host-power': {
       if (s.switching) break; // our own shutdown for the move
+      if (event.type === 'host-power' && !event.on && event.ours && s.pendingBoot) {
+        // The controller shut the host down (another port's move, a window): the boot it cut short failed nothing.
+        const bay = s.pendingBoot.bay;
+        s.pendingBoot = null;
+        s.triesLeft[bay] = Math.min(cfg.bootTries, s.triesLeft[bay] + 1);
+        break;
+      }
       if (event.type === 'host-reset' || event.on) {
         if (s.halted) break;
         const bay = s.active;

@@ -166,7 +166,9 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
     await powerLed.start();
     powerLed.onChange((on) => {
       events.emit('host', { powered: on });
-      void failover.dispatch({ type: 'host-power', on });
+      // A shutdown made by a move or window of any port is the controller's own, not a failed boot.
+      const ours = on ? null : gate.hostHeldBy();
+      void failover.dispatch({ type: 'host-power', on, ...(ours ? { ours } : {}) });
     });
     await failover.dispatch({ type: 'startup', buttonHeld: recoveryGesture, relayBay: bootSwitch.bay });
     failover.refreshIndicators();

@@ -31,6 +31,8 @@ test('table: unconfirmed boots use tries, then fail over with a hard off', () =>
     ['one timeout retries', [on(0), tick(1000)], { triesLeft: { A: 1, B: 2 } }, ['boot:A:pending', 'boot:A:unconfirmed', 'alert:boot-unconfirmed', 'retry-boot']],
     ['tick before the deadline does nothing', [on(0), tick(999)], { triesLeft: { A: 1, B: 2 } }, ['boot:A:pending']],
     ['host off before confirming counts', [on(0), off(10)], { triesLeft: { A: 1, B: 2 } }, ['boot:A:pending', 'boot:A:unconfirmed', 'alert:boot-unconfirmed', 'retry-boot']],
+    ['the controller shutting the host down (a data port moving) gives the try back', [on(0), { type: 'host-power', on: false, at: 10, ours: 'a move of the data port C/D to bay D' }], { triesLeft: { A: 2, B: 2 }, pendingBoot: null }, ['boot:A:pending']],
+    ['its own shutdowns never add up to a failover', [on(0), { type: 'host-power', on: false, at: 10, ours: 'x' }, on(20), { type: 'host-power', on: false, at: 30, ours: 'x' }, on(40), tick(1040)], { triesLeft: { A: 1, B: 2 } }, ['boot:A:pending', 'boot:A:pending', 'boot:A:pending', 'boot:A:unconfirmed', 'alert:boot-unconfirmed', 'retry-boot']],
     ['two timeouts fail over', [on(0), tick(1000), on(2000), tick(3000)], { switching: { from: 'A', to: 'B', reason: 'x', hardOff: true } }, ['boot:A:pending', 'boot:A:unconfirmed', 'alert:boot-unconfirmed', 'retry-boot', 'boot:A:pending', 'boot:A:unconfirmed', 'switch:B:hard', 'alert:failover-started']],
   ];
   for (const [name, events, expect, actions] of rows) {
