@@ -94,6 +94,8 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
       const next = queue.shift();
       if (!next) break;
       if (out.destroyed) return;
+      // The next file starts reading (up to its stream's buffer) while this one is written: the drive is not idle between files.
+      void queue[0]?.content?.then((c) => c.read(0), () => {});
       const { path: p, entry } = next;
       const name = entry.type === 'directory' ? `${nameOf(p)}/` : nameOf(p);
       current = next.content ? await next.content : null;

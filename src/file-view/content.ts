@@ -26,9 +26,9 @@ export interface DataRun {
 }
 
 /** Bytes per positional read (FACTS: MiB-sized reads with a couple in flight match dd). */
-const CHUNK = 1024 * 1024;
+const CHUNK = 4 * 1024 * 1024;
 /** Bytes a content stream reads ahead of its consumer. */
-const READ_AHEAD = 4 * CHUNK;
+const READ_AHEAD = 2 * CHUNK;
 
 const RUN_LINE = /^\s+Starting address: (?:(\d+)|X), length: (\d+)\s*(\S*)\s*$/;
 const NTFS_DATA = /^Type: \$DATA \((\d+)-(\d+)\)\s+Name: (.*?)\s+(Resident|Non-Resident)((?:, [A-Za-z]+)*)\s+size: (\d+)(?:\s+init_size: (\d+))?\s*$/;

@@ -159,20 +159,26 @@ export class FileView {
   /** Bytes per data unit TSK addresses (`ifind -d`): ext's block, NTFS's cluster, a FAT or exFAT sector. */
   async dataUnitSize(signal?: AbortSignal): Promise<number> {
     const { fsType } = this.source;
-    if (fsType === 'fat' || fsType === 'exfat') {
-      // Read from the boot sector, not fsstat: TSK 4.11's fsstat loops on some exFAT volumes.
+    if (fsType === 'fat' || fsType === 'exfat' || fsType === 'ext') {
+      // Read from the boot sector or superblock, not fsstat: TSK 4.11's fsstat loops on some exFAT volumes, and on ext
+      // a process start costs more than the read.
       const fd = openSync(this.source.path, 'r');
       try {
-        const boot = Buffer.alloc(512);
-        readSync(fd, boot, 0, 512, this.source.offsetSectors * this.source.sectorSize);
+        const boot = Buffer.alloc(2048);
+        readSync(fd, boot, 0, 2048, this.source.offsetSectors * this.source.sectorSize);
+        if (fsType === 'ext') {
+          // The superblock at byte 1024: s_magic 0xEF53 at +56, s_log_block_size at +24 (block = 1024 << it).
+          if (boot.readUInt16LE(1024 + 56) !== 0xef53) throw new BadInputError('this partition holds no ext2/3/4 superblock (magic 0xEF53 missing at byte 1080)');
+          return 1024 << boot.readUInt32LE(1024 + 24);
+        }
         return fsType === 'fat' ? boot.readUInt16LE(11) : 1 << boot[108]!;
       } finally {
         closeSync(fd);
       }
     }
     const stat = await runTsk('fsstat', this.source, [], [], signal);
-    const m = stat.match(fsType === 'ext' ? /^Block Size:\s*(\d+)/m : /^Cluster Size:\s*(\d+)/m);
-    if (!m) throw new BadInputError(`fsstat gave no ${fsType === 'ext' ? 'block' : 'cluster'} size for this partition`);
+    const m = stat.match(/^Cluster Size:\s*(\d+)/m);
+    if (!m) throw new BadInputError('fsstat gave no cluster size for this partition');
     return Number(m[1]);
   }
 

@@ -319,6 +319,12 @@ export function Explorer({ route }: { route: Route }) {
             {page.counts ? (
               <>
                 {page.total} entries · <span class="mark changed">≠</span> {page.counts.changed} changed · <span class="mark only-active">+</span> {page.counts['only-active']} new · <span class="mark only-standby">−</span> {page.counts['only-standby']} deleted since the last backup
+                {rows.some((r) => r.state === 'same' && r.contents === 'differ') && (
+                  <>
+                    {' · '}
+                    <span class="mark changed">≠</span> {rows.filter((r) => r.state === 'same' && r.contents === 'differ').length} folders with differences inside
+                  </>
+                )}
                 {rows.some((r) => r.contents === 'not-compared') && (
                   <>
                     {' · '}
