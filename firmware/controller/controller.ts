@@ -34,7 +34,7 @@ import { PanelFeature } from './panel-wiring.ts';
 import { StandbyFaultLed } from './standby-fault-led.ts';
 import { FileBrowser } from './browse.ts';
 import { FileJobs } from './file-jobs.ts';
-import { InlineMode, forgetTracking } from './inline.ts';
+import { InlineMode, forgetTracking, type ServiceManager } from './inline.ts';
 import { HostLinkWatch } from './host-link.ts';
 import { DriveKeeper } from './drive-keeper.ts';
 
@@ -76,7 +76,7 @@ export class Controller {
   #early: AlertEvent[];
 
   /** Opens the rig's boot switch and builds the controller on it; `start()` sets it going. */
-  static async open(config: DaemonConfig, stateDir: string, bus: EventBus, metrics: Metrics, log: Logger): Promise<Controller> {
+  static async open(config: DaemonConfig, stateDir: string, bus: EventBus, metrics: Metrics, log: Logger, manager: ServiceManager = {}): Promise<Controller> {
     const rig = createRig(config, stateDir);
     if (rig.banner) log.info(rig.banner);
     // Alerts raised while the boot switch starts (adopted relays, an interrupted move) reach the bus once it is wired.
@@ -88,7 +88,7 @@ export class Controller {
       // Inline mode: both drives stay on the controller's bridges, a move re-points the export (the same on both rigs).
       const hostLink = config.mode === 'inline' ? 'export' : 'sata';
       const bs = await openBootSwitch({ config: config.bootswitch, stateDir: join(stateDir, 'bootswitch'), sim: rig.board, logger: log.child({ room: 'bootswitch' }), events: emitter, hostLink });
-      return new Controller(config, stateDir, bus, metrics, log, rig, bs, early);
+      return new Controller(config, stateDir, bus, metrics, log, rig, bs, early, manager);
     } catch (e) {
       await rig.stop();
       throw e;
@@ -106,6 +106,7 @@ export class Controller {
     readonly rig: Rig,
     readonly bs: BootSwitchSystem,
     early: AlertEvent[],
+    manager: ServiceManager,
   ) {
     this.#early = early;
     this.health = new HealthMonitor(rig.smart, (bay) => rig.smartDevice(bay), config.health, bus, metrics, configuredBays(config.pairs));
@@ -125,7 +126,7 @@ export class Controller {
     // Inline mode: every pair's active drive is served by its own qemu-storage-daemon, re-pointed by its own switch's moves.
     this.inlines = new Map(
       config.mode === 'inline'
-        ? this.pairs.list.map((p) => [p.id, new InlineMode(config, stateDir, p.config, p.roles, p.failover ? p.failover.port.sw : bs.bootSwitch, bs.events, bus, metrics, log.child({ room: 'inline', pair: p.id }))])
+        ? this.pairs.list.map((p) => [p.id, new InlineMode(config, stateDir, p.config, p.roles, p.failover ? p.failover.port.sw : bs.bootSwitch, bs.events, bus, metrics, log.child({ room: 'inline', pair: p.id }), manager)])
         : [],
     );
     this.inline = this.inlines.get(this.pairs.boot.id) ?? null;

@@ -15,6 +15,7 @@ import { validateDaemonConfig, parseListen, type DaemonConfig } from './config.t
 import { EventBus } from './events.ts';
 import { Metrics } from './metrics.ts';
 import { Controller } from './controller.ts';
+import type { ServiceManager } from './inline.ts';
 import { buildRoutes } from './api.ts';
 import { createApiServer } from './http-server.ts';
 import { ConsoleSessions } from './console-auth.ts';
@@ -30,6 +31,8 @@ export interface DaemonOptions {
   /** pino destination; defaults to stdout. */
   logStream?: NodeJS.WritableStream;
   logLevel?: string;
+  /** Where the export units of config inline.daemon systemd run (default: this machine's systemd). */
+  serviceManager?: ServiceManager;
 }
 
 export interface Daemon {
@@ -110,7 +113,7 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
   const bus = new EventBus(join(stateDir, 'events.jsonl'), { replay: config.api.sseReplay, logMaxBytes: config.eventLog.maxBytes }, (e) => log.warn({ err: e }, 'event log write failed'));
   const metrics = new Metrics();
 
-  const app = await Controller.open(config, stateDir, bus, metrics, log);
+  const app = await Controller.open(config, stateDir, bus, metrics, log, opts.serviceManager);
   await app.start();
 
   // Signs the device cookies of browsers that logged in: kept, so they stay known across restarts (removing the file forgets them all).

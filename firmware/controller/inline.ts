@@ -75,6 +75,21 @@ interface VerifyFile {
   lastChangedSyncAt: string | null;
 }
 
+/**
+ * How dpsrd reaches the service manager that runs the export units (config
+ * `inline.daemon: systemd`): by default `systemctl` and the unit's sockets
+ * under /run; a manager in other namespaces (a container, the tests' systemd
+ * sandbox) through a command prefix such as nsenter and its root as seen
+ * from here (/proc/PID/root).
+ */
+export interface ServiceManager {
+  systemctl?: readonly string[];
+  /** Prefixed to the unit's socket path (/run/dpsr-export/<id>/qmp.sock). */
+  root?: string;
+  /** The journalctl command, or null for none. */
+  journalctl?: readonly string[] | null;
+}
+
 /** Unix socket paths are limited to 107 bytes (sockaddr_un.sun_path). */
 const SUN_PATH_MAX = 107;
 
@@ -170,6 +185,7 @@ export class InlineMode {
     private readonly bus: EventBus,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly manager: ServiceManager = {},
   ) {
     const boot = pairConfig.role === 'boot';
     this.dir = boot ? join(stateDir, 'inline') : join(stateDir, 'inline', 'pairs', pairConfig.id);
@@ -266,7 +282,7 @@ export class InlineMode {
       drive,
       runDir: join(this.dir, 'run'),
       // On the board: the pair's instance of deploy/dpsr-export@.service, restarted by systemd after a crash.
-      ...(unit ? { process: new SystemdDaemonProcess({ unit: `dpsr-export@${pairId}.service`, qmpSocket: unitQmpSocket(pairId) }) } : {}),
+      ...(unit ? { process: new SystemdDaemonProcess({ unit: `dpsr-export@${pairId}.service`, qmpSocket: `${this.manager.root ?? ''}${unitQmpSocket(pairId)}`, systemctl: this.manager.systemctl, journalctl: this.manager.journalctl }) } : {}),
       listen: this.listen,
       exportName: this.exportName,
       directIo: this.config.inline.directIo,

@@ -5,16 +5,14 @@
  * namespaces (systemd is not this machine's init).
  */
 import { test } from 'uvu';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { ChildDaemonProcess, SystemdDaemonProcess } from '../../src/export/index.ts';
 import { storageDaemonContract } from './support/daemon-contract.ts';
 import { tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
-import { canSandboxSystemd, startSystemdSandbox } from '../support/systemd-sandbox.ts';
+import { canSandboxSystemd, installExportUnit, startSystemdSandbox } from '../support/systemd-sandbox.ts';
 
 const tools = { tools: ['qemu-storage-daemon', 'qemu-img'] };
-const repo = resolve(import.meta.dirname, '../..');
 
 storageDaemonContract('child process', async () => {
   if (!requireEnv('StorageDaemon contract (child)', tools)) return null;
@@ -26,12 +24,7 @@ storageDaemonContract('systemd unit', async () => {
   if (!requireEnv('StorageDaemon contract (systemd)', { tools: [...tools.tools, 'python3'], root: true }) || !canSandboxSystemd('StorageDaemon contract (systemd)')) return null;
   const dir = tempDir('dpsr-qsd-unit-');
   const units = join(dir, 'units');
-  mkdirSync(units);
-  // The shipped unit, with the install prefix deploy/install.sh gives it (here: the checkout).
-  writeFileSync(join(units, 'dpsr-export@.service'), readFileSync(join(repo, 'deploy', 'dpsr-export@.service'), 'utf8').replaceAll('/opt/dpsr', repo));
-  // What an admin's drop-in does for a state directory other than /var/lib/dpsr: the test's scratch.
-  mkdirSync(join(units, 'dpsr-export@.service.d'));
-  writeFileSync(join(units, 'dpsr-export@.service.d', 'state-dir.conf'), `[Service]\nReadWritePaths=${dir}\n`);
+  installExportUnit(units, dir);
   const sb = await startSystemdSandbox(units);
   return {
     dir,

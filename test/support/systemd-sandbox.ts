@@ -10,6 +10,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hasTool, inCI, isRoot } from './require.ts';
 
@@ -28,6 +29,19 @@ export interface SystemdSandbox {
 }
 
 const SYSTEMD = '/lib/systemd/systemd';
+const repo = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * Puts the shipped deploy/dpsr-export@.service into `unitDir` with the
+ * install prefix deploy/install.sh would give it (here: the checkout), and
+ * the drop-in an admin adds for a state directory other than /var/lib/dpsr
+ * (`stateDir`, which the daemon then may write).
+ */
+export function installExportUnit(unitDir: string, stateDir: string): void {
+  mkdirSync(join(unitDir, 'dpsr-export@.service.d'), { recursive: true });
+  writeFileSync(join(unitDir, 'dpsr-export@.service'), readFileSync(join(repo, 'deploy', 'dpsr-export@.service'), 'utf8').replaceAll('/opt/dpsr', repo.replace(/\/$/, '')));
+  writeFileSync(join(unitDir, 'dpsr-export@.service.d', 'state-dir.conf'), `[Service]\nReadWritePaths=${stateDir}\n`);
+}
 
 /** Whether a sandbox can run here; prints a loud SKIP (or throws in CI) when not. */
 export function canSandboxSystemd(what: string): boolean {

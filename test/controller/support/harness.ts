@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { startDaemon, type Daemon } from '../../../firmware/controller/daemon.ts';
+import { startDaemon, type Daemon, type DaemonOptions } from '../../../firmware/controller/daemon.ts';
 
 /** Quick rig timings so a failover takes well under a second of simulated boot. */
 export const FAST_SIM = { hostBootMs: 150, hostShutdownMs: 100, heartbeatMs: 100, driveSizeMiB: 64 };
@@ -19,7 +19,7 @@ export interface TestDaemon extends Daemon {
   stop(): Promise<void>;
 }
 
-export async function makeDaemon(config: Record<string, unknown> = {}, dir = mkdtempSync(join(tmpdir(), 'dpsrd-test-'))): Promise<TestDaemon> {
+export async function makeDaemon(config: Record<string, unknown> = {}, dir = mkdtempSync(join(tmpdir(), 'dpsrd-test-')), more: Pick<DaemonOptions, 'serviceManager'> = {}): Promise<TestDaemon> {
   const logs: string[] = [];
   const logStream = new Writable({
     write(chunk, _enc, cb) {
@@ -28,7 +28,7 @@ export async function makeDaemon(config: Record<string, unknown> = {}, dir = mkd
     },
   });
   const sim = (config.sim ?? {}) as Record<string, unknown>;
-  const d = await startDaemon({ stateDir: dir, listen: '127.0.0.1:0', config: { ...config, sim: { ...FAST_SIM, ...sim } }, logStream, logLevel: 'info' });
+  const d = await startDaemon({ stateDir: dir, listen: '127.0.0.1:0', config: { ...config, sim: { ...FAST_SIM, ...sim } }, logStream, logLevel: 'info', ...more });
   const api = (method: string, path: string, body?: unknown, opts: { token?: string | null; raw?: string; headers?: Record<string, string> } = {}) =>
     call(d.url, method, path, body, { token: opts.token === undefined ? d.token : opts.token, raw: opts.raw, headers: opts.headers });
   return Object.assign(d, {
