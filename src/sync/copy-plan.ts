@@ -210,11 +210,15 @@ function describedBeyond(layout: DiskLayout): number | undefined {
  * recorded at pairing, or undefined.
  */
 export function geometryChange(pairs: readonly PairRecord[], facts: DriveFacts): Refusal | undefined {
+  const d = geometryDecision(pairs, facts);
+  return d?.verdict === 'refuse' ? d.refusal : undefined;
+}
+
+function geometryDecision(pairs: readonly PairRecord[], facts: DriveFacts): CopyDecision | undefined {
   const pair = pairHolding(pairs, facts.key);
   const rec = pair?.drives[facts.key];
   if (!pair || !rec) return undefined;
-  const d = geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id);
-  return d?.verdict === 'refuse' ? d.refusal : undefined;
+  return geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id);
 }
 
 function geometryRefusal(role: 'active' | 'standby', facts: DriveFacts, recorded: { sizeBytes: number; logicalSectorSize: number }, pairId: string): CopyDecision | undefined {
@@ -332,14 +336,12 @@ export function planCopy(input: PlanInput): CopyDecision {
     }
   }
 
-  // Rule 8: the geometry recorded at pairing, checked at every copy.
-  if (pair) {
-    for (const facts of [source, target]) {
-      const rec = pair.drives[facts.key];
-      if (!rec) continue;
-      const wrong = geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id);
-      if (wrong) return wrong;
-    }
+  // Rule 8: the geometry recorded at pairing, checked at every copy; a drive this copy's pair does not hold (a new
+  // standby's active drive in rotation, a drive of another pair) against the pair that holds it.
+  for (const facts of [source, target]) {
+    const rec = pair?.drives[facts.key];
+    const wrong = pair && rec ? geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id) : geometryDecision(input.pairs, facts);
+    if (wrong) return wrong;
   }
 
   // The source's own table must fit the source: otherwise the drive hides part of what it was partitioned for.

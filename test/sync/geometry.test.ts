@@ -145,6 +145,22 @@ async function interruptedSync(name: string) {
   return { stateDir, a, b, previous };
 }
 
+test('rule 8 for a drive of another pair: a new standby (rotation) is not cloned from an active drive that shows another size than at pairing', () => {
+  const env = { DPSR_STATE_DIR: join(dir, 'state-rotation-geometry') };
+  const active = randomImage(join(dir, 'rot-active.img'), 8 * MiB, 41);
+  const first = sparseImage(join(dir, 'rot-first.img'), 8 * MiB);
+  assert.is(dpsr(['clone', active, first, '--yes', '--quiet'], env).code, 0);
+  // The active drive now shows 1 MiB less (an HPA, a capping bridge; here the image was cut).
+  truncateSync(active, 7 * MiB);
+  const second = oldStandby(join(dir, 'rot-second.img'), 8 * MiB);
+  refusedCli(['clone', active, second, '--yes', '--add-standby'], second, env, /when the pair was made/);
+  // At its paired size again, the rotation goes ahead.
+  truncateSync(active, 8 * MiB);
+  const ok = dpsr(['clone', active, second, '--yes', '--add-standby', '--quiet'], env);
+  assert.is(ok.code, 0, ok.stderr);
+  assert.is(sha256File(second), sha256File(active));
+});
+
 test('recover onto a standby that shows another size than at pairing is refused before it writes; at its size again it rolls back', async () => {
   const { stateDir, b, previous } = await interruptedSync('recover-resized');
   truncateSync(b, 16 * MiB + 8 * 512);
