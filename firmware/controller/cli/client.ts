@@ -143,7 +143,7 @@ interface StatusBody {
   pairs?: PairStatusBody[];
 }
 
-/** One pair as GET /api/pairs/{id}/status answers. */
+/** One pair as GET /api/pairs/{id}/status answers (GET /api/status lists them without `drives`). */
 interface PairStatusBody {
   id: string;
   label: string;
@@ -154,9 +154,11 @@ interface PairStatusBody {
   paired: boolean;
   pendingCopy?: unknown;
   generations: Record<string, number | null>;
+  lastSync?: { kind: string; result: string } | null;
   lastSuccess: string | null;
+  fileRestore?: { state: string; partition: number } | null;
   job: { id: string; kind: string; state: string } | null;
-  drives: Record<string, { path: string | null; present: boolean }>;
+  drives: Record<string, { path: string | null; present: boolean; health?: string }>;
 }
 
 interface JobBody {
@@ -187,7 +189,7 @@ const REMOTE_ACCEPTS: Record<string, string[]> = {
 const ALWAYS = ['url', 'tokenFile', 'stateDir', 'json'];
 const flag = (key: string) => `--${key === 'wait' ? 'no-wait' : key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
-/** Whether the daemon's pair needs an operator: `dpsr status --url` exits 1 then. */
+/** Whether the daemon's boot pair needs an operator: `dpsr status --url` exits 1 then. */
 export function daemonNeedsAttention(s: StatusBody): string[] {
   const why: string[] = [];
   if (!s.paired) why.push('the drives are not paired');
@@ -201,6 +203,21 @@ export function daemonNeedsAttention(s: StatusBody): string[] {
   if (s.inline && !s.inline.running) why.push("the host's export is not running");
   return why;
 }
+
+/** Whether one pair (GET /api/pairs/{id}/status) needs an operator, by the same measures as the boot pair. */
+export function pairNeedsAttention(p: PairStatusBody): string[] {
+  const why: string[] = [];
+  if (!p.paired) why.push('the drives are not paired');
+  else if (p.standbyState !== 'consistent') why.push(`the standby is ${p.standbyState}`);
+  if (p.pendingCopy) why.push('a copy was interrupted');
+  for (const [bay, d] of Object.entries(p.drives ?? {})) if (d.health && d.health !== 'ok' && d.health !== 'unknown') why.push(`drive ${bay} health is ${d.health}`);
+  if (p.lastSync && p.lastSync.result !== 'done') why.push(`the last ${p.lastSync.kind} ${p.lastSync.result}`);
+  if (p.fileRestore?.state === 'interrupted') why.push(`a restore of files onto partition ${p.fileRestore.partition} was interrupted`);
+  return why;
+}
+
+/** The commands that act on one pair: with several pairs they need --pair. */
+const PAIR_COMMANDS = new Set(['sync', 'verify', 'clone', 'recover', 'reprotect', 'restore', 'failover']);
 
 export async function runRemote(inv: Invocation): Promise<number> {
   const { command, args, opts, given } = inv;
@@ -223,13 +240,20 @@ export async function runRemote(inv: Invocation): Promise<number> {
   const say = (line: string) => {
     if (!json && !opts.quiet) process.stderr.write(`${line}\n`);
   };
+  if (!pair && PAIR_COMMANDS.has(command)) {
+    // The daemon would refuse the pair-less route naming its API; the operator needs the option.
+    const { pairs } = await client.request<{ pairs: { id: string }[] }>('GET', '/api/pairs');
+    if (pairs.length > 1) {
+      const ids = pairs.map((p) => p.id);
+      throw new BadInputError(`this controller has ${ids.length} pairs (${ids.join(', ')}): dpsr ${command} --url needs --pair to say which`, { hint: `e.g. dpsr ${command} --url ${url} --pair ${ids[0]}` });
+    }
+  }
 
   switch (command) {
     case 'status': {
       if (pair) {
         const p = await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`);
-        const why = p.paired ? (p.standbyState === 'consistent' ? [] : [`the standby is ${p.standbyState}`]) : ['the drives are not paired'];
-        if (p.pendingCopy) why.push('a copy was interrupted');
+        const why = pairNeedsAttention(p);
         if (json) printJson(p);
         else {
           console.log(`pair ${p.id} (${p.label}, ${p.role}) at ${url}`);
@@ -243,6 +267,11 @@ export async function runRemote(inv: Invocation): Promise<number> {
       }
       const s = await client.request<StatusBody>('GET', '/api/status');
       const attention = daemonNeedsAttention(s);
+      // The top lines are the boot pair's; every other pair is asked for its own status (with its drives' health).
+      for (const p of s.pairs ?? []) {
+        if (p.role === 'boot') continue;
+        for (const why of pairNeedsAttention(await client.request<PairStatusBody>('GET', `/api/pairs/${p.id}/status`))) attention.push(`pair ${p.id}: ${why}`);
+      }
       if (json) printJson(s);
       else {
         console.log(`dpsrd at ${url} (${s.rig} rig${s.mode === 'inline' ? ', inline mode' : ''})`);
@@ -298,7 +327,9 @@ export async function runRemote(inv: Invocation): Promise<number> {
         if (!isTerminal()) throw new BadInputError('failover shuts the host down and boots the standby: it needs confirmation', { hint: 'pass --yes' });
         if (!(await confirm('This shuts the host down and boots it from the standby drive.'))) throw new CancelledError('not confirmed: nothing was changed');
       }
-      const r = await client.request<{ from: string; to: string }>('POST', route('failover'), { confirm: CONFIRMATIONS.failover, ...(opts.hardOff ? { hardOff: true } : {}) });
+      const body = { confirm: CONFIRMATIONS.failover, ...(opts.hardOff ? { hardOff: true } : {}) };
+      if (pair && (await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`)).role === 'data') return failoverDataPair(client, pair, body, { json, wait: opts.wait !== false, say });
+      const r = await client.request<{ from: string; to: string }>('POST', route('failover'), body);
       say(`failover from bay ${r.from} to bay ${r.to} started`);
       if (opts.wait === false) {
         if (json) printJson(r);
@@ -394,6 +425,58 @@ export async function runRemote(inv: Invocation): Promise<number> {
   }
   if (job.state !== 'done') return 1;
   return command === 'verify' && job.result?.identical === false ? 1 : 0;
+}
+
+/**
+ * A data pair's failover: the daemon answers once the move is under way and
+ * tells the outcome on the event stream (a `failover` event naming the pair,
+ * or a `failover-failed` alert after the relays rolled back), so the stream is
+ * opened before the request. Without a stream the pair's roles are polled:
+ * the swap shows there once it is recorded. Exit 0 when the standby became
+ * the host's data disk, 1 otherwise.
+ */
+async function failoverDataPair(client: DaemonClient, pair: string, body: Record<string, unknown>, o: { json: boolean; wait: boolean; say: (line: string) => void }): Promise<number> {
+  const stop = new AbortController();
+  let settle: (outcome: { ok: boolean; message: string }) => void = () => {};
+  const outcome = new Promise<{ ok: boolean; message: string }>((resolve) => (settle = resolve));
+  try {
+    if (o.wait) {
+      try {
+        await client.events(
+          'failover,alert',
+          (type, data) => {
+            const d = data as { pair?: string; code?: string; message?: string; to?: string };
+            if (d.pair !== pair) return;
+            if (type === 'failover') settle({ ok: true, message: `failover of pair ${pair} done: bay ${d.to} is the host's data disk` });
+            else if (type === 'alert' && d.code === 'failover-failed') settle({ ok: false, message: d.message ?? `the failover of pair ${pair} failed` });
+          },
+          stop.signal,
+        );
+      } catch {
+        // no stream: the roles are polled below
+      }
+    }
+    const r = await client.request<{ from: string; to: string }>('POST', `/api/pairs/${pair}/failover`, body);
+    o.say(`failover of pair ${pair} from bay ${r.from} to bay ${r.to} started`);
+    if (!o.wait) {
+      if (o.json) printJson(r);
+      return 0;
+    }
+    const deadline = Date.now() + 300_000;
+    let result: { ok: boolean; message: string } | null = null;
+    while (!result && Date.now() < deadline) {
+      result = await Promise.race([outcome, sleep(1000).then(() => null)]);
+      if (!result && (await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`)).active === r.to) {
+        result = { ok: true, message: `failover of pair ${pair} done: bay ${r.to} is the host's data disk` };
+      }
+    }
+    result ??= { ok: false, message: `the failover of pair ${pair} did not finish within 5 minutes: \`dpsr status --url ${client.url} --pair ${pair}\` shows where it stands` };
+    if (o.json) printJson({ ...r, done: result.ok, message: result.message, status: await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`) });
+    else console.log(result.message);
+    return result.ok ? 0 : 1;
+  } finally {
+    stop.abort();
+  }
 }
 
 function jobLine(j: JobBody): string {
