@@ -97,7 +97,7 @@ export function Actions({ route }: { route: Route }) {
         <form
           onSubmit={(e) => {
             e.preventDefault();
-            void sync.run(() => api('POST', pairApi(pair, '/sync'), { ...(mode ? { mode } : {}), window: syncWindow })).then((r) => r && go('overview'));
+            void sync.run(() => api('POST', pairApi(pair, '/sync'), { ...(mode ? { mode } : {}), ...(syncWindow ? { window: true } : {}) })).then((r) => r && go('overview'));
           }}
         >
           <label for="sync-mode">Mode</label>
