@@ -42,7 +42,8 @@ export class BootControl {
   blockedBy(): string | null {
     const s = this.bs.failover.state.switching;
     if (s) return `a failover from bay ${s.from} to bay ${s.to} is moving the drives`;
-    if (this.bs.bootSwitch.moving) return 'the boot selection is being moved';
+    // A sync window's own move (its hold is registered first) is part of a running copy, not a boot selection.
+    if (this.bs.bootSwitch.moving && !this.holds?.pairs.includes(this.bootPair)) return 'the boot selection is being moved';
     return this.dataMoves();
   }
 

@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Bay, BootSwitch } from '../../src/bootswitch/index.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
-import { BadInputError } from '../../src/errors.ts';
+import { BadInputError, BusyError } from '../../src/errors.ts';
 import type { DaemonConfig } from './config.ts';
 import type { EventBus } from './events.ts';
 import type { JobContext } from './jobs.ts';
@@ -20,6 +20,8 @@ import type { Roles } from './roles.ts';
 
 /** How long a drive may take to appear on its bridge after the relays connect and power it. */
 const DRIVE_APPEAR_MS = 30_000;
+/** How long a window waits for another port's move (a host shutdown takes up to timing.shutdownTimeoutMs). */
+const GATE_WAIT_MS = 10 * 60_000;
 
 interface WindowFile {
   hostWasOn: boolean;
@@ -106,7 +108,7 @@ export class SyncWindow {
     this.holds.hold(this.pair, hostWasOn);
     ctx.log('info', `sync window: ${hostWasOn ? 'shutting the host down and ' : ''}taking both drives onto the controller`);
     try {
-      const r = await bsw.isolate({ signal: ctx.signal });
+      const r = await this.#inTurn(() => bsw.isolate({ signal: ctx.signal }), ctx.signal);
       if (r.changed) ctx.log('info', `both drives on the controller after ${r.totalMs} ms (host: ${r.host})`);
     } catch (e) {
       rmSync(this.file, { force: true });
@@ -128,13 +130,32 @@ export class SyncWindow {
     const othersHold = this.holds.pairs.some((p) => p !== this.pair);
     const powerOn = hostWasOn && !othersHold;
     try {
-      await this.sw.moveTo(active, { powerOn });
+      await this.#inTurn(() => this.sw.moveTo(active, { powerOn }));
       rmSync(this.file, { force: true });
       this.holds.release(this.pair);
       note(`sync window closed: bay ${bay} back on the host${powerOn ? ', host powered on' : othersHold && hostWasOn ? `; the host stays off until the window of pair ${this.holds.pairs.join(', ')} closes` : ''}`);
     } catch (e) {
       this.bus.publish('alert', { level: 'critical', code: 'window-not-closed', pair: this.pair, message: `after the copy the relays could not give bay ${bay} back to the host: ${(e as Error).message}` });
       throw e;
+    }
+  }
+
+  /**
+   * Runs a move of this pair's switch once no other port's move holds the
+   * host gate (windows of parallel copies open and close in turn): a move of
+   * another port is waited for, never a reason to fail the copy or leave
+   * the drives on the controller.
+   */
+  async #inTurn<T>(move: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const deadline = Date.now() + GATE_WAIT_MS;
+    for (;;) {
+      try {
+        return await move();
+      } catch (e) {
+        const otherPort = e instanceof BusyError && this.sw.gate.holder !== null && !this.sw.moving;
+        if (!otherPort || Date.now() > deadline || signal?.aborted) throw e;
+      }
+      await new Promise((r) => setTimeout(r, 200));
     }
   }
 

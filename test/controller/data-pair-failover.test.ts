@@ -157,6 +157,35 @@ test.after(async () => {
   await d?.stop();
 });
 
+test('parallel copies in sync windows of both pairs: they open and close in turn, the host stays off until the last closes, then is powered on once', async () => {
+  const p = await makeDaemon({ pairs: [TWO_PAIRS[0], { ...TWO_PAIRS[1], bridge: 'usb2' }], jobs: { parallel: true }, sim: { bridgeMiBps: 64 } });
+  try {
+    await ready(p);
+    await p.api('POST', '/api/sim/host/write', { mib: 4 });
+    await p.api('POST', '/api/sim/host/write', { mib: 4, pair: 'data' });
+    const es = openEvents(p.url, p.token, '?types=host.power');
+    await es.ready;
+    const sys = await p.api('POST', '/api/pairs/system/sync', { window: true });
+    const data = await p.api('POST', '/api/pairs/data/sync', { window: true });
+    assert.equal([sys.status, data.status], [202, 202]);
+    assert.equal([sys.body.job.state, data.body.job.state], ['running', 'running'], 'both copies run at once');
+    const [a, b] = [await waitJob(p, sys.body.id, 60_000), await waitJob(p, data.body.id, 60_000)];
+    assert.is(a.state, 'done', JSON.stringify(a.error));
+    assert.is(b.state, 'done', JSON.stringify(b.error));
+    await waitFor(async () => (await status(p)).host.power === 'on', 10_000, 'host on again');
+    await new Promise((r) => setTimeout(r, 300));
+    const power = es.events.map((e) => e.data.data.power);
+    assert.equal(power, ['off', 'on'], 'one shutdown, one power-on after both windows closed');
+    assert.equal(board(p).drivesOnHost(), ['A']);
+    assert.equal(board(p).drivesOnDataPort(PORT), ['C']);
+    assert.equal(board(p).violations, []);
+    assert.equal(p.app.holds.pairs, []);
+    es.close();
+  } finally {
+    await p.stop();
+  }
+});
+
 test('a restart after the relays moved but before the roles were recorded: the swap is recorded then', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'dpsrd-datafo-'));
   try {
