@@ -163,12 +163,22 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
   },
   recover: {
     readsActive: false,
-    plan({ view: { standby }, target, jobs }) {
+    plan({ view: { active, standby, pair }, target, jobs }) {
+      // An interrupted restore wrote the active drive: that drive is rolled back, with the host off, never beside the export.
+      const restoring = !!pair?.pendingCopy && pair.pendingCopy.to === pair.activeKey;
+      if (restoring) {
+        refuseActiveWriteInline(jobs.config, 'rolling back an interrupted restore');
+        if (jobs.hostPowered()) {
+          throw new RefusedError(`rolling back the interrupted restore writes the active drive in bay ${jobs.roles.name(active)}, which the powered host runs from; nothing was changed`, { hint: 'shut the host down first (POST /api/host/shutdown), then recover' });
+        }
+      }
+      const bay = restoring ? active : standby;
+      const path = restoring ? jobs.roles.require(active, 'active drive') : target;
       return {
-        options: { target: standby },
+        options: { target: bay },
         run: async (ctx) => {
-          const r = await recover({ ...jobs.common(ctx), target });
-          await jobs.roles.markConsistent(standby, true);
+          const r = await recover({ ...jobs.common(ctx), target: path });
+          await jobs.roles.markConsistent(bay, true);
           ctx.log('info', r.message);
           return r;
         },

@@ -178,7 +178,7 @@ export class StartupRecovery {
     });
     try {
       if (pending.kind === 'clone') copies.start('clone', { force: true }, 'restart-resume');
-      else if (pending.kind === 'restore') this.log.warn('an interrupted restore is pending: finish it with `dpsr restore` or roll back with `dpsr recover`');
+      else if (pending.kind === 'restore') this.log.warn('an interrupted restore is pending: with the host off, POST /api/restore finishes it, POST /api/recover rolls the active drive back');
       else if (how === 'rollback') copies.start('recover', {}, 'restart-rollback');
       else {
         // The copy's own recorded plan, never the options of another job: only the identical plan resumes it.

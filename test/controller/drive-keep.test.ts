@@ -108,4 +108,33 @@ test('a standby written while the daemon was down is found at the next start: in
   }
 });
 
+test('an interrupted restore is rolled back through the daemon (POST /api/recover, host off): its active drive is back byte-exact, while a dpsr beside the daemon is refused', async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false, bridgeMiBps: 8 } });
+  try {
+    await idle(d);
+    await waitFor(async () => ((await d.api('GET', '/api/status')).body.standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    await d.api('POST', '/api/sim/host/write', { mib: 16 });
+    const s = (await d.api('GET', '/api/status')).body;
+    const active = s.drives[s.active].path as string;
+    const before = sha(active);
+    const r = await d.api('POST', '/api/restore', { confirm: 'restore' });
+    assert.is(r.status, 202, JSON.stringify(r.body));
+    await waitFor(async () => ((await d.api('GET', `/api/jobs/${r.body.id}`)).body.progress?.bytesWritten > 0 ? true : undefined), 30_000, 'the restore writes');
+    await d.api('POST', `/api/jobs/${r.body.id}/cancel`, { rollback: false });
+    assert.is((await waitJob(d, r.body.id)).state, 'cancelled');
+    assert.is.not(sha(active), before, 'the active drive is half-restored');
+    const beside = await dpsr(['recover', active, '--yes', '--state-dir', d.dir]);
+    assert.is(beside.code, 1, beside.stderr);
+    assert.match(beside.stderr, /only that daemon's jobs write it/);
+    const rec = await d.api('POST', '/api/recover', {});
+    assert.is(rec.status, 202, JSON.stringify(rec.body));
+    const job = await waitJob(d, rec.body.id);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.is(job.options.target, s.active);
+    assert.is(sha(active), before, 'the active drive holds again what it held before the restore');
+  } finally {
+    await d.stop();
+  }
+});
+
 test.run();
