@@ -202,10 +202,8 @@ export class InlineMode {
     this.#verify = readJsonChecked<VerifyFile>(this.#verifyFile) ?? { changedSyncsSinceVerify: 0, lastChangedSyncAt: null };
   }
 
-  /** The boot pair's export feeds the inline gauges (they have no pair label). */
   #gauge(which: 'up' | 'dirty', v: number): void {
-    if (this.pairConfig.role !== 'boot') return;
-    (which === 'up' ? this.metrics.inlineExportUp : this.metrics.inlineDirtyBytes).set(v);
+    (which === 'up' ? this.metrics.inlineExportUp : this.metrics.inlineDirtyBytes).set({ pair: this.pairConfig.id }, v);
   }
 
   /** The export and tracker now serving the host, or null while none is (stopped, or between two drives). */

@@ -37,8 +37,8 @@ export class Metrics {
   readonly driveReallocated = new Gauge({ name: 'dpsr_drive_reallocated_sectors', help: 'Reallocated sectors from SMART', labelNames: ['bay'], registers: [this.registry] });
   readonly drivePending = new Gauge({ name: 'dpsr_drive_pending_sectors', help: 'Pending (unreadable) sectors from SMART', labelNames: ['bay'], registers: [this.registry] });
   readonly eventClients = new Gauge({ name: 'dpsr_event_stream_clients', help: 'Open event-stream connections', registers: [this.registry] });
-  readonly inlineDirtyBytes = new Gauge({ name: 'dpsr_inline_dirty_bytes', help: 'Inline mode: bytes the host wrote since the last sync started (the live dirty bitmap)', registers: [this.registry] });
-  readonly inlineExportUp = new Gauge({ name: 'dpsr_inline_export_up', help: "Inline mode: 1 while qemu-storage-daemon serves the host's export", registers: [this.registry] });
+  readonly inlineDirtyBytes = new Gauge({ name: 'dpsr_inline_dirty_bytes', help: "Inline mode: bytes the host wrote to the pair's export since its last sync started (the live dirty bitmap)", labelNames: ['pair'], registers: [this.registry] });
+  readonly inlineExportUp = new Gauge({ name: 'dpsr_inline_export_up', help: "Inline mode: 1 while qemu-storage-daemon serves the pair's export to the host", labelNames: ['pair'], registers: [this.registry] });
   readonly httpRequests = new Counter({ name: 'dpsr_http_requests_total', help: 'API requests by route and status', labelNames: ['route', 'status'], registers: [this.registry] });
 
   readonly buildInfo = new Gauge({ name: 'dpsr_build_info', help: 'Always 1; the labels name the running dpsr version and Node.js version', labelNames: ['version', 'nodeversion'], registers: [this.registry] });

@@ -46,6 +46,10 @@ test('inline mode serves each pair at its own address; a data pair syncs its cha
     const dirty = data.inline.dirtyBytes;
     assert.ok(dirty <= MiB, `dirty ${dirty}`);
     assert.is((await pairOf(d, 'system')).inline.dirtyBytes, 0, 'the boot pair saw none of it');
+    const metrics = (await d.api('GET', '/metrics')).body as string;
+    assert.match(metrics, new RegExp(`dpsr_inline_dirty_bytes\\{pair="data"\\} ${dirty}`));
+    assert.match(metrics, /dpsr_inline_export_up\{pair="system"\} 1/);
+    assert.match(metrics, /dpsr_inline_export_up\{pair="data"\} 1/);
     const r = await d.api('POST', '/api/pairs/data/sync', { mode: 'changed' });
     assert.is(r.status, 202, JSON.stringify(r.body));
     const job = await waitJob(d, r.body.id, 60_000);

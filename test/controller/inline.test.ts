@@ -74,8 +74,8 @@ test('inline mode: status shows the export, host writes go through it and show a
     s = await status(d);
     assert.is(s.inline.dirtyBytes, dirty);
     const metrics = (await d.api('GET', '/metrics')).body as string;
-    assert.match(metrics, new RegExp(`dpsr_inline_dirty_bytes ${dirty}`));
-    assert.match(metrics, /dpsr_inline_export_up 1/);
+    assert.match(metrics, new RegExp(`dpsr_inline_dirty_bytes\\{pair="system"\\} ${dirty}`));
+    assert.match(metrics, /dpsr_inline_export_up\{pair="system"\} 1/);
 
     const job = await runSync(d, { mode: 'changed' });
     assert.is(s.host.power, 'on', 'no sync window: the host stayed up');
