@@ -25,10 +25,10 @@ export interface DataRun {
   readonly length: number;
 }
 
-/** Bytes per positional read (FACTS: MiB-sized reads with a couple in flight match dd). */
-const CHUNK = 4 * 1024 * 1024;
+/** Bytes per positional read: MiB-sized reads, a few of them ahead, keep up with dd. */
+const CHUNK = 1024 * 1024;
 /** Bytes a content stream reads ahead of its consumer. */
-const READ_AHEAD = 2 * CHUNK;
+const READ_AHEAD = 4 * CHUNK;
 
 const RUN_LINE = /^\s+Starting address: (?:(\d+)|X), length: (\d+)\s*(\S*)\s*$/;
 const NTFS_DATA = /^Type: \$DATA \((\d+)-(\d+)\)\s+Name: (.*?)\s+(Resident|Non-Resident)((?:, [A-Za-z]+)*)\s+size: (\d+)(?:\s+init_size: (\d+))?\s*$/;
@@ -202,7 +202,7 @@ export class ExtentReader {
     const batch = this.#pending.splice(0);
     if (batch.length === 0) return;
     const device = `${this.src.path}?offset=${this.src.offsetSectors * this.src.sectorSize}`;
-    execFile('debugfs', ['-c', '-f', '-', device], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout) => {
+    const child = execFile('debugfs', ['-c', '-f', '-', device], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout) => {
       if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
         // Without e2fsprogs the files are read through TSK.
         for (const p of batch) p.resolve(null);
@@ -225,6 +225,9 @@ export class ExtentReader {
         const text = sections.get(p.inode);
         p.resolve(text === undefined ? null : parseExtents(text, p.size, this.unit));
       }
-    }).stdin!.end(batch.map((p) => `ex <${p.inode}>\n`).join(''));
+    });
+    // A debugfs that is missing or exits early fails the write too: the callback above answers for it.
+    child.stdin!.on('error', () => {});
+    child.stdin!.end(batch.map((p) => `ex <${p.inode}>\n`).join(''));
   }
 }
