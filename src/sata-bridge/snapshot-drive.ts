@@ -8,19 +8,29 @@
  * The picture is read gently: the host's writes go through the same
  * qemu-storage-daemon (one main loop, no iothread) and each first write to a
  * 64 KiB cluster waits for its copy-before-write. Every read is cut into
- * pieces of at most `PICTURE_READ_PIECE` bytes and the pieces of all callers
- * go one at a time. Measured with a guest writing 4 KiB at random places
- * (queue depth 1) while the whole 2 GiB picture was read, on 2 loaded cores:
- * the engine's own pattern (4 MiB reads, two in flight) took the guest's p99
- * from 5–8 ms to 46–56 ms; 1 MiB pieces one at a time to 7–12 ms, at about
- * half the read rate (bench/live-sync.bench.ts).
+ * pieces of at most `PICTURE_READ_PIECE` bytes, the pieces of all callers
+ * go one at a time, and each is followed by a pause as long as it took
+ * (`PICTURE_READ_SHARE`). Measured with a guest writing 4 KiB at random
+ * places (queue depth 1) while the whole 2 GiB picture was read, on 2 loaded
+ * cores: the engine's own pattern (4 MiB reads, two in flight) took the
+ * guest's p99 from 5–8 ms to 46–56 ms; 1 MiB pieces one at a time to 7–12
+ * ms; with the pauses, the live-sync benchmark's p99 went from 3.7× to 2.0×
+ * the p99 without a sync, the copy taking 2.5 times as long
+ * (bench/live-sync.bench.ts).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BadInputError, DeviceError } from '../errors.ts';
 import { DeviceWrapper, type BlockDevice, type DriveIdentity } from './block-device.ts';
 import { NbdDrive } from './nbd-drive.ts';
 
 /** The largest NBD read of the picture, in bytes, and only one in flight per drive. */
 export const PICTURE_READ_PIECE = 1024 * 1024;
+/**
+ * The share of time the picture's reads may keep busy: after a piece that
+ * took t ms, the next waits t × (1 / share − 1) ms. A busy daemon or disk
+ * makes pieces slower and so the pauses longer.
+ */
+export const PICTURE_READ_SHARE = 0.5;
 
 export class SnapshotDrive extends DeviceWrapper {
   /** The tail of the queue of picture reads: each piece starts when the one before settled. */
@@ -89,8 +99,16 @@ export class SnapshotDrive extends DeviceWrapper {
   override async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
     for (let rel = 0; rel < length; rel += PICTURE_READ_PIECE) {
       const n = Math.min(PICTURE_READ_PIECE, length - rel);
-      const piece = this.queue.then(() => this.inner.read(buf.subarray(rel, rel + n), position + rel, n));
-      this.queue = piece.catch(() => undefined);
+      let started = 0;
+      const piece = this.queue.then(() => {
+        started = performance.now();
+        return this.inner.read(buf.subarray(rel, rel + n), position + rel, n);
+      });
+      // The pause holds the queue, not the caller: the next piece starts after it.
+      this.queue = piece.then(
+        () => sleep((performance.now() - started) * (1 / PICTURE_READ_SHARE - 1)),
+        () => undefined,
+      );
       await piece;
     }
   }
