@@ -128,11 +128,14 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
         run: async (ctx, source) => {
           await roles.sw.driveReplaced(standby);
           if (!newDrive) return jobs.write(ctx, standby, target, true, (changed, picture) => sync({ ...jobs.common(ctx, source, picture), source, target, mode: jobs.config.sync.mode, changed }), false, true);
-          if (pair) {
-            ctx.log('info', `bay ${standby} holds a new drive: pair ${pair.id} with the old drive is forgotten and the new one cloned`);
-            store.forget(pair.id);
-          }
-          return jobs.write(ctx, standby, target, false, (_changed, picture) => clone({ ...jobs.common(ctx, source, picture), source, target }), false, true);
+          const cloneNew = (addStandby: boolean) => jobs.write(ctx, standby, target, false, (_changed, picture) => clone({ ...jobs.common(ctx, source, picture), source, target, addStandby }), false, true);
+          if (!pair) return cloneNew(false);
+          // Cloned as one more standby of the active drive first, the old pair forgotten only once that clone is done: a clone
+          // refused (a smaller or mounted drive) leaves the pair's records as they were.
+          ctx.log('info', `bay ${standby} holds a new drive: it is cloned, then pair ${pair.id} with the old drive is forgotten`);
+          const report = await cloneNew(true);
+          store.forget(pair.id);
+          return report;
         },
       };
     },

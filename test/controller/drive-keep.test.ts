@@ -7,7 +7,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
+import { PairStore } from '../../src/sync/index.ts';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -132,6 +133,34 @@ test('an interrupted restore is rolled back through the daemon (POST /api/recove
     assert.is(job.state, 'done', JSON.stringify(job.error));
     assert.is(job.options.target, s.active);
     assert.is(sha(active), before, 'the active drive holds again what it held before the restore');
+  } finally {
+    await d.stop();
+  }
+});
+
+test('re-protect onto a new drive that its clone refuses (smaller than the active drive) keeps the pair\'s records; a fitting one replaces them', async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
+  try {
+    await idle(d);
+    await waitFor(async () => ((await d.api('GET', '/api/status')).body.standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    const [pair] = new PairStore(d.dir).pairs();
+    assert.is((await d.api('POST', '/api/sim/drive/B/pull', {})).status, 200);
+    const ins = await d.api('POST', '/api/sim/drive/B/insert', { replacement: true });
+    assert.is(ins.status, 200, JSON.stringify(ins.body));
+    truncateSync(ins.body.path, statSync(ins.body.path).size - 1024 * 1024);
+    const rp = await d.api('POST', '/api/reprotect', { confirm: 'reprotect' });
+    assert.is(rp.status, 202, JSON.stringify(rp.body));
+    const job = await waitJob(d, rp.body.id);
+    assert.is(job.state, 'failed');
+    assert.match(job.error.message, /smaller/);
+    assert.equal(new PairStore(d.dir).pairs().map((p) => p.id), [pair!.id], 'the pair is still recorded');
+    truncateSync(ins.body.path, statSync((await d.api('GET', '/api/status')).body.drives.A.path).size);
+    const again = await waitJob(d, (await d.api('POST', '/api/reprotect', { confirm: 'reprotect' })).body.id);
+    assert.is(again.state, 'done', JSON.stringify(again.error));
+    const pairs = new PairStore(d.dir).pairs();
+    assert.is(pairs.length, 1);
+    assert.is.not(pairs[0]!.id, pair!.id, 'the new drive\'s pair replaced the old one');
+    assert.is((await d.api('GET', '/api/status')).body.standbyState, 'consistent');
   } finally {
     await d.stop();
   }
