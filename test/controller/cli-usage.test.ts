@@ -91,6 +91,19 @@ test('arguments and --url-only parts are checked before anything runs', () => {
   assert.match(remoteArgs.stderr, /takes no arguments/);
 });
 
+test('numbers past what a byte offset can hold are bad input named as typed, never rounded', () => {
+  const at = dpsr(['migrate', 'a.img', '--partition', '1', 'b.img', '--at', '99999999999999999999999', '--yes'], env);
+  assert.is(at.code, 2, at.stderr);
+  assert.match(at.stderr, /--at "99999999999999999999999" is too large/);
+  assert.not.match(at.stderr, /e\+/, 'no float notation');
+  const budget = dpsr(['sync', 'a.img', 'b.img', '--journal-budget', '99999999999999999999T', '--yes'], env);
+  assert.is(budget.code, 2, budget.stderr);
+  assert.match(budget.stderr, /--journal-budget "99999999999999999999T" is too large/);
+  const part = dpsr(['sync', 'a.img', 'b.img', '--partition', '99999999999999999999', '--yes'], env);
+  assert.is(part.code, 2, part.stderr);
+  assert.match(part.stderr, /--partition 99999999999999999999 is not a partition number/);
+});
+
 test('the progress line fits 77 columns and speaks in human units, whatever the numbers', () => {
   const cases: Progress[] = [
     { phase: 'recovering', bytesDone: 0, bytesTotal: 0, bytesWritten: 0, rate: 0, etaSeconds: null, percent: 0 },

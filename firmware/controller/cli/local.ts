@@ -54,7 +54,10 @@ export function parseSize(text: string, what: string): number {
   if (!m) throw new BadInputError(`${what} "${text}" is not a size`, { hint: 'write it like 512M, 2G or 1073741824' });
   const unit = (m[2] ?? 'b').toLowerCase()[0]!;
   const mult = { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[unit] ?? 1;
-  return Math.floor(Number(m[1]) * mult);
+  const bytes = Math.floor(Number(m[1]) * mult);
+  // Past 2^53 bytes (8 PiB) a number no longer holds every byte offset: it would be rounded silently.
+  if (!Number.isSafeInteger(bytes)) throw new BadInputError(`${what} "${text}" is too large`, { hint: 'sizes and offsets go up to 8 PiB (9007199254740991 bytes)' });
+  return bytes;
 }
 
 function parseSectorSize(v: unknown): number | undefined {
@@ -65,7 +68,7 @@ function parseSectorSize(v: unknown): number | undefined {
 
 export function parsePartitionArgs(values: string[] | undefined): number[] {
   return (values ?? []).map((v) => {
-    if (!/^\d+$/.test(v) || Number(v) < 1) throw new BadInputError(`--partition ${v} is not a partition number`, { hint: 'give the number `dpsr inspect` shows, e.g. --partition 2' });
+    if (!/^\d+$/.test(v) || Number(v) < 1 || !Number.isSafeInteger(Number(v))) throw new BadInputError(`--partition ${v} is not a partition number`, { hint: 'give the number `dpsr inspect` shows, e.g. --partition 2' });
     return Number(v);
   });
 }
