@@ -19,6 +19,8 @@ export type Infer<S> = S extends Schema<infer T> ? T : never;
 
 export function show(value: unknown): string {
   if (value === undefined) return 'missing';
+  // JSON.parse reads 1e400 as Infinity, which JSON.stringify would show as null.
+  if (typeof value === 'number' && !Number.isFinite(value)) return 'a number too large to hold';
   let text: string | undefined;
   try {
     text = JSON.stringify(value);
@@ -228,5 +230,7 @@ function describe(s: Schema<unknown>): string {
   const j = s.json;
   if (Array.isArray(j.enum)) return (j.enum as string[]).map((x) => JSON.stringify(x)).join(', ');
   if (j.type === 'object') return 'an object (this key is required)';
-  return `a ${String(j.type)} (this key is required)`;
+  if ((j.type === 'integer' || j.type === 'number') && typeof j.minimum === 'number' && typeof j.maximum === 'number') return `${j.type === 'integer' ? 'an integer' : 'a number'} from ${j.minimum} to ${j.maximum} (this key is required)`;
+  const type = String(j.type);
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type} (this key is required)`;
 }

@@ -64,6 +64,15 @@ test('a deeply nested JSON body is 400, before anything walks it', async () => {
   assert.is(jsonNestsDeeper('[[]]', 2), false);
 });
 
+test('a body error names what was sent and what is allowed in plain words: no null for 1e400, no "a integer"', async () => {
+  const huge = await d.api('POST', '/api/sync', undefined, { raw: '{"partitions":[1e400]}' });
+  assert.is(huge.status, 400);
+  assert.match(huge.body.error.message, /partitions\[0\] is a number too large to hold; allowed: an integer from 1 to 128/);
+  const missing = await d.api('POST', '/api/restore/files', {});
+  assert.is(missing.status, 400);
+  assert.match(missing.body.error.message, /partition is missing; allowed: an integer from 1 to 128 \(this key is required\)/);
+});
+
 test('unparsable request targets are 400; absolute-form targets are served', async () => {
   const head = (target: string) => `GET ${target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.token}\r\nConnection: close\r\n\r\n`;
   const broken = await rawRequest(port(), head('http://[/api/status'));
