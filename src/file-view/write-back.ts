@@ -306,10 +306,19 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
   let cancelled = false;
   const progress = () => options.onProgress?.({ entries, entriesTotal, bytes: restored.bytes, bytesTotal });
   const writer = opened.root ? mountWriter(opened.root, isExt) : mtoolsWriter(opened.mtoolsDrive!);
+  // Folders skipped whole: nothing below them is tried (their reason covers it).
+  const skippedFolders: string[] = [];
+  const under = (path: string) => skippedFolders.some((f) => key(path).startsWith(`${key(f)}/`));
   try {
     for (const p of checked) {
       const parts = splitPath(p);
-      for (let i = 1; i < parts.length; i++) await writer.mkdir(joinPath(parts.slice(0, i)));
+      try {
+        for (let i = 1; i < parts.length; i++) await writer.mkdir(joinPath(parts.slice(0, i)));
+      } catch (e) {
+        if (!(e instanceof NotAFolderError)) throw e;
+        skipped.push({ path: p, why: e.message });
+        skippedFolders.push(p);
+      }
     }
     // The walk is not tied to the signal here: a cancel stops between files, and the report says what was done.
     for await (const { path, entry } of selection(standby, checked)) {
@@ -318,24 +327,33 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
         break;
       }
       entries++;
+      if (skippedFolders.some((f) => key(f) === key(path)) || under(path)) continue;
       const old = before.get(key(path));
       if (old && (old.type === 'directory') !== (entry.type === 'directory')) {
         skipped.push({ path, why: `the active drive has a ${old.type} there and the backup a ${entry.type}: remove or rename it first` });
+        if (entry.type === 'directory') skippedFolders.push(path);
         continue;
       }
-      if (entry.type === 'directory') {
-        if (!old) await writer.mkdir(path);
-        restored.folders++;
-        folderTimes.push({ path, entry });
-      } else if (entry.type === 'file') {
-        await writer.file(path, entry, await standby.content(entry));
-        restored.files++;
-        restored.bytes += entry.size;
-      } else if (entry.type === 'symlink' && isExt && entry.linkTarget !== undefined) {
-        await writer.symlink!(path, entry);
-        restored.symlinks++;
-      } else {
-        skipped.push({ path, why: `a ${entry.type} is not restored` });
+      try {
+        if (entry.type === 'directory') {
+          if (!old) await writer.mkdir(path);
+          restored.folders++;
+          folderTimes.push({ path, entry });
+        } else if (entry.type === 'file') {
+          await writer.file(path, entry, await standby.content(entry));
+          restored.files++;
+          restored.bytes += entry.size;
+        } else if (entry.type === 'symlink' && isExt && entry.linkTarget !== undefined) {
+          await writer.symlink!(path, entry);
+          restored.symlinks++;
+        } else {
+          skipped.push({ path, why: `a ${entry.type} is not restored` });
+          continue;
+        }
+      } catch (e) {
+        if (!(e instanceof NotAFolderError)) throw e;
+        skipped.push({ path, why: e.message });
+        if (entry.type === 'directory') skippedFolders.push(path);
         continue;
       }
       if (old && old.type !== 'directory') {
@@ -363,9 +381,34 @@ interface Writer {
   close?(): void;
 }
 
-/** Writes under a mount point. `path` is checked (no `..`), so the joined path stays under `root`. */
+/** A folder on the way to a path is a symlink or a file on the active drive: nothing is written through it. */
+class NotAFolderError extends Error {}
+
+/**
+ * Writes under a mount point. `path` is checked (no `..`), but the kernel
+ * follows symlinks on the mounted filesystem: a folder the host replaced by a
+ * symlink (absolute, or `..` past the partition's root) leads onto the
+ * controller's own files. So every folder on the way, and a folder itself
+ * where one is written, must be a real folder (lstat); else NotAFolderError.
+ * Nothing else writes to the partition meanwhile (the host is off), so what
+ * is checked stays so.
+ */
 function mountWriter(root: string, isExt: boolean): Writer {
-  const at = (p: string) => join(root, p);
+  const at = (p: string, self: boolean) => {
+    const parts = splitPath(p);
+    let place = root;
+    for (let i = 0; i < parts.length - (self ? 0 : 1); i++) {
+      place = join(place, parts[i]!);
+      const st = lstatSync(place, { throwIfNoEntry: false });
+      // A missing folder is made below the last real one, and nothing below it exists either.
+      if (!st) break;
+      if (!st.isDirectory()) {
+        const where = joinPath(parts.slice(0, i + 1));
+        throw new NotAFolderError(`${where} on the active drive is ${st.isSymbolicLink() ? 'a symlink' : 'a file'}, not a folder: nothing is written through it (remove or rename it on the active drive first)`);
+      }
+    }
+    return join(root, p);
+  };
   const owner = (p: string, e: FileEntry, link = false) => {
     if (!isExt) return;
     (link ? lchownSync : chownSync)(p, e.uid, e.gid);
@@ -373,10 +416,10 @@ function mountWriter(root: string, isExt: boolean): Writer {
   };
   return {
     async mkdir(p) {
-      mkdirSync(at(p), { recursive: true });
+      mkdirSync(at(p, true), { recursive: true });
     },
     async file(p, e, content) {
-      const target = at(p);
+      const target = at(p, false);
       const aside = join(target, '..', `.dpsr-restore-${process.pid}-${Date.now()}`);
       try {
         await pipeline(content, createWriteStream(aside));
@@ -394,14 +437,15 @@ function mountWriter(root: string, isExt: boolean): Writer {
       }
     },
     async symlink(p, e) {
-      const target = at(p);
+      const target = at(p, false);
       if (lstatSync(target, { throwIfNoEntry: false })) unlinkSync(target);
       symlinkSync(e.linkTarget!, target);
       owner(target, e, true);
     },
     async finishFolder(p, e) {
-      owner(at(p), e);
-      utimesSync(at(p), e.mtime, e.mtime);
+      const place = at(p, true);
+      owner(place, e);
+      utimesSync(place, e.mtime, e.mtime);
     },
   };
 }
