@@ -267,7 +267,10 @@ test('export mode over random sequences: no rule broken, and once isolated no dr
       } finally {
         rig.sim.releaseButton();
         for (let i = 0; i < 600 && rig.sys.bootSwitch.moving; i++) await rig.clock.advance(100);
-        await rig.close();
+        // Closing waits for the failover's actions in flight (a power-on, a
+        // boot retry), which run on the manual clock: it is advanced until the
+        // close itself ends, not only until no move is under way.
+        await settle(rig, rig.close());
       }
     }),
     { numRuns: Number(process.env.DPSR_PROPERTY_RUNS ?? 40) },
