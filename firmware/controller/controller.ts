@@ -28,7 +28,7 @@ import { HostWatch } from './host-watch.ts';
 import { StatusView } from './status-view.ts';
 import { FailoverLedger, PairFailoverLedger } from './failover-ledger.ts';
 import { BootSwitchEventsFeature, DataPortEventsFeature } from './bootswitch-events.ts';
-import { StartupRecovery } from './startup-recovery.ts';
+import { StartupRecovery, checkStandby } from './startup-recovery.ts';
 import { JobEvents } from './job-events.ts';
 import { PanelFeature } from './panel-wiring.ts';
 import { StandbyFaultLed } from './standby-fault-led.ts';
@@ -138,7 +138,12 @@ export class Controller {
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
     this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);
-    this.keeper = new DriveKeeper(configuredBays(config.pairs), (bay) => rig.bays.path(bay), stateDir, bus, log);
+    // A drive put back into a standby bay may have been written while it was out: sampled against its manifest.
+    this.keeper = new DriveKeeper(configuredBays(config.pairs), (bay) => rig.bays.path(bay), stateDir, bus, log, async (bay) => {
+      for (const p of this.pairs.list) {
+        if (p.roles.name(p.roles.current().standby) === bay) await checkStandby(p.roles, p.config.role === 'boot' ? '' : ` of pair ${p.id}`, bus, log);
+      }
+    });
     this.#features = [
       new JobEvents(bus, this.jobs, metrics, this.status, log),
       new BootSwitchEventsFeature(bs, bus, metrics, this.roles, ledger, this.status, this.pairs.boot.id),

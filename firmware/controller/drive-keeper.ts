@@ -24,6 +24,7 @@ export class DriveKeeper {
   #timer: NodeJS.Timeout | null = null;
   #url: string | null = null;
   #refreshing: Promise<void> = Promise.resolve();
+  #started = false;
 
   constructor(
     private readonly bays: readonly BayName[],
@@ -31,10 +32,13 @@ export class DriveKeeper {
     private readonly stateDir: string,
     private readonly bus: EventBus,
     private readonly log: Logger,
+    /** Called for a drive that came into a bay after the start (not awaited by the refresh; start-up checks its own). */
+    private readonly onArrived: (bay: BayName) => Promise<void> = async () => {},
   ) {}
 
   async start(): Promise<void> {
     await this.refresh();
+    this.#started = true;
     this.#timer = setInterval(() => void this.refresh(), REFRESH_MS);
     this.#timer.unref();
   }
@@ -81,6 +85,7 @@ export class DriveKeeper {
         continue;
       }
       this.#held.set(bay, { path, keep });
+      if (this.#started) void this.onArrived(bay).catch((e: Error) => this.log.warn({ err: e, bay }, 'the check of the drive that came into the bay failed'));
       if (keep.writtenBy) {
         this.bus.publish('alert', {
           level: 'critical',

@@ -23,6 +23,32 @@ import { statSync } from 'node:fs';
 import { FileView, checkFilesystem, releaseWriteBack, type Released } from '../../src/file-view/index.ts';
 import type { FileRestoreCleanup, FileRestoreRecord, FileRestoreState } from './file-restore-record.ts';
 
+/**
+ * Samples a pair's standby against its manifest (spotCheckStandby): one
+ * written outside dpsrd (while it was down, or while the drive was out of
+ * its bay) is recorded inconsistent, with the critical alert
+ * `standby-written-elsewhere`. Never throws: a drive that cannot be read is
+ * logged.
+ */
+export async function checkStandby(roles: Roles, which: string, bus: EventBus, log: Logger): Promise<void> {
+  const v = roles.current();
+  const path = v.pair ? roles.bays.path(v.standby) : null;
+  if (!v.pair || !path) return;
+  try {
+    const r = await spotCheckStandby({ stateDir: v.store.dir, pairId: v.pair.id, standby: path, openDevice: roles.bays.openDevice });
+    if (!r?.blocksDiffering) return;
+    await roles.markConsistent(v.standby, false);
+    bus.publish('alert', {
+      level: 'critical',
+      code: 'standby-written-elsewhere',
+      pair: v.pair.id,
+      message: `the standby${which} (${path}) differs from what its last sync left in ${r.blocksDiffering} of ${r.blocksChecked} sampled blocks (the first at byte ${r.firstDiffering}): it was written outside dpsrd, e.g. by a dpsr of another state directory while the daemon was down or the drive out of its bay. It is no backup now: failover and restore refuse it; run a sync (POST /api/sync) to make it one again`,
+    });
+  } catch (e) {
+    log.warn({ err: e, standby: path }, 'the standby could not be sampled against its manifest');
+  }
+}
+
 export class StartupRecovery {
   constructor(
     private readonly config: DaemonConfig,
@@ -56,8 +82,8 @@ export class StartupRecovery {
     await this.roles.markConsistent(active, true);
     await this.roles.markConsistent(standby, this.roles.standbyState() === 'consistent');
     // A standby written while the daemon was down (its keep on the drives lasts only while it runs) is no backup.
-    await this.#spotCheck(this.roles, '');
-    for (const p of this.pairs?.list ?? []) if (p.config.role !== 'boot') await this.#spotCheck(p.roles, ` of pair ${p.id}`);
+    await checkStandby(this.roles, '', this.bus, this.log);
+    for (const p of this.pairs?.list ?? []) if (p.config.role !== 'boot') await checkStandby(p.roles, ` of pair ${p.id}`, this.bus, this.log);
 
     // Before any window closes: a partition still mounted here must never reach the host.
     const stillMounted = await this.#releaseFileRestores();
@@ -145,26 +171,6 @@ export class StartupRecovery {
       return { fsck: await checkFilesystem(await FileView.open(path, r.partition)) };
     } catch (e) {
       return { fsck: null, skipped: `the check could not run: ${(e as Error).message}` };
-    }
-  }
-
-  /** Samples the standby against its manifest; a difference makes it inconsistent, with a critical alert. */
-  async #spotCheck(roles: Roles, which: string): Promise<void> {
-    const v = roles.current();
-    const path = v.pair ? roles.bays.path(v.standby) : null;
-    if (!v.pair || !path) return;
-    try {
-      const r = await spotCheckStandby({ stateDir: v.store.dir, pairId: v.pair.id, standby: path, openDevice: roles.bays.openDevice });
-      if (!r?.blocksDiffering) return;
-      await roles.markConsistent(v.standby, false);
-      this.bus.publish('alert', {
-        level: 'critical',
-        code: 'standby-written-elsewhere',
-        pair: v.pair.id,
-        message: `the standby${which} (${path}) differs from what its last sync left in ${r.blocksDiffering} of ${r.blocksChecked} sampled blocks (the first at byte ${r.firstDiffering}): it was written outside dpsrd, e.g. by a dpsr of another state directory while the daemon was down. It is no backup now: failover and restore refuse it; run a sync (POST /api/sync) to make it one again`,
-      });
-    } catch (e) {
-      this.log.warn({ err: e, standby: path }, 'the standby could not be sampled against its manifest');
     }
   }
 

@@ -138,6 +138,35 @@ test('an interrupted restore is rolled back through the daemon (POST /api/recove
   }
 });
 
+test('a standby written while it was out of its bay is found when it is put back: inconsistent, with the critical alert', async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
+  try {
+    await idle(d);
+    await waitFor(async () => ((await d.api('GET', '/api/status')).body.standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    assert.is((await waitJob(d, (await d.api('POST', '/api/sync', {})).body.id)).state, 'done');
+    const standby = (await d.api('GET', '/api/status')).body.drives.B.path as string;
+    // Out and back unchanged: nothing to say.
+    // A drive is out of its bay for longer than the keeper's refresh (a second).
+    const out = () => new Promise((r) => setTimeout(r, 2000));
+    await d.api('POST', '/api/sim/drive/B/pull', {});
+    await out();
+    await d.api('POST', '/api/sim/drive/B/insert', {});
+    await new Promise((r) => setTimeout(r, 2500));
+    assert.is((await d.api('GET', '/api/status')).body.standbyState, 'consistent', 'no false alarm');
+    assert.is((await d.api('POST', '/api/sim/drive/B/pull', {})).status, 200);
+    await out();
+    const fd = openSync(standby, 'r+');
+    writeSync(fd, randomBytes(24 * 1024 * 1024), 0, 24 * 1024 * 1024, 8 * 1024 * 1024);
+    closeSync(fd);
+    assert.is((await d.api('POST', '/api/sim/drive/B/insert', {})).status, 200);
+    await waitFor(async () => ((await d.api('GET', '/api/status')).body.standbyState === 'inconsistent' ? true : undefined), 10_000, 'the standby found inconsistent');
+    const alerts = (await d.api('GET', '/api/events/log?types=alert')).body.events.filter((e: any) => e.data.code === 'standby-written-elsewhere');
+    assert.is(alerts.length, 1, JSON.stringify(alerts));
+  } finally {
+    await d.stop();
+  }
+});
+
 test('re-protect onto a new drive that its clone refuses (smaller than the active drive) keeps the pair\'s records; a fitting one replaces them', async () => {
   const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
   try {
