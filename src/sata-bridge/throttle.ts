@@ -8,10 +8,31 @@ import { DeviceWrapper, type BlockDevice } from './block-device.ts';
 /** Spaces I/O out to a throughput in bytes per millisecond; one per bay, shared by every handle on it. */
 export class Throttle {
   #nextFree = 0;
+  #held: { released: Promise<void>; release: () => void } | null = null;
   constructor(readonly bytesPerMs: number) {
     if (!(bytesPerMs > 0)) throw new RangeError(`throttle rate must be positive, got ${bytesPerMs} bytes/ms`);
   }
+
+  /**
+   * Stalls the bridge as a hung one does: every I/O that has not yet had its
+   * turn waits until the returned function is called (calling it twice is
+   * harmless). Lets a test keep a job running until it has acted on it.
+   */
+  hold(): () => void {
+    if (!this.#held) {
+      let release!: () => void;
+      const released = new Promise<void>((r) => (release = r));
+      this.#held = { released, release };
+    }
+    const held = this.#held;
+    return () => {
+      if (this.#held === held) this.#held = null;
+      held.release();
+    };
+  }
+
   async take(bytes: number): Promise<void> {
+    while (this.#held) await this.#held.released;
     const now = performance.now();
     const start = Math.max(now, this.#nextFree);
     this.#nextFree = start + bytes / this.bytesPerMs;

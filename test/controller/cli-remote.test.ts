@@ -9,10 +9,13 @@ import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { SimRig } from '../../firmware/controller/sim/rig.ts';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
 
 let d: TestDaemon;
 const root = new URL('../../', import.meta.url).pathname;
+/** Stalls the standby's bridge, so the job reading it is still running when the test acts on it. */
+const holdStandby = () => (d.app.rig as SimRig).holdBridge('B');
 
 interface Run {
   code: number | null;
@@ -62,21 +65,28 @@ test('jobs --url lists the history; jobs ID --url --json shows one job', async (
 
 test('Ctrl-C off a terminal detaches: the job runs on, dpsr cancel --url stops it', async () => {
   let sent = false;
-  const r = await dpsr(['verify', '--url', d.url], {
-    onStderr: (text, child) => {
-      if (!sent && /started/.test(text)) {
-        sent = true;
-        setTimeout(() => child.kill('SIGINT'), 300);
-      }
-    },
-  });
-  assert.is(r.code, 0, r.stderr);
-  assert.match(r.stderr, /detached: \S+ keeps running; .*dpsr cancel/);
-  const status = JSON.parse((await dpsr(['status', '--url', d.url, '--json'])).stdout);
-  assert.is(status.job?.kind, 'verify', 'still running on the daemon');
-  const c = await dpsr(['cancel', '--url', d.url]);
-  assert.is(c.code, 0, c.stderr);
-  assert.match(c.stdout, /cancel requested for verify job/);
+  let release = () => {};
+  try {
+    const r = await dpsr(['verify', '--url', d.url], {
+      onStderr: (text, child) => {
+        if (!sent && /started/.test(text)) {
+          sent = true;
+          // The verify must outlast the detach, the status and the cancel, however slow the CLI starts.
+          release = holdStandby();
+          setTimeout(() => child.kill('SIGINT'), 300);
+        }
+      },
+    });
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stderr, /detached: \S+ keeps running; .*dpsr cancel/);
+    const status = JSON.parse((await dpsr(['status', '--url', d.url, '--json'])).stdout);
+    assert.is(status.job?.kind, 'verify', 'still running on the daemon');
+    const c = await dpsr(['cancel', '--url', d.url]);
+    assert.is(c.code, 0, c.stderr);
+    assert.match(c.stdout, /cancel requested for verify job/);
+  } finally {
+    release();
+  }
   await idle(d);
   assert.is((await dpsr(['cancel', '--url', d.url])).code, 2, 'nothing to cancel');
 });
@@ -84,8 +94,14 @@ test('Ctrl-C off a terminal detaches: the job runs on, dpsr cancel --url stops i
 test('status --url exits 1 while the standby needs attention; recover --url brings it back', async () => {
   const started = JSON.parse((await dpsr(['sync', '--url', d.url, '--no-wait', '--json'])).stdout);
   await new Promise((r) => setTimeout(r, 500));
-  const c = await dpsr(['cancel', started.id, '--url', d.url, '--no-rollback']);
-  assert.is(c.code, 0, c.stderr);
+  // Held, the sync cannot end before the cancel reaches it.
+  const release = holdStandby();
+  try {
+    const c = await dpsr(['cancel', started.id, '--url', d.url, '--no-rollback']);
+    assert.is(c.code, 0, c.stderr);
+  } finally {
+    release();
+  }
   await idle(d);
   const bad = await dpsr(['status', '--url', d.url]);
   assert.is(bad.code, 1, bad.stdout);

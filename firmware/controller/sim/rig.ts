@@ -220,6 +220,17 @@ export class SimRig implements Rig {
     return undefined;
   }
 
+  /**
+   * Stalls the bay's bridge (every read and write on it waits) until the
+   * returned function is called. Needs a throttled bridge (sim.bridgeMiBps > 0).
+   * @throws RangeError when the bay's bridge is not throttled.
+   */
+  holdBridge(bay: BayName): () => void {
+    const t = this.#throttles.get(bay);
+    if (!t) throw new RangeError(`bay ${bay}: the simulated bridge has no throttle to hold (set sim.bridgeMiBps)`);
+    return t.hold();
+  }
+
   /** The engine's openDevice hook: every handle on a bay's drive goes through its fault plan. */
   openDevice = async (loc: DriveLocation, options: OpenDriveOptions): Promise<BlockDevice> => {
     const bay = this.bayOfPath(loc.realPath);
