@@ -33,7 +33,13 @@ export interface DaemonProcess {
    * start, to be built on, not a leftover to quit.
    */
   readonly restartsItself: boolean;
-  /** Starts the daemon unless it runs (environment `env` for a child); resolves once its process runs. Throws DeviceError naming why not. */
+  /** How long the supervisor leaves a restart after a crash to the service manager before starting the daemon itself (0: no manager). */
+  readonly restartGraceMs: number;
+  /**
+   * Starts the daemon unless it runs (environment `env` for a child; a unit
+   * has its own), and takes the running process as the one `exited` and
+   * `stop` are about; resolves once it runs. Throws DeviceError naming why not.
+   */
   start(env: Record<string, string>): Promise<void>;
   /** True once the process `start` ran is known to have exited. */
   readonly ended: boolean;
@@ -80,6 +86,7 @@ function pidsNaming(qmpSocket: string): number[] {
 export class ChildDaemonProcess implements DaemonProcess {
   readonly kind = 'child' as const;
   readonly restartsItself = false;
+  readonly restartGraceMs = 0;
   #child: ChildProcess | null = null;
   #exit: Promise<ExitInfo> | null = null;
   #ended = false;
@@ -193,6 +200,8 @@ const signalName = (n: number): NodeJS.Signals | null => (Object.entries(constan
 export class SystemdDaemonProcess implements DaemonProcess {
   readonly kind = 'systemd' as const;
   readonly restartsItself = true;
+  /** The unit's RestartSec (500 ms) and some: systemd restarts it, the supervisor builds on that start. */
+  readonly restartGraceMs = 1000;
   readonly qmpSocket: string;
   #pid = 0;
   #ended = false;
@@ -224,8 +233,8 @@ export class SystemdDaemonProcess implements DaemonProcess {
 
   /** `env` is the unit's own (Environment= in the unit file): a started unit does not take the caller's. */
   async start(): Promise<void> {
-    // A unit that hit a start limit or failed stays failed until reset.
-    await this.#systemctl('reset-failed', this.opts.unit).catch(() => undefined);
+    // A failed unit stays failed until reset (only then: a reset also clears systemd's restart count).
+    if ((await this.#state()).ActiveState === 'failed') await this.#systemctl('reset-failed', this.opts.unit).catch(() => undefined);
     await this.#systemctl('start', this.opts.unit);
     const s = await this.#state();
     if (s.ActiveState !== 'active' || !s.MainPID) throw new DeviceError(`${this.opts.unit} is ${s.ActiveState} (${s.SubState}) after systemctl start`, { hint: `journalctl -u ${this.opts.unit}` });

@@ -180,7 +180,8 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     const stale = [fresh || proc.restartsItself ? '' : this.qmpSocket, 'unix' in this.options.listen ? this.options.listen.unix : ''];
     for (const s of stale) if (s && existsSync(s)) unlinkSync(s); // left by a crashed daemon
     if (this.options.metadata && !existsSync(this.options.metadata)) await this.createMetadata();
-    if (!fresh) await proc.start({ GLIBC_TUNABLES: [process.env.GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES].filter(Boolean).join(':') });
+    // On a unit already running (systemd's restart) start only learns its process, so its exit is told apart from the last one's.
+    await proc.start({ GLIBC_TUNABLES: [process.env.GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES].filter(Boolean).join(':') });
     let client: QmpClient | null = fresh;
     try {
       client ??= await this.connectQmp();
@@ -325,6 +326,7 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
   }
 
   private scheduleRestart(): void {
+    const delay = Math.max(this.delay, this.process.restartGraceMs);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = null;
       if (this.stopping) return;
@@ -334,7 +336,7 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
         this.delay = Math.min(this.delay * 2, this.options.maxRestartDelayMs ?? 5000);
         this.scheduleRestart();
       });
-    }, this.delay);
+    }, delay);
   }
 
   /**

@@ -114,6 +114,13 @@ export function storageDaemonContract(kind: string, setup: () => Promise<Contrac
       await r.read(back, 0);
       await r.close();
       assert.ok(back.every((x) => x === 0x3c), 'the same disk');
+      // The restarted daemon is the one watched now: its crash is told apart from the first.
+      const again = new Promise<number>((r) => daemon.once('ready', r));
+      process.kill(pidsWith('crash/qmp.sock')[0]!, 'SIGKILL');
+      assert.is(await again, 3);
+      assert.is(crashes.length, 2);
+      assert.is(crashes[1]!.signal, 'SIGKILL', JSON.stringify(crashes[1]));
+      if (s.unit) assert.ok(s.unit('crash').active, 'the unit runs the daemon again');
     } finally {
       await daemon.stop();
     }
