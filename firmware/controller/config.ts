@@ -4,7 +4,7 @@
  * names the key, the value and what is allowed. No file means the simulated
  * rig with defaults.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { validateConfig as validateBootSwitch, simConfig, portChannels, wiredPorts, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
@@ -26,7 +26,7 @@ const drivePath = (bay: string) => str({ pattern: /^\//, patternText: 'an absolu
 
 export const configSchema = obj({
   rig: opt(oneOf(['sim', 'hardware'] as const, 'sim: image-file drives and the simulated board and host; hardware: real drives and relay board'), 'sim'),
-  listen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, patternText: 'HOST:PORT, e.g. 127.0.0.1:8750', description: 'where the HTTP API listens, HOST:PORT (default 127.0.0.1:8750); --listen and DPSR_LISTEN win over it' })),
+  listen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, valid: portInRange, patternText: 'HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:8750', description: 'where the HTTP API listens, HOST:PORT (default 127.0.0.1:8750); --listen and DPSR_LISTEN win over it' })),
   drives: opt(obj(Object.fromEntries(BAY_NAMES.map((b) => [b, opt(drivePath(b))])), 'the drive in each bay the pairs use, by a stable path (hardware rig only)')),
   pairs: opt(
     array(
@@ -49,7 +49,7 @@ export const configSchema = obj({
   ),
   inline: opt(
     obj({
-      listen: opt(str({ pattern: /^(\/.+|[^\s:/]*:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$/, patternText: 'an absolute unix socket path, or HOST:PORT for NBD over TCP', description: "where the host's NBD export listens: a unix socket path (the board's kernel nbd client or USB gadget), or HOST:PORT for network boot; default the unix socket inline/nbd.sock in the state directory" })),
+      listen: opt(str({ pattern: /^(\/.+|[^\s:/]*:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$/, valid: portInRange, patternText: 'an absolute unix socket path, or HOST:PORT for NBD over TCP (a port from 0 to 65535)', description: "where the host's NBD export listens: a unix socket path (the board's kernel nbd client or USB gadget), or HOST:PORT for network boot; default the unix socket inline/nbd.sock in the state directory" })),
       exportName: opt(str({ pattern: /^[A-Za-z0-9._-]{1,64}$/, patternText: '1 to 64 letters, digits, dots, dashes or underscores', description: 'the NBD export name the host connects to; it stays the same across a failover' }), 'system'),
       tlsPskDir: opt(str({ pattern: /^\//, patternText: 'an absolute path', description: 'with a TCP listen: a directory holding keys.psk (USERNAME:HEXKEY lines); the host must then connect with TLS' })),
       directIo: opt(bool("open the active drive with O_DIRECT: host writes bypass the controller's page cache"), false),
@@ -58,7 +58,7 @@ export const configSchema = obj({
         array(
           obj({
             pair: str({ pattern: /^[a-z][a-z0-9-]{0,31}$/, patternText: 'a data pair\'s id', description: 'the data pair (pairs[].id)' }),
-            listen: opt(str({ pattern: /^(\/.+|[^\s:/]*:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$/, patternText: 'an absolute unix socket path, or HOST:PORT for NBD over TCP', description: "where this pair's export listens (its own qemu-storage-daemon, so its own address); default the unix socket inline/pairs/<id>/nbd.sock in the state directory" })),
+            listen: opt(str({ pattern: /^(\/.+|[^\s:/]*:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5})$/, valid: portInRange, patternText: 'an absolute unix socket path, or HOST:PORT for NBD over TCP (a port from 0 to 65535)', description: "where this pair's export listens (its own qemu-storage-daemon, so its own address); default the unix socket inline/pairs/<id>/nbd.sock in the state directory" })),
             exportName: opt(str({ pattern: /^[A-Za-z0-9._-]{1,64}$/, patternText: '1 to 64 letters, digits, dots, dashes or underscores', description: 'the NBD export name of the pair\'s data disk; default the pair id' })),
           }),
           { maxItems: BAY_NAMES.length / 2, description: "data pairs' exports in inline mode (each data pair's active drive is served by its own qemu-storage-daemon); pairs not listed get the defaults" },
@@ -132,7 +132,7 @@ export const configSchema = obj({
       bodyLimitBytes: opt(int(256, 1024 * 1024, 'largest request body in bytes; a larger one gets 413 (a route whose body schema admits more, such as a restore of 1000 files, takes what its schema admits)'), 65536),
       sseHeartbeatSeconds: opt(int(1, 3600, 'seconds between keep-alive comments on an idle event stream'), 15),
       sseReplay: opt(int(0, 100_000, 'recent events kept for event-stream clients that reconnect with Last-Event-ID'), 1000),
-      httpsListen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, patternText: 'HOST:PORT, e.g. 0.0.0.0:8443', description: 'also serve the API and the console over HTTPS here, HOST:PORT (absent: no HTTPS); the self-signed certificate is made at the first start in tls/ of the state directory' })),
+      httpsListen: opt(str({ pattern: /^[^\s:]*:\d{1,5}$/, valid: portInRange, patternText: 'HOST:PORT with a port from 0 to 65535, e.g. 0.0.0.0:8443', description: 'also serve the API and the console over HTTPS here, HOST:PORT (absent: no HTTPS); the self-signed certificate is made at the first start in tls/ of the state directory' })),
     }, 'the HTTP API'),
     { bodyLimitBytes: 65536, sseHeartbeatSeconds: 15, sseReplay: 1000 },
   ),
@@ -270,6 +270,24 @@ function checkSystemImage(path: string, driveSizeMiB: number): void {
   if (st.size > driveSizeMiB * 1024 * 1024) fail('sim.systemImage', path, `an image of at most sim.driveSizeMiB (${driveSizeMiB} MiB); it has ${(st.size / 1024 / 1024).toFixed(1)} MiB`, 'config');
 }
 
+/** The text of `path`, read in pieces up to `max` bytes (a pipe or device too); more is BadInputError. */
+function readBounded(path: string, max: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(max + 1);
+    let got = 0;
+    for (;;) {
+      const n = readSync(fd, buf, got, buf.length - got, null);
+      if (n === 0) break;
+      got += n;
+      if (got > max) throw new BadInputError(`the config file ${path} is larger than ${max / 1024 / 1024} MiB: it is not a dpsrd config`, { hint: 'pass the YAML or JSON config file; the daemon did not start' });
+    }
+    return buf.subarray(0, got).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function prefixed<T>(fn: () => T): T {
   try {
     return fn();
@@ -279,11 +297,15 @@ function prefixed<T>(fn: () => T): T {
   }
 }
 
+/** Larger than any config: a bound on what is read, so a device or endless pipe given as the file is refused, not read until memory runs out. */
+const CONFIG_MAX_BYTES = 1024 * 1024;
+
 export function loadConfigFile(path: string): DaemonConfig {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readBounded(path, CONFIG_MAX_BYTES);
   } catch (e) {
+    if (e instanceof BadInputError) throw e;
     throw new NotFoundError(`cannot read the config file ${path}: ${(e as Error).message}`, { hint: 'pass an existing file with --config, or none for the simulated rig' });
   }
   let raw: unknown;
@@ -293,6 +315,13 @@ export function loadConfigFile(path: string): DaemonConfig {
     throw new BadInputError(`the config file ${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`, { hint: 'fix the syntax; the daemon did not start' });
   }
   return validateDaemonConfig(raw ?? {}, path);
+}
+
+/** Whether an address's port, if it ends in one (`…:PORT`; a unix socket path has none), is at most 65535. */
+function portInRange(text: string): boolean {
+  if (text.startsWith('/')) return true;
+  const m = /:(\d{1,5})$/.exec(text);
+  return !m || Number(m[1]) <= 65535;
 }
 
 /** `HOST:PORT` → parts; port 0 asks the OS for a free port (tests). */

@@ -83,12 +83,18 @@ export function bool(description?: string): Schema<boolean> {
   };
 }
 
-export function str(opts: { pattern?: RegExp; patternText?: string; maxLength?: number; description?: string } = {}): Schema<string> {
+/**
+ * A string. `valid`: a further check the pattern cannot say (e.g. a port's
+ * range), failing with `patternText`. A NUL is refused in every string: no
+ * path, argument or header can hold one, and it would be cut short there.
+ */
+export function str(opts: { pattern?: RegExp; patternText?: string; valid?: (v: string) => boolean; maxLength?: number; description?: string } = {}): Schema<string> {
   const max = opts.maxLength ?? 4096;
   return {
     parse(v, key) {
       if (typeof v !== 'string' || v.length === 0 || v.length > max) fail(key, v, opts.patternText ?? `a non-empty string of at most ${max} characters`, where);
-      if (opts.pattern && !opts.pattern.test(v)) fail(key, v, opts.patternText ?? `a string matching ${opts.pattern}`, where);
+      if (v.includes('\u0000')) fail(key, v, `${opts.patternText ?? 'a string'} without a NUL character`, where);
+      if ((opts.pattern && !opts.pattern.test(v)) || (opts.valid && !opts.valid(v))) fail(key, v, opts.patternText ?? `a string matching ${opts.pattern}`, where);
       return v;
     },
     json: { type: 'string', minLength: 1, maxLength: max, ...(opts.pattern ? { pattern: opts.pattern.source } : {}), ...(opts.description ? { description: opts.description } : {}) },

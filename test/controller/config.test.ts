@@ -99,6 +99,18 @@ test("inline mode: a data pair's export settings name a data pair, and no two ex
   assert.match(msg(() => validateDaemonConfig({ inline: { daemon: 'docker' } })), /inline.daemon is "docker"; allowed: "child", "systemd"/);
 });
 
+test('--check-config refuses what a start would: ports past 65535 in every address, a NUL in any string, a file too large to be a config', () => {
+  assert.match(msg(() => validateDaemonConfig({ listen: '127.0.0.1:99999' })), /listen is "127.0.0.1:99999"; allowed: HOST:PORT with a port from 0 to 65535/);
+  assert.match(msg(() => validateDaemonConfig({ api: { httpsListen: '0.0.0.0:70000' } })), /api.httpsListen is "0.0.0.0:70000"; allowed: HOST:PORT with a port from 0 to 65535/);
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', inline: { listen: '[::1]:65536' } })), /inline.listen is "\[::1\]:65536"; allowed: .*a port from 0 to 65535/);
+  assert.equal(validateDaemonConfig({ listen: ':65535', mode: 'inline', inline: { listen: '/run/dpsr/nbd.sock' } }).listen, ':65535');
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', inline: { listen: '/tmp/x\u0000y.sock' } })), /inline.listen is "\/tmp\/x\\u0000y.sock"; allowed: .* without a NUL character/);
+  assert.match(msg(() => validateDaemonConfig({ pairs: [{ id: 'system', bays: ['A', 'B'], label: 'a\u0000b' }] })), /pairs\[0\].label .* without a NUL/);
+  const r = spawnSync(process.execPath, ['bin/dpsrd.js', '--check-config', '/dev/zero'], { encoding: 'utf8', cwd: new URL('../../', import.meta.url).pathname, timeout: 30_000 });
+  assert.is(r.status, 2, r.stderr);
+  assert.match(r.stderr, /the config file \/dev\/zero is larger than 1 MiB/);
+});
+
 test('listen addresses', () => {
   assert.equal(parseListen('127.0.0.1:0', 'x'), { host: '127.0.0.1', port: 0 });
   assert.equal(parseListen(':8750', 'x'), { host: '127.0.0.1', port: 8750 });
@@ -132,7 +144,7 @@ test('dpsrd with a bad --listen or config listen: exit 2 naming HOST:PORT, and n
     writeFileSync(join(dir, 'port.yaml'), 'listen: 8750\n');
     const c = spawnSync(process.execPath, ['bin/dpsrd.js', '--check-config', join(dir, 'port.yaml')], { encoding: 'utf8', cwd });
     assert.is(c.status, 2, c.stderr);
-    assert.match(c.stderr, /config: listen is 8750; allowed: HOST:PORT, e.g. 127.0.0.1:8750/);
+    assert.match(c.stderr, /config: listen is 8750; allowed: HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:8750/);
     const level = spawnSync(process.execPath, ['bin/dpsrd.js', '--state-dir', state], { encoding: 'utf8', cwd, env: { ...process.env, DPSR_LOG_LEVEL: 'loud' } });
     assert.is(level.status, 2, level.stderr);
     assert.match(level.stderr, /DPSR_LOG_LEVEL is "loud"; allowed: fatal, error/, 'names where the bad level came from');
