@@ -132,8 +132,17 @@ export class SyncWindow {
     try {
       await this.#inTurn(() => this.sw.moveTo(active, { powerOn }));
       rmSync(this.file, { force: true });
-      this.holds.release(this.pair);
-      note(`sync window closed: bay ${bay} back on the host${powerOn ? ', host powered on' : othersHold && hostWasOn ? `; the host stays off until the window of pair ${this.holds.pairs.join(', ')} closes` : ''}`);
+      // Windows closing at once each saw the other's hold before their moves:
+      // the last to release (known here, with no await between) powers the host on.
+      const othersStill = this.holds.release(this.pair);
+      let lastPowersOn = hostWasOn && !powerOn && !othersStill && this.sw.gate.hostHeldBy() === null;
+      if (lastPowersOn) {
+        await this.sw.powerOnHost().catch((e: Error) => {
+          lastPowersOn = false;
+          this.bus.publish('alert', { level: 'critical', code: 'host-power-on-failed', pair: this.pair, message: `the sync windows closed but the host could not be powered on: ${e.message}` });
+        });
+      }
+      note(`sync window closed: bay ${bay} back on the host${powerOn || lastPowersOn ? ', host powered on' : othersStill && hostWasOn ? `; the host stays off until the window of pair ${this.holds.pairs.join(', ')} closes` : ''}`);
     } catch (e) {
       this.bus.publish('alert', { level: 'critical', code: 'window-not-closed', pair: this.pair, message: `after the copy the relays could not give bay ${bay} back to the host: ${(e as Error).message}` });
       throw e;
