@@ -91,6 +91,11 @@ export class LivePictures {
     return this.#serial(async () => {
       if (this.#job) throw this.#busy();
       let h = this.#held;
+      // A picture the daemon lost (it restarted) or the host's writes broke (its cache overflowed) is not shared: it goes.
+      if (h && !h.closing) {
+        const lost = await h.snapshot.check().catch((e: Error) => e.message);
+        if (lost) await this.#teardown(h, lost);
+      }
       const age = h ? Date.now() - h.takenAt.getTime() : 0;
       // Young, or still being read (a new reader waiting for a long download to end would wait too long): shared.
       if (h && !h.closing && age < this.#maxHold && (age < (this.o.shareMs ?? 30_000) || h.refs > 0)) return this.#join(h);

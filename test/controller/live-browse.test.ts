@@ -14,7 +14,7 @@ import { request } from 'node:http';
 import { makeDaemon, idle, waitFor, waitJob, type TestDaemon } from './support/harness.ts';
 import { requireEnv } from '../support/require.ts';
 import { tempDir } from '../support/images.ts';
-import { assertTornDown } from './support/inline.ts';
+import { assertTornDown, tornDown } from './support/inline.ts';
 import { NbdDrive } from '../../src/sata-bridge/index.ts';
 
 const ok = requireEnv("the active drive's files in inline mode", { tools: ['qemu-storage-daemon', 'qemu-img', 'nbdfuse', 'fusermount3', 'fls', 'icat', 'ifind', 'debugfs', 'sfdisk'] });
@@ -88,7 +88,7 @@ test('inline mode: the active side is read from a shared picture while the host 
     assert.is(again.body.pictureAt, listing.body.pictureAt, 'one picture shared');
 
     // Its last reader gone, the picture goes after the linger; the next reader gets a new one, with the host's change.
-    await waitFor(async () => ((await d.app.inline!.pair!.daemon.qmp.execute<{ id: string }[]>('query-block-exports')).length === 1 ? true : undefined), 20_000, 'the picture torn down');
+    await waitFor(async () => ((await tornDown(d)) ? true : undefined), 20_000, 'the picture torn down');
     await assertTornDown(d);
     const fresh = await getBytes(d, `/api/browse/file?side=active&partition=3&path=${CSV}`);
     assert.is(fresh.body.toString(), 'month,units\njan,1\n');
@@ -127,8 +127,42 @@ test('inline mode: the active side is read from a shared picture while the host 
     await assertTornDown(d);
   } finally {
     await d.stop();
-    rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('inline mode: a picture the daemon lost in a crash is not shared (the next reader gets a new one); a difference walk cancelled half-way lets its picture go; nothing stays mounted', async () => {
+  if (!ok) return;
+  const d = await makeDaemon({ mode: 'inline' });
+  try {
+    await idle(d);
+    const before = await d.api('GET', '/api/browse?partition=3&path=/reports');
+    assert.is(before.status, 200, JSON.stringify(before.body));
+    const pair = d.app.inline!.pair!;
+    const generation = pair.daemon.generation;
+    pair.daemon.kill();
+    await waitFor(async () => (pair.daemon.running && pair.daemon.generation > generation ? true : undefined), 20_000, 'the export restarted');
+    const after = await getBytes(d, `/api/browse/file?side=active&partition=3&path=${CSV}`);
+    assert.is(after.status, 200, after.body.toString());
+    assert.is(after.body.toString(), ORIGINAL);
+    const listing = await d.api('GET', '/api/browse?partition=3&path=/reports');
+    assert.is(listing.status, 200);
+    assert.not.equal(listing.body.pictureAt, before.body.pictureAt, 'a new picture, not the lost one');
+    await d.app.inline!.pictures.revoke('next case');
+
+    const walk = await d.api('POST', '/api/browse/diff', { partition: 2, hash: true });
+    assert.is(walk.status, 202, JSON.stringify(walk.body));
+    await waitFor(async () => ((await d.api('GET', `/api/jobs/${walk.body.id}`)).body.log?.some((l: { message: string }) => /read from a picture/.test(l.message)) ? true : undefined), 20_000, 'the walk reading its picture');
+    await d.api('POST', `/api/jobs/${walk.body.id}/cancel`, {});
+    const ended = await waitJob(d, walk.body.id);
+    assert.ok(['cancelled', 'done'].includes(ended.state), ended.state);
+    await waitFor(async () => ((await tornDown(d)) ? true : undefined), 20_000, 'the picture torn down');
+    await assertTornDown(d);
+    assert.not.ok(readFileSync('/proc/self/mountinfo', 'utf8').includes(d.dir), 'no picture left mounted');
+  } finally {
+    await d.stop();
+  }
+});
+
+test.after(() => rmSync(tmp, { recursive: true, force: true }));
 
 test.run();

@@ -43,6 +43,14 @@ export function hostWriter(uri: string, span?: { start: number; end: number }) {
   };
 }
 
+/** Whether the daemon's graph holds only the host's path (see assertTornDown). */
+export async function tornDown(d: TestDaemon): Promise<boolean> {
+  const daemon = d.app.inline!.pair!.daemon;
+  const nodes = await daemon.qmp.execute<{ 'node-name': string }[]>('query-named-block-nodes', { flat: true });
+  const exports = await daemon.qmp.execute<{ id: string }[]>('query-block-exports');
+  return !nodes.some((n) => n['node-name'].startsWith('dpsr-')) && exports.length === 1 && !existsSync(join(d.dir, 'inline', CACHE_FILE));
+}
+
 /** The daemon's graph holds only the host's path: no snapshot filter, node or export, and no cache file. */
 export async function assertTornDown(d: TestDaemon): Promise<void> {
   const daemon = d.app.inline!.pair!.daemon;
