@@ -27,7 +27,7 @@
  */
 import { join } from 'node:path';
 import { homedir } from 'node:os';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { BadInputError, BusyError, DeviceError } from '../errors.ts';
 import { DurableRecord, type WriteOptions } from '../durable-file.ts';
 import { createHash } from 'node:crypto';
@@ -227,7 +227,14 @@ export class PairStore {
     this.problems = read.problems;
   }
 
+  /** A file given as the state directory is a wrong option, not damaged state nor a device fault. */
+  #refuseNonDirectory(): void {
+    const st = statSync(this.dir, { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) throw new BadInputError(`the state directory ${this.dir} is not a directory`, { hint: 'pass a directory with --state-dir (or DPSR_STATE_DIR); nothing was changed' });
+  }
+
   #ensureDir(): void {
+    this.#refuseNonDirectory();
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     } catch (e) {
@@ -236,6 +243,7 @@ export class PairStore {
   }
 
   #read(): { state: PairsFile; problems: string[] } {
+    this.#refuseNonDirectory();
     let loaded;
     try {
       loaded = this.#record.load();

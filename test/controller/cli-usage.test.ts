@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dpsr, DPSR_BIN } from '../support/cli.ts';
 import { partitionedImage, sparseImage, tempDir } from '../support/images.ts';
@@ -89,6 +89,20 @@ test('arguments and --url-only parts are checked before anything runs', () => {
   const remoteArgs = dpsr(['sync', 'a', 'b', '--url', 'http://127.0.0.1:1', '--token-file', '/dev/null'], env);
   assert.is(remoteArgs.code, 2);
   assert.match(remoteArgs.stderr, /takes no arguments/);
+});
+
+test('a file as --state-dir and a device as --token-file are bad input named so, at once', () => {
+  const file = join(dir, 'not-a-dir');
+  writeFileSync(file, 'x');
+  for (const args of [['status'], ['forget', 'abc123']]) {
+    const r = dpsr([...args, '--state-dir', file], env);
+    assert.is(r.code, 2, r.stderr);
+    assert.match(r.stderr, /the state directory .*not-a-dir is not a directory/);
+    assert.not.match(r.stderr, /damaged/);
+  }
+  const t = spawnSync(process.execPath, [DPSR_BIN, 'status', '--url', 'http://127.0.0.1:1', '--token-file', '/dev/zero'], { encoding: 'utf8', timeout: 30_000 });
+  assert.is(t.status, 2, t.stderr);
+  assert.match(t.stderr, /\/dev\/zero is not an API token file: it holds more than 4 KiB/);
 });
 
 test('numbers past what a byte offset can hold are bad input named as typed, never rounded', () => {

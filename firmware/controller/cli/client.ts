@@ -7,7 +7,7 @@
  * keep their meaning, so the exit codes are those of the local commands.
  */
 import { CONFIRMATIONS, partitionConfirmation } from '../confirmations.ts';
-import { readFileSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createParser } from 'eventsource-parser';
 import { BadInputError, BusyError, CancelledError, DeviceError, NotFoundError, RefusedError, type DpsrError } from '../../../src/errors.ts';
@@ -107,7 +107,17 @@ export function readToken(opts: Opts): string {
   let text: string;
   try {
     if (statSync(file).size > 4096) throw new BadInputError(`${file} is not an API token file: it is larger than 4 KiB`, { hint });
-    text = readFileSync(file, 'utf8').trim();
+    // Read in bounds too: a device or pipe reports no size (--token-file /dev/zero read forever).
+    const fd = openSync(file, 'r');
+    try {
+      const buf = Buffer.alloc(4097);
+      let got = 0;
+      for (let n; got < buf.length && (n = readSync(fd, buf, got, buf.length - got, null)) > 0; ) got += n;
+      if (got > 4096) throw new BadInputError(`${file} is not an API token file: it holds more than 4 KiB`, { hint });
+      text = buf.subarray(0, got).toString('utf8').trim();
+    } finally {
+      closeSync(fd);
+    }
   } catch (e) {
     if (e instanceof BadInputError) throw e;
     throw new BadInputError(`cannot read the API token from ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { hint });
