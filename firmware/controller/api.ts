@@ -85,7 +85,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
     },
     {
       method: 'POST', path: '/api/bootselect', tag: 'boot', summary: 'Maintenance: connect a bay to the host (roles unchanged)', body: bodies.bootselect,
-      responses: { 200: 'moved (or already there); the move report', 409: 'the host is powered (and force not set), or a job runs' },
+      responses: { 200: 'moved (or already there); the move report', 409: 'the host is powered (and force not set), a job runs, or powerOn is asked while a job that uses the active drive with no window keeps the host off (the message names it)' },
       handler: async ({ body }) => {
         const b = body as { bay: Bay; force?: boolean; powerOn?: boolean };
         return { status: 200, body: await app.boot.bootselect(b.bay, b) };

@@ -91,6 +91,8 @@ export class BootControl {
     if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is ${job.state} on the drives`, { hint: 'wait for it or cancel it' });
     if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives');
     this.#hostInUse();
+    const keptOff = opts.powerOn ? this.bs.gate?.keptOffBy() : null;
+    if (keptOff) throw new RefusedError(`the host is not powered on: ${keptOff} uses the active drive and needs the host off`, { hint: 'wait for the job to finish (or cancel it), then power the host on' });
     if (!opts.force && (await this.bs.bootSwitch.hostPowered())) {
       throw new RefusedError(`the host is powered: moving its boot drive would pull the disk from under a running system`, { hint: 'shut the host down first, or pass "force": true (the host may crash)' });
     }

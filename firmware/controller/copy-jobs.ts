@@ -322,7 +322,7 @@ export class CopyJobs {
       for (const k of ['source', 'target'] as const) if (options[k] === 'A' || options[k] === 'B') options[k] = this.roles.name(options[k]);
       return {
         options,
-        run: (ctx: JobContext) => this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : '')),
+        run: (ctx: JobContext) => this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : ''), kind === 'restore' ? 'writes' : spec.readsActive ? 'reads' : false),
       };
     };
     prepare(); // every refusal now, before the job is recorded or queued

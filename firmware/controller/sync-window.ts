@@ -92,10 +92,25 @@ export class SyncWindow {
 
   /**
    * Runs `fn` with both drives on the controller (when `use`): a refusal to
-   * shut the host down leaves everything as it was.
+   * shut the host down leaves everything as it was. Without a window, a job
+   * that `usesActive` (writes it, or reads it with the host off) keeps the
+   * host off until it ends (BootSwitch.keepHostOff): RefusedError when a
+   * job that writes finds the host on or being powered on.
    */
-  async run<T>(ctx: JobContext, use: boolean, fn: () => Promise<T>): Promise<T> {
-    if (!use) return fn();
+  async run<T>(ctx: JobContext, use: boolean, fn: () => Promise<T>, usesActive: 'writes' | 'reads' | false = 'writes'): Promise<T> {
+    if (!use) {
+      // Without a window the active drive is used with the host off (switched mode): it stays off until the job ends.
+      // A job that only reads may run beside the simulated host (its writes are refused while the drive is read).
+      if (!usesActive || this.config.mode === 'inline') return fn();
+      const who = `job ${ctx.job.id} (${ctx.job.kind} on pair ${this.pair})`;
+      const release = usesActive === 'writes' ? await this.sw.keepHostOff(who) : await this.sw.keepHostOff(who).catch(() => null);
+      if (!release) return fn();
+      try {
+        return await fn();
+      } finally {
+        release();
+      }
+    }
     const bsw = this.sw;
     let hostWasOn: boolean;
     const saved = bsw.isolated ? readJsonChecked<WindowFile>(this.file) : undefined;
@@ -128,7 +143,9 @@ export class SyncWindow {
     const bay = this.roles.name(active);
     // The host stays off while another pair's window still has its drives on the controller.
     const othersHold = this.holds.pairs.some((p) => p !== this.pair);
-    const powerOn = hostWasOn && !othersHold;
+    // A job of another pair using its active drive with no window needs the host off as well.
+    const keptOffBy = this.sw.gate.keptOffBy();
+    const powerOn = hostWasOn && !othersHold && !keptOffBy;
     try {
       await this.#inTurn(() => this.sw.moveTo(active, { powerOn }));
       rmSync(this.file, { force: true });
@@ -142,7 +159,7 @@ export class SyncWindow {
           this.bus.publish('alert', { level: 'critical', code: 'host-power-on-failed', pair: this.pair, message: `the sync windows closed but the host could not be powered on: ${e.message}` });
         });
       }
-      note(`sync window closed: bay ${bay} back on the host${powerOn || lastPowersOn ? ', host powered on' : othersStill && hostWasOn ? `; the host stays off until the window of pair ${this.holds.pairs.join(', ')} closes` : ''}`);
+      note(`sync window closed: bay ${bay} back on the host${powerOn || lastPowersOn ? ', host powered on' : othersStill && hostWasOn ? `; the host stays off until the window of pair ${this.holds.pairs.join(', ')} closes` : keptOffBy && hostWasOn ? `; the host stays off: ${keptOffBy} needs it off` : ''}`);
     } catch (e) {
       this.bus.publish('alert', { level: 'critical', code: 'window-not-closed', pair: this.pair, message: `after the copy the relays could not give bay ${bay} back to the host: ${(e as Error).message}` });
       throw e;

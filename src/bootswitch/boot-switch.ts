@@ -101,11 +101,48 @@ export class HostGate {
     return this.#holder;
   }
 
-  /** What keeps the host from being powered on by anyone but the mover: a move under way, or a window. */
+  /** Jobs writing or reading the host's drives with the host off and no window, by claim. */
+  readonly #keptOff = new Map<symbol, string>();
+  /** Power-on pulses under way: the power LED lights only when the pulse ends. */
+  #poweringOn = 0;
+
+  /** What keeps the host from being powered on by anyone but the mover: a move under way, a window, or a job that needs it off. */
   hostHeldBy(): string | null {
     if (this.#holder) return this.#holder;
+    const job = this.keptOffBy();
+    if (job) return job;
     const w = [...this.#isolated];
     return w.length ? `the sync window of the ${w.join(', ')} (both drives on the controller)` : null;
+  }
+
+  /** The job that needs the host off now (it holds a claim from keepOff), or null. */
+  keptOffBy(): string | null {
+    const [first] = this.#keptOff.values();
+    return first ?? null;
+  }
+
+  /**
+   * Claims that the host stays off for `who` (a job using the active drive
+   * with no window): every power-on is refused until the returned release is
+   * called. Throws RefusedError when a power-on pulse is under way.
+   */
+  keepOff(who: string): () => void {
+    if (this.#poweringOn > 0) throw new RefusedError(`the host is being powered on: ${who} needs it off`, { hint: 'shut the host down and try again' });
+    const key = Symbol(who);
+    this.#keptOff.set(key, who);
+    return () => void this.#keptOff.delete(key);
+  }
+
+  /** Runs a power-on pulse; RefusedError naming the job when one keeps the host off. */
+  async poweringOn<T>(pulse: () => Promise<T>): Promise<T> {
+    const job = this.keptOffBy();
+    if (job) throw new RefusedError(`the host is not powered on: ${job} needs it off`, { hint: 'wait for it to finish, or cancel it' });
+    this.#poweringOn++;
+    try {
+      return await pulse();
+    } finally {
+      this.#poweringOn--;
+    }
   }
 
   /** Records whether a switch has its drives on the controller. */
@@ -231,10 +268,30 @@ export class BootSwitch {
     throw new DeviceError('host power LED still lit after a forced power-off', { hint: 'check the ATX power wiring and the power-LED sense line' });
   }
 
+  /** Powers the host on (ATX pulse) unless it is on; RefusedError while a job keeps it off (HostGate.keepOff). */
   async powerOnHost(signal?: AbortSignal): Promise<void> {
-    if (await this.hostPowered()) return;
-    const t = this.timing;
-    await this.lines.relays.atxPower.pulse(t.powerOnPulseMs, { minMs: t.pulseMinMs, maxMs: t.pulseMaxMs }, signal);
+    await this.gate.poweringOn(async () => {
+      if (await this.hostPowered()) return;
+      const t = this.timing;
+      await this.lines.relays.atxPower.pulse(t.powerOnPulseMs, { minMs: t.pulseMinMs, maxMs: t.pulseMaxMs }, signal);
+    });
+  }
+
+  /**
+   * Keeps the host off for `who` (a job that uses the active drive with no
+   * window) until the returned release is called: claimed first, then the
+   * power LED is read, so a power-on either is refused or is seen here.
+   * Throws RefusedError when the host is on or being powered on.
+   */
+  async keepHostOff(who: string): Promise<() => void> {
+    const release = this.gate.keepOff(who);
+    try {
+      if (await this.hostPowered()) throw new RefusedError(`the host is powered: ${who} needs it off`, { hint: 'shut the host down and try again' });
+    } catch (e) {
+      release();
+      throw e;
+    }
+    return release;
   }
 
   async resetHost(signal?: AbortSignal): Promise<void> {

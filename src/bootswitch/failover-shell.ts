@@ -130,10 +130,18 @@ export class FailoverShell {
     }
   }
 
-  /** Another port's move or window keeps the host off: it powers the host on itself when it ends. */
+  /**
+   * Another port's move or window keeps the host off (it powers the host on
+   * itself when it ends), or a job that uses the active drive with no window
+   * needs it off: the automatic power-on is not made, and said so.
+   */
   #hostHeld(what: string): boolean {
     const by = this.bootSwitch.gate.hostHeldBy();
-    if (by) this.log.warn({ what, by }, `${what} skipped: ${by} keeps the host off`);
+    if (by) {
+      const message = `${what} skipped: ${by} keeps the host off`;
+      this.log.warn({ what, by }, message);
+      this.events.emit('alert', { level: 'warning', code: `${what}-held`, message });
+    }
     return by !== null;
   }
 

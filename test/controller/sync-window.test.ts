@@ -125,4 +125,33 @@ test('a bad window option is a 400 and starts nothing', async () => {
   }
 });
 
+test('a copy with no window and the host off keeps it off while it runs: power-ons are refused naming the job, and allowed after', async () => {
+  const d = await makeDaemon({ sync: { window: 'never' }, sim: { hostPoweredAtStart: false, bridgeMiBps: 16 } });
+  try {
+    await idle(d);
+    assert.is((await status(d)).host.power, 'off');
+    const r = await d.api('POST', '/api/sync', {});
+    assert.is(r.status, 202, JSON.stringify(r.body));
+    const gate = d.app.bs.gate;
+    await waitFor(() => (gate.keptOffBy() ? true : undefined), 10_000, 'the job\'s claim');
+    assert.match(gate.keptOffBy()!, new RegExp(`job ${r.body.id} \\(sync on pair system\\)`));
+    // The failover machine's power-ons and a window's closing go through here.
+    let refused: Error | null = null;
+    await d.app.bs.bootSwitch.powerOnHost().catch((e: Error) => (refused = e));
+    assert.match(String(refused), new RegExp(`job ${r.body.id}`));
+    const sel = await d.api('POST', '/api/bootselect', { bay: 'A', powerOn: true });
+    assert.is(sel.status, 409, JSON.stringify(sel.body));
+    assert.match(sel.body.error.message, new RegExp(r.body.id));
+    assert.is((await status(d)).host.power, 'off');
+    assert.is(await d.app.bs.bootSwitch.hostPowered(), false, 'the power LED is dark');
+    const job = await waitJob(d, r.body.id, 60_000);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.is(gate.keptOffBy(), null, 'the claim ends with the job');
+    await d.app.bs.bootSwitch.powerOnHost();
+    await waitFor(async () => ((await status(d)).host.power === 'on' ? true : undefined), 10_000, 'the host on');
+  } finally {
+    await d.stop();
+  }
+});
+
 test.run();

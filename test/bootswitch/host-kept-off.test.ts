@@ -1,0 +1,94 @@
+/**
+ * A job that uses the active drive with no window (a restore of files, of a
+ * partition or of the whole drive, a sync that found the host off) claims
+ * that the host stays off: the failover machine's automatic power-ons (the
+ * retry of a boot it did not see confirmed, the power-on after a failover)
+ * are skipped with an alert while the claim is held, and made again after.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { RefusedError } from '../../src/errors.ts';
+import { makeRig, type Rig } from './support/rig.ts';
+
+async function until(rig: Rig, cond: () => boolean, maxMs = 60_000, step = 50) {
+  for (let t = 0; t < maxMs && !cond(); t += step) await rig.clock.advance(step);
+  assert.ok(cond(), 'condition not reached in simulated time');
+}
+
+/** Awaits `p` while the manual clock runs (pulses and waits sleep on it). */
+async function settle<T>(rig: Rig, p: Promise<T>, maxMs = 60_000): Promise<T> {
+  let done = false;
+  const q = p.finally(() => { done = true; });
+  q.catch(() => {});
+  await until(rig, () => done, maxMs, 10);
+  return q;
+}
+
+/** The error `p` rejects with (fails when it resolves). */
+async function rejection(rig: Rig, p: Promise<unknown>): Promise<Error> {
+  try {
+    await settle(rig, p);
+  } catch (e) {
+    return e as Error;
+  }
+  throw new assert.Assertion({ message: 'expected a rejection', operator: 'rejects', generated: false, actual: 'resolved', expects: 'rejected' });
+}
+
+/** The host powered on and switched off (its power cut) before its boot was confirmed: the failover machine sees an unconfirmed boot and retries it. */
+async function shutDownDuringBoot(rig: Rig): Promise<void> {
+  rig.host.powerOn();
+  await until(rig, () => rig.sys.failover.state.pendingBoot !== null);
+  rig.host.forceOff();
+  assert.is(rig.host.powered, false);
+}
+
+test('without a claim, a shutdown before the boot is confirmed is retried: the host powers on again', async () => {
+  const rig = await makeRig({ hostBootMs: 5000 });
+  try {
+    await shutDownDuringBoot(rig);
+    await until(rig, () => rig.host.powered, 5000);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('a job that keeps the host off: the boot retry is not made, nothing powers the host on until it is released', async () => {
+  const rig = await makeRig({ hostBootMs: 5000 });
+  try {
+    await shutDownDuringBoot(rig);
+    // Taken as the file restore does: before the failover machine's retry pulses the power button.
+    const release = await rig.sys.bootSwitch.keepHostOff('job 7 (restore-files on pair system)');
+    await rig.clock.advance(60_000);
+    assert.is(rig.host.powered, false, 'the host stayed off while the job ran');
+    // Whether the off reached the failover machine before the claim (its retry skipped with an alert) or after (counted as the controller's own off): no power-on.
+    const held = rig.alerts.find((a) => a.code === 'retry-boot-held');
+    if (held) assert.match(held.message, /job 7 \(restore-files on pair system\) keeps the host off/);
+    // Every power-on through the switch is refused, naming the job.
+    const refused = await rejection(rig, rig.sys.bootSwitch.powerOnHost());
+    assert.instance(refused, RefusedError);
+    assert.match(refused.message, /job 7/);
+    assert.is(rig.host.powered, false);
+    release();
+    await settle(rig, rig.sys.bootSwitch.powerOnHost());
+    await until(rig, () => rig.host.powered, 5000);
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('the claim is refused while the host is on or a power-on pulse is under way', async () => {
+  const rig = await makeRig({ hostBootMs: 5000 });
+  try {
+    const pulse = rig.sys.bootSwitch.powerOnHost();
+    assert.match((await rejection(rig, rig.sys.bootSwitch.keepHostOff('job 8'))).message, /being powered on/);
+    await settle(rig, pulse);
+    await until(rig, () => rig.host.powered, 5000);
+    assert.match((await rejection(rig, rig.sys.bootSwitch.keepHostOff('job 8'))).message, /the host is powered: job 8 needs it off/);
+    assert.is(rig.sys.gate.keptOffBy(), null, 'a refused claim is not kept');
+  } finally {
+    await rig.close();
+  }
+});
+
+test.run();
