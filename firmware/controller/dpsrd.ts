@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { BadInputError, describeError, exitCodeFor } from '../../src/errors.ts';
 import { defaultStateDir } from '../../src/sync/index.ts';
-import { loadConfigFile } from './config.ts';
+import { loadConfigFile, parseListen } from './config.ts';
 import { startDaemon, DEFAULT_LISTEN } from './daemon.ts';
 import { startNodeRed } from './node-red-runner.ts';
 import { logDestination, resolveLogFormat } from './log-output.ts';
@@ -83,6 +83,8 @@ async function main(): Promise<void> {
     throw new BadInputError(`${from} is ${JSON.stringify(level)}; allowed: ${levels.join(', ')}`, { hint: `give one of them with ${from}` });
   }
   const logFormat = resolveLogFormat(values['log-format'] ?? process.env.DPSR_LOG_FORMAT);
+  const listen = values.listen ?? process.env.DPSR_LISTEN;
+  if (listen !== undefined) parseListen(listen, values.listen !== undefined ? '--listen' : 'DPSR_LISTEN');
   if (values['check-config'] !== undefined) {
     const c = loadConfigFile(values['check-config']);
     process.stdout.write(`${c.source}: valid (rig ${c.rig}${c.rig === 'hardware' ? `, bays A ${c.drives!.A} and B ${c.drives!.B}` : ''})\n`);
@@ -90,7 +92,7 @@ async function main(): Promise<void> {
   }
   const stateDir = resolve(values['state-dir'] ?? process.env.DPSR_STATE_DIR ?? values['default-state-dir'] ?? defaultStateDir());
   const config = values.config ? loadConfigFile(values.config) : undefined;
-  const daemon = await startDaemon({ stateDir, listen: values.listen ?? process.env.DPSR_LISTEN, config, logLevel: level, logStream: logDestination(logFormat) as unknown as NodeJS.WritableStream });
+  const daemon = await startDaemon({ stateDir, listen, config, logLevel: level, logStream: logDestination(logFormat) as unknown as NodeJS.WritableStream });
   const serviceManager = serviceNotifier({ warn: (message, extra) => daemon.log.warn(extra ?? {}, message) });
   process.stderr.write(
     `dpsrd: ${daemon.app.config.rig === 'sim' ? 'simulated rig' : 'hardware rig'} up at ${daemon.url}\n` +

@@ -141,6 +141,10 @@ test('dpsrd with a bad --listen or config listen: exit 2 naming HOST:PORT, and n
     assert.is(r.status, 2, r.stderr);
     assert.match(r.stderr, /--listen is "nohost"; allowed: HOST:PORT/);
     assert.not.ok(existsSync(state), 'the state directory was not created');
+    const e = spawnSync(process.execPath, ['bin/dpsrd.js', '--state-dir', state], { encoding: 'utf8', cwd, env: { ...process.env, DPSR_LISTEN: 'nohost' } });
+    assert.is(e.status, 2, e.stderr);
+    assert.match(e.stderr, /DPSR_LISTEN is "nohost"; allowed: HOST:PORT/, 'the variable is named, not an option that was not given');
+    assert.not.ok(existsSync(state));
     writeFileSync(join(dir, 'port.yaml'), 'listen: 8750\n');
     const c = spawnSync(process.execPath, ['bin/dpsrd.js', '--check-config', join(dir, 'port.yaml')], { encoding: 'utf8', cwd });
     assert.is(c.status, 2, c.stderr);
