@@ -96,4 +96,40 @@ test('in inline mode, restoring files or a partition is refused with a way that 
   }
 });
 
+test('the host switched off before its boot was confirmed: the boot retry does not power it on while a restore of files writes its drive', async () => {
+  if (!ok) return;
+  const other = await makeDaemon({ sim: { hostBootMs: 2000 } });
+  try {
+    await idle(other);
+    await waitFor(async () => ((await other.api('GET', '/api/status')).body.standbyState === 'consistent' ? true : undefined), 30_000, 'a consistent standby');
+    const bsw = other.app.bs.bootSwitch;
+    await other.api('POST', '/api/sim/host/power', { power: 'off' });
+    await waitFor(() => (other.app.bs.failover.state.pendingBoot === null ? true : undefined), 10_000, 'no boot pending');
+    // Powered on, then off again before the boot is confirmed: the failover machine retries the boot.
+    await other.api('POST', '/api/sim/host/power', { power: 'on' });
+    await waitFor(() => (other.app.bs.failover.state.pendingBoot ? true : undefined), 10_000, 'the boot pending');
+    await other.api('POST', '/api/sim/host/power', { power: 'off' });
+    await waitFor(async () => ((await other.api('GET', '/api/status')).body.host.power === 'off' ? true : undefined), 10_000, 'host off');
+    const r = await other.api('POST', '/api/restore/files', { partition: 2, paths: ['/etc'], window: false });
+    if (r.status !== 202) {
+      // The retry's power-on came first and was seen: refused before anything was written.
+      assert.is(r.status, 409, JSON.stringify(r.body));
+      return;
+    }
+    for (;;) {
+      const job = (await other.api('GET', `/api/jobs/${r.body.id}`)).body;
+      const powered = await bsw.hostPowered();
+      if (job.state !== 'running' && job.state !== 'queued') {
+        if (job.state === 'failed') assert.match(job.error.message, /powered|switched on/, JSON.stringify(job.error));
+        else assert.is(job.state, 'done');
+        break;
+      }
+      assert.ok(!(powered && job.state === 'running'), 'the host was powered on while the restore of files ran');
+      await new Promise((res) => setTimeout(res, 10));
+    }
+  } finally {
+    await other.stop();
+  }
+});
+
 test.run();
