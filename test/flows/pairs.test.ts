@@ -56,14 +56,13 @@ test('sync nodes of both pairs triggered together: both done, the data pair\'s a
   assert.equal([data.options.source, data.options.target], ['C', 'D']);
 });
 
-test('the status node reads one pair; a node without a pair hears which pairs there are; a data pair failover is refused', async () => {
+test('the status node reads one pair; a node without a pair hears which pairs there are', async () => {
   await load(
     [
       controller(),
       { id: 'n-st', type: 'dpsr-status', controller: 'n-ctl', pair: 'data', wires: [['h-st'], ['h-err']] },
       { id: 'n-any', type: 'dpsr-sync', controller: 'n-ctl', action: 'verify', poll: 0.2, wires: [[], [], ['h-fail']] },
-      { id: 'n-fo', type: 'dpsr-failover', controller: 'n-ctl', wires: [['h-fo'], ['h-refused']] },
-      ...sinks('h-st', 'h-err', 'h-fail', 'h-fo', 'h-refused'),
+      ...sinks('h-st', 'h-err', 'h-fail'),
     ],
     creds(),
   );
@@ -84,12 +83,6 @@ test('the status node reads one pair; a node without a pair hears which pairs th
   helper.getNode('n-any').receive({ payload: '', pair: 'data' });
   const done = await until(() => fail.msgs.length === 1 && true, 60_000);
   assert.ok(done);
-
-  const refused = new Inbox(helper.getNode('h-refused'));
-  helper.getNode('n-fo').receive({ confirm: 'failover', pair: 'data' });
-  const r = await refused.next(undefined, 10_000, 'refusal');
-  assert.is(r.payload.status, 409);
-  assert.match(r.payload.reason, /pair data is a data pair/);
 });
 
 test('the two-pairs example flow loads: its sync nodes name the system and the data pair', async () => {
@@ -111,6 +104,31 @@ test('the two-pairs example flow loads: its sync nodes name the system and the d
   helper.getNode('ex5-status-system').receive({});
   assert.is((await st.next(undefined, 10_000, 'system pair status')).payload.id, 'system');
 });
+
+// Last: it leaves the data pair failed over.
+test('the failover node with a data pair: the data port moves to its standby, the system pair untouched', async () => {
+  await rig.waitIdle(60_000);
+  const system = (await rig.api('GET', '/api/pairs/system/status')).body;
+  await load([controller(), { id: 'n-fo', type: 'dpsr-failover', controller: 'n-ctl', wires: [['h-fo'], ['h-refused']] }, ...sinks('h-fo', 'h-refused')], creds());
+  const started = new Inbox(helper.getNode('h-fo'));
+  const refused = new Inbox(helper.getNode('h-refused'));
+  helper.getNode('n-fo').receive({ confirm: 'failover', pair: 'data' });
+  const r = await started.next(undefined, 60_000, 'the failover started');
+  assert.is(r.topic, 'failover');
+  assert.is(refused.msgs.length, 0);
+  assert.ok(await untilAsync(async () => (await rig.api('GET', '/api/pairs/data/status')).body.active === 'D', 60_000), 'the data pair fails over to bay D');
+  const after = (await rig.api('GET', '/api/pairs/system/status')).body;
+  assert.equal([after.active, after.standby, after.standbyState], [system.active, system.standby, system.standbyState]);
+});
+
+async function untilAsync(fn: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await fn()) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
 
 async function until(fn: () => boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
