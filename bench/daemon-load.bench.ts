@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'node:http';
 import { parseArgs } from 'node:util';
+import { apiRequest } from './lib.ts';
 
 const { values } = parseArgs({
   options: { 'size-mib': { type: 'string' }, 'write-mib': { type: 'string' }, runs: { type: 'string' }, 'poll-ms': { type: 'string' }, nice: { type: 'boolean' }, clients: { type: 'string' }, token: { type: 'string' } },
@@ -88,19 +89,7 @@ const agent = new Agent({ keepAlive: true, maxSockets: 100 });
 let url = '';
 let token = '';
 
-function api(method: string, path: string, body?: unknown): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const text = body === undefined ? undefined : JSON.stringify(body);
-    const req = request(new URL(path, url), { method, agent, headers: { authorization: `Bearer ${token}`, ...(text ? { 'content-type': 'application/json' } : {}) } });
-    req.on('response', (res) => {
-      let data = '';
-      res.on('data', (c) => (data += c));
-      res.on('end', () => resolve(data ? JSON.parse(data) : null));
-    });
-    req.on('error', reject);
-    req.end(text);
-  });
-}
+const api = (method: string, path: string, body?: unknown) => apiRequest(url, token, method, path, body, agent);
 
 async function waitIdle(): Promise<void> {
   while ((await api('GET', '/api/status')).job !== null) await sleep(100);

@@ -17,7 +17,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'node:http';
-import { MiB, benchDir, hasCommand, measure, printTable, rate, secs, timedCommand, type Row } from './lib.ts';
+import { MiB, benchDir, hasCommand, measure, printTable, rate, secs, timedCommand, type Row, apiRequest } from './lib.ts';
 
 const N = Number(process.env.DPSR_BENCH_WALK_FILES ?? 100_000);
 const BIG_MIB = Number(process.env.DPSR_BENCH_MIB ?? 256);
@@ -120,19 +120,7 @@ daemon.stderr!.on('data', (d) => (log += d));
 let url = '';
 let token = '';
 
-function api(method: string, path: string, body?: unknown): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const text = body === undefined ? undefined : JSON.stringify(body);
-    const req = request(new URL(path, url), { method, agent: false, headers: { authorization: `Bearer ${token}`, ...(text ? { 'content-type': 'application/json' } : {}) } });
-    req.on('response', (res) => {
-      let data = '';
-      res.on('data', (c) => (data += c));
-      res.on('end', () => resolve(data ? JSON.parse(data) : null));
-    });
-    req.on('error', reject);
-    req.end(text);
-  });
-}
+const api = (method: string, path: string, body?: unknown) => apiRequest(url, token, method, path, body, false);
 
 /** Bytes of a GET's body, read and dropped. */
 function download(path: string): Promise<number> {

@@ -2,6 +2,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { request, type Agent } from 'node:http';
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
@@ -97,4 +98,22 @@ export async function measure(
     await after?.();
   }
   return median(times);
+}
+
+/**
+ * One call of a dpsrd's HTTP API with its bearer token: resolves with the
+ * parsed JSON body (null when empty), whatever the status.
+ */
+export function apiRequest(base: string, token: string, method: string, path: string, body?: unknown, agent: Agent | false = false): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const req = request(new URL(path, base), { method, agent, headers: { authorization: `Bearer ${token}`, ...(text ? { 'content-type': 'application/json' } : {}) } });
+    req.on('response', (res) => {
+      let data = '';
+      res.on('data', (c) => (data += c));
+      res.on('end', () => resolve(data ? JSON.parse(data) : null));
+    });
+    req.on('error', reject);
+    req.end(text);
+  });
 }

@@ -1,23 +1,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
+import { dpsrAsync } from '../support/cli.ts';
 
 let d: TestDaemon;
-const root = new URL('../../', import.meta.url).pathname;
 
-function dpsr(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, ['bin/dpsr.js', ...args], { cwd: root, env: { ...process.env, DPSR_STATE_DIR: d.dir, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (x) => (stdout += x));
-    c.stderr.on('data', (x) => (stderr += x));
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const dpsr = (args: string[], env: Record<string, string> = {}) => dpsrAsync(args, { DPSR_STATE_DIR: d.dir, ...env });
 
 test.before(async () => {
   d = await makeDaemon();

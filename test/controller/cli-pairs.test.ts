@@ -7,8 +7,8 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { makeDaemon, waitFor, type TestDaemon } from './support/harness.ts';
+import { dpsrAsync } from '../support/cli.ts';
 
 const TWO_PAIRS = [
   { id: 'system', label: 'system drive', bays: ['A', 'B'] },
@@ -16,18 +16,8 @@ const TWO_PAIRS = [
 ];
 
 let d: TestDaemon;
-const root = new URL('../../', import.meta.url).pathname;
 
-function dpsr(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, ['bin/dpsr.js', ...args, '--url', d.url], { cwd: root, env: { ...process.env, DPSR_STATE_DIR: d.dir }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (x) => (stdout += x));
-    c.stderr.on('data', (x) => (stderr += x));
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const dpsr = (args: string[]) => dpsrAsync([...args, '--url', d.url], { DPSR_STATE_DIR: d.dir });
 
 const status = async () => (await d.api('GET', '/api/status')).body;
 

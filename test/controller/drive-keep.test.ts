@@ -6,27 +6,17 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { PairStore } from '../../src/sync/index.ts';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeDaemon, idle, waitFor, waitJob, sha } from './support/harness.ts';
-import { DPSR_BIN } from '../support/cli.ts';
+import { dpsrAsync } from '../support/cli.ts';
 import { randomImage } from '../support/images.ts';
 
 /** The CLI in a child process (spawnSync would block the daemon in this one). */
-function dpsr(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [DPSR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (x) => (stdout += x));
-    c.stderr.on('data', (x) => (stderr += x));
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const dpsr = (args: string[]) => dpsrAsync(args);
 
 test("another state directory's dpsr writes none of a running dpsrd's drives, idle or not; the daemon's own sync works; stopped, it lets them go", async () => {
   const other = mkdtempSync(join(tmpdir(), 'dpsr-other-state-'));

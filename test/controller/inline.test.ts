@@ -14,25 +14,12 @@ import { requireEnv } from '../support/require.ts';
 import { validateDaemonConfig } from '../../firmware/controller/config.ts';
 import { inlineListen } from '../../firmware/controller/inline.ts';
 import { BadInputError } from '../../src/errors.ts';
-import { dpsr, DPSR_BIN } from '../support/cli.ts';
-import { spawn } from 'node:child_process';
+import { dpsr, dpsrAsync } from '../support/cli.ts';
 import { randomImage, sparseImage, tempDir } from '../support/images.ts';
 
 const MiB = 1024 * 1024;
 const status = async (d: TestDaemon) => (await d.api('GET', '/api/status')).body;
 const tools = { tools: ['qemu-storage-daemon', 'qemu-img'] };
-
-/** The CLI against the daemon in this process (spawnSync would block the daemon it talks to). */
-function dpsrAsync(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [DPSR_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (x) => (stdout += x));
-    c.stderr.on('data', (x) => (stderr += x));
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 async function runSync(d: TestDaemon, body: Record<string, unknown>) {
   const r = await d.api('POST', '/api/sync', body);

@@ -6,22 +6,12 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn } from 'node:child_process';
 import { makeDaemon, idle, sha, waitJob } from './support/harness.ts';
+import { dpsrAsync } from '../support/cli.ts';
 
-const root = new URL('../../', import.meta.url).pathname;
 
 /** The CLI as a child process (the daemon runs in this one, so nothing may block it). */
-function dpsr(args: string[], stateDir: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, ['bin/dpsr.js', ...args], { cwd: root, env: { ...process.env, DPSR_STATE_DIR: stateDir }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (x) => (stdout += x));
-    c.stderr.on('data', (x) => (stderr += x));
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const dpsr = (args: string[], stateDir: string) => dpsrAsync(args, { DPSR_STATE_DIR: stateDir });
 
 test('a second standby in the bay: the clone asks for addStandby, then syncs go to it; both standbys show in the status; an unknown third drive is not taken for either', async () => {
   const d = await makeDaemon();

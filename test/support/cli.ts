@@ -1,5 +1,5 @@
 /** Runs the `dpsr` CLI as a user would, through its bin. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const DPSR_BIN = fileURLToPath(new URL('../../bin/dpsr.js', import.meta.url));
@@ -21,4 +21,16 @@ export function dpsr(args: string[], env: Record<string, string> = {}): CliResul
       return JSON.parse(r.stdout);
     },
   };
+}
+
+/** The same, without blocking the test's event loop (a daemon in the same process must answer it). */
+export function dpsrAsync(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [DPSR_BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (x) => (stdout += x));
+    c.stderr.on('data', (x) => (stderr += x));
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
