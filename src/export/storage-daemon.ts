@@ -193,7 +193,7 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
       throw new DeviceError(`qemu-storage-daemon did not come up: ${(e as Error).message}${tail ? `\n${tail}` : ''}`, { cause: e });
     }
     this.client = client;
-    client.onClose(() => void this.onQmpLost(client));
+    client.onClose(() => void this.onQmpLost(client).catch((e: Error) => this.emit('restart-failed', e)));
     this.generationCount++;
     this.delay = this.options.restartDelayMs ?? 200;
     this.emit('ready', this.generationCount);
@@ -315,10 +315,17 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     if (client !== this.client) return;
     this.client = null;
     if (this.stopping) return;
-    let info = await this.process.exited(10_000);
-    if (!info) {
-      await this.process.kill('SIGKILL').catch(() => undefined);
-      info = (await this.process.exited(5000)) ?? { code: null, signal: null, stderr: await this.process.stderrTail() };
+    let info: { code: number | null; signal: NodeJS.Signals | null; stderr: string };
+    try {
+      let ended = await this.process.exited(10_000);
+      if (!ended) {
+        await this.process.kill('SIGKILL').catch(() => undefined);
+        ended = await this.process.exited(5000);
+      }
+      info = ended ?? { code: null, signal: null, stderr: await this.process.stderrTail() };
+    } catch (e) {
+      // The service manager could not say how the daemon ended (systemctl failed): still a crash, restarted like one.
+      info = { code: null, signal: null, stderr: `how qemu-storage-daemon ended is not known: ${(e as Error).message}` };
     }
     if (this.stopping) return;
     this.emit('crashed', info);

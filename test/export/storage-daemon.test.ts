@@ -11,7 +11,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { QmpClient, QmpError, QmpConnectionError, StorageDaemon, ACTIVE_NODE, TOP_NODE } from '../../src/export/index.ts';
+import { ChildDaemonProcess, QmpClient, QmpError, QmpConnectionError, StorageDaemon, ACTIVE_NODE, TOP_NODE } from '../../src/export/index.ts';
 import { NbdDrive, NbdOptionError } from '../../src/sata-bridge/index.ts';
 import { BadInputError } from '../../src/errors.ts';
 import { randomImage, tempDir } from '../support/images.ts';
@@ -174,6 +174,38 @@ test('a daemon left running by a controller that died hard is asked to quit, and
     assert.ok(existsSync(join(runDir, 'nbd.sock')));
   } finally {
     left.kill('SIGKILL');
+    await daemon.stop();
+  }
+});
+
+test('a crash whose end the service manager cannot report (systemctl failing) is still a crash: reported, restarted, nothing thrown', async () => {
+  if (!haveQsd) return;
+  const runDir = join(dir, 'unknown-end');
+  mkdirSync(runDir, { recursive: true });
+  const real = new ChildDaemonProcess(join(runDir, 'qmp.sock'));
+  let failing = false;
+  // The real process, but how it ended cannot be asked once it crashed (as when systemctl fails).
+  const process_ = new Proxy(real, {
+    get(target, key) {
+      if (key === 'exited' && failing) return async () => Promise.reject(new Error('systemctl show: Failed to connect to bus'));
+      const v = Reflect.get(target, key, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  const { daemon } = daemonFor('unknown-end', { restartDelayMs: 50, process: process_ });
+  const crashes: { stderr: string }[] = [];
+  daemon.on('crashed', (c) => crashes.push(c));
+  await daemon.start();
+  try {
+    const restarted = new Promise<number>((r) => daemon.once('ready', r));
+    failing = true;
+    await real.kill('SIGKILL');
+    assert.is(await restarted, 2);
+    failing = false;
+    assert.is(crashes.length, 1);
+    assert.match(crashes[0]!.stderr, /how qemu-storage-daemon ended is not known: systemctl show: Failed to connect to bus/);
+    assert.ok(daemon.running);
+  } finally {
     await daemon.stop();
   }
 });

@@ -162,9 +162,10 @@ export function storageDaemonContract(kind: string, setup: () => Promise<Contrac
     await w.close();
     const [oldPid] = pidsWith('left/qmp.sock');
     // The controller dies: its QMP connection drops, the daemon stays.
-    (old.daemon as unknown as { client: QmpClient }).client.close();
-    old.daemon.removeAllListeners();
+    // Nothing of the dead controller runs on: no crash handling of the old supervisor (its service manager goes with the test).
     (old.daemon as unknown as { stopping: boolean }).stopping = true;
+    old.daemon.removeAllListeners();
+    (old.daemon as unknown as { client: QmpClient }).client.close();
     const next = make('left', { metadata });
     await next.daemon.start();
     try {
