@@ -6,7 +6,7 @@
 import { confirmField } from './confirmations.ts';
 import { BadInputError } from '../../src/errors.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
-import { array, bool, int, obj, oneOf, opt } from './schema.ts';
+import { array, bool, int, obj, oneOf, opt, withoutKey } from './schema.ts';
 import { serveEvents, EVENT_TYPES } from './events.ts';
 import { summary } from './jobs.ts';
 import type { Controller } from './controller.ts';
@@ -25,7 +25,7 @@ export const bodies = {
   empty: obj({}),
   cancel: obj({ rollback: opt(bool('roll the standby back to the previous backup after stopping (default: config recovery.rollbackOnCancel)')) }),
   failover: obj({ confirm: confirmField('failover', 'the host is shut down and boots the standby'), hardOff: opt(bool('force the host off when it ignores the shutdown request')) }),
-  bootselect: obj({ bay: oneOf(['A', 'B'] as const), force: opt(bool('move even with the host powered (it may crash)')), powerOn: opt(bool('power the host on afterwards')) }),
+  bootselect: withoutKey(obj({ bay: oneOf(['A', 'B'] as const), powerOn: opt(bool('power the host on afterwards')) }), 'force', 'the boot selection never changes under a powered host, and nothing waives that: shut the host down first (POST /api/host/shutdown), then select the bay'),
   shutdown: obj({ hardOff: opt(bool('hold the power button to force the host off when it ignores the shutdown request')) }),
   heartbeat: obj({ bay: opt(oneOf(['A', 'B'] as const, 'the bay the host believes it booted from')) }),
   button: obj({ holdMs: int(1, 60_000, 'how long the button is held') }),
@@ -84,10 +84,10 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
       },
     },
     {
-      method: 'POST', path: '/api/bootselect', tag: 'boot', summary: 'Maintenance: connect a bay to the host (roles unchanged)', body: bodies.bootselect,
-      responses: { 200: 'moved (or already there); the move report', 409: 'the host is powered (and force not set), a job runs, or powerOn is asked while a job that uses the active drive with no window keeps the host off (the message names it)' },
+      method: 'POST', path: '/api/bootselect', tag: 'boot', summary: 'Maintenance: connect a bay to the host (roles unchanged), only with the host off: no key waives that (the former "force" is refused)', body: bodies.bootselect,
+      responses: { 200: 'moved (or already there); the move report', 409: 'the host is powered (shut it down first: POST /api/host/shutdown), a job runs, or powerOn is asked while a job that uses the active drive with no window keeps the host off (the message names it)' },
       handler: async ({ body }) => {
-        const b = body as { bay: Bay; force?: boolean; powerOn?: boolean };
+        const b = body as { bay: Bay; powerOn?: boolean };
         return { status: 200, body: await app.boot.bootselect(b.bay, b) };
       },
     },

@@ -7,7 +7,6 @@
 import { BusyError, RefusedError } from '../../src/errors.ts';
 import type { Bay, BootSwitchSystem, MoveReport } from '../../src/bootswitch/index.ts';
 import type { JobRunner } from './jobs.ts';
-import type { Rig } from './rig.ts';
 import type { Roles } from './roles.ts';
 import type { HostHolds } from './sync-window.ts';
 
@@ -16,7 +15,6 @@ export class BootControl {
     private readonly bs: BootSwitchSystem,
     private readonly roles: Roles,
     private readonly jobs: JobRunner,
-    private readonly rig: Rig,
     /** The boot pair's id: its jobs (and jobs of no pair) keep its drives from moving; other pairs' copies do not. */
     private readonly bootPair = 'system',
     /** Why a data pair's drives are moving (its failover), or null. */
@@ -85,19 +83,22 @@ export class BootControl {
     await this.bs.failover.dispatch({ type: 'reset' });
   }
 
-  /** Maintenance: connect `bay` to the host; roles are unchanged. */
-  async bootselect(bay: Bay, opts: { force?: boolean; powerOn?: boolean }): Promise<MoveReport> {
+  /**
+   * Maintenance: connect `bay` to the host; roles are unchanged. Only with
+   * the host off (DESIGN rule 4, which no option waives): RefusedError while
+   * its power LED is lit.
+   */
+  async bootselect(bay: Bay, opts: { powerOn?: boolean }): Promise<MoveReport> {
     const job = this.#bootJob();
     if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is ${job.state} on the drives`, { hint: 'wait for it or cancel it' });
     if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives');
     this.#hostInUse();
     const keptOff = opts.powerOn ? this.bs.gate?.keptOffBy() : null;
     if (keptOff) throw new RefusedError(`the host is not powered on: ${keptOff} uses the active drive and needs the host off`, { hint: 'wait for the job to finish (or cancel it), then power the host on' });
-    if (!opts.force && (await this.bs.bootSwitch.hostPowered())) {
-      throw new RefusedError(`the host is powered: moving its boot drive would pull the disk from under a running system`, { hint: 'shut the host down first, or pass "force": true (the host may crash)' });
+    if (await this.bs.bootSwitch.hostPowered()) {
+      throw new RefusedError(`the host is powered: the boot selection never changes under a running host (its disk would be pulled from under it)`, { hint: `shut the host down first (POST /api/host/shutdown), then select bay ${bay}; "powerOn": true boots it from there` });
     }
-    const move = () => this.bs.bootSwitch.moveTo(bay, { force: opts.force, powerOn: opts.powerOn });
-    return opts.force ? this.rig.forcedMove(move) : move();
+    return this.bs.bootSwitch.moveTo(bay, { powerOn: opts.powerOn });
   }
 
   /** Ask the host to shut down through the ATX power relay (ACPI), or force it off. */

@@ -118,7 +118,7 @@ export class Controller {
     this.copies = new CopyJobs(config, stateDir, this.roles, this.window, this.jobs, bus, metrics, (bay) => rig.markBootable(bay));
     this.pairs = new Pairs(config.pairs.map((pc) => (pc.role === 'boot' ? new DrivePair(pc, this.roles, this.window, this.copies) : this.#dataPair(pc))));
     metrics.definePairs(this.pairs.ids);
-    this.boot = new BootControl(bs, this.roles, this.jobs, rig, this.pairs.boot.id, () => this.#dataMoves(), this.holds);
+    this.boot = new BootControl(bs, this.roles, this.jobs, this.pairs.boot.id, () => this.#dataMoves(), this.holds);
     this.host = new HostWatch(bs, bus, metrics);
     for (const pair of this.pairs.list) pair.copies.hostPowered = () => this.host.powered;
     this.browser = new FileBrowser(this.pairs, bs, (p, partition, folder) => this.files.folderMarks(p, partition, folder));

@@ -45,10 +45,6 @@ export class HardwareRig implements Rig {
   /** A real drive needs no mark: it boots or it does not. */
   markBootable(): void {}
 
-  forcedMove<T>(move: () => Promise<T>): Promise<T> {
-    return move();
-  }
-
   hostStatus(): Record<string, unknown> {
     return {};
   }

@@ -36,8 +36,6 @@ export interface Rig {
   panelChips(): Promise<PanelChips | null>;
   /** A completed copy made this bay's drive a bootable system. */
   markBootable(bay: BayName): void;
-  /** Runs a move of the boot selection the operator forced under a powered host. */
-  forcedMove<T>(move: () => Promise<T>): Promise<T>;
   /** The rig's own facts about the host, added to the status. */
   hostStatus(): Record<string, unknown>;
   /** The rig's HTTP routes (the simulator's controls); none on hardware. */

@@ -227,6 +227,22 @@ export function obj<S extends Shape>(shape: S, description?: string): Schema<Obj
   };
 }
 
+/**
+ * `s`, refusing a key that an older version accepted with a message saying
+ * why it went and what to do instead (the plain "no such key" would not).
+ */
+export function withoutKey<T>(s: Schema<T>, removed: string, why: string): Schema<T> {
+  return {
+    ...s,
+    parse(v, key) {
+      if (typeof v === 'object' && v !== null && !Array.isArray(v) && removed in v) {
+        throw new BadInputError(`${where}: ${join(key, removed)} is no longer accepted: ${why}`, { hint: 'fix the request; nothing was changed' });
+      }
+      return s.parse(v, key);
+    },
+  };
+}
+
 /** Anything JSON, checked later by someone else (the boot-switch config has its own validator). */
 export function passThrough(description: string): Schema<unknown> {
   return { parse: (v) => v, json: { type: 'object', description } };

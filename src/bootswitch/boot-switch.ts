@@ -53,9 +53,30 @@ export interface MoveOptions {
   powerOn?: boolean;
   /** If the host ignores the ACPI request, hold power to force it off. */
   hardOff?: boolean;
-  /** Move even with the host powered: the operator accepts a crashed host and possible damage. */
-  force?: boolean;
   signal?: AbortSignal;
+}
+
+/**
+ * Where a relay step of a move stands against the host's power (DESIGN
+ * rule 4: the boot selection never changes under a powered host, and no
+ * caller can waive that):
+ * - `before`: the move has not touched a relay yet;
+ * - `during`: a relay was changed, the next is due;
+ * - `roll-back`: a step failed, the relays would be driven back.
+ */
+export type MovePhase = 'before' | 'during' | 'roll-back';
+
+/**
+ * What a move does at `phase` given the power LED (`null`: it cannot be
+ * read): `proceed` (the host is off), `shut-down` (ask the host to shut
+ * down, then proceed once its LED is dark), `stop` (refuse the next step,
+ * roll back), `leave` (touch no relay, record a fault). No answer moves a
+ * relay while the host is, or may be, powered.
+ */
+export function hostPowerDecision(phase: MovePhase, hostPowered: boolean | null): 'proceed' | 'shut-down' | 'stop' | 'leave' {
+  if (hostPowered === false) return 'proceed';
+  if (phase === 'before') return hostPowered === null ? 'stop' : 'shut-down';
+  return phase === 'during' ? 'stop' : 'leave';
 }
 
 export interface MoveReport {
@@ -225,8 +246,8 @@ export class BootSwitch {
     return this.lines.powerLed.readNow();
   }
 
-  async #stillOff(when: string, force: boolean | undefined): Promise<void> {
-    if (!force && (await this.hostPowered())) {
+  async #stillOff(when: string): Promise<void> {
+    if (hostPowerDecision('during', await this.hostPowered()) !== 'proceed') {
       throw new RefusedError(`host powered on ${when}; switch stopped without connecting another drive`, { hint: 'shut the host down and switch again' });
     }
   }
@@ -386,14 +407,9 @@ export class BootSwitch {
       return { from, to, changed: false, steps, totalMs, waitedMs: waited };
     }
 
-    if (await this.hostPowered()) {
-      if (opts.force) {
-        this.log.warn({ to }, 'switching with the host powered: forced by the caller');
-        mark('host powered: forced');
-      } else {
-        const how = await this.shutdownHost({ hardOff: opts.hardOff, signal: opts.signal });
-        mark(`host off (${how})`);
-      }
+    if (hostPowerDecision('before', await this.hostPowered()) === 'shut-down') {
+      const how = await this.shutdownHost({ hardOff: opts.hardOff, signal: opts.signal });
+      mark(`host off (${how})`);
     } else {
       mark('host confirmed off');
     }
@@ -410,14 +426,14 @@ export class BootSwitch {
         await this.#apply('pwrB', true);
         mark('drives powered down');
         await wait(t.powerOffMs);
-        await this.#stillOff('while its drives were powered down', opts.force);
+        await this.#stillOff('while its drives were powered down');
 
         // Break: take every drive off the host port before the new one is connected.
         await this.#apply('muxA', true);
         await this.#apply('muxB', false);
         await wait(t.settleMs);
         await this.#checkContacts({ muxA: true, muxB: false }, 'after break');
-        await this.#stillOff('after the old drive was disconnected', opts.force);
+        await this.#stillOff('after the old drive was disconnected');
         mark('old connection broken');
 
         // Make: connect only the target (in export mode nothing: the target is the break pattern).
@@ -437,7 +453,7 @@ export class BootSwitch {
 
       if (this.#connect) {
         await this.#connect(to, opts.signal);
-        await this.#stillOff('while the drive was connected', opts.force);
+        await this.#stillOff('while the drive was connected');
         mark('drive connected');
       }
 
@@ -446,7 +462,7 @@ export class BootSwitch {
       await this.#checkContacts(target, 'in the final read-back');
       mark('read back');
     } catch (e) {
-      await this.#rollBack(from, e, opts.force === true);
+      await this.#rollBack(from, e);
       throw e;
     }
 
@@ -512,7 +528,7 @@ export class BootSwitch {
         await this.#apply('pwrA', true);
         await this.#apply('pwrB', true);
         await this.clock.sleep(this.timing.powerOffMs, opts.signal);
-        await this.#stillOff('while its drives were powered down', false);
+        await this.#stillOff('while its drives were powered down');
         await this.#apply('muxA', true);
         await this.#apply('muxB', false);
         await this.clock.sleep(this.timing.settleMs, opts.signal);
@@ -523,7 +539,7 @@ export class BootSwitch {
         const read = await this.readRelays();
         if (!samePattern(read, ISOLATED)) throw new DeviceError(`read-back after isolating: ${JSON.stringify(read)}, expected ${JSON.stringify(ISOLATED)}`);
       } catch (e) {
-        await this.#rollBack(from, e, false);
+        await this.#rollBack(from, e);
         throw e;
       }
       this.#persist({ bay: null, relays: { ...ISOLATED }, pending: null, fault: null });
@@ -542,17 +558,17 @@ export class BootSwitch {
    * again), then persist what the latches really hold, so a restart
    * restores exactly what is on the wires.
    */
-  async #rollBack(from: Bay | null, cause: unknown, force: boolean): Promise<void> {
+  async #rollBack(from: Bay | null, cause: unknown): Promise<void> {
     const msg = (cause as Error).message;
     this.log.error({ from, error: msg }, 'switch failed: rolling back');
     let fault = `move failed: ${msg}`;
-    let hostOn = false;
+    let powered: boolean | null;
     try {
-      hostOn = !force && (await this.hostPowered());
+      powered = await this.hostPowered();
     } catch {
-      hostOn = true; // cannot tell: behave as if it were running
+      powered = null; // cannot tell: behave as if it were running
     }
-    if (hostOn) fault += '; host powered, relays left where they are';
+    if (hostPowerDecision('roll-back', powered) === 'leave') fault += '; host powered, relays left where they are';
     else try {
       // Away-from-host first, and the other mux only once that contact is confirmed away.
       const back = this.patternFor(from ?? 'A');

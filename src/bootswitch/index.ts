@@ -28,7 +28,7 @@ export {
 } from './config.ts';
 export { checkAgainstWiring, type Wiring, type WiringBoard, type WiringNet } from './wiring.ts';
 export { Board, type BoardDeps } from './board.ts';
-export { BootSwitch, HostGate, BOOT_PORT_NAMING, type SwitchNaming, type ConnectHook, type HostLink, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
+export { BootSwitch, HostGate, BOOT_PORT_NAMING, hostPowerDecision, type MovePhase, type SwitchNaming, type ConnectHook, type HostLink, type MoveOptions, type MoveReport, type SwitchRecord } from './boot-switch.ts';
 export { reduce, initialFailoverState, validateFailoverState, type FailoverState, type FailoverEvent, type FailoverAction, type Step } from './failover.ts';
 export { FailoverShell, type FailoverInput } from './failover-shell.ts';
 export { ButtonWatcher, type ButtonGesture } from './button.ts';

@@ -54,8 +54,6 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
    */
   readonly powerLossMoves: Violation[] = [];
   #losingPower = false;
-  /** Set when a switch was explicitly forced with the host powered; the rule checker then tolerates it. */
-  forced = false;
   #coils = new Map<string, boolean>();
   #stuck = new Map<string, boolean>();
   #inputs = new Map<string, boolean>();
@@ -149,7 +147,7 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
   #contactMoved(relay: SimRelay, energised: boolean): void {
     const at = this.clock.now();
     const port = HOST_PORTS.find((p) => p.some((b) => relay === `K_MUX_${b}`));
-    if (port && this.#hostPowered() && !this.forced) {
+    if (port && this.#hostPowered()) {
       (this.#losingPower ? this.powerLossMoves : this.violations).push({ at, rule: 'switched-while-powered', port: port[0], detail: `${relay} moved to ${energised ? 'energised' : 'released'} while the host power LED was lit` });
     }
     if (port && this.#onPort(port).length > 1) {

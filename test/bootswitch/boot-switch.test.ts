@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BusyError, DeviceError, RefusedError } from '../../src/errors.ts';
+import { hostPowerDecision, type MovePhase } from '../../src/bootswitch/boot-switch.ts';
 import { makeRig } from './support/rig.ts';
 
 async function move(rig: Awaited<ReturnType<typeof makeRig>>, to: 'A' | 'B', opts = {}) {
@@ -63,6 +64,44 @@ test('host powered: ACPI shutdown first; stays on → refused and nothing moves'
     await move(rig, 'A', { hardOff: true });
     assert.is(rig.host.state, 'off');
     assert.equal(rig.sim.drivesOnHost(), ['A']);
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('the host-power decision of a move never lets a relay move under a lit or unreadable power LED (DESIGN rule 4)', () => {
+  const table: [MovePhase, boolean | null, ReturnType<typeof hostPowerDecision>][] = [
+    ['before', false, 'proceed'],
+    ['before', true, 'shut-down'],
+    ['before', null, 'stop'],
+    ['during', false, 'proceed'],
+    ['during', true, 'stop'],
+    ['during', null, 'stop'],
+    ['roll-back', false, 'proceed'],
+    ['roll-back', true, 'leave'],
+    ['roll-back', null, 'leave'],
+  ];
+  for (const [phase, powered, want] of table) assert.is(hostPowerDecision(phase, powered), want, `${phase}, LED ${powered}`);
+  // No input waives the rule: the function takes none besides the phase and the LED.
+  assert.is(hostPowerDecision.length, 2);
+});
+
+test('an option of an older caller ("force") does not move the boot drive under a running host', async () => {
+  const rig = await makeRig();
+  try {
+    rig.host.powerOn();
+    await rig.clock.advance(3000);
+    rig.host.ignoresAcpi = true;
+    const before = rig.sim.snapshot();
+    try {
+      await move(rig, 'B', { force: true });
+      assert.unreachable('should refuse');
+    } catch (e) {
+      assert.instance(e, RefusedError);
+    }
+    assert.equal(rig.sim.snapshot(), before);
+    assert.is(rig.host.state, 'running');
     assert.equal(rig.sim.violations, []);
   } finally {
     await rig.close();

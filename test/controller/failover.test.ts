@@ -90,7 +90,7 @@ test('failover refused (409) while the standby is inconsistent, with the way out
   }
 });
 
-test('the button held fails over; bootselect is 409 while the host is powered unless forced', async () => {
+test('the button held fails over; bootselect is 409 while the host is powered, and nothing waives that', async () => {
   const d = await makeDaemon();
   try {
     await idle(d);
@@ -99,6 +99,14 @@ test('the button held fails over; bootselect is 409 while the host is powered un
     const sel = await d.api('POST', '/api/bootselect', { bay: 'B' });
     assert.is(sel.status, 409);
     assert.match(sel.body.error.message, /host is powered/);
+    assert.match(sel.body.error.hint, /shut the host down first/);
+    // The former "force" moved the boot drive under the running host (DESIGN rule 4): refused before anything moves.
+    const forced = await d.api('POST', '/api/bootselect', { bay: 'B', force: true });
+    assert.is(forced.status, 400, JSON.stringify(forced.body));
+    assert.match(forced.body.error.message, /force is no longer accepted: the boot selection never changes under a powered host/);
+    assert.is((await status(d)).bootBay, 'A');
+    assert.is((await status(d)).host.power, 'on');
+    assert.equal((d.app.rig as any).board.violations, []);
     await d.api('POST', '/api/sim/host/power', { power: 'off' });
     await waitFor(async () => (await status(d)).host.power === 'off', 5000, 'host off');
     const moved = await d.api('POST', '/api/bootselect', { bay: 'B' });
@@ -111,8 +119,7 @@ test('the button held fails over; bootselect is 409 while the host is powered un
     const back = await d.api('POST', '/api/bootselect', { bay: 'A', powerOn: true });
     assert.is(back.status, 200, JSON.stringify(back.body));
     await waitFor(async () => (await status(d)).host.lastHeartbeat?.bay === 'A', 5000, 'host up on A');
-    const forced = await d.api('POST', '/api/bootselect', { bay: 'A', force: true });
-    assert.is(forced.body.changed, false);
+    assert.is((await d.api('POST', '/api/bootselect', { bay: 'A' })).status, 409, 'not even to the bay already selected while the host runs');
 
     const es = openEvents(d.url, d.token, '?types=button,failover');
     await es.ready;

@@ -172,16 +172,6 @@ export class SimRig implements Rig {
     };
   }
 
-  /** The simulated board records a move under a powered host as a rule violation unless it was forced on purpose. */
-  async forcedMove<T>(move: () => Promise<T>): Promise<T> {
-    this.board.forced = true;
-    try {
-      return await move();
-    } finally {
-      this.board.forced = false;
-    }
-  }
-
   hostStatus(): Record<string, unknown> {
     return this.host ? { simState: this.host.state, bootedFrom: this.host.bootedFrom } : { simState: 'external', bootedFrom: null };
   }
