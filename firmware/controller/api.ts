@@ -68,7 +68,7 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
     },
     {
       method: 'POST', path: '/api/jobs/:id/cancel', tag: 'jobs', summary: 'Cancel the running job', body: bodies.cancel,
-      responses: { 202: 'cancel requested; the job ends as cancelled', 404: 'no such job', 409: 'the job is not running' },
+      responses: { 202: 'cancel requested; the job ends as cancelled, or as done (cancel.late, with a note in its log) when its work had completed before the cancel reached it', 404: 'no such job', 409: 'the job is not running' },
       handler: ({ params, body }) => {
         const b = body as { rollback?: boolean };
         const job = app.jobs.cancel(params.id!, b.rollback ?? app.config.recovery.rollbackOnCancel);

@@ -222,6 +222,8 @@ export class FileJobs {
                   last = x.bytes;
                 },
               });
+              // writeBack stops between files on a cancel and returns what it wrote: a partial restore is a cancelled job.
+              if (report.cancelled) ctx.stoppedEarly();
               ctx.log('info', `restored ${report.restored.files} files, ${report.restored.folders} folders into partition ${b.partition} of the active drive (${report.overwrittenCount} overwritten); ${report.fsck.tool}: ${report.fsck.clean ? 'clean' : `exit ${report.fsck.exitCode}`}`);
               if (!report.fsck.clean) {
                 app.bus.publish('alert', { level: 'warning', code: 'restore-fsck', message: `after restoring files into partition ${b.partition} of pair ${p.id}'s active drive, ${report.fsck.tool} reports problems (exit ${report.fsck.exitCode}): see job ${ctx.job.id}` });

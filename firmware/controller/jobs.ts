@@ -37,7 +37,8 @@ export interface JobRecord {
   error: (Omit<ErrorData, 'kind'> & { kind: string }) | null;
   /** Set when the daemon stopped while the job ran. */
   interrupted?: boolean;
-  cancel?: { at: string; rollback: boolean };
+  /** `late`: the cancel came after the work had completed; the job is done, nothing was stopped or rolled back. */
+  cancel?: { at: string; rollback: boolean; late?: true };
   log: { at: string; level: 'info' | 'warn' | 'error'; message: string }[];
 }
 
@@ -47,6 +48,13 @@ export interface JobContext {
   progress(p: Progress): void;
   note(message: string): void;
   log(level: 'info' | 'warn' | 'error', message: string): void;
+  /**
+   * Says that the work stopped short of what was asked because of the
+   * cancel and returns normally with a partial result (a file restore
+   * stopped between files). Without it, a run that returns is complete and
+   * its job is done, even when a cancel arrived meanwhile.
+   */
+  stoppedEarly(): void;
 }
 
 interface JobsFile {
@@ -299,6 +307,7 @@ export class JobRunner {
   #launch(job: JobRecord, slot: JobSlot, run: (ctx: JobContext) => Promise<unknown>): void {
     const { kind, trigger } = job;
     const controller = new AbortController();
+    let stoppedEarly = false;
     const log = (level: 'info' | 'warn' | 'error', message: string) => {
       job.log.push({ at: new Date().toISOString(), level, message });
       if (job.log.length > this.opts.logLines) job.log.splice(0, job.log.length - this.opts.logLines);
@@ -315,6 +324,9 @@ export class JobRunner {
         this.bus.publish('job.note', { id: job.id, kind, message });
       },
       log,
+      stoppedEarly: () => {
+        stoppedEarly = true;
+      },
     };
     log('info', `${kind} started (${trigger})`);
     this.bus.publish('job.started', { job: summary(job) });
@@ -322,7 +334,12 @@ export class JobRunner {
     const done = (async () => {
       try {
         job.result = (await run(ctx)) ?? null;
-        job.state = job.cancel ? 'cancelled' : 'done';
+        // Only a run that stopped short is cancelled: a cancel that came once the work was whole changes nothing.
+        job.state = stoppedEarly ? 'cancelled' : 'done';
+        if (job.cancel && !stoppedEarly) {
+          job.cancel.late = true;
+          ctx.note(`the cancel came too late: the ${kind} had already completed${job.cancel.rollback ? ' (nothing was rolled back)' : ''}`);
+        }
         log('info', `${kind} ${job.state}`);
       } catch (e) {
         const cancelled = e instanceof CancelledError || (controller.signal.aborted && !isDpsrError(e));
