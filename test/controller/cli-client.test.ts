@@ -23,8 +23,21 @@ test('dpsr status --url reads the token from the state directory', async () => {
   assert.is(JSON.parse(j.stdout).active, 'A');
 });
 
-test('dpsr sync --url follows the job to the end', async () => {
-  const r = await dpsr(['sync', '--url', d.url, '--json']);
+test('every command that changes a drive or the boot asks with --url as it does locally: off a terminal, exit 2 naming --yes, nothing started', async () => {
+  const jobsBefore = (await d.api('GET', '/api/jobs')).body.jobs.length;
+  const status = JSON.stringify((await d.api('GET', '/api/status')).body.generations);
+  for (const args of [['sync'], ['sync', '--partition', '1'], ['clone'], ['recover'], ['reprotect'], ['restore', '--i-mean-restore'], ['failover']]) {
+    const r = await dpsr([...args, '--url', d.url]);
+    assert.is(r.code, 2, `dpsr ${args.join(' ')} --url: exit ${r.code}: ${r.stderr}`);
+    assert.match(r.stderr, /needs confirmation: pass --yes/, `dpsr ${args.join(' ')} --url`);
+  }
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobsBefore, 'no job was started');
+  assert.is(JSON.stringify((await d.api('GET', '/api/status')).body.generations), status);
+  assert.is((await d.api('GET', '/api/status')).body.active, 'A', 'no failover');
+});
+
+test('dpsr sync --url --yes follows the job to the end', async () => {
+  const r = await dpsr(['sync', '--url', d.url, '--json', '--yes']);
   assert.is(r.code, 0, r.stderr);
   const job = JSON.parse(r.stdout);
   assert.is(job.state, 'done');

@@ -92,7 +92,7 @@ test('Ctrl-C off a terminal detaches: the job runs on, dpsr cancel --url stops i
 });
 
 test('status --url exits 1 while the standby needs attention; recover --url brings it back', async () => {
-  const started = JSON.parse((await dpsr(['sync', '--url', d.url, '--no-wait', '--json'])).stdout);
+  const started = JSON.parse((await dpsr(['sync', '--url', d.url, '--no-wait', '--json', '--yes'])).stdout);
   await new Promise((r) => setTimeout(r, 500));
   // Held, the sync cannot end before the cancel reaches it.
   const release = holdStandby();

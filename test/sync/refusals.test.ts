@@ -98,6 +98,7 @@ test('a confirmation not given is bad usage (exit 2) for every command that writ
     [['clone', a, b], b, /needs confirmation.*\n.*--yes/s],
     [['sync', a, b], b, /needs confirmation/],
     [['recover', b], b, /needs confirmation/],
+    [['migrate', a, b, '--partition', '1'], b, /migrate writes a partition onto another drive and needs confirmation: pass --yes/],
     [['restore', b, a, '--i-mean-restore'], a, /needs confirmation/],
     [['restore', b, a], a, /--i-mean-restore/],
     [['restore', b, a, '--yes'], a, /--i-mean-restore/],

@@ -13,7 +13,7 @@ import { createParser } from 'eventsource-parser';
 import { BadInputError, BusyError, CancelledError, DeviceError, NotFoundError, RefusedError, type DpsrError } from '../../../src/errors.ts';
 import type { Progress } from '../../../src/sync/index.ts';
 import { defaultStateDir, formatBytes, verifyHeadline, type VerifyReport } from '../../../src/sync/index.ts';
-import { choose, confirm, isTerminal, printJson, progressReporter, type ProgressReporter } from './terminal.ts';
+import { choose, confirmOrRequireYes, isTerminal, printJson, progressReporter, type ConfirmedCommand, type ProgressReporter } from './terminal.ts';
 import { formatAge, parseMode, parsePartitionArgs } from './local.ts';
 import type { Invocation, Opts } from './program.ts';
 
@@ -333,10 +333,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
       return 0;
     }
     case 'failover': {
-      if (!opts.yes) {
-        if (!isTerminal()) throw new BadInputError('failover shuts the host down and boots the standby: it needs confirmation', { hint: 'pass --yes' });
-        if (!(await confirm('This shuts the host down and boots it from the standby drive.'))) throw new CancelledError('not confirmed: nothing was changed');
-      }
+      await confirmOrRequireYes('failover', opts.yes, 'This shuts the host down and boots it from the standby drive.');
       const body = { confirm: CONFIRMATIONS.failover, ...(opts.hardOff ? { hardOff: true } : {}) };
       if (pair && (await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`)).role === 'data') return failoverDataPair(client, pair, body, { json, wait: opts.wait !== false, say });
       const r = await client.request<{ from: string; to: string }>('POST', route('failover'), body);
@@ -367,6 +364,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
     const mode = parseMode(opts.mode);
     body = { ...(partitions.length ? { partitions } : {}), ...(mode ? { mode } : {}), ...(opts.forceGeneration ? { forceGeneration: true } : {}) };
     path = route('sync');
+    question = `This makes the drive in the STANDBY bay a copy of the active drive${partitions.length ? ` (partitions ${partitions.join(', ')})` : ''}, writing what differs.`;
   } else if (command === 'verify') {
     const partitions = parsePartitionArgs(opts.partition);
     body = partitions.length ? { partitions } : {};
@@ -396,8 +394,7 @@ export async function runRemote(inv: Invocation): Promise<number> {
       question = 'This OVERWRITES THE ACTIVE DRIVE with the backup on the standby.';
     }
   }
-  if (question && !opts.yes) {
-    if (!isTerminal()) throw new BadInputError(`${command} writes to a drive and needs confirmation`, { hint: 'pass --yes when running it from a script' });
+  if (question && !opts.yes && isTerminal()) {
     if (pair) {
       const p = await client.request<PairStatusBody>('GET', `/api/pairs/${pair}/status`);
       const bay = command === 'restore' ? p.active : p.standby;
@@ -408,8 +405,8 @@ export async function runRemote(inv: Invocation): Promise<number> {
       const d = s.drives?.[bay];
       process.stderr.write(`${command === 'restore' ? 'ACTIVE' : 'STANDBY'} bay ${bay}: ${d?.path ?? 'empty'}${d?.key ? `  (${d.key})` : ''}  generation ${d?.generation ?? '-'}  health ${s.health[bay] ?? '?'}\n`);
     }
-    if (!(await confirm(question))) throw new CancelledError('not confirmed: nothing was changed');
   }
+  if (question) await confirmOrRequireYes(command as ConfirmedCommand, opts.yes, question);
   // Absent: the daemon's sync.window decides.
   if (typeof opts.window === 'boolean') body = { ...body, window: opts.window };
   const started = await client.request<{ id: string; job: JobBody }>('POST', path, body);

@@ -3,7 +3,7 @@
  * engine of src/sync with a progress bar, confirmation and text or JSON
  * reports.
  */
-import { BadInputError, CancelledError, RefusedError } from '../../../src/errors.ts';
+import { BadInputError, RefusedError } from '../../../src/errors.ts';
 import { discoverDrives, openDrive, locateDrive, usageOf, driveKeyOf } from '../../../src/sata-bridge/index.ts';
 import { readLayout, formatLayout } from '../../../src/disk-layout/index.ts';
 import {
@@ -27,7 +27,7 @@ import {
   type CopyReport,
   type VerifyReport,
 } from '../../../src/sync/index.ts';
-import { confirm, isTerminal, printJson, progressReporter } from './terminal.ts';
+import { confirmOrRequireYes, isTerminal, printJson, progressReporter, type ConfirmedCommand } from './terminal.ts';
 import { describeDrive } from './drive-summary.ts';
 import type { Invocation, Opts } from './program.ts';
 
@@ -76,12 +76,6 @@ export function parsePartitionArgs(values: string[] | undefined): number[] {
 export function parseMode(v: unknown): 'compare' | 'manifest' | 'changed' | undefined {
   if (v === undefined || v === 'compare' || v === 'manifest' || v === 'changed') return v;
   throw new BadInputError(`--mode ${String(v)} is not known`, { hint: 'use --mode compare, manifest or changed' });
-}
-
-async function askOrRequireYes(opts: Opts, question: string): Promise<void> {
-  if (opts.yes) return;
-  if (!isTerminal()) throw new BadInputError('this command writes to a drive and needs confirmation', { hint: 'pass --yes when running it from a script' });
-  if (!(await confirm(question))) throw new CancelledError('not confirmed: nothing was changed');
 }
 
 function printCopy(report: CopyReport): void {
@@ -244,10 +238,10 @@ export async function runLocal(inv: Invocation): Promise<number> {
         let addStandby = opts.addStandby === true;
         const others = command === 'clone' ? rotationOf(stateDir, source, target, imageSectorSize) : undefined;
         if (others && !addStandby && !opts.yes && isTerminal()) {
-          await askOrRequireYes(opts, `${source} already has ${others.count === 1 ? 'a standby' : `${others.count} standbys`}: ${others.described}.\nThis makes ${target} one more standby of ${source} (its own pair, its own generation); the other standbys stay as they are.\nThis will ${verb} ${target} with ${source}.`);
+          await confirmOrRequireYes(command as ConfirmedCommand, opts.yes, `${source} already has ${others.count === 1 ? 'a standby' : `${others.count} standbys`}: ${others.described}.\nThis makes ${target} one more standby of ${source} (its own pair, its own generation); the other standbys stay as they are.\nThis will ${verb} ${target} with ${source}.`);
           addStandby = true;
         } else {
-          await askOrRequireYes(opts, `This will ${verb} ${target} with ${source}.`);
+          await confirmOrRequireYes(command as ConfirmedCommand, opts.yes, `This will ${verb} ${target} with ${source}.`);
         }
         const fn = command === 'clone' ? clone : command === 'sync' ? sync : restore;
         const report = await fn({ ...common, source, target, partitions, mode, forceClone: opts.force as boolean | undefined, forceGeneration: opts.forceGeneration as boolean | undefined, journalBudget, addStandby });
@@ -265,7 +259,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
       }
       case 'recover': {
         if (!opts.yes && isTerminal()) process.stderr.write([...(await describeDrive(args[0]!, 'STANDBY, WILL BE ROLLED BACK', imageSectorSize)), ''].join('\n'));
-        await askOrRequireYes(opts, `This rolls ${args[0]} back to its previous backup.`);
+        await confirmOrRequireYes('recover', opts.yes, `This rolls ${args[0]} back to its previous backup.`);
         const report = await recover({ ...common, target: args[0]! });
         progress.stop();
         if (json) printJson(report);
@@ -317,7 +311,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
         if (!opts.yes && isTerminal()) {
           process.stderr.write([...(await describeDrive(target, 'TARGET, A PARTITION WILL BE ADDED', imageSectorSize)), ...(await describeDrive(source, 'source, read only', imageSectorSize)), ''].join('\n'));
         }
-        await askOrRequireYes(opts, `This copies partition ${partition} of ${source} onto ${target}${at === undefined ? '' : ` at byte ${at}`} and adds it to ${target}'s partition table.`);
+        await confirmOrRequireYes('migrate', opts.yes, `This copies partition ${partition} of ${source} onto ${target}${at === undefined ? '' : ` at byte ${at}`} and adds it to ${target}'s partition table.`);
         const report = await migrate({ ...common, source, target, partition: partition!, at, journalBudget });
         progress.stop();
         if (json) printJson(report);
@@ -332,7 +326,7 @@ export async function runLocal(inv: Invocation): Promise<number> {
         const store = new PairStore(stateDir, { create: false });
         const pair = store.byId(args[0]!);
         if (!pair) throw new BadInputError(`no pair ${args[0]} is recorded`, { hint: 'run `dpsr status` for the pair ids' });
-        await askOrRequireYes(opts, `This forgets pair ${pair.id} (its roles and generations). The drives are not touched; the pair's undo journal, sync map and manifest stay in ${store.pairDir(pair)}.`);
+        await confirmOrRequireYes('forget', opts.yes, `This forgets pair ${pair.id} (its roles and generations). The drives are not touched; the pair's undo journal, sync map and manifest stay in ${store.pairDir(pair)}.`);
         store.forget(pair.id);
         if (json) printJson({ forgotten: pair.id });
         else console.log(`forgot pair ${pair.id}`);

@@ -2,6 +2,7 @@
 import { createInterface } from 'node:readline/promises';
 import type { Progress } from '../../../src/sync/index.ts';
 import { formatBytes } from '../../../src/sync/index.ts';
+import { BadInputError, CancelledError } from '../../../src/errors.ts';
 
 export const isTerminal = (): boolean => !!process.stderr.isTTY && !!process.stdin.isTTY;
 
@@ -86,6 +87,37 @@ export function progressReporter(options: { json: boolean; quiet?: boolean }, st
       drawn = '';
     },
   };
+}
+
+/**
+ * The commands that change a drive, the host's boot or the recorded pairs,
+ * and what each does: every one asks before it acts, in its local form and
+ * with --url alike, unless --yes is given.
+ */
+export const CONFIRMED_COMMANDS = {
+  clone: 'overwrites the standby drive',
+  sync: 'writes to the standby drive',
+  restore: 'overwrites the active drive',
+  recover: 'rolls the standby drive back',
+  reprotect: 'overwrites the drive in the standby bay',
+  migrate: 'writes a partition onto another drive',
+  failover: 'shuts the host down and boots the standby',
+  forget: 'drops a recorded pair',
+} as const;
+export type ConfirmedCommand = keyof typeof CONFIRMED_COMMANDS;
+
+/**
+ * Goes on when `yes` (--yes) is true; on a terminal asks `question` and
+ * throws CancelledError unless the operator types "yes"; off a terminal
+ * throws BadInputError (exit 2) naming --yes. Called before anything is
+ * changed.
+ */
+export async function confirmOrRequireYes(command: ConfirmedCommand, yes: unknown, question: string): Promise<void> {
+  if (yes === true) return;
+  if (!isTerminal()) {
+    throw new BadInputError(`${command} ${CONFIRMED_COMMANDS[command]} and needs confirmation: pass --yes`, { hint: 'pass --yes when running it from a script (on a terminal dpsr asks instead); nothing was changed' });
+  }
+  if (!(await confirm(question))) throw new CancelledError('not confirmed: nothing was changed');
 }
 
 /** Asks the operator to type "yes". */
