@@ -5,12 +5,16 @@
  * directory, a tool run while the daemon was down) differs from its
  * manifest, and a backup that is not one must not be failed over to or
  * restored from. A clean sample proves nothing about the blocks not read;
- * a verify does.
+ * a verify does. So besides an even spread, the sample always holds the
+ * blocks a mount or a write elsewhere changes: the partition tables (first
+ * and last blocks) and each filesystem's superblock, allocation and root
+ * metadata.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { allocAligned, locateDrive, openLocated, type BlockDevice, type DriveLocation, type OpenDriveOptions } from '../sata-bridge/index.ts';
 import { isDpsrError } from '../errors.ts';
+import { readLayout, writeTelltales, SNIFF_BYTES } from '../disk-layout/index.ts';
 import { BlockHasher } from './hash.ts';
 import { Manifest, hashBlocks } from './manifest.ts';
 import { acquireDriveReadLock, takePairLockNow } from './pair-lock.ts';
@@ -21,7 +25,11 @@ export interface SpotCheckRequest {
   readonly pairId: string;
   /** Path of the drive now in the standby's place. */
   readonly standby: string;
-  /** Blocks read (default 64): spread evenly over what the manifest covers. */
+  /**
+   * Blocks read (default 64), spread evenly over what the manifest covers;
+   * read besides them: the partition tables and, in each filesystem, the
+   * metadata any mount or write elsewhere updates (writeTelltales).
+   */
   readonly samples?: number;
   readonly openDevice?: (loc: DriveLocation, options: OpenDriveOptions) => Promise<BlockDevice>;
 }
@@ -107,6 +115,7 @@ async function compareSample(dev: BlockDevice, manifest: Manifest, samples: numb
       at -= r.length;
     }
   }
+  for (const offset of await telltaleOffsets(dev)) blocks.add(Math.floor(offset / bs));
   const hasher = new BlockHasher();
   const buf = allocAligned(bs);
   let checked = 0;
@@ -126,4 +135,30 @@ async function compareSample(dev: BlockDevice, manifest: Manifest, samples: numb
     }
   }
   return { blocksChecked: checked, blocksDiffering: differing, ...(firstDiffering !== undefined ? { firstDiffering } : {}) };
+}
+
+/**
+ * Byte offsets on the drive of what a mount or a write elsewhere changes:
+ * its first and last logical sectors (MBR, both GPT headers) and each
+ * recognised filesystem's writeTelltales. A drive whose layout cannot be
+ * read gives just those two sectors: the spread sample still runs.
+ */
+async function telltaleOffsets(dev: BlockDevice): Promise<number[]> {
+  const offsets = [0, dev.size - dev.logicalSectorSize];
+  try {
+    const layout = await readLayout(dev);
+    const filesystems = layout.wholeDiskFilesystem
+      ? [{ startByte: 0, sizeBytes: dev.size, filesystem: layout.wholeDiskFilesystem }]
+      : layout.partitions.filter((p) => p.filesystem);
+    const head = allocAligned(SNIFF_BYTES);
+    for (const fs of filesystems) {
+      if (fs.startByte + SNIFF_BYTES > dev.size) continue;
+      await dev.read(head, fs.startByte, SNIFF_BYTES);
+      for (const at of writeTelltales(fs.filesystem, head, fs.sizeBytes)) offsets.push(fs.startByte + at);
+    }
+  } catch (e) {
+    // A drive too damaged to show its layout still gets the spread sample; an unreadable one fails that.
+    if (isDpsrError(e) && e.kind === 'busy') throw e;
+  }
+  return offsets.filter((o) => o >= 0 && o < dev.size);
 }
