@@ -11,3 +11,4 @@ export {
   type ExportSpec,
 } from './storage-daemon.ts';
 export { ChildDaemonProcess, SystemdDaemonProcess, unitQmpSocket, type DaemonProcess, type ExitInfo, type SystemdDaemonOptions } from './daemon-process.ts';
+export { UsbGadgetDisk, USB_DISK_SCRIPT, type HostDisk, type HostDiskStatus, type ExportAddress, type ScriptRunner, type UsbGadgetDiskOptions } from './host-disk.ts';

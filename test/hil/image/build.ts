@@ -112,7 +112,7 @@ export interface EnsuredImage extends HilImage {
   ms: number;
 }
 
-function run(cmd: string, args: string[], opts: { cwd?: string; input?: string | Buffer } = {}): string {
+export function run(cmd: string, args: string[], opts: { cwd?: string; input?: string | Buffer } = {}): string {
   try {
     return execFileSync(cmd, args, {
       cwd: opts.cwd,
@@ -147,8 +147,8 @@ const KERNEL_META = 'linux-image-cloud-amd64';
  * points at when none is named, from one apt-cache call (each call loads the
  * whole package cache, about half a second).
  */
-function candidateVersions(kernelPackage: string | undefined, others: string[]): { kernel: string; versions: Record<string, string> } {
-  const names = [kernelPackage ?? KERNEL_META, ...others];
+export function candidateVersions(kernelPackage: string | undefined, others: string[], meta = KERNEL_META): { kernel: string; versions: Record<string, string> } {
+  const names = [kernelPackage ?? meta, ...others];
   let out: string;
   try {
     out = run('apt-cache', ['show', '--no-all-versions', ...names]);
@@ -163,9 +163,10 @@ function candidateVersions(kernelPackage: string | undefined, others: string[]):
   const versions: Record<string, string> = {};
   let kernel = kernelPackage;
   if (!kernel) {
-    const dep = /^Depends:.*?\b(linux-image-\S+-cloud-amd64) \(= ([^)\s]+)\)/m.exec(stanzas.get(KERNEL_META) ?? '');
+    const flavour = meta.replace(/^linux-image-/, '');
+    const dep = new RegExp(`^Depends:.*?\\b(linux-image-\\S+-${flavour}) \\(= ([^)\\s]+)\\)`, 'm').exec(stanzas.get(meta) ?? '');
     if (!dep) {
-      throw new NotFoundError(`cannot resolve the kernel package behind ${KERNEL_META}`, {
+      throw new NotFoundError(`cannot resolve the kernel package behind ${meta}`, {
         hint: 'run apt-get update, or set DPSR_HIL_KERNEL_PKG=linux-image-<version>-cloud-amd64',
       });
     }
@@ -181,7 +182,7 @@ function candidateVersions(kernelPackage: string | undefined, others: string[]):
 }
 
 /** Downloads pkg=version into debDir once; returns the .deb path. */
-function fetchDeb(debDir: string, pkg: string, version: string, log: (l: string) => void): string {
+export function fetchDeb(debDir: string, pkg: string, version: string, log: (l: string) => void): string {
   const dest = join(debDir, `${pkg}_${version.replace(/[^A-Za-z0-9.+~-]/g, '_')}.deb`);
   if (existsSync(dest)) return dest;
   const tmp = mkdtempSync(join(debDir, '.dl-'));
@@ -198,7 +199,7 @@ function fetchDeb(debDir: string, pkg: string, version: string, log: (l: string)
   }
 }
 
-function findFile(dir: string, name: string): string | undefined {
+export function findFile(dir: string, name: string): string | undefined {
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, entry.name);
     if (entry.isDirectory()) {
@@ -209,13 +210,13 @@ function findFile(dir: string, name: string): string | undefined {
   return undefined;
 }
 
-function requireFile(path: string | undefined, what: string): string {
+export function requireFile(path: string | undefined, what: string): string {
   if (!path || !existsSync(path)) throw new NotFoundError(`the unpacked packages have no ${what}`);
   return path;
 }
 
 /** Serialises builds across test processes; a lock left by a dead process is taken over. */
-async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   const lock = join(dir, 'build.lock');
   const deadline = Date.now() + 10 * 60_000;
   for (;;) {
@@ -254,7 +255,7 @@ async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function cacheDirOf(opts: ImageOptions): string {
+export function cacheDirOf(opts: Pick<ImageOptions, 'cacheDir'>): string {
   return opts.cacheDir ?? process.env.DPSR_HIL_CACHE ?? join(REPO, '.hil-cache');
 }
 

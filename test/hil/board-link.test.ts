@@ -1,0 +1,113 @@
+/**
+ * The board's host link in inline mode, end to end in a virtual board
+ * (board-vm.ts: Debian's generic kernel under TCG): the real `UsbGadgetDisk`
+ * runs deploy/dpsr-usb-disk inside the VM, whose kernel nbd client connects
+ * over QEMU's user network to qemu-storage-daemon exports on this machine;
+ * the gadget binds to dummy_hcd's virtual device controller, which hands it
+ * back to the same kernel as a USB disk (usb-storage, sd_mod): what a host
+ * PC would see. It passes the HostDisk contract (test/support), and the
+ * script's refusals for a missing part of the board are checked.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createServer } from 'node:net';
+import { UsbGadgetDisk, type NbdListen, type ScriptRunner } from '../../src/export/index.ts';
+import { hostDiskContract } from '../support/host-disk-contract.ts';
+import { rejection } from '../support/assert-async.ts';
+import { requireEnv } from '../support/require.ts';
+import { BoardVm } from './board-vm.ts';
+import { ensureBoardImage } from './image/board.ts';
+
+const ready = requireEnv('board host link (virtual board)', { tools: ['qemu-system-x86_64', 'qemu-storage-daemon', 'apt-get', 'dpkg', 'ldd'] });
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const q = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
+
+/** The script run in the VM; this machine's 127.0.0.1 is 10.0.2.2 there. */
+function vmRunner(vm: BoardVm): ScriptRunner {
+  return async (args, env) => {
+    const vars = Object.entries(env).map(([k, v]) => `${k}=${q(k === 'DPSR_NBD_TCP' ? v.replace(/^127\.0\.0\.1:/, '10.0.2.2:') : v)}`);
+    const r = await vm.exec(`${vars.join(' ')} /sbin/dpsr-usb-disk ${args.map(q).join(' ')} 2>/tmp/stderr; rc=$?; echo @@STDERR@@; cat /tmp/stderr; exit $rc`);
+    const [stdout, stderr = ''] = r.output.split('@@STDERR@@\n');
+    return { code: r.code, stdout: stdout ?? '', stderr };
+  };
+}
+
+/** The USB disk the gadget came back as (its SCSI vendor is dpsr), or '' (waits up to `ms` for `expect`). */
+async function usbDisk(vm: BoardVm, expect: boolean, ms = 20_000): Promise<string> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const name = (await vm.sh('for d in /sys/block/sd*; do grep -qs "^dpsr" "$d/device/vendor" && [ "$(cat "$d/size")" -gt 0 ] && echo "${d##*/}"; done; true')).trim();
+    if (!!name === expect || Date.now() > deadline) return name;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+if (ready) {
+  const image = await ensureBoardImage({ log: (l) => console.log(`  board image: ${l}`) });
+  const vm = new BoardVm({ image });
+  await vm.start();
+  console.log(`  board VM: kernel ${vm.kernel}, ready in ${(vm.bootMs / 1000).toFixed(1)} s`);
+  const disk = new UsbGadgetDisk({ run: vmRunner(vm) });
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const tcp = (port: number): NbdListen => ({ tcp: { host: '127.0.0.1', port } });
+
+  hostDiskContract('the board: kernel nbd client + USB mass-storage gadget (UsbGadgetDisk in a VM, dummy_hcd)', async () => ({
+    disk,
+    listen: (i) => tcp(ports[i]!),
+    deadListen: () => tcp(ports[2]!),
+    hostRead: async (offset, length) => {
+      const dev = await usbDisk(vm, true);
+      if (!dev) throw new Error(`the host sees no USB disk; console:\n${vm.consoleTail(15).join('\n')}`);
+      const out = await vm.sh(`echo 3 >/proc/sys/vm/drop_caches; dd if=/dev/${dev} bs=512 skip=${offset / 512} count=${length / 512} 2>/dev/null | base64`);
+      return Buffer.from(out.replace(/\s+/g, ''), 'base64');
+    },
+    hostWrite: async (offset, data) => {
+      const dev = await usbDisk(vm, true);
+      if (!dev) throw new Error('the host sees no USB disk');
+      await vm.sh(`echo ${data.toString('base64')} | base64 -d >/tmp/w; dd if=/tmp/w of=/dev/${dev} bs=512 seek=${offset / 512} conv=fsync 2>/dev/null`);
+    },
+    hostSees: async (expect) => !!(await usbDisk(vm, expect, 15_000)),
+    close: async () => {},
+  }));
+
+  const bad = suite('the board: a missing part is named before anything changes');
+  bad('no such nbd device (the nbd module not loaded)', async () => {
+    const e = await rejection(new UsbGadgetDisk({ run: vmRunner(vm), nbdDevice: '/dev/nbd99' }).attach({ listen: tcp(ports[0]!), name: 'system', uri: '' }));
+    assert.is((e as Error).name, 'NotFoundError', String(e));
+    assert.match((e as Error).message, /nbd module is not loaded/);
+    assert.match((e as { hint?: string }).hint ?? '', /modprobe nbd/);
+  });
+  bad('configfs not mounted', async () => {
+    const e = await rejection(new UsbGadgetDisk({ run: vmRunner(vm), configfs: '/nonexistent' }).attach({ listen: tcp(ports[0]!), name: 'system', uri: '' }));
+    assert.is((e as Error).name, 'NotFoundError', String(e));
+    assert.match((e as { hint?: string }).hint ?? '', /modprobe libcomposite; mount -t configfs/);
+  });
+  bad('no such USB device controller', async () => {
+    const e = await rejection(new UsbGadgetDisk({ run: vmRunner(vm), udc: 'fe980000.usb' }).attach({ listen: tcp(ports[0]!), name: 'system', uri: '' }));
+    assert.is((e as Error).name, 'NotFoundError', String(e));
+    assert.match((e as Error).message, /found: dummy_udc\.0/);
+  });
+  bad('a bad nbd device name', async () => {
+    const e = await rejection(new UsbGadgetDisk({ run: vmRunner(vm), nbdDevice: '/dev/sda' }).attach({ listen: tcp(ports[0]!), name: 'system', uri: '' }));
+    assert.is((e as Error).name, 'BadInputError', String(e));
+  });
+  bad('none of these left a gadget or an nbd connection behind', async () => {
+    const st = await disk.status();
+    assert.is(st.attached, false, st.detail);
+    assert.is(st.connected, false, st.detail);
+    assert.is(await usbDisk(vm, false, 1000), '');
+  });
+  bad.after(() => vm.stop());
+  bad.run();
+}

@@ -1,0 +1,152 @@
+/**
+ * The "board" virtual machine's boot files: Debian's generic amd64 kernel
+ * (the cloud kernel has no USB at all) and a busybox initramfs holding the
+ * modules inline mode's USB disk needs (nbd, configfs, libcomposite,
+ * usb_f_mass_storage; dummy_hcd as a virtual USB device controller whose
+ * gadget comes back to the same kernel as a USB disk through usb-storage and
+ * sd_mod; e1000 for QEMU's user network), nbd-client with its libraries, and
+ * deploy/dpsr-usb-disk, the script dpsrd runs on a real board. Booted with
+ * `-kernel`/`-initrd`: no disk image. Packages come from `apt-get download`
+ * and `dpkg -x` (the same cache and helpers as the host's test OS,
+ * build.ts), cached under a key of their versions and these sources.
+ */
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NotFoundError } from '../errors.ts';
+import { cacheDirOf, candidateVersions, fetchDeb, findFile, requireFile, run, withLock } from './build.ts';
+import { cpioNewc, type CpioEntry } from './cpio.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = join(HERE, '..', '..', '..');
+const LAYOUT_VERSION = 1;
+/** Loaded in this order by the board's /init (no modprobe there): each after the ones it depends on. */
+export const BOARD_MODULES = [
+  'nbd', 'configfs', 'usb-common', 'udc-core', 'libcomposite', 'usb_f_mass_storage', 'usbcore', 'dummy_hcd',
+  'scsi_common', 'scsi_mod', 'usb-storage', 'crct10dif_common', 'crc-t10dif', 'crc64', 'crc64-rocksoft', 't10-pi', 'sd_mod', 'e1000',
+];
+/** nbd-client's library that a test machine without nbd-client lacks (the rest come from the machine, same Debian). */
+const EXTRA_DEBS = ['nbd-client', 'libnl-genl-3-200'];
+
+export interface BoardImage {
+  kernel: string;
+  initramfs: string;
+  kernelRelease: string;
+  packages: Record<string, string>;
+  cached: boolean;
+}
+
+/** The kernel module's own `depends=` (its .modinfo section), for the check that BOARD_MODULES is in order. */
+function moduleDepends(ko: Buffer): string[] {
+  const at = ko.indexOf('depends=');
+  if (at < 0) return [];
+  const end = ko.indexOf(0, at);
+  return ko.subarray(at + 8, end).toString().split(',').filter(Boolean);
+}
+
+function findModule(dir: string, name: string): string | undefined {
+  return findFile(dir, `${name}.ko`) ?? findFile(dir, `${name.replace(/-/g, '_')}.ko`) ?? findFile(dir, `${name.replace(/_/g, '-')}.ko`);
+}
+
+/** The shared libraries `binary` needs (ldd), with `libDir` searched first. */
+function libraries(binary: string, libDir: string): string[] {
+  const out = run('ldd', [binary], {}).split('\n');
+  const libs: string[] = [];
+  for (const line of out) {
+    if (/not found/.test(line)) {
+      const name = line.trim().split(/\s+/)[0]!;
+      const local = findFile(libDir, name);
+      if (!local) throw new NotFoundError(`${binary} needs ${name}, which neither this machine nor the downloaded packages have`);
+      libs.push(local);
+      continue;
+    }
+    const m = /=>\s*(\S+)/.exec(line) ?? /^\s*(\/\S+)/.exec(line);
+    if (m && m[1]!.startsWith('/')) libs.push(m[1]!);
+  }
+  return libs;
+}
+
+/** Returns the board's kernel and initramfs, building the initramfs when an input changed. */
+export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: string) => void } = {}): Promise<BoardImage> {
+  const log = opts.log ?? (() => {});
+  const cacheDir = cacheDirOf(opts);
+  const { kernel: kernelPackage, versions } = candidateVersions(process.env.DPSR_BOARD_KERNEL_PKG || undefined, ['busybox-static', ...EXTRA_DEBS], 'linux-image-amd64');
+  const sources = ['board.ts', 'board-init.sh'].map((f) => readFileSync(join(HERE, f)));
+  sources.push(readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')));
+  const key = createHash('sha256').update(JSON.stringify({ LAYOUT_VERSION, versions, sources: sources.map((s) => createHash('sha256').update(s).digest('hex')) })).digest('hex').slice(0, 16);
+  const dir = join(cacheDir, 'board', key);
+  const kernelRelease = kernelPackage.replace(/^linux-image-/, '');
+  const image = { kernel: join(dir, 'vmlinuz'), initramfs: join(dir, 'initrd.img'), kernelRelease, packages: versions };
+  if (existsSync(join(dir, 'done'))) return { ...image, cached: true };
+  mkdirSync(cacheDir, { recursive: true });
+  return withLock(cacheDir, async () => {
+    if (existsSync(join(dir, 'done'))) return { ...image, cached: true };
+    const debDir = join(cacheDir, 'debs');
+    mkdirSync(debDir, { recursive: true });
+    const work = mkdtempSync(join(tmpdir(), 'dpsr-board-build-'));
+    try {
+      const unpacked = join(work, 'pkgs');
+      mkdirSync(unpacked);
+      for (const [pkg, version] of Object.entries(versions)) run('dpkg', ['-x', fetchDeb(debDir, pkg, version, log), unpacked]);
+      const vmlinuz = requireFile(join(unpacked, 'boot', `vmlinuz-${kernelRelease}`), `vmlinuz-${kernelRelease}`);
+      const moduleDir = requireFile(join(unpacked, 'lib', 'modules', kernelRelease), `modules of ${kernelRelease}`);
+      const busybox = requireFile(join(unpacked, 'bin', 'busybox'), 'bin/busybox');
+      const nbdClient = requireFile(findFile(join(unpacked, 'sbin'), 'nbd-client'), 'nbd-client');
+      log('assembling the board initramfs');
+      const entries: CpioEntry[] = [
+        ...['bin', 'sbin', 'dev', 'etc', 'lib', 'lib64', 'lib/modules', 'proc', 'sys', 'tmp', 'run'].map((path) => ({ path, type: 'dir' as const })),
+        { path: 'dev/console', type: 'chardev', major: 5, minor: 1 },
+        { path: 'bin/busybox', type: 'file', data: readFileSync(busybox), mode: 0o755 },
+        { path: 'bin/sh', type: 'symlink', target: 'busybox' },
+        { path: 'init', type: 'file', data: readFileSync(join(HERE, 'board-init.sh')), mode: 0o755 },
+        { path: 'sbin/dpsr-usb-disk', type: 'file', data: readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')), mode: 0o755 },
+        { path: 'sbin/nbd-client', type: 'file', data: readFileSync(nbdClient), mode: 0o755 },
+      ];
+      const loaded = new Set<string>();
+      const norm = (n: string) => n.replace(/-/g, '_');
+      for (const m of BOARD_MODULES) {
+        const ko = readFileSync(requireFile(findModule(moduleDir, m), `${m}.ko`));
+        const missing = moduleDepends(ko).filter((d) => !loaded.has(norm(d)));
+        if (missing.length) throw new NotFoundError(`module ${m} needs ${missing.join(', ')}, not loaded before it: BOARD_MODULES is out of order for ${kernelRelease}`);
+        loaded.add(norm(m));
+        entries.push({ path: `lib/modules/${m}.ko`, type: 'file', data: ko });
+      }
+      writeFileSync(join(work, 'order'), `${BOARD_MODULES.join('\n')}\n`);
+      entries.push({ path: 'lib/modules/order', type: 'file', data: readFileSync(join(work, 'order')) });
+      const seen = new Set<string>();
+      for (const lib of libraries(nbdClient, unpacked)) {
+        const at = lib.startsWith(unpacked) ? `lib/x86_64-linux-gnu/${lib.split('/').pop()}` : lib.replace(/^\//, '');
+        if (seen.has(at)) continue;
+        seen.add(at);
+        for (const d of at.split('/').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('/'))) {
+          if (!seen.has(d)) entries.push({ path: d, type: 'dir' });
+          seen.add(d);
+        }
+        entries.push({ path: at, type: 'file', data: readFileSync(lib), mode: 0o755 });
+      }
+      const cpio = cpioNewc(dedupeDirs(entries));
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      copyFileSync(vmlinuz, image.kernel);
+      writeFileSync(`${image.initramfs}.partial`, cpio);
+      renameSync(`${image.initramfs}.partial`, image.initramfs);
+      writeFileSync(join(dir, 'done'), `${JSON.stringify({ kernelRelease, versions })}\n`);
+      return { ...image, cached: false };
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+}
+
+/** A folder named twice (the fixed ones and a library's path) would be two cpio entries. */
+function dedupeDirs(entries: CpioEntry[]): CpioEntry[] {
+  const dirs = new Set<string>();
+  return entries.filter((e) => {
+    if (e.type !== 'dir') return true;
+    if (dirs.has(e.path)) return false;
+    dirs.add(e.path);
+    return true;
+  });
+}
