@@ -14,7 +14,8 @@ import type { Route } from './http-server.ts';
 import { buildOpenApi } from './openapi.ts';
 import { pairRoutes } from './pair-routes.ts';
 
-const partitions = array(int(1, 128), { maxItems: 128, unique: true, description: 'partition numbers; absent or empty: the whole drive' });
+// An empty list is refused: it is what a client with an empty selection sends, and "the whole drive" is asked by leaving the key out.
+const partitions = array(int(1, 128), { minItems: 1, maxItems: 128, unique: true, description: 'partition numbers, at least one; absent: the whole drive' });
 
 export const bodies = {
   sync: obj({ partitions: opt(partitions), mode: opt(oneOf(['compare', 'manifest', 'changed'] as const, 'compare reads both drives; manifest reads the active drive and the standby\'s hash map; changed copies only the blocks the host wrote since the last sync (inline mode; else manifest mode, and the job says why); default config sync.mode')), forceGeneration: opt(bool('copy even when the standby holds changes the active drive does not descend from (split brain)')), window: opt(bool('run the copy in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)')) }),

@@ -69,6 +69,24 @@ function compile(routes: Route[], bodyLimitBytes: number): Compiled[] {
   });
 }
 
+/**
+ * What is wrong with a request's query for an API route that lists
+ * `declared` (name → meaning), or null: a name the route does not list, or
+ * one given more than once (which value was meant cannot be told). The
+ * console's page and assets and /metrics are not held to this: browsers
+ * and scrapers add parameters of their own.
+ */
+export function queryProblem(declared: Record<string, string> | undefined, query: URLSearchParams): string | null {
+  const known = Object.keys(declared ?? {});
+  const seen = new Map<string, number>();
+  for (const name of query.keys()) seen.set(name, (seen.get(name) ?? 0) + 1);
+  for (const [name, count] of seen) {
+    if (!known.includes(name)) return `query parameter ${show(name)} is not known here; ${known.length ? `allowed: ${known.join(', ')}` : 'this route takes none'}`;
+    if (count > 1) return `query parameter ${name} is given ${count} times; allowed: once`;
+  }
+  return null;
+}
+
 /** A route's body limit: the configured one, raised to the largest body its schema admits, so a valid body never gets 413. */
 export function bodyLimitFor(route: Route, configured: number): number {
   return Math.max(configured, route.body ? maxBodyBytes(route.body.json) : 0);
@@ -252,6 +270,8 @@ export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { ke
       const params: Record<string, string> = {};
       const m = hit.re.exec(pathname)!;
       hit.names.forEach((n, i) => (params[n] = decodeParam(n, m[i + 1]!)));
+      const badQuery = pathname.startsWith('/api/') ? queryProblem(route.query, query) : null;
+      if (badQuery) throw new BadInputError(badQuery, { hint: 'GET /api/openapi.json lists the parameters of each route; nothing was changed' });
       let body: unknown = undefined;
       if (req.method === 'POST') {
         const text = await readBody(req, hit.bodyLimit);

@@ -42,6 +42,11 @@ export function buildOpenApi(routes: Route[]) {
     // Every POST may record a job or state: on a full state directory it answers 507 and changes nothing.
     if (r.method === 'POST') responses['507'] ??= err('the state directory is full: nothing was recorded or started; free space there');
     if (params.some((p) => p.in === 'path')) responses['400'] ??= err('a path parameter holds a malformed percent-escape, or is not one of the allowed values');
+    if (path.startsWith('/api/')) {
+      const query = 'a query parameter the route does not list, or one given more than once';
+      const given = responses['400'] as { description: string } | undefined;
+      responses['400'] = err(given ? `${given.description}; or ${query}` : query);
+    }
     if (r.auth !== false) responses['401'] = { description: 'no or a wrong bearer token (or console session)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
     if (r.auth !== false && r.method === 'POST') responses['403'] ??= err('made with the console\'s session cookie but without its X-CSRF-Token header, or from another site');
     paths[path] ??= {};

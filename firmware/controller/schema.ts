@@ -116,10 +116,11 @@ export function oneOf<const V extends readonly string[]>(values: V, description?
  * many bytes in all, which keeps a long list of long strings inside the
  * request body limit (see maxBodyBytes).
  */
-export function array<T>(item: Schema<T>, opts: { maxItems: number; unique?: boolean; maxJsonBytes?: number; description?: string }): Schema<T[]> {
+export function array<T>(item: Schema<T>, opts: { minItems?: number; maxItems: number; unique?: boolean; maxJsonBytes?: number; description?: string }): Schema<T[]> {
+  const min = opts.minItems ?? 0;
   return {
     parse(v, key) {
-      if (!Array.isArray(v) || v.length > opts.maxItems) fail(key, v, `a list of at most ${opts.maxItems} items`, where);
+      if (!Array.isArray(v) || v.length > opts.maxItems || v.length < min) fail(key, v, min > 0 ? `a list of ${min} to ${opts.maxItems} items` : `a list of at most ${opts.maxItems} items`, where);
       const out = v.map((x, i) => item.parse(x, `${key}[${i}]`));
       if (opts.maxJsonBytes !== undefined) {
         const bytes = out.reduce((n, x) => n + Buffer.byteLength(JSON.stringify(x)), 0);
@@ -138,6 +139,7 @@ export function array<T>(item: Schema<T>, opts: { maxItems: number; unique?: boo
     json: {
       type: 'array',
       items: item.json,
+      ...(min > 0 ? { minItems: min } : {}),
       maxItems: opts.maxItems,
       ...(opts.unique ? { uniqueItems: true } : {}),
       ...(opts.maxJsonBytes !== undefined ? { [MAX_JSON_BYTES]: opts.maxJsonBytes } : {}),

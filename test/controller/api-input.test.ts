@@ -13,7 +13,7 @@ import { connect } from 'node:net';
 import { request } from 'node:http';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
 import { linesBackwards } from '../../firmware/controller/events.ts';
-import { jsonNestsDeeper, parseTarget } from '../../firmware/controller/http-server.ts';
+import { jsonNestsDeeper, parseTarget, queryProblem } from '../../firmware/controller/http-server.ts';
 import { maxBodyBytes } from '../../firmware/controller/schema.ts';
 
 let d: TestDaemon;
@@ -71,6 +71,47 @@ test('a body error names what was sent and what is allowed in plain words: no nu
   const missing = await d.api('POST', '/api/restore/files', {});
   assert.is(missing.status, 400);
   assert.match(missing.body.error.message, /partition is missing; allowed: an integer from 1 to 128 \(this key is required\)/);
+});
+
+test('queryProblem: a name the route does not list, or one given twice, is named; listed names once each pass', () => {
+  const declared = { limit: 'rows', types: 'event types' };
+  const table: [Record<string, string> | undefined, string, RegExp | null][] = [
+    [declared, '', null],
+    [declared, 'limit=5&types=job.', null],
+    [declared, 'limit=5&limit=6', /query parameter limit is given 2 times; allowed: once/],
+    [declared, 'types=a&limit=1&types=b&types=c', /types is given 3 times/],
+    [declared, 'limt=5', /query parameter "limt" is not known here; allowed: limit, types/],
+    [undefined, 'x=1', /"x" is not known here; this route takes none/],
+    [undefined, '', null],
+  ];
+  for (const [d, q, want] of table) {
+    const got = queryProblem(d, new URLSearchParams(q));
+    if (want === null) assert.is(got, null, q);
+    else assert.match(got ?? '', want, q);
+  }
+});
+
+test('an unknown or repeated query parameter is 400 naming it; an empty partitions list is 400; nothing is started', async () => {
+  const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+  const twice = await d.api('GET', '/api/events/log?limit=5&limit=10000');
+  assert.is(twice.status, 400, JSON.stringify(twice.body));
+  assert.match(twice.body.error.message, /query parameter limit is given 2 times; allowed: once/);
+  const unknown = await d.api('GET', '/api/status?verbose=1');
+  assert.is(unknown.status, 400);
+  assert.match(unknown.body.error.message, /query parameter "verbose" is not known here; this route takes none/);
+  const onPost = await d.api('POST', '/api/sync?partitions=1', {});
+  assert.is(onPost.status, 400, 'a query on a POST is refused before its body is read');
+  for (const path of ['/api/sync', '/api/verify', '/api/pairs/system/sync']) {
+    const empty = await d.api('POST', path, { partitions: [] });
+    assert.is(empty.status, 400, `${path}: ${JSON.stringify(empty.body)}`);
+    assert.match(empty.body.error.message, /partitions is \[\]; allowed: a list of 1 to 128 items/);
+  }
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'nothing started');
+  // What the route lists, once each, still works.
+  assert.is((await d.api('GET', '/api/events/log?limit=5&types=job.')).status, 200);
+  const spec = (await d.api('GET', '/api/openapi.json')).body;
+  assert.is(spec.paths['/api/sync'].post.requestBody.content['application/json'].schema.properties.partitions.minItems, 1);
+  assert.match(spec.paths['/api/status'].get.responses['400'].description, /query parameter the route does not list, or one given more than once/);
 });
 
 test('unparsable request targets are 400; absolute-form targets are served', async () => {

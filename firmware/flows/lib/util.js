@@ -47,12 +47,14 @@ function errorBadge(err) {
 function parseList(v) {
   if (Array.isArray(v)) return v;
   if (typeof v === 'number') return [v];
-  if (typeof v !== 'string' || v.trim() === '') return undefined;
-  return v
+  if (typeof v !== 'string') return undefined;
+  const items = v
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
     .map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+  // A blank field (or only commas) means "the whole drive": the key is left out, never sent as [] (which the daemon refuses).
+  return items.length ? items : undefined;
 }
 
 function isPlainObject(v) {
