@@ -83,6 +83,8 @@ async function sortSide(view: FileView, path: string, sorters: ChildProcessWitho
   });
   const check = async () => {
     const code = await closed;
+    // A sorter the walk killed (a cancel, or the other side failing) did not fail: why it was killed is the answer.
+    signal.throwIfAborted();
     if (spawnError) throw new DeviceError(`cannot run sort for the difference walk: ${(spawnError as Error).message}`, { hint: 'install GNU coreutils', cause: spawnError });
     if (code !== 0) throw new DeviceError(`sort failed in the difference walk: ${stderr.trim() || `exit ${code}`}`, { hint: `check free space in ${options.tmpDir ?? tmpdir()}` });
   };
@@ -136,8 +138,23 @@ async function nextEntry(side: Sorted): Promise<{ path: string; key: Buffer; ent
   }
 }
 
-async function hashOf(view: FileView, name: string, e: Compact): Promise<string> {
-  return hashStream(await view.content({ name, ...e }));
+/** A file's content hash; a cancel ends its reader at once and is the answer (not the reader's cut-short error). */
+async function hashOf(view: FileView, name: string, e: Compact, signal: AbortSignal): Promise<string> {
+  signal.throwIfAborted();
+  const stream = await view.content({ name, ...e }, signal).catch((err: unknown) => {
+    signal.throwIfAborted();
+    throw err;
+  });
+  const onAbort = () => stream.destroy();
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await hashStream(stream);
+  } catch (err) {
+    signal.throwIfAborted();
+    throw err;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
 
 /**
@@ -181,7 +198,7 @@ export async function diffTree(active: FileView, standby: FileView, path: string
       let hashed = false;
       if (options.hash && state === 'same' && fa!.type === 'file') {
         hashed = true;
-        if ((await hashOf(active, name, ea!.entry)) !== (await hashOf(standby, name, es!.entry))) state = 'changed';
+        if ((await hashOf(active, name, ea!.entry, signal)) !== (await hashOf(standby, name, es!.entry, signal))) state = 'changed';
       }
       counts[state]++;
       compared++;
