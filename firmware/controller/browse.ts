@@ -9,9 +9,9 @@
  * While it runs, the listing of one side (`side=standby`) still answers, and
  * says why the active side is not shown.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { BadInputError, RefusedError } from '../../src/errors.ts';
-import { FileView, archiveFolder, diffFolder, markFolders, splitPath, joinPath, type WalkMarks } from '../../src/file-view/index.ts';
+import { FileView, ListingCache, archiveFolder, diffFolder, markFolders, splitPath, joinPath, type WalkMarks } from '../../src/file-view/index.ts';
 import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
 import type { Pairs, DrivePair } from './pairs.ts';
 import type { Route } from './http-server.ts';
@@ -50,7 +50,38 @@ function pathQuery(query: URLSearchParams): string {
   return joinPath(splitPath(query.get('path') ?? '/'));
 }
 
+/**
+ * What a drive at `path` looks like to a listing kept in memory, or null when
+ * that cannot be told (then nothing is kept): an image file's identity, size
+ * and times; a block device's identity and the kernel's counts of writes and
+ * discards to it (`/sys/dev/block/M:m/stat`, fields 5–7 and 12–14), which
+ * move with any write made through the controller, by dpsr or anyone else.
+ */
+export function driveState(path: string): string | null {
+  try {
+    const st = statSync(path, { bigint: true });
+    if (st.isFile()) return `file:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    if (!st.isBlockDevice()) return null;
+    const rdev = Number(st.rdev);
+    const major = ((rdev >>> 8) & 0xfff) | Math.floor(rdev / 2 ** 32) & ~0xfff;
+    const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
+    const f = readFileSync(`/sys/dev/block/${major}:${minor}/stat`, 'utf8').trim().split(/\s+/);
+    if (f.length < 7) return null;
+    return `block:${st.rdev}:${st.ino}:${f.slice(4, 7).join(',')}:${f.slice(11, 14).join(',')}`;
+  } catch {
+    return null;
+  }
+}
+
 export class FileBrowser {
+  /**
+   * Recent folder listings of both sides (listing-cache.ts). Forgotten on
+   * every daemon event but the host's heartbeat (a job, a host power change,
+   * a drive swap, a role change may each change a drive); each is also tied
+   * to how its drive looked (`driveState`) and kept 30 s at most.
+   */
+  readonly listings = new ListingCache({ maxEntries: 100_000, ttlMs: 30_000 });
+
   constructor(
     readonly pairs: Pairs,
     readonly bs: BootSwitchSystem,
@@ -88,10 +119,17 @@ export class FileBrowser {
     }
     const path = p.roles.require(bay, side);
     if (!existsSync(path)) throw new RefusedError(`the ${side} drive (bay ${p.roles.name(bay)}) is not on the controller (${path} is missing)`, { hint: 'insert the drive or check its bridge' });
-    if (!pictures) return { view: await FileView.open(path, partition), release: () => {} };
+    if (!pictures) {
+      // How the drive looked before it is read: a write after this changes the next request's scope.
+      const state = driveState(path);
+      const view = await FileView.open(path, partition);
+      return { view: state ? view.cached(this.listings, `${p.id}:${side}:${p.roles.name(bay)}:${state}`) : view, release: () => {} };
+    }
     const lease = await pictures.lease();
     try {
-      return { view: await lease.open(partition), release: lease.release, pictureAt: lease.takenAt.toISOString() };
+      // A picture is one instant of the drive: what was listed in it stays true of it.
+      const view = (await lease.open(partition)).cached(this.listings, `${p.id}:${side}:picture:${lease.takenAt.getTime()}`);
+      return { view, release: lease.release, pictureAt: lease.takenAt.toISOString() };
     } catch (e) {
       lease.release();
       throw e;

@@ -122,6 +122,11 @@ export class Controller {
     this.host = new HostWatch(bs, bus, metrics);
     for (const pair of this.pairs.list) pair.copies.hostPowered = () => this.host.powered;
     this.browser = new FileBrowser(this.pairs, bs, (p, partition, folder) => this.files.folderMarks(p, partition, folder));
+    // A kept folder listing may be stale after anything the daemon reports (a job, a host power change, a drive or role
+    // change); a heartbeat only says the host still runs.
+    bus.subscribe((e) => {
+      if (e.type !== 'host.heartbeat') this.browser.listings.invalidate();
+    });
     this.files = new FileJobs(this);
     // Inline mode: every pair's active drive is served by its own qemu-storage-daemon, re-pointed by its own switch's moves.
     this.inlines = new Map(

@@ -49,6 +49,34 @@ export function classify(active: FileEntry | undefined, standby: FileEntry | und
   return !standby ? 'only-active' : !active ? 'only-standby' : metaEqual(active, standby) ? 'same' : 'changed';
 }
 
+interface NamePair {
+  readonly name: string;
+  readonly active?: FileEntry;
+  readonly standby?: FileEntry;
+}
+
+/**
+ * Pairs two lists sorted by name (code-unit order, as `FileView.list` gives
+ * them) into one list by name. A name twice on one side (a damaged folder)
+ * gives one row with the later entry.
+ */
+export function mergeByName(active: readonly FileEntry[], standby: readonly FileEntry[]): NamePair[] {
+  const out: NamePair[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < active.length || j < standby.length) {
+    const a = active[i];
+    const s = standby[j];
+    const name = a === undefined ? s!.name : s === undefined ? a.name : a.name <= s.name ? a.name : s.name;
+    let pa: FileEntry | undefined;
+    let ps: FileEntry | undefined;
+    while (i < active.length && active[i]!.name === name) pa = active[i++];
+    while (j < standby.length && standby[j]!.name === name) ps = standby[j++];
+    out.push({ name, ...(pa ? { active: pa } : {}), ...(ps ? { standby: ps } : {}) });
+  }
+  return out;
+}
+
 /**
  * Compares folder `path` on both sides. Deleted entries are left out on both:
  * what the standby holds and the active drive no longer does is `only-standby`.
@@ -67,26 +95,23 @@ export async function diffFolder(active: FileView, standby: FileView, path: stri
     if ((r.reason as { kind?: string }).kind === 'not-found') return [];
     throw r.reason;
   };
-  const byName = new Map<string, { active?: FileEntry; standby?: FileEntry }>();
-  for (const e of side(a)) byName.set(e.name, { ...byName.get(e.name), active: e });
-  for (const e of side(s)) byName.set(e.name, { ...byName.get(e.name), standby: e });
-  const names = [...byName.keys()].sort();
+  // Both lists come sorted by name (code-unit order): one merge pass pairs them, with no map of the whole folder.
+  const pairs = mergeByName(side(a), side(s));
   const counts: Record<Difference, number> = { same: 0, changed: 0, 'only-active': 0, 'only-standby': 0 };
   const rows: DiffRow[] = [];
   const dir = path.replace(/\/+$/, '');
-  for (const [i, name] of names.entries()) {
-    const pair = byName.get(name)!;
+  for (const [i, pair] of pairs.entries()) {
     let state: Difference = classify(pair.active, pair.standby);
     let hashed = false;
     const inPage = i >= offset && i < offset + limit;
     // Hashes only for the page shown: a folder's other pages cost nothing.
     if (inPage && options.hash && state === 'same' && pair.active!.type === 'file') {
-      const [ha, hs] = await Promise.all([active.hash(`${dir}/${name}`), standby.hash(`${dir}/${name}`)]);
+      const [ha, hs] = await Promise.all([active.hash(`${dir}/${pair.name}`), standby.hash(`${dir}/${pair.name}`)]);
       hashed = true;
       if (ha !== hs) state = 'changed';
     }
     counts[state]++;
-    if (inPage) rows.push({ name, state, ...pair, ...(hashed ? { hashed } : {}) });
+    if (inPage) rows.push({ name: pair.name, state, ...(pair.active ? { active: pair.active } : {}), ...(pair.standby ? { standby: pair.standby } : {}), ...(hashed ? { hashed } : {}) });
   }
-  return { path: dir === '' ? '/' : dir, rows, total: names.length, offset, limit, counts };
+  return { path: dir === '' ? '/' : dir, rows, total: pairs.length, offset, limit, counts };
 }

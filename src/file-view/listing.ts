@@ -47,36 +47,60 @@ const NTFS_FIRST_USER_ENTRY = 24;
 /** `rwxr-xr-x` (with s, S, t, T) → permission bits. */
 export function parsePermissions(text: string): number {
   let bits = 0;
-  for (let i = 0; i < 9; i++) if (text[i] !== '-' && text[i] !== undefined && text[i] !== 'S' && text[i] !== 'T') bits |= 1 << (8 - i);
-  if (/[sS]/.test(text[2] ?? '')) bits |= 0o4000;
-  if (/[sS]/.test(text[5] ?? '')) bits |= 0o2000;
-  if (/[tT]/.test(text[8] ?? '')) bits |= 0o1000;
+  for (let i = 0; i < 9; i++) {
+    const c = text[i];
+    if (c !== '-' && c !== undefined && c !== 'S' && c !== 'T') bits |= 1 << (8 - i);
+  }
+  if (text[2] === 's' || text[2] === 'S') bits |= 0o4000;
+  if (text[5] === 's' || text[5] === 'S') bits |= 0o2000;
+  if (text[8] === 't' || text[8] === 'T') bits |= 0o1000;
   return bits;
 }
+
+const DELETED = ' (deleted)';
+const DELETED_REALLOC = ' (deleted-realloc)';
 
 /**
  * Parses one `fls -m PREFIX` line into its path and entry, or null for a
  * line that is no operator's file wherever it lies (virtual entries, NTFS
  * `$FILE_NAME` attributes and alternate data streams, FAT volume labels).
+ * Written for speed (a listing parses tens of thousands of lines): fields are
+ * found from both ends of the line, with no split of the whole of it.
  */
 export function parseBodyLine(line: string, fsType: TskFsType): TreeEntry | null {
-  const f = line.split('|');
-  if (f.length < 11) return null;
   // The name may hold '|': the fixed fields are the first one and the last nine.
-  let name = f.slice(1, f.length - 9).join('|');
-  const [address, mode, uid, gid, size, , mtime] = f.slice(f.length - 9);
-  if (!address || !mode) return null;
+  const first = line.indexOf('|');
+  if (first < 0) return null;
+  // Separators from the end: b1 before crtime, b2 before ctime, … b9 before the address (the name's end).
+  const b1 = line.lastIndexOf('|');
+  const b2 = line.lastIndexOf('|', b1 - 1);
+  const b3 = line.lastIndexOf('|', b2 - 1);
+  const b4 = line.lastIndexOf('|', b3 - 1);
+  const b5 = line.lastIndexOf('|', b4 - 1);
+  const b6 = line.lastIndexOf('|', b5 - 1);
+  const b7 = line.lastIndexOf('|', b6 - 1);
+  const b8 = line.lastIndexOf('|', b7 - 1);
+  const b9 = line.lastIndexOf('|', b8 - 1);
+  if (b9 <= first) return null;
+  const address = line.slice(b9 + 1, b8);
+  const mode = line.slice(b8 + 1, b7);
+  if (address === '' || mode === '') return null;
   const nameType = mode[0];
   const metaType = mode[2];
   if (nameType === 'v' || nameType === 'V' || metaType === 'v' || metaType === 'V') return null;
+  let name = line.slice(first + 1, b9);
   let deleted = false;
-  for (const suffix of [' (deleted)', ' (deleted-realloc)']) {
-    if (name.endsWith(suffix)) {
-      name = name.slice(0, -suffix.length);
+  if (name.endsWith(')')) {
+    if (name.endsWith(DELETED)) {
+      name = name.slice(0, -DELETED.length);
       deleted = true;
     }
+    if (name.endsWith(DELETED_REALLOC)) {
+      name = name.slice(0, -DELETED_REALLOC.length);
+      deleted = true;
+    }
+    if (name.endsWith(' ($FILE_NAME)') || name.endsWith(' (Volume Label Entry)')) return null;
   }
-  if (name.endsWith(' ($FILE_NAME)') || name.endsWith(' (Volume Label Entry)')) return null;
   const type = TYPES[metaType !== '-' ? metaType! : nameType!] ?? 'other';
   let linkTarget: string | undefined;
   if (type === 'symlink') {
@@ -88,10 +112,18 @@ export function parseBodyLine(line: string, fsType: TskFsType): TreeEntry | null
   }
   const path = name;
   name = name.slice(name.lastIndexOf('/') + 1);
-  const inode = Number.parseInt(address, 10);
   if (fsType === 'ntfs' && name.includes(':')) return null; // an alternate data stream, not a file
   if (name === '' || name === '.' || name === '..') return null;
-  const entry: FileEntry = { name, type, size: Number(size), mtime: Number(mtime), inode, address, deleted, ...(linkTarget === undefined ? {} : { linkTarget }), mode: parsePermissions(mode.slice(3)), uid: Number(uid), gid: Number(gid) };
+  const size = Number(line.slice(b5 + 1, b4));
+  const mtime = Number(line.slice(b3 + 1, b2));
+  const inode = Number.parseInt(address, 10);
+  const bits = parsePermissions(mode.slice(3));
+  const uid = Number(line.slice(b7 + 1, b6));
+  const gid = Number(line.slice(b6 + 1, b5));
+  // Two literal shapes rather than a spread: one hidden class each, no object made and thrown away per line.
+  const entry: FileEntry = linkTarget === undefined
+    ? { name, type, size, mtime, inode, address, deleted, mode: bits, uid, gid }
+    : { name, type, size, mtime, inode, address, deleted, linkTarget, mode: bits, uid, gid };
   return { path, entry };
 }
 

@@ -13,6 +13,7 @@ import { addressOf, icatStream, runTsk, type TskFsType, type TskSource } from '.
 import { parseBody, type FileEntry } from './listing.ts';
 import { ExtentReader, runsOf, runsStream } from './content.ts';
 import { joinPath, splitPath } from './path.ts';
+import type { CacheScope, ListingCache } from './listing-cache.ts';
 
 /** blkid-style names (disk-layout's sniffing) → TSK's `-f` types. */
 const FS_TYPES: Record<string, TskFsType> = { ext2: 'ext', ext3: 'ext', ext4: 'ext', vfat: 'fat', exfat: 'exfat', ntfs: 'ntfs' };
@@ -46,6 +47,7 @@ export async function hashStream(stream: Readable): Promise<string> {
 export class FileView {
   #unitSize: Promise<number> | null = null;
   #extents: ExtentReader | null = null;
+  #cache: CacheScope | null = null;
 
   constructor(
     readonly source: TskSource,
@@ -79,7 +81,29 @@ export class FileView {
    * @throws BadInputError bad path or not a folder; NotFoundError no such folder; DeviceError the reader failed.
    */
   async list(path: string, options: ListOptions = {}): Promise<FileEntry[]> {
-    const parts = splitPath(path);
+    const all = await this.#listAll(splitPath(path));
+    return options.deleted === false ? all.filter((e) => !e.deleted) : [...all];
+  }
+
+  /**
+   * Keeps this view's folder listings in `cache` under `scope` (the owner's
+   * name for the drive and its state, see listing-cache.ts), so pages of a
+   * folder and the folders on the way to it are read once. Returns the view.
+   */
+  cached(cache: ListingCache, scope: string): this {
+    this.#cache = { cache, scope };
+    return this;
+  }
+
+  /** A folder's entries, deleted ones included, sorted; from the cache when it holds them. */
+  async #listAll(parts: string[]): Promise<readonly FileEntry[]> {
+    const c = this.#cache;
+    const { path: source, offsetSectors, sectorSize, fsType } = this.source;
+    const key = c ? [c.scope, source, offsetSectors, sectorSize, fsType, joinPath(parts)].join('\0') : '';
+    const kept = c?.cache.get(key);
+    if (kept) return kept;
+    // Read before the drive is: a listing read while the generation moved is not kept.
+    const generation = c?.cache.generation ?? 0;
     let trailing: string[] = [];
     if (parts.length > 0) {
       const dir = await this.stat(joinPath(parts));
@@ -87,8 +111,9 @@ export class FileView {
       trailing = [dir.address];
     }
     const body = await runTsk('fls', this.source, ['-m', '/'], trailing);
-    const entries = parseBody(body, this.source.fsType, parts.length === 0).filter((e) => options.deleted !== false || !e.deleted);
-    return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
+    const entries = parseBody(body, fsType, parts.length === 0).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
+    c?.cache.set(key, entries, generation);
+    return entries;
   }
 
   /**

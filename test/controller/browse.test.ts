@@ -7,6 +7,7 @@ import { request } from 'node:http';
 import { makeDaemon, idle, waitFor, type TestDaemon } from './support/harness.ts';
 import { requireEnv } from '../support/require.ts';
 import { tempDir } from '../support/images.ts';
+import { driveState } from '../../firmware/controller/browse.ts';
 
 const ok = requireEnv('browsing the drives\' files', { tools: ['fls', 'icat', 'ifind', 'debugfs', 'sfdisk'] });
 const tmp = tempDir('dpsr-browse-');
@@ -46,6 +47,16 @@ function writeExt4(image: string, n: number, path: string, content: string, mtim
   execFileSync('debugfs', ['-w', '-R', `rm ${path}`, cut], { stdio: 'pipe' });
   execFileSync('debugfs', ['-w', '-R', `write ${local} ${path}`, cut], { stdio: 'pipe' });
   if (mtime !== undefined) execFileSync('debugfs', ['-w', '-R', `sif ${path} mtime @${mtime}`, cut], { stdio: 'pipe' });
+  execFileSync('dd', [`if=${cut}`, `of=${image}`, 'bs=512', `seek=${p.start}`, 'conv=notrunc', 'status=none']);
+}
+
+/** Removes a file from ext4 partition `n` of a drive image (debugfs on a cut-out copy, put back). */
+function removeExt4(image: string, n: number, path: string): void {
+  const json = JSON.parse(execFileSync('sfdisk', ['-J', image]).toString()) as { partitiontable: { partitions: { start: number; size: number }[] } };
+  const p = json.partitiontable.partitions[n - 1]!;
+  const cut = join(tmp, 'part.img');
+  execFileSync('dd', [`if=${image}`, `of=${cut}`, 'bs=512', `skip=${p.start}`, `count=${p.size}`, 'status=none']);
+  execFileSync('debugfs', ['-w', '-R', `rm ${path}`, cut], { stdio: 'pipe' });
   execFileSync('dd', [`if=${cut}`, `of=${image}`, 'bs=512', `seek=${p.start}`, 'conv=notrunc', 'status=none']);
 }
 
@@ -161,6 +172,46 @@ async function finished(id: string): Promise<any> {
     return j.state === 'running' ? undefined : j;
   }, 60_000, `job ${id} finished`);
 }
+
+test('listings are kept between pages and forgotten on any daemon event; an image written behind the daemon\'s back reads anew', async () => {
+  if (!ok) return;
+  const { listings } = d.app.browser;
+  listings.invalidate();
+  const first = await d.api('GET', '/api/browse?partition=2&path=/etc');
+  assert.is(first.status, 200, JSON.stringify(first.body));
+  assert.ok(listings.size > 0, 'kept');
+  const kept = listings.generation;
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.is(listings.generation, kept, 'an idle daemon with the host off moves nothing: what is kept stays useful');
+  d.app.bus.publish('alert', { level: 'info', code: 'test', message: 'anything the daemon reports' });
+  assert.is(listings.size, 0, 'forgotten');
+  await d.api('GET', '/api/browse?partition=2&path=/etc');
+  // The event-free path: the image's own times change its scope, so the write shows at once.
+  const st = (await d.api('GET', '/api/status')).body;
+  writeExt4(st.drives[st.active].path, 2, '/etc/kept-test', 'x\n');
+  const after = await d.api('GET', '/api/browse?partition=2&path=/etc');
+  assert.ok(after.body.rows.some((r: { name: string }) => r.name === 'kept-test'), JSON.stringify(after.body.rows));
+  removeExt4(st.drives[st.active].path, 2, '/etc/kept-test');
+  const gone = await d.api('GET', '/api/browse?partition=2&path=/etc');
+  assert.not.ok(gone.body.rows.some((r: { name: string }) => r.name === 'kept-test'));
+});
+
+test('a block device\'s state moves with a write through the controller', () => {
+  if (!ok || process.getuid?.() !== 0) return;
+  const img = join(tmp, 'loop.img');
+  execFileSync('truncate', ['-s', '4M', img]);
+  const dev = execFileSync('losetup', ['-f', '--show', img]).toString().trim();
+  try {
+    const before = driveState(dev);
+    assert.ok(before?.startsWith('block:'), String(before));
+    assert.is(driveState(dev), before);
+    execFileSync('dd', ['if=/dev/zero', `of=${dev}`, 'bs=4096', 'count=1', 'oflag=direct', 'status=none']);
+    assert.is.not(driveState(dev), before);
+  } finally {
+    execFileSync('losetup', ['-d', dev]);
+  }
+  assert.is(driveState(join(tmp, 'nothing-here')), null);
+});
 
 test('a folder downloads as tar and as zip with the files the standby holds', async () => {
   if (!ok) return;
