@@ -122,8 +122,8 @@ export class HostGate {
     return this.#holder;
   }
 
-  /** Jobs writing or reading the host's drives with the host off and no window, by claim. */
-  readonly #keptOff = new Map<symbol, string>();
+  /** Jobs writing or reading the host's drives with the host off and no window, by claim: who, and the switch whose drives they use. */
+  readonly #keptOff = new Map<symbol, { who: string; switchName?: string }>();
   /** Power-on pulses under way: the power LED lights only when the pulse ends. */
   #poweringOn = 0;
 
@@ -139,7 +139,7 @@ export class HostGate {
   /** The job that needs the host off now (it holds a claim from keepOff), or null. */
   keptOffBy(): string | null {
     const [first] = this.#keptOff.values();
-    return first ?? null;
+    return first?.who ?? null;
   }
 
   /**
@@ -147,10 +147,10 @@ export class HostGate {
    * with no window): every power-on is refused until the returned release is
    * called. Throws RefusedError when a power-on pulse is under way.
    */
-  keepOff(who: string): () => void {
+  keepOff(who: string, switchName?: string): () => void {
     if (this.#poweringOn > 0) throw new RefusedError(`the host is being powered on: ${who} needs it off`, { hint: 'shut the host down and try again' });
     const key = Symbol(who);
-    this.#keptOff.set(key, who);
+    this.#keptOff.set(key, { who, ...(switchName ? { switchName } : {}) });
     return () => void this.#keptOff.delete(key);
   }
 
@@ -172,9 +172,18 @@ export class HostGate {
     else this.#isolated.delete(name);
   }
 
-  /** Takes the gate for `who`; BusyError naming the holder when another move runs. */
-  enter(who: string): void {
+  /**
+   * Takes the gate for `who`, a move of `switchName`; BusyError naming the
+   * holder when another move runs, or naming the job when one uses that
+   * switch's drives with the host off (a move may cut their power or hand
+   * the drive a restore is writing to the host: every path that moves
+   * relays, the failover button and an automatic failover included, comes
+   * through here).
+   */
+  enter(who: string, switchName?: string): void {
     if (this.#holder) throw new BusyError(`${this.#holder} is already running`, { hint: 'wait for it to finish' });
+    const job = switchName ? [...this.#keptOff.values()].find((c) => c.switchName === switchName) : undefined;
+    if (job) throw new BusyError(`${job.who} is using the drives of the ${switchName} with the host off: ${who} would move them under it`, { hint: 'wait for the job to finish, or cancel it, then try again' });
     this.#holder = who;
   }
 
@@ -215,7 +224,7 @@ export class BootSwitch {
 
   #enter(to: Bay): string {
     const who = `a move of the ${this.naming.name} to bay ${this.naming.bay(to)}`;
-    this.gate.enter(who);
+    this.gate.enter(who, this.naming.name);
     return who;
   }
 
@@ -305,7 +314,7 @@ export class BootSwitch {
    * Throws RefusedError when the host is on or being powered on.
    */
   async keepHostOff(who: string): Promise<() => void> {
-    const release = this.gate.keepOff(who);
+    const release = this.gate.keepOff(who, this.naming.name);
     try {
       if (await this.hostPowered()) throw new RefusedError(`the host is powered: ${who} needs it off`, { hint: 'shut the host down and try again' });
     } catch (e) {

@@ -91,4 +91,38 @@ test('the claim is refused while the host is on or a power-on pulse is under way
   }
 });
 
+test('a job that keeps the host off: no failover moves the relays under it, from the button or the machine; after it, the button works', async () => {
+  const rig = await makeRig({ hostBootMs: 5000 });
+  try {
+    await settle(rig, rig.sys.failover.dispatch({ type: 'consistency', bay: 'B', consistent: true }));
+    rig.host.forceOff();
+    await rig.clock.advance(2000);
+    const before = await rig.sys.bootSwitch.readRelays();
+    const release = await settle(rig, rig.sys.bootSwitch.keepHostOff('job 9 (restore-files on pair system)'));
+    // The failover button's long press goes straight to the failover machine, past the API's job checks.
+    await settle(rig, rig.sys.failover.dispatch({ type: 'failover-request', source: 'button' }));
+    await settle(rig, rig.sys.failover.idle());
+    assert.equal(await rig.sys.bootSwitch.readRelays(), before, 'no relay moved');
+    assert.is(rig.sys.bootSwitch.bay, 'A');
+    assert.is(rig.sys.failover.state.active, 'A');
+    assert.is(rig.sys.failover.state.switching, null);
+    const refused = rig.alerts.find((a) => a.code === 'failover-refused');
+    assert.ok(refused, JSON.stringify(rig.alerts));
+    assert.match(refused!.message, /job 9 \(restore-files on pair system\) is using the drives of the boot switch with the host off/);
+    // A move asked for directly is refused the same way, naming the job.
+    const moved = await rejection(rig, rig.sys.bootSwitch.moveTo('B'));
+    assert.match(moved.message, /job 9/);
+    release();
+    await settle(rig, rig.sys.failover.dispatch({ type: 'failover-request', source: 'button' }));
+    await until(rig, () => rig.sys.failover.state.active === 'B' && rig.sys.failover.state.switching === null);
+    assert.is(rig.sys.bootSwitch.bay, 'B');
+    // Once moved, the failover powers the host on from the standby.
+    await until(rig, () => rig.host.powered, 10_000);
+    await settle(rig, rig.sys.failover.idle());
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
 test.run();
