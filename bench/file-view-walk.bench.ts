@@ -3,21 +3,21 @@
  * own process, the simulated rig) walks 100,000 files on ext4 and on NTFS
  * with 1 % of them changed, against `rsync -rn --itemize-changes` between
  * read-only mounts of the same two partitions (ext4: kernel loop mount with
- * noload; NTFS: ntfs-3g read-only, the only NTFS driver here); then a folder
- * is downloaded from dpsrd as tar against GNU tar of the ro loop mount. The
- * daemon's peak RSS (VmHWM, reset before each phase) is read from /proc.
+ * noload; NTFS: ntfs-3g read-only, the only NTFS driver here). The daemon's
+ * peak RSS (VmHWM, reset before each walk) is read from /proc. Folder
+ * downloads are measured in file-view.bench.ts.
  *
  * Needs root, mkfs.ext4, mkntfs, ntfs-3g, sfdisk, rsync and sleuthkit. The
  * images are built once and kept under the bench folder (DPSR_BENCH_DIR);
  * DPSR_BENCH_WALK_FILES sets the file count (default 100000),
- * DPSR_BENCH_MIB the archived folder's size (default 256). Medians of
- * DPSR_BENCH_RUNS runs, the page cache dropped before each.
+ * DPSR_BENCH_MIB the size of a folder of large files the images also hold
+ * (default 256). Medians of DPSR_BENCH_RUNS runs, the page cache dropped
+ * before each.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { request } from 'node:http';
-import { MiB, benchDir, hasCommand, measure, printTable, rate, secs, timedCommand, type Row, apiRequest } from './lib.ts';
+import { MiB, benchDir, hasCommand, measure, printTable, secs, startDpsrd, timedCommand, type Row, apiRequest } from './lib.ts';
 
 const N = Number(process.env.DPSR_BENCH_WALK_FILES ?? 100_000);
 const BIG_MIB = Number(process.env.DPSR_BENCH_MIB ?? 256);
@@ -108,38 +108,8 @@ build();
 const driveMiB = Math.ceil(statSync(join(dir, 'drive-active.img')).size / MiB);
 
 // dpsrd on the simulated rig: the active drive in bay A (as its system image), the standby in bay B, the host off.
-const state = join(dir, 'state');
-rmSync(state, { recursive: true, force: true });
-const cfg = join(dir, 'config.yaml');
-writeFileSync(cfg, `sim:\n  driveSizeMiB: ${driveMiB}\n  systemImage: ${join(dir, 'drive-active.img')}\n  initialClone: false\n  hostPoweredAtStart: false\nlog:\n  level: warn\n`);
-const root = new URL('../', import.meta.url).pathname;
-const daemon = spawn(process.execPath, ['bin/dpsrd.js', '--state-dir', state, '--listen', '127.0.0.1:0', '--config', cfg], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-let log = '';
-daemon.stdout!.on('data', (d) => (log += d));
-daemon.stderr!.on('data', (d) => (log += d));
-let url = '';
-let token = '';
-
-const api = (method: string, path: string, body?: unknown) => apiRequest(url, token, method, path, body, false);
-
-/** Bytes of a GET's body, read and dropped. */
-function download(path: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = request(new URL(path, url), { agent: false, headers: { authorization: `Bearer ${token}` } }, (res) => {
-      if (res.statusCode !== 200) reject(new Error(`GET ${path}: ${res.statusCode}`));
-      let n = 0;
-      res.on('data', (c: Buffer) => (n += c.length));
-      res.on('end', () => resolve(n));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The daemon's peak RSS since the last reset, bytes. */
-const peak = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${daemon.pid}/status`, 'utf8'))![1]) * 1024;
-const resetPeak = () => writeFileSync(`/proc/${daemon.pid}/clear_refs`, '5\n');
+const daemon = await startDpsrd(dir, `  driveSizeMiB: ${driveMiB}\n  systemImage: ${join(dir, 'drive-active.img')}\n  initialClone: false\n  hostPoweredAtStart: false`);
+const api = (method: string, path: string, body?: unknown) => apiRequest(daemon.url, daemon.token, method, path, body, false);
 
 async function walk(partition: number): Promise<{ changed: number; differences: number }> {
   const { id, error } = await api('POST', '/api/browse/diff', { partition, window: false });
@@ -172,19 +142,15 @@ async function mounted<T>(fs: 'ext' | 'ntfs', fn: (a: string, s: string) => Prom
 const rows: Row[] = [];
 const peaks: Record<string, number> = {};
 try {
-  for (let i = 0; i < 600 && !/ up at http/.test(log); i++) await sleep(100);
-  url = / up at (http\S+)/.exec(log)?.[1] ?? '';
-  if (!url) throw new Error(`dpsrd did not start:\n${log}`);
-  token = readFileSync(join(state, 'api-token'), 'utf8').trim();
-  const bayB = join(state, 'sim', 'bay-B.img');
+  const bayB = join(dir, 'state', 'sim', 'bay-B.img');
   // Replaced whole, not rewritten: the daemon may hold the old file open.
   sh('cp', ['--sparse=always', join(dir, 'drive-standby.img'), `${bayB}.new`]);
   renameSync(`${bayB}.new`, bayB);
   for (const [partition, fs, name] of [[1, 'ext', 'ext4'], [2, 'ntfs', 'NTFS']] as const) {
     let found = { changed: 0, differences: 0 };
-    resetPeak();
+    daemon.resetPeak();
     const ours = await measure(() => {}, async () => (found = await walk(partition)));
-    peaks[`walk ${name}`] = peak();
+    peaks[`walk ${name}`] = daemon.peakRss();
     if (found.changed !== N / 100) throw new Error(`the ${name} walk found ${found.changed} changed files, not ${N / 100}`);
     let lines = 0;
     const reference = await mounted(fs, async (a, s) => {
@@ -194,20 +160,13 @@ try {
     });
     rows.push({ what: `difference walk, ${name}, ${N} files, ${found.changed} changed (rsync: ${lines})`, ours: secs(ours), referenceName: `rsync -rn --itemize-changes, ro ${fs === 'ext' ? 'loop' : 'ntfs-3g'} mounts`, reference: secs(reference), ratio: ours / reference, target: '≤ 2 × (aim)', ok: ours / reference <= 2 });
   }
-  resetPeak();
-  const bytes = BIG_MIB * MiB;
-  const ours = await measure(() => {}, () => download('/api/browse/archive?side=standby&partition=1&path=/big&format=tar'));
-  peaks.archive = peak();
-  const reference = await mounted('ext', (_a, s) => measure(() => {}, () => timedCommand(`tar -cf - -C ${s} big | cat > /dev/null`, [], { shell: true })));
-  rows.push({ what: `folder as tar from dpsrd (${BIG_MIB} MiB, 4 MiB files)`, ours: rate(bytes, ours), referenceName: 'tar of a ro loop mount', reference: rate(bytes, reference), ratio: reference / ours, target: '≥ 0.5 × throughput', ok: reference / ours >= 0.5 });
   for (const [what, bytesPeak] of Object.entries(peaks)) {
     rows.push({ what: `dpsrd peak RSS (VmHWM) during the ${what}`, ours: `${(bytesPeak / MiB).toFixed(0)} MiB`, referenceName: '—', reference: '—', ratio: null, target: '< 200 MiB', ok: bytesPeak < 200 * MiB });
   }
   printTable(`file-view: difference walk and daemon memory (${N} files)`, rows);
 } catch (e) {
-  console.error(`dpsrd's log:\n${log.slice(-4000)}`);
+  console.error(`dpsrd's log:\n${daemon.log().slice(-4000)}`);
   throw e;
 } finally {
-  daemon.kill('SIGTERM');
-  await new Promise((r) => daemon.on('exit', r));
+  await daemon.stop();
 }

@@ -1,6 +1,6 @@
 /** Shared helpers of the benchmarks: timing, page cache, tables. */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { request, type Agent } from 'node:http';
 
@@ -37,9 +37,15 @@ export async function timed<T>(fn: () => Promise<T> | T): Promise<{ seconds: num
   return { seconds: (performance.now() - t) / 1000, value };
 }
 
-export function timedCommand(cmd: string, args: string[], options: { shell?: boolean } = {}): number {
+/**
+ * Seconds one run of a command takes; with `shell` the command is a bash line
+ * (pipefail: a failure anywhere in a pipe is a failure), `env` is added to the environment.
+ * @throws Error when it exits non-zero.
+ */
+export function timedCommand(cmd: string, args: string[], options: { shell?: boolean; env?: Record<string, string> } = {}): number {
   const t = performance.now();
-  const r = options.shell ? spawnSync('sh', ['-c', cmd], { stdio: 'ignore' }) : spawnSync(cmd, args, { stdio: 'ignore' });
+  const env = { ...process.env, ...options.env };
+  const r = options.shell ? spawnSync('bash', ['-o', 'pipefail', '-c', cmd], { stdio: 'ignore', env }) : spawnSync(cmd, args, { stdio: 'ignore', env });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}`);
   return (performance.now() - t) / 1000;
 }
@@ -117,3 +123,70 @@ export function apiRequest(base: string, token: string, method: string, path: st
     req.end(text);
   });
 }
+
+/** A dpsrd started by a benchmark on the simulated rig. */
+export interface BenchDaemon {
+  readonly url: string;
+  readonly token: string;
+  readonly pid: number;
+  /** What it printed so far (for an error report). */
+  log(): string;
+  /** Its peak RSS (VmHWM) since the last resetPeak, bytes. */
+  peakRss(): number;
+  resetPeak(): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts dpsrd (its own process, the sources or the current build, as
+ * `bin/dpsrd.js` picks) on the simulated rig with state in `dir`/state (made
+ * anew) and `simConfig` as the config's `sim` section (YAML lines, indented
+ * by two spaces); resolves once it answers.
+ * @throws Error it did not start within a minute.
+ */
+export async function startDpsrd(dir: string, simConfig: string): Promise<BenchDaemon> {
+  const state = join(dir, 'state');
+  rmSync(state, { recursive: true, force: true });
+  const cfg = join(dir, 'config.yaml');
+  writeFileSync(cfg, `sim:\n${simConfig}\nlog:\n  level: warn\n`);
+  const root = new URL('../', import.meta.url).pathname;
+  const daemon = spawn(process.execPath, ['bin/dpsrd.js', '--state-dir', state, '--listen', '127.0.0.1:0', '--config', cfg], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  daemon.stdout!.on('data', (d) => (log += d));
+  daemon.stderr!.on('data', (d) => (log += d));
+  const exited = new Promise((r) => daemon.on('exit', r));
+  const stop = async () => {
+    if (daemon.exitCode === null && daemon.signalCode === null) daemon.kill('SIGTERM');
+    await exited;
+  };
+  for (let i = 0; i < 600 && !/ up at http/.test(log) && daemon.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
+  const url = / up at (http\S+)/.exec(log)?.[1] ?? '';
+  if (!url) {
+    await stop();
+    throw new Error(`dpsrd did not start:\n${log}`);
+  }
+  const status = () => readFileSync(`/proc/${daemon.pid}/status`, 'utf8');
+  return {
+    url,
+    token: readFileSync(join(state, 'api-token'), 'utf8').trim(),
+    pid: daemon.pid!,
+    log: () => log,
+    peakRss: () => Number(/VmHWM:\s+(\d+) kB/.exec(status())![1]) * 1024,
+    // Writing 5 to clear_refs resets VmHWM to the current RSS.
+    resetPeak: () => writeFileSync(`/proc/${daemon.pid}/clear_refs`, '5\n'),
+    stop,
+  };
+}
+
+/**
+ * A shell line that downloads `path` from a dpsrd with curl into the same
+ * consumer a reference's `… | cat > /dev/null` has, so both streams are read
+ * alike; the token comes from the environment (DPSR_BENCH_TOKEN, see
+ * downloadEnv). curl's --fail makes an error status a failure, and a body
+ * cut short (an archive whose reader failed) fails too.
+ */
+export function downloadCommand(d: BenchDaemon, path: string): string {
+  return `curl -sS --fail -H "authorization: Bearer $DPSR_BENCH_TOKEN" '${new URL(path, d.url).href}' | cat > /dev/null`;
+}
+
+export const downloadEnv = (d: BenchDaemon) => ({ DPSR_BENCH_TOKEN: d.token });
