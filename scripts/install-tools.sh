@@ -12,7 +12,8 @@
 # the RAID metadata the tail tests plant, QEMU and the parts of a bootable
 # Linux for the HIL tier, NBD servers and clients, exFAT and NTFS tools to
 # build the file-view tests' images, chromium for the console's browser tests,
-# unzip to open downloaded archives). sleuthkit reads the files on drives;
+# unzip to open downloaded archives, curl to download them in the benchmark). sleuthkit reads the files on drives,
+# python3-tsk (its library for Debian's python3) the content of many files in one process;
 # exfatprogs, exfat-fuse and ntfs-3g write restored files into exFAT and NTFS
 # partitions and check them; openssl makes the console's self-signed HTTPS
 # certificate; libnbd-bin's nbdfuse (with fuse3) shows inline mode's live
@@ -69,9 +70,9 @@ fi
 
 # --- the packages ---
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
-packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit openssl exfatprogs exfat-fuse ntfs-3g libnbd-bin fuse3)
+packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit python3-tsk openssl exfatprogs exfat-fuse ntfs-3g libnbd-bin fuse3)
 if $tests; then
-  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine fio gddrescue qemu-system-x86 qemu-utils syslinux-common busybox-static nbdkit mdadm chromium unzip)
+  packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine fio gddrescue qemu-system-x86 qemu-utils syslinux-common busybox-static nbdkit mdadm chromium unzip curl)
   # extlinux (the HIL guest's boot loader) is built for x86 only; on arm64 the HIL image build says it is missing.
   case "$(dpkg --print-architecture)" in amd64|i386) packages+=(extlinux) ;; esac
 fi

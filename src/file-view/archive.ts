@@ -2,8 +2,9 @@
  * A folder as a streamed archive: tar (POSIX ustar, with pax headers for
  * long or non-ASCII names, by tar-stream) or zip (stored, ZIP64 when needed,
  * by yazl). Entries come from one recursive listing (walk.ts) and content
- * from FileView.content (large files straight from their data runs, small
- * ones by `icat`), written one file at a time with back-pressure all the way:
+ * from FileView.content (ext files straight from their extents; elsewhere
+ * every file through one libtsk process, tsk-reader.ts, or per file by
+ * `istat` and `icat` without it), written one file at a time with back-pressure all the way:
  * a slow client pauses the reading, and memory stays bounded whatever the
  * folder's size (a few files are prepared ahead, each reading at most a few MiB).
  *
@@ -51,16 +52,20 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
   // A client going away (the stream destroyed) ends the walk and the file being read.
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  // Off ext, one reader process serves every file (starting a process per file cost more than a small file's reading).
+  const batch = await view.batchReader();
+  const lookahead = view.contentLookahead(batch);
   const entries = walkTree(view.source, dir.address, prefix, { signal });
   const writer = format === 'tar' ? tarWriter() : zipWriter();
   const out = writer.stream;
   // Files next in line have their content prepared while the one before is written (run lists asked for, small files read
-  // ahead by icat): the readers' start-up overlaps the copying. At most view.contentLookahead files are prepared at once.
+  // ahead by icat or the batch reader): the readers' start-up overlaps the copying. At most `lookahead` files are prepared at once.
   const queue: { path: string; entry: FileEntry; content: Promise<Readable> | null }[] = [];
   let current: Readable | null = null;
   const release = () => {
     current?.destroy();
     for (const q of queue.splice(0)) void q.content?.then((c) => c.destroy(), () => {});
+    batch?.close();
   };
   out.on('close', () => {
     stop.abort();
@@ -70,7 +75,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
   const walk = entries[Symbol.asyncIterator]();
   let walked = false;
   const fill = async () => {
-    while (!walked && queue.length < view.contentLookahead && !signal.aborted) {
+    while (!walked && queue.length < lookahead && !signal.aborted) {
       const next = await walk.next();
       if (next.done) {
         walked = true;
@@ -78,7 +83,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
       }
       const { path: p, entry } = next.value;
       if (entry.type !== 'file' && entry.type !== 'directory' && entry.type !== 'symlink') continue;
-      const content = entry.type === 'file' ? view.content(entry, signal) : null;
+      const content = entry.type === 'file' ? view.content(entry, signal, batch) : null;
       // Awaited in turn below; a failure before then must not count as unhandled.
       content?.catch(() => {});
       queue.push({ path: p, entry, content });
@@ -90,7 +95,9 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
     // The root has no entry of its own to take a time from: it is stamped with the download's.
     await writer.add({ ...dir, mtime: dir.name === '' ? Math.floor(Date.now() / 1000) : dir.mtime }, `${top}/`, null);
     for (;;) {
-      await fill();
+      // Topped up in batches, not one file per file written: requests made together share one debugfs run on ext
+      // (refilled one at a time, every file cost a process start, which blocks the event loop for ms on a large process).
+      if (queue.length <= lookahead / 2) await fill();
       const next = queue.shift();
       if (!next) break;
       if (out.destroyed) return;
@@ -106,6 +113,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
       options.onEntry?.(count, bytes);
     }
     signal.throwIfAborted();
+    batch?.close();
     await writer.finish();
   })().catch((e: unknown) => {
     release();

@@ -12,6 +12,7 @@ import { BadInputError, NotFoundError } from '../errors.ts';
 import { addressOf, icatStream, runTsk, type TskFsType, type TskSource } from './tsk.ts';
 import { parseBody, type FileEntry } from './listing.ts';
 import { ExtentReader, runsOf, runsStream } from './content.ts';
+import { TskReader } from './tsk-reader.ts';
 import { joinPath, splitPath } from './path.ts';
 import type { CacheScope, ListingCache } from './listing-cache.ts';
 
@@ -149,12 +150,17 @@ export class FileView {
    * The content of a regular file's entry (from a listing of this view) as a
    * stream: live files read straight from their data runs (content.ts:
    * every ext file with an extent tree, through debugfs; large files
-   * elsewhere, through istat), the rest by `icat` (a deleted entry's with `-r`).
+   * elsewhere, through istat), the rest by `icat` (a deleted entry's with `-r`);
+   * with `batch` (from batchReader) a live file off ext, or a small one on
+   * ext, is read by that one process instead, in the order of the calls
+   * (consume the streams in that order).
    * @throws DeviceError the reader fails (also as the stream's error, half-way).
    */
-  async content(entry: FileEntry, signal?: AbortSignal): Promise<Readable> {
-    if (entry.deleted || entry.size === 0) return icatStream(this.source, entry.address, entry.deleted);
+  async content(entry: FileEntry, signal?: AbortSignal, batch?: TskReader | null): Promise<Readable> {
     const ext = this.source.fsType === 'ext';
+    // The batch reader takes every live file off ext; on ext the small ones, whose extents would cost a debugfs run and an open each.
+    if (batch && !entry.deleted && (!ext || entry.size <= SMALL_FILE)) return batch.content(entry.address);
+    if (entry.deleted || entry.size === 0) return icatStream(this.source, entry.address, entry.deleted);
     if (!ext && entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
     this.#unitSize ??= this.dataUnitSize();
     const unit = await this.#unitSize.catch((e: unknown) => {
@@ -171,9 +177,22 @@ export class FileView {
     return runs ? runsStream(this.source, runs, entry.size, unit) : icatStream(this.source, entry.address);
   }
 
-  /** How many files an archive prepares ahead: many on ext (one debugfs run serves a batch), few where each costs a process. */
-  get contentLookahead(): number {
-    return this.source.fsType === 'ext' ? 64 : 4;
+  /** How many files an archive prepares ahead: many on ext (one debugfs run serves a batch) or with a batch reader, few where each costs a process. */
+  contentLookahead(batch?: TskReader | null): number {
+    return this.source.fsType === 'ext' ? 64 : batch ? 32 : 4;
+  }
+
+  /**
+   * One reader process for the content of many files read in turn (an
+   * archive's: tsk-reader.ts), to hand to `content`; the caller closes it.
+   * Null where the reader cannot run (no python3-tsk: files are then read
+   * as before, by debugfs, `istat` and `icat`).
+   */
+  async batchReader(): Promise<TskReader | null> {
+    const reader = new TskReader(this.source);
+    if (await reader.ready) return reader;
+    reader.close();
+    return null;
   }
 
   /** Streams a file's content through XXH3-64; the hash as 16 hex digits. */

@@ -1,0 +1,152 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFileSync } from 'node:child_process';
+import { createWriteStream, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { FileView, archiveFolder } from '../../src/file-view/index.ts';
+import { TskReader } from '../../src/file-view/tsk-reader.ts';
+import { icatStream } from '../../src/file-view/tsk.ts';
+import { DeviceError } from '../../src/errors.ts';
+import { requireEnv } from '../support/require.ts';
+import { rejection } from '../support/assert-async.ts';
+import { tempDir } from '../support/images.ts';
+import { driveImage, filesystemImage, makeTree, patterned, T0, MiB, type FsName } from './support/fs-images.ts';
+
+const tmp = tempDir('dpsr-archive-batch-');
+const ready = requireEnv('archives of NTFS, FAT and exFAT folders through one libtsk reader', {
+  tools: ['fls', 'icat', 'sfdisk', 'mkfs.vfat', 'mcopy', 'mdel', 'mkfs.exfat', 'mount.exfat-fuse', 'losetup', 'mkntfs', 'ntfs-3g', 'tar'],
+  root: true,
+  pythonModules: ['pytsk3'],
+});
+
+const kinds: FsName[] = ['vfat', 'exfat', 'ntfs'];
+/** Sizes around the readers' edges: empty, NTFS-resident, one cluster, several, past the 64 KiB small-file line, a few MiB. */
+const SIZES = [0, 1, 100, 700, 3 * 1024, 4096, 40 * 1024, 70 * 1024, 150 * 1024];
+const MANY = 240;
+let drive = '';
+let tree = '';
+if (ready) {
+  const extra: Record<string, Buffer> = {};
+  for (let i = 0; i < MANY; i++) {
+    const size = SIZES[i % SIZES.length]! + (i % 5);
+    // Non-ASCII names: Latin with diacritics, Cyrillic, CJK, and one past 8.3. Long enough for a FAT long-name entry: mcopy
+    // stores a name that fits 8.3 as a short name in the DOS code page, which TSK shows with ^ for each non-ASCII character.
+    const name = [`file-${i}.bin`, `ñandú-straße-${i}.dat`, `файл-${i}.txt`, `文件-${i}.bin`, `a rather long name number ${i}.data`][i % 5]!;
+    extra[`many/${name}`] = patterned(size + 17 * i).subarray(17 * i);
+  }
+  extra['many/big-2.bin'] = patterned(2 * MiB + 3);
+  tree = makeTree(tmp, 'tree', extra);
+  mkdirSync(join(tmp, 'fs'));
+  drive = driveImage(join(tmp, 'drive.img'), kinds.map((k) => filesystemImage(join(tmp, 'fs'), k, tree))).path;
+}
+const open = (fs: FsName) => FileView.open(drive, kinds.indexOf(fs) + 1);
+
+async function extract(view: FileView, folder: string, into: string): Promise<string> {
+  const { top, stream } = await archiveFolder(view, folder, 'tar');
+  const file = join(tmp, 'out.tar');
+  await pipeline(stream, createWriteStream(file));
+  mkdirSync(into, { recursive: true });
+  execFileSync('tar', ['-x', '-f', file, '-C', into]);
+  return join(into, top);
+}
+
+function differences(a: string, b: string): string {
+  try {
+    execFileSync('diff', ['-r', '--no-dereference', a, b], { stdio: 'pipe' });
+    return '';
+  } catch (e) {
+    return String((e as { stdout?: Buffer }).stdout);
+  }
+}
+
+const bytesOf = async (s: Readable) => {
+  const parts: Buffer[] = [];
+  for await (const c of s) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+};
+
+for (const fs of kinds) {
+  test(`${fs}: a folder of ${MANY + 1} files of many sizes and non-ASCII names as tar is byte-identical, times kept`, async () => {
+    if (!ready) return;
+    const view = await open(fs);
+    const batch = await view.batchReader();
+    assert.ok(batch, 'the batch reader runs here, so the archive goes through it');
+    batch!.close();
+    const out = await extract(view, '/many', join(tmp, `x-${fs}`));
+    assert.is(differences(out, join(tree, 'many')), '');
+    const t = statSync(join(out, 'big-2.bin')).mtimeMs / 1000;
+    // fixTimes set every time to T0; FAT keeps local time in 2-second steps.
+    assert.ok(Math.abs(t - T0) <= (fs === 'vfat' ? 2 : 0), `mtime ${t}`);
+  });
+
+  test(`${fs}: the batch reader gives every file exactly what icat gives, in request order`, async () => {
+    if (!ready) return;
+    const view = await open(fs);
+    const entries = (await view.list('/many')).filter((e) => e.type === 'file');
+    const root = (await view.list('/')).filter((e) => e.type === 'file');
+    const all = [...entries, ...root];
+    const reader = new TskReader(view.source);
+    try {
+      assert.ok(await reader.ready);
+      // Every request first, then the answers read in turn: the process is paused by the streams' back-pressure in between.
+      const streams = all.map((e) => reader.content(e.address));
+      for (const [i, e] of all.entries()) {
+        const got = await bytesOf(streams[i]!);
+        const want = await bytesOf(icatStream(view.source, e.address));
+        assert.is(got.length, e.size, e.name);
+        assert.ok(got.equals(want), `${e.name}: the bytes differ from icat's`);
+      }
+    } finally {
+      reader.close();
+    }
+  });
+}
+
+test('ntfs: the root as tar holds the hard link and the sparse file with their content', async () => {
+  if (!ready) return;
+  const out = await extract(await open('ntfs'), '/', join(tmp, 'x-ntfs-root'));
+  assert.is(readFileSync(join(out, 'hard.txt'), 'utf8'), 'hello\n');
+  assert.is(readFileSync(join(out, 'a.txt'), 'utf8'), 'hello\n');
+  const sparse = readFileSync(join(out, 'sparse.bin'));
+  assert.is(sparse.length, 3 * MiB + 5);
+  assert.ok(sparse.subarray(0, 3 * MiB).equals(Buffer.alloc(3 * MiB)));
+  assert.is(sparse.subarray(3 * MiB).toString(), 'tail\n');
+  assert.is(differences(join(out, 'many'), join(tree, 'many')), '');
+});
+
+test('the batch reader: a stream its consumer drops does not hold up the next, and an address that is not there fails only its own stream', async () => {
+  if (!ready) return;
+  const view = await open('ntfs');
+  const big = await view.stat('/many/big-2.bin');
+  const small = await view.stat('/a.txt');
+  const reader = new TskReader(view.source);
+  try {
+    const dropped = reader.content(big.address);
+    const missing = reader.content('999999-128-1');
+    const after = reader.content(small.address);
+    const first = await new Promise<Buffer>((r) => dropped.once('data', r));
+    assert.ok(first.length > 0);
+    dropped.destroy();
+    const e = await rejection(bytesOf(missing));
+    assert.instance(e, DeviceError);
+    assert.match((e as Error).message, /999999-128-1/);
+    assert.is((await bytesOf(after)).toString(), 'hello\n');
+  } finally {
+    reader.close();
+  }
+});
+
+test('the batch reader closed with files still queued fails their streams instead of leaving them open', async () => {
+  if (!ready) return;
+  const view = await open('exfat');
+  const big = await view.stat('/many/big-2.bin');
+  const reader = new TskReader(view.source);
+  assert.ok(await reader.ready);
+  const s = reader.content(big.address);
+  reader.close();
+  assert.instance(await rejection(bytesOf(s)), DeviceError);
+});
+
+test.run();
