@@ -189,7 +189,7 @@ export class FileJobs {
         method: 'POST', at: '/restore/files', tag: 'jobs', body: fileBodies.restoreFiles,
         summary: "Write files and folders from the standby into the same partition of the active drive (the host off): the partition is mounted read-write on the controller (the kernel's driver, ntfs-3g, or mtools for FAT where the kernel has none), files replace files of the same name, folders are merged, then the filesystem is checked read-only with its fsck. The job's result lists what was overwritten. The standby is only read (The Sleuth Kit), never mounted. What is mounted is recorded first, so a daemon killed half-way has it unmounted, detached and checked at its next start, and the pair's status shows the restore as interrupted (fileRestore) until one completes or it is dismissed",
         responses: {
-          202: 'the job started; { id, job }. Result: { filesystem, driver, restored: {files, folders, symlinks, bytes}, overwritten: [{path, type, size, mtime}], overwrittenCount, skipped: [{path, why}], fsck: {tool, exitCode, clean, output}, cancelled }',
+          202: 'the job started; { id, job }. Result: { filesystem, driver, restored: {files, folders, symlinks, bytes}, overwritten: [{path, type, size, mtime}], overwrittenCount, skipped: [{path, why}], fsck: {tool, exitCode, clean, output}, cancelled, leftoversRemoved: [path] (temporary files .dpsr-restore-* an interrupted restore of these paths had left) }',
           400: 'a bad path or body',
           404: 'no such partition, or a path not on the standby',
           409: 'the host runs and no window was asked for, inline mode, another job runs, the partitions hold different filesystems, or the controller cannot mount (not root)',

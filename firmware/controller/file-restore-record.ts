@@ -38,6 +38,8 @@ export interface FileRestoreCleanup {
   /** The read-only check afterwards; null when it could not run (the drive gone, or changed). */
   readonly fsck: { tool: string; exitCode: number; clean: boolean; output: string } | null;
   readonly fsckSkipped?: string;
+  /** The temporary files (`.dpsr-restore-*`) the restore left beside its targets: those removed, and why others were not. */
+  readonly temporary?: { removed: string[]; failed?: string };
 }
 
 export interface FileRestoreState extends FileRestoreEntry {

@@ -20,7 +20,7 @@ import type { StatusView } from './status-view.ts';
 import type { SyncWindow } from './sync-window.ts';
 import type { Pairs } from './pairs.ts';
 import { statSync } from 'node:fs';
-import { FileView, checkFilesystem, releaseWriteBack, type Released } from '../../src/file-view/index.ts';
+import { FileView, checkFilesystem, releaseWriteBack, removeRestoreLeftovers, type Released } from '../../src/file-view/index.ts';
 import type { FileRestoreCleanup, FileRestoreRecord, FileRestoreState } from './file-restore-record.ts';
 
 /**
@@ -138,22 +138,30 @@ export class StartupRecovery {
         this.log.warn({ pair: r.pair, job: r.jobId }, `the restore of files onto pair ${r.pair}'s active drive (job ${r.jobId}) is still recorded as interrupted: syncs onto its standby wait until it is finished or dismissed`);
         continue;
       }
-      const { fsck, skipped } = await this.#checkRestored(r);
-      const rec = this.fileRestore!.interrupted(r, { at: new Date().toISOString(), ...released, fsck, ...(skipped ? { fsckSkipped: skipped } : {}) });
-      const what = `${released.unmounted.length} mount(s) unmounted (${released.unmounted.join(', ') || 'none'}), ${released.detached.length} loop device(s) detached (${released.detached.join(', ') || 'none'})`;
+      const { fsck, skipped, temporary, notReleased } = released.failed.length === 0 ? await this.#checkRestored(r) : { fsck: null, skipped: 'what the restore left mounted could not all be released', temporary: null, notReleased: [] };
+      left.push(...notReleased);
+      const rec = this.fileRestore!.interrupted(r, { at: new Date().toISOString(), ...released, fsck, ...(skipped ? { fsckSkipped: skipped } : {}), ...(temporary ? { temporary } : {}) });
+      const what = `${released.unmounted.length} mount(s) unmounted (${released.unmounted.join(', ') || 'none'}), ${released.detached.length} loop device(s) detached (${released.detached.join(', ') || 'none'})${temporary ? `, ${temporary.removed.length} temporary file(s) removed${temporary.removed.length ? ` (${temporary.removed.slice(0, 5).join(', ')}${temporary.removed.length > 5 ? ', …' : ''})` : ''}${temporary.failed ? ` (${temporary.failed})` : ''}` : ''}`;
       const checked = fsck ? `${fsck.tool}: ${fsck.clean ? 'clean' : `problems (exit ${fsck.exitCode})`}` : `not checked: ${skipped}`;
       this.log.warn({ fileRestore: rec }, `a restore of files onto pair ${r.pair}'s active drive (job ${r.jobId}, partition ${r.partition}) was interrupted: ${what}; ${checked}`);
       this.bus.publish('alert', {
         level: fsck?.clean && released.failed.length === 0 ? 'warning' : 'critical',
         code: 'interrupted-file-restore',
-        message: `the restore of files into partition ${r.partition} of pair ${r.pair}'s active drive (job ${r.jobId}, started ${r.startedAt}) was interrupted: some of ${r.paths.length} path(s) may be the backup's and others not (a file being written may sit beside its target as .dpsr-restore-*). ${what}${released.failed.length ? `; not released: ${released.failed.join('; ')}` : ''}; ${checked}. Syncs onto the standby wait: finish the restore (the same paths again) or dismiss it`,
+        message: `the restore of files into partition ${r.partition} of pair ${r.pair}'s active drive (job ${r.jobId}, started ${r.startedAt}) was interrupted: some of ${r.paths.length} path(s) may be the backup's and others not${temporary?.removed ? '' : ' (a file being written may sit beside its target as .dpsr-restore-*)'}. ${what}${released.failed.length ? `; not released: ${released.failed.join('; ')}` : ''}; ${checked}. Syncs onto the standby wait: finish the restore (the same paths again) or dismiss it`,
       });
     }
     return left.length ? left.join('; ') : null;
   }
 
-  /** The read-only fsck of the restored partition, on the same storage only (matched by device and inode numbers, or the pair's drive key). */
-  async #checkRestored(r: FileRestoreState): Promise<{ fsck: FileRestoreCleanup['fsck']; skipped?: string }> {
+  /**
+   * The read-only fsck of the restored partition, on the same storage only
+   * (matched by device and inode numbers, or the pair's drive key); before
+   * it, with the host off, the temporary files (`.dpsr-restore-*`) the
+   * interrupted restore left beside its targets are removed (the partition
+   * mounted read-write for it only when there are some). A failure there is
+   * released again (`releaseWriteBack`) so nothing stays mounted.
+   */
+  async #checkRestored(r: FileRestoreState): Promise<{ fsck: FileRestoreCleanup['fsck']; skipped?: string; temporary: FileRestoreCleanup['temporary'] | null; notReleased: string[] }> {
     let path: string | null = null;
     try {
       const st = statSync(r.drive.path);
@@ -166,11 +174,22 @@ export class StartupRecovery {
       const active = p?.roles.current().active;
       if (p && active && p.roles.keyOf(active) === r.drive.key) path = p.roles.bays.path(active);
     }
-    if (!path) return { fsck: null, skipped: `the active drive (${r.drive.path}) is not on the controller now; check the partition before the host uses it` };
+    if (!path) return { fsck: null, skipped: `the active drive (${r.drive.path}) is not on the controller now; check the partition before the host uses it`, temporary: null, notReleased: [] };
+    const { temporary, notReleased } = await this.#removeTemporary(r, path);
     try {
-      return { fsck: await checkFilesystem(await FileView.open(path, r.partition)) };
+      return { fsck: await checkFilesystem(await FileView.open(path, r.partition)), temporary, notReleased };
     } catch (e) {
-      return { fsck: null, skipped: `the check could not run: ${(e as Error).message}` };
+      return { fsck: null, skipped: `the check could not run: ${(e as Error).message}`, temporary, notReleased };
+    }
+  }
+
+  async #removeTemporary(r: FileRestoreState, path: string): Promise<{ temporary: NonNullable<FileRestoreCleanup['temporary']>; notReleased: string[] }> {
+    if (await this.bs.bootSwitch.hostPowered().catch(() => true)) return { temporary: { removed: [], failed: 'not removed: the host is running (the partition is its disk); re-run the restore with the host off, which removes them' }, notReleased: [] };
+    try {
+      return { temporary: { removed: (await removeRestoreLeftovers(await FileView.open(path, r.partition), r.paths)).removed }, notReleased: [] };
+    } catch (e) {
+      const again = await releaseWriteBack({ dev: r.drive.dev, ino: r.drive.ino, startByte: r.startByte }).catch((x: unknown) => ({ failed: [(x as Error).message] }));
+      return { temporary: { removed: [], failed: `not removed: ${(e as Error).message}` }, notReleased: again.failed };
     }
   }
 

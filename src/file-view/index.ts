@@ -8,7 +8,7 @@ export { type TskSource, type TskFsType } from './tsk.ts';
 export { archiveFolder, type ArchiveFormat, type ArchiveOptions } from './archive.ts';
 export { walkTree, type WalkOptions } from './walk.ts';
 export { type TreeEntry } from './listing.ts';
-export { writeBack, writeBackPossible, checkFilesystem, releaseWriteBack, type WriteBackTarget, type Released, type WriteBackReport, type WriteBackOptions, type WriteBackProgress, type OverwrittenEntry, type WriteDriver } from './write-back.ts';
+export { writeBack, writeBackPossible, checkFilesystem, releaseWriteBack, findRestoreLeftovers, removeRestoreLeftovers, type WriteBackTarget, type Released, type WriteBackReport, type WriteBackOptions, type WriteBackProgress, type OverwrittenEntry, type WriteDriver } from './write-back.ts';
 export { diffTree, type TreeDifference, type TreeDiffOptions, type TreeDiffSummary } from './diff-tree.ts';
 export { filesInRanges, type DriveRange, type RangeFiles, type MapOptions } from './sector-map.ts';
 export { ChangedFolders, markFolders, walkCovers, type FolderContents, type WalkMarks } from './folder-marks.ts';

@@ -62,8 +62,10 @@ export interface WriteBackReport {
   readonly skipped: { path: string; why: string }[];
   /** The read-only check after unmounting: exit status 0 is clean. */
   readonly fsck: { tool: string; exitCode: number; clean: boolean; output: string };
-  /** Cancelled part-way: what was written until then stays written (each file whole: written aside, then renamed). */
+  /** Cancelled part-way: what was written until then stays written (each file whole: written aside, then renamed); a file cut short by the cancel stays as it was. */
   readonly cancelled: boolean;
+  /** Temporary files (`.dpsr-restore-*`) an earlier, interrupted restore of these paths had left, removed. */
+  readonly leftoversRemoved: string[];
 }
 
 const CASELESS = new Set(['fat', 'exfat', 'ntfs']);
@@ -258,7 +260,7 @@ async function* selection(standby: FileView, paths: readonly string[], signal?: 
  * @throws BadInputError a bad path; NotFoundError a path not on the standby;
  *   RefusedError the two partitions hold different filesystems, or the active one is mounted;
  *   DeviceError a tool failed; CancelledError through `signal` before anything is written. Once writing,
- *   a cancel stops between files: the partition is unmounted and checked, and the report (`cancelled`) says what was written.
+ *   a cancel stops at once (a file cut short stays as it was, its temporary file removed): the partition is unmounted and checked, and the report (`cancelled`) says what was written.
  */
 export async function writeBack(standby: FileView, active: FileView, paths: readonly string[], options: WriteBackOptions = {}): Promise<WriteBackReport> {
   const checked = [...new Set(paths.map((p) => joinPath(splitPath(p))))];
@@ -293,6 +295,8 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
     if (e.type === 'directory') for await (const t of walkTree(active.source, e.address, p, { signal: options.signal })) before.set(key(t.path), t.entry);
   }
 
+  // Temporary files an interrupted restore of these paths left (a crash mid-file), found before the mount, removed through it.
+  const leftovers = await findRestoreLeftovers(active, checked, options.signal);
   const mnt = mkdtempSync(join(tmpdir(), 'dpsr-restore-'));
   const opened = await openForWriting(active, filesystem, mnt);
   const isExt = active.source.fsType === 'ext';
@@ -309,7 +313,9 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
   // Folders skipped whole: nothing below them is tried (their reason covers it).
   const skippedFolders: string[] = [];
   const under = (path: string) => skippedFolders.some((f) => key(path).startsWith(`${key(f)}/`));
+  let leftoversRemoved: string[] = [];
   try {
+    if (opened.root) leftoversRemoved = removeUnder(opened.root, leftovers);
     for (const p of checked) {
       const parts = splitPath(p);
       try {
@@ -320,7 +326,7 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
         skippedFolders.push(p);
       }
     }
-    // The walk is not tied to the signal here: a cancel stops between files, and the report says what was done.
+    // The walk is not tied to the signal here: a cancel ends the file being written (left as it was) or stops before the next, and the report says what was done.
     for await (const { path, entry } of selection(standby, checked)) {
       if (options.signal?.aborted) {
         cancelled = true;
@@ -340,7 +346,7 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
           restored.folders++;
           folderTimes.push({ path, entry });
         } else if (entry.type === 'file') {
-          await writer.file(path, entry, await standby.content(entry));
+          await writer.file(path, entry, await standby.content(entry), options.signal);
           restored.files++;
           restored.bytes += entry.size;
         } else if (entry.type === 'symlink' && isExt && entry.linkTarget !== undefined) {
@@ -351,6 +357,11 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
           continue;
         }
       } catch (e) {
+        // A cancel during a file: that file stays as it was (its temporary file removed), and the report says so.
+        if (options.signal?.aborted) {
+          cancelled = true;
+          break;
+        }
         if (!(e instanceof NotAFolderError)) throw e;
         skipped.push({ path, why: e.message });
         if (entry.type === 'directory') skippedFolders.push(path);
@@ -370,12 +381,104 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
     rmdirSync(mnt);
   }
   const check = await fsck(active, filesystem);
-  return { filesystem, driver: opened.driver, restored, overwritten, overwrittenCount, skipped, fsck: check, cancelled };
+  return { filesystem, driver: opened.driver, restored, overwritten, overwrittenCount, skipped, fsck: check, cancelled, leftoversRemoved };
+}
+
+/** How a restore names the file it writes beside its target before renaming it over it: `.dpsr-restore-<pid>-<ms>`. */
+const TEMP_PREFIX = '.dpsr-restore-';
+const TEMP_NAME = /^\.dpsr-restore-\d+-\d+$/;
+
+/**
+ * The temporary files (`.dpsr-restore-<pid>-<ms>`) a restore of `paths`
+ * left on `active` when it was cut short in the middle of a file (a crash, a
+ * power cut), read-only through TSK: in the folder of each path, and below
+ * each path that is a folder. FAT is written through a staging file on the
+ * controller, so none are ever left there.
+ */
+export async function findRestoreLeftovers(active: FileView, paths: readonly string[], signal?: AbortSignal): Promise<string[]> {
+  if (active.source.fsType === 'fat') return [];
+  const found = new Set<string>();
+  const folders = new Set<string>();
+  for (const p of paths) {
+    const parts = splitPath(p);
+    if (parts.length > 0) folders.add(joinPath(parts.slice(0, -1)));
+  }
+  const absent = (e: unknown) => {
+    if ((e as { kind?: string }).kind !== 'not-found') throw e;
+  };
+  for (const folder of folders) {
+    try {
+      for (const e of await active.list(folder, { deleted: false })) if (e.type === 'file' && TEMP_NAME.test(e.name)) found.add(joinPath([...splitPath(folder), e.name]));
+    } catch (e) {
+      absent(e);
+    }
+  }
+  for (const p of paths) {
+    let e: FileEntry;
+    try {
+      e = await active.stat(p);
+    } catch (err) {
+      absent(err);
+      continue;
+    }
+    if (e.type !== 'directory') continue;
+    for await (const t of walkTree(active.source, e.address, joinPath(splitPath(p)), { signal })) if (t.entry.type === 'file' && TEMP_NAME.test(t.entry.name)) found.add(t.path);
+  }
+  return [...found].sort();
+}
+
+/** Removes files `paths` under mount `root` (each a regular file reached through real folders only); returns those removed. */
+function removeUnder(root: string, paths: readonly string[]): string[] {
+  const removed: string[] = [];
+  for (const p of paths) {
+    let place: string;
+    try {
+      place = placeUnder(root, p, false);
+    } catch (e) {
+      if (e instanceof NotAFolderError) continue;
+      throw e;
+    }
+    if (lstatSync(place, { throwIfNoEntry: false })?.isFile()) {
+      unlinkSync(place);
+      removed.push(p);
+    }
+  }
+  return removed;
+}
+
+/**
+ * Removes the temporary files an interrupted restore of `paths` left on
+ * `active` (see `findRestoreLeftovers`): the partition is mounted read-write
+ * only when there is one, then unmounted and checked read-only. Needs root;
+ * the caller makes sure the host is off and nothing else has the partition
+ * mounted.
+ * @returns the paths removed, and the check (null when nothing was mounted).
+ * @throws DeviceError a tool failed (the caller releases what may be left mounted, see `releaseWriteBack`).
+ */
+export async function removeRestoreLeftovers(active: FileView, paths: readonly string[]): Promise<{ removed: string[]; fsck: WriteBackReport['fsck'] | null }> {
+  if (!active.partition) throw new BadInputError('removing a restore\'s temporary files needs the partition opened from its drive (FileView.open)');
+  const leftovers = await findRestoreLeftovers(active, paths.map((p) => joinPath(splitPath(p))));
+  if (leftovers.length === 0) return { removed: [], fsck: null };
+  const filesystem = active.partition.filesystem ?? '';
+  const mnt = mkdtempSync(join(tmpdir(), 'dpsr-restore-'));
+  let removed: string[] = [];
+  try {
+    const opened = await openForWriting(active, filesystem, mnt);
+    try {
+      if (opened.root) removed = removeUnder(opened.root, leftovers);
+    } finally {
+      await closeWritten(opened);
+    }
+  } finally {
+    rmdirSync(mnt);
+  }
+  return { removed, fsck: await fsck(active, filesystem) };
 }
 
 interface Writer {
   mkdir(path: string): Promise<void>;
-  file(path: string, entry: FileEntry, content: NodeJS.ReadableStream): Promise<void>;
+  /** Ends early on `signal` (its reason thrown), leaving the target as it was and no temporary file. */
+  file(path: string, entry: FileEntry, content: NodeJS.ReadableStream, signal?: AbortSignal): Promise<void>;
   symlink?(path: string, entry: FileEntry): Promise<void>;
   finishFolder(path: string, entry: FileEntry): Promise<void>;
   close?(): void;
@@ -393,22 +496,24 @@ class NotAFolderError extends Error {}
  * Nothing else writes to the partition meanwhile (the host is off), so what
  * is checked stays so.
  */
-function mountWriter(root: string, isExt: boolean): Writer {
-  const at = (p: string, self: boolean) => {
-    const parts = splitPath(p);
-    let place = root;
-    for (let i = 0; i < parts.length - (self ? 0 : 1); i++) {
-      place = join(place, parts[i]!);
-      const st = lstatSync(place, { throwIfNoEntry: false });
-      // A missing folder is made below the last real one, and nothing below it exists either.
-      if (!st) break;
-      if (!st.isDirectory()) {
-        const where = joinPath(parts.slice(0, i + 1));
-        throw new NotAFolderError(`${where} on the active drive is ${st.isSymbolicLink() ? 'a symlink' : 'a file'}, not a folder: nothing is written through it (remove or rename it on the active drive first)`);
-      }
+function placeUnder(root: string, p: string, self: boolean): string {
+  const parts = splitPath(p);
+  let place = root;
+  for (let i = 0; i < parts.length - (self ? 0 : 1); i++) {
+    place = join(place, parts[i]!);
+    const st = lstatSync(place, { throwIfNoEntry: false });
+    // A missing folder is made below the last real one, and nothing below it exists either.
+    if (!st) break;
+    if (!st.isDirectory()) {
+      const where = joinPath(parts.slice(0, i + 1));
+      throw new NotAFolderError(`${where} on the active drive is ${st.isSymbolicLink() ? 'a symlink' : 'a file'}, not a folder: nothing is written through it (remove or rename it on the active drive first)`);
     }
-    return join(root, p);
-  };
+  }
+  return join(root, p);
+}
+
+function mountWriter(root: string, isExt: boolean): Writer {
+  const at = (p: string, self: boolean) => placeUnder(root, p, self);
   const owner = (p: string, e: FileEntry, link = false) => {
     if (!isExt) return;
     (link ? lchownSync : chownSync)(p, e.uid, e.gid);
@@ -418,11 +523,11 @@ function mountWriter(root: string, isExt: boolean): Writer {
     async mkdir(p) {
       mkdirSync(at(p, true), { recursive: true });
     },
-    async file(p, e, content) {
+    async file(p, e, content, signal) {
       const target = at(p, false);
-      const aside = join(target, '..', `.dpsr-restore-${process.pid}-${Date.now()}`);
+      const aside = join(target, '..', `${TEMP_PREFIX}${process.pid}-${Date.now()}`);
       try {
-        await pipeline(content, createWriteStream(aside));
+        await pipeline(content, createWriteStream(aside), ...(signal ? [{ signal }] : []));
         const fd = openSync(aside, 'r');
         try {
           fsyncSync(fd);
@@ -467,10 +572,10 @@ function mtoolsWriter(drive: string): Writer {
       if (there.code !== 0) await run('mmd', ['-i', drive, `::${p}`], { env });
       made.add(p.toLowerCase());
     },
-    async file(p, e, content) {
+    async file(p, e, content, signal) {
       const local = join(stage, 'file');
       try {
-        await pipeline(content, createWriteStream(local));
+        await pipeline(content, createWriteStream(local), ...(signal ? [{ signal }] : []));
         utimesSync(local, e.mtime, e.mtime);
         await run('mcopy', ['-o', '-m', '-i', drive, local, `::${p}`], { env });
       } finally {

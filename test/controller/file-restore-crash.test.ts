@@ -3,6 +3,7 @@
  * mounted (ext4 by the kernel, NTFS by ntfs-3g, exFAT by the kernel or
  * exfat-fuse): the next start unmounts it, detaches its loop devices, checks
  * the filesystem and keeps the restore as interrupted in the pair's status,
+ * removes the temporary files the restore left beside its targets,
  * and syncs onto the standby wait until the restore is finished.
  */
 import { test } from 'uvu';
@@ -125,6 +126,10 @@ test(`${fs}: killed with the active partition mounted: the next start unmounts, 
     const leftLoops = loopsOver(activeImage);
     assert.ok(leftLoops.length > 0, 'the killed daemon left a loop device');
     assert.ok(mountsOf(leftLoops).length > 0, 'and a mount');
+    // The file a crash cuts short sits beside its target as .dpsr-restore-<pid>-<ms>: one is made sure of through the mount
+    // the killed daemon left (whether the kill fell inside a file or between two).
+    const leftMount = mountsOf(leftLoops)[0]!.split(' ')[4]!;
+    writeFileSync(join(leftMount, 'bulk', '.dpsr-restore-4242-1700000000000'), randomBytes(1000));
 
     d2 = await spawnDaemon(dir, cfg);
     assert.equal(loopsOver(activeImage), [], 'no loop device is left over the active drive');
@@ -139,6 +144,11 @@ test(`${fs}: killed with the active partition mounted: the next start unmounts, 
     assert.ok(fr.cleanup.detached.length >= 1);
     assert.is(fr.cleanup.fsck.tool, FSCK[fs]);
     assert.is(fr.cleanup.fsck.clean, true, fr.cleanup.fsck.output);
+    assert.ok(fr.cleanup.temporary.removed.includes('/bulk/.dpsr-restore-4242-1700000000000'), JSON.stringify(fr.cleanup.temporary));
+    assert.ok(fr.cleanup.temporary.removed.every((p: string) => /^\/bulk\/\.dpsr-restore-\d+-\d+$/.test(p)), JSON.stringify(fr.cleanup.temporary));
+    const listed = await d2.api('GET', '/api/browse?partition=3&path=/bulk&side=active&limit=5000');
+    assert.is(listed.status, 200, JSON.stringify(listed.body));
+    assert.equal(listed.body.rows.filter((r: { name: string }) => r.name.startsWith('.dpsr-restore-')), [], 'no temporary file left in the active partition');
     assert.equal(s2.fileRestore, fr, 'the boot pair\'s restore at the top of the status too');
     const log = (await d2.api('GET', '/api/events/log?limit=50&types=alert')).body.events;
     const alert = log.find((e: { data?: { code?: string } }) => e.data?.code === 'interrupted-file-restore');
