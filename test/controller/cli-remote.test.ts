@@ -143,6 +143,22 @@ test('reprotect and restore --url run as jobs; restore needs --i-mean-restore an
   assert.equal([wjob.kind, wjob.state, wjob.options.window], ['restore', 'done', true]);
 });
 
+test('after a failover, status --url says which bay the host left, that its copy dates from the failover, and what makes it a standby again; reprotect --url does', async () => {
+  await idle(d);
+  const fo = await dpsr(['failover', '--url', d.url, '--yes']);
+  assert.is(fo.code, 0, fo.stderr + fo.stdout);
+  const s = await dpsr(['status', '--url', d.url]);
+  assert.is(s.code, 1, s.stdout);
+  const from = /standby  bay ([AB])/.exec(s.stdout)![1];
+  assert.match(s.stdout, new RegExp(`standby  bay ${from} .*CONSISTENT \\(as of the failover; bay ${from} is marked failed\\)`));
+  assert.match(s.stdout, new RegExp(`NEEDS ATTENTION: bay ${from} is marked failed after a failover away from it \\(the host runs from bay [AB] now; no failover goes back to it\\): .*dpsr reprotect`));
+  const rp = await dpsr(['reprotect', '--url', d.url, '--yes', '--quiet']);
+  assert.is(rp.code, 0, rp.stderr + rp.stdout);
+  const after = await dpsr(['status', '--url', d.url]);
+  assert.is(after.code, 0, after.stdout);
+  assert.not.match(after.stdout, /marked failed/);
+});
+
 test('a wrong --token-file is named, never shown', async () => {
   const secret = 'correct horse battery staple\nsecond line of a private file\n';
   writeFileSync(join(d.dir, 'not-a-token'), secret);

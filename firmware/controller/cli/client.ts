@@ -206,7 +206,11 @@ export function daemonNeedsAttention(s: StatusBody): string[] {
   else if (s.standbyState !== 'consistent') why.push(`the standby is ${s.standbyState}`);
   if (s.pendingCopy) why.push('a copy was interrupted');
   for (const [bay, h] of Object.entries(s.health ?? {})) if (h !== 'ok' && h !== 'unknown') why.push(`drive ${bay} health is ${h}`);
-  for (const [bay, failed] of Object.entries(s.failover.failed ?? {})) if (failed) why.push(`bay ${bay} is marked failed`);
+  for (const [bay, failed] of Object.entries(s.failover.failed ?? {})) {
+    if (!failed) continue;
+    const now = bay === s.active ? 'the host runs from it now' : `the host runs from bay ${s.active} now`;
+    why.push(`bay ${bay} is marked failed after a failover away from it (${now}; no failover goes back to it): check or replace its drive, then \`dpsr reprotect\` copies the active drive onto it and makes it the standby again (POST /api/failover/reset only clears the mark, e.g. after a drill)`);
+  }
   if (s.failover.halted) why.push(`failover halted: ${s.failover.halted}`);
   if (s.lastSync && s.lastSync.result !== 'done') why.push(`the last ${s.lastSync.kind} ${s.lastSync.result}`);
   if (s.problems?.length) why.push(`state problems: ${s.problems.join('; ')}`);
@@ -290,7 +294,9 @@ export async function runRemote(inv: Invocation): Promise<number> {
           console.log(`  export   ${s.inline.running ? `bay ${s.inline.bay} at ${s.inline.hostUri}` : 'NOT RUNNING'}; written since the last sync ${dirty}`);
         }
         console.log(`  active   bay ${s.active}  generation ${s.generations[s.active] ?? '-'}`);
-        console.log(`  standby  bay ${s.standby}  generation ${s.generations[s.standby] ?? '-'}  ${s.standbyState.toUpperCase()}${s.paired ? '' : ' (not paired)'}`);
+        // A failed-over-from standby still holds the copy of its generation, but the host's writes since are only on the active drive.
+        const failedStandby = s.failover.failed?.[s.standby] ? ` (as of the failover; bay ${s.standby} is marked failed)` : '';
+        console.log(`  standby  bay ${s.standby}  generation ${s.generations[s.standby] ?? '-'}  ${s.standbyState.toUpperCase()}${s.paired ? '' : ' (not paired)'}${failedStandby}`);
         console.log(`  boot selection bay ${s.bootBay ?? 'NONE'}; host power ${s.host.power}${s.host.lastHeartbeat ? `, last heartbeat ${s.host.lastHeartbeat.at}` : ''}`);
         console.log(`  job ${s.job ? `${s.job.kind} ${s.job.id} ${s.job.progress ? `${s.job.progress.phase} ${s.job.progress.percent.toFixed(1)} %` : 'starting'}` : 'none'}`);
         console.log(`  drive health A ${s.health.A}, B ${s.health.B}`);
