@@ -2,7 +2,8 @@
  * The console with two drive pairs (system and data) in a real browser: the
  * overview lists both with links to each pair's explorer and actions; the
  * explorer reads the chosen pair's drives (the standby alone while the host
- * runs) and downloads from them; Actions start a job of the chosen pair.
+ * runs) and downloads from them; Actions start a job of the chosen pair; the
+ * jobs page names each job's pair.
  * Screenshots land in test-output/console/.
  */
 import { test } from 'uvu';
@@ -95,6 +96,25 @@ test('Actions start a job of the chosen pair', async () => {
   const job = await waitFor(async () => (await d.api('GET', '/api/jobs')).body.jobs.find((j: { kind: string; trigger: string }) => j.kind === 'sync' && j.trigger === 'api'), 10_000, 'the sync job');
   assert.is(job.pair, 'data');
   assert.is((await waitJob(d, job.id, 60_000)).state, 'done');
+});
+
+test('the jobs page names each job\'s pair, in the history and in the job\'s detail', async () => {
+  if (!ok) return;
+  const jobs = (await d.api('GET', '/api/jobs')).body.jobs as { id: string; kind: string; pair?: string }[];
+  const ofData = jobs.find((j) => j.kind === 'sync' && j.pair === 'data')!;
+  const ofSystem = jobs.find((j) => j.pair === 'system')!;
+  assert.ok(ofData && ofSystem, JSON.stringify(jobs));
+  await page.goto(`${d.url}/#/jobs`);
+  await page.getByRole('heading', { name: 'History' }).waitFor();
+  await page.getByRole('columnheader', { name: 'Pair' }).waitFor();
+  assert.is(await page.locator(`tr[data-job="${ofData.id}"] [data-testid="pair"]`).textContent(), 'data drive');
+  assert.is(await page.locator(`tr[data-job="${ofSystem.id}"] [data-testid="pair"]`).textContent(), 'system drive');
+  await page.locator(`tr[data-job="${ofData.id}"]`).getByRole('link', { name: ofData.id }).click();
+  const detail = page.getByTestId('job-pair');
+  await detail.waitFor();
+  assert.match((await detail.textContent())!, /^data drive \(data, bay C → bay D now\)/);
+  assert.is(await detail.getByRole('link', { name: 'explore' }).getAttribute('href'), '#/explorer?pair=data');
+  await page.screenshot({ path: join(SHOTS, 'pairs-jobs.png'), fullPage: true });
 });
 
 test('no page threw a script error', () => {

@@ -1,10 +1,23 @@
-/** The jobs: the kept history, one job's options, result and log, and cancel for the running one. */
+/**
+ * The jobs: the kept history, one job's pair, options, result and log, and
+ * cancel for the running one. With several drive pairs each job names its
+ * pair (a job of the boot pair recorded before pairs existed carries none).
+ */
 import { useEffect, useState } from 'preact/hooks';
 import { api } from '../api.ts';
 import { useSnapshot } from '../store.ts';
 import { seconds, when } from '../format.ts';
 import { ErrorBox, asError, go, useAction, type Route } from '../ui.tsx';
 import { JobProgress } from './overview.tsx';
+
+/** The pair a job ran on, as the overview names it: its label and bays; null with one pair only (nothing to tell apart). */
+export function jobPair(status: any, job: { pair?: string }): { id: string; name: string; bays: string } | null {
+  const pairs: any[] = status?.pairs ?? [];
+  if (pairs.length < 2) return null;
+  const p = pairs.find((x) => x.id === job.pair) ?? (job.pair === undefined ? pairs.find((x) => x.role === 'boot') : undefined);
+  if (!p) return { id: job.pair ?? '?', name: job.pair ?? '?', bays: '' };
+  return { id: p.id, name: p.label ?? p.id, bays: `bay ${p.active} → bay ${p.standby}` };
+}
 
 function JobDetail({ id, version }: { id: string; version: number }) {
   const snap = useSnapshot();
@@ -21,6 +34,7 @@ function JobDetail({ id, version }: { id: string; version: number }) {
   if (error) return <ErrorBox error={error} />;
   if (!job) return <p aria-busy="true">Loading job {id}…</p>;
   const running = job.state === 'running' || job.state === 'queued';
+  const pair = jobPair(snap.status, job);
   return (
     <section class="card" aria-labelledby="job-h">
       <h2 id="job-h">
@@ -45,6 +59,14 @@ function JobDetail({ id, version }: { id: string; version: number }) {
       )}
       {cancel.error && <ErrorBox error={cancel.error} />}
       <dl>
+        {pair && (
+          <>
+            <dt>Pair</dt>
+            <dd data-testid="job-pair">
+              {pair.name} ({pair.id}{pair.bays ? `, ${pair.bays} now` : ''}) · <a href={`#/explorer?pair=${encodeURIComponent(pair.id)}`}>explore</a>
+            </dd>
+          </>
+        )}
         <dt>Trigger</dt>
         <dd>{job.trigger}</dd>
         <dt>Started</dt>
@@ -92,6 +114,7 @@ export function Jobs({ route }: { route: Route }) {
   const [jobs, setJobs] = useState<any[] | null>(null);
   const [error, setError] = useState<{ message: string; hint?: string } | null>(null);
   const id = route.query.get('id');
+  const several = (snap.status?.pairs?.length ?? 0) > 1;
   useEffect(() => {
     api<{ jobs: any[] }>('GET', '/api/jobs').then(
       (r) => (setJobs(r.jobs), setError(null)),
@@ -111,6 +134,7 @@ export function Jobs({ route }: { route: Route }) {
               <thead>
                 <tr>
                   <th scope="col">Job</th>
+                  {several && <th scope="col">Pair</th>}
                   <th scope="col">Kind</th>
                   <th scope="col">State</th>
                   <th scope="col">Trigger</th>
@@ -120,12 +144,13 @@ export function Jobs({ route }: { route: Route }) {
               </thead>
               <tbody>
                 {jobs.map((j) => (
-                  <tr class={j.id === id ? 'selected' : ''}>
+                  <tr class={j.id === id ? 'selected' : ''} data-job={j.id}>
                     <td>
                       <a href={`#/jobs?id=${encodeURIComponent(j.id)}`} onClick={(e) => (e.preventDefault(), go('jobs', { id: j.id }))}>
                         {j.id}
                       </a>
                     </td>
+                    {several && <td data-testid="pair">{jobPair(snap.status, j)?.name}</td>}
                     <td>{j.kind}</td>
                     <td>
                       <span class={`state ${j.state}`}>{j.state}</span>
