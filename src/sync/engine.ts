@@ -171,27 +171,36 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
    * appended and made durable with one fsync, then their new data is written.
    * An fsync per chunk would cost more than the reads on a routine sync.
    */
-  type Batch = { chunks: Chunk[]; runs: { position: number; old: Buffer; data: Buffer }[]; bytes: number; arena?: Buffer; arenaUsed: number };
+  type Batch = { chunks: Chunk[]; runs: { position: number; old: Buffer; data: Buffer }[]; bytes: number; arena?: Arena; arenaUsed: number };
   let batch: Batch = { chunks: [], runs: [], bytes: 0, arenaUsed: 0 };
   const batchLimit = options.batchBytes ?? 16 * 1024 * 1024;
-  // The new data is staged in one page-aligned arena per batch, each run at a sector boundary of it:
-  // with O_DIRECT the drive refuses a write from an ordinary Buffer (EINVAL).
-  // Never more than the walk stages at all; an arena whose batch was written is used again.
+  /*
+   * A batch's new data is staged in one page-aligned arena, each run at a
+   * sector boundary of it (with O_DIRECT the drive refuses a write from an
+   * ordinary Buffer: EINVAL), and its old data in a plain one beside it.
+   * Never more than the walk stages at all; the arenas of a written batch are
+   * used again. A fresh buffer per run would be external memory the garbage
+   * collector chases: on a changed-block sync of scattered 64 KiB granules
+   * that was a third of the CPU time.
+   */
+  type Arena = { data: Buffer; old: Buffer };
   const arenaSize = roundUp(Math.min(batchLimit / 2, bytesTotal), PAGE) + 2 * slotSize;
-  const spareArenas: Buffer[] = [];
-  const stage = (data: Uint8Array): Buffer => {
+  const spareArenas: Arena[] = [];
+  const stage = (data: Uint8Array, old: Uint8Array): { data: Buffer; old: Buffer } => {
     const aligned = Math.ceil(data.byteLength / target.logicalSectorSize) * target.logicalSectorSize;
-    batch.arena ??= spareArenas.pop() ?? allocAligned(arenaSize);
-    // Workers staging side by side may overrun it: such a run gets its own aligned buffer.
+    batch.arena ??= spareArenas.pop() ?? { data: allocAligned(arenaSize), old: Buffer.allocUnsafeSlow(arenaSize) };
+    // Workers staging side by side may overrun it: such a run gets buffers of its own.
     if (batch.arenaUsed + aligned > arenaSize) {
       const own = allocAligned(aligned).subarray(0, data.byteLength);
       own.set(data);
-      return own;
+      return { data: own, old: Buffer.from(old) };
     }
-    const copy = batch.arena.subarray(batch.arenaUsed, batch.arenaUsed + data.byteLength);
-    copy.set(data);
+    const at = batch.arenaUsed;
     batch.arenaUsed += aligned;
-    return copy;
+    const staged = { data: batch.arena.data.subarray(at, at + data.byteLength), old: batch.arena.old.subarray(at, at + old.byteLength) };
+    staged.data.set(data);
+    staged.old.set(old);
+    return staged;
   };
 
   const flushing = new Set<Promise<void>>();
@@ -241,11 +250,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     for (const run of runs) {
       if (!haveOld) await readTarget(target, slot.tgt.subarray(run.start, run.start + run.length), chunk.start + run.start, run.length);
       // Copies: the slot's buffers are reused for the next chunk before the batch is written.
-      batch.runs.push({
-        position: chunk.start + run.start,
-        old: Buffer.from(slot.tgt.subarray(run.start, run.start + run.length)),
-        data: stage(slot.src.subarray(run.start, run.start + run.length)),
-      });
+      batch.runs.push({ position: chunk.start + run.start, ...stage(slot.src.subarray(run.start, run.start + run.length), slot.tgt.subarray(run.start, run.start + run.length)) });
       batch.bytes += run.length * 2;
     }
     batch.chunks.push(chunk);
