@@ -269,8 +269,13 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
   const recordHashes = async (chunk: Chunk, slot: Slot, bad: ByteRange[], known?: BigUint64Array) => {
     if (!manifest || mode === 'verify') return;
     const span = blockSpan(chunk);
-    if (span.count === 0) return;
     const bs = manifest.blockSize;
+    // A block the chunk covers only in part was written in part: what it holds now is unknown to the table.
+    const head = Math.floor(chunk.start / bs);
+    const tail = Math.floor((chunk.start + chunk.length - 1) / bs);
+    if (span.offset > 0) await manifest.writeHashes(head, new BigUint64Array(1));
+    if ((chunk.start + chunk.length) % bs !== 0 && (tail !== head || span.offset === 0)) await manifest.writeHashes(tail, new BigUint64Array(1));
+    if (span.count === 0) return;
     const hashes = known ?? hashBlocks(hasher, slot.src.subarray(span.offset), span.count * bs, bs);
     // Where the source was unreadable the standby kept other bytes: their hash is unknown.
     for (const b of bad) {

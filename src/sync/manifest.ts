@@ -6,6 +6,19 @@
  * and not left dirty by an interrupted sync.
  *
  * File: a 4 KiB JSON header, then one u64 per block. Hash 0 means unknown.
+ *
+ * The header's checksum covers the table and is kept up to date page by
+ * page, so a sync that changes a few blocks reads and writes only their
+ * part of the table: the table is cut into pages of 512 entries (4 KiB, the
+ * last one shorter), and the checksum is the sum, modulo 2^64, over the
+ * pages of xxh3(page number as u64 little-endian ‖ the page's bytes); a page
+ * of unknown entries only (zeros) adds nothing, so a new table sums to 0. A
+ * write takes out what the page it changes added, as read from the file, so
+ * a page damaged on disk keeps the sum wrong until the whole table is
+ * checked again (manifest mode and the spot check, which consult the table,
+ * check it when they open it). Crash safety does not rest on the sum: the
+ * header says "dirty", durably, before the first table write of a copy, and
+ * "valid" only after the table is on disk.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
@@ -15,15 +28,17 @@ import { normalizeRanges, type ByteRange } from './ranges.ts';
 const HEADER_BYTES = 4096;
 export const MANIFEST_BLOCK = 32 * 1024;
 
+const FORMAT = 'dpsr-manifest-2';
+
 export interface ManifestHeader {
-  format: 'dpsr-manifest-1';
+  format: typeof FORMAT;
   state: 'valid' | 'dirty';
   targetKey: string;
   targetSize: number;
   blockSize: number;
   generation: number;
   coverage: ByteRange[];
-  /** xxh3 of the hash table, as a decimal string. */
+  /** The table's checksum (see the file's comment), as a decimal string. */
   bodyChecksum: string;
 }
 
@@ -37,7 +52,8 @@ export interface ManifestHeader {
  * manifest.
  */
 export function manifestStaleness(header: Pick<ManifestHeader, 'format' | 'state' | 'targetKey' | 'targetSize' | 'generation'>, expect: ManifestExpectation): string | undefined {
-  if (header.format !== 'dpsr-manifest-1') return 'the manifest has an unknown format';
+  if ((header.format as string) === 'dpsr-manifest-1') return 'the manifest has an earlier format, without a checksum a sync can keep up to date';
+  if (header.format !== FORMAT) return 'the manifest has an unknown format';
   if (header.state !== 'valid') return 'the last sync was interrupted, so the standby may differ from its manifest';
   if (header.targetKey !== expect.targetKey) return 'the standby is another drive than the manifest describes';
   if (header.targetSize !== expect.targetSize) return 'the standby changed size';
@@ -51,11 +67,22 @@ export interface ManifestExpectation {
   readonly generation: number;
 }
 
+/** Pending table writes are applied once they hold this many entries (bounded memory for any drive). */
+const PENDING_ENTRIES = 128 * 1024;
+
 export class Manifest {
+  /** Hashes given to writeHashes and not yet in the file, in call order. */
+  private pending: { first: number; hashes: BigUint64Array }[] = [];
+  private pendingEntries = 0;
+
   private constructor(
     readonly path: string,
     private readonly handle: FileHandle,
     private header: ManifestHeader,
+    /** The checksum of the table as this manifest has written it. */
+    private sum: bigint,
+    /** The whole table was checked against the header's checksum: its hashes may be consulted. */
+    private readonly tableChecked: boolean,
   ) {}
 
   get blockSize(): number {
@@ -66,10 +93,17 @@ export class Manifest {
    * Opens the manifest. `usable` says whether it may stand in for reading the
    * standby; when not, `reason` says why (the caller falls back to compare
    * mode and says so). An unusable manifest is reset and rebuilt by the sync.
+   *
+   * `checkTable: false` (a copy that only writes the table: compare and
+   * changed mode) skips reading the whole table for its checksum, so the
+   * cost of the manifest follows the change; such a manifest's hashes cannot
+   * be read (readHashes throws), and damage to its table is found by the
+   * next open that checks it.
    */
-  static async open(path: string, expect: ManifestExpectation): Promise<{ manifest: Manifest; usable: boolean; reason?: string }> {
+  static async open(path: string, expect: ManifestExpectation, options: { checkTable?: boolean } = {}): Promise<{ manifest: Manifest; usable: boolean; reason?: string }> {
+    const checkTable = options.checkTable ?? true;
     const fresh = (): ManifestHeader => ({
-      format: 'dpsr-manifest-1',
+      format: FORMAT,
       state: 'dirty',
       targetKey: expect.targetKey,
       targetSize: expect.targetSize,
@@ -80,27 +114,30 @@ export class Manifest {
     });
     if (!existsSync(path)) {
       const handle = await open(path, 'w+', 0o600);
-      return { manifest: new Manifest(path, handle, fresh()), usable: false, reason: 'there is no manifest of the standby yet' };
+      return { manifest: new Manifest(path, handle, fresh(), 0n, true), usable: false, reason: 'there is no manifest of the standby yet' };
     }
     const handle = await open(path, 'r+');
     let reason: string | undefined;
     let header: ManifestHeader | undefined;
+    let sum = 0n;
     try {
       const buf = Buffer.alloc(HEADER_BYTES);
       await handle.read(buf, 0, HEADER_BYTES, 0);
       header = JSON.parse(buf.toString('utf8').replace(/\0+$/, '').trim()) as ManifestHeader;
+      sum = BigInt(header.bodyChecksum);
+      if (sum < 0n || sum >= 1n << 64n) throw new RangeError('checksum out of range');
     } catch {
       reason = 'the manifest header is unreadable';
     }
     if (header && !reason) {
       reason = manifestStaleness(header, expect);
-      if (!reason && (await checksumBody(handle, header)) !== header.bodyChecksum) reason = 'the manifest fails its checksum';
+      if (!reason && checkTable && (await checksumTable(handle, header)) !== sum) reason = 'the manifest fails its checksum';
     }
     if (reason || !header) {
       await handle.truncate(0);
-      return { manifest: new Manifest(path, handle, fresh()), usable: false, reason };
+      return { manifest: new Manifest(path, handle, fresh(), 0n, true), usable: false, reason };
     }
-    return { manifest: new Manifest(path, handle, header), usable: true };
+    return { manifest: new Manifest(path, handle, header, sum, checkTable), usable: true };
   }
 
   /** The byte ranges of the standby whose hashes the table holds. */
@@ -121,22 +158,85 @@ export class Manifest {
     await this.handle.datasync();
   }
 
+  /** Stored hashes of `count` blocks from `firstBlock` (0: unknown), hashes given to writeHashes included. */
   async readHashes(firstBlock: number, count: number): Promise<BigUint64Array> {
+    if (!this.tableChecked) throw new Error('the manifest was opened without checking its table: its hashes cannot be consulted');
     const out = new BigUint64Array(count);
     const { bytesRead } = await this.handle.read(new Uint8Array(out.buffer), 0, count * 8, HEADER_BYTES + firstBlock * 8);
     if (bytesRead < count * 8) out.fill(0n, Math.floor(bytesRead / 8));
+    for (const p of this.pending) {
+      const lo = Math.max(firstBlock, p.first);
+      const hi = Math.min(firstBlock + count, p.first + p.hashes.length);
+      for (let i = lo; i < hi; i++) out[i - firstBlock] = p.hashes[i - p.first]!;
+    }
     return out;
   }
 
+  /**
+   * Records the hashes of `hashes.length` blocks from `firstBlock` (0:
+   * unknown). They reach the file in batches, together with the checksum's
+   * update, by seal() at the latest; until then readHashes sees them.
+   */
   async writeHashes(firstBlock: number, hashes: BigUint64Array): Promise<void> {
-    await this.handle.write(new Uint8Array(hashes.buffer, hashes.byteOffset, hashes.byteLength), 0, hashes.byteLength, HEADER_BYTES + firstBlock * 8);
+    if (hashes.length === 0) return;
+    this.pending.push({ first: firstBlock, hashes: hashes.slice() });
+    this.pendingEntries += hashes.length;
+    if (this.pendingEntries >= PENDING_ENTRIES) await this.applyPending();
   }
 
-  /** The sync finished: record what the table now covers and seal it with a checksum. */
+  /**
+   * Writes the pending hashes: runs close together are read as one window,
+   * each entry's old contribution to the checksum taken out and the new one
+   * added, and the window written back.
+   */
+  private async applyPending(): Promise<void> {
+    const runs = this.pending.map((p, order) => ({ ...p, order })).sort((x, y) => x.first - y.first);
+    this.pending = [];
+    this.pendingEntries = 0;
+    const blocks = this.blockCount;
+    const page = new PageSum();
+    for (let i = 0; i < runs.length; ) {
+      // A window: whole pages, from the first run's page to the last page of the runs that fall in or next to it.
+      const fromPage = Math.floor(runs[i]!.first / PAGE_ENTRIES);
+      let endPage = Math.ceil((runs[i]!.first + runs[i]!.hashes.length) / PAGE_ENTRIES);
+      let j = i + 1;
+      while (j < runs.length && Math.floor(runs[j]!.first / PAGE_ENTRIES) <= endPage) {
+        const runEnd = Math.ceil((runs[j]!.first + runs[j]!.hashes.length) / PAGE_ENTRIES);
+        if (Math.max(endPage, runEnd) - fromPage > WINDOW_PAGES) break;
+        endPage = Math.max(endPage, runEnd);
+        j++;
+      }
+      const from = fromPage * PAGE_ENTRIES;
+      const to = Math.min(blocks, endPage * PAGE_ENTRIES);
+      const table = new BigUint64Array(to - from);
+      const bytes = new Uint8Array(table.buffer);
+      const { bytesRead } = await this.handle.read(bytes, 0, bytes.byteLength, HEADER_BYTES + from * 8);
+      // Past the end of the file the table is unknown (zeros).
+      if (bytesRead < bytes.byteLength) bytes.fill(0, bytesRead);
+      for (let p = fromPage; p < endPage; p++) this.sum -= page.of(p, bytes, (p - fromPage) * PAGE_ENTRIES * 8, Math.min(to - from, (p - fromPage + 1) * PAGE_ENTRIES) * 8);
+      // Later calls win where runs overlap: the window's runs go in in call order.
+      for (const run of runs.slice(i, j).sort((x, y) => x.order - y.order)) {
+        const n = Math.min(run.hashes.length, to - run.first);
+        if (n <= 0) continue;
+        table.set(n === run.hashes.length ? run.hashes : run.hashes.subarray(0, n), run.first - from);
+      }
+      for (let p = fromPage; p < endPage; p++) this.sum += page.of(p, bytes, (p - fromPage) * PAGE_ENTRIES * 8, Math.min(to - from, (p - fromPage + 1) * PAGE_ENTRIES) * 8);
+      this.sum &= MASK64;
+      await this.handle.write(bytes, 0, bytes.byteLength, HEADER_BYTES + from * 8);
+      i = j;
+    }
+  }
+
+  private get blockCount(): number {
+    return Math.ceil(this.header.targetSize / this.header.blockSize);
+  }
+
+  /** The sync finished: record what the table now covers and seal it with its checksum. */
   async seal(generation: number, synced: readonly ByteRange[]): Promise<void> {
+    await this.applyPending();
     this.header.coverage = normalizeRanges([...this.header.coverage, ...synced]);
     this.header.generation = generation;
-    this.header.bodyChecksum = await checksumBody(this.handle, this.header);
+    this.header.bodyChecksum = this.sum.toString();
     this.header.state = 'valid';
     await this.handle.datasync();
     await this.writeHeader();
@@ -159,21 +259,41 @@ export class Manifest {
   }
 }
 
-async function checksumBody(handle: FileHandle, header: ManifestHeader): Promise<string> {
-  const blocks = Math.ceil(header.targetSize / header.blockSize);
-  const hasher = new BlockHasher();
-  const state = hasher;
-  const buf = Buffer.alloc(1 << 20);
-  // Hash piece by piece, then hash the list of piece hashes: bounded memory for any table size.
-  const pieceHashes: bigint[] = [];
-  for (let off = 0; off < blocks * 8; off += buf.byteLength) {
-    const len = Math.min(buf.byteLength, blocks * 8 - off);
-    const { bytesRead } = await handle.read(buf, 0, len, HEADER_BYTES + off);
-    if (bytesRead < len) buf.fill(0, bytesRead, len);
-    pieceHashes.push(state.hash(buf.subarray(0, len)));
+const MASK64 = (1n << 64n) - 1n;
+/** Entries per page of the checksum. */
+const PAGE_ENTRIES = 512;
+/** Pages read and written back as one piece at most. */
+const WINDOW_PAGES = 256;
+
+/** What one page of the table adds to the checksum. */
+class PageSum {
+  private readonly hasher = new BlockHasher();
+  private readonly number = new BigUint64Array(1);
+  private readonly numberBytes = new Uint8Array(this.number.buffer);
+  private readonly zeros = Buffer.alloc(PAGE_ENTRIES * 8);
+
+  /** Page `page`, whose bytes are `bytes[start, end)`. */
+  of(page: number, bytes: Uint8Array, start: number, end: number): bigint {
+    const body = bytes.subarray(start, end);
+    if (Buffer.from(body.buffer, body.byteOffset, body.byteLength).equals(this.zeros.subarray(0, body.byteLength))) return 0n;
+    this.number[0] = BigInt(page);
+    return this.hasher.hash(this.numberBytes, body);
   }
-  const all = new BigUint64Array(pieceHashes);
-  return state.hash(new Uint8Array(all.buffer)).toString();
+}
+
+/** The checksum of the whole table, read a window at a time (bounded memory for any table size). */
+async function checksumTable(handle: FileHandle, header: ManifestHeader): Promise<bigint> {
+  const blocks = Math.ceil(header.targetSize / header.blockSize);
+  const page = new PageSum();
+  const bytes = new Uint8Array(WINDOW_PAGES * PAGE_ENTRIES * 8);
+  let sum = 0n;
+  for (let first = 0; first < blocks; first += WINDOW_PAGES * PAGE_ENTRIES) {
+    const count = Math.min(WINDOW_PAGES * PAGE_ENTRIES, blocks - first);
+    const { bytesRead } = await handle.read(bytes, 0, count * 8, HEADER_BYTES + first * 8);
+    if (bytesRead < count * 8) bytes.fill(0, bytesRead, count * 8);
+    for (let at = 0; at < count; at += PAGE_ENTRIES) sum += page.of((first + at) / PAGE_ENTRIES, bytes, at * 8, Math.min(count, at + PAGE_ENTRIES) * 8);
+  }
+  return sum & MASK64;
 }
 
 /** Hashes of each manifest block of `data` (which starts at a block boundary). */

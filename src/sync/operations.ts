@@ -394,7 +394,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     const targetRecord = pair.drives[targetKey]!;
     // The manifest describes the standby; a restore writes the active drive and leaves it as it is.
     const writesStandby = plan.writesStandby;
-    const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation }) : undefined;
+    // Only manifest mode consults the table, so only it reads the whole table for its checksum; the other modes write what they copy.
+    const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation }, { checkTable: plan.mode === 'manifest' }) : undefined;
     if (manifestOpen) closing.push(() => manifestOpen.manifest.close());
     let mode: 'clone' | 'compare' | 'manifest' | 'changed' = kind === 'clone' ? 'clone' : plan.mode === 'changed' ? 'changed' : 'compare';
     if (kind !== 'clone' && plan.mode === 'manifest') {

@@ -135,7 +135,7 @@ test('table: after a failover the other standbys follow the host to the new acti
   assert.is(p2.drives.C!.generation, 3);
 });
 
-const header = (over: Partial<ManifestHeader> = {}): ManifestHeader => ({ format: 'dpsr-manifest-1', state: 'valid', targetKey: 'C', targetSize: 64 * MiB, blockSize: 32768, generation: 3, coverage: [], bodyChecksum: '0', ...over });
+const header = (over: Partial<ManifestHeader> = {}): ManifestHeader => ({ format: 'dpsr-manifest-2', state: 'valid', targetKey: 'C', targetSize: 64 * MiB, blockSize: 32768, generation: 3, coverage: [], bodyChecksum: '0', ...over });
 const expectC = { targetKey: 'C', targetSize: 64 * MiB, generation: 3 };
 
 test('table: a returning standby gets a manifest-mode sync unless its manifest is stale', () => {
@@ -146,7 +146,7 @@ test('table: a returning standby gets a manifest-mode sync unless its manifest i
     ['its last sync was interrupted', header({ state: 'dirty' }), /interrupted/],
     ['another drive', header({ targetKey: 'B' }), /another drive/],
     ['another size', header({ targetSize: 80 * MiB }), /changed size/],
-    ['another format', header({ format: 'x' as 'dpsr-manifest-1' }), /unknown format/],
+    ['another format', header({ format: 'x' as 'dpsr-manifest-2' }), /unknown format/],
   ];
   for (const [name, h, want] of table) {
     const got = manifestStaleness(h, expectC);
