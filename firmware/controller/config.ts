@@ -64,6 +64,15 @@ export const configSchema = obj({
           { maxItems: BAY_NAMES.length / 2, description: "data pairs' exports in inline mode (each data pair's active drive is served by its own qemu-storage-daemon); pairs not listed get the defaults" },
         ),
       ),
+      usbGadget: opt(
+        obj({
+          udc: opt(str({ pattern: /^[A-Za-z0-9._:-]{1,64}$/, patternText: 'a name listed in /sys/class/udc', description: 'the USB device controller wired to the host (a name in /sys/class/udc); default the only one the board has' })),
+          nbdDevice: opt(str({ pattern: /^\/dev\/nbd\d{1,3}$/, patternText: '/dev/nbdN', description: "the kernel nbd device attached to the export (nbd-client -b 512, no timeout); nothing else may use it" }), '/dev/nbd0'),
+          serial: opt(str({ pattern: /^[A-Za-z0-9]{1,32}$/, patternText: '1 to 32 letters and digits', description: 'the USB serial number the host sees; keep it fixed, the host firmware remembers boot disks by it' }), 'DPSR0001'),
+          configfs: opt(str({ pattern: /^\//, patternText: 'an absolute path', description: "configfs' mount point (usb_gadget/ below it)" }), '/sys/kernel/config'),
+          nbdClient: opt(str({ pattern: /^[^\0]{1,4096}$/, patternText: 'a program name or path', description: 'the nbd-client program (Debian package nbd-client)' }), 'nbd-client'),
+        }, "the board's link to the host (hardware rig): the boot pair's export attached to the kernel's nbd client and handed to the USB mass-storage gadget (deploy/dpsr-usb-disk), so the host boots it as a USB disk. Needs the nbd and libcomposite modules and a USB port in device mode (a Raspberry Pi's USB-C port is USB 2). Absent: the host reaches the export itself (network boot). The simulated rig's host always has its own NBD connection"),
+      ),
       daemon: opt(oneOf(['child', 'systemd'] as const, "how qemu-storage-daemon runs: child, a child process of dpsrd; systemd, the unit dpsr-export@<pair id>.service that deploy/install.sh installs (systemd restarts it after a crash, and it runs with PR_SET_IO_FLUSHER). Default child on the simulated rig, systemd on hardware")),
       snapshot: opt(
         obj({
@@ -241,6 +250,8 @@ export function validateDaemonConfig(raw: unknown, source = '(built-in defaults)
     if (hook?.command?.length === 0) fail(`inline.snapshot.${h}.command`, hook.command, 'the program, then its arguments (at least one item)', 'config');
   }
   if (c.inline.tlsPskDir !== undefined && (c.inline.listen === undefined || c.inline.listen.startsWith('/'))) fail('inline.tlsPskDir', c.inline.tlsPskDir, 'absent unless inline.listen is HOST:PORT (TLS is for NBD over TCP)', 'config');
+  if (c.inline.usbGadget && c.inline.tlsPskDir !== undefined) fail('inline.usbGadget', c.inline.usbGadget, 'absent with inline.tlsPskDir: the board\'s nbd client reaches the export locally, without TLS (TLS is for network boot)', 'config');
+  if (c.inline.usbGadget && c.rig === 'sim') fail('inline.usbGadget', c.inline.usbGadget, 'absent on the simulated rig (its host has its own NBD connection to the export)', 'config');
   const listens = new Map<string, string>(c.inline.listen ? [[c.inline.listen, 'inline.listen']] : []);
   (c.inline.dataPairs ?? []).forEach((d, i) => {
     const key = `inline.dataPairs[${i}]`;

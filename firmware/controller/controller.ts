@@ -131,7 +131,7 @@ export class Controller {
     // Inline mode: every pair's active drive is served by its own qemu-storage-daemon, re-pointed by its own switch's moves.
     this.inlines = new Map(
       config.mode === 'inline'
-        ? this.pairs.list.map((p) => [p.id, new InlineMode(config, stateDir, p.config, p.roles, p.failover ? p.failover.port.sw : bs.bootSwitch, bs.events, bus, metrics, log.child({ room: 'inline', pair: p.id }), manager)])
+        ? this.pairs.list.map((p) => [p.id, new InlineMode(config, stateDir, p.config, p.roles, p.failover ? p.failover.port.sw : bs.bootSwitch, bs.events, bus, metrics, log.child({ room: 'inline', pair: p.id }), manager, rig.hostDisk?.(p.config) ?? null)])
         : [],
     );
     this.inline = this.inlines.get(this.pairs.boot.id) ?? null;

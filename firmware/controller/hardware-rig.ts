@@ -7,8 +7,9 @@
 import { existsSync } from 'node:fs';
 import { defaultOpenI2c, type Bay } from '../../src/bootswitch/index.ts';
 import { SmartctlSource } from '../../src/sata-bridge/index.ts';
+import { UsbGadgetDisk, type HostDisk } from '../../src/export/index.ts';
 import type { DaemonConfig } from './config.ts';
-import type { BayName } from './pair-config.ts';
+import type { BayName, PairConfig } from './pair-config.ts';
 import type { PanelChips, Rig } from './rig.ts';
 import type { RigBays } from './roles.ts';
 
@@ -40,6 +41,13 @@ export class HardwareRig implements Rig {
       oledAddress: c.oled?.address,
       rails: (c.ina219 ?? []).map((r) => ({ bay: r.bay, address: r.address, shuntOhms: r.shuntOhms })),
     };
+  }
+
+  /** The boot pair's export as the host's USB disk (config inline.usbGadget); a data pair's host reaches its export over the network. */
+  hostDisk(pair: PairConfig): HostDisk | null {
+    const g = this.config.inline.usbGadget;
+    if (this.config.mode !== 'inline' || !g || pair.role !== 'boot') return null;
+    return new UsbGadgetDisk({ udc: g.udc, nbdDevice: g.nbdDevice, serial: g.serial, configfs: g.configfs, nbdClient: g.nbdClient });
   }
 
   /** A real drive needs no mark: it boots or it does not. */

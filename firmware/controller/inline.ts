@@ -25,7 +25,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { BadInputError, BusyError, RefusedError } from '../../src/errors.ts';
 import { readJsonChecked, writeJsonDurably } from '../../src/durable-file.ts';
-import { StorageDaemon, SystemdDaemonProcess, unitQmpSocket, type NbdListen } from '../../src/export/index.ts';
+import { StorageDaemon, SystemdDaemonProcess, unitQmpSocket, type HostDisk, type NbdListen } from '../../src/export/index.ts';
 import { ChangedBlockTracker, cleanupLiveSync, liveSync, SnapshotBrokenError, type Epoch, type HookSpec, type LiveSyncOptions, type LiveSyncResult, type SnapshotCacheConfig } from '../../src/snapshot/index.ts';
 import { LivePictures } from './live-picture.ts';
 import { readFlaggedRanges, SnapshotDrive, STATE_DIRTY } from '../../src/sata-bridge/index.ts';
@@ -68,6 +68,8 @@ export interface InlineStatus {
   changedSyncsSinceVerify: number;
   /** Why no drive is served yet (the host still runs from its SATA port), or null. */
   waiting: string | null;
+  /** What the host sees of the export (the board's USB disk, the simulated host's connection) as last checked, or null when the host reaches the export itself. */
+  hostDisk: { kind: string; attached: boolean; connected: boolean; detail: string } | null;
 }
 
 interface VerifyFile {
@@ -166,6 +168,7 @@ export class InlineMode {
   /** Starts of daemons before the current one, so `generation` counts across re-pointing. */
   #generations = 0;
   readonly #link: HostLinkWatch;
+  #disk: InlineStatus['hostDisk'] = null;
 
   /**
    * The inline object of one pair: `sw` is the switch whose moves re-point
@@ -186,6 +189,8 @@ export class InlineMode {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly manager: ServiceManager = {},
+    /** What makes the host see the export as its disk (Rig.hostDisk), or null (network boot). */
+    private readonly hostDisk: HostDisk | null = null,
   ) {
     const boot = pairConfig.role === 'boot';
     this.dir = boot ? join(stateDir, 'inline') : join(stateDir, 'inline', 'pairs', pairConfig.id);
@@ -200,6 +205,41 @@ export class InlineMode {
     this.#verifyFile = join(this.dir, 'verify.json');
     this.pictures = new LivePictures({ source: () => (this.#pair ? { daemon: this.#pair.daemon, drive: this.#pair.drive } : null), dir: this.dir, cache: () => this.#cacheConfig(), log });
     this.#verify = readJsonChecked<VerifyFile>(this.#verifyFile) ?? { changedSyncsSinceVerify: 0, lastChangedSyncAt: null };
+    if (hostDisk) this.#disk = { kind: hostDisk.kind, attached: false, connected: false, detail: 'not attached yet' };
+  }
+
+  /**
+   * Attaches the host's disk to the export `daemon` serves (after it started,
+   * or restarted after a crash). A failure does not stop the export (syncs go
+   * on) but the host has no disk: a critical alert naming what to do.
+   */
+  async #attachHost(daemon: StorageDaemon, why: string): Promise<void> {
+    const d = this.hostDisk;
+    if (!d) return;
+    try {
+      await d.attach({ listen: this.listen, name: this.exportName, uri: daemon.hostUri });
+      const st = await d.status();
+      this.#disk = { kind: d.kind, attached: st.attached, connected: st.connected, detail: st.detail };
+      this.log.info({ hostDisk: st.detail }, `the host's disk is attached to the export (${why})`);
+    } catch (e) {
+      const err = e as Error & { hint?: string };
+      this.#disk = { kind: d.kind, attached: false, connected: false, detail: err.message };
+      this.log.error({ err }, `the host's disk could not be attached to the export (${why})`);
+      this.bus.publish('alert', { level: 'critical', code: 'host-disk', message: `${err.message}${err.hint ? `: ${err.hint}` : ''}. The host has no disk until this is fixed (${why})` });
+    }
+  }
+
+  /** The host's disk lets go of the export before the export stops (a failover re-points it, dpsrd stops). */
+  async #detachHost(): Promise<void> {
+    const d = this.hostDisk;
+    if (!d) return;
+    try {
+      await d.detach();
+      this.#disk = { kind: d.kind, attached: false, connected: false, detail: 'detached' };
+    } catch (e) {
+      this.log.error({ err: e }, "the host's disk could not be detached from the export");
+      this.bus.publish('alert', { level: 'warning', code: 'host-disk', message: `the host's disk could not be detached from the export: ${(e as Error).message}` });
+    }
   }
 
   #gauge(which: 'up' | 'dirty', v: number): void {
@@ -289,6 +329,7 @@ export class InlineMode {
     const tracker = new ChangedBlockTracker({ daemon, stateFile: join(driveDir, 'cbt.json'), readRanges: (uri, ctx) => readFlaggedRanges(uri, ctx, STATE_DIRTY), persistent });
     daemon.on('crashed', (info) => {
       this.#gauge('up', 0);
+      if (this.#disk) this.#disk = { ...this.#disk, connected: false, detail: 'the export died: the host\'s disk reconnects once it is restarted' };
       this.log.error({ code: info.code, signal: info.signal, stderr: info.stderr }, 'qemu-storage-daemon crashed: restarting the host export');
       this.bus.publish('alert', { level: 'warning', code: 'export-crashed', bay, message: `qemu-storage-daemon serving bay ${bay} to the host died (${info.signal ?? (info.code === null ? 'how is unknown' : `exit ${info.code}`)}): the export is being restarted at ${daemon.hostUri}; the next sync copies the whole drive` });
     });
@@ -305,6 +346,12 @@ export class InlineMode {
     this.#pair = pair;
     // Drops what a crash left and makes sure a bitmap records from now on.
     await tracker.reconcile();
+    // The host's disk last, on the ready export (a failover: host off, detach, re-point, attach, host on).
+    await this.#attachHost(daemon, `bay ${bay} served`);
+    // A restart after a crash: the disk's dead connection is made again on the same address.
+    daemon.on('ready', () => {
+      if (this.#pair?.daemon === daemon) void this.#serial(() => this.#attachHost(daemon, 'the export restarted after a crash'));
+    });
     void this.refreshDirty();
     return pair;
   }
@@ -313,6 +360,7 @@ export class InlineMode {
     const cur = this.#pair;
     if (!cur) return;
     await this.pictures.revoke('the export stops');
+    await this.#detachHost();
     this.#pair = null;
     this.#generations += cur.daemon.generation;
     this.#gauge('up', 0);
@@ -540,6 +588,7 @@ export class InlineMode {
       dirtyBytes: this.#dirty,
       changedSyncsSinceVerify: this.#verify.changedSyncsSinceVerify,
       waiting: this.#link.waiting,
+      hostDisk: this.#disk,
     };
   }
 }

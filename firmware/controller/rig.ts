@@ -7,8 +7,9 @@
  */
 import type { Bay, I2cBus, SimBoard } from '../../src/bootswitch/index.ts';
 import type { SmartSource } from '../../src/sata-bridge/index.ts';
+import type { HostDisk } from '../../src/export/index.ts';
 import type { RigBays } from './roles.ts';
-import type { BayName } from './pair-config.ts';
+import type { BayName, PairConfig } from './pair-config.ts';
 import type { Route } from './http-server.ts';
 import type { Controller } from './controller.ts';
 
@@ -38,6 +39,12 @@ export interface Rig {
   markBootable(bay: BayName): void;
   /** The rig's own facts about the host, added to the status. */
   hostStatus(): Record<string, unknown>;
+  /**
+   * In inline mode, what makes the host see `pair`'s export as its disk (the
+   * board's USB gadget, the simulated host's NBD connection), or null when
+   * the host reaches the export itself (network boot).
+   */
+  hostDisk?(pair: PairConfig): HostDisk | null;
   /** The rig's HTTP routes (the simulator's controls); none on hardware. */
   routes(ctl: Controller): Route[];
   /** Called once the controller has started (after start-up recovery): heartbeats, first clone, host power. */

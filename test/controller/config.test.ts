@@ -99,6 +99,13 @@ test("inline mode: a data pair's export settings name a data pair, and no two ex
   assert.match(msg(() => validateDaemonConfig({ inline: { daemon: 'docker' } })), /inline.daemon is "docker"; allowed: "child", "systemd"/);
 });
 
+test("inline mode: the board's USB disk (inline.usbGadget) is for the hardware rig, without TLS, on a kernel nbd device", () => {
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', inline: { usbGadget: {} } })), /inline.usbGadget is \{.*allowed: absent on the simulated rig/);
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', inline: { listen: '0.0.0.0:10809', tlsPskDir: '/etc/dpsr/psk', usbGadget: {} } })), /inline.usbGadget is .*allowed: absent with inline.tlsPskDir/);
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', inline: { usbGadget: { nbdDevice: '/dev/sda' } } })), /inline.usbGadget.nbdDevice is "\/dev\/sda"; allowed: \/dev\/nbdN/);
+  assert.match(msg(() => validateDaemonConfig({ mode: 'inline', inline: { usbGadget: { serial: 'has space' } } })), /inline.usbGadget.serial is "has space"; allowed: 1 to 32 letters and digits/);
+});
+
 test('--check-config refuses what a start would: ports past 65535 in every address, a NUL in any string, a file too large to be a config', () => {
   assert.match(msg(() => validateDaemonConfig({ listen: '127.0.0.1:99999' })), /listen is "127.0.0.1:99999"; allowed: HOST:PORT with a port from 0 to 65535/);
   assert.match(msg(() => validateDaemonConfig({ api: { httpsListen: '0.0.0.0:70000' } })), /api.httpsListen is "0.0.0.0:70000"; allowed: HOST:PORT with a port from 0 to 65535/);

@@ -49,6 +49,8 @@ test('failover in inline mode: the export is re-pointed to the standby with the 
     assert.is(s.inline.bay, 'B', 'the export serves the new active drive');
     assert.is(s.inline.hostUri, uri, 'at the same address and name');
     assert.is(s.inline.running, true);
+    // The host's disk let go of A's export and was attached to B's before the host came on (it booted B through it).
+    assert.equal({ attached: s.inline.hostDisk.attached, connected: s.inline.hostDisk.connected }, { attached: true, connected: true });
     assert.is(s.host.bootedFrom, 'B');
     assert.equal((d.app.rig as any).board.violations, []);
     // The relays kept both drives on the controller, powered: the host reaches its disk only through the export.
@@ -111,7 +113,8 @@ test('qemu-storage-daemon crashing under a live sync: an alert, the export resta
     assert.is(s.inline.running, true);
     assert.ok(s.inline.generation >= 2);
     assert.is(s.standbyState, 'consistent');
-    // The host's writes still reach the drive through the restarted export.
+    // The host's disk reconnected to the restarted export, and its writes reach the drive through it.
+    await waitFor(async () => (await status(d)).inline.hostDisk.connected, 10_000, "the host's disk reconnected");
     const w = await d.api('POST', '/api/sim/host/write', { mib: 1 });
     assert.is(w.status, 200);
     const next = await runJob(d, '/api/sync', { mode: 'changed' });

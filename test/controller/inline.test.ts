@@ -41,6 +41,8 @@ test('inline mode: status shows the export, host writes go through it and show a
     assert.is(s.inline.running, true);
     assert.is(s.inline.hostUri, `nbd+unix:///system?socket=${join(d.dir, 'inline', 'nbd.sock')}`);
     assert.ok(existsSync(join(d.dir, 'inline', 'nbd.sock')));
+    // The simulated host's disk is its NBD connection to the export (the board's would be the USB gadget).
+    assert.equal(s.inline.hostDisk, { kind: 'sim', attached: true, connected: true, detail: `NBD connection to ${s.inline.hostUri}` });
     // The bitmap metadata file was made beside the drive, which still holds the system the rig built (its GPT).
     const gpt = Buffer.alloc(8);
     const fd = openSync(s.drives.A.path, 'r');
@@ -90,6 +92,7 @@ test('inline mode: status shows the export, host writes go through it and show a
     assert.is(cli.code, 0, cli.stderr);
     assert.match(cli.stdout, /\(sim rig, inline mode\)/);
     assert.match(cli.stdout, new RegExp(`export   bay A at ${s.inline.hostUri.replace(/[?+.]/g, '\\$&')}; written since the last sync \\d+\\.\\d MiB`));
+    assert.match(cli.stdout, /host disk sim: attached \(NBD connection to nbd\+unix:/);
 
     const win = await d.api('POST', '/api/sync', { window: true });
     assert.is(win.status, 400);

@@ -146,7 +146,7 @@ interface StatusBody {
   failover: { switching: unknown; halted: string | null; failovers: number; failed?: Record<string, boolean> };
   /** Inline mode: the host's export of the active drive and the bytes written since the last sync. */
   mode?: string;
-  inline?: { hostUri: string; bay: string | null; running: boolean; dirtyBytes: number | null } | null;
+  inline?: { hostUri: string; bay: string | null; running: boolean; dirtyBytes: number | null; hostDisk?: { kind: string; attached: boolean; connected: boolean; detail: string } | null } | null;
   /** Standby rotation: every standby of the active drive. */
   standbys?: { pairId: string; lastPath: string | null; present: boolean; ageSeconds: number | null; lastSyncedAt: string | null }[];
   /** The drive pairs (several on a controller with data pairs). */
@@ -292,6 +292,8 @@ export async function runRemote(inv: Invocation): Promise<number> {
         if (s.inline) {
           const dirty = s.inline.dirtyBytes === null ? 'unknown' : `${(s.inline.dirtyBytes / 1024 / 1024).toFixed(1)} MiB`;
           console.log(`  export   ${s.inline.running ? `bay ${s.inline.bay} at ${s.inline.hostUri}` : 'NOT RUNNING'}; written since the last sync ${dirty}`);
+          const hd = s.inline.hostDisk;
+          if (hd) console.log(`  host disk ${hd.kind === 'usb-gadget' ? 'USB gadget' : hd.kind}: ${hd.attached && hd.connected ? 'attached' : 'NOT ATTACHED'} (${hd.detail})`);
         }
         console.log(`  active   bay ${s.active}  generation ${s.generations[s.active] ?? '-'}`);
         // A failed-over-from standby still holds the copy of its generation, but the host's writes since are only on the active drive.

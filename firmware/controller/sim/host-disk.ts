@@ -49,6 +49,11 @@ export class SimHostDisk implements HostDisk {
     return { attached: true, connected, sizeBytes: connected ? this.#drive.size : 0, detail: `NBD connection to ${this.#uri}${connected ? '' : ' (lost)'}` };
   }
 
+  /** Whether the host holds a connection (it may have been lost since; `status` checks). */
+  get attached(): boolean {
+    return this.#drive !== null;
+  }
+
   /** The disk the simulated host reads and writes. */
   get disk(): BlockDevice {
     if (!this.#drive) throw new RefusedError('the simulated host has no disk: the export is not attached', { hint: 'see the daemon log' });

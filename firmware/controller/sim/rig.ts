@@ -27,6 +27,7 @@ import type { RigBays } from '../roles.ts';
 import { BAY_NAMES, DEFAULT_PAIRS, configuredBays, type BayName, type PairConfig } from '../pair-config.ts';
 import type { Route } from '../http-server.ts';
 import { simRoutes } from './routes.ts';
+import { SimHostDisk } from './host-disk.ts';
 import { blankDrive, buildDataDrive, buildSystemDrive, copySystemImage } from './system-drive.ts';
 
 const MiB = 1024 * 1024;
@@ -79,6 +80,8 @@ export class SimRig implements Rig {
   #throttles = new Map<BayName, Throttle>();
   #panel: SimPanelChips | null = null;
   #stopHeartbeats: (() => void) | null = null;
+  /** Inline mode: each pair's host disk, the simulated host's NBD connection to the pair's export. */
+  readonly hostDisks = new Map<string, SimHostDisk>();
   readonly bays: RigBays = { path: (bay) => this.drivePath(bay), openDevice: (loc, options) => this.openDevice(loc, options) };
 
   constructor(private readonly opts: SimRigOptions) {
@@ -176,6 +179,13 @@ export class SimRig implements Rig {
     return this.host ? { simState: this.host.state, bootedFrom: this.host.bootedFrom } : { simState: 'external', bootedFrom: null };
   }
 
+  /** The simulated host's disk of `pair`'s export (inline mode). */
+  hostDisk(pair: PairConfig): SimHostDisk {
+    let d = this.hostDisks.get(pair.id);
+    if (!d) this.hostDisks.set(pair.id, (d = new SimHostDisk()));
+    return d;
+  }
+
   routes(ctl: Controller): Route[] {
     return simRoutes(this, ctl);
   }
@@ -185,7 +195,9 @@ export class SimRig implements Rig {
     // Inline mode: the relays keep both drives on the controller; the host boots the drive the export serves.
     if (this.host && ctl.inline) {
       const inline = ctl.inline;
-      this.host.exportedDisk = () => (inline.pair?.daemon.running ? inline.pair.bay : null);
+      const disk = this.hostDisks.get(inline.pairConfig.id);
+      // The host reaches the drive its disk is attached to.
+      this.host.exportedDisk = () => (inline.pair?.daemon.running && disk?.attached ? inline.pair.bay : null);
     }
     if (this.opts.initialClone) this.#firstClones(ctl);
     if (this.host && this.opts.hostPoweredAtStart && !this.host.powered) this.host.powerOn();
@@ -305,25 +317,26 @@ export class SimRig implements Rig {
   /**
    * What a running OS does to its disk: random 64 KiB writes, kept off the
    * first and last MiB so the partition tables stay valid. In inline mode
-   * (`exportUri`) they go through the controller's NBD export, as the host's
-   * writes do, so the simulation exercises the real data path; else straight
+   * (`through`: the pair's host disk) they go through its NBD connection to
+   * the controller's export, as the host's writes do, so the simulation
+   * exercises the real data path; else straight
    * to the bay's image, as over the host's SATA port, holding the drive's
    * write lock: while a copy or verify reads the drive they are refused
    * (BusyError), so a copy made while the simulated host runs is of one
    * instant (a real host cannot be held off: copy-jobs.ts refuses that case).
    */
-  async hostWrite(bay: BayName, bytes: number, exportUri?: string): Promise<number> {
+  async hostWrite(bay: BayName, bytes: number, through?: SimHostDisk): Promise<number> {
     const path = this.drivePath(bay);
     if (!path) throw new RefusedError(`bay ${bay} holds no drive`);
     if (!this.host) throw new RefusedError('the host is external: random writes under its file systems would damage them', { hint: 'write through the external host (its agent)' });
     const size = this.opts.driveSizeMiB * MiB;
     const block = 64 * 1024;
     const slots = Math.floor((size - 2 * MiB) / block);
-    const lock = exportUri ? null : await acquireDriveLock(locateDrive(path), `writes of the simulated host to bay ${bay}`);
+    const lock = through ? null : await acquireDriveLock(locateDrive(path), `writes of the simulated host to bay ${bay}`);
     let written = 0;
     let disk: BlockDevice;
     try {
-      disk = await openDrive(exportUri ?? path, { write: true });
+      disk = through ? through.disk : await openDrive(path, { write: true });
     } catch (e) {
       lock?.release();
       throw e;
@@ -335,7 +348,8 @@ export class SimRig implements Rig {
       }
       await disk.flush();
     } finally {
-      await disk.close();
+      // The host keeps its disk; a bay image opened here is closed.
+      if (!through) await disk.close();
       lock?.release();
     }
     return written;

@@ -73,7 +73,7 @@ export function simRoutes(rig: SimRig, ctl: Controller): Route[] {
         if (inline && !served) throw new RefusedError(`inline mode: the export of pair ${pair.id} is not running`, { hint: 'see the daemon log' });
         const bay = served ? pair.roles.name(served.bay) : b.pair === undefined ? ctl.status.core().active : pair.bays().active;
         const through = inline ? inline.hostUri : null;
-        const bytes = await rig.hostWrite(bay, b.mib * 1024 * 1024, through ?? undefined);
+        const bytes = await rig.hostWrite(bay, b.mib * 1024 * 1024, inline ? rig.hostDisk(pair.config) : undefined);
         return { status: 200, body: { bay, bytes, through } };
       },
     },

@@ -127,7 +127,8 @@ export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: stri
         entries.push({ path: at, type: 'file', data: readFileSync(lib), mode: 0o755 });
       }
       const cpio = cpioNewc(dedupeDirs(entries));
-      rmSync(dir, { recursive: true, force: true });
+      // Boot files of earlier inputs go: the cache keeps one board.
+      rmSync(join(cacheDir, 'board'), { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
       copyFileSync(vmlinuz, image.kernel);
       writeFileSync(`${image.initramfs}.partial`, cpio);
