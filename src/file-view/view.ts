@@ -151,15 +151,19 @@ export class FileView {
    * stream: live files read straight from their data runs (content.ts:
    * every ext file with an extent tree, through debugfs; large files
    * elsewhere, through istat), the rest by `icat` (a deleted entry's with `-r`);
-   * with `batch` (from batchReader) a live file off ext, or a small one on
-   * ext, is read by that one process instead, in the order of the calls
-   * (consume the streams in that order).
+   * with `batch` (from batchReader) live files are read through that one
+   * process instead (small ones by TSK, larger ones from the runs it gives,
+   * tsk-reader.ts), in the order of the calls: consume the streams in that order.
    * @throws DeviceError the reader fails (also as the stream's error, half-way).
    */
   async content(entry: FileEntry, signal?: AbortSignal, batch?: TskReader | null): Promise<Readable> {
     const ext = this.source.fsType === 'ext';
-    // The batch reader takes every live file off ext; on ext the small ones, whose extents would cost a debugfs run and an open each.
-    if (batch && !entry.deleted && (!ext || entry.size <= SMALL_FILE)) return batch.content(entry.address);
+    if (batch && !entry.deleted) {
+      // Small files are read by TSK in the batch process; larger ones from the runs it gives where they read as TSK reads.
+      if (entry.size <= SMALL_FILE) return batch.content(entry.address, entry.size);
+      const got = await batch.read(entry.address, entry.size);
+      return got.runs ? runsStream(this.source, got.runs, entry.size, got.unit) : got.stream;
+    }
     if (entry.deleted || entry.size === 0) return icatStream(this.source, entry.address, entry.deleted);
     if (!ext && entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
     this.#unitSize ??= this.dataUnitSize();

@@ -1,17 +1,18 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, createWriteStream, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { FileView, archiveFolder } from '../../src/file-view/index.ts';
 import { TskReader } from '../../src/file-view/tsk-reader.ts';
 import { icatStream } from '../../src/file-view/tsk.ts';
+import { runsStream } from '../../src/file-view/content.ts';
 import { DeviceError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
 import { rejection } from '../support/assert-async.ts';
-import { tempDir } from '../support/images.ts';
+import { sparseImage, tempDir } from '../support/images.ts';
 import { driveImage, filesystemImage, makeTree, patterned, T0, MiB, type FsName } from './support/fs-images.ts';
 
 const tmp = tempDir('dpsr-archive-batch-');
@@ -91,7 +92,7 @@ for (const fs of kinds) {
     try {
       assert.ok(await reader.ready);
       // Every request first, then the answers read in turn: the process is paused by the streams' back-pressure in between.
-      const streams = all.map((e) => reader.content(e.address));
+      const streams = all.map((e) => reader.content(e.address, e.size));
       for (const [i, e] of all.entries()) {
         const got = await bytesOf(streams[i]!);
         const want = await bytesOf(icatStream(view.source, e.address));
@@ -103,6 +104,60 @@ for (const fs of kinds) {
     }
   });
 }
+
+for (const fs of kinds) {
+  test(`${fs}: files past the small-file line are answered with runs that read exactly what icat reads`, async () => {
+    if (!ready) return;
+    const view = await open(fs);
+    const large = [...(await view.list('/many')), ...(await view.list('/'))].filter((e) => e.type === 'file' && e.size > 64 * 1024);
+    const reader = new TskReader(view.source);
+    try {
+      const answers = large.map((e) => reader.read(e.address, e.size));
+      let byRuns = 0;
+      for (const [i, e] of large.entries()) {
+        const got = await answers[i]!;
+        if (got.runs) byRuns++;
+        const bytes = await bytesOf(got.runs ? runsStream(view.source, got.runs, e.size, got.unit) : got.stream);
+        assert.ok(bytes.equals(await bytesOf(icatStream(view.source, e.address))), `${e.name}: the bytes differ from icat's`);
+        if (e.name === 'big-2.bin') assert.ok(got.runs, 'a plain 2 MiB file is read from its runs');
+      }
+      assert.ok(byRuns >= large.length - 1, `${byRuns} of ${large.length} by runs`);
+    } finally {
+      reader.close();
+    }
+  });
+}
+
+test('ntfs: a file initialised only in part is answered with its content, zeros past the initialised size, not the stale bytes its runs hold', async () => {
+  if (!ready) return;
+  const img = join(tmp, 'partial.ntfs');
+  sparseImage(img, 16 * MiB);
+  execFileSync('mkntfs', ['-q', '-F', '-f', img], { stdio: 'ignore' });
+  const mnt = mkdtempSync(join(tmp, 'mnt-'));
+  execFileSync('ntfs-3g', [img, mnt]);
+  try {
+    // 300,000 bytes of 0x22, cut to 200,000 and grown to 900,000: NTFS keeps 200,000 as the initialised size, and the
+    // cluster holding byte 200,000 still holds 0x22 after it.
+    const fd = openSync(join(mnt, 'partial.bin'), 'w');
+    writeSync(fd, Buffer.alloc(300_000, 0x22));
+    ftruncateSync(fd, 200_000);
+    ftruncateSync(fd, 900_000);
+    closeSync(fd);
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
+  const view = new FileView({ path: img, offsetSectors: 0, sectorSize: 512, fsType: 'ntfs' });
+  const entry = await view.stat('/partial.bin');
+  const reader = new TskReader(view.source);
+  try {
+    const got = await reader.read(entry.address, entry.size);
+    assert.is(got.runs, undefined, 'not read from its runs');
+    const bytes = await bytesOf(got.stream!);
+    assert.ok(bytes.equals(Buffer.concat([Buffer.alloc(200_000, 0x22), Buffer.alloc(700_000)])));
+  } finally {
+    reader.close();
+  }
+});
 
 test('ntfs: the root as tar holds the hard link and the sparse file with their content', async () => {
   if (!ready) return;
@@ -123,9 +178,9 @@ test('the batch reader: a stream its consumer drops does not hold up the next, a
   const small = await view.stat('/a.txt');
   const reader = new TskReader(view.source);
   try {
-    const dropped = reader.content(big.address);
-    const missing = reader.content('999999-128-1');
-    const after = reader.content(small.address);
+    const dropped = reader.content(big.address, big.size);
+    const missing = reader.content("999999-128-1", 10);
+    const after = reader.content(small.address, small.size);
     const first = await new Promise<Buffer>((r) => dropped.once('data', r));
     assert.ok(first.length > 0);
     dropped.destroy();
@@ -144,7 +199,7 @@ test('the batch reader closed with files still queued fails their streams instea
   const big = await view.stat('/many/big-2.bin');
   const reader = new TskReader(view.source);
   assert.ok(await reader.ready);
-  const s = reader.content(big.address);
+  const s = reader.content(big.address, big.size);
   reader.close();
   assert.instance(await rejection(bytesOf(s)), DeviceError);
 });
