@@ -130,9 +130,14 @@ export class SyncWindow {
       this.holds.release(this.pair);
       throw e;
     }
+    // The drives are the job's until the window closes: no move of this switch (the failover button's, an automatic
+    // failover's) may hand one to the host or cut its power under the job. Released just before the window's own move.
+    let release: (() => void) | null = null;
     try {
+      release = bsw.gate.keepOff(`job ${ctx.job.id} (${ctx.job.kind} on pair ${this.pair}) in its sync window`, bsw.naming.name);
       return await fn();
     } finally {
+      release?.();
       await this.close(hostWasOn, (m) => ctx.log('info', m));
     }
   }

@@ -154,4 +154,34 @@ test('a copy with no window and the host off keeps it off while it runs: power-o
   }
 });
 
+test('the failover button held while a job works in its window (a restore of files writing the active drive, both drives on the controller): no relay moves until the window closes, the failover is refused naming the job', async () => {
+  const d = await makeDaemon({ sim: { bridgeMiBps: 16 } });
+  try {
+    await idle(d);
+    await waitFor(async () => ((await status(d)).standbyState === 'consistent' && (await status(d)).host.power === 'on' ? true : undefined), 30_000, 'a consistent standby, host on');
+    const es = openEvents(d.url, d.token);
+    await es.ready;
+    // A verify reads both drives for seconds at 16 MiB/s: the window stays open that long, as a restore's mount and fsck keep it.
+    const r = await d.api('POST', '/api/verify', { window: true });
+    assert.is(r.status, 202, JSON.stringify(r.body));
+    await waitFor(async () => ((await d.api('GET', `/api/jobs/${r.body.id}`)).body.log.some((l: { message: string }) => /both drives on the controller after/.test(l.message)) ? true : undefined), 30_000, 'the window open');
+    const relaysBefore = (await status(d)).relays;
+    await d.api('POST', '/api/sim/button', { holdMs: 1500 });
+    const refused = await es.wait((e) => e.event === 'alert' && e.data.data.code === 'failover-refused', 15_000);
+    assert.match(refused.data.data.message, new RegExp(`job ${r.body.id}`), JSON.stringify(refused.data.data));
+    assert.equal((await status(d)).relays, relaysBefore, 'the relays stayed where the window put them');
+    const job = await waitJob(d, r.body.id, 60_000);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.ok(job.log.some((l: { message: string }) => /sync window closed/.test(l.message)), JSON.stringify(job.log));
+    const s = await status(d);
+    assert.is(s.bootBay, 'A', 'no failover ran');
+    assert.is(d.app.bs.gate.keptOffBy(), null, 'the window\'s claim ends with it');
+    assert.ok(!es.events.some((e) => e.event === 'alert' && e.data.data.code === 'window-not-closed'), 'the window closed');
+    assert.equal((d.app.rig as any).board.violations, []);
+    es.close();
+  } finally {
+    await d.stop();
+  }
+});
+
 test.run();
