@@ -45,8 +45,12 @@ export function pairRoutes(app: Controller, bodies: typeof apiBodies): Route[] {
     },
     {
       name: 'clone', tag: 'jobs', summary: 'Start the first full copy, which pairs the drives', body: bodies.clone,
-      responses: { 202: `the job started${QUEUED}`, 409: 'the pair has a job running or queued, or the copy is refused' },
-      handler: (p, body) => jobReply(p.copies.start('clone', body as CopyJobOptions['clone'])),
+      responses: { 202: `the job started${QUEUED}`, 409: 'the pair has a job running or queued, a restore of files onto the active drive was interrupted (finish or dismiss it first), or the copy is refused' },
+      handler: (p, body) => {
+        // A forced clone overwrites the standby as a sync does: it may hold the only copy of files not restored yet.
+        app.files.record.syncBlocker(p.id, `a clone of pair ${p.id}`);
+        return jobReply(p.copies.start('clone', body as CopyJobOptions['clone']));
+      },
     },
     {
       name: 'recover', tag: 'jobs', summary: 'Roll an interrupted sync back: the standby becomes the previous backup again', body: bodies.empty,

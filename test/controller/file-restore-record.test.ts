@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { FileRestoreRecord, type FileRestoreEntry } from '../../firmware/controller/file-restore-record.ts';
 import { RefusedError } from '../../src/errors.ts';
 import { tempDir } from '../support/images.ts';
+import { makeDaemon, idle } from './support/harness.ts';
 
 const entry = (pair: string): FileRestoreEntry => ({
   pair, jobId: '7', partition: 2, paths: ['/etc', '/home/a'], startedAt: '2026-12-07T10:00:00.000Z',
@@ -37,6 +38,26 @@ test('running, then interrupted after the clean-up, then cleared: only the inter
   assert.is(r.get('system'), null);
   r.syncBlocker('system', 'a sync');
   r.clear('system'); // nothing there: no error
+});
+
+test('an interrupted restore of files holds back every copy onto the standby through the API: sync, re-protect and a forced clone alike', async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
+  try {
+    await idle(d);
+    const pair = (await d.api('GET', '/api/status')).body.pairs[0].id as string;
+    const rec = d.app.files.record;
+    rec.begin(entry(pair));
+    rec.interrupted(rec.get(pair)!, { at: 'now', unmounted: [], detached: [], failed: [], fsck: null });
+    const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+    for (const [path, body] of [['/api/sync', {}], ['/api/reprotect', { confirm: 'reprotect' }], ['/api/clone', { force: true }], [`/api/pairs/${pair}/clone`, { force: true }]] as const) {
+      const r = await d.api('POST', path, body);
+      assert.is(r.status, 409, `${path}: ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error.message, /held back: a restore of files .* interrupted/, path);
+    }
+    assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'no job started');
+  } finally {
+    await d.stop();
+  }
 });
 
 test.run();
