@@ -17,7 +17,8 @@ import { walkTree } from './walk.ts';
 import { lines } from './lines.ts';
 import { joinPath, splitPath } from './path.ts';
 import { hashStream, type FileView } from './view.ts';
-import type { FileEntry } from './listing.ts';
+import { staleOfSameName, type FileEntry } from './listing.ts';
+import { isAllocated } from './tsk.ts';
 
 /** One entry that differs, by its path from the partition's root. */
 export interface TreeDifference {
@@ -53,6 +54,8 @@ interface Sorted {
   /** Lines `path\0json` in byte order of the path. */
   readonly lines: AsyncIterator<string>;
   readonly listed: number;
+  /** The entry read ahead of the one handed on (null: the end), to see several of one path together. */
+  pending?: Parsed | null;
 }
 
 /** The sorter: GNU sort on NUL-separated keys, in the C locale (byte order, as Buffer.compare). */
@@ -125,8 +128,37 @@ async function sortSide(view: FileView, path: string, sorters: ChildProcessWitho
 
 type Compact = Omit<FileEntry, 'name'>;
 
-/** One side's next entry from its sorted lines, or null at the end. */
-async function nextEntry(side: Sorted): Promise<{ path: string; key: Buffer; entry: Compact } | null> {
+interface Parsed {
+  readonly path: string;
+  readonly key: Buffer;
+  readonly entry: Compact;
+}
+
+/**
+ * One side's next entry, or null at the end. Several live entries of one
+ * path (sorted together) are TSK's stale index entries beside the real one:
+ * the allocated one is handed on (see `staleOfSameName`).
+ */
+async function nextEntry(side: Sorted, view: FileView, signal: AbortSignal): Promise<Parsed | null> {
+  const first = side.pending !== undefined ? side.pending : await readEntry(side);
+  side.pending = undefined;
+  if (!first) return null;
+  const group = [first];
+  for (;;) {
+    const next = await readEntry(side);
+    if (next && next.path === first.path) group.push(next);
+    else {
+      side.pending = next;
+      break;
+    }
+  }
+  if (group.length === 1) return first;
+  const allocated = await Promise.all(group.map((g) => isAllocated(view.source, g.entry.address, signal)));
+  const stale = new Set(staleOfSameName(allocated));
+  return group.filter((_, i) => !stale.has(i)).pop()!;
+}
+
+async function readEntry(side: Sorted): Promise<Parsed | null> {
   for (;;) {
     const r = await side.lines.next();
     if (r.done) return null;
@@ -185,8 +217,8 @@ export async function diffTree(active: FileView, standby: FileView, path: string
     const counts: Record<Difference, number> = { same: 0, changed: 0, 'only-active': 0, 'only-standby': 0 };
     let compared = 0;
     let taken = 0;
-    let ea = await nextEntry(a);
-    let es = await nextEntry(s);
+    let ea = await nextEntry(a, active, signal);
+    let es = await nextEntry(s, standby, signal);
     while (ea || es) {
       options.signal?.throwIfAborted();
       const order = !es ? -1 : !ea ? 1 : Buffer.compare(ea.key, es.key);
@@ -204,11 +236,11 @@ export async function diffTree(active: FileView, standby: FileView, path: string
       compared++;
       if (state !== 'same') await onDifference({ path: p, state, ...(fa ? { active: fa } : {}), ...(fs ? { standby: fs } : {}), ...(hashed ? { hashed } : {}) });
       if (order <= 0) {
-        ea = await nextEntry(a);
+        ea = await nextEntry(a, active, signal);
         taken++;
       }
       if (order >= 0) {
-        es = await nextEntry(s);
+        es = await nextEntry(s, standby, signal);
         taken++;
       }
       if (compared % 500 === 0) options.onProgress?.(taken, listed);

@@ -145,3 +145,18 @@ export function parseBody(text: string, fsType: TskFsType, atRoot: boolean): Fil
   }
   return entries;
 }
+
+/**
+ * Which of several live entries a folder lists under one name are stale,
+ * given whether each one's metadata entry is allocated: TSK 4.11 lists an
+ * NTFS index entry that ntfs-3g's rename over an existing name left behind
+ * (pointing at the replaced file's MFT entry, freed, its sequence number
+ * unchanged) as a live entry beside the real one, with the old file's size,
+ * times and clusters. The allocated ones stay; when all or none are, nothing
+ * can be told and all stay (indexes of `group`).
+ */
+export function staleOfSameName(allocated: readonly boolean[]): number[] {
+  const live = allocated.filter(Boolean).length;
+  if (live === 0 || live === allocated.length) return [];
+  return allocated.flatMap((a, i) => (a ? [] : [i]));
+}

@@ -91,3 +91,15 @@ export async function addressOf(src: TskSource, path: string): Promise<string> {
   if (out === '' || /not found/i.test(out)) throw new NotFoundError(`no ${path} on this partition`, { hint: 'list the folder above it to see what is there' });
   return out.split('\n')[0]!.trim();
 }
+
+/**
+ * Whether the metadata entry at TSK address `address` (an inode, or an NTFS
+ * MFT entry) is allocated, from `istat`'s "Allocated" / "Not Allocated" line.
+ * @throws DeviceError istat fails or prints neither.
+ */
+export async function isAllocated(src: TskSource, address: string, signal?: AbortSignal): Promise<boolean> {
+  const out = await runTsk('istat', src, [], [address.split('-')[0]!], signal);
+  const m = /^(Not )?Allocated\b/m.exec(out);
+  if (!m) throw new DeviceError(`istat gave no allocation state for ${address} at sector ${src.offsetSectors} of ${src.path}`);
+  return m[1] === undefined;
+}

@@ -9,8 +9,8 @@ import { xxh3 } from '@node-rs/xxhash';
 import { openDrive } from '../sata-bridge/index.ts';
 import { readLayout, type Partition } from '../disk-layout/index.ts';
 import { BadInputError, NotFoundError } from '../errors.ts';
-import { addressOf, icatStream, runTsk, type TskFsType, type TskSource } from './tsk.ts';
-import { parseBody, type FileEntry } from './listing.ts';
+import { addressOf, icatStream, isAllocated, runTsk, type TskFsType, type TskSource } from './tsk.ts';
+import { parseBody, staleOfSameName, type FileEntry } from './listing.ts';
 import { ExtentReader, runsOf, runsStream } from './content.ts';
 import { TskReader } from './tsk-reader.ts';
 import { joinPath, splitPath } from './path.ts';
@@ -44,6 +44,9 @@ export async function hashStream(stream: Readable): Promise<string> {
   for await (const chunk of stream) h.update(chunk as Buffer);
   return h.digest().toString(16).padStart(16, '0');
 }
+
+/** By name (code-unit order), live before deleted of the same name. */
+const byName = (a: FileEntry, b: FileEntry) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted));
 
 export class FileView {
   #unitSize: Promise<number> | null = null;
@@ -112,9 +115,30 @@ export class FileView {
       trailing = [dir.address];
     }
     const body = await runTsk('fls', this.source, ['-m', '/'], trailing);
-    const entries = parseBody(body, fsType, parts.length === 0).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
+    const entries = await this.#withoutStale(parseBody(body, fsType, parts.length === 0).sort(byName));
     c?.cache.set(key, entries, generation);
     return entries;
+  }
+
+  /**
+   * A sorted listing with the stale ones of several live entries of one name
+   * marked deleted (see `staleOfSameName`): one `istat` per entry of such a
+   * name, which a sound folder never has.
+   */
+  async #withoutStale(entries: FileEntry[]): Promise<FileEntry[]> {
+    let changed = false;
+    for (let i = 0; i < entries.length; ) {
+      let j = i + 1;
+      while (j < entries.length && entries[j]!.name === entries[i]!.name && !entries[j]!.deleted) j++;
+      if (j - i > 1 && !entries[i]!.deleted) {
+        const group = entries.slice(i, j);
+        const allocated = await Promise.all(group.map((e) => isAllocated(this.source, e.address)));
+        for (const k of staleOfSameName(allocated)) entries[i + k] = { ...group[k]!, deleted: true };
+        changed = true;
+      }
+      i = j;
+    }
+    return changed ? entries.sort(byName) : entries;
   }
 
   /**

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BadInputError, DeviceError, RefusedError } from '../errors.ts';
 import { walkTree } from './walk.ts';
+import { isAllocated } from './tsk.ts';
 import { joinPath, splitPath } from './path.ts';
 import type { FileEntry, TreeEntry } from './listing.ts';
 import type { FileView } from './view.ts';
@@ -314,6 +315,7 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
   const skippedFolders: string[] = [];
   const under = (path: string) => skippedFolders.some((f) => key(path).startsWith(`${key(f)}/`));
   let leftoversRemoved: string[] = [];
+  const written = new Set<string>();
   try {
     if (opened.root) leftoversRemoved = removeUnder(opened.root, leftovers);
     for (const p of checked) {
@@ -334,6 +336,11 @@ export async function writeBack(standby: FileView, active: FileView, paths: read
       }
       entries++;
       if (skippedFolders.some((f) => key(f) === key(path)) || under(path)) continue;
+      // A path the walk gives twice: TSK's stale index entry beside the real one (staleOfSameName); only the allocated one is written.
+      if (entry.type !== 'directory') {
+        if (written.has(key(path)) && !(await isAllocated(standby.source, entry.address))) continue;
+        written.add(key(path));
+      }
       const old = before.get(key(path));
       if (old && (old.type === 'directory') !== (entry.type === 'directory')) {
         skipped.push({ path, why: `the active drive has a ${old.type} there and the backup a ${entry.type}: remove or rename it first` });

@@ -176,17 +176,10 @@ test(`${fs}: killed with the active partition mounted: the next start unmounts, 
     assert.is((await d2.api('GET', '/api/status')).body.pairs[0].fileRestore, null);
     const diff = await d2.api('GET', '/api/browse?partition=3&path=/bulk&limit=200');
     const off = diff.body.rows.filter((r: { state: string }) => r.state !== 'same');
-    if (fs === 'ext4') assert.equal(off, [], 'every file is the backup\'s again');
-    else {
-      // Through ntfs-3g the last file written now and then lists a time a second or two off (src/file-view/README.md, limits): its content must still be the backup's.
-      assert.ok(off.length <= 1, JSON.stringify(off));
-      for (const r of off as { name: string; state: string; active: { size: number }; standby: { size: number } }[]) {
-        assert.is(r.state, 'changed');
-        assert.is(r.active.size, r.standby.size);
-        const [a, b] = await Promise.all((['active', 'standby'] as const).map((side) => fetch(`${d2!.url}/api/browse/file?side=${side}&partition=3&path=/bulk/${r.name}`, { headers: { authorization: `Bearer ${d2!.token}` } }).then(async (x) => Buffer.from(await x.arrayBuffer()))));
-        assert.ok(a!.equals(b!), `${r.name} has the backup's content`);
-      }
-    }
+    // Through ntfs-3g the second restore renames over the files the first one wrote, which left stale index entries that
+    // TSK lists as live beside the real ones (the replaced file's freed MFT entry, its size and times a second or two
+    // older); the listing, the walk and the restore now keep the allocated entry of such a name (staleOfSameName).
+    assert.equal(off, [], 'every file is the backup\'s again');
     assert.is(diff.body.total, 160);
     assert.equal((await d2.api('POST', '/api/restore/files/dismiss', {})).body, { dismissed: null });
     const synced = await d2.api('POST', '/api/sync', {});

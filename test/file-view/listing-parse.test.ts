@@ -1,7 +1,7 @@
 /** `fls -m` body lines → entries, as a table (the parser is written for speed, so each odd case is pinned here). */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseBodyLine, parsePermissions } from '../../src/file-view/listing.ts';
+import { parseBodyLine, parsePermissions, staleOfSameName } from '../../src/file-view/listing.ts';
 
 const line = (name: string, address = '12', mode = 'r/rrw-r--r--', rest = '0|0|5|100|200|300|400') => `0|${name}|${address}|${mode}|${rest}`;
 
@@ -32,6 +32,17 @@ for (const [what, text, fs, want] of cases) {
 
 test('permission text → bits', () => {
   for (const [text, bits] of [['rwxr-xr-x', 0o755], ['rw-------', 0o600], ['rwSr-Sr-T', 0o7644], ['---------', 0], ['', 0]] as const) assert.is(parsePermissions(text), bits, text);
+});
+
+test('of several live entries of one name, the unallocated ones are stale; all or none allocated tells nothing', () => {
+  for (const [allocated, stale] of [
+    [[true, false], [1]],
+    [[false, true], [0]],
+    [[false, true, false], [0, 2]],
+    [[true, true], []],
+    [[false, false], []],
+    [[true], []],
+  ] as [boolean[], number[]][]) assert.equal(staleOfSameName(allocated), stale, JSON.stringify(allocated));
 });
 
 test.run();
