@@ -20,7 +20,7 @@ import { array, bool, int, obj, opt, str } from './schema.ts';
 import { summary, type JobContext } from './jobs.ts';
 import type { Controller } from './controller.ts';
 import type { DrivePair } from './pairs.ts';
-import { FileRestoreRecord } from './file-restore-record.ts';
+import { FileRestoreRecord, type FileRestoreState } from './file-restore-record.ts';
 import { partitionConfirmation } from './confirmations.ts';
 import { pairScoped, type PairScopedRoute } from './pair-scoped.ts';
 import type { Route } from './http-server.ts';
@@ -114,6 +114,25 @@ export class FileJobs {
     }
   }
 
+  /**
+   * Refuses (409) a restore of files that does not cover an interrupted one
+   * of the pair (the same partition, each of its paths or a folder above it):
+   * completing it clears the record, which would let a sync overwrite the
+   * standby's only copy of what the interrupted one had not written back.
+   * @returns the interrupted record, or null.
+   */
+  #owed(p: DrivePair, partition: number, paths: readonly string[]): FileRestoreState | null {
+    const owed = this.record.get(p.id);
+    if (owed?.state !== 'interrupted') return null;
+    const covered = owed.partition === partition && owed.paths.every((o) => paths.some((x) => o === x || o.startsWith(`${x}/`)));
+    if (!covered) {
+      throw new RefusedError(`a restore of files onto partition ${owed.partition} of pair ${p.id}'s active drive (job ${owed.jobId}) was interrupted: this one must finish it`, {
+        hint: `include its paths on partition ${owed.partition} (${owed.paths.slice(0, 5).join(', ')}${owed.paths.length > 5 ? ', …' : ''}), or, when the active drive is as wanted, dismiss it first (POST /api/pairs/${p.id}/restore/files/dismiss)`,
+      });
+    }
+    return owed;
+  }
+
   /** BadInputError (400) when the standby's partition table has no partition `n` (the standby is only read). */
   async #standbyHasPartition(p: DrivePair, n: number): Promise<void> {
     const path = p.roles.require(p.roles.current().standby, 'standby');
@@ -166,6 +185,9 @@ export class FileJobs {
     const part = active.partition!;
     const st = statSync(active.source.path);
     const entry = { pair: p.id, jobId: ctx.job.id, partition: part.number, paths, startedAt: new Date().toISOString(), drive: { path: active.source.path, dev: st.dev, ino: st.ino, key: p.roles.keyOf(p.roles.current().active) }, startByte: part.startByte, sizeBytes: part.sizeBytes, filesystem: part.filesystem ?? '' };
+    // What an earlier restore left owed stays owed unless this one writes everything back (not cancelled, not failed).
+    const owed = this.#owed(p, part.number, paths);
+    const settle = () => (owed ? this.record.interrupted(owed, owed.cleanup ?? { at: new Date().toISOString(), unmounted: [], detached: [], failed: [], fsck: null }) : this.record.clear(p.id));
     this.record.begin(entry);
     let report: WriteBackReport;
     try {
@@ -173,12 +195,13 @@ export class FileJobs {
     } catch (e) {
       // writeBack unmounts in its own finally; should that have failed, release what is left before forgetting it.
       const left = await releaseWriteBack({ dev: st.dev, ino: st.ino, startByte: part.startByte }).catch(() => null);
-      if (left && left.failed.length === 0) this.record.clear(p.id);
+      if (left && left.failed.length === 0) settle();
       else ctx.log('error', `the active partition may still be mounted or attached (${left?.failed.join('; ') ?? 'the clean-up did not run'}): the next start of dpsrd releases it`);
       throw e;
     }
     // Finished, or cancelled between files: what was asked is known to the operator through the job's result.
-    this.record.clear(p.id);
+    if (report.cancelled) settle();
+    else this.record.clear(p.id);
     return report;
   }
 
@@ -200,6 +223,7 @@ export class FileJobs {
           if (paths.length === 0) throw new BadInputError('request body: paths is empty; allowed: 1 to 1000 files or folders', { hint: 'give what to restore as the listing shows it' });
           if (paths.includes('/')) throw new BadInputError('the partition\'s root cannot be restored as files', { hint: 'restore its folders and files, or the whole partition (POST /api/restore/partition)' });
           this.#standbyConsistent(p, 'restoring files onto the active drive');
+          this.#owed(p, b.partition, paths);
           const window = this.#hostOff(p, 'restoring files onto the active drive', b.window);
           const why = writeBackPossible();
           if (why) throw new RefusedError(why, { hint: 'run dpsrd as root (its systemd unit does)' });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { FileRestoreRecord, type FileRestoreEntry } from '../../firmware/controller/file-restore-record.ts';
 import { RefusedError } from '../../src/errors.ts';
 import { tempDir } from '../support/images.ts';
-import { makeDaemon, idle } from './support/harness.ts';
+import { makeDaemon, idle, waitJob } from './support/harness.ts';
 
 const entry = (pair: string): FileRestoreEntry => ({
   pair, jobId: '7', partition: 2, paths: ['/etc', '/home/a'], startedAt: '2026-12-07T10:00:00.000Z',
@@ -55,6 +55,35 @@ test('an interrupted restore of files holds back every copy onto the standby thr
       assert.match(r.body.error.message, /held back: a restore of files .* interrupted/, path);
     }
     assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'no job started');
+  } finally {
+    await d.stop();
+  }
+});
+
+test('an interrupted restore of files is cleared only by a restore that covers it: another selection is refused, naming what is owed', async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
+  try {
+    await idle(d);
+    const pair = (await d.api('GET', '/api/status')).body.pairs[0].id as string;
+    const rec = d.app.files.record;
+    rec.begin({ ...entry(pair), partition: 3, paths: ['/reports'] });
+    rec.interrupted(rec.get(pair)!, { at: 'now', unmounted: [], detached: [], failed: [], fsck: null });
+    // One other file: restoring it would say nothing of /reports, which only the standby holds whole.
+    for (const body of [{ partition: 3, paths: ['/payload.bin'] }, { partition: 2, paths: ['/reports'] }]) {
+      const other = await d.api('POST', '/api/restore/files', body);
+      assert.is(other.status, 409, JSON.stringify(other.body));
+      assert.match(other.body.error.message, /interrupted/);
+      assert.match(other.body.error.hint, /\/reports/);
+      assert.is(rec.get(pair)?.state, 'interrupted', 'still owed');
+    }
+    assert.is((await d.api('POST', '/api/sync', {})).status, 409, 'syncs stay held back');
+    // Finishing it (with more besides) clears it.
+    const r = await d.api('POST', '/api/restore/files', { partition: 3, paths: ['/payload.bin', '/reports'] });
+    assert.is(r.status, 202, JSON.stringify(r.body));
+    const job = await waitJob(d, r.body.id, 60_000);
+    assert.is(job.state, 'done', JSON.stringify(job.error));
+    assert.is(rec.get(pair), null);
+    assert.is((await d.api('POST', '/api/sync', {})).status, 202);
   } finally {
     await d.stop();
   }
