@@ -24,6 +24,8 @@ export interface WalkOptions {
  * @throws DeviceError the reader is missing, fails, or runs past its time limit (an hour).
  */
 export async function* walkTree(src: TskSource, address: string, prefix: string, options: WalkOptions = {}): AsyncGenerator<TreeEntry> {
+  // An abort listener added after the abort never fires: a walk cancelled before it starts must not start fls.
+  options.signal?.throwIfAborted();
   const atRoot = prefix === '/';
   const child = spawn('fls', [...sourceArgs(src), '-r', '-m', prefix, src.path, address], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
