@@ -3,7 +3,7 @@
 # `npm ci` and the daemon with its simulated rig need (a compiler and Python
 # for the native modules epoll, i2c-bus and serialport; partitioning and
 # filesystem tools for the simulated system drive; smartctl; qemu-storage-daemon
-# for inline mode, nbd-client for its USB disk on the board). With --tests:
+# for inline mode; python3 also attaches its USB disk on the board). With --tests:
 # also what the tests and benchmarks need (systemd and python3 for a fake
 # NOTIFY_SOCKET, rsvg-convert to render the schematic, promtool to check the
 # alert rules, socat for serial tests, rsync for a benchmark row, tmux for the
@@ -70,7 +70,7 @@ fi
 
 # --- the packages ---
 # build-essential and python3: node-gyp builds epoll (onoff), i2c-bus and serialport's bindings where no prebuilt binary fits.
-packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common nbd-client sleuthkit python3-tsk openssl exfatprogs exfat-fuse ntfs-3g libnbd-bin fuse3)
+packages=(build-essential python3 fdisk gdisk e2fsprogs dosfstools mtools util-linux smartmontools ca-certificates qemu-system-common sleuthkit python3-tsk openssl exfatprogs exfat-fuse ntfs-3g libnbd-bin fuse3)
 if $tests; then
   packages+=(systemd librsvg2-bin prometheus rsync socat tmux hyperfine fio gddrescue qemu-system-x86 qemu-utils syslinux-common busybox-static nbdkit mdadm chromium unzip curl)
   # extlinux (the HIL guest's boot loader) is built for x86 only; on arm64 the HIL image build says it is missing.

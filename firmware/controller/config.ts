@@ -67,10 +67,10 @@ export const configSchema = obj({
       usbGadget: opt(
         obj({
           udc: opt(str({ pattern: /^[A-Za-z0-9._:-]{1,64}$/, patternText: 'a name listed in /sys/class/udc', description: 'the USB device controller wired to the host (a name in /sys/class/udc); default the only one the board has' })),
-          nbdDevice: opt(str({ pattern: /^\/dev\/nbd\d{1,3}$/, patternText: '/dev/nbdN', description: "the kernel nbd device attached to the export (nbd-client -b 512, no timeout); nothing else may use it" }), '/dev/nbd0'),
+          nbdDevice: opt(str({ pattern: /^\/dev\/nbd\d{1,3}$/, patternText: '/dev/nbdN', description: "the kernel nbd device attached to the export (512-byte blocks, no request timeout); nothing else may use it" }), '/dev/nbd0'),
           serial: opt(str({ pattern: /^[A-Za-z0-9]{1,32}$/, patternText: '1 to 32 letters and digits', description: 'the USB serial number the host sees; keep it fixed, the host firmware remembers boot disks by it' }), 'DPSR0001'),
           configfs: opt(str({ pattern: /^\//, patternText: 'an absolute path', description: "configfs' mount point (usb_gadget/ below it)" }), '/sys/kernel/config'),
-          nbdClient: opt(str({ pattern: /^[^\0]{1,4096}$/, patternText: 'a program name or path', description: 'the nbd-client program (Debian package nbd-client)' }), 'nbd-client'),
+          deadConnectionSeconds: opt(int(1, 86_400, "how long the host's I/O waits for the export after qemu-storage-daemon died (it is restarted, and the kernel gets a new connection) before the host sees I/O errors"), 300),
         }, "the board's link to the host (hardware rig): the boot pair's export attached to the kernel's nbd client and handed to the USB mass-storage gadget (deploy/dpsr-usb-disk), so the host boots it as a USB disk. Needs the nbd and libcomposite modules and a USB port in device mode (a Raspberry Pi's USB-C port is USB 2). Absent: the host reaches the export itself (network boot). The simulated rig's host always has its own NBD connection"),
       ),
       daemon: opt(oneOf(['child', 'systemd'] as const, "how qemu-storage-daemon runs: child, a child process of dpsrd; systemd, the unit dpsr-export@<pair id>.service that deploy/install.sh installs (systemd restarts it after a crash, and it runs with PR_SET_IO_FLUSHER). Default child on the simulated rig, systemd on hardware")),

@@ -47,7 +47,7 @@ export class HardwareRig implements Rig {
   hostDisk(pair: PairConfig): HostDisk | null {
     const g = this.config.inline.usbGadget;
     if (this.config.mode !== 'inline' || !g || pair.role !== 'boot') return null;
-    return new UsbGadgetDisk({ udc: g.udc, nbdDevice: g.nbdDevice, serial: g.serial, configfs: g.configfs, nbdClient: g.nbdClient });
+    return new UsbGadgetDisk({ udc: g.udc, nbdDevice: g.nbdDevice, serial: g.serial, configfs: g.configfs, deadTimeoutSeconds: g.deadConnectionSeconds });
   }
 
   /** A real drive needs no mark: it boots or it does not. */

@@ -9,14 +9,11 @@
  * The order the controller keeps (InlineMode): on a failover, with the host
  * off, `detach` → the export re-pointed to the other drive → `attach` → host
  * on; after the export's daemon restarted (a crash), `attach` again. The
- * simulated host then only reconnects. The board's nbd client (the ioctl
- * interface, `-persist`) does not survive the daemon's death, and a device
- * the gadget holds open cannot be given a new socket that way: the script
- * unbinds the gadget, reconnects and binds it again, so the host sees its
- * USB disk unplugged and plugged back (about a second) with the same bytes.
- * An I/O pause instead needs the netlink interface's dead-connection
- * timeout and a reconfigure with a new socket, which nbd-client 3.24 does
- * not do.
+ * simulated host then only reconnects. The board's nbd device is set up
+ * through the kernel's netlink interface (deploy/dpsr-nbd-attach) with a
+ * dead-connection timeout: while the daemon is down the host's I/O waits,
+ * and `attach` hands the kernel a new socket (NBD_CMD_RECONFIGURE), so the
+ * gadget keeps its open device and the host sees a pause, not a new disk.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -50,7 +47,7 @@ export interface HostDisk {
    * Makes the host see the export at `to` as its disk (idempotent). Already
    * attached to it: a lost connection is made again, nothing else changes.
    * @throws BadInputError bad settings; NotFoundError a missing part of the
-   *   board (nbd module, configfs, USB device controller, nbd-client), named
+   *   board (nbd module, configfs, USB device controller, python3), named
    *   with what to do; DeviceError the export could not be reached.
    */
   attach(to: ExportAddress): Promise<void>;
@@ -75,8 +72,8 @@ export interface UsbGadgetDiskOptions {
   configfs?: string;
   /** sysfs' mount point, default /sys. */
   sysfs?: string;
-  /** nbd-client, default found in PATH. */
-  nbdClient?: string;
+  /** How long the host's I/O waits for a restarted export before it fails, in seconds; default 300. */
+  deadTimeoutSeconds?: number;
   /** The gadget's folder name under usb_gadget/, default dpsr. */
   gadget?: string;
   /** The USB serial number the host sees (1–32 letters and digits), default DPSR0001. */
@@ -114,7 +111,7 @@ export class UsbGadgetDisk implements HostDisk {
       ...set('DPSR_UDC', opts.udc),
       ...set('DPSR_CONFIGFS', opts.configfs),
       ...set('DPSR_SYSFS', opts.sysfs),
-      ...set('DPSR_NBD_CLIENT', opts.nbdClient),
+      ...set('DPSR_NBD_DEAD_TIMEOUT', opts.deadTimeoutSeconds === undefined ? undefined : String(opts.deadTimeoutSeconds)),
       ...set('DPSR_GADGET', opts.gadget),
       ...set('DPSR_SERIAL', opts.serial),
     };

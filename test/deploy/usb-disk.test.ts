@@ -1,6 +1,6 @@
 /**
  * deploy/dpsr-usb-disk's checks, against sysfs- and configfs-shaped folders:
- * each missing part of the board (nbd-client, the nbd module, configfs, a USB
+ * each missing part of the board (dpsr-nbd-attach, the nbd module, configfs, a USB
  * device controller) is named with what to do, with its exit code, before
  * anything is created; bad settings are exit 2. The attach itself needs a
  * kernel with nbd and a gadget controller: test/hil/board-link.test.ts.
@@ -34,16 +34,16 @@ function board(parts: { nbd?: boolean; configfs?: boolean; udcs?: string[] }) {
 function run(b: ReturnType<typeof board>, cmd: string, env: Record<string, string> = {}) {
   const r = spawnSync(USB_DISK_SCRIPT, [cmd], {
     encoding: 'utf8',
-    env: { PATH: process.env.PATH!, DPSR_SYSFS: b.sysfs, DPSR_CONFIGFS: b.configfs, DPSR_NBD_CLIENT: 'true', DPSR_NBD_TCP: '127.0.0.1:1', DPSR_NBD_NAME: 'system', ...env },
+    env: { PATH: process.env.PATH!, DPSR_SYSFS: b.sysfs, DPSR_CONFIGFS: b.configfs, DPSR_NBD_TCP: '127.0.0.1:1', DPSR_NBD_NAME: 'system', ...env },
   });
   return { code: r.status, stderr: r.stderr, stdout: r.stdout };
 }
 
 test('a missing part of the board is named with what to do (exit 3), and nothing is created', () => {
   let b = board({});
-  let r = run(b, 'attach', { DPSR_NBD_CLIENT: '/nonexistent/nbd-client' });
+  let r = run(b, 'attach', { DPSR_NBD_ATTACH: '/nonexistent/dpsr-nbd-attach' });
   assert.is(r.code, 3);
-  assert.match(r.stderr, /nbd-client \(\/nonexistent\/nbd-client\) is not installed\nhint: apt-get install nbd-client/);
+  assert.match(r.stderr, /\/nonexistent\/dpsr-nbd-attach is missing\nhint: reinstall dpsr/);
   r = run(b, 'attach');
   assert.is(r.code, 3);
   assert.match(r.stderr, /the kernel has no \/dev\/nbd0: the nbd module is not loaded.*\nhint: modprobe nbd/);

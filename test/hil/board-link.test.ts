@@ -5,13 +5,18 @@
  * over QEMU's user network to qemu-storage-daemon exports on this machine;
  * the gadget binds to dummy_hcd's virtual device controller, which hands it
  * back to the same kernel as a USB disk (usb-storage, sd_mod): what a host
- * PC would see. It passes the HostDisk contract (test/support), and the
- * script's refusals for a missing part of the board are checked.
+ * PC would see. It passes the HostDisk contract (test/support); a crash of
+ * the export holds the host's I/O until the kernel gets a new connection,
+ * on the same USB disk; the script's refusals for a missing part of the
+ * board are checked.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer } from 'node:net';
-import { UsbGadgetDisk, type NbdListen, type ScriptRunner } from '../../src/export/index.ts';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { StorageDaemon, UsbGadgetDisk, type NbdListen, type ScriptRunner } from '../../src/export/index.ts';
+import { randomImage, sha256Range, tempDir } from '../support/images.ts';
 import { hostDiskContract } from '../support/host-disk-contract.ts';
 import { rejection } from '../support/assert-async.ts';
 import { requireEnv } from '../support/require.ts';
@@ -80,6 +85,43 @@ if (ready) {
     hostSees: async (expect) => !!(await usbDisk(vm, expect, 15_000)),
     close: async () => {},
   }));
+
+  const pause = suite('the board: a crash of the export is an I/O pause on the same USB disk, not a new disk');
+  pause('a read while the export is down waits, and completes with the right bytes once attach reconnects', async () => {
+    const dir = tempDir('dpsr-board-pause-');
+    const image = randomImage(join(dir, 'drive.img'), 8 * 1024 * 1024, 21);
+    // The restart is slow enough for the read to be issued while nothing serves.
+    const daemon = new StorageDaemon({ drive: image, runDir: join(dir, 'run'), listen: tcp(ports[0]!), exportName: 'system', restartDelayMs: 1500 });
+    await daemon.start();
+    const address = { listen: tcp(ports[0]!), name: 'system', uri: daemon.hostUri };
+    try {
+      await disk.attach(address);
+      const dev = await usbDisk(vm, true);
+      assert.ok(dev, 'the host sees the USB disk');
+      const plugged = (await vm.sh('dmesg | grep -c "New USB device found"; true')).trim();
+      const restarted = new Promise((r) => daemon.once('ready', r));
+      await daemon.kill();
+      await vm.sh(`(dd if=/dev/${dev} of=/tmp/held bs=4096 skip=100 count=1 iflag=direct 2>/dev/null; echo $? >/tmp/held.rc) >/dev/null 2>&1 &`);
+      await restarted;
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.is((await vm.sh('cat /tmp/held.rc 2>/dev/null || echo waiting')).trim(), 'waiting', 'the read waits for the export (no I/O error)');
+      await disk.attach(address);
+      let rc = 'waiting';
+      for (let i = 0; i < 80 && rc === 'waiting'; i++) {
+        rc = (await vm.sh('cat /tmp/held.rc 2>/dev/null || echo waiting')).trim();
+        if (rc === 'waiting') await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.is(rc, '0', 'the held read completed');
+      const held = Buffer.from((await vm.sh('base64 /tmp/held')).replace(/\s+/g, ''), 'base64');
+      assert.is(createHash('sha256').update(held).digest('hex'), sha256Range(image, 100 * 4096, 4096));
+      assert.is(await usbDisk(vm, true), dev, 'the same disk');
+      assert.is((await vm.sh('dmesg | grep -c "New USB device found"; true')).trim(), plugged, 'no new USB device was enumerated');
+    } finally {
+      await disk.detach();
+      await daemon.stop();
+    }
+  });
+  pause.run();
 
   const bad = suite('the board: a missing part is named before anything changes');
   bad('no such nbd device (the nbd module not loaded)', async () => {

@@ -10,7 +10,7 @@
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
-export PATH=/bin:/sbin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
+export PATH=/bin:/sbin:/usr/bin LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 modules=1
 for arg in $(cat /proc/cmdline); do
   case $arg in dpsr.modules=*) modules=${arg#dpsr.modules=} ;; esac

@@ -4,8 +4,9 @@
  * modules inline mode's USB disk needs (nbd, configfs, libcomposite,
  * usb_f_mass_storage; dummy_hcd as a virtual USB device controller whose
  * gadget comes back to the same kernel as a USB disk through usb-storage and
- * sd_mod; e1000 for QEMU's user network), nbd-client with its libraries, and
- * deploy/dpsr-usb-disk, the script dpsrd runs on a real board. Booted with
+ * sd_mod; e1000 for QEMU's user network), this machine's python3 with the
+ * standard modules deploy/dpsr-nbd-attach loads, and deploy/dpsr-usb-disk:
+ * the scripts dpsrd runs on a real board. Booted with
  * `-kernel`/`-initrd`: no disk image. Packages come from `apt-get download`
  * and `dpkg -x` (the same cache and helpers as the host's test OS,
  * build.ts), cached under a key of their versions and these sources.
@@ -27,8 +28,8 @@ export const BOARD_MODULES = [
   'nbd', 'configfs', 'usb-common', 'udc-core', 'libcomposite', 'usb_f_mass_storage', 'usbcore', 'dummy_hcd',
   'scsi_common', 'scsi_mod', 'usb-storage', 'crct10dif_common', 'crc-t10dif', 'crc64', 'crc64-rocksoft', 't10-pi', 'sd_mod', 'e1000',
 ];
-/** nbd-client's library that a test machine without nbd-client lacks (the rest come from the machine, same Debian). */
-const EXTRA_DEBS = ['nbd-client', 'libnl-genl-3-200'];
+/** Debian's python3, which runs deploy/dpsr-nbd-attach (the board has it: scripts/install-tools.sh). */
+const PYTHON = '/usr/bin/python3.11';
 
 export interface BoardImage {
   kernel: string;
@@ -72,9 +73,9 @@ function libraries(binary: string, libDir: string): string[] {
 export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: string) => void } = {}): Promise<BoardImage> {
   const log = opts.log ?? (() => {});
   const cacheDir = cacheDirOf(opts);
-  const { kernel: kernelPackage, versions } = candidateVersions(process.env.DPSR_BOARD_KERNEL_PKG || undefined, ['busybox-static', ...EXTRA_DEBS], 'linux-image-amd64');
+  const { kernel: kernelPackage, versions } = candidateVersions(process.env.DPSR_BOARD_KERNEL_PKG || undefined, ['busybox-static'], 'linux-image-amd64');
   const sources = ['board.ts', 'board-init.sh'].map((f) => readFileSync(join(HERE, f)));
-  sources.push(readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')));
+  sources.push(readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')), readFileSync(join(REPO, 'deploy', 'dpsr-nbd-attach')), readFileSync(PYTHON));
   const key = createHash('sha256').update(JSON.stringify({ LAYOUT_VERSION, versions, sources: sources.map((s) => createHash('sha256').update(s).digest('hex')) })).digest('hex').slice(0, 16);
   const dir = join(cacheDir, 'board', key);
   const kernelRelease = kernelPackage.replace(/^linux-image-/, '');
@@ -93,7 +94,7 @@ export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: stri
       const vmlinuz = requireFile(join(unpacked, 'boot', `vmlinuz-${kernelRelease}`), `vmlinuz-${kernelRelease}`);
       const moduleDir = requireFile(join(unpacked, 'lib', 'modules', kernelRelease), `modules of ${kernelRelease}`);
       const busybox = requireFile(join(unpacked, 'bin', 'busybox'), 'bin/busybox');
-      const nbdClient = requireFile(findFile(join(unpacked, 'sbin'), 'nbd-client'), 'nbd-client');
+      const python = requireFile(PYTHON, `${PYTHON} (Debian's python3)`);
       log('assembling the board initramfs');
       const entries: CpioEntry[] = [
         ...['bin', 'sbin', 'dev', 'etc', 'lib', 'lib64', 'lib/modules', 'proc', 'sys', 'tmp', 'run'].map((path) => ({ path, type: 'dir' as const })),
@@ -102,31 +103,38 @@ export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: stri
         { path: 'bin/sh', type: 'symlink', target: 'busybox' },
         { path: 'init', type: 'file', data: readFileSync(join(HERE, 'board-init.sh')), mode: 0o755 },
         { path: 'sbin/dpsr-usb-disk', type: 'file', data: readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')), mode: 0o755 },
-        { path: 'sbin/nbd-client', type: 'file', data: readFileSync(nbdClient), mode: 0o755 },
+        { path: 'sbin/dpsr-nbd-attach', type: 'file', data: readFileSync(join(REPO, 'deploy', 'dpsr-nbd-attach')), mode: 0o755 },
+        { path: 'usr/bin/python3.11', type: 'file', data: readFileSync(python), mode: 0o755 },
+        { path: 'usr/bin/python3', type: 'symlink', target: 'python3.11' },
       ];
-      const loaded = new Set<string>();
+      // The standard modules the script loads, with their compiled forms (compiling at every run is slow under TCG).
+      const probe = `import runpy, sys\ntry: runpy.run_path(${JSON.stringify(join(REPO, 'deploy', 'dpsr-nbd-attach'))}, run_name='board')\nexcept SystemExit: pass\nprint('\\n'.join(sorted({getattr(m, '__file__', None) or '' for m in sys.modules.values()} - {''})))`;
+      const pyFiles = new Set<string>();
+      for (const f of run(PYTHON, ['-c', probe]).split('\n').filter((l) => l.startsWith('/usr/lib/python3'))) {
+        pyFiles.add(f);
+        const pyc = join(dirname(f), '__pycache__', `${f.split('/').pop()!.replace(/\.py$/, '')}.cpython-311.pyc`);
+        if (f.endsWith('.py') && existsSync(pyc)) pyFiles.add(pyc);
+      }
+      for (const f of pyFiles) entries.push({ path: f.slice(1), type: 'file', data: readFileSync(f) });
+      const loadedModules = new Set<string>();
       const norm = (n: string) => n.replace(/-/g, '_');
       for (const m of BOARD_MODULES) {
         const ko = readFileSync(requireFile(findModule(moduleDir, m), `${m}.ko`));
-        const missing = moduleDepends(ko).filter((d) => !loaded.has(norm(d)));
+        const missing = moduleDepends(ko).filter((d) => !loadedModules.has(norm(d)));
         if (missing.length) throw new NotFoundError(`module ${m} needs ${missing.join(', ')}, not loaded before it: BOARD_MODULES is out of order for ${kernelRelease}`);
-        loaded.add(norm(m));
+        loadedModules.add(norm(m));
         entries.push({ path: `lib/modules/${m}.ko`, type: 'file', data: ko });
       }
       writeFileSync(join(work, 'order'), `${BOARD_MODULES.join('\n')}\n`);
       entries.push({ path: 'lib/modules/order', type: 'file', data: readFileSync(join(work, 'order')) });
       const seen = new Set<string>();
-      for (const lib of libraries(nbdClient, unpacked)) {
+      for (const lib of libraries(python, unpacked)) {
         const at = lib.startsWith(unpacked) ? `lib/x86_64-linux-gnu/${lib.split('/').pop()}` : lib.replace(/^\//, '');
         if (seen.has(at)) continue;
         seen.add(at);
-        for (const d of at.split('/').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('/'))) {
-          if (!seen.has(d)) entries.push({ path: d, type: 'dir' });
-          seen.add(d);
-        }
         entries.push({ path: at, type: 'file', data: readFileSync(lib), mode: 0o755 });
       }
-      const cpio = cpioNewc(dedupeDirs(entries));
+      const cpio = cpioNewc(withParents(entries));
       // Boot files of earlier inputs go: the cache keeps one board.
       rmSync(join(cacheDir, 'board'), { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
@@ -141,13 +149,22 @@ export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: stri
   });
 }
 
-/** A folder named twice (the fixed ones and a library's path) would be two cpio entries. */
-function dedupeDirs(entries: CpioEntry[]): CpioEntry[] {
+/** Every folder on an entry's path made once, before the entry (a folder named twice would be two cpio entries). */
+function withParents(entries: CpioEntry[]): CpioEntry[] {
   const dirs = new Set<string>();
-  return entries.filter((e) => {
-    if (e.type !== 'dir') return true;
-    if (dirs.has(e.path)) return false;
-    dirs.add(e.path);
-    return true;
-  });
+  const out: CpioEntry[] = [];
+  for (const e of entries) {
+    const parts = e.path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (!dirs.has(d)) out.push({ path: d, type: 'dir' });
+      dirs.add(d);
+    }
+    if (e.type === 'dir') {
+      if (dirs.has(e.path)) continue;
+      dirs.add(e.path);
+    }
+    out.push(e);
+  }
+  return out;
 }
