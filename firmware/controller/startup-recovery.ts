@@ -42,7 +42,9 @@ export async function checkStandby(roles: Roles, which: string, bus: EventBus, l
       level: 'critical',
       code: 'standby-written-elsewhere',
       pair: v.pair.id,
-      message: `the standby${which} (${path}) differs from what its last sync left in ${r.blocksDiffering} of ${r.blocksChecked} sampled blocks (the first at byte ${r.firstDiffering}): it was written outside dpsrd, e.g. by a dpsr of another state directory while the daemon was down or the drive out of its bay. It is no backup now: failover and restore refuse it; run a sync (POST /api/sync) to make it one again`,
+      message: r.geometryChanged
+        ? `the standby${which} (${path}) is ${r.geometryChanged.nowBytes} bytes with ${r.geometryChanged.nowSectorSize}-byte sectors, where its last sync left ${r.geometryChanged.recordedBytes} bytes with ${r.geometryChanged.recordedSectorSize}-byte sectors: its size was changed outside dpsrd (a host protected area, a resized image) and what the copy held past the new end may be gone. It is no backup now: failover and restore refuse it; make it show the size it was paired with again (an image's length, a host protected area removed with hdparm -N, the bridge it was paired through), or, if the change is meant, dpsr forget ${v.pair.id} and pair the drives anew (POST /api/clone)`
+        : `the standby${which} (${path}) differs from what its last sync left in ${r.blocksDiffering} of ${r.blocksChecked} sampled blocks (the first at byte ${r.firstDiffering}): it was written outside dpsrd, e.g. by a dpsr of another state directory while the daemon was down or the drive out of its bay. It is no backup now: failover and restore refuse it; run a sync (POST /api/sync) to make it one again`,
     });
   } catch (e) {
     log.warn({ err: e, standby: path }, 'the standby could not be sampled against its manifest');

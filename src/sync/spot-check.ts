@@ -39,6 +39,12 @@ export interface SpotCheck {
   readonly blocksDiffering: number;
   /** Byte offset of the first differing block, when one differs. */
   readonly firstDiffering?: number;
+  /**
+   * The standby's size or logical sector size is not what its last copy
+   * recorded (bytes): it is no backup whatever its blocks hold (the copy's
+   * tail, the backup GPT, may be gone); blocksDiffering is then at least 1.
+   */
+  readonly geometryChanged?: { readonly recordedBytes: number; readonly nowBytes: number; readonly recordedSectorSize: number; readonly nowSectorSize: number };
 }
 
 /**
@@ -78,10 +84,20 @@ export async function spotCheckStandby(req: SpotCheckRequest): Promise<SpotCheck
         const { manifest, usable } = await Manifest.open(file, { targetKey: pair.standbyKey, targetSize: rec.sizeBytes, generation: rec.generation });
         try {
           if (!usable) return null;
-          const result = await compareSample(dev, manifest, req.samples ?? 64);
+          const sampled = await compareSample(dev, manifest, req.samples ?? 64);
+          // Geometry first (DESIGN rule 8): blocks read from a drive that grew or shrank may all still match.
+          const geometryChanged = dev.size !== rec.sizeBytes || dev.logicalSectorSize !== rec.logicalSectorSize;
+          const result: SpotCheck = geometryChanged
+            ? {
+                ...sampled,
+                blocksDiffering: Math.max(1, sampled.blocksDiffering),
+                firstDiffering: Math.min(sampled.firstDiffering ?? Infinity, dev.size, rec.sizeBytes),
+                geometryChanged: { recordedBytes: rec.sizeBytes, nowBytes: dev.size, recordedSectorSize: rec.logicalSectorSize, nowSectorSize: dev.logicalSectorSize },
+              }
+            : sampled;
           if (result.blocksDiffering > 0) {
             await manifest.markDirty();
-            store.update(pair.id, `spot check of ${req.standby}: written outside the pair's copies`, (p) => {
+            store.update(pair.id, `spot check of ${req.standby}: ${result.geometryChanged ? `its size is ${dev.size} bytes (${dev.logicalSectorSize}-byte sectors) where its last copy left ${rec.sizeBytes} (${rec.logicalSectorSize})` : 'written outside the pair\'s copies'}`, (p) => {
               if (p.standbyState === 'consistent') p.standbyState = 'inconsistent';
             });
           }

@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, rmSync, truncateSync, writeSync } from 'node:fs';
 import { clone, spotCheckStandby, PairStore } from '../../src/sync/index.ts';
 import { partitionedImage, sparseImage, tempDir, writeExt4File, writeFatFile } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
@@ -78,6 +78,17 @@ test('a changed partition entry at the drive\'s end (the backup GPT) is found', 
   const r = await p.check();
   assert.ok(r && r.blocksDiffering > 0, JSON.stringify(r));
 });
+
+for (const [how, delta] of [['grew', 8], ['shrank', -8]] as const) {
+  test(`a standby that ${how} by ${Math.abs(delta)} MiB since its last copy (its geometry, not its blocks) is no backup`, async () => {
+    if (!requireEnv('spot check', tools)) return;
+    const p = await pair(`size-${how}`);
+    truncateSync(p.standbyImage.path, (256 + delta) * MiB);
+    const r = await p.check();
+    assert.ok(r && r.blocksDiffering > 0, JSON.stringify(r));
+    assert.is(p.standbyState(), 'inconsistent');
+  });
+}
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 test.run();
