@@ -98,6 +98,8 @@ export class BootControl {
     if (await this.bs.bootSwitch.hostPowered()) {
       throw new RefusedError(`the host is powered: the boot selection never changes under a running host (its disk would be pulled from under it)`, { hint: `shut the host down first (POST /api/host/shutdown), then select bay ${bay}; "powerOn": true boots it from there` });
     }
+    // The operator decides on the host's power now: a power-on owed since a job kept it off no longer holds.
+    this.bs.bootSwitch.gate.clearPendingPowerOn();
     return this.bs.bootSwitch.moveTo(bay, { powerOn: opts.powerOn });
   }
 
@@ -105,6 +107,9 @@ export class BootControl {
   async shutdownHost(opts: { hardOff?: boolean }): Promise<{ how: 'was-off' | 'acpi' | 'hard-off' }> {
     if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives: it shuts the host down itself');
     if (this.bs.bootSwitch.moving) throw new BusyError('the boot selection is being moved');
+    const gate = this.bs.bootSwitch.gate;
+    // The operator decided on the host's power: a power-on owed since a job kept it off is no longer wanted.
+    gate.clearPendingPowerOn();
     return { how: await this.bs.bootSwitch.shutdownHost({ hardOff: opts.hardOff }) };
   }
 }

@@ -151,13 +151,16 @@ export class SyncWindow {
     // A job of another pair using its active drive with no window needs the host off as well.
     const keptOffBy = this.sw.gate.keptOffBy();
     const powerOn = hostWasOn && !othersHold && !keptOffBy;
+    // The job's claim ends without powering anything on: the power-on is owed to the host when it does.
+    if (hostWasOn && !othersHold && keptOffBy) this.sw.gate.deferPowerOn(`the power-on after the sync window of pair ${this.pair}`);
     try {
       await this.#inTurn(() => this.sw.moveTo(active, { powerOn }));
       rmSync(this.file, { force: true });
       // Windows closing at once each saw the other's hold before their moves:
       // the last to release (known here, with no await between) powers the host on.
       const othersStill = this.holds.release(this.pair);
-      let lastPowersOn = hostWasOn && !powerOn && !othersStill && this.sw.gate.hostHeldBy() === null;
+      // A power-on owed since a job kept the host off (pendingPowerOn) is made by the last window too, once nothing holds the host.
+      let lastPowersOn = (hostWasOn || this.sw.gate.pendingPowerOn !== null) && !powerOn && !othersStill && this.sw.gate.hostHeldBy() === null;
       if (lastPowersOn) {
         await this.sw.powerOnHost().catch((e: Error) => {
           lastPowersOn = false;

@@ -126,6 +126,10 @@ export class HostGate {
   readonly #keptOff = new Map<symbol, { who: string; switchName?: string }>();
   /** Power-on pulses under way: the power LED lights only when the pulse ends. */
   #poweringOn = 0;
+  /** An automatic power-on skipped while a job kept the host off (what it was for), owed once the last such job ends. */
+  #pendingPowerOn: string | null = null;
+  /** Called when the last job that kept the host off releases its claim. */
+  readonly #onReleased = new Set<() => void>();
 
   /** What keeps the host from being powered on by anyone but the mover: a move under way, a window, or a job that needs it off. */
   hostHeldBy(): string | null {
@@ -151,7 +155,35 @@ export class HostGate {
     if (this.#poweringOn > 0) throw new RefusedError(`the host is being powered on: ${who} needs it off`, { hint: 'shut the host down and try again' });
     const key = Symbol(who);
     this.#keptOff.set(key, { who, ...(switchName ? { switchName } : {}) });
-    return () => void this.#keptOff.delete(key);
+    return () => {
+      if (this.#keptOff.delete(key) && this.#keptOff.size === 0) for (const fn of this.#onReleased) fn();
+    };
+  }
+
+  /** Calls `fn` each time the last job that kept the host off ends; returns the unsubscribe. */
+  onKeptOffReleased(fn: () => void): () => void {
+    this.#onReleased.add(fn);
+    return () => void this.#onReleased.delete(fn);
+  }
+
+  /**
+   * Records that an automatic power-on (`what`: after a failover, after a
+   * sync window) was skipped because a job kept the host off: it is owed
+   * when that job ends (BootSwitch.resumePowerOn). The first one skipped is
+   * kept.
+   */
+  deferPowerOn(what: string): void {
+    this.#pendingPowerOn ??= what;
+  }
+
+  /** The power-on skipped while a job kept the host off, or null. */
+  get pendingPowerOn(): string | null {
+    return this.#pendingPowerOn;
+  }
+
+  /** Forgets an owed power-on: the host was powered on, or the operator decided on its power since. */
+  clearPendingPowerOn(): void {
+    this.#pendingPowerOn = null;
   }
 
   /** Runs a power-on pulse; RefusedError naming the job when one keeps the host off. */
@@ -160,7 +192,9 @@ export class HostGate {
     if (job) throw new RefusedError(`the host is not powered on: ${job} needs it off`, { hint: 'wait for it to finish, or cancel it' });
     this.#poweringOn++;
     try {
-      return await pulse();
+      const r = await pulse();
+      this.#pendingPowerOn = null;
+      return r;
     } finally {
       this.#poweringOn--;
     }
@@ -322,6 +356,24 @@ export class BootSwitch {
       throw e;
     }
     return release;
+  }
+
+  /**
+   * Makes the power-on a job's claim made the controller skip
+   * (HostGate.deferPowerOn), once nothing holds the host off any more, and
+   * says so with an info alert (`power-on-resumed`). Returns what it was
+   * owed for, or null when none is owed, something still holds the host
+   * off, or the host is on already. Throws what the power-on pulse throws.
+   */
+  async resumePowerOn(): Promise<string | null> {
+    const what = this.gate.pendingPowerOn;
+    if (!what || this.gate.hostHeldBy() !== null) return null;
+    this.gate.clearPendingPowerOn();
+    if (await this.hostPowered()) return null;
+    await this.powerOnHost();
+    this.log.info({ what }, 'owed power-on made: the job that kept the host off has ended');
+    this.events.emit('alert', { level: 'info', code: 'power-on-resumed', message: `host powered on: ${what} was skipped while a job kept the host off, and that job has ended` });
+    return what;
   }
 
   async resetHost(signal?: AbortSignal): Promise<void> {

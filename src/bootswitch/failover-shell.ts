@@ -136,9 +136,13 @@ export class FailoverShell {
    * needs it off: the automatic power-on is not made, and said so.
    */
   #hostHeld(what: string): boolean {
-    const by = this.bootSwitch.gate.hostHeldBy();
+    const gate = this.bootSwitch.gate;
+    const by = gate.hostHeldBy();
     if (by) {
-      const message = `${what} skipped: ${by} keeps the host off`;
+      // A job's claim has no end of its own that powers the host on: the power-on is owed to it (a move or window makes its own).
+      const owed = what === 'power-on' && gate.keptOffBy() === by;
+      if (owed) gate.deferPowerOn('the power-on after the failover');
+      const message = `${what} skipped: ${by} keeps the host off${owed ? '; the host is powered on when it ends' : ''}`;
       this.log.warn({ what, by }, message);
       this.events.emit('alert', { level: 'warning', code: `${what}-held`, message });
     }

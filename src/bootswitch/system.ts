@@ -167,8 +167,13 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
     powerLed.onChange((on) => {
       events.emit('host', { powered: on });
       // A shutdown made by a move or window of any port is the controller's own, not a failed boot.
+      if (on) gate.clearPendingPowerOn();
       const ours = on ? null : gate.hostHeldBy();
       void failover.dispatch({ type: 'host-power', on, ...(ours ? { ours } : {}) });
+    });
+    // A power-on skipped while a job kept the host off is made when the last such job ends.
+    const stopResuming = gate.onKeptOffReleased(() => {
+      void bootSwitch.resumePowerOn().catch((e: Error) => events.emit('alert', { level: 'critical', code: 'power-on-failed', message: `the owed power-on of the host failed: ${e.message}` }));
     });
     await failover.dispatch({ type: 'startup', buttonHeld: recoveryGesture, relayBay: bootSwitch.bay });
     failover.refreshIndicators();
@@ -185,6 +190,7 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
       sim: board.sim,
       recoveryGesture,
       async close() {
+        stopResuming();
         button.stop();
         failover.close();
         await failover.idle().catch(() => {});

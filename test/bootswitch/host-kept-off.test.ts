@@ -3,7 +3,8 @@
  * partition or of the whole drive, a sync that found the host off) claims
  * that the host stays off: the failover machine's automatic power-ons (the
  * retry of a boot it did not see confirmed, the power-on after a failover)
- * are skipped with an alert while the claim is held, and made again after.
+ * are skipped with an alert while the claim is held; the power-on after a
+ * failover is owed and made when the claim ends (and only then).
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -69,9 +70,58 @@ test('a job that keeps the host off: the boot retry is not made, nothing powers 
     assert.match(refused.message, /job 7/);
     assert.is(rig.host.powered, false);
     release();
+    // No power-on was owed (a boot retry is not): releasing the claim powers nothing on.
+    await rig.clock.advance(10_000);
+    assert.is(rig.host.powered, false, 'nothing owed, nothing powered on');
+    assert.not.ok(rig.alerts.some((a) => a.code === 'power-on-resumed'));
     await settle(rig, rig.sys.bootSwitch.powerOnHost());
     await until(rig, () => rig.host.powered, 5000);
     assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('a failover whose power-on a job skipped: the host is powered on when the job ends, with an alert', async () => {
+  const rig = await makeRig();
+  try {
+    await rig.sys.failover.dispatch({ type: 'consistency', bay: 'B', consistent: true });
+    // A job on a data port's drives (a job on the boot switch's own drives refuses the failover's move).
+    const release = rig.sys.gate.keepOff('job 9 (restore on pair data)', 'data port C/D');
+    void rig.sys.failover.dispatch({ type: 'failover-request', source: 'api' });
+    await until(rig, () => rig.sys.failover.state.active === 'B' && rig.alerts.some((a) => a.code === 'power-on-held'));
+    assert.match(rig.alerts.find((a) => a.code === 'power-on-held')!.message, /power-on skipped: job 9 \(restore on pair data\) keeps the host off; the host is powered on when it ends/);
+    await rig.clock.advance(10_000);
+    assert.is(rig.host.powered, false, 'off while the job runs');
+    assert.is(rig.sys.gate.pendingPowerOn, 'the power-on after the failover');
+    release();
+    await until(rig, () => rig.host.state === 'running', 10_000);
+    assert.is(rig.host.bootedFrom, 'B');
+    assert.match(rig.alerts.find((a) => a.code === 'power-on-resumed')?.message ?? '', /host powered on: the power-on after the failover was skipped while a job kept the host off/);
+    assert.is(rig.sys.gate.pendingPowerOn, null, 'made once');
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('an owed power-on is dropped when the host is powered on meanwhile, and is not made twice', async () => {
+  const rig = await makeRig();
+  try {
+    const first = rig.sys.gate.keepOff('job 10');
+    const second = rig.sys.gate.keepOff('job 11');
+    rig.sys.gate.deferPowerOn('the power-on after the sync window of pair data');
+    first();
+    await rig.clock.advance(5000);
+    assert.is(rig.host.powered, false, 'job 11 still keeps the host off');
+    second();
+    await until(rig, () => rig.host.powered, 5000);
+    let pulses = 0;
+    rig.sim.on('atx', (line, pressed) => line === 'power' && pressed && pulses++);
+    const third = rig.sys.gate.keepOff('job 12');
+    third();
+    await rig.clock.advance(5000);
+    assert.is(pulses, 0, 'nothing owed any more');
   } finally {
     await rig.close();
   }
