@@ -110,6 +110,15 @@ export class BootControl {
     const gate = this.bs.bootSwitch.gate;
     // The operator decided on the host's power: a power-on owed since a job kept it off is no longer wanted.
     gate.clearPendingPowerOn();
-    return { how: await this.bs.bootSwitch.shutdownHost({ hardOff: opts.hardOff }) };
+    // Its power LED going dark is the operator's doing, not a boot that failed (it is not retried, no try is spent).
+    gate.expectOperatorOff('the operator\'s shutdown');
+    try {
+      const how = await this.bs.bootSwitch.shutdownHost({ hardOff: opts.hardOff });
+      if (how === 'was-off') gate.takeOperatorOff();
+      return { how };
+    } catch (e) {
+      gate.takeOperatorOff();
+      throw e;
+    }
   }
 }

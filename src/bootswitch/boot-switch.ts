@@ -130,6 +130,8 @@ export class HostGate {
   #pendingPowerOn: string | null = null;
   /** Called when the last job that kept the host off releases its claim. */
   readonly #onReleased = new Set<() => void>();
+  /** A shutdown the operator asked the controller for (what asked), until the power LED is seen dark or lit again. */
+  #operatorOff: string | null = null;
 
   /** What keeps the host from being powered on by anyone but the mover: a move under way, a window, or a job that needs it off. */
   hostHeldBy(): string | null {
@@ -184,6 +186,18 @@ export class HostGate {
   /** Forgets an owed power-on: the host was powered on, or the operator decided on its power since. */
   clearPendingPowerOn(): void {
     this.#pendingPowerOn = null;
+  }
+
+  /** Marks a shutdown the operator asked for (`who`), so its dark power LED is the controller's own, not a failed boot. */
+  expectOperatorOff(who: string): void {
+    this.#operatorOff = who;
+  }
+
+  /** The operator's shutdown the power LED going dark belongs to (and forgets it), or null. */
+  takeOperatorOff(): string | null {
+    const who = this.#operatorOff;
+    this.#operatorOff = null;
+    return who;
   }
 
   /** Runs a power-on pulse; RefusedError naming the job when one keeps the host off. */

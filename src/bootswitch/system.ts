@@ -166,9 +166,10 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
     await powerLed.start();
     powerLed.onChange((on) => {
       events.emit('host', { powered: on });
-      // A shutdown made by a move or window of any port is the controller's own, not a failed boot.
+      // A shutdown made by a move or window of any port, or asked by the operator through the controller, is the controller's own, not a failed boot.
+      const operatorOff = gate.takeOperatorOff();
       if (on) gate.clearPendingPowerOn();
-      const ours = on ? null : gate.hostHeldBy();
+      const ours = on ? null : (gate.hostHeldBy() ?? operatorOff);
       void failover.dispatch({ type: 'host-power', on, ...(ours ? { ours } : {}) });
     });
     // A power-on skipped while a job kept the host off is made when the last such job ends.

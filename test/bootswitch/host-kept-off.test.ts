@@ -4,7 +4,9 @@
  * that the host stays off: the failover machine's automatic power-ons (the
  * retry of a boot it did not see confirmed, the power-on after a failover)
  * are skipped with an alert while the claim is held; the power-on after a
- * failover is owed and made when the claim ends (and only then).
+ * failover is owed and made when the claim ends (and only then). A
+ * shutdown the operator asks the controller for is its own: the boot it
+ * cuts short is not retried.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -122,6 +124,31 @@ test('an owed power-on is dropped when the host is powered on meanwhile, and is 
     third();
     await rig.clock.advance(5000);
     assert.is(pulses, 0, 'nothing owed any more');
+  } finally {
+    await rig.close();
+  }
+});
+
+test("the operator's shutdown through the controller before the boot is confirmed is not a failed boot: not retried, no try spent", async () => {
+  // A slow boot: the firmware ignores the ACPI request, so the operator's shutdown ends as a hard off before the OS is up.
+  const rig = await makeRig({ hostBootMs: 30_000, failover: { confirmTimeoutMs: 60_000 } });
+  try {
+    rig.host.powerOn();
+    await until(rig, () => rig.sys.failover.state.pendingBoot !== null);
+    const tries = rig.sys.failover.state.triesLeft.A;
+    rig.sys.gate.expectOperatorOff("the operator's shutdown");
+    assert.is(await settle(rig, rig.sys.bootSwitch.shutdownHost({ hardOff: true })), 'hard-off');
+    await until(rig, () => rig.sys.failover.state.pendingBoot === null, 5000);
+    await rig.clock.advance(30_000);
+    assert.is(rig.host.powered, false, 'not powered on again');
+    assert.not.ok(rig.alerts.some((a) => a.code === 'boot-unconfirmed'), JSON.stringify(rig.alerts));
+    assert.is(rig.sys.failover.state.triesLeft.A, tries + 1, 'the try the cut-short boot took is given back');
+    // The mark is spent: a power cut on the next boot is a failed boot again.
+    rig.host.powerOn();
+    await until(rig, () => rig.sys.failover.state.pendingBoot !== null);
+    rig.host.forceOff();
+    await until(rig, () => rig.alerts.some((a) => a.code === 'boot-unconfirmed'), 5000);
+    await until(rig, () => rig.host.powered, 5000); // the retry's power-on pulse ends
   } finally {
     await rig.close();
   }

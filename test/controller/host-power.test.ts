@@ -1,6 +1,7 @@
 /**
- * The host's power around the controller's own actions: a power-on
- * skipped because a job kept the host off is made when that job ends.
+ * The host's power around the controller's own actions: a shutdown the
+ * operator asks for is not a failed boot, and a power-on skipped because a
+ * job kept the host off is made when that job ends.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -9,6 +10,25 @@ import { makeDaemon, idle, waitFor, waitJob, type TestDaemon } from './support/h
 
 const status = async (d: TestDaemon) => (await d.api('GET', '/api/status')).body;
 const alerts = async (d: TestDaemon) => ((await d.api('GET', '/api/events/log?types=alert&limit=1000')).body.events as { data: { code: string; message: string } }[]).map((e) => e.data);
+
+test("the operator's shutdown (POST /api/host/shutdown) before the host's first heartbeat is not retried as a failed boot", async () => {
+  // A slow boot, so the shutdown lands before any heartbeat; the firmware ignores ACPI while booting: a hard off.
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false, hostBootMs: 30_000 }, bootswitch: { timing: { shutdownTimeoutMs: 300 } } });
+  try {
+    await idle(d);
+    assert.is((await d.api('POST', '/api/bootselect', { bay: 'A', powerOn: true })).status, 200);
+    await waitFor(async () => (await status(d)).host.power === 'on', 5000, 'host booting');
+    const off = await d.api('POST', '/api/host/shutdown', { hardOff: true });
+    assert.is(off.status, 200, JSON.stringify(off.body));
+    assert.is(off.body.how, 'hard-off');
+    await new Promise((r) => setTimeout(r, 3000));
+    const s = await status(d);
+    assert.is(s.host.power, 'off', 'not powered on again by a boot retry');
+    assert.not.ok((await alerts(d)).some((a) => a.code === 'boot-unconfirmed'), 'no failed boot counted');
+  } finally {
+    await d.stop();
+  }
+});
 
 test("a sync window closing while another pair's job keeps the host off: the host is powered on when that job ends (and not before)", async () => {
   const d = await makeDaemon({
