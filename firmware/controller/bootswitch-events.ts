@@ -39,7 +39,7 @@ export class BootSwitchEventsFeature {
       failover: (f) => {
         const generation = roles.recordSwap(f.to, f.reason);
         ledger.save(bs.failover.state.failovers);
-        metrics.failovers.inc();
+        metrics.failovers.inc({ pair: bootPair });
         bus.publish('failover', { ...f, generation, pair: bootPair });
         status.publishChange();
       },

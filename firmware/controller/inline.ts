@@ -331,12 +331,12 @@ export class InlineMode {
       this.#gauge('up', 0);
       if (this.#disk) this.#disk = { ...this.#disk, connected: false, detail: 'the export died: the host\'s disk reconnects once it is restarted' };
       this.log.error({ code: info.code, signal: info.signal, stderr: info.stderr }, 'qemu-storage-daemon crashed: restarting the host export');
-      this.bus.publish('alert', { level: 'warning', code: 'export-crashed', bay, message: `qemu-storage-daemon serving bay ${bay} to the host died (${info.signal ?? (info.code === null ? 'how is unknown' : `exit ${info.code}`)}): the export is being restarted at ${daemon.hostUri}; the next sync copies the whole drive` });
+      this.bus.publish('alert', { level: 'warning', code: 'export-crashed', bay: this.roles.name(bay), message: `qemu-storage-daemon serving bay ${this.roles.name(bay)} to the host died (${info.signal ?? (info.code === null ? 'how is unknown' : `exit ${info.code}`)}): the export is being restarted at ${daemon.hostUri}; the next sync copies the whole drive` });
     });
     daemon.on('restart-failed', (e) => this.log.error({ err: e }, 'qemu-storage-daemon could not be restarted: trying again'));
     daemon.on('ready', (generation) => {
       this.#gauge('up', 1);
-      this.log.info({ bay, drive, uri: daemon.hostUri, generation: this.#generations + generation }, 'host export ready');
+      this.log.info({ bay: this.roles.name(bay), drive, uri: daemon.hostUri, generation: this.#generations + generation }, 'host export ready');
     });
     await daemon.start();
     // What a live sync interrupted by a crash of dpsrd left (a daemon restart leaves only the snapshot's cache file).
@@ -366,7 +366,7 @@ export class InlineMode {
     this.#gauge('up', 0);
     await cur.daemon.stop();
     cur.daemon.removeAllListeners();
-    this.log.info({ bay: cur.bay, drive: cur.drive }, 'host export stopped');
+    this.log.info({ bay: this.roles.name(cur.bay), drive: cur.drive }, 'host export stopped');
   }
 
   /** The pair serving `active`, or a RefusedError naming why a copy cannot run in inline mode now. */

@@ -31,7 +31,8 @@ export class Metrics {
   readonly generation = new Gauge({ name: 'dpsr_generation', help: 'Generation of the data each bay holds', labelNames: ['bay', 'role', 'pair'], registers: [this.registry] });
   readonly hostPowered = new Gauge({ name: 'dpsr_host_powered', help: '1 while the host power LED is lit', registers: [this.registry] });
   readonly bootBay = new Gauge({ name: 'dpsr_boot_bay', help: '1 for the bay the relays connect to the host', labelNames: ['bay'], registers: [this.registry] });
-  readonly failovers = new Counter({ name: 'dpsr_failovers_total', help: 'Failovers since the daemon started', registers: [this.registry] });
+  /** By pair (config pairs[].id); summed over `pair` it is the count the unlabelled metric gave before data pairs. */
+  readonly failovers = new Counter({ name: 'dpsr_failovers_total', help: 'Failovers since the daemon started, by pair', labelNames: ['pair'], registers: [this.registry] });
   readonly driveHealthy = new Gauge({ name: 'dpsr_drive_health_ok', help: '1 when the drive in the bay passes its SMART checks and thresholds', labelNames: ['bay'], registers: [this.registry] });
   readonly driveTemperature = new Gauge({ name: 'dpsr_drive_temperature_celsius', help: 'Drive temperature from SMART', labelNames: ['bay'], registers: [this.registry] });
   readonly driveReallocated = new Gauge({ name: 'dpsr_drive_reallocated_sectors', help: 'Reallocated sectors from SMART', labelNames: ['bay'], registers: [this.registry] });
@@ -54,10 +55,12 @@ export class Metrics {
   definePairs(ids: string[]): void {
     this.standbyState.reset();
     this.lastSuccess.reset();
+    this.failovers.reset();
     this.#pairs = ids;
     for (const pair of ids) {
       this.setStandbyState('unpaired', pair);
       this.lastSuccess.set({ pair }, 0);
+      this.failovers.inc({ pair }, 0);
     }
   }
 

@@ -121,7 +121,7 @@ export class DataPairFailover {
     const { bus, ledger, metrics } = this.deps;
     const generation = this.roles.recordSwap(standby, reason);
     ledger.done(this.pair.id);
-    metrics.failovers.inc();
+    metrics.failovers.inc({ pair: this.pair.id });
     bus.publish('failover', { pair: this.pair.id, from: this.roles.name(active), to: this.roles.name(standby), reason, generation });
     this.deps.changed();
   }

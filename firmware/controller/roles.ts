@@ -160,10 +160,11 @@ export class Roles {
     if (!pair || !key || pair.activeKey === key) return null;
     try {
       const r = recordFailover(this.stateDir, pair.id);
-      this.log.info({ pair: pair.id, active: to, generation: r.generation, why }, 'roles swapped in the pair state');
+      // `pairRecord`: the recorded pair's id (a data pair's log already carries its config id as `pair`).
+      this.log.info({ pairRecord: pair.id, active: this.name(to), generation: r.generation, why }, 'roles swapped in the pair state');
       return r.generation;
     } catch (e) {
-      this.bus.publish('alert', { level: 'critical', code: 'roles-not-recorded', message: `bay ${to} boots now but the pair state could not record it: ${(e as Error).message}` });
+      this.bus.publish('alert', { level: 'critical', code: 'roles-not-recorded', message: `bay ${this.name(to)} boots now but the pair state could not record it: ${(e as Error).message}` });
       return null;
     }
   }

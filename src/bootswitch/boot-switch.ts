@@ -460,7 +460,7 @@ export class BootSwitch {
       stepStart = now;
       steps.push(s);
       this.events.emit('switch-step', { to, ...s });
-      this.log.info({ to, ...s }, `switch: ${step}`);
+      this.log.info({ switch: this.naming.name, ...s, to: this.naming.bay(to) }, `switch: ${step}`);
     };
     const wait = async (ms: number) => {
       waited += ms;
@@ -619,7 +619,7 @@ export class BootSwitch {
       }
       this.#persist({ bay: null, relays: { ...ISOLATED }, pending: null, fault: null });
       const totalMs = this.clock.now() - started;
-      this.log.info({ from, totalMs }, 'switch: both drives on the controller (sync window)');
+      this.log.info({ switch: this.naming.name, from: from === null ? null : this.naming.bay(from), totalMs }, 'switch: both drives on the controller (sync window)');
       this.events.emit('isolated', { from, totalMs });
       return { changed: true, host, totalMs };
     } finally {
@@ -635,7 +635,7 @@ export class BootSwitch {
    */
   async #rollBack(from: Bay | null, cause: unknown): Promise<void> {
     const msg = (cause as Error).message;
-    this.log.error({ from, error: msg }, 'switch failed: rolling back');
+    this.log.error({ switch: this.naming.name, from: from === null ? null : this.naming.bay(from), error: msg }, 'switch failed: rolling back');
     let fault = `move failed: ${msg}`;
     let powered: boolean | null;
     try {

@@ -83,6 +83,16 @@ test('data pair failover: host shut down, data port moved C → D with break bef
   assert.is(d.app.pairLedger.failovers('data'), 1);
   assert.is(d.app.pairLedger.pending('data'), null);
   es.close();
+  // Counted for its pair; the boot pair's series is there at 0.
+  const metrics = (await d.api('GET', '/metrics')).body as string;
+  assert.match(metrics, /^dpsr_failovers_total\{pair="data"\} 1$/m);
+  assert.match(metrics, /^dpsr_failovers_total\{pair="system"\} 0$/m);
+  // The data port's log lines name its bays (C, D), never the positions A and B.
+  const lines = d.logs.flatMap((l) => l.split('\n')).filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const portSteps = lines.filter((l) => l.switch === 'data port C/D' && typeof l.msg === 'string' && l.msg.startsWith('switch: '));
+  assert.ok(portSteps.length > 0, 'the data port logs its steps');
+  assert.equal([...new Set(portSteps.map((l) => l.to))], ['D']);
+  assert.ok(lines.some((l) => l.msg === 'roles swapped in the pair state' && l.pair === 'data' && l.active === 'D'), JSON.stringify(lines.filter((l) => l.msg === 'roles swapped in the pair state')));
 
   // The host writes its new data disk; the next sync goes the other way, D onto C.
   await d.api('POST', '/api/sim/host/write', { mib: 1, pair: 'data' });
