@@ -13,6 +13,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { BadInputError, RefusedError } from '../../src/errors.ts';
 import { FileView, ListingCache, archiveFolder, diffFolder, markFolders, splitPath, joinPath, type WalkMarks } from '../../src/file-view/index.ts';
 import type { BootSwitchSystem } from '../../src/bootswitch/index.ts';
+import { majorMinorOf } from '../../src/sata-bridge/index.ts';
 import type { Pairs, DrivePair } from './pairs.ts';
 import type { Route } from './http-server.ts';
 import { pairScoped } from './pair-scoped.ts';
@@ -62,10 +63,7 @@ export function driveState(path: string): string | null {
     const st = statSync(path, { bigint: true });
     if (st.isFile()) return `file:${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
     if (!st.isBlockDevice()) return null;
-    const rdev = Number(st.rdev);
-    const major = ((rdev >>> 8) & 0xfff) | Math.floor(rdev / 2 ** 32) & ~0xfff;
-    const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
-    const f = readFileSync(`/sys/dev/block/${major}:${minor}/stat`, 'utf8').trim().split(/\s+/);
+    const f = readFileSync(`/sys/dev/block/${majorMinorOf(Number(st.rdev))}/stat`, 'utf8').trim().split(/\s+/);
     if (f.length < 7) return null;
     return `block:${st.rdev}:${st.ino}:${f.slice(4, 7).join(',')}:${f.slice(11, 14).join(',')}`;
   } catch {

@@ -21,7 +21,7 @@ export {
 export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
 export { FaultyDevice, type FaultPlan } from './fault-injection.ts';
 export { Throttle, ThrottledDevice } from './throttle.ts';
-export { linuxRoots, readBlockNode, holdersOf, lowerDisksOf, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
+export { linuxRoots, readBlockNode, holdersOf, lowerDisksOf, majorMinorOf, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
 export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageReport, type SwapEntry } from './mounts.ts';
 export * from './smart.ts';
 export { quirksFor, type BridgeQuirks, type SmartDeviceType } from './bridge-quirks.ts';
