@@ -133,6 +133,26 @@ export class FileJobs {
     return owed;
   }
 
+  /**
+   * Refuses (409) writing into an active drive at `path` whose size or
+   * logical sector size is not what the pair recorded (DESIGN rule 8): its
+   * partition table may describe space the drive no longer has.
+   */
+  async #activeGeometry(p: DrivePair, path: string): Promise<void> {
+    const view = p.roles.current();
+    const rec = view.pair?.drives[view.pair.activeKey];
+    if (!rec) return;
+    const dev = await openDrive(path);
+    try {
+      if (dev.size === rec.sizeBytes && dev.logicalSectorSize === rec.logicalSectorSize) return;
+      throw new RefusedError(`the active drive ${path} now reports ${dev.size} bytes in ${dev.logicalSectorSize}-byte sectors, but had ${rec.sizeBytes} bytes in ${rec.logicalSectorSize}-byte sectors when the pair was made: files are not written into a drive whose geometry changed`, {
+        hint: 'make the drive show the geometry it was paired with (an image\'s length, a host protected area, the bridge it was paired through); nothing was changed',
+      });
+    } finally {
+      await dev.close();
+    }
+  }
+
   /** BadInputError (400) when the standby's partition table has no partition `n` (the standby is only read). */
   async #standbyHasPartition(p: DrivePair, n: number): Promise<void> {
     const path = p.roles.require(p.roles.current().standby, 'standby');
@@ -225,6 +245,8 @@ export class FileJobs {
           this.#standbyConsistent(p, 'restoring files onto the active drive');
           this.#owed(p, b.partition, paths);
           const window = this.#hostOff(p, 'restoring files onto the active drive', b.window);
+          // Without a window the active drive is on the controller now; in one, it is checked once the window brought it.
+          if (!window) await this.#activeGeometry(p, p.roles.require(p.roles.current().active, 'active drive'));
           const why = writeBackPossible();
           if (why) throw new RefusedError(why, { hint: 'run dpsrd as root (its systemd unit does)' });
           // Checked before the job starts: every path is on the standby, which is always readable.
@@ -232,6 +254,7 @@ export class FileJobs {
           for (const x of paths) await standby.stat(x);
           return this.#start(p, 'restore-files', { partition: b.partition, paths }, window, async (ctx, activePath, standbyPath) => {
             this.#standbyConsistent(p, 'restoring files onto the active drive');
+            await this.#activeGeometry(p, activePath);
             const active = await FileView.open(activePath, b.partition);
             const from = await FileView.open(standbyPath, b.partition);
             const lock = await acquireDriveLock(locateDrive(activePath), `restore of files onto ${activePath}`);

@@ -1,7 +1,7 @@
 /** The durable record of a restore of files: written before mounting, kept as interrupted after a crash, and the sync refusal it makes. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { FileRestoreRecord, type FileRestoreEntry } from '../../firmware/controller/file-restore-record.ts';
 import { RefusedError } from '../../src/errors.ts';
@@ -84,6 +84,26 @@ test('an interrupted restore of files is cleared only by a restore that covers i
     assert.is(job.state, 'done', JSON.stringify(job.error));
     assert.is(rec.get(pair), null);
     assert.is((await d.api('POST', '/api/sync', {})).status, 202);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('a restore of files onto an active drive whose size changed since pairing is refused before anything is mounted (rule 8)', async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
+  try {
+    await idle(d);
+    const s = (await d.api('GET', '/api/status')).body;
+    const active = s.drives[s.active].path as string;
+    const size = statSync(active).size;
+    truncateSync(active, size + 8 * 1024 * 1024);
+    const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+    const r = await d.api('POST', '/api/restore/files', { partition: 3, paths: ['/reports'] });
+    assert.is(r.status, 409, JSON.stringify(r.body));
+    assert.match(r.body.error.message, /active drive .* now reports .* bytes.* when the pair was made/, r.body.error.message);
+    assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'no job started');
+    assert.is(statSync(active).size, size + 8 * 1024 * 1024, 'nothing written');
+    assert.is(d.app.files.record.get(s.pairs[0].id), null, 'nothing recorded');
   } finally {
     await d.stop();
   }
