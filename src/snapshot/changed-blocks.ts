@@ -139,11 +139,12 @@ export class ChangedBlockTracker {
     const qmp = this.daemon.qmp;
     let maps = await this.bitmaps();
     let lost: string | undefined;
-    for (const b of maps.filter((m) => m.inconsistent)) {
+    const broken = maps.filter((m) => m.inconsistent);
+    for (const b of broken) {
       await qmp.execute('block-dirty-bitmap-remove', { node: ACTIVE_NODE, name: b.name });
       lost = CRASHED;
     }
-    maps = await this.bitmaps();
+    if (broken.length > 0) maps = await this.bitmaps();
     let live = maps.filter((m) => m.recording).sort((a, b) => epochOf(b.name) - epochOf(a.name))[0];
     if (!live) {
       live = await this.addLive();
@@ -233,9 +234,10 @@ export class ChangedBlockTracker {
       this.state.live = next;
       this.save();
     }
-    const frozenInfo = (await this.bitmaps()).find((b) => b.name === live);
-    const dirtyBytes = frozenInfo?.count ?? 0;
-    if (!trusted) return { frozen: live, live: next, ranges: null, trusted: false, reason, dirtyBytes };
+    if (!trusted) {
+      const frozenInfo = (await this.bitmaps()).find((b) => b.name === live);
+      return { frozen: live, live: next, ranges: null, trusted: false, reason, dirtyBytes: frozenInfo?.count ?? 0 };
+    }
     const exportId = `dirty-${live}`;
     const uri = await this.daemon.addExport({ id: exportId, nodeName: ACTIVE_NODE, name: exportId, bitmaps: [live] });
     let ranges: DirtyRange[];
@@ -243,10 +245,12 @@ export class ChangedBlockTracker {
       ranges = await this.options.readRanges(uri, `qemu:dirty-bitmap:${live}`);
     } catch (e) {
       await this.daemon.removeExport(exportId).catch(() => undefined);
-      await this.abort({ frozen: live, live: next, ranges: null, trusted, dirtyBytes });
+      await this.abort({ frozen: live, live: next, ranges: null, trusted, dirtyBytes: 0 });
       throw e;
     }
     await this.daemon.removeExport(exportId);
+    // The dirty ranges are the frozen bitmap's bits: their bytes are its count, without one more query of the daemon.
+    const dirtyBytes = ranges.reduce((n, r) => n + r.length, 0);
     return { frozen: live, live: next, ranges, trusted: true, dirtyBytes };
   }
 
