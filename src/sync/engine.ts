@@ -388,6 +388,8 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
 
   if (manifest && mode !== 'verify') await manifest.markDirty();
   await Promise.all(Array.from({ length: inFlight }, worker));
+  // The manifest's table goes to disk while the last batch and the target's flush do (the copy's seal waits for it).
+  if (manifest && mode !== 'verify' && failure === undefined) manifest.flushTable().catch(() => undefined);
   // What is staged was compared in full; on failure or cancel it is written too, so no compared work is lost.
   if (options.journal) {
     try {

@@ -83,6 +83,7 @@ export class Manifest {
     private sum: bigint,
     /** The whole table was checked against the header's checksum: its hashes may be consulted. */
     private readonly tableChecked: boolean,
+    private readonly pendingLimit = PENDING_ENTRIES,
   ) {}
 
   get blockSize(): number {
@@ -98,9 +99,10 @@ export class Manifest {
    * changed mode) skips reading the whole table for its checksum, so the
    * cost of the manifest follows the change; such a manifest's hashes cannot
    * be read (readHashes throws), and damage to its table is found by the
-   * next open that checks it.
+   * next open that checks it. `pendingEntries`: hashes held before they are
+   * written (default 128 Ki entries, 1 MiB).
    */
-  static async open(path: string, expect: ManifestExpectation, options: { checkTable?: boolean } = {}): Promise<{ manifest: Manifest; usable: boolean; reason?: string }> {
+  static async open(path: string, expect: ManifestExpectation, options: { checkTable?: boolean; pendingEntries?: number } = {}): Promise<{ manifest: Manifest; usable: boolean; reason?: string }> {
     const checkTable = options.checkTable ?? true;
     const fresh = (): ManifestHeader => ({
       format: FORMAT,
@@ -114,7 +116,7 @@ export class Manifest {
     });
     if (!existsSync(path)) {
       const handle = await open(path, 'w+', 0o600);
-      return { manifest: new Manifest(path, handle, fresh(), 0n, true), usable: false, reason: 'there is no manifest of the standby yet' };
+      return { manifest: new Manifest(path, handle, fresh(), 0n, true, options.pendingEntries), usable: false, reason: 'there is no manifest of the standby yet' };
     }
     const handle = await open(path, 'r+');
     let reason: string | undefined;
@@ -135,9 +137,9 @@ export class Manifest {
     }
     if (reason || !header) {
       await handle.truncate(0);
-      return { manifest: new Manifest(path, handle, fresh(), 0n, true), usable: false, reason };
+      return { manifest: new Manifest(path, handle, fresh(), 0n, true, options.pendingEntries), usable: false, reason };
     }
-    return { manifest: new Manifest(path, handle, header, sum, checkTable), usable: true };
+    return { manifest: new Manifest(path, handle, header, sum, checkTable, options.pendingEntries), usable: true };
   }
 
   /** The byte ranges of the standby whose hashes the table holds. */
@@ -181,7 +183,7 @@ export class Manifest {
     if (hashes.length === 0) return;
     this.pending.push({ first: firstBlock, hashes: hashes.slice() });
     this.pendingEntries += hashes.length;
-    if (this.pendingEntries >= PENDING_ENTRIES) await this.applyPending();
+    if (this.pendingEntries >= this.pendingLimit) await this.applyPending();
   }
 
   /**
@@ -189,7 +191,15 @@ export class Manifest {
    * each entry's old contribution to the checksum taken out and the new one
    * added, and the window written back.
    */
-  private async applyPending(): Promise<void> {
+  private applyPending(): Promise<void> {
+    // One at a time: two interleaved read-modify-writes of one window would lose an update and break the sum.
+    const run = this.applying.then(() => this.applyPendingNow());
+    this.applying = run.catch(() => undefined);
+    return run;
+  }
+  private applying: Promise<void> = Promise.resolve();
+
+  private async applyPendingNow(): Promise<void> {
     const runs = this.pending.map((p, order) => ({ ...p, order })).sort((x, y) => x.first - y.first);
     this.pending = [];
     this.pendingEntries = 0;
@@ -223,6 +233,7 @@ export class Manifest {
       for (let p = fromPage; p < endPage; p++) this.sum += page.of(p, bytes, (p - fromPage) * PAGE_ENTRIES * 8, Math.min(to - from, (p - fromPage + 1) * PAGE_ENTRIES) * 8);
       this.sum &= MASK64;
       await this.handle.write(bytes, 0, bytes.byteLength, HEADER_BYTES + from * 8);
+      this.tableWrites++;
       i = j;
     }
   }
@@ -231,16 +242,43 @@ export class Manifest {
     return Math.ceil(this.header.targetSize / this.header.blockSize);
   }
 
-  /** The sync finished: record what the table now covers and seal it with its checksum. */
+  /**
+   * Puts every hash given so far into the file and makes the table durable;
+   * the header still says dirty. A copy starts it before recording its end,
+   * so the two wait for the disk side by side; seal() waits for it.
+   */
+  flushTable(): Promise<void> {
+    this.flushing ??= (async () => {
+      await this.applyPending();
+      const upTo = this.tableWrites;
+      await this.handle.datasync();
+      this.durableWrites = upTo;
+    })().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+  private flushing: Promise<void> | undefined;
+  /** Table writes so far, and how many of them a datasync made durable. */
+  private tableWrites = 0;
+  private durableWrites = 0;
+
+  /**
+   * The sync finished: record what the table now covers and seal it with its
+   * checksum. The header says valid only once the table is durable; the
+   * header itself is left to the next sync's markDirty or the kernel's
+   * writeback: lost in a power cut, it still says dirty, and the next sync
+   * compares instead.
+   */
   async seal(generation: number, synced: readonly ByteRange[]): Promise<void> {
-    await this.applyPending();
+    if (this.flushing) await this.flushing;
+    // Hashes given, or written, after a flush had started are not durable yet.
+    if (this.pending.length > 0 || this.durableWrites !== this.tableWrites) await this.flushTable();
     this.header.coverage = normalizeRanges([...this.header.coverage, ...synced]);
     this.header.generation = generation;
     this.header.bodyChecksum = this.sum.toString();
     this.header.state = 'valid';
-    await this.handle.datasync();
     await this.writeHeader();
-    await this.handle.datasync();
   }
 
   async close(): Promise<void> {

@@ -36,24 +36,27 @@ const writeArb: fc.Arbitrary<Write> = fc
     return { first, hashes: Array.from({ length: n }, () => (unknown && next() % 3 === 0 ? 0n : (BigInt(next()) << 32n) | BigInt(next() | 1))) };
   });
 
-async function writeAll(m: Manifest, writes: readonly Write[], model: BigUint64Array): Promise<void> {
-  for (const w of writes) {
+/** The writes in order; a flush of the table (not waited for, as a copy starts it) before write `flushAt`. */
+async function writeAll(m: Manifest, writes: readonly Write[], model: BigUint64Array, flushAt?: number): Promise<void> {
+  for (const [i, w] of writes.entries()) {
+    if (i === flushAt) void m.flushTable();
     await m.writeHashes(w.first, BigUint64Array.from(w.hashes));
     model.set(w.hashes, w.first);
   }
+  if (flushAt !== undefined && flushAt >= writes.length) void m.flushTable();
 }
 
-test('property: after any writes and seals, with or without checking the table at open, the whole table passes its check and holds the last writes', async () => {
+test('property: after any writes and seals, with or without checking the table at open, with the table flushed early or not, its hashes written at once or held, the whole table passes its check and holds the last writes', async () => {
   const path = join(dir, 'prop.manifest');
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.record({ writes: fc.array(writeArb, { maxLength: 12 }), checkTable: fc.boolean() }), { minLength: 1, maxLength: 5 }), async (syncs) => {
+    fc.asyncProperty(fc.array(fc.record({ writes: fc.array(writeArb, { maxLength: 12 }), checkTable: fc.boolean(), flushAt: fc.option(fc.nat(13), { nil: undefined }), pendingEntries: fc.constantFrom(1, 50, 700, 128 * 1024) }), { minLength: 1, maxLength: 5 }), async (syncs) => {
       rmSync(path, { force: true });
       const model = new BigUint64Array(BLOCKS);
       let generation = 1;
       for (const s of syncs) {
-        const { manifest } = await Manifest.open(path, expect(generation), { checkTable: s.checkTable });
+        const { manifest } = await Manifest.open(path, expect(generation), { checkTable: s.checkTable, pendingEntries: s.pendingEntries });
         await manifest.markDirty();
-        await writeAll(manifest, s.writes, model);
+        await writeAll(manifest, s.writes, model, s.flushAt);
         generation++;
         await manifest.seal(generation, [{ start: 0, length: SIZE }]);
         await manifest.close();
