@@ -124,6 +124,13 @@ export class FileJobs {
   #owed(p: DrivePair, partition: number, paths: readonly string[]): FileRestoreState | null {
     const owed = this.record.get(p.id);
     if (owed?.state !== 'interrupted') return null;
+    const activeKey = p.roles.keyOf(p.roles.current().active);
+    if (owed.drive.key !== null && owed.drive.key !== activeKey) {
+      // Roles changed since (a failover): the drive it wrote into is the standby now, and the files it owed are on the active drive.
+      throw new RefusedError(`a restore of files onto another drive than the active one now (job ${owed.jobId}, into ${owed.drive.path}) was interrupted: restoring files from the standby now would copy that half-restored drive's files back`, {
+        hint: `when the active drive is as wanted, dismiss it (POST /api/pairs/${p.id}/restore/files/dismiss), then re-protect the standby (POST /api/pairs/${p.id}/reprotect)`,
+      });
+    }
     const covered = owed.partition === partition && owed.paths.every((o) => paths.some((x) => o === x || o.startsWith(`${x}/`)));
     if (!covered) {
       throw new RefusedError(`a restore of files onto partition ${owed.partition} of pair ${p.id}'s active drive (job ${owed.jobId}) was interrupted: this one must finish it`, {

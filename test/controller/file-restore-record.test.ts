@@ -66,7 +66,15 @@ test('an interrupted restore of files is cleared only by a restore that covers i
     await idle(d);
     const pair = (await d.api('GET', '/api/status')).body.pairs[0].id as string;
     const rec = d.app.files.record;
+    const activeKey = d.app.pairs.boot.roles.keyOf(d.app.pairs.boot.roles.current().active);
+    // Interrupted while writing into another drive (the roles changed since): finishing it from the standby is refused.
     rec.begin({ ...entry(pair), partition: 3, paths: ['/reports'] });
+    rec.interrupted(rec.get(pair)!, { at: 'now', unmounted: [], detached: [], failed: [], fsck: null });
+    const elsewhere = await d.api('POST', '/api/restore/files', { partition: 3, paths: ['/reports'] });
+    assert.is(elsewhere.status, 409, JSON.stringify(elsewhere.body));
+    assert.match(elsewhere.body.error.message, /another drive than the active one/);
+    assert.match(elsewhere.body.error.hint, /dismiss/);
+    rec.begin({ ...entry(pair), partition: 3, paths: ['/reports'], drive: { ...entry(pair).drive, key: activeKey } });
     rec.interrupted(rec.get(pair)!, { at: 'now', unmounted: [], detached: [], failed: [], fsck: null });
     // One other file: restoring it would say nothing of /reports, which only the standby holds whole.
     for (const body of [{ partition: 3, paths: ['/payload.bin'] }, { partition: 2, paths: ['/reports'] }]) {
