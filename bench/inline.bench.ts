@@ -27,8 +27,37 @@
  *   daemon CPU per GiB): aio=native 0.22–0.27 s (kept), aio=threads
  *   0.30–0.48 s, aio=io_uring 0.26–0.41 s, no O_DIRECT 0.29–0.78 s; a 4 MiB
  *   socket send buffer instead of 208 KiB (sysctl) made no difference
- *   beyond the noise. Several NBD connections were not tried: without an
- *   iothread the daemon serves them all from its one main loop;
+ *   beyond the noise; 4 MiB requests instead of 1 MiB on both sides
+ *   (load ≈ 4): 0.40–0.50× against 0.43–0.72×, no gain. Several NBD
+ *   connections cannot help the host: qemu's NBD server (7.2, and 10.0)
+ *   does not offer NBD_FLAG_CAN_MULTI_CONN on a writable export and has no
+ *   option for it, and the kernel's nbd client refuses a second connection
+ *   per device without it ("server does not support multiple connections
+ *   per device"), so the board's host has one connection, as measured here.
+ *   An iothread for the export (`--object iothread`, `iothread=` on the
+ *   export): 7.2 aborts at the first client disconnect whatever the drive
+ *   options (assertion `qemu_in_main_thread() && nbd_server` in
+ *   nbd_blockdev_client_closed). QEMU 10.0.2 from bookworm-backports
+ *   (qemu-system-common, runs on Debian 12's libraries) survives it; at load
+ *   ≈ 12, three rounds each, daemon CPU per GiB 0.19–0.30 s with the
+ *   iothread against 0.25–0.46 s on 10.0's main loop and 0.22–0.38 s on
+ *   7.2, throughput 0.38–0.44× typical either way: no gain beyond the noise
+ *   of a shared box, so not worth leaving Debian stable's QEMU (and its
+ *   security support) on the board until a board with a free core shows one;
+ *   the changed-block sync after a 1 % scattered change (2 GiB, 336 granules
+ *   of 64 KiB): what it costs beyond ddrescue is per granule, not fixed (the
+ *   fixed part is 0.03–0.04 s unloaded, 0.2 s at load ≈ 11, where each of
+ *   its ≈ 30 round trips to the daemon waits for a core). Done: the old data
+ *   of a journal batch staged in a reused arena (a fresh buffer per granule
+ *   set off a mark-compact every few dozen granules), the manifest's
+ *   checksum kept page by page (it was read whole at open and at seal) and
+ *   its table flushed beside the last journal batch, two daemon queries
+ *   fewer per epoch. Left: reading the 336 granules over NBD costs the
+ *   client 40–60 ms of CPU, against 5–10 ms to read them from the standby
+ *   with O_DIRECT, plus the daemon's share; the journal doubles the bytes
+ *   written (2× ddrescue per changed GiB). The undo journal batch size
+ *   (16, 32, 64, 128 MiB) and 8, 16 or 32 granules in flight changed the
+ *   sync by less than the run-to-run noise (0.15–0.33 s at load ≈ 2.5);
  * - on paper, from these figures: the white paper's headline drive (1 TB,
  *   10 GB changed) on a Raspberry Pi 5 with USB 3 SSDs (≈ 350 MB/s).
  * Syncs are medians of DPSR_BENCH_RUNS runs (default 3), each from the same
@@ -293,8 +322,10 @@ async function main(): Promise<void> {
      * to the standby. The standby carries two of them, so at the drive's rate
      * the floor is 2 × changed / rate; the measured overhead over the
      * physical limit here (one read, one write per byte, pipelined) scales
-     * the single-pass time. The manifest's hash table (8 bytes per 32 KiB) is
-     * read for its checksum when opened and when sealed. Compare mode reads
+     * the single-pass time. The manifest's hash table (8 bytes per 32 KiB)
+     * keeps its checksum page by page: the sync reads and writes back the
+     * 4 KiB pages of the table its changed blocks fall in (10 GB scattered in
+     * 64 KiB granules over a 1 TB drive touches most of them). Compare mode reads
      * both whole drives side by side. The journal and the manifest live in
      * the state directory: on a third SSD (or the Pi 5's NVMe) they keep up;
      * on a microSD card (≈ 40 MB/s of sequential writes) the journal alone
@@ -305,7 +336,10 @@ async function main(): Promise<void> {
     const drivePi = 350e6;
     const floor = (2 * changedPi) / drivePi;
     const overhead = limit === null ? null : (changed - fixed) / limit;
-    const manifestTable = 2 * ((TB / (32 * 1024)) * 8) / drivePi;
+    // Table pages (512 entries, 16 MiB of drive each) touched by the changed granules, each read and written back.
+    const tablePages = TB / (32 * 1024) / 512;
+    const pagesTouched = tablePages * (1 - Math.exp(-changedPi / GRANULE / tablePages));
+    const manifestTable = (2 * pagesTouched * 4096) / drivePi;
     const pi = overhead === null ? null : fixed + manifestTable + Math.max(floor, (changedPi / drivePi) * overhead);
     const comparePi = TB / drivePi;
     const sdCard = 40e6;
@@ -314,7 +348,7 @@ async function main(): Promise<void> {
     printTable('on paper: 1 TB drive, 10 GB changed, Raspberry Pi 5 with USB 3 SSDs at 350 MB/s', [
       { what: 'changed-block sync, the drives\' floor (standby: old data read + new data written)', ours: minutes(floor), referenceName: 'white paper', reference: 'under 3 min', ratio: floor / 180, target: '≤ 1', ok: floor <= 180 },
       {
-        what: `  dpsr: fixed ${secs(fixed)} + manifest table ${manifestTable.toFixed(1)} s + changed bytes × ${overhead === null ? '?' : overhead.toFixed(2)} (overhead here)`,
+        what: `  dpsr: fixed ${secs(fixed)} + manifest pages ${manifestTable.toFixed(1)} s + changed bytes × ${overhead === null ? '?' : overhead.toFixed(2)} (overhead here)`,
         ours: pi === null ? '— (needs ddrescue)' : minutes(pi),
         referenceName: 'white paper',
         reference: 'under 3 min',
