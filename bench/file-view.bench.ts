@@ -2,8 +2,8 @@
  * File-view benchmarks: folders downloaded as tar archives, from dpsrd over
  * HTTP (ext4 and NTFS; large files and many small ones) against GNU tar of
  * the same folder on a read-only mount (ext4: kernel loop mount; NTFS:
- * ntfs-3g, the only NTFS driver here), both streams read by `cat > /dev/null`
- * (dpsrd's through curl); the archive code alone (no HTTP) on ext4; the
+ * ntfs-3g, the only NTFS driver here), each stream read by one C program
+ * writing it to /dev/null (tar's by cat, dpsrd's by curl); the archive code alone (no HTTP) on ext4; the
  * side-by-side listing of a folder of 10,000 files (its first page, and a
  * further page with the listings kept as dpsrd keeps them; one side's pages
  * through dpsrd's route too); peak RSS of

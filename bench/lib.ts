@@ -179,14 +179,15 @@ export async function startDpsrd(dir: string, simConfig: string): Promise<BenchD
 }
 
 /**
- * A shell line that downloads `path` from a dpsrd with curl into the same
- * consumer a reference's `… | cat > /dev/null` has, so both streams are read
- * alike; the token comes from the environment (DPSR_BENCH_TOKEN, see
- * downloadEnv). curl's --fail makes an error status a failure, and a body
- * cut short (an archive whose reader failed) fails too.
+ * A shell line that downloads `path` from a dpsrd with curl, which reads the
+ * body and writes it to /dev/null as cat does with a reference's stream in
+ * `… | cat > /dev/null`: one C program reading the stream on either side.
+ * The token comes from the environment (DPSR_BENCH_TOKEN, see downloadEnv).
+ * curl's --fail makes an error status a failure, and a body cut short (an
+ * archive whose reader failed) fails too.
  */
 export function downloadCommand(d: BenchDaemon, path: string): string {
-  return `curl -sS --fail -H "authorization: Bearer $DPSR_BENCH_TOKEN" '${new URL(path, d.url).href}' | cat > /dev/null`;
+  return `curl -sS --fail -o /dev/null -H "authorization: Bearer $DPSR_BENCH_TOKEN" '${new URL(path, d.url).href}'`;
 }
 
 export const downloadEnv = (d: BenchDaemon) => ({ DPSR_BENCH_TOKEN: d.token });

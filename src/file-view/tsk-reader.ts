@@ -170,7 +170,8 @@ export type BatchRead = { readonly unit: number; readonly runs: DataRun[]; reado
  * streams then fail).
  */
 export class TskReader {
-  readonly #child: ChildProcess;
+  #proc: ChildProcess | null = null;
+  #resolveReady!: (ok: boolean) => void;
   readonly #queue: Pending[] = [];
   /** Resolves true once the process has opened the filesystem; false when it cannot run (no python3-tsk). */
   readonly ready: Promise<boolean>;
@@ -181,34 +182,55 @@ export class TskReader {
   #failure: Error | null = null;
   #stderr = '';
 
-  constructor(private readonly src: TskSource) {
+  /**
+   * Starts the process at once, or with `lazy` at the first request (`ready`
+   * is then true at once: the caller has checked that the reader runs,
+   * tskReaderRuns, and a process that fails later fails its streams).
+   */
+  constructor(private readonly src: TskSource, options: { lazy?: boolean } = {}) {
+    this.ready = new Promise((r) => (this.#resolveReady = r));
+    if (options.lazy) this.#resolveReady(true);
+    else this.#spawn();
+  }
+
+  /** Whether the process has been started (a lazy one starts at its first request). */
+  get running(): boolean {
+    return this.#proc !== null;
+  }
+
+  get #child(): ChildProcess {
+    return this.#proc ?? this.#spawn();
+  }
+
+  #spawn(): ChildProcess {
+    const src = this.src;
     const offset = src.offsetSectors * src.sectorSize;
-    this.#child = spawn(PYTHON, ['-c', PROGRAM, src.path, String(offset), src.fsType], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.#child.stdin!.on('error', () => {});
-    this.#child.stderr!.setEncoding('utf8').on('data', (d: string) => { if (this.#stderr.length < 4096) this.#stderr += d; });
-    let resolveReady!: (ok: boolean) => void;
-    this.ready = new Promise((r) => (resolveReady = r));
-    this.#child.on('error', (e) => {
+    const child = spawn(PYTHON, ['-c', PROGRAM, src.path, String(offset), src.fsType], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.#proc = child;
+    child.stdin!.on('error', () => {});
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { if (this.#stderr.length < 4096) this.#stderr += d; });
+    child.on('error', (e) => {
       this.#fail(new DeviceError(`cannot run ${PYTHON}: ${e.message}`, { hint: 'install Debian\'s python3-tsk package (scripts/install-tools.sh)', cause: e }));
-      resolveReady(false);
+      this.#resolveReady(false);
     });
-    this.#child.on('close', (code, signal) => {
-      resolveReady(false);
+    child.on('close', (code, signal) => {
+      this.#resolveReady(false);
       this.#fail(new DeviceError(`the file reader (libtsk) on the ${src.fsType} filesystem at sector ${src.offsetSectors} of ${src.path} ended (${this.#stderr.trim() || `exit ${code ?? signal}`})`));
     });
-    this.#child.stdout!.on('data', (d: Buffer) => {
+    child.stdout!.on('data', (d: Buffer) => {
       if (!this.#started) {
         const nl = d.indexOf(0x0a);
         if (nl < 0 || d.subarray(0, nl).toString() !== 'ready') {
-          this.#child.kill('SIGKILL');
+          child.kill('SIGKILL');
           return;
         }
         this.#started = true;
-        resolveReady(true);
+        this.#resolveReady(true);
         d = d.subarray(nl + 1);
       }
       this.#take(d);
     });
+    return child;
   }
 
   /**
@@ -253,8 +275,9 @@ export class TskReader {
 
   /** Ends the process; streams not finished fail. */
   close(): void {
-    this.#child.stdin!.end();
-    if (this.#child.exitCode === null) this.#child.kill('SIGKILL');
+    if (!this.#proc) return;
+    this.#proc.stdin!.end();
+    if (this.#proc.exitCode === null) this.#proc.kill('SIGKILL');
   }
 
   #fail(e: Error): void {
@@ -347,4 +370,16 @@ function parseRunLine(line: string): { unit: number; runs: DataRun[] } | null {
     runs.push({ start: m[1] === '-1' ? null : Number(m[1]), length });
   }
   return { unit, runs };
+}
+
+let runs: Promise<boolean> | null = null;
+
+/** Whether the reader process can run here (Debian's python3 imports pytsk3); asked once per process. */
+export function tskReaderRuns(): Promise<boolean> {
+  runs ??= new Promise((resolve) => {
+    const child = spawn(PYTHON, ['-c', 'import pytsk3'], { stdio: 'ignore' });
+    child.on('error', () => resolve(false));
+    child.on('close', (code) => resolve(code === 0));
+  });
+  return runs;
 }

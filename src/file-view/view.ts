@@ -12,7 +12,7 @@ import { BadInputError, NotFoundError } from '../errors.ts';
 import { addressOf, icatStream, isAllocated, runTsk, type TskFsType, type TskSource } from './tsk.ts';
 import { parseBody, staleOfSameName, type FileEntry } from './listing.ts';
 import { ExtentReader, runsOf, runsStream } from './content.ts';
-import { TskReader } from './tsk-reader.ts';
+import { TskReader, tskReaderRuns } from './tsk-reader.ts';
 import { joinPath, splitPath } from './path.ts';
 import type { CacheScope, ListingCache } from './listing-cache.ts';
 
@@ -176,13 +176,15 @@ export class FileView {
    * every ext file with an extent tree, through debugfs; large files
    * elsewhere, through istat), the rest by `icat` (a deleted entry's with `-r`);
    * with `batch` (from batchReader) live files are read through that one
-   * process instead (small ones by TSK, larger ones from the runs it gives,
-   * tsk-reader.ts), in the order of the calls: consume the streams in that order.
+   * process instead (small ones by TSK, larger ones off ext from the runs it
+   * gives, tsk-reader.ts), in the order of the calls: consume the streams in that order.
    * @throws DeviceError the reader fails (also as the stream's error, half-way).
    */
   async content(entry: FileEntry, signal?: AbortSignal, batch?: TskReader | null): Promise<Readable> {
     const ext = this.source.fsType === 'ext';
-    if (batch && !entry.deleted) {
+    // On ext the large files' extents come from debugfs until the batch process runs (a small file started it): a folder of
+    // large files does not pay its start, and one of mixed sizes starts no debugfs once it runs.
+    if (batch && !entry.deleted && (!ext || entry.size <= SMALL_FILE || batch.running)) {
       // Small files are read by TSK in the batch process; larger ones from the runs it gives where they read as TSK reads.
       if (entry.size <= SMALL_FILE) return batch.content(entry.address, entry.size);
       const got = await batch.read(entry.address, entry.size);
@@ -217,6 +219,8 @@ export class FileView {
    * as before, by debugfs, `istat` and `icat`).
    */
   async batchReader(): Promise<TskReader | null> {
+    // On ext the process serves only small files: it starts with the first (a folder of large files never pays its start).
+    if (this.source.fsType === 'ext') return (await tskReaderRuns()) ? new TskReader(this.source, { lazy: true }) : null;
     const reader = new TskReader(this.source);
     if (await reader.ready) return reader;
     reader.close();

@@ -159,6 +159,32 @@ test('ntfs: a file initialised only in part is answered with its content, zeros 
   }
 });
 
+test('ext4: the batch process starts with the first small file; a large file before it reads through debugfs, one after it from the runs it gives', async () => {
+  if (!ready) return;
+  mkdirSync(join(tmp, 'ext'), { recursive: true });
+  const img = filesystemImage(join(tmp, 'ext'), 'ext4', tree);
+  const view = new FileView({ path: img, offsetSectors: 0, sectorSize: 512, fsType: 'ext' });
+  const batch = await view.batchReader();
+  assert.ok(batch);
+  try {
+    assert.not.ok(batch!.running);
+    const big = await view.content(await view.stat('/many/big-2.bin'), undefined, batch);
+    assert.not.ok(batch!.running, 'a large file does not start it');
+    const small = await view.content(await view.stat('/a.txt'), undefined, batch);
+    assert.ok(batch!.running);
+    const sparseEntry = await view.stat('/sparse.bin');
+    const sparse = await view.content(sparseEntry, undefined, batch);
+    assert.ok((await bytesOf(big)).equals(readFileSync(join(tree, 'many/big-2.bin'))));
+    assert.is((await bytesOf(small)).toString(), 'hello\n');
+    const bytes = await bytesOf(sparse);
+    assert.ok(bytes.equals(await bytesOf(icatStream(view.source, sparseEntry.address))));
+    assert.ok(bytes.subarray(0, 3 * MiB).equals(Buffer.alloc(3 * MiB)));
+    assert.is(bytes.subarray(3 * MiB).toString(), 'tail\n');
+  } finally {
+    batch!.close();
+  }
+});
+
 test('ntfs: the root as tar holds the hard link and the sparse file with their content', async () => {
   if (!ready) return;
   const out = await extract(await open('ntfs'), '/', join(tmp, 'x-ntfs-root'));
