@@ -8,7 +8,7 @@
  * mode the host runs from the export of the active drive and writing its
  * filesystem under it is refused.
  */
-import { createReadStream, mkdirSync, readdirSync, renameSync, rmSync, appendFileSync, existsSync, statSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, appendFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BadInputError, NotFoundError, RefusedError } from '../../src/errors.ts';
@@ -25,6 +25,7 @@ import { partitionConfirmation } from './confirmations.ts';
 import { pairScoped, type PairScopedRoute } from './pair-scoped.ts';
 import type { Route } from './http-server.ts';
 import type { LivePictures } from './live-picture.ts';
+import { driveState } from './browse.ts';
 
 const windowField = opt(bool('run in a sync window: the host is shut down, both drives go to the controller, the host boots again afterwards (default: config sync.window)'));
 
@@ -345,6 +346,8 @@ export class FileJobs {
             const foldersPart = `${foldersFile}.part`;
             rmSync(foldersFile, { force: true });
             rmSync(foldersPart, { force: true });
+            // Which drives the walk compared, and how they looked: a swap or a write since makes its marks stale.
+            writeFileSync(join(this.walkDir, `${ctx.job.id}.drives`), JSON.stringify(this.#drivesNow(p)));
             appendFileSync(foldersPart, '');
             const folders = new ChangedFolders(path);
             let batch: string[] = [];
@@ -403,12 +406,23 @@ export class FileJobs {
     return pairScoped(app.pairs, scoped);
   }
 
+  /** The pair's drives now, each as its path and `driveState` (null: unknown, never equal to a recorded one). */
+  #drivesNow(p: DrivePair): { active: string | null; standby: string | null } {
+    const { active, standby } = p.roles.current();
+    const at = (bay: typeof active) => {
+      const path = p.roles.bays.path(bay);
+      const state = path ? driveState(path) : null;
+      return path && state ? `${path}|${state}` : null;
+    };
+    return { active: at(active), standby: at(standby) };
+  }
+
   /** Keeps the newest KEEP_WALKS walks' pages and folder lists. */
   #prune(): void {
     const files = readdirSync(this.walkDir).filter((f) => /^\d+\.jsonl$/.test(f)).sort((a, b) => Number.parseInt(a, 10) - Number.parseInt(b, 10));
     for (const f of files.slice(0, Math.max(0, files.length - (KEEP_WALKS - 1)))) {
       const id = f.replace(/\.jsonl$/, '');
-      for (const name of [f, `${id}.folders`, `${id}.folders.part`]) rmSync(join(this.walkDir, name), { force: true });
+      for (const name of [f, `${id}.folders`, `${id}.folders.part`, `${id}.drives`]) rmSync(join(this.walkDir, name), { force: true });
     }
   }
 
@@ -416,8 +430,11 @@ export class FileJobs {
    * The newest walk of pair `p`'s partition `partition` that covered `folder`
    * and is still current, with the sub-folders of `folder` holding
    * differences; null when there is none. A walk stops being current when the
-   * host has been on since it started (the active drive may have changed), or
-   * when another job of the pair that writes a drive started after it.
+   * host has been on since it started (the active drive may have changed),
+   * when another job of the pair that writes a drive started after it, or
+   * when either drive is not the one it compared or was written since it
+   * started (a drive swapped in its bay, a tool on the controller):
+   * `driveState`, as the listing cache keys its entries.
    */
   async folderMarks(p: DrivePair, partition: number, folder: string): Promise<WalkMarks | null> {
     const jobs = this.app.jobs.list().filter((j) => (j.pair ?? this.app.pairs.boot.id) === p.id);
@@ -429,6 +446,9 @@ export class FileJobs {
     if (jobs.some((j) => !READ_ONLY_JOBS.has(j.kind) && j.startedAt !== null && Date.parse(j.startedAt) >= started)) return null;
     const file = join(this.walkDir, `${walk.id}.folders`);
     if (!existsSync(file)) return null;
+    const drivesFile = join(this.walkDir, `${walk.id}.drives`);
+    const now = this.#drivesNow(p);
+    if (!now.active || !now.standby || !existsSync(drivesFile) || readFileSync(drivesFile, 'utf8') !== JSON.stringify(now)) return null;
     const prefix = folder === '/' ? '/' : `${folder}/`;
     const changed = new Set<string>();
     for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {

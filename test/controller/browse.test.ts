@@ -332,6 +332,11 @@ test('a folder on both drives is marked from the newest current walk: contents d
   assert.is(sub.state, 'done');
   assert.is((await contents('/')).rows.etc, 'same/differ');
   assert.is((await contents('/home')).walk.job, sub.id);
+  // A drive written behind the daemon's back since the walks (a tool on the controller, or another drive in the bay): no event, but the marks are stale.
+  writeExt4(st.drives[st.standby].path, 2, '/outside.txt', 'written elsewhere\n');
+  const behind = await contents('/');
+  assert.is(behind.rows.etc, 'same/not-compared', 'a standby written since the walk');
+  assert.is(behind.walk, null);
   // The host on since the walks: the active drive may have changed under them (the standby alone is listed while it runs).
   assert.is((await d.api('POST', '/api/sim/host/power', { power: 'on' })).status, 200);
   await waitFor(async () => ((await d.api('GET', '/api/status')).body.host.power === 'on' ? true : undefined), 10_000, 'host on');
