@@ -230,7 +230,9 @@ export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { ke
         targetError = e;
       }
       // Authentication comes first: without the token nothing but the public routes is told apart, not even which routes exist.
-      const isPublic = target !== null && compiled.some((c) => c.route.auth === false && c.route.method === req.method && c.re.test(target.pathname));
+      // HEAD of a public page (the health check, the console's files) answers as its GET without the body: monitors probe with HEAD.
+      const asMethod = req.method === 'HEAD' && target !== null && compiled.some((c) => c.route.auth === false && c.route.method === 'GET' && c.re.test(target.pathname)) ? 'GET' : req.method;
+      const isPublic = target !== null && compiled.some((c) => c.route.auth === false && c.route.method === asMethod && c.re.test(target.pathname));
       let session: Session | null = null;
       if (!isPublic && !tokenMatches(req.headers.authorization, token)) {
         // A wrong bearer token is not rescued by a cookie: a script should hear that its token is wrong.
@@ -253,7 +255,7 @@ export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { ke
       if (!target) throw targetError;
       const { pathname, query } = target;
       const matching = compiled.filter((c) => c.re.test(pathname));
-      const hit = matching.find((c) => c.route.method === req.method);
+      const hit = matching.find((c) => c.route.method === asMethod);
       if (!hit) {
         req.resume();
         if (matching.length) {

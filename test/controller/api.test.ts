@@ -19,6 +19,11 @@ test('health needs no token; everything else answers 401 without or with a wrong
   const h = await d.api('GET', '/api/health', undefined, { token: null });
   assert.is(h.status, 200);
   assert.is(h.body.ok, true);
+  // Monitors probe with HEAD: the health check answers it as its GET, without a body, and still needs no token.
+  const head = await fetch(`${d.url}/api/health`, { method: 'HEAD' });
+  assert.is(head.status, 200);
+  assert.is((await head.text()), '');
+  assert.is((await fetch(`${d.url}/api/status`, { method: 'HEAD' })).status, 401, 'HEAD of a private route is not let through');
   for (const [method, path] of [['GET', '/api/status'], ['POST', '/api/sync'], ['GET', '/api/jobs'], ['GET', '/metrics'], ['GET', '/api/openapi.json'], ['GET', '/api/events'], ['POST', '/api/sim/button']] as const) {
     const none = await d.api(method, path, method === 'POST' ? {} : undefined, { token: null });
     assert.is(none.status, 401, `${method} ${path} without token`);
