@@ -52,10 +52,12 @@
  *   set off a mark-compact every few dozen granules), the manifest's
  *   checksum kept page by page (it was read whole at open and at seal) and
  *   its table flushed beside the last journal batch, two daemon queries
- *   fewer per epoch. Left: reading the 336 granules over NBD costs the
- *   client 40–60 ms of CPU, against 5–10 ms to read them from the standby
- *   with O_DIRECT, plus the daemon's share; the journal doubles the bytes
- *   written (2× ddrescue per changed GiB). The undo journal batch size
+ *   fewer per epoch. Left, the engine alone on these granules (load ≈ 4):
+ *   reading both sides 80–100 ms (the NBD reads cost the client 40–60 ms of
+ *   CPU, against 5–10 ms to read the standby with O_DIRECT, plus the
+ *   daemon's share), the scattered O_DIRECT writes to the standby 70–90 ms
+ *   more (ddrescue writes through the page cache and syncs once), the undo
+ *   journal 20–40 ms more (2× ddrescue per changed GiB). The batch size
  *   (16, 32, 64, 128 MiB) and 8, 16 or 32 granules in flight changed the
  *   sync by less than the run-to-run noise (0.15–0.33 s at load ≈ 2.5);
  * - on paper, from these figures: the white paper's headline drive (1 TB,
