@@ -7,7 +7,8 @@
  * side-by-side listing of a folder of 10,000 files (its first page, and a
  * further page with the listings kept as dpsrd keeps them; one side's pages
  * through dpsrd's route too); peak RSS of
- * the archiving process and of dpsrd. Medians of DPSR_BENCH_RUNS runs
+ * the archiving process and of dpsrd (built first, so that it runs the
+ * compiled code as on the board). Medians of DPSR_BENCH_RUNS runs
  * (default 3), the page cache dropped before each. Needs root (the mounts),
  * mkfs.ext4, mkntfs, ntfs-3g, sfdisk, curl and sleuthkit; the large folder
  * holds DPSR_BENCH_MIB MiB (default 256) in 4 MiB files, the mixed one 2,000
@@ -115,7 +116,8 @@ const reference = {
 
 // dpsrd on the simulated rig with the drive as its active drive (bay A), the host off, so that side reads as the standby does.
 const driveMiB = Math.ceil(statSync(drive).size / MiB);
-const daemon: BenchDaemon = await startDpsrd(dir, `  driveSizeMiB: ${driveMiB}\n  systemImage: ${drive}\n  initialClone: false\n  hostPoweredAtStart: false`);
+// Built first, so that it runs the compiled code as the board does (its memory is a target).
+const daemon: BenchDaemon = await startDpsrd(dir, `  driveSizeMiB: ${driveMiB}\n  systemImage: ${drive}\n  initialClone: false\n  hostPoweredAtStart: false`, { build: true });
 const ours = { ext: { big: 0, mixed: 0 }, ntfs: { big: 0, mixed: 0 } };
 let daemonPeak = 0;
 const httpListing = { first: 0, next: 0 };
@@ -173,6 +175,6 @@ rows.push(
   { what: 'one side\'s listing from dpsrd (HTTP), 10,000 files, first page', ours: secs(httpListing.first), referenceName: '—', reference: '—', ratio: null, target: '< 1 s', ok: httpListing.first < 1 },
   { what: 'one side\'s listing from dpsrd (HTTP), 10,000 files, next page', ours: secs(httpListing.next), referenceName: '—', reference: '—', ratio: null, target: '< 1 s', ok: httpListing.next < 1 },
   { what: 'peak RSS of the archive code alone', ours: `${(peakRss / MiB).toFixed(0)} MiB`, referenceName: '—', reference: '—', ratio: null, target: '< 200 MiB', ok: peakRss < 200 * MiB },
-  { what: 'dpsrd peak RSS (VmHWM) during the downloads', ours: `${(daemonPeak / MiB).toFixed(0)} MiB`, referenceName: '—', reference: '—', ratio: null, target: '< 200 MiB', ok: daemonPeak < 200 * MiB },
+  { what: `dpsrd peak RSS (VmHWM) during the downloads (${daemon.runs === 'dist' ? 'compiled build, as installed' : 'TypeScript sources through tsx'})`, ours: `${(daemonPeak / MiB).toFixed(0)} MiB`, referenceName: '—', reference: '—', ratio: null, target: '< 200 MiB', ok: daemonPeak < 200 * MiB },
 );
 printTable('file-view: downloads and listings', rows);

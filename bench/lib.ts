@@ -3,6 +3,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { request, type Agent } from 'node:http';
+// @ts-expect-error: plain JavaScript without types (the bins' helper)
+import { whichBuild } from '../bin/entry.js';
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
@@ -129,6 +131,8 @@ export interface BenchDaemon {
   readonly url: string;
   readonly token: string;
   readonly pid: number;
+  /** Which code it runs: the compiled build (as installed on the board) or the TypeScript sources through tsx. */
+  readonly runs: 'dist' | 'source';
   /** What it printed so far (for an error report). */
   log(): string;
   /** Its peak RSS (VmHWM) since the last resetPeak, bytes. */
@@ -141,15 +145,20 @@ export interface BenchDaemon {
  * Starts dpsrd (its own process, the sources or the current build, as
  * `bin/dpsrd.js` picks) on the simulated rig with state in `dir`/state (made
  * anew) and `simConfig` as the config's `sim` section (YAML lines, indented
- * by two spaces); resolves once it answers.
- * @throws Error it did not start within a minute.
+ * by two spaces); resolves once it answers. With `build`, the checkout is
+ * built first where its build is missing or older than its sources, so
+ * dpsrd runs the compiled code as on the board (the sources through tsx
+ * hold tens of MiB more: the compiler and its caches).
+ * @throws Error it did not start within a minute, or the build failed.
  */
-export async function startDpsrd(dir: string, simConfig: string): Promise<BenchDaemon> {
+export async function startDpsrd(dir: string, simConfig: string, options: { build?: boolean } = {}): Promise<BenchDaemon> {
   const state = join(dir, 'state');
   rmSync(state, { recursive: true, force: true });
   const cfg = join(dir, 'config.yaml');
   writeFileSync(cfg, `sim:\n${simConfig}\nlog:\n  level: warn\n`);
   const root = new URL('../', import.meta.url).pathname;
+  if (options.build && whichBuild(root, 'firmware/controller/dpsrd') !== 'dist') execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root, stdio: 'ignore' });
+  const runs = whichBuild(root, 'firmware/controller/dpsrd') as 'dist' | 'source';
   const daemon = spawn(process.execPath, ['bin/dpsrd.js', '--state-dir', state, '--listen', '127.0.0.1:0', '--config', cfg], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   daemon.stdout!.on('data', (d) => (log += d));
@@ -170,6 +179,7 @@ export async function startDpsrd(dir: string, simConfig: string): Promise<BenchD
     url,
     token: readFileSync(join(state, 'api-token'), 'utf8').trim(),
     pid: daemon.pid!,
+    runs,
     log: () => log,
     peakRss: () => Number(/VmHWM:\s+(\d+) kB/.exec(status())![1]) * 1024,
     // Writing 5 to clear_refs resets VmHWM to the current RSS.
