@@ -19,7 +19,8 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import yazl from 'yazl';
 import { BadInputError } from '../errors.ts';
-import { walkTree } from './walk.ts';
+import { walkTree, withoutStaleTwins } from './walk.ts';
+import { isAllocated } from './tsk.ts';
 import type { FileEntry } from './listing.ts';
 import type { FileView } from './view.ts';
 
@@ -55,7 +56,8 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
   // Off ext, one reader process serves every file (starting a process per file cost more than a small file's reading).
   const batch = await view.batchReader();
   const lookahead = view.contentLookahead(batch);
-  const entries = walkTree(view.source, dir.address, prefix, { signal });
+  // A name TSK lists twice after ntfs-3g renamed over it must give the real file, not the replaced one's old content as well.
+  const entries = withoutStaleTwins(walkTree(view.source, dir.address, prefix, { signal }), (address) => isAllocated(view.source, address, signal));
   const writer = format === 'tar' ? tarWriter() : zipWriter();
   const out = writer.stream;
   // Files next in line have their content prepared while the one before is written (run lists asked for, small files read

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { lines } from './lines.ts';
 import { DeviceError } from '../errors.ts';
-import { isRootMetadata, parseBodyLine, type TreeEntry } from './listing.ts';
+import { isRootMetadata, parseBodyLine, staleOfSameName, type TreeEntry } from './listing.ts';
 import { sourceArgs, missingTool, TIMEOUT_MS, type TskSource } from './tsk.ts';
 
 export interface WalkOptions {
@@ -65,4 +65,27 @@ export async function* walkTree(src: TskSource, address: string, prefix: string,
     options.signal?.removeEventListener('abort', onAbort);
     if (child.exitCode === null) child.kill('SIGKILL');
   }
+}
+
+/**
+ * A walk with TSK's stale NTFS index entries left out: several live entries
+ * of one path next to each other (a folder's index lists a name's entries
+ * together) are the real one and stale ones, told apart by whether each
+ * one's metadata entry is allocated (`staleOfSameName`); the stale ones are
+ * not yielded. `allocated` is asked only for such groups (istat in use).
+ */
+export async function* withoutStaleTwins(entries: AsyncIterable<TreeEntry>, allocated: (address: string) => Promise<boolean>): AsyncGenerator<TreeEntry> {
+  let group: TreeEntry[] = [];
+  async function* settle(): AsyncGenerator<TreeEntry> {
+    if (group.length > 1) {
+      const stale = new Set(staleOfSameName(await Promise.all(group.map((g) => allocated(g.entry.address)))));
+      for (const [i, g] of group.entries()) if (!stale.has(i)) yield g;
+    } else yield* group;
+    group = [];
+  }
+  for await (const e of entries) {
+    if (group.length && (e.path !== group[0]!.path || e.entry.deleted || group[0]!.entry.deleted)) yield* settle();
+    group.push(e);
+  }
+  yield* settle();
 }
