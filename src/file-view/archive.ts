@@ -15,12 +15,12 @@
  * every appended stream at once.
  */
 import { PassThrough, type Readable, type Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import yazl from 'yazl';
 import { BadInputError } from '../errors.ts';
 import { walkTree, withoutStaleTwins } from './walk.ts';
 import { isAllocated } from './tsk.ts';
+import { DriveFile } from './content.ts';
 import type { FileEntry } from './listing.ts';
 import type { FileView } from './view.ts';
 
@@ -56,6 +56,8 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
   // Off ext, one reader process serves every file (starting a process per file cost more than a small file's reading).
   const batch = await view.batchReader();
   const lookahead = view.contentLookahead(batch);
+  // Files read from their runs share one open handle on the drive.
+  const drive = new DriveFile(view.source.path);
   // A name TSK lists twice after ntfs-3g renamed over it must give the real file, not the replaced one's old content as well.
   const entries = withoutStaleTwins(walkTree(view.source, dir.address, prefix, { signal }), (address) => isAllocated(view.source, address, signal));
   const writer = format === 'tar' ? tarWriter() : zipWriter();
@@ -68,6 +70,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
     current?.destroy();
     for (const q of queue.splice(0)) void q.content?.then((c) => c.destroy(), () => {});
     batch?.close();
+    void drive.close().catch(() => {});
   };
   out.on('close', () => {
     stop.abort();
@@ -85,7 +88,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
       }
       const { path: p, entry } = next.value;
       if (entry.type !== 'file' && entry.type !== 'directory' && entry.type !== 'symlink') continue;
-      const content = entry.type === 'file' ? view.content(entry, signal, batch) : null;
+      const content = entry.type === 'file' ? view.content(entry, signal, batch, drive) : null;
       // Awaited in turn below; a failure before then must not count as unhandled.
       content?.catch(() => {});
       queue.push({ path: p, entry, content });
@@ -116,6 +119,7 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
     }
     signal.throwIfAborted();
     batch?.close();
+    await drive.close();
     await writer.finish();
   })().catch((e: unknown) => {
     release();
@@ -140,8 +144,16 @@ function tarWriter(): Writer {
       if (entry.type === 'directory') await new Promise<void>((res, rej) => pack.entry({ ...header, type: 'directory' }, (e) => (e ? rej(e) : res())));
       else if (entry.type === 'symlink') await new Promise<void>((res, rej) => pack.entry({ ...header, type: 'symlink', linkname: entry.linkTarget ?? '' }, (e) => (e ? rej(e) : res())));
       else {
-        const sink = pack.entry({ ...header, type: 'file', size: entry.size });
-        await pipeline(content!, sink as unknown as Writable);
+        // Piped by hand, not by stream.pipeline: its per-call AbortController builds a DOMException (with a stack) at every
+        // file's end, a measurable share of a small file's time. The sink's callback reports a short or failed entry.
+        await new Promise<void>((resolve, reject) => {
+          const sink = pack.entry({ ...header, type: 'file', size: entry.size }, (e) => (e ? reject(e) : resolve()));
+          content!.once('error', (e) => {
+            sink.destroy(e);
+            reject(e);
+          });
+          content!.pipe(sink as unknown as Writable);
+        });
       }
     },
     async finish() {

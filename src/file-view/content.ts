@@ -13,7 +13,7 @@
  * cover the file's size, and any line of `istat` not understood.
  */
 import { execFile } from 'node:child_process';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { DeviceError } from '../errors.ts';
 import { runTsk, TIMEOUT_MS, type TskFsType, type TskSource } from './tsk.ts';
@@ -89,10 +89,10 @@ export async function runsOf(src: TskSource, address: string, size: number, unit
  * stream. The drive is opened read-only. A short read (the runs pointing past
  * the drive's end) is an error, never a short file.
  */
-export function runsStream(src: TskSource, runs: readonly DataRun[], size: number, unit: number): Readable {
+export function runsStream(src: TskSource, runs: readonly DataRun[], size: number, unit: number, drive?: DriveFile): Readable {
   const base = src.offsetSectors * src.sectorSize;
   async function* chunks(): AsyncGenerator<Buffer> {
-    const fh = await open(src.path, 'r');
+    const fh = drive ? await drive.handle() : await open(src.path, 'r');
     try {
       let left = size;
       for (const run of runs) {
@@ -114,10 +114,40 @@ export function runsStream(src: TskSource, runs: readonly DataRun[], size: numbe
         }
       }
     } finally {
-      await fh.close();
+      if (!drive) await fh.close();
     }
   }
   return Readable.from(chunks(), { objectMode: false, highWaterMark: READ_AHEAD });
+}
+
+/**
+ * The image or device opened read-only once for the runsStreams of many
+ * files (an archive's): an open and a close per file cost more than reading
+ * a small file. The owner closes it once no stream reads any more.
+ */
+export class DriveFile {
+  #fh: Promise<FileHandle> | null = null;
+  #closed = false;
+
+  constructor(readonly path: string) {}
+
+  /**
+   * The open handle (opened at the first call).
+   * @throws DeviceError after close (a stream started once its archive ended opens nothing).
+   */
+  handle(): Promise<FileHandle> {
+    if (this.#closed) return Promise.reject(new DeviceError(`${this.path} was closed for this reading`));
+    this.#fh ??= open(this.path, 'r');
+    return this.#fh;
+  }
+
+  /** Closes the handle; a stream still reading then fails. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const fh = this.#fh;
+    this.#fh = null;
+    if (fh) await (await fh).close();
+  }
 }
 
 const EXTENT_ROW = /^\s*(\d+)\/\s*(\d+)\s+\d+\/\s*\d+\s+(\d+)\s+-\s+(\d+)\s+(\d+)\s+-\s+(\d+)\s+(\d+)\s*(Uninit)?\s*$/;
@@ -166,7 +196,7 @@ export function parseExtents(text: string, size: number, unit: number): DataRun[
 }
 
 /** Files asked about in one `debugfs` run. */
-const EXTENT_BATCH = 64;
+const EXTENT_BATCH = 512;
 
 /**
  * Run lists of many ext files from one `debugfs -c` process per batch
@@ -178,6 +208,8 @@ const EXTENT_BATCH = 64;
 export class ExtentReader {
   #pending: { inode: number; size: number; resolve: (r: DataRun[] | null) => void; reject: (e: Error) => void }[] = [];
   #scheduled = false;
+  /** Settles once the last batch's answers have been given: batches answer in the order they were asked, whichever debugfs ends first. */
+  #answered: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly src: TskSource,
@@ -202,7 +234,15 @@ export class ExtentReader {
     const batch = this.#pending.splice(0);
     if (batch.length === 0) return;
     const device = `${this.src.path}?offset=${this.src.offsetSectors * this.src.sectorSize}`;
-    const child = execFile('debugfs', ['-c', '-f', '-', device], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout) => {
+    // A caller hands files without extents to the batch reader, whose streams must be asked for in the archive's order.
+    const before = this.#answered;
+    let answered!: () => void;
+    this.#answered = new Promise((r) => (answered = r));
+    const child = execFile('debugfs', ['-c', '-f', '-', device], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout) => void before.then(() => {
+      answer(err, stdout);
+      answered();
+    }));
+    const answer = (err: Error | null, stdout: string) => {
       if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
         // Without e2fsprogs the files are read through TSK.
         for (const p of batch) p.resolve(null);
@@ -225,7 +265,7 @@ export class ExtentReader {
         const text = sections.get(p.inode);
         p.resolve(text === undefined ? null : parseExtents(text, p.size, this.unit));
       }
-    });
+    };
     // A debugfs that is missing or exits early fails the write too: the callback above answers for it.
     child.stdin!.on('error', () => {});
     child.stdin!.end(batch.map((p) => `ex <${p.inode}>\n`).join(''));

@@ -11,7 +11,7 @@ import { readLayout, type Partition } from '../disk-layout/index.ts';
 import { BadInputError, NotFoundError } from '../errors.ts';
 import { addressOf, icatStream, isAllocated, runTsk, type TskFsType, type TskSource } from './tsk.ts';
 import { parseBody, staleOfSameName, type FileEntry } from './listing.ts';
-import { ExtentReader, runsOf, runsStream } from './content.ts';
+import { ExtentReader, runsOf, runsStream, type DataRun, type DriveFile } from './content.ts';
 import { TskReader, tskReaderRuns } from './tsk-reader.ts';
 import { joinPath, splitPath } from './path.ts';
 import type { CacheScope, ListingCache } from './listing-cache.ts';
@@ -176,19 +176,26 @@ export class FileView {
    * every ext file with an extent tree, through debugfs; large files
    * elsewhere, through istat), the rest by `icat` (a deleted entry's with `-r`);
    * with `batch` (from batchReader) live files are read through that one
-   * process instead (small ones by TSK, larger ones off ext from the runs it
-   * gives, tsk-reader.ts), in the order of the calls: consume the streams in that order.
+   * process instead (small ones by TSK, larger ones from the runs it gives,
+   * tsk-reader.ts), except on ext, where every file with an extent map is
+   * read from it and only the rest (inline data, block maps) through the
+   * process; in the order of the calls: consume the streams in that order.
+   * `drive` (an archive's) is the one open handle those direct reads share.
    * @throws DeviceError the reader fails (also as the stream's error, half-way).
    */
-  async content(entry: FileEntry, signal?: AbortSignal, batch?: TskReader | null): Promise<Readable> {
+  async content(entry: FileEntry, signal?: AbortSignal, batch?: TskReader | null, drive?: DriveFile): Promise<Readable> {
     const ext = this.source.fsType === 'ext';
-    // On ext the large files' extents come from debugfs until the batch process runs (a small file started it): a folder of
-    // large files does not pay its start, and one of mixed sizes starts no debugfs once it runs.
-    if (batch && !entry.deleted && (!ext || entry.size <= SMALL_FILE || batch.running)) {
+    if (ext && batch && !entry.deleted) {
+      // On ext every live file of any size is read from its extents (one debugfs run per batch of files, then direct reads):
+      // TSK's per-file reading cost about a ms a file. What has no plain extent map (inline data, block maps) goes to TSK.
+      const runs = await this.#extentsOf(entry);
+      return runs ? runsStream(this.source, runs.runs, entry.size, runs.unit, drive) : batch.content(entry.address, entry.size);
+    }
+    if (batch && !entry.deleted && !ext) {
       // Small files are read by TSK in the batch process; larger ones from the runs it gives where they read as TSK reads.
       if (entry.size <= SMALL_FILE) return batch.content(entry.address, entry.size);
       const got = await batch.read(entry.address, entry.size);
-      return got.runs ? runsStream(this.source, got.runs, entry.size, got.unit) : got.stream;
+      return got.runs ? runsStream(this.source, got.runs, entry.size, got.unit, drive) : got.stream;
     }
     if (entry.deleted || entry.size === 0) return icatStream(this.source, entry.address, entry.deleted);
     if (!ext && entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
@@ -207,9 +214,23 @@ export class FileView {
     return runs ? runsStream(this.source, runs, entry.size, unit) : icatStream(this.source, entry.address);
   }
 
-  /** How many files an archive prepares ahead: many on ext (one debugfs run serves a batch) or with a batch reader, few where each costs a process. */
+  async #extentsOf(entry: FileEntry): Promise<{ runs: DataRun[]; unit: number } | null> {
+    this.#unitSize ??= this.dataUnitSize();
+    const unit = await this.#unitSize.catch((e: unknown) => {
+      this.#unitSize = null;
+      throw e;
+    });
+    this.#extents ??= new ExtentReader(this.source, unit);
+    const runs = await this.#extents.runs(entry.inode, entry.size);
+    return runs && { runs, unit };
+  }
+
+  /**
+   * How many files an archive prepares ahead: many on ext (one debugfs run serves a batch, and a process start costs about
+   * as much as reading a hundred small files), some with a batch reader, few where each costs a process.
+   */
   contentLookahead(batch?: TskReader | null): number {
-    return this.source.fsType === 'ext' ? 64 : batch ? 32 : 4;
+    return this.source.fsType === 'ext' ? 512 : batch ? 32 : 4;
   }
 
   /**
@@ -219,7 +240,7 @@ export class FileView {
    * as before, by debugfs, `istat` and `icat`).
    */
   async batchReader(): Promise<TskReader | null> {
-    // On ext the process serves only small files: it starts with the first (a folder of large files never pays its start).
+    // On ext the process serves only files without an extent map: it starts with the first (most folders never pay its start).
     if (this.source.fsType === 'ext') return (await tskReaderRuns()) ? new TskReader(this.source, { lazy: true }) : null;
     const reader = new TskReader(this.source);
     if (await reader.ready) return reader;

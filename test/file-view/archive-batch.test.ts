@@ -1,14 +1,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { closeSync, createWriteStream, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, createWriteStream, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { FileView, archiveFolder } from '../../src/file-view/index.ts';
 import { TskReader } from '../../src/file-view/tsk-reader.ts';
 import { icatStream } from '../../src/file-view/tsk.ts';
-import { runsStream } from '../../src/file-view/content.ts';
+import { DriveFile, runsStream } from '../../src/file-view/content.ts';
 import { DeviceError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
 import { rejection } from '../support/assert-async.ts';
@@ -159,30 +159,55 @@ test('ntfs: a file initialised only in part is answered with its content, zeros 
   }
 });
 
-test('ext4: the batch process starts with the first small file; a large file before it reads through debugfs, one after it from the runs it gives', async () => {
+test('ext4: files of every size are read from their extents (the batch process does not start); inline data starts it and reads as TSK reads it', async () => {
   if (!ready) return;
-  mkdirSync(join(tmp, 'ext'), { recursive: true });
-  const img = filesystemImage(join(tmp, 'ext'), 'ext4', tree);
+  const dir = join(tmp, 'ext-inline');
+  const src = join(dir, 'src');
+  mkdirSync(src, { recursive: true });
+  const files: Record<string, Buffer> = {
+    'big.bin': patterned(2 * MiB + 3),
+    'small.bin': patterned(40 * 1024 + 7),
+    'one.bin': patterned(1000),
+    'inline.txt': Buffer.from('hello\n'),
+    'empty.bin': Buffer.alloc(0),
+  };
+  for (const [name, data] of Object.entries(files)) writeFileSync(join(src, name), data);
+  const sp = join(src, 'sparse.bin');
+  writeFileSync(sp, '');
+  truncateSync(sp, 3 * MiB);
+  writeFileSync(sp, 'tail\n', { flag: 'a' });
+  const img = join(dir, 'fs.img');
+  sparseImage(img, 64 * MiB);
+  // inline_data: a file of a few bytes lives in its inode, with no extent map to read from.
+  execFileSync('mkfs.ext4', ['-q', '-F', '-O', 'inline_data', '-d', src, img]);
   const view = new FileView({ path: img, offsetSectors: 0, sectorSize: 512, fsType: 'ext' });
   const batch = await view.batchReader();
   assert.ok(batch);
+  const drive = new DriveFile(img);
   try {
-    assert.not.ok(batch!.running);
-    const big = await view.content(await view.stat('/many/big-2.bin'), undefined, batch);
-    assert.not.ok(batch!.running, 'a large file does not start it');
-    const small = await view.content(await view.stat('/a.txt'), undefined, batch);
-    assert.ok(batch!.running);
-    const sparseEntry = await view.stat('/sparse.bin');
-    const sparse = await view.content(sparseEntry, undefined, batch);
-    assert.ok((await bytesOf(big)).equals(readFileSync(join(tree, 'many/big-2.bin'))));
-    assert.is((await bytesOf(small)).toString(), 'hello\n');
-    const bytes = await bytesOf(sparse);
-    assert.ok(bytes.equals(await bytesOf(icatStream(view.source, sparseEntry.address))));
-    assert.ok(bytes.subarray(0, 3 * MiB).equals(Buffer.alloc(3 * MiB)));
-    assert.is(bytes.subarray(3 * MiB).toString(), 'tail\n');
+    const streams: [string, Readable][] = [];
+    for (const name of ['big.bin', 'small.bin', 'sparse.bin', 'one.bin']) streams.push([name, await view.content(await view.stat(`/${name}`), undefined, batch, drive)]);
+    assert.not.ok(batch!.running, 'files with extents do not start it');
+    streams.push(['inline.txt', await view.content(await view.stat('/inline.txt'), undefined, batch, drive)]);
+    assert.ok(batch!.running, 'inline data is read by TSK');
+    streams.push(['empty.bin', await view.content(await view.stat('/empty.bin'), undefined, batch, drive)]);
+    streams.push(['small.bin', await view.content(await view.stat('/small.bin'), undefined, batch, drive)]);
+    for (const [name, stream] of streams) {
+      const bytes = await bytesOf(stream);
+      if (name === 'sparse.bin') {
+        assert.is(bytes.length, 3 * MiB + 5);
+        assert.ok(bytes.subarray(0, 3 * MiB).equals(Buffer.alloc(3 * MiB)));
+        assert.is(bytes.subarray(3 * MiB).toString(), 'tail\n');
+      } else assert.ok(bytes.equals(files[name]!), name);
+    }
   } finally {
     batch!.close();
+    await drive.close();
   }
+  // The folder as tar holds the same bytes.
+  const out = await extract(view, '/', join(dir, 'x'));
+  for (const [name, data] of Object.entries(files)) assert.ok(readFileSync(join(out, name)).equals(data), name);
+  assert.ok(readFileSync(join(out, 'sparse.bin')).equals(readFileSync(sp)));
 });
 
 test('ntfs: the root as tar holds the hard link and the sparse file with their content', async () => {
