@@ -32,8 +32,8 @@ export interface ArchiveOptions {
   readonly onEntry?: (entries: number, bytes: number) => void;
 }
 
-/** Bytes of the next files' content read ahead while one is written. */
-const READ_AHEAD_BYTES = 8 * 1024 * 1024;
+/** Bytes of the next files' content read ahead while one is written (the next file is always started; more only while small). */
+const READ_AHEAD_BYTES = 1024 * 1024;
 /** Bytes a content stream reads ahead once started (content.ts's runsStream buffers 4 MiB and reads in 1 MiB). */
 const STREAM_AHEAD = 5 * 1024 * 1024;
 
