@@ -247,6 +247,10 @@ export async function diffTree(active: FileView, standby: FileView, path: string
     }
     options.onProgress?.(listed, listed);
     return { path: folder, compared, counts };
+  } catch (e) {
+    // Cancelled: whatever broke on the way (a write into a reader or sorter the cancel killed: EPIPE) is not the answer.
+    if (options.signal?.aborted) throw options.signal.reason ?? e;
+    throw e;
   } finally {
     stop.abort();
     options.signal?.removeEventListener('abort', onAbort);
