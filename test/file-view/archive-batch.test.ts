@@ -1,11 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { closeSync, createWriteStream, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
-import { FileView, archiveFolder } from '../../src/file-view/index.ts';
+import { FileView } from '../../src/file-view/index.ts';
 import { TskReader } from '../../src/file-view/tsk-reader.ts';
 import { icatStream } from '../../src/file-view/tsk.ts';
 import { DriveFile, runsStream } from '../../src/file-view/content.ts';
@@ -13,6 +12,7 @@ import { DeviceError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
 import { rejection } from '../support/assert-async.ts';
 import { sparseImage, tempDir } from '../support/images.ts';
+import { differences, extractArchive } from './support/archives.ts';
 import { driveImage, filesystemImage, makeTree, patterned, T0, MiB, type FsName } from './support/fs-images.ts';
 
 const tmp = tempDir('dpsr-archive-batch-');
@@ -44,23 +44,8 @@ if (ready) {
 }
 const open = (fs: FsName) => FileView.open(drive, kinds.indexOf(fs) + 1);
 
-async function extract(view: FileView, folder: string, into: string): Promise<string> {
-  const { top, stream } = await archiveFolder(view, folder, 'tar');
-  const file = join(tmp, 'out.tar');
-  await pipeline(stream, createWriteStream(file));
-  mkdirSync(into, { recursive: true });
-  execFileSync('tar', ['-x', '-f', file, '-C', into]);
-  return join(into, top);
-}
+const extract = (view: FileView, folder: string, into: string) => extractArchive(view, folder, 'tar', into, tmp);
 
-function differences(a: string, b: string): string {
-  try {
-    execFileSync('diff', ['-r', '--no-dereference', a, b], { stdio: 'pipe' });
-    return '';
-  } catch (e) {
-    return String((e as { stdout?: Buffer }).stdout);
-  }
-}
 
 const bytesOf = async (s: Readable) => {
   const parts: Buffer[] = [];

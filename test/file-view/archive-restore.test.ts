@@ -1,14 +1,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { createWriteStream, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { FileView, archiveFolder, diffTree, filesInRanges, writeBack, type TreeDifference } from '../../src/file-view/index.ts';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
 import { rejection } from '../support/assert-async.ts';
 import { sha256File, tempDir } from '../support/images.ts';
+import { differences, extractArchive } from './support/archives.ts';
 import { driveImage, filesystemImage, makeTree, T0, MiB, type FsName } from './support/fs-images.ts';
 
 const tmp = tempDir('dpsr-archive-');
@@ -34,25 +34,8 @@ if (haveTsk) {
 const skip = (p: string) => p.startsWith('/lost+found') || p === '/hard.txt' || p === '/sparse.bin' || p === '/link';
 const open = (drive: string, fs: FsName) => FileView.open(drive, kinds.indexOf(fs) + 1);
 
-async function extract(view: FileView, folder: string, format: 'tar' | 'zip', into: string): Promise<string> {
-  const { top, stream } = await archiveFolder(view, folder, format);
-  const file = join(tmp, `out.${format}`);
-  await pipeline(stream, createWriteStream(file));
-  mkdirSync(into, { recursive: true });
-  if (format === 'tar') execFileSync('tar', ['-x', '-f', file, '-C', into]);
-  else execFileSync('unzip', ['-q', '-o', file, '-d', into]);
-  return join(into, top);
-}
+const extract = (view: FileView, folder: string, format: 'tar' | 'zip', into: string) => extractArchive(view, folder, format, into, tmp);
 
-/** diff -r between an extracted folder and the tree it was made from: '' when alike. */
-function differences(a: string, b: string): string {
-  try {
-    execFileSync('diff', ['-r', '--no-dereference', a, b], { stdio: 'pipe' });
-    return '';
-  } catch (e) {
-    return String((e as { stdout?: Buffer }).stdout);
-  }
-}
 
 for (const fs of kinds) {
   for (const format of ['tar', 'zip'] as const) {
