@@ -350,6 +350,27 @@ test('a hot standby drive shows live on the overview: its health and the alert, 
   assert.is((await d.api('POST', '/api/sim/drive/B/smart', { temperatureC: 35 })).status, 200);
 });
 
+test('after a failover the overview says which bay the host left, that its copy dates from the failover, and that re-protect makes it the standby again', async () => {
+  if (!ok) return;
+  const before = await status();
+  await page.goto(`${d.url}/#/actions`);
+  const failover = page.getByRole('region', { name: 'Failover' });
+  await failover.getByLabel(/to confirm/).fill('failover');
+  await failover.getByRole('button', { name: 'Fail over to the standby' }).click();
+  const after = await waitFor(async () => {
+    const s = await status();
+    return s.active !== before.active && !s.failover.switching ? s : undefined;
+  }, 60_000, 'the failover to finish');
+  const left = before.active as string;
+  await page.goto(`${d.url}/#/overview`);
+  const notice = page.getByRole('region', { name: 'After a failover' });
+  await notice.getByText(`Bay ${left} is marked failed after a failover away from it; the host runs from bay ${after.active} now`).waitFor();
+  assert.ok(await notice.getByRole('link', { name: 'Re-protect' }).isVisible());
+  await page.getByRole('region', { name: new RegExp(`Bay ${left}`) }).getByText(`as of the failover (bay ${left} is marked failed)`, { exact: false }).waitFor();
+  await page.getByRole('region', { name: 'Host' }).getByText(`no target: bay ${left} is marked failed until re-protect`).waitFor();
+  await shot('overview-after-failover');
+});
+
 test('logging out ends the session', async () => {
   if (!ok) return;
   await page.goto(`${d.url}/#/overview`);

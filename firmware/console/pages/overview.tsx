@@ -41,6 +41,8 @@ function Bay({ bay, s }: { bay: string; s: any }) {
   const role: string = d.role ?? (bay === s.active ? 'active' : 'standby');
   const state = standbyStateOf(s, bay);
   const smart = d.health?.smart;
+  // A failed-over-from standby holds the copy of its generation; the host's writes since are only on the active drive.
+  const failedOver = role === 'standby' && s.failover?.failed?.[bay] === true;
   return (
     <section class={`card bay ${role}`} aria-labelledby={`bay-${bay}`}>
       <h2 id={`bay-${bay}`}>
@@ -52,7 +54,10 @@ function Bay({ bay, s }: { bay: string; s: any }) {
         {role === 'standby' && (
           <>
             <dt>Backup</dt>
-            <dd class={state === 'consistent' ? 'good' : state === 'syncing' ? 'busy' : 'bad'}>{STATE_TEXT[state] ?? state}</dd>
+            <dd class={failedOver ? 'bad' : state === 'consistent' ? 'good' : state === 'syncing' ? 'busy' : 'bad'}>
+              {STATE_TEXT[state] ?? state}
+              {failedOver ? `, as of the failover (bay ${bay} is marked failed)` : ''}
+            </dd>
           </>
         )}
         <dt>Generation</dt>
@@ -113,6 +118,28 @@ function InterruptedRestore({ pair, several, hostOn }: { pair: any; several: boo
   );
 }
 
+/**
+ * After a failover the bay the host left is marked failed: no failover goes
+ * back to it until a re-protect copies the active drive onto it.
+ */
+function FailedOver({ s }: { s: any }) {
+  const failed = Object.entries(s.failover?.failed ?? {})
+    .filter(([, f]) => f === true)
+    .map(([bay]) => bay)
+    .sort();
+  if (failed.length === 0) return null;
+  return (
+    <section class="card notice" aria-labelledby="failed-over-h">
+      <h2 id="failed-over-h">After a failover</h2>
+      {failed.map((bay) => (
+        <p data-bay={bay}>
+          Bay {bay} is marked failed after a failover away from it; the host runs from {bay === s.active ? 'it' : `bay ${s.active}`} now and no failover goes back to it. Its copy dates from the failover: the host's writes since are only on bay {s.active}. Check or replace its drive, then <a href="#/actions">Re-protect</a> copies the active drive onto it and makes it the standby again (a drill's mark is cleared by POST /api/failover/reset).
+        </p>
+      ))}
+    </section>
+  );
+}
+
 export function Overview(_props: { route: Route }) {
   const snap = useSnapshot();
   useTick(5000);
@@ -142,6 +169,7 @@ export function Overview(_props: { route: Route }) {
           </ul>
         </section>
       )}
+      <FailedOver s={s} />
       {(s.pairs ?? []).filter((p: any) => p.fileRestore?.state === 'interrupted').map((p: any) => (
         <InterruptedRestore pair={p} several={(s.pairs?.length ?? 0) > 1} hostOn={s.host?.power === 'on'} />
       ))}
@@ -195,7 +223,20 @@ export function Overview(_props: { route: Route }) {
           <dt>Last heartbeat</dt>
           <dd>{s.host?.lastHeartbeat ? `${age(s.host.lastHeartbeat.at)} from bay ${s.host.lastHeartbeat.bay ?? '?'}` : 'none'}</dd>
           <dt>Failover</dt>
-          <dd>{s.failover?.halted ? <span class="bad">halted</span> : s.failover?.switching ? 'switching' : 'ready'} · {s.failover?.failovers ?? 0} so far</dd>
+          <dd>
+            {s.failover?.halted ? (
+              <span class="bad">halted: {String(s.failover.halted)}</span>
+            ) : s.failover?.switching ? (
+              'switching'
+            ) : s.failover?.failed?.[s.standby] ? (
+              <span class="bad">no target: bay {s.standby} is marked failed until re-protect</span>
+            ) : s.standbyState !== 'consistent' ? (
+              <span class="bad">no target: the standby is {s.standbyState}</span>
+            ) : (
+              'ready'
+            )}{' '}
+            · {s.failover?.failovers ?? 0} so far
+          </dd>
         </dl>
       </section>
       <section class="card" aria-labelledby="alerts-h">
@@ -222,7 +263,7 @@ export function Overview(_props: { route: Route }) {
             .filter(([k, v]) => typeof v === 'boolean' && k !== 'moving')
             .map(([k, v]) => (
               <li class={v ? 'on' : 'off'}>
-                <span class="dot" aria-hidden="true" /> {k} {v ? 'energised' : 'off'}
+                <span class="dot" aria-hidden="true" /> {k} {v ? 'energised' : 'de-energised'}
               </li>
             ))}
         </ul>
