@@ -2,7 +2,7 @@
  * A folder as a streamed archive: tar (POSIX ustar, with pax headers for
  * long or non-ASCII names, by tar-stream) or zip (stored, ZIP64 when needed,
  * by yazl). Entries come from one recursive listing (walk.ts) and content
- * from FileView.content (ext files straight from their extents; elsewhere
+ * from FileView.content (ext files straight from their extents, ext-extents.ts; elsewhere
  * every file through one libtsk process, tsk-reader.ts, or per file by
  * `istat` and `icat` without it), written one file at a time with back-pressure all the way:
  * a slow client pauses the reading, and memory stays bounded whatever the
@@ -105,8 +105,8 @@ export async function archiveFolder(view: FileView, path: string, format: Archiv
     // The root has no entry of its own to take a time from: it is stamped with the download's.
     await writer.add({ ...dir, mtime: dir.name === '' ? Math.floor(Date.now() / 1000) : dir.mtime }, `${top}/`, null);
     for (;;) {
-      // Topped up in batches, not one file per file written: requests made together share one debugfs run on ext
-      // (refilled one at a time, every file cost a process start, which blocks the event loop for ms on a large process).
+      // Topped up in batches, not one file per file written: requests made together share their reads of ext's inode
+      // table (and, off ext, the batch process's round trips).
       if (queue.length <= lookahead / 2) await fill();
       const next = queue.shift();
       if (!next) break;

@@ -12,11 +12,10 @@
  * compressed, encrypted or initialised only in part, run lists that do not
  * cover the file's size, and any line of `istat` not understood.
  */
-import { execFile } from 'node:child_process';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { DeviceError } from '../errors.ts';
-import { runTsk, TIMEOUT_MS, type TskFsType, type TskSource } from './tsk.ts';
+import { runTsk, type TskFsType, type TskSource } from './tsk.ts';
 
 /** One run of data units in file order: `start` null is a hole (reads as zeros). */
 export interface DataRun {
@@ -147,127 +146,5 @@ export class DriveFile {
     const fh = this.#fh;
     this.#fh = null;
     if (fh) await (await fh).close();
-  }
-}
-
-const EXTENT_ROW = /^\s*(\d+)\/\s*(\d+)\s+\d+\/\s*\d+\s+(\d+)\s+-\s+(\d+)\s+(\d+)\s+-\s+(\d+)\s+(\d+)\s*(Uninit)?\s*$/;
-const INDEX_ROW = /^\s*(\d+)\/\s*(\d+)\s+\d+\/\s*\d+\s+\d+\s+-\s+\d+\s+\d+\s+\d+\s*$/;
-
-/**
- * The runs of one file from e2fsprogs' `debugfs` `ex` (dump_extents) output
- * for it, or null when they must not be used (no extent tree: ext2/3 block
- * maps, inline data; or a line not understood). Leaf extents map logical to
- * physical blocks; gaps between them and unwritten (`Uninit`) extents read as
- * zeros, as the kernel gives them.
- */
-export function parseExtents(text: string, size: number, unit: number): DataRun[] | null {
-  const leaves: { logical: number; physical: number; length: number; uninit: boolean }[] = [];
-  let header = false;
-  for (const line of text.split('\n')) {
-    if (line.trim() === '') continue;
-    if (/^Level Entries\s+Logical\s+Physical\s+Length\s+Flags\s*$/.test(line)) {
-      header = true;
-      continue;
-    }
-    const m = EXTENT_ROW.exec(line);
-    if (m && header && m[1] === m[2]) {
-      const [logical, last, physical, physicalLast, length] = [m[3], m[4], m[5], m[6], m[7]].map(Number) as [number, number, number, number, number];
-      if (last - logical + 1 !== length || physicalLast - physical + 1 !== length) return null;
-      leaves.push({ logical, physical, length, uninit: m[8] === 'Uninit' });
-      continue;
-    }
-    const idx = INDEX_ROW.exec(line);
-    if (idx && header && idx[1] !== idx[2]) continue;
-    return null;
-  }
-  if (!header) return null;
-  const blocks = Math.ceil(size / unit);
-  const runs: DataRun[] = [];
-  let at = 0;
-  for (const e of leaves.sort((a, b) => a.logical - b.logical)) {
-    if (at >= blocks) break;
-    if (e.logical < at) return null;
-    if (e.logical > at) runs.push({ start: null, length: e.logical - at });
-    runs.push({ start: e.uninit ? null : e.physical, length: e.length });
-    at = e.logical + e.length;
-  }
-  if (at < blocks) runs.push({ start: null, length: blocks - at });
-  return runs;
-}
-
-/** Files asked about in one `debugfs` run. */
-const EXTENT_BATCH = 512;
-
-/**
- * Run lists of many ext files from one `debugfs -c` process per batch
- * (commands on its standard input): TSK starts one process per file, whose
- * start-up costs more than reading a few MiB. debugfs opens the image or
- * device read-only (no `-w`; `-c` skips the bitmaps) and never replays the
- * journal, so it reads what TSK reads.
- */
-export class ExtentReader {
-  #pending: { inode: number; size: number; resolve: (r: DataRun[] | null) => void; reject: (e: Error) => void }[] = [];
-  #scheduled = false;
-  /** Settles once the last batch's answers have been given: batches answer in the order they were asked, whichever debugfs ends first. */
-  #answered: Promise<void> = Promise.resolve();
-
-  constructor(
-    private readonly src: TskSource,
-    private readonly unit: number,
-  ) {}
-
-  /** The runs of inode `inode` of `size` bytes, or null when they must come from elsewhere (TSK). */
-  runs(inode: number, size: number): Promise<DataRun[] | null> {
-    return new Promise((resolve, reject) => {
-      this.#pending.push({ inode, size, resolve, reject });
-      if (this.#pending.length >= EXTENT_BATCH) this.#flush();
-      else if (!this.#scheduled) {
-        this.#scheduled = true;
-        // Requests made in the same turn (an archive preparing its next files) share one run.
-        setImmediate(() => this.#flush());
-      }
-    });
-  }
-
-  #flush(): void {
-    this.#scheduled = false;
-    const batch = this.#pending.splice(0);
-    if (batch.length === 0) return;
-    const device = `${this.src.path}?offset=${this.src.offsetSectors * this.src.sectorSize}`;
-    // A caller hands files without extents to the batch reader, whose streams must be asked for in the archive's order.
-    const before = this.#answered;
-    let answered!: () => void;
-    this.#answered = new Promise((r) => (answered = r));
-    const child = execFile('debugfs', ['-c', '-f', '-', device], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, stdout) => void before.then(() => {
-      answer(err, stdout);
-      answered();
-    }));
-    const answer = (err: Error | null, stdout: string) => {
-      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') {
-        // Without e2fsprogs the files are read through TSK.
-        for (const p of batch) p.resolve(null);
-        return;
-      }
-      if (err) {
-        for (const p of batch) p.reject(new DeviceError(`debugfs could not read the ext filesystem at sector ${this.src.offsetSectors} of ${this.src.path}: ${err.message}`));
-        return;
-      }
-      const sections = new Map<number, string>();
-      let current: number | null = null;
-      for (const line of stdout.split('\n')) {
-        const m = /^debugfs: ex <(\d+)>$/.exec(line);
-        if (m) {
-          current = Number(m[1]);
-          sections.set(current, '');
-        } else if (current !== null) sections.set(current, `${sections.get(current)}${line}\n`);
-      }
-      for (const p of batch) {
-        const text = sections.get(p.inode);
-        p.resolve(text === undefined ? null : parseExtents(text, p.size, this.unit));
-      }
-    };
-    // A debugfs that is missing or exits early fails the write too: the callback above answers for it.
-    child.stdin!.on('error', () => {});
-    child.stdin!.end(batch.map((p) => `ex <${p.inode}>\n`).join(''));
   }
 }

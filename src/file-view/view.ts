@@ -11,7 +11,8 @@ import { readLayout, type Partition } from '../disk-layout/index.ts';
 import { BadInputError, NotFoundError } from '../errors.ts';
 import { addressOf, icatStream, isAllocated, runTsk, type TskFsType, type TskSource } from './tsk.ts';
 import { parseBody, staleOfSameName, type FileEntry } from './listing.ts';
-import { ExtentReader, runsOf, runsStream, type DataRun, type DriveFile } from './content.ts';
+import { runsOf, runsStream, type DataRun, type DriveFile } from './content.ts';
+import { ExtentReader } from './ext-extents.ts';
 import { TskReader, tskReaderRuns } from './tsk-reader.ts';
 import { joinPath, splitPath } from './path.ts';
 import type { CacheScope, ListingCache } from './listing-cache.ts';
@@ -27,7 +28,7 @@ export interface ListOptions {
   readonly deleted?: boolean;
 }
 
-/** Files up to this size are read by icat: one process either way, and no run list to ask for first. */
+/** Files up to this size are read by icat (off ext, or ext without extents): one process either way, and no run list to ask for first. */
 const SMALL_FILE = 64 * 1024;
 /**
  * Files up to this size are read by TSK in the batch process without asking for runs first: NTFS keeps content of up to
@@ -177,9 +178,9 @@ export class FileView {
 
   /**
    * The content of a regular file's entry (from a listing of this view) as a
-   * stream: live files read straight from their data runs (content.ts:
-   * every ext file with an extent tree, through debugfs; large files
-   * elsewhere, through istat), the rest by `icat` (a deleted entry's with `-r`);
+   * stream: live files read straight from their data runs (every ext file
+   * with an extent tree, from its inode: ext-extents.ts; large files
+   * elsewhere, through istat: content.ts), the rest by `icat` (a deleted entry's with `-r`);
    * with `batch` (from batchReader) live files are read through that one
    * process instead (tiny ones by TSK, larger ones from the runs it gives,
    * tsk-reader.ts), except on ext, where every file with an extent map is
@@ -190,11 +191,12 @@ export class FileView {
    */
   async content(entry: FileEntry, signal?: AbortSignal, batch?: TskReader | null, drive?: DriveFile): Promise<Readable> {
     const ext = this.source.fsType === 'ext';
-    if (ext && batch && !entry.deleted) {
-      // On ext every live file of any size is read from its extents (one debugfs run per batch of files, then direct reads):
-      // TSK's per-file reading cost about a ms a file. What has no plain extent map (inline data, block maps) goes to TSK.
+    if (ext && !entry.deleted) {
+      // On ext every live file with an extent map is read from it (ext-extents.ts: no process at all; requests made in the
+      // same turn share their metadata reads). What has none (inline data, ext2/3 block maps) goes to TSK.
       const runs = await this.#extentsOf(entry);
-      return runs ? runsStream(this.source, runs.runs, entry.size, runs.unit, drive) : batch.content(entry.address, entry.size);
+      if (runs) return runsStream(this.source, runs.runs, entry.size, runs.unit, drive);
+      if (batch) return batch.content(entry.address, entry.size);
     }
     if (batch && !entry.deleted && !ext) {
       // Tiny files are read by TSK in the batch process; larger ones from the runs it gives where they read as TSK reads
@@ -204,18 +206,12 @@ export class FileView {
       return got.runs ? runsStream(this.source, got.runs, entry.size, got.unit, drive) : got.stream;
     }
     if (entry.deleted || entry.size === 0) return icatStream(this.source, entry.address, entry.deleted);
-    if (!ext && entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
+    if (entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
     this.#unitSize ??= this.dataUnitSize();
     const unit = await this.#unitSize.catch((e: unknown) => {
       this.#unitSize = null;
       throw e;
     });
-    if (ext) {
-      this.#extents ??= new ExtentReader(this.source, unit);
-      const runs = await this.#extents.runs(entry.inode, entry.size);
-      if (runs) return runsStream(this.source, runs, entry.size, unit);
-      if (entry.size <= SMALL_FILE) return icatStream(this.source, entry.address);
-    }
     const runs = await runsOf(this.source, entry.address, entry.size, unit, signal);
     return runs ? runsStream(this.source, runs, entry.size, unit) : icatStream(this.source, entry.address);
   }
@@ -232,8 +228,8 @@ export class FileView {
   }
 
   /**
-   * How many files an archive prepares ahead: many on ext (one debugfs run serves a batch, and a process start costs about
-   * as much as reading a hundred small files), some with a batch reader, few where each costs a process.
+   * How many files an archive prepares ahead: many on ext (their inodes are read together, a stretch of the inode table
+   * in one read), some with a batch reader, few where each costs a process.
    */
   contentLookahead(batch?: TskReader | null): number {
     return this.source.fsType === 'ext' ? 512 : batch ? 32 : 4;
@@ -243,7 +239,7 @@ export class FileView {
    * One reader process for the content of many files read in turn (an
    * archive's: tsk-reader.ts), to hand to `content`; the caller closes it.
    * Null where the reader cannot run (no python3-tsk: files are then read
-   * as before, by debugfs, `istat` and `icat`).
+   * as before, from ext extents, by `istat` and `icat`).
    */
   async batchReader(): Promise<TskReader | null> {
     // On ext the process serves only files without an extent map: it starts with the first (most folders never pay its start).

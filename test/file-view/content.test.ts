@@ -5,7 +5,8 @@ import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, writeFileSync, write
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { FileView, type TskFsType } from '../../src/file-view/index.ts';
-import { ExtentReader, parseExtents, parseRuns, runsOf } from '../../src/file-view/content.ts';
+import { parseRuns, runsOf } from '../../src/file-view/content.ts';
+import { ExtentReader } from '../../src/file-view/ext-extents.ts';
 import { requireEnv } from '../support/require.ts';
 import { sparseImage, tempDir } from '../support/images.ts';
 import { patterned, MiB, type FsName } from './support/fs-images.ts';
@@ -137,23 +138,6 @@ test('istat run lists: holes only on ext, unknown flags and NTFS attributes that
   assert.is(parseRuns('Type: $DATA (128-4)   Name: secret   Non-Resident   size: 10000  init_size: 10000\n  Starting address: 77, length: 3  \n', 'ntfs', '64-128-4', 10000, 4096), null, 'a named stream');
 });
 
-test('debugfs extent lists: leaves only, gaps and unwritten extents as holes, anything else goes to TSK', () => {
-  const head = 'Level Entries       Logical      Physical Length Flags\n';
-  const tree = `${head} 0/ 1   1/  1     0 - 4294967295  9000          4294967296\n 1/ 1   1/  3     0 -     1  4385 -  4386      2 \n 1/ 1   2/  3     4 -     5  8451 -  8452      2 Uninit\n 1/ 1   3/  3     6 -     6  9999 -  9999      1 \n`;
-  assert.equal(parseExtents(tree, 9 * 4096 - 100, 4096), [
-    { start: 4385, length: 2 },
-    { start: null, length: 2 },
-    { start: null, length: 2 },
-    { start: 9999, length: 1 },
-    { start: null, length: 2 },
-  ]);
-  assert.equal(parseExtents(`${head} 0/ 0   1/  1     0 -     0 14409 - 14409      1 \n`, 3, 4096), [{ start: 14409, length: 1 }]);
-  assert.is(parseExtents('<12>: does not uses extent block maps\n', 10, 4096), null, 'ext2/3 block maps, inline data');
-  assert.is(parseExtents(`${head} 0/ 0   1/  1     0 -     3 14409 - 14409      4 \n`, 10, 4096), null, 'lengths that disagree');
-  assert.is(parseExtents(`${head} 0/ 0   1/  1     0 -     0 14409 - 14409      1 Weird\n`, 10, 4096), null, 'an unknown flag');
-  assert.is(parseExtents('', 10, 4096), null, 'nothing said');
-});
-
 for (const fs of kinds) {
   test(`${fs}: large, fragmented${fs === 'ext4' ? ', sparse and preallocated' : ''} files read from their runs are byte-identical`, async () => {
     const img = image(fs);
@@ -168,7 +152,7 @@ for (const fs of kinds) {
       const runs = await runsOf(view.source, entry.address, entry.size, unit);
       assert.is(runs === null ? 'icat' : 'runs', how, `${path}: read by ${how}`);
       if (path === '/frag.bin') assert.ok(runs!.filter((r) => r.start !== null).length > 1, `${path} is fragmented: ${JSON.stringify(runs)}`);
-      if (fs === 'ext4') assert.ok(await new ExtentReader(view.source, unit).runs(entry.inode, entry.size), `${path}: debugfs gives its extents`);
+      if (fs === 'ext4') assert.ok(await new ExtentReader(view.source, unit).runs(entry.inode, entry.size), `${path}: its extents are read from its inode`);
       const got = await readAll(await view.content(entry));
       assert.is(got.length, want.length, `${path}: length`);
       assert.ok(got.equals(want), `${path}: content`);
