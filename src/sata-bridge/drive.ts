@@ -9,7 +9,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
 import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
 import { linuxRoots, lowerDisksOf, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
-import { diskUsage, fileKeyOf, loopBackingKey, loopDevicesFor, readMounts, readSwaps, type UsageReport } from './mounts.ts';
+import { diskUsage, fileKeyOf, loopBackings, readMounts, readSwaps, type UsageReport } from './mounts.ts';
 import { NbdDrive, isNbdUri, parseNbdUri, type NbdUri } from './nbd-drive.ts';
 
 /** Where a path leads, before anything is opened. */
@@ -62,21 +62,39 @@ export function locateDrive(path: string, roots: SysRoots = linuxRoots): DriveLo
 /**
  * The storage a location really touches, by kernel numbers: the file behind it
  * (st_dev and st_ino, so a hard link, bind mount or symlink is the same file)
- * and every whole disk that reaches that storage (the loop devices over the
- * file, whatever path they were attached by; a partition counts as its disk).
+ * and every whole disk that reaches that storage (a partition counts as its
+ * disk). Loop devices are followed both ways, through any number of levels:
+ * down to what a loop device is over, and up to every loop device over what
+ * is reached (another name of the file, or a loop device over a loop device).
  */
 export function storageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): { files: string[]; disks: string[] } {
   // An NBD export is matched by its canonical address (in storageKeys); the file it serves from is not visible here.
   if (loc.kind === 'nbd') return { files: [], disks: [] };
-  if (loc.kind === 'image') {
-    const key = fileKeyOf(loc.realPath) ?? `file:${majorMinorOf(loc.stats.dev)}:${loc.stats.ino}`;
-    return { files: [key], disks: loopDevicesFor(key, roots) };
+  const files = new Set<string>();
+  const disks = new Set<string>();
+  if (loc.kind === 'image') files.add(fileKeyOf(loc.realPath) ?? `file:${majorMinorOf(loc.stats.dev)}:${loc.stats.ino}`);
+  else if (loc.node) disks.add(loc.node.disk);
+  else return { files: [], disks: [] };
+  const loops = loopBackings(roots);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const l of loops) {
+      const over = (l.file !== undefined && files.has(l.file)) || (l.disk !== undefined && disks.has(l.disk));
+      if (!over && !disks.has(l.loop)) continue;
+      // Writing either side writes the other: the loop device and what it is over are one storage.
+      for (const [set, key] of [
+        [disks, l.loop],
+        [files, l.file],
+        [disks, l.disk],
+      ] as const) {
+        if (key !== undefined && !set.has(key)) {
+          set.add(key);
+          grew = true;
+        }
+      }
+    }
   }
-  if (!loc.node) return { files: [], disks: [] };
-  const backing = loc.node.backingFile ? loopBackingKey(loc.node.disk, loc.node.backingFile, roots) : undefined;
-  if (!backing) return { files: [], disks: [loc.node.disk] };
-  // Another loop device over the same file writes the same bytes.
-  return { files: [backing], disks: [...new Set([loc.node.disk, ...loopDevicesFor(backing, roots)])] };
+  return { files: [...files], disks: [...disks] };
 }
 
 /**

@@ -143,12 +143,37 @@ export function loopBackingKey(loopName: string, backingFile: string, roots: Sys
   }
 }
 
-/** Loop devices whose backing file is the file `key` names (`fileKeyOf`), whatever path they were set up with. */
-export function loopDevicesFor(key: string, roots: SysRoots = linuxRoots): string[] {
-  const out: string[] = [];
+/** What one loop device is over: a file (by `fileKeyOf`) or a block device (the whole disk it belongs to, by kernel name). */
+export interface LoopBacking {
+  /** The loop device's kernel name. */
+  readonly loop: string;
+  readonly file?: string;
+  readonly disk?: string;
+}
+
+/**
+ * Every loop device and what it is over. A backing "file" that is a device
+ * node (a loop device over another loop device or a partition) is that
+ * device, by its device numbers: the node's own inode says nothing of it.
+ */
+export function loopBackings(roots: SysRoots = linuxRoots): LoopBacking[] {
+  const out: LoopBacking[] = [];
   for (const mm of listDisks(roots)) {
     const node = readBlockNode(mm, roots);
-    if (node?.backingFile && loopBackingKey(node.name, node.backingFile, roots) === key) out.push(node.name);
+    if (!node?.backingFile) continue;
+    if (!node.backingFile.endsWith(' (deleted)')) {
+      try {
+        const st = statSync(node.backingFile);
+        if (st.isBlockDevice()) {
+          const lower = majorMinorOf(st.rdev);
+          out.push({ loop: node.name, disk: readBlockNode(lower, roots)?.disk ?? `dev-${lower}` });
+          continue;
+        }
+      } catch {
+        /* gone meanwhile: asked through losetup below */
+      }
+    }
+    out.push({ loop: node.name, file: loopBackingKey(node.name, node.backingFile, roots) });
   }
   return out;
 }

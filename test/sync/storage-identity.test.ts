@@ -107,6 +107,29 @@ test('a loop device over a hard link of the image is the same storage, and its m
   );
 });
 
+test('a loop device stacked on the loop device of the image is the same storage, and its mount counts for the image and both loop devices', () => {
+  if (!requireEnv('stacked loop devices', { root: true, tools: ['losetup', 'mkfs.ext4', 'mount'] })) return;
+  const img = ext4Image('stacked.img');
+  withLoop(img, (lower) =>
+    withLoop(lower, (upper) => {
+      // The upper loop device's backing file is a device node: it is matched by the device it names, not the node's inode.
+      assert.ok(sameStorage(locateDrive(img), locateDrive(upper)), 'a loop device over the image\'s loop device writes the image');
+      assert.ok(sameStorage(locateDrive(lower), locateDrive(upper)));
+      refused(['clone', img, upper, '--yes'], img, /is the source/);
+      withMount(upper, (mnt) => {
+        assert.equal(usageOf(locateDrive(img)).mountPoints, [mnt]);
+        refused(['clone', src, img, '--yes'], img, /mounted at/);
+        refused(['clone', src, lower, '--yes'], img, /mounted at/);
+      });
+      withMount(lower, (mnt) => {
+        // Writing the upper loop device writes the lower one's bytes, under its mount.
+        assert.equal(usageOf(locateDrive(upper)).mountPoints, [mnt]);
+        refused(['clone', src, upper, '--yes'], img, /mounted at/);
+      });
+    }),
+  );
+});
+
 test('a loop device whose attach-time name was deleted is still matched by its inode', () => {
   if (!requireEnv('deleted backing name', { root: true, tools: ['losetup', 'mkfs.ext4', 'mount'] })) return;
   const img = ext4Image('gone.img');
