@@ -324,10 +324,15 @@ export function isStaleBackupHeader(sectorBytes: Uint8Array, lba: number, totalS
   return parsed.header?.myLba === lba || new DataView(sectorBytes.buffer, sectorBytes.byteOffset).getBigUint64(24, true) === BigInt(lba);
 }
 
-/** LBA 0 and the valid primary GPT of a drive, the input of `relocatedGpt`; undefined when the primary is not valid. */
+/**
+ * LBA 0 and the valid GPT copy of a drive (the primary, else the backup), the
+ * input of `relocatedGpt`; undefined when neither copy is valid. An unreadable
+ * LBA 0 is given as zeros with `lba0Readable` false: what a copy leaves there
+ * is then not known.
+ */
 export async function readGptForRelocation(
   dev: BlockDevice,
-): Promise<{ lba0: Buffer; header: GptHeader; headerSector: Uint8Array; table: Uint8Array; from: 'primary' | 'backup'; fromLba: number } | undefined> {
+): Promise<{ lba0: Buffer; lba0Readable: boolean; header: GptHeader; headerSector: Uint8Array; table: Uint8Array; from: 'primary' | 'backup'; fromLba: number } | undefined> {
   const sector = dev.logicalSectorSize;
   if (Math.floor(dev.size / sector) < 3) return undefined;
   const gpt = await readGpt(dev);
@@ -335,8 +340,15 @@ export async function readGptForRelocation(
   const p = gpt.primary.valid ? gpt.primary : gpt.backup?.valid ? gpt.backup : undefined;
   if (!p || !p.header || !p.headerSector || !p.table) return undefined;
   const lba0 = allocAligned(sector);
-  await dev.read(lba0, 0, sector);
-  return { lba0, header: p.header, headerSector: p.headerSector, table: p.table, from: p.which, fromLba: p.lba };
+  let lba0Readable = true;
+  try {
+    await dev.read(lba0, 0, sector);
+  } catch (e) {
+    if ((e as { fault?: string }).fault !== 'media') throw e;
+    lba0.fill(0);
+    lba0Readable = false;
+  }
+  return { lba0, lba0Readable, header: p.header, headerSector: p.headerSector, table: p.table, from: p.which, fromLba: p.lba };
 }
 
 function alignedCopy(b: Uint8Array): Buffer {

@@ -50,14 +50,22 @@ export async function relocatedExpectations(source: BlockDevice, targetSize: num
   put(plan.backupLba, plan.backupHeader, `LBA ${plan.backupLba} (backup GPT header)`);
   // A damaged primary is left as the source has it, so LBA 1 is compared straight then.
   if (parts.from === 'primary') put(1, plan.primaryHeader, 'LBA 1 (primary GPT header)');
-  put(0, plan.lba0, 'LBA 0 (protective MBR and boot code)');
+  // An unreadable LBA 0 kept the standby's old bytes there: it is compared straight, and reported unreadable.
+  if (parts.lba0Readable) put(0, plan.lba0, 'LBA 0 (protective MBR and boot code)');
   const total = Math.floor(targetSize / s);
   const stale = new Set([...(parts.from === 'backup' ? [parts.fromLba] : []), ...staleBackupCandidates(parts.header, source.size, targetSize, s)]);
   for (const lba of stale) {
     let current = byLba.get(lba)?.expected;
     if (!current && lba * s < source.size) {
       current = allocAligned(s);
-      await source.read(current, lba * s, s);
+      try {
+        await source.read(current, lba * s, s);
+      } catch (e) {
+        // Unreadable on the source: the copy kept the standby's old bytes there, which nothing predicts. Compared
+        // straight, the sector is reported unreadable, as every other one the source cannot give.
+        if ((e as { fault?: string }).fault !== 'media') throw e;
+        continue;
+      }
     }
     if (current && isStaleBackupHeader(current, lba, total, s)) put(lba, Buffer.alloc(s), `LBA ${lba} (the source's backup GPT header, zeroed by the relocation)`);
   }

@@ -156,4 +156,25 @@ test('unreadable sectors in the backup GPT are named as such, not just "outside 
   );
 });
 
+test('a larger standby whose source has an unreadable backup GPT is verified to the end: the unreadable sectors are reported, not a read error (f09)', async () => {
+  if (!requireEnv('GPT source', { tools: ['sfdisk', 'mkfs.ext4', 'mkfs.vfat', 'mcopy'] })) return;
+  const img = partitionedImage(dir, 'unr-big-src.img', { scheme: 'gpt', sizeMiB: 32 });
+  const tgt = sparseImage(join(dir, 'unr-big-tgt.img'), 48 * MiB);
+  const last = (32 * MiB) / 512;
+  const openDevice = async (loc: DriveLocation, options: OpenDriveOptions) => {
+    const dev = await openLocated(loc, options);
+    return loc.requested === img.path ? new FaultyDevice(dev, { badReadLbas: Array.from({ length: 8 }, (_, i) => last - 8 + i) }) : dev;
+  };
+  const stateDir = join(dir, 'state-unr-big');
+  const copied = await clone({ stateDir, source: img.path, target: tgt, retries: 0, openDevice });
+  assert.is(copied.result, 'done-with-errors');
+  assert.ok(copied.gptRelocated);
+  const v = await verify({ stateDir, source: img.path, target: tgt, retries: 0, openDevice });
+  assert.is(v.unreadableSectors, 8);
+  assert.is(v.differenceCount, 0, JSON.stringify(v.differences));
+  assert.match(verifyHeadline(v), /^INCOMPLETE: 4,096 bytes \(8 sectors\) of the source could not be read/);
+  // The source's unreadable old backup header is compared with nothing: its place on the standby is left to the unreadable report.
+  assert.equal(v.unreadable.map((u) => [u.firstLba, u.sectors, u.area]), [[last - 8, 8, 'the backup GPT']]);
+});
+
 test.run();
