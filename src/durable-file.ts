@@ -15,15 +15,15 @@
  * may use it.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, unlinkSync } from 'node:fs';
+import { accessSync, closeSync, constants, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, unlinkSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
-import { BadInputError, DeviceError, NoSpaceError } from './errors.ts';
+import { BadInputError, DeviceError, NoSpaceError, ReadOnlyStateError } from './errors.ts';
 
 const HEADER = '#dpsr-checksum sha256=';
 
 export class CorruptFileError extends DeviceError {}
 
-export { NoSpaceError };
+export { NoSpaceError, ReadOnlyStateError };
 
 function checksum(body: string): string {
   return createHash('sha256').update(body).digest('hex');
@@ -41,6 +41,53 @@ export function fsyncDirectory(dir: string): void {
 function isNoSpace(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * A write refused by the filesystem or the directory's permissions, as the
+ * operator's error (ReadOnlyStateError naming `dir` and the fix); any other
+ * error as it is.
+ */
+export function readOnlyStateError(e: unknown, dir: string): unknown {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (code === 'EROFS') {
+    return new ReadOnlyStateError(`the state directory ${dir} is on a read-only filesystem: nothing can be recorded there`, {
+      hint: `remount its filesystem read-write (mount -o remount,rw) or pass a writable --state-dir, then try again; nothing was changed`,
+      cause: e,
+    });
+  }
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new ReadOnlyStateError(`the state directory ${dir} is read-only to this process (${code}): nothing can be recorded there`, {
+      hint: `run as the user that owns it (or root), or pass a writable --state-dir, then try again; nothing was changed`,
+      cause: e,
+    });
+  }
+  return e;
+}
+
+/**
+ * Throws ReadOnlyStateError when `dir` (or, while it does not exist yet, the
+ * nearest folder above it) cannot be written: checked before a drive is
+ * opened for writing, so a copy that could not record its state is refused
+ * with nothing written.
+ */
+export function requireWritableDir(dir: string): void {
+  let at = dir;
+  for (;;) {
+    try {
+      accessSync(at, constants.W_OK);
+      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' && dirname(at) !== at) {
+        at = dirname(at);
+        continue;
+      }
+      const mapped = readOnlyStateError(e, dir);
+      if (mapped instanceof ReadOnlyStateError) throw mapped;
+      return;
+    }
+  }
 }
 
 // ---- space kept in reserve for recovery ----
@@ -125,7 +172,7 @@ export function writeFileDurably(path: string, data: string | Uint8Array, option
   try {
     writeOnce(path, bytes, opts.mode ?? 0o600);
   } catch (e) {
-    if (!isNoSpace(e)) throw e;
+    if (!isNoSpace(e)) throw readOnlyStateError(e, dirname(path));
     if (opts.reserve && releaseSpaceReserve(opts.reserve)) {
       writeFileDurably(path, data, { mode: opts.mode });
       return;

@@ -58,6 +58,14 @@ export class DeviceError extends DpsrError {
  */
 export class NoSpaceError extends DeviceError {}
 
+/**
+ * A state file or journal could not be written because its filesystem is
+ * mounted read-only or its directory denies writing. Nothing was changed;
+ * the hint names the fix. HTTP 507 like a full one: the server cannot store
+ * what the request needs.
+ */
+export class ReadOnlyStateError extends DeviceError {}
+
 /** A bad sector: the one failure worth retrying and narrowing down. */
 export function isMediaError(e: unknown): boolean {
   return e instanceof DeviceError && e.fault === 'media';
@@ -115,7 +123,7 @@ export function httpStatusFor(e: unknown): number {
     case 'cancelled':
       return 409;
     case 'device':
-      return e instanceof NoSpaceError ? 507 : 502;
+      return e instanceof NoSpaceError || e instanceof ReadOnlyStateError ? 507 : 502;
     default:
       return 500;
   }

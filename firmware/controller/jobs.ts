@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { BusyError, CancelledError, NotFoundError, RefusedError, errorData, isDpsrError, type ErrorData } from '../../src/errors.ts';
-import { ensureSpaceReserve, readJsonChecked, writeJsonDurably, NoSpaceError, type WriteOptions } from '../../src/durable-file.ts';
+import { ensureSpaceReserve, readJsonChecked, writeJsonDurably, NoSpaceError, ReadOnlyStateError, type WriteOptions } from '../../src/durable-file.ts';
 import type { Progress } from '../../src/sync/index.ts';
 import type { EventBus } from './events.ts';
 import { startable, type JobSlot } from './job-schedule.ts';
@@ -197,6 +197,7 @@ export class JobRunner {
     try {
       writeJsonDurably(this.file, next, this.#writeOptions(job.kind));
     } catch (e) {
+      if (e instanceof ReadOnlyStateError) throw new ReadOnlyStateError(`${e.message}: the ${job.kind} could not be recorded, so it did not start`, { hint: e.hint, cause: e });
       if (!(e instanceof NoSpaceError)) throw e;
       throw new NoSpaceError(`the state directory ${this.stateDir} is full: the ${job.kind} could not be recorded, so it did not start`, {
         hint: `free space on its filesystem (an interrupted sync's undo journal is freed by recover), then try again`,

@@ -29,7 +29,7 @@ import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, acquireDriveLock, acquireDriveReadLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
 import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
-import { ensureSpaceReserve, NoSpaceError } from '../durable-file.ts';
+import { ensureSpaceReserve, requireWritableDir, NoSpaceError, ReadOnlyStateError } from '../durable-file.ts';
 import { recoverMigration } from './migrate.ts';
 import { defaultJournalBudget, refuseInUse } from './target-use.ts';
 import { planCopy, commandFor, geometryChange, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
@@ -359,6 +359,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       await look.close();
     }
     if (decision.verdict === 'refuse') throw refusalError(decision.refusal);
+    // Every copy records its plan and state before its first write: a state directory that cannot take them refuses it now.
+    requireWritableDir(req.stateDir);
     const { plan } = decision;
     const kind = plan.kind;
     for (const n of decision.notes) note(n);
@@ -597,7 +599,13 @@ async function zeroRange(target: BlockDevice, sig: TailSignature): Promise<void>
 function stateDirFull(e: unknown): unknown {
   const code = (e as NodeJS.ErrnoException | null)?.code;
   // A full journal says already which limit it met (its budget, or the disk).
-  if (e instanceof JournalFullError) return e;
+  if (e instanceof JournalFullError || e instanceof ReadOnlyStateError) return e;
+  if (code === 'EROFS') {
+    return new ReadOnlyStateError('the state directory became read-only: the sync stopped before overwriting more of the standby', {
+      hint: 'remount its filesystem read-write (mount -o remount,rw), then run the same sync again',
+      cause: e,
+    });
+  }
   if (code !== 'ENOSPC' && code !== 'EDQUOT' && !(e instanceof NoSpaceError)) return e;
   return new JournalFullError('the state directory is full: the sync stopped before overwriting more of the standby', {
     hint: 'free space in the state directory, then run the same sync again',
@@ -752,6 +760,8 @@ async function recoverLocked(req: CommonRequest & { target: string }, loc: Drive
     throw new RefusedError(`the interrupted copy onto ${req.target} was the first clone: there is no previous backup to roll back to`, { hint: 'run the same `dpsr clone` again to finish it' });
   }
   refuseInUse(loc);
+  // The rollback ends by removing the journal and recording the pair consistent: refused now if that cannot be written.
+  requireWritableDir(req.stateDir);
   {
     // The sync map describes the half-done sync: after a rollback it would make a later sync skip chunks.
     const open = req.openDevice ?? defaultOpen;

@@ -1,7 +1,8 @@
 /**
  * The daemon and its state directory: one daemon per directory (case r04),
  * and a full directory (case r09): recover still works, sync and verify say
- * what to do, no job is listed that was never recorded.
+ * what to do, no job is listed that was never recorded; a read-only one says
+ * so (507) the same way.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -100,6 +101,35 @@ test('case r09: on a full state directory recover works, sync and verify say wha
   } finally {
     await d.close();
     execFileSync('umount', [mnt]);
+    rmSync(mnt, { recursive: true, force: true });
+  }
+});
+
+test('a state directory that went read-only: sync, verify and recover say so and what to do (507), and no job is listed that was never recorded', async () => {
+  if (!requireEnv('the read-only state directory test', { root: true, tools: ['mount', 'umount'] })) return;
+  const mnt = mkdtempSync(join(tmpdir(), 'dpsrd-ro-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=160m', 'tmpfs', mnt]);
+  const dir = join(mnt, 'state');
+  const d = await makeDaemon({ sim: { driveSizeMiB: 48 } }, dir);
+  try {
+    await idle(d, 60_000);
+    const before = (await d.api('GET', '/api/jobs')).body.jobs.length;
+    execFileSync('mount', ['-o', 'remount,ro', mnt]);
+    for (const [path, body] of [['/api/sync', {}], ['/api/verify', {}], ['/api/recover', {}]] as const) {
+      const r = await d.api('POST', path, body);
+      assert.is(r.status, 507, `${path}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error.message, /read-only/, path);
+      assert.match(r.body.error.hint ?? '', /remount|writable/, path);
+    }
+    const jobs = (await d.api('GET', '/api/jobs')).body.jobs as { state: string }[];
+    assert.is(jobs.length, before, 'no job was listed for the refused requests');
+    execFileSync('mount', ['-o', 'remount,rw', mnt]);
+    const again = await d.api('POST', '/api/verify', {});
+    assert.is(again.status, 202, JSON.stringify(again.body));
+    assert.is((await waitJob(d, again.body.id, 60_000)).state, 'done');
+  } finally {
+    await d.close();
+    execFileSync('umount', ['-l', mnt]);
     rmSync(mnt, { recursive: true, force: true });
   }
 });

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DurableRecord, readJsonChecked, writeJsonDurably, ensureSpaceReserve, NoSpaceError, CorruptFileError } from '../../src/durable-file.ts';
+import { DurableRecord, readJsonChecked, writeJsonDurably, ensureSpaceReserve, NoSpaceError, ReadOnlyStateError, CorruptFileError } from '../../src/durable-file.ts';
 import { BadInputError, DeviceError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
 
@@ -103,6 +103,27 @@ test('a full filesystem: NoSpaceError naming the fix, the old file kept; the spa
     writeJsonDurably(file, big, { reserve: dir });
     assert.equal((readJsonChecked(file) as { v: number }).v, 2);
     assert.not.ok(ensureSpaceReserve(dir, 1024 * 1024), 'no room to rebuild the reserve on a full filesystem');
+  } finally {
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a read-only filesystem: ReadOnlyStateError naming the fix, the old copies kept', () => {
+  if (!requireEnv('the read-only filesystem test', { root: true, tools: ['mount', 'umount'] })) return;
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-ro-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
+  try {
+    const file = join(dir, 'jobs.json');
+    writeJsonDurably(file, { v: 1 });
+    const record = new DurableRecord(dir, 'switch', (raw) => raw as { n: number });
+    record.save({ n: 1 });
+    execFileSync('mount', ['-o', 'remount,ro', dir]);
+    const readOnly = (e: unknown) => e instanceof ReadOnlyStateError && /read-only/.test((e as Error).message) && /remount|writable/.test((e as ReadOnlyStateError).hint ?? '');
+    assert.throws(() => writeJsonDurably(file, { v: 2 }), readOnly);
+    assert.throws(() => record.save({ n: 2 }), readOnly);
+    assert.equal(readJsonChecked(file), { v: 1 });
+    assert.equal(new DurableRecord(dir, 'switch', (raw) => raw as { n: number }).load()!.data, { n: 1 });
   } finally {
     execFileSync('umount', [dir]);
     rmSync(dir, { recursive: true, force: true });

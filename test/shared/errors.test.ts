@@ -7,6 +7,7 @@ import {
   DeviceError,
   NoSpaceError,
   NotFoundError,
+  ReadOnlyStateError,
   RefusedError,
   exitCodeFor,
   httpStatusFor,
@@ -22,6 +23,7 @@ const table: [string, unknown, 1 | 2 | 3, number][] = [
   ['device (media)', new DeviceError('x', { fault: 'media' }), 1, 502],
   ['device (transport)', new DeviceError('x', { fault: 'transport' }), 1, 502],
   ['full state directory', new NoSpaceError('x'), 1, 507],
+  ['read-only state directory', new ReadOnlyStateError('x'), 1, 507],
   ['anything else', new Error('x'), 1, 500],
 ];
 

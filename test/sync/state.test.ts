@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { writeFileSync, readFileSync, copyFileSync, existsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { clone, sync, recover, verify, recordFailover, PairStore, JournalFullError, recordBecameActive } from '../../src/sync/index.ts';
-import { RefusedError, DeviceError } from '../../src/errors.ts';
+import { RefusedError, DeviceError, ReadOnlyStateError } from '../../src/errors.ts';
+import { openLocated, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { dpsr } from '../support/cli.ts';
@@ -175,6 +176,47 @@ test('a full state directory stops the sync before the overwrite; recover still 
     assert.match((err as Error).message, /state directory is full/);
     await recover({ stateDir: mnt, target: b });
     assert.is(sha256File(b), backup);
+  } finally {
+    execFileSync('umount', [mnt]);
+  }
+});
+
+test('a read-only state directory: a sync, a first clone and recover say so and what to do before the target is opened for writing', async () => {
+  if (!requireEnv('the read-only state directory test', { root: true, tools: ['mount', 'umount'] })) return;
+  const mnt = join(dir, 'ro-state');
+  execFileSync('mkdir', ['-p', mnt]);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  try {
+    const a = randomImage(join(dir, 'ro-a.img'), 16 * MiB, 7);
+    const b = sparseImage(join(dir, 'ro-b.img'), 16 * MiB);
+    await clone({ stateDir: mnt, source: a, target: b });
+    const backup = sha256File(b);
+    scatterWrites(a, 16 * MiB, 600);
+    // An interrupted sync, so recover has a journal to roll back.
+    assert.instance(await rejects(sync({ stateDir: mnt, source: a, target: b, chunkSize: MiB, journalBudget: 256 * 1024 })), JournalFullError);
+    const half = sha256File(b);
+    const c = randomImage(join(dir, 'ro-c.img'), 16 * MiB, 8);
+    const writeOpens: string[] = [];
+    const openDevice = (loc: DriveLocation, options: OpenDriveOptions) => {
+      if (options.write) writeOpens.push(loc.requested);
+      return openLocated(loc, options);
+    };
+    execFileSync('mount', ['-o', 'remount,ro', mnt]);
+    for (const [what, run] of [
+      ['sync', () => sync({ stateDir: mnt, source: a, target: b, chunkSize: MiB, openDevice })],
+      ['a first clone', () => clone({ stateDir: mnt, source: c, target: sparseImage(join(dir, 'ro-d.img'), 16 * MiB), openDevice })],
+      ['recover', () => recover({ stateDir: mnt, target: b, openDevice })],
+    ] as const) {
+      const err = await rejects(run());
+      assert.instance(err, ReadOnlyStateError, `${what}: ${String(err)}`);
+      assert.match((err as Error).message, /read-only/, what);
+      assert.match((err as ReadOnlyStateError).hint ?? '', /remount|writable/, what);
+      assert.equal(writeOpens, [], `${what} opened no drive for writing`);
+    }
+    assert.is(sha256File(b), half, 'the standby was not touched');
+    execFileSync('mount', ['-o', 'remount,rw', mnt]);
+    await recover({ stateDir: mnt, target: b });
+    assert.is(sha256File(b), backup, 'writable again, recover brings the previous backup back');
   } finally {
     execFileSync('umount', [mnt]);
   }
