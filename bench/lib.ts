@@ -142,6 +142,20 @@ export interface BenchDaemon {
 }
 
 /**
+ * The memory settings dpsrd runs with on the board (deploy/dpsrd.service's
+ * MALLOC_* and NODE_OPTIONS lines), so that its resident memory is measured
+ * as installed; NODE_OPTIONS is added to this process's own.
+ */
+export function serviceMemoryEnv(): Record<string, string> {
+  const unit = readFileSync(new URL('../deploy/dpsrd.service', import.meta.url), 'utf8');
+  const env: Record<string, string> = {};
+  for (const [, name, value] of unit.matchAll(/^Environment=(MALLOC_\w+|NODE_OPTIONS)=(.*)$/gm)) {
+    env[name!] = name === 'NODE_OPTIONS' ? [process.env.NODE_OPTIONS, value].filter(Boolean).join(' ') : value!;
+  }
+  return env;
+}
+
+/**
  * Starts dpsrd (its own process, the sources or the current build, as
  * `bin/dpsrd.js` picks) on the simulated rig with state in `dir`/state (made
  * anew) and `simConfig` as the config's `sim` section (YAML lines, indented
@@ -159,7 +173,7 @@ export async function startDpsrd(dir: string, simConfig: string, options: { buil
   const root = new URL('../', import.meta.url).pathname;
   if (options.build && whichBuild(root, 'firmware/controller/dpsrd') !== 'dist') execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root, stdio: 'ignore' });
   const runs = whichBuild(root, 'firmware/controller/dpsrd') as 'dist' | 'source';
-  const daemon = spawn(process.execPath, ['bin/dpsrd.js', '--state-dir', state, '--listen', '127.0.0.1:0', '--config', cfg], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const daemon = spawn(process.execPath, ['bin/dpsrd.js', '--state-dir', state, '--listen', '127.0.0.1:0', '--config', cfg], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...serviceMemoryEnv() } });
   let log = '';
   daemon.stdout!.on('data', (d) => (log += d));
   daemon.stderr!.on('data', (d) => (log += d));
