@@ -218,7 +218,17 @@ export async function readGpt(dev: BlockDevice): Promise<GptScan> {
   const total = Math.floor(dev.size / sector);
   const lastLba = total - 1;
   const problems: string[] = [];
-  const primary = await readGptCopy(dev, 1, 'primary');
+  let primary: GptCopy;
+  let primaryError: unknown;
+  try {
+    primary = await readGptCopy(dev, 1, 'primary');
+  } catch (e) {
+    // An unreadable primary (a bad sector at the drive's start) is damage like a corrupt one when the backup is valid:
+    // the backup is what firmware and gdisk then use. With no valid backup either, the read error is what is known.
+    if ((e as { fault?: string }).fault !== 'media') throw e;
+    primaryError = e;
+    primary = { which: 'primary', lba: 1, signature: false, valid: false, problems: [`primary GPT (LBA 1) could not be read: ${(e as Error).message}`] };
+  }
   problems.push(...primary.problems);
 
   const candidates: number[] = [];
@@ -241,6 +251,7 @@ export async function readGpt(dev: BlockDevice): Promise<GptScan> {
     // A missing signature at the last LBA is only news when nothing better turned up.
     backupProblems.push(...copy.problems);
   }
+  if (primaryError !== undefined && !backup?.valid) throw primaryError;
   if (backup?.valid) {
     problems.push(...backup.problems);
     if (primary.header && backup.lba !== primary.header.alternateLba) {

@@ -117,10 +117,17 @@ export async function readLayout(dev: BlockDevice, options: ReadLayoutOptions = 
   const base = { sectorSize: sector, diskSizeBytes: dev.size };
   if (total < 1) return { ...base, scheme: 'none', diskId: '', partitions: [], problems: [`the drive is ${dev.size} bytes: too small to hold a partition table`] };
 
-  const lba0 = allocAligned(sector);
-  await dev.read(lba0, 0, sector);
-  const mbr = parseMbrSector(lba0);
   const problems: string[] = [];
+  const lba0 = allocAligned(sector);
+  try {
+    await dev.read(lba0, 0, sector);
+  } catch (e) {
+    // A bad sector at LBA 0 hides the MBR, not a GPT: read on as a drive without an MBR, saying why.
+    if ((e as { fault?: string }).fault !== 'media') throw e;
+    lba0.fill(0);
+    problems.push(`LBA 0 (the MBR) could not be read: ${(e as Error).message}`);
+  }
+  const mbr = parseMbrSector(lba0);
   let foreignSectorSize: number | undefined;
   const protectiveEntry = mbr.hasSignature ? mbr.entries.find((e) => e.type === GPT_PROTECTIVE_TYPE) : undefined;
 

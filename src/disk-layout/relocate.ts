@@ -168,7 +168,8 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   const mbr = parseMbrSector(lba0);
   const protective = mbr.hasSignature && mbr.entries.some((e) => e.type === GPT_PROTECTIVE_TYPE);
   const gpt = await readGpt(target);
-  const isGpt = protective || gpt.primary.signature;
+  // Planned from the source's backup, the copy is a GPT disk by that backup, whatever its start holds (a damaged or unreadable primary, kept as it was).
+  const isGpt = planned?.from === 'backup' || protective || gpt.primary.signature;
   if (!isGpt) return none('not a GPT disk: nothing to relocate');
   if (sourceSizeBytes === target.size) return none('source and target are the same size: the backup GPT is already at the end');
 

@@ -196,11 +196,20 @@ test('tiny, empty and random drives never crash the reader', async () => {
   }
 });
 
-test('an unreadable sector in the tables is a DeviceError; one under a filesystem guess is not', async () => {
+test('an unreadable primary GPT or MBR sector with a valid backup is damage read around; with no valid copy it is a DeviceError; one under a filesystem guess is neither', async () => {
   if (!haveSfdisk) return;
   const mem = new MemoryDevice(Buffer.from(pristine));
+  const last = pristine.length / 512 - 1;
+  for (const bad of [[1], [0], [0, 1, 2], [2]]) {
+    // As firmware and gdisk do: the backup GPT at the last LBA stands in for an unreadable primary.
+    const layout = await readLayout(new FaultyDevice(mem, { badReadLbas: bad }), { sniff: false });
+    assert.is(layout.scheme, 'gpt', `bad ${bad.join(',')}`);
+    assert.equal(layout.partitions, reference.partitions, `bad ${bad.join(',')}`);
+    assert.ok(layout.problems.some((p) => /could not be read/.test(p)), layout.problems.join('; '));
+    if (bad.includes(1) || bad.includes(2)) assert.is(layout.gpt!.usedCopy, 'backup');
+  }
   try {
-    await readLayout(new FaultyDevice(mem, { badReadLbas: [1] }));
+    await readLayout(new FaultyDevice(mem, { badReadLbas: [1, last] }));
     assert.unreachable('read through a bad sector');
   } catch (e) {
     assert.instance(e, DeviceError);

@@ -12,7 +12,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { dpsr } from '../support/cli.ts';
 import { randomImage, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
-import { openDrive } from '../../src/sata-bridge/index.ts';
+import { openDrive, openLocated, FaultyDevice, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
+import { clone, verify, verifyHeadline } from '../../src/sync/index.ts';
 import { readLayout } from '../../src/disk-layout/index.ts';
 
 const dir = tempDir();
@@ -72,6 +73,43 @@ test('a damaged primary GPT onto a larger standby: the backup is rebuilt at its 
   const again = dpsr(['clone', a, b, '--yes', '--quiet'], env);
   assert.is(again.code, 0, again.stderr);
   assert.not.match(gdiskVerify(b), /Creating new GPT entries/);
+});
+
+test('an unreadable primary GPT (or LBA 0) onto a larger standby: the copy is done with errors and its backup GPT is built at the standby\'s end from the readable backup, so the copy\'s GPT is found (f03, f09)', async () => {
+  if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
+  for (const [name, bad] of [
+    ['mbr-and-primary', [0, 1, 2, 3, 4, 5, 6, 7]],
+    ['mbr-only', [0]],
+    ['primary-table', [2, 3]],
+  ] as const) {
+    const a = join(dir, `unr-${name}-a.img`);
+    sparseImage(a, 64 * MiB);
+    execFileSync('sgdisk', ['-n1:2048:+16M', '-t1:ef00', '-n2:0:0', '-t2:8300', a], { stdio: 'pipe' });
+    // The standby's previous life: nothing a partitioning tool would take for a table.
+    const b = randomImage(join(dir, `unr-${name}-b.img`), 96 * MiB, 13);
+    const openDevice = async (loc: DriveLocation, options: OpenDriveOptions) => {
+      const dev = await openLocated(loc, options);
+      return loc.requested === a ? new FaultyDevice(dev, { badReadLbas: bad }) : dev;
+    };
+    const stateDir = join(dir, `unr-${name}-state`);
+    const report = await clone({ stateDir, source: a, target: b, retries: 0, openDevice });
+    assert.is(report.result, 'done-with-errors', name);
+    assert.equal(report.unreadable.map((u) => [u.firstLba, u.sectors]), [[bad[0], bad.length]], name);
+    assert.ok(report.gptRelocated, `${name}: the backup GPT was not moved to the standby's end`);
+    assert.not.match(gdiskVerify(b), /Creating new GPT entries/, `${name}: gdisk finds no GPT on the copy`);
+    const dev = await openDrive(b);
+    try {
+      const layout = await readLayout(dev, { sniff: false });
+      assert.is(layout.gpt?.backupAtEnd, true, name);
+      assert.equal(layout.partitions.map((p) => [p.number, p.firstLba]), [[1, 2048], [2, 34816]], name);
+    } finally {
+      await dev.close();
+    }
+    const v = await verify({ stateDir, source: a, target: b, retries: 0, openDevice });
+    assert.is(v.differenceCount, 0, `${name}: ${JSON.stringify(v.differences)} ${v.notes.join('; ')}`);
+    assert.is(v.unreadableSectors, bad.length, name);
+    assert.match(verifyHeadline(v), /^INCOMPLETE/, name);
+  }
 });
 
 test('a restore from a larger standby copies the active drive\'s size and puts its backup GPT back at its end', async () => {
