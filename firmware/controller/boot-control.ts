@@ -47,6 +47,7 @@ export class BootControl {
 
   /** Starts a failover to the standby; resolves once the machine has accepted it. */
   async failover(opts: { hardOff?: boolean }): Promise<{ from: Bay; to: Bay; accepted: true }> {
+    this.bs.bootSwitch.requireKnown('a failover');
     const job = this.#bootJob();
     if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is ${job.state}: failing over now would boot a half-written standby`, { hint: `wait for it, or cancel it: POST /api/jobs/${job.id}/cancel` });
     const fs = this.bs.failover.state;
@@ -89,6 +90,7 @@ export class BootControl {
    * its power LED is lit.
    */
   async bootselect(bay: Bay, opts: { powerOn?: boolean }): Promise<MoveReport> {
+    this.bs.bootSwitch.requireKnown(`selecting bay ${bay}`);
     const job = this.#bootJob();
     if (job) throw new BusyError(`a ${job.kind} job (id ${job.id}) is ${job.state} on the drives`, { hint: 'wait for it or cancel it' });
     if (this.bs.failover.state.switching) throw new BusyError('a failover is moving the drives');

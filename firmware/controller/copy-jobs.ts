@@ -310,6 +310,7 @@ export class CopyJobs {
     const spec = KINDS[kind] as KindSpec<CopyJobOptions[K]>;
     // Planned from the roles when the job starts: a job that waited may find them changed (a failover meanwhile).
     const prepare = () => {
+      this.window.requireKnown(`a ${kind} on pair ${this.pairId}`);
       const view = this.roles.current();
       const window = spec.readsActive && this.window.wanted((opts as { window?: boolean }).window);
       if (spec.readsActive && !window) this.#refuseReadingRunningHost(kind, (opts as { window?: boolean }).window);

@@ -78,6 +78,7 @@ export class FileJobs {
    */
   #hostOff(p: DrivePair, what: string, requested: boolean | undefined): boolean {
     const app = this.app;
+    p.window.requireKnown(what);
     if ((app.config as { mode?: string }).mode === 'inline') {
       // Even with the host off: the export holds the active drive, and its changed-block tracking would not see writes made beside it, so the next changed-block sync would leave them off the standby.
       throw new RefusedError(`${what} is not done in inline mode: the controller's export holds the active drive, and its changed-block tracking would miss these writes`, {
@@ -184,6 +185,7 @@ export class FileJobs {
   #start(p: DrivePair, kind: 'restore-files' | 'diff', options: Record<string, unknown>, window: boolean, run: (ctx: JobContext, activePath: string, standbyPath: string, activeSectorSize?: number) => Promise<unknown>, picture?: LivePictures) {
     const app = this.app;
     app.jobs.checkIdle();
+    p.window.requireKnown(`a ${kind} on pair ${p.id}`);
     const view = p.roles.current();
     if (!window) p.roles.require(view.active, 'active drive');
     const standbyPath = p.roles.require(view.standby, 'standby');

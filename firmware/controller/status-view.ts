@@ -156,7 +156,7 @@ export class StatusView {
         const j = this.jobs.forPair(p.id);
         // A data pair's data port: the bay its relays give the host now (inline mode: the bay its export serves), whether they move, and a fault they left.
         const sw = this.pairs.get(p.id).failover?.port.sw;
-        const port = sw ? { onHost: sw.bay === null ? null : sw.naming.bay(sw.bay), moving: sw.moving, fault: sw.record.fault } : null;
+        const port = sw ? { onHost: sw.bay === null ? null : sw.naming.bay(sw.bay), moving: sw.moving, fault: sw.record.fault, state: sw.unknown === null ? ('known' as const) : ('unknown' as const), unknown: sw.unknown } : null;
         // Inline mode: the pair's export (URI, drive served, bytes written since its last sync), else null.
         return { ...p, job: j ? { id: j.id, kind: j.kind, state: j.state } : null, port, inline: this.inlines.get(p.id)?.status() ?? null };
       }),
@@ -170,6 +170,9 @@ export class StatusView {
         moving: this.bs.bootSwitch.moving,
         pending: rec.pending,
         fault: rec.fault,
+        // 'unknown': start-up found them unreadable or not as recorded under a powered host and left them; the fields above are the record's.
+        state: this.bs.bootSwitch.unknown === null ? ('known' as const) : ('unknown' as const),
+        unknown: this.bs.bootSwitch.unknown,
       },
       leds: { status: out.ledStatus?.commanded ?? null, fault: out.ledFault?.commanded ?? null, bayA: out.ledBayA?.commanded ?? null, bayB: out.ledBayB?.commanded ?? null },
       host: {

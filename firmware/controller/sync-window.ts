@@ -85,6 +85,11 @@ export class SyncWindow {
     return requested ?? (w === 'always' || (w === 'auto' && this.config.rig === 'hardware'));
   }
 
+  /** RefusedError (409) naming why while start-up left the relays of this pair's switch in an unknown state (BootSwitch.requireKnown). */
+  requireKnown(what: string): void {
+    this.sw.requireKnown(what);
+  }
+
   /** Both drives are on the controller now (a window is open, or was left open by a previous process). */
   get open(): boolean {
     return this.sw.isolated;

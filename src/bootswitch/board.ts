@@ -102,11 +102,23 @@ export class Board {
     return level === null ? null : level !== (ref.activeLow === true);
   }
 
-  /** Claim every output, writing its initial logical state explicitly. */
-  async claimOutputs(initial: Partial<Record<OutputName, boolean>>, onChange: (name: string, on: boolean) => void): Promise<void> {
-    for (const name of [...RELAYS, ...OPTIONAL_OUTPUTS, ...PORT_OUTPUTS]) {
+  /**
+   * Claim the outputs, writing each one's initial logical state explicitly
+   * (false where `initial` names none). `first`: claimed before the others,
+   * in that order (break before make); `leave`: not claimed now, left as
+   * the hardware holds them; `only`: claim just these (a later claim of
+   * lines left before).
+   */
+  async claimOutputs(
+    initial: Partial<Record<OutputName, boolean>>,
+    onChange: (name: string, on: boolean) => void,
+    opts: { first?: readonly OutputName[]; leave?: ReadonlySet<OutputName>; only?: readonly OutputName[] } = {},
+  ): Promise<void> {
+    const all: OutputName[] = [...RELAYS, ...OPTIONAL_OUTPUTS, ...PORT_OUTPUTS];
+    const order = opts.only ?? [...new Set([...(opts.first ?? []), ...all])];
+    for (const name of order) {
       const ref = this.config.channels[name];
-      if (!ref) continue;
+      if (!ref || opts.leave?.has(name) || this.outputs[name]) continue;
       const on = initial[name] ?? false;
       const line = await this.drivers.get(ref.board)!.output(ref.pin, on !== (ref.activeLow === true));
       this.outputs[name] = new OutputChannel(name, line, ref.activeLow === true, this.deps.clock, on, onChange);

@@ -62,9 +62,11 @@ export interface MoveOptions {
  * caller can waive that):
  * - `before`: the move has not touched a relay yet;
  * - `during`: a relay was changed, the next is due;
- * - `roll-back`: a step failed, the relays would be driven back.
+ * - `roll-back`: a step failed, the relays would be driven back;
+ * - `start-up`: the controller starts and would write the recorded pattern
+ *   onto relays it found (see startupRelayDecision).
  */
-export type MovePhase = 'before' | 'during' | 'roll-back';
+export type MovePhase = 'before' | 'during' | 'roll-back' | 'start-up';
 
 /**
  * What a move does at `phase` given the power LED (`null`: it cannot be
@@ -77,6 +79,28 @@ export function hostPowerDecision(phase: MovePhase, hostPowered: boolean | null)
   if (hostPowered === false) return 'proceed';
   if (phase === 'before') return hostPowered === null ? 'stop' : 'shut-down';
   return phase === 'during' ? 'stop' : 'leave';
+}
+
+/**
+ * What start-up does with a switch's relays, given the latches it found
+ * (`null`: at least one cannot be read back), the recorded pattern and the
+ * power LED (`null`: unknown):
+ * - `apply`: the host is off; write the recorded pattern (break first) and read it back;
+ * - `keep`: the host is, or may be, powered and the latches hold the recorded pattern; nothing moves;
+ * - `hold`: the host is, or may be, powered and the latches are unreadable
+ *   (`found: 'unreadable'`), connect both drives to the host (`'both-on-host'`)
+ *   or differ from the record (`'differs'`): no relay is driven, the switch's
+ *   state is unknown and everything using its drives is refused until the
+ *   host is off and the recorded pattern is applied and read back.
+ * Whether the host counts as off is hostPowerDecision's, at phase `start-up`.
+ */
+export type StartupRelayAction = { action: 'apply' } | { action: 'keep' } | { action: 'hold'; found: 'unreadable' | 'both-on-host' | 'differs' };
+
+export function startupRelayDecision(found: SwitchRelays | null, recorded: SwitchRelays, hostPowered: boolean | null): StartupRelayAction {
+  if (hostPowerDecision('start-up', hostPowered) === 'proceed') return { action: 'apply' };
+  if (found === null) return { action: 'hold', found: 'unreadable' };
+  if (baysOnHost(found).length > 1) return { action: 'hold', found: 'both-on-host' };
+  return samePattern(found, recorded) ? { action: 'keep' } : { action: 'hold', found: 'differs' };
 }
 
 export interface MoveReport {
@@ -253,6 +277,11 @@ export class BootSwitch {
   #record: SwitchRecord;
   #moving: Bay | null = null;
   #connect: ConnectHook | null = null;
+  /** Why the relays' state is unknown (start-up found them unreadable or not as recorded under a powered host), or null. */
+  #unknown: string | null = null;
+  /** Claims the relay lines start-up left unclaimed (unreadable), before the recorded pattern is applied. */
+  #claimLeft: (() => Promise<void>) | null = null;
+  #applying: Promise<boolean> | null = null;
 
   constructor(
     private readonly lines: SwitchLines,
@@ -272,8 +301,105 @@ export class BootSwitch {
 
   #enter(to: Bay): string {
     const who = `a move of the ${this.naming.name} to bay ${this.naming.bay(to)}`;
+    this.requireKnown(who);
     this.gate.enter(who, this.naming.name);
     return who;
+  }
+
+  /** Why the relays' state is unknown since start-up (see startupRelayDecision), or null once the recorded pattern is applied and read back. */
+  get unknown(): string | null {
+    return this.#unknown;
+  }
+
+  /**
+   * RefusedError (409) naming why when the relays' state is unknown: `what`
+   * (a move, a job on this switch's drives) would use drives whose
+   * connection nobody knows.
+   */
+  requireKnown(what: string): void {
+    if (this.#unknown === null) return;
+    throw new RefusedError(`${what} is refused: the relays of the ${this.naming.name} are in an unknown state (${this.#unknown}); nothing was changed`, {
+      hint: 'shut the host down: the recorded relay pattern is then applied (break before make) and read back, and this works again',
+    });
+  }
+
+  /**
+   * Marks the relays' state unknown (start-up under a powered host found
+   * them unreadable or not as recorded, and left them as they were).
+   * `claimLeft` claims the lines start-up could not read, once the host is
+   * off; applyRecorded clears the mark.
+   */
+  hold(why: string, claimLeft: () => Promise<void>): void {
+    this.#unknown = why;
+    this.#claimLeft = claimLeft;
+  }
+
+  /**
+   * Ends an unknown state: with the host off (hostPowerDecision at
+   * `start-up`), claims the lines left unclaimed, then drives the recorded
+   * pattern with the interlock of a move (drives powered down, both muxes
+   * away from the host, confirmed, then the recorded one connected, drives
+   * powered as recorded) and reads it back. True when the state is known
+   * (or was); false when the host is, or may be, powered, or a step failed
+   * (a critical alert says which; the state stays unknown). Concurrent
+   * callers share one attempt.
+   */
+  applyRecorded(): Promise<boolean> {
+    if (this.#unknown === null) return Promise.resolve(true);
+    this.#applying ??= this.#applyRecorded().finally(() => (this.#applying = null));
+    return this.#applying;
+  }
+
+  async #applyRecorded(): Promise<boolean> {
+    const who = `applying the recorded relay pattern of the ${this.naming.name}`;
+    const target = { ...this.#record.relays };
+    let powered: boolean | null;
+    try {
+      powered = await this.hostPowered();
+    } catch {
+      powered = null;
+    }
+    if (hostPowerDecision('start-up', powered) !== 'proceed') return false;
+    try {
+      this.gate.enter(who, this.naming.name);
+    } catch {
+      return false; // another port's move runs: tried again when the host is next seen off
+    }
+    try {
+      await this.#claimLeft?.();
+      this.#claimLeft = null;
+      await this.#apply('pwrA', true);
+      await this.#apply('pwrB', true);
+      await this.clock.sleep(this.timing.powerOffMs);
+      await this.#stillOff('while its drives were powered down');
+      await this.#apply('muxA', true);
+      await this.#apply('muxB', false);
+      await this.clock.sleep(this.timing.settleMs);
+      await this.#checkContacts({ muxA: true, muxB: false }, 'after break');
+      await this.#stillOff('after both drives were disconnected');
+      await this.#apply('muxA', target.muxA);
+      await this.#apply('muxB', target.muxB);
+      await this.clock.sleep(this.timing.settleMs);
+      await this.#checkContacts(target, 'after make');
+      await this.#apply('pwrA', target.pwrA);
+      await this.#apply('pwrB', target.pwrB);
+      await this.clock.sleep(this.timing.powerOnMs);
+      const read = await this.readRelays();
+      if (!samePattern(read, target)) throw new DeviceError(`read-back: ${JSON.stringify(read)}, expected ${JSON.stringify(target)}`);
+      await this.#checkContacts(target, 'in the final read-back');
+    } catch (e) {
+      const msg = `${this.naming.name}: the recorded relay pattern ${JSON.stringify(target)} could not be applied with the host off: ${(e as Error).message}; its state stays unknown and its drives are not used`;
+      this.log.error({ switch: this.naming.name, error: (e as Error).message }, 'recorded relay pattern not applied');
+      this.events.emit('alert', { level: 'critical', code: 'relays-not-applied', message: msg });
+      return false;
+    } finally {
+      this.gate.leave(who);
+    }
+    this.#unknown = null;
+    this.#persist({ ...this.#record, relays: target, pending: null, fault: null });
+    this.log.info({ switch: this.naming.name, relays: target }, 'recorded relay pattern applied and read back with the host off');
+    this.events.emit('alert', { level: 'info', code: 'relays-applied', message: `${this.naming.name}: the host is off; the recorded relay pattern ${JSON.stringify(target)} was applied (break before make) and read back, and its drives are in use again` });
+    return true;
   }
 
   /** The relays that select `bay`: its mux pattern, or in export mode always ISOLATED. */
@@ -362,6 +488,7 @@ export class BootSwitch {
    * Throws RefusedError when the host is on or being powered on.
    */
   async keepHostOff(who: string): Promise<() => void> {
+    this.requireKnown(who);
     const release = this.gate.keepOff(who, this.naming.name);
     try {
       if (await this.hostPowered()) throw new RefusedError(`the host is powered: ${who} needs it off`, { hint: 'shut the host down and try again' });
@@ -563,6 +690,8 @@ export class BootSwitch {
    * `host-on`, and the caller tries again once the host is off.
    */
   async ensureLink(signal?: AbortSignal): Promise<'ready' | 'moved' | 'host-on'> {
+    // Unknown relays are brought to the record first, which needs the host off as well.
+    if (this.#unknown !== null && !(await this.applyRecorded())) return 'host-on';
     const rec = this.#record;
     const relays = await this.readRelays();
     const atRest = this.hostLink === 'export' ? samePattern(relays, ISOLATED) : rec.bay === null || samePattern(relays, patternFor(rec.bay));
@@ -678,12 +807,6 @@ export class BootSwitch {
     if (baysOnHost(relays).length > 1) relays = { ...relays, muxA: true, muxB: false };
     this.#persist({ bay, relays, pending: null, fault });
     this.events.emit('alert', { level: 'critical', code: 'switch-failed', message: this.naming === BOOT_PORT_NAMING ? fault : `${this.naming.name}: ${fault}` });
-  }
-
-  /** Record relays found in another state at start-up (adopted, not moved: the host was running). */
-  adopt(relays: SwitchRelays, why: string): void {
-    const bay = this.hostLink === 'export' && samePattern(relays, ISOLATED) ? this.#record.bay : bayOf(relays);
-    this.#persist({ bay, relays, pending: null, fault: why });
   }
 
   /** Clear a recorded interrupted move after the relays were restored to the recorded state. */

@@ -253,8 +253,11 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
    * host running from bay B (or powered during a sync window) therefore
    * finds bay A under it: physics of the fail-safe wiring, recorded in
    * `powerLossMoves`; both bays on the host stays a violation.
+   * `latchesLost`: the board's output latches reset too (lines back to
+   * inputs, as GPIO after a board reset), so the next start cannot read
+   * them back (`peek` gives null); the coils stay de-energised.
    */
-  powerLoss(): void {
+  powerLoss(opts: { latchesLost?: boolean } = {}): void {
     const seconds = HOST_PORTS.map(([, second]) => `K_MUX_${second}`);
     const order = [...seconds, ...[...this.#coils.keys()].filter((r) => !seconds.includes(r))];
     this.#losingPower = true;
@@ -263,6 +266,7 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
     } finally {
       this.#losingPower = false;
     }
+    if (opts.latchesLost) for (const relay of ALL_RELAYS) this.#coils.delete(relay);
   }
 
   snapshot(): Record<string, boolean> {

@@ -1,10 +1,14 @@
 /**
  * Composition: config → board → boot switch → failover shell → button.
- * Start-up restores the persisted relay state without ever moving a mux
- * under a running host: with the host off the persisted state is written;
- * with it on, relays found in another valid state are adopted, not moved.
+ * Start-up restores the persisted relay state without ever driving a relay
+ * under a host that is, or may be, powered (startupRelayDecision): with the
+ * host off the recorded pattern is written, break first, and read back;
+ * with it on (or its LED unreadable), relays found as recorded are kept, and
+ * relays found otherwise or unreadable are left as they are, the switch's
+ * state is unknown (everything using its drives is refused) until the host
+ * is off and the recorded pattern is applied.
  */
-import { BootSwitch, HostGate, INITIAL_SWITCH_RECORD, validateSwitchRecord, type HostLink, type SwitchRecord } from './boot-switch.ts';
+import { BootSwitch, HostGate, INITIAL_SWITCH_RECORD, startupRelayDecision, validateSwitchRecord, type HostLink, type StartupRelayAction, type SwitchRecord } from './boot-switch.ts';
 import { Board, type BoardDeps } from './board.ts';
 import { ButtonWatcher } from './button.ts';
 import { systemClock, type Clock } from './clock.ts';
@@ -84,22 +88,33 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
   const board = await Board.open(config, { clock, sim: opts.sim, openI2c: opts.openI2c, firmataIo: opts.firmataIo, onError });
   try {
     const powerLed = board.inputs.powerLed!;
-    const hostOn = await powerLed.value();
-    const bootStart = await startingRelays(board, boot.record, hostOn, { muxA: 'muxA', muxB: 'muxB', pwrA: 'pwrA', pwrB: 'pwrB' });
+    // An unreadable power LED is a host that may be running.
+    const hostOn = await powerLed.value().catch(() => null);
+    const bootNames = { muxA: 'muxA', muxB: 'muxB', pwrA: 'pwrA', pwrB: 'pwrB' } as const;
+    const bootStart = await startingRelays(board, boot.record, hostOn, bootNames);
     const portStarts: StartingRelays[] = [];
     for (const p of ports) portStarts.push(await startingRelays(board, p.record, hostOn, portNames(p.bays)));
-    const initial: Partial<Record<OutputName, boolean>> = { ...bootStart.initial, atxPower: false, atxReset: false };
-    ports.forEach((p, i) => {
-      const ch = portNames(p.bays);
-      const r = portStarts[i]!.initial;
-      Object.assign(initial, { [ch.muxA]: r.muxA, [ch.muxB]: r.muxB, [ch.pwrA]: r.pwrA, [ch.pwrB]: r.pwrB });
-    });
-    await board.claimOutputs(initial, (channel, on) => events.emit('relay', { channel, on }));
+    const initial: Partial<Record<OutputName, boolean>> = { atxPower: false, atxReset: false };
+    const leave = new Set<OutputName>();
+    const first: OutputName[] = [];
+    for (const [start, names] of [[bootStart, bootNames], ...ports.map((p, i) => [portStarts[i]!, portNames(p.bays)] as const)] as const) {
+      for (const k of SWITCH_RELAYS) {
+        const v = start.initial[k];
+        if (v === null) leave.add(names[k]);
+        else initial[names[k]] = v;
+      }
+      // Break before make: the muxes that take a drive off the host are written first.
+      if (start.initial.muxA === true) first.push(names.muxA);
+      if (start.initial.muxB === false) first.push(names.muxB);
+    }
+    const onRelay = (channel: string, on: boolean) => events.emit('relay', { channel, on });
+    await board.claimOutputs(initial, onRelay, { leave, first });
 
     const gate = new HostGate();
-    const relays = Object.fromEntries(
-      (['muxA', 'muxB', 'pwrA', 'pwrB', 'atxPower', 'atxReset'] as RelayName[]).map((n) => [n, board.relay(n)]),
-    ) as Record<RelayName, ReturnType<Board['relay']>>;
+    // Read through getters: the lines of a held switch are claimed only once the host is off.
+    const lineGetters = (names: Record<RelayName, OutputName>) =>
+      Object.defineProperties({}, Object.fromEntries(Object.entries(names).map(([k, n]) => [k, { enumerable: true, get: () => board.relay(n as RelayName) }]))) as Record<RelayName, ReturnType<Board['relay']>>;
+    const relays = lineGetters({ ...bootNames, atxPower: 'atxPower', atxReset: 'atxReset' });
     const bootSwitch = new BootSwitch(
       { relays, powerLed, sense: { muxA: board.inputs.senseMuxA, muxB: board.inputs.senseMuxB } },
       config.timing,
@@ -111,15 +126,15 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
       opts.hostLink ?? 'sata',
       gate,
     );
-    settleStart(bootSwitch, bootStart, events, 'bay');
+    await settleStart(bootSwitch, bootStart, events, 'bay', board, bootNames, onRelay);
     const record = bootSwitch.record;
 
-    const portSwitches: DataPortSwitch[] = ports.map((p, i) => {
+    const portBuilt = ports.map((p, i) => {
       const ch = portNames(p.bays);
       const portEvents = new BootSwitchEmitter();
       const sw = new BootSwitch(
         {
-          relays: { muxA: board.relay(ch.muxA), muxB: board.relay(ch.muxB), pwrA: board.relay(ch.pwrA), pwrB: board.relay(ch.pwrB), atxPower: relays.atxPower, atxReset: relays.atxReset },
+          relays: lineGetters({ muxA: ch.muxA, muxB: ch.muxB, pwrA: ch.pwrA, pwrB: ch.pwrB, atxPower: 'atxPower', atxReset: 'atxReset' } as Record<RelayName, OutputName>),
           powerLed,
           sense: { muxA: board.inputs[ch.senseMuxA], muxB: board.inputs[ch.senseMuxB] },
         },
@@ -135,7 +150,11 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
         { name: `data port ${p.bays.join('/')}`, bay: (pos) => (pos === 'A' ? p.bays[0] : p.bays[1]) },
       );
       // Start-up alerts of a data port reach the system's listeners, named by the port.
-      settleStart(sw, portStarts[i]!, events, `data port ${p.bays.join('/')}: bay`);
+      return { p, ch, sw, portEvents, start: portStarts[i]! };
+    });
+    const portSwitches: DataPortSwitch[] = [];
+    for (const { p, ch, sw, portEvents, start } of portBuilt) {
+      await settleStart(sw, start, events, `data port ${p.bays.join('/')}: bay`, board, ch, onRelay);
       const leds = () => {
         const at = sw.bay;
         void board.outputs[ch.ledBayA]?.set(at === 'A').catch(onError);
@@ -143,8 +162,8 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
       };
       for (const e of ['switched', 'isolated', 'alert'] as const) portEvents.on(e, leds);
       leds();
-      return { bays: p.bays, sw, events: portEvents };
-    });
+      portSwitches.push({ bays: p.bays, sw, events: portEvents });
+    }
 
     const failStore = new DurableRecord<FailoverState>(opts.stateDir, 'failover', validateFailoverState);
     const fl = failStore.load();
@@ -164,13 +183,23 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
     });
     const recoveryGesture = await button.start();
     await powerLed.start();
+    const switches = [bootSwitch, ...portSwitches.map((p) => p.sw)];
     powerLed.onChange((on) => {
       events.emit('host', { powered: on });
       // A shutdown made by a move or window of any port, or asked by the operator through the controller, is the controller's own, not a failed boot.
       const operatorOff = gate.takeOperatorOff();
       if (on) gate.clearPendingPowerOn();
       const ours = on ? null : (gate.hostHeldBy() ?? operatorOff);
-      void failover.dispatch({ type: 'host-power', on, ...(ours ? { ours } : {}) });
+      const dispatch = () => void failover.dispatch({ type: 'host-power', on, ...(ours ? { ours } : {}) });
+      const held = switches.filter((sw) => sw.unknown !== null);
+      // The host is off: relays start-up left unknown get the recorded pattern before the failover machine may move them.
+      if (!on && held.length) {
+        // One at a time: each takes the host gate.
+        void (async () => {
+          for (const sw of held) await sw.applyRecorded();
+        })().then(dispatch);
+      }
+      else dispatch();
     });
     // A power-on skipped while a job kept the host off is made when the last such job ends.
     const stopResuming = gate.onKeptOffReleased(() => {
@@ -214,36 +243,63 @@ function loadSwitch(stateDir: string, name: string, log: Logger): { store: Durab
 }
 
 interface StartingRelays {
-  initial: SwitchRelays;
-  adoptedWhy: string | null;
+  /** Per relay: the level to claim it with, or null to leave it unclaimed (unreadable under a powered host). */
+  initial: Record<keyof SwitchRelays, boolean | null>;
+  found: SwitchRelays | null;
+  hostOn: boolean | null;
+  decision: StartupRelayAction;
 }
 
 /**
- * The relays a switch starts with: the persisted ones, unless the host runs
- * on relays found in another valid state (a restart must never move a mux
- * under a running host): those are adopted.
+ * The relays a switch starts with (startupRelayDecision): with the host off
+ * the recorded pattern; else the latches as found (a restart must never
+ * drive a relay under a running host), unreadable lines left unclaimed.
  */
-async function startingRelays(board: Board, record: SwitchRecord, hostOn: boolean, names: Record<keyof SwitchRelays, OutputName>): Promise<StartingRelays> {
+async function startingRelays(board: Board, record: SwitchRecord, hostOn: boolean | null, names: Record<keyof SwitchRelays, OutputName>): Promise<StartingRelays> {
   const physical: Partial<SwitchRelays> = {};
   for (const k of SWITCH_RELAYS) {
     const v = await board.peek(names[k]);
     if (v !== null) physical[k] = v;
   }
-  if (hostOn && SWITCH_RELAYS.every((k) => physical[k] !== undefined)) {
-    const p = physical as SwitchRelays;
-    if (!samePattern(p, record.relays) && baysOnHost(p).length <= 1) {
-      return { initial: p, adoptedWhy: `host running with relays ${JSON.stringify(p)}, recorded ${JSON.stringify(record.relays)}: kept as found` };
-    }
-  }
-  return { initial: record.relays, adoptedWhy: null };
+  const found = SWITCH_RELAYS.every((k) => physical[k] !== undefined) ? (physical as SwitchRelays) : null;
+  const decision = startupRelayDecision(found, record.relays, hostOn);
+  const initial = decision.action === 'apply' ? { ...record.relays } : { muxA: physical.muxA ?? null, muxB: physical.muxB ?? null, pwrA: physical.pwrA ?? null, pwrB: physical.pwrB ?? null };
+  return { initial, found, hostOn, decision };
 }
 
-function settleStart(sw: BootSwitch, start: StartingRelays, events: BootSwitchEmitter, bayWord: string): void {
+/** Both drives off the host and unpowered: what a line start-up left unclaimed is claimed with, before the recorded pattern is made. */
+const BROKEN: SwitchRelays = { muxA: true, muxB: false, pwrA: true, pwrB: true };
+
+async function settleStart(sw: BootSwitch, start: StartingRelays, events: BootSwitchEmitter, bayWord: string, board: Board, names: Record<keyof SwitchRelays, OutputName>, onRelay: (channel: string, on: boolean) => void): Promise<void> {
   const record = sw.record;
-  if (start.adoptedWhy) {
-    sw.adopt(start.initial, start.adoptedWhy);
-    events.emit('alert', { level: 'warning', code: 'relays-adopted', message: start.adoptedWhy });
-  } else if (record.pending) {
+  const where = sw.naming.name;
+  // Patterns by the config's channel names (a data port's positions A and B are bays like C and D).
+  const named = (r: SwitchRelays | null) => JSON.stringify(Object.fromEntries(SWITCH_RELAYS.map((k) => [names[k], r?.[k]])));
+  if (start.decision.action === 'apply') {
+    // Written at the claim: read back before anything relies on it.
+    const read = await sw.readRelays();
+    if (!samePattern(read, record.relays)) {
+      const why = `the recorded pattern ${named(record.relays)} was written with the host off but reads back ${named(read)}`;
+      sw.hold(why, async () => {});
+      events.emit('alert', { level: 'critical', code: 'relays-unknown', message: `${where}: ${why}; its drives are not used. Check the relay board; dpsr tries again when the host is next seen off` });
+      return;
+    }
+  } else if (start.decision.action === 'hold') {
+    const left = SWITCH_RELAYS.filter((k) => start.initial[k] === null);
+    const found =
+      start.decision.found === 'unreadable' ? `relay latches ${left.map((k) => names[k]).join(', ')} cannot be read back`
+      : start.decision.found === 'both-on-host' ? `relays ${named(start.found)} connect both drives to the host`
+      : `relays ${named(start.found)} differ from the record`;
+    const why = `the host is ${start.hostOn === null ? 'of unknown power (its power LED cannot be read)' : 'powered'} and ${found}; recorded ${named(record.relays)} (bay ${record.bay === null ? 'none' : sw.naming.bay(record.bay)})`;
+    sw.hold(why, async () => board.claimOutputs(Object.fromEntries(left.map((k) => [names[k], BROKEN[k]])), onRelay, { only: left.map((k) => names[k]) }));
+    events.emit('alert', {
+      level: 'critical',
+      code: 'relays-unknown',
+      message: `${where}: ${why}. No relay was driven, and every job and move using its drives is refused. Shut the host down (from its OS, or POST /api/host/shutdown): dpsr then applies the recorded pattern, break before make, and reads it back`,
+    });
+    return;
+  }
+  if (record.pending) {
     const msg = `a move to ${bayWord} ${sw.naming.bay(record.pending.to)} was cut short; relays restored to bay ${record.bay === null ? 'none' : sw.naming.bay(record.bay)}`;
     sw.clearPending(msg);
     events.emit('alert', { level: 'warning', code: 'switch-interrupted', message: msg });

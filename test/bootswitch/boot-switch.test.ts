@@ -1,7 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BusyError, DeviceError, RefusedError } from '../../src/errors.ts';
-import { hostPowerDecision, type MovePhase } from '../../src/bootswitch/boot-switch.ts';
+import { hostPowerDecision, startupRelayDecision, type MovePhase, type StartupRelayAction } from '../../src/bootswitch/boot-switch.ts';
+import { patternFor, ISOLATED } from '../../src/bootswitch/relay-pattern.ts';
 import { makeRig } from './support/rig.ts';
 
 async function move(rig: Awaited<ReturnType<typeof makeRig>>, to: 'A' | 'B', opts = {}) {
@@ -81,10 +82,39 @@ test('the host-power decision of a move never lets a relay move under a lit or u
     ['roll-back', false, 'proceed'],
     ['roll-back', true, 'leave'],
     ['roll-back', null, 'leave'],
+    ['start-up', false, 'proceed'],
+    ['start-up', true, 'leave'],
+    ['start-up', null, 'leave'],
   ];
   for (const [phase, powered, want] of table) assert.is(hostPowerDecision(phase, powered), want, `${phase}, LED ${powered}`);
   // No input waives the rule: the function takes none besides the phase and the LED.
   assert.is(hostPowerDecision.length, 2);
+});
+
+test('start-up drives no relay unless the host is off: relays unreadable, not as recorded or both on the host are held (DESIGN rule 4)', () => {
+  const A = patternFor('A');
+  const B = patternFor('B');
+  const both = { muxA: false, muxB: true, pwrA: false, pwrB: false };
+  const table: [found: typeof A | null, recorded: typeof A, powered: boolean | null, want: StartupRelayAction][] = [
+    // Host off: the recorded pattern is applied whatever was found.
+    [A, A, false, { action: 'apply' }],
+    [B, A, false, { action: 'apply' }],
+    [null, B, false, { action: 'apply' }],
+    [both, A, false, { action: 'apply' }],
+    // Host on or unknown: found as recorded is kept; anything else is held, relays untouched.
+    [A, A, true, { action: 'keep' }],
+    [B, B, null, { action: 'keep' }],
+    [ISOLATED, ISOLATED, true, { action: 'keep' }],
+    [null, A, true, { action: 'hold', found: 'unreadable' }],
+    [null, A, null, { action: 'hold', found: 'unreadable' }],
+    [A, B, true, { action: 'hold', found: 'differs' }],
+    [B, A, null, { action: 'hold', found: 'differs' }],
+    [ISOLATED, A, true, { action: 'hold', found: 'differs' }],
+    [{ ...A, pwrA: true }, A, true, { action: 'hold', found: 'differs' }],
+    [both, A, true, { action: 'hold', found: 'both-on-host' }],
+    [both, B, null, { action: 'hold', found: 'both-on-host' }],
+  ];
+  for (const [found, recorded, powered, want] of table) assert.equal(startupRelayDecision(found, recorded, powered), want, `found ${JSON.stringify(found)}, recorded ${JSON.stringify(recorded)}, LED ${powered}`);
 });
 
 test('an option of an older caller ("force") does not move the boot drive under a running host', async () => {

@@ -1,5 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { RefusedError } from '../../src/errors.ts';
 import { makeRig, type Rig } from './support/rig.ts';
 
 async function until(rig: Rig, cond: () => boolean, maxMs = 60_000, step = 100) {
@@ -112,7 +115,28 @@ test('a controller power loss under a host running from B drops it to bay A (fai
   }
 });
 
-test('restart with the host running on other relays adopts them instead of switching under it', async () => {
+async function refused(p: Promise<unknown>, re: RegExp) {
+  try {
+    await p;
+  } catch (e) {
+    assert.instance(e, RefusedError);
+    assert.match((e as Error).message, re);
+    return;
+  }
+  assert.unreachable('expected a refusal');
+}
+
+/** Every switch of the host (boot and data ports) knows its relays again. */
+const allKnown = (rig: Rig) => rig.sys.bootSwitch.unknown === null && rig.sys.ports.every((p) => p.sw.unknown === null);
+
+/** The relay contacts in the order they moved, from now on. */
+function contactOrder(rig: Rig): string[] {
+  const order: string[] = [];
+  rig.sim.on('contact', (r, e) => order.push(`${r}=${e ? 1 : 0}`));
+  return order;
+}
+
+test('restart with the host running on relays other than recorded drives none of them: state unknown, moves refused, the record applied once the host is off', async () => {
   const rig = await makeRig();
   try {
     const p = rig.sys.bootSwitch.moveTo('B');
@@ -121,12 +145,102 @@ test('restart with the host running on other relays adopts them instead of switc
     rig.sim.powerLoss(); // relays fall back to bay A...
     rig.host.powerOn(); // ...and someone boots the host from it
     await rig.clock.advance(3000);
+    const before = rig.sim.snapshot();
+    const claims = rig.sim.claims.get('K_MUX_A');
     await rig.restart();
+    assert.equal(rig.sim.snapshot(), before, 'no relay moved');
     assert.equal(rig.sim.violations, []);
+    assert.is(rig.sim.claims.get('K_MUX_A'), claims! + 1, 'claimed at the level found');
+    const sw = rig.sys.bootSwitch;
+    assert.match(sw.unknown ?? '', /host is powered and relays \{"muxA":false,"muxB":false,"pwrA":false,"pwrB":false\} differ from the record; recorded \{"muxA":true,"muxB":true,"pwrA":false,"pwrB":false\} \(bay B\)/);
+    const alert = rig.alerts.find((a) => a.code === 'relays-unknown');
+    assert.is(alert?.level, 'critical');
+    assert.match(alert!.message, /Shut the host down/);
+    await refused(sw.moveTo('A'), /unknown state/);
+    await refused(sw.isolate(), /unknown state/);
+    await refused(sw.keepHostOff('a restore'), /unknown state/);
+    assert.equal(rig.sim.snapshot(), before);
+    // Shut down at the host: the recorded bay B is applied, break before make, and read back.
+    const order = contactOrder(rig);
+    rig.host.forceOff();
+    await until(rig, () => allKnown(rig));
+    assert.equal(order, ['K_PWR_A=1', 'K_PWR_B=1', 'K_MUX_A=1', 'K_MUX_B=1', 'K_PWR_A=0', 'K_PWR_B=0']);
+    assert.equal(rig.sim.drivesOnHost(), ['B']);
+    assert.is(sw.bay, 'B');
+    assert.ok(rig.alerts.some((a) => a.code === 'relays-applied'));
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('restart with the host running and relay latches that cannot be read back claims none of them until the host is off', async () => {
+  const rig = await makeRig();
+  try {
+    rig.host.powerOn();
+    await rig.clock.advance(3000);
+    rig.sim.powerLoss({ latchesLost: true });
+    const claims = rig.sim.claims.get('K_MUX_A');
+    await rig.restart();
+    assert.is(rig.sim.claims.get('K_MUX_A'), claims, 'an unreadable line is not claimed (claiming writes it)');
+    assert.match(rig.sys.bootSwitch.unknown ?? '', /relay latches muxA, muxB, pwrA, pwrB cannot be read back/);
+    assert.ok(rig.alerts.some((a) => a.code === 'relays-unknown' && a.level === 'critical'));
+    await refused(rig.sys.bootSwitch.moveTo('B'), /unknown state/);
+    rig.host.forceOff();
+    await until(rig, () => allKnown(rig));
+    assert.is(rig.sim.claims.get('K_MUX_A'), claims! + 1);
     assert.equal(rig.sim.drivesOnHost(), ['A']);
-    assert.is(rig.sys.bootSwitch.bay, 'A');
-    assert.is(rig.sys.failover.state.active, 'A');
-    assert.ok(rig.alerts.some((a) => a.code === 'relays-adopted'));
+    assert.equal(rig.sim.violations, []);
+    // Known again: moves work.
+    const p = rig.sys.bootSwitch.moveTo('B');
+    await until(rig, () => !rig.sys.bootSwitch.moving);
+    await p;
+    assert.equal(rig.sim.drivesOnHost(), ['B']);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('restart with the host running on latches that connect both drives leaves them: no mux moves under the host', async () => {
+  const rig = await makeRig();
+  try {
+    // A previous process (or a fault) left K_MUX_B energised beside a released K_MUX_A (with the host off: the sim logs it, cleared here).
+    await rig.sim.output('K_MUX_B', true);
+    rig.sim.violations.length = 0;
+    rig.host.powerOn();
+    await rig.clock.advance(3000);
+    const before = rig.sim.snapshot();
+    await rig.restart();
+    assert.equal(rig.sim.snapshot(), before, 'no relay moved under the running host');
+    assert.equal(rig.sim.violations, []);
+    assert.match(rig.sys.bootSwitch.unknown ?? '', /connect both drives to the host/);
+    assert.ok(rig.alerts.some((a) => a.code === 'relays-unknown' && /recorded \{"muxA":false,"muxB":false,"pwrA":false,"pwrB":false\} \(bay A\)/.test(a.message)));
+    rig.host.forceOff();
+    await until(rig, () => rig.sys.bootSwitch.unknown === null);
+    assert.equal(rig.sim.drivesOnHost(), ['A']);
+    // The host was forced off before its boot was confirmed: the failover machine boots it again.
+    await until(rig, () => rig.sys.failover.state.pendingBoot === null && rig.host.state === 'running');
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('restart with the host off applies the recorded pattern break before make: bay B found, bay A recorded', async () => {
+  const rig = await makeRig();
+  try {
+    const p = rig.sys.bootSwitch.moveTo('B');
+    await until(rig, () => !rig.sys.bootSwitch.moving);
+    await p;
+    // The record says bay A (as a fresh state directory does); the latches hold bay B.
+    rmSync(join(rig.dir, 'switch.json'), { force: true });
+    rmSync(join(rig.dir, 'switch.json.bak'), { force: true });
+    const order = contactOrder(rig);
+    await rig.restart();
+    assert.equal(rig.sim.violations, [], 'never both drives on the host');
+    assert.equal(order.slice(0, 2), ['K_MUX_B=0', 'K_MUX_A=0'], 'B leaves the host before A is connected');
+    assert.equal(rig.sim.drivesOnHost(), ['A']);
+    assert.is(rig.sys.bootSwitch.unknown, null);
   } finally {
     await rig.close();
   }

@@ -201,7 +201,8 @@ if (enabled) {
       throw new Error(`not written at connect: ${writtenSince(fw, 0).missing.join(', ')}`);
     });
     assert.equal(relayLevels(fw), ALL_OFF);
-    assert.is(fw.level(PINS.ledBayA), 1, 'bay A LED lit');
+    // The LEDs are set once the relays are read back, after the claim: wait for that write too.
+    await fw.waitFor('bay A LED lit', () => fw.level(PINS.ledBayA) === 1, 2000);
     assert.is(fw.level(PINS.ledBayB), 0);
 
     // Relay writes: a move to bay B energises both mux relays (A to its bridge, B to the host).
