@@ -140,6 +140,7 @@ export class Controller {
     this.status.inline = this.inline;
     this.status.inlines = this.inlines;
     this.status.fileRestore = this.files.record;
+    for (const p of this.pairs.list) p.copies.fileRestore = this.files.record;
     const ledger = new FailoverLedger(stateDir, bs.failover.state.failovers);
     // Relay energised = drive power cut (DESIGN: de-energised is the safe default, both drives powered).
     this.panel = new PanelFeature(rig, bus, this.status, bs.events, (bay) => !bs.bootSwitch.record.relays[bay === 'A' ? 'pwrA' : 'pwrB']);

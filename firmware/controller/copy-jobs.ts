@@ -5,6 +5,7 @@
  * as the job's options, and what it does with the source and target paths.
  * Every refusal comes before the job starts.
  */
+import type { FileRestoreRecord } from './file-restore-record.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
@@ -204,6 +205,12 @@ const KINDS: { [K in CopyJobKind]: KindSpec<CopyJobOptions[K]> } = {
         run: async (ctx, activePath) => {
           const report = await restore({ ...jobs.common(ctx), source: target, target: activePath, partitions, journalBudget: budget ? budget * 1024 * 1024 : undefined });
           ctx.log('info', `${partitions ? `partition${partitions.length > 1 ? 's' : ''} ${partitions.join(', ')} of ` : ''}bay ${active} restored from the backup in bay ${standby}`);
+          // Reached only when the restore completed (a failure or a cancel throws); sectors it could not read leave the record owed.
+          const settled = jobs.fileRestore?.settleByRestore(jobs.pairId, { outcome: report.result === 'done' ? 'done' : 'failed', partitions, driveKey: jobs.roles.keyOf(active) });
+          if (settled) {
+            ctx.log('info', `the interrupted restore of files (job ${settled.jobId}, partition ${settled.partition}) is settled: this restore overwrote all it owed`);
+            jobs.bus.publish('alert', { level: 'info', code: 'file-restore-settled', message: `the interrupted restore of files on pair ${jobs.pairId} (job ${settled.jobId}, partition ${settled.partition}) is settled by restore job ${ctx.job.id}: syncs onto the standby may run again` });
+          }
           return report;
         },
       };
@@ -284,6 +291,8 @@ export class CopyJobs {
   inline: InlineMode | null = null;
   /** Whether the host is powered now (the power LED as last read); the controller sets it. */
   hostPowered: () => boolean = () => false;
+  /** The pair's record of interrupted restores of files, settled by a restore that writes back all it owes (set by the controller). */
+  fileRestore: FileRestoreRecord | null = null;
 
   constructor(
     readonly config: DaemonConfig,

@@ -47,6 +47,24 @@ export interface FileRestoreState extends FileRestoreEntry {
   readonly cleanup?: FileRestoreCleanup;
 }
 
+/**
+ * Whether a restore copied from the standby settles what an interrupted
+ * restore of files owes: only one that completed (`outcome` done; a failed
+ * or cancelled one may have written part of it, or been rolled back), onto
+ * the drive the record names (by key, when it knew one), and covering its
+ * partition: a whole-drive restore (`partitions` undefined) covers every
+ * partition, a partition restore only those it names. A record still
+ * `running` (its mounts not cleaned up yet) is never settled here.
+ */
+export function restoreSettlesRecord(
+  record: Pick<FileRestoreState, 'state' | 'partition'> & { drive: Pick<FileRestoreEntry['drive'], 'key'> },
+  restore: { outcome: 'done' | 'failed' | 'cancelled'; partitions?: readonly number[]; driveKey: string | null },
+): boolean {
+  if (record.state !== 'interrupted' || restore.outcome !== 'done') return false;
+  if (record.drive.key !== null && record.drive.key !== restore.driveKey) return false;
+  return restore.partitions === undefined || restore.partitions.includes(record.partition);
+}
+
 export class FileRestoreRecord {
   readonly dir: string;
   readonly #seq = new Map<string, number>();
@@ -111,6 +129,18 @@ export class FileRestoreRecord {
     } catch {
       /* the folder is not there: nothing was recorded */
     }
+  }
+
+  /**
+   * A restore from the standby ended (`restore`, see restoreSettlesRecord):
+   * clears the pair's record when that restore wrote back everything it
+   * owed. Returns the record cleared, or null.
+   */
+  settleByRestore(pair: string, restore: Parameters<typeof restoreSettlesRecord>[1]): FileRestoreState | null {
+    const r = this.get(pair);
+    if (!r || !restoreSettlesRecord(r, restore)) return null;
+    this.clear(pair);
+    return r;
   }
 
   /**

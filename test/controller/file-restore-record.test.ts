@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readdirSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileRestoreRecord, type FileRestoreEntry } from '../../firmware/controller/file-restore-record.ts';
+import { FileRestoreRecord, restoreSettlesRecord, type FileRestoreEntry } from '../../firmware/controller/file-restore-record.ts';
 import { RefusedError } from '../../src/errors.ts';
 import { tempDir } from '../support/images.ts';
 import { makeDaemon, idle, waitJob } from './support/harness.ts';
@@ -92,6 +92,58 @@ test('an interrupted restore of files is cleared only by a restore that covers i
     assert.is(job.state, 'done', JSON.stringify(job.error));
     assert.is(rec.get(pair), null);
     assert.is((await d.api('POST', '/api/sync', {})).status, 202);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('a restore from the standby settles an interrupted restore of files exactly when it completed over everything owed', () => {
+  type Owed = Parameters<typeof restoreSettlesRecord>[0];
+  const owed: Owed = { state: 'interrupted', partition: 2, drive: { key: 'wwn-x' } };
+  const table: [record: Owed, restore: Parameters<typeof restoreSettlesRecord>[1], want: boolean][] = [
+    [owed, { outcome: 'done', driveKey: 'wwn-x' }, true], // whole drive
+    [owed, { outcome: 'done', partitions: [2], driveKey: 'wwn-x' }, true],
+    [owed, { outcome: 'done', partitions: [1, 2], driveKey: 'wwn-x' }, true],
+    [owed, { outcome: 'done', partitions: [3], driveKey: 'wwn-x' }, false], // another partition
+    [owed, { outcome: 'failed', driveKey: 'wwn-x' }, false],
+    [owed, { outcome: 'cancelled', driveKey: 'wwn-x' }, false],
+    [owed, { outcome: 'failed', partitions: [2], driveKey: 'wwn-x' }, false],
+    [owed, { outcome: 'done', driveKey: 'wwn-y' }, false], // another drive is active now
+    [{ ...owed, drive: { key: null } }, { outcome: 'done', driveKey: 'wwn-y' }, true], // the record knew no key
+    [{ ...owed, state: 'running' }, { outcome: 'done', driveKey: 'wwn-x' }, false], // its mounts are not cleaned up yet
+  ];
+  for (const [record, restore, want] of table) assert.is(restoreSettlesRecord(record, restore), want, `${JSON.stringify(record)} × ${JSON.stringify(restore)}`);
+});
+
+test('a whole-drive restore clears the record of an interrupted restore of files; a partition restore only when it is that partition', async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false } });
+  try {
+    await idle(d);
+    const pair = (await d.api('GET', '/api/status')).body.pairs[0].id as string;
+    const rec = d.app.files.record;
+    const activeKey = d.app.pairs.boot.roles.keyOf(d.app.pairs.boot.roles.current().active);
+    const owe = (partition: number) => {
+      rec.begin({ ...entry(pair), partition, drive: { ...entry(pair).drive, key: activeKey } });
+      rec.interrupted(rec.get(pair)!, { at: 'now', unmounted: [], detached: [], failed: [], fsck: null });
+    };
+    // A partition restore of another partition leaves it owed.
+    owe(3);
+    const other = await d.api('POST', '/api/restore/partition', { partition: 1, confirm: 'restore partition 1' });
+    assert.is(other.status, 202, JSON.stringify(other.body));
+    assert.is((await waitJob(d, other.body.id, 60_000)).state, 'done');
+    assert.is(rec.get(pair)?.state, 'interrupted', 'partition 3 is still owed');
+    // A restore of that partition settles it.
+    const same = await d.api('POST', '/api/restore/partition', { partition: 3, confirm: 'restore partition 3' });
+    assert.is(same.status, 202, JSON.stringify(same.body));
+    assert.is((await waitJob(d, same.body.id, 60_000)).state, 'done');
+    assert.is(rec.get(pair), null, 'settled by the restore of its partition');
+    // A whole-drive restore settles any partition.
+    owe(3);
+    const whole = await d.api('POST', '/api/restore', { confirm: 'restore' });
+    assert.is(whole.status, 202, JSON.stringify(whole.body));
+    assert.is((await waitJob(d, whole.body.id, 60_000)).state, 'done');
+    assert.is(rec.get(pair), null, 'settled by the whole-drive restore');
+    assert.is((await d.api('POST', '/api/sync', {})).status, 202, 'syncs run again');
   } finally {
     await d.stop();
   }
