@@ -43,7 +43,26 @@
  *   iothread against 0.25–0.46 s on 10.0's main loop and 0.22–0.38 s on
  *   7.2, throughput 0.38–0.44× typical either way: no gain beyond the noise
  *   of a shared box, so not worth leaving Debian stable's QEMU (and its
- *   security support) on the board until a board with a free core shows one;
+ *   security support) on the board until a board with a free core shows one.
+ *   More tried at load ≈ 4–9 (1 MiB, depth 2, 5 rounds each, several
+ *   sets, export/image ratio): the main loop's `aio-max-batch` (128:
+ *   0.38–0.80, 8: 0.53–0.59, against 0.30–0.57 without; daemon CPU per GiB
+ *   0.22–0.51 s against 0.31–0.67 s): within the noise, not kept; the drive
+ *   node with `discard=ignore,detect-zeroes=off` 0.24, no better; the export
+ *   straight on the file node, without the "active" and "top" raw layers,
+ *   0.39–0.53: the layers cost nothing measurable. NBD over TCP loopback
+ *   instead of the unix socket: 40 MiB/s against ≈ 1 GiB/s, because 7.2's
+ *   server does not set TCP_NODELAY on the sockets it accepts and every
+ *   16-byte reply waits for a delayed ACK; a listening socket made with
+ *   TCP_NODELAY and handed to the daemon (`addr.type=fd`; Linux passes the
+ *   option on to accepted sockets) gave 240–380 MiB/s. The export's
+ *   options in 7.2 (`name`, `description`, `bitmaps`, `allocation-depth`,
+ *   `writethrough`) have none about speed, and qemu-img's NBD client none
+ *   either (`reconnect-delay`, `open-timeout`, TLS). With both sides held
+ *   to the board's 350 MB/s drive by the block layer's write throttle (the
+ *   row so labelled) the ratio is 0.57–0.93 at load ≈ 9: the gap on this
+ *   VM is the image's writes finishing from the hypervisor's cache at
+ *   memory speed, which no board drive does;
  *   the changed-block sync after a 1 % scattered change (2 GiB, 336 granules
  *   of 64 KiB): what it costs beyond ddrescue is per granule, not fixed (the
  *   fixed part is 0.03–0.04 s unloaded, 0.2 s at load ≈ 11, where each of
@@ -68,7 +87,7 @@
  * fio and gddrescue rows are skipped when those are missing
  * (scripts/install-tools.sh --tests installs both).
  */
-import { copyFileSync, cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
@@ -115,6 +134,39 @@ function fio(args: string[]): { mibs: number; p50: number; p99: number } {
 function cpuSeconds(pid: string): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * Holds this process and the children it starts from now on to `bytesPerSecond` of writes on the
+ * whole disk under `path` (cgroup v1 blkio throttle or v2 io.max; O_DIRECT writes, which the
+ * block layer charges to the writer). Returns a function that lifts the limit, or why it cannot be set.
+ */
+function holdWritesTo(path: string, bytesPerSecond: number): (() => void) | string {
+  const dev = statSync(path).dev;
+  let id = `${(dev >>> 8) & 0xfff}:${(dev & 0xff) | ((dev >>> 12) & 0xfff00)}`;
+  // Throttle rules take whole disks: a partition's disk is its parent in sysfs.
+  if (existsSync(`/sys/dev/block/${id}/partition`)) id = readFileSync(`/sys/dev/block/${id}/../dev`, 'utf8').trim();
+  const v1 = '/sys/fs/cgroup/blkio';
+  const v2 = '/sys/fs/cgroup';
+  const isV2 = existsSync(join(v2, 'cgroup.controllers'));
+  if (!isV2 && !existsSync(v1)) return 'no blkio or io cgroup controller';
+  if (isV2 && !readFileSync(join(v2, 'cgroup.subtree_control'), 'utf8').includes('io')) return 'the io controller is not enabled in the root cgroup';
+  const root = isV2 ? v2 : v1;
+  const home = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => (isV2 ? l.startsWith('0::') : /^\d+:blkio:/.test(l)))?.split(':')[2] ?? '/';
+  const group = join(root, `dpsr-bench-${process.pid}`);
+  try {
+    mkdirSync(group, { recursive: true });
+    if (isV2) writeFileSync(join(group, 'io.max'), `${id} wbps=${bytesPerSecond}\n`);
+    else writeFileSync(join(group, 'blkio.throttle.write_bps_device'), `${id} ${bytesPerSecond}\n`);
+    writeFileSync(join(group, 'cgroup.procs'), String(process.pid));
+  } catch (e) {
+    rmSync(group, { recursive: true, force: true });
+    return `cannot set a write limit (${(e as Error).message})`;
+  }
+  return () => {
+    writeFileSync(join(root, home, 'cgroup.procs'), String(process.pid));
+    rmdirSync(group);
+  };
 }
 
 function daemonPid(daemon: StorageDaemon): string {
@@ -314,6 +366,22 @@ async function main(): Promise<void> {
       rows.push(...seqRows('page cache, one flush at the end', paged, ['-t', 'writeback', '--flush-interval', String(seqCount), '-s', '1M', '-c', String(seqCount), '-d', '2']));
     } finally {
       await paged.stop();
+    }
+    // The same O_DIRECT rows with both sides held to the board's drive speed: the ratio where the board runs.
+    const BOARD_DRIVE = 350e6;
+    const lift = holdWritesTo(A, BOARD_DRIVE);
+    if (typeof lift === 'string') {
+      rows.push({ what: 'host writes at the board\'s drive speed (350 MB/s on both sides)', ours: '—', referenceName: 'image directly', reference: lift, ratio: null, target: '≥ 0.8', ok: null });
+    } else {
+      const board = new StorageDaemon({ drive: A, runDir: join(dir, 'run'), listen: { unix: join(dir, 'run', 'nbd.sock') }, exportName: 'sys', directIo: true });
+      try {
+        await board.start();
+        const [held, heldCpu] = seqRows('O_DIRECT, both sides held to 350 MB/s (the board\'s drive)', board, ['-t', 'none', '-i', 'native', '-s', '1M', '-c', String(seqCount), '-d', '2']);
+        rows.push(held!, heldCpu!);
+      } finally {
+        await board.stop();
+        lift();
+      }
     }
     printTable(`inline mode: changed-block sync and the host export (1-minute load average ${loadavg()[0]!.toFixed(1)} at the end, ${cpus().length} cores)`, rows);
 
