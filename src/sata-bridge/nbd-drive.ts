@@ -164,7 +164,8 @@ export class NbdDrive implements BlockDevice {
   }
 
   private check(buf: Uint8Array, position: number, length: number, op: string): void {
-    if (this.client.closed) throw new DeviceError(`${this.path} is closed`);
+    // Closed by close() or by the server going away: either way there is no connection to the drive.
+    if (this.client.closed) throw new DeviceError(`${this.path} is closed`, { fault: 'transport' });
     const s = this.logicalSectorSize;
     if (position % s !== 0 || length % s !== 0 || length > buf.byteLength || position < 0) {
       throw new RangeError(`${op} of ${length} bytes at ${position} on ${this.path} is not aligned to ${s}-byte sectors`);

@@ -20,6 +20,15 @@ if (requireEnv('the simulated host disk contract', { tools: ['qemu-storage-daemo
         await disk.disk.write(data, offset);
         await disk.disk.flush();
       },
+      startHostWrite: async (offset, data) => {
+        let settled = false;
+        const write = (async () => {
+          await disk.disk.write(data, offset);
+          await disk.disk.flush();
+        })().finally(() => (settled = true));
+        write.catch(() => {}); // seen by result()
+        return { settled: async () => settled, result: () => write };
+      },
       hostSees: async () => (await disk.status()).attached,
       close: () => disk.detach(),
     };

@@ -82,6 +82,25 @@ if (ready) {
       if (!dev) throw new Error('the host sees no USB disk');
       await vm.sh(`echo ${data.toString('base64')} | base64 -d >/tmp/w; dd if=/tmp/w of=/dev/${dev} bs=512 seek=${offset / 512} conv=fsync 2>/dev/null`);
     },
+    // In the background: the VM runs one command at a time, and attach must get through while the write waits.
+    startHostWrite: async (offset, data) => {
+      const dev = await usbDisk(vm, true);
+      if (!dev) throw new Error('the host sees no USB disk');
+      await vm.sh(`rm -f /tmp/bg.rc; echo ${data.toString('base64')} | base64 -d >/tmp/bg; (dd if=/tmp/bg of=/dev/${dev} bs=512 seek=${offset / 512} conv=fsync 2>/dev/null; echo $? >/tmp/bg.rc) >/dev/null 2>&1 &`);
+      const rc = async () => (await vm.sh('cat /tmp/bg.rc 2>/dev/null; true')).trim();
+      return {
+        settled: async () => (await rc()) !== '',
+        result: async () => {
+          for (let i = 0; i < 120; i++) {
+            const code = await rc();
+            if (code === '0') return;
+            if (code) throw new Error(`the host's write failed (dd exited ${code}); console:\n${vm.consoleTail(15).join('\n')}`);
+            await new Promise((r) => setTimeout(r, 250));
+          }
+          throw new Error('the host\'s write did not finish within 30 s of the reconnect');
+        },
+      };
+    },
     hostSees: async (expect) => !!(await usbDisk(vm, expect, 15_000)),
     close: async () => {},
   }));

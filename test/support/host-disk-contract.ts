@@ -28,6 +28,12 @@ export interface HostDiskSubject {
   hostRead(offset: number, length: number): Promise<Buffer>;
   /** Writes as the host does, flushed (SYNCHRONIZE CACHE on the USB disk). */
   hostWrite(offset: number, data: Buffer): Promise<void>;
+  /**
+   * Starts a flushed host write without waiting for it (as the host's own I/O
+   * goes on while the controller works): `settled()` says whether it has
+   * finished yet, `result()` waits for it and throws if it failed.
+   */
+  startHostWrite(offset: number, data: Buffer): Promise<{ settled(): Promise<boolean>; result(): Promise<void> }>;
   /** Whether the host sees a disk now (waits up to `settleMs` for a change to show). */
   hostSees(expect: boolean): Promise<boolean>;
   close(): Promise<void>;
@@ -103,6 +109,22 @@ export function hostDiskContract(name: string, make: () => Promise<HostDiskSubje
     await s.hostWrite(2 * MiB, data);
     assert.is(sha256Range(images[0], 2 * MiB, data.length), sha(data));
     assert.is(sha(await s.hostRead(0, 4096)), sha256Range(images[0], 0, 4096));
+  });
+
+  t('the export crashed: a host write waits, not fails, and lands once attach reconnects', async () => {
+    const restarted = new Promise((r) => daemons[0]!.once('ready', r));
+    await daemons[0]!.kill();
+    await restarted;
+    // The connection the crash broke is not replaced yet: the write is held.
+    const data = Buffer.alloc(64 * 1024, 0x3c);
+    const w = await s.startHostWrite(4 * MiB, data);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.is(await w.settled(), false, 'the write waits for a new connection (it neither completed nor failed)');
+    assert.is((await s.disk.status()).attached, true, 'the host keeps its disk meanwhile');
+    await s.disk.attach(address(0));
+    await w.result();
+    assert.is(sha256Range(images[0], 4 * MiB, data.length), sha(data));
+    assert.is(sha(await s.hostRead(4 * MiB, data.length)), sha(data));
   });
 
   t('failover: detach, the other drive\'s export, attach: the host reads the other drive', async () => {
