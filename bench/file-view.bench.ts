@@ -20,20 +20,22 @@
  *   extent maps came from debugfs in batches of 512, but 0.25-0.48 × at load
  *   3-13: each debugfs start blocked the daemon ~100 ms (forking a large
  *   process, waiting for its exec; 1.2 s of a 4.6 s archive in a CPU profile
- *   at load 6). With the extent trees read from the inodes in Node: 0.65 ×
- *   at load 7-10 and 0.77 × at load 11-15.
+ *   at load 6). With the extent trees read from the inodes in Node: 0.67 ×
+ *   at load 5 (173 vs 258 MiB/s), 0.65 × at load 7-10, 0.77 × at load 11-15,
+ *   and 74 vs 25 MiB/s with a `yes` per core on top (load 5 → 11; tar of the
+ *   small files suffers more than dpsrd).
  * - The side-by-side listing's first page is two `fls` runs over 10,000
  *   entries (one per drive, at once) after a dropped page cache: about 0.6 s
- *   of wall time for each at load 9, 0.09 s of it CPU; 0.7 s in-process and
- *   1.4 s over HTTP (two images to read, not one) at load 7-10, both ~1.9 s
- *   at load 11-15. Pages after the first come from the kept listings (0.02 s,
- *   0.07-0.10 s over HTTP).
+ *   of wall time for each at load 9, 0.09 s of it CPU. 0.43 s in-process and
+ *   0.46 s over HTTP at load 5; 1.4-1.9 s at load 7-15 (both fail < 1 s:
+ *   fls's CPU share). Pages after the first come from the kept listings
+ *   (0.01-0.02 s, 0.07-0.19 s over HTTP).
  * - dpsrd's peak RSS over the downloads rose to 165-181 MiB with the
  *   small-file reads: not live objects (a heap snapshot after them holds
  *   13 MiB) nor malloc arenas (MALLOC_ARENA_MAX=2 changed nothing) but V8's
  *   young generation, grown to 3 × 16 MiB by the allocation rate of many
- *   small files; capped at 8 MiB semi-spaces (deploy/dpsrd.service) the peak
- *   is ~151-154 MiB.
+ *   small files; with 8 MiB semi-spaces (deploy/dpsrd.service) the peak is
+ *   147-162 MiB.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';

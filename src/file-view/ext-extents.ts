@@ -13,6 +13,7 @@
  * a record that does not check) is left to TSK as before.
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { DeviceError } from '../errors.ts';
 import type { DataRun } from './content.ts';
 import type { TskSource } from './tsk.ts';
 
@@ -119,7 +120,7 @@ export class ExtentReader {
    * The runs of inode `inode` of `size` bytes (the listing's), or null when
    * they must come from elsewhere (TSK): no extent tree, inline data,
    * encrypted, not a live regular file of that size, a record that does not check.
-   * @throws Error the image or device cannot be read.
+   * @throws DeviceError the image or device cannot be read (or ends inside the metadata).
    */
   runs(inode: number, size: number): Promise<DataRun[] | null> {
     return new Promise((resolve, reject) => {
@@ -138,7 +139,8 @@ export class ExtentReader {
     if (batch.length === 0) return;
     this.#answered = this.#answered.then(() =>
       this.#answer(batch).catch((e: unknown) => {
-        for (const p of batch) p.reject(e as Error);
+        const error = new DeviceError(`could not read the ext filesystem's inodes at sector ${this.src.offsetSectors} of ${this.src.path}: ${(e as Error).message}`, { cause: e });
+        for (const p of batch) p.reject(error);
       }),
     );
   }
@@ -147,7 +149,11 @@ export class ExtentReader {
     const fh = await open(this.src.path, 'r');
     try {
       this.#geometry ??= this.#readGeometry(fh);
-      const g = await this.#geometry;
+      // A failed read is not kept: the next batch reads the superblock again.
+      const g = await this.#geometry.catch((e: unknown) => {
+        this.#geometry = null;
+        throw e;
+      });
       if (!g || g.blockSize !== this.unit) {
         for (const p of batch) p.resolve(null);
         return;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { FileView } from '../../src/file-view/index.ts';
 import { ExtentReader, runsFromLeaves } from '../../src/file-view/ext-extents.ts';
+import { DeviceError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
 import { sparseImage, tempDir } from '../support/images.ts';
 import { patterned, MiB } from './support/fs-images.ts';
@@ -137,6 +138,15 @@ test('records that do not check, or do not match the listing, are left to TSK', 
   writeSync(fd, Buffer.from([0, 0]), 0, 2, at);
   closeSync(fd);
   assert.is(await new ExtentReader(view.source, 4096).runs(big.inode, big.size), null, 'a bad extent header');
+  // A filesystem said to start past the drive's end: a device error naming the drive, for every file of the batch.
+  const past = new ExtentReader({ ...view.source, offsetSectors: (64 * MiB) / 512 }, 4096);
+  const failed = await Promise.allSettled([past.runs(big.inode, big.size), past.runs(12, 1)]);
+  for (const f of failed) {
+    assert.is(f.status, 'rejected');
+    const e = (f as PromiseRejectedResult).reason as Error;
+    assert.instance(e, DeviceError);
+    assert.match(e.message, img);
+  }
 });
 
 test.after(() => rmSync(tmp, { recursive: true, force: true }));
