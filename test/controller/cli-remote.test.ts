@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { SimRig } from '../../firmware/controller/sim/rig.ts';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
@@ -157,6 +157,27 @@ test('after a failover, status --url says which bay the host left, that its copy
   const after = await dpsr(['status', '--url', d.url]);
   assert.is(after.code, 0, after.stdout);
   assert.not.match(after.stdout, /marked failed/);
+});
+
+test('a job the daemon refuses to protect data exits 3 through --url, as the same command does locally: a standby whose size changed since pairing', async () => {
+  await idle(d);
+  const standby = (d.app.rig as SimRig).drivePath((JSON.parse((await dpsr(['status', '--url', d.url, '--json'])).stdout) as { standby: 'A' | 'B' }).standby)!;
+  const size = statSync(standby).size;
+  const tail = Buffer.alloc(8 * 512);
+  const fd = openSync(standby, 'r+');
+  readSync(fd, tail, 0, tail.length, size - tail.length);
+  truncateSync(standby, size - 8 * 512);
+  try {
+    for (const cmd of [['sync', '--yes'], ['verify']]) {
+      const r = await dpsr([...cmd, '--url', d.url]);
+      assert.is(r.code, 3, `${cmd[0]}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout + r.stderr, /4,096 bytes \(8 sectors\) less/);
+    }
+  } finally {
+    // Its end as it was, so the standby is the backup again for the tests after this one.
+    writeSync(fd, tail, 0, tail.length, size - tail.length);
+    closeSync(fd);
+  }
 });
 
 test('a wrong --token-file is named, never shown', async () => {

@@ -10,7 +10,7 @@ import { CONFIRMATIONS, partitionConfirmation } from '../confirmations.ts';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createParser } from 'eventsource-parser';
-import { BadInputError, BusyError, CancelledError, DeviceError, NotFoundError, RefusedError, type DpsrError } from '../../../src/errors.ts';
+import { BadInputError, BusyError, CancelledError, DeviceError, NotFoundError, RefusedError, exitCodeFor, type DpsrError } from '../../../src/errors.ts';
 import type { Progress } from '../../../src/sync/index.ts';
 import { defaultStateDir, formatBytes, verifyHeadline, type VerifyReport } from '../../../src/sync/index.ts';
 import { choose, confirmOrRequireYes, isTerminal, printJson, progressReporter, type ConfirmedCommand, type ProgressReporter } from './terminal.ts';
@@ -92,6 +92,7 @@ function errorFrom(status: number, data: unknown): DpsrError {
   const opts = { hint: err.hint };
   if (status === 401) return new BadInputError(`the daemon refused the token: ${msg}`, { hint: err.hint ?? 'pass --token-file' });
   if (err.kind === 'refused') return new RefusedError(msg, opts);
+  if (err.kind === 'bad-input') return new BadInputError(msg, opts);
   if (err.kind === 'busy') return new BusyError(msg, opts);
   if (err.kind === 'not-found' || status === 404) return new NotFoundError(msg, opts);
   if (err.kind === 'cancelled') return new CancelledError(msg, opts);
@@ -438,7 +439,8 @@ export async function runRemote(inv: Invocation): Promise<number> {
     const why = job.error && job.error.message !== job.state ? `: ${job.error.message}` : '';
     console.log(`${command} ${job.state}${why}${job.error?.hint ? `\n  ${job.error.hint}` : ''}`);
   }
-  if (job.state !== 'done') return 1;
+  // A refusal is a refusal whether it was decided here or by the daemon's job: exit 3 (nothing written), not 1.
+  if (job.state !== 'done') return job.error ? exitCodeFor(errorFrom(0, { error: job.error })) : 1;
   return command === 'verify' && job.result?.identical === false ? 1 : 0;
 }
 
