@@ -23,13 +23,17 @@
  *   at load 6). With the extent trees read from the inodes in Node: 0.67 ×
  *   at load 5 (173 vs 258 MiB/s), 0.65 × at load 7-10, 0.77 × at load 11-15,
  *   and 74 vs 25 MiB/s with a `yes` per core on top (load 5 → 11; tar of the
- *   small files suffers more than dpsrd).
- * - The side-by-side listing's first page is two `fls` runs over 10,000
- *   entries (one per drive, at once) after a dropped page cache: about 0.6 s
- *   of wall time for each at load 9, 0.09 s of it CPU. 0.43 s in-process and
- *   0.46 s over HTTP at load 5; 1.4-1.9 s at load 7-15 (both fail < 1 s:
- *   fls's CPU share). Pages after the first come from the kept listings
- *   (0.01-0.02 s, 0.07-0.19 s over HTTP).
+ *   small files suffers more than dpsrd). dpsrd's CPU profile over three such
+ *   downloads at load 7: socket writes 0.73 s, starting file reads 0.57 s,
+ *   GC 0.26 s, process starts 0.09 s (the folder walk's fls).
+ * - The side-by-side listing's first page is, per drive (both at once), an
+ *   `fls` of the root (to find the folder) and one of the 10,000 entries,
+ *   after a dropped page cache: a cold `fls` reads ~28 MB, its 45 shared
+ *   libraries (of the root alone: 0.3-0.38 s at load 6, 0.02 s CPU); the
+ *   10,000 entries add ~3 MB of the image and 0.05 s CPU. 0.43 s in-process
+ *   and 0.46 s over HTTP at load 5; 1.4-1.9 s at load 7-15 (both fail < 1 s).
+ *   Pages after the first come from the kept listings (0.01-0.02 s,
+ *   0.07-0.19 s over HTTP).
  * - dpsrd's peak RSS over the downloads rose to 165-181 MiB with the
  *   small-file reads: not live objects (a heap snapshot after them holds
  *   13 MiB) nor malloc arenas (MALLOC_ARENA_MAX=2 changed nothing) but V8's
