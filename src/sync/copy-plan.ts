@@ -204,24 +204,34 @@ function describedBeyond(layout: DiskLayout): number | undefined {
   return last >= total ? last + 1 : undefined;
 }
 
+/** What the refused operation is, for the refusal's words: what it would do now, what to run again. */
+export type GeometryAction = 'copy' | 'verify' | 'recovery' | 'migration';
+
+const WOULD: Record<GeometryAction, string> = {
+  copy: 'a copy now would leave data out or describe another disk',
+  verify: "a verify now would compare only part of the drive, or another disk, against the pair's records",
+  recovery: "a recovery now would put the undo journal's blocks back on a disk of another geometry",
+  migration: 'a migration now would write a partition table for another disk',
+};
+
 /**
- * Rule 8 for callers that do not copy (verify): the refusal for a drive of a
- * recorded pair whose size or logical sector size differs from what was
- * recorded at pairing, or undefined.
+ * Rule 8 for callers that do not copy (verify, recover, migrate): the refusal
+ * for a drive of a recorded pair whose size or logical sector size differs
+ * from what was recorded at pairing, or undefined. `action` words it.
  */
-export function geometryChange(pairs: readonly PairRecord[], facts: DriveFacts): Refusal | undefined {
-  const d = geometryDecision(pairs, facts);
+export function geometryChange(pairs: readonly PairRecord[], facts: DriveFacts, action: GeometryAction = 'copy'): Refusal | undefined {
+  const d = geometryDecision(pairs, facts, action);
   return d?.verdict === 'refuse' ? d.refusal : undefined;
 }
 
-function geometryDecision(pairs: readonly PairRecord[], facts: DriveFacts): CopyDecision | undefined {
+function geometryDecision(pairs: readonly PairRecord[], facts: DriveFacts, action: GeometryAction = 'copy'): CopyDecision | undefined {
   const pair = pairHolding(pairs, facts.key);
   const rec = pair?.drives[facts.key];
   if (!pair || !rec) return undefined;
-  return geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id);
+  return geometryRefusal(facts.key === pair.activeKey ? 'active' : 'standby', facts, rec, pair.id, action);
 }
 
-function geometryRefusal(role: 'active' | 'standby', facts: DriveFacts, recorded: { sizeBytes: number; logicalSectorSize: number }, pairId: string): CopyDecision | undefined {
+function geometryRefusal(role: 'active' | 'standby', facts: DriveFacts, recorded: { sizeBytes: number; logicalSectorSize: number }, pairId: string, action: GeometryAction = 'copy'): CopyDecision | undefined {
   const sizeChanged = facts.sizeBytes !== recorded.sizeBytes;
   const sectorChanged = facts.logicalSectorSize !== recorded.logicalSectorSize;
   if (!sizeChanged && !sectorChanged) return undefined;
@@ -245,8 +255,8 @@ function geometryRefusal(role: 'active' | 'standby', facts: DriveFacts, recorded
     }
   }
   return refuse(
-    `the ${role} drive ${facts.path} now reports ${exact(facts.sizeBytes)} in ${facts.logicalSectorSize}-byte sectors, but had ${exact(recorded.sizeBytes)} in ${recorded.logicalSectorSize}-byte sectors when the pair was made: ${change} (likely causes: ${causes.join('; ')}); a copy now would leave data out or describe another disk`,
-    `${back} and run the copy again; if the change is meant, \`dpsr forget ${pairId}\` and pair the drives anew with \`dpsr clone\`. Nothing was written`,
+    `the ${role} drive ${facts.path} now reports ${exact(facts.sizeBytes)} in ${facts.logicalSectorSize}-byte sectors, but had ${exact(recorded.sizeBytes)} in ${recorded.logicalSectorSize}-byte sectors when the pair was made: ${change} (likely causes: ${causes.join('; ')}); ${WOULD[action]}`,
+    `${back} and run the ${action} again; if the change is meant, \`dpsr forget ${pairId}\` and pair the drives anew with \`dpsr clone\`. Nothing was ${action === 'verify' ? 'compared' : 'written'}`,
   );
 }
 

@@ -32,7 +32,7 @@ import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameA
 import { ensureSpaceReserve, requireWritableDir, NoSpaceError, ReadOnlyStateError } from '../durable-file.ts';
 import { recoverMigration } from './migrate.ts';
 import { defaultJournalBudget, refuseInUse } from './target-use.ts';
-import { planCopy, commandFor, geometryChange, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
+import { planCopy, commandFor, geometryChange, type GeometryAction, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
 export type { SyncMode, ChangedBlocks } from './copy-plan.ts';
@@ -582,8 +582,8 @@ export function refusalError(r: Refusal): Error {
  * rollback): throws the refusal when a drive of a recorded pair shows
  * another size or logical sector size than at pairing.
  */
-export function refuseGeometryChange(stateDir: string, loc: DriveLocation, dev: BlockDevice): void {
-  const changed = geometryChange(new PairStore(stateDir, { create: false }).pairs(), factsOf(loc, dev));
+export function refuseGeometryChange(stateDir: string, loc: DriveLocation, dev: BlockDevice, action: GeometryAction = 'migration'): void {
+  const changed = geometryChange(new PairStore(stateDir, { create: false }).pairs(), factsOf(loc, dev), action);
   if (changed) throw refusalError(changed);
 }
 
@@ -666,7 +666,7 @@ async function verifyLocked(req: CommonRequest & { source: string; target: strin
     // A drive of a pair that shows another geometry than at pairing would verify "identical" over the part it still shows.
     const pairs = new PairStore(req.stateDir).pairs();
     for (const [loc, dev] of [[opened.sourceLoc, source], [opened.targetLoc, target]] as const) {
-      const changed = geometryChange(pairs, factsOf(loc, dev));
+      const changed = geometryChange(pairs, factsOf(loc, dev), 'verify');
       if (changed) throw refusalError(changed);
     }
     const selection = await selectRanges(source, partitions);
@@ -770,7 +770,7 @@ async function recoverLocked(req: CommonRequest & { target: string }, loc: Drive
     const look = await open(loc, { write: false, ...openOptions });
     const facts = factsOf(loc, look);
     await look.close();
-    const changed = geometryChange(store.pairs(), facts);
+    const changed = geometryChange(store.pairs(), facts, 'recovery');
     if (changed) throw refusalError(changed);
     SyncMap.discard(files.syncMap);
     const target = await open(loc, { write: true, ...openOptions });

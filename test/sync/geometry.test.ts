@@ -179,4 +179,23 @@ test('recover with another --sector-size than the standby was paired with is ref
   refusedCli(['recover', b, '--yes', '--sector-size', '4096'], b, { DPSR_STATE_DIR: stateDir }, /4096-byte logical sectors instead of 512-byte ones/);
 });
 
+test('a verify or a recovery refused for a size change says what it would have done and to run it again, not a copy (f12 wording)', async () => {
+  const { stateDir, b } = await interruptedSync('wording');
+  const env = { DPSR_STATE_DIR: stateDir };
+  truncateSync(b, 16 * MiB - 8 * 512);
+  const a = join(dir, 'wording-a.img');
+  for (const [args, noun] of [
+    [['verify', a, b], 'verify'],
+    [['recover', b, '--yes'], 'recovery'],
+  ] as const) {
+    const r = dpsr([...args], env);
+    assert.is(r.code, 3, r.stdout + r.stderr);
+    assert.match(r.stderr, /the standby drive \S+ now reports 16,773,120 bytes in 512-byte sectors, but had 16,777,216 bytes/);
+    assert.match(r.stderr, /4,096 bytes \(8 sectors\) less/);
+    assert.match(r.stderr, new RegExp(`a ${noun} now would`), r.stderr);
+    assert.match(r.stderr, new RegExp(`run the ${noun} again`), r.stderr);
+    assert.not.match(r.stderr, /a copy now|run the copy again/);
+  }
+});
+
 test.run();
