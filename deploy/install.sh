@@ -14,6 +14,12 @@ prefix=${PREFIX:-/opt/dpsr}
 bindir=${BINDIR:-/usr/local/bin}
 mandir=${MANDIR:-/usr/local/share/man}
 completions=${COMPLETIONSDIR:-/usr/local/share/bash-completion/completions}
+# The USB device controller's kernel module for inline mode's USB disk (on a Raspberry Pi: dwc2, found by itself).
+udc_module=${UDC_MODULE:-}
+if [ -z "$udc_module" ] && [ -z "$dest" ] && grep -qs 'Raspberry Pi' /proc/device-tree/model; then udc_module=dwc2; fi
+case $udc_module in
+  *[!A-Za-z0-9_-]*) echo "$0: UDC_MODULE is '$udc_module'; allowed: a kernel module name such as dwc2" >&2; exit 2 ;;
+esac
 
 if [ -z "$dest" ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -33,7 +39,7 @@ if [ ! -e "$here/node_modules/typescript/package.json" ]; then
 fi
 node "$here/scripts/build.mjs" --out "$stage/dist"
 
-install -d "$dest$prefix" "$dest/etc/systemd/system" "$dest/etc/udev/rules.d" "$dest/etc/modprobe.d" "$dest/etc/dpsr" "$dest/var/lib/dpsr" \
+install -d "$dest$prefix" "$dest/etc/systemd/system" "$dest/etc/udev/rules.d" "$dest/etc/modprobe.d" "$dest/etc/modules-load.d" "$dest/etc/dpsr" "$dest/var/lib/dpsr" \
   "$dest$bindir" "$dest$mandir/man1" "$dest$mandir/man8" "$dest$completions"
 chmod 0700 "$dest/var/lib/dpsr"
 # The code: what git tracks, without tests, benchmarks and TypeScript sources (the build replaces them;
@@ -56,6 +62,12 @@ chmod 0644 "$dest/etc/systemd/system/dpsr-export@.service"
 chmod 0755 "$dest$prefix/deploy/dpsr-io-flusher"
 install -m 0644 "$here/deploy/60-dpsr-bridges.rules" "$dest/etc/udev/rules.d/"
 install -m 0644 "$here/deploy/dpsr-usb-quirks.conf" "$dest/etc/modprobe.d/"
+# Inline mode's host link: nbd and the USB mass-storage gadget, loaded at every boot. The USB device
+# controller's driver is the board's: UDC_MODULE names it (on a Raspberry Pi it is dwc2, found here).
+install -m 0644 "$here/deploy/dpsr-modules.conf" "$dest/etc/modules-load.d/dpsr.conf"
+if [ -n "$udc_module" ]; then
+  printf '# The USB device controller the gadget binds to (deploy/install.sh, UDC_MODULE).\n%s\n' "$udc_module" > "$dest/etc/modules-load.d/dpsr-udc.conf"
+fi
 if [ ! -e "$dest/etc/dpsr/config.yaml" ]; then
   install -m 0640 "$here/deploy/config.example.yaml" "$dest/etc/dpsr/config.yaml"
 fi
@@ -64,6 +76,10 @@ if [ -z "$dest" ]; then
   (cd "$prefix" && npm ci --omit=dev --no-audit --no-fund)
   command -v mandb >/dev/null 2>&1 && mandb -q 2>/dev/null || true
   udevadm control --reload && udevadm trigger --subsystem-match=block
+  # Loaded now as well as at boot; a kernel without one of them still runs switched mode, so only a warning.
+  for m in $(sed 's/#.*//' /etc/modules-load.d/dpsr.conf /etc/modules-load.d/dpsr-udc.conf 2>/dev/null); do
+    modprobe "$m" 2>/dev/null || echo "warning: kernel module $m is not available: inline mode's USB disk (deploy/dpsr-usb-disk) cannot work on this kernel" >&2
+  done
   systemctl daemon-reload
   systemctl enable dpsrd.service
   echo "installed: dpsr $(dpsr --version) in $prefix; edit /etc/dpsr/config.yaml (bays, relay board), then: systemctl start dpsrd"

@@ -1,7 +1,7 @@
 /** The deploy files: the example config is valid, the installer stages a complete root. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,8 +20,8 @@ test('the example hardware config passes the daemon config validation', () => {
 
 test('install.sh with DESTDIR stages the code, unit, rules, quirks and config', () => {
   const root = tempDir('dpsr-stage-');
-  execFileSync('bash', [join(repo, 'deploy/install.sh')], { env: { ...process.env, DESTDIR: root }, stdio: 'pipe' });
-  for (const f of ['opt/dpsr/bin/dpsrd.js', 'opt/dpsr/package.json', 'opt/dpsr/dist/src/sync/engine.js', 'etc/systemd/system/dpsrd.service', 'etc/udev/rules.d/60-dpsr-bridges.rules', 'etc/modprobe.d/dpsr-usb-quirks.conf', 'etc/dpsr/config.yaml']) {
+  execFileSync('bash', [join(repo, 'deploy/install.sh')], { env: { ...process.env, DESTDIR: root, UDC_MODULE: 'dwc2' }, stdio: 'pipe' });
+  for (const f of ['opt/dpsr/bin/dpsrd.js', 'opt/dpsr/package.json', 'opt/dpsr/dist/src/sync/engine.js', 'etc/systemd/system/dpsrd.service', 'etc/udev/rules.d/60-dpsr-bridges.rules', 'etc/modprobe.d/dpsr-usb-quirks.conf', 'etc/modules-load.d/dpsr.conf', 'etc/dpsr/config.yaml']) {
     assert.ok(existsSync(join(root, f)), `${f} staged`);
   }
   assert.not.ok(existsSync(join(root, 'opt/dpsr/test')), 'tests are not installed');
@@ -32,6 +32,18 @@ test('install.sh with DESTDIR stages the code, unit, rules, quirks and config', 
   const exportUnit = readFileSync(join(root, 'etc/systemd/system/dpsr-export@.service'), 'utf8');
   assert.match(exportUnit, /^ExecStart=\/opt\/dpsr\/deploy\/dpsr-io-flusher \/usr\/bin\/qemu-storage-daemon /m);
   assert.ok(statSync(join(root, 'opt/dpsr/deploy/dpsr-io-flusher')).mode & 0o111, 'the IO_FLUSHER wrapper is executable');
+  // Inline mode's host link: its modules loaded at boot by systemd-modules-load, the board's USB device controller's too.
+  const modules = (f: string) => readFileSync(join(root, 'etc/modules-load.d', f), 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
+  assert.equal(modules('dpsr.conf'), ['nbd', 'libcomposite', 'usb_f_mass_storage']);
+  assert.equal(modules('dpsr-udc.conf'), ['dwc2']);
+});
+
+test('install.sh refuses a UDC_MODULE that is not a module name, before anything is staged', () => {
+  const root = tempDir('dpsr-stage-');
+  const r = spawnSync('bash', [join(repo, 'deploy/install.sh')], { env: { ...process.env, DESTDIR: root, UDC_MODULE: 'dwc2; rm -rf /' }, encoding: 'utf8' });
+  assert.is(r.status, 2);
+  assert.match(r.stderr, /UDC_MODULE is 'dwc2; rm -rf \/'; allowed: a kernel module name/);
+  assert.not.ok(existsSync(join(root, 'etc')), 'nothing staged');
 });
 
 test('the udev rules keep bays from being automounted', () => {

@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # /init of the board VM (board.ts): load the modules of inline mode's USB disk
-# only when the kernel command line says so (dpsr.modules=1; without them the
+# (those deploy's modules-load.d file names, and the VM's hardware) only when
+# the kernel command line says so (dpsr.modules=1; without them the
 # script's checks for a missing nbd module or configfs are tried), bring up
 # QEMU's user network, then run commands from the second serial port:
 #   in:  ID BASE64-OF-A-SHELL-SCRIPT
@@ -15,13 +16,25 @@ modules=1
 for arg in $(cat /proc/cmdline); do
   case $arg in dpsr.modules=*) modules=${arg#dpsr.modules=} ;; esac
 done
-# The network card in any case; the USB disk's modules when asked.
-insmod /lib/modules/e1000.ko || echo "DPSR-BOARD insmod e1000 failed"
+# A small modprobe: a module after the ones it depends on (/lib/modules/deps: "name: dep ..."), each once.
+load() {
+  m=$(echo "$1" | tr - _)
+  grep -qx "$m" /run/loaded 2>/dev/null && return 0
+  for d in $(sed -n "s/^$m: *//p" /lib/modules/deps); do (load "$d") || return 1; done
+  [ -e "/lib/modules/$m.ko" ] || { echo "DPSR-BOARD module $m is not in the image"; return 1; }
+  insmod "/lib/modules/$m.ko" && echo "$m" >>/run/loaded
+}
+# The network card in any case; the rest when asked.
+load e1000 || echo "DPSR-BOARD load e1000 failed"
 if [ "$modules" = 1 ]; then
+  # The VM's hardware (/lib/modules/order): dummy_hcd as the board's USB device controller, the host PC's USB disk side.
   while read -r m; do
-    [ "$m" = e1000 ] && continue
-    insmod "/lib/modules/$m.ko" || echo "DPSR-BOARD insmod $m failed"
+    load "$m" || echo "DPSR-BOARD load $m failed"
   done </lib/modules/order
+  # Inline mode's own modules from deploy's modules-load.d file, as systemd-modules-load loads them on the board.
+  for m in $(sed 's/#.*//' /etc/modules-load.d/*.conf); do
+    load "$m" || echo "DPSR-BOARD load $m failed"
+  done
   mount -t configfs none /sys/kernel/config || echo "DPSR-BOARD configfs mount failed"
 fi
 ifconfig lo 127.0.0.1 up

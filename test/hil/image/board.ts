@@ -28,6 +28,13 @@ export const BOARD_MODULES = [
   'nbd', 'configfs', 'usb-common', 'udc-core', 'libcomposite', 'usb_f_mass_storage', 'usbcore', 'dummy_hcd',
   'scsi_common', 'scsi_mod', 'usb-storage', 'crct10dif_common', 'crc-t10dif', 'crc64', 'crc64-rocksoft', 't10-pi', 'sd_mod', 'e1000',
 ];
+/**
+ * The modules deploy/dpsr-modules.conf names (with configfs, which libcomposite needs): the board's
+ * /init loads these from that file, as systemd-modules-load does on the board, and the rest of
+ * BOARD_MODULES (the VM's hardware: network, dummy_hcd standing for the board's USB device
+ * controller, the host PC's usb-storage and sd_mod) itself.
+ */
+const DEPLOY_LOADED = new Set(['nbd', 'configfs', 'libcomposite', 'usb_f_mass_storage']);
 /** Debian's python3, which runs deploy/dpsr-nbd-attach (the board has it: scripts/install-tools.sh). */
 const PYTHON = '/usr/bin/python3.11';
 
@@ -75,7 +82,7 @@ export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: stri
   const cacheDir = cacheDirOf(opts);
   const { kernel: kernelPackage, versions } = candidateVersions(process.env.DPSR_BOARD_KERNEL_PKG || undefined, ['busybox-static'], 'linux-image-amd64');
   const sources = ['board.ts', 'board-init.sh'].map((f) => readFileSync(join(HERE, f)));
-  sources.push(readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')), readFileSync(join(REPO, 'deploy', 'dpsr-nbd-attach')), readFileSync(PYTHON));
+  sources.push(readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')), readFileSync(join(REPO, 'deploy', 'dpsr-nbd-attach')), readFileSync(join(REPO, 'deploy', 'dpsr-modules.conf')), readFileSync(PYTHON));
   const key = createHash('sha256').update(JSON.stringify({ LAYOUT_VERSION, versions, sources: sources.map((s) => createHash('sha256').update(s).digest('hex')) })).digest('hex').slice(0, 16);
   const dir = join(cacheDir, 'board', key);
   const kernelRelease = kernelPackage.replace(/^linux-image-/, '');
@@ -104,6 +111,7 @@ export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: stri
         { path: 'init', type: 'file', data: readFileSync(join(HERE, 'board-init.sh')), mode: 0o755 },
         { path: 'sbin/dpsr-usb-disk', type: 'file', data: readFileSync(join(REPO, 'deploy', 'dpsr-usb-disk')), mode: 0o755 },
         { path: 'sbin/dpsr-nbd-attach', type: 'file', data: readFileSync(join(REPO, 'deploy', 'dpsr-nbd-attach')), mode: 0o755 },
+        { path: 'etc/modules-load.d/dpsr.conf', type: 'file', data: readFileSync(join(REPO, 'deploy', 'dpsr-modules.conf')) },
         { path: 'usr/bin/python3.11', type: 'file', data: readFileSync(python), mode: 0o755 },
         { path: 'usr/bin/python3', type: 'symlink', target: 'python3.11' },
       ];
@@ -118,15 +126,20 @@ export async function ensureBoardImage(opts: { cacheDir?: string; log?: (l: stri
       for (const f of pyFiles) entries.push({ path: f.slice(1), type: 'file', data: readFileSync(f) });
       const loadedModules = new Set<string>();
       const norm = (n: string) => n.replace(/-/g, '_');
+      // Each module under its name with underscores, and "name: dependencies" for /init's small modprobe.
+      const deps: string[] = [];
       for (const m of BOARD_MODULES) {
         const ko = readFileSync(requireFile(findModule(moduleDir, m), `${m}.ko`));
-        const missing = moduleDepends(ko).filter((d) => !loadedModules.has(norm(d)));
+        const needs = moduleDepends(ko);
+        const missing = needs.filter((d) => !loadedModules.has(norm(d)));
         if (missing.length) throw new NotFoundError(`module ${m} needs ${missing.join(', ')}, not loaded before it: BOARD_MODULES is out of order for ${kernelRelease}`);
         loadedModules.add(norm(m));
-        entries.push({ path: `lib/modules/${m}.ko`, type: 'file', data: ko });
+        entries.push({ path: `lib/modules/${norm(m)}.ko`, type: 'file', data: ko });
+        deps.push(`${norm(m)}: ${needs.map(norm).join(' ')}`);
       }
-      writeFileSync(join(work, 'order'), `${BOARD_MODULES.join('\n')}\n`);
-      entries.push({ path: 'lib/modules/order', type: 'file', data: readFileSync(join(work, 'order')) });
+      entries.push({ path: 'lib/modules/deps', type: 'file', data: Buffer.from(`${deps.join('\n')}\n`) });
+      const hardware = BOARD_MODULES.map(norm).filter((m) => !DEPLOY_LOADED.has(m));
+      entries.push({ path: 'lib/modules/order', type: 'file', data: Buffer.from(`${hardware.join('\n')}\n`) });
       const seen = new Set<string>();
       for (const lib of libraries(python, unpacked)) {
         const at = lib.startsWith(unpacked) ? `lib/x86_64-linux-gnu/${lib.split('/').pop()}` : lib.replace(/^\//, '');
