@@ -85,7 +85,9 @@ test('status has roles, standby state, generations, job, relays, host, health, l
   assert.is(s.job, null);
   assert.is(typeof s.generations.A, 'number');
   assert.is(s.generations.A, s.generations.B);
-  assert.equal(Object.keys(s.relays).sort(), ['atxPower', 'atxReset', 'fault', 'moving', 'muxA', 'muxB', 'pending', 'pwrA', 'pwrB']);
+  assert.equal(Object.keys(s.relays).sort(), ['atxPower', 'atxReset', 'fault', 'moving', 'muxA', 'muxB', 'pending', 'pwrA', 'pwrB', 'state', 'unknown']);
+  assert.is(s.relays.state, 'known');
+  assert.is(s.relays.unknown, null);
   assert.ok(['on', 'off'].includes(s.host.power));
   assert.is(s.health.A, 'ok');
   assert.is(s.lastSync.kind, 'clone');

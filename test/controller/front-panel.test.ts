@@ -162,7 +162,7 @@ test('on the simulated rig with two pairs: the data pair on the screen, the bay 
     const leds = () => ({ C: d.app.bs.board.outputs.ledBayC?.commanded, D: d.app.bs.board.outputs.ledBayD?.commanded });
     assert.equal(leds(), { C: true, D: false });
     const st = (await d.api('GET', '/api/pairs')).body.pairs;
-    assert.equal(st.map((p: any) => p.port), [null, { onHost: 'C', moving: false, fault: null }]);
+    assert.equal(st.map((p: any) => p.port), [null, { onHost: 'C', moving: false, fault: null, state: 'known', unknown: null }]);
     await waitFor(async () => (await d.api('GET', '/api/status')).body.host.power === 'on', 10_000, 'host on');
     const fo = await d.api('POST', '/api/pairs/data/failover', { confirm: 'failover' });
     assert.is(fo.status, 202, JSON.stringify(fo.body));
