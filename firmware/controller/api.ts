@@ -106,6 +106,14 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
       },
     },
     {
+      method: 'POST', path: '/api/host/shutting-down', tag: 'boot', summary: "The host's agent says its OS is shutting down cleanly (sent from its stop hook: a systemd unit's ExecStop, or on SIGTERM): the power-off that follows is not a failed boot, even before the first heartbeat. A power cut sends none and still counts", body: bodies.heartbeat,
+      responses: { 200: 'recorded' },
+      handler: async ({ body }) => {
+        await app.host.shuttingDown('api', (body as { bay?: Bay }).bay ?? null);
+        return { status: 200, body: { ok: true } };
+      },
+    },
+    {
       method: 'GET', path: '/api/events', tag: 'events', summary: 'Server-sent events (Last-Event-ID resumes)',
       query: { types: 'comma-separated event types or prefixes ending in "." (e.g. job.,alert)', since: 'an event id to resume after (like Last-Event-ID)' },
       responses: { 200: `text/event-stream; event names: ${Object.keys(EVENT_TYPES).join(', ')}` },

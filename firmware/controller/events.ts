@@ -42,6 +42,7 @@ export const EVENT_TYPES = {
   'button': 'the failover button: { kind: press|release|short|hold|startup-hold, heldMs }',
   'host.power': 'the host power LED changed: { power: on|off }',
   'host.heartbeat': 'the host confirmed it runs: { bay, source }',
+  'host.shutting-down': "the host's agent said its OS is shutting down cleanly: { bay, source }",
   'boot': 'a boot of the host: { bay, status: pending|confirmed|unconfirmed }',
   'health': 'drive health changed: { bay, health }',
   'drive': 'a drive was pulled, inserted or replaced (simulated rig): { bay, action }',

@@ -52,6 +52,12 @@ export class HostWatch {
     await this.bs.failover.heartbeat();
   }
 
+  /** The host's agent says its OS is shutting down cleanly: published, and told to the failover machine (not a failed boot). */
+  async shuttingDown(source: string, bay: Bay | null = null): Promise<void> {
+    this.bus.publish('host.shutting-down', { bay, source });
+    await this.bs.failover.hostShuttingDown();
+  }
+
   #setPowered(on: boolean): void {
     this.#powered = on;
     this.metrics.hostPowered.set(on ? 1 : 0);

@@ -70,6 +70,11 @@ export class FailoverShell {
     return this.dispatch({ type: 'heartbeat' });
   }
 
+  /** The host's agent says its OS is shutting down cleanly (not a failed boot; a power cut sends no such notice). */
+  hostShuttingDown(): Promise<void> {
+    return this.dispatch({ type: 'host-shutting-down' });
+  }
+
   close(): void {
     this.#closed = true;
     if (this.#deadline !== null) this.clock.clearTimeout(this.#deadline);

@@ -41,6 +41,12 @@ export type FailoverEvent =
   /** The host was reset (reset line pulsed): a new boot starts without the power LED changing. */
   | { type: 'host-reset'; at: number }
   | { type: 'heartbeat'; at: number }
+  /**
+   * The host's agent says its OS is shutting down cleanly (a shutdown from
+   * the OS menu or the case button: the agent's stop hook, or its SIGTERM).
+   * A power cut sends none.
+   */
+  | { type: 'host-shutting-down'; at: number }
   | { type: 'tick'; at: number }
   | { type: 'failover-request'; at: number; source: FailoverSource; hardOff?: boolean }
   | { type: 'switch-result'; at: number; to: Bay; ok: boolean; bay: Bay | null; refused?: boolean; error?: string }
@@ -182,6 +188,16 @@ export function reduce(cfg: FailoverConfig, state: FailoverState, event: Failove
         actions.push({ type: 'boot', bay, status: 'pending' });
       } else if (s.pendingBoot) {
         unconfirmed('host powered off before confirming its boot');
+      }
+      break;
+    }
+    case 'host-shutting-down': {
+      // The OS came up far enough to shut itself down cleanly: the power-off that follows is no failed boot, and the try is given back.
+      if (s.pendingBoot && !s.switching) {
+        const bay = s.pendingBoot.bay;
+        s.pendingBoot = null;
+        s.triesLeft[bay] = Math.min(cfg.bootTries, s.triesLeft[bay] + 1);
+        alert('info', 'boot-shut-down', `the host's OS shut down cleanly before confirming its boot from bay ${bay}: not counted as a failed boot`);
       }
       break;
     }

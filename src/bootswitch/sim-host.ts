@@ -19,10 +19,14 @@ export interface SimHostOptions {
   heartbeatMs?: number;
   /** ATX: holding power this long forces the supply off. */
   forceOffMs?: number;
+  /** How long after the OS is up its agent sends the first heartbeat (an agent started late in the boot). */
+  firstHeartbeatMs?: number;
 }
 
 interface SimHostEvents {
   heartbeat: [bay: Bay];
+  /** The agent's notice that the OS is shutting down cleanly (sent from its stop hook); a power cut sends none. */
+  'shutting-down': [bay: Bay | null];
   state: [state: HostState, bay: Bay | null];
 }
 
@@ -50,7 +54,7 @@ export class SimHost extends EventEmitter<SimHostEvents> implements Host {
     opts: SimHostOptions = {},
   ) {
     super();
-    this.opts = { bootMs: 2000, shutdownMs: 3000, heartbeatMs: 1000, forceOffMs: 4000, ...opts };
+    this.opts = { bootMs: 2000, shutdownMs: 3000, heartbeatMs: 1000, forceOffMs: 4000, firstHeartbeatMs: 0, ...opts };
     board.on('atx', (line, pressed) => (line === 'power' ? this.#powerButton(pressed) : pressed && this.#reset()));
   }
 
@@ -93,6 +97,17 @@ export class SimHost extends EventEmitter<SimHostEvents> implements Host {
     this.#set('off', null);
   }
 
+  /** Calls `listener` on each notice of the agent that the OS is shutting down cleanly. Returns a function that stops the calls. */
+  onShuttingDown(listener: (bay: Bay | null) => void): () => void {
+    this.on('shutting-down', listener);
+    return () => this.off('shutting-down', listener);
+  }
+
+  /** The OS shuts down by itself (its menu, or its own reaction to the case button): the agent's notice, then power off. */
+  shutDownFromOs(): void {
+    if (this.#state === 'running') this.#shutdown();
+  }
+
   /** The OS stops answering: no heartbeats, no ACPI. */
   hang(): void {
     if (this.#state !== 'off') this.#set('hung', this.#bootedFrom);
@@ -130,6 +145,7 @@ export class SimHost extends EventEmitter<SimHostEvents> implements Host {
 
   #shutdown(): void {
     this.#set('shutting-down', this.#bootedFrom);
+    this.emit('shutting-down', this.#bootedFrom);
     this.#timer = this.clock.setTimeout(() => this.#set('off', null), this.opts.shutdownMs);
   }
 
@@ -141,7 +157,10 @@ export class SimHost extends EventEmitter<SimHostEvents> implements Host {
     this.#bootedFrom = bay;
     this.board.setPowerLed(state !== 'off');
     this.emit('state', state, bay);
-    if (state === 'running') this.#heartbeat();
+    if (state === 'running') {
+      if (this.opts.firstHeartbeatMs > 0) this.#beat = this.clock.setTimeout(() => this.#heartbeat(), this.opts.firstHeartbeatMs);
+      else this.#heartbeat();
+    }
   }
 
   #heartbeat(): void {

@@ -246,6 +246,35 @@ test('restart with the host off applies the recorded pattern break before make: 
   }
 });
 
+test('a shutdown made at the host before its first heartbeat is not a failed boot; a power cut then still is', async () => {
+  // The agent's first heartbeat comes 5 s after the OS is up (booted 2 s after power-on).
+  const rig = await makeRig({ hostFirstHeartbeatMs: 5000 });
+  try {
+    const boots: string[] = [];
+    rig.sys.events.on('boot', (b) => boots.push(`${b.bay}:${b.status}`));
+    rig.host.powerOn();
+    await until(rig, () => rig.host.state === 'running');
+    rig.host.shutDownFromOs(); // the OS menu: the agent's stop hook sends its notice
+    await until(rig, () => rig.host.state === 'off');
+    await rig.clock.advance(15_000);
+    assert.is(rig.host.state, 'off', 'not booted again: nothing failed');
+    assert.equal(boots, ['A:pending']);
+    assert.is(rig.sys.failover.state.triesLeft.A, 3, 'the try is given back');
+    assert.is(rig.sys.failover.state.pendingBoot, null);
+    assert.ok(rig.alerts.some((a) => a.code === 'boot-shut-down'));
+    assert.not.ok(rig.alerts.some((a) => a.code === 'boot-unconfirmed'));
+    // A power cut sends no notice: the same early power-off is a failed boot, retried.
+    rig.host.powerOn();
+    await until(rig, () => rig.host.state === 'running');
+    rig.host.forceOff();
+    await until(rig, () => rig.alerts.some((a) => a.code === 'boot-unconfirmed'));
+    assert.equal(boots.slice(1, 3), ['A:pending', 'A:unconfirmed']);
+    await until(rig, () => rig.sys.failover.state.pendingBoot === null && rig.host.state === 'running' && boots.includes('A:confirmed'));
+  } finally {
+    await rig.close();
+  }
+});
+
 test('holding the button through start-up is the recovery gesture, not a failover', async () => {
   const rig = await makeRig();
   try {

@@ -30,6 +30,27 @@ test("the operator's shutdown (POST /api/host/shutdown) before the host's first 
   }
 });
 
+test("the host's agent saying it shuts down (POST /api/host/shutting-down) before its first heartbeat: the power-off is not a failed boot", async () => {
+  const d = await makeDaemon({ sim: { hostPoweredAtStart: false, hostBootMs: 30_000 } });
+  try {
+    await idle(d);
+    assert.is((await d.api('POST', '/api/bootselect', { bay: 'A', powerOn: true })).status, 200);
+    await waitFor(async () => (await status(d)).host.power === 'on', 5000, 'host booting');
+    // The OS shuts down from its menu: the agent's stop hook reports it, then the power goes.
+    assert.is((await d.api('POST', '/api/host/shutting-down', {})).status, 200);
+    assert.is((await d.api('POST', '/api/sim/host/power', { power: 'off' })).status, 200);
+    await new Promise((r) => setTimeout(r, 3000));
+    const s = await status(d);
+    assert.is(s.host.power, 'off', 'not powered on again by a boot retry');
+    assert.is(s.failover.triesLeft.A, s.failover.triesLeft.B, 'no try spent');
+    const codes = (await alerts(d)).map((a) => a.code);
+    assert.ok(codes.includes('boot-shut-down'), codes.join(', '));
+    assert.not.ok(codes.includes('boot-unconfirmed'), 'no failed boot counted');
+  } finally {
+    await d.stop();
+  }
+});
+
 test("a sync window closing while another pair's job keeps the host off: the host is powered on when that job ends (and not before)", async () => {
   const d = await makeDaemon({
     pairs: [{ id: 'system', bays: ['A', 'B'] }, { id: 'data', bays: ['C', 'D'], bridge: 'usb2' }],

@@ -191,7 +191,12 @@ export class SimRig implements Rig {
   }
 
   async start(ctl: Controller): Promise<void> {
-    this.#stopHeartbeats = this.host?.onHeartbeat((bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {})) ?? null;
+    const stopBeats = this.host?.onHeartbeat((bay) => void ctl.host.heartbeat('sim-host', bay).catch(() => {}));
+    const stopNotices = this.host?.onShuttingDown((bay) => void ctl.host.shuttingDown('sim-host', bay).catch(() => {}));
+    this.#stopHeartbeats = () => {
+      stopBeats?.();
+      stopNotices?.();
+    };
     // Inline mode: the relays keep both drives on the controller; the host boots the drive the export serves.
     if (this.host && ctl.inline) {
       const inline = ctl.inline;

@@ -24,10 +24,10 @@ export interface Rig {
   exported: { bay: Bay | null; connects: Bay[]; connectFails: boolean };
 }
 
-export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?: Partial<FailoverConfig>; hostBootMs?: number; hostLink?: HostLink } = {}): Promise<Rig> {
+export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?: Partial<FailoverConfig>; hostBootMs?: number; hostFirstHeartbeatMs?: number; hostLink?: HostLink } = {}): Promise<Rig> {
   const clock = new ManualClock();
   const sim = new SimBoard(clock);
-  const host = new SimHost(sim, clock, { bootMs: opts.hostBootMs ?? 2000, shutdownMs: 1000, heartbeatMs: 1000 });
+  const host = new SimHost(sim, clock, { bootMs: opts.hostBootMs ?? 2000, shutdownMs: 1000, heartbeatMs: 1000, firstHeartbeatMs: opts.hostFirstHeartbeatMs ?? 0 });
   const dir = mkdtempSync(join(tmpdir(), 'dpsr-bootswitch-'));
   const alerts: AlertEvent[] = [];
   const wall = { now: 1_700_000_000_000 };
@@ -50,6 +50,7 @@ export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?:
   };
   const onBeat = () => void rig.sys.failover.heartbeat();
   host.on('heartbeat', onBeat);
+  const stopNotices = host.onShuttingDown(() => void rig.sys.failover.hostShuttingDown());
   const rig: Rig = {
     clock, sim, host, dir, alerts, wall, exported,
     sys: await open(),
@@ -60,6 +61,7 @@ export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?:
     },
     async close() {
       host.off('heartbeat', onBeat);
+      stopNotices();
       await rig.sys.close();
       rmSync(dir, { recursive: true, force: true });
     },
