@@ -44,8 +44,15 @@ export interface BlockDevice {
 export interface OpenOptions {
   /** Open for writing (O_RDWR). The default is read-only. */
   readonly write?: boolean;
-  /** Bypass the page cache (O_DIRECT); buffers must come from `allocAligned`. */
-  readonly direct?: boolean;
+  /**
+   * Bypass the page cache (O_DIRECT); buffers must come from `allocAligned`.
+   * `'reads'`: only reads bypass it; writes go through the page cache on a
+   * second descriptor of the same file and reach the drive at `flush()` (or
+   * whenever the kernel writes them back before). An O_DIRECT read of a range
+   * with cached writes gets the written bytes: the kernel writes them back
+   * before it reads.
+   */
+  readonly direct?: boolean | 'reads';
 }
 
 /**

@@ -236,10 +236,21 @@ async function openLocalDrive(loc: LocalLocation, options: OpenDriveOptions): Pr
   let flags = options.write ? constants.O_RDWR : constants.O_RDONLY;
   // O_EXCL on a block device asks the kernel for exclusive use: it fails while mounted or held.
   if (options.write && loc.kind === 'block') flags |= constants.O_EXCL;
-  if (options.direct) flags |= constants.O_DIRECT;
+  // Direct reads, cached writes: the exclusive handle writes; a second, read-only one (opened once the first holds the claim) reads.
+  const splitReads = options.direct === 'reads' && !!options.write;
+  if (options.direct === true || (options.direct === 'reads' && !options.write)) flags |= constants.O_DIRECT;
   let handle: FileHandle;
+  let readHandle: FileHandle | undefined;
   try {
     handle = await open(loc.realPath, flags);
+    if (splitReads) {
+      try {
+        readHandle = await open(loc.realPath, constants.O_RDONLY | constants.O_DIRECT);
+      } catch (e) {
+        await handle.close();
+        throw e;
+      }
+    }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EBUSY') throw new BusyError(`${loc.requested} is in use (mounted or held by another program)`, { hint: 'unmount it and stop whatever holds it', cause: e });
@@ -252,7 +263,7 @@ async function openLocalDrive(loc: LocalLocation, options: OpenDriveOptions): Pr
   const disk = loc.node?.disk;
   // A gone USB disk answers EIO like a bad sector does; sysfs tells them apart (the disk is gone or offline).
   const present = disk ? () => existsSync(join(roots.sys, 'block', disk)) && readState(join(roots.sys, 'block', disk, 'device', 'state')) !== 'offline' : () => true;
-  return new FileBlockDevice(loc.requested, identity, handle, !!options.write, present);
+  return new FileBlockDevice(loc.requested, identity, handle, !!options.write, present, readHandle);
 }
 
 function readState(path: string): string | undefined {
@@ -277,6 +288,8 @@ export class FileBlockDevice implements BlockDevice {
   /**
    * @param present whether the device is still there (sysfs), asked when an
    *   I/O error could mean a bad sector or a vanished drive.
+   * @param readHandle reads go through it when given (an O_DIRECT descriptor
+   *   beside a cached one that writes); closed with the device.
    */
   constructor(
     readonly path: string,
@@ -284,6 +297,7 @@ export class FileBlockDevice implements BlockDevice {
     private readonly handle: FileHandle,
     readonly writable: boolean,
     private readonly present: () => boolean = () => true,
+    private readonly readHandle: FileHandle = handle,
   ) {
     this.size = identity.sizeBytes;
     this.logicalSectorSize = identity.logicalSectorSize;
@@ -315,7 +329,7 @@ export class FileBlockDevice implements BlockDevice {
     while (done < length) {
       let bytesRead: number;
       try {
-        ({ bytesRead } = await this.handle.read(buf, done, length - done, position + done));
+        ({ bytesRead } = await this.readHandle.read(buf, done, length - done, position + done));
       } catch (e) {
         throw this.ioError('read', position + done, length - done, e);
       }
@@ -353,6 +367,7 @@ export class FileBlockDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.readHandle !== this.handle) await this.readHandle.close();
     await this.handle.close();
   }
 }

@@ -369,8 +369,11 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     }
 
     // Changed mode reads and writes scattered granules of the standby: through the page cache each read drags in readahead
-    // it does not use, more bytes on the busiest drive, so it bypasses the cache where the filesystem allows it (not tmpfs).
-    const direct = req.direct ?? (plan.mode === 'changed' && kind === 'sync');
+    // it does not use, more bytes on the busiest drive, so its reads bypass the cache where the filesystem allows it (not
+    // tmpfs). Its writes go through the cache: one flush before the copy's record sends them all, sorted by the kernel,
+    // where O_DIRECT waited on each scattered write. The flush points (journal batch durable before its writes, the
+    // standby flushed before a checkpoint and before the record of completion) are the same in every cache mode.
+    const direct = req.direct ?? (plan.mode === 'changed' && kind === 'sync' ? 'reads' : false);
     try {
       target = await open(targetLoc, { write: true, ...openOptions, direct });
     } catch (e) {

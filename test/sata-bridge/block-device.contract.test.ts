@@ -11,6 +11,7 @@ import { tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { blockDeviceContract, type ContractDriveMaker } from './support/block-device-contract.ts';
 import { nbdkit } from '../support/nbd-servers.ts';
+import { VolatileCacheDevice } from '../support/volatile-cache.ts';
 
 const dir = tempDir('dpsr-contract-');
 let n = 0;
@@ -21,7 +22,7 @@ function imageWith(content: Buffer): string {
   return path;
 }
 
-const imageFile = (direct: boolean): ContractDriveMaker => async ({ sectorSize, content }) => {
+const imageFile = (direct: boolean | 'reads'): ContractDriveMaker => async ({ sectorSize, content }) => {
   const path = imageWith(content);
   const device = await openDrive(path, { write: true, direct, imageSectorSize: sectorSize });
   return {
@@ -33,13 +34,14 @@ const imageFile = (direct: boolean): ContractDriveMaker => async ({ sectorSize, 
 
 blockDeviceContract('image file', imageFile(false));
 blockDeviceContract('image file, O_DIRECT', imageFile(true));
+blockDeviceContract('image file, O_DIRECT reads beside cached writes', imageFile('reads'));
 
 if (requireEnv('the BlockDevice contract on a loop block device', { tools: ['losetup'], root: true })) {
-  blockDeviceContract('loop block device', async ({ sectorSize, content }) => {
+  const loopDevice = (direct: boolean | 'reads'): ContractDriveMaker => async ({ sectorSize, content }) => {
     const file = imageWith(content);
     const loop = execFileSync('losetup', ['--find', '--show', '--sector-size', String(sectorSize), file], { encoding: 'utf8' }).trim();
     try {
-      const device = await openDrive(loop, { write: true });
+      const device = await openDrive(loop, { write: true, direct });
       return {
         device,
         readOnly: () => openDrive(loop),
@@ -52,7 +54,10 @@ if (requireEnv('the BlockDevice contract on a loop block device', { tools: ['los
       execFileSync('losetup', ['--detach', loop]);
       throw e;
     }
-  });
+  };
+  blockDeviceContract('loop block device', loopDevice(false));
+  // The exclusive open writes; the O_DIRECT reader beside it opens without O_EXCL.
+  blockDeviceContract('loop block device, O_DIRECT reads beside cached writes', loopDevice('reads'));
 }
 
 blockDeviceContract('fault injector with nothing planned', async (spec) => {
@@ -73,6 +78,12 @@ if (requireEnv('the BlockDevice contract on the NBD client', { tools: ['nbdkit']
     return { device, readOnly: () => openDrive(server.uri()), cleanup: async () => { await device.close(); await server.stop(); } };
   });
 }
+
+blockDeviceContract('volatile write cache (power-cut tests)', async (spec) => {
+  const base = await imageFile(false)(spec);
+  const device = new VolatileCacheDevice(base.device);
+  return { device, readOnly: base.readOnly, cleanup: () => device.close() };
+});
 
 blockDeviceContract('throttled to a bridge\'s speed', async (spec) => {
   const base = await imageFile(false)(spec);

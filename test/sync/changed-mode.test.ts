@@ -6,13 +6,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
-import { openSync, readFileSync, writeSync, closeSync, copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { openSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync, writeSync, closeSync, copyFileSync, cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { openLocated, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
 import { planCopy, type PlanInput } from '../../src/sync/copy-plan.ts';
 import { pair } from './support/pair-fixture.ts';
 import { intersectRanges } from '../../src/sync/ranges.ts';
 import { clone, sync, recover } from '../../src/sync/index.ts';
 import { randomImage, tempDir } from '../support/images.ts';
+import { VolatileCacheDevice } from '../support/volatile-cache.ts';
 
 const MiB = 1024 * 1024;
 const KiB = 1024;
@@ -108,24 +110,24 @@ test('a changed sync copies only the given ranges, journaled; recover rolls it b
   assert.ok(readFileSync(a).equals(readFileSync(b)));
 });
 
-test('a changed sync opens the standby with O_DIRECT (no readahead around scattered granules); on tmpfs, which has none, through the page cache', async () => {
+test('a changed sync reads the standby with O_DIRECT (no readahead around scattered granules) and writes it through the page cache; on tmpfs, which has no O_DIRECT, all through the page cache', async () => {
   const stateDir = join(dir, 'direct-state');
   const a = randomImage(join(dir, 'direct-a.img'), 8 * MiB, 23);
   const b = join(dir, 'direct-b.img');
   copyFileSync(a, b);
   await clone({ stateDir, source: a, target: b, forceClone: true });
   scribble(a, 3 * MiB, 64 * KiB, 0x55);
-  const writes: (boolean | undefined)[] = [];
+  const writes: OpenDriveOptions['direct'][] = [];
   const openDevice = (loc: DriveLocation, o: OpenDriveOptions) => {
     if (o.write) writes.push(o.direct);
     return openLocated(loc, o);
   };
   await sync({ stateDir, source: a, target: b, mode: 'changed', changed: { ranges: [{ start: 3 * MiB, length: 64 * KiB }] }, openDevice });
-  assert.equal(writes, [true]);
+  assert.equal(writes, ['reads']);
   assert.ok(readFileSync(a).equals(readFileSync(b)));
   // A compare sync keeps the page cache unless asked.
   await sync({ stateDir, source: a, target: b, mode: 'compare', openDevice });
-  assert.equal(writes, [true, false]);
+  assert.equal(writes, ['reads', false]);
   if (!existsSync('/dev/shm')) return;
   const shm = mkdtempSync('/dev/shm/dpsr-changed-');
   try {
@@ -169,6 +171,108 @@ test('an interrupted changed sync leaves the standby recoverable to the previous
   assert.not.ok(readFileSync(b).equals(backup), 'part of the sync was written');
   await recover({ stateDir, target: b });
   assert.ok(readFileSync(b).equals(backup), 'the previous backup, byte for byte');
+});
+
+test('a power cut during a changed sync, with standby writes still in the cache (any of them may have reached the drive): recover gives the previous backup byte for byte, and the same sync run again completes', async () => {
+  const base = join(dir, 'cut');
+  const a = randomImage(join(dir, 'cut-a.img'), 16 * MiB, 24);
+  // One standby, put back before each trial (same file: the pair knows it by its inode).
+  const b = join(dir, 'cut-b.img');
+  copyFileSync(a, b);
+  const state0 = join(base, 'state0');
+  await clone({ stateDir: state0, source: a, target: b, forceClone: true });
+  const backup = readFileSync(b);
+  // 40 scattered granules, one of them two granules long.
+  const ranges = Array.from({ length: 40 }, (_, i) => ({ start: i * 6 * 64 * KiB, length: i === 7 ? 128 * KiB : 64 * KiB }));
+  for (const [i, r] of ranges.entries()) scribble(a, r.start, r.length, 0x80 + i);
+  const changed = { ranges };
+  const outcomes = { mixed: 0, cutAtFlush: 0 };
+  // The power cut takes the undo journal's appends that no datasync made durable: what each file held at its last one is kept by inode.
+  const durable = new Map<number, number>();
+  const probe = await open(a, 'r');
+  const fileHandle = Object.getPrototypeOf(probe) as { datasync(): Promise<void>; sync(): Promise<void> };
+  await probe.close();
+  const { datasync, sync: fsync } = fileHandle;
+  // What the file held before the sync began is what it made durable: bytes appended meanwhile may or may not be.
+  const keep = (real: () => Promise<void>) =>
+    async function (this: FileHandle) {
+      const st = await this.stat();
+      await real.call(this);
+      durable.set(st.ino, Math.max(st.size, durable.get(st.ino) ?? 0));
+    };
+  fileHandle.datasync = keep(datasync);
+  fileHandle.sync = keep(fsync);
+  // What the journals held durably at the cut; put back once the cut sync has unwound (a dead process commits nothing more).
+  const durableAt = (stateDir: string) =>
+    readdirSync(join(stateDir, 'pairs'))
+      .map((id) => join(stateDir, 'pairs', id, 'undo.journal'))
+      .filter((j) => existsSync(j))
+      .map((j) => ({ j, size: durable.get(statSync(j).ino) ?? 0 }));
+  const loseUnsynced = (journals: { j: string; size: number }[]) => {
+    for (const { j, size } of journals) truncateSync(j, size);
+  };
+  try {
+    for (let trial = 0; trial < 9; trial++) {
+      const stateDir = join(base, `state-${trial}`);
+      cpSync(state0, stateDir, { recursive: true });
+      writeFileSync(b, backup);
+      durable.clear();
+      // The cut: at the final flush (every write still held) in some trials, at a random write in the others.
+      const cutAtWrite = trial % 3 === 0 ? Infinity : 1 + ((trial * 7) % 36);
+      // One chunk at a time in half the trials: batches then follow one another, and a batch's writes are the newest of the journal.
+      const opts = { mode: 'changed' as const, changed, batchBytes: 512 * KiB, inFlight: trial % 2 ? 1 : undefined };
+      let cache: VolatileCacheDevice | undefined;
+      let held = 0;
+      let journals: { j: string; size: number }[] = [];
+      const openDevice = async (loc: DriveLocation, o: OpenDriveOptions) => {
+        const dev = await openLocated(loc, o);
+        if (!o.write) return dev;
+        const c = new VolatileCacheDevice(dev);
+        cache = c;
+        let off = false;
+        const cut = async () => {
+          if (!off) {
+            off = true;
+            held = c.heldBytes;
+            journals = durableAt(stateDir);
+            await c.powerCut(1000 + trial);
+          }
+          throw new Error('power cut');
+        };
+        return new Proxy(c, {
+          get(obj, prop, receiver) {
+            if (prop === 'write') return async (buf: Uint8Array, position: number, length?: number) => (off || obj.writes >= cutAtWrite ? cut() : obj.write(buf, position, length));
+            if (prop === 'flush') return async () => (off || cutAtWrite === Infinity ? cut() : obj.flush());
+            const v = Reflect.get(obj, prop, receiver);
+            return typeof v === 'function' ? v.bind(obj) : v;
+          },
+        });
+      };
+      const err = await sync({ stateDir, source: a, target: b, ...opts, openDevice }).catch((e: unknown) => e);
+      loseUnsynced(journals); console.log("after", readFileSync(b).equals(backup));
+      assert.instance(err, Error, `trial ${trial}: the sync was cut`);
+      assert.ok(cache && held > 0, `trial ${trial}: writes were held in the cache at the cut (${(err as Error).message}, ${cache?.writes} writes, ${cache?.flushes} flushes)`);
+      if (cutAtWrite === Infinity) outcomes.cutAtFlush++;
+      const now = readFileSync(b);
+      if (!now.equals(backup) && !now.equals(readFileSync(a))) outcomes.mixed++;
+      await recover({ stateDir, target: b });
+      assert.ok(readFileSync(b).equals(backup), `trial ${trial}: the previous backup, byte for byte`);
+      // Cut again the same way and resumed this time: the resume ends with the standby equal to the source.
+      rmSync(stateDir, { recursive: true, force: true });
+      cpSync(state0, stateDir, { recursive: true });
+      durable.clear();
+      await sync({ stateDir, source: a, target: b, ...opts, openDevice }).catch(() => undefined);
+      loseUnsynced(journals); console.log("after", readFileSync(b).equals(backup));
+      const resumed = await sync({ stateDir, source: a, target: b, ...opts });
+      assert.is(resumed.result, 'done');
+      assert.ok(readFileSync(b).equals(readFileSync(a)), `trial ${trial}: the resumed sync left the source's bytes`);
+    }
+  } finally {
+    fileHandle.datasync = datasync;
+    fileHandle.sync = fsync;
+  }
+  assert.ok(outcomes.mixed > 0, 'some cuts left the standby a mix of old and new blocks before the rollback');
+  assert.ok(outcomes.cutAtFlush > 0);
 });
 
 test.run();
