@@ -159,6 +159,24 @@ if (ready) {
     assert.is((e as Error).name, 'NotFoundError', String(e));
     assert.match((e as Error).message, /found: dummy_udc\.0/);
   });
+  bad('no USB mass-storage function (usb_f_mass_storage not loaded): named, and the half-made gadget removed', async () => {
+    const dir = tempDir('dpsr-board-nofunc-');
+    const daemon = new StorageDaemon({ drive: randomImage(join(dir, 'drive.img'), 8 * 1024 * 1024, 22), runDir: join(dir, 'run'), listen: tcp(ports[0]!), exportName: 'system' });
+    await daemon.start();
+    try {
+      const out = await vm.exec('rmmod usb_f_mass_storage');
+      assert.is(out.code, 0, `rmmod: ${out.output}`);
+      const e = await rejection(disk.attach({ listen: tcp(ports[0]!), name: 'system', uri: daemon.hostUri }));
+      assert.is((e as Error).name, 'NotFoundError', String(e));
+      assert.match((e as Error).message, /usb_f_mass_storage module is not loaded/);
+      assert.match((e as { hint?: string }).hint ?? '', /modules-load\.d\/dpsr\.conf/);
+      assert.is((await vm.sh('ls /sys/kernel/config/usb_gadget')).trim(), '', 'no gadget left behind');
+    } finally {
+      await vm.sh('insmod /lib/modules/usb_f_mass_storage.ko; true');
+      await disk.detach();
+      await daemon.stop();
+    }
+  });
   bad('a bad nbd device name', async () => {
     const e = await rejection(new UsbGadgetDisk({ run: vmRunner(vm), nbdDevice: '/dev/sda' }).attach({ listen: tcp(ports[0]!), name: 'system', uri: '' }));
     assert.is((e as Error).name, 'BadInputError', String(e));
