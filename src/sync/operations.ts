@@ -28,11 +28,11 @@ import { SyncMap } from './sync-map.ts';
 import { Manifest } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, acquireDriveLock, acquireDriveReadLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
-import { PairStore, pairIdFor, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
+import { PairStore, pairIdFor, pairOfDrives, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import { ensureSpaceReserve, requireWritableDir, NoSpaceError, ReadOnlyStateError } from '../durable-file.ts';
 import { recoverMigration } from './migrate.ts';
 import { defaultJournalBudget, refuseInUse } from './target-use.ts';
-import { planCopy, commandFor, geometryChange, type GeometryAction, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
+import { planCopy, commandFor, geometryChange, pendingCopyAdvice, type GeometryAction, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
 export type { SyncMode, ChangedBlocks } from './copy-plan.ts';
@@ -671,6 +671,14 @@ async function verifyLocked(req: CommonRequest & { source: string; target: strin
     for (const [loc, dev] of [[opened.sourceLoc, source], [opened.targetLoc, target]] as const) {
       const changed = geometryChange(pairs, factsOf(loc, dev), 'verify');
       if (changed) throw refusalError(changed);
+    }
+    // Differences on a drive an interrupted copy was writing are that copy's unfinished part: say so, with the way out.
+    const pair = pairOfDrives(pairs, source.identity.key, target.identity.key);
+    const pending = pair?.pendingCopy;
+    if (pair && pending && (pending.to === source.identity.key || pending.to === target.identity.key)) {
+      const advice = pendingCopyAdvice(pair, false);
+      const which = pending.to === pair.standbyKey ? 'the standby' : 'the active drive';
+      if (advice) notes.push(`${which} ${pending.to === target.identity.key ? opened.targetLoc.requested : opened.sourceLoc.requested} is inconsistent: ${advice}`);
     }
     const selection = await selectRanges(source, partitions);
     if (target.size < selection.requiredBytes) {

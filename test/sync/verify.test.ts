@@ -177,4 +177,23 @@ test('a larger standby whose source has an unreadable backup GPT is verified to 
   assert.equal(v.unreadable.map((u) => [u.firstLba, u.sectors, u.area]), [[last - 8, 8, 'the backup GPT']]);
 });
 
+test('a verify of a standby whose sync was interrupted says so and names the way out, beside the differences it finds', async () => {
+  const stateDir = join(dir, 'state-pending');
+  const a = randomImage(join(dir, 'pend-a.img'), 16 * MiB, 21);
+  const b = sparseImage(join(dir, 'pend-b.img'), 16 * MiB);
+  await clone({ stateDir, source: a, target: b });
+  randomImage(a, 16 * MiB, 22);
+  const err = await sync({ stateDir, source: a, target: b, chunkSize: MiB, batchBytes: MiB, journalBudget: 4 * MiB }).catch((e: unknown) => e);
+  assert.instance(err, Error);
+  const v = await verify({ stateDir, source: a, target: b });
+  assert.not.ok(v.identical);
+  assert.ok(
+    v.notes.some((n) => /the standby .*pend-b\.img is inconsistent: .*interrupted: a whole-drive sync in compare mode onto .*pend-b\.img.*dpsr recover/.test(n)),
+    v.notes.join('\n'),
+  );
+  const r = dpsr(['verify', a, b], { DPSR_STATE_DIR: stateDir });
+  assert.is(r.code, 1);
+  assert.match(r.stdout, /note: the standby .* is inconsistent/);
+});
+
 test.run();
