@@ -62,9 +62,12 @@ const INCOMPAT_META_BG = 0x10;
 const INCOMPAT_64BIT = 0x80;
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const ROOT_INODE = 2;
 const EXTENTS_FL = 0x80000;
 const INLINE_DATA_FL = 0x10000000;
 const ENCRYPT_FL = 0x800;
+const CASEFOLD_FL = 0x40000000;
 const EXTENT_MAGIC = 0xf30a;
 const BG_INODE_UNINIT = 0x1;
 /** The kernel's limit on an extent tree's depth (ext4_ext_check's). */
@@ -240,15 +243,74 @@ export class ExtentReader {
   }
 
   /** The runs of one inode's record, or null (see `runs`). */
-  async #runsOf(fh: FileHandle, g: Geometry, inode: Buffer, size: number): Promise<DataRun[] | null> {
+  async #runsOf(fh: FileHandle, g: Geometry, inode: Buffer, size: number, type = S_IFREG): Promise<DataRun[] | null> {
     const mode = inode.readUInt16LE(0x0);
     const flags = inode.readUInt32LE(0x20);
     const inodeSize = inode.readUInt32LE(0x4) + inode.readUInt32LE(0x6c) * 2 ** 32;
-    if ((mode & S_IFMT) !== S_IFREG || inode.readUInt16LE(0x1a) === 0 || inode.readUInt32LE(0x14) !== 0) return null;
-    if (!(flags & EXTENTS_FL) || flags & (INLINE_DATA_FL | ENCRYPT_FL) || inodeSize !== size) return null;
+    if ((mode & S_IFMT) !== type || inode.readUInt16LE(0x1a) === 0 || inode.readUInt32LE(0x14) !== 0) return null;
+    if (!(flags & EXTENTS_FL) || flags & (INLINE_DATA_FL | ENCRYPT_FL | CASEFOLD_FL) || inodeSize !== size) return null;
     const leaves: ExtentLeaf[] = [];
     if (!(await this.#walk(fh, g, inode.subarray(0x28, 0x28 + 60), -1, leaves, { blocks: 0 }))) return null;
     return runsFromLeaves(leaves, size, g.blockSize);
+  }
+
+  /**
+   * The inode number of the live folder at `parts` (names from the root,
+   * compared as UTF-8 bytes), found by reading each folder on the way
+   * (ext4 disk layout "Directory Entries": linear entries; a hash-indexed
+   * folder keeps every entry in such blocks too, its index blocks read as
+   * empty entries). Null when any step is not plainly there: a name not
+   * found, not a folder, a folder without an extent tree, encrypted or
+   * case-folded, an entry that does not check. The caller then asks TSK,
+   * which also gives the errors.
+   * @throws DeviceError the image or device cannot be read.
+   */
+  async folderInode(parts: readonly string[]): Promise<number | null> {
+    const fh = await open(this.src.path, 'r');
+    try {
+      this.#geometry ??= this.#readGeometry(fh);
+      const g = await this.#geometry.catch((e: unknown) => {
+        this.#geometry = null;
+        throw e;
+      });
+      if (!g || g.blockSize !== this.unit) return null;
+      let at = ROOT_INODE;
+      for (const part of parts) {
+        const raw = (await this.#readInodes(fh, g, [at])).get(at);
+        if (!raw) return null;
+        const size = raw.readUInt32LE(0x4) + raw.readUInt32LE(0x6c) * 2 ** 32;
+        const runs = await this.#runsOf(fh, g, raw, size, S_IFDIR);
+        if (!runs) return null;
+        const child = await this.#entryIn(fh, g, runs, Buffer.from(part, 'utf8'));
+        if (child === null) return null;
+        at = child;
+      }
+      const raw = (await this.#readInodes(fh, g, [at])).get(at);
+      return raw && (raw.readUInt16LE(0) & S_IFMT) === S_IFDIR && raw.readUInt16LE(0x1a) > 0 ? at : null;
+    } catch (e) {
+      throw new DeviceError(`could not read the ext filesystem's folders at sector ${this.src.offsetSectors} of ${this.src.path}: ${(e as Error).message}`, { cause: e });
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** The inode of the live entry named `name` in a folder's blocks (`runs`), or null (not there, or a block that does not check). */
+  async #entryIn(fh: FileHandle, g: Geometry, runs: readonly DataRun[], name: Buffer): Promise<number | null> {
+    for (const run of runs) {
+      if (run.start === null) continue;
+      for (let b = 0; b < run.length; b++) {
+        const block = await readAt(fh, g.blockSize, this.#base + (run.start + b) * g.blockSize);
+        for (let off = 0; off < g.blockSize; ) {
+          const inode = block.readUInt32LE(off);
+          const recLen = block.readUInt16LE(off + 4);
+          const nameLen = block[off + 6]!;
+          if (recLen < 12 || recLen % 4 !== 0 || off + recLen > g.blockSize || 8 + nameLen > recLen) return null;
+          if (inode !== 0 && nameLen === name.length && block.subarray(off + 8, off + 8 + nameLen).equals(name)) return inode;
+          off += recLen;
+        }
+      }
+    }
+    return null;
   }
 
   /**

@@ -116,9 +116,15 @@ export class FileView {
     const generation = c?.cache.generation ?? 0;
     let trailing: string[] = [];
     if (parts.length > 0) {
-      const dir = await this.stat(joinPath(parts));
-      if (dir.type !== 'directory') throw new BadInputError(`${joinPath(parts)} is a ${dir.type}, not a folder`);
-      trailing = [dir.address];
+      // On ext the folder is found by reading the folders on the way (no process): each fls listing the way cost a process
+      // start, 0.3 s with its libraries out of the page cache. Anything not plainly there is asked of TSK, as elsewhere.
+      const inode = this.source.fsType === 'ext' ? await this.#extFolder(parts) : null;
+      if (inode !== null) trailing = [String(inode)];
+      else {
+        const dir = await this.stat(joinPath(parts));
+        if (dir.type !== 'directory') throw new BadInputError(`${joinPath(parts)} is a ${dir.type}, not a folder`);
+        trailing = [dir.address];
+      }
     }
     const body = await runTsk('fls', this.source, ['-m', '/'], trailing);
     const entries = await this.#withoutStale(parseBody(body, fsType, parts.length === 0).sort(byName));
@@ -214,6 +220,17 @@ export class FileView {
     });
     const runs = await runsOf(this.source, entry.address, entry.size, unit, signal);
     return runs ? runsStream(this.source, runs, entry.size, unit) : icatStream(this.source, entry.address);
+  }
+
+  /** The inode of the live ext folder at `parts`, or null to ask TSK (see ExtentReader.folderInode). */
+  async #extFolder(parts: readonly string[]): Promise<number | null> {
+    this.#unitSize ??= this.dataUnitSize();
+    const unit = await this.#unitSize.catch((e: unknown) => {
+      this.#unitSize = null;
+      throw e;
+    });
+    this.#extents ??= new ExtentReader(this.source, unit);
+    return this.#extents.folderInode(parts);
   }
 
   async #extentsOf(entry: FileEntry): Promise<{ runs: DataRun[]; unit: number } | null> {
