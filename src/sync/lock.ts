@@ -12,15 +12,24 @@
  * exits (a zombie holds no descriptors), so no pid is ever judged by
  * `kill(pid, 0)` and pid reuse after a reboot cannot fake an owner; and a peer
  * can connect and ask the owner who it is, for the operator's message.
- * Limits: Linux only (as dpsr), and processes in another network namespace
- * (a container with its own network) do not see each other's locks.
+ * Limits: Linux only (as dpsr), and the abstract namespace is per network
+ * namespace: a process in another one (a container with its own network,
+ * `unshare -n`) does not see the name. So a lock that belongs to a place in
+ * the filesystem (a state directory) also takes the kernel's flock(2) on an
+ * anchor there (a file or the folder itself), which every process on the
+ * machine sees: Node has no flock, so `flock(1)` takes it on a descriptor
+ * this process opened and keeps (the lock belongs to the open file, not to
+ * the short-lived helper); the kernel drops it when the owner dies, and the
+ * descriptor is close-on-exec, so no child of ours holds it.
  *
  * Node binds a pipe synchronously inside `listen()` and reports a failure on
  * the next tick, so `server.listening` right after `listen()` says whether the
  * name was taken; `tryLock` checks that this still holds.
  */
 import net from 'node:net';
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { BusyError, DeviceError } from '../errors.ts';
 
 /** Who holds a lock, as its owner answers a peer. */
@@ -54,19 +63,90 @@ function checkName(name: string): void {
 
 /**
  * Takes the lock `name` now, or returns null when another process (or this
- * one) holds it. Never waits.
+ * one) holds it. Never waits. `anchor`: a file (created when missing) or a
+ * folder whose flock(2) is taken too, so that processes in other network
+ * namespaces are excluded as well (see above); an anchor that cannot be
+ * opened (a read-only filesystem without it) leaves the name alone.
  */
-export function tryLock(name: string, what: string, extra: Record<string, unknown> = {}): Lock | null {
+export function tryLock(name: string, what: string, extra: Record<string, unknown> = {}, anchor?: string): Lock | null {
   checkName(name);
   const owner: LockOwner = { ...extra, pid: process.pid, what, since: new Date().toISOString() };
   // A failed bind whose name nobody holds a moment later was either freed in between (try again) or
   // failed for another reason (which repeats).
   for (let attempt = 0; ; attempt++) {
     const server = bindName(name, owner);
-    if (server) return held(name, owner, server);
+    if (server) {
+      // The name first: within a network namespace it excludes without starting a helper.
+      let fd: number | null | undefined;
+      try {
+        fd = anchor === undefined ? undefined : flockAnchor(anchor);
+      } catch (e) {
+        server.close(() => undefined);
+        throw e;
+      }
+      if (fd === null) {
+        server.close(() => undefined);
+        return null;
+      }
+      return held(name, owner, server, fd);
+    }
     if (isLockHeld(name)) return null;
     if (attempt === 3) throw new DeviceError(`cannot take the lock ${name}`, { hint: 'dpsr needs Linux abstract unix sockets for its locks' });
   }
+}
+
+/**
+ * flock(2) LOCK_EX|LOCK_NB on `anchor`, through flock(1) on a descriptor
+ * opened here and kept: the descriptor when taken, null when another open
+ * file holds it, undefined when the anchor cannot be opened or made.
+ */
+function flockAnchor(anchor: string): number | null | undefined {
+  let fd: number;
+  try {
+    fd = openSync(anchor, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return undefined;
+    try {
+      mkdirSync(dirname(anchor), { recursive: true, mode: 0o700 });
+      closeSync(openSync(anchor, 'a', 0o600));
+      fd = openSync(anchor, 'r');
+    } catch {
+      return undefined;
+    }
+  }
+  const r = spawnSync('flock', ['--nonblock', '--exclusive', '3'], { stdio: ['ignore', 'ignore', 'pipe', fd], encoding: 'utf8' });
+  if (r.status === 0) return fd;
+  closeSync(fd);
+  if (r.status === 1) return null;
+  throw new DeviceError(`cannot take the kernel lock on ${anchor}: ${r.error ? r.error.message : (r.stderr || `flock exited with ${r.status}`).trim()}`, {
+    hint: 'dpsr needs flock(1) from util-linux for its locks',
+  });
+}
+
+/** Whether some open file holds a flock(2) on `anchor` now (the kernel's list, /proc/locks), without touching it. */
+function anchorLocked(anchor: string): boolean {
+  let st;
+  try {
+    st = statSync(anchor, { bigint: true });
+  } catch {
+    return false;
+  }
+  // /proc/locks names the file as major:minor:inode, the numbers of the device in hexadecimal.
+  const dev = st.dev;
+  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+  let table: string;
+  try {
+    table = readFileSync('/proc/locks', 'latin1');
+  } catch (e) {
+    throw new DeviceError(`cannot read /proc/locks to see who holds ${anchor}: ${(e as Error).message}`, { cause: e });
+  }
+  for (const line of table.split('\n')) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiting requests are marked "->".
+    const m = /^\d+:\s+FLOCK\s+\S+\s+\S+\s+\S+\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line);
+    if (m && BigInt(`0x${m[1]}`) === major && BigInt(`0x${m[2]}`) === minor && BigInt(m[3]!) === st.ino) return true;
+  }
+  return false;
 }
 
 function bindName(name: string, owner: LockOwner): net.Server | null {
@@ -82,7 +162,7 @@ function bindName(name: string, owner: LockOwner): net.Server | null {
   return null;
 }
 
-function held(name: string, owner: LockOwner, server: net.Server): Lock {
+function held(name: string, owner: LockOwner, server: net.Server, anchorFd?: number): Lock {
   server.unref();
   let released = false;
   const lock: Lock = {
@@ -92,6 +172,8 @@ function held(name: string, owner: LockOwner, server: net.Server): Lock {
       if (released) return;
       released = true;
       heldHere.delete(name);
+      // Closing the only descriptor of the anchor's open file drops its flock.
+      if (anchorFd !== undefined) closeSync(anchorFd);
       // Closing the listening socket frees the name at once; the callback only reports completion.
       server.close(() => undefined);
     },
@@ -103,10 +185,12 @@ function held(name: string, owner: LockOwner, server: net.Server): Lock {
 /**
  * Whether some process holds `name` now, without touching it: the kernel's
  * list of unix sockets (/proc/net/unix) shows bound abstract names with a
- * leading '@' (Node pads the name with NULs, shown as '@' too).
+ * leading '@' (Node pads the name with NULs, shown as '@' too); with an
+ * `anchor`, also a holder in another network namespace (its flock).
  */
-export function isLockHeld(name: string): boolean {
+export function isLockHeld(name: string, anchor?: string): boolean {
   if (heldHere.has(name)) return true;
+  if (anchor !== undefined && anchorLocked(anchor)) return true;
   let table: string;
   try {
     table = readFileSync('/proc/net/unix', 'latin1');
@@ -186,8 +270,8 @@ export function describeOwner(owner: LockOwner | null): string {
  * Takes the lock `name` or throws BusyError naming its owner: `busy(owner)`
  * words the message, `hint` says what to do.
  */
-export async function acquireLock(name: string, what: string, busy: (ownerText: string, owner: LockOwner | null) => string, hint: string, extra?: Record<string, unknown>): Promise<Lock> {
-  const lock = tryLock(name, what, extra);
+export async function acquireLock(name: string, what: string, busy: (ownerText: string, owner: LockOwner | null) => string, hint: string, extra?: Record<string, unknown>, anchor?: string): Promise<Lock> {
+  const lock = tryLock(name, what, extra, anchor);
   if (lock) return lock;
   const owner = await queryLockOwner(name);
   throw new BusyError(busy(describeOwner(owner), owner), { hint });
@@ -201,12 +285,12 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
  * re-read, apply, write a state file. Not reentrant: taking a lock this
  * process already holds is a programming error.
  */
-export function withLockSync<R>(name: string, what: string, fn: () => R, timeoutMs = 10_000): R {
+export function withLockSync<R>(name: string, what: string, fn: () => R, timeoutMs = 10_000, anchor?: string): R {
   if (heldHere.has(name)) throw new DeviceError(`internal: the lock ${name} is already held by this process (${heldHere.get(name)!.owner.what})`);
   const deadline = Date.now() + timeoutMs;
   let pause = 1;
   for (;;) {
-    const lock = tryLock(name, what);
+    const lock = tryLock(name, what, {}, anchor);
     if (lock) {
       try {
         return fn();

@@ -7,7 +7,8 @@
  * while the daemon's own jobs do. Built on lock.ts (abstract unix
  * sockets the kernel releases when the owner dies).
  *
- * A state directory is known by its device and inode numbers, a drive by the
+ * A state directory is known by its device and inode numbers (and its locks
+ * also flock files there, seen from every network namespace), a drive by the
  * storage it really touches (an image file's st_dev+st_ino, a block device's
  * disk, and both for a loop device over a file: see storageKeys), never by a
  * path string.
@@ -47,6 +48,17 @@ const names = {
   keeper: (key: string) => `${storageName(key)}/k/${process.pid}.${readers++}`,
 };
 
+/**
+ * What the state directory's locks flock as well, so processes in other
+ * network namespaces see them (lock.ts): the directory itself for the
+ * daemon, files under locks/ for the transaction and each pair.
+ */
+const anchors = {
+  daemon: (dir: string) => dir,
+  transaction: (dir: string) => join(dir, 'locks', 'transaction'),
+  pair: (dir: string, pairId: string) => join(dir, 'locks', `pair-${pairId}`),
+};
+
 /** The keeps of a drive's storage key that other processes hold. */
 function othersKeeping(key: string): string[] {
   return heldNamesUnder(names.keepers(key)).filter((n) => !heldByThisProcess(n));
@@ -65,12 +77,13 @@ export function acquireStateDirLock(dir: string, extra: Record<string, unknown> 
     (owner, info) => `another dpsrd, ${owner}${typeof info?.url === 'string' ? ` at ${info.url}` : ''}, already uses the state directory ${dir}`,
     'stop that daemon first, or give this one its own --state-dir',
     { stateDir: dir, ...extra },
+    anchors.daemon(dir),
   );
 }
 
 /** Runs `fn` (re-read, apply, write) holding the state directory's transaction lock. */
 export function withStateTransaction<R>(dir: string, what: string, fn: () => R): R {
-  return withLockSync(names.transaction(stateDirKey(dir)), what, fn);
+  return withLockSync(names.transaction(stateDirKey(dir)), what, fn, undefined, anchors.transaction(dir));
 }
 
 const pairBusy = (owner: string, info: { what: string; pid: number; since: string } | null) =>
@@ -78,7 +91,7 @@ const pairBusy = (owner: string, info: { what: string; pid: number; since: strin
 
 /** One copy (or recovery) per pair at a time, held while it runs. */
 export async function acquirePairLock(stateDir: string, pairId: string, what: string): Promise<Lock> {
-  const lock = await acquireLock(names.pair(stateDirKey(stateDir), pairId), what, pairBusy, 'wait for it to finish, or stop it, and try again');
+  const lock = await acquireLock(names.pair(stateDirKey(stateDir), pairId), what, pairBusy, 'wait for it to finish, or stop it, and try again', {}, anchors.pair(stateDir, pairId));
   // The pid file of earlier versions means nothing now; drop it so nobody reads it.
   rmSync(join(stateDir, 'pairs', pairId, 'lock'), { force: true });
   return lock;
@@ -86,14 +99,14 @@ export async function acquirePairLock(stateDir: string, pairId: string, what: st
 
 /** The pair lock for a short synchronous change (a role swap); throws BusyError while a copy holds it. */
 export function takePairLockNow(stateDir: string, pairId: string, what: string): Lock {
-  const lock = tryLock(names.pair(stateDirKey(stateDir), pairId), what);
+  const lock = tryLock(names.pair(stateDirKey(stateDir), pairId), what, {}, anchors.pair(stateDir, pairId));
   if (!lock) throw new BusyError(pairBusy('another process', null), { hint: 'wait for it to finish, or stop it, and try again' });
   return lock;
 }
 
 /** Whether a copy or recovery of the pair runs now (in any process). */
 export function pairLockHeld(stateDir: string, pairId: string): boolean {
-  return isLockHeld(names.pair(stateDirKey(stateDir), pairId));
+  return isLockHeld(names.pair(stateDirKey(stateDir), pairId), anchors.pair(stateDir, pairId));
 }
 
 /**

@@ -52,6 +52,22 @@ test("case r04: a second dpsrd on the same state directory refuses at start, nam
   rmSync(dir, { recursive: true, force: true });
 });
 
+test('case r04 from another network namespace: the second dpsrd refuses at start all the same', async () => {
+  if (!requireEnv('the network namespace test', { root: true, tools: ['unshare'] })) return;
+  const dir = mkdtempSync(join(tmpdir(), 'dpsrd-r04-netns-'));
+  const d = await makeDaemon({ sim: { bridgeMiBps: 16 } }, dir);
+  try {
+    // Its own network namespace: the abstract socket names of the first daemon are not there.
+    const cli = spawnSync('unshare', ['-n', process.execPath, 'bin/dpsrd.js', '--state-dir', dir, '--listen', '127.0.0.1:0'], { cwd: REPO, encoding: 'utf8', timeout: 60_000, env: { ...process.env, DPSR_NODE_RED_LISTEN: '127.0.0.1:0' } });
+    assert.is(cli.status, 1, cli.stderr);
+    assert.match(cli.stderr, `already uses the state directory ${dir}`);
+    assert.is((await d.api('GET', '/api/health')).status, 200);
+  } finally {
+    await d.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a state directory too small for the simulated rig\'s drives: dpsrd says the filesystem is full and what to do, not a bare tool failure', () => {
   if (!requireEnv('the tiny state directory test', { root: true, tools: ['mount', 'umount'] })) return;
   const mnt = mkdtempSync(join(tmpdir(), 'dpsrd-tiny-'));

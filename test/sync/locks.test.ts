@@ -169,6 +169,38 @@ test('a running copy holds its pair and its target: a second copy or a recovery 
   assert.is(sha256File(b), backup);
 });
 
+test('a copy running in another network namespace holds its pair: the state says syncing, a second copy and a recovery are refused, transactions wait for each other', async () => {
+  if (!requireEnv('the network namespace test', { root: true, tools: ['unshare'] })) return;
+  const stateDir = join(dir, 'state-netns');
+  const { a, b, backup } = await pairUp(stateDir);
+  // Abstract socket names are per network namespace: this child sees none of ours, nor we its.
+  const { child } = await startChild('unshare', ['-n', process.execPath, ...childArgs('sync-hang', stateDir, a, b)], /^writing/);
+  try {
+    const store = new PairStore(stateDir);
+    assert.is(effectiveStandbyState(store, store.pairs()[0]!), 'syncing', 'the copy in the other namespace is seen running');
+    assert.instance(await rejects(sync({ stateDir, source: a, target: b })), BusyError);
+    assert.instance(await rejects(recover({ stateDir, target: b })), BusyError);
+  } finally {
+    child.kill('SIGKILL');
+    await exited(child);
+  }
+  assert.is(effectiveStandbyState(new PairStore(stateDir), new PairStore(stateDir).pairs()[0]!), 'inconsistent');
+  const r = await recover({ stateDir, target: b });
+  assert.is(r.action, 'rolled-back');
+  assert.is(sha256File(b), backup);
+
+  // Transactions from both namespaces at once lose no update.
+  const pairId = new PairStore(stateDir).pairs()[0]!.id;
+  const start = new PairStore(stateDir).byId(pairId)!.lastSync?.bytesWritten ?? 0;
+  const bumps = [
+    spawn('unshare', ['-n', process.execPath, ...childArgs('bump', stateDir, pairId, '40')], { cwd: REPO, stdio: 'inherit' }),
+    spawn(process.execPath, childArgs('bump', stateDir, pairId, '40'), { cwd: REPO, stdio: 'inherit' }),
+  ];
+  children.push(...bumps);
+  await Promise.all(bumps.map(exited));
+  assert.is(new PairStore(stateDir).byId(pairId)!.lastSync?.bytesWritten, start + 80);
+});
+
 test('a drive a daemon keeps is written by no other process, from any state directory, while the keeper\'s own copies write it; a writer found at keep time is reported', async () => {
   const stateDir = join(dir, 'state-keep');
   const other = join(dir, 'state-keep-other');
