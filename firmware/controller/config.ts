@@ -8,7 +8,7 @@ import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { BadInputError, NotFoundError } from '../../src/errors.ts';
 import { validateConfig as validateBootSwitch, simConfig, portChannels, wiredPorts, type BootSwitchConfig } from '../../src/bootswitch/index.ts';
-import { array, bool, check, fail, int, num, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
+import { array, bool, check, duplicateKey, fail, int, num, obj, oneOf, opt, passThrough, str, type Infer } from './schema.ts';
 import { locateDrive, sameStorage, type DriveLocation } from '../../src/sata-bridge/index.ts';
 import { BAY_NAMES, PAIR_ROLES, configuredBays, portOf, resolvePairs, type PairConfig } from './pair-config.ts';
 
@@ -325,6 +325,9 @@ export function loadConfigFile(path: string): DaemonConfig {
   } catch (e) {
     throw new BadInputError(`the config file ${path} is not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`, { hint: 'fix the syntax; the daemon did not start' });
   }
+  // YAML refuses a repeated key itself; JSON.parse keeps the last one without a word.
+  const twice = path.endsWith('.json') ? duplicateKey(text) : null;
+  if (twice !== null) throw new BadInputError(`the config file ${path}: key ${twice} is given twice; which value was meant cannot be told`, { hint: 'give each key once; the daemon did not start' });
   return validateDaemonConfig(raw ?? {}, path);
 }
 

@@ -11,7 +11,7 @@ import { createServer as createTlsServer } from 'node:https';
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { BadInputError, errorData, httpStatusFor, DpsrError } from '../../src/errors.ts';
-import { check, maxBodyBytes, show, type Schema } from './schema.ts';
+import { check, duplicateKey, maxBodyBytes, show, type Schema } from './schema.ts';
 import type { Metrics } from './metrics.ts';
 import type { ConsoleSessions, Session } from './console-auth.ts';
 
@@ -291,6 +291,8 @@ export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { ke
           } catch (e) {
             throw new BadInputError(`request body is not valid JSON: ${(e as Error).message}`, { hint: 'send a JSON object, e.g. {}' });
           }
+          const twice = duplicateKey(text);
+          if (twice !== null) throw new BadInputError(`request body: key ${twice} is given twice; which value was meant cannot be told`, { hint: 'give each key once; nothing was changed' });
         }
         if (route.body) body = check(route.body, body, 'request body');
       }

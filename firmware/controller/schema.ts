@@ -184,6 +184,55 @@ export function maxBodyBytes(json: JsonSchema): number {
   }
 }
 
+/**
+ * The first key given twice in one object of `text`, which is valid JSON
+ * (JSON.parse accepted it), as a path ("sync.mode", "[0].a"), or null.
+ * JSON.parse silently keeps the last value; which one was meant cannot be
+ * told, so a body or config file that repeats a key is bad input, as a query
+ * parameter given twice is. Keys are compared as decoded ("\u0061" is "a").
+ */
+export function duplicateKey(text: string): string | null {
+  interface Frame {
+    keys: Set<string> | null;
+    key: string;
+    index: number;
+    expectKey: boolean;
+  }
+  const stack: Frame[] = [];
+  const pathTo = (last: string) => {
+    let path = '';
+    stack.forEach((f, i) => {
+      const key = i === stack.length - 1 ? last : f.key;
+      path = f.keys ? (path ? `${path}.${key}` : key) : `${path}[${f.index}]`;
+    });
+    return path;
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      const top = stack[stack.length - 1];
+      if (top?.keys && top.expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (top.keys.has(key)) return pathTo(key);
+        top.keys.add(key);
+        top.key = key;
+        top.expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b) stack.push({ keys: new Set(), key: '', index: 0, expectKey: true });
+    else if (c === 0x5b) stack.push({ keys: null, key: '', index: 0, expectKey: false });
+    else if (c === 0x7d || c === 0x5d) stack.pop();
+    else if (c === 0x2c) {
+      const top = stack[stack.length - 1];
+      if (top?.keys) top.expectKey = true;
+      else if (top) top.index++;
+    }
+  }
+  return null;
+}
+
 /** An optional field: absent (or undefined) gives the default. */
 export function opt<T>(s: Schema<T>, dflt: T): Schema<T>;
 export function opt<T>(s: Schema<T>): Schema<T | undefined>;

@@ -14,7 +14,7 @@ import { request } from 'node:http';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
 import { linesBackwards } from '../../firmware/controller/events.ts';
 import { jsonNestsDeeper, parseTarget, queryProblem } from '../../firmware/controller/http-server.ts';
-import { maxBodyBytes } from '../../firmware/controller/schema.ts';
+import { duplicateKey, maxBodyBytes } from '../../firmware/controller/schema.ts';
 
 let d: TestDaemon;
 
@@ -62,6 +62,26 @@ test('a deeply nested JSON body is 400, before anything walks it', async () => {
   assert.is(jsonNestsDeeper(`{"a":"${'['.repeat(100)}\\"${'{'.repeat(100)}"}`, 2), false);
   assert.is(jsonNestsDeeper('[[[]]]', 2), true);
   assert.is(jsonNestsDeeper('[[]]', 2), false);
+});
+
+test('a key given twice in a JSON body is 400 naming it, at any depth and however it is escaped; nothing is started', async () => {
+  const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+  for (const [path, raw, key] of [
+    ['/api/sync', '{"mode":"compare","mode":"manifest"}', 'mode'],
+    ['/api/sync', '{"partitions":[1],"window":false,"partitions":[2]}', 'partitions'],
+    ['/api/verify', '{"partitions":[1],"p\\u0061rtitions":[2]}', 'partitions'],
+    ['/api/jobs/1/cancel', '{"rollback":false,"rollback":true}', 'rollback'],
+    ['/api/bootselect', '{"bay":"A","x":{"y":1,"y":2}}', 'x.y'],
+  ] as const) {
+    const r = await d.api('POST', path, undefined, { raw });
+    assert.is(r.status, 400, `${path} ${raw}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.error.message, `key ${key} is given twice`);
+  }
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'nothing started');
+  // The same name in two objects, or inside strings, is no repetition.
+  assert.is(duplicateKey('{"a":"{\\"a\\":1,\\"a\\":2}","b":[{"a":1},{"a":2}],"c":{"a":{"a":1}}}'), null);
+  assert.is(duplicateKey('{"a":1,"b":{"c":1},"a":2}'), 'a');
+  assert.is(duplicateKey('[{"a":[{"b":1,"b":2}]}]'), '[0].a[0].b');
 });
 
 test('a body error names what was sent and what is allowed in plain words: no null for 1e400, no "a integer"', async () => {

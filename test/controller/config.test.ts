@@ -84,6 +84,11 @@ test('YAML and JSON files; syntax errors name the file', () => {
     assert.is(loadConfigFile(join(dir, 'b.json')).jobs.history, 5);
     writeFileSync(join(dir, 'c.yaml'), 'sim: [unclosed\n');
     assert.match(msg(() => loadConfigFile(join(dir, 'c.yaml'))), /c.yaml is not valid YAML/);
+    // A key given twice: which value was meant cannot be told, in JSON as in YAML.
+    writeFileSync(join(dir, 'd.json'), '{"sync": {"mode": "compare", "mode": "manifest"}}');
+    assert.match(msg(() => loadConfigFile(join(dir, 'd.json'))), /d.json.*key sync.mode is given twice/);
+    writeFileSync(join(dir, 'e.yaml'), 'sync:\n  mode: compare\n  mode: manifest\n');
+    assert.match(msg(() => loadConfigFile(join(dir, 'e.yaml'))), /e.yaml is not valid YAML.*unique/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
