@@ -3,7 +3,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { dpsr, DPSR_BIN } from '../support/cli.ts';
 import { partitionedImage, randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
@@ -122,6 +123,30 @@ test('a sync whose journal budget is already used up by the interrupted run is r
   // With room the same sync finishes.
   assert.is(dpsr(['sync', a, b, '--yes', '--quiet', '--journal-budget', '64M'], e).code, 0);
   assert.is(sha256File(b), sha256File(a));
+});
+
+test('a copy with unreadable source sectors reports exact byte counts and the sectors as a range, as verify does (f09)', async () => {
+  if (!requireEnv('unreadable source through nbdkit', { tools: ['nbdkit', 'nbdfuse', 'fusermount3'] })) return;
+  const img = partitionedImage(dir, 'unr-cli.img', { scheme: 'gpt', sizeMiB: 16 });
+  const size = statSync(img.path).size;
+  const bad = size - 8 * 512;
+  const map = join(dir, 'unr-cli.map');
+  const hex = (n: number) => `0x${n.toString(16)}`;
+  writeFileSync(map, `# Mapfile. Created by GNU ddrescue version 1.27\n${hex(bad)} + 1\n0x0 ${hex(bad)} +\n${hex(bad)} ${hex(8 * 512)} -\n`);
+  const mnt = join(dir, 'unr-cli-mnt');
+  mkdirSync(mnt);
+  const fuse = spawn('nbdfuse', ['-r', join(mnt, 'active.img'), '--command', 'nbdkit', '-s', '--filter=ddrescue', 'file', `file=${img.path}`, `ddrescue-mapfile=${map}`], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 50 && !existsSync(join(mnt, 'active.img')); i++) await new Promise((r) => setTimeout(r, 100));
+    const target = sparseImage(join(dir, 'unr-cli-b.img'), 16 * MiB);
+    const r = dpsr(['clone', join(mnt, 'active.img'), target, '--yes'], { DPSR_STATE_DIR: join(dir, 'state-unr-cli') });
+    assert.is(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /16,773,120 bytes written \(4,096 bytes \(8 sectors\) of the source unreadable, not written\)/);
+    assert.match(r.stdout, new RegExp(`LBA ${bad / 512}–${size / 512 - 1} \\(8 sectors\\) in the backup GPT`));
+  } finally {
+    execFileSync('fusermount3', ['-u', mnt]);
+    fuse.kill();
+  }
 });
 
 test.run();

@@ -5,7 +5,7 @@
  */
 import { BadInputError, RefusedError } from '../../../src/errors.ts';
 import { discoverDrives, openDrive, locateDrive, usageOf, driveKeyOf } from '../../../src/sata-bridge/index.ts';
-import { readLayout, formatLayout } from '../../../src/disk-layout/index.ts';
+import { readLayout, formatLayout, formatExactBytes } from '../../../src/disk-layout/index.ts';
 import {
   clone,
   sync,
@@ -81,13 +81,19 @@ export function parseMode(v: unknown): 'compare' | 'manifest' | 'changed' | unde
 function printCopy(report: CopyReport): void {
   const rate = report.seconds > 0 ? `${formatBytes(Math.round((report.bytesTotal - report.bytesResumed) / report.seconds))}/s` : '';
   console.log(`${report.kind} ${report.result}: ${report.source} → ${report.target}`);
-  console.log(`  mode ${report.mode}, ${formatBytes(report.bytesTotal)} walked, ${formatBytes(report.bytesWritten)} written, ${report.seconds.toFixed(1)} s ${rate}`);
+  // With sectors left unwritten, a rounded figure would hide them: the counts are exact then.
+  const unreadableBytes = report.unreadable.reduce((n, u) => n + u.length, 0);
+  const sector = report.unreadable[0] ? report.unreadable[0].length / report.unreadable[0].sectors : 512;
+  const written = unreadableBytes
+    ? `${formatExactBytes(report.bytesWritten)} written (${formatExactBytes(unreadableBytes, sector)} of the source unreadable, not written)`
+    : `${formatBytes(report.bytesWritten)} written`;
+  console.log(`  mode ${report.mode}, ${formatBytes(report.bytesTotal)} walked, ${written}, ${report.seconds.toFixed(1)} s ${rate}`);
   if (report.bytesResumed) console.log(`  resumed: ${formatBytes(report.bytesResumed)} were already done (compared again, unchanged)`);
   console.log(`  pair ${report.pairId}, generation ${report.generation}`);
   for (const n of report.notes) console.log(`  note: ${n}`);
   if (report.unreadable.length) {
     console.log(`  UNREADABLE on the source (the standby kept its old data there):`);
-    for (const u of report.unreadable) console.log(`    LBA ${u.firstLba} (+${u.sectors} sectors)${unreadableWhere(u)}`);
+    for (const u of report.unreadable) console.log(`    ${formatSectorRange({ start: u.start, length: u.length }, u.length / u.sectors)}${unreadableWhere(u)}`);
   }
 }
 
