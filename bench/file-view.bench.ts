@@ -20,26 +20,29 @@
  *   extent maps came from debugfs in batches of 512, but 0.25-0.48 × at load
  *   3-13: each debugfs start blocked the daemon ~100 ms (forking a large
  *   process, waiting for its exec; 1.2 s of a 4.6 s archive in a CPU profile
- *   at load 6). With the extent trees read from the inodes in Node: 0.67 ×
- *   at load 5 (173 vs 258 MiB/s), 0.65 × at load 7-10, 0.77 × at load 11-15,
- *   and 74 vs 25 MiB/s with a `yes` per core on top (load 5 → 11; tar of the
- *   small files suffers more than dpsrd). dpsrd's CPU profile over three such
- *   downloads at load 7: socket writes 0.73 s, starting file reads 0.57 s,
- *   GC 0.26 s, process starts 0.09 s (the folder walk's fls).
+ *   at load 6). With the extent trees read from the inodes in Node: 1.01 ×
+ *   at load 5-7 (178 vs 177 MiB/s), 0.65-0.77 × at load 7-15 from other
+ *   work, 1.11 × (45 vs 40 MiB/s) and 2.94 × (74 vs 25) with a `yes` per
+ *   core on top (load 5 → 10-11; tar of small files suffers more than
+ *   dpsrd). dpsrd's CPU profile over three such downloads at load 7: socket
+ *   writes 0.73 s, starting file reads 0.57 s, GC 0.26 s, process starts
+ *   0.09 s (the folder walk's fls).
  * - The side-by-side listing's first page is, per drive (both at once), an
  *   `fls` of the root (to find the folder) and one of the 10,000 entries,
  *   after a dropped page cache: a cold `fls` reads ~28 MB, its 45 shared
  *   libraries (of the root alone: 0.3-0.38 s at load 6, 0.02 s CPU); the
- *   10,000 entries add ~3 MB of the image and 0.05 s CPU. 0.43 s in-process
- *   and 0.46 s over HTTP at load 5; 1.4-1.9 s at load 7-15 (both fail < 1 s).
- *   Pages after the first come from the kept listings (0.01-0.02 s,
- *   0.07-0.19 s over HTTP).
+ *   10,000 entries add ~3 MB of the image and 0.05 s CPU. With both: 0.43 s
+ *   in-process and 0.46 s over HTTP at load 5; 1.4-1.9 s at load 7-15. With
+ *   the folder found by reading the folders on the way (one fls per drive):
+ *   0.41 s and 0.34 s at load 5-7; 1.09 s and 1.27 s with a `yes` per core
+ *   on top (load 10), which still misses < 1 s. Pages after the first come
+ *   from the kept listings (0.01-0.05 s, 0.02-0.19 s over HTTP).
  * - dpsrd's peak RSS over the downloads rose to 165-181 MiB with the
  *   small-file reads: not live objects (a heap snapshot after them holds
  *   13 MiB) nor malloc arenas (MALLOC_ARENA_MAX=2 changed nothing) but V8's
  *   young generation, grown to 3 × 16 MiB by the allocation rate of many
  *   small files; with 8 MiB semi-spaces (deploy/dpsrd.service) the peak is
- *   147-162 MiB.
+ *   147-162 MiB (the archive code alone, in this process under tsx: 130-141).
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
