@@ -59,7 +59,7 @@ install -m 0644 "$here/deploy/dpsrd.service" "$dest/etc/systemd/system/"
 # Inline mode's qemu-storage-daemon, one instance per drive pair (dpsrd starts dpsr-export@<pair>).
 sed "s#/opt/dpsr#$prefix#g" "$here/deploy/dpsr-export@.service" > "$dest/etc/systemd/system/dpsr-export@.service"
 chmod 0644 "$dest/etc/systemd/system/dpsr-export@.service"
-chmod 0755 "$dest$prefix/deploy/dpsr-io-flusher"
+chmod 0755 "$dest$prefix/deploy/dpsr-io-flusher" "$dest$prefix/deploy/dpsr-nbd-listen"
 install -m 0644 "$here/deploy/60-dpsr-bridges.rules" "$dest/etc/udev/rules.d/"
 install -m 0644 "$here/deploy/dpsr-usb-quirks.conf" "$dest/etc/modprobe.d/"
 # Inline mode's host link: nbd and the USB mass-storage gadget, loaded at every boot. The USB device

@@ -5,16 +5,29 @@
  * simulated rig and tests), or a systemd unit (`SystemdDaemonProcess`, the
  * board: deploy/dpsr-export@.service, which sets PR_SET_IO_FLUSHER through
  * deploy/dpsr-io-flusher and restarts a crashed daemon itself). Either way
- * the daemon starts with only a QMP monitor on the process's `qmpSocket`.
+ * the daemon starts with only a QMP monitor on the process's `qmpSocket`,
+ * through deploy/dpsr-nbd-listen: for a TCP export that makes the NBD
+ * server's listening socket with TCP_NODELAY and hands it to the daemon
+ * (settings in `nbdListenEnv`'s variables: a child's environment, the unit's
+ * EnvironmentFile).
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { constants } from 'node:os';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DeviceError } from '../errors.ts';
 
 const execFileAsync = promisify(execFile);
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+/** deploy/dpsr-nbd-listen from src/export (sources) and from dist/src/export (the build). */
+export const NBD_LISTEN_SCRIPT = [join(HERE, '..', '..', 'deploy', 'dpsr-nbd-listen'), join(HERE, '..', '..', '..', 'deploy', 'dpsr-nbd-listen')].find((p) => existsSync(p)) ?? join(HERE, '..', '..', 'deploy', 'dpsr-nbd-listen');
+
+/** The environment variables deploy/dpsr-nbd-listen reads (the rest of a start's environment is the daemon's own). */
+const LISTEN_VARS = ['DPSR_NBD_HOST', 'DPSR_NBD_PORT', 'DPSR_NBD_TLS_PSK_DIR'] as const;
 
 /** How a daemon ended: exit code or signal (both null when the runner could not tell), and the last lines it wrote to stderr. */
 export interface ExitInfo {
@@ -104,7 +117,7 @@ export class ChildDaemonProcess implements DaemonProcess {
 
   async start(env: Record<string, string>): Promise<void> {
     const binary = this.opts.binary ?? 'qemu-storage-daemon';
-    const argv = [...(this.opts.command ?? []), binary, '--chardev', `socket,id=qmp,path=${this.qmpSocket},server=on,wait=off`, '--monitor', 'chardev=qmp'];
+    const argv = [...(this.opts.command ?? []), NBD_LISTEN_SCRIPT, binary, '--chardev', `socket,id=qmp,path=${this.qmpSocket},server=on,wait=off`, '--monitor', 'chardev=qmp'];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     this.#child = child;
     this.#ended = false;
@@ -124,7 +137,7 @@ export class ChildDaemonProcess implements DaemonProcess {
       child.once('spawn', resolve);
       child.once('error', (e) => {
         this.#ended = true;
-        reject(new DeviceError(`cannot start ${argv[0]}: ${e.message}`, { hint: 'install qemu-system-common (scripts/install-tools.sh)', cause: e }));
+        reject(new DeviceError(`cannot start ${argv[0]}: ${e.message}`, { hint: 'install python3 and qemu-system-common (scripts/install-tools.sh)', cause: e }));
       });
     });
   }
@@ -174,11 +187,18 @@ export interface SystemdDaemonOptions {
   readonly systemctl?: readonly string[];
   /** The journalctl command for the daemon's last lines (default `journalctl`); null: none. */
   readonly journalctl?: readonly string[] | null;
+  /** The unit's EnvironmentFile for deploy/dpsr-nbd-listen, as dpsr reaches it (the unit: `/run/dpsr-export/<id>.env`, `unitEnvironmentFile`). Default: beside the QMP socket's folder, named after the unit's instance. */
+  readonly environmentFile?: string;
 }
 
 /** `/run/dpsr-export/<id>/qmp.sock`: where deploy/dpsr-export@.service's daemon for instance `id` puts its QMP socket. */
 export function unitQmpSocket(instance: string): string {
   return `/run/dpsr-export/${instance}/qmp.sock`;
+}
+
+/** `/run/dpsr-export/<id>.env`: the EnvironmentFile deploy/dpsr-export@.service reads for instance `id` (the NBD server's TCP address). */
+export function unitEnvironmentFile(instance: string): string {
+  return `/run/dpsr-export/${instance}.env`;
 }
 
 interface UnitState {
@@ -231,8 +251,14 @@ export class SystemdDaemonProcess implements DaemonProcess {
     return { ActiveState: kv.ActiveState ?? '', SubState: kv.SubState ?? '', MainPID: Number(kv.MainPID ?? 0), ExecMainPID: Number(kv.ExecMainPID ?? 0), ExecMainCode: Number(kv.ExecMainCode ?? 0), ExecMainStatus: Number(kv.ExecMainStatus ?? 0) };
   }
 
-  /** `env` is the unit's own (Environment= in the unit file): a started unit does not take the caller's. */
-  async start(): Promise<void> {
+  /**
+   * The unit has its own environment (Environment= in the unit file); of
+   * `env` only deploy/dpsr-nbd-listen's settings are written to its
+   * EnvironmentFile, read at each (re)start, so a restart by systemd listens
+   * where dpsr's start did.
+   */
+  async start(env: Record<string, string>): Promise<void> {
+    this.#writeEnvironment(env);
     // A failed unit stays failed until reset (only then: a reset also clears systemd's restart count).
     if ((await this.#state()).ActiveState === 'failed') await this.#systemctl('reset-failed', this.opts.unit).catch(() => undefined);
     await this.#systemctl('start', this.opts.unit);
@@ -240,6 +266,20 @@ export class SystemdDaemonProcess implements DaemonProcess {
     if (s.ActiveState !== 'active' || !s.MainPID) throw new DeviceError(`${this.opts.unit} is ${s.ActiveState} (${s.SubState}) after systemctl start`, { hint: `journalctl -u ${this.opts.unit}` });
     this.#pid = s.MainPID;
     this.#ended = false;
+  }
+
+  #writeEnvironment(env: Record<string, string>): void {
+    const instance = /@([^.]*)\./.exec(this.opts.unit)?.[1] ?? this.opts.unit;
+    const file = this.opts.environmentFile ?? join(dirname(dirname(this.qmpSocket)), `${instance}.env`);
+    // systemd's EnvironmentFile syntax: KEY="VALUE" with \ and " escaped.
+    const text = LISTEN_VARS.filter((k) => env[k] !== undefined).map((k) => `${k}="${env[k]!.replace(/[\\"]/g, (c) => `\\${c}`)}"\n`).join('');
+    try {
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(`${file}.tmp`, text);
+      renameSync(`${file}.tmp`, file);
+    } catch (e) {
+      throw new DeviceError(`cannot write ${file} for ${this.opts.unit}: ${(e as Error).message}`, { hint: 'dpsrd runs as root on the board (deploy/dpsrd.service)', cause: e });
+    }
   }
 
   async exited(timeoutMs: number): Promise<ExitInfo | null> {

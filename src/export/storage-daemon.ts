@@ -62,6 +62,19 @@ export type NbdListen =
       };
     };
 
+/**
+ * deploy/dpsr-nbd-listen's settings for a TCP export: it listens on the
+ * address with TCP_NODELAY (accepted sockets inherit it; qemu 7.2's NBD
+ * server does not set it, and its small replies then wait for delayed ACKs)
+ * and starts the daemon's NBD server on that socket, with TLS when
+ * `tlsPskDir` is given. Empty for a unix export (started over QMP).
+ */
+export function nbdListenEnv(listen: NbdListen): Record<string, string> {
+  if ('unix' in listen) return {};
+  const { host, port, tlsPskDir } = listen.tcp;
+  return { DPSR_NBD_HOST: host, DPSR_NBD_PORT: String(port), ...(tlsPskDir ? { DPSR_NBD_TLS_PSK_DIR: tlsPskDir } : {}) };
+}
+
 export interface StorageDaemonOptions {
   /** The active drive: a raw image file or a block device. */
   readonly drive: string;
@@ -181,7 +194,7 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
     for (const s of stale) if (s && existsSync(s)) unlinkSync(s); // left by a crashed daemon
     if (this.options.metadata && !existsSync(this.options.metadata)) await this.createMetadata();
     // On a unit already running (systemd's restart) start only learns its process, so its exit is told apart from the last one's.
-    await proc.start({ GLIBC_TUNABLES: [process.env.GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES].filter(Boolean).join(':') });
+    await proc.start({ GLIBC_TUNABLES: [process.env.GLIBC_TUNABLES, DAEMON_MALLOC_TUNABLES].filter(Boolean).join(':'), ...nbdListenEnv(this.options.listen) });
     let client: QmpClient | null = fresh;
     try {
       client ??= await this.connectQmp();
@@ -279,13 +292,8 @@ export class StorageDaemon extends EventEmitter<StorageDaemonEvents> {
       await qmp.execute('blockdev-add', { 'node-name': ACTIVE_NODE, driver: 'raw', file: 'drive-file' });
     }
     await qmp.execute('blockdev-add', { 'node-name': TOP_NODE, driver: 'raw', file: ACTIVE_NODE });
-    const l = o.listen;
-    if ('unix' in l) {
-      await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: l.unix } } });
-    } else {
-      if (l.tcp.tlsPskDir) await qmp.execute('object-add', { 'qom-type': 'tls-creds-psk', id: 'tls0', endpoint: 'server', dir: l.tcp.tlsPskDir });
-      await qmp.execute('nbd-server-start', { addr: { type: 'inet', data: { host: l.tcp.host, port: String(l.tcp.port) } }, ...(l.tcp.tlsPskDir ? { 'tls-creds': 'tls0' } : {}) });
-    }
+    // A TCP server was started on the command line, on deploy/dpsr-nbd-listen's socket (nbdListenEnv).
+    if ('unix' in o.listen) await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: o.listen.unix } } });
     await qmp.execute('block-export-add', { type: 'nbd', id: HOST_EXPORT_ID, 'node-name': TOP_NODE, name: this.exportName, writable: true });
   }
 

@@ -30,8 +30,9 @@ test('install.sh with DESTDIR stages the code, unit, rules, quirks and config', 
   assert.match(unit, /ExecStart=\/opt\/dpsr\/bin\/dpsrd\.js --config \/etc\/dpsr\/config\.yaml/);
   assert.match(unit, /KillSignal=SIGINT/);
   const exportUnit = readFileSync(join(root, 'etc/systemd/system/dpsr-export@.service'), 'utf8');
-  assert.match(exportUnit, /^ExecStart=\/opt\/dpsr\/deploy\/dpsr-io-flusher \/usr\/bin\/qemu-storage-daemon /m);
+  assert.match(exportUnit, /^ExecStart=\/opt\/dpsr\/deploy\/dpsr-io-flusher \/opt\/dpsr\/deploy\/dpsr-nbd-listen \/usr\/bin\/qemu-storage-daemon /m);
   assert.ok(statSync(join(root, 'opt/dpsr/deploy/dpsr-io-flusher')).mode & 0o111, 'the IO_FLUSHER wrapper is executable');
+  assert.ok(statSync(join(root, 'opt/dpsr/deploy/dpsr-nbd-listen')).mode & 0o111, 'the NBD listener launcher is executable');
   // Inline mode's host link: its modules loaded at boot by systemd-modules-load, the board's USB device controller's too.
   const modules = (f: string) => readFileSync(join(root, 'etc/modules-load.d', f), 'utf8').split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
   assert.equal(modules('dpsr.conf'), ['nbd', 'libcomposite', 'usb_f_mass_storage']);

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DAEMON_MALLOC_TUNABLES, unitQmpSocket } from '../../src/export/index.ts';
+import { DAEMON_MALLOC_TUNABLES, unitEnvironmentFile, unitQmpSocket } from '../../src/export/index.ts';
 import { tempDir } from '../support/images.ts';
 import { inCI, requireEnv } from '../support/require.ts';
 
@@ -26,7 +26,10 @@ const flagsOf = (script: string, env: Record<string, string> = {}) => spawnSync(
 
 test('the unit: the wrapper starts the daemon with only a QMP monitor where dpsr looks for it, the malloc tunables, restarted by systemd after a crash, never given up', () => {
   const exec = /^ExecStart=(.*)$/m.exec(unit)![1]!;
-  assert.ok(exec.startsWith('/opt/dpsr/deploy/dpsr-io-flusher /usr/bin/qemu-storage-daemon '), exec);
+  assert.ok(exec.startsWith('/opt/dpsr/deploy/dpsr-io-flusher /opt/dpsr/deploy/dpsr-nbd-listen /usr/bin/qemu-storage-daemon '), exec);
+  // The TCP listener's address, written by dpsrd before each start (SystemdDaemonProcess).
+  assert.match(unit, /^EnvironmentFile=-%t\/dpsr-export\/%i\.env$/m);
+  assert.is(unitEnvironmentFile('system'), '/run/dpsr-export/system.env');
   assert.match(exec, /--chardev socket,id=qmp,path=%t\/dpsr-export\/%i\/qmp\.sock,server=on,wait=off --monitor chardev=qmp$/);
   // %t is /run for the system manager: the path the controller connects to.
   assert.is(unitQmpSocket('system'), '/run/dpsr-export/system/qmp.sock');

@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { ChildDaemonProcess, QmpClient, QmpError, QmpConnectionError, StorageDaemon, ACTIVE_NODE, TOP_NODE } from '../../src/export/index.ts';
 import { NbdDrive, NbdOptionError } from '../../src/sata-bridge/index.ts';
-import { BadInputError } from '../../src/errors.ts';
+import { BadInputError, DeviceError } from '../../src/errors.ts';
 import { randomImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { rejection } from '../support/assert-async.ts';
@@ -266,6 +266,22 @@ test('NBD over TCP with TLS from a pre-shared key: libnbd and dpsr\'s own client
     assert.match((plain as Error).message, /requires TLS/);
   } finally {
     await daemon.stop();
+  }
+});
+
+test('a TCP port another program listens on is a clear error naming the address', async () => {
+  if (!haveQsd) return;
+  const other = createServer();
+  await new Promise<void>((r) => other.listen(0, '127.0.0.1', r));
+  const port = (other.address() as { port: number }).port;
+  try {
+    const { daemon } = daemonFor('busy', { listen: { tcp: { host: '127.0.0.1', port } } });
+    const e = await rejection(daemon.start());
+    assert.instance(e, DeviceError);
+    assert.match((e as Error).message, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: Address already in use`));
+    assert.is(daemon.running, false);
+  } finally {
+    await new Promise((r) => other.close(r));
   }
 });
 

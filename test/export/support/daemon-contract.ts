@@ -5,13 +5,15 @@
  * the supervisor or by systemd) with the same export at the same address
  * and its bitmaps in memory lost; a clean stop leaves nothing running and
  * saves persistent bitmaps; a daemon a hard-killed controller left is asked
- * to quit and replaced.
+ * to quit and replaced; a TCP export's accepted sockets have TCP_NODELAY.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { QmpClient, StorageDaemon, ACTIVE_NODE, type DaemonProcess, type ExitInfo } from '../../../src/export/index.ts';
+import { createServer } from 'node:net';
+import { execFileSync } from 'node:child_process';
+import { QmpClient, StorageDaemon, ACTIVE_NODE, type DaemonProcess, type ExitInfo, type NbdListen } from '../../../src/export/index.ts';
 import { NbdDrive } from '../../../src/sata-bridge/index.ts';
 import { randomImage } from '../../support/images.ts';
 
@@ -41,9 +43,47 @@ function pidsWith(needle: string): number[] {
   });
 }
 
+/** A TCP port nobody listens on just now (the kernel's pick). */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/**
+ * TCP_NODELAY (0 or 1) of each connected TCP socket process `pid` holds
+ * with local port `port`: the socket is duplicated out of the process with
+ * pidfd_getfd (Linux 5.6; syscall 438 on every architecture) and asked with
+ * getsockopt. No tool shows the option of another process's socket.
+ */
+function noDelayOfAccepted(pid: number, port: number): number[] {
+  const script = `
+import ctypes, os, socket, sys
+pid, port = int(sys.argv[1]), int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+pidfd = os.pidfd_open(pid)
+for name in os.listdir("/proc/%d/fd" % pid):
+    try:
+        if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"): continue
+    except OSError: continue
+    fd = libc.syscall(438, pidfd, int(name), 0)
+    if fd < 0: sys.exit("pidfd_getfd: " + os.strerror(ctypes.get_errno()))
+    s = socket.socket(fileno=fd)
+    try:
+        if s.family in (socket.AF_INET, socket.AF_INET6) and s.getsockname()[1] == port:
+            s.getpeername()
+            print(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) and 1 or 0)
+    except OSError: pass
+    s.close()
+`;
+  return execFileSync('python3', ['-c', script, String(pid), String(port)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+}
+
 export function storageDaemonContract(kind: string, setup: () => Promise<ContractSetup | null>): void {
   let s: ContractSetup | null = null;
-  const make = (name: string, extra: { metadata?: string; restartDelayMs?: number } = {}) => {
+  const make = (name: string, extra: { metadata?: string; restartDelayMs?: number; listen?: NbdListen } = {}) => {
     const runDir = join(s!.dir, name);
     mkdirSync(runDir, { recursive: true });
     const drive = join(runDir, 'drive.img');
@@ -52,7 +92,7 @@ export function storageDaemonContract(kind: string, setup: () => Promise<Contrac
     } catch {
       randomImage(drive, 16 * MiB, name.length);
     }
-    return { drive, daemon: new StorageDaemon({ drive, runDir, listen: { unix: join(runDir, 'nbd.sock') }, exportName: 'sys', process: s!.process(name), restartDelayMs: 50, ...extra }) };
+    return { drive, daemon: new StorageDaemon({ drive, runDir, listen: extra.listen ?? { unix: join(runDir, 'nbd.sock') }, exportName: 'sys', process: s!.process(name), restartDelayMs: 50, ...extra }) };
   };
 
   test(`${kind}: set up`, async () => {
@@ -175,6 +215,32 @@ export function storageDaemonContract(kind: string, setup: () => Promise<Contrac
     } finally {
       await next.daemon.stop();
     }
+  });
+
+  test(`${kind}: a TCP export's accepted sockets have TCP_NODELAY (qemu 7.2 does not set it; every small reply would wait for a delayed ACK), also after a crash`, async () => {
+    if (!s) return;
+    const port = await freePort();
+    const { daemon } = make('tcp', { listen: { tcp: { host: '127.0.0.1', port } } });
+    await daemon.start();
+    try {
+      assert.is(daemon.hostUri, `nbd://127.0.0.1:${port}/sys`);
+      for (const generation of [1, 2]) {
+        const host = await NbdDrive.open(daemon.hostUri, { write: true });
+        await host.write(Buffer.alloc(4096, generation), 0);
+        await host.flush();
+        const [pid] = pidsWith('tcp/qmp.sock');
+        assert.equal(noDelayOfAccepted(pid!, port), [1], `generation ${generation}: the daemon's one accepted socket`);
+        await host.close();
+        if (generation === 1) {
+          const ready = new Promise<number>((r) => daemon.once('ready', r));
+          process.kill(pid!, 'SIGKILL');
+          assert.is(await ready, 2);
+        }
+      }
+    } finally {
+      await daemon.stop();
+    }
+    assert.equal(pidsWith('tcp/qmp.sock'), []);
   });
 
   test(`${kind}: clean up`, async () => {
