@@ -388,6 +388,12 @@ export function planCopy(input: PlanInput): CopyDecision {
     if (!layout || layout.scheme === 'none') return refuse(`the source ${source.path} has no partition table, so --partition cannot be used`, 'sync the whole drive', 'bad-input');
     try {
       ranges = normalizeRanges(regionsToCopy(layout, [...req.partitions], source.sizeBytes).ranges);
+      if (restoreShrinks && layout.gpt) {
+        // The standby's own backup GPT sits at its end, past the active drive: the table fix-up below writes the
+        // active drive's backup GPT at its end instead. Anything else past the active drive's end is still refused.
+        const backupStart = Math.min(layout.gpt.backupEntriesLba, layout.gpt.alternateLba) * layout.sectorSize;
+        if (backupStart >= pair!.drives[target.key]!.sizeBytes) ranges = intersectRanges(ranges, [{ start: 0, length: backupStart }]);
+      }
     } catch (e) {
       const err = e as Error & { hint?: string };
       return refuse(err.message, err.hint ?? 'run `dpsr inspect` on the source', 'bad-input');
@@ -412,7 +418,9 @@ export function planCopy(input: PlanInput): CopyDecision {
     const what = req.partitions.length ? `the end of the selected partitions` : `the source ${source.path}`;
     return refuse(
       `the target ${target.path} is smaller than ${what} by ${exact(requiredBytes - target.sizeBytes, target.logicalSectorSize)}: it has ${exact(target.sizeBytes)}, ${what} needs ${exact(requiredBytes)}`,
-      'use a standby drive at least as large as the source (drives of the same nominal size often differ by a few sectors)',
+      kind === 'restore'
+        ? `the standby's partition table no longer fits the active drive (it was changed after the last copy): check both with \`dpsr inspect\`. Nothing was written`
+        : 'use a standby drive at least as large as the source (drives of the same nominal size often differ by a few sectors)',
     );
   }
 

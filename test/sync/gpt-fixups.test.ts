@@ -153,4 +153,36 @@ test('a restore from a larger standby copies the active drive\'s size and puts i
   assert.is(sha256File(a), cut);
 });
 
+test('a partition restore from a larger standby restores that partition and leaves the active drive\'s GPT valid, its backup at its own end', async () => {
+  if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
+  const a = sparseImage(join(dir, 'pr-a.img'), 64 * MiB);
+  execFileSync('sgdisk', ['-n1:2048:+16M', '-t1:ef00', '-n2:0:0', '-t2:8300', a], { stdio: 'pipe' });
+  const fd = openSync(a, 'r+');
+  writeSync(fd, readFileSync(randomImage(join(dir, 'pr-fill.bin'), 4 * MiB, 9)), 0, 4 * MiB, 20 * MiB);
+  closeSync(fd);
+  const c = randomImage(join(dir, 'pr-c.img'), 96 * MiB, 13);
+  const env = { DPSR_STATE_DIR: join(dir, 'pr-state') };
+  const cl = dpsr(['clone', a, c, '--yes', '--quiet'], env);
+  assert.is(cl.code, 0, cl.stderr);
+  const before = sha256File(a);
+  // Damage partition 2 only, and change partition 1 afterwards: the restore of partition 2 must not touch partition 1.
+  const hit = openSync(a, 'r+');
+  writeSync(hit, Buffer.alloc(1 * MiB, 0x5a), 0, 1 * MiB, 21 * MiB);
+  writeSync(hit, Buffer.alloc(4096, 0x11), 0, 4096, 2 * MiB);
+  closeSync(hit);
+  const r = dpsr(['restore', c, a, '--yes', '--i-mean-restore', '--partition', '2'], env);
+  assert.is(r.code, 0, r.stderr + r.stdout);
+  assert.is(statSync(a).size, 64 * MiB);
+  const got = readFileSync(a);
+  const want = readFileSync(c);
+  assert.ok(got.subarray(18 * MiB, 60 * MiB).equals(want.subarray(18 * MiB, 60 * MiB)), 'partition 2 is the standby\'s');
+  assert.ok(got.subarray(2 * MiB, 2 * MiB + 4096).equals(Buffer.alloc(4096, 0x11)), 'partition 1 kept what the host wrote');
+  assert.match(gdiskVerify(a), /No problems found/);
+  // Undo partition 1's change: the drive is then what it was at the clone, byte for byte.
+  const undo = openSync(a, 'r+');
+  writeSync(undo, want.subarray(2 * MiB, 2 * MiB + 4096), 0, 4096, 2 * MiB);
+  closeSync(undo);
+  assert.is(sha256File(a), before, 'the GPT on the active drive is back as it was');
+});
+
 test.run();
