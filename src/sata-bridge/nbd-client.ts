@@ -98,19 +98,29 @@ class ByteReader {
   private waiter: { n: number; into?: Uint8Array; resolve: (b: Buffer) => void; reject: (e: unknown) => void } | null = null;
   private ended: Error | null = null;
 
-  private readonly onData = (d: Buffer) => {
+  /** Bytes received, in order; the reader keeps `d` (a caller whose memory is reused passes a copy). */
+  readonly feed = (d: Buffer) => {
     this.chunks.push(d);
     this.buffered += d.byteLength;
     this.pump();
   };
 
-  constructor(private readonly socket: Socket) {
-    socket.on('data', this.onData);
+  /** @param socket read through its 'data' events; without one, bytes come through `feed`. */
+  constructor(private readonly socket?: Socket) {
+    socket?.on('data', this.feed);
   }
 
-  /** Stops reading the socket (TLS takes it over); bytes already buffered stay readable. */
+  /** Stops reading the socket (TLS or the reply parser takes it over); bytes already buffered stay readable. */
   detach(): void {
-    this.socket.off('data', this.onData);
+    this.socket?.off('data', this.feed);
+  }
+
+  /** Takes every byte received and not read yet (the reply parser's start once the handshake is over). */
+  drain(): Buffer[] {
+    const out = this.chunks;
+    this.chunks = [];
+    this.buffered = 0;
+    return out;
   }
 
   /** Bytes received and not read yet. */
@@ -165,14 +175,53 @@ interface Pending {
   readonly length: number;
   /** READ: where the data goes. */
   readonly buf?: Uint8Array;
-  /** READ: byte ranges (relative) filled so far, to check that a structured reply covered all of it. */
-  readonly covered: { start: number; length: number }[];
+  /** READ: byte ranges (relative) filled so far, to check that a structured reply covered all of it (made at the first chunk). */
+  covered?: { start: number; length: number }[];
   /** BLOCK_STATUS: extents per context id. */
-  readonly extents: Map<number, Extent[]>;
+  readonly extents?: Map<number, Extent[]>;
   error?: Error;
   resolve(): void;
   reject(e: unknown): void;
 }
+
+/**
+ * A plain connection's bytes read straight into memory used again and again
+ * (net's `onread`): no Buffer per read for the garbage collector to chase.
+ * Between replies the kernel fills a scratch buffer; the rest of a read
+ * reply's data it fills straight into the caller's buffer (`direct`).
+ */
+class Intake {
+  private readonly scratch = Buffer.allocUnsafeSlow(256 * 1024);
+  /** Where received bytes go: the handshake's reader, then the reply parser. */
+  sink: (buf: Uint8Array, length: number) => void = () => undefined;
+  /** The memory the next read may fill, when the parser wants it somewhere else than the scratch buffer. */
+  direct: () => Uint8Array | null = () => null;
+  readonly onread = {
+    buffer: (): Uint8Array => this.direct() ?? this.scratch,
+    callback: (nread: number, buf: Uint8Array): boolean => {
+      this.sink(buf, nread);
+      return true;
+    },
+  };
+}
+
+/** Phases of the reply parser: header bytes gathered, read data placed, or a metadata payload gathered. */
+const enum Phase {
+  Magic,
+  SimpleHeader,
+  ChunkHeader,
+  DataOffset,
+  Hole,
+  Data,
+  Payload,
+}
+
+/** Header bytes: magic 4 + chunk header 16 + an offset 8 (data) or offset and length 12 (hole). */
+const MAGIC_BYTES = 4;
+const SIMPLE_END = MAGIC_BYTES + 12;
+const CHUNK_END = MAGIC_BYTES + 16;
+/** Data left of a read reply at least this large is read straight into the caller's buffer. */
+const DIRECT_MIN = 16 * 1024;
 
 /** What `NBD_OPT_GO` agreed on. */
 export interface NbdExport {
@@ -189,20 +238,48 @@ export interface NbdExport {
 }
 
 export class NbdClient {
-  private readonly pending = new Map<bigint, Pending>();
-  private nextHandle = 1n;
-  private readonly inflight = new Set<Promise<void>>();
+  private readonly pending = new Map<number, Pending>();
+  private nextHandle = 1;
   private dead: Error | null = null;
   private closing = false;
+  /** close() waits here for the replies still owed. */
+  private drained: (() => void) | null = null;
+
+  // The reply parser's state ("Transmission phase"): bytes arrive in pieces of any size and are parsed as they come.
+  private phase = Phase.Magic;
+  private readonly header = Buffer.alloc(32);
+  private headerHave = 0;
+  private headerNeed = MAGIC_BYTES;
+  private current: Pending | null = null;
+  private currentHandle = 0;
+  private chunkFlags = 0;
+  private chunkType = 0;
+  private chunkLength = 0;
+  private data: Uint8Array | null = null;
+  private dataAt = 0;
+  private dataLeft = 0;
+  /** The view of the caller's buffer handed to the kernel for the next read, if one was. */
+  private directView: Uint8Array | null = null;
+  private payload: Buffer | null = null;
+  private payloadHave = 0;
 
   private constructor(
     private readonly socket: Socket,
-    private readonly reader: ByteReader,
+    reader: ByteReader,
     readonly info: NbdExport,
     readonly label: string,
+    intake?: Intake,
   ) {
     socket.on('close', () => this.die(new DeviceError(`the connection to the NBD server ${label} was closed`, { fault: 'transport' })));
-    void this.replyLoop();
+    reader.detach();
+    const early = reader.drain();
+    if (intake) {
+      intake.sink = (buf, length) => this.receive(buf, length);
+      intake.direct = () => this.nextReadInto();
+    } else {
+      socket.on('data', (d: Buffer) => this.receive(d, d.byteLength));
+    }
+    for (const d of early) this.receive(d, d.byteLength);
   }
 
   /**
@@ -214,10 +291,15 @@ export class NbdClient {
   static async connect(address: NbdAddress, options: NbdConnectOptions = {}): Promise<NbdClient> {
     const label = options.label ?? ('socket' in address ? `unix:${address.socket}` : `${address.host}:${address.port}`);
     const exportName = options.exportName ?? '';
-    const raw = 'socket' in address ? netConnect({ path: address.socket }) : netConnect({ host: address.host, port: address.port });
+    // Without TLS the socket's bytes are read into reused memory; TLS reads the socket itself.
+    const intake = options.tls ? undefined : new Intake();
+    const onread = intake ? { onread: intake.onread } : {};
+    const raw = 'socket' in address ? netConnect({ path: address.socket, ...onread }) : netConnect({ host: address.host, port: address.port, ...onread });
     raw.setNoDelay?.(true);
     // The connection as the handshake sees it: after STARTTLS, the TLS socket and a reader on it.
-    const link: Link = { socket: raw, reader: new ByteReader(raw) };
+    const link: Link = { socket: raw, reader: new ByteReader(intake ? undefined : raw) };
+    // The handshake's reader keeps what it is given: a copy, the intake's memory is read into again.
+    if (intake) intake.sink = (buf, length) => link.reader.feed(Buffer.from(buf.subarray(0, length)));
     const closed = (e?: Error) => link.reader.fail(e ?? new DeviceError(`the NBD server ${label} closed the connection during the handshake`, { fault: 'transport' }));
     raw.on('error', (e) => closed(new DeviceError(`cannot talk to the NBD server ${label}: ${e.message}`, { hint: 'is the server running and the address right?', cause: e, fault: 'transport' })));
     raw.on('close', () => closed());
@@ -232,7 +314,7 @@ export class NbdClient {
         s.removeAllListeners('error');
         s.on('error', () => undefined); // 'close' follows and fails what is pending
       }
-      return new NbdClient(link.socket, link.reader, info, label);
+      return new NbdClient(link.socket, link.reader, info, label, intake);
     } catch (e) {
       link.socket.destroy();
       raw.destroy();
@@ -281,7 +363,7 @@ export class NbdClient {
     if (this.dead) return;
     this.closing = true;
     // "The client MAY issue a soft disconnect at any time, but SHOULD wait until there are no inflight requests first."
-    await Promise.allSettled([...this.inflight]);
+    if (this.pending.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     if (!this.dead) {
       this.socket.write(encodeRequest(0, CMD.DISC, this.nextHandle++, 0, 0));
       this.socket.end();
@@ -292,10 +374,20 @@ export class NbdClient {
   private die(e: Error): void {
     if (this.dead) return;
     this.dead = e;
-    this.reader.fail(e);
+    this.directView = null;
     if (!this.socket.destroyed) this.socket.destroy();
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
+    this.settled();
+  }
+
+  /** A reply is no longer owed: close() may go on once none is. */
+  private settled(): void {
+    if (this.pending.size === 0 && this.drained) {
+      const d = this.drained;
+      this.drained = null;
+      d();
+    }
   }
 
   private request(type: number, flags: number, offset: number, length: number, buf?: Uint8Array, data?: Uint8Array, extents?: Map<number, Extent[]>): Promise<void> {
@@ -305,115 +397,263 @@ export class NbdClient {
       return Promise.reject(new RangeError(`NBD request of ${length} bytes at ${offset} is out of range`));
     }
     const handle = this.nextHandle++;
-    const promise = new Promise<void>((resolve, reject) => {
-      this.pending.set(handle, { type, offset, length, buf, covered: [], extents: extents ?? new Map(), resolve, reject });
-      this.socket.cork();
-      this.socket.write(encodeRequest(flags, type, handle, offset, length));
-      if (data) this.socket.write(data);
-      this.socket.uncork();
+    return new Promise<void>((resolve, reject) => {
+      this.pending.set(handle, { type, offset, length, buf, extents, resolve, reject });
+      if (data) {
+        this.socket.cork();
+        this.socket.write(encodeRequest(flags, type, handle, offset, length));
+        this.socket.write(data);
+        this.socket.uncork();
+      } else this.socket.write(encodeRequest(flags, type, handle, offset, length));
     });
-    this.inflight.add(promise);
-    const forget = () => this.inflight.delete(promise);
-    promise.then(forget, forget);
-    return promise;
   }
 
-  private async replyLoop(): Promise<void> {
+  /**
+   * Bytes from the server, `length` of them at the start of `buf`, parsed as
+   * they come. Anything the server breaks ends the connection with an
+   * NbdProtocolError that every pending request gets.
+   */
+  private receive(buf: Uint8Array, length: number): void {
+    if (this.dead) return;
     try {
-      for (;;) {
-        const magic = (await this.reader.read(4)).readUInt32BE(0);
-        if (magic === SIMPLE_REPLY_MAGIC) await this.simpleReply();
-        else if (magic === STRUCTURED_REPLY_MAGIC && this.info.structuredReplies) await this.structuredChunk();
-        else throw new NbdProtocolError(`the NBD server ${this.label} sent a reply with magic 0x${magic.toString(16)}`);
-      }
+      this.parse(buf, length);
     } catch (e) {
       this.die(e instanceof Error ? e : new NbdProtocolError(String(e)));
     }
   }
 
-  private take(handle: bigint): Pending {
+  /** What the kernel reads into next: the rest of a read reply's data when it is large, else the scratch buffer (null). */
+  private nextReadInto(): Uint8Array | null {
+    this.directView = null;
+    if (this.phase !== Phase.Data || this.dataLeft < DIRECT_MIN || this.dead) return null;
+    this.directView = this.data!.subarray(this.dataAt, this.dataAt + this.dataLeft);
+    return this.directView;
+  }
+
+  private parse(buf: Uint8Array, length: number): void {
+    let i = 0;
+    // Read straight into the caller's buffer: the bytes are in place already.
+    if (buf === this.directView) {
+      this.directView = null;
+      this.dataAt += length;
+      this.dataLeft -= length;
+      if (this.dataLeft === 0) this.dataDone();
+      return;
+    }
+    while (i < length) {
+      if (this.phase === Phase.Data) {
+        const n = Math.min(length - i, this.dataLeft);
+        this.data!.set(buf.subarray(i, i + n), this.dataAt);
+        this.dataAt += n;
+        this.dataLeft -= n;
+        i += n;
+        if (this.dataLeft === 0) this.dataDone();
+      } else if (this.phase === Phase.Payload) {
+        const p = this.payload!;
+        const n = Math.min(length - i, p.byteLength - this.payloadHave);
+        p.set(buf.subarray(i, i + n), this.payloadHave);
+        this.payloadHave += n;
+        i += n;
+        if (this.payloadHave === p.byteLength) this.payloadDone();
+      } else {
+        const n = Math.min(length - i, this.headerNeed - this.headerHave);
+        for (let k = 0; k < n; k++) this.header[this.headerHave + k] = buf[i + k]!;
+        this.headerHave += n;
+        i += n;
+        if (this.headerHave === this.headerNeed) this.headerDone();
+      }
+    }
+  }
+
+  /** Back to waiting for the next reply's magic. */
+  private nextReply(): void {
+    this.phase = Phase.Magic;
+    this.headerHave = 0;
+    this.headerNeed = MAGIC_BYTES;
+    this.current = null;
+    this.data = null;
+    this.payload = null;
+  }
+
+  private headerDone(): void {
+    const h = this.header;
+    switch (this.phase) {
+      case Phase.Magic: {
+        const magic = h.readUInt32BE(0);
+        if (magic === SIMPLE_REPLY_MAGIC) {
+          this.phase = Phase.SimpleHeader;
+          this.headerNeed = SIMPLE_END;
+        } else if (magic === STRUCTURED_REPLY_MAGIC && this.info.structuredReplies) {
+          this.phase = Phase.ChunkHeader;
+          this.headerNeed = CHUNK_END;
+        } else throw new NbdProtocolError(`the NBD server ${this.label} sent a reply with magic 0x${magic.toString(16)}`);
+        return;
+      }
+      case Phase.SimpleHeader:
+        return this.simpleReply(h.readUInt32BE(4), h.readUInt32BE(8) * 2 ** 32 + h.readUInt32BE(12));
+      case Phase.ChunkHeader:
+        return this.structuredChunk(h.readUInt16BE(4), h.readUInt16BE(6), h.readUInt32BE(8) * 2 ** 32 + h.readUInt32BE(12), h.readUInt32BE(16));
+      case Phase.DataOffset: {
+        const p = this.current!;
+        const offset = h.readUInt32BE(CHUNK_END) * 2 ** 32 + h.readUInt32BE(CHUNK_END + 4);
+        const n = this.chunkLength - 8;
+        const rel = offset - p.offset;
+        if (!(rel >= 0 && rel + n <= p.length)) throw new NbdProtocolError(`the NBD server ${this.label} sent ${n} bytes at ${offset}, outside the read of ${p.length} bytes at ${p.offset}`);
+        this.cover(p, rel, n);
+        return this.expectData(p.buf!, rel, n);
+      }
+      case Phase.Hole: {
+        const p = this.current!;
+        const rel = h.readUInt32BE(CHUNK_END) * 2 ** 32 + h.readUInt32BE(CHUNK_END + 4) - p.offset;
+        const n = h.readUInt32BE(CHUNK_END + 8);
+        if (!(rel >= 0 && n > 0 && rel + n <= p.length)) throw new NbdProtocolError(`the NBD server ${this.label} sent a hole outside the read of ${p.length} bytes at ${p.offset}`);
+        this.cover(p, rel, n);
+        p.buf!.fill(0, rel, rel + n);
+        return this.chunkDone();
+      }
+    }
+  }
+
+  /** `n` bytes of read data go to `buf` from `at`. */
+  private expectData(buf: Uint8Array, at: number, n: number): void {
+    this.phase = Phase.Data;
+    this.data = buf;
+    this.dataAt = at;
+    this.dataLeft = n;
+    if (n === 0) this.dataDone();
+  }
+
+  private dataDone(): void {
+    if (this.chunkType === -1) {
+      // A simple reply's data: the request is answered.
+      const p = this.current!;
+      this.pending.delete(this.currentHandle);
+      this.nextReply();
+      this.settled();
+      p.resolve();
+      return;
+    }
+    this.chunkDone();
+  }
+
+  /** A payload of `n` bytes (block status, error) is gathered whole, then read. */
+  private expectPayload(n: number): void {
+    this.phase = Phase.Payload;
+    this.payload = Buffer.allocUnsafe(n);
+    this.payloadHave = 0;
+    if (n === 0) this.payloadDone();
+  }
+
+  private payloadDone(): void {
+    const p = this.current!;
+    const payload = this.payload!;
+    const type = this.chunkType;
+    if (type === REPLY_TYPE.BLOCK_STATUS) {
+      const { contextId, extents } = decodeBlockStatus(payload, p.offset, p.length);
+      if (![...this.info.metaContexts.values()].includes(contextId)) throw new NbdProtocolError(`the NBD server ${this.label} sent extents of context ${contextId}, which was not selected`);
+      if (p.extents!.has(contextId)) throw new NbdProtocolError(`the NBD server ${this.label} sent two block status chunks for context ${contextId}`);
+      p.extents!.set(contextId, extents);
+    } else if (type === REPLY_TYPE.ERROR || type === REPLY_TYPE.ERROR_OFFSET) {
+      const err = decodeErrorChunk(type, payload);
+      if (err.errno === 0) throw new NbdProtocolError(`the NBD server ${this.label} sent an error chunk with error 0`);
+      p.error ??= this.requestError(p, err.errno, err.message, err.offset);
+    } else {
+      p.error ??= this.requestError(p, 5, `unknown error chunk type ${type}`);
+    }
+    this.chunkDone();
+  }
+
+  private take(handle: number): Pending {
     const p = this.pending.get(handle);
     if (!p) throw new NbdProtocolError(`the NBD server ${this.label} answered handle ${handle}, which no request is waiting for`);
     return p;
   }
 
   /** "Simple reply message": error, handle, and for a read without structured replies the data. */
-  private async simpleReply(): Promise<void> {
-    const h = await this.reader.read(12);
-    const errno = h.readUInt32BE(0);
-    const handle = h.readBigUInt64BE(4);
+  private simpleReply(errno: number, handle: number): void {
     const p = this.take(handle);
     if (p.type === CMD.READ && this.info.structuredReplies) throw new NbdProtocolError(`the NBD server ${this.label} answered a read with a simple reply after agreeing on structured replies`);
     if (p.type === CMD.BLOCK_STATUS && errno === 0) throw new NbdProtocolError(`the NBD server ${this.label} answered a block status request without extents`);
-    this.pending.delete(handle);
-    if (errno !== 0) return p.reject(this.requestError(p, errno, ''));
-    if (p.type === CMD.READ) await this.reader.read(p.length, p.buf!);
-    p.resolve();
+    if (errno !== 0 || p.type !== CMD.READ) {
+      this.pending.delete(handle);
+      this.nextReply();
+      this.settled();
+      if (errno !== 0) p.reject(this.requestError(p, errno, ''));
+      else p.resolve();
+      return;
+    }
+    // Still pending while its data arrives: a connection lost meanwhile fails it.
+    this.current = p;
+    this.currentHandle = handle;
+    this.chunkType = -1;
+    this.expectData(p.buf!, 0, p.length);
   }
 
-  /** "Structured reply chunk message" and "Structured reply types". */
-  private async structuredChunk(): Promise<void> {
-    const h = await this.reader.read(16);
-    const flags = h.readUInt16BE(0);
-    const type = h.readUInt16BE(2);
-    const handle = h.readBigUInt64BE(4);
-    const length = h.readUInt32BE(12);
+  /** "Structured reply chunk message" and "Structured reply types": the header is read; what follows depends on the type. */
+  private structuredChunk(flags: number, type: number, handle: number, length: number): void {
     const p = this.take(handle);
-    const done = (flags & REPLY_FLAG_DONE) !== 0;
+    this.current = p;
+    this.currentHandle = handle;
+    this.chunkFlags = flags;
+    this.chunkType = type;
+    this.chunkLength = length;
     if (type === REPLY_TYPE.OFFSET_DATA) {
       if (p.type !== CMD.READ || length < 8) throw new NbdProtocolError(`the NBD server ${this.label} sent a data chunk of ${length} bytes to a ${p.type === CMD.READ ? 'read' : 'non-read'} request`);
-      const offset = Number((await this.reader.read(8)).readBigUInt64BE(0));
-      const n = length - 8;
-      const rel = offset - p.offset;
-      if (!(rel >= 0 && rel + n <= p.length)) throw new NbdProtocolError(`the NBD server ${this.label} sent ${n} bytes at ${offset}, outside the read of ${p.length} bytes at ${p.offset}`);
-      await this.reader.read(n, p.buf!.subarray(rel, rel + n));
-      this.cover(p, rel, n);
+      this.phase = Phase.DataOffset;
+      this.headerNeed = CHUNK_END + 8;
     } else if (type === REPLY_TYPE.OFFSET_HOLE) {
       if (p.type !== CMD.READ || length !== 12) throw new NbdProtocolError(`the NBD server ${this.label} sent a malformed hole chunk (${length} bytes)`);
-      const b = await this.reader.read(12);
-      const rel = Number(b.readBigUInt64BE(0)) - p.offset;
-      const n = b.readUInt32BE(8);
-      if (!(rel >= 0 && n > 0 && rel + n <= p.length)) throw new NbdProtocolError(`the NBD server ${this.label} sent a hole outside the read of ${p.length} bytes at ${p.offset}`);
-      p.buf!.fill(0, rel, rel + n);
-      this.cover(p, rel, n);
+      this.phase = Phase.Hole;
+      this.headerNeed = CHUNK_END + 12;
     } else if (type === REPLY_TYPE.BLOCK_STATUS) {
       if (p.type !== CMD.BLOCK_STATUS || length > MAX_METADATA_CHUNK) throw new NbdProtocolError(`the NBD server ${this.label} sent an unexpected block status chunk (${length} bytes)`);
-      const { contextId, extents } = decodeBlockStatus(await this.reader.read(length), p.offset, p.length);
-      if (![...this.info.metaContexts.values()].includes(contextId)) throw new NbdProtocolError(`the NBD server ${this.label} sent extents of context ${contextId}, which was not selected`);
-      if (p.extents.has(contextId)) throw new NbdProtocolError(`the NBD server ${this.label} sent two block status chunks for context ${contextId}`);
-      p.extents.set(contextId, extents);
+      this.expectPayload(length);
     } else if (type === REPLY_TYPE.ERROR || type === REPLY_TYPE.ERROR_OFFSET) {
       if (length > MAX_METADATA_CHUNK) throw new NbdProtocolError(`the NBD server ${this.label} sent an error chunk of ${length} bytes`);
-      const err = decodeErrorChunk(type, await this.reader.read(length));
-      if (err.errno === 0) throw new NbdProtocolError(`the NBD server ${this.label} sent an error chunk with error 0`);
-      p.error ??= this.requestError(p, err.errno, err.message, err.offset);
+      this.expectPayload(length);
     } else if (type === REPLY_TYPE.NONE) {
-      if (length !== 0 || !done) throw new NbdProtocolError(`the NBD server ${this.label} sent a malformed NBD_REPLY_TYPE_NONE chunk`);
+      if (length !== 0 || (flags & REPLY_FLAG_DONE) === 0) throw new NbdProtocolError(`the NBD server ${this.label} sent a malformed NBD_REPLY_TYPE_NONE chunk`);
+      this.chunkDone();
     } else {
       // "Structured reply types": an unknown error type may be skipped; an unknown other type cannot be understood.
       if ((type & 0x8000) === 0 || length > MAX_METADATA_CHUNK) throw new NbdProtocolError(`the NBD server ${this.label} sent a chunk of unknown type ${type}`);
-      await this.reader.read(length);
-      p.error ??= this.requestError(p, 5, `unknown error chunk type ${type}`);
+      this.expectPayload(length);
     }
+  }
+
+  /** A chunk is read whole; the last one ("NBD_REPLY_FLAG_DONE") answers the request. */
+  private chunkDone(): void {
+    const p = this.current!;
+    const handle = this.currentHandle;
+    const done = (this.chunkFlags & REPLY_FLAG_DONE) !== 0;
+    this.nextReply();
     if (!done) return;
     this.pending.delete(handle);
+    this.settled();
     if (p.error) return p.reject(p.error);
-    if (p.type === CMD.READ && !this.fullyCovered(p)) throw new NbdProtocolError(`the NBD server ${this.label} ended a read of ${p.length} bytes at ${p.offset} without sending all of it`);
+    // A broken last chunk fails its own request too (it is no longer pending when the connection ends).
+    const broken = (message: string) => {
+      const e = new NbdProtocolError(message);
+      p.reject(e);
+      return e;
+    };
+    if (p.type === CMD.READ && !this.fullyCovered(p)) throw broken(`the NBD server ${this.label} ended a read of ${p.length} bytes at ${p.offset} without sending all of it`);
     if (p.type === CMD.BLOCK_STATUS) {
-      for (const id of this.info.metaContexts.values()) if (!p.extents.has(id)) throw new NbdProtocolError(`the NBD server ${this.label} ended a block status reply without extents for context ${id}`);
+      for (const id of this.info.metaContexts.values()) if (!p.extents!.has(id)) throw broken(`the NBD server ${this.label} ended a block status reply without extents for context ${id}`);
     }
     p.resolve();
   }
 
   private cover(p: Pending, start: number, length: number): void {
-    for (const c of p.covered) {
+    const covered = (p.covered ??= []);
+    for (const c of covered) {
       if (start < c.start + c.length && c.start < start + length) throw new NbdProtocolError(`the NBD server ${this.label} sent overlapping chunks for one read`);
     }
-    p.covered.push({ start, length });
+    covered.push({ start, length });
   }
 
   private fullyCovered(p: Pending): boolean {
-    return p.covered.reduce((n, c) => n + c.length, 0) === p.length;
+    return (p.covered ?? []).reduce((n, c) => n + c.length, 0) === p.length;
   }
 
   private requestError(p: Pending, errno: number, message: string, offset?: number): NbdRequestError {

@@ -181,12 +181,15 @@ export class NbdDrive implements BlockDevice {
 
   async read(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
     this.check(buf, position, length, 'read');
+    // One request for what fits in one (a changed-block sync's granules): no piece list to build.
+    if (length <= this.maxRequest) return this.client.read(buf, position, length);
     await Promise.all(this.pieces(position, length).map((p) => this.client.read(buf.subarray(p.rel, p.rel + p.length), position + p.rel, p.length)));
   }
 
   async write(buf: Uint8Array, position: number, length = buf.byteLength): Promise<void> {
     if (!this.writable) throw new DeviceError(`${this.path} was opened read-only`);
     this.check(buf, position, length, 'write');
+    if (length <= this.maxRequest) return this.client.write(buf, position, length);
     await Promise.all(this.pieces(position, length).map((p) => this.client.write(buf.subarray(p.rel, p.rel + p.length), position + p.rel, p.length)));
   }
 

@@ -186,13 +186,16 @@ export function encodeMetaContexts(exportName: string, queries: readonly string[
 }
 
 /** "Request message": 28 bytes of header (the data of a write follows). */
-export function encodeRequest(flags: number, type: number, handle: bigint, offset: number, length: number): Buffer {
-  const b = Buffer.alloc(28);
+export function encodeRequest(flags: number, type: number, handle: number, offset: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(28);
   b.writeUInt32BE(REQUEST_MAGIC, 0);
   b.writeUInt16BE(flags, 4);
   b.writeUInt16BE(type, 6);
-  b.writeBigUInt64BE(handle, 8);
-  b.writeBigUInt64BE(BigInt(offset), 16);
+  // u64 fields as two u32 halves: no BigInt per request (handles and offsets are safe integers).
+  b.writeUInt32BE(Math.floor(handle / 2 ** 32), 8);
+  b.writeUInt32BE(handle >>> 0, 12);
+  b.writeUInt32BE(Math.floor(offset / 2 ** 32), 16);
+  b.writeUInt32BE(offset >>> 0, 20);
   b.writeUInt32BE(length, 24);
   return b;
 }

@@ -158,6 +158,55 @@ test('the fake server is right when unmutated: the client reads data, hole and e
   });
 });
 
+test('replies cut into pieces of any size, arriving apart (a header split anywhere, read data in parts): every byte lands where it belongs', async () => {
+  const big = 256 * 1024;
+  const first = 100 * 1024;
+  const hole = 4096;
+  const data = Buffer.alloc(big);
+  for (let i = 0; i < big; i += 4) data.writeUInt32BE((i * 2654435761) >>> 0, i);
+  const valid = validConversation();
+  const transmission = Buffer.concat([
+    chunk(0, 1, 1, Buffer.concat([u64(READ_AT), data.subarray(0, first)])),
+    chunk(0, 2, 1, Buffer.concat([u64(READ_AT + first), u32(hole)])),
+    chunk(1, 1, 1, Buffer.concat([u64(READ_AT + first + hole), data.subarray(first + hole)])),
+    chunk(1, 5, 2, Buffer.concat([u32(7), u32(65536), u32(1), u32(SIZE - 65536), u32(0)])),
+  ]);
+  for (let round = 0; round < 6; round++) {
+    const socket = join(dir, `pieces-${round}.sock`);
+    const server: Server = createServer((c) => {
+      c.on('error', () => undefined);
+      c.write(valid.subarray(0, HANDSHAKE_BYTES));
+      let received = 0;
+      c.on('data', async (d) => {
+        received += d.length;
+        if (received < CLIENT_BYTES || received - d.length >= CLIENT_BYTES) return;
+        for (let at = 0; at < transmission.length; ) {
+          const n = 1 + rand(round % 2 ? 40 : 70_000);
+          c.write(transmission.subarray(at, at + n));
+          at += n;
+          // Tiny pieces pause now and then only: thousands of timers would make a slow test.
+          if (rand(round % 2 ? 200 : 2) === 0) await new Promise((r) => setTimeout(r, rand(3)));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(socket, r));
+    try {
+      const d = await NbdDrive.open(`nbd+unix:///?socket=${socket}`, { metaContexts: [CONTEXT] });
+      const whole = Buffer.alloc(big + 1024, 0x5c);
+      const view = whole.subarray(512, 512 + big);
+      const [, ext] = await Promise.all([d.read(view, READ_AT, big), d.extents(CONTEXT, 0, SIZE)]);
+      assert.ok(view.subarray(0, first).equals(data.subarray(0, first)), `round ${round}: the first data chunk`);
+      assert.ok(view.subarray(first, first + hole).every((x) => x === 0), `round ${round}: the hole`);
+      assert.ok(view.subarray(first + hole).equals(data.subarray(first + hole)), `round ${round}: the last data chunk`);
+      assert.ok(whole.subarray(0, 512).every((x) => x === 0x5c) && whole.subarray(512 + big).every((x) => x === 0x5c), `round ${round}: nothing outside the buffer`);
+      assert.equal(ext, [{ start: 0, length: 65536, flags: 1 }, { start: 65536, length: SIZE - 65536, flags: 0 }]);
+      await d.close();
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  }
+});
+
 test('400 hostile conversations: every call settles with a DpsrError or succeeds, no write outside the buffer, no uncaught error', async () => {
   const uncaught: unknown[] = [];
   const onUncaught = (e: unknown) => uncaught.push(e);
