@@ -9,7 +9,7 @@ import type { FileRestoreRecord } from './file-restore-record.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
-import { clone, sync, restore, verify, verifyHeadline, recover, standbysOf, type ChangedBlocks, type CopyReport, type VerifyExclusion, type VerifyReport } from '../../src/sync/index.ts';
+import { clone, sync, restore, verify, verifyHeadline, recover, precheckGeometry, standbysOf, type ChangedBlocks, type CopyReport, type VerifyExclusion, type VerifyReport } from '../../src/sync/index.ts';
 import { NbdFile, SnapshotDrive, openDrive, openLocated } from '../../src/sata-bridge/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { filesInRanges, type DriveRange } from '../../src/file-view/index.ts';
@@ -332,7 +332,11 @@ export class CopyJobs {
       for (const k of ['source', 'target'] as const) if (options[k] === 'A' || options[k] === 'B') options[k] = this.roles.name(options[k]);
       return {
         options,
-        run: (ctx: JobContext) => this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : ''), kind === 'restore' ? 'writes' : spec.readsActive ? 'reads' : false),
+        run: async (ctx: JobContext) => {
+          // Rule 7: a standby the copy would refuse (rule 8) is refused before the window shuts the host down for it.
+          if (window) await precheckGeometry({ stateDir: this.stateDir, openDevice: this.roles.bays.openDevice, path: target, action: kind === 'verify' ? 'verify' : 'copy' });
+          return this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : ''), kind === 'restore' ? 'writes' : spec.readsActive ? 'reads' : false);
+        },
       };
     };
     prepare(); // every refusal now, before the job is recorded or queued

@@ -590,6 +590,22 @@ export function refuseGeometryChange(stateDir: string, loc: DriveLocation, dev: 
   if (changed) throw refusalError(changed);
 }
 
+/**
+ * Rule 8 before a job acts on the world (a sync window shuts the host down
+ * for it): opens the drive at `path` read-only and throws the refusal
+ * (RefusedError) the job would meet later when the drive shows another
+ * size or logical sector size than at pairing. A drive of no pair passes.
+ */
+export async function precheckGeometry(req: Pick<CommonRequest, 'stateDir' | 'openDevice' | 'imageSectorSize'> & { path: string; action: GeometryAction }): Promise<void> {
+  const loc = locateDrive(req.path);
+  const dev = await (req.openDevice ?? defaultOpen)(loc, { write: false, direct: false, imageSectorSize: req.imageSectorSize });
+  try {
+    refuseGeometryChange(req.stateDir, loc, dev, req.action);
+  } finally {
+    await dev.close();
+  }
+}
+
 /** Zeroes an old signature in the target's tail, widened to whole sectors. */
 async function zeroRange(target: BlockDevice, sig: TailSignature): Promise<void> {
   const s = target.logicalSectorSize;

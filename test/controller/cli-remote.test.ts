@@ -168,10 +168,14 @@ test('a job the daemon refuses to protect data exits 3 through --url, as the sam
   readSync(fd, tail, 0, tail.length, size - tail.length);
   truncateSync(standby, size - 8 * 512);
   try {
-    for (const cmd of [['sync', '--yes'], ['verify']]) {
+    for (const cmd of [['sync', '--yes'], ['verify'], ['sync', '--yes', '--window'], ['verify', '--window']]) {
       const r = await dpsr([...cmd, '--url', d.url]);
-      assert.is(r.code, 3, `${cmd[0]}: ${r.stdout}${r.stderr}`);
+      assert.is(r.code, 3, `${cmd.join(' ')}: ${r.stdout}${r.stderr}`);
       assert.match(r.stdout + r.stderr, /4,096 bytes \(8 sectors\) less/);
+      // Rule 7: refused before the window shut the host down for a copy that could not run.
+      const job = (await d.api('GET', `/api/jobs/${(await d.api('GET', '/api/jobs')).body.jobs[0].id}`)).body;
+      assert.not.ok(job.log.some((l: { message: string }) => /sync window/.test(l.message)), `${cmd.join(' ')}: ${JSON.stringify(job.log)}`);
+      assert.is((await d.api('GET', '/api/status')).body.host.power, 'on', cmd.join(' '));
     }
   } finally {
     // Its end as it was, so the standby is the backup again for the tests after this one.
