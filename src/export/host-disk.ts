@@ -48,7 +48,8 @@ export interface HostDisk {
    * attached to it: a lost connection is made again, nothing else changes.
    * @throws BadInputError bad settings; NotFoundError a missing part of the
    *   board (nbd module, configfs, USB device controller, python3), named
-   *   with what to do; DeviceError the export could not be reached.
+   *   with what to do; DeviceError the export could not be reached. A failure
+   *   after the connection was made (the gadget) leaves no connection behind.
    */
   attach(to: ExportAddress): Promise<void>;
   /** The host sees no disk; the connection to the export is closed (idempotent). */
@@ -131,7 +132,28 @@ export class UsbGadgetDisk implements HostDisk {
   async attach(to: ExportAddress): Promise<void> {
     const where: Record<string, string> = 'unix' in to.listen ? { DPSR_NBD_UNIX: to.listen.unix } : { DPSR_NBD_TCP: `${to.listen.tcp.host.includes(':') ? `[${to.listen.tcp.host}]` : to.listen.tcp.host}:${to.listen.tcp.port}` };
     if ('tcp' in to.listen && to.listen.tcp.tlsPskDir) throw new BadInputError('the USB disk cannot reach an export that needs TLS: the kernel nbd client on the board connects to it locally', { hint: 'serve the host\'s export on a unix socket (inline.listen)' });
-    await this.#call('attach', { ...where, DPSR_NBD_NAME: to.name });
+    try {
+      await this.#call('attach', { ...where, DPSR_NBD_NAME: to.name });
+    } catch (e) {
+      if (!(e instanceof BadInputError)) await this.#dropUnservedConnection();
+      throw e;
+    }
+  }
+
+  /**
+   * After a failed attach: an nbd device left connected with no gadget bound
+   * to it serves nobody (the gadget could not be made after the connect) and
+   * would hold the export's connection until a detach; it is disconnected.
+   * A bound gadget's device is the host's disk and stays. Best effort: the
+   * attach's own error is what the caller hears.
+   */
+  async #dropUnservedConnection(): Promise<void> {
+    try {
+      const st = await this.status();
+      if (st.connected && !st.attached) await this.#call('detach');
+    } catch {
+      /* the attach's error says more */
+    }
   }
 
   async detach(): Promise<void> {

@@ -159,7 +159,7 @@ if (ready) {
     assert.is((e as Error).name, 'NotFoundError', String(e));
     assert.match((e as Error).message, /found: dummy_udc\.0/);
   });
-  bad('no USB mass-storage function (usb_f_mass_storage not loaded): named, and the half-made gadget removed', async () => {
+  bad('no USB mass-storage function (usb_f_mass_storage not loaded): named, the half-made gadget removed and the nbd device disconnected', async () => {
     const dir = tempDir('dpsr-board-nofunc-');
     const daemon = new StorageDaemon({ drive: randomImage(join(dir, 'drive.img'), 8 * 1024 * 1024, 22), runDir: join(dir, 'run'), listen: tcp(ports[0]!), exportName: 'system' });
     await daemon.start();
@@ -171,6 +171,9 @@ if (ready) {
       assert.match((e as Error).message, /usb_f_mass_storage module is not loaded/);
       assert.match((e as { hint?: string }).hint ?? '', /modules-load\.d\/dpsr\.conf/);
       assert.is((await vm.sh('ls /sys/kernel/config/usb_gadget')).trim(), '', 'no gadget left behind');
+      // The nbd device was connected before the gadget failed: it is disconnected, not left holding the export.
+      const st = await disk.status();
+      assert.is(st.connected, false, st.detail);
     } finally {
       await vm.sh('insmod /lib/modules/usb_f_mass_storage.ko; true');
       await disk.detach();
