@@ -85,6 +85,9 @@
  *   journal 20–40 ms more (2× ddrescue per changed GiB). The batch size
  *   (16, 32, 64, 128 MiB) and 8, 16 or 32 granules in flight changed the
  *   sync by less than the run-to-run noise (0.15–0.33 s at load ≈ 2.5);
+ * - host writes over NBD/TCP on loopback (network boot) against the unix
+ *   socket export, 1 MiB sequential at depth 2, O_DIRECT, daemons taking
+ *   turns;
  * - on paper, from these figures: the white paper's headline drive (1 TB,
  *   10 GB changed) on a Raspberry Pi 5 with USB 3 SSDs (≈ 350 MB/s).
  * Syncs are medians of DPSR_BENCH_RUNS runs (default 3), each from the same
@@ -95,6 +98,7 @@
  */
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { StorageDaemon } from '../src/export/index.ts';
@@ -173,6 +177,15 @@ function holdWritesTo(path: string, bytesPerSecond: number): (() => void) | stri
     writeFileSync(join(root, home, 'cgroup.procs'), String(process.pid));
     rmdirSync(group);
   };
+}
+
+/** A TCP port nobody listens on just now (the kernel's pick). */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
 }
 
 function daemonPid(daemon: StorageDaemon): string {
@@ -373,6 +386,22 @@ async function main(): Promise<void> {
     } finally {
       await paged.stop();
     }
+    // The host export over NBD/TCP (network boot) against the unix socket, O_DIRECT, daemons taking turns.
+    const tcpPort = await freePort();
+    const overTcp: number[] = [];
+    const overUnix: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      for (const [listen, into] of [[{ unix: join(dir, 'run', 'nbd.sock') }, overUnix], [{ tcp: { host: '127.0.0.1', port: tcpPort } }, overTcp]] as const) {
+        const d = new StorageDaemon({ drive: A, runDir: join(dir, 'run'), listen, exportName: 'sys', directIo: true });
+        await d.start();
+        try {
+          into.push(qemuImgBench(d.hostUri, ['-t', 'none', '-i', 'native', '-s', '1M', '-c', String(seqCount), '-d', '2']).seconds);
+        } finally {
+          await d.stop();
+        }
+      }
+    }
+    rows.push({ what: 'host writes over NBD/TCP (loopback), 1 MiB sequential, depth 2, O_DIRECT', ours: `TCP ${rate(seqBytes, median(overTcp))}`, referenceName: 'unix socket export', reference: rate(seqBytes, median(overUnix)), ratio: median(overUnix) / median(overTcp), target: '—', ok: null });
     // The same O_DIRECT rows with both sides held to the board's drive speed: the ratio where the board runs.
     const BOARD_DRIVE = 350e6;
     const lift = holdWritesTo(A, BOARD_DRIVE);
