@@ -606,6 +606,31 @@ export async function precheckGeometry(req: Pick<CommonRequest, 'stateDir' | 'op
   }
 }
 
+/**
+ * Rule 8 from the records, for status: each drive of `pair` still found at
+ * its last path (the same drive: its identity key matches) shows its size now
+ * against its size at pairing. The refusal reasons of those that changed; a
+ * drive not at its last path (moved, unplugged, another drive there) says
+ * nothing here, the next copy identifies it.
+ */
+export function geometryDrift(pairs: readonly PairRecord[], pair: PairRecord): string[] {
+  const out: string[] = [];
+  for (const [key, rec] of Object.entries(pair.drives)) {
+    if (!rec?.lastPath) continue;
+    let facts: DriveFacts;
+    try {
+      const id = identityOf(locateDrive(rec.lastPath), rec.logicalSectorSize);
+      if (id.key !== key) continue;
+      facts = { key, path: rec.lastPath, sizeBytes: id.sizeBytes, logicalSectorSize: id.logicalSectorSize, image: id.kind === 'image' };
+    } catch {
+      continue;
+    }
+    const changed = geometryChange(pairs, facts, 'copy');
+    if (changed) out.push(changed.reason);
+  }
+  return out;
+}
+
 /** Zeroes an old signature in the target's tail, widened to whole sectors. */
 async function zeroRange(target: BlockDevice, sig: TailSignature): Promise<void> {
   const s = target.logicalSectorSize;

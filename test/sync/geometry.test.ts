@@ -161,6 +161,21 @@ test('rule 8 for a drive of another pair: a new standby (rotation) is not cloned
   assert.is(sha256File(second), sha256File(active));
 });
 
+test('status names a drive whose size changed since pairing and needs attention (f12), though the records say consistent', () => {
+  const env = { DPSR_STATE_DIR: join(dir, 'state-status-geometry') };
+  const a = randomImage(join(dir, 'st-a.img'), 8 * MiB, 51);
+  const b = sparseImage(join(dir, 'st-b.img'), 8 * MiB);
+  assert.is(dpsr(['clone', a, b, '--yes', '--quiet'], env).code, 0);
+  assert.is(dpsr(['status'], env).code, 0);
+  truncateSync(b, 8 * MiB - 8 * 512);
+  const st = dpsr(['status'], env);
+  assert.is(st.code, 1, st.stdout);
+  assert.match(st.stdout, /NEEDS ATTENTION: the standby drive \S+st-b\.img now reports 8,384,512 bytes .*4,096 bytes \(8 sectors\) less/);
+  assert.match(dpsr(['status', '--json'], env).json().pairs[0].geometryChanged[0], /8 sectors\) less/);
+  truncateSync(b, 8 * MiB);
+  assert.is(dpsr(['status'], env).code, 0);
+});
+
 test('recover onto a standby that shows another size than at pairing is refused before it writes; at its size again it rolls back', async () => {
   const { stateDir, b, previous } = await interruptedSync('recover-resized');
   truncateSync(b, 16 * MiB + 8 * 512);

@@ -9,6 +9,7 @@ import { readLayout, formatLayout, formatExactBytes } from '../../../src/disk-la
 import {
   clone,
   sync,
+  geometryDrift,
   restore,
   verify,
   recover,
@@ -285,8 +286,10 @@ export async function runLocal(inv: Invocation): Promise<number> {
           pendingCopy: p.pendingCopy ?? null,
           lastSync: p.lastSync ?? null,
           lastSuccess: p.lastSuccess ?? null,
+          /** Rule 8: drives found at their last path with another size or sector size than at pairing. */
+          geometryChanged: geometryDrift(store.pairs(), p),
         }));
-        const attention = pairs.map((p) => needsAttention(p));
+        const attention = pairs.map((p) => [...needsAttention(p), ...p.geometryChanged]);
         if (json) printJson({ stateDir, pairs, problems: store.problems });
         else {
           if (store.problems.length) console.log(`state problems: ${store.problems.join('; ')}`);
