@@ -173,7 +173,7 @@ test('re-protect onto a new drive that its clone refuses (smaller than the activ
     assert.is(rp.status, 202, JSON.stringify(rp.body));
     const job = await waitJob(d, rp.body.id);
     assert.is(job.state, 'failed');
-    assert.match(job.error.message, /smaller/);
+    assert.match(job.error.message, /smaller/, `the job failed for another reason: ${job.error.message}`);
     assert.equal(new PairStore(d.dir).pairs().map((p) => p.id), [pair!.id], 'the pair is still recorded');
     truncateSync(ins.body.path, statSync((await d.api('GET', '/api/status')).body.drives.A.path).size);
     const again = await waitJob(d, (await d.api('POST', '/api/reprotect', { confirm: 'reprotect' })).body.id);
