@@ -213,6 +213,17 @@ export interface ServerOptions {
   sessions?: ConsoleSessions;
 }
 
+/**
+ * Longest a client may take to send a whole request, headers and body (the
+ * largest body is a few hundred KiB): a body shorter than its Content-Length,
+ * an endless chunk or a trickle then gets 408 instead of holding the
+ * connection for Node's default of five minutes. Responses (the event stream,
+ * downloads) are not bounded by it. Milliseconds.
+ */
+export const REQUEST_TIMEOUT_MS = 20_000;
+/** The headers alone (slow-loris). Milliseconds. */
+const HEADERS_TIMEOUT_MS = 15_000;
+
 /** The server for a route table: plain HTTP, or HTTPS when `tls` (PEM key and certificate) is given. */
 export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { key: string; cert: string }): Server {
   const { token, metrics, log } = opts;
@@ -313,5 +324,7 @@ export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { ke
     }
   };
   // An https.Server is a tls.Server, which the callers use only as a net.Server (listen, address, close).
-  return tls ? (createTlsServer(tls, handler) as unknown as Server) : createServer(handler);
+  // Node checks the deadlines every connectionsCheckingInterval: once a second keeps them close to their value.
+  const limits = { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 };
+  return tls ? (createTlsServer({ ...tls, ...limits }, handler) as unknown as Server) : createServer(limits, handler);
 }

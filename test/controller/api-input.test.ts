@@ -13,7 +13,7 @@ import { connect } from 'node:net';
 import { request } from 'node:http';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
 import { linesBackwards } from '../../firmware/controller/events.ts';
-import { jsonNestsDeeper, parseTarget, queryProblem } from '../../firmware/controller/http-server.ts';
+import { jsonNestsDeeper, parseTarget, queryProblem, REQUEST_TIMEOUT_MS } from '../../firmware/controller/http-server.ts';
 import { duplicateKey, maxBodyBytes } from '../../firmware/controller/schema.ts';
 
 let d: TestDaemon;
@@ -147,6 +147,36 @@ test('unparsable request targets are 400; absolute-form targets are served', asy
   assert.is(parseTarget('/api/events/log?limit=5&types=job.').query.get('limit'), '5');
   // A path starting with "//" is a path, not a host.
   assert.is(parseTarget('//api/status').pathname, '//api/status');
+});
+
+test('a body shorter than its Content-Length, an endless chunk or a request sent byte by byte gets 408 in bounded time, and starts nothing', async () => {
+  const jobs = (await d.api('GET', '/api/jobs')).body.jobs.length;
+  const post = `POST /api/sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.token}\r\nContent-Type: application/json\r\n`;
+  const started = Date.now();
+  const [lying, endless, trickle] = await Promise.all([
+    rawRequest(port(), `${post}Content-Length: 100\r\n\r\n{}`),
+    rawRequest(port(), `${post}Transfer-Encoding: chunked\r\n\r\nffffffff\r\n{}`),
+    new Promise<{ status: number; text: string }>((resolve, reject) => {
+      // A header line a byte every 200 ms: the request never completes.
+      const s = connect(port(), '127.0.0.1', () => {
+        s.write('GET /api/status HTTP/1.1\r\nX-Slow: ');
+        const t = setInterval(() => s.writable && s.write('a'), 200);
+        s.on('close', () => clearInterval(t));
+      });
+      let text = '';
+      s.setEncoding('utf8');
+      s.on('data', (c: string) => (text += c));
+      s.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), text }));
+      s.on('error', reject);
+    }),
+  ]);
+  const took = Date.now() - started;
+  assert.is(lying.status, 408, lying.text);
+  assert.is(endless.status, 408, endless.text);
+  assert.is(trickle.status, 408, trickle.text);
+  assert.ok(took < REQUEST_TIMEOUT_MS + 5000, `answered after ${took} ms`);
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, jobs, 'nothing started');
+  assert.is((await d.api('GET', '/api/health')).status, 200);
 });
 
 test('an oversized body gets 413 whether its size is declared or streamed chunked', async () => {
