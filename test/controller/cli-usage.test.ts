@@ -64,6 +64,24 @@ test('an unknown option is exit 2 with that command\'s usage; under --json an er
   assert.is(dpsr([]).code, 2, 'no command is bad usage');
 });
 
+test('an option that takes one value, given twice, is exit 2 naming it before anything runs; a repeatable one collects its values', () => {
+  for (const args of [
+    ['sync', 'a.img', 'b.img', '--mode', 'compare', '--mode', 'manifest'],
+    ['sync', 'a.img', 'b.img', '--journal-budget=1M', '--journal-budget', '2M'],
+    ['status', '--state-dir', join(dir, 's1'), '--state-dir', join(dir, 's2')],
+    ['status', '--url', 'http://127.0.0.1:1', '--url', 'http://127.0.0.1:2'],
+  ]) {
+    const r = dpsr(args, env);
+    assert.is(r.code, 2, args.join(' '));
+    assert.match(r.stderr, /option '--[a-z-]+' is given twice; which value was meant cannot be told/, args.join(' '));
+  }
+  const j = dpsr(['verify', 'a.img', 'b.img', '--sector-size', '512', '--sector-size', '4096', '--json'], env);
+  assert.is(j.code, 2);
+  assert.match(j.json().error.message, /--sector-size' is given twice/);
+  const collected = dpsr(['sync', join(dir, 'none-a.img'), join(dir, 'none-b.img'), '--partition', '1', '--partition', '2', '--yes'], env);
+  assert.not.match(collected.stderr, /given twice/);
+});
+
 test('options before the command still work, as they always did', () => {
   const r = dpsr(['--json', 'status', '--state-dir', join(dir, 'empty-state')]);
   assert.is(r.code, 0, r.stderr);

@@ -66,7 +66,17 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
     const cmd = program.command(name).description(description);
     if (usage) cmd.usage(usage);
     for (const a of args) cmd.argument(a);
-    for (const o of options) cmd.addOption(o);
+    for (const o of options) {
+      cmd.addOption(o);
+      // A value given twice: which one was meant cannot be told (a repeatable option collects its values instead).
+      if ((o.required || o.optional) && o.parseArg !== collect) {
+        let seen = false;
+        cmd.on(`option:${o.name()}`, () => {
+          if (seen) cmd.error(`error: option '${o.long}' is given twice; which value was meant cannot be told`, { exitCode: 2, code: 'dpsr.repeatedOption' });
+          seen = true;
+        });
+      }
+    }
     if (help) cmd.addHelpText('after', `\n${help}`);
     cmd.addHelpText('after', `\n${EXIT_CODES}`);
     cmd.action(async (...params: unknown[]) => {
