@@ -84,7 +84,26 @@
  *   more (ddrescue writes through the page cache and syncs once), the undo
  *   journal 20–40 ms more (2× ddrescue per changed GiB). The batch size
  *   (16, 32, 64, 128 MiB) and 8, 16 or 32 granules in flight changed the
- *   sync by less than the run-to-run noise (0.15–0.33 s at load ≈ 2.5);
+ *   sync by less than the run-to-run noise (0.15–0.33 s at load ≈ 2.5).
+ *   Done since (load 5–12 on 2 cores, the same 323 dirty ranges, runs
+ *   interleaved): the standby read with O_DIRECT and written through the
+ *   page cache on a second descriptor, all of it flushed once before the
+ *   sync's record (each journal batch still durable before its writes):
+ *   median of 8 runs 0.375 s against 0.450 s all O_DIRECT; the NBD client
+ *   reads replies into reused memory (net's `onread`, the rest of a large
+ *   read straight into the caller's buffer) instead of a fresh Buffer per
+ *   socket read and several awaited reads per reply: the process's CPU per
+ *   sync 0.28–0.32 s against 0.33–0.35 s; sub-blocks compared without a
+ *   view each (7 µs a granule instead of 17). On this shared box the CPU,
+ *   not the drives, bounds the changed sync: per sync about 0.2 s user and
+ *   0.1–0.15 s system (≈ 0.05 s of it the fixed part: state files, locks,
+ *   sysfs), against 0.02 s for ddrescue; a profile at load ≈ 12 showed
+ *   garbage collection, fs calls queued on libuv's pool and the socket's
+ *   writes of request headers as the largest shares. The bench's rows at
+ *   load 6.6–8: changed 0.44 s, compare 5.57 s (0.08), ddrescue 0.14 s;
+ *   at load 2–3: 0.43 s, 4.91 s (0.09), 0.17 s, the fixed part 0.14 s;
+ *   before these changes at load 8.4: 0.41 s, 5.51 s (0.08), 0.18 s: the
+ *   gain is within the noise of three runs at such loads;
  * - host writes over NBD/TCP on loopback (network boot) against the unix
  *   socket export, 1 MiB sequential at depth 2, O_DIRECT, daemons taking
  *   turns;
