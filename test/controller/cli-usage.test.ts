@@ -82,6 +82,20 @@ test('an option that takes one value, given twice, is exit 2 naming it before an
   assert.not.match(collected.stderr, /given twice/);
 });
 
+test('a flag and its negation given together (--window --no-window) is exit 2 naming both before anything runs; one flag twice is harmless', () => {
+  for (const args of [
+    ['sync', '--url', 'http://127.0.0.1:1', '--window', '--no-window', '--yes'],
+    ['verify', '--url', 'http://127.0.0.1:1', '--no-window', '--window'],
+  ]) {
+    const r = dpsr(args, env);
+    assert.is(r.code, 2, args.join(' '));
+    assert.match(r.stderr, /options '--(no-)?window' and '--(no-)?window' contradict each other; give one/, r.stderr);
+    assert.not.match(r.stderr, /ECONNREFUSED|cannot reach/, 'refused before anything runs');
+  }
+  const twice = dpsr(['status', '--state-dir', join(dir, 'empty-state'), '--json', '--json'], env);
+  assert.is(twice.code, 0, twice.stderr);
+});
+
 test('options before the command still work, as they always did', () => {
   const r = dpsr(['--json', 'status', '--state-dir', join(dir, 'empty-state')]);
   assert.is(r.code, 0, r.stderr);

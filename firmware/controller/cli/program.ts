@@ -66,8 +66,15 @@ export function buildProgram(run: (inv: Invocation) => Promise<number>, result: 
     const cmd = program.command(name).description(description);
     if (usage) cmd.usage(usage);
     for (const a of args) cmd.argument(a);
+    // A flag and its negation (--window --no-window) set one value: given both, which was meant cannot be told.
+    const flagOf = new Map<string, string>();
     for (const o of options) {
       cmd.addOption(o);
+      cmd.on(`option:${o.name()}`, () => {
+        const other = flagOf.get(o.attributeName());
+        if (other !== undefined && other !== o.long) cmd.error(`error: options '${other}' and '${o.long}' contradict each other; give one`, { exitCode: 2, code: 'dpsr.contradictingOptions' });
+        flagOf.set(o.attributeName(), o.long!);
+      });
       // A value given twice: which one was meant cannot be told (a repeatable option collects its values instead).
       if ((o.required || o.optional) && o.parseArg !== collect) {
         let seen = false;
