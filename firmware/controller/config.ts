@@ -93,7 +93,7 @@ export const configSchema = obj({
       mode: opt(oneOf(['compare', 'manifest', 'changed'] as const, 'how a sync finds what differs: compare reads both drives; manifest reads only the active drive and uses the hash map kept of the standby; changed copies only the blocks the host wrote since the last sync (inline mode; else manifest). Default compare, changed in inline mode')),
       chunkKiB: opt(int(64, 65536, 'copy chunk size in KiB'), 4096),
       journalBudgetMiB: opt(int(1, 16 * 1024 * 1024, 'most space the undo journal may use; default half the free space of the state directory')),
-      direct: opt(bool('bypass the page cache (O_DIRECT)'), false),
+      direct: opt(bool('bypass the page cache (O_DIRECT) for reads and writes of every copy; default: each copy chooses (a changed-block sync reads the standby with O_DIRECT and writes it through the cache, flushed before its record)')),
       retries: opt(int(0, 20, 'extra reads of a chunk that failed before it is read in halves down to single sectors (ddrescue-style)'), 2),
       window: opt(
         oneOf(['auto', 'always', 'never'] as const, 'switched mode: shut the host down and take both drives onto the controller for a copy, then boot the host again; auto = on the hardware rig only'),
@@ -108,7 +108,7 @@ export const configSchema = obj({
         { quietSeconds: 5, maxWaitSeconds: 60, fallback: 'crash-consistent' as const },
       ),
     }, 'how copies (clone, sync, re-protect, verify) run'),
-    { chunkKiB: 4096, direct: false, retries: 2, window: 'auto', quiescence: { quietSeconds: 5, maxWaitSeconds: 60, fallback: 'crash-consistent' as const } },
+    { chunkKiB: 4096, retries: 2, window: 'auto', quiescence: { quietSeconds: 5, maxWaitSeconds: 60, fallback: 'crash-consistent' as const } },
   ),
   recovery: opt(
     obj({
