@@ -341,16 +341,17 @@ export class BootSwitch {
    * away from the host, confirmed, then the recorded one connected, drives
    * powered as recorded) and reads it back. True when the state is known
    * (or was); false when the host is, or may be, powered, or a step failed
-   * (a critical alert says which; the state stays unknown). Concurrent
+   * (a critical alert says which; the state stays unknown), or `signal`
+   * aborted it (the controller closes; no alert). Never throws. Concurrent
    * callers share one attempt.
    */
-  applyRecorded(): Promise<boolean> {
+  applyRecorded(signal?: AbortSignal): Promise<boolean> {
     if (this.#unknown === null) return Promise.resolve(true);
-    this.#applying ??= this.#applyRecorded().finally(() => (this.#applying = null));
+    this.#applying ??= this.#applyRecorded(signal).finally(() => (this.#applying = null));
     return this.#applying;
   }
 
-  async #applyRecorded(): Promise<boolean> {
+  async #applyRecorded(signal?: AbortSignal): Promise<boolean> {
     const who = `applying the recorded relay pattern of the ${this.naming.name}`;
     const target = { ...this.#record.relays };
     let powered: boolean | null;
@@ -370,24 +371,29 @@ export class BootSwitch {
       this.#claimLeft = null;
       await this.#apply('pwrA', true);
       await this.#apply('pwrB', true);
-      await this.clock.sleep(this.timing.powerOffMs);
+      await this.clock.sleep(this.timing.powerOffMs, signal);
       await this.#stillOff('while its drives were powered down');
       await this.#apply('muxA', true);
       await this.#apply('muxB', false);
-      await this.clock.sleep(this.timing.settleMs);
+      await this.clock.sleep(this.timing.settleMs, signal);
       await this.#checkContacts({ muxA: true, muxB: false }, 'after break');
       await this.#stillOff('after both drives were disconnected');
       await this.#apply('muxA', target.muxA);
       await this.#apply('muxB', target.muxB);
-      await this.clock.sleep(this.timing.settleMs);
+      await this.clock.sleep(this.timing.settleMs, signal);
       await this.#checkContacts(target, 'after make');
       await this.#apply('pwrA', target.pwrA);
       await this.#apply('pwrB', target.pwrB);
-      await this.clock.sleep(this.timing.powerOnMs);
+      await this.clock.sleep(this.timing.powerOnMs, signal);
       const read = await this.readRelays();
       if (!samePattern(read, target)) throw new DeviceError(`read-back: ${JSON.stringify(read)}, expected ${JSON.stringify(target)}`);
       await this.#checkContacts(target, 'in the final read-back');
     } catch (e) {
+      if (signal?.aborted) {
+        // The controller is closing: the relays stay as far as they got (no drive is made before the break is confirmed), the state unknown.
+        this.log.info({ switch: this.naming.name }, 'applying the recorded relay pattern stopped: the controller is closing');
+        return false;
+      }
       const msg = `${this.naming.name}: the recorded relay pattern ${JSON.stringify(target)} could not be applied with the host off: ${(e as Error).message}; its state stays unknown and its drives are not used`;
       this.log.error({ switch: this.naming.name, error: (e as Error).message }, 'recorded relay pattern not applied');
       this.events.emit('alert', { level: 'critical', code: 'relays-not-applied', message: msg });

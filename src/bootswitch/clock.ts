@@ -50,11 +50,16 @@ export class ManualClock implements Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      const id = this.setTimeout(() => resolve(), ms);
-      signal?.addEventListener('abort', () => {
+      // The listener goes with the sleep: a long-lived signal (one per controller) must not collect one per sleep.
+      const onAbort = () => {
         this.clearTimeout(id);
-        reject(signal.reason);
-      }, { once: true });
+        reject(signal!.reason);
+      };
+      const id = this.setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
   /** Advance time, firing due timers and letting promise chains run between them. */

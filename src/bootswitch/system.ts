@@ -184,6 +184,7 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
     const recoveryGesture = await button.start();
     await powerLed.start();
     const switches = [bootSwitch, ...portSwitches.map((p) => p.sw)];
+    const unknownRelays = new UnknownRelayRetry(switches, () => powerLed.readNow(), clock);
     powerLed.onChange((on) => {
       events.emit('host', { powered: on });
       // A shutdown made by a move or window of any port, or asked by the operator through the controller, is the controller's own, not a failed boot.
@@ -191,16 +192,12 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
       if (on) gate.clearPendingPowerOn();
       const ours = on ? null : (gate.hostHeldBy() ?? operatorOff);
       const dispatch = () => void failover.dispatch({ type: 'host-power', on, ...(ours ? { ours } : {}) });
-      const held = switches.filter((sw) => sw.unknown !== null);
       // The host is off: relays start-up left unknown get the recorded pattern before the failover machine may move them.
-      if (!on && held.length) {
-        // One at a time: each takes the host gate.
-        void (async () => {
-          for (const sw of held) await sw.applyRecorded();
-        })().then(dispatch);
-      }
+      if (!on && switches.some((sw) => sw.unknown !== null)) void unknownRelays.hostOff().then(dispatch);
       else dispatch();
     });
+    // Start-up with the host off may have left a switch unknown (its pattern did not read back): tried again while the host stays off.
+    unknownRelays.retryLater();
     // A power-on skipped while a job kept the host off is made when the last such job ends.
     const stopResuming = gate.onKeptOffReleased(() => {
       void bootSwitch.resumePowerOn().catch((e: Error) => events.emit('alert', { level: 'critical', code: 'power-on-failed', message: `the owed power-on of the host failed: ${e.message}` }));
@@ -220,6 +217,8 @@ export async function openBootSwitch(opts: OpenOptions): Promise<BootSwitchSyste
       sim: board.sim,
       recoveryGesture,
       async close() {
+        // A closed controller drives no relay: an apply under way stops at its next wait and is awaited.
+        await unknownRelays.close();
         stopResuming();
         button.stop();
         failover.close();
@@ -303,5 +302,78 @@ async function settleStart(sw: BootSwitch, start: StartingRelays, events: BootSw
     const msg = `a move to ${bayWord} ${sw.naming.bay(record.pending.to)} was cut short; relays restored to bay ${record.bay === null ? 'none' : sw.naming.bay(record.bay)}`;
     sw.clearPending(msg);
     events.emit('alert', { level: 'warning', code: 'switch-interrupted', message: msg });
+  }
+}
+
+/** First wait before a switch still unknown with the host off is tried again; doubled after each attempt up to UNKNOWN_RETRY_MAX_MS. */
+const UNKNOWN_RETRY_FIRST_MS = 1000;
+const UNKNOWN_RETRY_MAX_MS = 8000;
+
+/**
+ * Brings switches whose relay state is unknown (BootSwitch.unknown) back to
+ * their recorded pattern while the host is off: at each dark power LED, and
+ * again while it stays dark (a welded relay freed, a move that held the host
+ * gate ended, the host powered on in the middle of an attempt), waiting
+ * 1 s, 2 s, 4 s, then every 8 s between attempts. Each switch is tried on
+ * its own, one after the other (each takes the host gate): one that fails
+ * does not keep the others unknown. No attempt drives a relay under a
+ * powered host (applyRecorded reads the power LED first and between steps).
+ */
+class UnknownRelayRetry {
+  #run: Promise<void> | null = null;
+  #timer: unknown = null;
+  #waitMs = UNKNOWN_RETRY_FIRST_MS;
+  #closed = false;
+  readonly #abort = new AbortController();
+
+  constructor(
+    private readonly switches: BootSwitch[],
+    private readonly hostPowered: () => Promise<boolean>,
+    private readonly clock: Clock,
+  ) {}
+
+  /** The power LED went dark: tries every unknown switch now (or joins the attempt under way). Never rejects. */
+  hostOff(): Promise<void> {
+    this.#waitMs = UNKNOWN_RETRY_FIRST_MS;
+    return this.#attempt();
+  }
+
+  #attempt(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#run ??= (async () => {
+      for (const sw of this.switches) if (sw.unknown !== null && !this.#closed) await sw.applyRecorded(this.#abort.signal);
+    })().finally(() => {
+      this.#run = null;
+      this.retryLater();
+    });
+    return this.#run;
+  }
+
+  /** Schedules the next attempt when a switch is still unknown; the attempt runs only if the host is off then. */
+  retryLater(): void {
+    if (this.#closed || this.#timer !== null || this.#run !== null) return;
+    if (!this.switches.some((sw) => sw.unknown !== null)) {
+      this.#waitMs = UNKNOWN_RETRY_FIRST_MS;
+      return;
+    }
+    const wait = this.#waitMs;
+    this.#waitMs = Math.min(wait * 2, UNKNOWN_RETRY_MAX_MS);
+    this.#timer = this.clock.setTimeout(() => {
+      this.#timer = null;
+      // A lit (or unreadable) LED ends the retries: its going dark starts them again.
+      void this.hostPowered().then(
+        (on) => (on ? undefined : this.#attempt()),
+        () => undefined,
+      );
+    }, wait);
+  }
+
+  /** Stops the retries and any attempt under way (at its next wait), and waits for it to end. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer !== null) this.clock.clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#abort.abort(new Error('the controller is closing'));
+    await this.#run;
   }
 }

@@ -201,6 +201,56 @@ test('restart with the host running and relay latches that cannot be read back c
   }
 });
 
+test('with the host off, a switch whose recorded pattern does not apply (a welded contact) keeps no other switch unknown, and is tried again until it applies', async () => {
+  const rig = await makeRig();
+  try {
+    rig.host.powerOn();
+    await until(rig, () => rig.host.state === 'running' && rig.sys.failover.state.pendingBoot === null);
+    rig.sim.powerLoss({ latchesLost: true });
+    await rig.restart();
+    assert.ok(rig.sys.bootSwitch.unknown !== null && rig.sys.ports.every((p) => p.sw.unknown !== null));
+    rig.host.forceOff();
+    // Bay A's mux fails to make (its drive stays off the host): the boot switch's pattern cannot be read back.
+    rig.sim.stick('K_MUX_A', true);
+    await until(rig, () => rig.sys.ports.every((p) => p.sw.unknown === null));
+    assert.ok(rig.sys.bootSwitch.unknown !== null, 'the boot switch is still unknown');
+    assert.ok(rig.alerts.some((a) => a.code === 'relays-not-applied' && /^boot switch: /.test(a.message)));
+    assert.is(rig.host.powered, false);
+    // The relay is freed with the host still off: the next attempt applies the record.
+    rig.sim.unstick('K_MUX_A');
+    await until(rig, () => allKnown(rig), 30_000);
+    assert.equal(rig.sim.drivesOnHost(), ['A']);
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('a controller closed while it applies a recorded pattern drives no relay after closing', async () => {
+  const rig = await makeRig();
+  try {
+    rig.host.powerOn();
+    await rig.clock.advance(3000);
+    rig.sim.powerLoss({ latchesLost: true });
+    await rig.restart();
+    rig.host.forceOff();
+    await until(rig, () => rig.sim.coil('K_PWR_A'), 5000, 10); // the apply has begun: bay A's drive powered down
+    const old = rig.sys;
+    const order = contactOrder(rig);
+    await old.close();
+    await rig.clock.advance(10_000);
+    assert.equal(order, [], 'no relay moved after close');
+    assert.not.ok(rig.alerts.some((a) => a.code === 'relays-not-applied'), 'a stop at close is not a failure');
+    await rig.restart();
+    // The host is off: the new start writes the record, break before make.
+    assert.is(rig.sys.bootSwitch.unknown, null);
+    assert.equal(rig.sim.drivesOnHost(), ['A']);
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
 test('restart with the host running on latches that connect both drives leaves them: no mux moves under the host', async () => {
   const rig = await makeRig();
   try {
