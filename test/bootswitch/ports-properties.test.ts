@@ -132,8 +132,12 @@ test('every port of the host keeps the switch rules over random operations, faul
         inFlight.add(pr);
         void pr.finally(() => inFlight.delete(pr));
       };
+      // Until the moves started here and the failover machine's own actions (a power-on pulse, a move) have ended.
       const settle = async () => {
-        for (let i = 0; i < 800 && inFlight.size; i++) await rig.clock.advance(100);
+        let idle = false;
+        void rig.sys.failover.idle().then(() => (idle = true));
+        await new Promise<void>((r) => setImmediate(r));
+        for (let i = 0; i < 800 && (inFlight.size || !idle); i++) await rig.clock.advance(100);
         mover = null;
       };
       try {

@@ -51,19 +51,37 @@ export async function makeRig(opts: { timing?: Partial<TimingConfig>; failover?:
   const onBeat = () => void rig.sys.failover.heartbeat();
   host.on('heartbeat', onBeat);
   const stopNotices = host.onShuttingDown(() => void rig.sys.failover.hostShuttingDown());
+  /**
+   * Closes the system as a real controller does, while time passes: close
+   * waits for the failover machine's actions under way (a power-on pulse, a
+   * move waiting for the host to shut down), which sleep on the manual
+   * clock. Throws when it has not closed after 300 s of clock time, rather
+   * than leaving the test waiting on a clock nobody advances.
+   */
+  const closeSys = async () => {
+    let closed = false;
+    const closing = rig.sys.close().finally(() => (closed = true));
+    await new Promise<void>((r) => setImmediate(r));
+    for (let i = 0; i < 3000 && !closed; i++) await clock.advance(100);
+    if (!closed) throw new Error(`the boot switch system did not close within 300 s of clock time (failover holder: ${rig.sys.gate.holder ?? 'none'})`);
+    await closing;
+  };
   const rig: Rig = {
     clock, sim, host, dir, alerts, wall, exported,
     sys: await open(),
     async restart(o = {}) {
       hostLink = o.hostLink ?? hostLink;
-      await rig.sys.close();
+      await closeSys();
       rig.sys = await open();
     },
     async close() {
       host.off('heartbeat', onBeat);
       stopNotices();
-      await rig.sys.close();
-      rmSync(dir, { recursive: true, force: true });
+      try {
+        await closeSys();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
   };
   return rig;
