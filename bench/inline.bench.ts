@@ -117,7 +117,6 @@
  */
 import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { StorageDaemon } from '../src/export/index.ts';
@@ -127,6 +126,7 @@ import { clone, sync } from '../src/sync/index.ts';
 import { randomImage } from '../test/support/images.ts';
 import { GiB, MiB, benchDir, dropCaches, hasCommand, printTable, rate, secs, timedCommand, type Row, benchRuns, measure, median } from './lib.ts';
 import { seededShuffle } from '../test/support/xorshift.ts';
+import { freePort } from '../test/support/net.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
 const runs = benchRuns;
@@ -196,15 +196,6 @@ function holdWritesTo(path: string, bytesPerSecond: number): (() => void) | stri
     writeFileSync(join(root, home, 'cgroup.procs'), String(process.pid));
     rmdirSync(group);
   };
-}
-
-/** A TCP port nobody listens on just now (the kernel's pick). */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 function daemonPid(daemon: StorageDaemon): string {

@@ -13,6 +13,7 @@ import { Aedes } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
 import { NodeRedSupervisor } from '../../firmware/controller/node-red-runner.ts';
 import { Rig, until, sleep } from './support/rig.ts';
+import { freePort } from '../support/net.ts';
 
 const rig = new Rig({ bridgeMiBps: 4 });
 let broker: Aedes;
@@ -23,14 +24,6 @@ let nr: NodeRedSupervisor;
 let editor = '';
 let nrLog = '';
 const received: { topic: string; payload: any }[] = [];
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function mqttMessage(pred: (m: { topic: string; payload: any }) => boolean, timeoutMs: number, what: string) {
   return until(() => received.find(pred), timeoutMs, `MQTT ${what} (got ${received.map((m) => m.topic).join(', ') || 'nothing'})`);

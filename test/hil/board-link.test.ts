@@ -12,7 +12,6 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createServer } from 'node:net';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { StorageDaemon, UsbGadgetDisk, type NbdListen, type ScriptRunner } from '../../src/export/index.ts';
@@ -22,19 +21,9 @@ import { rejection } from '../support/assert-async.ts';
 import { requireEnv } from '../support/require.ts';
 import { BoardVm } from './board-vm.ts';
 import { ensureBoardImage } from './image/board.ts';
+import { freePort } from '../support/net.ts';
 
 const ready = requireEnv('board host link (virtual board)', { tools: ['qemu-system-x86_64', 'qemu-storage-daemon', 'apt-get', 'dpkg', 'ldd'] });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const q = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
 

@@ -11,11 +11,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { QmpClient, StorageDaemon, ACTIVE_NODE, type DaemonProcess, type ExitInfo, type NbdListen } from '../../../src/export/index.ts';
 import { NbdDrive } from '../../../src/sata-bridge/index.ts';
 import { randomImage } from '../../support/images.ts';
+import { freePort } from '../../support/net.ts';
 
 const MiB = 1024 * 1024;
 
@@ -41,15 +41,6 @@ function pidsWith(needle: string): number[] {
       return [];
     }
   });
-}
-
-/** A TCP port nobody listens on just now (the kernel's pick). */
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 /**
