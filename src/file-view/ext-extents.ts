@@ -148,16 +148,25 @@ export class ExtentReader {
     );
   }
 
+  /**
+   * The superblock's geometry, read once and kept, or null when this reader
+   * does not follow the layout or its block size is not the listing's unit.
+   * A failed read is not kept: the next call reads the superblock again.
+   */
+  async #usableGeometry(fh: FileHandle): Promise<Geometry | null> {
+    this.#geometry ??= this.#readGeometry(fh);
+    const g = await this.#geometry.catch((e: unknown) => {
+      this.#geometry = null;
+      throw e;
+    });
+    return g && g.blockSize === this.unit ? g : null;
+  }
+
   async #answer(batch: Pending[]): Promise<void> {
     const fh = await open(this.src.path, 'r');
     try {
-      this.#geometry ??= this.#readGeometry(fh);
-      // A failed read is not kept: the next batch reads the superblock again.
-      const g = await this.#geometry.catch((e: unknown) => {
-        this.#geometry = null;
-        throw e;
-      });
-      if (!g || g.blockSize !== this.unit) {
+      const g = await this.#usableGeometry(fh);
+      if (!g) {
         for (const p of batch) p.resolve(null);
         return;
       }
@@ -268,12 +277,8 @@ export class ExtentReader {
   async folderInode(parts: readonly string[]): Promise<number | null> {
     const fh = await open(this.src.path, 'r');
     try {
-      this.#geometry ??= this.#readGeometry(fh);
-      const g = await this.#geometry.catch((e: unknown) => {
-        this.#geometry = null;
-        throw e;
-      });
-      if (!g || g.blockSize !== this.unit) return null;
+      const g = await this.#usableGeometry(fh);
+      if (!g) return null;
       let at = ROOT_INODE;
       for (const part of parts) {
         const raw = (await this.#readInodes(fh, g, [at])).get(at);
