@@ -58,6 +58,8 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
   #stuck = new Map<string, boolean>();
   #inputs = new Map<string, boolean>();
   #dropped = false;
+  /** Bumped by each power loss: lines claimed before it belong to a controller that died with it. */
+  #powerEpoch = 0;
   #hostPowered = () => this.#inputs.get('HOST_PWR_LED') === true;
   #buttonTimer: unknown = null;
   /** How many times each line was claimed: a new controller process claims them again. */
@@ -76,14 +78,15 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
     this.#check(name);
     this.claims.set(name, (this.claims.get(name) ?? 0) + 1);
     this.#setCoil(name, initial);
+    const epoch = this.#powerEpoch;
     return {
       name,
       write: async (level: boolean) => {
-        this.#check(name);
+        this.#check(name, epoch);
         this.#setCoil(name, level);
       },
       read: async () => {
-        this.#check(name);
+        this.#check(name, epoch);
         return this.#coils.get(name) ?? false;
       },
       close: async () => {},
@@ -100,10 +103,11 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
   async input(pin: string | number): Promise<DigitalInput> {
     const name = String(pin);
     this.#check(name);
+    const epoch = this.#powerEpoch;
     return {
       name,
       read: async () => {
-        this.#check(name);
+        this.#check(name, epoch);
         return this.level(name);
       },
       close: async () => {},
@@ -114,7 +118,9 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
     if (this.#buttonTimer !== null) this.clock.clearTimeout(this.#buttonTimer);
   }
 
-  #check(name: string): void {
+  /** `claimedAt`: the power epoch of the handle used; a controller that lost power drives and reads nothing (its actions still in flight in the test's process fail). */
+  #check(name: string, claimedAt = this.#powerEpoch): void {
+    if (claimedAt !== this.#powerEpoch) throw new DeviceError(`simulated controller lost power (line ${name} was claimed before the power loss)`, { fault: 'transport' });
     if (this.#dropped) throw new DeviceError(`simulated board unreachable (line ${name})`, { fault: 'transport' });
   }
 
@@ -256,10 +262,13 @@ export class SimBoard extends EventEmitter<SimBoardEvents> implements Driver, Ho
    * `latchesLost`: the board's output latches reset too (lines back to
    * inputs, as GPIO after a board reset), so the next start cannot read
    * them back (`peek` gives null); the coils stay de-energised.
+   * The controller that claimed the lines died with the power: its handles
+   * throw from now on, so nothing it still had in flight moves a relay.
    */
   powerLoss(opts: { latchesLost?: boolean } = {}): void {
     const seconds = HOST_PORTS.map(([, second]) => `K_MUX_${second}`);
     const order = [...seconds, ...[...this.#coils.keys()].filter((r) => !seconds.includes(r))];
+    this.#powerEpoch++;
     this.#losingPower = true;
     try {
       for (const relay of order) if (this.#coils.has(relay)) this.#setCoil(relay, false);

@@ -251,6 +251,24 @@ test('a controller closed while it applies a recorded pattern drives no relay af
   }
 });
 
+test('a controller that lost power drives nothing: a boot retry it still had in flight presses no power button', async () => {
+  const rig = await makeRig();
+  try {
+    const old = rig.sys;
+    rig.sim.powerLoss({ latchesLost: true });
+    const pressed = await old.bootSwitch.powerOnHost().then(() => 'pressed', (e: Error) => e.message);
+    assert.match(pressed, /lost power/);
+    await rig.clock.advance(1000);
+    assert.not.ok(rig.host.powered, 'the dead controller did not power the host on');
+    await rig.restart();
+    // The host was off at the new start: the record is applied and known.
+    assert.is(rig.sys.bootSwitch.unknown, null);
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
 test('restart with the host running on latches that connect both drives leaves them: no mux moves under the host', async () => {
   const rig = await makeRig();
   try {

@@ -162,7 +162,13 @@ test('invariants hold over random event sequences', async () => {
         await rig.close();
       }
     }),
-    { numRuns: Number(process.env.DPSR_PROPERTY_RUNS ?? 60) },
+    {
+      numRuns: Number(process.env.DPSR_PROPERTY_RUNS ?? 60),
+      examples: [
+        // A boot retry of a controller that had just lost power pressed the host's power button during the restart.
+        [[{ t: 'host-on' }, { t: 'consistent', bay: 'A', ok: false }, { t: 'power-loss', latchesLost: true }, { t: 'host-off' }, { t: 'consistent', bay: 'A', ok: false }, { t: 'power-loss', latchesLost: true }]],
+      ],
+    },
   );
 });
 
