@@ -136,8 +136,30 @@ async function closeWritten(o: Opened): Promise<void> {
       await run('umount', [o.root]);
     }
   } finally {
-    if (o.loop) await run('losetup', ['-d', o.loop], { allowFail: true });
+    if (o.loop) {
+      await run('losetup', ['-d', o.loop], { allowFail: true });
+      await untilReleased(o.loop);
+    }
   }
+}
+
+/** How long a detached loop device may stay held by the FUSE driver (ntfs-3g, exfat-fuse) that is exiting after its unmount. */
+const LOOP_RELEASE_MS = 15_000;
+
+/**
+ * Waits until `loop` (/dev/loopN) is unbound from its backing file. A loop
+ * device still open (a FUSE driver exits a moment after its unmount) is
+ * only marked for clearing by `losetup -d`, and stays over the drive until
+ * the last opener closes it: nothing else may open the range before then.
+ * @returns true once unbound, false if still bound after LOOP_RELEASE_MS.
+ */
+async function untilReleased(loop: string): Promise<boolean> {
+  const bound = join('/sys/block', loop.replace(/^\/dev\//, ''), 'loop');
+  for (const end = Date.now() + LOOP_RELEASE_MS; existsSync(bound); ) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
 }
 
 const FSCK: Record<string, [string, string[]]> = {
@@ -237,6 +259,7 @@ export async function releaseWriteBack(target: WriteBackTarget): Promise<Release
     }
     const d = await run('losetup', ['-d', loop], { allowFail: true });
     if (d.code !== 0) out.failed.push(`losetup -d ${loop}: ${d.out}`);
+    else if (!(await untilReleased(loop))) out.failed.push(`${loop} is still held open ${LOOP_RELEASE_MS / 1000} s after losetup -d (see fuser -v ${loop})`);
     else out.detached.push(loop);
   }
   return out;
