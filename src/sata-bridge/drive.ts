@@ -3,7 +3,7 @@
  * /dev/disk/by-id links) or an NBD export named by its URI. Never creates
  * anything: a missing node is an error.
  */
-import { constants, existsSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { constants, existsSync, readdirSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
@@ -109,6 +109,65 @@ export function storageKeys(loc: DriveLocation, roots: SysRoots = linuxRoots): S
   if (loc.kind === 'nbd') keys.add(`nbd:${loc.uri.canonical}`);
   else if (keys.size === 0) keys.add(`rdev:${loc.stats.rdev}`);
   return keys;
+}
+
+/** The kernel object a storage key stands for: a file by a path that leads to it now, or a whole disk by its device numbers. */
+export type StorageObject = { readonly file: string } | { readonly device: string };
+
+/**
+ * What each of storageKeys(loc) is in the kernel, for locks that must be seen
+ * by every process on the machine (the drive locks' flock(2)): a `file:` key
+ * by a path that leads to that very file now (the image's own, or a loop
+ * device's backing file, checked by device and inode numbers), a disk by its
+ * `major:minor`. Null for an NBD export (its server holds the storage) and
+ * for a file no path leads to (a loop device's deleted backing file); the
+ * loop device's own key still stands for that storage.
+ */
+export function storageObjects(loc: DriveLocation, roots: SysRoots = linuxRoots): Map<string, StorageObject | null> {
+  const out = new Map<string, StorageObject | null>();
+  let backingFiles: string[] | undefined;
+  for (const key of storageKeys(loc, roots)) {
+    if (key.startsWith('disk:')) {
+      const name = key.slice('disk:'.length);
+      // loopBackings names a lower device sysfs does not list by its numbers ("dev-7:3").
+      const mm = name.startsWith('dev-') ? name.slice('dev-'.length) : readSysText(join(roots.sys, 'block', name, 'dev'));
+      out.set(key, mm ? { device: mm } : null);
+    } else if (key.startsWith('rdev:')) {
+      out.set(key, { device: majorMinorOf(Number(key.slice('rdev:'.length))) });
+    } else if (key.startsWith('file:')) {
+      backingFiles ??= loopBackingFiles(roots);
+      const candidates = loc.kind === 'image' ? [loc.realPath, ...backingFiles] : backingFiles;
+      const path = candidates.find((p) => fileKeyOf(p) === key);
+      out.set(key, path === undefined ? null : { file: path });
+    } else {
+      out.set(key, null);
+    }
+  }
+  return out;
+}
+
+function readSysText(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The paths loop devices name as their backing files (`/sys/block/loop*\/loop/backing_file`), deleted ones left out. */
+function loopBackingFiles(roots: SysRoots): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(join(roots.sys, 'block'));
+  } catch {
+    return [];
+  }
+  const out: string[] = [];
+  for (const name of names) {
+    const file = readSysText(join(roots.sys, 'block', name, 'loop', 'backing_file'));
+    if (file && !file.endsWith(' (deleted)')) out.push(file);
+  }
+  return out;
 }
 
 export function sameStorage(a: DriveLocation, b: DriveLocation, roots: SysRoots = linuxRoots): boolean {

@@ -8,6 +8,8 @@ export {
   sameStorage,
   storageOf,
   storageKeys,
+  storageObjects,
+  type StorageObject,
   usageOf,
   identityOf,
   driveKeyOf,

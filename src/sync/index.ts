@@ -5,8 +5,8 @@ export { PairStore, PairsTransaction, newPairRecord, pairIdFor, pairHolding, pai
 export { ProgressTracker, type Progress, type ProgressListener, type Phase } from './progress.ts';
 export { formatBytes, normalizeRanges, intersectRanges, type ByteRange } from './ranges.ts';
 export { UndoJournal, rollBack, scanJournal, JournalFullError } from './undo-journal.ts';
-export { acquireStateDirLock, acquirePairLock, acquireDriveLock, acquireDriveReadLock, acquireDriveKeep, type DriveKeep, pairLockHeld, stateDirKey, type Lock } from './pair-lock.ts';
-export { tryLock, isLockHeld, queryLockOwner, type LockOwner } from './lock.ts';
+export { acquireStateDirLock, acquirePairLock, acquireDriveLock, acquireDriveReadLock, acquireDriveKeep, type DriveKeep, DRIVE_LOCK_DIR, pairLockHeld, stateDirKey, type Lock } from './pair-lock.ts';
+export { tryLock, isLockHeld, queryLockOwner, anchorHolders, type LockOwner } from './lock.ts';
 export { verifyHeadline, formatSectorRange } from './verify-report.ts';
 export { planCopy, describePlan, describeStandbys, commandFor, pendingCopyAdvice, type CopyPlan, type CopyDecision, type PlanInput, type Refusal, type DriveFacts, type TailSignature } from './copy-plan.ts';
 export { migrate, type MigrateRequest, type MigrateReport } from './migrate.ts';

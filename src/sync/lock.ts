@@ -20,7 +20,9 @@
  * machine sees: Node has no flock, so `flock(1)` takes it on a descriptor
  * this process opened and keeps (the lock belongs to the open file, not to
  * the short-lived helper); the kernel drops it when the owner dies, and the
- * descriptor is close-on-exec, so no child of ours holds it.
+ * descriptor is close-on-exec, so no child of ours holds it. A shared anchor
+ * (LOCK_SH) lets its holders share it and excludes only an exclusive one: a
+ * drive's readers against its writer.
  *
  * Node binds a pipe synchronously inside `listen()` and reports a failure on
  * the next tick, so `server.listening` right after `listen()` says whether the
@@ -50,6 +52,23 @@ export interface Lock {
   release(): void;
 }
 
+/**
+ * A file whose flock(2) a lock takes besides its name, seen from every network
+ * namespace: a path (taken exclusively, created with its folder when missing),
+ * or these options.
+ */
+export type Anchor = string | {
+  readonly path: string;
+  /** LOCK_SH: holders of the shared anchor exclude only an exclusive holder, not each other. */
+  readonly shared?: boolean;
+  /** Never create it (an image file the lock is about): when it is gone, the lock goes without it. */
+  readonly existing?: boolean;
+  /** Seconds to wait for a holder that lets go at once (a writer's look, anchorTaken); default: none. */
+  readonly waitSeconds?: number;
+};
+
+const anchorPath = (a: Anchor) => (typeof a === 'string' ? a : a.path);
+
 const PREFIX = 'dpsr/';
 // The abstract name lives in sun_path (108 bytes, the leading NUL included).
 const MAX_NAME = 100;
@@ -68,7 +87,7 @@ function checkName(name: string): void {
  * namespaces are excluded as well (see above); an anchor that cannot be
  * opened (a read-only filesystem without it) leaves the name alone.
  */
-export function tryLock(name: string, what: string, extra: Record<string, unknown> = {}, anchor?: string): Lock | null {
+export function tryLock(name: string, what: string, extra: Record<string, unknown> = {}, anchor?: Anchor): Lock | null {
   checkName(name);
   const owner: LockOwner = { ...extra, pid: process.pid, what, since: new Date().toISOString() };
   // A failed bind whose name nobody holds a moment later was either freed in between (try again) or
@@ -96,40 +115,64 @@ export function tryLock(name: string, what: string, extra: Record<string, unknow
 }
 
 /**
- * flock(2) LOCK_EX|LOCK_NB on `anchor`, through flock(1) on a descriptor
- * opened here and kept: the descriptor when taken, null when another open
- * file holds it, undefined when the anchor cannot be opened or made.
+ * flock(2) on `anchor` (LOCK_EX, or LOCK_SH when shared; LOCK_NB unless it
+ * waits), through flock(1) on a descriptor opened here and kept: the
+ * descriptor when taken, null when another open file holds it, undefined
+ * when the anchor cannot be opened or made.
  */
-function flockAnchor(anchor: string): number | null | undefined {
+function flockAnchor(anchor: Anchor): number | null | undefined {
+  const a = typeof anchor === 'string' ? { path: anchor } : anchor;
   let fd: number;
   try {
-    fd = openSync(anchor, 'r');
+    fd = openSync(a.path, 'r');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') return undefined;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || a.existing) return undefined;
     try {
-      mkdirSync(dirname(anchor), { recursive: true, mode: 0o700 });
-      closeSync(openSync(anchor, 'a', 0o600));
-      fd = openSync(anchor, 'r');
+      mkdirSync(dirname(a.path), { recursive: true, mode: 0o700 });
+      closeSync(openSync(a.path, 'a', 0o600));
+      fd = openSync(a.path, 'r');
     } catch {
       return undefined;
     }
   }
-  const r = spawnSync('flock', ['--nonblock', '--exclusive', '3'], { stdio: ['ignore', 'ignore', 'pipe', fd], encoding: 'utf8' });
+  const args = [a.shared ? '--shared' : '--exclusive', ...(a.waitSeconds ? ['--wait', String(a.waitSeconds)] : ['--nonblock']), '3'];
+  const r = spawnSync('flock', args, { stdio: ['ignore', 'ignore', 'pipe', fd], encoding: 'utf8' });
   if (r.status === 0) return fd;
   closeSync(fd);
   if (r.status === 1) return null;
-  throw new DeviceError(`cannot take the kernel lock on ${anchor}: ${r.error ? r.error.message : (r.stderr || `flock exited with ${r.status}`).trim()}`, {
+  throw new DeviceError(`cannot take the kernel lock on ${a.path}: ${r.error ? r.error.message : (r.stderr || `flock exited with ${r.status}`).trim()}`, {
     hint: 'dpsr needs flock(1) from util-linux for its locks',
   });
 }
 
-/** Whether some open file holds a flock(2) on `anchor` now (the kernel's list, /proc/locks), without touching it. */
-function anchorLocked(anchor: string): boolean {
+/**
+ * Whether an open file (of any process, this one included) holds a flock(2)
+ * on the existing file `path` now that an exclusive one would meet: tried for
+ * a moment with LOCK_EX|LOCK_NB and let go. Unlike /proc/locks this sees
+ * holders in other pid namespaces too (the kernel lists a flock there only
+ * while the process that took it, here flock(1), lives). False when the file
+ * is missing or cannot be opened.
+ */
+export function anchorTaken(path: string): boolean {
+  const fd = flockAnchor({ path, existing: true });
+  if (fd === null) return true;
+  if (fd !== undefined) closeSync(fd);
+  return false;
+}
+
+/**
+ * The flocks held on `path` now, by kind, from the kernel's list
+ * (/proc/locks), without touching it. In a pid namespace other than the
+ * machine's first, the kernel leaves out flocks whose taker has exited (all
+ * of ours: flock(1) takes them), so there this counts none.
+ */
+export function anchorHolders(path: string): { exclusive: number; shared: number } {
+  const out = { exclusive: 0, shared: 0 };
   let st;
   try {
-    st = statSync(anchor, { bigint: true });
+    st = statSync(path, { bigint: true });
   } catch {
-    return false;
+    return out;
   }
   // /proc/locks names the file as major:minor:inode, the numbers of the device in hexadecimal.
   const dev = st.dev;
@@ -139,14 +182,17 @@ function anchorLocked(anchor: string): boolean {
   try {
     table = readFileSync('/proc/locks', 'latin1');
   } catch (e) {
-    throw new DeviceError(`cannot read /proc/locks to see who holds ${anchor}: ${(e as Error).message}`, { cause: e });
+    throw new DeviceError(`cannot read /proc/locks to see who holds ${path}: ${(e as Error).message}`, { cause: e });
   }
   for (const line of table.split('\n')) {
-    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiting requests are marked "->".
-    const m = /^\d+:\s+FLOCK\s+\S+\s+\S+\s+\S+\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line);
-    if (m && BigInt(`0x${m[1]}`) === major && BigInt(`0x${m[2]}`) === minor && BigInt(m[3]!) === st.ino) return true;
+    // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (READ for a shared one); waiting requests are marked "->".
+    const m = /^\d+:\s+FLOCK\s+\S+\s+(\S+)\s+\S+\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line);
+    if (m && BigInt(`0x${m[2]}`) === major && BigInt(`0x${m[3]}`) === minor && BigInt(m[4]!) === st.ino) {
+      if (m[1] === 'WRITE') out.exclusive++;
+      else out.shared++;
+    }
   }
-  return false;
+  return out;
 }
 
 function bindName(name: string, owner: LockOwner): net.Server | null {
@@ -188,9 +234,12 @@ function held(name: string, owner: LockOwner, server: net.Server, anchorFd?: num
  * leading '@' (Node pads the name with NULs, shown as '@' too); with an
  * `anchor`, also a holder in another network namespace (its flock).
  */
-export function isLockHeld(name: string, anchor?: string): boolean {
+export function isLockHeld(name: string, anchor?: Anchor): boolean {
   if (heldHere.has(name)) return true;
-  if (anchor !== undefined && anchorLocked(anchor)) return true;
+  if (anchor !== undefined) {
+    const h = anchorHolders(anchorPath(anchor));
+    if (h.exclusive + h.shared > 0) return true;
+  }
   let table: string;
   try {
     table = readFileSync('/proc/net/unix', 'latin1');
@@ -270,7 +319,7 @@ export function describeOwner(owner: LockOwner | null): string {
  * Takes the lock `name` or throws BusyError naming its owner: `busy(owner)`
  * words the message, `hint` says what to do.
  */
-export async function acquireLock(name: string, what: string, busy: (ownerText: string, owner: LockOwner | null) => string, hint: string, extra?: Record<string, unknown>, anchor?: string): Promise<Lock> {
+export async function acquireLock(name: string, what: string, busy: (ownerText: string, owner: LockOwner | null) => string, hint: string, extra?: Record<string, unknown>, anchor?: Anchor): Promise<Lock> {
   const lock = tryLock(name, what, extra, anchor);
   if (lock) return lock;
   const owner = await queryLockOwner(name);
@@ -285,7 +334,7 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
  * re-read, apply, write a state file. Not reentrant: taking a lock this
  * process already holds is a programming error.
  */
-export function withLockSync<R>(name: string, what: string, fn: () => R, timeoutMs = 10_000, anchor?: string): R {
+export function withLockSync<R>(name: string, what: string, fn: () => R, timeoutMs = 10_000, anchor?: Anchor): R {
   if (heldHere.has(name)) throw new DeviceError(`internal: the lock ${name} is already held by this process (${heldHere.get(name)!.owner.what})`);
   const deadline = Date.now() + timeoutMs;
   let pause = 1;

@@ -54,7 +54,7 @@ test('the unit keeps configfs writable: /sys/kernel/config is a ReadWritePaths e
   assert.match(settings.get('RestrictAddressFamilies')?.at(-1) ?? '', /AF_NETLINK/);
 });
 
-test('under systemd, a service with the unit\'s sandboxing writes into /sys/kernel/config and /run/dpsr-export, not into /usr', async () => {
+test('under systemd, a service with the unit\'s sandboxing writes into /sys/kernel/config, /run/dpsr-export and the drive locks\' /run/dpsr/locks, not into /usr', async () => {
   if (!canSandboxSystemd('running dpsrd\'s sandboxing under systemd')) return;
   const dir = tempDir('dpsr-dpsrd-unit-');
   const units = join(dir, 'units');
@@ -67,7 +67,7 @@ test('under systemd, a service with the unit\'s sandboxing writes into /sys/kern
     inNs('mount', '-t', 'tmpfs', 'configfs-stand-in', '/sys/kernel/config');
     const sandboxing = ['StateDirectory', 'ProtectSystem', 'ReadWritePaths', 'ProtectHome', 'PrivateTmp', 'NoNewPrivileges', 'ProtectKernelModules', 'ProtectKernelTunables', 'ProtectControlGroups', 'PrivateDevices', 'RestrictAddressFamilies', 'LockPersonality'];
     const lines = sandboxing.flatMap((k) => (settings.get(k) ?? []).map((v) => `${k}=${v}`));
-    const probe = 'mkdir /sys/kernel/config/usb_gadget-probe && echo configfs=ok || echo configfs=refused; touch /usr/dpsr-probe 2>/dev/null && echo usr=written || echo usr=refused; mkdir -p /run/dpsr-export && echo x >/run/dpsr-export/probe.env && echo run=ok || echo run=refused';
+    const probe = 'mkdir /sys/kernel/config/usb_gadget-probe && echo configfs=ok || echo configfs=refused; touch /usr/dpsr-probe 2>/dev/null && echo usr=written || echo usr=refused; mkdir -p /run/dpsr-export && echo x >/run/dpsr-export/probe.env && echo run=ok || echo run=refused; mkdir -p /run/dpsr/locks && flock --nonblock /run/dpsr/locks/block-probe true && echo locks=ok || echo locks=refused';
     writeFileSync(join(units, 'probe.service'), `[Unit]\nDefaultDependencies=no\n[Service]\nType=oneshot\nExecStart=/bin/sh -c '{ ${probe}; } >/run/probe.out 2>&1'\n${lines.join('\n')}\n`);
     sb.reload();
     try {
@@ -88,6 +88,8 @@ test('under systemd, a service with the unit\'s sandboxing writes into /sys/kern
     assert.match(got, /usr=refused/, got);
     // The export unit's EnvironmentFile (the NBD server's TCP address), written before each start.
     assert.match(got, /run=ok/, got);
+    // The drive locks' files, which every dpsr on the machine flocks (src/sync/pair-lock.ts DRIVE_LOCK_DIR).
+    assert.match(got, /locks=ok/, got);
   } finally {
     await sb.close();
   }

@@ -6,13 +6,13 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { clone, sync, verify, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner, acquireDriveKeep } from '../../src/sync/index.ts';
+import { clone, sync, verify, recover, recordFailover, effectiveStandbyState, PairStore, tryLock, isLockHeld, queryLockOwner, acquireDriveKeep, anchorHolders, DRIVE_LOCK_DIR } from '../../src/sync/index.ts';
 import { BusyError, RefusedError } from '../../src/errors.ts';
-import { driveKeyOf, locateDrive } from '../../src/sata-bridge/index.ts';
+import { driveKeyOf, locateDrive, majorMinorOf } from '../../src/sata-bridge/index.ts';
 import { randomImage, scatterWrites, sha256File, sparseImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 
@@ -199,6 +199,109 @@ test('a copy running in another network namespace holds its pair: the state says
   children.push(...bumps);
   await Promise.all(bumps.map(exited));
   assert.is(new PairStore(stateDir).byId(pairId)!.lastSync?.bytesWritten, start + 80);
+});
+
+test('a drive written, read or kept by a process in another network namespace is written by no other copy here, nor read while written (image files)', async () => {
+  if (!requireEnv('the network namespace test', { root: true, tools: ['unshare', 'flock'] })) return;
+  const stateDir = join(dir, 'state-netns-drive');
+  const other = join(dir, 'state-netns-drive-other');
+  const { a, b } = await pairUp(stateDir);
+  const c = randomImage(join(dir, 'c-netns.img'), 4 * MiB, 97);
+  const elsewhere = /a dpsr process in another network namespace/;
+  // Abstract socket names are per network namespace: each child sees none of ours, nor we its; only the flock reaches across.
+  const inOtherNetns = (...args: string[]) => startChild('unshare', ['-n', process.execPath, ...childArgs(...args)], /^(writing|kept)/);
+
+  // It writes b (a clone from yet another state directory): no copy here writes b, none reads it, a keep names the writer.
+  const writer = await inOtherNetns('clone-hang', join(dir, 'state-netns-writer'), c, b);
+  try {
+    const before = sha256File(b);
+    const write = await rejects(clone({ stateDir: other, source: a, target: b }));
+    assert.instance(write, BusyError);
+    assert.match((write as Error).message, new RegExp(`${b} is being written by ${elsewhere.source}`));
+    const read = await rejects(verify({ stateDir: other, source: b, target: c }));
+    assert.instance(read, BusyError);
+    assert.match((read as Error).message, new RegExp(`${b} is being written by ${elsewhere.source}`));
+    const keep = await acquireDriveKeep(locateDrive(b), 'dpsrd of this test');
+    assert.match(keep.writtenBy ?? '', elsewhere);
+    keep.release();
+    assert.is(sha256File(b), before, 'the refused writer changed nothing');
+  } finally {
+    writer.child.kill('SIGKILL');
+    await exited(writer.child);
+  }
+
+  // It reads a (a sync of a onto b): no copy here writes a; reading a too is no conflict.
+  await recover({ stateDir, target: b });
+  const reader = await inOtherNetns('sync-hang', stateDir, a, b);
+  try {
+    const before = sha256File(a);
+    const write = await rejects(clone({ stateDir: other, source: c, target: a }));
+    assert.instance(write, BusyError);
+    assert.match((write as Error).message, new RegExp(`${a} is being read by ${elsewhere.source}`));
+    assert.is(sha256File(a), before);
+    assert.is((await verify({ stateDir: other, source: a, target: c })).identical, false);
+  } finally {
+    reader.child.kill('SIGKILL');
+    await exited(reader.child);
+  }
+  await recover({ stateDir, target: b });
+
+  // It keeps b as a daemon keeps its bays' drives: no copy here writes b, a keep here is told; our own keep lets our copies write.
+  const keeper = await inOtherNetns('keep', b);
+  try {
+    const before = sha256File(b);
+    const write = await rejects(clone({ stateDir: other, source: c, target: b }));
+    assert.instance(write, BusyError);
+    assert.match((write as Error).message, new RegExp(`${b} is a drive in a bay of a daemon: ${elsewhere.source}`));
+    const mine = await acquireDriveKeep(locateDrive(b), 'dpsrd of this test');
+    try {
+      assert.equal(mine.alsoKeptBy.length, 1);
+      assert.match(mine.alsoKeptBy[0]!, elsewhere);
+      const again = await rejects(clone({ stateDir: other, source: c, target: b }));
+      assert.instance(again, BusyError, 'a keep of our own does not hide the other namespace\'s');
+    } finally {
+      mine.release();
+    }
+    assert.is(sha256File(b), before);
+  } finally {
+    keeper.child.kill('SIGKILL');
+    await exited(keeper.child);
+  }
+  // All three gone with their processes: the drive is free.
+  await clone({ stateDir: other, source: c, target: b });
+  assert.is(sha256File(b), sha256File(c));
+});
+
+test('a block device written from another network namespace: refused here through the device and through its backing file; the lock is a file named by the device numbers, not a flock on the device node (udev takes those)', async () => {
+  if (!requireEnv('the network namespace loop device test', { root: true, tools: ['unshare', 'flock', 'losetup'] })) return;
+  const other = join(dir, 'state-netns-loop');
+  const img = sparseImage(join(dir, 'loop-netns.img'), 4 * MiB);
+  const c = randomImage(join(dir, 'c-netns-loop.img'), 4 * MiB, 96);
+  const loop = execFileSync('losetup', ['--find', '--show', img]).toString().trim();
+  try {
+    const rdev = statSync(loop).rdev;
+    const lockFile = join(DRIVE_LOCK_DIR, `block-${majorMinorOf(rdev)}`);
+    const writer = await startChild('unshare', ['-n', process.execPath, ...childArgs('clone-hang', join(dir, 'state-netns-loop-writer'), c, loop)], /^writing/);
+    try {
+      assert.equal(anchorHolders(lockFile), { exclusive: 1, shared: 0 });
+      assert.equal(anchorHolders(loop), { exclusive: 0, shared: 0 }, 'the device node itself is not flocked');
+      const before = sha256File(img);
+      for (const target of [loop, img]) {
+        const e = await rejects(clone({ stateDir: other, source: c, target }));
+        assert.instance(e, BusyError, target);
+        assert.match((e as Error).message, /being written by a dpsr process in another network namespace/);
+      }
+      assert.is(sha256File(img), before, 'the refused writers changed nothing');
+    } finally {
+      writer.child.kill('SIGKILL');
+      await exited(writer.child);
+    }
+    assert.equal(anchorHolders(lockFile), { exclusive: 0, shared: 0 }, 'the kernel let go of the dead writer\'s lock');
+    await clone({ stateDir: other, source: c, target: loop });
+    assert.is(sha256File(img), sha256File(c));
+  } finally {
+    execFileSync('losetup', ['-d', loop]);
+  }
 });
 
 test('a drive a daemon keeps is written by no other process, from any state directory, while the keeper\'s own copies write it; a writer found at keep time is reported', async () => {
