@@ -130,12 +130,29 @@ export function buildRoutes(app: Controller, opts: { metricsText: () => Promise<
       method: 'GET', path: '/api/events/log', tag: 'events', summary: 'The persisted operator event log, oldest first',
       query: { limit: 'at most this many entries (default 200, at most 10000)', types: 'comma-separated types or prefixes' },
       responses: { 200: '{ events: [...] }' },
-      handler: async ({ query }) => {
+      handler: async ({ res, query }) => {
         const limitText = query.get('limit') ?? '200';
         const limit = Number(limitText);
         if (!/^\d+$/.test(limitText) || limit < 1 || limit > 10000) throw new BadInputError(`query limit is ${JSON.stringify(limitText)}; allowed: an integer from 1 to 10000`);
         const types = query.get('types')?.split(',').map((t) => t.trim()).filter(Boolean);
-        return { status: 200, body: { events: await app.bus.readLog(limit, types) } };
+        // A filtered scan may walk the whole log: once the client is gone nobody reads the answer, so the scan stops.
+        const gone = new AbortController();
+        const onClose = () => gone.abort();
+        res.once('close', onClose);
+        // Gone already, while the request was being authenticated and routed: 'close' was heard by nobody.
+        if (res.closed) gone.abort();
+        try {
+          const events = await app.bus.readLog(limit, types, { signal: gone.signal, onRead: (n) => app.metrics.eventLogReadBytes.inc(n) });
+          app.metrics.eventLogScans.inc({ result: 'done' });
+          return { status: 200, body: { events } };
+        } catch (e) {
+          if (!gone.signal.aborted) throw e;
+          app.metrics.eventLogScans.inc({ result: 'stopped' });
+          // 499 (nginx's "client closed request") for the request counter; nothing is sent, the connection is gone.
+          return { status: 499, body: null, raw: true };
+        } finally {
+          res.off('close', onClose);
+        }
       },
     },
     {

@@ -154,13 +154,16 @@ export class EventBus {
    * and then of its rotated predecessor. Memory stays bounded by one read
    * chunk, one line and `limit` entries whatever the log's size, and the
    * reads are asynchronous, so a large log never stalls the daemon.
+   * `signal` stops the scan before its next read (the client went away):
+   * the promise then rejects with the signal's reason. `onRead` hears the
+   * bytes of each read.
    */
-  async readLog(limit: number, types?: string[]): Promise<DaemonEvent[]> {
+  async readLog(limit: number, types?: string[], scan: LogScan = {}): Promise<DaemonEvent[]> {
     if (!this.logFile) return [];
     const newestFirst: DaemonEvent[] = [];
     for (const f of [this.logFile, `${this.logFile}.1`]) {
       if (newestFirst.length >= limit) break;
-      for await (const line of linesBackwards(f)) {
+      for await (const line of linesBackwards(f, TAIL_CHUNK, MAX_LINE, scan)) {
         const e = parseLine(line, types);
         if (!e) continue;
         newestFirst.push(e);
@@ -171,6 +174,12 @@ export class EventBus {
   }
 }
 
+/** What a caller of a log scan may give: a signal that stops it, and a listener for each read's bytes. */
+export interface LogScan {
+  readonly signal?: AbortSignal;
+  readonly onRead?: (bytes: number) => void;
+}
+
 /** Bytes read per step when walking a log backwards. */
 const TAIL_CHUNK = 64 * 1024;
 /** Longer lines are not ours (a torn or foreign write): skipped rather than buffered. */
@@ -178,9 +187,11 @@ const MAX_LINE = 1024 * 1024;
 
 /**
  * The lines of a file from the last to the first, without their newlines.
- * A missing file has none. Holds at most one chunk plus one line.
+ * A missing file has none. Holds at most one chunk plus one line. An
+ * aborted `scan.signal` stops it before its next read (throws its reason).
  */
-export async function* linesBackwards(file: string, chunkBytes = TAIL_CHUNK, maxLine = MAX_LINE): AsyncGenerator<string> {
+export async function* linesBackwards(file: string, chunkBytes = TAIL_CHUNK, maxLine = MAX_LINE, scan: LogScan = {}): AsyncGenerator<string> {
+  scan.signal?.throwIfAborted();
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -199,7 +210,9 @@ export async function* linesBackwards(file: string, chunkBytes = TAIL_CHUNK, max
     while (pos > 0) {
       const n = Math.min(chunkBytes, pos);
       pos -= n;
+      scan.signal?.throwIfAborted();
       const { bytesRead } = await fh.read(buf, 0, n, pos);
+      scan.onRead?.(bytesRead);
       if (bytesRead !== n) throw new Error(`${file} shrank while being read`);
       const chunk = carry.length ? Buffer.concat([buf.subarray(0, n), carry]) : buf.subarray(0, n);
       const first = chunk.indexOf(10);

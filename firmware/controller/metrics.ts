@@ -40,6 +40,8 @@ export class Metrics {
   readonly eventClients = new Gauge({ name: 'dpsr_event_stream_clients', help: 'Open event-stream connections', registers: [this.registry] });
   readonly inlineDirtyBytes = new Gauge({ name: 'dpsr_inline_dirty_bytes', help: "Inline mode: bytes the host wrote to the pair's export since its last sync started (the live dirty bitmap)", labelNames: ['pair'], registers: [this.registry] });
   readonly inlineExportUp = new Gauge({ name: 'dpsr_inline_export_up', help: "Inline mode: 1 while qemu-storage-daemon serves the pair's export to the host", labelNames: ['pair'], registers: [this.registry] });
+  readonly eventLogReadBytes = new Counter({ name: 'dpsr_event_log_read_bytes_total', help: 'Bytes read from the event log by GET /api/events/log scans', registers: [this.registry] });
+  readonly eventLogScans = new Counter({ name: 'dpsr_event_log_scans_total', help: 'Finished GET /api/events/log scans: result="done", or "stopped" when the client went away first', labelNames: ['result'], registers: [this.registry] });
   readonly httpRequests = new Counter({ name: 'dpsr_http_requests_total', help: 'API requests by route and status', labelNames: ['route', 'status'], registers: [this.registry] });
 
   readonly buildInfo = new Gauge({ name: 'dpsr_build_info', help: 'Always 1; the labels name the running dpsr version and Node.js version', labelNames: ['version', 'nodeversion'], registers: [this.registry] });

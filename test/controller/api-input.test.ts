@@ -292,4 +292,34 @@ test('the event log tail comes from the end of a rotated log larger than a strin
   }
 });
 
+test('a filtered event-log scan stops when its client goes away, not at the end of the log', async () => {
+  // A sparse 1 GiB rotated log without one event of the asked-for type: the scan would walk all of it.
+  const rotated = join(d.dir, 'events.jsonl.1');
+  const fd = openSync(rotated, 'w');
+  ftruncateSync(fd, 1024 ** 3);
+  closeSync(fd);
+  const counter = async (name: string) => {
+    const text = (await d.api('GET', '/metrics')).body as unknown as string;
+    return Number(new RegExp(`^${name.replace(/[{}"=]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  };
+  const scans = async () => (await counter('dpsr_event_log_scans_total{result="done"}')) + (await counter('dpsr_event_log_scans_total{result="stopped"}'));
+  try {
+    const before = { scans: await scans(), stopped: await counter('dpsr_event_log_scans_total{result="stopped"}'), bytes: await counter('dpsr_event_log_read_bytes_total') };
+    // The whole request, then the client hangs up before any answer.
+    await new Promise<void>((resolve, reject) => {
+      const s = connect(port(), '127.0.0.1', () => s.end(`GET /api/events/log?types=no.such.type HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${d.token}\r\n\r\n`));
+      s.resume();
+      s.on('close', () => resolve());
+      s.on('error', reject);
+    });
+    // Waits for the scan to end, however long that takes; what it read is then counted.
+    while ((await scans()) === before.scans) await new Promise((r) => setTimeout(r, 50));
+    assert.is(await counter('dpsr_event_log_scans_total{result="stopped"}'), before.stopped + 1, 'the scan ended because its client went away');
+    const read = (await counter('dpsr_event_log_read_bytes_total')) - before.bytes;
+    assert.ok(read < 64 * 1024 ** 2, `the scan read ${read} bytes of a 1 GiB log after its client had gone`);
+  } finally {
+    rmSync(rotated, { force: true });
+  }
+});
+
 test.run();
