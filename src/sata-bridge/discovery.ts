@@ -2,7 +2,7 @@
 import { existsSync, readdirSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { linuxRoots, listDisks, readBlockNode, type SysRoots } from './sysfs.ts';
-import { diskUsage, readMounts } from './mounts.ts';
+import { diskUsage, readAllMounts } from './mounts.ts';
 import { identityOf, locateDrive } from './drive.ts';
 import type { DriveIdentity } from './block-device.ts';
 import { quirksFor, type BridgeQuirks } from './bridge-quirks.ts';
@@ -44,7 +44,7 @@ function byIdLinks(devicePath: string, byIdDir: string): string[] {
 export function discoverDrives(options: { roots?: SysRoots; devDir?: string; includeEmptyLoops?: boolean } = {}): DiscoveredDrive[] {
   const roots = options.roots ?? linuxRoots;
   const devDir = options.devDir ?? '/dev';
-  const mounts = readMounts();
+  const mounts = readAllMounts();
   const drives: DiscoveredDrive[] = [];
   for (const mm of listDisks(roots)) {
     const node = readBlockNode(mm, roots);

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
 import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
-import { linuxRoots, lowerDisksOf, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
-import { diskUsage, fileKeyOf, loopBackings, readMounts, readSwaps, type UsageReport } from './mounts.ts';
+import { linuxRoots, listDisks, listPartitions, lowerDisksOf, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
+import { diskUsage, exclusivelyClaimed, fileKeyOf, loopBackings, openWriters, readAllMounts, readSwaps, type OpenWriter, type UsageReport } from './mounts.ts';
 import { NbdDrive, isNbdUri, parseNbdUri, type NbdUri } from './nbd-drive.ts';
 
 /** Where a path leads, before anything is opened. */
@@ -183,16 +183,44 @@ export function sameStorage(a: DriveLocation, b: DriveLocation, roots: SysRoots 
  */
 export function usageOf(loc: DriveLocation, roots: SysRoots = linuxRoots): UsageReport {
   const { files, disks } = storageOf(loc, roots);
-  const mounts = readMounts();
+  const mounts = readAllMounts();
   const swaps = readSwaps();
   const reports = disks.map((d) => diskUsage(d, roots, mounts, swaps));
   const swapFiles = swaps.filter((s) => s.fileKey !== undefined && files.includes(s.fileKey)).map((s) => s.path);
   return {
     mountPoints: [...new Set(reports.flatMap((r) => r.mountPoints))],
+    otherNamespaces: reports.flatMap((r) => r.otherNamespaces ?? []),
     isSystemDisk: reports.some((r) => r.isSystemDisk),
     swaps: [...new Set([...reports.flatMap((r) => r.swaps), ...swapFiles])],
     holders: [...new Set(reports.flatMap((r) => r.holders))],
   };
+}
+
+/** What holds a location's storage beyond what `usageOf` names. */
+export interface HeldReport {
+  /** Block nodes (kernel names) the kernel gave to an exclusive user: a mount or swap this process cannot see, md, device mapper, an O_EXCL open. */
+  readonly claimed: string[];
+  /** Other processes with the storage open for writing (an NBD server, a virtual machine). */
+  readonly writers: OpenWriter[];
+}
+
+/**
+ * Users of a location's storage that leave no trace in this process's mount
+ * table or in sysfs: asked of the kernel (an exclusive open of every block
+ * node that reaches it) and of `/proc` (every other process's descriptors).
+ * An NBD export's server side is not visible here: nothing is reported for it.
+ */
+export function heldElsewhere(loc: DriveLocation, roots: SysRoots = linuxRoots): HeldReport {
+  const { files, disks } = storageOf(loc, roots);
+  const nodes = new Map<string, string>();
+  for (const disk of disks) {
+    const mm = listDisks(roots).find((d) => readBlockNode(d, roots)?.name === disk);
+    for (const m of mm ? [mm, ...listPartitions(disk, roots)] : []) {
+      const name = readBlockNode(m, roots)?.name;
+      if (name) nodes.set(m, name);
+    }
+  }
+  return { claimed: roots === linuxRoots ? exclusivelyClaimed([...nodes.values()]) : [], writers: openWriters(files, [...nodes.keys()]) };
 }
 
 /**

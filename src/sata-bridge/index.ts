@@ -11,6 +11,7 @@ export {
   storageObjects,
   type StorageObject,
   usageOf,
+  heldElsewhere,
   identityOf,
   driveKeyOf,
   FileBlockDevice,
@@ -19,12 +20,13 @@ export {
   type LocalLocation,
   type NbdLocation,
   type OpenDriveOptions,
+  type HeldReport,
 } from './drive.ts';
 export { discoverDrives, type DiscoveredDrive } from './discovery.ts';
 export { FaultyDevice, type FaultPlan } from './fault-injection.ts';
 export { Throttle, ThrottledDevice } from './throttle.ts';
 export { linuxRoots, readBlockNode, holdersOf, lowerDisksOf, majorMinorOf, type SysRoots, type BlockNodeInfo } from './sysfs.ts';
-export { readMounts, readSwaps, systemDisks, diskUsage, fileKeyOf, type UsageReport, type SwapEntry } from './mounts.ts';
+export { readMounts, readAllMounts, describeMount, readSwaps, systemDisks, diskUsage, fileKeyOf, exclusivelyClaimed, openWriters, type MountInfo, type OpenWriter, type UsageReport, type SwapEntry } from './mounts.ts';
 export * from './smart.ts';
 export { quirksFor, type BridgeQuirks, type SmartDeviceType } from './bridge-quirks.ts';
 export { NbdDrive, parseNbdUri, isNbdUri, readFlaggedRanges, NBD_PORT, type NbdUri, type OpenNbdOptions } from './nbd-drive.ts';

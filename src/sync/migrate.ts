@@ -22,7 +22,7 @@ import { runEngine, DEFAULT_CHUNK } from './engine.ts';
 import { UndoJournal, rollBack, removeJournal } from './undo-journal.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquireDriveLock, acquireDriveReadLock, pairLockHeld } from './pair-lock.ts';
-import { defaultJournalBudget, refuseInUse } from './target-use.ts';
+import { defaultJournalBudget, refuseHeldElsewhere, refuseInUse } from './target-use.ts';
 import { PairStore } from './pair-state.ts';
 import { refuseGeometryChange, type CommonRequest } from './operations.ts';
 
@@ -168,6 +168,7 @@ export async function migrate(req: MigrateRequest): Promise<MigrateReport> {
       },
     };
     refuseTargetState();
+    refuseHeldElsewhere(targetLoc);
     target = await open(targetLoc, { write: true, ...openOptions });
     if (target.identity.key !== targetKey) throw new RefusedError(`the target ${req.target} changed while the migration was planned`, { hint: 'nothing was written; run it again' });
 
@@ -237,6 +238,7 @@ export async function recoverMigration(req: CommonRequest & { target: string }, 
   refuseInUse(loc);
   const lock = await acquireDriveLock(loc, `recovery of ${req.target}`);
   try {
+    refuseHeldElsewhere(loc);
     const open = req.openDevice ?? ((l: DriveLocation, o: OpenDriveOptions) => openLocated(l, o));
     // Rule 8 for the rollback, checked before the drive is opened for writing: the journal's byte positions belong to the geometry the migration wrote.
     const look = await open(loc, { write: false, direct: req.direct, imageSectorSize: req.imageSectorSize });

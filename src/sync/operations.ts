@@ -31,7 +31,7 @@ import { acquirePairLock, acquireDriveLock, acquireDriveReadLock, pairLockHeld, 
 import { PairStore, pairIdFor, pairOfDrives, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
 import { ensureSpaceReserve, requireWritableDir, NoSpaceError, ReadOnlyStateError } from '../durable-file.ts';
 import { recoverMigration } from './migrate.ts';
-import { defaultJournalBudget, refuseInUse } from './target-use.ts';
+import { defaultJournalBudget, refuseHeldElsewhere, refuseInUse } from './target-use.ts';
 import { planCopy, commandFor, geometryChange, pendingCopyAdvice, type GeometryAction, type ChangedBlocks, type CopyDecision, type CopyKind, type CopyPlan, type DriveFacts, type Refusal, type SyncMode, type TailSignature } from './copy-plan.ts';
 import type { ProgressListener } from './progress.ts';
 
@@ -335,6 +335,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       const pairId = known?.id ?? pairIdFor(sourceFacts.key, targetFacts.key);
       const locks = await lockForWriting(req.stateDir, pairId, targetLoc, `${requestedKind} onto ${targetLoc.requested}`, sourceLoc);
       release = () => locks.release();
+      refuseHeldElsewhere(targetLoc);
       // Read under the pair's lock, so the decision rests on records no other copy is changing.
       store = new PairStore(req.stateDir);
       // Not created here: a refused copy leaves no empty pair folder behind (pairFiles makes it once the copy runs).
@@ -812,6 +813,7 @@ async function recoverLocked(req: CommonRequest & { target: string }, loc: Drive
     throw new RefusedError(`the interrupted copy onto ${req.target} was the first clone: there is no previous backup to roll back to`, { hint: 'run the same `dpsr clone` again to finish it' });
   }
   refuseInUse(loc);
+  refuseHeldElsewhere(loc);
   // The rollback ends by removing the journal and recording the pair consistent: refused now if that cannot be written.
   requireWritableDir(req.stateDir);
   {
