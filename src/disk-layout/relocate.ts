@@ -184,7 +184,8 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
     });
   }
   const h: GptHeader = basis.header;
-  const plan = relocatedGpt({ lba0, header: h, headerSector: basis.headerSector, table: basis.table }, target.size, sector);
+  const damagedTablePrimary = fromBackup && primary.header && primary.headerSector ? { header: primary.header, headerSector: primary.headerSector } : undefined;
+  const plan = relocatedGpt({ lba0, header: h, headerSector: basis.headerSector, table: basis.table, damagedTablePrimary }, target.size, sector);
   const newLast = plan.backupLba;
   const newEntriesLba = plan.backupEntriesLba;
   const newLastUsable = plan.lastUsableLba;
@@ -210,10 +211,13 @@ export async function relocateGptBackup(target: BlockDevice, sourceSizeBytes: nu
   }
 
   // 2. The primary header: AlternateLBA and LastUsableLBA; its table and table CRC stay as they are.
-  // A damaged primary stays as the source has it: the valid backup at the end is what firmware and gdisk rebuild it from.
-  if (!fromBackup && !sameBytes(plan.primaryHeader, primary.headerSector!)) {
+  // A damaged primary header stays as the source has it: the valid backup at the end is what firmware and gdisk
+  // rebuild it from. A sound primary header over a damaged table is patched all the same: tools trust the header
+  // and look for the backup where it points, which would be the zeroed old backup in the middle of the disk.
+  const primaryHeader = fromBackup ? plan.damagedTablePrimaryHeader : plan.primaryHeader;
+  if (primaryHeader && !sameBytes(primaryHeader, primary.headerSector!)) {
     needsWrite();
-    await target.write(plan.primaryHeader, sector);
+    await target.write(primaryHeader, sector);
     await target.flush();
     wrote = true;
   }
@@ -263,6 +267,12 @@ export interface RelocatedGpt {
   readonly lba0: Buffer;
   /** LBA 1 afterwards: AlternateLBA and LastUsableLBA changed, header CRC recomputed. */
   readonly primaryHeader: Buffer;
+  /**
+   * Built from the backup, with a primary header that is sound but whose table
+   * is not (`damagedTablePrimary`): LBA 1 afterwards, that header pointing at
+   * the new backup, its own table fields (and so its table's CRC mismatch) kept.
+   */
+  readonly damagedTablePrimaryHeader?: Buffer;
   readonly backupEntriesLba: number;
   /** The backup table, whole sectors (the primary's entries, zero-padded). */
   readonly backupTable: Buffer;
@@ -280,7 +290,14 @@ export interface RelocatedGpt {
  * would cut into the usable area.
  */
 export function relocatedGpt(
-  parts: { readonly lba0: Uint8Array; readonly header: GptHeader; readonly headerSector: Uint8Array; readonly table: Uint8Array },
+  parts: {
+    readonly lba0: Uint8Array;
+    readonly header: GptHeader;
+    readonly headerSector: Uint8Array;
+    readonly table: Uint8Array;
+    /** With a basis that is the backup: the primary header, when it is sound itself and only its table is damaged. */
+    readonly damagedTablePrimary?: { readonly header: GptHeader; readonly headerSector: Uint8Array };
+  },
   targetSizeBytes: number,
   sector: number,
 ): RelocatedGpt {
@@ -302,6 +319,12 @@ export function relocatedGpt(
   backupTable.set(parts.table.subarray(0, Math.min(parts.table.byteLength, backupTable.byteLength)));
   const primaryHeader = alignedCopy(parts.headerSector);
   patchHeader(primaryHeader, { myLba: 1, alternateLba: newLast, lastUsableLba: newLastUsable, entriesLba: h.entriesLba });
+  let damagedTablePrimaryHeader: Buffer | undefined;
+  // Only the source's own header (the same disk GUID): a standby's old header left where the source's LBA 1 was unreadable is not patched.
+  if (parts.damagedTablePrimary && parts.damagedTablePrimary.header.diskGuid === h.diskGuid) {
+    damagedTablePrimaryHeader = alignedCopy(parts.damagedTablePrimary.headerSector);
+    patchHeader(damagedTablePrimaryHeader, { myLba: 1, alternateLba: newLast, lastUsableLba: newLastUsable, entriesLba: parts.damagedTablePrimary.header.entriesLba });
+  }
   const lba0 = alignedCopy(parts.lba0);
   const mbr = parseMbrSector(lba0);
   const only = mbr.entries.length === 1 ? mbr.entries[0] : undefined;
@@ -309,7 +332,7 @@ export function relocatedGpt(
     const o = 446 + (only.index - 1) * 16 + 12;
     new DataView(lba0.buffer, lba0.byteOffset, lba0.byteLength).setUint32(o, Math.min(newLast, 0xffffffff), true);
   }
-  return { lba0, primaryHeader, backupEntriesLba: newEntriesLba, backupTable, backupLba: newLast, backupHeader, lastUsableLba: newLastUsable };
+  return { lba0, primaryHeader, damagedTablePrimaryHeader, backupEntriesLba: newEntriesLba, backupTable, backupLba: newLast, backupHeader, lastUsableLba: newLastUsable };
 }
 
 /** LBAs where a backup header may be left behind by a copy onto a larger target: where the primary points, and the source's last LBA. */
@@ -333,7 +356,19 @@ export function isStaleBackupHeader(sectorBytes: Uint8Array, lba: number, totalS
  */
 export async function readGptForRelocation(
   dev: BlockDevice,
-): Promise<{ lba0: Buffer; lba0Readable: boolean; header: GptHeader; headerSector: Uint8Array; table: Uint8Array; from: 'primary' | 'backup'; fromLba: number } | undefined> {
+): Promise<
+  | {
+      lba0: Buffer;
+      lba0Readable: boolean;
+      header: GptHeader;
+      headerSector: Uint8Array;
+      table: Uint8Array;
+      from: 'primary' | 'backup';
+      fromLba: number;
+      damagedTablePrimary?: { header: GptHeader; headerSector: Uint8Array };
+    }
+  | undefined
+> {
   const sector = dev.logicalSectorSize;
   if (Math.floor(dev.size / sector) < 3) return undefined;
   const gpt = await readGpt(dev);
@@ -349,7 +384,22 @@ export async function readGptForRelocation(
     lba0.fill(0);
     lba0Readable = false;
   }
-  return { lba0, lba0Readable, header: p.header, headerSector: p.headerSector, table: p.table, from: p.which, fromLba: p.lba };
+  const damagedTablePrimary = p.which === 'backup' ? await soundPrimaryHeader(dev) : undefined;
+  return { lba0, lba0Readable, header: p.header, headerSector: p.headerSector, table: p.table, from: p.which, fromLba: p.lba, damagedTablePrimary };
+}
+
+/** LBA 1 when it holds a sound GPT header (its own CRC right), whatever its table holds or whether that can be read. */
+async function soundPrimaryHeader(dev: BlockDevice): Promise<{ header: GptHeader; headerSector: Uint8Array } | undefined> {
+  const sector = dev.logicalSectorSize;
+  const headerSector = allocAligned(sector);
+  try {
+    await dev.read(headerSector, sector, sector);
+  } catch (e) {
+    if ((e as { fault?: string }).fault !== 'media') throw e;
+    return undefined;
+  }
+  const parsed = parseGptHeader(headerSector, 1, 'primary', Math.floor(dev.size / sector), sector);
+  return parsed.header ? { header: parsed.header, headerSector } : undefined;
 }
 
 function alignedCopy(b: Uint8Array): Buffer {

@@ -48,8 +48,9 @@ export async function relocatedExpectations(source: BlockDevice, targetSize: num
   const tableSectors = plan.backupTable.byteLength / s;
   for (let i = 0; i < tableSectors; i++) put(plan.backupEntriesLba + i, plan.backupTable.subarray(i * s, (i + 1) * s), `LBA ${plan.backupEntriesLba + i} (backup GPT table)`);
   put(plan.backupLba, plan.backupHeader, `LBA ${plan.backupLba} (backup GPT header)`);
-  // A damaged primary is left as the source has it, so LBA 1 is compared straight then.
+  // A damaged primary header is left as the source has it, so LBA 1 is compared straight then; a sound one over a damaged table points at the new backup.
   if (parts.from === 'primary') put(1, plan.primaryHeader, 'LBA 1 (primary GPT header)');
+  else if (plan.damagedTablePrimaryHeader) put(1, plan.damagedTablePrimaryHeader, 'LBA 1 (primary GPT header, over its damaged table)');
   // An unreadable LBA 0 kept the standby's old bytes there: it is compared straight, and reported unreadable.
   if (parts.lba0Readable) put(0, plan.lba0, 'LBA 0 (protective MBR and boot code)');
   const total = Math.floor(targetSize / s);

@@ -75,6 +75,36 @@ test('a damaged primary GPT onto a larger standby: the backup is rebuilt at its 
   assert.not.match(gdiskVerify(b), /Creating new GPT entries/);
 });
 
+test('a sound primary GPT header over a damaged partition table onto a larger standby: the header points at the new backup, so gdisk reads the standby as it reads the source', async () => {
+  if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
+  const a = join(dir, 'table-a.img');
+  sparseImage(a, 64 * MiB);
+  execFileSync('sgdisk', ['-n1:2048:+16M', '-t1:ef00', '-n2:0:0', '-t2:8300', a], { stdio: 'pipe' });
+  // One byte of an unused entry of the primary table: its CRC no longer matches, while the header's own CRC does.
+  const fd = openSync(a, 'r+');
+  writeSync(fd, Buffer.from([1]), 0, 1, 1024 + 128 * 5 + 60);
+  closeSync(fd);
+  const source = gdiskVerify(a);
+  assert.match(source, /Main header: OK[\s\S]*Backup header: OK[\s\S]*Main partition table: ERROR[\s\S]*Backup partition table: OK/);
+  const b = randomImage(join(dir, 'table-b.img'), 96 * MiB, 11);
+  const env = { DPSR_STATE_DIR: join(dir, 'table-state') };
+  const r = dpsr(['clone', a, b, '--yes', '--json'], env);
+  assert.is(r.code, 0, r.stderr);
+  // Before: the primary header still pointed at the old backup in the middle of the standby, zeroed by the copy: "Backup header: ERROR".
+  const copy = gdiskVerify(b);
+  assert.match(copy, /Main header: OK[\s\S]*Backup header: OK[\s\S]*Main partition table: ERROR[\s\S]*Backup partition table: OK/, copy);
+  assert.not.match(copy, /invalid backup GPT header/);
+  const v = dpsr(['verify', a, b, '--json'], env);
+  assert.is(v.code, 0, v.stdout + v.stderr);
+  // A standby whose primary header is gone is told apart.
+  const bfd = openSync(b, 'r+');
+  writeSync(bfd, Buffer.alloc(512), 0, 512, 512);
+  closeSync(bfd);
+  const bad = dpsr(['verify', a, b, '--json'], env);
+  assert.is(bad.code, 1, bad.stdout + bad.stderr);
+  assert.match(JSON.stringify(bad.json().notes), /LBA 1 \(primary GPT header, over its damaged table\)/);
+});
+
 test('an unreadable primary GPT (or LBA 0) onto a larger standby: the copy is done with errors and its backup GPT is built at the standby\'s end from the readable backup, so the copy\'s GPT is found (f03, f09)', async () => {
   if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
   for (const [name, bad] of [
