@@ -150,6 +150,7 @@ export class Controller {
         if (p.roles.name(p.roles.current().standby) === bay) await checkStandby(p.roles, p.config.role === 'boot' ? '' : ` of pair ${p.id}`, bus, log);
       }
     });
+    for (const p of this.pairs.list) p.copies.arrivalsChecked = () => this.keeper.arrivalsChecked();
     this.#features = [
       new JobEvents(bus, this.jobs, metrics, this.status, log),
       new BootSwitchEventsFeature(bs, bus, metrics, this.roles, ledger, this.status, this.pairs.boot.id),

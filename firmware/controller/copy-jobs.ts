@@ -308,6 +308,9 @@ export class CopyJobs {
     readonly pairId: string = config.pairs.find((p) => p.role === 'boot')!.id,
   ) {}
 
+  /** Resolves when the daemon's own checks of drives that just came into a bay are done (DriveKeeper.arrivalsChecked); set by the composition. */
+  arrivalsChecked: () => Promise<void> = async () => {};
+
   /**
    * Starts a job of `kind`, or queues it behind the copies of other pairs
    * (config jobs.parallel), and returns its record at once. Throws BusyError
@@ -333,6 +336,8 @@ export class CopyJobs {
       return {
         options,
         run: async (ctx: JobContext) => {
+          // A drive just put into a bay is being sampled by the daemon's own check, which holds its read lock: the copy waits for it rather than failing as busy.
+          await this.arrivalsChecked();
           // Rule 7: a standby the copy would refuse (rule 8) is refused before the window shuts the host down for it.
           if (window) await precheckGeometry({ stateDir: this.stateDir, openDevice: this.roles.bays.openDevice, path: target, action: kind === 'verify' ? 'verify' : 'copy' });
           return this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : ''), kind === 'restore' ? 'writes' : spec.readsActive ? 'reads' : false);

@@ -25,6 +25,8 @@ export class DriveKeeper {
   #url: string | null = null;
   #refreshing: Promise<void> = Promise.resolve();
   #started = false;
+  /** The checks of arrived drives still running (onArrived). */
+  readonly #checking = new Set<Promise<void>>();
 
   constructor(
     private readonly bays: readonly BayName[],
@@ -62,6 +64,18 @@ export class DriveKeeper {
     return Object.fromEntries([...this.#held].map(([bay, h]) => [bay, h.path]));
   }
 
+  /**
+   * Resolves once every drive now in a bay was noticed and its arrival check
+   * (onArrived) is done. A job that writes a drive waits for it: the check
+   * reads the drive for a moment, and a write lock asked for meanwhile would
+   * be refused as busy by this daemon's own check.
+   */
+  async arrivalsChecked(): Promise<void> {
+    if (!this.#started) return;
+    await this.refresh();
+    await Promise.all(this.#checking);
+  }
+
   /** Keeps the drive now in each bay, lets go of drives that left. Serialized: one refresh at a time. */
   refresh(): Promise<void> {
     this.#refreshing = this.#refreshing.then(() => this.#refresh());
@@ -85,7 +99,11 @@ export class DriveKeeper {
         continue;
       }
       this.#held.set(bay, { path, keep });
-      if (this.#started) void this.onArrived(bay).catch((e: Error) => this.log.warn({ err: e, bay }, 'the check of the drive that came into the bay failed'));
+      if (this.#started) {
+        const check = this.onArrived(bay).catch((e: Error) => this.log.warn({ err: e, bay }, 'the check of the drive that came into the bay failed'));
+        this.#checking.add(check);
+        void check.finally(() => this.#checking.delete(check));
+      }
       if (keep.writtenBy) {
         this.bus.publish('alert', {
           level: 'critical',
