@@ -238,6 +238,20 @@ export class HostGate {
     }
   }
 
+  /** Switches whose relay state is unknown (BootSwitch.unknown), by name: why. */
+  readonly #unknown = new Map<string, string>();
+
+  /** Records that a switch's relay state is unknown (`why`), or known again (null). */
+  setUnknown(name: string, why: string | null): void {
+    if (why === null) this.#unknown.delete(name);
+    else this.#unknown.set(name, why);
+  }
+
+  /** The switches of this host whose relay state is unknown, with why; empty when all are known. */
+  unknownSwitches(): { name: string; why: string }[] {
+    return [...this.#unknown].map(([name, why]) => ({ name, why }));
+  }
+
   /** Records whether a switch has its drives on the controller. */
   setIsolated(name: string, isolated: boolean): void {
     if (isolated) this.#isolated.add(name);
@@ -332,6 +346,7 @@ export class BootSwitch {
   hold(why: string, claimLeft: () => Promise<void>): void {
     this.#unknown = why;
     this.#claimLeft = claimLeft;
+    this.gate.setUnknown(this.naming.name, why);
   }
 
   /**
@@ -402,6 +417,7 @@ export class BootSwitch {
       this.gate.leave(who);
     }
     this.#unknown = null;
+    this.gate.setUnknown(this.naming.name, null);
     this.#persist({ ...this.#record, relays: target, pending: null, fault: null });
     this.log.info({ switch: this.naming.name, relays: target }, 'recorded relay pattern applied and read back with the host off');
     this.events.emit('alert', { level: 'info', code: 'relays-applied', message: `${this.naming.name}: the host is off; the recorded relay pattern ${JSON.stringify(target)} was applied (break before make) and read back, and its drives are in use again` });

@@ -17,6 +17,53 @@ import type { Logger } from './io.ts';
 /** Events as callers give them: the shell stamps the wall-clock time. */
 export type FailoverInput = FailoverEvent extends infer E ? (E extends { at: number } ? Omit<E, 'at'> : never) : never;
 
+/** An automatic action of the failover machine on the host's power: a power-on, or a boot retry (a reset of a powered host, else a power-on). */
+export type HostAction = 'power-on' | 'retry-boot';
+
+/** What is known when an automatic host action is due. */
+export interface HostActionContext {
+  /** The host's switches whose relay state is unknown (HostGate.unknownSwitches). */
+  readonly unknown: readonly { readonly name: string; readonly why: string }[];
+  /** What keeps the host off (HostGate.hostHeldBy), or null. */
+  readonly heldBy: string | null;
+  /** The job that needs the host off (HostGate.keptOffBy), or null. */
+  readonly keptOffBy: string | null;
+}
+
+export type HostActionDecision =
+  | { readonly action: 'go' }
+  | { readonly action: 'skip'; readonly level: 'warning' | 'critical'; readonly code: string; readonly message: string; readonly owePowerOn: boolean };
+
+/**
+ * Whether the failover machine's automatic power-on or boot retry is made.
+ * Skipped, with an alert:
+ * - while a switch of the host is in an unknown state (critical,
+ *   `<what>-relays-unknown`): its drives may be connected in any way, both
+ *   to the host included, and the record is applied only while the host
+ *   stays off, so the host is neither powered on nor reset onto them;
+ * - while a move, a sync window or a job keeps the host off (warning,
+ *   `<what>-held`): a move or window powers the host on itself when it
+ *   ends; a job's claim has no such end, so a power-on skipped for a job
+ *   is owed to it (`owePowerOn`), a boot retry is not.
+ */
+export function hostActionDecision(what: HostAction, c: HostActionContext): HostActionDecision {
+  if (c.unknown.length > 0) {
+    const which = c.unknown.map((u) => `the ${u.name} (${u.why})`).join('; ');
+    return {
+      action: 'skip',
+      level: 'critical',
+      code: `${what}-relays-unknown`,
+      message: `${what} refused: the relays of ${which} are in an unknown state, so the host is neither powered on nor reset onto them. With the host off dpsr applies the recorded pattern and reads it back (alert relays-applied); power the host on after that`,
+      owePowerOn: false,
+    };
+  }
+  if (c.heldBy !== null) {
+    const owed = what === 'power-on' && c.keptOffBy === c.heldBy;
+    return { action: 'skip', level: 'warning', code: `${what}-held`, message: `${what} skipped: ${c.heldBy} keeps the host off${owed ? '; the host is powered on when it ends' : ''}`, owePowerOn: owed };
+  }
+  return { action: 'go' };
+}
+
 export interface Indicators {
   ledFault?: OutputChannel;
   ledBayA?: OutputChannel;
@@ -135,28 +182,20 @@ export class FailoverShell {
     }
   }
 
-  /**
-   * Another port's move or window keeps the host off (it powers the host on
-   * itself when it ends), or a job that uses the active drive with no window
-   * needs it off: the automatic power-on is not made, and said so.
-   */
-  #hostHeld(what: string): boolean {
+  /** Whether an automatic host action is made now (hostActionDecision); when not, the alert says why. */
+  #hostActionAllowed(what: HostAction): boolean {
     const gate = this.bootSwitch.gate;
-    const by = gate.hostHeldBy();
-    if (by) {
-      // A job's claim has no end of its own that powers the host on: the power-on is owed to it (a move or window makes its own).
-      const owed = what === 'power-on' && gate.keptOffBy() === by;
-      if (owed) gate.deferPowerOn('the power-on after the failover');
-      const message = `${what} skipped: ${by} keeps the host off${owed ? '; the host is powered on when it ends' : ''}`;
-      this.log.warn({ what, by }, message);
-      this.events.emit('alert', { level: 'warning', code: `${what}-held`, message });
-    }
-    return by !== null;
+    const d = hostActionDecision(what, { unknown: gate.unknownSwitches(), heldBy: gate.hostHeldBy(), keptOffBy: gate.keptOffBy() });
+    if (d.action === 'go') return true;
+    if (d.owePowerOn) gate.deferPowerOn('the power-on after the failover');
+    this.log[d.level === 'critical' ? 'error' : 'warn']({ what }, d.message);
+    this.events.emit('alert', { level: d.level, code: d.code, message: d.message });
+    return false;
   }
 
   async #powerOn(): Promise<void> {
     try {
-      if (this.#hostHeld('power-on')) return;
+      if (!this.#hostActionAllowed('power-on')) return;
       await this.bootSwitch.powerOnHost();
     } catch (e) {
       this.#actionFailed('power-on', e);
@@ -166,7 +205,7 @@ export class FailoverShell {
   async #retryBoot(bay: Bay): Promise<void> {
     try {
       if (this.bootSwitch.bay !== bay) return;
-      if (this.#hostHeld('retry-boot')) return;
+      if (!this.#hostActionAllowed('retry-boot')) return;
       // A hung host ignores ACPI: the reset line restarts it without a power cycle.
       if (await this.bootSwitch.hostPowered()) {
         await this.bootSwitch.resetHost();

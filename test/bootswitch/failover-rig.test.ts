@@ -269,6 +269,67 @@ test('a controller that lost power drives nothing: a boot retry it still had in 
   }
 });
 
+/** The ATX lines the controller pressed (power, reset), from now on. */
+function atxPresses(rig: Rig): string[] {
+  const presses: string[] = [];
+  rig.sim.on('atx', (line, pressed) => pressed && presses.push(line));
+  return presses;
+}
+
+/** The host booting (its boot not confirmed yet) when the controller loses power, latches and all: the restart finds the relays unreadable under a powered host. */
+async function unknownUnderBootingHost(rig: Rig): Promise<void> {
+  rig.host.powerOn();
+  await until(rig, () => rig.sys.failover.state.pendingBoot !== null, 5000, 10);
+  rig.sim.powerLoss({ latchesLost: true });
+  await rig.restart();
+  assert.ok(rig.sys.bootSwitch.unknown !== null);
+  assert.ok(rig.sys.failover.state.pendingBoot !== null, 'the boot is still awaited');
+}
+
+test('a boot not confirmed while the relays are unknown is not retried: no reset of the running host onto them, a critical alert says why', async () => {
+  const rig = await makeRig({ hostBootMs: 60_000, failover: { confirmTimeoutMs: 5000 } });
+  try {
+    await unknownUnderBootingHost(rig);
+    const presses = atxPresses(rig);
+    await until(rig, () => rig.alerts.some((a) => a.code === 'retry-boot-relays-unknown'), 30_000);
+    const alert = rig.alerts.find((a) => a.code === 'retry-boot-relays-unknown')!;
+    assert.is(alert.level, 'critical');
+    assert.match(alert.message, /^retry-boot refused: the relays of the boot switch \(the host is powered and relay latches muxA, muxB, pwrA, pwrB cannot be read back; .*\) are in an unknown state, so the host is neither powered on nor reset onto them/);
+    assert.equal(presses, [], 'no reset, no power button');
+    assert.ok(rig.sys.bootSwitch.unknown !== null);
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
+test('a host off while a switch stays unknown (a welded contact) is not powered on by a boot retry; once the record applies, retries work again', async () => {
+  const rig = await makeRig({ hostBootMs: 60_000, failover: { bootTries: 3, confirmTimeoutMs: 120_000 } });
+  try {
+    await unknownUnderBootingHost(rig);
+    const presses = atxPresses(rig);
+    rig.host.forceOff();
+    // Bay A's mux fails to make: the recorded pattern does not read back with the host off.
+    rig.sim.stick('K_MUX_A', true);
+    await until(rig, () => rig.alerts.some((a) => a.code === 'retry-boot-relays-unknown'), 30_000);
+    assert.ok(rig.alerts.some((a) => a.code === 'relays-not-applied'));
+    await rig.clock.advance(30_000);
+    assert.equal(presses, [], 'the power button was not pressed');
+    assert.is(rig.host.powered, false, 'the host stays off onto unknown relays');
+    // Freed with the host off: the record applies; a boot that now fails is retried as before.
+    rig.sim.unstick('K_MUX_A');
+    await until(rig, () => allKnown(rig), 30_000);
+    rig.host.powerOn();
+    await until(rig, () => rig.sys.failover.state.pendingBoot !== null, 5000, 10);
+    rig.host.forceOff();
+    await until(rig, () => rig.host.powered, 10_000);
+    assert.equal(presses, ['power']);
+    assert.equal(rig.sim.violations, []);
+  } finally {
+    await rig.close();
+  }
+});
+
 test('restart with the host running on latches that connect both drives leaves them: no mux moves under the host', async () => {
   const rig = await makeRig();
   try {

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DEFAULT_FAILOVER, initialFailoverState, reduce, validateFailoverState, type FailoverEvent, type FailoverState } from '../../src/bootswitch/index.ts';
+import { hostActionDecision, type HostAction, type HostActionContext } from '../../src/bootswitch/failover-shell.ts';
 
 const cfg = { ...DEFAULT_FAILOVER, bootTries: 2, confirmTimeoutMs: 1000 };
 const base = (): FailoverState => ({ ...initialFailoverState(cfg), consistent: { A: true, B: true } });
@@ -18,6 +19,35 @@ function run(state: FailoverState, events: FailoverEvent[]) {
 const on = (at: number): FailoverEvent => ({ type: 'host-power', on: true, at });
 const off = (at: number): FailoverEvent => ({ type: 'host-power', on: false, at });
 const tick = (at: number): FailoverEvent => ({ type: 'tick', at });
+
+test('table: the automatic power-on and boot retry are refused while a switch is unknown, skipped while something keeps the host off, owed only to a job', () => {
+  const unknown = [{ name: 'data port C/D', why: 'relays differ from the record' }];
+  const job = 'job 7 (restore on pair system)';
+  const move = 'a move of the boot switch to bay B';
+  const ctx = (u: HostActionContext['unknown'], heldBy: string | null, keptOffBy: string | null): HostActionContext => ({ unknown: u, heldBy, keptOffBy });
+  // what, context → action, level, code, owed
+  const table: [HostAction, HostActionContext, 'go' | 'skip', ('warning' | 'critical')?, string?, boolean?][] = [
+    ['power-on', ctx([], null, null), 'go'],
+    ['retry-boot', ctx([], null, null), 'go'],
+    ['power-on', ctx(unknown, null, null), 'skip', 'critical', 'power-on-relays-unknown', false],
+    ['retry-boot', ctx(unknown, null, null), 'skip', 'critical', 'retry-boot-relays-unknown', false],
+    // Unknown relays come first: nothing is owed to a job then either.
+    ['power-on', ctx(unknown, job, job), 'skip', 'critical', 'power-on-relays-unknown', false],
+    ['retry-boot', ctx(unknown, move, null), 'skip', 'critical', 'retry-boot-relays-unknown', false],
+    ['power-on', ctx([], job, job), 'skip', 'warning', 'power-on-held', true],
+    ['retry-boot', ctx([], job, job), 'skip', 'warning', 'retry-boot-held', false],
+    ['power-on', ctx([], move, null), 'skip', 'warning', 'power-on-held', false],
+    ['retry-boot', ctx([], move, null), 'skip', 'warning', 'retry-boot-held', false],
+  ];
+  for (const [what, c, action, level, code, owed] of table) {
+    const d = hostActionDecision(what, c);
+    const label = `${what}, unknown ${c.unknown.length}, held by ${c.heldBy}, kept off by ${c.keptOffBy}`;
+    assert.is(d.action, action, label);
+    if (d.action === 'skip') assert.equal([d.level, d.code, d.owePowerOn], [level, code, owed], label);
+  }
+  const refused = hostActionDecision('power-on', ctx([...unknown, { name: 'boot switch', why: 'latches cannot be read back' }], null, null));
+  assert.ok(refused.action === 'skip' && refused.message.includes('the data port C/D (relays differ from the record); the boot switch (latches cannot be read back) are in an unknown state'), JSON.stringify(refused));
+});
 
 test('a confirmed boot restores the tries', () => {
   const { state, actions } = run(base(), [on(0), { type: 'heartbeat', at: 500 }]);
