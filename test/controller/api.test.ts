@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { statSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeDaemon, openEvents, waitJob, idle, sha, type TestDaemon } from './support/harness.ts';
+import { makeDaemon, openEvents, waitJob, waitFor, idle, sha, type TestDaemon } from './support/harness.ts';
 
 let d: TestDaemon;
 
@@ -160,7 +160,8 @@ test('a second job gets 409 naming what runs; cancel rolls the standby back', as
   assert.match(busy.body.error.message, new RegExp(`sync job \\(id ${r.body.id}\\) is running`));
   const failover = await d.api('POST', '/api/failover', { confirm: 'failover' });
   assert.is(failover.status, 409);
-  await new Promise((res) => setTimeout(res, 300));
+  // Cancelled once it copies: a job cancelled before it starts leaves nothing to roll back or refuse
+  await waitFor(async () => ((await d.api('GET', `/api/jobs/${r.body.id}`)).body.progress?.bytesDone > 0 ? true : undefined), 20_000, 'the sync under way');
   const c = await d.api('POST', `/api/jobs/${r.body.id}/cancel`, {});
   assert.is(c.status, 202);
   const job = await waitJob(d, r.body.id);

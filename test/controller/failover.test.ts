@@ -61,7 +61,8 @@ test('failover refused (409) while the standby is inconsistent, with the way out
     await idle(d);
     await d.api('POST', '/api/sim/host/write', { mib: 8 });
     const r = await d.api('POST', '/api/sync', {});
-    await new Promise((res) => setTimeout(res, 400));
+    // Cancelled once it copies: a job cancelled before it starts leaves nothing to roll back or refuse
+    await waitFor(async () => ((await d.api('GET', `/api/jobs/${r.body.id}`)).body.progress?.bytesDone > 0 ? true : undefined), 20_000, 'the sync under way');
     await d.api('POST', `/api/jobs/${r.body.id}/cancel`, { rollback: false });
     const job = await waitJob(d, r.body.id);
     assert.is(job.state, 'cancelled');

@@ -60,7 +60,8 @@ test('files are not restored from a standby an interrupted sync left inconsisten
   await d.api('POST', '/api/sim/host/write', { mib: 8 });
   const r = await d.api('POST', '/api/sync', {});
   assert.is(r.status, 202, JSON.stringify(r.body));
-  await new Promise((res) => setTimeout(res, 400));
+  // Cancelled once it copies: a job cancelled before it starts leaves nothing to roll back or refuse
+  await waitFor(async () => ((await d.api('GET', `/api/jobs/${r.body.id}`)).body.progress?.bytesDone > 0 ? true : undefined), 20_000, 'the sync under way');
   await d.api('POST', `/api/jobs/${r.body.id}/cancel`, { rollback: false });
   await idle(d);
   const s = (await d.api('GET', '/api/status')).body;
