@@ -16,7 +16,7 @@ import type { Rig } from './rig.ts';
 import type { Roles } from './roles.ts';
 import type { DrivePair, Pairs } from './pairs.ts';
 import type { InlineStatus } from './inline.ts';
-import { standbysOf, type PairRecord } from '../../src/sync/index.ts';
+import { geometryDrift, standbysOf, type PairRecord } from '../../src/sync/index.ts';
 
 /** One standby of a rotation as the status shows it. */
 function standbyEntry(p: PairRecord, inBays: (string | null)[]) {
@@ -84,6 +84,8 @@ export class StatusView {
       /** Standby rotation: every standby of the active drive, the one in its bay and those elsewhere, with the age of its backup. */
       standbys: pair ? standbysOf(store.pairs(), pair.activeKey).map((q) => standbyEntry(q, [this.roles.keyOf('A'), this.roles.keyOf('B')])) : [],
       problems: store.problems,
+      /** Rule 8: the pair's drives that show another size or sector size than at pairing (every copy and verify of the pair is refused meanwhile). */
+      geometryChanged: pair ? geometryDrift(store.pairs(), pair) : [],
       fileRestore: this.fileRestore?.get(this.pairs.boot.id) ?? null,
       pairs: this.pairs.list.map((p) => this.#pairCore(p)),
     };
@@ -93,7 +95,7 @@ export class StatusView {
   #pairCore(p: DrivePair) {
     const { roles, config } = p;
     const view = roles.current();
-    const { active, standby, pair } = view;
+    const { active, standby, pair, store } = view;
     return {
       id: config.id,
       label: config.label,
@@ -110,6 +112,8 @@ export class StatusView {
       lastSync: pair?.lastSync ?? null,
       lastSuccess: pair?.lastSuccess ?? null,
       schedule: config.schedule,
+      /** Rule 8: the pair's drives that show another size or sector size than at pairing (every copy and verify of the pair is refused meanwhile). */
+      geometryChanged: pair ? geometryDrift(store.pairs(), pair) : [],
       /** A restore of files onto the active drive that is running or was interrupted (the active drive half-restored; syncs onto the standby wait), or null. */
       fileRestore: this.fileRestore?.get(config.id) ?? null,
     };

@@ -159,7 +159,7 @@ test('after a failover, status --url says which bay the host left, that its copy
   assert.not.match(after.stdout, /marked failed/);
 });
 
-test('a job the daemon refuses to protect data exits 3 through --url, as the same command does locally: a standby whose size changed since pairing', async () => {
+test('a standby whose size changed since pairing: the status needs attention (exit 1) and a job the daemon refuses to protect data exits 3 through --url, as the same command does locally', async () => {
   await idle(d);
   const standby = (d.app.rig as SimRig).drivePath((JSON.parse((await dpsr(['status', '--url', d.url, '--json'])).stdout) as { standby: 'A' | 'B' }).standby)!;
   const size = statSync(standby).size;
@@ -168,6 +168,17 @@ test('a job the daemon refuses to protect data exits 3 through --url, as the sam
   readSync(fd, tail, 0, tail.length, size - tail.length);
   truncateSync(standby, size - 8 * 512);
   try {
+    // The status says so before any job is tried (it said CONSISTENT and exit 0, while every copy and verify was refused).
+    await new Promise((r) => setTimeout(r, 1100)); // past the status cache
+    const st = await dpsr(['status', '--url', d.url]);
+    assert.is(st.code, 1, st.stdout + st.stderr);
+    assert.match(st.stdout, /NEEDS ATTENTION: .*the standby drive .* now reports .*4,096 bytes \(8 sectors\) less/);
+    const body = (await d.api('GET', '/api/status')).body;
+    assert.match(body.geometryChanged.join(' '), /4,096 bytes \(8 sectors\) less/);
+    assert.match(body.pairs[0].geometryChanged.join(' '), /4,096 bytes \(8 sectors\) less/);
+    const pair = await dpsr(['status', '--url', d.url, '--pair', body.pairs[0].id]);
+    assert.is(pair.code, 1, pair.stdout + pair.stderr);
+    assert.match(pair.stdout, /NEEDS ATTENTION: .*4,096 bytes \(8 sectors\) less/);
     for (const cmd of [['sync', '--yes'], ['verify'], ['sync', '--yes', '--window'], ['verify', '--window']]) {
       const r = await dpsr([...cmd, '--url', d.url]);
       assert.is(r.code, 3, `${cmd.join(' ')}: ${r.stdout}${r.stderr}`);

@@ -139,6 +139,8 @@ interface StatusBody {
   bootBay: string | null;
   pendingCopy?: unknown;
   problems?: string[];
+  /** Drives of the pair that show another geometry than at pairing. */
+  geometryChanged?: string[];
   job: { id: string; kind: string; progress: { percent: number; phase: string } | null } | null;
   drives?: Record<string, { present: boolean; path: string | null; key: string | null; generation: number | null }>;
   host: { power: string; lastHeartbeat: { at: string } | null };
@@ -168,6 +170,7 @@ interface PairStatusBody {
   lastSync?: { kind: string; result: string } | null;
   lastSuccess: string | null;
   fileRestore?: { state: string; partition: number } | null;
+  geometryChanged?: string[];
   job: { id: string; kind: string; state: string } | null;
   drives: Record<string, { path: string | null; present: boolean; health?: string }>;
 }
@@ -215,6 +218,7 @@ export function daemonNeedsAttention(s: StatusBody): string[] {
   if (s.failover.halted) why.push(`failover halted: ${s.failover.halted}`);
   if (s.lastSync && s.lastSync.result !== 'done') why.push(`the last ${s.lastSync.kind} ${s.lastSync.result}`);
   if (s.problems?.length) why.push(`state problems: ${s.problems.join('; ')}`);
+  why.push(...(s.geometryChanged ?? []));
   if (s.inline && !s.inline.running) why.push("the host's export is not running");
   return why;
 }
@@ -228,6 +232,7 @@ export function pairNeedsAttention(p: PairStatusBody): string[] {
   for (const [bay, d] of Object.entries(p.drives ?? {})) if (d.health && d.health !== 'ok' && d.health !== 'unknown') why.push(`drive ${bay} health is ${d.health}`);
   if (p.lastSync && p.lastSync.result !== 'done') why.push(`the last ${p.lastSync.kind} ${p.lastSync.result}`);
   if (p.fileRestore?.state === 'interrupted') why.push(`a restore of files onto partition ${p.fileRestore.partition} was interrupted`);
+  why.push(...(p.geometryChanged ?? []));
   return why;
 }
 
