@@ -60,6 +60,13 @@ export interface EngineOptions {
   readonly manifest?: Manifest;
   /** Journaled writes are batched up to this many bytes (old and new data) per fsync of the journal. */
   readonly batchBytes?: number;
+  /**
+   * Journaled compare: each chunk is read straight into the batch's memory
+   * and its differing runs stay staged where they were read, instead of being
+   * copied out of a reused slot. For changed blocks, which differ almost
+   * whole: no copy of every byte twice, and no memory beyond the batch's.
+   */
+  readonly stageInPlace?: boolean;
   /** Verify lists at most this many differing ranges (they are all counted). */
   readonly maxListedDifferences?: number;
   /** Called after each chunk's writes, for tests that kill at chosen moments. */
@@ -86,7 +93,19 @@ export interface EngineResult {
 interface Slot {
   readonly src: Buffer;
   readonly tgt: Buffer;
+  /** Staged in place: the batch whose memory the slot is (stageInPlace). */
+  readonly batch?: Batch;
 }
+
+/** A batch's new data, page-aligned (O_DIRECT writes), and its old data (page-aligned too when read in place with O_DIRECT). */
+type Arena = { data: Buffer; old: Buffer };
+/**
+ * Journaled writes waiting for one fsync of the journal. `holds`: chunks
+ * being read into its arena (in place), which it waits for before it is
+ * written; `released` wakes it.
+ */
+type Batch = { chunks: Chunk[]; runs: { position: number; old: Buffer; data: Buffer }[]; bytes: number; arena?: Arena; arenaUsed: number; holds: number; released?: () => void };
+const newBatch = (): Batch => ({ chunks: [], runs: [], bytes: 0, arenaUsed: 0, holds: 0 });
 
 export async function runEngine(options: EngineOptions): Promise<EngineResult> {
   const { mode, source, target } = options;
@@ -171,8 +190,8 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
    * appended and made durable with one fsync, then their new data is written.
    * An fsync per chunk would cost more than the reads on a routine sync.
    */
-  type Batch = { chunks: Chunk[]; runs: { position: number; old: Buffer; data: Buffer }[]; bytes: number; arena?: Arena; arenaUsed: number };
-  let batch: Batch = { chunks: [], runs: [], bytes: 0, arenaUsed: 0 };
+  let batch = newBatch();
+  const inPlace = !!options.stageInPlace && !!options.journal;
   const batchLimit = options.batchBytes ?? 16 * 1024 * 1024;
   /*
    * A batch's new data is staged in one page-aligned arena, each run at a
@@ -183,12 +202,12 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
    * collector chases: on a changed-block sync of scattered 64 KiB granules
    * that was a third of the CPU time.
    */
-  type Arena = { data: Buffer; old: Buffer };
   const arenaSize = roundUp(Math.min(batchLimit / 2, bytesTotal), PAGE) + 2 * slotSize;
   const spareArenas: Arena[] = [];
+  const arenaOf = (b: Batch): Arena => (b.arena ??= spareArenas.pop() ?? { data: allocAligned(arenaSize), old: inPlace ? allocAligned(arenaSize) : Buffer.allocUnsafeSlow(arenaSize) });
   const stage = (data: Uint8Array, old: Uint8Array): { data: Buffer; old: Buffer } => {
     const aligned = Math.ceil(data.byteLength / target.logicalSectorSize) * target.logicalSectorSize;
-    batch.arena ??= spareArenas.pop() ?? { data: allocAligned(arenaSize), old: Buffer.allocUnsafeSlow(arenaSize) };
+    arenaOf(batch);
     // Workers staging side by side may overrun it: such a run gets buffers of its own.
     if (batch.arenaUsed + aligned > arenaSize) {
       const own = allocAligned(aligned).subarray(0, data.byteLength);
@@ -197,7 +216,7 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     }
     const at = batch.arenaUsed;
     batch.arenaUsed += aligned;
-    const staged = { data: batch.arena.data.subarray(at, at + data.byteLength), old: batch.arena.old.subarray(at, at + old.byteLength) };
+    const staged = { data: batch.arena!.data.subarray(at, at + data.byteLength), old: batch.arena!.old.subarray(at, at + old.byteLength) };
     staged.data.set(data);
     staged.old.set(old);
     return staged;
@@ -213,8 +232,13 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
   };
   const writeBatch = async () => {
     const mine = batch;
-    batch = { chunks: [], runs: [], bytes: 0, arenaUsed: 0 };
-    if (mine.chunks.length === 0) return;
+    batch = newBatch();
+    // Chunks still being read into its memory belong to it: their runs join it before it is written.
+    if (mine.holds > 0) await new Promise<void>((resolve) => (mine.released = resolve));
+    if (mine.chunks.length === 0) {
+      if (mine.arena) spareArenas.push(mine.arena);
+      return;
+    }
     const journal = options.journal!;
     await journal.appendMany(mine.runs.map((r) => ({ position: r.position, data: r.old })));
     await journal.commit();
@@ -234,6 +258,26 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     progress.advance(0, written);
   };
 
+  /**
+   * In place: room for a chunk of `length` bytes in the current batch's
+   * arena (a full batch is written first), held until `release`. Page-aligned
+   * offsets, so O_DIRECT reads go straight there.
+   */
+  const reserve = async (length: number): Promise<Slot> => {
+    const need = roundUp(length, PAGE);
+    while (batch.arenaUsed + need > arenaSize) await flushBatch();
+    const into = batch;
+    const arena = arenaOf(into);
+    const at = into.arenaUsed;
+    into.arenaUsed += need;
+    into.holds++;
+    return { src: arena.data.subarray(at, at + length), tgt: arena.old.subarray(at, at + length), batch: into };
+  };
+  const release = (slot: Slot) => {
+    const b = slot.batch!;
+    if (--b.holds === 0) b.released?.();
+  };
+
   /** Writes (or, with a journal, stages) the runs of a chunk. Returns bytes written now, or null when staged. */
   const writeRuns = async (chunk: Chunk, slot: Slot, runs: ByteRange[], haveOld: boolean): Promise<number | null> => {
     if (!options.journal) {
@@ -245,6 +289,17 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
       return written;
     }
     if (runs.length === 0) return 0;
+    const into = slot.batch;
+    if (into) {
+      // Read in place: the runs are staged where they lie. Its batch waits for the chunk, so no write of it starts here.
+      for (const run of runs) {
+        if (!haveOld) await readTarget(target, slot.tgt.subarray(run.start, run.start + run.length), chunk.start + run.start, run.length);
+        into.runs.push({ position: chunk.start + run.start, data: slot.src.subarray(run.start, run.start + run.length), old: slot.tgt.subarray(run.start, run.start + run.length) });
+        into.bytes += run.length * 2;
+      }
+      into.chunks.push(chunk);
+      return null;
+    }
     // A chunk's runs fit in what the arena keeps beyond the batch limit (two chunks); a fuller batch is written first.
     if (batch.arenaUsed + slotSize > arenaSize) await flushBatch();
     for (const run of runs) {
@@ -354,11 +409,12 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
     options.onChunkDone?.(chunk);
   };
 
-  const slotMemory = allocAligned(2 * inFlight * slotSize);
+  // In place, chunks are read into the batches' memory: no slots.
+  const slotMemory = inPlace ? undefined : allocAligned(2 * inFlight * slotSize);
   let slotsTaken = 0;
   const worker = async () => {
     const k = 2 * slotsTaken++;
-    const slot: Slot = { src: slotMemory.subarray(k * slotSize, (k + 1) * slotSize), tgt: slotMemory.subarray((k + 1) * slotSize, (k + 2) * slotSize) };
+    const own: Slot | undefined = slotMemory && { src: slotMemory.subarray(k * slotSize, (k + 1) * slotSize), tgt: slotMemory.subarray((k + 1) * slotSize, (k + 2) * slotSize) };
     while (failure === undefined) {
       if (options.signal?.aborted) {
         failure ??= new CancelledError('cancelled');
@@ -366,11 +422,16 @@ export async function runEngine(options: EngineOptions): Promise<EngineResult> {
       }
       const chunk = chunks[nextChunk++];
       if (!chunk) return;
+      let slot = own;
       try {
+        slot ??= await reserve(chunk.length);
         await walkChunk(chunk, slot);
       } catch (e) {
         failure ??= e;
         return;
+      } finally {
+        // Held to the chunk's end: its manifest hashes are read from the slot too.
+        if (slot?.batch) release(slot);
       }
       if (options.syncMap && !checkpointing && performance.now() - lastCheckpoint > checkpointMs) {
         lastCheckpoint = performance.now();

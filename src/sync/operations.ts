@@ -471,6 +471,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
         batchBytes: req.batchBytes,
         // Changed blocks are small scattered pieces: the round trips, not the drive, bound them, so more go at once.
         inFlight: req.inFlight ?? (mode === 'changed' ? 8 : undefined),
+        // And they differ almost whole: read straight into the journal batch's memory, not copied there.
+        stageInPlace: mode === 'changed',
       });
       const fixTarget = journal ? new JournaledDevice(target, journal) : target;
       for (const sig of plan.tailCleanup) await zeroRange(fixTarget, sig);
