@@ -224,10 +224,20 @@ export class HostGate {
     return who;
   }
 
-  /** Runs a power-on pulse; RefusedError naming the job when one keeps the host off. */
+  /**
+   * Runs a power-on pulse. RefusedError naming the job when one keeps the
+   * host off, or naming the switches whose relay state is unknown: a host
+   * powered onto them could find both drives, or none, on its port.
+   */
   async poweringOn<T>(pulse: () => Promise<T>): Promise<T> {
     const job = this.keptOffBy();
     if (job) throw new RefusedError(`the host is not powered on: ${job} needs it off`, { hint: 'wait for it to finish, or cancel it' });
+    const unknown = this.unknownSwitches();
+    if (unknown.length) {
+      throw new RefusedError(`the host is not powered on: the relay state of ${unknown.map((u) => `${u.name} is unknown (${u.why})`).join('; ')}`, {
+        hint: 'check the relay board; dpsr applies the recorded pattern while the host is off and powers it on only once the relays read back as recorded',
+      });
+    }
     this.#poweringOn++;
     try {
       const r = await pulse();

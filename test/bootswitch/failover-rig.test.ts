@@ -216,11 +216,17 @@ test('with the host off, a switch whose recorded pattern does not apply (a welde
     assert.ok(rig.sys.bootSwitch.unknown !== null, 'the boot switch is still unknown');
     assert.ok(rig.alerts.some((a) => a.code === 'relays-not-applied' && /^boot switch: /.test(a.message)));
     assert.is(rig.host.powered, false);
+    // Nor does the operator power the host onto relays in an unknown state.
+    await refused(rig.sys.bootSwitch.powerOnHost(), /not powered on: the relay state of boot switch is unknown/);
+    assert.is(rig.host.powered, false);
     // The relay is freed with the host still off: the next attempt applies the record.
     rig.sim.unstick('K_MUX_A');
     await until(rig, () => allKnown(rig), 30_000);
     assert.equal(rig.sim.drivesOnHost(), ['A']);
     assert.equal(rig.sim.violations, []);
+    const on = rig.sys.bootSwitch.powerOnHost();
+    await until(rig, () => rig.host.powered);
+    await on;
   } finally {
     await rig.close();
   }
