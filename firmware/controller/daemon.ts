@@ -7,6 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:f
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import pino, { type Logger } from 'pino';
 import { ensureSpaceReserve, writeFileDurably } from '../../src/durable-file.ts';
 import { acquireStateDirLock, type Lock } from '../../src/sync/index.ts';
@@ -110,11 +111,55 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
   // Room for a recovery's records when the state directory fills up later.
   if (!ensureSpaceReserve(stateDir)) log.warn({ stateDir }, 'no room for the space reserve: a recovery on a full state directory may fail');
 
+  // The addresses are taken before the controller starts: a port in use must refuse the start before a job is resumed
+  // or recorded, a relay moved or the host shut down (they answer 503 until the routes are served).
+  const listenOn = async (server: Server, where: { host: string; port: number }, scheme: string, flag: string) => {
+    server.keepAliveTimeout = 30_000;
+    await new Promise<void>((resolveListen, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) =>
+        reject(new DeviceError(`cannot listen on ${where.host}:${where.port}: ${e.message}`, { hint: e.code === 'EADDRINUSE' ? `another dpsrd runs there? pass ${flag}` : undefined })),
+      );
+      server.listen(where.port, where.host, () => resolveListen());
+    });
+    const addr = server.address() as AddressInfo;
+    return `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  };
+  const api = createApiServer();
+  const httpsApi = tls ? createApiServer(tls) : null;
+  const closeServers = async () => {
+    for (const s of [api.server, httpsApi?.server]) {
+      if (!s?.listening) continue;
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+  };
+  let url: string;
+  let httpsUrl: string | null = null;
+  try {
+    url = await listenOn(api.server, listen, 'http', '--listen HOST:PORT');
+    if (httpsApi) httpsUrl = await listenOn(httpsApi.server, httpsListen!, 'https', 'another api.httpsListen');
+  } catch (e) {
+    await closeServers();
+    throw e;
+  }
+  dirLock.owner.url = url;
+
   const bus = new EventBus(join(stateDir, 'events.jsonl'), { replay: config.api.sseReplay, logMaxBytes: config.eventLog.maxBytes }, (e) => log.warn({ err: e }, 'event log write failed'));
   const metrics = new Metrics();
 
-  const app = await Controller.open(config, stateDir, bus, metrics, log, opts.serviceManager);
-  await app.start();
+  let app: Controller;
+  try {
+    app = await Controller.open(config, stateDir, bus, metrics, log, opts.serviceManager);
+  } catch (e) {
+    await closeServers();
+    throw e;
+  }
+  try {
+    await app.start();
+  } catch (e) {
+    await closeServers();
+    throw e;
+  }
 
   // Signs the device cookies of browsers that logged in: kept, so they stay known across restarts (removing the file forgets them all).
   const sessions = new ConsoleSessions(adminPassword, { deviceKey: ensureSecret(stateDir, 'console-device-key', log).token });
@@ -132,28 +177,8 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
     metrics,
     log,
   };
-  const listenOn = async (server: ReturnType<typeof createApiServer>, where: { host: string; port: number }, scheme: string, flag: string) => {
-    server.keepAliveTimeout = 30_000;
-    await new Promise<void>((resolveListen, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) =>
-        reject(new DeviceError(`cannot listen on ${where.host}:${where.port}: ${e.message}`, { hint: e.code === 'EADDRINUSE' ? `another dpsrd runs there? pass ${flag}` : undefined })),
-      );
-      server.listen(where.port, where.host, () => resolveListen());
-    });
-    const addr = server.address() as AddressInfo;
-    return `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  };
-  const server = createApiServer(routes, serverOptions);
-  const url = await listenOn(server, listen, 'http', '--listen HOST:PORT');
-  const httpsServer = tls ? createApiServer(routes, serverOptions, tls) : null;
-  let httpsUrl: string | null = null;
-  try {
-    if (httpsServer) httpsUrl = await listenOn(httpsServer, httpsListen!, 'https', 'another api.httpsListen');
-  } catch (e) {
-    server.close();
-    throw e;
-  }
-  dirLock.owner.url = url;
+  api.serve(routes, serverOptions);
+  httpsApi?.serve(routes, serverOptions);
   app.keeper.setUrl(url);
   consoleInfo.urls.http = url;
   consoleInfo.urls.https = httpsUrl;
@@ -175,13 +200,7 @@ async function startLocked(opts: DaemonOptions, config: DaemonConfig, stateDir: 
       if (closed) return;
       closed = true;
       bus.publish('daemon.stopping', {});
-      await app.stop(async () => {
-        for (const s of [server, httpsServer]) {
-          if (!s) continue;
-          s.closeAllConnections();
-          await new Promise<void>((r) => s.close(() => r()));
-        }
-      });
+      await app.stop(closeServers);
       dirLock.release();
     },
   };

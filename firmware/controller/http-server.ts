@@ -224,8 +224,40 @@ export const REQUEST_TIMEOUT_MS = 20_000;
 /** The headers alone (slow-loris). Milliseconds. */
 const HEADERS_TIMEOUT_MS = 15_000;
 
-/** The server for a route table: plain HTTP, or HTTPS when `tls` (PEM key and certificate) is given. */
-export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { key: string; cert: string }): Server {
+export interface ApiServer {
+  readonly server: Server;
+  /** Hands the server its route table: from then on it answers requests with it. */
+  serve(routes: Route[], opts: ServerOptions): void;
+}
+
+/**
+ * The server, plain HTTP or HTTPS when `tls` (PEM key and certificate) is
+ * given, made before the controller starts: the daemon binds its address
+ * first, so a taken port refuses the start before the controller resumes a
+ * job or moves a relay. Until `serve` gives it the routes it answers 503
+ * with Retry-After.
+ */
+export function createApiServer(tls?: { key: string; cert: string }): ApiServer {
+  let handler = (req: IncomingMessage, res: ServerResponse): void => {
+    req.resume();
+    send(res, 503, { error: { kind: 'busy', message: 'dpsrd is starting: its controller is not up yet', hint: 'try again in a moment' } }, { 'retry-after': '1' });
+  };
+  const listener = (req: IncomingMessage, res: ServerResponse) => handler(req, res);
+  // An https.Server is a tls.Server, which the callers use only as a net.Server (listen, address, close).
+  // Node checks the deadlines every connectionsCheckingInterval: once a second keeps them close to their value.
+  const limits = { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 };
+  const server = tls ? (createTlsServer({ ...tls, ...limits }, listener) as unknown as Server) : createServer(limits, listener);
+  return {
+    server,
+    serve(routes, opts) {
+      const h = apiHandler(routes, opts);
+      handler = (req, res) => void h(req, res);
+    },
+  };
+}
+
+/** The request handler of a route table. */
+function apiHandler(routes: Route[], opts: ServerOptions): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
   const { token, metrics, log } = opts;
   const compiled = compile(routes, opts.bodyLimitBytes);
   const handler = async (req: IncomingMessage, res: ServerResponse) => {
@@ -323,8 +355,5 @@ export function createApiServer(routes: Route[], opts: ServerOptions, tls?: { ke
       if (routeName !== 'GET /api/status' && routeName !== 'GET /metrics') log.debug({ route: routeName, status, ms: Math.round(performance.now() - started) }, 'request');
     }
   };
-  // An https.Server is a tls.Server, which the callers use only as a net.Server (listen, address, close).
-  // Node checks the deadlines every connectionsCheckingInterval: once a second keeps them close to their value.
-  const limits = { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, connectionsCheckingInterval: 1000 };
-  return tls ? (createTlsServer({ ...tls, ...limits }, handler) as unknown as Server) : createServer(limits, handler);
+  return handler;
 }

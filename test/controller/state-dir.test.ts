@@ -2,17 +2,20 @@
  * The daemon and its state directory: one daemon per directory (case r04),
  * and a full directory (case r09): recover still works, sync and verify say
  * what to do, no job is listed that was never recorded; a read-only one says
- * so (507) the same way.
+ * so (507) the same way. A port in use refuses the start before the
+ * controller runs anything.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDaemon } from '../../firmware/controller/daemon.ts';
 import { readJsonChecked } from '../../src/durable-file.ts';
-import { BusyError } from '../../src/errors.ts';
+import { BusyError, DeviceError } from '../../src/errors.ts';
 import { makeDaemon, idle, waitJob, FAST_SIM } from './support/harness.ts';
 import { requireEnv } from '../support/require.ts';
 
@@ -62,6 +65,35 @@ test('case r04 from another network namespace: the second dpsrd refuses at start
     assert.is(cli.status, 1, cli.stderr);
     assert.match(cli.stderr, `already uses the state directory ${dir}`);
     assert.is((await d.api('GET', '/api/health')).status, 200);
+  } finally {
+    await d.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a port in use refuses the start before the controller starts: no job recorded, no copy begun, the state directory free for the next start', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'dpsrd-port-'));
+  const taken = createServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', () => r()));
+  const port = (taken.address() as AddressInfo).port;
+  try {
+    // A fresh simulated rig starts its first clone as soon as its controller runs: here it must not run at all.
+    const e = await rejects(startDaemon({ stateDir: dir, listen: `127.0.0.1:${port}`, config: { sim: FAST_SIM }, logLevel: 'silent' }));
+    assert.instance(e, DeviceError);
+    assert.match((e as Error).message, `cannot listen on 127.0.0.1:${port}`);
+    assert.not.ok(existsSync(join(dir, 'jobs.json')), 'no job was recorded by a daemon that could not serve');
+    assert.not.ok(existsSync(join(dir, 'pairs.json')), 'no copy began');
+    const events = existsSync(join(dir, 'events.jsonl')) ? readFileSync(join(dir, 'events.jsonl'), 'utf8') : '';
+    assert.not.match(events, /job\.started/);
+  } finally {
+    await new Promise<void>((r) => taken.close(() => r()));
+  }
+  // The refused start left no lock behind, and the next start on a free port runs the first clone.
+  const d = await makeDaemon({}, dir);
+  try {
+    await idle(d, 60_000);
+    const jobs = (await d.api('GET', '/api/jobs')).body.jobs as { kind: string; state: string }[];
+    assert.equal(jobs.map((j) => `${j.kind} ${j.state}`), ['clone done']);
   } finally {
     await d.close();
     rmSync(dir, { recursive: true, force: true });
