@@ -86,6 +86,11 @@ export function planGptRelocation(layout: DiskLayout, targetSizeBytes: number): 
   return { plan: { type: 'gpt-backup-relocation', from: g.usedCopy, fromLba, sourceSizeBytes: sourceSize, newBackupLba, newEntriesLba, newLastUsableLba } };
 }
 
+/** The last LBA a partition may end at on a disk of `total` sectors: before the backup GPT's table, if the layout is GPT. */
+function lastFittingLba(layout: DiskLayout, total: number): number {
+  return layout.gpt ? total - 2 - tableSectors(layout.gpt.entryCount, layout.gpt.entrySize, layout.sectorSize) : total - 1;
+}
+
 /**
  * The reverse fix-up, for a restore from a larger standby onto the active
  * drive (of `targetSizeBytes`, the size recorded for it at pairing): the
@@ -104,7 +109,8 @@ function planGptShrink(layout: DiskLayout, targetSizeBytes: number): { plan?: Gp
     return {
       refusal: {
         reason: `partition${beyond.length > 1 ? 's' : ''} ${beyond.map((p) => p.number).join(', ')} of the source end${beyond.length > 1 ? '' : 's'} at LBA ${Math.max(...beyond.map((p) => p.lastLba))}, past the end of the target, which has ${exactTarget} (last LBA ${total - 1}): a copy would cut ${beyond.length > 1 ? 'them' : 'it'} off`,
-        hint: 'shrink the partition on the source to fit the target, or copy only the partitions that fit with --partition',
+        // A partition copy takes the source's partition table along, which still describes the partition: --partition does not help.
+        hint: `shrink the partition on the source so that it ends by LBA ${lastFittingLba(layout, total)}, then copy again; a copy of only the other partitions carries the same partition table and is refused the same way`,
       },
     };
   }
@@ -125,6 +131,16 @@ function planGptShrink(layout: DiskLayout, targetSizeBytes: number): { plan?: Gp
   const newEntriesLba = newBackupLba - ts;
   const newLastUsableLba = newEntriesLba - 1;
   if (newLastUsableLba < g.firstUsableLba) return { refusal: { reason: `the target (${exactTarget}) is too small for the source's GPT`, hint: 'check the source with `dpsr inspect`' } };
+  // A partition that ends inside the target's last sectors fits the disk but not beside the backup GPT, which goes there.
+  const intoTable = layout.partitions.filter((p) => p.lastLba > newLastUsableLba);
+  if (intoTable.length) {
+    return {
+      refusal: {
+        reason: `partition${intoTable.length > 1 ? 's' : ''} ${intoTable.map((p) => p.number).join(', ')} of the source end${intoTable.length > 1 ? '' : 's'} at LBA ${Math.max(...intoTable.map((p) => p.lastLba))}, inside the last ${ts + 1} sectors of the target (LBA ${newEntriesLba}–${newBackupLba}), which its backup GPT needs: on the target, which has ${exactTarget}, the usable area ends at LBA ${newLastUsableLba}`,
+        hint: `shrink the partition on the source so that it ends by LBA ${newLastUsableLba}, then copy again; a copy of only the other partitions carries the same partition table and is refused the same way`,
+      },
+    };
+  }
   return { plan: { type: 'gpt-backup-relocation', from: 'primary', fromLba: 1, sourceSizeBytes: layout.diskSizeBytes, newBackupLba, newEntriesLba, newLastUsableLba } };
 }
 

@@ -183,6 +183,29 @@ test('a restore from a larger standby copies the active drive\'s size and puts i
   assert.is(sha256File(a), cut);
 });
 
+test('a restore from a larger standby whose partition was grown into the last sectors the active drive\'s backup GPT needs is refused before anything is written, whole or by partition', async () => {
+  if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
+  const a = sparseImage(join(dir, 'grown-a.img'), 64 * MiB);
+  execFileSync('sgdisk', ['-n1:2048:+16M', '-t1:ef00', '-n2:0:0', '-t2:8300', a], { stdio: 'pipe' });
+  const c = randomImage(join(dir, 'grown-c.img'), 96 * MiB, 17);
+  const env = { DPSR_STATE_DIR: join(dir, 'grown-state') };
+  assert.is(dpsr(['clone', a, c, '--yes', '--quiet'], env).code, 0);
+  // On the standby, partition 2 now ends 2 sectors short of the active drive's end: inside the disk, but where its backup table goes.
+  execFileSync('sgdisk', ['-d2', '-n2:34816:131069', '-t2:8300', c], { stdio: 'pipe' });
+  const before = sha256File(a);
+  for (const extra of [[], ['--partition', '1'], ['--partition', '2']]) {
+    const r = dpsr(['restore', c, a, '--yes', '--i-mean-restore', ...extra], env);
+    // It used to copy the whole drive and then refuse (exit 3) at the GPT fix-up, leaving the active drive half-restored.
+    assert.is(r.code, 3, `${extra.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /partition 2 of the source ends at LBA 131069, inside the last 33 sectors of the target \(LBA 131039–131071\)/);
+    assert.match(r.stderr, /ends by LBA 131038/);
+    assert.match(r.stderr, /Nothing was written/);
+    assert.is(sha256File(a), before, `${extra.join(' ')}: the active drive is unchanged`);
+  }
+  const st = dpsr(['status'], env);
+  assert.is(st.code, 0, `no copy is pending: ${st.stdout}`);
+});
+
 test('a partition restore from a larger standby restores that partition and leaves the active drive\'s GPT valid, its backup at its own end', async () => {
   if (!requireEnv('GPT fix-up test', { tools: ['sgdisk'] })) return;
   const a = sparseImage(join(dir, 'pr-a.img'), 64 * MiB);
