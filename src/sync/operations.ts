@@ -836,7 +836,7 @@ async function recoverLocked(req: CommonRequest & { target: string }, loc: Drive
         throw new RefusedError(`${req.target} changed between checking it and opening it for writing (now ${formatExactBytes(target.size)} in ${target.logicalSectorSize}-byte sectors)`, { hint: 'nothing was written; run the recovery again' });
       }
       rolled = await rollBack(files.journal, target, (done, total) =>
-        req.onProgress?.({ phase: 'recovering', bytesDone: done, bytesTotal: total, bytesWritten: 0, rate: 0, etaSeconds: null, percent: (done / total) * 100 }),
+        req.onProgress?.({ phase: 'recovering', bytesDone: done, bytesTotal: total, bytesWritten: done, rate: 0, etaSeconds: null, percent: (done / total) * 100 }),
       );
     } finally {
       await target.close();

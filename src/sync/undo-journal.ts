@@ -207,11 +207,13 @@ export async function scanJournal(path: string): Promise<JournalScan> {
  * Puts the standby back as the journal found it: records applied newest
  * first, then the target flushed. Idempotent: running it twice gives the same
  * bytes, so a crash during a rollback is fixed by rolling back again.
+ * `onProgress` gets the bytes put back so far and the journal's bytes in all.
  */
-export async function rollBack(path: string, target: BlockDevice, onProgress?: (done: number, total: number) => void): Promise<{ records: number; bytes: number }> {
+export async function rollBack(path: string, target: BlockDevice, onProgress?: (bytesDone: number, bytesTotal: number) => void): Promise<{ records: number; bytes: number }> {
   const scan = await scanJournal(path);
   if (!scan.exists) return { records: 0, bytes: 0 };
   const handle = await open(path, 'r');
+  const total = scan.records.reduce((sum, r) => sum + r.length, 0);
   let bytes = 0;
   try {
     // Aligned, so a target opened with O_DIRECT takes it too.
@@ -222,7 +224,7 @@ export async function rollBack(path: string, target: BlockDevice, onProgress?: (
       await handle.read(buf, 0, r.length, r.dataOffset);
       await target.write(buf, r.position, r.length);
       bytes += r.length;
-      onProgress?.(scan.records.length - i, scan.records.length);
+      onProgress?.(bytes, total);
     }
   } finally {
     await handle.close();

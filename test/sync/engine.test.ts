@@ -155,4 +155,28 @@ test('direct I/O (O_DIRECT): a journaled sync writes its staged data, and recove
   assert.is(sha256File(tgt), backup);
 });
 
+test('recover reports its progress in bytes of the journal it puts back, like every other phase, ending at the bytes restored', async () => {
+  const src = randomImage(join(dir, 'rp-src.img'), 32 * MiB, 41);
+  const tgt = sparseImage(join(dir, 'rp-tgt.img'), 32 * MiB);
+  const stateDir = join(dir, 'state-recover-progress');
+  await clone({ stateDir, source: src, target: tgt });
+  const backup = sha256File(tgt);
+  randomImage(src, 32 * MiB, 43);
+  const err = await sync({ stateDir, source: src, target: tgt, journalBudget: 12 * MiB }).catch((e: unknown) => e);
+  assert.instance(err, JournalFullError);
+  const seen: Progress[] = [];
+  const report = await recover({ stateDir, target: tgt, onProgress: (p) => seen.push(p) });
+  assert.is(sha256File(tgt), backup);
+  assert.ok(report.records >= 2, JSON.stringify(report));
+  assert.ok(seen.length >= 2);
+  const last = seen[seen.length - 1]!;
+  // It said "recovering 25 % of 4 B, 1 B done": the count of journal records shown as bytes.
+  assert.is(last.bytesTotal, report.bytesRestored);
+  assert.is(last.bytesDone, report.bytesRestored);
+  assert.is(last.bytesWritten, report.bytesRestored, 'a rollback writes what it puts back');
+  assert.is(last.percent, 100);
+  for (const p of seen) assert.is(p.phase, 'recovering');
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i]!.bytesDone > seen[i - 1]!.bytesDone);
+});
+
 test.run();
