@@ -15,7 +15,7 @@
  * may use it.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, unlinkSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, unlinkSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { BadInputError, DeviceError, NoSpaceError, ReadOnlyStateError } from './errors.ts';
 
@@ -178,6 +178,42 @@ export function writeFileDurably(path: string, data: string | Uint8Array, option
       return;
     }
     throw new NoSpaceError(`no space left to write ${path}: its filesystem is full`, {
+      hint: `free space on the filesystem of ${dirname(path)} and try again (an interrupted sync's undo journal there is freed by \`dpsr recover\`)`,
+      cause: e,
+    });
+  }
+}
+
+/**
+ * Appends `data` to `path` (made with mode 0600 when new) whole or not at
+ * all: a write the filesystem cuts short is cut off again, so no torn line
+ * stays for the next append to run into (a reader would lose both). Not
+ * fsynced: for logs and pages, not for records. Throws NoSpaceError or
+ * ReadOnlyStateError naming the fix, or the write's error.
+ */
+export function appendWhole(path: string, data: string | Uint8Array): void {
+  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+  try {
+    const fd = openSync(path, 'a', 0o600);
+    try {
+      const before = fstatSync(fd).size;
+      try {
+        let off = 0;
+        while (off < bytes.byteLength) off += writeSync(fd, bytes, off, bytes.byteLength - off);
+      } catch (e) {
+        try {
+          ftruncateSync(fd, before);
+        } catch {
+          /* the filesystem refuses even that: a reader skips a line it cannot parse */
+        }
+        throw e;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    if (!isNoSpace(e)) throw readOnlyStateError(e, dirname(path));
+    throw new NoSpaceError(`no space left to append to ${path}: its filesystem is full`, {
       hint: `free space on the filesystem of ${dirname(path)} and try again (an interrupted sync's undo journal there is freed by \`dpsr recover\`)`,
       cause: e,
     });

@@ -4,7 +4,8 @@
  * server-sent events, and appends the ones an operator cares about to the
  * persisted event log (progress ticks and relay clicks stay out of it).
  */
-import { closeSync, existsSync, fstatSync, ftruncateSync, openSync, renameSync, statSync, writeSync } from 'node:fs';
+import { existsSync, renameSync, statSync } from 'node:fs';
+import { appendWhole } from '../../src/durable-file.ts';
 import { open, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -178,32 +179,6 @@ export class EventBus {
 export interface LogScan {
   readonly signal?: AbortSignal;
   readonly onRead?: (bytes: number) => void;
-}
-
-/**
- * Appends `line` to `file` whole or not at all: a write the filesystem cuts
- * short (ENOSPC, EIO) is cut off again, so no torn line stays for the next
- * one to be appended to (both would be lost to every reader). Throws the
- * write's error.
- */
-function appendWhole(file: string, line: Buffer): void {
-  const fd = openSync(file, 'a', 0o600);
-  try {
-    const before = fstatSync(fd).size;
-    try {
-      let off = 0;
-      while (off < line.length) off += writeSync(fd, line, off, line.length - off);
-    } catch (e) {
-      try {
-        ftruncateSync(fd, before);
-      } catch {
-        /* nothing more to do: the reader skips a line it cannot parse */
-      }
-      throw e;
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Bytes read per step when walking a log backwards. */

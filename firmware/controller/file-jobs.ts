@@ -8,10 +8,11 @@
  * mode the host runs from the export of the active drive and writing its
  * filesystem under it is refused.
  */
-import { createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, appendFileSync, existsSync, statSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BadInputError, NotFoundError, RefusedError } from '../../src/errors.ts';
+import { appendWhole } from '../../src/durable-file.ts';
 import { ChangedFolders, FileView, diffTree, joinPath, walkCovers, type WalkMarks, splitPath, writeBack, writeBackPossible, releaseWriteBack, type TreeDifference, type WriteBackOptions, type WriteBackProgress, type WriteBackReport } from '../../src/file-view/index.ts';
 import { acquireDriveLock, ProgressTracker } from '../../src/sync/index.ts';
 import { locateDrive, openDrive } from '../../src/sata-bridge/index.ts';
@@ -350,13 +351,13 @@ export class FileJobs {
             rmSync(foldersPart, { force: true });
             // Which drives the walk compared, and how they looked: a swap or a write since makes its marks stale.
             writeFileSync(join(this.walkDir, `${ctx.job.id}.drives`), JSON.stringify(this.#drivesNow(p)));
-            appendFileSync(foldersPart, '');
+            appendWhole(foldersPart, '');
             const folders = new ChangedFolders(path);
             let batch: string[] = [];
             let folderBatch: string[] = [];
             const flush = () => {
-              if (batch.length) appendFileSync(file, batch.join(''));
-              if (folderBatch.length) appendFileSync(foldersPart, folderBatch.join(''));
+              if (batch.length) appendWhole(file, batch.join(''));
+              if (folderBatch.length) appendWhole(foldersPart, folderBatch.join(''));
               batch = [];
               folderBatch = [];
             };
@@ -398,7 +399,12 @@ export class FileJobs {
           let i = 0;
           for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
             if (line === '') continue;
-            if (i >= offset && rows.length < limit) rows.push(JSON.parse(line));
+            if (i >= offset && rows.length < limit) {
+              // A line torn by a crash mid-write is left out, not answered with 500.
+              const row = parseRow(line);
+              if (row === undefined) continue;
+              rows.push(row);
+            }
             i++;
           }
           return { status: 200, body: { id: job.id, state: job.state, path: job.options.path, rows, total: i, offset, limit, counts: result?.counts ?? null } };
@@ -460,6 +466,15 @@ export class FileJobs {
       if (f.startsWith(prefix) && f.length > prefix.length && !f.slice(prefix.length).includes('/')) changed.add(f);
     }
     return { job: walk.id, path: walk.options.path as string, finishedAt: walk.finishedAt, hashed: walk.options.hash === true, changed };
+  }
+}
+
+/** A line of a walk's pages, or undefined when it does not parse (torn by a crash). */
+function parseRow(line: string): unknown {
+  try {
+    return JSON.parse(line) as unknown;
+  } catch {
+    return undefined;
   }
 }
 

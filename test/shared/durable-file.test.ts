@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DurableRecord, readJsonChecked, writeJsonDurably, ensureSpaceReserve, NoSpaceError, ReadOnlyStateError, CorruptFileError } from '../../src/durable-file.ts';
+import { DurableRecord, appendWhole, readJsonChecked, writeJsonDurably, ensureSpaceReserve, NoSpaceError, ReadOnlyStateError, CorruptFileError } from '../../src/durable-file.ts';
 import { BadInputError, DeviceError } from '../../src/errors.ts';
 import { requireEnv } from '../support/require.ts';
 
@@ -124,6 +124,32 @@ test('a read-only filesystem: ReadOnlyStateError naming the fix, the old copies 
     assert.throws(() => record.save({ n: 2 }), readOnly);
     assert.equal(readJsonChecked(file), { v: 1 });
     assert.equal(new DurableRecord(dir, 'switch', (raw) => raw as { n: number }).load()!.data, { n: 1 });
+  } finally {
+    execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an append a full filesystem takes only in part is cut off again (NoSpaceError naming the fix): the file ends at its last whole line, and appends go on once there is room', () => {
+  if (!requireEnv('the full-filesystem append test', { root: true, tools: ['mount', 'umount'] })) return;
+  const dir = mkdtempSync(join(tmpdir(), 'dpsr-append-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]);
+  try {
+    const file = join(dir, 'pages.jsonl');
+    appendWhole(file, '{"n":1}\n');
+    try {
+      writeFileSync(join(dir, 'filler'), Buffer.alloc(1 << 20));
+    } catch {
+      /* ENOSPC: full */
+    }
+    // More than the page the file has begun: part of it fits, the rest does not.
+    assert.throws(() => appendWhole(file, `{"n":2,"pad":"${'x'.repeat(20_000)}"}\n`), (e: unknown) => e instanceof NoSpaceError && /no space left/.test((e as Error).message) && /free space/.test((e as NoSpaceError).hint ?? ''));
+    assert.is(readFileSync(file, 'utf8'), '{"n":1}\n');
+    rmSync(join(dir, 'filler'));
+    appendWhole(file, '{"n":3}\n');
+    assert.is(readFileSync(file, 'utf8'), '{"n":1}\n{"n":3}\n');
+    execFileSync('mount', ['-o', 'remount,ro', dir]);
+    assert.throws(() => appendWhole(file, '{"n":4}\n'), (e: unknown) => e instanceof ReadOnlyStateError);
   } finally {
     execFileSync('umount', [dir]);
     rmSync(dir, { recursive: true, force: true });
