@@ -338,9 +338,22 @@ export class CopyJobs {
         run: async (ctx: JobContext) => {
           // A drive just put into a bay is being sampled by the daemon's own check, which holds its read lock: the copy waits for it rather than failing as busy.
           await this.arrivalsChecked();
+          const geometry = (path: string) => precheckGeometry({ stateDir: this.stateDir, openDevice: this.roles.bays.openDevice, path, action: kind === 'verify' ? 'verify' : 'copy' });
+          // In inline mode a copy or verify reads the active drive through a live snapshot of the export, whose size is what the
+          // export opened: both drives are checked first (rule 8), so a changed drive is refused as such, before a snapshot is taken.
+          const live = this.config.mode === 'inline' && spec.readsActive;
           // Rule 7: a standby the copy would refuse (rule 8) is refused before the window shuts the host down for it.
-          if (window) await precheckGeometry({ stateDir: this.stateDir, openDevice: this.roles.bays.openDevice, path: target, action: kind === 'verify' ? 'verify' : 'copy' });
-          return this.window.run(ctx, window, async () => plan.run(ctx, spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : ''), kind === 'restore' ? 'writes' : spec.readsActive ? 'reads' : false);
+          if (window || live) await geometry(target);
+          return this.window.run(
+            ctx,
+            window,
+            async () => {
+              const source = spec.readsActive ? await this.window.drivePath(view.active, 'active drive', ctx.signal) : '';
+              if (live) await geometry(source);
+              return plan.run(ctx, source);
+            },
+            kind === 'restore' ? 'writes' : spec.readsActive ? 'reads' : false,
+          );
         },
       };
     };

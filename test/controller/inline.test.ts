@@ -7,7 +7,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeDaemon, openEvents, waitJob, waitFor, idle, sha, type TestDaemon } from './support/harness.ts';
 import { requireEnv } from '../support/require.ts';
@@ -97,6 +97,41 @@ test('inline mode: status shows the export, host writes go through it and show a
     const win = await d.api('POST', '/api/sync', { window: true });
     assert.is(win.status, 400);
     assert.match(win.body.error.message, /no sync window/);
+  } finally {
+    await d.stop();
+  }
+});
+
+test('inline mode: a drive whose size changed since pairing is refused as such (rule 8) by a changed-block sync and a verify, before a snapshot is taken, the standby unchanged', async () => {
+  if (!requireEnv('inline mode in the controller', tools)) return;
+  const d = await makeDaemon({ mode: 'inline' });
+  try {
+    await idle(d);
+    const s = await status(d);
+    const active = s.drives.A.path as string;
+    const size = statSync(active).size;
+    const tail = Buffer.alloc(8 * 512);
+    const fd = openSync(active, 'r+');
+    readSync(fd, tail, 0, tail.length, size - tail.length);
+    // The export keeps the size it opened: the snapshot showed that one, and the sync failed with "not a picture of this drive".
+    truncateSync(active, size - tail.length);
+    const before = sha(s.drives.B.path);
+    try {
+      for (const [kind, body] of [['sync', { mode: 'changed' }], ['sync', {}], ['verify', {}]] as const) {
+        const r = await d.api('POST', `/api/${kind}`, body);
+        assert.is(r.status, 202, JSON.stringify(r.body));
+        const job = await waitJob(d, r.body.id);
+        assert.is(job.state, 'failed', JSON.stringify(job));
+        assert.is(job.error.kind, 'refused', JSON.stringify(job.error));
+        assert.match(job.error.message, /the active drive .* now reports .*4,096 bytes \(8 sectors\) less/);
+        assert.match(job.error.hint, /dpsr forget/);
+        assert.not.ok(job.log.some((l: { message: string }) => /snapshot/.test(l.message)), JSON.stringify(job.log));
+      }
+      assert.is(sha(s.drives.B.path), before, 'the standby is unchanged');
+    } finally {
+      writeSync(fd, tail, 0, tail.length, size - tail.length);
+      closeSync(fd);
+    }
   } finally {
     await d.stop();
   }
