@@ -338,6 +338,10 @@ function apiHandler(routes: Route[], opts: ServerOptions): (req: IncomingMessage
           if (twice !== null) throw new BadInputError(`request body: key ${twice} is given twice; which value was meant cannot be told`, { hint: 'give each key once; nothing was changed' });
         }
         if (route.body) body = check(route.body, body, 'request body');
+        // A route that takes no body still says so: whatever was sent was meant for something else.
+        else if (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).length > 0) {
+          throw new BadInputError(`request body is ${show(body)}; this route takes none (or {})`, { hint: 'send no body; nothing was changed' });
+        }
       }
       const reply = await route.handler({ req, res, params, query, body, session });
       status = reply.status;

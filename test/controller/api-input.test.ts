@@ -93,6 +93,23 @@ test('a body error names what was sent and what is allowed in plain words: no nu
   assert.match(missing.body.error.message, /partition is missing; allowed: an integer from 1 to 128 \(this key is required\)/);
 });
 
+test('every POST route refuses a body it does not take with 400, before anything changes: also one with no body schema (logout took a list, a string, any key)', async () => {
+  const doc = (await d.api('GET', '/api/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
+  const posts = Object.keys(doc.paths).filter((p) => doc.paths[p]!.post);
+  assert.ok(posts.includes('/api/session/logout'));
+  for (const path of posts) {
+    const concrete = path.replace('{id}', 'system').replace('{bay}', 'A').replace('{job}', '1');
+    for (const raw of ['[]', '"x"', '5', '{"notAKeyOfAnyRoute":1}']) {
+      const r = await d.api('POST', concrete, undefined, { raw });
+      assert.ok(r.status === 400 || r.status === 404, `POST ${concrete} with ${raw}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+    }
+  }
+  const wrong = await d.api('POST', '/api/session/logout', undefined, { raw: '{"all":true}' });
+  assert.match(wrong.body.error.message, /request body is \{"all":true\}; this route takes none/);
+  assert.is((await d.api('POST', '/api/session/logout', {})).status, 200);
+  assert.is((await d.api('POST', '/api/session/logout')).status, 200);
+});
+
 test('queryProblem: a name the route does not list, or one given twice, is named; listed names once each pass', () => {
   const declared = { limit: 'rows', types: 'event types' };
   const table: [Record<string, string> | undefined, string, RegExp | null][] = [
