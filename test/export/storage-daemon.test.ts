@@ -17,6 +17,7 @@ import { BadInputError, DeviceError } from '../../src/errors.ts';
 import { randomImage, tempDir } from '../support/images.ts';
 import { requireEnv } from '../support/require.ts';
 import { rejection } from '../support/assert-async.ts';
+import { freePort } from '../support/net.ts';
 
 const dir = tempDir('dpsr-export-');
 const MiB = 1024 * 1024;
@@ -244,7 +245,7 @@ test('NBD over TCP with TLS from a pre-shared key: libnbd and dpsr\'s own client
   mkdirSync(pskDir, { recursive: true });
   const key = randomBytes(32).toString('hex');
   writeFileSync(join(pskDir, 'keys.psk'), `dpsr:${key}\n`, { mode: 0o600 });
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = await freePort();
   const { daemon, drive } = daemonFor('tls', { listen: { tcp: { host: '127.0.0.1', port, tlsPskDir: pskDir } } });
   await daemon.start();
   try {
