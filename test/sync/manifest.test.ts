@@ -66,7 +66,7 @@ test('property: after any writes and seals, with or without checking the table a
         await checked.manifest.close();
       }
     }),
-    { numRuns: 60 },
+    { numRuns: Number(process.env.DPSR_PROPERTY_RUNS ?? 60) },
   );
 });
 
