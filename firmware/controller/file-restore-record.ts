@@ -101,8 +101,10 @@ export class FileRestoreRecord {
   }
 
   #save(state: FileRestoreState): void {
-    // Each save is newer than the last of this pair, whatever the clock did.
-    const sequence = Math.max(Date.now(), (this.#seq.get(state.pair) ?? 0) + 1);
+    // Each save is newer than the last of this pair and than either copy on disk (another run's, whose clock may
+    // have been ahead), whatever the clock did: a crash between the two copies must leave the newer one winning.
+    const onDisk = readJsonTwoCopies<{ sequence: number }>(this.#file(state.pair)).value?.sequence ?? 0;
+    const sequence = Math.max(Date.now(), (this.#seq.get(state.pair) ?? 0) + 1, onDisk + 1);
     this.#seq.set(state.pair, sequence);
     const body = { ...state, sequence };
     writeJsonTwoCopies(this.#file(state.pair), body);

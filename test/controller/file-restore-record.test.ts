@@ -1,7 +1,8 @@
 /** The durable record of a restore of files: written before mounting, kept as interrupted after a crash, and the sync refusal it makes. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readdirSync, statSync, truncateSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { writeJsonTwoCopies } from '../../src/durable-file.ts';
 import { join } from 'node:path';
 import { FileRestoreRecord, restoreSettlesRecord, type FileRestoreEntry } from '../../firmware/controller/file-restore-record.ts';
 import { RefusedError } from '../../src/errors.ts';
@@ -38,6 +39,20 @@ test('running, then interrupted after the clean-up, then cleared: only the inter
   assert.is(r.get('system'), null);
   r.syncBlocker('system', 'a sync');
   r.clear('system'); // nothing there: no error
+});
+
+test('each write of the record is newer than the copies on disk, whatever the clock says: a crash between the two copies after a restart with the clock behind keeps the newest state', () => {
+  const dir = tempDir('dpsr-frrec-clock-');
+  // Written by a run whose clock was ahead (a board without a battery clock corrected later, or the other way round).
+  const ahead = Date.now() + 10 * 365 * 86_400_000;
+  writeJsonTwoCopies(join(dir, 'file-restore', 'system.json'), { ...entry('system'), state: 'running', sequence: ahead });
+  const bak = join(dir, 'file-restore', 'system.json.bak');
+  const before = readFileSync(bak);
+  const restarted = new FileRestoreRecord(dir);
+  const cleaned = restarted.interrupted(restarted.get('system')!, { at: 'now', unmounted: [], detached: ['/dev/loop3'], failed: [], fsck: null });
+  // The power fails after the first copy: the second still holds the state before.
+  writeFileSync(bak, before);
+  assert.equal(new FileRestoreRecord(dir).get('system'), cleaned, 'the interrupted state, written last, is what the next start reads');
 });
 
 test('an interrupted restore of files holds back every copy onto the standby through the API: sync, re-protect and a forced clone alike', async () => {
