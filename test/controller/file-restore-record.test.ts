@@ -45,7 +45,8 @@ test('each write of the record is newer than the copies on disk, whatever the cl
   const dir = tempDir('dpsr-frrec-clock-');
   // Written by a run whose clock was ahead (a board without a battery clock corrected later, or the other way round).
   const ahead = Date.now() + 10 * 365 * 86_400_000;
-  writeJsonTwoCopies(join(dir, 'file-restore', 'system.json'), { ...entry('system'), state: 'running', sequence: ahead });
+  const written = { ...entry('system'), state: 'running', sequence: ahead };
+  writeJsonTwoCopies(join(dir, 'file-restore', 'system.json'), written);
   const bak = join(dir, 'file-restore', 'system.json.bak');
   const before = readFileSync(bak);
   const restarted = new FileRestoreRecord(dir);
