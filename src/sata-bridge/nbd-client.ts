@@ -328,6 +328,11 @@ export class NbdClient {
     return this.dead !== null;
   }
 
+  /** Why the connection ended (the server went away, or close() was called); null while it is open. */
+  get closedBy(): Error | null {
+    return this.dead;
+  }
+
   /** "Request types" › `NBD_CMD_READ`: fills `buf[0, length)` from `offset`. At most the maximum payload per call. */
   read(buf: Uint8Array, offset: number, length: number): Promise<void> {
     return this.request(CMD.READ, 0, offset, length, buf);

@@ -164,8 +164,9 @@ export class NbdDrive implements BlockDevice {
   }
 
   private check(buf: Uint8Array, position: number, length: number, op: string): void {
-    // Closed by close() or by the server going away: either way there is no connection to the drive.
-    if (this.client.closed) throw new DeviceError(`${this.path} is closed`, { fault: 'transport' });
+    // Closed by close() or by the server going away: no connection to the drive, and the same reason the requests pending then were given.
+    const closedBy = this.client.closedBy;
+    if (closedBy) throw new DeviceError(closedBy.message, { fault: 'transport', cause: closedBy });
     const s = this.logicalSectorSize;
     if (position % s !== 0 || length % s !== 0 || length > buf.byteLength || position < 0) {
       throw new RangeError(`${op} of ${length} bytes at ${position} on ${this.path} is not aligned to ${s}-byte sectors`);
