@@ -210,7 +210,6 @@ export class ChangedBlockTracker {
     const { live, trusted, reason } = await this.reconcile();
     const qmp = this.daemon.qmp;
     const next = `${PREFIX}${this.state.next++}`;
-    this.save();
     const add = { type: 'block-dirty-bitmap-add', data: { node: ACTIVE_NODE, name: next, persistent: !!this.options.persistent, granularity: DIRTY_GRANULARITY } };
     const disable = { type: 'block-dirty-bitmap-disable', data: { node: ACTIVE_NODE, name: live } };
     if (options.freeze) {
@@ -218,6 +217,7 @@ export class ChangedBlockTracker {
       // epochs overlap around it: the next bitmap records before the instant, the frozen one until
       // after. Each is then a superset of its side of the instant; writes of those few milliseconds
       // are copied twice, none is missed.
+      this.save();
       await qmp.execute('transaction', { actions: [add] });
       this.state.live = next;
       this.save();
@@ -230,9 +230,18 @@ export class ChangedBlockTracker {
       }
       await qmp.execute('transaction', { actions: [disable] });
     } else {
-      await qmp.execute('transaction', { actions: [disable, add] });
+      // One durable save before the transaction, not one on each side of it: the epoch counter is on disk
+      // before a bitmap takes its name. A crash before the transaction leaves the old live bitmap
+      // recording and still the baseline, which reconcile takes back as the live one, trusted; a crash
+      // after it leaves the frozen one beside the new live one, which reconcile merges into the new.
       this.state.live = next;
       this.save();
+      try {
+        await qmp.execute('transaction', { actions: [disable, add] });
+      } catch (e) {
+        this.state.live = live;
+        throw e;
+      }
     }
     if (!trusted) {
       const frozenInfo = (await this.bitmaps()).find((b) => b.name === live);
