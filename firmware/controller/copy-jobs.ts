@@ -9,7 +9,7 @@ import type { FileRestoreRecord } from './file-restore-record.ts';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { CancelledError, RefusedError } from '../../src/errors.ts';
-import { clone, sync, restore, verify, verifyHeadline, recover, precheckGeometry, standbysOf, type ChangedBlocks, type CopyReport, type VerifyExclusion, type VerifyReport } from '../../src/sync/index.ts';
+import { clone, sync, restore, verify, verifyHeadline, recover, precheckGeometry, precheckWriteTarget, standbysOf, type ChangedBlocks, type CopyReport, type VerifyExclusion, type VerifyReport } from '../../src/sync/index.ts';
 import { NbdFile, SnapshotDrive, openDrive, openLocated } from '../../src/sata-bridge/index.ts';
 import type { Bay } from '../../src/bootswitch/index.ts';
 import { filesInRanges, type DriveRange } from '../../src/file-view/index.ts';
@@ -342,8 +342,9 @@ export class CopyJobs {
           // In inline mode a copy or verify reads the active drive through a live snapshot of the export, whose size is what the
           // export opened: both drives are checked first (rule 8), so a changed drive is refused as such, before a snapshot is taken.
           const live = this.config.mode === 'inline' && spec.readsActive;
-          // Rule 7: a standby the copy would refuse (rule 8) is refused before the window shuts the host down for it.
+          // Rule 7: a standby the copy would refuse (rule 8; rule 1: in use on the controller) is refused before the window shuts the host down for it.
           if (window || live) await geometry(target);
+          if (window && kind !== 'verify' && kind !== 'restore') precheckWriteTarget(target);
           return this.window.run(
             ctx,
             window,

@@ -1,6 +1,6 @@
 /** The copy engine and the operations built on it. */
 export { runEngine, DEFAULT_CHUNK, type CopyMode, type EngineOptions, type EngineResult } from './engine.ts';
-export { clone, sync, restore, verify, recover, precheckGeometry, geometryDrift, recordFailover, effectiveStandbyState, copyRunning, type RoleSwapReport, type CopyRequest, type CopyReport, type VerifyReport, type VerifyExclusion, type RecoverReport, type UnreadableReport, type SyncMode, type ChangedBlocks, type CommonRequest } from './operations.ts';
+export { clone, sync, restore, verify, recover, precheckGeometry, precheckWriteTarget, geometryDrift, recordFailover, effectiveStandbyState, copyRunning, type RoleSwapReport, type CopyRequest, type CopyReport, type VerifyReport, type VerifyExclusion, type RecoverReport, type UnreadableReport, type SyncMode, type ChangedBlocks, type CommonRequest } from './operations.ts';
 export { PairStore, PairsTransaction, newPairRecord, pairIdFor, pairHolding, pairOfDrives, standbysOf, knownDrive, defaultStateDir, recordBecameActive, recordCompletedCopy, descendsFrom, type PairRecord, type DriveRecord, type StandbyState, type LastSync } from './pair-state.ts';
 export { ProgressTracker, type Progress, type ProgressListener, type Phase } from './progress.ts';
 export { formatBytes, normalizeRanges, intersectRanges, type ByteRange } from './ranges.ts';

@@ -610,6 +610,19 @@ export async function precheckGeometry(req: Pick<CommonRequest, 'stateDir' | 'op
 }
 
 /**
+ * Rule 1 before a job acts on the world (a sync window shuts the host down
+ * for it): throws the refusal (RefusedError) a copy onto the drive at `path`
+ * would meet later because this machine uses it: mounted (in any mount
+ * namespace), swap, held, its own system, open for writing by another
+ * program, or held by the kernel for another user.
+ */
+export function precheckWriteTarget(path: string): void {
+  const loc = locateDrive(path);
+  refuseInUse(loc);
+  refuseHeldElsewhere(loc);
+}
+
+/**
  * Rule 8 from the records, for status: each drive of `pair` still found at
  * its last path (the same drive: its identity key matches) shows its size now
  * against its size at pairing. The refusal reasons of those that changed; a

@@ -1,7 +1,12 @@
 /** Switched mode: a copy in a sync window shuts the host down, takes both drives off it, and boots it again. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { makeDaemon, openEvents, waitJob, waitFor, idle, sha, type TestDaemon } from './support/harness.ts';
+import { requireEnv } from '../support/require.ts';
 
 const status = async (d: TestDaemon) => (await d.api('GET', '/api/status')).body;
 
@@ -39,6 +44,45 @@ test('a sync in a window: host off, both drives on the controller, copy, bay bac
     es.close();
   } finally {
     await d.stop();
+  }
+});
+
+test('a standby mounted on the controller: a sync or clone in a window is refused before the window shuts the host down, the standby unchanged', async () => {
+  if (!requireEnv('a mounted standby', { root: true, tools: ['losetup', 'partx', 'mount'] })) return;
+  const d = await makeDaemon();
+  const mnt = mkdtempSync(join(tmpdir(), 'dpsr-mnt-'));
+  try {
+    await idle(d);
+    await waitFor(async () => (await status(d)).host.lastHeartbeat?.bay === 'A', 10_000, 'host running on A');
+    const standby = (await status(d)).drives.B.path as string;
+    const loop = execFileSync('losetup', ['--find', '--show', standby]).toString().trim();
+    try {
+      execFileSync('partx', ['-a', loop]);
+      execFileSync('mount', ['-o', 'ro', `${loop}p2`, mnt]);
+      try {
+        const before = sha(standby);
+        for (const [kind, body] of [['sync', { window: true }], ['clone', { window: true, force: true }]] as const) {
+          const r = await d.api('POST', `/api/${kind}`, body);
+          assert.is(r.status, 202, JSON.stringify(r.body));
+          const job = await waitJob(d, r.body.id);
+          assert.is(job.state, 'failed', JSON.stringify(job));
+          assert.is(job.error.kind, 'refused');
+          assert.match(job.error.message, new RegExp(`is mounted at ${mnt}`));
+          // It used to shut the host down, take the drives, refuse, and boot the host again.
+          assert.not.ok(job.log.some((l: { message: string }) => /sync window/.test(l.message)), JSON.stringify(job.log));
+          assert.is((await status(d)).host.power, 'on');
+        }
+        assert.is(sha(standby), before);
+      } finally {
+        execFileSync('umount', [mnt]);
+      }
+    } finally {
+      execFileSync('partx', ['-d', loop]);
+      execFileSync('losetup', ['-d', loop]);
+    }
+  } finally {
+    await d.stop();
+    rmSync(mnt, { recursive: true, force: true });
   }
 });
 
