@@ -370,6 +370,7 @@ export class NbdClient {
     // "The client MAY issue a soft disconnect at any time, but SHOULD wait until there are no inflight requests first."
     if (this.pending.size > 0) await new Promise<void>((resolve) => (this.drained = resolve));
     if (!this.dead) {
+      this.sendQueued();
       this.socket.write(encodeRequest(0, CMD.DISC, this.nextHandle++, 0, 0));
       this.socket.end();
     }
@@ -404,14 +405,30 @@ export class NbdClient {
     const handle = this.nextHandle++;
     return new Promise<void>((resolve, reject) => {
       this.pending.set(handle, { type, offset, length, buf, extents, resolve, reject });
+      const header = encodeRequest(flags, type, handle, offset, length);
       if (data) {
         this.socket.cork();
-        this.socket.write(encodeRequest(flags, type, handle, offset, length));
+        // In order: the headers queued before it go first.
+        this.sendQueued();
+        this.socket.write(header);
         this.socket.write(data);
         this.socket.uncork();
-      } else this.socket.write(encodeRequest(flags, type, handle, offset, length));
+        return;
+      }
+      // Requests without data made in one go (a changed-block sync's workers, each asking a read) leave in one write.
+      this.queued.push(header);
+      if (this.queued.length === 1) process.nextTick(this.sendQueued);
     });
   }
+
+  /** Request headers (without data) not written yet: sent together once the current run of promise jobs is over. */
+  private queued: Buffer[] = [];
+  private readonly sendQueued = (): void => {
+    if (this.queued.length === 0) return;
+    const headers = this.queued.length === 1 ? this.queued[0]! : Buffer.concat(this.queued);
+    this.queued = [];
+    if (!this.dead) this.socket.write(headers);
+  };
 
   /**
    * Bytes from the server, `length` of them at the start of `buf`, parsed as
