@@ -54,6 +54,20 @@ test('an unknown option is exit 2 with that command\'s usage; under --json an er
   const bareUrl = dpsr(['status', '--url', '127.0.0.1:8750']);
   assert.is(bareUrl.code, 2);
   assert.match(bareUrl.stderr, /--url is "127\.0\.0\.1:8750"; allowed: http:\/\/HOST:PORT\n  for example --url http:\/\/127\.0\.0\.1:8750/);
+  // A URL no request can be made to is bad usage (exit 2) naming what is wrong, not "no dpsrd answers" (exit 1).
+  for (const [url, why] of [
+    ['http://127.0.0.1:99999', /--url is "http:\/\/127\.0\.0\.1:99999", which is not a valid URL \(a port is 1 to 65535\)/],
+    ['http://user:pw@127.0.0.1:8750', /--url "http:\/\/user:\*\*\*@127\.0\.0\.1:8750" holds a user name or password; the daemon takes its token/],
+    ['http://[::1', /is not a valid URL/],
+  ] as const) {
+    const r = dpsr(['status', '--url', url, '--token-file', '/dev/null']);
+    assert.is(r.code, 2, `${url}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+    assert.not.match(r.stderr, /no dpsrd answers|pw@/);
+  }
+  const emptyId = dpsr(['jobs', '--url', 'http://127.0.0.1:1', '--token-file', '/dev/null', '']);
+  assert.is(emptyId.code, 2, emptyId.stderr);
+  assert.match(emptyId.stderr, /the job id is empty/);
   const typo = dpsr(['help', 'synk']);
   assert.is(typo.code, 2);
   assert.match(typo.stderr, /unknown command 'synk'/);

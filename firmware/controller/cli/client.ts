@@ -251,6 +251,17 @@ export async function runRemote(inv: Invocation): Promise<number> {
     const guess = /^[^\s/:]+:\d+\/?$/.test(url) ? `--url http://${url.replace(/\/$/, '')}` : '--url http://127.0.0.1:8750';
     throw new BadInputError(`--url is ${JSON.stringify(url)}; allowed: http://HOST:PORT`, { hint: `for example ${guess} (dpsrd prints its URL when it starts)` });
   }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new BadInputError(`--url is ${JSON.stringify(url)}, which is not a valid URL (a port is 1 to 65535)`, { hint: 'for example --url http://127.0.0.1:8750 (dpsrd prints its URL when it starts)' });
+  }
+  if (parsed.username || parsed.password) {
+    parsed.password = parsed.password ? '***' : '';
+    throw new BadInputError(`--url ${JSON.stringify(parsed.href.replace(/\/$/, ''))} holds a user name or password; the daemon takes its token as a bearer token`, { hint: 'leave them out of --url and pass --token-file FILE (the daemon keeps it in <state-dir>/api-token)' });
+  }
+  if (takesId && args[0] === '') throw new BadInputError(`the job id is empty`, { hint: `leave it out ${command === 'jobs' ? 'to list the jobs' : 'to cancel the running job'}, or give an id \`dpsr jobs --url ${url}\` lists` });
   const pair = opts.pair as string | undefined;
   if (pair !== undefined && !/^[a-z][a-z0-9-]{0,31}$/.test(pair)) throw new BadInputError(`--pair is ${JSON.stringify(pair)}; allowed: a pair id as the config names it (lower-case letters, digits, dashes)`, { hint: `\`dpsr status --url ${url}\` lists the pairs` });
   /** The route of a pair-specific command: the pair's own with --pair, else the old one (the daemon's only pair). */
