@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, openSync, closeSync, fstatSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync, readFileSync, openSync, closeSync, fstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { call, waitFor } from './support/harness.ts';
@@ -62,7 +62,33 @@ function fakeNotifySocket(dir: string) {
       buf = buf.slice(i + 1);
     }
   });
-  return { path, lines, ready: waitFor(() => lines.includes('listening'), 10_000, 'the fake notify socket') };
+  let markers = 0;
+  /** Resolves once every datagram sent before the call is in `lines`: datagrams are read in order, so a marker sent now comes after them. */
+  const drained = async () => {
+    const marker = `STATUS=drained-${++markers}`;
+    spawnSync('systemd-notify', [marker], { env: { ...process.env, NOTIFY_SOCKET: path } });
+    await waitFor(() => lines.some((l) => l.endsWith(` ${marker}`)), 10_000, `the marker ${marker} through the fake notify socket`);
+  };
+  return { path, lines, drained, ready: waitFor(() => lines.includes('listening'), 10_000, 'the fake notify socket') };
+}
+
+/** Whether every child of `pid` has exited (a stopped parent leaves them zombies): each systemd-notify it started has sent its datagram. */
+function childrenDone(pid: number): boolean {
+  const tasks = readdirSync(`/proc/${pid}/task`);
+  const kids = tasks.flatMap((t) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ').filter(Boolean);
+    } catch {
+      return []; // a thread that ended meanwhile
+    }
+  });
+  return kids.every((k) => {
+    try {
+      return /^\d+ \(.*\) Z /.test(readFileSync(`/proc/${k}/stat`, 'utf8'));
+    } catch {
+      return true; // gone already
+    }
+  });
 }
 
 test('under systemd: READY=1 once the API answers, WATCHDOG=1 from the event loop, STOPPING=1, all credited to dpsrd', async () => {
@@ -92,9 +118,12 @@ test('under systemd: READY=1 once the API answers, WATCHDOG=1 from the event loo
   assert.ok(sock.lines.filter((l) => l.includes('WATCHDOG=1')).every((l) => l.startsWith(`pid=${d.pid} `)));
   // A stopped event loop sends nothing: this is what lets systemd restart a hung daemon.
   d.kill('SIGSTOP');
-  await new Promise((r) => setTimeout(r, 300));
+  // A ping whose helper was started just before the stop still arrives, however long a loaded machine takes to run it.
+  await waitFor(() => childrenDone(d.pid!), 10_000, "the notify helpers dpsrd started before it was stopped to end");
+  await sock.drained();
   const frozen = pings();
   await new Promise((r) => setTimeout(r, 1000));
+  await sock.drained();
   assert.is(pings(), frozen, 'no ping while the process is stopped');
   d.kill('SIGCONT');
   await waitFor(() => pings() > frozen, 10_000, 'pings again after SIGCONT');
