@@ -131,6 +131,8 @@ test('a drive written all the time: past the maximum, crash-consistent or skip a
   if (!haveQsd) return;
   await withDaemon('busy', async (daemon) => {
     const w = writer(daemon, 20);
+    // Waited for once the writer is writing: a connect slower than the window must not leave the drive quiet in it.
+    await w.first;
     try {
       // quietMs = maxWaitMs: a write anywhere in the window means the fallback, however the machine schedules the poll.
       const cc = await waitForQuiescence(daemon, { quietMs: 1000, maxWaitMs: 1000, fallback: 'crash-consistent', pollMs: 50 });
