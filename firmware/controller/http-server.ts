@@ -180,6 +180,25 @@ export function parseTarget(target: string | undefined): { pathname: string; que
   return { pathname: q < 0 ? rest : rest.slice(0, q), query: new URLSearchParams(q < 0 ? '' : rest.slice(q + 1)) };
 }
 
+/**
+ * Why a request body in this form cannot be read, or null: a content
+ * encoding other than identity (a gzip body is not unpacked: RFC 9110
+ * section 8.4 answers 415), a media type other than application/json (such
+ * as application/json-seq), or a charset other than UTF-8. An empty body
+ * is held only to the encoding.
+ */
+export function bodyFormatProblem(contentType: string, contentEncoding: string | undefined, empty: boolean): string | null {
+  if (contentEncoding !== undefined && !/^\s*identity\s*$/i.test(contentEncoding)) return `request body has content-encoding ${show(contentEncoding)}; allowed: none (identity)`;
+  if (empty || contentType === '') return null;
+  const [type, ...params] = contentType.split(';');
+  if (type!.trim().toLowerCase() !== 'application/json') return `request body has content-type ${show(contentType)}; allowed: application/json`;
+  for (const p of params) {
+    const m = /^\s*charset\s*=\s*"?([^";\s]*)"?\s*$/i.exec(p);
+    if (m && !/^utf-?8$/i.test(m[1]!)) return `request body has charset ${show(m[1])}; allowed: utf-8`;
+  }
+  return null;
+}
+
 /** A percent-decoded path parameter; a malformed escape is bad input, not a server error. */
 function decodeParam(name: string, raw: string): string {
   try {
@@ -320,14 +339,14 @@ function apiHandler(routes: Route[], opts: ServerOptions): (req: IncomingMessage
       let body: unknown = undefined;
       if (req.method === 'POST') {
         const text = await readBody(req, hit.bodyLimit);
-        const ctype = req.headers['content-type'] ?? '';
+        const unsupported = bodyFormatProblem(req.headers['content-type'] ?? '', req.headers['content-encoding'], text.trim() === '');
+        if (unsupported) {
+          status = 415;
+          send(res, 415, { error: { kind: 'bad-input', message: unsupported, hint: 'send the body as uncompressed UTF-8 JSON with content-type application/json; nothing was changed' } });
+          return;
+        }
         if (text.trim() === '') body = {};
         else {
-          if (ctype && !/^application\/json\b/i.test(ctype)) {
-            status = 415;
-            send(res, 415, { error: { kind: 'bad-input', message: `request body has content-type ${show(ctype)}; allowed: application/json` } });
-            return;
-          }
           if (jsonNestsDeeper(text, MAX_JSON_DEPTH)) throw new BadInputError(`request body nests arrays or objects deeper than ${MAX_JSON_DEPTH} levels`, { hint: 'send the flat JSON object the route describes (GET /api/openapi.json)' });
           try {
             body = JSON.parse(text);

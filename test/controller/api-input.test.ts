@@ -13,7 +13,8 @@ import { connect } from 'node:net';
 import { request } from 'node:http';
 import { makeDaemon, idle, type TestDaemon } from './support/harness.ts';
 import { linesBackwards } from '../../firmware/controller/events.ts';
-import { jsonNestsDeeper, parseTarget, queryProblem, REQUEST_TIMEOUT_MS } from '../../firmware/controller/http-server.ts';
+import { bodyFormatProblem, jsonNestsDeeper, parseTarget, queryProblem, REQUEST_TIMEOUT_MS } from '../../firmware/controller/http-server.ts';
+import { gzipSync } from 'node:zlib';
 import { duplicateKey, maxBodyBytes } from '../../firmware/controller/schema.ts';
 
 let d: TestDaemon;
@@ -108,6 +109,40 @@ test('every POST route refuses a body it does not take with 400, before anything
   assert.match(wrong.body.error.message, /request body is \{"all":true\}; this route takes none/);
   assert.is((await d.api('POST', '/api/session/logout', {})).status, 200);
   assert.is((await d.api('POST', '/api/session/logout')).status, 200);
+});
+
+test('bodyFormatProblem: only uncompressed UTF-8 JSON is read; the encoding, the media type or the charset is named', () => {
+  assert.is(bodyFormatProblem('application/json', undefined, false), null);
+  assert.is(bodyFormatProblem('Application/JSON; charset="UTF-8"', 'identity', false), null);
+  assert.is(bodyFormatProblem('', undefined, false), null);
+  assert.match(bodyFormatProblem('application/json', 'gzip', false)!, /content-encoding "gzip"; allowed: none/);
+  assert.match(bodyFormatProblem('application/json', 'gzip', true)!, /content-encoding "gzip"/);
+  assert.match(bodyFormatProblem('application/json-seq', undefined, false)!, /content-type "application\/json-seq"; allowed: application\/json/);
+  assert.match(bodyFormatProblem('application/json; charset=latin1', undefined, false)!, /charset "latin1"; allowed: utf-8/);
+  assert.match(bodyFormatProblem('text/plain', undefined, false)!, /content-type "text\/plain"/);
+  assert.is(bodyFormatProblem('text/plain', undefined, true), null);
+});
+
+test('a gzip body, a JSON-like media type or another charset gets 415 naming it, and starts nothing (an empty gzip body started a verify)', async () => {
+  const before = (await d.api('GET', '/api/jobs')).body.jobs.length;
+  const gz = await d.api('POST', '/api/verify', undefined, { raw: '', headers: { 'content-encoding': 'gzip' } });
+  assert.is(gz.status, 415, JSON.stringify(gz.body));
+  assert.match(gz.body.error.message, /content-encoding "gzip"/);
+  const packed = await new Promise<number>((resolve, reject) => {
+    const body = gzipSync('{}');
+    const req = request(new URL('/api/verify', d.url), { method: 'POST', headers: { authorization: `Bearer ${d.token}`, 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': body.length } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  assert.is(packed, 415);
+  for (const ctype of ['application/json-seq', 'application/json; charset=iso-8859-1']) {
+    const r = await d.api('POST', '/api/verify', undefined, { raw: '{}', headers: { 'content-type': ctype } });
+    assert.is(r.status, 415, `${ctype}: ${JSON.stringify(r.body)}`);
+  }
+  assert.is((await d.api('GET', '/api/jobs')).body.jobs.length, before);
 });
 
 test('queryProblem: a name the route does not list, or one given twice, is named; listed names once each pass', () => {
