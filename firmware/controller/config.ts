@@ -328,7 +328,14 @@ export function loadConfigFile(path: string): DaemonConfig {
   // YAML refuses a repeated key itself; JSON.parse keeps the last one without a word.
   const twice = path.endsWith('.json') ? duplicateKey(text) : null;
   if (twice !== null) throw new BadInputError(`the config file ${path}: key ${twice} is given twice; which value was meant cannot be told`, { hint: 'give each key once; the daemon did not start' });
-  return validateDaemonConfig(raw ?? {}, path);
+  // An empty file is no choice of rig: on the board it is a config lost or truncated, and starting the simulated
+  // rig in its place would leave the host's drives unprotected behind a daemon that looks healthy.
+  if (raw === null || raw === undefined) {
+    throw new BadInputError(`the config file ${path} holds no settings (it is empty, only comments, or null)`, {
+      hint: 'put the configuration back (deploy/config.example.yaml shows one); for the simulated rig pass no --config, or write `rig: sim` in it. The daemon did not start',
+    });
+  }
+  return validateDaemonConfig(raw, path);
 }
 
 /** Whether an address's port, if it ends in one (`…:PORT`; a unix socket path has none), is at most 65535. */

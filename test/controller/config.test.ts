@@ -89,6 +89,13 @@ test('YAML and JSON files; syntax errors name the file', () => {
     assert.match(msg(() => loadConfigFile(join(dir, 'd.json'))), /d.json.*key sync.mode is given twice/);
     writeFileSync(join(dir, 'e.yaml'), 'sync:\n  mode: compare\n  mode: manifest\n');
     assert.match(msg(() => loadConfigFile(join(dir, 'e.yaml'))), /e.yaml is not valid YAML.*unique/);
+    // A file with no settings is no choice of rig (a truncated /etc/dpsr/config.yaml ran the simulated rig on the board).
+    for (const [name, text] of [['empty.yaml', ''], ['comments.yaml', '# bays and relays\n\n'], ['null.yaml', 'null\n'], ['tilde.yaml', '~\n'], ['null.json', 'null']]) {
+      writeFileSync(join(dir, name), text);
+      assert.match(msg(() => loadConfigFile(join(dir, name))), new RegExp(`${name.replace('.', '\\.')} holds no settings`));
+    }
+    writeFileSync(join(dir, 'sim.yaml'), 'rig: sim\n');
+    assert.is(loadConfigFile(join(dir, 'sim.yaml')).rig, 'sim');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
