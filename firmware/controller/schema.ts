@@ -19,8 +19,9 @@ export type Infer<S> = S extends Schema<infer T> ? T : never;
 
 export function show(value: unknown): string {
   if (value === undefined) return 'missing';
-  // JSON.parse reads 1e400 as Infinity, which JSON.stringify would show as null.
-  if (typeof value === 'number' && !Number.isFinite(value)) return 'a number too large to hold';
+  // JSON.parse reads 1e400 as Infinity, which JSON.stringify would show as null; YAML also has .nan and -.inf.
+  if (typeof value === 'number' && Number.isNaN(value)) return 'not a number (NaN)';
+  if (typeof value === 'number' && !Number.isFinite(value)) return value > 0 ? 'a number too large to hold' : 'a negative number too large to hold';
   let text: string | undefined;
   try {
     text = JSON.stringify(value);

@@ -94,6 +94,11 @@ test('YAML and JSON files; syntax errors name the file', () => {
       writeFileSync(join(dir, name), text);
       assert.match(msg(() => loadConfigFile(join(dir, name))), new RegExp(`${name.replace('.', '\\.')} holds no settings`));
     }
+    // YAML's special numbers are named as what they are, not all as "too large".
+    writeFileSync(join(dir, 'nan.yaml'), 'sim: {driveSizeMiB: .nan}\n');
+    assert.match(msg(() => loadConfigFile(join(dir, 'nan.yaml'))), /sim\.driveSizeMiB is not a number \(NaN\); allowed: an integer from 16/);
+    writeFileSync(join(dir, 'inf.yaml'), 'jobs: {history: -.inf}\n');
+    assert.match(msg(() => loadConfigFile(join(dir, 'inf.yaml'))), /jobs\.history is a negative number too large to hold/);
     writeFileSync(join(dir, 'sim.yaml'), 'rig: sim\n');
     assert.is(loadConfigFile(join(dir, 'sim.yaml')).rig, 'sim');
   } finally {
