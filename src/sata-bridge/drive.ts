@@ -224,6 +224,34 @@ export function heldElsewhere(loc: DriveLocation, roots: SysRoots = linuxRoots):
 }
 
 /**
+ * A value that changes whenever the drive is written, by any path, read
+ * without reading the drive: for an image file its modification time (in
+ * nanoseconds); for a block device the kernel's count of writes to the whole
+ * disk since boot (`/sys/block/NAME/stat`, partitions included) with the boot's
+ * id, and for a loop device also its backing file's modification time.
+ * Undefined where none can be read (an NBD export). Opaque: only compared.
+ */
+export function writeStampOf(loc: DriveLocation, roots: SysRoots = linuxRoots): string | undefined {
+  if (loc.kind === 'nbd') return undefined;
+  const mtime = (path: string) => {
+    try {
+      return `mtime:${statSync(path, { bigint: true }).mtimeNs}`;
+    } catch {
+      return undefined;
+    }
+  };
+  if (loc.kind === 'image') return mtime(loc.realPath);
+  const disk = loc.node?.disk;
+  if (!disk) return undefined;
+  const fields = readState(join(roots.sys, 'block', disk, 'stat'))?.split(/\s+/);
+  const bootId = readState('/proc/sys/kernel/random/boot_id');
+  // Fields 5 and 7: write requests completed and sectors written.
+  if (!fields || fields.length < 7 || !bootId) return undefined;
+  const backing = loc.node?.backingFile && !loc.node.backingFile.endsWith(' (deleted)') ? mtime(loc.node.backingFile) : undefined;
+  return [`writes:${bootId}:${disk}:${fields[4]}:${fields[6]}`, backing].filter(Boolean).join(';');
+}
+
+/**
  * The identity of a located drive. An NBD export's size and sectors are known
  * only once connected: for one, open it and read the drive's `identity`
  * (DeviceError here); `driveKeyOf` gives its key without connecting.

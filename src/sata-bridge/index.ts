@@ -12,6 +12,7 @@ export {
   type StorageObject,
   usageOf,
   heldElsewhere,
+  writeStampOf,
   identityOf,
   driveKeyOf,
   FileBlockDevice,

@@ -40,6 +40,8 @@ export interface ManifestHeader {
   coverage: ByteRange[];
   /** The table's checksum (see the file's comment), as a decimal string. */
   bodyChecksum: string;
+  /** The standby's write stamp when the manifest was sealed (`writeStampOf`); absent where none can be read. */
+  writeStamp?: string;
 }
 
 /**
@@ -51,13 +53,17 @@ export interface ManifestHeader {
  * full compare; one that only sat on a shelf keeps its generation and its
  * manifest.
  */
-export function manifestStaleness(header: Pick<ManifestHeader, 'format' | 'state' | 'targetKey' | 'targetSize' | 'generation'>, expect: ManifestExpectation): string | undefined {
+export function manifestStaleness(header: Pick<ManifestHeader, 'format' | 'state' | 'targetKey' | 'targetSize' | 'generation' | 'writeStamp'>, expect: ManifestExpectation): string | undefined {
   if ((header.format as string) === 'dpsr-manifest-1') return 'the manifest has an earlier format, without a checksum a sync can keep up to date';
   if (header.format !== FORMAT) return 'the manifest has an unknown format';
   if (header.state !== 'valid') return 'the last sync was interrupted, so the standby may differ from its manifest';
   if (header.targetKey !== expect.targetKey) return 'the standby is another drive than the manifest describes';
   if (header.targetSize !== expect.targetSize) return 'the standby changed size';
   if (header.generation !== expect.generation) return `the manifest is stale: it describes generation ${header.generation} of the standby, which holds generation ${expect.generation} now`;
+  // Same generation, but written since by something else (mounted read-write, a tool): its hashes may not be its content.
+  if (header.writeStamp !== undefined && expect.writeStamp !== undefined && header.writeStamp !== expect.writeStamp) {
+    return 'the standby was written since its last sync (mounted, or by a tool), so it may differ from its manifest';
+  }
   return undefined;
 }
 
@@ -65,6 +71,8 @@ export interface ManifestExpectation {
   readonly targetKey: string;
   readonly targetSize: number;
   readonly generation: number;
+  /** The standby's write stamp now; undefined where none can be read (then only the other fields decide). */
+  readonly writeStamp?: string;
 }
 
 /** Pending table writes are applied once they hold this many entries (bounded memory for any drive). */
@@ -270,12 +278,13 @@ export class Manifest {
    * writeback: lost in a power cut, it still says dirty, and the next sync
    * compares instead.
    */
-  async seal(generation: number, synced: readonly ByteRange[]): Promise<void> {
+  async seal(generation: number, synced: readonly ByteRange[], writeStamp?: string): Promise<void> {
     if (this.flushing) await this.flushing;
     // Hashes given, or written, after a flush had started are not durable yet.
     if (this.pending.length > 0 || this.durableWrites !== this.tableWrites) await this.flushTable();
     this.header.coverage = normalizeRanges([...this.header.coverage, ...synced]);
     this.header.generation = generation;
+    this.header.writeStamp = writeStamp;
     this.header.bodyChecksum = this.sum.toString();
     this.header.state = 'valid';
     await this.writeHeader();

@@ -11,6 +11,7 @@ import {
   openLocated,
   sameStorage,
   usageOf,
+  writeStampOf,
   identityOf,
   allocAligned,
   driveKeyOf,
@@ -401,7 +402,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
     // The manifest describes the standby; a restore writes the active drive and leaves it as it is.
     const writesStandby = plan.writesStandby;
     // Only manifest mode consults the table, so only it reads the whole table for its checksum; the other modes write what they copy.
-    const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation }, { checkTable: plan.mode === 'manifest' }) : undefined;
+    const manifestOpen = writesStandby ? await Manifest.open(files.manifest, { targetKey, targetSize: target.size, generation: targetRecord.generation, writeStamp: writeStampOf(targetLoc) }, { checkTable: plan.mode === 'manifest' }) : undefined;
     if (manifestOpen) closing.push(() => manifestOpen.manifest.close());
     let mode: 'clone' | 'compare' | 'manifest' | 'changed' = kind === 'clone' ? 'clone' : plan.mode === 'changed' ? 'changed' : 'compare';
     if (kind !== 'clone' && plan.mode === 'manifest') {
@@ -543,7 +544,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       // The standby kept its old bytes where the source was unreadable: the manifest cannot vouch for them.
       await manifestOpen?.manifest.markDirty();
     } else {
-      await manifestOpen?.manifest.seal(generation, [...plan.ranges]);
+      // The stamp after the copy's last flush: a write to the standby from now on changes it.
+      await manifestOpen?.manifest.seal(generation, [...plan.ranges], writeStampOf(targetLoc));
     }
     await manifestOpen?.manifest.close();
     await journal?.close();

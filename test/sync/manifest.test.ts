@@ -197,5 +197,33 @@ test('a block a partition sync copied only in part is unknown to the manifest: t
   assert.ok(v.identical, `the standby differs at ${JSON.stringify(v.differences)}`);
 });
 
+test('a standby written outside dpsr since its last sync (mounted read-write, a tool) is compared, not trusted to its manifest; one that was not keeps manifest mode', async () => {
+  const size = 4 * MiB;
+  const a = join(dir, 'touched-a.img');
+  const b = join(dir, 'touched-b.img');
+  const stateDir = join(dir, 'touched-state');
+  rmSync(stateDir, { recursive: true, force: true });
+  const rand = xorshift32(7);
+  writeFileSync(a, Buffer.from(Uint32Array.from({ length: size / 4 }, () => rand()).buffer));
+  writeFileSync(b, Buffer.alloc(size));
+  await clone({ stateDir, source: a, target: b });
+  const first = await sync({ stateDir, source: a, target: b, mode: 'manifest' });
+  assert.is(first.mode, 'manifest', first.notes.join('; '));
+  // As a read-write mount of the standby does (a journal replay, a superblock's mount count): a few blocks change there.
+  const fd = openSync(b, 'r+');
+  writeSync(fd, Buffer.alloc(4096, 0x5a), 0, 4096, 1 * MiB);
+  closeSync(fd);
+  // The manifest said "same as the active drive" for that block: the sync wrote nothing, and the standby differed from then on.
+  const after = await sync({ stateDir, source: a, target: b, mode: 'manifest' });
+  assert.is(after.mode, 'compare');
+  assert.match(after.notes.join('; '), /the standby was written since its last sync/);
+  assert.is(after.bytesWritten, 4096);
+  const v = await verify({ stateDir, source: a, target: b });
+  assert.ok(v.identical, `the standby differs at ${JSON.stringify(v.differences)}`);
+  // Untouched since: manifest mode again.
+  const again = await sync({ stateDir, source: a, target: b, mode: 'manifest' });
+  assert.is(again.mode, 'manifest', again.notes.join('; '));
+});
+
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 test.run();
