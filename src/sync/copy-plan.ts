@@ -86,6 +86,14 @@ export interface PlanInput {
   readonly copyRunning?: boolean;
   /** Signatures found in the target's tail, past the area the copy writes. */
   readonly targetTail?: readonly TailSignature[];
+  /**
+   * Why the standby may no longer hold its last sync (written since by
+   * something else: its write stamp differs from the one its manifest was
+   * sealed with, standbyWrittenSinceSeal), or undefined. Changed-block mode
+   * copies only what the active drive changed, so it would leave such writes
+   * in place: the sync is a full one instead.
+   */
+  readonly standbyWritten?: string;
 }
 
 export interface Refusal {
@@ -406,7 +414,8 @@ export function planCopy(input: PlanInput): CopyDecision {
   }
   const requiredBytes = Math.max(...ranges.map((r) => r.start + r.length));
   if (mode === 'changed') {
-    const why = !req.changed ? 'there is no changed-block tracking: the controller is not in inline mode' : 'untrusted' in req.changed ? req.changed.untrusted : undefined;
+    // A resumed changed sync keeps its plan (rule 7); its interruption wrote the standby, so its stamp differs anyway.
+    const why = !req.changed ? 'there is no changed-block tracking: the controller is not in inline mode' : 'untrusted' in req.changed ? req.changed.untrusted : !pending ? input.standbyWritten : undefined;
     if (why !== undefined || !req.changed || !('ranges' in req.changed)) {
       mode = 'manifest';
       notes.push(`changed-block mode not possible (${why}): a full sync in manifest mode instead`);

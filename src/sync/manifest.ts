@@ -21,7 +21,7 @@
  * "valid" only after the table is on disk.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import { BlockHasher } from './hash.ts';
 import { normalizeRanges, type ByteRange } from './ranges.ts';
 
@@ -61,10 +61,38 @@ export function manifestStaleness(header: Pick<ManifestHeader, 'format' | 'state
   if (header.targetSize !== expect.targetSize) return 'the standby changed size';
   if (header.generation !== expect.generation) return `the manifest is stale: it describes generation ${header.generation} of the standby, which holds generation ${expect.generation} now`;
   // Same generation, but written since by something else (mounted read-write, a tool): its hashes may not be its content.
-  if (header.writeStamp !== undefined && expect.writeStamp !== undefined && header.writeStamp !== expect.writeStamp) {
-    return 'the standby was written since its last sync (mounted, or by a tool), so it may differ from its manifest';
-  }
+  if (writtenSince(header, expect.writeStamp)) return `${WRITTEN_SINCE}, so it may differ from its manifest`;
   return undefined;
+}
+
+/** The header block: JSON padded with NULs to HEADER_BYTES. Throws SyntaxError when it is not. */
+const parseHeader = (buf: Buffer): ManifestHeader => JSON.parse(buf.toString('utf8').replace(/\0+$/, '').trim()) as ManifestHeader;
+
+const WRITTEN_SINCE = 'the standby was written since its last sync (mounted, or by a tool)';
+const writtenSince = (header: Pick<ManifestHeader, 'writeStamp'>, stampNow: string | undefined) => header.writeStamp !== undefined && stampNow !== undefined && header.writeStamp !== stampNow;
+
+/**
+ * Why the standby may not hold its last sync any more, read from the sealed
+ * manifest at `path` alone (no table read): its write stamp now (`stampNow`,
+ * writeStampOf) is not the one the last sync sealed. Undefined when the
+ * stamps agree, either is unknown, or there is no sealed manifest (an
+ * interrupted sync, or none yet: the caller's other checks decide then).
+ */
+export function standbyWrittenSinceSeal(path: string, stampNow: string | undefined): string | undefined {
+  let header: ManifestHeader;
+  try {
+    const buf = Buffer.alloc(HEADER_BYTES);
+    const fd = openSync(path, 'r');
+    try {
+      readSync(fd, buf, 0, HEADER_BYTES, 0);
+    } finally {
+      closeSync(fd);
+    }
+    header = parseHeader(buf);
+  } catch {
+    return undefined;
+  }
+  return header.state === 'valid' && writtenSince(header, stampNow) ? WRITTEN_SINCE : undefined;
 }
 
 export interface ManifestExpectation {
@@ -133,7 +161,7 @@ export class Manifest {
     try {
       const buf = Buffer.alloc(HEADER_BYTES);
       await handle.read(buf, 0, HEADER_BYTES, 0);
-      header = JSON.parse(buf.toString('utf8').replace(/\0+$/, '').trim()) as ManifestHeader;
+      header = parseHeader(buf);
       sum = BigInt(header.bodyChecksum);
       if (sum < 0n || sum >= 1n << 64n) throw new RangeError('checksum out of range');
     } catch {

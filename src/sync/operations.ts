@@ -26,7 +26,7 @@ import { normalizeRanges, formatBytes, chunksOf, subtractRanges, alignRangesOutw
 import { relocatedExpectations, checkExpectations } from './verify-gpt.ts';
 import { UndoJournal, rollBack, removeJournal, scanJournal, JournalFullError } from './undo-journal.ts';
 import { SyncMap } from './sync-map.ts';
-import { Manifest } from './manifest.ts';
+import { Manifest, standbyWrittenSinceSeal } from './manifest.ts';
 import { JournaledDevice } from './journaled-device.ts';
 import { acquirePairLock, acquireDriveLock, acquireDriveReadLock, pairLockHeld, takePairLockNow, type Lock } from './pair-lock.ts';
 import { PairStore, pairIdFor, pairOfDrives, newPairRecord, recordCompletedCopy, recordBecameActive, knownDrive, moveStandbysToNewActive, type PairRecord, type StandbyState } from './pair-state.ts';
@@ -274,7 +274,11 @@ async function lockForWriting(stateDir: string, pairId: string, targetLoc: Drive
 
 /** The pair's files: journal, sync map, manifest. */
 function pairFiles(store: PairStore, pair: PairRecord | string) {
-  const dir = store.pairDir(pair);
+  return pairFilesIn(store.pairDir(pair));
+}
+
+/** The names of a pair's files in its folder `dir` (not created here). */
+function pairFilesIn(dir: string) {
   return { journal: join(dir, 'undo.journal'), syncMap: join(dir, 'sync-map.json'), manifest: join(dir, 'standby.manifest') };
 }
 
@@ -343,7 +347,7 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
       const pairFolder = join(store.dir, 'pairs', pairId);
       const pending = store.pairFor(sourceFacts.key, targetFacts.key)?.pendingCopy;
       sourceLayout = await readLayout(source, { sniff: false }).catch(() => undefined);
-      const scan = pending?.journaled ? await scanJournal(join(pairFolder, 'undo.journal')) : undefined;
+      const scan = pending?.journaled ? await scanJournal(pairFilesIn(pairFolder).journal) : undefined;
       journalBudget = req.journalBudget ?? defaultJournalBudget(store.dir);
       // The copy never writes past the source's size, so the target's tail can be read now: what its previous life left there.
       tail = await planCopyTail(source, look, sourceLayout);
@@ -356,6 +360,8 @@ async function copy(req: CopyRequest, requestedKind: CopyKind): Promise<CopyRepo
         journalRecords: scan?.records.length ?? 0,
         journal: { budgetBytes: journalBudget, heldBytes: scan?.validBytes ?? 0, budgetGiven: req.journalBudget !== undefined },
         targetTail: tail.cleanup.signatures,
+        // Asked only of a changed-block sync, the one mode that trusts the standby outside what it copies.
+        standbyWritten: requestedMode === 'changed' ? standbyWrittenSinceSeal(pairFilesIn(pairFolder).manifest, writeStampOf(targetLoc)) : undefined,
       });
     } finally {
       await look.close();

@@ -6,6 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { openSync, readFileSync, readdirSync, statSync, truncateSync, writeFileSync, writeSync, closeSync, copyFileSync, cpSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { openLocated, type DriveLocation, type OpenDriveOptions } from '../../src/sata-bridge/index.ts';
@@ -110,6 +111,27 @@ test('a changed sync copies only the given ranges, journaled; recover rolls it b
   assert.ok(readFileSync(a).equals(readFileSync(b)));
 });
 
+test('a standby written since its last sync by something else gets a full sync, not a changed one: the changed blocks are only what the active drive changed', async () => {
+  const stateDir = join(dir, 'written-state');
+  const a = randomImage(join(dir, 'written-a.img'), 8 * MiB, 31);
+  const b = join(dir, 'written-b.img');
+  copyFileSync(a, b);
+  await clone({ stateDir, source: a, target: b, forceClone: true });
+  // Mounted read-write, or a tool: 4 KiB of the standby outside any changed block.
+  scribble(b, 6 * MiB, 4 * KiB, 0x77);
+  scribble(a, 1 * MiB, 64 * KiB, 0x11);
+  const r = await sync({ stateDir, source: a, target: b, mode: 'changed', changed: { ranges: [{ start: 1 * MiB, length: 64 * KiB }] } });
+  assert.is(r.result, 'done');
+  assert.ok(r.notes.some((n) => /changed-block mode not possible \(the standby was written since its last sync/.test(n)), r.notes.join('; '));
+  assert.ok(readFileSync(a).equals(readFileSync(b)), 'the foreign write is undone too');
+  // Sealed again: the next changed sync is a changed one.
+  scribble(a, 2 * MiB, 64 * KiB, 0x12);
+  const next = await sync({ stateDir, source: a, target: b, mode: 'changed', changed: { ranges: [{ start: 2 * MiB, length: 64 * KiB }] } });
+  assert.is(next.mode, 'changed');
+  assert.is(next.bytesWritten, 64 * KiB);
+  assert.ok(readFileSync(a).equals(readFileSync(b)));
+});
+
 test('a changed sync reads the standby with O_DIRECT (no readahead around scattered granules) and writes it through the page cache; on tmpfs, which has no O_DIRECT, all through the page cache', async () => {
   const stateDir = join(dir, 'direct-state');
   const a = randomImage(join(dir, 'direct-a.img'), 8 * MiB, 23);
@@ -170,7 +192,12 @@ test('changed blocks read straight into small journal batches: many batches in t
   assert.is(report.bytesWritten, written);
   assert.ok(readFileSync(a).equals(readFileSync(b)), 'the standby is the active drive');
   // The same sync over the previous backup, cut at its 20th chunk: recover puts back every old byte the batches journaled.
+  // The backup is put back with the write stamp the last sync sealed, as if nothing had written it since.
+  const sealed = join(dir, 'inplace-sealed-stamp');
+  writeFileSync(sealed, '');
+  execFileSync('touch', ['-r', b, sealed]);
   writeFileSync(b, backup);
+  execFileSync('touch', ['-r', sealed, b]);
   let chunks = 0;
   const err = await sync({ stateDir, source: a, target: b, mode: 'changed', changed: { ranges }, batchBytes: 256 * KiB, inFlight: 8, onChunkDone: () => { if (++chunks === 20) throw new Error('power cut'); } }).catch((e: unknown) => e);
   assert.instance(err, Error);
@@ -214,6 +241,14 @@ test('a power cut during a changed sync, with standby writes still in the cache 
   const state0 = join(base, 'state0');
   await clone({ stateDir: state0, source: a, target: b, forceClone: true });
   const backup = readFileSync(b);
+  // Each trial puts the backup back with the write stamp the clone sealed, as if nothing had written it since.
+  const sealed = join(base, 'sealed-stamp');
+  writeFileSync(sealed, '');
+  execFileSync('touch', ['-r', b, sealed]);
+  const putBackup = (content = backup) => {
+    writeFileSync(b, content);
+    execFileSync('touch', ['-r', sealed, b]);
+  };
   // 40 scattered granules, one of them two granules long.
   const ranges = Array.from({ length: 40 }, (_, i) => ({ start: i * 6 * 64 * KiB, length: i === 7 ? 128 * KiB : 64 * KiB }));
   for (const [i, r] of ranges.entries()) scribble(a, r.start, r.length, 0x80 + i);
@@ -247,7 +282,7 @@ test('a power cut during a changed sync, with standby writes still in the cache 
     for (let trial = 0; trial < 9; trial++) {
       const stateDir = join(base, `state-${trial}`);
       cpSync(state0, stateDir, { recursive: true });
-      writeFileSync(b, backup);
+      putBackup();
       durable.clear();
       // The cut: at the final flush (every write still held) in some trials, at a random write in the others.
       const cutAtWrite = trial % 3 === 0 ? Infinity : 1 + ((trial * 7) % 36);
@@ -281,7 +316,7 @@ test('a power cut during a changed sync, with standby writes still in the cache 
         });
       };
       const err = await sync({ stateDir, source: a, target: b, ...opts, openDevice }).catch((e: unknown) => e);
-      loseUnsynced(journals); console.log("after", readFileSync(b).equals(backup));
+      loseUnsynced(journals);
       assert.instance(err, Error, `trial ${trial}: the sync was cut`);
       assert.ok(cache && held > 0, `trial ${trial}: writes were held in the cache at the cut (${(err as Error).message}, ${cache?.writes} writes, ${cache?.flushes} flushes)`);
       if (cutAtWrite === Infinity) outcomes.cutAtFlush++;
@@ -292,9 +327,10 @@ test('a power cut during a changed sync, with standby writes still in the cache 
       // Cut again the same way and resumed this time: the resume ends with the standby equal to the source.
       rmSync(stateDir, { recursive: true, force: true });
       cpSync(state0, stateDir, { recursive: true });
+      putBackup(readFileSync(b));
       durable.clear();
       await sync({ stateDir, source: a, target: b, ...opts, openDevice }).catch(() => undefined);
-      loseUnsynced(journals); console.log("after", readFileSync(b).equals(backup));
+      loseUnsynced(journals);
       const resumed = await sync({ stateDir, source: a, target: b, ...opts });
       assert.is(resumed.result, 'done');
       assert.ok(readFileSync(b).equals(readFileSync(a)), `trial ${trial}: the resumed sync left the source's bytes`);
