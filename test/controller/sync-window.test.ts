@@ -24,6 +24,9 @@ test('a sync in a window: host off, both drives on the controller, copy, bay bac
     assert.is(job.state, 'done', JSON.stringify(job.error));
     assert.is(job.options.window, true);
     await es.wait((e) => e.event === 'host.heartbeat' && e.data.data.bay === 'A' && es.events.indexOf(e) > es.events.findIndex((x) => x.event === 'job.done'));
+    // The power LED is sampled apart from the agent's heartbeats: its event may come after the first heartbeat.
+    const muxBack = () => es.events.map((x) => x.event === 'relay' && x.data.data.channel === 'muxA' && x.data.data.on === false).lastIndexOf(true);
+    await es.wait((e) => e.event === 'host.power' && e.data.data.power === 'on' && es.events.indexOf(e) > muxBack());
     // Order of what happened: host off, isolated (A moved to its bridge, B stays on its bridge), copy, A back, host on.
     const seq = es.events.map((e) => e.event === 'host.power' ? `power-${e.data.data.power}` : e.event === 'relay' && e.data.data.channel === 'muxA' ? `muxA-${e.data.data.on}` : e.event === 'job.done' ? 'done' : null).filter(Boolean);
     const off = seq.indexOf('power-off');
