@@ -3,12 +3,12 @@
  * /dev/disk/by-id links) or an NBD export named by its URI. Never creates
  * anything: a missing node is an error.
  */
-import { constants, existsSync, readdirSync, readFileSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { constants, existsSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { open, type FileHandle } from 'node:fs/promises';
 import { BadInputError, BusyError, DeviceError, NotFoundError } from '../errors.ts';
 import type { BlockDevice, DriveIdentity, OpenOptions } from './block-device.ts';
-import { linuxRoots, listDisks, listPartitions, lowerDisksOf, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
+import { blockNames, linuxRoots, listDisks, readTrim, listPartitions, lowerDisksOf, majorMinorOf, readBlockNode, type BlockNodeInfo, type SysRoots } from './sysfs.ts';
 import { diskUsage, exclusivelyClaimed, fileKeyOf, loopBackings, openWriters, readAllMounts, readSwaps, type OpenWriter, type UsageReport } from './mounts.ts';
 import { NbdDrive, isNbdUri, parseNbdUri, type NbdUri } from './nbd-drive.ts';
 
@@ -130,7 +130,7 @@ export function storageObjects(loc: DriveLocation, roots: SysRoots = linuxRoots)
     if (key.startsWith('disk:')) {
       const name = key.slice('disk:'.length);
       // loopBackings names a lower device sysfs does not list by its numbers ("dev-7:3").
-      const mm = name.startsWith('dev-') ? name.slice('dev-'.length) : readSysText(join(roots.sys, 'block', name, 'dev'));
+      const mm = name.startsWith('dev-') ? name.slice('dev-'.length) : readTrim(join(roots.sys, 'block', name, 'dev'));
       out.set(key, mm ? { device: mm } : null);
     } else if (key.startsWith('rdev:')) {
       out.set(key, { device: majorMinorOf(Number(key.slice('rdev:'.length))) });
@@ -146,25 +146,11 @@ export function storageObjects(loc: DriveLocation, roots: SysRoots = linuxRoots)
   return out;
 }
 
-function readSysText(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8').trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The paths loop devices name as their backing files (`/sys/block/loop*\/loop/backing_file`), deleted ones left out. */
 function loopBackingFiles(roots: SysRoots): string[] {
-  let names: string[];
-  try {
-    names = readdirSync(join(roots.sys, 'block'));
-  } catch {
-    return [];
-  }
   const out: string[] = [];
-  for (const name of names) {
-    const file = readSysText(join(roots.sys, 'block', name, 'loop', 'backing_file'));
+  for (const name of blockNames(roots)) {
+    const file = readTrim(join(roots.sys, 'block', name, 'loop', 'backing_file'));
     if (file && !file.endsWith(' (deleted)')) out.push(file);
   }
   return out;
@@ -243,8 +229,8 @@ export function writeStampOf(loc: DriveLocation, roots: SysRoots = linuxRoots): 
   if (loc.kind === 'image') return mtime(loc.realPath);
   const disk = loc.node?.disk;
   if (!disk) return undefined;
-  const fields = readState(join(roots.sys, 'block', disk, 'stat'))?.split(/\s+/);
-  const bootId = readState('/proc/sys/kernel/random/boot_id');
+  const fields = readTrim(join(roots.sys, 'block', disk, 'stat'))?.split(/\s+/);
+  const bootId = readTrim('/proc/sys/kernel/random/boot_id');
   // Fields 5 and 7: write requests completed and sectors written.
   if (!fields || fields.length < 7 || !bootId) return undefined;
   const backing = loc.node?.backingFile && !loc.node.backingFile.endsWith(' (deleted)') ? mtime(loc.node.backingFile) : undefined;
@@ -377,16 +363,8 @@ async function openLocalDrive(loc: LocalLocation, options: OpenDriveOptions): Pr
   const roots = options.roots ?? linuxRoots;
   const disk = loc.node?.disk;
   // A gone USB disk answers EIO like a bad sector does; sysfs tells them apart (the disk is gone or offline).
-  const present = disk ? () => existsSync(join(roots.sys, 'block', disk)) && readState(join(roots.sys, 'block', disk, 'device', 'state')) !== 'offline' : () => true;
+  const present = disk ? () => existsSync(join(roots.sys, 'block', disk)) && readTrim(join(roots.sys, 'block', disk, 'device', 'state')) !== 'offline' : () => true;
   return new FileBlockDevice(loc.requested, identity, handle, !!options.write, present, readHandle);
-}
-
-function readState(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
 }
 
 /** errno codes of a read or write that the medium refused: a bad or unwritable sector. */

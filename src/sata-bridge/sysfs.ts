@@ -37,7 +37,8 @@ export interface BlockNodeInfo {
   readonly bridge?: { vendorId: string; productId: string; driver?: string; product?: string };
 }
 
-function readTrim(path: string): string | undefined {
+/** A sysfs or procfs attribute, trimmed; undefined when it cannot be read or is empty. */
+export function readTrim(path: string): string | undefined {
   try {
     const value = readFileSync(path, 'utf8').trim();
     return value === '' ? undefined : value;
@@ -131,16 +132,19 @@ export function readBlockNode(majorMinor: string, roots: SysRoots = linuxRoots):
   };
 }
 
-/** Every whole disk sysfs lists (`/sys/block/*`), as `major:minor`. */
-export function listDisks(roots: SysRoots = linuxRoots): string[] {
-  let names: string[];
+/** The kernel names of every whole disk (`/sys/block/*`: sda, loop0, nbd1…); empty when sysfs cannot be read. */
+export function blockNames(roots: SysRoots = linuxRoots): string[] {
   try {
-    names = readdirSync(join(roots.sys, 'block'));
+    return readdirSync(join(roots.sys, 'block'));
   } catch {
     return [];
   }
+}
+
+/** Every whole disk sysfs lists (`/sys/block/*`), as `major:minor`. */
+export function listDisks(roots: SysRoots = linuxRoots): string[] {
   const out: string[] = [];
-  for (const name of names.sort()) {
+  for (const name of blockNames(roots).sort()) {
     const dev = readTrim(join(roots.sys, 'block', name, 'dev'));
     if (dev) out.push(dev);
   }
