@@ -24,7 +24,7 @@ import { NbdDrive, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/ind
 import { clone, sync } from '../src/sync/index.ts';
 import { randomImage } from '../test/support/images.ts';
 import { seededShuffle } from '../test/support/xorshift.ts';
-import { GiB, benchDir, dropCaches, median } from './lib.ts';
+import { GiB, benchDir, keepWriteStamp, dropCaches, median } from './lib.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
 const runs = Math.max(1, Number(process.env.DPSR_PROFILE_RUNS ?? 5));
@@ -52,6 +52,7 @@ try {
   const state = join(dir, 'state');
   for (const s of [state0, state]) rmSync(s, { recursive: true, force: true });
   await clone({ stateDir: state0, source: daemon.hostUri, target: B });
+  const putSealedStamp = keepWriteStamp(B);
   // The bench's change: 1 % of the drive in 64 KiB writes at distinct, seeded places, through the export.
   const host = await NbdDrive.open(daemon.hostUri, { write: true });
   const granules = seededShuffle(size / DIRTY_GRANULARITY, 4242);
@@ -66,6 +67,7 @@ try {
   const rows: { wall: number; epoch: number; user: number; system: number; faults: number; gc: number }[] = [];
   for (let i = 0; i < runs; i++) {
     copyFileSync(B0, B);
+    putSealedStamp();
     rmSync(state, { recursive: true, force: true });
     cpSync(state0, state, { recursive: true });
     dropCaches();

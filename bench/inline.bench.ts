@@ -124,7 +124,7 @@ import { ChangedBlockTracker, DIRTY_GRANULARITY } from '../src/snapshot/index.ts
 import { NbdDrive, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/index.ts';
 import { clone, sync } from '../src/sync/index.ts';
 import { randomImage } from '../test/support/images.ts';
-import { GiB, MiB, benchDir, dropCaches, hasCommand, printTable, rate, secs, timedCommand, type Row, benchRuns, measure, median } from './lib.ts';
+import { GiB, MiB, benchDir, keepWriteStamp, dropCaches, hasCommand, printTable, rate, secs, timedCommand, type Row, benchRuns, measure, median } from './lib.ts';
 import { seededShuffle } from '../test/support/xorshift.ts';
 import { freePort } from '../test/support/net.ts';
 
@@ -238,8 +238,12 @@ async function main(): Promise<void> {
     const stateN = join(dir, 'state-nbd');
     const stateF = join(dir, 'state-file');
     for (const s of [stateN0, stateF0, stateN, stateF]) rmSync(s, { recursive: true, force: true });
+    // Each run puts the standby back with the write stamp its state's last sync sealed (an image's mtime, kept in a
+    // reference file): a standby written since by anything else gets a full sync, not a changed one.
     await clone({ stateDir: stateN0, source: daemon.hostUri, target: B });
+    const sealedN = keepWriteStamp(B, 'nbd');
     await clone({ stateDir: stateF0, source: A, target: B });
+    const sealedF = keepWriteStamp(B, 'file');
 
     // The host changes 1 % of the drive in 64 KiB writes at random granules, through the export.
     const count = Math.round((size * 0.01) / GRANULE);
@@ -257,6 +261,7 @@ async function main(): Promise<void> {
 
     const restore = (state0: string, state: string) => () => {
       copyFileSync(B0, B);
+      (state0 === stateN0 ? sealedN : sealedF)();
       rmSync(state, { recursive: true, force: true });
       cpSync(state0, state, { recursive: true });
     };

@@ -52,6 +52,20 @@ export function timedCommand(cmd: string, args: string[], options: { shell?: boo
   return (performance.now() - t) / 1000;
 }
 
+/**
+ * Keeps `image`'s write stamp (its mtime to the nanosecond, in a reference
+ * file beside it, `touch -r`) and returns the function that puts it back. A
+ * bench that writes a standby's old content back between runs puts back the
+ * stamp its last sync sealed too: otherwise the next changed or manifest
+ * sync sees a standby written since by something else and makes a full one.
+ */
+export function keepWriteStamp(image: string, name = 'sealed'): () => void {
+  const ref = `${image}.${name}-stamp`;
+  writeFileSync(ref, '');
+  execFileSync('touch', ['-r', image, ref]);
+  return () => execFileSync('touch', ['-r', ref, image]);
+}
+
 export function hasCommand(name: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
 }

@@ -51,7 +51,7 @@ import { ChangedBlockTracker, liveSync, type Epoch } from '../src/snapshot/index
 import { NbdDrive, SnapshotDrive, openLocated, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/index.ts';
 import { clone, sync, recover, type ChangedBlocks } from '../src/sync/index.ts';
 import { randomImage } from '../test/support/images.ts';
-import { GiB, MiB, benchDir, dropCaches, hasCommand, printTable, secs, type Row, benchRuns, median } from './lib.ts';
+import { GiB, MiB, benchDir, keepWriteStamp, dropCaches, hasCommand, printTable, secs, type Row, benchRuns, median } from './lib.ts';
 import { seededShuffle } from '../test/support/xorshift.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
@@ -135,9 +135,11 @@ async function main(): Promise<void> {
   try {
     const tracker = new ChangedBlockTracker({ daemon, stateFile: join(dir, 'cbt.json'), readRanges: (u, c) => readFlaggedRanges(u, c, STATE_DIRTY) });
     await clone({ stateDir: state0, source: A, target: B });
+    const putSealedStamp = keepWriteStamp(B);
     await tracker.commit(await tracker.beginEpoch());
     const restore = () => {
       copyFileSync(B0, B);
+      putSealedStamp();
       rmSync(state, { recursive: true, force: true });
       cpSync(state0, state, { recursive: true });
     };
