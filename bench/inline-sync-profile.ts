@@ -18,21 +18,14 @@ import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { Session } from 'node:inspector/promises';
-import { StorageDaemon } from '../src/export/index.ts';
-import { ChangedBlockTracker, DIRTY_GRANULARITY } from '../src/snapshot/index.ts';
-import { NbdDrive, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/index.ts';
 import { clone, sync } from '../src/sync/index.ts';
-import { randomImage } from '../test/support/images.ts';
-import { seededShuffle } from '../test/support/xorshift.ts';
+import { startInlineRig, writeScatteredChange } from './inline-rig.ts';
 import { GiB, benchDir, keepWriteStamp, dropCaches, median } from './lib.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
 const runs = Math.max(1, Number(process.env.DPSR_PROFILE_RUNS ?? 5));
 const cpuProfile = process.env.DPSR_PROFILE_CPU;
 const dir = benchDir('inline-sync-profile');
-const A = join(dir, 'active.img');
-const B = join(dir, 'standby.img');
-const B0 = join(dir, 'standby0.img');
 
 const gcs: number[] = [];
 new PerformanceObserver((list) => {
@@ -40,29 +33,15 @@ new PerformanceObserver((list) => {
 }).observe({ entryTypes: ['gc'] });
 
 console.log(`pid ${process.pid}: setting up ${size / GiB} GiB drives in ${dir}`);
-randomImage(A, size, 77);
-copyFileSync(A, B0);
-copyFileSync(A, B);
-const daemon = new StorageDaemon({ drive: A, runDir: join(dir, 'run'), listen: { unix: join(dir, 'run', 'nbd.sock') }, exportName: 'sys', directIo: true });
-await daemon.start();
+const { A, B, B0, daemon, tracker } = await startInlineRig(dir, size);
 try {
-  const tracker = new ChangedBlockTracker({ daemon, stateFile: join(dir, 'cbt.json'), readRanges: (u, c) => readFlaggedRanges(u, c, STATE_DIRTY) });
-  await tracker.commit(await tracker.beginEpoch());
   const state0 = join(dir, 'state0');
   const state = join(dir, 'state');
   for (const s of [state0, state]) rmSync(s, { recursive: true, force: true });
   await clone({ stateDir: state0, source: daemon.hostUri, target: B });
   const putSealedStamp = keepWriteStamp(B);
-  // The bench's change: 1 % of the drive in 64 KiB writes at distinct, seeded places, through the export.
-  const host = await NbdDrive.open(daemon.hostUri, { write: true });
-  const granules = seededShuffle(size / DIRTY_GRANULARITY, 4242);
-  const data = Buffer.alloc(DIRTY_GRANULARITY);
-  for (let i = 0; i < Math.round((size * 0.01) / DIRTY_GRANULARITY); i++) {
-    data.fill((i % 255) + 1);
-    await host.write(data, granules[i]! * DIRTY_GRANULARITY);
-  }
-  await host.flush();
-  await host.close();
+  // The host changes 1 % of the drive in 64 KiB writes at distinct, seeded granules, through the export.
+  await writeScatteredChange(daemon.hostUri, size);
 
   const rows: { wall: number; epoch: number; user: number; system: number; faults: number; gc: number }[] = [];
   for (let i = 0; i < runs; i++) {

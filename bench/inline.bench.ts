@@ -121,19 +121,14 @@ import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { StorageDaemon } from '../src/export/index.ts';
 import { ChangedBlockTracker, DIRTY_GRANULARITY } from '../src/snapshot/index.ts';
-import { NbdDrive, readFlaggedRanges, STATE_DIRTY } from '../src/sata-bridge/index.ts';
 import { clone, sync } from '../src/sync/index.ts';
-import { randomImage } from '../test/support/images.ts';
+import { startInlineRig, writeScatteredChange } from './inline-rig.ts';
 import { GiB, MiB, benchDir, keepWriteStamp, dropCaches, hasCommand, printTable, rate, secs, timedCommand, type Row, benchRuns, measure, median } from './lib.ts';
-import { seededShuffle } from '../test/support/xorshift.ts';
 import { freePort } from '../test/support/net.ts';
 
 const size = Number(process.env.DPSR_BENCH_GIB ?? 2) * GiB;
 const runs = benchRuns;
 const dir = benchDir('inline');
-const A = join(dir, 'active.img');
-const B = join(dir, 'standby.img');
-const B0 = join(dir, 'standby0.img');
 const GRANULE = DIRTY_GRANULARITY;
 
 /** CPU seconds (user + system) of this process's finished children so far (`cutime` + `cstime`). */
@@ -224,14 +219,8 @@ async function main(): Promise<void> {
     return;
   }
   console.log(`inline-mode benchmarks on ${size / GiB} GiB images in ${dir}; ${runs} runs each, median; page cache ${dropCaches() ? 'dropped before each run' : 'NOT dropped (needs root)'}`);
-  randomImage(A, size, 77);
-  copyFileSync(A, B0);
-  copyFileSync(A, B);
-  const daemon = new StorageDaemon({ drive: A, runDir: join(dir, 'run'), listen: { unix: join(dir, 'run', 'nbd.sock') }, exportName: 'sys', directIo: true });
-  await daemon.start();
+  const { A, B, B0, daemon, tracker } = await startInlineRig(dir, size);
   try {
-    const tracker = new ChangedBlockTracker({ daemon, stateFile: join(dir, 'cbt.json'), readRanges: (u, c) => readFlaggedRanges(u, c, STATE_DIRTY) });
-    await tracker.commit(await tracker.beginEpoch());
     // Two pairs over the same drives, one per state directory: the changed sync reads the active drive over NBD, the compare sync directly.
     const stateN0 = join(dir, 'state-nbd0');
     const stateF0 = join(dir, 'state-file0');
@@ -245,18 +234,8 @@ async function main(): Promise<void> {
     await clone({ stateDir: stateF0, source: A, target: B });
     const sealedF = keepWriteStamp(B, 'file');
 
-    // The host changes 1 % of the drive in 64 KiB writes at random granules, through the export.
-    const count = Math.round((size * 0.01) / GRANULE);
-    const host = await NbdDrive.open(daemon.hostUri, { write: true });
-    // Distinct granules, picked with a seeded shuffle, so the change is exactly 1 %.
-    const granules = seededShuffle(size / GRANULE, 4242);
-    const data = Buffer.alloc(GRANULE);
-    for (let i = 0; i < count; i++) {
-      data.fill((i % 255) + 1);
-      await host.write(data, granules[i]! * GRANULE);
-    }
-    await host.flush();
-    await host.close();
+    // The host changes 1 % of the drive in 64 KiB writes at distinct, seeded granules, through the export.
+    await writeScatteredChange(daemon.hostUri, size);
     const dirty = await tracker.dirtyBytes();
 
     const restore = (state0: string, state: string) => () => {
