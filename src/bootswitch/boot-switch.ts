@@ -226,18 +226,13 @@ export class HostGate {
 
   /**
    * Runs a power-on pulse. RefusedError naming the job when one keeps the
-   * host off, or naming the switches whose relay state is unknown: a host
-   * powered onto them could find both drives, or none, on its port.
+   * host off, or naming the switches whose relay state is unknown
+   * (requireKnownRelays).
    */
   async poweringOn<T>(pulse: () => Promise<T>): Promise<T> {
     const job = this.keptOffBy();
     if (job) throw new RefusedError(`the host is not powered on: ${job} needs it off`, { hint: 'wait for it to finish, or cancel it' });
-    const unknown = this.unknownSwitches();
-    if (unknown.length) {
-      throw new RefusedError(`the host is not powered on: the relay state of ${unknown.map((u) => `${u.name} is unknown (${u.why})`).join('; ')}`, {
-        hint: 'check the relay board; dpsr applies the recorded pattern while the host is off and powers it on only once the relays read back as recorded',
-      });
-    }
+    this.requireKnownRelays('powered on');
     this.#poweringOn++;
     try {
       const r = await pulse();
@@ -246,6 +241,19 @@ export class HostGate {
     } finally {
       this.#poweringOn--;
     }
+  }
+
+  /**
+   * Throws RefusedError naming the switches whose relay state is unknown: the
+   * host is not powered on or reset (`done`) onto them, where it could find
+   * both drives, or none, on its port.
+   */
+  requireKnownRelays(done: string): void {
+    const unknown = this.unknownSwitches();
+    if (unknown.length === 0) return;
+    throw new RefusedError(`the host is not ${done}: the relay state of ${unknown.map((u) => `${u.name} is unknown (${u.why})`).join('; ')}`, {
+      hint: 'check the relay board; dpsr applies the recorded pattern while the host is off, and the host may be started once the relays read back as recorded',
+    });
   }
 
   /** Switches whose relay state is unknown (BootSwitch.unknown), by name: why. */
@@ -549,7 +557,9 @@ export class BootSwitch {
     return what;
   }
 
+  /** Pulses the host's reset line; RefusedError while a switch's relay state is unknown (HostGate.requireKnownRelays). */
   async resetHost(signal?: AbortSignal): Promise<void> {
+    this.gate.requireKnownRelays('reset');
     const t = this.timing;
     await this.lines.relays.atxReset.pulse(t.powerOnPulseMs, { minMs: t.pulseMinMs, maxMs: t.pulseMaxMs }, signal);
   }

@@ -218,6 +218,7 @@ test('with the host off, a switch whose recorded pattern does not apply (a welde
     assert.is(rig.host.powered, false);
     // Nor does the operator power the host onto relays in an unknown state.
     await refused(rig.sys.bootSwitch.powerOnHost(), /not powered on: the relay state of boot switch is unknown/);
+    await refused(rig.sys.bootSwitch.resetHost(), /not reset: the relay state of boot switch is unknown/);
     assert.is(rig.host.powered, false);
     // The relay is freed with the host still off: the next attempt applies the record.
     rig.sim.unstick('K_MUX_A');
